@@ -1,0 +1,364 @@
+//! The chat paradigm: a room actor, and a member actor that joins it from another node.
+//!
+//! ```text
+//!  member (node B)                  room (node A)                 other members
+//!    | -- call Join{user} ------------> |
+//!    | <-------- Welcome{members} ----- |
+//!    | -- cast Text{client_seq, text} -> |  room_seq += 1
+//!    | <-------- Ack{client_seq, seq} -- | -- cast Relay{seq, from, text} --> |
+//!    | -- finish (Goodbye) ------------> |  member leaves
+//!    | <-------- final Acks, Goodbye --- |
+//!   Closed(Finished)                  Closed(Finished)
+//! ```
+//!
+//! Each member's session is its own ordered stream into the room's one mailbox; the
+//! room answers and relays on the sessions the messages came from.
+
+use std::time::Duration;
+
+use duologue::{
+    CallError, CloseReason, ConnectError, Inbound, Node, Protocol, RemoteRef, SessionRef,
+    SessionSignal,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+
+/// The chat protocol's messages (`proto/duologue/chat/v1/chat.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/duologue.chat.v1.rs"));
+}
+
+use proto::{Ack, Join, MemberMessage, Rejected, Relay, RoomMessage, Text, Welcome};
+use proto::{member_message, room_message};
+
+/// A chat room: members join, say things, and hear each other.
+#[derive(Debug, Default)]
+pub struct ChatRoom;
+
+impl Protocol for ChatRoom {
+    type Request = MemberMessage;
+    type Response = RoomMessage;
+}
+
+impl From<Join> for MemberMessage {
+    fn from(join: Join) -> Self {
+        Self {
+            kind: Some(member_message::Kind::Join(join)),
+        }
+    }
+}
+
+impl From<Text> for MemberMessage {
+    fn from(text: Text) -> Self {
+        Self {
+            kind: Some(member_message::Kind::Text(text)),
+        }
+    }
+}
+
+impl From<room_message::Kind> for RoomMessage {
+    fn from(kind: room_message::Kind) -> Self {
+        Self { kind: Some(kind) }
+    }
+}
+
+/// The room's mailbox: its sessions' messages and signals.
+#[derive(Debug)]
+pub enum RoomMsg {
+    /// A message from a member.
+    Inbound(Inbound),
+    /// A member's session changed.
+    Session(SessionSignal),
+}
+
+impl From<Inbound> for RoomMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<SessionSignal> for RoomMsg {
+    fn from(signal: SessionSignal) -> Self {
+        Self::Session(signal)
+    }
+}
+
+/// One member present in the room.
+#[derive(Debug)]
+struct Member {
+    user: String,
+    session: SessionRef,
+}
+
+/// The room's state.
+#[derive(Debug)]
+pub struct RoomState {
+    name: String,
+    members: Vec<Member>,
+    room_seq: u64,
+}
+
+impl RoomState {
+    fn member(&self, session: &SessionRef) -> Option<&Member> {
+        self.members.iter().find(|m| &m.session == session)
+    }
+
+    fn leave(&mut self, session: &SessionRef) {
+        if let Some(at) = self.members.iter().position(|m| &m.session == session) {
+            let member = self.members.remove(at);
+            tracing::info!(room = %self.name, user = %member.user, "left");
+        }
+    }
+
+    fn join(&mut self, inbound: Inbound, join: Join) {
+        let session = inbound.session().clone();
+        let reply: RoomMessage = if self.members.iter().any(|m| m.user == join.user) {
+            room_message::Kind::Rejected(Rejected {
+                reason: format!("the name {:?} is taken in {}", join.user, self.name),
+            })
+            .into()
+        } else if self.member(&session).is_some() {
+            room_message::Kind::Rejected(Rejected {
+                reason: "this session already joined".into(),
+            })
+            .into()
+        } else {
+            tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), "joined");
+            self.members.push(Member {
+                user: join.user,
+                session,
+            });
+            room_message::Kind::Welcome(Welcome {
+                room: self.name.clone(),
+                members: self.members.iter().map(|m| m.user.clone()).collect(),
+                room_seq: self.room_seq,
+            })
+            .into()
+        };
+        if let Err(error) = inbound.reply(&reply) {
+            tracing::warn!(%error, "join reply not sent");
+        }
+    }
+
+    fn text(&mut self, session: &SessionRef, text: Text) {
+        let Some(from) = self.member(session).map(|m| m.user.clone()) else {
+            let rejected: RoomMessage = room_message::Kind::Rejected(Rejected {
+                reason: "join before sending text".into(),
+            })
+            .into();
+            let _ = session.try_cast(rejected);
+            return;
+        };
+        self.room_seq += 1;
+        let ack: RoomMessage = room_message::Kind::Ack(Ack {
+            client_seq: text.client_seq,
+            room_seq: self.room_seq,
+        })
+        .into();
+        if let Err(error) = session.try_cast(ack) {
+            tracing::warn!(%error, user = %from, "ack not sent");
+        }
+        let relay: RoomMessage = room_message::Kind::Relay(Relay {
+            room_seq: self.room_seq,
+            from,
+            text: text.text,
+        })
+        .into();
+        for member in self.members.iter().filter(|m| &m.session != session) {
+            if let Err(error) = member.session.try_cast(relay.clone()) {
+                tracing::warn!(%error, user = %member.user, "relay not sent");
+            }
+        }
+    }
+}
+
+impl Actor for ChatRoom {
+    type Msg = RoomMsg;
+    type State = RoomState;
+    /// The room's name.
+    type Arguments = String;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RoomMsg>,
+        name: String,
+    ) -> Result<RoomState, ActorProcessingErr> {
+        Ok(RoomState {
+            name,
+            members: Vec::new(),
+            room_seq: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RoomMsg>,
+        message: RoomMsg,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RoomMsg::Inbound(inbound) => match inbound.decode::<MemberMessage>() {
+                Ok(MemberMessage { kind: Some(member_message::Kind::Join(join)) }) => {
+                    state.join(inbound, join);
+                }
+                Ok(MemberMessage { kind: Some(member_message::Kind::Text(text)) }) => {
+                    state.text(inbound.session(), text);
+                }
+                Ok(MemberMessage { kind: None }) => {
+                    tracing::warn!(peer = %inbound.session().peer(), "empty member message");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable member message");
+                }
+            },
+            // The member half-closed: its texts before the farewell are all handled (they
+            // precede this signal in the mailbox), so finishing now sends the final acks
+            // ahead of the room's own farewell.
+            RoomMsg::Session(SessionSignal::PeerFinished(session, _)) => {
+                state.leave(&session);
+                session.finish();
+            }
+            RoomMsg::Session(SessionSignal::Closed(session, reason)) => {
+                if state.member(&session).is_some() {
+                    tracing::info!(%reason, "member session closed");
+                }
+                state.leave(&session);
+            }
+            RoomMsg::Session(SessionSignal::Opened(_)) => {}
+        }
+        Ok(())
+    }
+}
+
+/// What a member hears from its room.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChatEvent {
+    /// Another member said something.
+    Relay(Relay),
+    /// The room recorded one of this member's texts.
+    Acked(Ack),
+    /// The room refused something this member sent.
+    Rejected(String),
+    /// The room finished the session (after this member finished).
+    RoomFinished,
+    /// The session is over.
+    Closed(CloseReason),
+}
+
+/// A member actor: forwards what the room sends to a channel its owner reads.
+#[derive(Debug, Default)]
+pub struct ChatMember;
+
+/// The member actor's mailbox.
+pub type MemberMsg = RoomMsg;
+
+impl Actor for ChatMember {
+    type Msg = MemberMsg;
+    type State = mpsc::UnboundedSender<ChatEvent>;
+    type Arguments = mpsc::UnboundedSender<ChatEvent>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<MemberMsg>,
+        events: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(events)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MemberMsg>,
+        message: MemberMsg,
+        events: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let event = match message {
+            RoomMsg::Inbound(inbound) => match inbound.decode::<RoomMessage>()?.kind {
+                Some(room_message::Kind::Relay(relay)) => ChatEvent::Relay(relay),
+                Some(room_message::Kind::Ack(ack)) => ChatEvent::Acked(ack),
+                Some(room_message::Kind::Rejected(r)) => ChatEvent::Rejected(r.reason),
+                Some(room_message::Kind::Welcome(_)) | None => return Ok(()),
+            },
+            RoomMsg::Session(SessionSignal::PeerFinished(..)) => ChatEvent::RoomFinished,
+            RoomMsg::Session(SessionSignal::Closed(_, reason)) => {
+                let _ = events.send(ChatEvent::Closed(reason));
+                myself.stop(None);
+                return Ok(());
+            }
+            RoomMsg::Session(SessionSignal::Opened(_)) => return Ok(()),
+        };
+        // The receiver gone means the member's owner left; nothing to tell.
+        let _ = events.send(event);
+        Ok(())
+    }
+}
+
+/// Joining a room failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The session could not be opened (unreachable, unknown room, wrong secret).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The join call failed.
+    #[error("join failed: {0}")]
+    Call(#[from] CallError),
+    /// The room refused the join.
+    #[error("the room refused: {0}")]
+    Rejected(String),
+    /// The member actor could not start.
+    #[error("member actor failed to start: {0}")]
+    Spawn(String),
+}
+
+/// A member that joined a room.
+#[derive(Debug)]
+pub struct Joined {
+    /// The typed handle to the room.
+    pub room: RemoteRef<ChatRoom>,
+    /// The room's welcome.
+    pub welcome: Welcome,
+    /// What the room sends, in order.
+    pub events: mpsc::UnboundedReceiver<ChatEvent>,
+    /// The member actor owning the session.
+    pub member: ActorRef<MemberMsg>,
+}
+
+/// Starts a member actor on `node`, opens a session to room `room` at `addr`, and joins
+/// as `user`.
+///
+/// # Errors
+/// [`JoinError`] says which step failed.
+pub async fn join(
+    node: &Node,
+    addr: &str,
+    room: &str,
+    user: &str,
+    timeout: Duration,
+) -> Result<Joined, JoinError> {
+    let (tx, events) = mpsc::unbounded_channel();
+    let (member, _) = Actor::spawn(None, ChatMember, tx)
+        .await
+        .map_err(|e| JoinError::Spawn(e.to_string()))?;
+    let result = async {
+        let remote: RemoteRef<ChatRoom> = node.connect(addr, room, &member).await?;
+        let reply = remote.call(Join { user: user.to_owned() }, timeout).await?;
+        match reply.kind {
+            Some(room_message::Kind::Welcome(welcome)) => Ok((remote, welcome)),
+            Some(room_message::Kind::Rejected(r)) => Err(JoinError::Rejected(r.reason)),
+            _ => Err(JoinError::Rejected("unexpected reply to join".into())),
+        }
+    }
+    .await;
+    match result {
+        Ok((room, welcome)) => Ok(Joined {
+            room,
+            welcome,
+            events,
+            member,
+        }),
+        Err(error) => {
+            member.stop(None);
+            Err(error)
+        }
+    }
+}

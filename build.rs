@@ -1,0 +1,24 @@
+//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and tonic-prost-build.
+
+const PROTOS: &[&str] = &[
+    "proto/duologue/v1/session.proto",
+    "proto/duologue/chat/v1/chat.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let mut config = tonic_prost_build::Config::new();
+    // Payloads stay `bytes::Bytes` end to end, so decoding does not copy them.
+    config.bytes(["."]);
+    // `prost::Name` gives every message its type URL.
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .emit_rerun_if_changed(false)
+        .compile_fds_with_config(fds, config)?;
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! A node's settings, with defaults chosen for a LAN or loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::session::SessionConfig;
+
+/// Everything a node can be told. Build one with [`crate::Node::builder`].
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's name, shown to peers.
+    pub name: String,
+    /// Where to accept sessions; `None` for a node that only dials out.
+    pub listen: Option<SocketAddr>,
+    /// Per-session protocol settings (batching, acks, message size limit).
+    pub session: SessionConfig,
+    /// Timeout for dialling a peer.
+    pub connect_timeout: Duration,
+    /// HTTP/2 keepalive ping interval, on both client and server connections.
+    pub keepalive_interval: Duration,
+    /// A connection whose ping is not answered within this is considered dead.
+    pub keepalive_timeout: Duration,
+    /// HTTP/2 stream window, in bytes (per session).
+    pub stream_window: u32,
+    /// HTTP/2 connection window, in bytes (all sessions to one peer).
+    pub connection_window: u32,
+    /// Most concurrent sessions one peer connection may open to this node.
+    pub max_sessions_per_peer: u32,
+    /// How long a closed session waits for the peer to end its stream.
+    pub close_linger: Duration,
+    /// How long [`crate::Node::shutdown`] lets sessions drain before cancelling them.
+    pub shutdown_drain: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "node".into(),
+            listen: None,
+            session: SessionConfig::default(),
+            connect_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(1),
+            keepalive_timeout: Duration::from_secs(2),
+            stream_window: 2 * 1024 * 1024,
+            connection_window: 8 * 1024 * 1024,
+            max_sessions_per_peer: 16 * 1024,
+            close_linger: Duration::from_secs(2),
+            shutdown_drain: Duration::from_secs(5),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The largest gRPC message this node encodes or decodes: one batch frame holding
+    /// one maximal envelope, plus room for the frame's own fields.
+    pub(crate) fn frame_limit(&self) -> usize {
+        let message = usize::try_from(self.session.max_message_bytes).unwrap_or(usize::MAX);
+        message
+            .max(self.session.max_batch_bytes)
+            .saturating_add(64 * 1024)
+    }
+}

@@ -1,0 +1,293 @@
+//! The typed errors of each boundary: authentication, protocol, sending, calling,
+//! connecting, and the reasons a session closes.
+
+use crate::wire::{Fault, FrameError, Goodbye, GoodbyeReason, Refusal, RefuseReason};
+
+/// Authentication failed, or the secret could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The peer's proof does not match this node's secret.
+    #[error("the peer's proof does not match our secret")]
+    ProofMismatch,
+    /// The peer rejected this node's proof: the two secrets differ.
+    #[error("the peer rejected our proof: the shared secrets differ")]
+    PeerRejectedProof,
+    /// The secret is too short to be safe.
+    #[error("the secret has {len} bytes; at least {min} are required")]
+    SecretTooShort {
+        /// Its length.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
+    /// The secret file could not be read.
+    #[error("cannot read secret file {path}: {reason}")]
+    SecretFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The peer broke the session protocol.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A frame did not parse.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] FrameError),
+    /// A frame arrived in a state that does not expect it.
+    #[error("unexpected {frame} frame in state {state}")]
+    UnexpectedFrame {
+        /// The frame's kind.
+        frame: &'static str,
+        /// The session's state.
+        state: &'static str,
+    },
+    /// The peer speaks another protocol version.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u32),
+    /// An envelope's sequence number is not the next expected one.
+    #[error("expected sequence number {expected}, got {got}")]
+    SequenceGap {
+        /// The next expected sequence number.
+        expected: u64,
+        /// The one that arrived.
+        got: u64,
+    },
+    /// The peer acknowledged a message it was never sent.
+    #[error("ack {ack} beyond the last sequence number sent, {sent}")]
+    AckBeyondSent {
+        /// The ack.
+        ack: u64,
+        /// The last sequence number sent.
+        sent: u64,
+    },
+    /// An envelope exceeds this node's message size limit.
+    #[error("message of {size} bytes exceeds the limit of {limit}")]
+    MessageTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A frame exceeded this node's frame size limit.
+    #[error("frame too large: {0}")]
+    FrameTooLarge(String),
+    /// Data arrived after the peer's goodbye.
+    #[error("data after goodbye")]
+    DataAfterGoodbye,
+    /// The peer's goodbye names a last message other than the last one received.
+    #[error("goodbye says the last message was {last_seq}, but {received} arrived")]
+    GoodbyeMismatch {
+        /// What the goodbye says.
+        last_seq: u64,
+        /// What arrived.
+        received: u64,
+    },
+}
+
+/// Why a session is over. `Finished` is the polite end; everything else says what broke.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CloseReason {
+    /// Both sides finished and every message was acknowledged.
+    #[error("finished")]
+    Finished,
+    /// The peer ended its side for a reason other than finishing (its actor stopped, its
+    /// node shut down, it saw a protocol error).
+    #[error("peer ended the session: {reason:?} {detail}", reason = .0.reason, detail = .0.detail)]
+    PeerEnded(Goodbye),
+    /// This side ended the session.
+    #[error("ended locally: {reason:?} {detail}")]
+    Ended {
+        /// Why.
+        reason: GoodbyeReason,
+        /// Detail.
+        detail: String,
+    },
+    /// The peer refused the session during the handshake.
+    #[error("refused by the peer: {0}")]
+    RefusedByPeer(Refusal),
+    /// This side refused the session during the handshake.
+    #[error("refused: {0}")]
+    RefusedLocally(Refusal),
+    /// Authentication failed on this side.
+    #[error("authentication failed: {0}")]
+    Auth(AuthError),
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(ProtocolError),
+    /// The handshake did not complete in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The stream broke or ended without a farewell.
+    #[error("transport error: {0}")]
+    Transport(String),
+}
+
+impl CloseReason {
+    /// The authentication error this close amounts to, on either side, if any.
+    pub fn auth_error(&self) -> Option<AuthError> {
+        match self {
+            Self::Auth(e) => Some(e.clone()),
+            Self::RefusedByPeer(r) if r.reason == RefuseReason::AuthFailed => {
+                Some(AuthError::PeerRejectedProof)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A message could not be sent; it comes back inside the error.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError<T> {
+    /// The session is closed or finishing and takes no more messages.
+    #[error("the session is closed")]
+    Closed(T),
+    /// The session's handshake has not completed.
+    #[error("the session is not established yet")]
+    NotReady(T),
+    /// The payload is larger than the session's limit (the smaller of both nodes').
+    #[error("message of {size} bytes exceeds the session's limit of {limit}")]
+    TooLarge {
+        /// Its encoded size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// The message.
+        message: T,
+    },
+}
+
+impl<T> SendError<T> {
+    /// The message that was not sent.
+    pub fn into_message(self) -> T {
+        match self {
+            Self::Closed(m) | Self::NotReady(m) | Self::TooLarge { message: m, .. } => m,
+        }
+    }
+
+    /// The same error around another value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> SendError<U> {
+        match self {
+            Self::Closed(m) => SendError::Closed(f(m)),
+            Self::NotReady(m) => SendError::NotReady(f(m)),
+            Self::TooLarge { size, limit, message } => SendError::TooLarge {
+                size,
+                limit,
+                message: f(message),
+            },
+        }
+    }
+}
+
+/// A call produced no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request could not be sent.
+    #[error("request not sent: {0}")]
+    Send(SendError<()>),
+    /// No reply arrived before the deadline.
+    #[error("no reply within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The session closed before the reply arrived.
+    #[error("session closed before the reply: {0}")]
+    SessionClosed(CloseReason),
+    /// The callee answered with a fault instead of a reply.
+    #[error("the callee failed: {0}")]
+    Fault(Fault),
+    /// The reply did not decode as the expected type.
+    #[error("reply did not decode: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// An inbound payload is not of the expected type, or does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The type URL names another message type.
+    #[error("expected a {expected}, got a {got}")]
+    WrongType {
+        /// The expected type URL.
+        expected: String,
+        /// The type URL that arrived.
+        got: String,
+    },
+    /// The bytes do not decode as the expected type.
+    #[error("invalid {type_url}: {source}")]
+    Invalid {
+        /// The type URL.
+        type_url: String,
+        /// Prost's error.
+        source: prost::DecodeError,
+    },
+}
+
+/// Opening a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The peer's address does not parse.
+    #[error("invalid peer address {addr}: {reason}")]
+    InvalidAddress {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer could not be reached.
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer has no actor of that name.
+    #[error("no actor named {actor:?} on {addr}")]
+    UnknownActor {
+        /// The address.
+        addr: String,
+        /// The actor name.
+        actor: String,
+    },
+    /// Authentication failed (the secrets differ).
+    #[error("authentication with {addr} failed: {error}")]
+    Auth {
+        /// The address.
+        addr: String,
+        /// What failed.
+        error: AuthError,
+    },
+    /// The session closed during its handshake for another reason.
+    #[error("session to {addr} failed: {reason}")]
+    Closed {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// This node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// Starting a node or registering an actor failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The secret is missing or unusable.
+    #[error(transparent)]
+    Secret(#[from] AuthError),
+    /// No secret was configured.
+    #[error("no secret configured: every node needs the cluster's shared secret")]
+    NoSecret,
+    /// An actor of that name is already registered.
+    #[error("an actor named {0:?} is already registered")]
+    NameTaken(String),
+}

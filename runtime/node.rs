@@ -1,0 +1,447 @@
+//! A node: one process's presence in the cluster. It has a name, an incarnation, a
+//! shared secret, a registry of named local actors, one gRPC server, and one link per
+//! peer it dials. Sessions hang off the node, never off a request.
+//!
+//! ```text
+//! Node (name, incarnation, secret)
+//! ├── server task (tonic, one HTTP/2 connection per peer that dials us)
+//! │   └── per accepted session: Driver task ──> registered actor's mailbox
+//! ├── links (one HTTP/2 connection per peer we dial)
+//! │   └── per opened session:   Driver task ──> owner actor's mailbox
+//! └── Shutdown (cancellation token + task tracker): every driver selects on the token,
+//!     sends its farewell, and ends its own stream; shutdown waits with a bound.
+//! ```
+//!
+//! Actors stay under their own ractor supervisors; the node never owns them. A session
+//! tells its owner about its life through [`crate::SessionSignal`]s in the owner's mailbox.
+
+mod link;
+mod service;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use ractor::ActorRef;
+use tokio::sync::{broadcast, oneshot};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::auth::Secret;
+use crate::config::NodeConfig;
+use crate::driver::{Driver, DriverConfig, OutboundFrames, Shared};
+use crate::error::{CloseReason, ConnectError, NodeError};
+use crate::mailbox::{Deliver, Inbound, SessionSignal};
+use crate::remote_ref::{Protocol, RemoteRef};
+use crate::session::{Session, SessionConfig};
+use crate::session_ref::SessionRef;
+use crate::shutdown::Shutdown;
+use crate::wire::pb::duologue_server::DuologueServer;
+use crate::wire::{NodeIdentity, RefuseReason, Refusal, SessionId};
+
+use self::link::Links;
+use self::service::Service;
+
+/// Something that happened to a session of this node, for monitoring and tests.
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    /// A session completed its handshake.
+    SessionOpened {
+        /// Its id.
+        session: SessionId,
+        /// The peer node.
+        peer: NodeIdentity,
+        /// The actor on the acceptor's side.
+        actor: String,
+    },
+    /// A session ended during its handshake: a wrong secret, an unknown actor, a
+    /// malformed greeting.
+    SessionRejected {
+        /// Where it came from, when known.
+        remote_addr: Option<SocketAddr>,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// An established session closed.
+    SessionClosed {
+        /// Its id.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Builds and starts a [`Node`].
+#[derive(Debug, Default)]
+pub struct NodeBuilder {
+    config: NodeConfig,
+    secret: Option<Result<Secret, NodeError>>,
+}
+
+impl NodeBuilder {
+    /// The node's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Accept sessions on `addr` (port 0 picks a free port; see [`Node::local_addr`]).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = Some(addr);
+        self
+    }
+
+    /// The cluster's shared secret.
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(Ok(secret));
+        self
+    }
+
+    /// Reads the shared secret from a file.
+    pub fn secret_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.secret = Some(Secret::from_file(path).map_err(NodeError::from));
+        self
+    }
+
+    /// Per-session settings.
+    pub fn session_config(mut self, session: SessionConfig) -> Self {
+        self.config.session = session;
+        self
+    }
+
+    /// Replaces the whole configuration (name and listen address included).
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the node: binds its listener (if any) and serves.
+    ///
+    /// # Errors
+    /// [`NodeError::NoSecret`] or [`NodeError::Secret`] without a usable secret,
+    /// [`NodeError::Bind`] when the address cannot be bound.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let secret = self.secret.ok_or(NodeError::NoSecret)??;
+        let config = self.config;
+        let listener = match config.listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                NodeError::Bind {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+        let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let inner = Arc::new(NodeInner {
+            identity: NodeIdentity {
+                name: config.name.clone(),
+                incarnation: uuid::Uuid::new_v4(),
+            },
+            secret,
+            registry: RwLock::new(HashMap::new()),
+            links: Links::default(),
+            shutdown: Shutdown::default(),
+            events: broadcast::channel(1024).0,
+            local_addr,
+            config,
+        });
+        let server = match listener {
+            Some(listener) => Some(tokio::spawn(serve(inner.clone(), listener))),
+            None => None,
+        };
+        Ok(Node {
+            inner,
+            server: Arc::new(std::sync::Mutex::new(server)),
+        })
+    }
+}
+
+async fn serve(node: Arc<NodeInner>, listener: tokio::net::TcpListener) {
+    let config = &node.config;
+    // `serve_with_incoming` ignores the server's own `tcp_nodelay`: set it here.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let service = DuologueServer::new(Service { node: node.clone() })
+        .max_decoding_message_size(config.frame_limit())
+        .max_encoding_message_size(config.frame_limit());
+    let result = Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .initial_stream_window_size(config.stream_window)
+        .initial_connection_window_size(config.connection_window)
+        .max_concurrent_streams(config.max_sessions_per_peer)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, node.shutdown.token().clone().cancelled_owned())
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "server stopped");
+    }
+}
+
+/// A running node. Cheap to clone; all clones are the same node.
+#[derive(Clone, Debug)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+    server: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// The node's state shared with its service and drivers.
+#[derive(Debug)]
+pub(crate) struct NodeInner {
+    pub(crate) identity: NodeIdentity,
+    pub(crate) config: NodeConfig,
+    pub(crate) secret: Secret,
+    registry: RwLock<HashMap<String, Arc<dyn Deliver>>>,
+    links: Links,
+    pub(crate) shutdown: Shutdown,
+    events: broadcast::Sender<NodeEvent>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for dyn Deliver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<mailbox>")
+    }
+}
+
+impl Node {
+    /// A builder with default settings.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// This node's name and incarnation.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.inner.identity
+    }
+
+    /// The address the node accepts sessions on, if it listens.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// Makes `actor` reachable by peers under `name`. Sessions opened to `name` deliver
+    /// into its mailbox.
+    ///
+    /// # Errors
+    /// [`NodeError::NameTaken`] when a live actor holds the name.
+    pub fn register<M>(&self, name: impl Into<String>, actor: &ActorRef<M>) -> Result<(), NodeError>
+    where
+        M: ractor::Message + From<Inbound> + From<SessionSignal>,
+    {
+        let name = name.into();
+        let mut registry = self.inner.registry.write().unwrap_or_else(|p| p.into_inner());
+        if registry.get(&name).is_some_and(|d| d.is_alive()) {
+            return Err(NodeError::NameTaken(name));
+        }
+        registry.insert(name, Arc::new(actor.clone()));
+        Ok(())
+    }
+
+    /// Removes a name; sessions already open stay open.
+    pub fn unregister(&self, name: &str) {
+        let mut registry = self.inner.registry.write().unwrap_or_else(|p| p.into_inner());
+        registry.remove(name);
+    }
+
+    /// Opens a session to the actor `actor` on the node at `addr` (`host:port`), owned by
+    /// the local actor `owner`: the remote actor's messages and the session's signals go
+    /// into `owner`'s mailbox. Returns once the handshake completed.
+    ///
+    /// # Errors
+    /// [`ConnectError::Unreachable`], [`ConnectError::UnknownActor`],
+    /// [`ConnectError::Auth`] (the secrets differ), [`ConnectError::Closed`] for any other
+    /// failed handshake, [`ConnectError::ShuttingDown`].
+    pub async fn connect<P, M>(
+        &self,
+        addr: &str,
+        actor: &str,
+        owner: &ActorRef<M>,
+    ) -> Result<RemoteRef<P>, ConnectError>
+    where
+        P: Protocol,
+        M: ractor::Message + From<Inbound> + From<SessionSignal>,
+    {
+        let session = self.open_session(addr, actor, Arc::new(owner.clone())).await?;
+        Ok(RemoteRef::new(session))
+    }
+
+    async fn open_session(
+        &self,
+        addr: &str,
+        actor: &str,
+        owner: Arc<dyn Deliver>,
+    ) -> Result<SessionRef, ConnectError> {
+        let node = &self.inner;
+        if node.shutdown.is_triggered() {
+            return Err(ConnectError::ShuttingDown);
+        }
+        let mut client = node.links.client(addr, &node.config)?;
+        let session = Session::initiator(
+            node.config.session.clone(),
+            node.secret.clone(),
+            node.identity.clone(),
+            SessionId::random(),
+            actor.to_owned(),
+            rand::random(),
+            Instant::now(),
+        );
+        let shared = Shared::new(session);
+        let (established_tx, established_rx) = oneshot::channel();
+        let token = node.shutdown.token().clone();
+        let driver_node = node.clone();
+        let remote_addr = addr.parse().ok();
+        node.shutdown.spawn(async move {
+            let outbound = OutboundFrames::new(shared.clone());
+            let response = tokio::select! {
+                response = client.converse(outbound) => response,
+                () = token.cancelled() => Err(tonic::Status::cancelled("node shutting down")),
+            };
+            match response {
+                Ok(response) => {
+                    let driver = Driver {
+                        shared,
+                        inbound: response.into_inner(),
+                        config: driver_node.driver_config(),
+                        node: driver_node,
+                        owner: Some(owner),
+                        remote_addr,
+                        established: Some(established_tx),
+                        session_ref: None,
+                    };
+                    driver.run(token).await;
+                }
+                Err(status) => {
+                    let reason = format!("{}: {}", status.message(), source_chain(&status));
+                    let _ = established_tx.send(Err(CloseReason::Transport(reason)));
+                }
+            }
+        });
+        let addr = addr.to_owned();
+        match established_rx.await {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(reason)) => Err(connect_error(addr, actor, reason)),
+            Err(_) => Err(ConnectError::ShuttingDown),
+        }
+    }
+
+    /// Subscribes to this node's [`NodeEvent`]s from now on.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Shuts down: stops accepting, ends every session with a farewell, waits up to the
+    /// configured drain for their streams to finish, then cancels what is left. Returns
+    /// whether everything ended within the drain.
+    pub async fn shutdown(&self) -> bool {
+        let drained = self.inner.shutdown.run(self.inner.config.shutdown_drain).await;
+        // tonic's graceful shutdown waits for connections without a bound; ours is over.
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut server) = server
+            && tokio::time::timeout(self.inner.config.close_linger, &mut server)
+                .await
+                .is_err()
+        {
+            server.abort();
+            let _ = server.await;
+        }
+        drained
+    }
+}
+
+fn source_chain(status: &tonic::Status) -> String {
+    use std::error::Error;
+    let mut chain = Vec::new();
+    let mut source = status.source();
+    while let Some(error) = source {
+        chain.push(error.to_string());
+        source = error.source();
+    }
+    chain.join(": ")
+}
+
+fn connect_error(addr: String, actor: &str, reason: CloseReason) -> ConnectError {
+    if let Some(error) = reason.auth_error() {
+        return ConnectError::Auth { addr, error };
+    }
+    match reason {
+        CloseReason::RefusedByPeer(Refusal {
+            reason: RefuseReason::UnknownActor,
+            ..
+        }) => ConnectError::UnknownActor {
+            addr,
+            actor: actor.to_owned(),
+        },
+        CloseReason::Transport(reason) => ConnectError::Unreachable { addr, reason },
+        reason => ConnectError::Closed { addr, reason },
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn driver_config(&self) -> DriverConfig {
+        DriverConfig {
+            close_linger: self.config.close_linger,
+        }
+    }
+
+    /// The mailbox of the actor registered as `target`, or why the session is refused.
+    pub(crate) fn admit(&self, target: &str) -> Result<Arc<dyn Deliver>, Refusal> {
+        if self.shutdown.is_triggered() {
+            return Err(Refusal {
+                reason: RefuseReason::ShuttingDown,
+                detail: format!("node {} is shutting down", self.identity.name),
+            });
+        }
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        match registry.get(target) {
+            Some(owner) if owner.is_alive() => Ok(owner.clone()),
+            Some(_) => Err(Refusal {
+                reason: RefuseReason::UnknownActor,
+                detail: format!("actor {target:?} on node {} has stopped", self.identity.name),
+            }),
+            None => Err(Refusal {
+                reason: RefuseReason::UnknownActor,
+                detail: format!("no actor named {target:?} on node {}", self.identity.name),
+            }),
+        }
+    }
+
+    pub(crate) fn session_opened(&self, session: &SessionRef) {
+        tracing::debug!(id = %session.id(), peer = %session.peer(), actor = session.actor(), "session opened");
+        let _ = self.events.send(NodeEvent::SessionOpened {
+            session: session.id(),
+            peer: session.peer().clone(),
+            actor: session.actor().to_owned(),
+        });
+    }
+
+    pub(crate) fn session_closed(
+        &self,
+        session: SessionId,
+        established: bool,
+        remote_addr: Option<SocketAddr>,
+        reason: &CloseReason,
+    ) {
+        let event = if established {
+            tracing::debug!(id = %session, %reason, "session closed");
+            NodeEvent::SessionClosed {
+                session,
+                reason: reason.clone(),
+            }
+        } else {
+            tracing::warn!(?remote_addr, %reason, "session failed during its handshake");
+            NodeEvent::SessionRejected {
+                remote_addr,
+                reason: reason.clone(),
+            }
+        };
+        let _ = self.events.send(event);
+    }
+}

@@ -1,0 +1,386 @@
+//! The session core driven by a deterministic harness: two sessions back to back,
+//! a synthetic clock, no sockets.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::NONCE_LEN;
+use crate::wire::BodyKind;
+
+const SECRET: &str = "a test secret of enough bytes";
+
+fn node(name: &str, n: u128) -> NodeIdentity {
+    NodeIdentity {
+        name: name.into(),
+        incarnation: Uuid::from_u128(n),
+    }
+}
+
+fn cast(text: &str) -> Body {
+    Body {
+        kind: BodyKind::Cast,
+        type_url: "type.googleapis.com/test.Text".into(),
+        payload: Bytes::copy_from_slice(text.as_bytes()),
+    }
+}
+
+/// Two sessions wired back to back; the acceptor admits every authenticated peer.
+struct Pair {
+    initiator: Session,
+    acceptor: Session,
+    now: Instant,
+    /// Messages each side delivered, as text: (initiator's, acceptor's).
+    delivered: (Vec<String>, Vec<String>),
+    closed: (Option<CloseReason>, Option<CloseReason>),
+    peer_finished: (bool, bool),
+    frames: usize,
+    admit: bool,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Self::with_secrets(SECRET, SECRET)
+    }
+
+    fn with_secrets(initiator: &str, acceptor: &str) -> Self {
+        let now = Instant::now();
+        let config = SessionConfig::default();
+        Self {
+            initiator: Session::initiator(
+                config.clone(),
+                Secret::new(initiator).unwrap(),
+                node("a", 1),
+                SessionId(Uuid::from_u128(42)),
+                "room".into(),
+                [1; NONCE_LEN],
+                now,
+            ),
+            acceptor: Session::acceptor(
+                config,
+                Secret::new(acceptor).unwrap(),
+                node("b", 2),
+                [2; NONCE_LEN],
+                now,
+            ),
+            now,
+            delivered: Default::default(),
+            closed: Default::default(),
+            peer_finished: Default::default(),
+            frames: 0,
+            admit: true,
+        }
+    }
+
+    /// Moves frames and events until nothing changes.
+    fn drive(&mut self) {
+        loop {
+            let mut progress = false;
+            while let Some(frame) = self.initiator.poll_transmit() {
+                self.frames += 1;
+                self.acceptor.handle_frame(frame);
+                progress = true;
+            }
+            while let Some(frame) = self.acceptor.poll_transmit() {
+                self.frames += 1;
+                self.initiator.handle_frame(frame);
+                progress = true;
+            }
+            progress |= self.drain_events();
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn drain_events(&mut self) -> bool {
+        let mut progress = false;
+        for initiator in [true, false] {
+            let now = self.now;
+            let (session, delivered, closed, finished) = if initiator {
+                (&mut self.initiator, &mut self.delivered.0, &mut self.closed.0, &mut self.peer_finished.0)
+            } else {
+                (&mut self.acceptor, &mut self.delivered.1, &mut self.closed.1, &mut self.peer_finished.1)
+            };
+            while let Some(event) = session.poll_event() {
+                progress = true;
+                match event {
+                    Event::Authenticated { target, .. } => {
+                        assert_eq!(target, "room");
+                        if self.admit {
+                            session.accept();
+                        } else {
+                            session.refuse(Refusal {
+                                reason: RefuseReason::UnknownActor,
+                                detail: "no such actor".into(),
+                            });
+                        }
+                    }
+                    Event::Established => {}
+                    Event::Message(envelope) => {
+                        delivered.push(String::from_utf8(envelope.body.payload.to_vec()).unwrap());
+                        session.confirm_delivered(envelope.seq, now);
+                    }
+                    Event::PeerFinished(_) => *finished = true,
+                    Event::Closed(reason) => *closed = Some(reason),
+                }
+            }
+        }
+        progress
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.initiator.handle_timeout(self.now);
+        self.acceptor.handle_timeout(self.now);
+        self.drive();
+    }
+
+    fn established() -> Self {
+        let mut pair = Self::new();
+        pair.drive();
+        assert_eq!(pair.initiator.state(), &State::Active);
+        assert_eq!(pair.acceptor.state(), &State::Active);
+        pair
+    }
+}
+
+#[test]
+fn handshake_establishes_both_sides_in_four_frames() {
+    let mut pair = Pair::new();
+    pair.drive();
+    assert_eq!(pair.frames, 4, "Hello, Challenge, Proof, Welcome");
+    assert_eq!(pair.initiator.state(), &State::Active);
+    assert_eq!(pair.acceptor.state(), &State::Active);
+    assert_eq!(pair.acceptor.id(), SessionId(Uuid::from_u128(42)));
+    assert_eq!(pair.acceptor.peer(), Some(&node("a", 1)));
+    assert_eq!(pair.initiator.peer(), Some(&node("b", 2)));
+    assert_eq!(pair.initiator.poll_timeout(), None, "handshake deadline cleared");
+}
+
+#[test]
+fn wrong_secret_is_an_auth_error_on_both_sides() {
+    let mut pair = Pair::with_secrets(SECRET, "another secret, also long");
+    pair.drive();
+    assert_eq!(pair.closed.0, Some(CloseReason::Auth(AuthError::ProofMismatch)));
+    let acceptor = pair.closed.1.expect("acceptor closed");
+    assert_eq!(acceptor.auth_error(), Some(AuthError::PeerRejectedProof));
+    assert!(pair.delivered.1.is_empty());
+}
+
+#[test]
+fn no_data_is_accepted_before_authentication() {
+    let mut pair = Pair::new();
+    // Skip the handshake: hand the acceptor a batch right away.
+    pair.acceptor.handle_frame(Frame::Batch(Batch {
+        ack: 0,
+        envelopes: vec![Envelope { seq: 1, body: cast("sneaky") }],
+    }));
+    assert!(matches!(
+        pair.acceptor.state(),
+        State::Closed(CloseReason::Protocol(ProtocolError::UnexpectedFrame { frame: "Batch", .. }))
+    ));
+    assert!(matches!(pair.acceptor.poll_event(), Some(Event::Closed(_))));
+    assert!(matches!(pair.acceptor.poll_transmit(), Some(Frame::Refuse(_))));
+}
+
+#[test]
+fn refused_target_closes_the_initiator_with_the_reason() {
+    let mut pair = Pair::new();
+    pair.admit = false;
+    pair.drive();
+    match pair.closed.0 {
+        Some(CloseReason::RefusedByPeer(r)) => assert_eq!(r.reason, RefuseReason::UnknownActor),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(pair.closed.1, Some(CloseReason::RefusedLocally(_))));
+}
+
+#[test]
+fn messages_arrive_in_order_both_ways_and_acks_empty_the_buffers() {
+    let mut pair = Pair::established();
+    for i in 0..500 {
+        pair.initiator.send(cast(&format!("i{i}"))).unwrap();
+        pair.acceptor.send(cast(&format!("a{i}"))).unwrap();
+    }
+    pair.drive();
+    let expect = |p: &str| (0..500).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    assert_eq!(pair.delivered.1, expect("i"));
+    assert_eq!(pair.delivered.0, expect("a"));
+    // Acks not yet due are sent when the delay passes.
+    pair.advance(Duration::from_millis(10));
+    assert_eq!(pair.initiator.unacked(), 0);
+    assert_eq!(pair.acceptor.unacked(), 0);
+}
+
+#[test]
+fn ready_messages_share_one_batch_frame() {
+    let mut pair = Pair::established();
+    let before = pair.frames;
+    for i in 0..100 {
+        pair.initiator.send(cast(&i.to_string())).unwrap();
+    }
+    match pair.initiator.poll_transmit() {
+        Some(Frame::Batch(b)) => assert_eq!(b.envelopes.len(), 100),
+        other => panic!("expected a batch, got {other:?}"),
+    }
+    assert_eq!(pair.frames, before);
+}
+
+#[test]
+fn lone_ack_waits_for_the_delay() {
+    let mut pair = Pair::established();
+    pair.initiator.send(cast("x")).unwrap();
+    pair.drive();
+    assert_eq!(pair.initiator.unacked(), 1, "ack not sent before its delay");
+    let due = pair.acceptor.poll_timeout().expect("ack timer armed");
+    assert_eq!(due, pair.now + SessionConfig::default().ack_delay);
+    pair.advance(SessionConfig::default().ack_delay);
+    assert_eq!(pair.initiator.unacked(), 0);
+}
+
+#[test]
+fn only_delivered_messages_are_acknowledged() {
+    let mut pair = Pair::established();
+    pair.initiator.send(cast("x")).unwrap();
+    let frame = pair.initiator.poll_transmit().unwrap();
+    pair.acceptor.handle_frame(frame);
+    // The event is taken but the driver has not confirmed delivery.
+    assert!(matches!(pair.acceptor.poll_event(), Some(Event::Message(_))));
+    pair.acceptor.handle_timeout(pair.now + Duration::from_secs(1));
+    assert!(pair.acceptor.poll_transmit().is_none(), "nothing to ack yet");
+}
+
+#[test]
+fn finish_lets_the_peer_send_final_messages_then_both_close() {
+    let mut pair = Pair::established();
+    pair.initiator.send(cast("last words")).unwrap();
+    pair.initiator.finish();
+    assert!(matches!(pair.initiator.send(cast("late")), Err(SendError::Closed(_))));
+    pair.drive();
+    assert!(pair.peer_finished.1, "acceptor saw the half-close");
+    assert_eq!(pair.acceptor.state(), &State::Active);
+    // The acceptor still talks after the member finished.
+    pair.acceptor.send(cast("final ack")).unwrap();
+    pair.acceptor.finish();
+    pair.drive();
+    assert_eq!(pair.delivered.1, vec!["last words"]);
+    assert_eq!(pair.delivered.0, vec!["final ack"]);
+    assert_eq!(pair.closed, (Some(CloseReason::Finished), Some(CloseReason::Finished)));
+    assert_eq!(pair.initiator.unacked() + pair.acceptor.unacked(), 0);
+    assert!(pair.initiator.is_transmit_done() && pair.acceptor.is_transmit_done());
+}
+
+#[test]
+fn end_tells_the_peer_why() {
+    let mut pair = Pair::established();
+    pair.acceptor.send(cast("before")).unwrap();
+    pair.acceptor.end(GoodbyeReason::ActorStopped, "room closed".into());
+    pair.drive();
+    assert_eq!(pair.delivered.0, vec!["before"], "messages sent before the goodbye arrive");
+    match &pair.closed.0 {
+        Some(CloseReason::PeerEnded(g)) => {
+            assert_eq!(g.reason, GoodbyeReason::ActorStopped);
+            assert_eq!(g.detail, "room closed");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn sequence_gap_is_a_protocol_error_reported_to_the_peer() {
+    let mut pair = Pair::established();
+    pair.acceptor.handle_frame(Frame::Batch(Batch {
+        ack: 0,
+        envelopes: vec![Envelope { seq: 2, body: cast("skipped one") }],
+    }));
+    pair.drive();
+    assert_eq!(
+        pair.closed.1,
+        Some(CloseReason::Protocol(ProtocolError::SequenceGap { expected: 1, got: 2 }))
+    );
+    assert!(matches!(
+        &pair.closed.0,
+        Some(CloseReason::PeerEnded(g)) if g.reason == GoodbyeReason::ProtocolError
+    ));
+}
+
+#[test]
+fn ack_for_unsent_messages_is_a_protocol_error() {
+    let mut pair = Pair::established();
+    pair.initiator.handle_frame(Frame::Ack(5));
+    assert_eq!(
+        pair.initiator.state(),
+        &State::Closed(CloseReason::Protocol(ProtocolError::AckBeyondSent { ack: 5, sent: 0 }))
+    );
+}
+
+#[test]
+fn oversized_message_comes_back_to_the_sender() {
+    let mut pair = Pair::established();
+    let limit = pair.initiator.send_limit();
+    let big = Body {
+        payload: Bytes::from(vec![0; limit as usize + 1]),
+        ..cast("")
+    };
+    match pair.initiator.send(big) {
+        Err(SendError::TooLarge { size, limit: l, message }) => {
+            assert_eq!((size, l), (limit + 1, limit));
+            assert_eq!(message.payload.len() as u64, limit + 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn the_smaller_limit_of_both_sides_applies() {
+    let now = Instant::now();
+    let small = SessionConfig {
+        max_message_bytes: 100,
+        ..SessionConfig::default()
+    };
+    let mut pair = Pair::new();
+    pair.acceptor = Session::acceptor(small, Secret::new(SECRET).unwrap(), node("b", 2), [2; NONCE_LEN], now);
+    pair.drive();
+    assert_eq!(pair.initiator.send_limit(), 100);
+    assert!(matches!(
+        pair.initiator.send(Body { payload: Bytes::from(vec![0; 101]), ..cast("") }),
+        Err(SendError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn handshake_times_out() {
+    let mut pair = Pair::new();
+    let _hello = pair.initiator.poll_transmit();
+    pair.now += SessionConfig::default().handshake_timeout;
+    pair.initiator.handle_timeout(pair.now);
+    assert_eq!(pair.initiator.state(), &State::Closed(CloseReason::HandshakeTimeout));
+}
+
+#[test]
+fn unsupported_version_is_refused() {
+    let mut pair = Pair::new();
+    let Some(Frame::Hello(mut hello)) = pair.initiator.poll_transmit() else {
+        panic!("first frame is the Hello")
+    };
+    hello.protocol_version = 99;
+    pair.acceptor.handle_frame(Frame::Hello(hello));
+    assert_eq!(
+        pair.acceptor.state(),
+        &State::Closed(CloseReason::Protocol(ProtocolError::UnsupportedVersion(99)))
+    );
+    assert!(matches!(
+        pair.acceptor.poll_transmit(),
+        Some(Frame::Refuse(Refusal { reason: RefuseReason::UnsupportedVersion, .. }))
+    ));
+}
+
+#[test]
+fn stream_end_without_goodbye_is_a_transport_error() {
+    let mut pair = Pair::established();
+    pair.initiator.handle_stream_end();
+    assert!(matches!(pair.initiator.state(), State::Closed(CloseReason::Transport(_))));
+}

@@ -1,0 +1,206 @@
+//! [`SessionRef`]: a handle to one established session, for sending, calling, replying
+//! and closing. Both ends hold one; the session is symmetric once established.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::{Message, Name};
+
+use crate::driver::Shared;
+use crate::error::{CallError, CloseReason, SendError};
+use crate::mailbox::decode_payload;
+use crate::session::Role;
+use crate::wire::{Body, BodyKind, Fault, GoodbyeReason, NodeIdentity, SessionId};
+
+/// What is known of an established session.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionInfo {
+    pub(crate) id: SessionId,
+    pub(crate) role: Role,
+    pub(crate) peer: NodeIdentity,
+    pub(crate) actor: String,
+    pub(crate) remote_addr: Option<SocketAddr>,
+}
+
+/// A handle to one established session. Cheap to clone; every clone is the same session.
+#[derive(Clone)]
+pub struct SessionRef {
+    shared: Arc<Shared>,
+    info: Arc<SessionInfo>,
+}
+
+impl SessionRef {
+    pub(crate) fn new(shared: Arc<Shared>, info: SessionInfo) -> Self {
+        Self {
+            shared,
+            info: Arc::new(info),
+        }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.info.id
+    }
+
+    /// Whether this end opened the session.
+    pub fn role(&self) -> Role {
+        self.info.role
+    }
+
+    /// The node at the other end.
+    pub fn peer(&self) -> &NodeIdentity {
+        &self.info.peer
+    }
+
+    /// The name of the actor on the acceptor's node this session talks to.
+    pub fn actor(&self) -> &str {
+        &self.info.actor
+    }
+
+    /// The peer's socket address as this node sees it (the accepted connection's remote
+    /// address on the acceptor, the dialled address on the initiator).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.info.remote_addr
+    }
+
+    /// Sends a one-way message.
+    ///
+    /// # Errors
+    /// The message comes back in a [`SendError`] when the session is closed or finishing,
+    /// or when it exceeds the session's size limit.
+    pub async fn cast<M: Message + Name>(&self, message: M) -> Result<(), SendError<M>> {
+        self.try_cast(message)
+    }
+
+    /// Sends a one-way message without waiting.
+    ///
+    /// # Errors
+    /// As [`SessionRef::cast`].
+    pub fn try_cast<M: Message + Name>(&self, message: M) -> Result<(), SendError<M>> {
+        let body = Body {
+            kind: BodyKind::Cast,
+            type_url: M::type_url(),
+            payload: message.encode_to_vec().into(),
+        };
+        match self.shared.send(body) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.map(|_| message)),
+        }
+    }
+
+    /// Sends `request` and waits up to `timeout` for the reply, which must be a `R`. The
+    /// callee can read the deadline ([`crate::Inbound::deadline`]).
+    ///
+    /// # Errors
+    /// [`CallError::Timeout`] when no reply came in time, [`CallError::SessionClosed`]
+    /// when the session closed first, [`CallError::Fault`] when the callee failed (or
+    /// dropped the call), [`CallError::Decode`] when the reply is not an `R`.
+    pub async fn call<Q, R>(&self, request: &Q, timeout: Duration) -> Result<R, CallError>
+    where
+        Q: Message + Name,
+        R: Message + Name + Default,
+    {
+        let id = self.shared.next_call_id();
+        let reply = self.shared.register_call(id);
+        let body = Body {
+            kind: BodyKind::Call {
+                id,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1),
+            },
+            type_url: Q::type_url(),
+            payload: request.encode_to_vec().into(),
+        };
+        if let Err(error) = self.shared.send(body) {
+            self.shared.forget_call(id);
+            return Err(CallError::Send(error.map(drop)));
+        }
+        match tokio::time::timeout(timeout, reply).await {
+            Err(_) => {
+                self.shared.forget_call(id);
+                Err(CallError::Timeout(timeout))
+            }
+            Ok(Err(_)) => Err(CallError::SessionClosed(self.close_reason_or_unknown())),
+            Ok(Ok(outcome)) => {
+                let (type_url, payload) = outcome?;
+                Ok(decode_payload(&type_url, &payload)?)
+            }
+        }
+    }
+
+    pub(crate) fn send_reply<M: Message + Name>(
+        &self,
+        call_id: u64,
+        reply: Result<&M, Fault>,
+    ) -> Result<(), SendError<()>> {
+        let body = match reply {
+            Ok(message) => Body {
+                kind: BodyKind::Reply { to: call_id, fault: None },
+                type_url: M::type_url(),
+                payload: message.encode_to_vec().into(),
+            },
+            Err(fault) => Body {
+                kind: BodyKind::Reply { to: call_id, fault: Some(fault) },
+                type_url: String::new(),
+                payload: bytes::Bytes::new(),
+            },
+        };
+        self.shared.send(body).map(drop).map_err(|e| e.map(drop))
+    }
+
+    /// Half-closes: after what is queued, a farewell. The peer may still send its final
+    /// messages; the session closes once both sides finished and everything was
+    /// acknowledged. Watch for [`crate::SessionSignal::Closed`] or await
+    /// [`SessionRef::closed`].
+    pub fn finish(&self) {
+        self.shared.with(crate::session::Session::finish);
+    }
+
+    /// Ends the session now: what is queued and a farewell with `reason` still go out,
+    /// nothing more is received, unacknowledged messages are not retried.
+    pub fn end(&self, reason: GoodbyeReason, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.shared.with(|s| s.end(reason, detail));
+    }
+
+    /// Messages sent on this session that the peer has not acknowledged yet.
+    pub fn unacked(&self) -> usize {
+        self.shared.with(|s| s.unacked())
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        self.shared.close_reason().is_some()
+    }
+
+    /// Waits until the session is over, and says why.
+    pub async fn closed(&self) -> CloseReason {
+        self.shared.closed().await
+    }
+
+    fn close_reason_or_unknown(&self) -> CloseReason {
+        self.shared
+            .close_reason()
+            .unwrap_or_else(|| CloseReason::Transport("session driver gone".into()))
+    }
+}
+
+impl fmt::Debug for SessionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionRef")
+            .field("id", &self.info.id)
+            .field("role", &self.info.role)
+            .field("peer", &self.info.peer.name)
+            .field("actor", &self.info.actor)
+            .finish()
+    }
+}
+
+impl PartialEq for SessionRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for SessionRef {}

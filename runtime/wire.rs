@@ -1,0 +1,594 @@
+//! The session protocol's frames as domain types, and the one place where a frame
+//! from the wire is parsed into them.
+//!
+//! The generated protobuf types (`pb`) stay private to the crate. [`Frame::try_from`]
+//! turns a `pb::Frame` into a [`Frame`] or a typed [`FrameError`]; nothing past this
+//! module sees an unchecked frame.
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::auth::{NONCE_LEN, Nonce, PROOF_LEN};
+
+/// Generated protobuf and gRPC types of `proto/duologue/v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub(crate) mod pb {
+    include!(concat!(env!("OUT_DIR"), "/duologue.v1.rs"));
+}
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies one session; chosen by the initiator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// The id's 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Identity of a node process: its name and the incarnation chosen when it started.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeIdentity {
+    /// The node's name.
+    pub name: String,
+    /// Random per process start: a restarted node has a new incarnation.
+    pub incarnation: Uuid,
+}
+
+impl std::fmt::Display for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.name, &self.incarnation.simple().to_string()[..8])
+    }
+}
+
+/// A frame of the session protocol, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Frame {
+    Hello(Hello),
+    Challenge(Challenge),
+    Proof([u8; PROOF_LEN]),
+    Welcome,
+    Refuse(Refusal),
+    Batch(Batch),
+    Ack(u64),
+    Goodbye(Goodbye),
+}
+
+impl Frame {
+    /// The frame's kind, for error messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "Hello",
+            Self::Challenge(_) => "Challenge",
+            Self::Proof(_) => "Proof",
+            Self::Welcome => "Welcome",
+            Self::Refuse(_) => "Refuse",
+            Self::Batch(_) => "Batch",
+            Self::Ack(_) => "Ack",
+            Self::Goodbye(_) => "Goodbye",
+        }
+    }
+}
+
+/// The initiator's greeting.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Hello {
+    pub(crate) session_id: SessionId,
+    pub(crate) from: NodeIdentity,
+    pub(crate) target: String,
+    pub(crate) protocol_version: u32,
+    pub(crate) nonce: Nonce,
+    pub(crate) max_message_bytes: u64,
+}
+
+/// The acceptor's challenge and proof.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Challenge {
+    pub(crate) from: NodeIdentity,
+    pub(crate) nonce: Nonce,
+    pub(crate) proof: [u8; PROOF_LEN],
+    pub(crate) max_message_bytes: u64,
+}
+
+/// Why a session was refused during its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// No actor of that name is registered on the node.
+    UnknownActor,
+    /// The proof did not match the shared secret.
+    AuthFailed,
+    /// The protocol versions differ.
+    UnsupportedVersion,
+    /// The node is shutting down.
+    ShuttingDown,
+    /// A limit of the node was exceeded.
+    LimitExceeded,
+    /// The handshake broke the protocol.
+    ProtocolError,
+}
+
+/// A typed refusal with its human-readable detail.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason:?}: {detail}")]
+pub struct Refusal {
+    /// The typed reason.
+    pub reason: RefuseReason,
+    /// Detail for people and logs.
+    pub detail: String,
+}
+
+/// Data envelopes with a piggybacked cumulative ack.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Batch {
+    pub(crate) ack: u64,
+    pub(crate) envelopes: Vec<Envelope>,
+}
+
+/// One sequenced user message.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Envelope {
+    pub(crate) seq: u64,
+    pub(crate) body: Body,
+}
+
+/// A user message before it is given a sequence number.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Body {
+    pub(crate) kind: BodyKind,
+    pub(crate) type_url: String,
+    pub(crate) payload: Bytes,
+}
+
+impl Body {
+    /// Bytes this body adds to a batch, near enough for batching decisions.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.payload.len() + self.type_url.len() + 24
+    }
+}
+
+/// Whether a message is one-way, expects a reply, or is one.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum BodyKind {
+    Cast,
+    Call { id: u64, timeout_ms: u64 },
+    Reply { to: u64, fault: Option<Fault> },
+}
+
+/// Why a call produced no reply payload.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Fault {
+    /// Short machine-readable code (`no_reply`, `decode`, `handler`, ...).
+    pub code: String,
+    /// Detail for people.
+    pub message: String,
+}
+
+/// Why a side ended its half of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoodbyeReason {
+    /// The owner finished politely; the other side may still send.
+    Finished,
+    /// The actor the session talked to stopped.
+    ActorStopped,
+    /// The node is shutting down.
+    NodeShutdown,
+    /// The other side broke the protocol.
+    ProtocolError,
+    /// The session was aborted without a drain.
+    Aborted,
+    /// The other side exceeded a limit.
+    LimitExceeded,
+}
+
+/// A side's farewell: it sends no more data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Goodbye {
+    /// The typed reason.
+    pub reason: GoodbyeReason,
+    /// Detail (for `ActorStopped`, the actor's stop reason).
+    pub detail: String,
+    /// Sequence number of the sender's last envelope.
+    pub last_seq: u64,
+}
+
+/// A frame from the wire that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The bytes are not a protobuf `Frame` at all.
+    #[error("undecodable frame: {0}")]
+    Undecodable(String),
+    /// The frame's `kind` is not set (or is a kind this version does not know).
+    #[error("frame has no kind")]
+    Empty,
+    /// A required field is absent.
+    #[error("missing field {0}")]
+    MissingField(&'static str),
+    /// A fixed-length field has the wrong length.
+    #[error("field {field} has {got} bytes, expected {expected}")]
+    BadLength {
+        /// The field.
+        field: &'static str,
+        /// Its required length.
+        expected: usize,
+        /// Its length on the wire.
+        got: usize,
+    },
+    /// An enum field holds a value this version does not define, or is unspecified.
+    #[error("field {field} has invalid value {value}")]
+    BadEnum {
+        /// The field.
+        field: &'static str,
+        /// The value on the wire.
+        value: i32,
+    },
+    /// An envelope is both a call and a reply, or has sequence number 0.
+    #[error("envelope {seq}: {problem}")]
+    BadEnvelope {
+        /// The envelope's sequence number.
+        seq: u64,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], FrameError> {
+    bytes.try_into().map_err(|_| FrameError::BadLength {
+        field,
+        expected: N,
+        got: bytes.len(),
+    })
+}
+
+fn node_identity(
+    field: &'static str,
+    id: Option<pb::NodeId>,
+) -> Result<NodeIdentity, FrameError> {
+    let id = id.ok_or(FrameError::MissingField(field))?;
+    Ok(NodeIdentity {
+        name: id.name,
+        incarnation: Uuid::from_bytes(fixed("incarnation", &id.incarnation)?),
+    })
+}
+
+impl From<NodeIdentity> for pb::NodeId {
+    fn from(id: NodeIdentity) -> Self {
+        Self {
+            name: id.name,
+            incarnation: Bytes::copy_from_slice(id.incarnation.as_bytes()),
+        }
+    }
+}
+
+impl TryFrom<pb::Frame> for Frame {
+    type Error = FrameError;
+
+    fn try_from(frame: pb::Frame) -> Result<Self, FrameError> {
+        use pb::frame::Kind;
+        Ok(match frame.kind.ok_or(FrameError::Empty)? {
+            Kind::Hello(h) => Self::Hello(Hello {
+                session_id: SessionId(Uuid::from_bytes(fixed("session_id", &h.session_id)?)),
+                from: node_identity("from", h.from)?,
+                target: h.target,
+                protocol_version: h.protocol_version,
+                nonce: fixed::<NONCE_LEN>("nonce", &h.nonce)?,
+                max_message_bytes: h.max_message_bytes,
+            }),
+            Kind::Challenge(c) => Self::Challenge(Challenge {
+                from: node_identity("from", c.from)?,
+                nonce: fixed::<NONCE_LEN>("nonce", &c.nonce)?,
+                proof: fixed::<PROOF_LEN>("proof", &c.proof)?,
+                max_message_bytes: c.max_message_bytes,
+            }),
+            Kind::Proof(p) => Self::Proof(fixed::<PROOF_LEN>("proof", &p.proof)?),
+            Kind::Welcome(_) => Self::Welcome,
+            Kind::Refuse(r) => Self::Refuse(Refusal {
+                reason: refuse_reason(r.reason)?,
+                detail: r.detail,
+            }),
+            Kind::Batch(b) => Self::Batch(Batch {
+                ack: b.ack,
+                envelopes: b
+                    .envelopes
+                    .into_iter()
+                    .map(Envelope::try_from)
+                    .collect::<Result<_, _>>()?,
+            }),
+            Kind::Ack(a) => Self::Ack(a.seq),
+            Kind::Goodbye(g) => Self::Goodbye(Goodbye {
+                reason: goodbye_reason(g.reason)?,
+                detail: g.detail,
+                last_seq: g.last_seq,
+            }),
+        })
+    }
+}
+
+impl TryFrom<pb::Envelope> for Envelope {
+    type Error = FrameError;
+
+    fn try_from(e: pb::Envelope) -> Result<Self, FrameError> {
+        let bad = |problem| FrameError::BadEnvelope { seq: e.seq, problem };
+        if e.seq == 0 {
+            return Err(bad("sequence number 0"));
+        }
+        let kind = match (e.call_id, e.reply_to) {
+            (0, 0) if e.fault.is_none() => BodyKind::Cast,
+            (0, 0) => return Err(bad("fault on an envelope that is not a reply")),
+            (id, 0) if e.fault.is_none() => BodyKind::Call {
+                id,
+                timeout_ms: e.timeout_ms,
+            },
+            (_, 0) => return Err(bad("fault on a call")),
+            (0, to) => BodyKind::Reply {
+                to,
+                fault: e.fault.map(|f| Fault {
+                    code: f.code,
+                    message: f.message,
+                }),
+            },
+            _ => return Err(bad("both a call and a reply")),
+        };
+        Ok(Self {
+            seq: e.seq,
+            body: Body {
+                kind,
+                type_url: e.type_url,
+                payload: e.payload,
+            },
+        })
+    }
+}
+
+impl From<Envelope> for pb::Envelope {
+    fn from(e: Envelope) -> Self {
+        let (call_id, timeout_ms, reply_to, fault) = match e.body.kind {
+            BodyKind::Cast => (0, 0, 0, None),
+            BodyKind::Call { id, timeout_ms } => (id, timeout_ms, 0, None),
+            BodyKind::Reply { to, fault } => (
+                0,
+                0,
+                to,
+                fault.map(|f| pb::Fault {
+                    code: f.code,
+                    message: f.message,
+                }),
+            ),
+        };
+        Self {
+            seq: e.seq,
+            type_url: e.body.type_url,
+            payload: e.body.payload,
+            call_id,
+            reply_to,
+            timeout_ms,
+            fault,
+        }
+    }
+}
+
+fn refuse_reason(value: i32) -> Result<RefuseReason, FrameError> {
+    use pb::RefuseReason as P;
+    Ok(match P::try_from(value) {
+        Ok(P::UnknownActor) => RefuseReason::UnknownActor,
+        Ok(P::AuthFailed) => RefuseReason::AuthFailed,
+        Ok(P::UnsupportedVersion) => RefuseReason::UnsupportedVersion,
+        Ok(P::ShuttingDown) => RefuseReason::ShuttingDown,
+        Ok(P::LimitExceeded) => RefuseReason::LimitExceeded,
+        Ok(P::ProtocolError) => RefuseReason::ProtocolError,
+        Ok(P::Unspecified) | Err(_) => {
+            return Err(FrameError::BadEnum {
+                field: "refuse.reason",
+                value,
+            });
+        }
+    })
+}
+
+fn goodbye_reason(value: i32) -> Result<GoodbyeReason, FrameError> {
+    use pb::GoodbyeReason as P;
+    Ok(match P::try_from(value) {
+        Ok(P::Finished) => GoodbyeReason::Finished,
+        Ok(P::ActorStopped) => GoodbyeReason::ActorStopped,
+        Ok(P::NodeShutdown) => GoodbyeReason::NodeShutdown,
+        Ok(P::ProtocolError) => GoodbyeReason::ProtocolError,
+        Ok(P::Aborted) => GoodbyeReason::Aborted,
+        Ok(P::LimitExceeded) => GoodbyeReason::LimitExceeded,
+        Ok(P::Unspecified) | Err(_) => {
+            return Err(FrameError::BadEnum {
+                field: "goodbye.reason",
+                value,
+            });
+        }
+    })
+}
+
+impl From<Frame> for pb::Frame {
+    fn from(frame: Frame) -> Self {
+        use pb::frame::Kind;
+        let kind = match frame {
+            Frame::Hello(h) => Kind::Hello(pb::Hello {
+                session_id: Bytes::copy_from_slice(h.session_id.as_bytes()),
+                from: Some(h.from.into()),
+                target: h.target,
+                protocol_version: h.protocol_version,
+                nonce: Bytes::copy_from_slice(&h.nonce),
+                max_message_bytes: h.max_message_bytes,
+            }),
+            Frame::Challenge(c) => Kind::Challenge(pb::Challenge {
+                from: Some(c.from.into()),
+                nonce: Bytes::copy_from_slice(&c.nonce),
+                proof: Bytes::copy_from_slice(&c.proof),
+                max_message_bytes: c.max_message_bytes,
+            }),
+            Frame::Proof(p) => Kind::Proof(pb::Proof {
+                proof: Bytes::copy_from_slice(&p),
+            }),
+            Frame::Welcome => Kind::Welcome(pb::Welcome {}),
+            Frame::Refuse(r) => Kind::Refuse(pb::Refuse {
+                reason: match r.reason {
+                    RefuseReason::UnknownActor => pb::RefuseReason::UnknownActor,
+                    RefuseReason::AuthFailed => pb::RefuseReason::AuthFailed,
+                    RefuseReason::UnsupportedVersion => pb::RefuseReason::UnsupportedVersion,
+                    RefuseReason::ShuttingDown => pb::RefuseReason::ShuttingDown,
+                    RefuseReason::LimitExceeded => pb::RefuseReason::LimitExceeded,
+                    RefuseReason::ProtocolError => pb::RefuseReason::ProtocolError,
+                } as i32,
+                detail: r.detail,
+            }),
+            Frame::Batch(b) => Kind::Batch(pb::Batch {
+                ack: b.ack,
+                envelopes: b.envelopes.into_iter().map(Into::into).collect(),
+            }),
+            Frame::Ack(seq) => Kind::Ack(pb::Ack { seq }),
+            Frame::Goodbye(g) => Kind::Goodbye(pb::Goodbye {
+                reason: match g.reason {
+                    GoodbyeReason::Finished => pb::GoodbyeReason::Finished,
+                    GoodbyeReason::ActorStopped => pb::GoodbyeReason::ActorStopped,
+                    GoodbyeReason::NodeShutdown => pb::GoodbyeReason::NodeShutdown,
+                    GoodbyeReason::ProtocolError => pb::GoodbyeReason::ProtocolError,
+                    GoodbyeReason::Aborted => pb::GoodbyeReason::Aborted,
+                    GoodbyeReason::LimitExceeded => pb::GoodbyeReason::LimitExceeded,
+                } as i32,
+                detail: g.detail,
+                last_seq: g.last_seq,
+            }),
+        };
+        Self { kind: Some(kind) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_without_kind_is_rejected() {
+        assert_eq!(Frame::try_from(pb::Frame { kind: None }), Err(FrameError::Empty));
+    }
+
+    #[test]
+    fn hello_with_short_session_id_is_rejected() {
+        let frame = pb::Frame {
+            kind: Some(pb::frame::Kind::Hello(pb::Hello {
+                session_id: Bytes::from_static(b"abc"),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            Frame::try_from(frame),
+            Err(FrameError::BadLength {
+                field: "session_id",
+                expected: 16,
+                got: 3
+            })
+        );
+    }
+
+    #[test]
+    fn envelope_that_is_call_and_reply_is_rejected() {
+        let e = pb::Envelope {
+            seq: 4,
+            call_id: 1,
+            reply_to: 2,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Envelope::try_from(e),
+            Err(FrameError::BadEnvelope { seq: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn unspecified_goodbye_reason_is_rejected() {
+        let frame = pb::Frame {
+            kind: Some(pb::frame::Kind::Goodbye(pb::Goodbye::default())),
+        };
+        assert!(matches!(
+            Frame::try_from(frame),
+            Err(FrameError::BadEnum { field: "goodbye.reason", value: 0 })
+        ));
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        let id = NodeIdentity {
+            name: "n".into(),
+            incarnation: Uuid::from_u128(9),
+        };
+        let frames = [
+            Frame::Hello(Hello {
+                session_id: SessionId(Uuid::from_u128(1)),
+                from: id.clone(),
+                target: "room".into(),
+                protocol_version: PROTOCOL_VERSION,
+                nonce: [3; NONCE_LEN],
+                max_message_bytes: 10,
+            }),
+            Frame::Challenge(Challenge {
+                from: id,
+                nonce: [4; NONCE_LEN],
+                proof: [5; PROOF_LEN],
+                max_message_bytes: 11,
+            }),
+            Frame::Proof([6; PROOF_LEN]),
+            Frame::Welcome,
+            Frame::Refuse(Refusal {
+                reason: RefuseReason::UnknownActor,
+                detail: "x".into(),
+            }),
+            Frame::Batch(Batch {
+                ack: 3,
+                envelopes: vec![
+                    Envelope {
+                        seq: 1,
+                        body: Body {
+                            kind: BodyKind::Call { id: 7, timeout_ms: 50 },
+                            type_url: "t".into(),
+                            payload: Bytes::from_static(b"p"),
+                        },
+                    },
+                    Envelope {
+                        seq: 2,
+                        body: Body {
+                            kind: BodyKind::Reply {
+                                to: 7,
+                                fault: Some(Fault {
+                                    code: "c".into(),
+                                    message: "m".into(),
+                                }),
+                            },
+                            type_url: String::new(),
+                            payload: Bytes::new(),
+                        },
+                    },
+                ],
+            }),
+            Frame::Ack(8),
+            Frame::Goodbye(Goodbye {
+                reason: GoodbyeReason::ActorStopped,
+                detail: "bye".into(),
+                last_seq: 2,
+            }),
+        ];
+        for frame in frames {
+            let back = Frame::try_from(pb::Frame::from(frame.clone())).unwrap();
+            assert_eq!(back, frame);
+        }
+    }
+}
