@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
     // `prost::Name` gives every message its type URL.
     config.enable_type_names();
+    // Type URLs spelled as `google.protobuf.Any` spells them.
+    config.type_name_domain(["."], "type.googleapis.com");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -18,6 +18,7 @@
 //!   handles to a remote actor ([`RemoteRef`]).
 //! - [`node`]: the node: registry of named actors, gRPC server, links to peers,
 //!   shutdown.
+//! - [`local_cluster`]: starting node processes on this machine (demo, tests, benches).
 //! - [`config`]: the node's settings; [`error`]: the typed errors of every boundary.
 //! - [`actors`]: ready-made actors built only on this public API (the chat room).
 //!
@@ -46,6 +47,7 @@ pub mod config;
 mod driver;
 pub mod error;
 pub mod mailbox;
+pub mod local_cluster;
 pub mod node;
 mod remote_ref;
 pub mod session;

@@ -1,0 +1,158 @@
+//! `duologue chat`: join a room as one member. Scriptable when stdin is not a terminal:
+//! each stdin line is one TEXT, each relayed TEXT one stdout line `FROM: TEXT`; at the end
+//! of stdin it half-closes, waits for the room's acks and exits 0.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use duologue::actors::chat::proto::Text;
+use duologue::actors::chat::{ChatEvent, JoinError, join};
+use duologue::{AuthError, CloseReason, ConnectError, Node, Secret};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Options of `duologue chat`.
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    /// The room's node, as HOST:PORT.
+    #[arg(long)]
+    peer: String,
+    /// The room's name.
+    #[arg(long)]
+    room: String,
+    /// Your name in the room.
+    #[arg(long)]
+    user: String,
+    /// File holding the cluster's shared secret.
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// How long to wait for the join, and for the room's last acks after stdin ends.
+    #[arg(long, default_value = "10s", value_parser = humantime_secs)]
+    timeout: Duration,
+}
+
+fn humantime_secs(text: &str) -> Result<Duration, String> {
+    let (number, scale) = match text.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+    };
+    number
+        .parse::<f64>()
+        .map(|n| Duration::from_secs_f64(n * scale))
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))
+}
+
+/// Exit codes, so scripts can tell failures apart.
+mod exit {
+    pub(super) const FAILURE: u8 = 1;
+    pub(super) const AUTH: u8 = 3;
+    pub(super) const UNKNOWN_ROOM: u8 = 4;
+    pub(super) const UNREACHABLE: u8 = 5;
+}
+
+pub(crate) async fn run(args: ChatArgs) -> ExitCode {
+    match chat(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("duologue chat: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
+    let fail = |m: String| (exit::FAILURE, m);
+    let secret = Secret::from_file(&args.secret_file).map_err(|e| fail(e.to_string()))?;
+    let node = Node::builder()
+        .name(format!("chat-{}", args.user))
+        .secret(secret)
+        .start()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut joined = join(&node, &args.peer, &args.room, &args.user, args.timeout)
+        .await
+        .map_err(join_failure)?;
+    eprintln!(
+        "joined {} as {} (members: {})",
+        joined.welcome.room,
+        args.user,
+        joined.welcome.members.join(", ")
+    );
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("type a line and press enter to send it; ctrl-d leaves the room");
+    }
+
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let mut ack_deadline = None;
+    loop {
+        tokio::select! {
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(text)) => {
+                    sent += 1;
+                    joined
+                        .room
+                        .cast(Text { client_seq: sent, text })
+                        .await
+                        .map_err(|e| fail(format!("cannot send: {e}")))?;
+                }
+                Ok(None) => {
+                    stdin_open = false;
+                    joined.room.finish();
+                    ack_deadline = Some(tokio::time::Instant::now() + args.timeout);
+                }
+                Err(e) => return Err(fail(format!("cannot read stdin: {e}"))),
+            },
+            event = joined.events.recv() => match event {
+                Some(ChatEvent::Relay(relay)) => println!("{}: {}", relay.from, relay.text),
+                Some(ChatEvent::Acked(ack)) => acked = acked.max(ack.client_seq),
+                Some(ChatEvent::Rejected(reason)) => eprintln!("the room refused: {reason}"),
+                Some(ChatEvent::RoomFinished) => {}
+                Some(ChatEvent::Closed(CloseReason::Finished)) => break,
+                Some(ChatEvent::Closed(reason)) => {
+                    return Err(fail(format!("session closed: {reason}")));
+                }
+                None => return Err(fail("the member actor stopped".into())),
+            },
+            () = sleep_until(ack_deadline) => {
+                return Err(fail(format!(
+                    "the room acked {acked} of {sent} messages within {:?}",
+                    args.timeout
+                )));
+            }
+        }
+    }
+    if acked != sent {
+        return Err(fail(format!("the room acked {acked} of {sent} messages")));
+    }
+    eprintln!("left {}: {sent} messages sent, {acked} acked", joined.welcome.room);
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn join_failure(error: JoinError) -> (u8, String) {
+    let code = match &error {
+        JoinError::Connect(ConnectError::Auth { .. }) => exit::AUTH,
+        JoinError::Connect(ConnectError::UnknownActor { .. }) => exit::UNKNOWN_ROOM,
+        JoinError::Connect(ConnectError::Unreachable { .. }) => exit::UNREACHABLE,
+        _ => exit::FAILURE,
+    };
+    let message = match &error {
+        JoinError::Connect(ConnectError::Auth { addr, error: AuthError::PeerRejectedProof | AuthError::ProofMismatch }) => {
+            format!("authentication with {addr} failed: the shared secrets differ")
+        }
+        _ => error.to_string(),
+    };
+    (code, message)
+}

@@ -1,0 +1,259 @@
+//! Starting node processes on this machine: what the demo, the cross-process tests and
+//! the benches share. Every child is killed when its guard drops, on every exit path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+/// Starting or talking to a child process failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The process could not be started.
+    #[error("cannot start {program}: {reason}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        reason: String,
+    },
+    /// The process did not say what was expected in time.
+    #[error("{what} within {timeout:?}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// The process said something unexpected or ended early.
+    #[error("{0}")]
+    Unexpected(String),
+    /// An I/O error talking to the process.
+    #[error("i/o with child: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A child process that is killed (SIGKILL) when this guard drops.
+#[derive(Debug)]
+pub struct ChildGuard {
+    name: String,
+    child: Child,
+    /// Its standard input, if piped.
+    pub stdin: Option<ChildStdin>,
+    /// Its standard output as lines, if piped.
+    pub stdout: Option<Lines<BufReader<ChildStdout>>>,
+    /// Its standard error as lines, if piped.
+    pub stderr: Option<Lines<BufReader<ChildStderr>>>,
+}
+
+impl ChildGuard {
+    /// Starts `program` with `args`, every stdio piped.
+    ///
+    /// # Errors
+    /// [`ClusterError::Spawn`].
+    pub fn spawn(name: &str, program: &Path, args: &[String]) -> Result<Self, ClusterError> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ClusterError::Spawn {
+                program: program.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take().map(|s| BufReader::new(s).lines()),
+            stderr: child.stderr.take().map(|s| BufReader::new(s).lines()),
+            child,
+        })
+    }
+
+    /// The name given at spawn.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the process.
+    ///
+    /// # Errors
+    /// When the process is gone or the signal cannot be sent.
+    pub fn signal(&self, signal: Signal) -> Result<(), ClusterError> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| ClusterError::Unexpected(format!("{} has exited", self.name)))?;
+        let pid = i32::try_from(pid).map_err(|_| ClusterError::Unexpected("pid out of range".into()))?;
+        kill(Pid::from_raw(pid), signal)
+            .map_err(|e| ClusterError::Unexpected(format!("signal to {}: {e}", self.name)))
+    }
+
+    /// Closes its standard input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code (`None`: killed by a
+    /// signal).
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`] if it did not exit.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<Option<i32>, ClusterError> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => Ok(status?.code()),
+            Err(_) => Err(ClusterError::Timeout {
+                what: format!("{} did not exit", self.name),
+                timeout,
+            }),
+        }
+    }
+
+    /// The next line on its standard output, waiting up to `timeout`; `None` at its end.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`].
+    pub async fn stdout_line(&mut self, timeout: Duration) -> Result<Option<String>, ClusterError> {
+        let lines = self.stdout.as_mut().ok_or_else(|| ClusterError::Unexpected("stdout not piped".into()))?;
+        next_line(&self.name, "stdout", lines, timeout).await
+    }
+
+    /// The next line on its standard error, waiting up to `timeout`; `None` at its end.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`].
+    pub async fn stderr_line(&mut self, timeout: Duration) -> Result<Option<String>, ClusterError> {
+        let lines = self.stderr.as_mut().ok_or_else(|| ClusterError::Unexpected("stderr not piped".into()))?;
+        next_line(&self.name, "stderr", lines, timeout).await
+    }
+
+    /// Reads standard error until a line containing `needle`, waiting up to `timeout` in
+    /// all; returns that line.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`], or [`ClusterError::Unexpected`] when stderr ends first.
+    pub async fn stderr_until(&mut self, needle: &str, timeout: Duration) -> Result<String, ClusterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.stderr_line(left).await? {
+                Some(line) if line.contains(needle) => return Ok(line),
+                Some(_) => {}
+                None => {
+                    return Err(ClusterError::Unexpected(format!(
+                        "{} closed stderr before saying {needle:?}",
+                        self.name
+                    )));
+                }
+            }
+        }
+    }
+}
+
+async fn next_line<R>(
+    name: &str,
+    stream: &str,
+    lines: &mut Lines<R>,
+    timeout: Duration,
+) -> Result<Option<String>, ClusterError>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    match tokio::time::timeout(timeout, lines.next_line()).await {
+        Ok(line) => Ok(line?),
+        Err(_) => Err(ClusterError::Timeout {
+            what: format!("no line on {name}'s {stream}"),
+            timeout,
+        }),
+    }
+}
+
+/// A `duologue node` process and the address it listens on.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// The process.
+    pub child: ChildGuard,
+    /// Where it accepts sessions.
+    pub addr: SocketAddr,
+}
+
+impl NodeProcess {
+    /// Runs `duologue node` (`exe` is the `duologue` binary) with `args`, and waits up to
+    /// `timeout` for its `listening on ADDR` line.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when it does not start or says something else first.
+    pub async fn start(
+        exe: &Path,
+        name: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<Self, ClusterError> {
+        let mut all = vec!["node".to_owned(), "--name".to_owned(), name.to_owned()];
+        all.extend_from_slice(args);
+        let mut child = ChildGuard::spawn(name, exe, &all)?;
+        let line = child.stdout_line(timeout).await?.ok_or_else(|| {
+            ClusterError::Unexpected(format!("node {name} exited before listening"))
+        })?;
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .ok_or_else(|| ClusterError::Unexpected(format!("node {name} said {line:?}")))?;
+        Ok(Self { child, addr })
+    }
+}
+
+/// A throwaway directory holding a fresh random secret file; removed on drop.
+#[derive(Debug)]
+pub struct SecretDir {
+    dir: PathBuf,
+    secret: PathBuf,
+}
+
+impl SecretDir {
+    /// Creates the directory under the system temp dir and writes a 32-byte hex secret.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be written.
+    pub fn create() -> Result<Self, ClusterError> {
+        let dir = std::env::temp_dir().join(format!("duologue-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let secret = dir.join("secret");
+        let bytes: [u8; 32] = rand::random();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&secret, hex)?;
+        Ok(Self { dir, secret })
+    }
+
+    /// The secret file.
+    pub fn secret(&self) -> &Path {
+        &self.secret
+    }
+
+    /// Writes another file in the directory (say, a wrong secret).
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    pub fn write(&self, name: &str, contents: &str) -> Result<PathBuf, ClusterError> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents)?;
+        Ok(path)
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
