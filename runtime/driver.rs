@@ -381,8 +381,12 @@ where
         for (_, tx) in waiters {
             let _ = tx.send(Err(CallError::SessionClosed(reason.clone())));
         }
-        let session_id = self.shared.lock().session.id();
-        self.node.session_closed(session_id, self.session_ref.is_some(), self.remote_addr, &reason);
+        let (session_id, role) = {
+            let core = self.shared.lock();
+            (core.session.id(), core.session.role())
+        };
+        let established = self.session_ref.is_some();
+        self.node.session_closed(session_id, established, role, self.remote_addr, &reason);
         if let Some(tx) = self.established.take() {
             let _ = tx.send(Err(reason.clone()));
         } else if let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) {

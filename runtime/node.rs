@@ -426,6 +426,7 @@ impl NodeInner {
         &self,
         session: SessionId,
         established: bool,
+        role: crate::session::Role,
         remote_addr: Option<SocketAddr>,
         reason: &CloseReason,
     ) {
@@ -436,7 +437,13 @@ impl NodeInner {
                 reason: reason.clone(),
             }
         } else {
-            tracing::warn!(?remote_addr, %reason, "session failed during its handshake");
+            // A failed outgoing handshake is the caller's typed error; only a peer's
+            // failed attempt on us has no one else to tell.
+            if role == crate::session::Role::Acceptor {
+                tracing::warn!(?remote_addr, %reason, "incoming session failed during its handshake");
+            } else {
+                tracing::debug!(?remote_addr, %reason, "outgoing session failed during its handshake");
+            }
             NodeEvent::SessionRejected {
                 remote_addr,
                 reason: reason.clone(),

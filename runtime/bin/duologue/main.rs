@@ -48,11 +48,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match cli.command {
             Command::Node(args) => node::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Demo(args) => demo::run(args).await,
         }
-    })
+    });
+    // A blocking read of stdin may still be pending; the command is over, so do not
+    // wait for it.
+    runtime.shutdown_background();
+    code
 }

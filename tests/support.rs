@@ -1,0 +1,225 @@
+//! Shared by the integration tests: a test protocol, a probe actor that reports all it
+//! sees on a channel, and node helpers. Every wait is bounded by [`WAIT`].
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use duologue::{Inbound, Node, NodeEvent, ReplyPort, Secret, SessionRef, SessionSignal};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{broadcast, mpsc};
+
+/// Upper bound of any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const SECRET: &str = "integration-test secret, 32 bytes";
+
+/// A test request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ping {
+    #[prost(uint64, tag = "1")]
+    pub n: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub body: Vec<u8>,
+}
+
+impl prost::Name for Ping {
+    const NAME: &'static str = "Ping";
+    const PACKAGE: &'static str = "duologue.test";
+    fn type_url() -> String {
+        "type.googleapis.com/duologue.test.Ping".into()
+    }
+}
+
+/// A test reply.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Pong {
+    #[prost(uint64, tag = "1")]
+    pub n: u64,
+    /// Milliseconds left until the caller's deadline, as the callee saw it.
+    #[prost(uint64, tag = "2")]
+    pub deadline_left_ms: u64,
+}
+
+impl prost::Name for Pong {
+    const NAME: &'static str = "Pong";
+    const PACKAGE: &'static str = "duologue.test";
+    fn type_url() -> String {
+        "type.googleapis.com/duologue.test.Pong".into()
+    }
+}
+
+/// The test protocol: Ping in, Pong out.
+pub struct PingPong;
+
+impl duologue::Protocol for PingPong {
+    type Request = Ping;
+    type Response = Pong;
+}
+
+/// A ping with this `n` is a call the probe never answers (it keeps the port).
+pub const HOLD: u64 = u64::MAX;
+/// A ping with this `n` is a call the probe drops unanswered.
+pub const DROP: u64 = u64::MAX - 1;
+
+/// What a probe saw.
+#[derive(Debug)]
+pub enum Seen {
+    Ping { n: u64, session: SessionRef },
+    Signal(SessionSignal),
+}
+
+pub enum ProbeMsg {
+    Inbound(Inbound),
+    Signal(SessionSignal),
+}
+
+impl From<Inbound> for ProbeMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<SessionSignal> for ProbeMsg {
+    fn from(signal: SessionSignal) -> Self {
+        Self::Signal(signal)
+    }
+}
+
+/// Reports every ping and signal; answers calls with a `Pong` carrying the same `n`.
+pub struct Probe;
+
+pub struct ProbeState {
+    seen: mpsc::UnboundedSender<Seen>,
+    held: Vec<ReplyPort>,
+}
+
+impl Actor for Probe {
+    type Msg = ProbeMsg;
+    type State = ProbeState;
+    type Arguments = mpsc::UnboundedSender<Seen>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<ProbeMsg>,
+        seen: Self::Arguments,
+    ) -> Result<ProbeState, ActorProcessingErr> {
+        Ok(ProbeState { seen, held: Vec::new() })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ProbeMsg>,
+        message: ProbeMsg,
+        state: &mut ProbeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ProbeMsg::Inbound(mut inbound) => {
+                let ping: Ping = inbound.decode()?;
+                let session = inbound.session().clone();
+                if let Some(port) = inbound.take_reply() {
+                    match ping.n {
+                        HOLD => state.held.push(port),
+                        DROP => drop(port),
+                        n => {
+                            let left = port
+                                .deadline()
+                                .map_or(0, |d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
+                            port.send(&Pong { n, deadline_left_ms: left })?;
+                        }
+                    }
+                }
+                let _ = state.seen.send(Seen::Ping { n: ping.n, session });
+            }
+            ProbeMsg::Signal(signal) => {
+                let _ = state.seen.send(Seen::Signal(signal));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts a probe actor; returns it with the receiving end of what it sees.
+pub async fn probe() -> (ActorRef<ProbeMsg>, mpsc::UnboundedReceiver<Seen>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (actor, _) = Actor::spawn(None, Probe, tx).await.expect("probe starts");
+    (actor, rx)
+}
+
+/// A node listening on 127.0.0.1 with a free port.
+pub async fn listening_node(name: &str, secret: &str) -> Node {
+    Node::builder()
+        .name(name)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .secret(Secret::new(secret).unwrap())
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// A node that only dials out.
+pub async fn dialling_node(name: &str, secret: &str) -> Node {
+    Node::builder()
+        .name(name)
+        .secret(Secret::new(secret).unwrap())
+        .start()
+        .await
+        .expect("node starts")
+}
+
+pub fn addr(node: &Node) -> String {
+    node.local_addr().expect("node listens").to_string()
+}
+
+/// The next item of `rx`, within [`WAIT`].
+pub async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("an item within the wait bound")
+        .expect("channel open")
+}
+
+/// The next node event matching `pick`, within [`WAIT`].
+pub async fn node_event<T>(
+    events: &mut broadcast::Receiver<NodeEvent>,
+    mut pick: impl FnMut(NodeEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(found) = pick(event) {
+                        return found;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("node events closed"),
+            }
+        }
+    })
+    .await
+    .expect("the node event within the wait bound")
+}
+
+/// The next ping a probe saw, skipping signals.
+pub async fn next_ping(rx: &mut mpsc::UnboundedReceiver<Seen>) -> (u64, SessionRef) {
+    loop {
+        if let Seen::Ping { n, session } = next(rx).await {
+            return (n, session);
+        }
+    }
+}
+
+/// The next signal a probe saw, skipping pings.
+pub async fn next_signal(rx: &mut mpsc::UnboundedReceiver<Seen>) -> SessionSignal {
+    loop {
+        if let Seen::Signal(signal) = next(rx).await {
+            return signal;
+        }
+    }
+}
+
+/// The `duologue` binary under test.
+pub fn duologue_exe() -> std::path::PathBuf {
+    env!("CARGO_BIN_EXE_duologue").into()
+}
