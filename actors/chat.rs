@@ -199,10 +199,14 @@ impl Actor for ChatRoom {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RoomMsg::Inbound(inbound) => match inbound.decode::<MemberMessage>() {
-                Ok(MemberMessage { kind: Some(member_message::Kind::Join(join)) }) => {
+                Ok(MemberMessage {
+                    kind: Some(member_message::Kind::Join(join)),
+                }) => {
                     state.join(inbound, join);
                 }
-                Ok(MemberMessage { kind: Some(member_message::Kind::Text(text)) }) => {
+                Ok(MemberMessage {
+                    kind: Some(member_message::Kind::Text(text)),
+                }) => {
                     state.text(inbound.session(), text);
                 }
                 Ok(MemberMessage { kind: None }) => {
@@ -341,7 +345,14 @@ pub async fn join(
         .map_err(|e| JoinError::Spawn(e.to_string()))?;
     let result = async {
         let remote: RemoteRef<ChatRoom> = node.connect(addr, room, &member).await?;
-        let reply = remote.call(Join { user: user.to_owned() }, timeout).await?;
+        let reply = remote
+            .call(
+                Join {
+                    user: user.to_owned(),
+                },
+                timeout,
+            )
+            .await?;
         match reply.kind {
             Some(room_message::Kind::Welcome(welcome)) => Ok((remote, welcome)),
             Some(room_message::Kind::Rejected(r)) => Err(JoinError::Rejected(r.reason)),

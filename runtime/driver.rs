@@ -67,7 +67,9 @@ impl Shared {
 
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding this lock is a bug in the core; keep serving the others.
-        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the core, then wakes whoever has new work: the outbound stream when
@@ -110,7 +112,9 @@ impl Shared {
     }
 
     fn calls_lock(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<CallOutcome>>> {
-        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Why the session closed, once it has.
@@ -287,14 +291,16 @@ where
                     Event::Message(_) => {}
                     Event::PeerFinished(goodbye) => {
                         if let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) {
-                            let _ = owner.signal(SessionSignal::PeerFinished(session.clone(), goodbye));
+                            let _ =
+                                owner.signal(SessionSignal::PeerFinished(session.clone(), goodbye));
                         }
                     }
                     Event::Closed(reason) => self.on_closed(reason),
                 }
             }
             if let Some(seq) = delivered {
-                self.shared.with(|s| s.confirm_delivered(seq, Instant::now()));
+                self.shared
+                    .with(|s| s.confirm_delivered(seq, Instant::now()));
             }
         }
     }
@@ -318,7 +324,11 @@ where
             SessionInfo {
                 id: core.session.id(),
                 role: core.session.role(),
-                peer: core.session.peer().cloned().expect("peer known once established"),
+                peer: core
+                    .session
+                    .peer()
+                    .cloned()
+                    .expect("peer known once established"),
                 actor: core.session.target().to_owned(),
                 remote_addr: self.remote_addr,
             }
@@ -349,7 +359,7 @@ where
                 match waiter {
                     Some(tx) => {
                         let outcome = match fault {
-                            Some(fault) => Err(CallError::Fault(fault)),
+                            Some(fault) => Err(CallError::Fault(*fault)),
                             None => Ok((body.type_url, body.payload)),
                         };
                         let _ = tx.send(outcome);
@@ -386,7 +396,8 @@ where
             (core.session.id(), core.session.role())
         };
         let established = self.session_ref.is_some();
-        self.node.session_closed(session_id, established, role, self.remote_addr, &reason);
+        self.node
+            .session_closed(session_id, established, role, self.remote_addr, &reason);
         if let Some(tx) = self.established.take() {
             let _ = tx.send(Err(reason.clone()));
         } else if let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) {
@@ -404,9 +415,9 @@ fn stream_failed(session: &mut Session, status: &Status) {
         Code::Internal if status.message().contains("decode") => {
             session.handle_malformed(FrameError::Undecodable(status.message().to_owned()));
         }
-        Code::OutOfRange | Code::ResourceExhausted => session.handle_protocol_error(
-            ProtocolError::FrameTooLarge(status.message().to_owned()),
-        ),
+        Code::OutOfRange | Code::ResourceExhausted => {
+            session.handle_protocol_error(ProtocolError::FrameTooLarge(status.message().to_owned()))
+        }
         _ => session.handle_transport_error(format!("{:?}: {}", status.code(), status.message())),
     }
 }

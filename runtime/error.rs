@@ -172,7 +172,11 @@ impl<T> SendError<T> {
         match self {
             Self::Closed(m) => SendError::Closed(f(m)),
             Self::NotReady(m) => SendError::NotReady(f(m)),
-            Self::TooLarge { size, limit, message } => SendError::TooLarge {
+            Self::TooLarge {
+                size,
+                limit,
+                message,
+            } => SendError::TooLarge {
                 size,
                 limit,
                 message: f(message),

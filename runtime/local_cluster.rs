@@ -95,7 +95,8 @@ impl ChildGuard {
         let pid = self
             .pid()
             .ok_or_else(|| ClusterError::Unexpected(format!("{} has exited", self.name)))?;
-        let pid = i32::try_from(pid).map_err(|_| ClusterError::Unexpected("pid out of range".into()))?;
+        let pid =
+            i32::try_from(pid).map_err(|_| ClusterError::Unexpected("pid out of range".into()))?;
         kill(Pid::from_raw(pid), signal)
             .map_err(|e| ClusterError::Unexpected(format!("signal to {}: {e}", self.name)))
     }
@@ -125,7 +126,10 @@ impl ChildGuard {
     /// # Errors
     /// [`ClusterError::Timeout`].
     pub async fn stdout_line(&mut self, timeout: Duration) -> Result<Option<String>, ClusterError> {
-        let lines = self.stdout.as_mut().ok_or_else(|| ClusterError::Unexpected("stdout not piped".into()))?;
+        let lines = self
+            .stdout
+            .as_mut()
+            .ok_or_else(|| ClusterError::Unexpected("stdout not piped".into()))?;
         next_line(&self.name, "stdout", lines, timeout).await
     }
 
@@ -134,7 +138,10 @@ impl ChildGuard {
     /// # Errors
     /// [`ClusterError::Timeout`].
     pub async fn stderr_line(&mut self, timeout: Duration) -> Result<Option<String>, ClusterError> {
-        let lines = self.stderr.as_mut().ok_or_else(|| ClusterError::Unexpected("stderr not piped".into()))?;
+        let lines = self
+            .stderr
+            .as_mut()
+            .ok_or_else(|| ClusterError::Unexpected("stderr not piped".into()))?;
         next_line(&self.name, "stderr", lines, timeout).await
     }
 
@@ -143,7 +150,11 @@ impl ChildGuard {
     ///
     /// # Errors
     /// [`ClusterError::Timeout`], or [`ClusterError::Unexpected`] when stderr ends first.
-    pub async fn stderr_until(&mut self, needle: &str, timeout: Duration) -> Result<String, ClusterError> {
+    pub async fn stderr_until(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<String, ClusterError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -39,7 +39,7 @@ use crate::session::{Session, SessionConfig};
 use crate::session_ref::SessionRef;
 use crate::shutdown::Shutdown;
 use crate::wire::pb::duologue_server::DuologueServer;
-use crate::wire::{NodeIdentity, RefuseReason, Refusal, SessionId};
+use crate::wire::{NodeIdentity, Refusal, RefuseReason, SessionId};
 
 use self::link::Links;
 use self::service::Service;
@@ -125,15 +125,16 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, NodeError> {
         let secret = self.secret.ok_or(NodeError::NoSecret)??;
         let config = self.config;
-        let listener = match config.listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                NodeError::Bind {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                }
-            })?),
-            None => None,
-        };
+        let listener =
+            match config.listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    NodeError::Bind {
+                        addr: addr.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?),
+                None => None,
+            };
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let inner = Arc::new(NodeInner {
             identity: NodeIdentity {
@@ -148,10 +149,7 @@ impl NodeBuilder {
             local_addr,
             config,
         });
-        let server = match listener {
-            Some(listener) => Some(tokio::spawn(serve(inner.clone(), listener))),
-            None => None,
-        };
+        let server = listener.map(|listener| tokio::spawn(serve(inner.clone(), listener)));
         Ok(Node {
             inner,
             server: Arc::new(std::sync::Mutex::new(server)),
@@ -237,7 +235,11 @@ impl Node {
         M: ractor::Message + From<Inbound> + From<SessionSignal>,
     {
         let name = name.into();
-        let mut registry = self.inner.registry.write().unwrap_or_else(|p| p.into_inner());
+        let mut registry = self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if registry.get(&name).is_some_and(|d| d.is_alive()) {
             return Err(NodeError::NameTaken(name));
         }
@@ -247,7 +249,11 @@ impl Node {
 
     /// Removes a name; sessions already open stay open.
     pub fn unregister(&self, name: &str) {
-        let mut registry = self.inner.registry.write().unwrap_or_else(|p| p.into_inner());
+        let mut registry = self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         registry.remove(name);
     }
 
@@ -269,7 +275,9 @@ impl Node {
         P: Protocol,
         M: ractor::Message + From<Inbound> + From<SessionSignal>,
     {
-        let session = self.open_session(addr, actor, Arc::new(owner.clone())).await?;
+        let session = self
+            .open_session(addr, actor, Arc::new(owner.clone()))
+            .await?;
         Ok(RemoteRef::new(session))
     }
 
@@ -341,7 +349,11 @@ impl Node {
     /// configured drain for their streams to finish, then cancels what is left. Returns
     /// whether everything ended within the drain.
     pub async fn shutdown(&self) -> bool {
-        let drained = self.inner.shutdown.run(self.inner.config.shutdown_drain).await;
+        let drained = self
+            .inner
+            .shutdown
+            .run(self.inner.config.shutdown_drain)
+            .await;
         // tonic's graceful shutdown waits for connections without a bound; ours is over.
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut server) = server
@@ -404,7 +416,10 @@ impl NodeInner {
             Some(owner) if owner.is_alive() => Ok(owner.clone()),
             Some(_) => Err(Refusal {
                 reason: RefuseReason::UnknownActor,
-                detail: format!("actor {target:?} on node {} has stopped", self.identity.name),
+                detail: format!(
+                    "actor {target:?} on node {} has stopped",
+                    self.identity.name
+                ),
             }),
             None => Err(Refusal {
                 reason: RefuseReason::UnknownActor,

@@ -39,7 +39,7 @@ use crate::auth::{Nonce, ProofRole, Secret, Transcript};
 use crate::error::{AuthError, CloseReason, ProtocolError, SendError};
 use crate::wire::{
     Batch, Body, Challenge, Envelope, Frame, Goodbye, GoodbyeReason, Hello, NodeIdentity,
-    PROTOCOL_VERSION, RefuseReason, Refusal, SessionId,
+    PROTOCOL_VERSION, Refusal, RefuseReason, SessionId,
 };
 
 /// Tunables of one session. The defaults suit small messages on a LAN.
@@ -187,7 +187,15 @@ impl Session {
     ) -> Self {
         // The real id arrives with the Hello.
         let placeholder = SessionId(uuid::Uuid::nil());
-        Self::new(Role::Acceptor, config, secret, local, placeholder, nonce, now)
+        Self::new(
+            Role::Acceptor,
+            config,
+            secret,
+            local,
+            placeholder,
+            nonce,
+            now,
+        )
     }
 
     fn new(
@@ -267,7 +275,9 @@ impl Session {
 
     /// The largest payload this session may send: the smaller of both sides' limits.
     pub fn send_limit(&self) -> u64 {
-        self.config.max_message_bytes.min(self.peer_max_message_bytes)
+        self.config
+            .max_message_bytes
+            .min(self.peer_max_message_bytes)
     }
 
     /// Queues a message; returns its sequence number.
@@ -310,7 +320,10 @@ impl Session {
 
     /// Acceptor: refuse the authenticated peer (unknown actor, shutting down, limits).
     pub fn refuse(&mut self, refusal: Refusal) {
-        if matches!(self.state, State::Authenticated | State::AwaitingPeer | State::Init) {
+        if matches!(
+            self.state,
+            State::Authenticated | State::AwaitingPeer | State::Init
+        ) {
             self.control.push_back(Frame::Refuse(refusal.clone()));
             self.close(CloseReason::RefusedLocally(refusal));
         }
@@ -399,9 +412,7 @@ impl Session {
                 });
                 self.close(CloseReason::RefusedByPeer(r));
             }
-            (_, State::Active | State::Finishing, Frame::Batch(batch)) => {
-                self.on_batch(batch)
-            }
+            (_, State::Active | State::Finishing, Frame::Batch(batch)) => self.on_batch(batch),
             (_, State::Active | State::Finishing, Frame::Ack(seq)) => self.on_ack(seq),
             (_, State::Active | State::Finishing, Frame::Goodbye(g)) => self.on_goodbye(g),
             (_, state, frame) => {
@@ -462,8 +473,7 @@ impl Session {
             return;
         }
         self.delivered = seq;
-        if self.peer_goodbye.is_some() || self.delivered - self.ack_sent >= self.config.ack_every
-        {
+        if self.peer_goodbye.is_some() || self.delivered - self.ack_sent >= self.config.ack_every {
             self.ack_now = true;
         } else if self.ack_due.is_none() {
             self.ack_due = Some(now + self.config.ack_delay);
@@ -518,7 +528,8 @@ impl Session {
     }
 
     fn next_batch(&mut self) -> Batch {
-        let mut envelopes = Vec::with_capacity(self.queued.len().min(self.config.max_batch_messages));
+        let mut envelopes =
+            Vec::with_capacity(self.queued.len().min(self.config.max_batch_messages));
         let mut bytes = 0;
         while let Some(envelope) = self.queued.front() {
             let len = envelope.body.wire_len();
@@ -576,9 +587,9 @@ impl Session {
         self.peer = Some(challenge.from);
         self.peer_nonce = Some(challenge.nonce);
         self.peer_max_message_bytes = challenge.max_message_bytes;
-        let verdict =
-            self.transcript()
-                .verify(&self.secret, ProofRole::Acceptor, &challenge.proof);
+        let verdict = self
+            .transcript()
+            .verify(&self.secret, ProofRole::Acceptor, &challenge.proof);
         if let Err(error) = verdict {
             self.auth_failed(error);
             return;
@@ -614,7 +625,10 @@ impl Session {
 
     fn transcript(&self) -> Transcript<'_> {
         let peer = self.peer.as_ref().expect("peer known before any proof");
-        let peer_nonce = self.peer_nonce.as_ref().expect("peer nonce known before any proof");
+        let peer_nonce = self
+            .peer_nonce
+            .as_ref()
+            .expect("peer nonce known before any proof");
         let (initiator, acceptor, initiator_nonce, acceptor_nonce) = match self.role {
             Role::Initiator => (&self.local, peer, &self.local_nonce, peer_nonce),
             Role::Acceptor => (peer, &self.local, peer_nonce, &self.local_nonce),

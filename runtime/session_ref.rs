@@ -107,7 +107,9 @@ impl SessionRef {
         let body = Body {
             kind: BodyKind::Call {
                 id,
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1),
+                timeout_ms: u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
             },
             type_url: Q::type_url(),
             payload: request.encode_to_vec().into(),
@@ -136,12 +138,18 @@ impl SessionRef {
     ) -> Result<(), SendError<()>> {
         let body = match reply {
             Ok(message) => Body {
-                kind: BodyKind::Reply { to: call_id, fault: None },
+                kind: BodyKind::Reply {
+                    to: call_id,
+                    fault: None,
+                },
                 type_url: M::type_url(),
                 payload: message.encode_to_vec().into(),
             },
             Err(fault) => Body {
-                kind: BodyKind::Reply { to: call_id, fault: Some(fault) },
+                kind: BodyKind::Reply {
+                    to: call_id,
+                    fault: Some(Box::new(fault)),
+                },
                 type_url: String::new(),
                 payload: bytes::Bytes::new(),
             },

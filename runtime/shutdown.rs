@@ -38,6 +38,8 @@ impl Shutdown {
     pub(crate) async fn run(&self, drain: Duration) -> bool {
         self.token.cancel();
         self.tracker.close();
-        tokio::time::timeout(drain, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(drain, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }

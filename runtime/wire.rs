@@ -52,7 +52,12 @@ pub struct NodeIdentity {
 
 impl std::fmt::Display for NodeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}#{}", self.name, &self.incarnation.simple().to_string()[..8])
+        write!(
+            f,
+            "{}#{}",
+            self.name,
+            &self.incarnation.simple().to_string()[..8]
+        )
     }
 }
 
@@ -165,8 +170,15 @@ impl Body {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum BodyKind {
     Cast,
-    Call { id: u64, timeout_ms: u64 },
-    Reply { to: u64, fault: Option<Fault> },
+    Call {
+        id: u64,
+        timeout_ms: u64,
+    },
+    /// The fault is boxed: rare, and it would double the size of every message.
+    Reply {
+        to: u64,
+        fault: Option<Box<Fault>>,
+    },
 }
 
 /// Why a call produced no reply payload.
@@ -255,10 +267,7 @@ fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], F
     })
 }
 
-fn node_identity(
-    field: &'static str,
-    id: Option<pb::NodeId>,
-) -> Result<NodeIdentity, FrameError> {
+fn node_identity(field: &'static str, id: Option<pb::NodeId>) -> Result<NodeIdentity, FrameError> {
     let id = id.ok_or(FrameError::MissingField(field))?;
     Ok(NodeIdentity {
         name: id.name,
@@ -323,7 +332,10 @@ impl TryFrom<pb::Envelope> for Envelope {
     type Error = FrameError;
 
     fn try_from(e: pb::Envelope) -> Result<Self, FrameError> {
-        let bad = |problem| FrameError::BadEnvelope { seq: e.seq, problem };
+        let bad = |problem| FrameError::BadEnvelope {
+            seq: e.seq,
+            problem,
+        };
         if e.seq == 0 {
             return Err(bad("sequence number 0"));
         }
@@ -337,9 +349,11 @@ impl TryFrom<pb::Envelope> for Envelope {
             (_, 0) => return Err(bad("fault on a call")),
             (0, to) => BodyKind::Reply {
                 to,
-                fault: e.fault.map(|f| Fault {
-                    code: f.code,
-                    message: f.message,
+                fault: e.fault.map(|f| {
+                    Box::new(Fault {
+                        code: f.code,
+                        message: f.message,
+                    })
                 }),
             },
             _ => return Err(bad("both a call and a reply")),
@@ -479,7 +493,10 @@ mod tests {
 
     #[test]
     fn frame_without_kind_is_rejected() {
-        assert_eq!(Frame::try_from(pb::Frame { kind: None }), Err(FrameError::Empty));
+        assert_eq!(
+            Frame::try_from(pb::Frame { kind: None }),
+            Err(FrameError::Empty)
+        );
     }
 
     #[test]
@@ -521,7 +538,10 @@ mod tests {
         };
         assert!(matches!(
             Frame::try_from(frame),
-            Err(FrameError::BadEnum { field: "goodbye.reason", value: 0 })
+            Err(FrameError::BadEnum {
+                field: "goodbye.reason",
+                value: 0
+            })
         ));
     }
 
@@ -558,7 +578,10 @@ mod tests {
                     Envelope {
                         seq: 1,
                         body: Body {
-                            kind: BodyKind::Call { id: 7, timeout_ms: 50 },
+                            kind: BodyKind::Call {
+                                id: 7,
+                                timeout_ms: 50,
+                            },
                             type_url: "t".into(),
                             payload: Bytes::from_static(b"p"),
                         },
@@ -568,10 +591,10 @@ mod tests {
                         body: Body {
                             kind: BodyKind::Reply {
                                 to: 7,
-                                fault: Some(Fault {
+                                fault: Some(Box::new(Fault {
                                     code: "c".into(),
                                     message: "m".into(),
-                                }),
+                                })),
                             },
                             type_url: String::new(),
                             payload: Bytes::new(),

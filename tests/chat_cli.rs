@@ -27,7 +27,14 @@ async fn room_node(secrets: &SecretDir) -> NodeProcess {
 
 fn member(user: &str, peer: &str, room: &str, secret: &std::path::Path) -> ChildGuard {
     let args = [
-        "chat", "--peer", peer, "--room", room, "--user", user, "--secret-file",
+        "chat",
+        "--peer",
+        peer,
+        "--room",
+        room,
+        "--user",
+        user,
+        "--secret-file",
     ]
     .map(String::from)
     .into_iter()
@@ -38,12 +45,19 @@ fn member(user: &str, peer: &str, room: &str, secret: &std::path::Path) -> Child
 
 async fn say(member: &mut ChildGuard, text: &str) {
     let stdin = member.stdin.as_mut().expect("stdin open");
-    stdin.write_all(format!("{text}\n").as_bytes()).await.unwrap();
+    stdin
+        .write_all(format!("{text}\n").as_bytes())
+        .await
+        .unwrap();
     stdin.flush().await.unwrap();
 }
 
 async fn hears(member: &mut ChildGuard) -> String {
-    member.stdout_line(WAIT).await.unwrap().expect("member still running")
+    member
+        .stdout_line(WAIT)
+        .await
+        .unwrap()
+        .expect("member still running")
 }
 
 /// All of a failed member's stderr, and its exit code.
@@ -84,7 +98,10 @@ async fn three_members_converse_and_leave_after_their_last_acks() {
     }
     for (m, sent) in members.iter_mut().zip([1, 0, 2]) {
         let left = m.stderr_until("left", WAIT).await.unwrap();
-        assert!(left.contains(&format!("{sent} messages sent, {sent} acked")), "{left}");
+        assert!(
+            left.contains(&format!("{sent} messages sent, {sent} acked")),
+            "{left}"
+        );
         assert_eq!(m.wait(WAIT).await.unwrap(), Some(0), "{} exits 0", m.name());
     }
 }
@@ -102,20 +119,28 @@ async fn node_stops_cleanly_on_sigterm() {
     // The member learns why its session ended, and fails with that reason.
     let (code, lines) = failure(m).await;
     assert_eq!(code, Some(1));
-    assert!(lines.iter().any(|l| l.contains("NodeShutdown")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("NodeShutdown")),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test]
 async fn wrong_secret_exits_nonzero_with_one_clear_line() {
     let secrets = SecretDir::create().unwrap();
     let hub = room_node(&secrets).await;
-    let wrong = secrets.write("wrong", "not the cluster's secret at all").unwrap();
+    let wrong = secrets
+        .write("wrong", "not the cluster's secret at all")
+        .unwrap();
 
     let (code, lines) = failure(member("eve", &hub.addr.to_string(), "lobby", &wrong)).await;
 
     assert_eq!(code, Some(3));
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("authentication") && lines[0].contains("secrets differ"), "{lines:?}");
+    assert!(
+        lines[0].contains("authentication") && lines[0].contains("secrets differ"),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +148,13 @@ async fn unknown_room_exits_nonzero_with_one_clear_line() {
     let secrets = SecretDir::create().unwrap();
     let hub = room_node(&secrets).await;
 
-    let (code, lines) = failure(member("fay", &hub.addr.to_string(), "attic", secrets.secret())).await;
+    let (code, lines) = failure(member(
+        "fay",
+        &hub.addr.to_string(),
+        "attic",
+        secrets.secret(),
+    ))
+    .await;
 
     assert_eq!(code, Some(4));
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -133,10 +164,19 @@ async fn unknown_room_exits_nonzero_with_one_clear_line() {
 #[tokio::test]
 async fn unreachable_peer_exits_nonzero_with_one_clear_line() {
     let secrets = SecretDir::create().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
 
-    let (code, lines) =
-        failure(member("gus", &format!("127.0.0.1:{port}"), "lobby", secrets.secret())).await;
+    let (code, lines) = failure(member(
+        "gus",
+        &format!("127.0.0.1:{port}"),
+        "lobby",
+        secrets.secret(),
+    ))
+    .await;
 
     assert_eq!(code, Some(5));
     assert_eq!(lines.len(), 1, "{lines:?}");

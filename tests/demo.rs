@@ -9,12 +9,21 @@ use support::duologue_exe;
 
 #[tokio::test]
 async fn demo_chat_plays_the_conversation_and_exits_zero() {
-    let mut demo = ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "chat".into()]).unwrap();
+    let mut demo =
+        ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "chat".into()]).unwrap();
     let mut out = Vec::new();
     while let Some(line) = demo.stdout_line(Duration::from_secs(60)).await.unwrap() {
         out.push(line);
     }
-    assert_eq!(demo.wait(Duration::from_secs(10)).await.unwrap(), Some(0), "{out:#?}");
+    assert_eq!(
+        demo.wait(Duration::from_secs(10)).await.unwrap(),
+        Some(0),
+        "{out:#?}"
+    );
     assert_eq!(out.last().map(String::as_str), Some("demo chat: ok"));
-    assert_eq!(out.iter().filter(|l| l.contains("heard by")).count(), 5, "{out:#?}");
+    assert_eq!(
+        out.iter().filter(|l| l.contains("heard by")).count(),
+        5,
+        "{out:#?}"
+    );
 }

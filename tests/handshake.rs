@@ -14,7 +14,10 @@ async fn connect_returns_typed_session_after_mutual_auth() {
     let client = dialling_node("client", SECRET).await;
     let (owner, _) = probe().await;
 
-    let remote: RemoteRef<PingPong> = client.connect(&addr(&server), "probe", &owner).await.unwrap();
+    let remote: RemoteRef<PingPong> = client
+        .connect(&addr(&server), "probe", &owner)
+        .await
+        .unwrap();
 
     assert_eq!(remote.session().peer(), server.identity());
     assert_eq!(remote.session().actor(), "probe");
@@ -39,7 +42,13 @@ async fn wrong_secret_is_an_auth_error_on_both_sides() {
         .unwrap_err();
 
     assert!(
-        matches!(error, ConnectError::Auth { error: AuthError::ProofMismatch, .. }),
+        matches!(
+            error,
+            ConnectError::Auth {
+                error: AuthError::ProofMismatch,
+                ..
+            }
+        ),
         "client sees {error:?}"
     );
     let reason = node_event(&mut server_events, |e| match e {
@@ -47,7 +56,11 @@ async fn wrong_secret_is_an_auth_error_on_both_sides() {
         _ => None,
     })
     .await;
-    assert_eq!(reason.auth_error(), Some(AuthError::PeerRejectedProof), "server sees {reason:?}");
+    assert_eq!(
+        reason.auth_error(),
+        Some(AuthError::PeerRejectedProof),
+        "server sees {reason:?}"
+    );
     assert!(seen.try_recv().is_err(), "nothing reached the actor");
 }
 
@@ -83,7 +96,10 @@ async fn stopped_actor_is_refused_like_an_unknown_one() {
     let server = listening_node("server", SECRET).await;
     let (target, _seen) = probe().await;
     server.register("probe", &target).unwrap();
-    target.stop_and_wait(None, Some(WAIT)).await.expect("actor stops");
+    target
+        .stop_and_wait(None, Some(WAIT))
+        .await
+        .expect("actor stops");
     let client = dialling_node("client", SECRET).await;
     let (owner, _) = probe().await;
 
@@ -92,13 +108,20 @@ async fn stopped_actor_is_refused_like_an_unknown_one() {
         .await
         .unwrap_err();
 
-    assert!(matches!(error, ConnectError::UnknownActor { .. }), "client sees {error:?}");
+    assert!(
+        matches!(error, ConnectError::UnknownActor { .. }),
+        "client sees {error:?}"
+    );
 }
 
 #[tokio::test]
 async fn unreachable_peer_is_a_typed_error() {
     // A port that was free a moment ago and has no listener now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let client = dialling_node("client", SECRET).await;
     let (owner, _) = probe().await;
 
@@ -107,7 +130,10 @@ async fn unreachable_peer_is_a_typed_error() {
         .await
         .unwrap_err();
 
-    assert!(matches!(error, ConnectError::Unreachable { .. }), "client sees {error:?}");
+    assert!(
+        matches!(error, ConnectError::Unreachable { .. }),
+        "client sees {error:?}"
+    );
 }
 
 #[tokio::test]
@@ -118,5 +144,8 @@ async fn address_with_a_scheme_is_rejected() {
         .connect::<PingPong, _>("http://127.0.0.1:1", "probe", &owner)
         .await
         .unwrap_err();
-    assert!(matches!(error, ConnectError::InvalidAddress { .. }), "client sees {error:?}");
+    assert!(
+        matches!(error, ConnectError::InvalidAddress { .. }),
+        "client sees {error:?}"
+    );
 }

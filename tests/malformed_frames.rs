@@ -96,11 +96,18 @@ async fn undecodable_bytes_are_a_typed_protocol_error() {
     let server = listening_node("server", SECRET).await;
     let mut events = server.events();
 
-    send_raw(&addr(&server), vec![Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])]).await;
+    send_raw(
+        &addr(&server),
+        vec![Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])],
+    )
+    .await;
 
     let reason = rejection(&mut events).await;
     assert!(
-        matches!(reason, CloseReason::Protocol(ProtocolError::Malformed(FrameError::Undecodable(_)))),
+        matches!(
+            reason,
+            CloseReason::Protocol(ProtocolError::Malformed(FrameError::Undecodable(_)))
+        ),
         "{reason:?}"
     );
 }
@@ -109,7 +116,11 @@ async fn undecodable_bytes_are_a_typed_protocol_error() {
 async fn hello_with_a_short_session_id_is_refused_with_the_field_named() {
     let server = listening_node("server", SECRET).await;
     let mut events = server.events();
-    let hello = RawFrame { hello: Some(RawHello { session_id: vec![1, 2, 3] }) };
+    let hello = RawFrame {
+        hello: Some(RawHello {
+            session_id: vec![1, 2, 3],
+        }),
+    };
 
     let replies = send_raw(&addr(&server), vec![hello.encode_to_vec().into()]).await;
 
@@ -122,7 +133,11 @@ async fn hello_with_a_short_session_id_is_refused_with_the_field_named() {
             got: 3
         }))
     );
-    assert_eq!(replies.len(), 1, "one Refuse frame, then the end of the stream");
+    assert_eq!(
+        replies.len(),
+        1,
+        "one Refuse frame, then the end of the stream"
+    );
 }
 
 #[tokio::test]
@@ -136,7 +151,10 @@ async fn data_before_the_handshake_is_refused() {
 
     let reason = rejection(&mut events).await;
     assert!(
-        matches!(reason, CloseReason::Protocol(ProtocolError::UnexpectedFrame { frame: "Batch", .. })),
+        matches!(
+            reason,
+            CloseReason::Protocol(ProtocolError::UnexpectedFrame { frame: "Batch", .. })
+        ),
         "{reason:?}"
     );
 }
@@ -150,7 +168,13 @@ async fn the_node_keeps_serving_after_bad_peers() {
 
     let client = dialling_node("client", SECRET).await;
     let (owner, _) = probe().await;
-    let remote: RemoteRef<PingPong> = client.connect(&addr(&server), "probe", &owner).await.unwrap();
-    let pong = remote.call(Ping { n: 3, body: vec![] }, WAIT).await.unwrap();
+    let remote: RemoteRef<PingPong> = client
+        .connect(&addr(&server), "probe", &owner)
+        .await
+        .unwrap();
+    let pong = remote
+        .call(Ping { n: 3, body: vec![] }, WAIT)
+        .await
+        .unwrap();
     assert_eq!(pong.n, 3);
 }

@@ -104,7 +104,10 @@ impl Actor for Probe {
         _: ActorRef<ProbeMsg>,
         seen: Self::Arguments,
     ) -> Result<ProbeState, ActorProcessingErr> {
-        Ok(ProbeState { seen, held: Vec::new() })
+        Ok(ProbeState {
+            seen,
+            held: Vec::new(),
+        })
     }
 
     async fn handle(
@@ -122,10 +125,13 @@ impl Actor for Probe {
                         HOLD => state.held.push(port),
                         DROP => drop(port),
                         n => {
-                            let left = port
-                                .deadline()
-                                .map_or(0, |d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
-                            port.send(&Pong { n, deadline_left_ms: left })?;
+                            let left = port.deadline().map_or(0, |d| {
+                                d.saturating_duration_since(Instant::now()).as_millis() as u64
+                            });
+                            port.send(&Pong {
+                                n,
+                                deadline_left_ms: left,
+                            })?;
                         }
                     }
                 }

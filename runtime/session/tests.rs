@@ -100,9 +100,19 @@ impl Pair {
         for initiator in [true, false] {
             let now = self.now;
             let (session, delivered, closed, finished) = if initiator {
-                (&mut self.initiator, &mut self.delivered.0, &mut self.closed.0, &mut self.peer_finished.0)
+                (
+                    &mut self.initiator,
+                    &mut self.delivered.0,
+                    &mut self.closed.0,
+                    &mut self.peer_finished.0,
+                )
             } else {
-                (&mut self.acceptor, &mut self.delivered.1, &mut self.closed.1, &mut self.peer_finished.1)
+                (
+                    &mut self.acceptor,
+                    &mut self.delivered.1,
+                    &mut self.closed.1,
+                    &mut self.peer_finished.1,
+                )
             };
             while let Some(event) = session.poll_event() {
                 progress = true;
@@ -157,14 +167,21 @@ fn handshake_establishes_both_sides_in_four_frames() {
     assert_eq!(pair.acceptor.id(), SessionId(Uuid::from_u128(42)));
     assert_eq!(pair.acceptor.peer(), Some(&node("a", 1)));
     assert_eq!(pair.initiator.peer(), Some(&node("b", 2)));
-    assert_eq!(pair.initiator.poll_timeout(), None, "handshake deadline cleared");
+    assert_eq!(
+        pair.initiator.poll_timeout(),
+        None,
+        "handshake deadline cleared"
+    );
 }
 
 #[test]
 fn wrong_secret_is_an_auth_error_on_both_sides() {
     let mut pair = Pair::with_secrets(SECRET, "another secret, also long");
     pair.drive();
-    assert_eq!(pair.closed.0, Some(CloseReason::Auth(AuthError::ProofMismatch)));
+    assert_eq!(
+        pair.closed.0,
+        Some(CloseReason::Auth(AuthError::ProofMismatch))
+    );
     let acceptor = pair.closed.1.expect("acceptor closed");
     assert_eq!(acceptor.auth_error(), Some(AuthError::PeerRejectedProof));
     assert!(pair.delivered.1.is_empty());
@@ -176,14 +193,23 @@ fn no_data_is_accepted_before_authentication() {
     // Skip the handshake: hand the acceptor a batch right away.
     pair.acceptor.handle_frame(Frame::Batch(Batch {
         ack: 0,
-        envelopes: vec![Envelope { seq: 1, body: cast("sneaky") }],
+        envelopes: vec![Envelope {
+            seq: 1,
+            body: cast("sneaky"),
+        }],
     }));
     assert!(matches!(
         pair.acceptor.state(),
-        State::Closed(CloseReason::Protocol(ProtocolError::UnexpectedFrame { frame: "Batch", .. }))
+        State::Closed(CloseReason::Protocol(ProtocolError::UnexpectedFrame {
+            frame: "Batch",
+            ..
+        }))
     ));
     assert!(matches!(pair.acceptor.poll_event(), Some(Event::Closed(_))));
-    assert!(matches!(pair.acceptor.poll_transmit(), Some(Frame::Refuse(_))));
+    assert!(matches!(
+        pair.acceptor.poll_transmit(),
+        Some(Frame::Refuse(_))
+    ));
 }
 
 #[test]
@@ -195,7 +221,10 @@ fn refused_target_closes_the_initiator_with_the_reason() {
         Some(CloseReason::RefusedByPeer(r)) => assert_eq!(r.reason, RefuseReason::UnknownActor),
         other => panic!("unexpected {other:?}"),
     }
-    assert!(matches!(pair.closed.1, Some(CloseReason::RefusedLocally(_))));
+    assert!(matches!(
+        pair.closed.1,
+        Some(CloseReason::RefusedLocally(_))
+    ));
 }
 
 #[test]
@@ -248,9 +277,16 @@ fn only_delivered_messages_are_acknowledged() {
     let frame = pair.initiator.poll_transmit().unwrap();
     pair.acceptor.handle_frame(frame);
     // The event is taken but the driver has not confirmed delivery.
-    assert!(matches!(pair.acceptor.poll_event(), Some(Event::Message(_))));
-    pair.acceptor.handle_timeout(pair.now + Duration::from_secs(1));
-    assert!(pair.acceptor.poll_transmit().is_none(), "nothing to ack yet");
+    assert!(matches!(
+        pair.acceptor.poll_event(),
+        Some(Event::Message(_))
+    ));
+    pair.acceptor
+        .handle_timeout(pair.now + Duration::from_secs(1));
+    assert!(
+        pair.acceptor.poll_transmit().is_none(),
+        "nothing to ack yet"
+    );
 }
 
 #[test]
@@ -258,7 +294,10 @@ fn finish_lets_the_peer_send_final_messages_then_both_close() {
     let mut pair = Pair::established();
     pair.initiator.send(cast("last words")).unwrap();
     pair.initiator.finish();
-    assert!(matches!(pair.initiator.send(cast("late")), Err(SendError::Closed(_))));
+    assert!(matches!(
+        pair.initiator.send(cast("late")),
+        Err(SendError::Closed(_))
+    ));
     pair.drive();
     assert!(pair.peer_finished.1, "acceptor saw the half-close");
     assert_eq!(pair.acceptor.state(), &State::Active);
@@ -268,7 +307,10 @@ fn finish_lets_the_peer_send_final_messages_then_both_close() {
     pair.drive();
     assert_eq!(pair.delivered.1, vec!["last words"]);
     assert_eq!(pair.delivered.0, vec!["final ack"]);
-    assert_eq!(pair.closed, (Some(CloseReason::Finished), Some(CloseReason::Finished)));
+    assert_eq!(
+        pair.closed,
+        (Some(CloseReason::Finished), Some(CloseReason::Finished))
+    );
     assert_eq!(pair.initiator.unacked() + pair.acceptor.unacked(), 0);
     assert!(pair.initiator.is_transmit_done() && pair.acceptor.is_transmit_done());
 }
@@ -277,9 +319,14 @@ fn finish_lets_the_peer_send_final_messages_then_both_close() {
 fn end_tells_the_peer_why() {
     let mut pair = Pair::established();
     pair.acceptor.send(cast("before")).unwrap();
-    pair.acceptor.end(GoodbyeReason::ActorStopped, "room closed".into());
+    pair.acceptor
+        .end(GoodbyeReason::ActorStopped, "room closed".into());
     pair.drive();
-    assert_eq!(pair.delivered.0, vec!["before"], "messages sent before the goodbye arrive");
+    assert_eq!(
+        pair.delivered.0,
+        vec!["before"],
+        "messages sent before the goodbye arrive"
+    );
     match &pair.closed.0 {
         Some(CloseReason::PeerEnded(g)) => {
             assert_eq!(g.reason, GoodbyeReason::ActorStopped);
@@ -294,12 +341,18 @@ fn sequence_gap_is_a_protocol_error_reported_to_the_peer() {
     let mut pair = Pair::established();
     pair.acceptor.handle_frame(Frame::Batch(Batch {
         ack: 0,
-        envelopes: vec![Envelope { seq: 2, body: cast("skipped one") }],
+        envelopes: vec![Envelope {
+            seq: 2,
+            body: cast("skipped one"),
+        }],
     }));
     pair.drive();
     assert_eq!(
         pair.closed.1,
-        Some(CloseReason::Protocol(ProtocolError::SequenceGap { expected: 1, got: 2 }))
+        Some(CloseReason::Protocol(ProtocolError::SequenceGap {
+            expected: 1,
+            got: 2
+        }))
     );
     assert!(matches!(
         &pair.closed.0,
@@ -313,7 +366,10 @@ fn ack_for_unsent_messages_is_a_protocol_error() {
     pair.initiator.handle_frame(Frame::Ack(5));
     assert_eq!(
         pair.initiator.state(),
-        &State::Closed(CloseReason::Protocol(ProtocolError::AckBeyondSent { ack: 5, sent: 0 }))
+        &State::Closed(CloseReason::Protocol(ProtocolError::AckBeyondSent {
+            ack: 5,
+            sent: 0
+        }))
     );
 }
 
@@ -326,7 +382,11 @@ fn oversized_message_comes_back_to_the_sender() {
         ..cast("")
     };
     match pair.initiator.send(big) {
-        Err(SendError::TooLarge { size, limit: l, message }) => {
+        Err(SendError::TooLarge {
+            size,
+            limit: l,
+            message,
+        }) => {
             assert_eq!((size, l), (limit + 1, limit));
             assert_eq!(message.payload.len() as u64, limit + 1);
         }
@@ -342,11 +402,20 @@ fn the_smaller_limit_of_both_sides_applies() {
         ..SessionConfig::default()
     };
     let mut pair = Pair::new();
-    pair.acceptor = Session::acceptor(small, Secret::new(SECRET).unwrap(), node("b", 2), [2; NONCE_LEN], now);
+    pair.acceptor = Session::acceptor(
+        small,
+        Secret::new(SECRET).unwrap(),
+        node("b", 2),
+        [2; NONCE_LEN],
+        now,
+    );
     pair.drive();
     assert_eq!(pair.initiator.send_limit(), 100);
     assert!(matches!(
-        pair.initiator.send(Body { payload: Bytes::from(vec![0; 101]), ..cast("") }),
+        pair.initiator.send(Body {
+            payload: Bytes::from(vec![0; 101]),
+            ..cast("")
+        }),
         Err(SendError::TooLarge { .. })
     ));
 }
@@ -357,7 +426,10 @@ fn handshake_times_out() {
     let _hello = pair.initiator.poll_transmit();
     pair.now += SessionConfig::default().handshake_timeout;
     pair.initiator.handle_timeout(pair.now);
-    assert_eq!(pair.initiator.state(), &State::Closed(CloseReason::HandshakeTimeout));
+    assert_eq!(
+        pair.initiator.state(),
+        &State::Closed(CloseReason::HandshakeTimeout)
+    );
 }
 
 #[test]
@@ -374,7 +446,10 @@ fn unsupported_version_is_refused() {
     );
     assert!(matches!(
         pair.acceptor.poll_transmit(),
-        Some(Frame::Refuse(Refusal { reason: RefuseReason::UnsupportedVersion, .. }))
+        Some(Frame::Refuse(Refusal {
+            reason: RefuseReason::UnsupportedVersion,
+            ..
+        }))
     ));
 }
 
@@ -382,5 +457,8 @@ fn unsupported_version_is_refused() {
 fn stream_end_without_goodbye_is_a_transport_error() {
     let mut pair = Pair::established();
     pair.initiator.handle_stream_end();
-    assert!(matches!(pair.initiator.state(), State::Closed(CloseReason::Transport(_))));
+    assert!(matches!(
+        pair.initiator.state(),
+        State::Closed(CloseReason::Transport(_))
+    ));
 }

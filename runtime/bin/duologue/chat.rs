@@ -129,7 +129,10 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     if acked != sent {
         return Err(fail(format!("the room acked {acked} of {sent} messages")));
     }
-    eprintln!("left {}: {sent} messages sent, {acked} acked", joined.welcome.room);
+    eprintln!(
+        "left {}: {sent} messages sent, {acked} acked",
+        joined.welcome.room
+    );
     node.shutdown().await;
     Ok(())
 }
@@ -149,7 +152,10 @@ fn join_failure(error: JoinError) -> (u8, String) {
         _ => exit::FAILURE,
     };
     let message = match &error {
-        JoinError::Connect(ConnectError::Auth { addr, error: AuthError::PeerRejectedProof | AuthError::ProofMismatch }) => {
+        JoinError::Connect(ConnectError::Auth {
+            addr,
+            error: AuthError::PeerRejectedProof | AuthError::ProofMismatch,
+        }) => {
             format!("authentication with {addr} failed: the shared secrets differ")
         }
         _ => error.to_string(),

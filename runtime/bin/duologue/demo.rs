@@ -3,7 +3,7 @@
 //! checked to arrive at every other member; then polite half-closes and a node
 //! shutdown. Every child is killed on every exit path (errors, Ctrl-C, panics).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,10 @@ const SCRIPT: [(usize, &str); 5] = [
     (0, "hello everyone, this line crossed two processes"),
     (1, "hi alice! one HTTP/2 stream per session here"),
     (2, "and all of our sessions feed the room's one mailbox"),
-    (0, "every line is acked by the room with its sequence number"),
+    (
+        0,
+        "every line is acked by the room with its sequence number",
+    ),
     (1, "see you. half-closing now"),
 ];
 
@@ -89,7 +92,10 @@ async fn chat() -> Result<(), ClusterError> {
     for user in MEMBERS {
         let mut member = join(&exe, user, &hub.addr.to_string(), &secret)?;
         let joined = member.stderr_until("joined", STEP).await?;
-        println!("  member {user:<6} pid {:<7} {joined}", member.pid().unwrap_or(0));
+        println!(
+            "  member {user:<6} pid {:<7} {joined}",
+            member.pid().unwrap_or(0)
+        );
         members.push(member);
     }
     println!();
@@ -109,9 +115,10 @@ async fn chat() -> Result<(), ClusterError> {
             if i == speaker {
                 continue;
             }
-            let line = member.stdout_line(STEP).await?.ok_or_else(|| {
-                ClusterError::Unexpected(format!("{} exited", MEMBERS[i]))
-            })?;
+            let line = member
+                .stdout_line(STEP)
+                .await?
+                .ok_or_else(|| ClusterError::Unexpected(format!("{} exited", MEMBERS[i])))?;
             if line != expected {
                 return Err(ClusterError::Unexpected(format!(
                     "{} heard {line:?}, expected {expected:?}",
@@ -131,7 +138,10 @@ async fn chat() -> Result<(), ClusterError> {
         let left = member.stderr_until("left", STEP).await?;
         let code = member.wait(STEP).await?;
         if code != Some(0) {
-            return Err(ClusterError::Unexpected(format!("{} exited with {code:?}", member.name())));
+            return Err(ClusterError::Unexpected(format!(
+                "{} exited with {code:?}",
+                member.name()
+            )));
         }
         println!("  {:>6}: {left}, exit 0", member.name());
     }
@@ -139,7 +149,9 @@ async fn chat() -> Result<(), ClusterError> {
     hub.child.signal(Signal::SIGTERM)?;
     let code = hub.child.wait(STEP).await?;
     if code != Some(0) {
-        return Err(ClusterError::Unexpected(format!("node hub exited with {code:?}")));
+        return Err(ClusterError::Unexpected(format!(
+            "node hub exited with {code:?}"
+        )));
     }
     println!("  node hub stopped on SIGTERM, exit 0\n");
     println!(
@@ -150,7 +162,7 @@ async fn chat() -> Result<(), ClusterError> {
     Ok(())
 }
 
-fn join(exe: &PathBuf, user: &str, peer: &str, secret: &str) -> Result<ChildGuard, ClusterError> {
+fn join(exe: &Path, user: &str, peer: &str, secret: &str) -> Result<ChildGuard, ClusterError> {
     ChildGuard::spawn(
         user,
         exe,

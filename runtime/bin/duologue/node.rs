@@ -60,7 +60,11 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
                 node.register(name, &room).map_err(|e| e.to_string())?;
                 hosted.push(room.get_cell());
             }
-            other => return Err(format!("--actor {spec:?}: unknown kind {other:?} (known: chat-room)")),
+            other => {
+                return Err(format!(
+                    "--actor {spec:?}: unknown kind {other:?} (known: chat-room)"
+                ));
+            }
         }
     }
     let addr = node.local_addr().ok_or("the node has no listen address")?;
