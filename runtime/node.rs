@@ -306,10 +306,17 @@ impl Node {
         let token = node.shutdown.token().clone();
         let driver_node = node.clone();
         let remote_addr = addr.parse().ok();
+        let handshake_timeout = node.config.session.handshake_timeout;
         node.shutdown.spawn(async move {
             let outbound = OutboundFrames::new(shared.clone());
+            // The session core's handshake timer starts with the driver; until the peer's
+            // response headers arrive, this bound stands in for it.
             let response = tokio::select! {
-                response = client.converse(outbound) => response,
+                response = tokio::time::timeout(handshake_timeout, client.converse(outbound)) => {
+                    response.unwrap_or_else(|_| {
+                        Err(tonic::Status::deadline_exceeded("no answer to the greeting"))
+                    })
+                }
                 () = token.cancelled() => Err(tonic::Status::cancelled("node shutting down")),
             };
             match response {

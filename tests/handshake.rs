@@ -149,3 +149,40 @@ async fn address_with_a_scheme_is_rejected() {
         "client sees {error:?}"
     );
 }
+
+#[tokio::test]
+async fn silent_peer_fails_the_handshake_within_its_timeout() {
+    // Accepts TCP connections but never speaks HTTP/2.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = duologue::Node::builder()
+        .name("client")
+        .secret(duologue::Secret::new(SECRET).unwrap())
+        .session_config(duologue::SessionConfig {
+            handshake_timeout: std::time::Duration::from_millis(300),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let (owner, _) = probe().await;
+
+    let result = tokio::time::timeout(
+        WAIT,
+        client.connect::<PingPong, _>(&format!("127.0.0.1:{port}"), "probe", &owner),
+    )
+    .await
+    .expect("connect ends by itself");
+
+    assert!(
+        matches!(result, Err(ConnectError::Unreachable { .. })),
+        "{result:?}"
+    );
+    hold.abort();
+}
