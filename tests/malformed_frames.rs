@@ -4,9 +4,9 @@
 mod support;
 
 use bytes::{Buf, BufMut, Bytes};
+use duologue::CloseReason;
 use duologue::error::ProtocolError;
 use duologue::wire::FrameError;
-use duologue::{CloseReason, NodeEvent, RemoteRef};
 use futures::StreamExt;
 use prost::Message;
 use support::*;
@@ -83,14 +83,6 @@ async fn send_raw(addr: &str, frames: Vec<Bytes>) -> Vec<Bytes> {
     replies
 }
 
-async fn rejection(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>) -> CloseReason {
-    node_event(events, |e| match e {
-        NodeEvent::SessionRejected { reason, .. } => Some(reason),
-        _ => None,
-    })
-    .await
-}
-
 #[tokio::test]
 async fn undecodable_bytes_are_a_typed_protocol_error() {
     let server = listening_node("server", SECRET).await;
@@ -161,18 +153,19 @@ async fn data_before_the_handshake_is_refused() {
 
 #[tokio::test]
 async fn the_node_keeps_serving_after_bad_peers() {
-    let server = listening_node("server", SECRET).await;
-    let (target, _seen) = probe().await;
-    server.register("probe", &target).unwrap();
-    send_raw(&addr(&server), vec![Bytes::from_static(b"garbage")]).await;
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    send_raw(&addr(&server.node), vec![Bytes::from_static(b"garbage")]).await;
 
-    let client = dialling_node("client", SECRET).await;
-    let (owner, _) = probe().await;
-    let remote: RemoteRef<PingPong> = client
-        .connect(&addr(&server), "probe", &owner)
-        .await
-        .unwrap();
-    let pong = remote
+    let client = dial(
+        dialling_node("client", SECRET).await,
+        &addr(&server.node),
+        "probe",
+    )
+    .await;
+
+    let pong = client
+        .result
+        .unwrap()
         .call(Ping { n: 3, body: vec![] }, WAIT)
         .await
         .unwrap();

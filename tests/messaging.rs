@@ -3,32 +3,57 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use duologue::{CallError, CloseReason, Node, RemoteRef, SendError, SessionConfig, SessionSignal};
+use duologue::{
+    CallError, CloseReason, GoodbyeReason, Node, RemoteRef, Secret, SendError, SessionConfig,
+    SessionSignal,
+};
 use support::*;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-async fn pair() -> (
-    Node,
-    Node,
-    tokio::sync::mpsc::UnboundedReceiver<Seen>,
-    RemoteRef<PingPong>,
-) {
-    let server = listening_node("server", SECRET).await;
-    let (target, seen) = probe().await;
-    server.register("probe", &target).unwrap();
-    let client = dialling_node("client", SECRET).await;
-    let (owner, _) = probe().await;
-    let remote = client
-        .connect(&addr(&server), "probe", &owner)
-        .await
-        .unwrap();
-    (server, client, seen, remote)
+/// A probe served on one node, and a session to it from another node's probe.
+struct Pair {
+    server: Served,
+    owner_seen: UnboundedReceiver<Seen>,
+    remote: RemoteRef<PingPong>,
+    _client: Node,
+}
+
+async fn pair_with(server: Node) -> Pair {
+    let server = served_probe(server).await;
+    let Dialled {
+        node,
+        owner_seen,
+        result,
+    } = dial(
+        dialling_node("client", SECRET).await,
+        &addr(&server.node),
+        "probe",
+    )
+    .await;
+    Pair {
+        server,
+        owner_seen,
+        remote: result.unwrap(),
+        _client: node,
+    }
+}
+
+async fn pair() -> Pair {
+    pair_with(listening_node("server", SECRET).await).await
+}
+
+fn ping(n: u64) -> Ping {
+    Ping { n, body: vec![] }
 }
 
 #[tokio::test]
 async fn casts_arrive_in_order() {
-    let (_server, _client, mut seen, remote) = pair().await;
+    let Pair {
+        mut server, remote, ..
+    } = pair().await;
     for n in 0..2000 {
         remote
             .cast(Ping {
@@ -39,17 +64,14 @@ async fn casts_arrive_in_order() {
             .unwrap();
     }
     for n in 0..2000 {
-        assert_eq!(next_ping(&mut seen).await.0, n);
+        assert_eq!(next_ping(&mut server.seen).await.0, n);
     }
 }
 
 #[tokio::test]
 async fn call_returns_the_typed_reply_and_the_callee_reads_the_deadline() {
-    let (_server, _client, _seen, remote) = pair().await;
-    let pong = remote
-        .call(Ping { n: 5, body: vec![] }, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let Pair { remote, .. } = pair().await;
+    let pong = remote.call(ping(5), Duration::from_secs(5)).await.unwrap();
     assert_eq!(pong.n, 5);
     assert!(
         pong.deadline_left_ms > 0 && pong.deadline_left_ms <= 5000,
@@ -60,15 +82,9 @@ async fn call_returns_the_typed_reply_and_the_callee_reads_the_deadline() {
 
 #[tokio::test]
 async fn unanswered_call_times_out_with_a_typed_error() {
-    let (_server, _client, _seen, remote) = pair().await;
+    let Pair { remote, .. } = pair().await;
     let error = remote
-        .call(
-            Ping {
-                n: HOLD,
-                body: vec![],
-            },
-            Duration::from_millis(200),
-        )
+        .call(ping(HOLD), Duration::from_millis(200))
         .await
         .unwrap_err();
     assert!(matches!(error, CallError::Timeout(_)), "{error:?}");
@@ -76,17 +92,8 @@ async fn unanswered_call_times_out_with_a_typed_error() {
 
 #[tokio::test]
 async fn dropped_call_fails_at_once_with_a_fault() {
-    let (_server, _client, _seen, remote) = pair().await;
-    let error = remote
-        .call(
-            Ping {
-                n: DROP,
-                body: vec![],
-            },
-            WAIT,
-        )
-        .await
-        .unwrap_err();
+    let Pair { remote, .. } = pair().await;
+    let error = remote.call(ping(DROP), WAIT).await.unwrap_err();
     assert!(
         matches!(&error, CallError::Fault(f) if f.code == "no_reply"),
         "{error:?}"
@@ -95,33 +102,27 @@ async fn dropped_call_fails_at_once_with_a_fault() {
 
 #[tokio::test]
 async fn one_mailbox_merges_ordered_streams_from_two_peers() {
-    let server = listening_node("server", SECRET).await;
-    let (target, mut seen) = probe().await;
-    server.register("probe", &target).unwrap();
-    let mut remotes = Vec::new();
+    let mut server = served_probe(listening_node("server", SECRET).await).await;
+    let mut clients = Vec::new();
     for name in ["left", "right"] {
-        let client = dialling_node(name, SECRET).await;
-        let (owner, _) = probe().await;
-        let remote: RemoteRef<PingPong> = client
-            .connect(&addr(&server), "probe", &owner)
-            .await
-            .unwrap();
-        remotes.push((client, remote));
+        clients.push(
+            dial(
+                dialling_node(name, SECRET).await,
+                &addr(&server.node),
+                "probe",
+            )
+            .await,
+        );
     }
+    let remotes: Vec<_> = clients.iter().map(|c| c.result.as_ref().unwrap()).collect();
     for n in 0..500 {
-        for (i, (_, remote)) in remotes.iter().enumerate() {
-            remote
-                .cast(Ping {
-                    n: n * 2 + i as u64,
-                    body: vec![],
-                })
-                .await
-                .unwrap();
+        for (i, remote) in remotes.iter().enumerate() {
+            remote.cast(ping(n * 2 + i as u64)).await.unwrap();
         }
     }
     let mut last = [None::<u64>; 2];
     for _ in 0..1000 {
-        let (n, session) = next_ping(&mut seen).await;
+        let (n, session) = next_ping(&mut server.seen).await;
         let from = usize::from(session.peer().name == "right");
         assert_eq!(n % 2, from as u64, "tagged with the session it came from");
         assert!(
@@ -135,23 +136,13 @@ async fn one_mailbox_merges_ordered_streams_from_two_peers() {
 
 #[tokio::test]
 async fn sessions_to_one_peer_share_one_connection() {
-    let server = listening_node("server", SECRET).await;
-    let (target, mut seen) = probe().await;
-    server.register("probe", &target).unwrap();
+    let mut server = served_probe(listening_node("server", SECRET).await).await;
     let client = dialling_node("client", SECRET).await;
-    let (owner, _) = probe().await;
-    let mut remotes = Vec::new();
+    let mut remote_addrs = HashSet::new();
     for _ in 0..8 {
-        let remote: RemoteRef<PingPong> = client
-            .connect(&addr(&server), "probe", &owner)
-            .await
-            .unwrap();
-        remotes.push(remote);
-    }
-    let mut remote_addrs = std::collections::HashSet::new();
-    for remote in &remotes {
-        remote.cast(Ping { n: 1, body: vec![] }).await.unwrap();
-        let (_, session) = next_ping(&mut seen).await;
+        let dialled = dial(client.clone(), &addr(&server.node), "probe").await;
+        dialled.result.unwrap().cast(ping(1)).await.unwrap();
+        let (_, session) = next_ping(&mut server.seen).await;
         remote_addrs.insert(
             session
                 .remote_addr()
@@ -167,7 +158,7 @@ async fn sessions_to_one_peer_share_one_connection() {
 
 #[tokio::test]
 async fn oversized_message_comes_back_to_the_sender() {
-    let (_server, _client, _seen, remote) = pair().await;
+    let Pair { remote, .. } = pair().await;
     let limit = SessionConfig::default().max_message_bytes as usize;
     let big = Ping {
         n: 1,
@@ -183,11 +174,7 @@ async fn oversized_message_comes_back_to_the_sender() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
     // The session is still usable.
-    let pong = remote
-        .call(Ping { n: 2, body: vec![] }, WAIT)
-        .await
-        .unwrap();
-    assert_eq!(pong.n, 2);
+    assert_eq!(remote.call(ping(2), WAIT).await.unwrap().n, 2);
 }
 
 #[tokio::test]
@@ -195,7 +182,7 @@ async fn the_peers_smaller_limit_applies_to_the_sender() {
     let server = Node::builder()
         .name("server")
         .listen("127.0.0.1:0".parse().unwrap())
-        .secret(duologue::Secret::new(SECRET).unwrap())
+        .secret(Secret::new(SECRET).unwrap())
         .session_config(SessionConfig {
             max_message_bytes: 1024,
             ..SessionConfig::default()
@@ -203,14 +190,7 @@ async fn the_peers_smaller_limit_applies_to_the_sender() {
         .start()
         .await
         .unwrap();
-    let (target, _seen) = probe().await;
-    server.register("probe", &target).unwrap();
-    let client = dialling_node("client", SECRET).await;
-    let (owner, _) = probe().await;
-    let remote: RemoteRef<PingPong> = client
-        .connect(&addr(&server), "probe", &owner)
-        .await
-        .unwrap();
+    let Pair { remote, .. } = pair_with(server).await;
 
     let result = remote
         .cast(Ping {
@@ -227,33 +207,24 @@ async fn the_peers_smaller_limit_applies_to_the_sender() {
 
 #[tokio::test]
 async fn half_close_lets_the_peer_send_final_messages_then_both_close() {
-    let server = listening_node("server", SECRET).await;
-    let (target, mut seen) = probe().await;
-    server.register("probe", &target).unwrap();
-    let client = dialling_node("client", SECRET).await;
-    let (owner, mut owner_seen) = probe().await;
-    let remote: RemoteRef<PingPong> = client
-        .connect(&addr(&server), "probe", &owner)
-        .await
-        .unwrap();
-    remote.cast(Ping { n: 1, body: vec![] }).await.unwrap();
+    let Pair {
+        mut server,
+        mut owner_seen,
+        remote,
+        ..
+    } = pair().await;
+    remote.cast(ping(1)).await.unwrap();
 
     remote.finish();
 
-    let (_, server_session) = next_ping(&mut seen).await;
+    let (_, server_session) = next_ping(&mut server.seen).await;
     let finished = loop {
-        if let SessionSignal::PeerFinished(session, _) = next_signal(&mut seen).await {
+        if let SessionSignal::PeerFinished(session, _) = next_signal(&mut server.seen).await {
             break session;
         }
     };
     assert_eq!(finished, server_session);
-    server_session
-        .cast(Ping {
-            n: 99,
-            body: vec![],
-        })
-        .await
-        .unwrap();
+    server_session.cast(ping(99)).await.unwrap();
     server_session.finish();
     assert_eq!(
         next_ping(&mut owner_seen).await.0,
@@ -271,39 +242,34 @@ async fn half_close_lets_the_peer_send_final_messages_then_both_close() {
 
 #[tokio::test]
 async fn stopped_target_ends_the_session_with_its_reason() {
-    let server = listening_node("server", SECRET).await;
-    let (target, mut seen) = probe().await;
-    server.register("probe", &target).unwrap();
-    let client = dialling_node("client", SECRET).await;
-    let (owner, _) = probe().await;
-    let remote: RemoteRef<PingPong> = client
-        .connect(&addr(&server), "probe", &owner)
-        .await
-        .unwrap();
-    remote.cast(Ping { n: 1, body: vec![] }).await.unwrap();
-    next_ping(&mut seen).await;
+    let Pair {
+        mut server, remote, ..
+    } = pair().await;
+    remote.cast(ping(1)).await.unwrap();
+    next_ping(&mut server.seen).await;
 
-    target
+    server
+        .target
         .stop_and_wait(None, Some(WAIT))
         .await
         .expect("actor stops");
     // The next delivery finds the mailbox gone.
-    let _ = remote.cast(Ping { n: 2, body: vec![] }).await;
+    let _ = remote.cast(ping(2)).await;
 
     let reason = tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
     assert!(
-        matches!(&reason, CloseReason::PeerEnded(g) if g.reason == duologue::GoodbyeReason::ActorStopped),
+        matches!(&reason, CloseReason::PeerEnded(g) if g.reason == GoodbyeReason::ActorStopped),
         "{reason:?}"
     );
 }
 
 #[tokio::test]
 async fn node_shutdown_says_goodbye_to_peers() {
-    let (server, _client, _seen, remote) = pair().await;
-    assert!(server.shutdown().await, "drained within the bound");
+    let Pair { server, remote, .. } = pair().await;
+    assert!(server.node.shutdown().await, "drained within the bound");
     let reason = tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
     assert!(
-        matches!(&reason, CloseReason::PeerEnded(g) if g.reason == duologue::GoodbyeReason::NodeShutdown),
+        matches!(&reason, CloseReason::PeerEnded(g) if g.reason == GoodbyeReason::NodeShutdown),
         "{reason:?}"
     );
 }

@@ -207,6 +207,15 @@ pub async fn node_event<T>(
     .expect("the node event within the wait bound")
 }
 
+/// The reason of the next session this node rejected during its handshake.
+pub async fn rejection(events: &mut broadcast::Receiver<NodeEvent>) -> duologue::CloseReason {
+    node_event(events, |e| match e {
+        NodeEvent::SessionRejected { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await
+}
+
 /// The next ping a probe saw, skipping signals.
 pub async fn next_ping(rx: &mut mpsc::UnboundedReceiver<Seen>) -> (u64, SessionRef) {
     loop {
@@ -228,4 +237,43 @@ pub async fn next_signal(rx: &mut mpsc::UnboundedReceiver<Seen>) -> SessionSigna
 /// The `duologue` binary under test.
 pub fn duologue_exe() -> std::path::PathBuf {
     env!("CARGO_BIN_EXE_duologue").into()
+}
+
+/// A listening node with a probe registered as `"probe"`.
+pub struct Served {
+    pub node: Node,
+    pub target: ActorRef<ProbeMsg>,
+    pub seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+pub async fn served_probe(node: Node) -> Served {
+    let (target, seen) = probe().await;
+    node.register("probe", &target).unwrap();
+    Served { node, target, seen }
+}
+
+/// A fresh dialling node whose own probe owns a session to `actor` at `addr`.
+pub struct Dialled {
+    pub node: Node,
+    pub owner_seen: mpsc::UnboundedReceiver<Seen>,
+    pub result: Result<duologue::RemoteRef<PingPong>, duologue::ConnectError>,
+}
+
+pub async fn dial(node: Node, addr: &str, actor: &str) -> Dialled {
+    let (owner, owner_seen) = probe().await;
+    let result = node.connect(addr, actor, &owner).await;
+    Dialled {
+        node,
+        owner_seen,
+        result,
+    }
+}
+
+/// A loopback port that was free a moment ago and has no listener now.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
