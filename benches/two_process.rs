@@ -1,1 +1,593 @@
-fn main() {}
+//! Two-process benchmark of duologue on 127.0.0.1: cast throughput and call latency
+//! between two nodes in two OS processes, the same workload and output shape as the
+//! `ractor_cluster` baseline in `shared/baselines/ractor_cluster_bench`.
+//!
+//! Run it from the project's root:
+//!
+//! ```text
+//! cargo bench --bench two_process
+//! cargo bench --bench two_process -- --casts 1000000 --calls 2000 --payload 256
+//! ```
+//!
+//! * `run` (the default): start node A as a child process of this executable
+//!   (`server --secret PATH`), then act as node B in this process and print the figures.
+//! * `server --secret PATH`: node A alone; prints `READY <addr>`, exits when stdin closes.
+//! * `client --addr ADDR --secret PATH`: node B alone, against a node A started by hand.
+//!
+//! Options for `run` and `client`: `--casts N` (200000), `--calls N` (10000),
+//! `--payload BYTES` (64). With the `CI` environment variable set the defaults shrink to
+//! 20000 casts and 1000 calls. The `--bench` flag cargo adds is ignored.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use duologue::local_cluster::{ChildGuard, SecretDir};
+use duologue::{Inbound, Node, Protocol, RemoteRef, ReplyPort, SessionSignal};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+/// How long node A may take to report `READY`.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound for any single call (the cast drain included).
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long node A may take to exit once its stdin closed, before it is killed.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Casts in the (unreported) warm-up.
+const WARMUP_CASTS: u64 = 20_000;
+/// Calls in the (unreported) warm-up.
+const WARMUP_CALLS: usize = 1_000;
+/// The name node A registers its sink under.
+const SINK: &str = "sink";
+
+/// `BenchRequest::kind`: a one-way payload the sink only counts.
+const KIND_PAYLOAD: u32 = 0;
+/// `BenchRequest::kind`: zero the sink's counter.
+const KIND_RESET: u32 = 1;
+/// `BenchRequest::kind`: a call answered once `n` payloads arrived since the last reset.
+const KIND_WAIT_FOR: u32 = 2;
+/// `BenchRequest::kind`: a call answered with the same payload.
+const KIND_ECHO: u32 = 3;
+
+/// Everything node B sends to the sink.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BenchRequest {
+    /// One of the `KIND_*` constants.
+    #[prost(uint32, tag = "1")]
+    kind: u32,
+    /// The target count of a `KIND_WAIT_FOR`.
+    #[prost(uint64, tag = "2")]
+    n: u64,
+    /// The payload of `KIND_PAYLOAD` and `KIND_ECHO` (shared, not copied, on decode).
+    #[prost(bytes = "bytes", tag = "3")]
+    payload: Bytes,
+}
+
+impl prost::Name for BenchRequest {
+    const NAME: &'static str = "BenchRequest";
+    const PACKAGE: &'static str = "duologue.bench";
+    fn type_url() -> String {
+        "type.googleapis.com/duologue.bench.BenchRequest".into()
+    }
+}
+
+/// Everything the sink answers.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BenchReply {
+    /// For `KIND_WAIT_FOR`: receiver-side nanoseconds between the first and the n-th
+    /// payload.
+    #[prost(uint64, tag = "1")]
+    rx_span_ns: u64,
+    /// For `KIND_ECHO`: the request's payload.
+    #[prost(bytes = "bytes", tag = "2")]
+    payload: Bytes,
+}
+
+impl prost::Name for BenchReply {
+    const NAME: &'static str = "BenchReply";
+    const PACKAGE: &'static str = "duologue.bench";
+    fn type_url() -> String {
+        "type.googleapis.com/duologue.bench.BenchReply".into()
+    }
+}
+
+/// The bench protocol: `BenchRequest` in, `BenchReply` out.
+struct BenchProtocol;
+
+impl Protocol for BenchProtocol {
+    type Request = BenchRequest;
+    type Response = BenchReply;
+}
+
+/// What sessions deliver into the sink's (and node B's owner's) mailbox.
+enum BenchMsg {
+    /// A message from the peer.
+    Inbound(Inbound),
+    /// A change in a session's life.
+    Signal(SessionSignal),
+}
+
+impl From<Inbound> for BenchMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<SessionSignal> for BenchMsg {
+    fn from(signal: SessionSignal) -> Self {
+        Self::Signal(signal)
+    }
+}
+
+/// Node A's actor: counts payloads and answers `WaitFor` and `Echo`.
+struct Sink;
+
+/// The sink's counter and its pending `WaitFor`.
+#[derive(Default)]
+struct SinkState {
+    /// Payloads since the last reset.
+    count: u64,
+    /// Arrival of the first of them.
+    first: Option<Instant>,
+    /// Arrival of the latest of them.
+    last: Option<Instant>,
+    /// A `WaitFor` not answered yet: its target and reply port.
+    waiter: Option<(u64, ReplyPort)>,
+}
+
+impl SinkState {
+    /// Answers a pending `WaitFor` once its target count is reached.
+    fn release_waiter(&mut self) -> Result<(), ActorProcessingErr> {
+        if matches!(&self.waiter, Some((target, _)) if self.count >= *target)
+            && let Some((_, port)) = self.waiter.take()
+        {
+            let span = match (self.first, self.last) {
+                (Some(first), Some(last)) => {
+                    u64::try_from(last.duration_since(first).as_nanos()).unwrap_or(u64::MAX)
+                }
+                _ => 0,
+            };
+            port.send(&BenchReply {
+                rx_span_ns: span,
+                payload: Bytes::new(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Sink {
+    type Msg = BenchMsg;
+    type State = SinkState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<BenchMsg>,
+        (): (),
+    ) -> Result<SinkState, ActorProcessingErr> {
+        Ok(SinkState::default())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<BenchMsg>,
+        message: BenchMsg,
+        state: &mut SinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut inbound = match message {
+            BenchMsg::Inbound(inbound) => inbound,
+            BenchMsg::Signal(SessionSignal::Closed(session, reason)) => {
+                eprintln!("sink: session {} closed: {reason}", session.id());
+                return Ok(());
+            }
+            BenchMsg::Signal(_) => return Ok(()),
+        };
+        let request: BenchRequest = inbound.decode()?;
+        match request.kind {
+            KIND_PAYLOAD => {
+                let now = Instant::now();
+                state.first.get_or_insert(now);
+                state.last = Some(now);
+                state.count += 1;
+                state.release_waiter()?;
+            }
+            KIND_RESET => {
+                state.count = 0;
+                state.first = None;
+                state.last = None;
+                // A pending waiter's port drops here: its caller gets a `no_reply` fault.
+                state.waiter = None;
+            }
+            KIND_WAIT_FOR => {
+                if let Some(port) = inbound.take_reply() {
+                    state.waiter = Some((request.n, port));
+                    state.release_waiter()?;
+                }
+            }
+            KIND_ECHO => {
+                if inbound.is_call() {
+                    inbound.reply(&BenchReply {
+                        rx_span_ns: 0,
+                        payload: request.payload,
+                    })?;
+                }
+            }
+            other => return Err(format!("unknown request kind {other}").into()),
+        }
+        Ok(())
+    }
+}
+
+/// Node B's actor owning the session to the sink; the sink pushes nothing, so it
+/// ignores everything.
+struct Owner;
+
+impl Actor for Owner {
+    type Msg = BenchMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<BenchMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<BenchMsg>,
+        _: BenchMsg,
+        (): &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// What to measure.
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    /// Number of one-way casts in the throughput phase.
+    casts: u64,
+    /// Number of sequential calls in the latency phase.
+    calls: usize,
+    /// Payload size in bytes, for both phases.
+    payload: usize,
+}
+
+/// The command line after the subcommand.
+#[derive(Debug)]
+struct Options {
+    /// The measurement sizes.
+    cfg: Config,
+    /// `--secret PATH` (`server`, `client`).
+    secret: Option<PathBuf>,
+    /// `--addr ADDR` (`client`).
+    addr: Option<String>,
+}
+
+/// Parses `--flag value` pairs.
+fn parse_options(args: &[String]) -> anyhow::Result<Options> {
+    let ci = std::env::var_os("CI").is_some();
+    let mut options = Options {
+        cfg: Config {
+            casts: if ci { 20_000 } else { 200_000 },
+            calls: if ci { 1_000 } else { 10_000 },
+            payload: 64,
+        },
+        secret: None,
+        addr: None,
+    };
+    let mut iter = args.iter();
+    while let Some(flag) = iter.next() {
+        let value = iter.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--casts" => options.cfg.casts = value.parse().context("--casts")?,
+            "--calls" => options.cfg.calls = value.parse().context("--calls")?,
+            "--payload" => options.cfg.payload = value.parse().context("--payload")?,
+            "--secret" => options.secret = Some(value.into()),
+            "--addr" => options.addr = Some(value.clone()),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    if options.cfg.casts == 0 || options.cfg.calls == 0 {
+        bail!("--casts and --calls must be positive");
+    }
+    Ok(options)
+}
+
+/// Node A: the sink, registered on a node listening on a free loopback port, until
+/// standard input closes (the parent's exit or kill).
+async fn server(secret: &Path) -> anyhow::Result<()> {
+    let node = Node::builder()
+        .name("bench_a")
+        .listen("127.0.0.1:0".parse()?)
+        .secret_file(secret)
+        .start()
+        .await?;
+    let (sink, sink_handle) = Actor::spawn(None, Sink, ()).await?;
+    node.register(SINK, &sink)?;
+    let addr = node.local_addr().context("node A does not listen")?;
+
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "READY {addr}")?;
+    stdout.flush()?;
+
+    tokio::task::spawn_blocking(|| {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            if line.is_err() {
+                break;
+            }
+        }
+    })
+    .await?;
+
+    node.shutdown().await;
+    sink.stop(None);
+    sink_handle.await?;
+    Ok(())
+}
+
+/// Timings of one cast phase.
+struct CastTimings {
+    /// From the first send until the sink confirmed all `n` arrivals.
+    wall: Duration,
+    /// How long the sending loop took (casts never block: queues are unbounded).
+    enqueue: Duration,
+    /// Receiver-side time between the first and the n-th arrival.
+    rx_span: Duration,
+}
+
+/// A request of `kind` with no payload.
+fn control(kind: u32, n: u64) -> BenchRequest {
+    BenchRequest {
+        kind,
+        n,
+        payload: Bytes::new(),
+    }
+}
+
+/// Sends `n` casts, then waits until the sink has counted all of them.
+async fn cast_phase(
+    sink: &RemoteRef<BenchProtocol>,
+    n: u64,
+    payload: &Bytes,
+) -> anyhow::Result<CastTimings> {
+    sink.cast(control(KIND_RESET, 0))
+        .await
+        .map_err(|e| anyhow!("reset: {e}"))?;
+    let start = Instant::now();
+    for _ in 0..n {
+        sink.cast(BenchRequest {
+            kind: KIND_PAYLOAD,
+            n: 0,
+            payload: payload.clone(),
+        })
+        .await
+        .map_err(|e| anyhow!("cast: {e}"))?;
+    }
+    let enqueue = start.elapsed();
+    let reply = sink
+        .call(control(KIND_WAIT_FOR, n), CALL_TIMEOUT)
+        .await
+        .context("WaitFor")?;
+    Ok(CastTimings {
+        wall: start.elapsed(),
+        enqueue,
+        rx_span: Duration::from_nanos(reply.rx_span_ns),
+    })
+}
+
+/// Issues `n` sequential echo calls; returns each round trip.
+async fn call_phase(
+    sink: &RemoteRef<BenchProtocol>,
+    n: usize,
+    payload: &Bytes,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let reply = sink
+            .call(
+                BenchRequest {
+                    kind: KIND_ECHO,
+                    n: 0,
+                    payload: payload.clone(),
+                },
+                CALL_TIMEOUT,
+            )
+            .await
+            .context("Echo")?;
+        samples.push(start.elapsed());
+        if reply.payload.len() != payload.len() {
+            bail!("echo returned a payload of the wrong size");
+        }
+    }
+    Ok(samples)
+}
+
+/// Nearest-rank percentile of an ascending, non-empty slice.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A duration in microseconds.
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// A duration in milliseconds.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Warms up, then measures cast throughput and call latency against `sink`, printing
+/// one `label key=value ...` line per figure.
+async fn measure(label: &str, sink: &RemoteRef<BenchProtocol>, cfg: Config) -> anyhow::Result<()> {
+    let payload = Bytes::from(vec![0xA5u8; cfg.payload]);
+
+    // Warm-up: establish steady state on both sides before measuring.
+    cast_phase(sink, WARMUP_CASTS, &payload).await?;
+    call_phase(sink, WARMUP_CALLS, &payload).await?;
+
+    let casts = cast_phase(sink, cfg.casts, &payload).await?;
+    let mut rtts = call_phase(sink, cfg.calls, &payload).await?;
+    rtts.sort_unstable();
+    let mean = rtts.iter().sum::<Duration>() / u32::try_from(rtts.len())?;
+    let max = *rtts.last().context("at least one call")?;
+
+    println!(
+        "{label} cast_throughput_msgs_per_s={:.0} n={} payload_bytes={} wall_ms={:.1} enqueue_ms={:.1}",
+        cfg.casts as f64 / casts.wall.as_secs_f64(),
+        cfg.casts,
+        cfg.payload,
+        millis(casts.wall),
+        millis(casts.enqueue)
+    );
+    println!(
+        "{label} cast_receiver_window_msgs_per_s={:.0} rx_span_ms={:.1}",
+        cfg.casts as f64 / casts.rx_span.as_secs_f64().max(1e-9),
+        millis(casts.rx_span)
+    );
+    println!(
+        "{label} call_latency_p50_us={:.1} n={} payload_bytes={}",
+        micros(percentile(&rtts, 50.0)),
+        cfg.calls,
+        cfg.payload
+    );
+    println!(
+        "{label} call_latency_p99_us={:.1}",
+        micros(percentile(&rtts, 99.0))
+    );
+    println!(
+        "{label} call_latency_mean_us={:.1} p999_us={:.1} max_us={:.1}",
+        micros(mean),
+        micros(percentile(&rtts, 99.9)),
+        micros(max)
+    );
+    Ok(())
+}
+
+/// Peak and current resident memory of process `pid` (`self` for this one), from
+/// `/proc`; `None` where there is no `/proc`.
+fn memory(pid: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    Some(format!(
+        "peak {} now {}",
+        field("VmHWM:")?,
+        field("VmRSS:")?
+    ))
+}
+
+/// Node B: connects to the sink at `addr` and measures.
+async fn client(
+    addr: &str,
+    secret: &Path,
+    cfg: Config,
+    node_a_pid: Option<u32>,
+) -> anyhow::Result<()> {
+    let node = Node::builder()
+        .name("bench_b")
+        .secret_file(secret)
+        .start()
+        .await?;
+    let (owner, owner_handle) = Actor::spawn(None, Owner, ()).await?;
+
+    let connecting = Instant::now();
+    let result = async {
+        let sink: RemoteRef<BenchProtocol> = node.connect(addr, SINK, &owner).await?;
+        eprintln!(
+            "connected and authenticated to the sink in {:.1} ms",
+            millis(connecting.elapsed())
+        );
+        measure("duologue", &sink, cfg).await?;
+        if let Some(mem) = node_a_pid.and_then(|pid| memory(&pid.to_string())) {
+            eprintln!("node A resident memory: {mem}");
+        }
+        if let Some(own) = memory("self") {
+            eprintln!("node B resident memory: {own}");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+
+    node.shutdown().await;
+    owner.stop(None);
+    owner_handle.await?;
+    result
+}
+
+/// Starts node A as a child of this executable; returns it with its address.
+async fn spawn_server(secret: &Path) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    let exe = std::env::current_exe()?;
+    let args = [
+        "server".to_owned(),
+        "--secret".to_owned(),
+        secret.display().to_string(),
+    ];
+    let mut child = ChildGuard::spawn("node A", &exe, &args)?;
+    // Relay node A's stderr, so a full pipe never blocks it.
+    if let Some(mut lines) = child.stderr.take() {
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("node A: {line}");
+            }
+        });
+    }
+    let line = child
+        .stdout_line(READY_TIMEOUT)
+        .await?
+        .context("node A exited before reporting READY")?;
+    let addr = line
+        .strip_prefix("READY ")
+        .ok_or_else(|| anyhow!("unexpected line from node A: {line}"))?
+        .trim()
+        .parse()?;
+    Ok((child, addr))
+}
+
+/// Node A in a child process, node B here; node A is killed on every exit path (its
+/// guard's drop).
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let secret = SecretDir::create()?;
+    let (mut child, addr) = spawn_server(secret.secret()).await?;
+    let result = client(&addr.to_string(), secret.secret(), cfg, child.pid()).await;
+    // Closing stdin asks node A to stop; the guard kills it if it lingers.
+    child.close_stdin();
+    if let Err(error) = child.wait(EXIT_TIMEOUT).await {
+        eprintln!("{error}; killing node A");
+    }
+    result
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // cargo adds `--bench`; it means nothing here.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| arg != "--bench")
+        .collect();
+    let (command, rest) = match args.split_first() {
+        Some((cmd, rest)) if !cmd.starts_with("--") => (cmd.as_str(), rest),
+        _ => ("run", &args[..]),
+    };
+    let options = parse_options(rest)?;
+    match command {
+        "run" => run(options.cfg).await,
+        "server" => server(&options.secret.context("server needs --secret PATH")?).await,
+        "client" => {
+            let addr = options.addr.context("client needs --addr ADDR")?;
+            let secret = options.secret.context("client needs --secret PATH")?;
+            client(&addr, &secret, options.cfg, None).await
+        }
+        other => bail!("unknown command {other}; use run, server or client"),
+    }
+}
