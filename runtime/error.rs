@@ -93,10 +93,10 @@ pub enum CloseReason {
     /// Both sides finished and every message was acknowledged.
     #[error("finished")]
     Finished,
-    /// The peer ended its side for a reason other than finishing (its actor stopped, its
-    /// node shut down, it saw a protocol error).
-    #[error("peer ended the session: {reason:?} {detail}", reason = .0.reason, detail = .0.detail)]
-    PeerEnded(Goodbye),
+    /// The session could not go on, and messages may be unconfirmed: see [`LostReason`].
+    /// The owner got them back with [`crate::SessionSignal::Lost`].
+    #[error("session lost: {0}")]
+    Lost(LostReason),
     /// This side ended the session.
     #[error("ended locally: {reason:?} {detail}")]
     Ended {
@@ -120,9 +120,52 @@ pub enum CloseReason {
     /// The handshake did not complete in time.
     #[error("handshake timed out")]
     HandshakeTimeout,
-    /// The stream broke or ended without a farewell.
+    /// The stream broke before the session was established (nothing to resume).
     #[error("transport error: {0}")]
     Transport(String),
+}
+
+/// Why an established session was lost.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LostReason {
+    /// The peer ended its side for a reason other than finishing: its actor stopped
+    /// (`ActorStopped`, the detail is the actor's stop reason), its node shut down, it saw
+    /// a protocol error. Delivered after the last messages the peer sent.
+    #[error("the peer ended the session: {reason:?} {detail}", reason = .0.reason, detail = .0.detail)]
+    PeerEnded(Goodbye),
+    /// The stream broke and no resume succeeded before the deadline.
+    #[error("not resumed within {after:?}: {cause}")]
+    ResumeDeadline {
+        /// The resume deadline.
+        after: std::time::Duration,
+        /// The last cause: why the stream broke, or why the last attempt failed.
+        cause: String,
+    },
+    /// The peer node restarted: a new incarnation cannot resume the old one's sessions.
+    #[error("the peer restarted (incarnation {previous} is now {current})")]
+    PeerRestarted {
+        /// The incarnation the session was opened with.
+        previous: uuid::Uuid,
+        /// The peer's incarnation now.
+        current: uuid::Uuid,
+    },
+    /// While interrupted, more messages were sent than the replay window holds.
+    #[error("the replay window ({messages} messages, {bytes} bytes) overflowed while interrupted")]
+    WindowExceeded {
+        /// The window's message bound.
+        messages: usize,
+        /// The window's byte bound.
+        bytes: usize,
+    },
+    /// The peer refused to resume (it no longer has the session).
+    #[error("the peer refused to resume: {0}")]
+    ResumeRefused(Refusal),
+    /// Authentication failed while resuming.
+    #[error("authentication failed while resuming: {0}")]
+    ResumeAuth(AuthError),
+    /// The session's policy was not to resume.
+    #[error("not resumed ({0})")]
+    NotResumed(String),
 }
 
 impl CloseReason {
@@ -147,6 +190,9 @@ pub enum SendError<T> {
     /// The session's handshake has not completed.
     #[error("the session is not established yet")]
     NotReady(T),
+    /// The replay window is full: the peer has not confirmed enough of what was sent.
+    #[error("the session's replay window is full")]
+    Full(T),
     /// The payload is larger than the session's limit (the smaller of both nodes').
     #[error("message of {size} bytes exceeds the session's limit of {limit}")]
     TooLarge {
@@ -163,7 +209,7 @@ impl<T> SendError<T> {
     /// The message that was not sent.
     pub fn into_message(self) -> T {
         match self {
-            Self::Closed(m) | Self::NotReady(m) | Self::TooLarge { message: m, .. } => m,
+            Self::Closed(m) | Self::NotReady(m) | Self::Full(m) | Self::TooLarge { message: m, .. } => m,
         }
     }
 
@@ -172,6 +218,7 @@ impl<T> SendError<T> {
         match self {
             Self::Closed(m) => SendError::Closed(f(m)),
             Self::NotReady(m) => SendError::NotReady(f(m)),
+            Self::Full(m) => SendError::Full(f(m)),
             Self::TooLarge {
                 size,
                 limit,
@@ -291,6 +338,9 @@ pub enum NodeError {
     /// No secret was configured.
     #[error("no secret configured: every node needs the cluster's shared secret")]
     NoSecret,
+    /// The node's actor watcher could not start.
+    #[error("cannot start the node's watcher: {0}")]
+    Watcher(String),
     /// An actor of that name is already registered.
     #[error("an actor named {0:?} is already registered")]
     NameTaken(String),

@@ -3,11 +3,12 @@
 //!
 //! Inputs: [`Session::handle_frame`], [`Session::handle_timeout`], [`Session::send`],
 //! [`Session::confirm_delivered`], [`Session::finish`], [`Session::accept`] /
-//! [`Session::refuse`], [`Session::end`], [`Session::handle_transport_error`].
-//! Outputs: [`Session::poll_transmit`] (frames to write), [`Session::poll_event`]
-//! (what the owner must learn) and [`Session::poll_timeout`] (when to call
-//! `handle_timeout`). The drivers in `driver.rs` move frames between this struct and a
-//! gRPC stream; everything that decides anything lives here.
+//! [`Session::refuse`], [`Session::end`], [`Session::stream_broken`],
+//! [`Session::begin_resume`] / [`Session::attach_stream`], [`Session::give_up`].
+//! Outputs: [`Session::poll_transmit`] (frames to write), [`Session::poll_event`] (what
+//! the owner must learn) and [`Session::poll_timeout`] (when to call `handle_timeout`).
+//! The drivers in `driver.rs` move frames between this struct and gRPC streams;
+//! everything that decides anything lives here.
 //!
 //! ```text
 //!              initiator                          acceptor
@@ -21,25 +22,34 @@
 //!   Active/Finishing --recv Goodbye(Finished)--> (peer finished; may still send)
 //!   Finishing + peer finished + all ours acked + all theirs delivered --> Closed(Finished)
 //!
-//!   any --bad proof / Refuse / protocol error / timeout / transport error--> Closed(reason)
-//!   Active/Finishing --recv Goodbye(other reason) / end(reason)--> Closed(reason)
+//!   Active/Finishing --stream broke / peer silent--> Interrupted
+//!   Interrupted --initiator: begin_resume (Hello{resume}); acceptor: recv Hello{resume}--> Resuming
+//!   Resuming --re-authenticated, Welcome{last received}: replay the rest--> Active/Finishing  (Resumed)
+//!   Resuming --attempt failed--> Interrupted
+//!   Interrupted/Resuming --deadline, peer restarted, window overflow, refused--> Closed(Lost(reason))
+//!   Active/Finishing --recv Goodbye(other reason)--> Closed(Lost(PeerEnded))
+//!
+//!   before Active: bad proof / Refuse / protocol error / timeout / broken stream --> Closed(reason)
 //! ```
 //!
 //! Delivery: every envelope gets the next per-direction sequence number. The receiver
-//! accepts only the next expected one, and acknowledges cumulatively only what the
-//! driver confirmed delivered into the owner's mailbox ([`Session::confirm_delivered`]),
-//! piggybacked on its next batch, or as a lone `Ack` after `ack_every` messages or
-//! `ack_delay`. Sent envelopes stay in the in-flight buffer until acknowledged.
+//! accepts the next expected one, drops ones it already has (a replay), and treats a gap
+//! as a protocol error. It acknowledges cumulatively only what the driver confirmed
+//! delivered into the owner's mailbox ([`Session::confirm_delivered`]), piggybacked on its
+//! next batch, or as a lone `Ack` after `ack_every` messages or `ack_delay`. Sent envelopes
+//! stay in the replay buffer until acknowledged; after a resume, each side re-sends what
+//! the other has not received, so every message reaches the mailbox exactly once while
+//! both node incarnations live and the gap fits the replay window.
 
 use std::collections::VecDeque;
 use std::mem;
 use std::time::{Duration, Instant};
 
 use crate::auth::{Nonce, ProofRole, Secret, Transcript};
-use crate::error::{AuthError, CloseReason, ProtocolError, SendError};
+use crate::error::{AuthError, CloseReason, LostReason, ProtocolError, SendError};
 use crate::wire::{
     Batch, Body, Challenge, Envelope, Frame, Goodbye, GoodbyeReason, Hello, NodeIdentity,
-    PROTOCOL_VERSION, Refusal, RefuseReason, SessionId,
+    PROTOCOL_VERSION, RefuseReason, Refusal, ResumeRequest, SessionId,
 };
 
 /// Tunables of one session. The defaults suit small messages on a LAN.
@@ -59,6 +69,14 @@ pub struct SessionConfig {
     /// Largest payload this side accepts in one envelope, in bytes. The smaller of the
     /// two sides' limits applies to sending.
     pub max_message_bytes: u64,
+    /// Most unacknowledged messages the replay buffer holds.
+    pub replay_max_messages: usize,
+    /// Most unacknowledged payload bytes the replay buffer holds.
+    pub replay_max_bytes: usize,
+    /// How long an interrupted session may take to resume before it is lost.
+    pub resume_timeout: Duration,
+    /// With data unacknowledged, a peer silent for this long interrupts the session.
+    pub silence_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -70,6 +88,10 @@ impl Default for SessionConfig {
             ack_delay: Duration::from_millis(5),
             handshake_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
+            replay_max_messages: 1 << 20,
+            replay_max_bytes: 256 * 1024 * 1024,
+            resume_timeout: Duration::from_secs(30),
+            silence_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -96,7 +118,11 @@ pub enum State {
     Active,
     /// This side finished; waiting for the peer's final messages, farewell and acks.
     Finishing,
-    /// Over, for the given reason.
+    /// The stream broke; waiting for a new one.
+    Interrupted,
+    /// A new stream is re-authenticating to resume the session.
+    Resuming,
+    /// Over, for the given reason (`Lost(..)` when messages may be unconfirmed).
     Closed(CloseReason),
 }
 
@@ -111,8 +137,12 @@ pub(crate) enum Event {
     Message(Envelope),
     /// The peer finished politely: it sends nothing more, but still receives.
     PeerFinished(Goodbye),
-    /// The session is over.
-    Closed(CloseReason),
+    /// The stream broke; the session waits for a new one.
+    Interrupted(String),
+    /// The session continues on a new stream; `replayed` messages were sent again.
+    Resumed { replayed: u64 },
+    /// The session is over; the messages the peer never confirmed come back.
+    Closed(CloseReason, Vec<Envelope>),
 }
 
 /// One session's protocol state machine.
@@ -123,7 +153,10 @@ pub struct Session {
     secret: Secret,
     id: SessionId,
     local: NodeIdentity,
+    /// The peer as it introduced itself on the current stream.
     peer: Option<NodeIdentity>,
+    /// The peer the session was established with; a resume must come from it.
+    established_peer: Option<NodeIdentity>,
     target: String,
     local_nonce: Nonce,
     peer_nonce: Option<Nonce>,
@@ -132,10 +165,24 @@ pub struct Session {
     proof_sent: bool,
     peer_max_message_bytes: u64,
 
+    /// What to return to after a resume (Active or Finishing).
+    resume_to: State,
+    resume_deadline: Option<Instant>,
+    interrupt_cause: String,
+    /// Acceptor: the initiator's last received, from its resume `Hello`.
+    peer_resume_point: Option<u64>,
+    /// Acceptor: a resume `Hello` for a session this node does not have.
+    unknown_resume: bool,
+    /// Bumped every time the current stream is given up.
+    generation: u64,
+    last_heard: Option<Instant>,
+    waiting_since: Option<Instant>,
+
     next_seq: u64,
     transmitted: u64,
     queued: VecDeque<Envelope>,
     in_flight: VecDeque<Envelope>,
+    unacked_bytes: usize,
 
     received: u64,
     delivered: u64,
@@ -164,15 +211,8 @@ impl Session {
         now: Instant,
     ) -> Self {
         let mut session = Self::new(Role::Initiator, config, secret, local, id, nonce, now);
-        session.control.push_back(Frame::Hello(Hello {
-            session_id: id,
-            from: session.local.clone(),
-            target: target.clone(),
-            protocol_version: PROTOCOL_VERSION,
-            nonce,
-            max_message_bytes: session.config.max_message_bytes,
-        }));
         session.target = target;
+        session.control.push_back(session.hello(None));
         session.state = State::AwaitingPeer;
         session
     }
@@ -187,15 +227,7 @@ impl Session {
     ) -> Self {
         // The real id arrives with the Hello.
         let placeholder = SessionId(uuid::Uuid::nil());
-        Self::new(
-            Role::Acceptor,
-            config,
-            secret,
-            local,
-            placeholder,
-            nonce,
-            now,
-        )
+        Self::new(Role::Acceptor, config, secret, local, placeholder, nonce, now)
     }
 
     fn new(
@@ -216,15 +248,25 @@ impl Session {
             id,
             local,
             peer: None,
+            established_peer: None,
             target: String::new(),
             local_nonce: nonce,
             peer_nonce: None,
             state: State::Init,
             proof_sent: false,
+            resume_to: State::Active,
+            resume_deadline: None,
+            interrupt_cause: String::new(),
+            peer_resume_point: None,
+            unknown_resume: false,
+            generation: 0,
+            last_heard: None,
+            waiting_since: None,
             next_seq: 1,
             transmitted: 0,
             queued: VecDeque::new(),
             in_flight: VecDeque::new(),
+            unacked_bytes: 0,
             received: 0,
             delivered: 0,
             ack_sent: 0,
@@ -236,6 +278,18 @@ impl Session {
             control: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    fn hello(&self, resume: Option<ResumeRequest>) -> Frame {
+        Frame::Hello(Hello {
+            session_id: self.id,
+            from: self.local.clone(),
+            target: self.target.clone(),
+            protocol_version: PROTOCOL_VERSION,
+            nonce: self.local_nonce,
+            max_message_bytes: self.config.max_message_bytes,
+            resume,
+        })
     }
 
     /// The session's id (for an acceptor, known once the `Hello` arrived).
@@ -255,7 +309,7 @@ impl Session {
 
     /// The peer node, once it introduced itself.
     pub fn peer(&self) -> Option<&NodeIdentity> {
-        self.peer.as_ref()
+        self.established_peer.as_ref().or(self.peer.as_ref())
     }
 
     /// The name of the actor on the acceptor's node this session talks to.
@@ -268,6 +322,17 @@ impl Session {
         matches!(self.state, State::Closed(_))
     }
 
+    /// Whether the session waits for a new stream (interrupted, or resuming on one).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self.state, State::Interrupted | State::Resuming)
+    }
+
+    /// Counts the streams given up so far; a driver whose stream was given up (the core
+    /// interrupted itself, say for silence) sees it change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Messages sent or queued that the peer has not acknowledged yet.
     pub fn unacked(&self) -> usize {
         self.queued.len() + self.in_flight.len()
@@ -275,35 +340,56 @@ impl Session {
 
     /// The largest payload this session may send: the smaller of both sides' limits.
     pub fn send_limit(&self) -> u64 {
-        self.config
-            .max_message_bytes
-            .min(self.peer_max_message_bytes)
+        self.config.max_message_bytes.min(self.peer_max_message_bytes)
     }
 
     /// Queues a message; returns its sequence number.
     ///
+    /// While interrupted, messages keep being accepted into the replay buffer, so a short
+    /// break is invisible to senders; overflowing the buffer then loses the session
+    /// ([`LostReason::WindowExceeded`]).
+    ///
     /// # Errors
     /// The message comes back in the error when the session does not take data now
-    /// ([`SendError::Closed`], [`SendError::NotReady`]) or the payload exceeds
+    /// ([`SendError::Closed`], [`SendError::NotReady`]), the replay window is full while
+    /// the stream is up ([`SendError::Full`]), or the payload exceeds
     /// [`Session::send_limit`] ([`SendError::TooLarge`]).
     pub(crate) fn send(&mut self, body: Body) -> Result<u64, SendError<Body>> {
-        match self.state {
-            State::Active => {}
+        let sending = match &self.state {
+            State::Active => true,
+            State::Interrupted | State::Resuming => self.resume_to == State::Active,
             State::Init | State::AwaitingPeer | State::Authenticated => {
                 return Err(SendError::NotReady(body));
             }
-            State::Finishing | State::Closed(_) => return Err(SendError::Closed(body)),
+            State::Finishing | State::Closed(_) => false,
+        };
+        if !sending {
+            return Err(SendError::Closed(body));
         }
         let limit = self.send_limit();
-        if body.payload.len() as u64 > limit {
+        let size = body.payload.len();
+        if size as u64 > limit {
             return Err(SendError::TooLarge {
-                size: body.payload.len() as u64,
+                size: size as u64,
                 limit,
                 message: body,
             });
         }
+        if self.unacked() + 1 > self.config.replay_max_messages
+            || self.unacked_bytes + size > self.config.replay_max_bytes
+        {
+            if self.state == State::Active {
+                return Err(SendError::Full(body));
+            }
+            self.lose(LostReason::WindowExceeded {
+                messages: self.config.replay_max_messages,
+                bytes: self.config.replay_max_bytes,
+            });
+            return Err(SendError::Closed(body));
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.unacked_bytes += size;
         self.queued.push_back(Envelope { seq, body });
         Ok(seq)
     }
@@ -311,19 +397,21 @@ impl Session {
     /// Acceptor: admit the authenticated peer.
     pub fn accept(&mut self) {
         if self.state == State::Authenticated {
-            self.control.push_back(Frame::Welcome);
-            self.state = State::Active;
-            self.handshake_deadline = None;
-            self.events.push_back(Event::Established);
+            self.control.push_back(Frame::Welcome(None));
+            self.established();
         }
+    }
+
+    fn established(&mut self) {
+        self.state = State::Active;
+        self.handshake_deadline = None;
+        self.established_peer = self.peer.clone();
+        self.events.push_back(Event::Established);
     }
 
     /// Acceptor: refuse the authenticated peer (unknown actor, shutting down, limits).
     pub fn refuse(&mut self, refusal: Refusal) {
-        if matches!(
-            self.state,
-            State::Authenticated | State::AwaitingPeer | State::Init
-        ) {
+        if matches!(self.state, State::Authenticated | State::AwaitingPeer | State::Init) {
             self.control.push_back(Frame::Refuse(refusal.clone()));
             self.close(CloseReason::RefusedLocally(refusal));
         }
@@ -332,19 +420,25 @@ impl Session {
     /// Half-closes: after the queued data, a `Goodbye(Finished)`. The peer may still
     /// send; the session closes once both sides finished and everything is acknowledged.
     pub fn finish(&mut self) {
-        if self.state == State::Active {
-            self.state = State::Finishing;
+        let interrupted_active = self.is_interrupted() && self.resume_to == State::Active;
+        if self.state == State::Active || interrupted_active {
             self.local_goodbye = Some(Goodbye {
                 reason: GoodbyeReason::Finished,
                 detail: String::new(),
                 last_seq: self.next_seq - 1,
             });
-            self.check_finished();
+            if interrupted_active {
+                self.resume_to = State::Finishing;
+            } else {
+                self.state = State::Finishing;
+                self.check_finished();
+            }
         }
     }
 
-    /// Ends the session now for `reason`: the queued data and a `Goodbye` still go out,
-    /// but nothing more is received. Unacknowledged messages are not retried.
+    /// Ends the session now for `reason`: the queued data and a `Goodbye` still go out
+    /// (if a stream is up), but nothing more is received. Messages not yet acknowledged
+    /// come back to the owner with the `Closed` event.
     pub fn end(&mut self, reason: GoodbyeReason, detail: String) {
         match self.state {
             State::Closed(_) => {}
@@ -356,7 +450,11 @@ impl Session {
                 });
                 self.close(CloseReason::Ended { reason, detail });
             }
-            _ => {
+            State::Interrupted | State::Resuming => {
+                self.control.clear();
+                self.close(CloseReason::Ended { reason, detail });
+            }
+            State::Init | State::AwaitingPeer | State::Authenticated => {
                 let refusal = Refusal {
                     reason: match reason {
                         GoodbyeReason::NodeShutdown => RefuseReason::ShuttingDown,
@@ -371,46 +469,109 @@ impl Session {
         }
     }
 
-    /// The stream broke or ended without a farewell.
-    pub fn handle_transport_error(&mut self, detail: String) {
-        if !self.is_closed() {
-            self.queued.clear();
-            self.local_goodbye = None;
-            self.close(CloseReason::Transport(detail));
+    /// The current stream broke (or ended without a farewell, or was superseded). An
+    /// established session becomes `Interrupted` and waits for a new stream; one still in
+    /// its first handshake closes.
+    pub fn stream_broken(&mut self, cause: String, now: Instant) {
+        self.generation += 1;
+        self.control.clear();
+        match self.state {
+            State::Closed(_) => {}
+            State::Init | State::AwaitingPeer | State::Authenticated => {
+                self.queued.clear();
+                self.local_goodbye = None;
+                self.close(CloseReason::Transport(cause));
+            }
+            State::Active | State::Finishing => {
+                self.resume_to = self.state.clone();
+                self.state = State::Interrupted;
+                self.resume_deadline = Some(now + self.config.resume_timeout);
+                self.interrupt_cause.clone_from(&cause);
+                self.waiting_since = None;
+                self.events.push_back(Event::Interrupted(cause));
+            }
+            State::Interrupted | State::Resuming => {
+                self.state = State::Interrupted;
+                self.interrupt_cause = cause;
+            }
         }
     }
 
     /// The peer's stream ended. Expected after its `Goodbye` or `Refuse`; otherwise the
-    /// same as a transport error.
-    pub fn handle_stream_end(&mut self) {
-        if self.peer_goodbye.is_none() {
-            self.handle_transport_error("stream ended without a goodbye".into());
+    /// stream broke.
+    pub fn handle_stream_end(&mut self, now: Instant) {
+        let expected = self.peer_goodbye.is_some() && !self.is_interrupted();
+        if !expected {
+            self.stream_broken("the stream ended without a goodbye".into(), now);
+        }
+    }
+
+    /// Initiator: starts resuming on a new stream; its `Hello{resume}` is the next frame.
+    pub fn begin_resume(&mut self, nonce: Nonce, now: Instant) {
+        if self.role != Role::Initiator || self.state != State::Interrupted {
+            return;
+        }
+        let Some(peer) = self.established_peer.clone() else {
+            return;
+        };
+        self.local_nonce = nonce;
+        self.peer_nonce = None;
+        self.proof_sent = false;
+        self.handshake_deadline = Some(now + self.config.handshake_timeout);
+        let resume = ResumeRequest {
+            last_received: self.received,
+            acceptor_incarnation: peer.incarnation,
+        };
+        self.control.push_back(self.hello(Some(resume)));
+        self.state = State::Resuming;
+    }
+
+    /// Acceptor: a new stream arrives for this session; its resume `Hello` follows.
+    pub fn attach_stream(&mut self, nonce: Nonce, now: Instant) {
+        if self.role == Role::Acceptor && self.state == State::Interrupted {
+            self.local_nonce = nonce;
+            self.peer_nonce = None;
+            self.handshake_deadline = Some(now + self.config.handshake_timeout);
+        }
+    }
+
+    /// Gives up an interrupted session without resuming (a `Stop` policy).
+    pub fn give_up(&mut self, why: String) {
+        if self.is_interrupted() {
+            self.lose(LostReason::NotResumed(why));
         }
     }
 
     /// Feeds one frame from the peer.
-    pub(crate) fn handle_frame(&mut self, frame: Frame) {
+    pub(crate) fn handle_frame(&mut self, frame: Frame, now: Instant) {
         if self.is_closed() {
             return;
         }
+        self.last_heard = Some(now);
         match (self.role, &self.state, frame) {
             (Role::Acceptor, State::Init, Frame::Hello(hello)) => self.on_hello(hello),
-            (Role::Initiator, State::AwaitingPeer, Frame::Challenge(c)) if !self.proof_sent => {
+            (Role::Acceptor, State::Interrupted, Frame::Hello(hello)) => {
+                self.on_resume_hello(hello)
+            }
+            (Role::Initiator, State::AwaitingPeer | State::Resuming, Frame::Challenge(c))
+                if !self.proof_sent =>
+            {
                 self.on_challenge(c)
             }
-            (Role::Acceptor, State::AwaitingPeer, Frame::Proof(proof)) => self.on_proof(&proof),
-            (Role::Initiator, State::AwaitingPeer, Frame::Welcome) if self.proof_sent => {
-                self.state = State::Active;
-                self.handshake_deadline = None;
-                self.events.push_back(Event::Established);
+            (Role::Acceptor, State::AwaitingPeer | State::Resuming, Frame::Proof(proof)) => {
+                self.on_proof(&proof)
+            }
+            (Role::Initiator, State::AwaitingPeer, Frame::Welcome(None)) if self.proof_sent => {
+                self.established();
+            }
+            (Role::Initiator, State::Resuming, Frame::Welcome(Some(last))) if self.proof_sent => {
+                self.resumed(last);
             }
             (_, State::Init | State::AwaitingPeer | State::Authenticated, Frame::Refuse(r)) => {
-                self.peer_goodbye = Some(Goodbye {
-                    reason: GoodbyeReason::Aborted,
-                    detail: r.detail.clone(),
-                    last_seq: 0,
-                });
                 self.close(CloseReason::RefusedByPeer(r));
+            }
+            (_, State::Resuming, Frame::Refuse(r)) => {
+                self.lose(LostReason::ResumeRefused(r));
             }
             (_, State::Active | State::Finishing, Frame::Batch(batch)) => self.on_batch(batch),
             (_, State::Active | State::Finishing, Frame::Ack(seq)) => self.on_ack(seq),
@@ -439,16 +600,43 @@ impl Session {
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if let Some(deadline) = self.resume_deadline
+            && now >= deadline
+            && self.is_interrupted()
+        {
+            let cause = mem::take(&mut self.interrupt_cause);
+            self.lose(LostReason::ResumeDeadline {
+                after: self.config.resume_timeout,
+                cause,
+            });
+            return;
+        }
         if let Some(deadline) = self.handshake_deadline
             && now >= deadline
-            && !self.is_closed()
         {
             self.handshake_deadline = None;
-            self.control.push_back(Frame::Refuse(Refusal {
-                reason: RefuseReason::ProtocolError,
-                detail: "handshake timed out".into(),
-            }));
-            self.close(CloseReason::HandshakeTimeout);
+            if self.state == State::Resuming {
+                self.stream_broken("the resume handshake timed out".into(), now);
+            } else if !self.is_interrupted() {
+                self.control.push_back(Frame::Refuse(Refusal {
+                    reason: RefuseReason::ProtocolError,
+                    detail: "handshake timed out".into(),
+                }));
+                self.close(CloseReason::HandshakeTimeout);
+                return;
+            }
+        }
+        if let Some(deadline) = self.silence_deadline()
+            && now >= deadline
+        {
+            let silent = self.config.silence_timeout;
+            self.stream_broken(
+                format!("no word from the peer for {silent:?} with messages unacknowledged"),
+                now,
+            );
         }
         if let Some(due) = self.ack_due
             && now >= due
@@ -458,12 +646,26 @@ impl Session {
         }
     }
 
+    fn silence_deadline(&self) -> Option<Instant> {
+        if !matches!(self.state, State::Active | State::Finishing) {
+            return None;
+        }
+        let since = self.waiting_since?;
+        let heard = self.last_heard.map_or(since, |h| h.max(since));
+        Some(heard + self.config.silence_timeout)
+    }
+
     /// When `handle_timeout` must next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.handshake_deadline, self.ack_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.handshake_deadline,
+            self.ack_due,
+            self.silence_deadline(),
+            self.resume_deadline.filter(|_| self.is_interrupted()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Records that every message up to `seq` reached the owner's mailbox, so it may be
@@ -473,7 +675,8 @@ impl Session {
             return;
         }
         self.delivered = seq;
-        if self.peer_goodbye.is_some() || self.delivered - self.ack_sent >= self.config.ack_every {
+        if self.peer_goodbye.is_some() || self.delivered - self.ack_sent >= self.config.ack_every
+        {
             self.ack_now = true;
         } else if self.ack_due.is_none() {
             self.ack_due = Some(now + self.config.ack_delay);
@@ -481,13 +684,16 @@ impl Session {
         self.check_finished();
     }
 
-    /// The next frame to write, if any.
-    pub(crate) fn poll_transmit(&mut self) -> Option<Frame> {
+    /// The next frame to write on the current stream, if any.
+    pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         if let Some(frame) = self.control.pop_front() {
             return Some(frame);
         }
+        if !matches!(self.state, State::Active | State::Finishing | State::Closed(_)) {
+            return None;
+        }
         if !self.queued.is_empty() {
-            return Some(Frame::Batch(self.next_batch()));
+            return Some(Frame::Batch(self.next_batch(now)));
         }
         if mem::take(&mut self.ack_now) && self.delivered > self.ack_sent {
             return Some(Frame::Ack(self.take_ack()));
@@ -511,10 +717,13 @@ impl Session {
 
     /// Whether `poll_transmit` has something to write now.
     pub fn wants_transmit(&self) -> bool {
-        !self.control.is_empty()
-            || !self.queued.is_empty()
-            || (self.ack_now && self.delivered > self.ack_sent)
-            || self.local_goodbye.is_some()
+        if !self.control.is_empty() {
+            return true;
+        }
+        matches!(self.state, State::Active | State::Finishing | State::Closed(_))
+            && (!self.queued.is_empty()
+                || (self.ack_now && self.delivered > self.ack_sent)
+                || self.local_goodbye.is_some())
     }
 
     /// Whether `poll_event` has something.
@@ -527,10 +736,13 @@ impl Session {
         self.events.pop_front()
     }
 
-    fn next_batch(&mut self) -> Batch {
+    fn next_batch(&mut self, now: Instant) -> Batch {
         let mut envelopes =
             Vec::with_capacity(self.queued.len().min(self.config.max_batch_messages));
         let mut bytes = 0;
+        if self.in_flight.is_empty() {
+            self.waiting_since = Some(now);
+        }
         while let Some(envelope) = self.queued.front() {
             let len = envelope.body.wire_len();
             if !envelopes.is_empty()
@@ -541,7 +753,7 @@ impl Session {
             }
             bytes += len;
             let envelope = self.queued.pop_front().expect("front exists");
-            self.transmitted = envelope.seq;
+            self.transmitted = self.transmitted.max(envelope.seq);
             self.in_flight.push_back(envelope.clone());
             envelopes.push(envelope);
         }
@@ -564,6 +776,9 @@ impl Session {
         self.target = hello.target;
         self.peer_nonce = Some(hello.nonce);
         self.peer_max_message_bytes = hello.max_message_bytes;
+        // A resume for a session this node does not have: authenticate first, then say
+        // so, so an unauthenticated caller learns nothing.
+        self.unknown_resume = hello.resume.is_some();
         if hello.protocol_version != PROTOCOL_VERSION {
             let error = ProtocolError::UnsupportedVersion(hello.protocol_version);
             self.control.push_back(Frame::Refuse(Refusal {
@@ -573,6 +788,36 @@ impl Session {
             self.close(CloseReason::Protocol(error));
             return;
         }
+        self.send_challenge();
+        self.state = State::AwaitingPeer;
+    }
+
+    fn on_resume_hello(&mut self, hello: Hello) {
+        let from_same_peer = self.established_peer.as_ref() == Some(&hello.from);
+        let Some(resume) = hello.resume.filter(|_| from_same_peer && hello.session_id == self.id)
+        else {
+            // Someone else's stream: refuse it, and keep waiting for the real peer.
+            self.control.push_back(Frame::Refuse(Refusal {
+                reason: RefuseReason::ResumeMismatch,
+                detail: format!("session {} belongs to another peer", self.id),
+            }));
+            return;
+        };
+        if resume.acceptor_incarnation != self.local.incarnation {
+            self.control.push_back(Frame::Refuse(Refusal {
+                reason: RefuseReason::UnknownSession,
+                detail: "the session was opened with another incarnation of this node".into(),
+            }));
+            return;
+        }
+        self.peer = Some(hello.from);
+        self.peer_nonce = Some(hello.nonce);
+        self.peer_resume_point = Some(resume.last_received);
+        self.send_challenge();
+        self.state = State::Resuming;
+    }
+
+    fn send_challenge(&mut self) {
         let proof = self.transcript().prove(&self.secret, ProofRole::Acceptor);
         self.control.push_back(Frame::Challenge(Challenge {
             from: self.local.clone(),
@@ -580,18 +825,33 @@ impl Session {
             proof,
             max_message_bytes: self.config.max_message_bytes,
         }));
-        self.state = State::AwaitingPeer;
     }
 
     fn on_challenge(&mut self, challenge: Challenge) {
-        self.peer = Some(challenge.from);
+        let resuming = self.state == State::Resuming;
+        self.peer = Some(challenge.from.clone());
         self.peer_nonce = Some(challenge.nonce);
         self.peer_max_message_bytes = challenge.max_message_bytes;
-        let verdict = self
-            .transcript()
-            .verify(&self.secret, ProofRole::Acceptor, &challenge.proof);
+        let verdict =
+            self.transcript()
+                .verify(&self.secret, ProofRole::Acceptor, &challenge.proof);
         if let Err(error) = verdict {
-            self.auth_failed(error);
+            if resuming {
+                self.control.push_back(auth_refusal());
+                self.lose(LostReason::ResumeAuth(error));
+            } else {
+                self.auth_failed(error);
+            }
+            return;
+        }
+        if resuming
+            && let Some(previous) = self.established_peer.as_ref().map(|p| p.incarnation)
+            && previous != challenge.from.incarnation
+        {
+            self.lose(LostReason::PeerRestarted {
+                previous,
+                current: challenge.from.incarnation,
+            });
             return;
         }
         let proof = self.transcript().prove(&self.secret, ProofRole::Initiator);
@@ -604,7 +864,29 @@ impl Session {
             .transcript()
             .verify(&self.secret, ProofRole::Initiator, proof);
         if let Err(error) = verdict {
-            self.auth_failed(error);
+            if self.state == State::Resuming {
+                // Not the peer it claims to be: refuse this stream, keep waiting.
+                self.control.push_back(auth_refusal());
+                self.state = State::Interrupted;
+            } else {
+                self.auth_failed(error);
+            }
+            return;
+        }
+        if self.state == State::Resuming {
+            let peer_received = self.peer_resume_point.take().unwrap_or(0);
+            self.control.push_back(Frame::Welcome(Some(self.received)));
+            self.resumed(peer_received);
+            return;
+        }
+        if self.unknown_resume {
+            self.refuse(Refusal {
+                reason: RefuseReason::UnknownSession,
+                detail: format!(
+                    "node {} has no session {} (it may have restarted or given up on it)",
+                    self.local.name, self.id
+                ),
+            });
             return;
         }
         self.state = State::Authenticated;
@@ -615,11 +897,44 @@ impl Session {
         });
     }
 
+    /// Continues after a resume handshake: re-send what the peer has not received.
+    fn resumed(&mut self, peer_received: u64) {
+        if peer_received > self.transmitted {
+            self.violation(ProtocolError::AckBeyondSent {
+                ack: peer_received,
+                sent: self.transmitted,
+            });
+            return;
+        }
+        let mut replay = VecDeque::new();
+        while self.in_flight.back().is_some_and(|e| e.seq > peer_received) {
+            replay.push_front(self.in_flight.pop_back().expect("back exists"));
+        }
+        let replayed = replay.len() as u64;
+        replay.extend(mem::take(&mut self.queued));
+        self.queued = replay;
+        if self.goodbye_sent {
+            // The farewell may not have arrived; the peer ignores a repeat.
+            self.goodbye_sent = false;
+            self.local_goodbye = Some(Goodbye {
+                reason: GoodbyeReason::Finished,
+                detail: String::new(),
+                last_seq: self.next_seq - 1,
+            });
+        }
+        // Our last ack may have been lost with the old stream: send it again.
+        self.ack_sent = 0;
+        self.ack_now = self.delivered > 0;
+        self.state = mem::replace(&mut self.resume_to, State::Active);
+        self.resume_deadline = None;
+        self.handshake_deadline = None;
+        self.waiting_since = None;
+        self.events.push_back(Event::Resumed { replayed });
+        self.check_finished();
+    }
+
     fn auth_failed(&mut self, error: AuthError) {
-        self.control.push_back(Frame::Refuse(Refusal {
-            reason: RefuseReason::AuthFailed,
-            detail: "the proof does not match this node's secret".into(),
-        }));
+        self.control.push_back(auth_refusal());
         self.close(CloseReason::Auth(error));
     }
 
@@ -648,12 +963,16 @@ impl Session {
         if self.is_closed() {
             return;
         }
-        if self.peer_goodbye.is_some() {
-            self.violation(ProtocolError::DataAfterGoodbye);
-            return;
-        }
         let limit = self.config.max_message_bytes;
         for envelope in batch.envelopes {
+            if envelope.seq <= self.received {
+                // Replayed after a resume, and already here: drop it.
+                continue;
+            }
+            if self.peer_goodbye.is_some() {
+                self.violation(ProtocolError::DataAfterGoodbye);
+                return;
+            }
             if envelope.seq != self.received + 1 {
                 self.violation(ProtocolError::SequenceGap {
                     expected: self.received + 1,
@@ -672,18 +991,33 @@ impl Session {
     }
 
     fn on_ack(&mut self, seq: u64) {
-        let sent = self.transmitted;
-        if seq > sent {
-            self.violation(ProtocolError::AckBeyondSent { ack: seq, sent });
+        if seq > self.transmitted {
+            self.violation(ProtocolError::AckBeyondSent {
+                ack: seq,
+                sent: self.transmitted,
+            });
             return;
         }
         while self.in_flight.front().is_some_and(|e| e.seq <= seq) {
-            self.in_flight.pop_front();
+            let envelope = self.in_flight.pop_front().expect("front exists");
+            self.unacked_bytes -= envelope.body.payload.len();
         }
+        self.waiting_since = if self.in_flight.is_empty() {
+            None
+        } else {
+            self.last_heard
+        };
         self.check_finished();
     }
 
     fn on_goodbye(&mut self, goodbye: Goodbye) {
+        if let Some(seen) = &self.peer_goodbye {
+            // A farewell repeated after a resume.
+            if *seen != goodbye {
+                self.violation(ProtocolError::DataAfterGoodbye);
+            }
+            return;
+        }
         if goodbye.last_seq != self.received {
             self.violation(ProtocolError::GoodbyeMismatch {
                 last_seq: goodbye.last_seq,
@@ -699,8 +1033,7 @@ impl Session {
             self.events.push_back(Event::PeerFinished(goodbye));
             self.check_finished();
         } else {
-            self.queued.clear();
-            self.close(CloseReason::PeerEnded(goodbye));
+            self.lose(LostReason::PeerEnded(goodbye));
         }
     }
 
@@ -734,14 +1067,38 @@ impl Session {
         self.close(CloseReason::Protocol(error));
     }
 
+    /// Over, with every message the peer did not confirm handed back.
+    fn lose(&mut self, reason: LostReason) {
+        self.local_goodbye = None;
+        self.close(CloseReason::Lost(reason));
+    }
+
     fn close(&mut self, reason: CloseReason) {
         if self.is_closed() {
             return;
         }
         self.handshake_deadline = None;
+        self.resume_deadline = None;
+        self.ack_due = None;
+        // Whatever is still queued will not be sent; with what is in flight it goes
+        // back to the owner. (A goodbye queued by `end` still flushes what it can.)
+        let mut unconfirmed: Vec<Envelope> = mem::take(&mut self.in_flight).into();
+        if self.local_goodbye.is_none() {
+            unconfirmed.extend(mem::take(&mut self.queued));
+        } else {
+            unconfirmed.extend(self.queued.iter().cloned());
+        }
+        self.unacked_bytes = 0;
         self.state = State::Closed(reason.clone());
-        self.events.push_back(Event::Closed(reason));
+        self.events.push_back(Event::Closed(reason, unconfirmed));
     }
+}
+
+fn auth_refusal() -> Frame {
+    Frame::Refuse(Refusal {
+        reason: RefuseReason::AuthFailed,
+        detail: "the proof does not match this node's secret".into(),
+    })
 }
 
 fn state_name(state: &State) -> &'static str {
@@ -751,9 +1108,13 @@ fn state_name(state: &State) -> &'static str {
         State::Authenticated => "Authenticated",
         State::Active => "Active",
         State::Finishing => "Finishing",
+        State::Interrupted => "Interrupted",
+        State::Resuming => "Resuming",
         State::Closed(_) => "Closed",
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod resume_tests;

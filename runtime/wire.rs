@@ -67,7 +67,8 @@ pub(crate) enum Frame {
     Hello(Hello),
     Challenge(Challenge),
     Proof([u8; PROOF_LEN]),
-    Welcome,
+    /// `Some(last_received)` when the session was resumed.
+    Welcome(Option<u64>),
     Refuse(Refusal),
     Batch(Batch),
     Ack(u64),
@@ -81,7 +82,7 @@ impl Frame {
             Self::Hello(_) => "Hello",
             Self::Challenge(_) => "Challenge",
             Self::Proof(_) => "Proof",
-            Self::Welcome => "Welcome",
+            Self::Welcome(_) => "Welcome",
             Self::Refuse(_) => "Refuse",
             Self::Batch(_) => "Batch",
             Self::Ack(_) => "Ack",
@@ -99,6 +100,14 @@ pub(crate) struct Hello {
     pub(crate) protocol_version: u32,
     pub(crate) nonce: Nonce,
     pub(crate) max_message_bytes: u64,
+    pub(crate) resume: Option<ResumeRequest>,
+}
+
+/// An initiator's request to continue a session on a new stream.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ResumeRequest {
+    pub(crate) last_received: u64,
+    pub(crate) acceptor_incarnation: Uuid,
 }
 
 /// The acceptor's challenge and proof.
@@ -125,6 +134,10 @@ pub enum RefuseReason {
     LimitExceeded,
     /// The handshake broke the protocol.
     ProtocolError,
+    /// A resume names a session the node does not have.
+    UnknownSession,
+    /// A resume names a session that belongs to another peer.
+    ResumeMismatch,
 }
 
 /// A typed refusal with its human-readable detail.
@@ -297,6 +310,18 @@ impl TryFrom<pb::Frame> for Frame {
                 protocol_version: h.protocol_version,
                 nonce: fixed::<NONCE_LEN>("nonce", &h.nonce)?,
                 max_message_bytes: h.max_message_bytes,
+                resume: h
+                    .resume
+                    .map(|r| -> Result<_, FrameError> {
+                        Ok(ResumeRequest {
+                            last_received: r.last_received,
+                            acceptor_incarnation: Uuid::from_bytes(fixed(
+                                "acceptor_incarnation",
+                                &r.acceptor_incarnation,
+                            )?),
+                        })
+                    })
+                    .transpose()?,
             }),
             Kind::Challenge(c) => Self::Challenge(Challenge {
                 from: node_identity("from", c.from)?,
@@ -305,7 +330,7 @@ impl TryFrom<pb::Frame> for Frame {
                 max_message_bytes: c.max_message_bytes,
             }),
             Kind::Proof(p) => Self::Proof(fixed::<PROOF_LEN>("proof", &p.proof)?),
-            Kind::Welcome(_) => Self::Welcome,
+            Kind::Welcome(w) => Self::Welcome(w.resumed.map(|r| r.last_received)),
             Kind::Refuse(r) => Self::Refuse(Refusal {
                 reason: refuse_reason(r.reason)?,
                 detail: r.detail,
@@ -405,6 +430,8 @@ fn refuse_reason(value: i32) -> Result<RefuseReason, FrameError> {
         Ok(P::ShuttingDown) => RefuseReason::ShuttingDown,
         Ok(P::LimitExceeded) => RefuseReason::LimitExceeded,
         Ok(P::ProtocolError) => RefuseReason::ProtocolError,
+        Ok(P::UnknownSession) => RefuseReason::UnknownSession,
+        Ok(P::ResumeMismatch) => RefuseReason::ResumeMismatch,
         Ok(P::Unspecified) | Err(_) => {
             return Err(FrameError::BadEnum {
                 field: "refuse.reason",
@@ -443,6 +470,12 @@ impl From<Frame> for pb::Frame {
                 protocol_version: h.protocol_version,
                 nonce: Bytes::copy_from_slice(&h.nonce),
                 max_message_bytes: h.max_message_bytes,
+                resume: h.resume.map(|r| pb::ResumeRequest {
+                    last_received: r.last_received,
+                    acceptor_incarnation: Bytes::copy_from_slice(
+                        r.acceptor_incarnation.as_bytes(),
+                    ),
+                }),
             }),
             Frame::Challenge(c) => Kind::Challenge(pb::Challenge {
                 from: Some(c.from.into()),
@@ -453,7 +486,9 @@ impl From<Frame> for pb::Frame {
             Frame::Proof(p) => Kind::Proof(pb::Proof {
                 proof: Bytes::copy_from_slice(&p),
             }),
-            Frame::Welcome => Kind::Welcome(pb::Welcome {}),
+            Frame::Welcome(resumed) => Kind::Welcome(pb::Welcome {
+                resumed: resumed.map(|last_received| pb::ResumePoint { last_received }),
+            }),
             Frame::Refuse(r) => Kind::Refuse(pb::Refuse {
                 reason: match r.reason {
                     RefuseReason::UnknownActor => pb::RefuseReason::UnknownActor,
@@ -462,6 +497,8 @@ impl From<Frame> for pb::Frame {
                     RefuseReason::ShuttingDown => pb::RefuseReason::ShuttingDown,
                     RefuseReason::LimitExceeded => pb::RefuseReason::LimitExceeded,
                     RefuseReason::ProtocolError => pb::RefuseReason::ProtocolError,
+                    RefuseReason::UnknownSession => pb::RefuseReason::UnknownSession,
+                    RefuseReason::ResumeMismatch => pb::RefuseReason::ResumeMismatch,
                 } as i32,
                 detail: r.detail,
             }),
@@ -559,6 +596,10 @@ mod tests {
                 protocol_version: PROTOCOL_VERSION,
                 nonce: [3; NONCE_LEN],
                 max_message_bytes: 10,
+                resume: Some(ResumeRequest {
+                    last_received: 12,
+                    acceptor_incarnation: Uuid::from_u128(13),
+                }),
             }),
             Frame::Challenge(Challenge {
                 from: id,
@@ -567,7 +608,8 @@ mod tests {
                 max_message_bytes: 11,
             }),
             Frame::Proof([6; PROOF_LEN]),
-            Frame::Welcome,
+            Frame::Welcome(None),
+            Frame::Welcome(Some(14)),
             Frame::Refuse(Refusal {
                 reason: RefuseReason::UnknownActor,
                 detail: "x".into(),

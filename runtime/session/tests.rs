@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::auth::NONCE_LEN;
+use crate::error::LostReason;
 use crate::wire::BodyKind;
 
 const SECRET: &str = "a test secret of enough bytes";
@@ -78,14 +79,14 @@ impl Pair {
     fn drive(&mut self) {
         loop {
             let mut progress = false;
-            while let Some(frame) = self.initiator.poll_transmit() {
+            while let Some(frame) = self.initiator.poll_transmit(self.now) {
                 self.frames += 1;
-                self.acceptor.handle_frame(frame);
+                self.acceptor.handle_frame(frame, self.now);
                 progress = true;
             }
-            while let Some(frame) = self.acceptor.poll_transmit() {
+            while let Some(frame) = self.acceptor.poll_transmit(self.now) {
                 self.frames += 1;
-                self.initiator.handle_frame(frame);
+                self.initiator.handle_frame(frame, self.now);
                 progress = true;
             }
             progress |= self.drain_events();
@@ -134,7 +135,8 @@ impl Pair {
                         session.confirm_delivered(envelope.seq, now);
                     }
                     Event::PeerFinished(_) => *finished = true,
-                    Event::Closed(reason) => *closed = Some(reason),
+                    Event::Closed(reason, _) => *closed = Some(reason),
+                    Event::Interrupted(_) | Event::Resumed { .. } => {}
                 }
             }
         }
@@ -197,7 +199,7 @@ fn no_data_is_accepted_before_authentication() {
             seq: 1,
             body: cast("sneaky"),
         }],
-    }));
+    }), pair.now);
     assert!(matches!(
         pair.acceptor.state(),
         State::Closed(CloseReason::Protocol(ProtocolError::UnexpectedFrame {
@@ -205,9 +207,9 @@ fn no_data_is_accepted_before_authentication() {
             ..
         }))
     ));
-    assert!(matches!(pair.acceptor.poll_event(), Some(Event::Closed(_))));
+    assert!(matches!(pair.acceptor.poll_event(), Some(Event::Closed(..))));
     assert!(matches!(
-        pair.acceptor.poll_transmit(),
+        pair.acceptor.poll_transmit(pair.now),
         Some(Frame::Refuse(_))
     ));
 }
@@ -251,7 +253,7 @@ fn ready_messages_share_one_batch_frame() {
     for i in 0..100 {
         pair.initiator.send(cast(&i.to_string())).unwrap();
     }
-    match pair.initiator.poll_transmit() {
+    match pair.initiator.poll_transmit(pair.now) {
         Some(Frame::Batch(b)) => assert_eq!(b.envelopes.len(), 100),
         other => panic!("expected a batch, got {other:?}"),
     }
@@ -274,8 +276,8 @@ fn lone_ack_waits_for_the_delay() {
 fn only_delivered_messages_are_acknowledged() {
     let mut pair = Pair::established();
     pair.initiator.send(cast("x")).unwrap();
-    let frame = pair.initiator.poll_transmit().unwrap();
-    pair.acceptor.handle_frame(frame);
+    let frame = pair.initiator.poll_transmit(pair.now).unwrap();
+    pair.acceptor.handle_frame(frame, pair.now);
     // The event is taken but the driver has not confirmed delivery.
     assert!(matches!(
         pair.acceptor.poll_event(),
@@ -284,7 +286,7 @@ fn only_delivered_messages_are_acknowledged() {
     pair.acceptor
         .handle_timeout(pair.now + Duration::from_secs(1));
     assert!(
-        pair.acceptor.poll_transmit().is_none(),
+        pair.acceptor.poll_transmit(pair.now).is_none(),
         "nothing to ack yet"
     );
 }
@@ -328,7 +330,7 @@ fn end_tells_the_peer_why() {
         "messages sent before the goodbye arrive"
     );
     match &pair.closed.0 {
-        Some(CloseReason::PeerEnded(g)) => {
+        Some(CloseReason::Lost(LostReason::PeerEnded(g))) => {
             assert_eq!(g.reason, GoodbyeReason::ActorStopped);
             assert_eq!(g.detail, "room closed");
         }
@@ -345,7 +347,7 @@ fn sequence_gap_is_a_protocol_error_reported_to_the_peer() {
             seq: 2,
             body: cast("skipped one"),
         }],
-    }));
+    }), pair.now);
     pair.drive();
     assert_eq!(
         pair.closed.1,
@@ -356,14 +358,14 @@ fn sequence_gap_is_a_protocol_error_reported_to_the_peer() {
     );
     assert!(matches!(
         &pair.closed.0,
-        Some(CloseReason::PeerEnded(g)) if g.reason == GoodbyeReason::ProtocolError
+        Some(CloseReason::Lost(LostReason::PeerEnded(g))) if g.reason == GoodbyeReason::ProtocolError
     ));
 }
 
 #[test]
 fn ack_for_unsent_messages_is_a_protocol_error() {
     let mut pair = Pair::established();
-    pair.initiator.handle_frame(Frame::Ack(5));
+    pair.initiator.handle_frame(Frame::Ack(5), pair.now);
     assert_eq!(
         pair.initiator.state(),
         &State::Closed(CloseReason::Protocol(ProtocolError::AckBeyondSent {
@@ -423,7 +425,7 @@ fn the_smaller_limit_of_both_sides_applies() {
 #[test]
 fn handshake_times_out() {
     let mut pair = Pair::new();
-    let _hello = pair.initiator.poll_transmit();
+    let _hello = pair.initiator.poll_transmit(pair.now);
     pair.now += SessionConfig::default().handshake_timeout;
     pair.initiator.handle_timeout(pair.now);
     assert_eq!(
@@ -435,17 +437,17 @@ fn handshake_times_out() {
 #[test]
 fn unsupported_version_is_refused() {
     let mut pair = Pair::new();
-    let Some(Frame::Hello(mut hello)) = pair.initiator.poll_transmit() else {
+    let Some(Frame::Hello(mut hello)) = pair.initiator.poll_transmit(pair.now) else {
         panic!("first frame is the Hello")
     };
     hello.protocol_version = 99;
-    pair.acceptor.handle_frame(Frame::Hello(hello));
+    pair.acceptor.handle_frame(Frame::Hello(hello), pair.now);
     assert_eq!(
         pair.acceptor.state(),
         &State::Closed(CloseReason::Protocol(ProtocolError::UnsupportedVersion(99)))
     );
     assert!(matches!(
-        pair.acceptor.poll_transmit(),
+        pair.acceptor.poll_transmit(pair.now),
         Some(Frame::Refuse(Refusal {
             reason: RefuseReason::UnsupportedVersion,
             ..
@@ -454,9 +456,16 @@ fn unsupported_version_is_refused() {
 }
 
 #[test]
-fn stream_end_without_goodbye_is_a_transport_error() {
+fn stream_end_without_goodbye_interrupts_an_established_session() {
     let mut pair = Pair::established();
-    pair.initiator.handle_stream_end();
+    pair.initiator.handle_stream_end(pair.now);
+    assert_eq!(pair.initiator.state(), &State::Interrupted);
+}
+
+#[test]
+fn stream_end_during_the_first_handshake_is_a_transport_error() {
+    let mut pair = Pair::new();
+    pair.initiator.handle_stream_end(pair.now);
     assert!(matches!(
         pair.initiator.state(),
         State::Closed(CloseReason::Transport(_))

@@ -1,0 +1,465 @@
+//! Resume, replay and loss, driven deterministically: two sessions, a wire per direction
+//! that holds frames until the test delivers them, cuts that drop whatever is on the
+//! wire, and a synthetic clock. The property test runs thousands of random schedules.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::NONCE_LEN;
+use crate::wire::BodyKind;
+
+const SECRET: &str = "a test secret of enough bytes";
+
+fn node(name: &str, n: u128) -> NodeIdentity {
+    NodeIdentity {
+        name: name.into(),
+        incarnation: Uuid::from_u128(n),
+    }
+}
+
+fn body(n: u64) -> Body {
+    Body {
+        kind: BodyKind::Cast,
+        type_url: "type.googleapis.com/test.N".into(),
+        payload: Bytes::copy_from_slice(&n.to_be_bytes()),
+    }
+}
+
+fn number(envelope: &Envelope) -> u64 {
+    u64::from_be_bytes(envelope.body.payload.as_ref().try_into().unwrap())
+}
+
+/// One side of the harness: its session, what it delivered, and how it ended.
+struct End {
+    session: Session,
+    /// The numbers delivered to "the mailbox", in order.
+    delivered: Vec<u64>,
+    /// How many numbers it sent.
+    sent: u64,
+    closed: Option<(CloseReason, Vec<u64>)>,
+    interrupted: u32,
+    resumed: u32,
+    /// Frames sent towards the other end and not yet delivered.
+    wire: VecDeque<Frame>,
+}
+
+impl End {
+    fn new(session: Session) -> Self {
+        Self {
+            session,
+            delivered: Vec::new(),
+            sent: 0,
+            closed: None,
+            interrupted: 0,
+            resumed: 0,
+            wire: VecDeque::new(),
+        }
+    }
+
+    /// Sends the next number; `false` when the session refused it.
+    fn send(&mut self) -> bool {
+        match self.session.send(body(self.sent + 1)) {
+            Ok(_) => {
+                self.sent += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        while let Some(frame) = self.session.poll_transmit(now) {
+            self.wire.push_back(frame);
+        }
+    }
+
+    fn events(&mut self, now: Instant) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Authenticated { .. } => self.session.accept(),
+                Event::Message(envelope) => {
+                    self.delivered.push(number(&envelope));
+                    self.session.confirm_delivered(envelope.seq, now);
+                }
+                Event::Interrupted(_) => self.interrupted += 1,
+                Event::Resumed { .. } => self.resumed += 1,
+                Event::Closed(reason, unconfirmed) => {
+                    self.closed = Some((reason, unconfirmed.iter().map(number).collect()));
+                }
+                Event::Established | Event::PeerFinished(_) => {}
+            }
+        }
+    }
+}
+
+struct Harness {
+    a: End,
+    b: End,
+    now: Instant,
+    nonce: u8,
+}
+
+impl Harness {
+    fn new(config: SessionConfig) -> Self {
+        let now = Instant::now();
+        let secret = Secret::new(SECRET).unwrap();
+        let a = Session::initiator(
+            config.clone(),
+            secret.clone(),
+            node("a", 1),
+            SessionId(Uuid::from_u128(7)),
+            "t".into(),
+            [1; NONCE_LEN],
+            now,
+        );
+        let b = Session::acceptor(config, secret, node("b", 2), [2; NONCE_LEN], now);
+        let mut h = Self {
+            a: End::new(a),
+            b: End::new(b),
+            now,
+            nonce: 3,
+        };
+        h.settle();
+        assert_eq!(h.a.session.state(), &State::Active);
+        h
+    }
+
+    /// Delivers up to `n` frames from `a` to `b` (or `b` to `a`).
+    fn deliver(&mut self, a_to_b: bool, n: usize) {
+        let (from, to) = if a_to_b {
+            (&mut self.a, &mut self.b)
+        } else {
+            (&mut self.b, &mut self.a)
+        };
+        from.flush(self.now);
+        for _ in 0..n {
+            let Some(frame) = from.wire.pop_front() else { break };
+            to.session.handle_frame(frame, self.now);
+        }
+        self.a.events(self.now);
+        self.b.events(self.now);
+    }
+
+    /// Moves every frame and event until nothing changes.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            self.a.flush(self.now);
+            self.b.flush(self.now);
+            if self.a.wire.is_empty() && self.b.wire.is_empty() {
+                self.a.events(self.now);
+                self.b.events(self.now);
+                self.a.flush(self.now);
+                self.b.flush(self.now);
+                if self.a.wire.is_empty() && self.b.wire.is_empty() {
+                    return;
+                }
+            }
+            self.deliver(true, usize::MAX);
+            self.deliver(false, usize::MAX);
+        }
+        panic!("the pair did not settle");
+    }
+
+    /// Cuts the stream: frames on the wire are lost, both sides learn it.
+    fn cut(&mut self) {
+        self.a.wire.clear();
+        self.b.wire.clear();
+        self.a.session.stream_broken("cut".into(), self.now);
+        self.b.session.stream_broken("cut".into(), self.now);
+        self.a.events(self.now);
+        self.b.events(self.now);
+    }
+
+    /// Opens a new stream and resumes on it.
+    fn reconnect(&mut self) {
+        self.nonce = self.nonce.wrapping_add(2);
+        self.a.session.begin_resume([self.nonce; NONCE_LEN], self.now);
+        self.b.session.attach_stream([self.nonce + 1; NONCE_LEN], self.now);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.a.session.handle_timeout(self.now);
+        self.b.session.handle_timeout(self.now);
+        self.a.events(self.now);
+        self.b.events(self.now);
+    }
+}
+
+fn numbers(up_to: u64) -> Vec<u64> {
+    (1..=up_to).collect()
+}
+
+#[test]
+fn a_cut_mid_transfer_resumes_with_every_message_once() {
+    let mut h = Harness::new(SessionConfig::default());
+    for _ in 0..100 {
+        assert!(h.a.send());
+        assert!(h.b.send());
+    }
+    // Half of the first batch's frames never arrive.
+    h.deliver(true, 1);
+    h.cut();
+    assert_eq!((h.a.interrupted, h.b.interrupted), (1, 1));
+    assert_eq!(h.a.session.state(), &State::Interrupted);
+    // Messages sent while interrupted wait in the replay buffer.
+    for _ in 0..50 {
+        assert!(h.a.send());
+    }
+    h.reconnect();
+    h.settle();
+    assert_eq!((h.a.resumed, h.b.resumed), (1, 1));
+    assert_eq!(h.b.delivered, numbers(150));
+    assert_eq!(h.a.delivered, numbers(100));
+    h.advance(Duration::from_millis(10));
+    h.settle();
+    assert_eq!(h.a.session.unacked() + h.b.session.unacked(), 0);
+}
+
+#[test]
+fn a_failed_resume_attempt_can_be_retried() {
+    let mut h = Harness::new(SessionConfig::default());
+    for _ in 0..10 {
+        h.a.send();
+    }
+    h.cut();
+    h.reconnect();
+    h.deliver(true, 1); // the resume Hello arrives, then the new stream breaks too
+    h.cut();
+    assert_eq!(h.a.interrupted, 1, "a failed attempt is not a new interruption");
+    h.reconnect();
+    h.settle();
+    assert_eq!(h.b.delivered, numbers(10));
+}
+
+#[test]
+fn no_resume_before_the_deadline_loses_the_session_with_the_unconfirmed() {
+    let config = SessionConfig::default();
+    let mut h = Harness::new(config.clone());
+    for _ in 0..5 {
+        h.a.send();
+    }
+    h.deliver(true, usize::MAX);
+    h.advance(config.ack_delay);
+    h.deliver(false, usize::MAX); // acks for 1..=5
+    for _ in 0..3 {
+        h.a.send();
+    }
+    h.cut();
+    h.advance(config.resume_timeout);
+    let (reason, unconfirmed) = h.a.closed.clone().expect("lost");
+    assert!(matches!(reason, CloseReason::Lost(LostReason::ResumeDeadline { .. })), "{reason:?}");
+    assert_eq!(unconfirmed, vec![6, 7, 8]);
+    assert!(matches!(h.b.closed, Some((CloseReason::Lost(LostReason::ResumeDeadline { .. }), _))));
+}
+
+#[test]
+fn a_restarted_peer_loses_the_session_with_the_unconfirmed() {
+    let config = SessionConfig::default();
+    let mut h = Harness::new(config.clone());
+    for _ in 0..4 {
+        h.a.send();
+    }
+    h.cut();
+    // The peer restarted: a new process, new incarnation, no memory of the session.
+    let fresh = Session::acceptor(
+        config,
+        Secret::new(SECRET).unwrap(),
+        node("b", 99),
+        [5; NONCE_LEN],
+        h.now,
+    );
+    h.b = End::new(fresh);
+    h.a.session.begin_resume([9; NONCE_LEN], h.now);
+    h.settle();
+    let (reason, unconfirmed) = h.a.closed.clone().expect("lost");
+    assert_eq!(
+        reason,
+        CloseReason::Lost(LostReason::PeerRestarted {
+            previous: Uuid::from_u128(2),
+            current: Uuid::from_u128(99)
+        })
+    );
+    assert_eq!(unconfirmed, numbers(4));
+    assert!(h.b.delivered.is_empty(), "nothing reached the new incarnation");
+}
+
+#[test]
+fn a_peer_that_forgot_the_session_refuses_the_resume() {
+    let config = SessionConfig::default();
+    let mut h = Harness::new(config.clone());
+    h.a.send();
+    h.cut();
+    // Same incarnation, but the session is gone (it gave up on it).
+    let fresh = Session::acceptor(
+        config,
+        Secret::new(SECRET).unwrap(),
+        node("b", 2),
+        [5; NONCE_LEN],
+        h.now,
+    );
+    h.b = End::new(fresh);
+    h.a.session.begin_resume([9; NONCE_LEN], h.now);
+    h.settle();
+    match h.a.closed.clone() {
+        Some((CloseReason::Lost(LostReason::ResumeRefused(r)), unconfirmed)) => {
+            assert_eq!(r.reason, RefuseReason::UnknownSession);
+            assert_eq!(unconfirmed, vec![1]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_full_window_refuses_while_up_and_loses_while_interrupted() {
+    let config = SessionConfig {
+        replay_max_messages: 8,
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::new(config);
+    for _ in 0..8 {
+        assert!(h.a.send());
+    }
+    assert!(matches!(h.a.session.send(body(9)), Err(SendError::Full(_))));
+    h.cut();
+    assert!(!h.a.send(), "the ninth overflows the window while interrupted");
+    h.a.events(h.now);
+    let (reason, unconfirmed) = h.a.closed.clone().expect("lost");
+    assert!(matches!(reason, CloseReason::Lost(LostReason::WindowExceeded { messages: 8, .. })));
+    assert_eq!(unconfirmed, numbers(8));
+}
+
+#[test]
+fn a_silent_peer_interrupts_a_session_with_data_outstanding() {
+    let config = SessionConfig::default();
+    let mut h = Harness::new(config.clone());
+    h.a.send();
+    h.a.flush(h.now); // sent, but the peer never answers
+    h.advance(config.silence_timeout);
+    assert_eq!(h.a.session.state(), &State::Interrupted);
+    assert_eq!(h.a.interrupted, 1);
+}
+
+#[test]
+fn an_idle_session_is_not_interrupted_by_silence() {
+    let config = SessionConfig::default();
+    let mut h = Harness::new(config.clone());
+    h.advance(config.silence_timeout * 10);
+    assert_eq!(h.a.session.state(), &State::Active);
+}
+
+#[test]
+fn finishing_survives_a_cut() {
+    let mut h = Harness::new(SessionConfig::default());
+    h.a.send();
+    h.a.session.finish();
+    h.a.flush(h.now);
+    h.cut();
+    h.reconnect();
+    h.settle();
+    h.b.session.finish();
+    h.settle();
+    h.advance(Duration::from_millis(10));
+    h.settle();
+    assert_eq!(h.b.delivered, vec![1]);
+    assert_eq!(h.a.closed.as_ref().map(|c| &c.0), Some(&CloseReason::Finished));
+    assert_eq!(h.b.closed.as_ref().map(|c| &c.0), Some(&CloseReason::Finished));
+}
+
+/// One step of a random schedule.
+#[derive(Clone, Debug)]
+enum Step {
+    Send { from_a: bool, count: u8 },
+    Deliver { to_b: bool, frames: u8 },
+    Advance { millis: u8 },
+    Cut,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (any::<bool>(), 1..20u8).prop_map(|(from_a, count)| Step::Send { from_a, count }),
+        4 => (any::<bool>(), 1..4u8).prop_map(|(to_b, frames)| Step::Deliver { to_b, frames }),
+        2 => (1..20u8).prop_map(|millis| Step::Advance { millis }),
+        1 => Just(Step::Cut),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if std::env::var_os("CI").is_some() { 2000 } else { 4000 }))]
+
+    /// Whatever the schedule of sends, partial deliveries, delays and cuts, each side
+    /// delivers exactly the numbers the other sent, once each, in order.
+    #[test]
+    fn every_message_is_delivered_exactly_once_in_order(steps in prop::collection::vec(step(), 1..60)) {
+        let mut h = Harness::new(SessionConfig::default());
+        for step in steps {
+            match step {
+                Step::Send { from_a, count } => {
+                    for _ in 0..count {
+                        if from_a { h.a.send(); } else { h.b.send(); }
+                    }
+                }
+                Step::Deliver { to_b, frames } => h.deliver(to_b, frames.into()),
+                Step::Advance { millis } => h.advance(Duration::from_millis(millis.into())),
+                Step::Cut => {
+                    h.cut();
+                    h.reconnect();
+                }
+            }
+            // Never a duplicate or a reordering, at any moment.
+            prop_assert_eq!(&h.b.delivered, &numbers(h.b.delivered.len() as u64));
+            prop_assert_eq!(&h.a.delivered, &numbers(h.a.delivered.len() as u64));
+        }
+        h.settle();
+        h.advance(Duration::from_millis(10));
+        h.settle();
+        prop_assert!(h.a.closed.is_none() && h.b.closed.is_none());
+        prop_assert_eq!(&h.b.delivered, &numbers(h.a.sent));
+        prop_assert_eq!(&h.a.delivered, &numbers(h.b.sent));
+        prop_assert_eq!(h.a.session.unacked() + h.b.session.unacked(), 0);
+    }
+
+    /// A session lost to a restarted peer or an overflowing window hands back exactly
+    /// the messages the peer never acknowledged.
+    #[test]
+    fn a_lost_session_hands_back_exactly_the_unacknowledged(
+        acked in 0..40u64,
+        more in 1..40u64,
+        restart in any::<bool>(),
+    ) {
+        let window = more as usize;
+        let config = SessionConfig { replay_max_messages: window, ..SessionConfig::default() };
+        let mut h = Harness::new(config.clone());
+        for _ in 0..acked {
+            prop_assert!(h.a.send());
+            h.settle();
+            h.advance(config.ack_delay);
+            h.settle();
+        }
+        prop_assert_eq!(h.a.session.unacked(), 0);
+        for _ in 0..more { prop_assert!(h.a.send()); }
+        h.a.flush(h.now);
+        h.cut();
+        if restart {
+            let fresh = Session::acceptor(config, Secret::new(SECRET).unwrap(), node("b", 77), [5; NONCE_LEN], h.now);
+            h.b = End::new(fresh);
+            h.a.session.begin_resume([9; NONCE_LEN], h.now);
+            h.settle();
+        } else {
+            h.a.send(); // one past the window, while interrupted
+            h.a.events(h.now);
+        }
+        let (reason, unconfirmed) = h.a.closed.clone().expect("lost");
+        if restart {
+            prop_assert!(matches!(reason, CloseReason::Lost(LostReason::PeerRestarted { .. })), "{:?}", reason);
+        } else {
+            prop_assert!(matches!(reason, CloseReason::Lost(LostReason::WindowExceeded { .. })), "{:?}", reason);
+        }
+        prop_assert_eq!(unconfirmed, (acked + 1..=acked + more).collect::<Vec<_>>());
+    }
+}
