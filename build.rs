@@ -3,6 +3,7 @@
 const PROTOS: &[&str] = &[
     "proto/duologue/v1/session.proto",
     "proto/duologue/chat/v1/chat.proto",
+    "proto/duologue/diag/v1/diag.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -223,13 +223,17 @@ impl Actor for ChatRoom {
                 state.leave(&session);
                 session.finish();
             }
-            RoomMsg::Session(SessionSignal::Closed(session, reason)) => {
+            RoomMsg::Session(SessionSignal::Closed { session, reason, .. }) => {
                 if state.member(&session).is_some() {
                     tracing::info!(%reason, "member session closed");
                 }
                 state.leave(&session);
             }
-            RoomMsg::Session(SessionSignal::Opened(_)) => {}
+            RoomMsg::Session(SessionSignal::Lost(lost)) => {
+                tracing::info!(reason = %lost.reason, "member session lost");
+                state.leave(&lost.session);
+            }
+            RoomMsg::Session(_) => {}
         }
         Ok(())
     }
@@ -246,6 +250,20 @@ pub enum ChatEvent {
     Rejected(String),
     /// The room finished the session (after this member finished).
     RoomFinished,
+    /// The stream to the room broke; the session is trying to resume.
+    Interrupted(String),
+    /// The session resumed: nothing lost or doubled.
+    Resumed(duologue::mailbox::Resumption),
+    /// After a loss, a new session greeted the room again (the `Restart` policy); the
+    /// member must join again.
+    Restarted,
+    /// The session was lost; the texts the room never confirmed come back.
+    Lost {
+        /// Why.
+        reason: duologue::error::LostReason,
+        /// Texts sent but never acknowledged, oldest first.
+        unconfirmed: Vec<Text>,
+    },
     /// The session is over.
     Closed(CloseReason),
 }
@@ -284,7 +302,27 @@ impl Actor for ChatMember {
                 Some(room_message::Kind::Welcome(_)) | None => return Ok(()),
             },
             RoomMsg::Session(SessionSignal::PeerFinished(..)) => ChatEvent::RoomFinished,
-            RoomMsg::Session(SessionSignal::Closed(_, reason)) => {
+            RoomMsg::Session(SessionSignal::Interrupted(_, cause)) => ChatEvent::Interrupted(cause),
+            RoomMsg::Session(SessionSignal::Resumed(_, resumption)) => {
+                ChatEvent::Resumed(resumption)
+            }
+            RoomMsg::Session(SessionSignal::Restarted { .. }) => ChatEvent::Restarted,
+            RoomMsg::Session(SessionSignal::Lost(lost)) => {
+                let unconfirmed = lost
+                    .unconfirmed
+                    .iter()
+                    .filter_map(|u| u.decode::<MemberMessage>().ok())
+                    .filter_map(|m| match m.kind {
+                        Some(member_message::Kind::Text(text)) => Some(text),
+                        _ => None,
+                    })
+                    .collect();
+                ChatEvent::Lost {
+                    reason: lost.reason.clone(),
+                    unconfirmed,
+                }
+            }
+            RoomMsg::Session(SessionSignal::Closed { reason, .. }) => {
                 let _ = events.send(ChatEvent::Closed(reason));
                 myself.stop(None);
                 return Ok(());

@@ -5,6 +5,26 @@ use std::time::Duration;
 
 use crate::session::SessionConfig;
 
+/// What a session does when its stream breaks, chosen per session (the node's
+/// [`NodeConfig::policy`] by default). Every policy but `Stop` first tries to resume until
+/// the session's resume deadline; they differ in what follows a loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionPolicy {
+    /// Resume until the deadline; if that fails, the owner gets `Lost` and the session is
+    /// over.
+    #[default]
+    Resume,
+    /// As `Resume`, then after a loss open a new session to the same actor (greeting the
+    /// peer again, whatever its incarnation) and move typed handles onto it. Initiators
+    /// only; an acceptor cannot dial back and behaves as `Resume`.
+    Restart,
+    /// As `Resume`, then after a loss stop the owner actor (once it has handled `Lost`)
+    /// with a reason naming the loss, so its ractor supervisor decides.
+    Escalate,
+    /// Do not resume: a broken stream loses the session at once.
+    Stop,
+}
+
 /// Everything a node can be told. Build one with [`crate::Node::builder`].
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -12,8 +32,15 @@ pub struct NodeConfig {
     pub name: String,
     /// Where to accept sessions; `None` for a node that only dials out.
     pub listen: Option<SocketAddr>,
-    /// Per-session protocol settings (batching, acks, message size limit).
+    /// Per-session protocol settings (batching, acks, message size limit, replay window,
+    /// resume deadline).
     pub session: SessionConfig,
+    /// What sessions do when their stream breaks, unless chosen per session.
+    pub policy: SessionPolicy,
+    /// First delay between reconnect attempts; doubles per attempt, with jitter.
+    pub reconnect_base: Duration,
+    /// Longest delay between reconnect attempts.
+    pub reconnect_max: Duration,
     /// Timeout for dialling a peer.
     pub connect_timeout: Duration,
     /// HTTP/2 keepalive ping interval, on both client and server connections.
@@ -38,9 +65,12 @@ impl Default for NodeConfig {
             name: "node".into(),
             listen: None,
             session: SessionConfig::default(),
+            policy: SessionPolicy::Resume,
+            reconnect_base: Duration::from_millis(25),
+            reconnect_max: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(1),
-            keepalive_timeout: Duration::from_secs(2),
+            keepalive_timeout: Duration::from_secs(1),
             stream_window: 2 * 1024 * 1024,
             connection_window: 8 * 1024 * 1024,
             max_sessions_per_peer: 16 * 1024,

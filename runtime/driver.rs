@@ -1,38 +1,48 @@
 //! The thin async layer around one [`Session`]: it moves frames between the session core
-//! and a gRPC stream, and events from the core into the owner's mailbox.
+//! and gRPC streams, and events from the core into the owner's mailbox. One driver task
+//! lives as long as its session, across any number of streams.
 //!
 //! The core sits behind a short `std::sync::Mutex` ([`Shared`]), never held across an
-//! await. Sending is a lock and a push on the caller's task. The outgoing half is
-//! [`OutboundFrames`], a `Stream` that tonic's encoder pulls: each poll takes the next
-//! frame the core has ready, so everything queued since the last write leaves as one
-//! batch. The incoming half is [`Driver::run`], one task per session that reads frames,
-//! feeds the core and delivers what it yields straight into the owner's ractor mailbox.
+//! await. Sending is a lock and a push on the caller's task. The outgoing half of each
+//! stream is an [`OutboundFrames`], a `Stream` that tonic's encoder pulls: each poll takes
+//! the next frame the core has ready, so everything queued since the last write leaves as
+//! one batch. Each stream has an epoch; an `OutboundFrames` of an older epoch ends, so two
+//! streams never carry the same session at once. The incoming half is [`Driver::run`]:
+//! it reads frames, feeds the core, delivers what it yields straight into the owner's
+//! ractor mailbox, and when a stream breaks, gets the next one: the initiator redials with
+//! capped, jittered exponential backoff; the acceptor waits for the node to route the
+//! peer's resume stream to it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
 
+use crate::config::SessionPolicy;
 use crate::error::{CallError, CloseReason, ProtocolError, SendError};
-use crate::mailbox::{Deliver, Inbound, ReplyPort, SessionSignal};
+use crate::mailbox::{Deliver, Escalation, Inbound, Lost, ReplyPort, Resumption, SessionSignal};
 use crate::node::NodeInner;
+use crate::remote_ref::SessionSlot;
 use crate::session::{Event, Role, Session};
 use crate::session_ref::{SessionInfo, SessionRef};
-use crate::wire::{Body, BodyKind, Frame, FrameError, GoodbyeReason, pb};
+use crate::wire::pb::duologue_client::DuologueClient;
+use crate::wire::{Body, BodyKind, Envelope, Frame, FrameError, GoodbyeReason, pb};
 
 /// What a pending call is completed with: the reply's type URL and payload, or why not.
 pub(crate) type CallOutcome = Result<(String, Bytes), CallError>;
 
-/// A session core shared by its driver, its outbound stream and its handles.
+/// A session core shared by its driver, its outbound streams and its handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
     core: Mutex<Core>,
@@ -46,7 +56,9 @@ pub(crate) struct Shared {
 struct Core {
     session: Session,
     tx_waker: Option<Waker>,
-    /// The driver gave up on the stream: end the outgoing half now.
+    /// The stream epoch whose `OutboundFrames` may write.
+    epoch: u64,
+    /// The driver is gone: every outgoing stream ends now.
     abandoned: bool,
 }
 
@@ -56,6 +68,7 @@ impl Shared {
             core: Mutex::new(Core {
                 session,
                 tx_waker: None,
+                epoch: 0,
                 abandoned: false,
             }),
             wake_driver: Notify::new(),
@@ -67,9 +80,7 @@ impl Shared {
 
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding this lock is a bug in the core; keep serving the others.
-        self.core
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the core, then wakes whoever has new work: the outbound stream when
@@ -112,9 +123,7 @@ impl Shared {
     }
 
     fn calls_lock(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<CallOutcome>>> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Why the session closed, once it has.
@@ -135,6 +144,31 @@ impl Shared {
         }
     }
 
+    /// Starts a new stream epoch: the previous stream's `OutboundFrames` ends.
+    fn new_epoch(&self) -> u64 {
+        let mut core = self.lock();
+        core.epoch += 1;
+        let epoch = core.epoch;
+        let waker = core.tx_waker.take();
+        drop(core);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        epoch
+    }
+
+    /// Lets a stream whose `OutboundFrames` waits for its epoch start writing.
+    fn open_epoch(&self, slot: &OnceLock<u64>) {
+        let mut core = self.lock();
+        core.epoch += 1;
+        let _ = slot.set(core.epoch);
+        let waker = core.tx_waker.take();
+        drop(core);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     fn abandon(&self) {
         let mut core = self.lock();
         core.abandoned = true;
@@ -144,17 +178,43 @@ impl Shared {
             waker.wake();
         }
     }
+
+    fn poll_timeout(&self) -> Option<tokio::time::Instant> {
+        self.lock()
+            .session
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+    }
 }
 
-/// The outgoing half of a session as the `Stream` tonic writes from.
+/// The outgoing half of one stream of a session, as the `Stream` tonic writes from.
 #[derive(Debug)]
 pub(crate) struct OutboundFrames {
     shared: Arc<Shared>,
+    /// Set once this stream may write; a later epoch ends it.
+    epoch: Arc<OnceLock<u64>>,
 }
 
 impl OutboundFrames {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    /// The outgoing half of the session's current stream.
+    pub(crate) fn current(shared: Arc<Shared>) -> Self {
+        let epoch = shared.new_epoch();
+        Self {
+            shared,
+            epoch: Arc::new(OnceLock::from(epoch)),
+        }
+    }
+
+    /// The outgoing half of a stream the driver has yet to attach.
+    pub(crate) fn pending(shared: Arc<Shared>) -> (Self, Arc<OnceLock<u64>>) {
+        let epoch = Arc::new(OnceLock::new());
+        (
+            Self {
+                shared,
+                epoch: epoch.clone(),
+            },
+            epoch,
+        )
     }
 }
 
@@ -163,7 +223,18 @@ impl Stream for OutboundFrames {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<pb::Frame>> {
         let mut core = self.shared.lock();
-        if let Some(frame) = core.session.poll_transmit() {
+        let Some(&epoch) = self.epoch.get() else {
+            // Not attached yet (checked under the lock the driver sets it under).
+            if core.abandoned {
+                return Poll::Ready(None);
+            }
+            core.tx_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        if core.abandoned || core.epoch != epoch {
+            return Poll::Ready(None);
+        }
+        if let Some(frame) = core.session.poll_transmit(Instant::now()) {
             let events = core.session.has_events();
             drop(core);
             if events {
@@ -171,7 +242,7 @@ impl Stream for OutboundFrames {
             }
             return Poll::Ready(Some(frame.into()));
         }
-        if core.abandoned || core.session.is_transmit_done() {
+        if core.session.is_transmit_done() {
             return Poll::Ready(None);
         }
         core.tx_waker = Some(cx.waker().clone());
@@ -179,86 +250,309 @@ impl Stream for OutboundFrames {
     }
 }
 
+/// A new stream for an interrupted acceptor session, routed by the node.
+#[derive(Debug)]
+pub(crate) struct Attach {
+    /// The stream's first frame (the resume `Hello`), already read.
+    pub(crate) hello: pb::Frame,
+    /// The rest of the stream.
+    pub(crate) inbound: Streaming<pb::Frame>,
+    /// The stream's outgoing half waits for this epoch.
+    pub(crate) epoch: Arc<OnceLock<u64>>,
+    /// The peer's address on this connection.
+    pub(crate) remote_addr: Option<SocketAddr>,
+}
+
+/// Where a driver gets its next stream.
+pub(crate) enum Link {
+    /// Initiator: dial the peer.
+    Dial {
+        client: DuologueClient<Channel>,
+        addr: String,
+        actor: String,
+        /// Typed handles follow this slot across a restart.
+        slot: Arc<SessionSlot>,
+    },
+    /// Acceptor: wait for the node to route the peer's resume stream here (through
+    /// [`Driver::attach_rx`]).
+    Accept,
+}
+
 /// Node-level settings a driver needs.
 #[derive(Clone, Debug)]
 pub(crate) struct DriverConfig {
     /// How long a closed session waits for the peer to end its stream.
     pub(crate) close_linger: Duration,
+    pub(crate) reconnect_base: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) handshake_timeout: Duration,
 }
 
-/// The receive loop of one session.
-pub(crate) struct Driver<S> {
+/// The life of one session: its receive loop, across streams.
+pub(crate) struct Driver {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) inbound: S,
     pub(crate) node: Arc<NodeInner>,
     pub(crate) config: DriverConfig,
+    pub(crate) policy: SessionPolicy,
+    pub(crate) link: Link,
+    /// Acceptor: where the node routes the peer's resume streams.
+    pub(crate) attach_rx: Option<mpsc::Receiver<Attach>>,
     pub(crate) owner: Option<Arc<dyn Deliver>>,
     pub(crate) remote_addr: Option<SocketAddr>,
-    /// Initiator: told once the handshake ends, either way.
+    /// Initiator: told once the first handshake ends, either way.
     pub(crate) established: Option<oneshot::Sender<Result<SessionRef, CloseReason>>>,
     pub(crate) session_ref: Option<SessionRef>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) shutdown_seen: bool,
+    pub(crate) interrupted_at: Option<Instant>,
+    /// Set when the session was lost and the policy asks for a restart.
+    pub(crate) restart_after: bool,
 }
 
-impl<S> Driver<S>
-where
-    S: Stream<Item = Result<pb::Frame, Status>> + Unpin,
-{
-    /// Runs until the session is closed and its stream is done (or the linger ran out).
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
-        let mut inbound_done = false;
-        let mut shutdown_seen = false;
-        let mut linger_until: Option<tokio::time::Instant> = None;
+/// How pumping one stream ended.
+enum StreamEnd {
+    /// The session is over (and its last frames are out, or the linger ran out).
+    Over,
+    /// The stream is gone; the session waits for another.
+    Broken,
+    /// Acceptor: a new stream superseded this one.
+    Superseded(Attach),
+}
+
+impl Driver {
+    /// Runs the session until it is over, from its first stream (`first`: for an
+    /// acceptor, the stream it arrived on with its already-read first item).
+    pub(crate) async fn run(
+        mut self,
+        mut first: Option<(Streaming<pb::Frame>, Option<Result<pb::Frame, Status>>)>,
+    ) {
+        let mut attempt = 0u32;
+        loop {
+            let next = match first.take() {
+                Some(stream) => Some(stream),
+                None => self.next_stream(&mut attempt).await,
+            };
+            let Some((inbound, peeked)) = next else {
+                break;
+            };
+            match self.pump(inbound, peeked).await {
+                StreamEnd::Over => break,
+                StreamEnd::Broken => {}
+                StreamEnd::Superseded(attach) => {
+                    first = Some(self.attach(attach));
+                }
+            }
+            if self.shared.lock().session.is_closed() {
+                break;
+            }
+        }
+        self.handle_events();
+        self.shared.abandon();
+        if let Some(id) = self.session_ref.as_ref().map(SessionRef::id) {
+            self.node.forget_resumable(id);
+        }
+        if self.restart_after {
+            self.restart().await;
+        }
+    }
+
+    /// The next stream for an interrupted session, or `None` when the session is over.
+    async fn next_stream(
+        &mut self,
+        attempt: &mut u32,
+    ) -> Option<(Streaming<pb::Frame>, Option<Result<pb::Frame, Status>>)> {
+        if self.policy == SessionPolicy::Stop && self.session_ref.is_some() {
+            self.shared
+                .with(|s| s.give_up("the session's policy is Stop".into()));
+            self.handle_events();
+            return None;
+        }
+        match &self.link {
+            Link::Accept => {
+                let mut attach_rx = self.attach_rx.take()?;
+                let received = self.drive_until(attach_rx.recv()).await;
+                self.attach_rx = Some(attach_rx);
+                received.flatten().map(|attach| self.attach(attach))
+            }
+            Link::Dial { client, .. } => {
+                let client = client.clone();
+                loop {
+                    let first = self.session_ref.is_none();
+                    if !first {
+                        let delay = backoff(*attempt, &self.config);
+                        *attempt = attempt.saturating_add(1);
+                        self.drive_until(tokio::time::sleep(delay)).await?;
+                        self.shared
+                            .with(|s| s.begin_resume(rand::random(), Instant::now()));
+                    }
+                    match self.dial(client.clone()).await? {
+                        Ok(inbound) => return Some((inbound, None)),
+                        Err(cause) => {
+                            self.shared
+                                .with(|s| s.stream_broken(cause, Instant::now()));
+                            self.handle_events();
+                            if first || self.shared.lock().session.is_closed() {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens one stream to the peer; `None` when the session ended meanwhile.
+    async fn dial(
+        &mut self,
+        mut client: DuologueClient<Channel>,
+    ) -> Option<Result<Streaming<pb::Frame>, String>> {
+        let outbound = OutboundFrames::current(self.shared.clone());
+        let timeout = self.config.handshake_timeout;
+        // The core's handshake timer only starts mattering once frames flow; until the
+        // peer's response headers arrive, this bound stands in for it.
+        let opened = tokio::time::timeout(timeout, client.converse(outbound));
+        match self.drive_until(opened).await? {
+            Ok(Ok(response)) => Some(Ok(response.into_inner())),
+            Ok(Err(status)) => Some(Err(describe(&status))),
+            Err(_) => Some(Err(format!("no answer to the greeting within {timeout:?}"))),
+        }
+    }
+
+    /// Acceptor: takes over a stream the node routed here.
+    fn attach(
+        &mut self,
+        attach: Attach,
+    ) -> (Streaming<pb::Frame>, Option<Result<pb::Frame, Status>>) {
+        self.remote_addr = attach.remote_addr.or(self.remote_addr);
+        self.shared.with(|s| {
+            if !s.is_interrupted() {
+                s.stream_broken("superseded by the peer's new stream".into(), Instant::now());
+            }
+            s.attach_stream(rand::random(), Instant::now());
+        });
+        self.shared.open_epoch(&attach.epoch);
+        (attach.inbound, Some(Ok(attach.hello)))
+    }
+
+    /// Waits for `future` while keeping the session alive: its timers, its events, node
+    /// shutdown. `None` when the session is over first.
+    async fn drive_until<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        tokio::pin!(future);
+        let (shared, cancel) = (self.shared.clone(), self.cancel.clone());
         loop {
             self.handle_events();
-            let (closed, transmit_done, timeout) = {
+            if shared.lock().session.is_closed() {
+                return None;
+            }
+            let timer = shared.poll_timeout();
+            tokio::select! {
+                output = &mut future => return Some(output),
+                () = cancel.cancelled(), if !self.shutdown_seen => self.on_shutdown(),
+                () = sleep_until(timer) => {
+                    shared.with(|s| s.handle_timeout(Instant::now()));
+                }
+                () = shared.wake_driver.notified() => {}
+            }
+        }
+    }
+
+    fn on_shutdown(&mut self) {
+        self.shutdown_seen = true;
+        self.restart_after = false;
+        self.shared
+            .with(|s| s.end(GoodbyeReason::NodeShutdown, "node shutting down".into()));
+    }
+
+    /// Reads one stream until it is gone or the session is over.
+    async fn pump(
+        &mut self,
+        inbound: Streaming<pb::Frame>,
+        peeked: Option<Result<pb::Frame, Status>>,
+    ) -> StreamEnd {
+        let mut attach_rx = self.attach_rx.take();
+        let end = self.pump_with(inbound, peeked, &mut attach_rx).await;
+        self.attach_rx = attach_rx;
+        end
+    }
+
+    async fn pump_with(
+        &mut self,
+        mut inbound: Streaming<pb::Frame>,
+        mut peeked: Option<Result<pb::Frame, Status>>,
+        attach_rx: &mut Option<mpsc::Receiver<Attach>>,
+    ) -> StreamEnd {
+        let (shared, cancel) = (self.shared.clone(), self.cancel.clone());
+        let generation = self.shared.lock().session.generation();
+        let mut inbound_done = false;
+        let mut linger_until: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(item) = peeked.take() {
+                self.on_item(Some(item), &mut inbound_done);
+            }
+            self.handle_events();
+            let (closed, transmit_done, current) = {
                 let core = self.shared.lock();
                 (
                     core.session.is_closed(),
                     core.session.is_transmit_done(),
-                    core.session.poll_timeout(),
+                    core.session.generation() == generation,
                 )
             };
             if closed {
                 if transmit_done && inbound_done {
-                    break;
+                    return StreamEnd::Over;
                 }
-                let until = *linger_until
-                    .get_or_insert_with(|| tokio::time::Instant::now() + self.config.close_linger);
+                let until = *linger_until.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + self.config.close_linger
+                });
                 if tokio::time::Instant::now() >= until {
-                    break;
+                    return StreamEnd::Over;
                 }
+            } else if !current || inbound_done {
+                // The core gave this stream up (silence, or it broke).
+                if current {
+                    self.shared.with(|s| {
+                        s.stream_broken("the stream ended".into(), Instant::now())
+                    });
+                    self.handle_events();
+                }
+                return StreamEnd::Broken;
             }
-            let timer = match (timeout.map(tokio::time::Instant::from_std), linger_until) {
+            let timer = match (self.shared.poll_timeout(), linger_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             tokio::select! {
                 biased;
-                () = cancel.cancelled(), if !shutdown_seen => {
-                    shutdown_seen = true;
-                    self.shared.with(|s| s.end(GoodbyeReason::NodeShutdown, "node shutting down".into()));
-                }
-                item = self.inbound.next(), if !inbound_done => match item {
-                    Some(Ok(frame)) => match Frame::try_from(frame) {
-                        Ok(frame) => self.shared.with(|s| s.handle_frame(frame)),
-                        Err(error) => self.shared.with(|s| s.handle_malformed(error)),
-                    },
-                    Some(Err(status)) => {
-                        inbound_done = true;
-                        self.shared.with(|s| stream_failed(s, &status));
-                    }
-                    None => {
-                        inbound_done = true;
-                        self.shared.with(Session::handle_stream_end);
-                    }
-                },
+                () = cancel.cancelled(), if !self.shutdown_seen => self.on_shutdown(),
+                item = inbound.next(), if !inbound_done => self.on_item(item, &mut inbound_done),
                 () = sleep_until(timer), if timer.is_some() => {
-                    self.shared.with(|s| s.handle_timeout(Instant::now()));
+                    shared.with(|s| s.handle_timeout(Instant::now()));
                 }
-                () = self.shared.wake_driver.notified() => {}
+                () = shared.wake_driver.notified() => {}
+                Some(next) = recv_attach(attach_rx.as_mut()), if !closed => {
+                    return StreamEnd::Superseded(next);
+                }
             }
         }
-        self.shared.abandon();
+    }
+
+    fn on_item(&mut self, item: Option<Result<pb::Frame, Status>>, inbound_done: &mut bool) {
+        let now = Instant::now();
+        match item {
+            Some(Ok(frame)) => match Frame::try_from(frame) {
+                Ok(frame) => self.shared.with(|s| s.handle_frame(frame, now)),
+                Err(error) => self.shared.with(|s| s.handle_malformed(error)),
+            },
+            Some(Err(status)) => {
+                *inbound_done = true;
+                self.shared.with(|s| stream_failed(s, &status, now));
+            }
+            None => {
+                *inbound_done = true;
+                self.shared.with(|s| s.handle_stream_end(now));
+            }
+        }
     }
 
     fn handle_events(&mut self) {
@@ -282,26 +576,48 @@ where
                             delivered = Some(seq);
                         } else {
                             owner_gone = true;
-                            self.shared.with(|s| {
-                                s.end(GoodbyeReason::ActorStopped, "the actor stopped".into())
-                            });
+                            let reason = self.node.stop_reason(self.owner.as_deref());
+                            self.shared
+                                .with(|s| s.end(GoodbyeReason::ActorStopped, reason));
                         }
                     }
                     // After the owner stopped, later messages stay unacknowledged.
                     Event::Message(_) => {}
                     Event::PeerFinished(goodbye) => {
-                        if let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) {
-                            let _ =
-                                owner.signal(SessionSignal::PeerFinished(session.clone(), goodbye));
-                        }
+                        self.signal(|s| SessionSignal::PeerFinished(s, goodbye));
                     }
-                    Event::Closed(reason) => self.on_closed(reason),
+                    Event::Interrupted(cause) => {
+                        tracing::info!(session = ?self.session_ref, %cause, "session interrupted");
+                        self.interrupted_at = Some(Instant::now());
+                        self.signal(|s| SessionSignal::Interrupted(s, cause));
+                    }
+                    Event::Resumed { replayed } => {
+                        let interrupted_for = self
+                            .interrupted_at
+                            .take()
+                            .map_or(Duration::ZERO, |at| at.elapsed());
+                        tracing::info!(session = ?self.session_ref, replayed, ?interrupted_for, "session resumed");
+                        let resumption = Resumption {
+                            replayed,
+                            interrupted_for,
+                        };
+                        self.signal(|s| SessionSignal::Resumed(s, resumption));
+                    }
+                    Event::Closed(reason, unconfirmed) => self.on_closed(reason, unconfirmed),
                 }
             }
             if let Some(seq) = delivered {
                 self.shared
                     .with(|s| s.confirm_delivered(seq, Instant::now()));
             }
+        }
+    }
+
+    fn signal(&self, make: impl FnOnce(SessionRef) -> SessionSignal) {
+        if let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) {
+            // An owner that stopped learns nothing more; its sessions end through
+            // the failed deliveries of their messages.
+            let _ = owner.signal(make(session.clone()));
         }
     }
 
@@ -335,15 +651,19 @@ where
         };
         let session = SessionRef::new(self.shared.clone(), info);
         self.node.session_opened(&session);
+        if let Some(owner) = &self.owner {
+            self.node.owns(&owner.cell(), &self.shared);
+        }
         self.session_ref = Some(session.clone());
         match (session.role(), self.established.take()) {
             (Role::Initiator, Some(tx)) => {
                 let _ = tx.send(Ok(session));
             }
             _ => {
-                if let Some(owner) = &self.owner {
-                    let _ = owner.signal(SessionSignal::Opened(session));
+                if let Link::Accept = self.link {
+                    self.attach_rx = Some(self.node.remember_resumable(&session, &self.shared));
                 }
+                self.signal(SessionSignal::Opened);
             }
         }
     }
@@ -386,7 +706,7 @@ where
         owner.inbound(inbound).is_ok()
     }
 
-    fn on_closed(&mut self, reason: CloseReason) {
+    fn on_closed(&mut self, reason: CloseReason, unconfirmed: Vec<Envelope>) {
         let waiters: Vec<_> = self.shared.calls_lock().drain().collect();
         for (_, tx) in waiters {
             let _ = tx.send(Err(CallError::SessionClosed(reason.clone())));
@@ -398,27 +718,121 @@ where
         let established = self.session_ref.is_some();
         self.node
             .session_closed(session_id, established, role, self.remote_addr, &reason);
+        let unconfirmed = unconfirmed.into_iter().map(Into::into).collect();
         if let Some(tx) = self.established.take() {
             let _ = tx.send(Err(reason.clone()));
-        } else if let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) {
-            let _ = owner.signal(SessionSignal::Closed(session.clone(), reason.clone()));
+        } else if let CloseReason::Lost(lost) = &reason {
+            let escalation = (self.policy == SessionPolicy::Escalate)
+                .then(|| self.owner.as_ref().map(|o| o.cell()))
+                .flatten()
+                .map(|owner| Escalation {
+                    owner,
+                    reason: format!("session lost: {lost}"),
+                });
+            self.restart_after = self.policy == SessionPolicy::Restart
+                && matches!(self.link, Link::Dial { .. })
+                && !self.shutdown_seen;
+            let lost = lost.clone();
+            self.signal(|session| {
+                SessionSignal::Lost(Lost {
+                    session,
+                    reason: lost,
+                    unconfirmed,
+                    escalation,
+                })
+            });
+        } else {
+            let reason = reason.clone();
+            self.signal(|session| SessionSignal::Closed {
+                session,
+                reason,
+                unconfirmed,
+            });
         }
         self.shared.closed.send_replace(Some(reason));
     }
+
+    /// `Restart`: greet the peer again with a new session and move typed handles onto it,
+    /// retrying with backoff until the resume deadline or node shutdown.
+    async fn restart(self) {
+        let Link::Dial { addr, actor, slot, .. } = &self.link else {
+            return;
+        };
+        let (Some(owner), Some(previous)) = (self.owner.clone(), self.session_ref.clone()) else {
+            return;
+        };
+        let deadline = Instant::now() + self.node.config.session.resume_timeout;
+        let mut attempt = 0;
+        loop {
+            let opened = self
+                .node
+                .open_session(addr, actor, owner.clone(), self.policy, Some(slot.clone()))
+                .await;
+            match opened {
+                Ok((session, _)) => {
+                    tracing::info!(old = %previous.id(), new = %session.id(), "session restarted");
+                    let _ = owner.signal(SessionSignal::Restarted { previous, session });
+                    return;
+                }
+                Err(error) if Instant::now() >= deadline || self.cancel.is_cancelled() => {
+                    tracing::warn!(%error, "restart gave up");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "restart attempt failed");
+                    let delay = backoff(attempt, &self.config);
+                    attempt += 1;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.cancel.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
 }
 
-/// Turns a failed gRPC stream into the session's typed close reason.
-fn stream_failed(session: &mut Session, status: &Status) {
+async fn recv_attach(attach: Option<&mut mpsc::Receiver<Attach>>) -> Option<Attach> {
+    match attach {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Capped exponential backoff with equal jitter: never a tight loop, never in lockstep.
+fn backoff(attempt: u32, config: &DriverConfig) -> Duration {
+    let ceiling = config
+        .reconnect_base
+        .saturating_mul(1 << attempt.min(16))
+        .min(config.reconnect_max);
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+fn describe(status: &Status) -> String {
+    use std::error::Error;
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut source = status.source();
+    while let Some(error) = source {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        source = error.source();
+    }
+    text
+}
+
+/// Turns a failed gRPC stream into the session's input.
+fn stream_failed(session: &mut Session, status: &Status, now: Instant) {
     match status.code() {
         // tonic reports an undecodable message as `Internal`, and one over the decode
         // limit as `OutOfRange`; both are the peer's fault, not the network's.
         Code::Internal if status.message().contains("decode") => {
             session.handle_malformed(FrameError::Undecodable(status.message().to_owned()));
         }
-        Code::OutOfRange | Code::ResourceExhausted => {
-            session.handle_protocol_error(ProtocolError::FrameTooLarge(status.message().to_owned()))
-        }
-        _ => session.handle_transport_error(format!("{:?}: {}", status.code(), status.message())),
+        Code::OutOfRange | Code::ResourceExhausted => session.handle_protocol_error(
+            ProtocolError::FrameTooLarge(status.message().to_owned()),
+        ),
+        _ => session.stream_broken(describe(status), now),
     }
 }
 

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use prost::{Message, Name};
 use ractor::ActorRef;
 
-use crate::error::{CloseReason, DecodeError, SendError};
+use crate::error::{CloseReason, DecodeError, LostReason, SendError};
 use crate::session_ref::SessionRef;
 use crate::wire::{Fault, Goodbye};
 
@@ -176,16 +176,128 @@ pub enum SessionSignal {
     /// The peer finished politely: it sends nothing more, but still receives. Send any
     /// final messages, then [`SessionRef::finish`].
     PeerFinished(SessionRef, Goodbye),
-    /// The session is over.
-    Closed(SessionRef, CloseReason),
+    /// The stream broke; the session tries to resume (per its policy). Messages sent
+    /// meanwhile wait in the replay buffer.
+    Interrupted(SessionRef, String),
+    /// The session continues on a new stream, nothing lost or doubled.
+    Resumed(SessionRef, Resumption),
+    /// The session could not go on. Pending calls have failed; the messages the peer
+    /// never confirmed come back here.
+    Lost(Lost),
+    /// Under the `Restart` policy: after a loss, a new session greeted the peer again.
+    /// Typed handles ([`crate::RemoteRef`]) to the old session now use the new one.
+    Restarted {
+        /// The lost session.
+        previous: SessionRef,
+        /// The new one.
+        session: SessionRef,
+    },
+    /// The session is over without a loss: finished politely, ended locally, refused, or
+    /// broken by a protocol error. `unconfirmed` is usually empty.
+    Closed {
+        /// The session.
+        session: SessionRef,
+        /// Why.
+        reason: CloseReason,
+        /// Messages the peer never confirmed.
+        unconfirmed: Vec<Unconfirmed>,
+    },
 }
 
 impl SessionSignal {
     /// The session the signal is about.
     pub fn session(&self) -> &SessionRef {
         match self {
-            Self::Opened(s) | Self::PeerFinished(s, _) | Self::Closed(s, _) => s,
+            Self::Opened(s)
+            | Self::PeerFinished(s, _)
+            | Self::Interrupted(s, _)
+            | Self::Resumed(s, _)
+            | Self::Lost(Lost { session: s, .. })
+            | Self::Restarted { session: s, .. }
+            | Self::Closed { session: s, .. } => s,
         }
+    }
+}
+
+/// How a session resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resumption {
+    /// Messages this side sent again because the peer had not received them.
+    pub replayed: u64,
+    /// How long the session was interrupted.
+    pub interrupted_for: std::time::Duration,
+}
+
+/// A lost session: why, and what the peer never confirmed.
+///
+/// Under the `Escalate` policy, dropping this (after handling it) stops the owner actor
+/// with a reason naming the loss, so its ractor supervisor decides what happens next.
+#[derive(Debug)]
+pub struct Lost {
+    /// The session.
+    pub session: SessionRef,
+    /// Why it was lost.
+    pub reason: LostReason,
+    /// Messages sent on it that the peer never confirmed, oldest first. Each may or may
+    /// not have reached the peer's actor (it may have been delivered with its ack lost);
+    /// none will be delivered after this signal.
+    pub unconfirmed: Vec<Unconfirmed>,
+    /// Never read: dropping it is what escalates.
+    #[allow(dead_code)]
+    pub(crate) escalation: Option<Escalation>,
+}
+
+/// A message a session sent that the peer never confirmed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unconfirmed {
+    /// Its sequence number on the session.
+    pub seq: u64,
+    /// Its payload's type URL.
+    pub type_url: String,
+    /// Its encoded payload.
+    pub payload: Bytes,
+    /// Whether it was a call (whose caller has already failed).
+    pub was_call: bool,
+}
+
+impl Unconfirmed {
+    /// Decodes the payload as an `M`.
+    ///
+    /// # Errors
+    /// As [`Inbound::decode`].
+    pub fn decode<M: Message + Name + Default>(&self) -> Result<M, DecodeError> {
+        decode_payload(&self.type_url, &self.payload)
+    }
+}
+
+impl From<crate::wire::Envelope> for Unconfirmed {
+    fn from(envelope: crate::wire::Envelope) -> Self {
+        Self {
+            seq: envelope.seq,
+            was_call: matches!(envelope.body.kind, crate::wire::BodyKind::Call { .. }),
+            type_url: envelope.body.type_url,
+            payload: envelope.body.payload,
+        }
+    }
+}
+
+/// Stops the owner when dropped: how `Escalate` hands a loss to the owner's supervisor
+/// after the owner has seen it (ractor processes a stop before queued messages, so
+/// stopping at once would lose the signal).
+pub(crate) struct Escalation {
+    pub(crate) owner: ractor::ActorCell,
+    pub(crate) reason: String,
+}
+
+impl Drop for Escalation {
+    fn drop(&mut self) {
+        self.owner.stop(Some(std::mem::take(&mut self.reason)));
+    }
+}
+
+impl fmt::Debug for Escalation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Escalation").field("reason", &self.reason).finish()
     }
 }
 
@@ -197,6 +309,8 @@ pub(crate) trait Deliver: Send + Sync + 'static {
     fn signal(&self, signal: SessionSignal) -> Result<(), ()>;
     /// Whether the actor still runs.
     fn is_alive(&self) -> bool;
+    /// The actor's cell, to stop or watch it.
+    fn cell(&self) -> ractor::ActorCell;
 }
 
 impl<M> Deliver for ActorRef<M>
@@ -209,6 +323,10 @@ where
 
     fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
         self.send_message(M::from(signal)).map_err(drop)
+    }
+
+    fn cell(&self) -> ractor::ActorCell {
+        self.get_cell()
     }
 
     fn is_alive(&self) -> bool {

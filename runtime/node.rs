@@ -18,23 +18,25 @@
 mod link;
 mod service;
 
+mod watcher;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Instant;
 
-use ractor::ActorRef;
-use tokio::sync::{broadcast, oneshot};
+use ractor::{ActorCell, ActorId, ActorRef};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::auth::Secret;
-use crate::config::NodeConfig;
-use crate::driver::{Driver, DriverConfig, OutboundFrames, Shared};
+use crate::config::{NodeConfig, SessionPolicy};
+use crate::driver::{Attach, Driver, DriverConfig, Link, Shared};
 use crate::error::{CloseReason, ConnectError, NodeError};
 use crate::mailbox::{Deliver, Inbound, SessionSignal};
-use crate::remote_ref::{Protocol, RemoteRef};
+use crate::remote_ref::{Protocol, RemoteRef, SessionSlot};
 use crate::session::{Session, SessionConfig};
 use crate::session_ref::SessionRef;
 use crate::shutdown::Shutdown;
@@ -137,6 +139,10 @@ impl NodeBuilder {
             };
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let inner = Arc::new(NodeInner {
+            resumable: Mutex::new(HashMap::new()),
+            owned: Mutex::new(HashMap::new()),
+            stop_reasons: Mutex::new(HashMap::new()),
+            watcher: OnceLock::new(),
             identity: NodeIdentity {
                 name: config.name.clone(),
                 incarnation: uuid::Uuid::new_v4(),
@@ -149,6 +155,8 @@ impl NodeBuilder {
             local_addr,
             config,
         });
+        let watcher = watcher::Watcher::start(Arc::downgrade(&inner)).await?;
+        let _ = inner.watcher.set(watcher);
         let server = listener.map(|listener| tokio::spawn(serve(inner.clone(), listener)));
         Ok(Node {
             inner,
@@ -196,6 +204,14 @@ pub(crate) struct NodeInner {
     pub(crate) shutdown: Shutdown,
     events: broadcast::Sender<NodeEvent>,
     local_addr: Option<SocketAddr>,
+    /// Established acceptor sessions a peer may resume, and where to route its stream.
+    resumable: Mutex<HashMap<SessionId, (Arc<Shared>, mpsc::Sender<Attach>)>>,
+    /// Sessions by the actor that owns them, to end them when it stops.
+    owned: Mutex<HashMap<ActorId, Vec<Weak<Shared>>>>,
+    /// Stop reasons of watched actors, for the farewell of their sessions.
+    stop_reasons: Mutex<HashMap<ActorId, String>>,
+    /// Watches registered actors and session owners.
+    watcher: OnceLock<ActorCell>,
 }
 
 impl std::fmt::Debug for dyn Deliver {
@@ -244,6 +260,8 @@ impl Node {
             return Err(NodeError::NameTaken(name));
         }
         registry.insert(name, Arc::new(actor.clone()));
+        drop(registry);
+        self.inner.watch(actor.get_cell());
         Ok(())
     }
 
@@ -259,7 +277,8 @@ impl Node {
 
     /// Opens a session to the actor `actor` on the node at `addr` (`host:port`), owned by
     /// the local actor `owner`: the remote actor's messages and the session's signals go
-    /// into `owner`'s mailbox. Returns once the handshake completed.
+    /// into `owner`'s mailbox. Returns once the handshake completed. The session follows
+    /// the node's default [`SessionPolicy`].
     ///
     /// # Errors
     /// [`ConnectError::Unreachable`], [`ConnectError::UnknownActor`],
@@ -275,76 +294,30 @@ impl Node {
         P: Protocol,
         M: ractor::Message + From<Inbound> + From<SessionSignal>,
     {
-        let session = self
-            .open_session(addr, actor, Arc::new(owner.clone()))
-            .await?;
-        Ok(RemoteRef::new(session))
+        self.connect_with(addr, actor, owner, self.inner.config.policy)
+            .await
     }
 
-    async fn open_session(
+    /// As [`Node::connect`], with the session's own [`SessionPolicy`].
+    ///
+    /// # Errors
+    /// As [`Node::connect`].
+    pub async fn connect_with<P, M>(
         &self,
         addr: &str,
         actor: &str,
-        owner: Arc<dyn Deliver>,
-    ) -> Result<SessionRef, ConnectError> {
-        let node = &self.inner;
-        if node.shutdown.is_triggered() {
-            return Err(ConnectError::ShuttingDown);
-        }
-        let mut client = node.links.client(addr, &node.config)?;
-        let session = Session::initiator(
-            node.config.session.clone(),
-            node.secret.clone(),
-            node.identity.clone(),
-            SessionId::random(),
-            actor.to_owned(),
-            rand::random(),
-            Instant::now(),
-        );
-        let shared = Shared::new(session);
-        let (established_tx, established_rx) = oneshot::channel();
-        let token = node.shutdown.token().clone();
-        let driver_node = node.clone();
-        let remote_addr = addr.parse().ok();
-        let handshake_timeout = node.config.session.handshake_timeout;
-        node.shutdown.spawn(async move {
-            let outbound = OutboundFrames::new(shared.clone());
-            // The session core's handshake timer starts with the driver; until the peer's
-            // response headers arrive, this bound stands in for it.
-            let response = tokio::select! {
-                response = tokio::time::timeout(handshake_timeout, client.converse(outbound)) => {
-                    response.unwrap_or_else(|_| {
-                        Err(tonic::Status::deadline_exceeded("no answer to the greeting"))
-                    })
-                }
-                () = token.cancelled() => Err(tonic::Status::cancelled("node shutting down")),
-            };
-            match response {
-                Ok(response) => {
-                    let driver = Driver {
-                        shared,
-                        inbound: response.into_inner(),
-                        config: driver_node.driver_config(),
-                        node: driver_node,
-                        owner: Some(owner),
-                        remote_addr,
-                        established: Some(established_tx),
-                        session_ref: None,
-                    };
-                    driver.run(token).await;
-                }
-                Err(status) => {
-                    let reason = format!("{}: {}", status.message(), source_chain(&status));
-                    let _ = established_tx.send(Err(CloseReason::Transport(reason)));
-                }
-            }
-        });
-        let addr = addr.to_owned();
-        match established_rx.await {
-            Ok(Ok(session)) => Ok(session),
-            Ok(Err(reason)) => Err(connect_error(addr, actor, reason)),
-            Err(_) => Err(ConnectError::ShuttingDown),
-        }
+        owner: &ActorRef<M>,
+        policy: SessionPolicy,
+    ) -> Result<RemoteRef<P>, ConnectError>
+    where
+        P: Protocol,
+        M: ractor::Message + From<Inbound> + From<SessionSignal>,
+    {
+        let (_, slot) = self
+            .inner
+            .open_session(addr, actor, Arc::new(owner.clone()), policy, None)
+            .await?;
+        Ok(RemoteRef::new(slot))
     }
 
     /// Subscribes to this node's [`NodeEvent`]s from now on.
@@ -375,15 +348,8 @@ impl Node {
     }
 }
 
-fn source_chain(status: &tonic::Status) -> String {
-    use std::error::Error;
-    let mut chain = Vec::new();
-    let mut source = status.source();
-    while let Some(error) = source {
-        chain.push(error.to_string());
-        source = error.source();
-    }
-    chain.join(": ")
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn connect_error(addr: String, actor: &str, reason: CloseReason) -> ConnectError {
@@ -399,6 +365,10 @@ fn connect_error(addr: String, actor: &str, reason: CloseReason) -> ConnectError
             actor: actor.to_owned(),
         },
         CloseReason::Transport(reason) => ConnectError::Unreachable { addr, reason },
+        CloseReason::HandshakeTimeout => ConnectError::Unreachable {
+            addr,
+            reason: "the peer did not complete the handshake in time".into(),
+        },
         reason => ConnectError::Closed { addr, reason },
     }
 }
@@ -407,7 +377,142 @@ impl NodeInner {
     pub(crate) fn driver_config(&self) -> DriverConfig {
         DriverConfig {
             close_linger: self.config.close_linger,
+            reconnect_base: self.config.reconnect_base,
+            reconnect_max: self.config.reconnect_max,
+            handshake_timeout: self.config.session.handshake_timeout,
         }
+    }
+
+    /// Opens a session and waits for its handshake. With `slot`, the new session replaces
+    /// the one in it (a restart).
+    ///
+    /// The future is boxed and `Send` by declaration: a restart opens a session from
+    /// within a session's driver, and that recursion defeats `Send` inference.
+    pub(crate) fn open_session(
+        self: &Arc<Self>,
+        addr: &str,
+        actor: &str,
+        owner: Arc<dyn Deliver>,
+        policy: SessionPolicy,
+        slot: Option<Arc<SessionSlot>>,
+    ) -> futures::future::BoxFuture<'static, Result<(SessionRef, Arc<SessionSlot>), ConnectError>>
+    {
+        let node = self.clone();
+        let (addr, actor) = (addr.to_owned(), actor.to_owned());
+        Box::pin(async move { node.open(&addr, &actor, owner, policy, slot).await })
+    }
+
+    async fn open(
+        self: &Arc<Self>,
+        addr: &str,
+        actor: &str,
+        owner: Arc<dyn Deliver>,
+        policy: SessionPolicy,
+        slot: Option<Arc<SessionSlot>>,
+    ) -> Result<(SessionRef, Arc<SessionSlot>), ConnectError> {
+        if self.shutdown.is_triggered() {
+            return Err(ConnectError::ShuttingDown);
+        }
+        let client = self.links.client(addr, &self.config)?;
+        let session = Session::initiator(
+            self.config.session.clone(),
+            self.secret.clone(),
+            self.identity.clone(),
+            SessionId::random(),
+            actor.to_owned(),
+            rand::random(),
+            Instant::now(),
+        );
+        let shared = Shared::new(session);
+        let (established_tx, established_rx) = oneshot::channel();
+        // Handles are handed out only once the slot holds the established session.
+        let slot = slot.unwrap_or_else(SessionSlot::empty);
+        let driver = Driver {
+            shared,
+            config: self.driver_config(),
+            node: self.clone(),
+            policy,
+            link: Link::Dial {
+                client,
+                addr: addr.to_owned(),
+                actor: actor.to_owned(),
+                slot: slot.clone(),
+            },
+            attach_rx: None,
+            owner: Some(owner),
+            remote_addr: addr.parse().ok(),
+            established: Some(established_tx),
+            session_ref: None,
+            cancel: self.shutdown.token().clone(),
+            shutdown_seen: false,
+            interrupted_at: None,
+            restart_after: false,
+        };
+        let run: futures::future::BoxFuture<'static, ()> = Box::pin(driver.run(None));
+        self.shutdown.spawn(run);
+        match established_rx.await {
+            Ok(Ok(session)) => {
+                slot.store(session.clone());
+                Ok((session, slot))
+            }
+            Ok(Err(reason)) => Err(connect_error(addr.to_owned(), actor, reason)),
+            Err(_) => Err(ConnectError::ShuttingDown),
+        }
+    }
+
+    /// Makes an established acceptor session resumable; returns where its resume streams
+    /// will arrive.
+    pub(crate) fn remember_resumable(
+        &self,
+        session: &SessionRef,
+        shared: &Arc<Shared>,
+    ) -> mpsc::Receiver<Attach> {
+        let (tx, rx) = mpsc::channel(4);
+        lock(&self.resumable).insert(session.id(), (shared.clone(), tx));
+        rx
+    }
+
+    /// The session a resume stream names, if this node has it.
+    pub(crate) fn resumable(&self, id: SessionId) -> Option<(Arc<Shared>, mpsc::Sender<Attach>)> {
+        lock(&self.resumable).get(&id).cloned()
+    }
+
+    pub(crate) fn forget_resumable(&self, id: SessionId) {
+        lock(&self.resumable).remove(&id);
+    }
+
+    /// Watches `actor`: when it stops, its sessions end with its stop reason.
+    pub(crate) fn watch(&self, actor: ActorCell) {
+        if let Some(watcher) = self.watcher.get() {
+            watcher.monitor(actor);
+        }
+    }
+
+    /// Records that `owner` owns the session `shared`.
+    pub(crate) fn owns(&self, owner: &ActorCell, shared: &Arc<Shared>) {
+        self.watch(owner.clone());
+        let mut owned = lock(&self.owned);
+        let sessions = owned.entry(owner.get_id()).or_default();
+        sessions.retain(|s| s.strong_count() > 0);
+        sessions.push(Arc::downgrade(shared));
+    }
+
+    /// A watched actor stopped: end its sessions, after what they already queued, with a
+    /// farewell that carries its stop reason.
+    pub(crate) fn actor_stopped(&self, actor: ActorId, reason: Option<String>) {
+        let reason = reason.unwrap_or_else(|| "the actor stopped".into());
+        lock(&self.stop_reasons).insert(actor, reason.clone());
+        let sessions = lock(&self.owned).remove(&actor).unwrap_or_default();
+        for shared in sessions.iter().filter_map(Weak::upgrade) {
+            shared.with(|s| s.end(crate::wire::GoodbyeReason::ActorStopped, reason.clone()));
+        }
+    }
+
+    /// The stop reason of a session owner that no longer takes messages.
+    pub(crate) fn stop_reason(&self, owner: Option<&dyn Deliver>) -> String {
+        owner
+            .and_then(|o| lock(&self.stop_reasons).get(&o.cell().get_id()).cloned())
+            .unwrap_or_else(|| "the actor stopped".into())
     }
 
     /// The mailbox of the actor registered as `target`, or why the session is refused.

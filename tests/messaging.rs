@@ -6,6 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use duologue::error::LostReason;
 use duologue::{
     CallError, CloseReason, GoodbyeReason, Node, RemoteRef, Secret, SendError, SessionConfig,
     SessionSignal,
@@ -258,7 +259,7 @@ async fn stopped_target_ends_the_session_with_its_reason() {
 
     let reason = tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
     assert!(
-        matches!(&reason, CloseReason::PeerEnded(g) if g.reason == GoodbyeReason::ActorStopped),
+        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g)) if g.reason == GoodbyeReason::ActorStopped),
         "{reason:?}"
     );
 }
@@ -269,7 +270,7 @@ async fn node_shutdown_says_goodbye_to_peers() {
     assert!(server.node.shutdown().await, "drained within the bound");
     let reason = tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
     assert!(
-        matches!(&reason, CloseReason::PeerEnded(g) if g.reason == GoodbyeReason::NodeShutdown),
+        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g)) if g.reason == GoodbyeReason::NodeShutdown),
         "{reason:?}"
     );
 }

@@ -1,5 +1,6 @@
-//! The gRPC service: each `Converse` call becomes an accepting session whose driver runs
-//! on the node's task tracker, not on the request.
+//! The gRPC service: each `Converse` call is a stream. Its first frame decides what it
+//! is: a new session, whose driver then runs on the node's task tracker (not on the
+//! request), or a resume, routed to the interrupted session it names.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,10 +9,10 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::driver::{Driver, OutboundFrames, Shared};
+use crate::driver::{Attach, Driver, Link, OutboundFrames, Shared};
 use crate::node::NodeInner;
 use crate::session::Session;
-use crate::wire::pb;
+use crate::wire::{SessionId, pb};
 
 /// The `duologue.v1.Duologue` service of one node.
 #[derive(Debug)]
@@ -34,6 +35,30 @@ impl pb::duologue_server::Duologue for Service {
             return Err(Status::unavailable("node is shutting down"));
         }
         let remote_addr = request.remote_addr();
+        let mut inbound = request.into_inner();
+        // The initiator speaks first; a peer that says nothing meets the new session's
+        // handshake timeout instead.
+        let timeout = node.config.session.handshake_timeout;
+        let first = tokio::time::timeout(timeout, inbound.message()).await.ok();
+        if let Some(Ok(Some(hello))) = &first
+            && let Some(id) = resumed_session(hello)
+            && let Some((shared, attach)) = node.resumable(id)
+        {
+            let (outbound, epoch) = OutboundFrames::pending(shared);
+            let hello = hello.clone();
+            let routed = attach
+                .send(Attach {
+                    hello,
+                    inbound,
+                    epoch,
+                    remote_addr,
+                })
+                .await;
+            if routed.is_err() {
+                return Err(Status::unavailable("the session is ending"));
+            }
+            return Ok(Response::new(Box::pin(outbound.map(Ok))));
+        }
         let session = Session::acceptor(
             node.config.session.clone(),
             node.secret.clone(),
@@ -42,19 +67,41 @@ impl pb::duologue_server::Duologue for Service {
             Instant::now(),
         );
         let shared = Shared::new(session);
+        let outbound = OutboundFrames::current(shared.clone());
         let driver = Driver {
-            shared: shared.clone(),
-            inbound: request.into_inner(),
+            shared,
             node: node.clone(),
             config: node.driver_config(),
+            policy: node.config.policy,
+            link: Link::Accept,
+            attach_rx: None,
             owner: None,
             remote_addr,
             established: None,
             session_ref: None,
+            cancel: node.shutdown.token().clone(),
+            shutdown_seen: false,
+            interrupted_at: None,
+            restart_after: false,
         };
-        let token = node.shutdown.token().clone();
-        node.shutdown.spawn(driver.run(token));
-        let outbound: FrameStream = Box::pin(OutboundFrames::new(shared).map(Ok));
-        Ok(Response::new(outbound))
+        let peeked = match first {
+            Some(Ok(Some(frame))) => Some(Ok(frame)),
+            Some(Err(status)) => Some(Err(status)),
+            // The stream ended at once, or the peer stayed silent.
+            Some(Ok(None)) | None => None,
+        };
+        node.shutdown.spawn(driver.run(Some((inbound, peeked))));
+        Ok(Response::new(Box::pin(outbound.map(Ok))))
+    }
+}
+
+/// The session a resume greeting names, if it is one.
+fn resumed_session(frame: &pb::Frame) -> Option<SessionId> {
+    match &frame.kind {
+        Some(pb::frame::Kind::Hello(hello)) if hello.resume.is_some() => {
+            let bytes: [u8; 16] = hello.session_id.as_ref().try_into().ok()?;
+            Some(SessionId(uuid::Uuid::from_bytes(bytes)))
+        }
+        _ => None,
     }
 }

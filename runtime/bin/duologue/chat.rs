@@ -29,11 +29,16 @@ pub(crate) struct ChatArgs {
     #[arg(long)]
     secret_file: PathBuf,
     /// How long to wait for the join, and for the room's last acks after stdin ends.
-    #[arg(long, default_value = "10s", value_parser = humantime_secs)]
+    #[arg(long, default_value = "10s", value_parser = duration)]
     timeout: Duration,
+    /// When the session is lost, join the room again (and resend the texts it never
+    /// confirmed) instead of exiting.
+    #[arg(long)]
+    rejoin: bool,
 }
 
-fn humantime_secs(text: &str) -> Result<Duration, String> {
+/// Parses `10s`, `500ms` or a number of seconds.
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     let (number, scale) = match text.strip_suffix("ms") {
         Some(n) => (n, 0.001),
         None => (text.strip_suffix('s').unwrap_or(text), 1.0),
@@ -111,7 +116,29 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                 Some(ChatEvent::Relay(relay)) => println!("{}: {}", relay.from, relay.text),
                 Some(ChatEvent::Acked(ack)) => acked = acked.max(ack.client_seq),
                 Some(ChatEvent::Rejected(reason)) => eprintln!("the room refused: {reason}"),
-                Some(ChatEvent::RoomFinished) => {}
+                Some(ChatEvent::RoomFinished | ChatEvent::Restarted) => {}
+                Some(ChatEvent::Interrupted(cause)) => eprintln!("session interrupted: {cause}"),
+                Some(ChatEvent::Resumed(resumption)) => eprintln!(
+                    "session resumed, {} replayed, after {:.0?}",
+                    resumption.replayed, resumption.interrupted_for
+                ),
+                Some(ChatEvent::Lost { reason, unconfirmed }) => {
+                    eprintln!("session lost: {reason}");
+                    if !args.rejoin {
+                        return Err(fail(format!("session lost: {reason}")));
+                    }
+                    joined = rejoin(&node, &args).await?;
+                    for text in unconfirmed {
+                        joined
+                            .room
+                            .cast(text)
+                            .await
+                            .map_err(|e| fail(format!("cannot resend: {e}")))?;
+                    }
+                    if !stdin_open {
+                        joined.room.finish();
+                    }
+                }
                 Some(ChatEvent::Closed(CloseReason::Finished)) => break,
                 Some(ChatEvent::Closed(reason)) => {
                     return Err(fail(format!("session closed: {reason}")));
@@ -135,6 +162,29 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     );
     node.shutdown().await;
     Ok(())
+}
+
+/// Joins again after a loss, retrying until the join timeout.
+async fn rejoin(node: &Node, args: &ChatArgs) -> Result<duologue::actors::chat::Joined, (u8, String)> {
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    loop {
+        match join(node, &args.peer, &args.room, &args.user, args.timeout).await {
+            Ok(joined) => {
+                eprintln!(
+                    "rejoined {} as {} (members: {})",
+                    joined.welcome.room,
+                    args.user,
+                    joined.welcome.members.join(", ")
+                );
+                return Ok(joined);
+            }
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(join_failure(error)),
+            Err(error) => {
+                eprintln!("rejoin failed, retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -3,12 +3,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
-use duologue::Node;
 use duologue::actors::chat::ChatRoom;
+use duologue::actors::seq_check::SeqCheck;
+use duologue::config::SessionPolicy;
+use duologue::{Node, NodeConfig};
 use ractor::Actor;
 use tokio::signal::unix::{SignalKind, signal};
+
+use crate::chat::duration;
 
 /// Options of `duologue node`.
 #[derive(Debug, Args)]
@@ -22,9 +27,60 @@ pub(crate) struct NodeArgs {
     /// File holding the cluster's shared secret (16 bytes or more).
     #[arg(long)]
     secret_file: PathBuf,
-    /// An actor to host, as KIND:NAME (kinds: chat-room). Repeatable.
+    /// Session timings and policy.
+    #[command(flatten)]
+    timing: Timing,
+    /// An actor to host, as KIND:NAME (kinds: chat-room, seq-check). Repeatable.
     #[arg(long = "actor", value_name = "KIND:NAME")]
     actors: Vec<String>,
+}
+
+/// The node's timing options (defaults as in `duologue::NodeConfig`).
+#[derive(Debug, Args)]
+struct Timing {
+    /// What a session does when its stream breaks: resume, restart, escalate or stop.
+    #[arg(long, default_value = "resume", value_parser = policy)]
+    policy: SessionPolicy,
+    /// How long an interrupted session may take to resume before it is lost.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    resume_timeout: Duration,
+    /// HTTP/2 keepalive ping interval.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    keepalive_interval: Duration,
+    /// A ping unanswered this long means the connection is dead.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    keepalive_timeout: Duration,
+    /// With messages unacknowledged, a peer silent this long interrupts the session.
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    silence_timeout: Duration,
+    /// A handshake must complete within this.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    handshake_timeout: Duration,
+    /// Sessions still draining this long after SIGTERM are cancelled.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    shutdown_drain: Duration,
+}
+
+impl Timing {
+    fn apply(&self, config: &mut NodeConfig) {
+        config.policy = self.policy;
+        config.session.resume_timeout = self.resume_timeout;
+        config.keepalive_interval = self.keepalive_interval;
+        config.keepalive_timeout = self.keepalive_timeout;
+        config.session.silence_timeout = self.silence_timeout;
+        config.session.handshake_timeout = self.handshake_timeout;
+        config.shutdown_drain = self.shutdown_drain;
+    }
+}
+
+fn policy(text: &str) -> Result<SessionPolicy, String> {
+    match text {
+        "resume" => Ok(SessionPolicy::Resume),
+        "restart" => Ok(SessionPolicy::Restart),
+        "escalate" => Ok(SessionPolicy::Escalate),
+        "stop" => Ok(SessionPolicy::Stop),
+        other => Err(format!("{other:?}: expected resume, restart, escalate or stop")),
+    }
 }
 
 pub(crate) async fn run(args: NodeArgs) -> ExitCode {
@@ -40,9 +96,14 @@ pub(crate) async fn run(args: NodeArgs) -> ExitCode {
 async fn serve(args: NodeArgs) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut config = NodeConfig {
+        name: args.name.clone(),
+        listen: Some(args.listen),
+        ..NodeConfig::default()
+    };
+    args.timing.apply(&mut config);
     let node = Node::builder()
-        .name(&args.name)
-        .listen(args.listen)
+        .config(config)
         .secret_file(&args.secret_file)
         .start()
         .await
@@ -60,9 +121,16 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
                 node.register(name, &room).map_err(|e| e.to_string())?;
                 hosted.push(room.get_cell());
             }
+            "seq-check" => {
+                let (check, _) = Actor::spawn(None, SeqCheck, name.to_owned())
+                    .await
+                    .map_err(|e| format!("cannot start sequence checker {name}: {e}"))?;
+                node.register(name, &check).map_err(|e| e.to_string())?;
+                hosted.push(check.get_cell());
+            }
             other => {
                 return Err(format!(
-                    "--actor {spec:?}: unknown kind {other:?} (known: chat-room)"
+                    "--actor {spec:?}: unknown kind {other:?} (known: chat-room, seq-check)"
                 ));
             }
         }

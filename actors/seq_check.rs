@@ -1,0 +1,333 @@
+//! The sequence-check paradigm: an actor that counts numbered ticks, to diagnose
+//! delivery (loss, repeats, reordering) across sessions, reconnects and faults.
+//!
+//! ```text
+//!  sender (node B)                          checker (node A)
+//!    | -- cast Tick{n: 1} ------------------> |  received = 1, last = 1
+//!    | -- cast Tick{n: 2} ------------------> |  received = 2, last = 2
+//!    | -- cast Tick{n: 2} ------------------> |  duplicates = 1   (n <= last)
+//!    | -- cast Tick{n: 5} ------------------> |  gaps = 1, received = 3, last = 5
+//!    | -- call ReportRequest{} -------------> |
+//!    | <------ Report{received, last, ..} --- |
+//!    | -- cast StopRequest{reason} ---------> |
+//!    | <------ cast Report{final: true, ..} - |  then stops with `reason`
+//!   Closed                                  stopped
+//! ```
+//!
+//! The numbering is shared by all the checker's sessions: ticks 1..=n may arrive over
+//! several sessions one after another (a sender reconnecting after a cut), and the
+//! counts say whether together they delivered each number once and in order.
+
+use duologue::{Inbound, Protocol, SessionSignal};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+/// The sequence-check protocol's messages (`proto/duologue/diag/v1/diag.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/duologue.diag.v1.rs"));
+}
+
+use proto::{CheckReply, CheckRequest, Report, ReportRequest, StopRequest, Tick};
+use proto::{check_reply, check_request};
+
+/// An actor counting ticks numbered 1, 2, 3, ... over all its sessions together.
+#[derive(Debug, Default)]
+pub struct SeqCheck;
+
+impl Protocol for SeqCheck {
+    type Request = CheckRequest;
+    type Response = CheckReply;
+}
+
+impl From<Tick> for CheckRequest {
+    fn from(tick: Tick) -> Self {
+        Self {
+            kind: Some(check_request::Kind::Tick(tick)),
+        }
+    }
+}
+
+impl From<ReportRequest> for CheckRequest {
+    fn from(report: ReportRequest) -> Self {
+        Self {
+            kind: Some(check_request::Kind::Report(report)),
+        }
+    }
+}
+
+impl From<StopRequest> for CheckRequest {
+    fn from(stop: StopRequest) -> Self {
+        Self {
+            kind: Some(check_request::Kind::Stop(stop)),
+        }
+    }
+}
+
+impl From<Report> for CheckReply {
+    fn from(report: Report) -> Self {
+        Self {
+            kind: Some(check_reply::Kind::Report(report)),
+        }
+    }
+}
+
+/// The checker's mailbox: its sessions' messages and signals.
+#[derive(Debug)]
+pub enum CheckMsg {
+    /// A message from a sender.
+    Inbound(Inbound),
+    /// A sender's session changed.
+    Session(SessionSignal),
+}
+
+impl From<Inbound> for CheckMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<SessionSignal> for CheckMsg {
+    fn from(signal: SessionSignal) -> Self {
+        Self::Session(signal)
+    }
+}
+
+/// What one tick did to the counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// The next number in sequence.
+    InOrder,
+    /// A number not above the last accepted one: a repeat or a late arrival.
+    Duplicate,
+    /// A number beyond the next: `missing` numbers were skipped.
+    Gap {
+        /// How many numbers were skipped.
+        missing: u64,
+    },
+}
+
+/// The checker's counts, and how each tick moves them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Ticks accepted as the next in sequence (in order, or after a gap).
+    pub received: u64,
+    /// The highest tick number accepted (0: none yet).
+    pub last: u64,
+    /// Ticks whose number was not above `last`.
+    pub duplicates: u64,
+    /// Times a tick skipped ahead of `last + 1`.
+    pub gaps: u64,
+}
+
+impl Counts {
+    /// Counts tick number `n`.
+    pub fn tick(&mut self, n: u64) -> TickOutcome {
+        if n <= self.last {
+            self.duplicates += 1;
+            return TickOutcome::Duplicate;
+        }
+        let missing = n - self.last - 1;
+        self.received += 1;
+        self.last = n;
+        if missing == 0 {
+            TickOutcome::InOrder
+        } else {
+            self.gaps += 1;
+            TickOutcome::Gap { missing }
+        }
+    }
+
+    /// The counts as a [`Report`]; `last_one` marks the report sent as the checker stops.
+    pub fn report(&self, last_one: bool) -> Report {
+        Report {
+            received: self.received,
+            last: self.last,
+            duplicates: self.duplicates,
+            gaps: self.gaps,
+            r#final: last_one,
+        }
+    }
+}
+
+/// The checker's state.
+#[derive(Debug)]
+pub struct CheckState {
+    name: String,
+    counts: Counts,
+}
+
+impl CheckState {
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+}
+
+impl Actor for SeqCheck {
+    type Msg = CheckMsg;
+    type State = CheckState;
+    /// The checker's name (for logs).
+    type Arguments = String;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<CheckMsg>,
+        name: String,
+    ) -> Result<CheckState, ActorProcessingErr> {
+        Ok(CheckState {
+            name,
+            counts: Counts::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CheckMsg>,
+        message: CheckMsg,
+        state: &mut CheckState,
+    ) -> Result<(), ActorProcessingErr> {
+        let inbound = match message {
+            CheckMsg::Inbound(inbound) => inbound,
+            CheckMsg::Session(signal) => {
+                tracing::debug!(checker = %state.name, ?signal, "session signal");
+                return Ok(());
+            }
+        };
+        let kind = match inbound.decode::<CheckRequest>() {
+            Ok(CheckRequest { kind: Some(kind) }) => kind,
+            Ok(CheckRequest { kind: None }) => {
+                tracing::warn!(peer = %inbound.session().peer(), "empty check request");
+                return Ok(());
+            }
+            Err(error) => {
+                tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable check request");
+                return Ok(());
+            }
+        };
+        match kind {
+            check_request::Kind::Tick(tick) => {
+                let outcome = state.counts.tick(tick.n);
+                if outcome != TickOutcome::InOrder {
+                    tracing::debug!(checker = %state.name, n = tick.n, ?outcome, "tick out of sequence");
+                }
+            }
+            check_request::Kind::Report(ReportRequest {}) => {
+                let reply: CheckReply = state.counts.report(false).into();
+                if let Err(error) = inbound.reply(&reply) {
+                    tracing::warn!(%error, checker = %state.name, "report not sent");
+                }
+            }
+            check_request::Kind::Stop(StopRequest { reason }) => {
+                let reply: CheckReply = state.counts.report(true).into();
+                if let Err(error) = inbound.session().try_cast(reply) {
+                    tracing::warn!(%error, checker = %state.name, "final report not sent");
+                }
+                tracing::info!(checker = %state.name, %reason, counts = ?state.counts, "stopping");
+                myself.stop(Some(reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Counts, TickOutcome};
+
+    fn counted(ticks: &[u64]) -> Counts {
+        let mut counts = Counts::default();
+        for &n in ticks {
+            counts.tick(n);
+        }
+        counts
+    }
+
+    #[test]
+    fn in_order_ticks_are_all_received() {
+        let counts = counted(&[1, 2, 3, 4, 5]);
+        assert_eq!(
+            counts,
+            Counts {
+                received: 5,
+                last: 5,
+                duplicates: 0,
+                gaps: 0
+            }
+        );
+    }
+
+    #[test]
+    fn repeats_and_late_ticks_are_duplicates() {
+        let mut counts = counted(&[1, 2, 3]);
+        assert_eq!(counts.tick(3), TickOutcome::Duplicate);
+        assert_eq!(counts.tick(1), TickOutcome::Duplicate);
+        assert_eq!(counts.tick(4), TickOutcome::InOrder);
+        assert_eq!(
+            counts,
+            Counts {
+                received: 4,
+                last: 4,
+                duplicates: 2,
+                gaps: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_skip_is_one_gap_and_moves_last() {
+        let mut counts = counted(&[1, 2]);
+        assert_eq!(counts.tick(6), TickOutcome::Gap { missing: 3 });
+        assert_eq!(counts.tick(7), TickOutcome::InOrder);
+        // The skipped numbers arriving late are duplicates, not fills.
+        assert_eq!(counts.tick(4), TickOutcome::Duplicate);
+        assert_eq!(
+            counts,
+            Counts {
+                received: 4,
+                last: 7,
+                duplicates: 1,
+                gaps: 1
+            }
+        );
+    }
+
+    #[test]
+    fn first_tick_above_one_is_a_gap_and_zero_is_a_duplicate() {
+        let mut counts = Counts::default();
+        assert_eq!(counts.tick(0), TickOutcome::Duplicate);
+        assert_eq!(counts.tick(3), TickOutcome::Gap { missing: 2 });
+        assert_eq!(
+            counts,
+            Counts {
+                received: 1,
+                last: 3,
+                duplicates: 1,
+                gaps: 1
+            }
+        );
+    }
+
+    #[test]
+    fn report_carries_the_counts() {
+        let counts = counted(&[1, 3, 3]);
+        let report = counts.report(true);
+        assert_eq!(
+            (report.received, report.last, report.duplicates, report.gaps),
+            (2, 3, 1, 1)
+        );
+        assert!(report.r#final);
+        assert!(!counts.report(false).r#final);
+    }
+
+    #[test]
+    fn max_tick_does_not_overflow() {
+        let mut counts = Counts::default();
+        assert_eq!(
+            counts.tick(u64::MAX),
+            TickOutcome::Gap {
+                missing: u64::MAX - 1
+            }
+        );
+        assert_eq!(counts.tick(u64::MAX), TickOutcome::Duplicate);
+    }
+}
