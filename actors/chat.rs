@@ -223,7 +223,9 @@ impl Actor for ChatRoom {
                 state.leave(&session);
                 session.finish();
             }
-            RoomMsg::Session(SessionSignal::Closed { session, reason, .. }) => {
+            RoomMsg::Session(SessionSignal::Closed {
+                session, reason, ..
+            }) => {
                 if state.member(&session).is_some() {
                     tracing::info!(%reason, "member session closed");
                 }

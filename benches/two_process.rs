@@ -179,7 +179,9 @@ impl Actor for Sink {
     ) -> Result<(), ActorProcessingErr> {
         let mut inbound = match message {
             BenchMsg::Inbound(inbound) => inbound,
-            BenchMsg::Signal(SessionSignal::Closed(session, reason)) => {
+            BenchMsg::Signal(SessionSignal::Closed {
+                session, reason, ..
+            }) => {
                 eprintln!("sink: session {} closed: {reason}", session.id());
                 return Ok(());
             }

@@ -80,14 +80,18 @@ impl Shared {
 
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding this lock is a bug in the core; keep serving the others.
-        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the core, then wakes whoever has new work: the outbound stream when
     /// there is something to write, the driver when there are events.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R {
         let mut core = self.lock();
+        let timer_before = core.session.poll_timeout();
         let result = f(&mut core.session);
+        let rearmed = core.session.poll_timeout() != timer_before;
         let waker = if core.session.wants_transmit() || core.session.is_transmit_done() {
             core.tx_waker.take()
         } else {
@@ -98,7 +102,7 @@ impl Shared {
         if let Some(waker) = waker {
             waker.wake();
         }
-        if events {
+        if events || rearmed {
             self.wake_driver.notify_one();
         }
         result
@@ -123,7 +127,9 @@ impl Shared {
     }
 
     fn calls_lock(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<CallOutcome>>> {
-        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Why the session closed, once it has.
@@ -234,10 +240,13 @@ impl Stream for OutboundFrames {
         if core.abandoned || core.epoch != epoch {
             return Poll::Ready(None);
         }
+        let timer_before = core.session.poll_timeout();
         if let Some(frame) = core.session.poll_transmit(Instant::now()) {
+            // Sending can arm a timer (the silence deadline) the driver must sleep on.
+            let rearmed = core.session.poll_timeout() != timer_before;
             let events = core.session.has_events();
             drop(core);
-            if events {
+            if events || rearmed {
                 self.shared.wake_driver.notify_one();
             }
             return Poll::Ready(Some(frame.into()));
@@ -263,16 +272,25 @@ pub(crate) struct Attach {
     pub(crate) remote_addr: Option<SocketAddr>,
 }
 
+/// How an initiator reaches its peer again.
+pub(crate) struct Dialer {
+    pub(crate) client: DuologueClient<Channel>,
+    pub(crate) addr: String,
+    pub(crate) actor: String,
+    /// Typed handles follow this slot across a restart.
+    pub(crate) slot: Arc<SessionSlot>,
+}
+
+/// A stream to pump: its incoming half, and its first item if already read.
+pub(crate) struct StreamStart {
+    pub(crate) inbound: Streaming<pb::Frame>,
+    pub(crate) peeked: Option<Result<pb::Frame, Status>>,
+}
+
 /// Where a driver gets its next stream.
 pub(crate) enum Link {
     /// Initiator: dial the peer.
-    Dial {
-        client: DuologueClient<Channel>,
-        addr: String,
-        actor: String,
-        /// Typed handles follow this slot across a restart.
-        slot: Arc<SessionSlot>,
-    },
+    Dial(Box<Dialer>),
     /// Acceptor: wait for the node to route the peer's resume stream here (through
     /// [`Driver::attach_rx`]).
     Accept,
@@ -307,6 +325,8 @@ pub(crate) struct Driver {
     pub(crate) interrupted_at: Option<Instant>,
     /// Set when the session was lost and the policy asks for a restart.
     pub(crate) restart_after: bool,
+    /// Reconnect attempts since the last successful resume (for the backoff).
+    pub(crate) attempt: u32,
 }
 
 /// How pumping one stream ended.
@@ -316,30 +336,26 @@ enum StreamEnd {
     /// The stream is gone; the session waits for another.
     Broken,
     /// Acceptor: a new stream superseded this one.
-    Superseded(Attach),
+    Superseded(Box<Attach>),
 }
 
 impl Driver {
     /// Runs the session until it is over, from its first stream (`first`: for an
     /// acceptor, the stream it arrived on with its already-read first item).
-    pub(crate) async fn run(
-        mut self,
-        mut first: Option<(Streaming<pb::Frame>, Option<Result<pb::Frame, Status>>)>,
-    ) {
-        let mut attempt = 0u32;
+    pub(crate) async fn run(mut self, mut first: Option<StreamStart>) {
         loop {
             let next = match first.take() {
                 Some(stream) => Some(stream),
-                None => self.next_stream(&mut attempt).await,
+                None => self.next_stream().await,
             };
-            let Some((inbound, peeked)) = next else {
+            let Some(StreamStart { inbound, peeked }) = next else {
                 break;
             };
             match self.pump(inbound, peeked).await {
                 StreamEnd::Over => break,
                 StreamEnd::Broken => {}
                 StreamEnd::Superseded(attach) => {
-                    first = Some(self.attach(attach));
+                    first = Some(self.attach(*attach));
                 }
             }
             if self.shared.lock().session.is_closed() {
@@ -357,10 +373,7 @@ impl Driver {
     }
 
     /// The next stream for an interrupted session, or `None` when the session is over.
-    async fn next_stream(
-        &mut self,
-        attempt: &mut u32,
-    ) -> Option<(Streaming<pb::Frame>, Option<Result<pb::Frame, Status>>)> {
+    async fn next_stream(&mut self) -> Option<StreamStart> {
         if self.policy == SessionPolicy::Stop && self.session_ref.is_some() {
             self.shared
                 .with(|s| s.give_up("the session's policy is Stop".into()));
@@ -374,22 +387,26 @@ impl Driver {
                 self.attach_rx = Some(attach_rx);
                 received.flatten().map(|attach| self.attach(attach))
             }
-            Link::Dial { client, .. } => {
-                let client = client.clone();
+            Link::Dial(dialer) => {
+                let client = dialer.client.clone();
                 loop {
                     let first = self.session_ref.is_none();
                     if !first {
-                        let delay = backoff(*attempt, &self.config);
-                        *attempt = attempt.saturating_add(1);
+                        let delay = backoff(self.attempt, &self.config);
+                        self.attempt = self.attempt.saturating_add(1);
                         self.drive_until(tokio::time::sleep(delay)).await?;
                         self.shared
                             .with(|s| s.begin_resume(rand::random(), Instant::now()));
                     }
                     match self.dial(client.clone()).await? {
-                        Ok(inbound) => return Some((inbound, None)),
+                        Ok(inbound) => {
+                            return Some(StreamStart {
+                                inbound,
+                                peeked: None,
+                            });
+                        }
                         Err(cause) => {
-                            self.shared
-                                .with(|s| s.stream_broken(cause, Instant::now()));
+                            self.shared.with(|s| s.stream_broken(cause, Instant::now()));
                             self.handle_events();
                             if first || self.shared.lock().session.is_closed() {
                                 return None;
@@ -419,10 +436,7 @@ impl Driver {
     }
 
     /// Acceptor: takes over a stream the node routed here.
-    fn attach(
-        &mut self,
-        attach: Attach,
-    ) -> (Streaming<pb::Frame>, Option<Result<pb::Frame, Status>>) {
+    fn attach(&mut self, attach: Attach) -> StreamStart {
         self.remote_addr = attach.remote_addr.or(self.remote_addr);
         self.shared.with(|s| {
             if !s.is_interrupted() {
@@ -431,7 +445,10 @@ impl Driver {
             s.attach_stream(rand::random(), Instant::now());
         });
         self.shared.open_epoch(&attach.epoch);
-        (attach.inbound, Some(Ok(attach.hello)))
+        StreamStart {
+            inbound: attach.inbound,
+            peeked: Some(Ok(attach.hello)),
+        }
     }
 
     /// Waits for `future` while keeping the session alive: its timers, its events, node
@@ -471,7 +488,10 @@ impl Driver {
     ) -> StreamEnd {
         let mut attach_rx = self.attach_rx.take();
         let end = self.pump_with(inbound, peeked, &mut attach_rx).await;
-        self.attach_rx = attach_rx;
+        // A first stream installs the receiver while it runs (at establishment).
+        if attach_rx.is_some() {
+            self.attach_rx = attach_rx;
+        }
         end
     }
 
@@ -502,18 +522,16 @@ impl Driver {
                 if transmit_done && inbound_done {
                     return StreamEnd::Over;
                 }
-                let until = *linger_until.get_or_insert_with(|| {
-                    tokio::time::Instant::now() + self.config.close_linger
-                });
+                let until = *linger_until
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.config.close_linger);
                 if tokio::time::Instant::now() >= until {
                     return StreamEnd::Over;
                 }
             } else if !current || inbound_done {
                 // The core gave this stream up (silence, or it broke).
                 if current {
-                    self.shared.with(|s| {
-                        s.stream_broken("the stream ended".into(), Instant::now())
-                    });
+                    self.shared
+                        .with(|s| s.stream_broken("the stream ended".into(), Instant::now()));
                     self.handle_events();
                 }
                 return StreamEnd::Broken;
@@ -531,7 +549,7 @@ impl Driver {
                 }
                 () = shared.wake_driver.notified() => {}
                 Some(next) = recv_attach(attach_rx.as_mut()), if !closed => {
-                    return StreamEnd::Superseded(next);
+                    return StreamEnd::Superseded(Box::new(next));
                 }
             }
         }
@@ -592,6 +610,7 @@ impl Driver {
                         self.signal(|s| SessionSignal::Interrupted(s, cause));
                     }
                     Event::Resumed { replayed } => {
+                        self.attempt = 0;
                         let interrupted_for = self
                             .interrupted_at
                             .take()
@@ -730,7 +749,7 @@ impl Driver {
                     reason: format!("session lost: {lost}"),
                 });
             self.restart_after = self.policy == SessionPolicy::Restart
-                && matches!(self.link, Link::Dial { .. })
+                && matches!(self.link, Link::Dial(_))
                 && !self.shutdown_seen;
             let lost = lost.clone();
             self.signal(|session| {
@@ -755,9 +774,12 @@ impl Driver {
     /// `Restart`: greet the peer again with a new session and move typed handles onto it,
     /// retrying with backoff until the resume deadline or node shutdown.
     async fn restart(self) {
-        let Link::Dial { addr, actor, slot, .. } = &self.link else {
+        let Link::Dial(dialer) = &self.link else {
             return;
         };
+        let Dialer {
+            addr, actor, slot, ..
+        } = dialer.as_ref();
         let (Some(owner), Some(previous)) = (self.owner.clone(), self.session_ref.clone()) else {
             return;
         };
@@ -829,9 +851,9 @@ fn stream_failed(session: &mut Session, status: &Status, now: Instant) {
         Code::Internal if status.message().contains("decode") => {
             session.handle_malformed(FrameError::Undecodable(status.message().to_owned()));
         }
-        Code::OutOfRange | Code::ResourceExhausted => session.handle_protocol_error(
-            ProtocolError::FrameTooLarge(status.message().to_owned()),
-        ),
+        Code::OutOfRange | Code::ResourceExhausted => {
+            session.handle_protocol_error(ProtocolError::FrameTooLarge(status.message().to_owned()))
+        }
         _ => session.stream_broken(describe(status), now),
     }
 }

@@ -209,7 +209,10 @@ impl<T> SendError<T> {
     /// The message that was not sent.
     pub fn into_message(self) -> T {
         match self {
-            Self::Closed(m) | Self::NotReady(m) | Self::Full(m) | Self::TooLarge { message: m, .. } => m,
+            Self::Closed(m)
+            | Self::NotReady(m)
+            | Self::Full(m)
+            | Self::TooLarge { message: m, .. } => m,
         }
     }
 

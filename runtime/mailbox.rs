@@ -297,7 +297,9 @@ impl Drop for Escalation {
 
 impl fmt::Debug for Escalation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Escalation").field("reason", &self.reason).finish()
+        f.debug_struct("Escalation")
+            .field("reason", &self.reason)
+            .finish()
     }
 }
 

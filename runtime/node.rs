@@ -33,7 +33,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::auth::Secret;
 use crate::config::{NodeConfig, SessionPolicy};
-use crate::driver::{Attach, Driver, DriverConfig, Link, Shared};
+use crate::driver::{Attach, Dialer, Driver, DriverConfig, Link, Shared};
 use crate::error::{CloseReason, ConnectError, NodeError};
 use crate::mailbox::{Deliver, Inbound, SessionSignal};
 use crate::remote_ref::{Protocol, RemoteRef, SessionSlot};
@@ -186,6 +186,13 @@ async fn serve(node: Arc<NodeInner>, listener: tokio::net::TcpListener) {
     }
 }
 
+/// An established acceptor session a peer may resume, and where its stream goes.
+#[derive(Clone, Debug)]
+pub(crate) struct Resumable {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) attach: mpsc::Sender<Attach>,
+}
+
 /// A running node. Cheap to clone; all clones are the same node.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -205,7 +212,7 @@ pub(crate) struct NodeInner {
     events: broadcast::Sender<NodeEvent>,
     local_addr: Option<SocketAddr>,
     /// Established acceptor sessions a peer may resume, and where to route its stream.
-    resumable: Mutex<HashMap<SessionId, (Arc<Shared>, mpsc::Sender<Attach>)>>,
+    resumable: Mutex<HashMap<SessionId, Resumable>>,
     /// Sessions by the actor that owns them, to end them when it stops.
     owned: Mutex<HashMap<ActorId, Vec<Weak<Shared>>>>,
     /// Stop reasons of watched actors, for the farewell of their sessions.
@@ -432,12 +439,12 @@ impl NodeInner {
             config: self.driver_config(),
             node: self.clone(),
             policy,
-            link: Link::Dial {
+            link: Link::Dial(Box::new(Dialer {
                 client,
                 addr: addr.to_owned(),
                 actor: actor.to_owned(),
                 slot: slot.clone(),
-            },
+            })),
             attach_rx: None,
             owner: Some(owner),
             remote_addr: addr.parse().ok(),
@@ -447,6 +454,7 @@ impl NodeInner {
             shutdown_seen: false,
             interrupted_at: None,
             restart_after: false,
+            attempt: 0,
         };
         let run: futures::future::BoxFuture<'static, ()> = Box::pin(driver.run(None));
         self.shutdown.spawn(run);
@@ -468,12 +476,16 @@ impl NodeInner {
         shared: &Arc<Shared>,
     ) -> mpsc::Receiver<Attach> {
         let (tx, rx) = mpsc::channel(4);
-        lock(&self.resumable).insert(session.id(), (shared.clone(), tx));
+        let entry = Resumable {
+            shared: shared.clone(),
+            attach: tx,
+        };
+        lock(&self.resumable).insert(session.id(), entry);
         rx
     }
 
     /// The session a resume stream names, if this node has it.
-    pub(crate) fn resumable(&self, id: SessionId) -> Option<(Arc<Shared>, mpsc::Sender<Attach>)> {
+    pub(crate) fn resumable(&self, id: SessionId) -> Option<Resumable> {
         lock(&self.resumable).get(&id).cloned()
     }
 

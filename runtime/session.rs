@@ -49,7 +49,7 @@ use crate::auth::{Nonce, ProofRole, Secret, Transcript};
 use crate::error::{AuthError, CloseReason, LostReason, ProtocolError, SendError};
 use crate::wire::{
     Batch, Body, Challenge, Envelope, Frame, Goodbye, GoodbyeReason, Hello, NodeIdentity,
-    PROTOCOL_VERSION, RefuseReason, Refusal, ResumeRequest, SessionId,
+    PROTOCOL_VERSION, Refusal, RefuseReason, ResumeRequest, SessionId,
 };
 
 /// Tunables of one session. The defaults suit small messages on a LAN.
@@ -227,7 +227,15 @@ impl Session {
     ) -> Self {
         // The real id arrives with the Hello.
         let placeholder = SessionId(uuid::Uuid::nil());
-        Self::new(Role::Acceptor, config, secret, local, placeholder, nonce, now)
+        Self::new(
+            Role::Acceptor,
+            config,
+            secret,
+            local,
+            placeholder,
+            nonce,
+            now,
+        )
     }
 
     fn new(
@@ -340,7 +348,9 @@ impl Session {
 
     /// The largest payload this session may send: the smaller of both sides' limits.
     pub fn send_limit(&self) -> u64 {
-        self.config.max_message_bytes.min(self.peer_max_message_bytes)
+        self.config
+            .max_message_bytes
+            .min(self.peer_max_message_bytes)
     }
 
     /// Queues a message; returns its sequence number.
@@ -411,7 +421,10 @@ impl Session {
 
     /// Acceptor: refuse the authenticated peer (unknown actor, shutting down, limits).
     pub fn refuse(&mut self, refusal: Refusal) {
-        if matches!(self.state, State::Authenticated | State::AwaitingPeer | State::Init) {
+        if matches!(
+            self.state,
+            State::Authenticated | State::AwaitingPeer | State::Init
+        ) {
             self.control.push_back(Frame::Refuse(refusal.clone()));
             self.close(CloseReason::RefusedLocally(refusal));
         }
@@ -675,8 +688,7 @@ impl Session {
             return;
         }
         self.delivered = seq;
-        if self.peer_goodbye.is_some() || self.delivered - self.ack_sent >= self.config.ack_every
-        {
+        if self.peer_goodbye.is_some() || self.delivered - self.ack_sent >= self.config.ack_every {
             self.ack_now = true;
         } else if self.ack_due.is_none() {
             self.ack_due = Some(now + self.config.ack_delay);
@@ -689,7 +701,10 @@ impl Session {
         if let Some(frame) = self.control.pop_front() {
             return Some(frame);
         }
-        if !matches!(self.state, State::Active | State::Finishing | State::Closed(_)) {
+        if !matches!(
+            self.state,
+            State::Active | State::Finishing | State::Closed(_)
+        ) {
             return None;
         }
         if !self.queued.is_empty() {
@@ -720,10 +735,12 @@ impl Session {
         if !self.control.is_empty() {
             return true;
         }
-        matches!(self.state, State::Active | State::Finishing | State::Closed(_))
-            && (!self.queued.is_empty()
-                || (self.ack_now && self.delivered > self.ack_sent)
-                || self.local_goodbye.is_some())
+        matches!(
+            self.state,
+            State::Active | State::Finishing | State::Closed(_)
+        ) && (!self.queued.is_empty()
+            || (self.ack_now && self.delivered > self.ack_sent)
+            || self.local_goodbye.is_some())
     }
 
     /// Whether `poll_event` has something.
@@ -794,7 +811,9 @@ impl Session {
 
     fn on_resume_hello(&mut self, hello: Hello) {
         let from_same_peer = self.established_peer.as_ref() == Some(&hello.from);
-        let Some(resume) = hello.resume.filter(|_| from_same_peer && hello.session_id == self.id)
+        let Some(resume) = hello
+            .resume
+            .filter(|_| from_same_peer && hello.session_id == self.id)
         else {
             // Someone else's stream: refuse it, and keep waiting for the real peer.
             self.control.push_back(Frame::Refuse(Refusal {
@@ -832,9 +851,9 @@ impl Session {
         self.peer = Some(challenge.from.clone());
         self.peer_nonce = Some(challenge.nonce);
         self.peer_max_message_bytes = challenge.max_message_bytes;
-        let verdict =
-            self.transcript()
-                .verify(&self.secret, ProofRole::Acceptor, &challenge.proof);
+        let verdict = self
+            .transcript()
+            .verify(&self.secret, ProofRole::Acceptor, &challenge.proof);
         if let Err(error) = verdict {
             if resuming {
                 self.control.push_back(auth_refusal());
@@ -1115,6 +1134,6 @@ fn state_name(state: &State) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod resume_tests;
+#[cfg(test)]
+mod tests;

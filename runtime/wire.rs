@@ -472,9 +472,7 @@ impl From<Frame> for pb::Frame {
                 max_message_bytes: h.max_message_bytes,
                 resume: h.resume.map(|r| pb::ResumeRequest {
                     last_received: r.last_received,
-                    acceptor_incarnation: Bytes::copy_from_slice(
-                        r.acceptor_incarnation.as_bytes(),
-                    ),
+                    acceptor_incarnation: Bytes::copy_from_slice(r.acceptor_incarnation.as_bytes()),
                 }),
             }),
             Frame::Challenge(c) => Kind::Challenge(pb::Challenge {

@@ -277,3 +277,80 @@ pub fn closed_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// What a recorder heard, with when.
+#[derive(Debug)]
+pub enum Heard {
+    Message {
+        type_url: String,
+        payload: bytes::Bytes,
+    },
+    Signal(SessionSignal),
+}
+
+/// Records every message and signal it gets, with the instant it got it.
+pub struct Recorder;
+
+impl Actor for Recorder {
+    type Msg = ProbeMsg;
+    type State = mpsc::UnboundedSender<(Instant, Heard)>;
+    type Arguments = mpsc::UnboundedSender<(Instant, Heard)>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<ProbeMsg>,
+        heard: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(heard)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ProbeMsg>,
+        message: ProbeMsg,
+        heard: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let item = match message {
+            ProbeMsg::Inbound(inbound) => Heard::Message {
+                type_url: inbound.type_url().to_owned(),
+                payload: inbound.payload().clone(),
+            },
+            ProbeMsg::Signal(signal) => Heard::Signal(signal),
+        };
+        let _ = heard.send((Instant::now(), item));
+        Ok(())
+    }
+}
+
+/// Starts a recorder; returns it with what it hears.
+pub async fn recorder() -> (
+    ActorRef<ProbeMsg>,
+    mpsc::UnboundedReceiver<(Instant, Heard)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (actor, _) = Actor::spawn(None, Recorder, tx)
+        .await
+        .expect("recorder starts");
+    (actor, rx)
+}
+
+/// The next signal a recorder heard that `pick` accepts (skipping messages and other
+/// signals), with when, within `wait`.
+pub async fn signal_where<T>(
+    heard: &mut mpsc::UnboundedReceiver<(Instant, Heard)>,
+    wait: Duration,
+    mut pick: impl FnMut(SessionSignal) -> Option<T>,
+) -> (Instant, T) {
+    tokio::time::timeout(wait, async {
+        loop {
+            let (at, item) = heard.recv().await.expect("recorder alive");
+            if let Heard::Signal(signal) = item
+                && let Some(found) = pick(signal)
+            {
+                return (at, found);
+            }
+        }
+    })
+    .await
+    .expect("the signal within the wait bound")
+}

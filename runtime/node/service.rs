@@ -9,8 +9,8 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::driver::{Attach, Driver, Link, OutboundFrames, Shared};
-use crate::node::NodeInner;
+use crate::driver::{Attach, Driver, Link, OutboundFrames, Shared, StreamStart};
+use crate::node::{NodeInner, Resumable};
 use crate::session::Session;
 use crate::wire::{SessionId, pb};
 
@@ -42,7 +42,7 @@ impl pb::duologue_server::Duologue for Service {
         let first = tokio::time::timeout(timeout, inbound.message()).await.ok();
         if let Some(Ok(Some(hello))) = &first
             && let Some(id) = resumed_session(hello)
-            && let Some((shared, attach)) = node.resumable(id)
+            && let Some(Resumable { shared, attach }) = node.resumable(id)
         {
             let (outbound, epoch) = OutboundFrames::pending(shared);
             let hello = hello.clone();
@@ -83,6 +83,7 @@ impl pb::duologue_server::Duologue for Service {
             shutdown_seen: false,
             interrupted_at: None,
             restart_after: false,
+            attempt: 0,
         };
         let peeked = match first {
             Some(Ok(Some(frame))) => Some(Ok(frame)),
@@ -90,7 +91,8 @@ impl pb::duologue_server::Duologue for Service {
             // The stream ended at once, or the peer stayed silent.
             Some(Ok(None)) | None => None,
         };
-        node.shutdown.spawn(driver.run(Some((inbound, peeked))));
+        node.shutdown
+            .spawn(driver.run(Some(StreamStart { inbound, peeked })));
         Ok(Response::new(Box::pin(outbound.map(Ok))))
     }
 }

@@ -138,7 +138,9 @@ impl Harness {
         };
         from.flush(self.now);
         for _ in 0..n {
-            let Some(frame) = from.wire.pop_front() else { break };
+            let Some(frame) = from.wire.pop_front() else {
+                break;
+            };
             to.session.handle_frame(frame, self.now);
         }
         self.a.events(self.now);
@@ -178,8 +180,12 @@ impl Harness {
     /// Opens a new stream and resumes on it.
     fn reconnect(&mut self) {
         self.nonce = self.nonce.wrapping_add(2);
-        self.a.session.begin_resume([self.nonce; NONCE_LEN], self.now);
-        self.b.session.attach_stream([self.nonce + 1; NONCE_LEN], self.now);
+        self.a
+            .session
+            .begin_resume([self.nonce; NONCE_LEN], self.now);
+        self.b
+            .session
+            .attach_stream([self.nonce + 1; NONCE_LEN], self.now);
     }
 
     fn advance(&mut self, by: Duration) {
@@ -231,7 +237,10 @@ fn a_failed_resume_attempt_can_be_retried() {
     h.reconnect();
     h.deliver(true, 1); // the resume Hello arrives, then the new stream breaks too
     h.cut();
-    assert_eq!(h.a.interrupted, 1, "a failed attempt is not a new interruption");
+    assert_eq!(
+        h.a.interrupted, 1,
+        "a failed attempt is not a new interruption"
+    );
     h.reconnect();
     h.settle();
     assert_eq!(h.b.delivered, numbers(10));
@@ -253,9 +262,15 @@ fn no_resume_before_the_deadline_loses_the_session_with_the_unconfirmed() {
     h.cut();
     h.advance(config.resume_timeout);
     let (reason, unconfirmed) = h.a.closed.clone().expect("lost");
-    assert!(matches!(reason, CloseReason::Lost(LostReason::ResumeDeadline { .. })), "{reason:?}");
+    assert!(
+        matches!(reason, CloseReason::Lost(LostReason::ResumeDeadline { .. })),
+        "{reason:?}"
+    );
     assert_eq!(unconfirmed, vec![6, 7, 8]);
-    assert!(matches!(h.b.closed, Some((CloseReason::Lost(LostReason::ResumeDeadline { .. }), _))));
+    assert!(matches!(
+        h.b.closed,
+        Some((CloseReason::Lost(LostReason::ResumeDeadline { .. }), _))
+    ));
 }
 
 #[test]
@@ -286,7 +301,10 @@ fn a_restarted_peer_loses_the_session_with_the_unconfirmed() {
         })
     );
     assert_eq!(unconfirmed, numbers(4));
-    assert!(h.b.delivered.is_empty(), "nothing reached the new incarnation");
+    assert!(
+        h.b.delivered.is_empty(),
+        "nothing reached the new incarnation"
+    );
 }
 
 #[test]
@@ -327,10 +345,16 @@ fn a_full_window_refuses_while_up_and_loses_while_interrupted() {
     }
     assert!(matches!(h.a.session.send(body(9)), Err(SendError::Full(_))));
     h.cut();
-    assert!(!h.a.send(), "the ninth overflows the window while interrupted");
+    assert!(
+        !h.a.send(),
+        "the ninth overflows the window while interrupted"
+    );
     h.a.events(h.now);
     let (reason, unconfirmed) = h.a.closed.clone().expect("lost");
-    assert!(matches!(reason, CloseReason::Lost(LostReason::WindowExceeded { messages: 8, .. })));
+    assert!(matches!(
+        reason,
+        CloseReason::Lost(LostReason::WindowExceeded { messages: 8, .. })
+    ));
     assert_eq!(unconfirmed, numbers(8));
 }
 
@@ -367,8 +391,14 @@ fn finishing_survives_a_cut() {
     h.advance(Duration::from_millis(10));
     h.settle();
     assert_eq!(h.b.delivered, vec![1]);
-    assert_eq!(h.a.closed.as_ref().map(|c| &c.0), Some(&CloseReason::Finished));
-    assert_eq!(h.b.closed.as_ref().map(|c| &c.0), Some(&CloseReason::Finished));
+    assert_eq!(
+        h.a.closed.as_ref().map(|c| &c.0),
+        Some(&CloseReason::Finished)
+    );
+    assert_eq!(
+        h.b.closed.as_ref().map(|c| &c.0),
+        Some(&CloseReason::Finished)
+    );
 }
 
 /// One step of a random schedule.

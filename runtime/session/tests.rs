@@ -193,13 +193,16 @@ fn wrong_secret_is_an_auth_error_on_both_sides() {
 fn no_data_is_accepted_before_authentication() {
     let mut pair = Pair::new();
     // Skip the handshake: hand the acceptor a batch right away.
-    pair.acceptor.handle_frame(Frame::Batch(Batch {
-        ack: 0,
-        envelopes: vec![Envelope {
-            seq: 1,
-            body: cast("sneaky"),
-        }],
-    }), pair.now);
+    pair.acceptor.handle_frame(
+        Frame::Batch(Batch {
+            ack: 0,
+            envelopes: vec![Envelope {
+                seq: 1,
+                body: cast("sneaky"),
+            }],
+        }),
+        pair.now,
+    );
     assert!(matches!(
         pair.acceptor.state(),
         State::Closed(CloseReason::Protocol(ProtocolError::UnexpectedFrame {
@@ -207,7 +210,10 @@ fn no_data_is_accepted_before_authentication() {
             ..
         }))
     ));
-    assert!(matches!(pair.acceptor.poll_event(), Some(Event::Closed(..))));
+    assert!(matches!(
+        pair.acceptor.poll_event(),
+        Some(Event::Closed(..))
+    ));
     assert!(matches!(
         pair.acceptor.poll_transmit(pair.now),
         Some(Frame::Refuse(_))
@@ -341,13 +347,16 @@ fn end_tells_the_peer_why() {
 #[test]
 fn sequence_gap_is_a_protocol_error_reported_to_the_peer() {
     let mut pair = Pair::established();
-    pair.acceptor.handle_frame(Frame::Batch(Batch {
-        ack: 0,
-        envelopes: vec![Envelope {
-            seq: 2,
-            body: cast("skipped one"),
-        }],
-    }), pair.now);
+    pair.acceptor.handle_frame(
+        Frame::Batch(Batch {
+            ack: 0,
+            envelopes: vec![Envelope {
+                seq: 2,
+                body: cast("skipped one"),
+            }],
+        }),
+        pair.now,
+    );
     pair.drive();
     assert_eq!(
         pair.closed.1,

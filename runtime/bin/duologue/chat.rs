@@ -165,7 +165,10 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
 }
 
 /// Joins again after a loss, retrying until the join timeout.
-async fn rejoin(node: &Node, args: &ChatArgs) -> Result<duologue::actors::chat::Joined, (u8, String)> {
+async fn rejoin(
+    node: &Node,
+    args: &ChatArgs,
+) -> Result<duologue::actors::chat::Joined, (u8, String)> {
     let deadline = tokio::time::Instant::now() + args.timeout;
     loop {
         match join(node, &args.peer, &args.room, &args.user, args.timeout).await {
@@ -178,7 +181,9 @@ async fn rejoin(node: &Node, args: &ChatArgs) -> Result<duologue::actors::chat::
                 );
                 return Ok(joined);
             }
-            Err(error) if tokio::time::Instant::now() >= deadline => return Err(join_failure(error)),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(join_failure(error));
+            }
             Err(error) => {
                 eprintln!("rejoin failed, retrying: {error}");
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -79,7 +79,9 @@ fn policy(text: &str) -> Result<SessionPolicy, String> {
         "restart" => Ok(SessionPolicy::Restart),
         "escalate" => Ok(SessionPolicy::Escalate),
         "stop" => Ok(SessionPolicy::Stop),
-        other => Err(format!("{other:?}: expected resume, restart, escalate or stop")),
+        other => Err(format!(
+            "{other:?}: expected resume, restart, escalate or stop"
+        )),
     }
 }
 

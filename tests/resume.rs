@@ -1,0 +1,266 @@
+//! A broken stream is a state: real node processes on 127.0.0.1, a fault-injecting proxy
+//! cutting connections mid-transfer, a peer frozen with SIGSTOP, a peer killed and
+//! restarted, and a target actor that stops. The sequence checker on the far node counts
+//! every tick it receives, so "exactly once, in order" is checked where it matters.
+
+mod proxy;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use duologue::actors::seq_check::SeqCheck;
+use duologue::actors::seq_check::proto::{
+    CheckReply, CheckRequest, Report, ReportRequest, StopRequest, Tick, check_reply, check_request,
+};
+use duologue::config::SessionPolicy;
+use duologue::error::LostReason;
+use duologue::local_cluster::{NodeProcess, SecretDir};
+use duologue::{GoodbyeReason, Node, RemoteRef, SessionSignal};
+use nix::sys::signal::Signal;
+use proxy::FaultProxy;
+use support::*;
+
+/// Starts a node process hosting the sequence checker `check`.
+async fn checker(secrets: &SecretDir, listen: &str) -> NodeProcess {
+    NodeProcess::start(
+        &duologue_exe(),
+        "far",
+        &[
+            "--listen".into(),
+            listen.into(),
+            "--secret-file".into(),
+            secrets.secret().display().to_string(),
+            "--actor".into(),
+            "seq-check:check".into(),
+        ],
+        WAIT,
+    )
+    .await
+    .expect("checker node starts")
+}
+
+/// A node in this process that shares the secret.
+async fn near(secrets: &SecretDir) -> Node {
+    let secret = std::fs::read_to_string(secrets.secret()).unwrap();
+    dialling_node("near", &secret).await
+}
+
+fn tick(n: u64) -> Tick {
+    Tick {
+        n,
+        filler: bytes::Bytes::from_static(&[0x5a; 32]),
+    }
+}
+
+async fn report(check: &RemoteRef<SeqCheck>) -> Report {
+    match check.call(ReportRequest {}, Duration::from_secs(60)).await {
+        Ok(CheckReply {
+            kind: Some(check_reply::Kind::Report(report)),
+        }) => report,
+        other => panic!("no report: {other:?}"),
+    }
+}
+
+async fn send_ticks(check: &RemoteRef<SeqCheck>, numbers: std::ops::RangeInclusive<u64>) {
+    for n in numbers {
+        if let Err(error) = check.cast(tick(n)).await {
+            let reason = check.closed().await;
+            panic!("tick {n} refused ({error}): the session closed: {reason}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_through_repeated_cuts_arrives_exactly_once_in_order() {
+    const TICKS: u64 = 100_000;
+    let secrets = SecretDir::create().unwrap();
+    let far = checker(&secrets, "127.0.0.1:0").await;
+    let proxy = FaultProxy::start(far.addr).await.unwrap();
+    // About 5 MB cross the proxy: that is a cut every few thousand ticks.
+    proxy.cut_every(256 * 1024);
+    let node = near(&secrets).await;
+    let (owner, mut heard) = recorder().await;
+    let check: RemoteRef<SeqCheck> = node
+        .connect(&proxy.addr().to_string(), "check", &owner)
+        .await
+        .unwrap();
+
+    send_ticks(&check, 1..=TICKS).await;
+    let report = report(&check).await;
+
+    assert_eq!(
+        (report.received, report.last, report.duplicates, report.gaps),
+        (TICKS, TICKS, 0, 0),
+        "{report:?}"
+    );
+    let cuts = proxy.cuts();
+    let (mut interrupted, mut resumed) = (0, 0);
+    while let Ok((_, item)) = heard.try_recv() {
+        match item {
+            Heard::Signal(SessionSignal::Interrupted(..)) => interrupted += 1,
+            Heard::Signal(SessionSignal::Resumed(..)) => resumed += 1,
+            Heard::Signal(other) => panic!("unexpected {other:?}"),
+            Heard::Message { .. } => {}
+        }
+    }
+    eprintln!("{TICKS} ticks, {cuts} cuts, {interrupted} interruptions, {resumed} resumes");
+    assert!(cuts >= 10, "only {cuts} cuts");
+    assert!(
+        interrupted >= 1 && resumed == interrupted,
+        "{interrupted} / {resumed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_peer_interrupts_then_resumes_with_nothing_lost() {
+    let secrets = SecretDir::create().unwrap();
+    let far = checker(&secrets, "127.0.0.1:0").await;
+    let node = near(&secrets).await;
+    let (owner, mut heard) = recorder().await;
+    let check: RemoteRef<SeqCheck> = node
+        .connect(&far.addr.to_string(), "check", &owner)
+        .await
+        .unwrap();
+    send_ticks(&check, 1..=1000).await;
+    assert_eq!(report(&check).await.received, 1000);
+
+    far.child.signal(Signal::SIGSTOP).unwrap();
+    let frozen = Instant::now();
+    send_ticks(&check, 1001..=2000).await;
+    let (at, _) = signal_where(&mut heard, WAIT, |s| {
+        matches!(s, SessionSignal::Interrupted(..)).then_some(())
+    })
+    .await;
+    let detected = at - frozen;
+    far.child.signal(Signal::SIGCONT).unwrap();
+    let (_, resumption) = signal_where(&mut heard, 3 * WAIT, |s| match s {
+        SessionSignal::Resumed(_, resumption) => Some(resumption),
+        _ => None,
+    })
+    .await;
+
+    eprintln!(
+        "detected in {detected:?}; resumed after {:?}",
+        resumption.interrupted_for
+    );
+    // The defaults promise about 3 s; the bound leaves room for a loaded machine.
+    assert!(
+        detected < Duration::from_secs(6),
+        "detected after {detected:?}"
+    );
+    let report = report(&check).await;
+    assert_eq!(
+        (report.received, report.duplicates, report.gaps),
+        (2000, 0, 0),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_loses_the_session_then_restart_greets_the_new_one() {
+    let secrets = SecretDir::create().unwrap();
+    let mut far = checker(&secrets, "127.0.0.1:0").await;
+    let addr = far.addr.to_string();
+    let node = near(&secrets).await;
+    let (owner, mut heard) = recorder().await;
+    let check: RemoteRef<SeqCheck> = node
+        .connect_with(&addr, "check", &owner, SessionPolicy::Restart)
+        .await
+        .unwrap();
+    let first = check.session();
+    send_ticks(&check, 1..=100).await;
+    assert_eq!(report(&check).await.received, 100);
+
+    far.child.signal(Signal::SIGKILL).unwrap();
+    far.child.wait(WAIT).await.unwrap();
+    signal_where(&mut heard, WAIT, |s| {
+        matches!(s, SessionSignal::Interrupted(..)).then_some(())
+    })
+    .await;
+    send_ticks(&check, 101..=150).await;
+    let _far = checker(&secrets, &addr).await;
+
+    let (_, (reason, unconfirmed)) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some((lost.reason.clone(), lost.unconfirmed.clone())),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(reason, LostReason::PeerRestarted { .. }),
+        "{reason:?}"
+    );
+    let numbers: Vec<u64> = unconfirmed
+        .iter()
+        .map(|u| match u.decode::<CheckRequest>().unwrap().kind {
+            Some(check_request::Kind::Tick(t)) => t.n,
+            other => panic!("not a tick: {other:?}"),
+        })
+        .collect();
+    assert_eq!(numbers.last(), Some(&150), "{numbers:?}");
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    assert!(
+        numbers.first().is_some_and(|&n| n <= 101),
+        "ticks sent after the kill come back"
+    );
+
+    signal_where(&mut heard, WAIT, |s| {
+        matches!(s, SessionSignal::Restarted { .. }).then_some(())
+    })
+    .await;
+    let second = check.session();
+    assert_ne!(second.id(), first.id());
+    assert_ne!(second.peer().incarnation, first.peer().incarnation);
+    assert_eq!(
+        report(&check).await.received,
+        0,
+        "a fresh checker behind the same handle"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_target_says_why_after_its_last_messages() {
+    let secrets = SecretDir::create().unwrap();
+    let far = checker(&secrets, "127.0.0.1:0").await;
+    let node = near(&secrets).await;
+    let (owner, mut heard) = recorder().await;
+    let check: RemoteRef<SeqCheck> = node
+        .connect(&far.addr.to_string(), "check", &owner)
+        .await
+        .unwrap();
+    send_ticks(&check, 1..=10).await;
+
+    check
+        .cast(StopRequest {
+            reason: "maintenance window".into(),
+        })
+        .await
+        .unwrap();
+
+    let (_, last) = tokio::time::timeout(WAIT, heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match last {
+        Heard::Message { type_url, payload } => {
+            assert_eq!(type_url, <CheckReply as prost::Name>::type_url());
+            let reply = <CheckReply as prost::Message>::decode(payload).unwrap();
+            let Some(check_reply::Kind::Report(report)) = reply.kind else {
+                panic!("not a report")
+            };
+            assert!(report.r#final && report.received == 10, "{report:?}");
+        }
+        Heard::Signal(signal) => panic!("the final report must come first, got {signal:?}"),
+    }
+    let (_, reason) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
+        _ => None,
+    })
+    .await;
+    match reason {
+        LostReason::PeerEnded(goodbye) => {
+            assert_eq!(goodbye.reason, GoodbyeReason::ActorStopped);
+            assert_eq!(goodbye.detail, "maintenance window");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
