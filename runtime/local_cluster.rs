@@ -1,5 +1,10 @@
-//! Starting node processes on this machine: what the demo, the cross-process tests and
-//! the benches share. Every child is killed when its guard drops, on every exit path.
+//! Starting node processes on this machine, and breaking the connections between them:
+//! what the demo, the cross-process tests, the examples and the benches share. Every
+//! child is killed when its guard drops, on every exit path.
+
+mod fault_proxy;
+
+pub use fault_proxy::FaultProxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

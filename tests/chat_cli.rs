@@ -182,3 +182,89 @@ async fn unreachable_peer_exits_nonzero_with_one_clear_line() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("cannot reach"), "{lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_prints_interruptions_and_resumes_and_loses_nothing() {
+    let secrets = SecretDir::create().unwrap();
+    let hub = room_node(&secrets).await;
+    let proxy = duologue::local_cluster::FaultProxy::start(hub.addr)
+        .await
+        .unwrap();
+    let mut ann = member("ann", &proxy.addr().to_string(), "lobby", secrets.secret());
+    ann.stderr_until("joined", WAIT).await.unwrap();
+    let mut ben = member("ben", &hub.addr.to_string(), "lobby", secrets.secret());
+    ben.stderr_until("joined", WAIT).await.unwrap();
+    say(&mut ann, "before the cut").await;
+    assert_eq!(hears(&mut ben).await, "ann: before the cut");
+
+    proxy.cut_all();
+
+    ann.stderr_until("session interrupted", WAIT).await.unwrap();
+    ann.stderr_until("session resumed", WAIT).await.unwrap();
+    say(&mut ann, "after the cut").await;
+    assert_eq!(hears(&mut ben).await, "ann: after the cut");
+    ann.close_stdin();
+    let left = ann.stderr_until("left", WAIT).await.unwrap();
+    assert!(left.contains("2 messages sent, 2 acked"), "{left}");
+    assert_eq!(ann.wait(WAIT).await.unwrap(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_exits_nonzero_unless_asked_to_rejoin() {
+    let secrets = SecretDir::create().unwrap();
+    let mut hub = room_node(&secrets).await;
+    let addr = hub.addr.to_string();
+    let mut ann = member("ann", &addr, "lobby", secrets.secret());
+    ann.stderr_until("joined", WAIT).await.unwrap();
+    let mut cat = ChildGuard::spawn(
+        "cat",
+        &duologue_exe(),
+        &[
+            "chat",
+            "--peer",
+            &addr,
+            "--room",
+            "lobby",
+            "--user",
+            "cat",
+            "--rejoin",
+            "--secret-file",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([secrets.secret().display().to_string()])
+        .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    cat.stderr_until("joined", WAIT).await.unwrap();
+
+    // The room's node dies and comes back on the same address: a new incarnation.
+    hub.child.signal(Signal::SIGKILL).unwrap();
+    hub.child.wait(WAIT).await.unwrap();
+    let _hub = NodeProcess::start(
+        &duologue_exe(),
+        "hub",
+        &[
+            "--listen".into(),
+            addr.clone(),
+            "--secret-file".into(),
+            secrets.secret().display().to_string(),
+            "--actor".into(),
+            "chat-room:lobby".into(),
+        ],
+        WAIT,
+    )
+    .await
+    .unwrap();
+
+    let lost = ann.stderr_until("session lost", WAIT).await.unwrap();
+    assert!(lost.contains("restarted"), "{lost}");
+    assert_eq!(ann.wait(WAIT).await.unwrap(), Some(1));
+    cat.stderr_until("session lost", WAIT).await.unwrap();
+    cat.stderr_until("rejoined lobby", WAIT).await.unwrap();
+    say(&mut cat, "back again").await;
+    cat.close_stdin();
+    let left = cat.stderr_until("left", WAIT).await.unwrap();
+    assert!(left.contains("1 messages sent, 1 acked"), "{left}");
+    assert_eq!(cat.wait(WAIT).await.unwrap(), Some(0));
+}

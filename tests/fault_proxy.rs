@@ -2,12 +2,10 @@
 //! ways, cuts close both sides and are counted, `cut_every` passes exactly its budget,
 //! and the blackhole holds bytes back until it is lifted.
 
-mod proxy;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proxy::FaultProxy;
+use duologue::local_cluster::FaultProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;

@@ -3,7 +3,6 @@
 //! restarted, and a target actor that stops. The sequence checker on the far node counts
 //! every tick it receives, so "exactly once, in order" is checked where it matters.
 
-mod proxy;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -14,10 +13,10 @@ use duologue::actors::seq_check::proto::{
 };
 use duologue::config::SessionPolicy;
 use duologue::error::LostReason;
+use duologue::local_cluster::FaultProxy;
 use duologue::local_cluster::{NodeProcess, SecretDir};
 use duologue::{GoodbyeReason, Node, RemoteRef, SessionSignal};
 use nix::sys::signal::Signal;
-use proxy::FaultProxy;
 use support::*;
 
 /// Starts a node process hosting the sequence checker `check`.

@@ -8,9 +8,7 @@
 //!                   │ set_blackhole()  accept, but forward nothing while on
 //! ```
 //!
-//! Included by test files with `mod proxy;`; not a test target of its own.
-
-#![allow(dead_code, unreachable_pub)]
+//! Used by the resume tests and `examples/resume.rs`. Loopback only.
 
 use std::collections::HashMap;
 use std::io;

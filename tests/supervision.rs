@@ -1,0 +1,187 @@
+//! What a session's policy does with a broken stream: `Stop` gives up at once,
+//! `Escalate` stops the owner (so its ractor supervisor decides) once it has seen the
+//! loss, and `Resume` carries sessions opened from either end across cuts.
+
+mod support;
+
+use std::time::Duration;
+
+use duologue::config::SessionPolicy;
+use duologue::error::LostReason;
+use duologue::local_cluster::FaultProxy;
+use duologue::{Node, NodeConfig, RemoteRef, Secret, SessionConfig, SessionSignal};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use support::*;
+use tokio::sync::mpsc;
+
+async fn node_with(name: &str, listen: bool, resume_timeout: Duration) -> Node {
+    let config = NodeConfig {
+        name: name.into(),
+        listen: listen.then(|| "127.0.0.1:0".parse().unwrap()),
+        session: SessionConfig {
+            resume_timeout,
+            ..SessionConfig::default()
+        },
+        ..NodeConfig::default()
+    };
+    Node::builder()
+        .config(config)
+        .secret(Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stop_policy_loses_the_session_at_the_first_break() {
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    let proxy = FaultProxy::start(server.node.local_addr().unwrap())
+        .await
+        .unwrap();
+    let client = dialling_node("client", SECRET).await;
+    let (owner, mut heard) = recorder().await;
+    let remote: RemoteRef<PingPong> = client
+        .connect_with(
+            &proxy.addr().to_string(),
+            "probe",
+            &owner,
+            SessionPolicy::Stop,
+        )
+        .await
+        .unwrap();
+    remote.cast(Ping { n: 1, body: vec![] }).await.unwrap();
+
+    proxy.cut_all();
+
+    let (_, reason) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(reason, LostReason::NotResumed(_)), "{reason:?}");
+}
+
+/// Forwards the stop reasons of the actors it supervises.
+struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = ();
+    type State = mpsc::UnboundedSender<Option<String>>;
+    type Arguments = mpsc::UnboundedSender<Option<String>>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<()>,
+        tx: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(tx)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<()>,
+        event: SupervisionEvent,
+        tx: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorTerminated(_, _, reason) = event {
+            let _ = tx.send(reason);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn escalate_policy_stops_the_owner_after_it_saw_the_loss() {
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    let proxy = FaultProxy::start(server.node.local_addr().unwrap())
+        .await
+        .unwrap();
+    let client = node_with("client", false, Duration::from_millis(300)).await;
+    let (stops_tx, mut stops) = mpsc::unbounded_channel();
+    let (supervisor, _) = Actor::spawn(None, Supervisor, stops_tx).await.unwrap();
+    let (heard_tx, mut heard) = mpsc::unbounded_channel();
+    let (owner, _) = Actor::spawn_linked(None, Recorder, heard_tx, supervisor.get_cell())
+        .await
+        .unwrap();
+    let _remote: RemoteRef<PingPong> = client
+        .connect_with(
+            &proxy.addr().to_string(),
+            "probe",
+            &owner,
+            SessionPolicy::Escalate,
+        )
+        .await
+        .unwrap();
+
+    // Resumes reach the proxy but never the server: the deadline passes.
+    proxy.set_blackhole(true);
+    proxy.cut_all();
+
+    let (_, reason) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(reason, LostReason::ResumeDeadline { .. }),
+        "{reason:?}"
+    );
+    let stopped = next(&mut stops).await.expect("a stop reason");
+    assert!(stopped.starts_with("session lost"), "{stopped}");
+}
+
+#[tokio::test]
+async fn sessions_opened_from_either_end_resume_across_cuts() {
+    let a = served_probe(listening_node("a", SECRET).await).await;
+    let b = served_probe(listening_node("b", SECRET).await).await;
+    let a_to_b_proxy = FaultProxy::start(b.node.local_addr().unwrap())
+        .await
+        .unwrap();
+    let b_to_a_proxy = FaultProxy::start(a.node.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (owner_a, _) = probe().await;
+    let (owner_b, _) = probe().await;
+    let a_to_b: RemoteRef<PingPong> = a
+        .node
+        .connect(&a_to_b_proxy.addr().to_string(), "probe", &owner_a)
+        .await
+        .unwrap();
+    let b_to_a: RemoteRef<PingPong> = b
+        .node
+        .connect(&b_to_a_proxy.addr().to_string(), "probe", &owner_b)
+        .await
+        .unwrap();
+    let (mut at_a, mut at_b) = (a.seen, b.seen);
+
+    for n in 1..=300 {
+        a_to_b.cast(Ping { n, body: vec![] }).await.unwrap();
+        b_to_a.cast(Ping { n, body: vec![] }).await.unwrap();
+        if n % 100 == 0 {
+            a_to_b_proxy.cut_all();
+            b_to_a_proxy.cut_all();
+        }
+    }
+
+    for n in 1..=300 {
+        assert_eq!(next_ping(&mut at_b).await.0, n, "a's session to b");
+        assert_eq!(next_ping(&mut at_a).await.0, n, "b's session to a");
+    }
+    // The calls need a live stream: they prove both sessions resumed.
+    assert_eq!(
+        a_to_b
+            .call(Ping { n: 7, body: vec![] }, WAIT)
+            .await
+            .unwrap()
+            .n,
+        7
+    );
+    assert_eq!(
+        b_to_a
+            .call(Ping { n: 8, body: vec![] }, WAIT)
+            .await
+            .unwrap()
+            .n,
+        8
+    );
+}
