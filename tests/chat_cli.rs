@@ -10,10 +10,16 @@ use support::*;
 use tokio::io::AsyncWriteExt;
 
 async fn room_node(secrets: &SecretDir) -> NodeProcess {
+    room_node_on(secrets, "127.0.0.1:0").await
+}
+
+async fn room_node_on(secrets: &SecretDir, listen: &str) -> NodeProcess {
     NodeProcess::start(
         &duologue_exe(),
         "hub",
         &[
+            "--listen".into(),
+            listen.into(),
             "--secret-file".into(),
             secrets.secret().display().to_string(),
             "--actor".into(),
@@ -241,21 +247,7 @@ async fn a_lost_session_exits_nonzero_unless_asked_to_rejoin() {
     // The room's node dies and comes back on the same address: a new incarnation.
     hub.child.signal(Signal::SIGKILL).unwrap();
     hub.child.wait(WAIT).await.unwrap();
-    let _hub = NodeProcess::start(
-        &duologue_exe(),
-        "hub",
-        &[
-            "--listen".into(),
-            addr.clone(),
-            "--secret-file".into(),
-            secrets.secret().display().to_string(),
-            "--actor".into(),
-            "chat-room:lobby".into(),
-        ],
-        WAIT,
-    )
-    .await
-    .unwrap();
+    let _hub = room_node_on(&secrets, &addr).await;
 
     let lost = ann.stderr_until("session lost", WAIT).await.unwrap();
     assert!(lost.contains("restarted"), "{lost}");

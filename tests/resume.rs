@@ -44,6 +44,28 @@ async fn near(secrets: &SecretDir) -> Node {
     dialling_node("near", &secret).await
 }
 
+/// A checker node process, and a session to its checker from this process.
+struct Checked {
+    far: NodeProcess,
+    _node: Node,
+    heard: tokio::sync::mpsc::UnboundedReceiver<(Instant, Heard)>,
+    check: RemoteRef<SeqCheck>,
+}
+
+/// Starts a checker and connects to it, through `via` when given.
+async fn checked(secrets: &SecretDir, via: impl FnOnce(std::net::SocketAddr) -> String) -> Checked {
+    let far = checker(secrets, "127.0.0.1:0").await;
+    let node = near(secrets).await;
+    let (owner, heard) = recorder().await;
+    let check = node.connect(&via(far.addr), "check", &owner).await.unwrap();
+    Checked {
+        far,
+        _node: node,
+        heard,
+        check,
+    }
+}
+
 fn tick(n: u64) -> Tick {
     Tick {
         n,
@@ -113,13 +135,12 @@ async fn a_transfer_through_repeated_cuts_arrives_exactly_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_peer_interrupts_then_resumes_with_nothing_lost() {
     let secrets = SecretDir::create().unwrap();
-    let far = checker(&secrets, "127.0.0.1:0").await;
-    let node = near(&secrets).await;
-    let (owner, mut heard) = recorder().await;
-    let check: RemoteRef<SeqCheck> = node
-        .connect(&far.addr.to_string(), "check", &owner)
-        .await
-        .unwrap();
+    let Checked {
+        far,
+        mut heard,
+        check,
+        ..
+    } = checked(&secrets, |a| a.to_string()).await;
     send_ticks(&check, 1..=1000).await;
     assert_eq!(report(&check).await.received, 1000);
 
@@ -219,13 +240,9 @@ async fn a_restarted_peer_loses_the_session_then_restart_greets_the_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_target_says_why_after_its_last_messages() {
     let secrets = SecretDir::create().unwrap();
-    let far = checker(&secrets, "127.0.0.1:0").await;
-    let node = near(&secrets).await;
-    let (owner, mut heard) = recorder().await;
-    let check: RemoteRef<SeqCheck> = node
-        .connect(&far.addr.to_string(), "check", &owner)
-        .await
-        .unwrap();
+    let Checked {
+        mut heard, check, ..
+    } = checked(&secrets, |a| a.to_string()).await;
     send_ticks(&check, 1..=10).await;
 
     check
