@@ -137,9 +137,9 @@ async fn a_frozen_peer_interrupts_then_resumes_with_nothing_lost() {
     let secrets = SecretDir::create().unwrap();
     let Checked {
         far,
+        _node,
         mut heard,
         check,
-        ..
     } = checked(&secrets, |a| a.to_string()).await;
     send_ticks(&check, 1..=1000).await;
     assert_eq!(report(&check).await.received, 1000);
@@ -241,7 +241,10 @@ async fn a_restarted_peer_loses_the_session_then_restart_greets_the_new_one() {
 async fn a_stopped_target_says_why_after_its_last_messages() {
     let secrets = SecretDir::create().unwrap();
     let Checked {
-        mut heard, check, ..
+        far: _far,
+        _node,
+        mut heard,
+        check,
     } = checked(&secrets, |a| a.to_string()).await;
     send_ticks(&check, 1..=10).await;
 
