@@ -329,7 +329,7 @@ impl Actor for ChatMember {
                 myself.stop(None);
                 return Ok(());
             }
-            RoomMsg::Session(SessionSignal::Opened(_)) => return Ok(()),
+            RoomMsg::Session(SessionSignal::Opened(_) | SessionSignal::Flow(..)) => return Ok(()),
         };
         // The receiver gone means the member's owner left; nothing to tell.
         let _ = events.send(event);

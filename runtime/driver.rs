@@ -47,6 +47,14 @@ pub(crate) type CallOutcome = Result<(String, Bytes), CallError>;
 pub(crate) struct Shared {
     core: Mutex<Core>,
     wake_driver: Notify,
+    /// Credit arrived, a pause ended, or the session closed: senders may try again.
+    flow_changed: Notify,
+    /// Messages the owner consumed (dropped); the driver tells the core.
+    consumed: AtomicU64,
+    /// What the driver last told the core.
+    consumed_synced: AtomicU64,
+    /// Consumption that makes it worth waking the driver (an eighth of the window).
+    consumed_step: u64,
     calls: Mutex<HashMap<u64, oneshot::Sender<CallOutcome>>>,
     next_call: AtomicU64,
     closed: watch::Sender<Option<CloseReason>>,
@@ -63,8 +71,12 @@ struct Core {
 }
 
 impl Shared {
-    pub(crate) fn new(session: Session) -> Arc<Self> {
+    pub(crate) fn new(session: Session, credit_window: u64) -> Arc<Self> {
         Arc::new(Self {
+            flow_changed: Notify::new(),
+            consumed: AtomicU64::new(0),
+            consumed_synced: AtomicU64::new(0),
+            consumed_step: (credit_window / 8).max(1),
             core: Mutex::new(Core {
                 session,
                 tx_waker: None,
@@ -108,8 +120,62 @@ impl Shared {
         result
     }
 
+    /// Sends without waiting; `SendError::Full` when credit or the peer's signals hold it.
     pub(crate) fn send(&self, body: Body) -> Result<u64, SendError<Body>> {
-        self.with(|s| s.send(body))
+        self.with(|s| s.send(body, Instant::now()))
+    }
+
+    /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay.
+    pub(crate) async fn send_waiting(&self, mut body: Body) -> Result<u64, SendError<Body>> {
+        loop {
+            let changed = self.flow_changed.notified();
+            tokio::pin!(changed);
+            // Registered before trying, so a grant between the try and the wait is seen.
+            changed.as_mut().enable();
+            let now = Instant::now();
+            let attempt = self.with(|s| match s.send(body, now) {
+                Err(SendError::Full(body)) => Err((body, s.send_blocked(now))),
+                other => Ok(other),
+            });
+            match attempt {
+                Ok(result) => return result,
+                Err((held, until)) => {
+                    body = held;
+                    match until.flatten() {
+                        Some(at) => {
+                            tokio::select! {
+                                () = &mut changed => {}
+                                () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                            }
+                        }
+                        None => changed.await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The owner consumed one message (dropped an `Inbound`, or a reply reached its
+    /// caller): what lets the peer send more.
+    pub(crate) fn consumed_one(&self) {
+        let consumed = self.consumed.fetch_add(1, Ordering::Relaxed) + 1;
+        let synced = self.consumed_synced.load(Ordering::Relaxed);
+        if consumed.saturating_sub(synced) >= self.consumed_step {
+            self.wake_driver.notify_one();
+        }
+    }
+
+    /// Tells the core what the owner consumed since the last time.
+    fn sync_consumed(&self) {
+        let consumed = self.consumed.load(Ordering::Relaxed);
+        if consumed > self.consumed_synced.swap(consumed, Ordering::Relaxed) {
+            self.with(|s| s.consumed(consumed));
+        }
+    }
+
+    /// The flow state of the session.
+    pub(crate) fn flow(&self) -> crate::session::FlowState {
+        self.lock().session.flow(Instant::now())
     }
 
     pub(crate) fn next_call_id(&self) -> u64 {
@@ -574,6 +640,7 @@ impl Driver {
     }
 
     fn handle_events(&mut self) {
+        self.shared.sync_consumed();
         loop {
             let events: Vec<Event> = {
                 let mut core = self.shared.lock();
@@ -623,6 +690,8 @@ impl Driver {
                         self.signal(|s| SessionSignal::Resumed(s, resumption));
                     }
                     Event::Closed(reason, unconfirmed) => self.on_closed(reason, unconfirmed),
+                    Event::Flow(signal) => self.signal(|s| SessionSignal::Flow(s, signal)),
+                    Event::CanSend => self.shared.flow_changed.notify_waiters(),
                 }
             }
             if let Some(seq) = delivered {
@@ -694,6 +763,7 @@ impl Driver {
         };
         let reply = match body.kind {
             BodyKind::Reply { to, fault } => {
+                self.shared.consumed_one();
                 let waiter = self.shared.calls_lock().remove(&to);
                 match waiter {
                     Some(tx) => {

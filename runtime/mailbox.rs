@@ -33,7 +33,7 @@ use ractor::ActorRef;
 
 use crate::error::{CloseReason, DecodeError, LostReason, SendError};
 use crate::session_ref::SessionRef;
-use crate::wire::{Fault, Goodbye};
+use crate::wire::{Fault, FlowSignal, Goodbye};
 
 /// One message from a peer, delivered into the owner's mailbox.
 pub struct Inbound {
@@ -98,6 +98,13 @@ impl Inbound {
             Some(port) => port.send(reply),
             None => Err(SendError::NotReady(())),
         }
+    }
+}
+
+/// Dropping a message is consuming it: that is what grants the peer credit to send more.
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        self.session.consumed_one();
     }
 }
 
@@ -181,6 +188,8 @@ pub enum SessionSignal {
     Interrupted(SessionRef, String),
     /// The session continues on a new stream, nothing lost or doubled.
     Resumed(SessionRef, Resumption),
+    /// The peer sent a back-pressure signal; the runtime already obeys it (casts wait).
+    Flow(SessionRef, FlowSignal),
     /// The session could not go on. Pending calls have failed; the messages the peer
     /// never confirmed come back here.
     Lost(Lost),
@@ -212,6 +221,7 @@ impl SessionSignal {
             | Self::PeerFinished(s, _)
             | Self::Interrupted(s, _)
             | Self::Resumed(s, _)
+            | Self::Flow(s, _)
             | Self::Lost(Lost { session: s, .. })
             | Self::Restarted { session: s, .. }
             | Self::Closed { session: s, .. } => s,

@@ -430,7 +430,7 @@ impl NodeInner {
             rand::random(),
             Instant::now(),
         );
-        let shared = Shared::new(session);
+        let shared = Shared::new(session, self.config.session.credit_window);
         let (established_tx, established_rx) = oneshot::channel();
         // Handles are handed out only once the slot holds the established session.
         let slot = slot.unwrap_or_else(SessionSlot::empty);

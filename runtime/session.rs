@@ -48,9 +48,14 @@ use std::time::{Duration, Instant};
 use crate::auth::{Nonce, ProofRole, Secret, Transcript};
 use crate::error::{AuthError, CloseReason, LostReason, ProtocolError, SendError};
 use crate::wire::{
-    Batch, Body, Challenge, Envelope, Frame, Goodbye, GoodbyeReason, Hello, NodeIdentity,
-    PROTOCOL_VERSION, Refusal, RefuseReason, ResumeRequest, SessionId,
+    Batch, Body, Challenge, Envelope, Flow, FlowSignal, Frame, Goodbye, GoodbyeReason, Hello,
+    NodeIdentity, PROTOCOL_VERSION, Refusal, RefuseReason, ResumeRequest, SessionId,
 };
+
+mod flow;
+
+pub use flow::FlowState;
+use flow::{Inflow, Outflow};
 
 /// Tunables of one session. The defaults suit small messages on a LAN.
 #[derive(Clone, Debug)]
@@ -77,6 +82,14 @@ pub struct SessionConfig {
     pub resume_timeout: Duration,
     /// With data unacknowledged, a peer silent for this long interrupts the session.
     pub silence_timeout: Duration,
+    /// How many messages the peer may send ahead of this side's actor consuming them:
+    /// the bound on this session's share of the actor's mailbox.
+    pub credit_window: u64,
+    /// Pause the peer automatically when this fraction of the credit window waits in the
+    /// mailbox, and resume it below `flow_low_watermark`. `None`: never automatically.
+    pub flow_high_watermark: Option<f64>,
+    /// See `flow_high_watermark`.
+    pub flow_low_watermark: f64,
 }
 
 impl Default for SessionConfig {
@@ -92,6 +105,9 @@ impl Default for SessionConfig {
             replay_max_bytes: 256 * 1024 * 1024,
             resume_timeout: Duration::from_secs(30),
             silence_timeout: Duration::from_secs(3),
+            credit_window: crate::wire::DEFAULT_CREDIT_WINDOW,
+            flow_high_watermark: Some(0.75),
+            flow_low_watermark: 0.25,
         }
     }
 }
@@ -141,6 +157,10 @@ pub(crate) enum Event {
     Interrupted(String),
     /// The session continues on a new stream; `replayed` messages were sent again.
     Resumed { replayed: u64 },
+    /// The peer sent a back-pressure signal (already obeyed by `send`).
+    Flow(FlowSignal),
+    /// Credit arrived or a pause ended: senders waiting may try again.
+    CanSend,
     /// The session is over; the messages the peer never confirmed come back.
     Closed(CloseReason, Vec<Envelope>),
 }
@@ -193,6 +213,11 @@ pub struct Session {
     local_goodbye: Option<Goodbye>,
     goodbye_sent: bool,
     peer_goodbye: Option<Goodbye>,
+
+    /// What this side may send: credit and the peer's signals.
+    outflow: Outflow,
+    /// What this side lets the peer send: consumption, grants and watermarks.
+    inflow: Inflow,
 
     control: VecDeque<Frame>,
     events: VecDeque<Event>,
@@ -251,7 +276,6 @@ impl Session {
             role,
             handshake_deadline: Some(now + config.handshake_timeout),
             peer_max_message_bytes: config.max_message_bytes,
-            config,
             secret,
             id,
             local,
@@ -283,8 +307,11 @@ impl Session {
             local_goodbye: None,
             goodbye_sent: false,
             peer_goodbye: None,
+            outflow: Outflow::new(crate::wire::DEFAULT_CREDIT_WINDOW, now),
+            inflow: Inflow::new(&config),
             control: VecDeque::new(),
             events: VecDeque::new(),
+            config,
         }
     }
 
@@ -297,6 +324,7 @@ impl Session {
             nonce: self.local_nonce,
             max_message_bytes: self.config.max_message_bytes,
             resume,
+            credit_window: self.config.credit_window,
         })
     }
 
@@ -364,7 +392,7 @@ impl Session {
     /// ([`SendError::Closed`], [`SendError::NotReady`]), the replay window is full while
     /// the stream is up ([`SendError::Full`]), or the payload exceeds
     /// [`Session::send_limit`] ([`SendError::TooLarge`]).
-    pub(crate) fn send(&mut self, body: Body) -> Result<u64, SendError<Body>> {
+    pub(crate) fn send(&mut self, body: Body, now: Instant) -> Result<u64, SendError<Body>> {
         let sending = match &self.state {
             State::Active => true,
             State::Interrupted | State::Resuming => self.resume_to == State::Active,
@@ -385,6 +413,12 @@ impl Session {
                 message: body,
             });
         }
+        // Replies skip credit and signals: they never wait in the peer's mailbox (a
+        // caller is waiting for them), and holding them back could deadlock two callers.
+        let reply = matches!(body.kind, crate::wire::BodyKind::Reply { .. });
+        if !reply && self.outflow.blocked(self.next_seq, now).is_some() {
+            return Err(SendError::Full(body));
+        }
         if self.unacked() + 1 > self.config.replay_max_messages
             || self.unacked_bytes + size > self.config.replay_max_bytes
         {
@@ -399,9 +433,77 @@ impl Session {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.outflow.sent(now);
         self.unacked_bytes += size;
         self.queued.push_back(Envelope { seq, body });
         Ok(seq)
+    }
+
+    /// Until when a send must wait, if it must: `Some(None)` until credit or a resume
+    /// arrives, `Some(Some(t))` until `t` (a resume-after or a throttle).
+    pub fn send_blocked(&self, now: Instant) -> Option<Option<Instant>> {
+        self.outflow.blocked(self.next_seq, now)
+    }
+
+    /// Records that the owner consumed (dropped) messages: up to `consumed` in all. This
+    /// is what grants the peer more credit and lifts an automatic pause.
+    pub fn consumed(&mut self, consumed: u64) {
+        if let Some(flow) = self.inflow.consumed(consumed) {
+            self.push_flow(flow);
+        }
+    }
+
+    /// Sends a back-pressure signal to the peer.
+    pub fn signal_peer(&mut self, signal: FlowSignal) {
+        self.inflow.signalled(signal);
+        self.push_flow(Flow {
+            credit: 0,
+            signal: Some(signal),
+        });
+    }
+
+    fn push_flow(&mut self, flow: Flow) {
+        // While interrupted, the resume restates the grant and the pause.
+        if matches!(self.state, State::Active | State::Finishing) {
+            self.control.push_back(Frame::Flow(flow));
+        }
+    }
+
+    /// The session's flow state, both ways.
+    pub fn flow(&self, now: Instant) -> FlowState {
+        FlowState {
+            credit: self.outflow.credit_left(self.next_seq),
+            send_blocked: self.outflow.blocked(self.next_seq, now).is_some(),
+            peer_signal: self.outflow.signal(),
+            throttled_to: self.outflow.throttled_to(),
+            inbound_waiting: self.inflow.waiting(),
+            pausing_peer: self.inflow.pausing(),
+        }
+    }
+
+    /// Aborts: no drain, no retries; the peer learns `Aborted` at once, and every message
+    /// not confirmed comes back to the owner.
+    pub fn abort(&mut self, detail: String) {
+        if self.is_closed() {
+            return;
+        }
+        let established = matches!(self.state, State::Active | State::Finishing);
+        if established {
+            let goodbye = Goodbye {
+                reason: GoodbyeReason::Aborted,
+                detail: detail.clone(),
+                last_seq: self.transmitted,
+            };
+            // Nothing queued goes out: the farewell names the last message sent.
+            let unsent = mem::take(&mut self.queued);
+            self.control.clear();
+            self.control.push_back(Frame::Goodbye(goodbye));
+            self.in_flight.extend(unsent);
+        }
+        self.close(CloseReason::Ended {
+            reason: GoodbyeReason::Aborted,
+            detail,
+        });
     }
 
     /// Acceptor: admit the authenticated peer.
@@ -589,6 +691,7 @@ impl Session {
             (_, State::Active | State::Finishing, Frame::Batch(batch)) => self.on_batch(batch),
             (_, State::Active | State::Finishing, Frame::Ack(seq)) => self.on_ack(seq),
             (_, State::Active | State::Finishing, Frame::Goodbye(g)) => self.on_goodbye(g),
+            (_, State::Active | State::Finishing, Frame::Flow(flow)) => self.on_flow(flow, now),
             (_, state, frame) => {
                 let state = state_name(state);
                 self.violation(ProtocolError::UnexpectedFrame {
@@ -688,6 +791,9 @@ impl Session {
             return;
         }
         self.delivered = seq;
+        if let Some(flow) = self.inflow.delivered(seq) {
+            self.push_flow(flow);
+        }
         if self.peer_goodbye.is_some() || self.delivered - self.ack_sent >= self.config.ack_every {
             self.ack_now = true;
         } else if self.ack_due.is_none() {
@@ -793,6 +899,7 @@ impl Session {
         self.target = hello.target;
         self.peer_nonce = Some(hello.nonce);
         self.peer_max_message_bytes = hello.max_message_bytes;
+        self.outflow.set_window(hello.credit_window);
         // A resume for a session this node does not have: authenticate first, then say
         // so, so an unauthenticated caller learns nothing.
         self.unknown_resume = hello.resume.is_some();
@@ -843,6 +950,7 @@ impl Session {
             nonce: self.local_nonce,
             proof,
             max_message_bytes: self.config.max_message_bytes,
+            credit_window: self.config.credit_window,
         }));
     }
 
@@ -851,6 +959,9 @@ impl Session {
         self.peer = Some(challenge.from.clone());
         self.peer_nonce = Some(challenge.nonce);
         self.peer_max_message_bytes = challenge.max_message_bytes;
+        if !resuming {
+            self.outflow.set_window(challenge.credit_window);
+        }
         let verdict = self
             .transcript()
             .verify(&self.secret, ProofRole::Acceptor, &challenge.proof);
@@ -941,7 +1052,9 @@ impl Session {
                 last_seq: self.next_seq - 1,
             });
         }
-        // Our last ack may have been lost with the old stream: send it again.
+        // Our last ack and grant may have been lost with the old stream: send them again.
+        let flow = self.inflow.restate();
+        self.control.push_back(Frame::Flow(flow));
         self.ack_sent = 0;
         self.ack_now = self.delivered > 0;
         self.state = mem::replace(&mut self.resume_to, State::Active);
@@ -1029,6 +1142,16 @@ impl Session {
         self.check_finished();
     }
 
+    fn on_flow(&mut self, flow: Flow, now: Instant) {
+        let opened = self.outflow.update(flow.credit, flow.signal, now);
+        if let Some(signal) = flow.signal {
+            self.events.push_back(Event::Flow(signal));
+        }
+        if opened {
+            self.events.push_back(Event::CanSend);
+        }
+    }
+
     fn on_goodbye(&mut self, goodbye: Goodbye) {
         if let Some(seen) = &self.peer_goodbye {
             // A farewell repeated after a resume.
@@ -1109,6 +1232,7 @@ impl Session {
         }
         self.unacked_bytes = 0;
         self.state = State::Closed(reason.clone());
+        self.events.push_back(Event::CanSend);
         self.events.push_back(Event::Closed(reason, unconfirmed));
     }
 }

@@ -11,8 +11,9 @@ use prost::{Message, Name};
 use crate::driver::Shared;
 use crate::error::{CallError, CloseReason, SendError};
 use crate::mailbox::decode_payload;
+use crate::session::FlowState;
 use crate::session::Role;
-use crate::wire::{Body, BodyKind, Fault, GoodbyeReason, NodeIdentity, SessionId};
+use crate::wire::{Body, BodyKind, Fault, FlowSignal, GoodbyeReason, NodeIdentity, SessionId};
 
 /// What is known of an established session.
 #[derive(Clone, Debug)]
@@ -65,19 +66,29 @@ impl SessionRef {
         self.info.remote_addr
     }
 
-    /// Sends a one-way message.
+    /// Sends a one-way message, waiting while the peer gives no credit or holds this side
+    /// back (`Pause`, `ResumeAfter`, `Throttle`).
     ///
     /// # Errors
     /// The message comes back in a [`SendError`] when the session is closed or finishing,
     /// or when it exceeds the session's size limit.
     pub async fn cast<M: Message + Name>(&self, message: M) -> Result<(), SendError<M>> {
-        self.try_cast(message)
+        let body = Body {
+            kind: BodyKind::Cast,
+            type_url: M::type_url(),
+            payload: message.encode_to_vec().into(),
+        };
+        match self.shared.send_waiting(body).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.map(|_| message)),
+        }
     }
 
     /// Sends a one-way message without waiting.
     ///
     /// # Errors
-    /// As [`SessionRef::cast`].
+    /// As [`SessionRef::cast`], and [`SendError::Full`] (the message back) when the peer
+    /// gives no credit now or holds this side back.
     pub fn try_cast<M: Message + Name>(&self, message: M) -> Result<(), SendError<M>> {
         let body = Body {
             kind: BodyKind::Cast,
@@ -114,7 +125,7 @@ impl SessionRef {
             type_url: Q::type_url(),
             payload: request.encode_to_vec().into(),
         };
-        if let Err(error) = self.shared.send(body) {
+        if let Err(error) = self.shared.send_waiting(body).await {
             self.shared.forget_call(id);
             return Err(CallError::Send(error.map(drop)));
         }
@@ -170,6 +181,64 @@ impl SessionRef {
     pub fn end(&self, reason: GoodbyeReason, detail: impl Into<String>) {
         let detail = detail.into();
         self.shared.with(|s| s.end(reason, detail));
+    }
+
+    /// Asks the peer to stop sending until [`SessionRef::resume`]. Its runtime obeys; its
+    /// owner sees [`crate::SessionSignal::Flow`].
+    pub fn pause(&self) {
+        self.shared.with(|s| s.signal_peer(FlowSignal::Pause));
+    }
+
+    /// Lets the peer send as before (lifts a pause, a resume-after, a throttle).
+    pub fn resume(&self) {
+        self.shared.with(|s| s.signal_peer(FlowSignal::Resume));
+    }
+
+    /// Asks the peer to stop sending for `after`.
+    pub fn resume_after(&self, after: Duration) {
+        self.shared
+            .with(|s| s.signal_peer(FlowSignal::ResumeAfter(after)));
+    }
+
+    /// Asks the peer to send at `factor` (in (0, 1]) of its current rate.
+    ///
+    /// # Panics
+    /// If `factor` is not in (0, 1].
+    pub fn throttle(&self, factor: f64) {
+        assert!(
+            factor > 0.0 && factor <= 1.0,
+            "a throttle factor is in (0, 1]"
+        );
+        self.shared
+            .with(|s| s.signal_peer(FlowSignal::Throttle(factor)));
+    }
+
+    /// The session's flow state, both ways: credit, signals in effect, backlog.
+    pub fn flow(&self) -> FlowState {
+        self.shared.flow()
+    }
+
+    /// Aborts the session: no drain, no retries; the peer sees `Lost(PeerEnded(Aborted))`
+    /// at once, and every unconfirmed message comes back to the owner.
+    pub fn abort(&self) {
+        self.shared.with(|s| s.abort("aborted by its owner".into()));
+    }
+
+    /// Finishes (half-closes), waits up to `timeout` for the peer's final messages,
+    /// farewell and acks, then aborts what is left. Returns how the session ended.
+    pub async fn close(&self, timeout: Duration) -> CloseReason {
+        self.finish();
+        match tokio::time::timeout(timeout, self.closed()).await {
+            Ok(reason) => reason,
+            Err(_) => {
+                self.abort();
+                self.closed().await
+            }
+        }
+    }
+
+    pub(crate) fn consumed_one(&self) {
+        self.shared.consumed_one();
     }
 
     /// Messages sent on this session that the peer has not acknowledged yet.

@@ -73,6 +73,7 @@ pub(crate) enum Frame {
     Batch(Batch),
     Ack(u64),
     Goodbye(Goodbye),
+    Flow(Flow),
 }
 
 impl Frame {
@@ -87,6 +88,7 @@ impl Frame {
             Self::Batch(_) => "Batch",
             Self::Ack(_) => "Ack",
             Self::Goodbye(_) => "Goodbye",
+            Self::Flow(_) => "Flow",
         }
     }
 }
@@ -101,6 +103,7 @@ pub(crate) struct Hello {
     pub(crate) nonce: Nonce,
     pub(crate) max_message_bytes: u64,
     pub(crate) resume: Option<ResumeRequest>,
+    pub(crate) credit_window: u64,
 }
 
 /// An initiator's request to continue a session on a new stream.
@@ -117,6 +120,32 @@ pub(crate) struct Challenge {
     pub(crate) nonce: Nonce,
     pub(crate) proof: [u8; PROOF_LEN],
     pub(crate) max_message_bytes: u64,
+    pub(crate) credit_window: u64,
+}
+
+/// The credit window a peer that sends 0 gets.
+pub(crate) const DEFAULT_CREDIT_WINDOW: u64 = 16 * 1024;
+
+/// Credit and back-pressure signals for the other direction.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Flow {
+    /// Cumulative credit; 0: no change.
+    pub(crate) credit: u64,
+    pub(crate) signal: Option<FlowSignal>,
+}
+
+/// A back-pressure signal one side sends the other, which the other's runtime obeys and
+/// whose owner sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FlowSignal {
+    /// Stop sending until `Resume`.
+    Pause,
+    /// Send as before: lifts a pause, a resume-after and a throttle.
+    Resume,
+    /// Stop sending for this long.
+    ResumeAfter(std::time::Duration),
+    /// Send at this fraction, in (0, 1], of the current rate.
+    Throttle(f64),
 }
 
 /// Why a session was refused during its handshake.
@@ -262,6 +291,12 @@ pub enum FrameError {
         /// The value on the wire.
         value: i32,
     },
+    /// A number field is out of its range.
+    #[error("field {field} is out of range")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+    },
     /// An envelope is both a call and a reply, or has sequence number 0.
     #[error("envelope {seq}: {problem}")]
     BadEnvelope {
@@ -322,12 +357,14 @@ impl TryFrom<pb::Frame> for Frame {
                         })
                     })
                     .transpose()?,
+                credit_window: window(h.credit_window),
             }),
             Kind::Challenge(c) => Self::Challenge(Challenge {
                 from: node_identity("from", c.from)?,
                 nonce: fixed::<NONCE_LEN>("nonce", &c.nonce)?,
                 proof: fixed::<PROOF_LEN>("proof", &c.proof)?,
                 max_message_bytes: c.max_message_bytes,
+                credit_window: window(c.credit_window),
             }),
             Kind::Proof(p) => Self::Proof(fixed::<PROOF_LEN>("proof", &p.proof)?),
             Kind::Welcome(w) => Self::Welcome(w.resumed.map(|r| r.last_received)),
@@ -349,7 +386,38 @@ impl TryFrom<pb::Frame> for Frame {
                 detail: g.detail,
                 last_seq: g.last_seq,
             }),
+            Kind::Flow(f) => {
+                use pb::flow::Signal;
+                let signal = match f.signal {
+                    None => None,
+                    Some(Signal::Pause(_)) => Some(FlowSignal::Pause),
+                    Some(Signal::Resume(_)) => Some(FlowSignal::Resume),
+                    Some(Signal::ResumeAfterMs(ms)) => Some(FlowSignal::ResumeAfter(
+                        std::time::Duration::from_millis(ms),
+                    )),
+                    Some(Signal::Throttle(rate)) if rate > 0.0 && rate <= 1.0 => {
+                        Some(FlowSignal::Throttle(rate))
+                    }
+                    Some(Signal::Throttle(_)) => {
+                        return Err(FrameError::OutOfRange {
+                            field: "flow.throttle",
+                        });
+                    }
+                };
+                Self::Flow(Flow {
+                    credit: f.credit,
+                    signal,
+                })
+            }
         })
+    }
+}
+
+fn window(advertised: u64) -> u64 {
+    if advertised == 0 {
+        DEFAULT_CREDIT_WINDOW
+    } else {
+        advertised
     }
 }
 
@@ -474,12 +542,14 @@ impl From<Frame> for pb::Frame {
                     last_received: r.last_received,
                     acceptor_incarnation: Bytes::copy_from_slice(r.acceptor_incarnation.as_bytes()),
                 }),
+                credit_window: h.credit_window,
             }),
             Frame::Challenge(c) => Kind::Challenge(pb::Challenge {
                 from: Some(c.from.into()),
                 nonce: Bytes::copy_from_slice(&c.nonce),
                 proof: Bytes::copy_from_slice(&c.proof),
                 max_message_bytes: c.max_message_bytes,
+                credit_window: c.credit_window,
             }),
             Frame::Proof(p) => Kind::Proof(pb::Proof {
                 proof: Bytes::copy_from_slice(&p),
@@ -516,6 +586,17 @@ impl From<Frame> for pb::Frame {
                 } as i32,
                 detail: g.detail,
                 last_seq: g.last_seq,
+            }),
+            Frame::Flow(f) => Kind::Flow(pb::Flow {
+                credit: f.credit,
+                signal: f.signal.map(|signal| match signal {
+                    FlowSignal::Pause => pb::flow::Signal::Pause(pb::Pause {}),
+                    FlowSignal::Resume => pb::flow::Signal::Resume(pb::Resume {}),
+                    FlowSignal::ResumeAfter(d) => pb::flow::Signal::ResumeAfterMs(
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                    ),
+                    FlowSignal::Throttle(rate) => pb::flow::Signal::Throttle(rate),
+                }),
             }),
         };
         Self { kind: Some(kind) }
@@ -567,6 +648,22 @@ mod tests {
     }
 
     #[test]
+    fn throttle_outside_zero_to_one_is_rejected() {
+        let frame = pb::Frame {
+            kind: Some(pb::frame::Kind::Flow(pb::Flow {
+                credit: 0,
+                signal: Some(pb::flow::Signal::Throttle(1.5)),
+            })),
+        };
+        assert_eq!(
+            Frame::try_from(frame),
+            Err(FrameError::OutOfRange {
+                field: "flow.throttle"
+            })
+        );
+    }
+
+    #[test]
     fn unspecified_goodbye_reason_is_rejected() {
         let frame = pb::Frame {
             kind: Some(pb::frame::Kind::Goodbye(pb::Goodbye::default())),
@@ -598,12 +695,14 @@ mod tests {
                     last_received: 12,
                     acceptor_incarnation: Uuid::from_u128(13),
                 }),
+                credit_window: 99,
             }),
             Frame::Challenge(Challenge {
                 from: id,
                 nonce: [4; NONCE_LEN],
                 proof: [5; PROOF_LEN],
                 max_message_bytes: 11,
+                credit_window: 98,
             }),
             Frame::Proof([6; PROOF_LEN]),
             Frame::Welcome(None),
@@ -643,6 +742,16 @@ mod tests {
                 ],
             }),
             Frame::Ack(8),
+            Frame::Flow(Flow {
+                credit: 300,
+                signal: Some(FlowSignal::Throttle(0.5)),
+            }),
+            Frame::Flow(Flow {
+                credit: 0,
+                signal: Some(FlowSignal::ResumeAfter(std::time::Duration::from_millis(
+                    250,
+                ))),
+            }),
             Frame::Goodbye(Goodbye {
                 reason: GoodbyeReason::ActorStopped,
                 detail: "bye".into(),

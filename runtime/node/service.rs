@@ -66,7 +66,7 @@ impl pb::duologue_server::Duologue for Service {
             rand::random(),
             Instant::now(),
         );
-        let shared = Shared::new(session);
+        let shared = Shared::new(session, node.config.session.credit_window);
         let outbound = OutboundFrames::current(shared.clone());
         let driver = Driver {
             shared,

@@ -62,8 +62,8 @@ impl End {
     }
 
     /// Sends the next number; `false` when the session refused it.
-    fn send(&mut self) -> bool {
-        match self.session.send(body(self.sent + 1)) {
+    fn send(&mut self, now: Instant) -> bool {
+        match self.session.send(body(self.sent + 1), now) {
             Ok(_) => {
                 self.sent += 1;
                 true
@@ -85,13 +85,14 @@ impl End {
                 Event::Message(envelope) => {
                     self.delivered.push(number(&envelope));
                     self.session.confirm_delivered(envelope.seq, now);
+                    self.session.consumed(envelope.seq);
                 }
                 Event::Interrupted(_) => self.interrupted += 1,
                 Event::Resumed { .. } => self.resumed += 1,
                 Event::Closed(reason, unconfirmed) => {
                     self.closed = Some((reason, unconfirmed.iter().map(number).collect()));
                 }
-                Event::Established | Event::PeerFinished(_) => {}
+                Event::Established | Event::PeerFinished(_) | Event::Flow(_) | Event::CanSend => {}
             }
         }
     }
@@ -205,8 +206,8 @@ fn numbers(up_to: u64) -> Vec<u64> {
 fn a_cut_mid_transfer_resumes_with_every_message_once() {
     let mut h = Harness::new(SessionConfig::default());
     for _ in 0..100 {
-        assert!(h.a.send());
-        assert!(h.b.send());
+        assert!(h.a.send(h.now));
+        assert!(h.b.send(h.now));
     }
     // Half of the first batch's frames never arrive.
     h.deliver(true, 1);
@@ -215,7 +216,7 @@ fn a_cut_mid_transfer_resumes_with_every_message_once() {
     assert_eq!(h.a.session.state(), &State::Interrupted);
     // Messages sent while interrupted wait in the replay buffer.
     for _ in 0..50 {
-        assert!(h.a.send());
+        assert!(h.a.send(h.now));
     }
     h.reconnect();
     h.settle();
@@ -231,7 +232,7 @@ fn a_cut_mid_transfer_resumes_with_every_message_once() {
 fn a_failed_resume_attempt_can_be_retried() {
     let mut h = Harness::new(SessionConfig::default());
     for _ in 0..10 {
-        h.a.send();
+        h.a.send(h.now);
     }
     h.cut();
     h.reconnect();
@@ -251,13 +252,13 @@ fn no_resume_before_the_deadline_loses_the_session_with_the_unconfirmed() {
     let config = SessionConfig::default();
     let mut h = Harness::new(config.clone());
     for _ in 0..5 {
-        h.a.send();
+        h.a.send(h.now);
     }
     h.deliver(true, usize::MAX);
     h.advance(config.ack_delay);
     h.deliver(false, usize::MAX); // acks for 1..=5
     for _ in 0..3 {
-        h.a.send();
+        h.a.send(h.now);
     }
     h.cut();
     h.advance(config.resume_timeout);
@@ -278,7 +279,7 @@ fn a_restarted_peer_loses_the_session_with_the_unconfirmed() {
     let config = SessionConfig::default();
     let mut h = Harness::new(config.clone());
     for _ in 0..4 {
-        h.a.send();
+        h.a.send(h.now);
     }
     h.cut();
     // The peer restarted: a new process, new incarnation, no memory of the session.
@@ -311,7 +312,7 @@ fn a_restarted_peer_loses_the_session_with_the_unconfirmed() {
 fn a_peer_that_forgot_the_session_refuses_the_resume() {
     let config = SessionConfig::default();
     let mut h = Harness::new(config.clone());
-    h.a.send();
+    h.a.send(h.now);
     h.cut();
     // Same incarnation, but the session is gone (it gave up on it).
     let fresh = Session::acceptor(
@@ -341,12 +342,15 @@ fn a_full_window_refuses_while_up_and_loses_while_interrupted() {
     };
     let mut h = Harness::new(config);
     for _ in 0..8 {
-        assert!(h.a.send());
+        assert!(h.a.send(h.now));
     }
-    assert!(matches!(h.a.session.send(body(9)), Err(SendError::Full(_))));
+    assert!(matches!(
+        h.a.session.send(body(9), h.now),
+        Err(SendError::Full(_))
+    ));
     h.cut();
     assert!(
-        !h.a.send(),
+        !h.a.send(h.now),
         "the ninth overflows the window while interrupted"
     );
     h.a.events(h.now);
@@ -362,7 +366,7 @@ fn a_full_window_refuses_while_up_and_loses_while_interrupted() {
 fn a_silent_peer_interrupts_a_session_with_data_outstanding() {
     let config = SessionConfig::default();
     let mut h = Harness::new(config.clone());
-    h.a.send();
+    h.a.send(h.now);
     h.a.flush(h.now); // sent, but the peer never answers
     h.advance(config.silence_timeout);
     assert_eq!(h.a.session.state(), &State::Interrupted);
@@ -380,7 +384,7 @@ fn an_idle_session_is_not_interrupted_by_silence() {
 #[test]
 fn finishing_survives_a_cut() {
     let mut h = Harness::new(SessionConfig::default());
-    h.a.send();
+    h.a.send(h.now);
     h.a.session.finish();
     h.a.flush(h.now);
     h.cut();
@@ -431,7 +435,7 @@ proptest! {
             match step {
                 Step::Send { from_a, count } => {
                     for _ in 0..count {
-                        if from_a { h.a.send(); } else { h.b.send(); }
+                        if from_a { h.a.send(h.now); } else { h.b.send(h.now); }
                     }
                 }
                 Step::Deliver { to_b, frames } => h.deliver(to_b, frames.into()),
@@ -466,13 +470,13 @@ proptest! {
         let config = SessionConfig { replay_max_messages: window, ..SessionConfig::default() };
         let mut h = Harness::new(config.clone());
         for _ in 0..acked {
-            prop_assert!(h.a.send());
+            prop_assert!(h.a.send(h.now));
             h.settle();
             h.advance(config.ack_delay);
             h.settle();
         }
         prop_assert_eq!(h.a.session.unacked(), 0);
-        for _ in 0..more { prop_assert!(h.a.send()); }
+        for _ in 0..more { prop_assert!(h.a.send(h.now)); }
         h.a.flush(h.now);
         h.cut();
         if restart {
@@ -481,7 +485,7 @@ proptest! {
             h.a.session.begin_resume([9; NONCE_LEN], h.now);
             h.settle();
         } else {
-            h.a.send(); // one past the window, while interrupted
+            h.a.send(h.now); // one past the window, while interrupted
             h.a.events(h.now);
         }
         let (reason, unconfirmed) = h.a.closed.clone().expect("lost");

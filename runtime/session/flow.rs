@@ -1,0 +1,410 @@
+//! Flow control of one session, both ways, pure like the rest of the core.
+//!
+//! - [`Outflow`]: what this side may send. Credit is cumulative (the highest sequence
+//!   number the peer allows); the peer's signals pause it (`Pause` until `Resume`,
+//!   `ResumeAfter(d)` for `d`) or pace it (`Throttle(f)`: a token bucket at `f` times the
+//!   rate this side was sending at when the signal arrived).
+//! - [`Inflow`]: what this side lets the peer send. Credit is granted as the owner
+//!   consumes messages (drops them), in bulk (a quarter window at a time); the owner's
+//!   backlog from this session (delivered, not yet consumed) crossing the high watermark
+//!   pauses the peer, and falling under the low watermark resumes it.
+
+use std::time::{Duration, Instant};
+
+use crate::session::SessionConfig;
+use crate::wire::{Flow, FlowSignal};
+
+/// The flow state of one session, both ways, as its owner can read it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowState {
+    /// Messages this side may still send before it needs more credit.
+    pub credit: u64,
+    /// Whether a send would wait now (no credit, paused, or throttled).
+    pub send_blocked: bool,
+    /// The peer's back-pressure signal in effect, if any.
+    pub peer_signal: Option<FlowSignal>,
+    /// The rate, in messages per second, a peer's `Throttle` limits this side to.
+    pub throttled_to: Option<f64>,
+    /// Messages from the peer delivered to the owner's mailbox and not yet consumed.
+    pub inbound_waiting: u64,
+    /// Whether this side is pausing the peer (automatically or by the owner's signal).
+    pub pausing_peer: bool,
+}
+
+/// The slowest a throttle ever paces, in messages per second.
+const MIN_RATE: f64 = 1.0;
+/// How often the sending rate is measured.
+const RATE_EPOCH: Duration = Duration::from_millis(100);
+
+/// What this side may send.
+#[derive(Debug)]
+pub(crate) struct Outflow {
+    /// The highest sequence number the peer allows.
+    credit: u64,
+    paused: bool,
+    resume_at: Option<Instant>,
+    throttle: Option<Bucket>,
+    throttle_factor: Option<f64>,
+    epoch_start: Instant,
+    epoch_count: u64,
+    /// Messages per second over the last measured epochs.
+    rate: f64,
+}
+
+impl Outflow {
+    pub(crate) fn new(window: u64, now: Instant) -> Self {
+        Self {
+            credit: window,
+            paused: false,
+            resume_at: None,
+            throttle: None,
+            throttle_factor: None,
+            epoch_start: now,
+            epoch_count: 0,
+            rate: 0.0,
+        }
+    }
+
+    /// The peer's credit window, learned in the handshake.
+    pub(crate) fn set_window(&mut self, window: u64) {
+        self.credit = window;
+    }
+
+    /// Until when sending `next_seq` must wait: `Some(None)` until credit or a resume
+    /// arrives, `Some(Some(t))` until `t`; `None` to send now.
+    pub(crate) fn blocked(&self, next_seq: u64, now: Instant) -> Option<Option<Instant>> {
+        if next_seq > self.credit || self.paused {
+            return Some(None);
+        }
+        if let Some(at) = self.resume_at
+            && now < at
+        {
+            return Some(Some(at));
+        }
+        self.throttle
+            .as_ref()
+            .and_then(|b| b.ready_at(now))
+            .map(Some)
+    }
+
+    /// One message was sent.
+    pub(crate) fn sent(&mut self, now: Instant) {
+        self.epoch_count += 1;
+        let elapsed = now.saturating_duration_since(self.epoch_start);
+        if elapsed >= RATE_EPOCH {
+            let rate = self.epoch_count as f64 / elapsed.as_secs_f64();
+            self.rate = if self.rate == 0.0 {
+                rate
+            } else {
+                0.5 * self.rate + 0.5 * rate
+            };
+            self.epoch_start = now;
+            self.epoch_count = 0;
+        }
+        if let Some(bucket) = &mut self.throttle {
+            bucket.take(now);
+        }
+    }
+
+    fn current_rate(&self, now: Instant) -> f64 {
+        let elapsed = now
+            .saturating_duration_since(self.epoch_start)
+            .as_secs_f64();
+        let partial = if elapsed > 0.0 {
+            self.epoch_count as f64 / elapsed
+        } else {
+            0.0
+        };
+        if self.rate == 0.0 { partial } else { self.rate }
+    }
+
+    /// The peer granted credit or signalled; `true` if a waiting sender may now go on.
+    pub(crate) fn update(&mut self, credit: u64, signal: Option<FlowSignal>, now: Instant) -> bool {
+        let more_credit = credit > self.credit;
+        self.credit = self.credit.max(credit);
+        match signal {
+            None => {}
+            Some(FlowSignal::Pause) => {
+                self.paused = true;
+                self.resume_at = None;
+            }
+            Some(FlowSignal::Resume) => {
+                self.paused = false;
+                self.resume_at = None;
+                self.throttle = None;
+                self.throttle_factor = None;
+            }
+            Some(FlowSignal::ResumeAfter(after)) => {
+                self.paused = false;
+                self.resume_at = Some(now + after);
+            }
+            Some(FlowSignal::Throttle(factor)) => {
+                let limit = (factor * self.current_rate(now)).max(MIN_RATE);
+                self.throttle = Some(Bucket::new(limit, now));
+                self.throttle_factor = Some(factor);
+            }
+        }
+        more_credit || signal.is_some()
+    }
+
+    /// Messages that may still be sent on the current credit.
+    pub(crate) fn credit_left(&self, next_seq: u64) -> u64 {
+        (self.credit + 1).saturating_sub(next_seq)
+    }
+
+    /// The peer's signal in effect.
+    pub(crate) fn signal(&self) -> Option<FlowSignal> {
+        if self.paused {
+            Some(FlowSignal::Pause)
+        } else if let Some(at) = self.resume_at {
+            Some(FlowSignal::ResumeAfter(
+                at.saturating_duration_since(self.epoch_start),
+            ))
+        } else {
+            self.throttle_factor.map(FlowSignal::Throttle)
+        }
+    }
+
+    /// The rate a throttle limits sending to.
+    pub(crate) fn throttled_to(&self) -> Option<f64> {
+        self.throttle.as_ref().map(|b| b.rate)
+    }
+}
+
+/// A token bucket: `rate` messages per second, bursts of a hundredth of a second.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, now: Instant) -> Self {
+        let burst = (rate / 100.0).max(1.0);
+        Self {
+            rate,
+            tokens: 1.0,
+            burst,
+            last: now,
+        }
+    }
+
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
+        (self.tokens + refill).min(self.burst)
+    }
+
+    /// When the next token is there, if not now.
+    fn ready_at(&self, now: Instant) -> Option<Instant> {
+        let tokens = self.tokens_at(now);
+        (tokens < 1.0).then(|| now + Duration::from_secs_f64((1.0 - tokens) / self.rate))
+    }
+
+    fn take(&mut self, now: Instant) {
+        self.tokens = self.tokens_at(now) - 1.0;
+        self.last = now;
+    }
+}
+
+/// What this side lets the peer send.
+#[derive(Debug)]
+pub(crate) struct Inflow {
+    window: u64,
+    consumed: u64,
+    delivered: u64,
+    /// The credit granted so far (cumulative).
+    granted: u64,
+    high: Option<u64>,
+    low: u64,
+    auto_paused: bool,
+    /// The owner's own signal in effect, restated after a resume.
+    manual: Option<FlowSignal>,
+}
+
+impl Inflow {
+    pub(crate) fn new(config: &SessionConfig) -> Self {
+        let window = config.credit_window.max(1);
+        let at = |fraction: f64| ((fraction * window as f64) as u64).clamp(1, window);
+        Self {
+            window,
+            consumed: 0,
+            delivered: 0,
+            granted: window,
+            high: config.flow_high_watermark.map(at),
+            low: at(config.flow_low_watermark).saturating_sub(1),
+            auto_paused: false,
+            manual: None,
+        }
+    }
+
+    /// Messages delivered to the owner and not yet consumed.
+    pub(crate) fn waiting(&self) -> u64 {
+        self.delivered.saturating_sub(self.consumed)
+    }
+
+    /// Whether this side is pausing the peer.
+    pub(crate) fn pausing(&self) -> bool {
+        self.auto_paused || self.manual == Some(FlowSignal::Pause)
+    }
+
+    /// Messages up to `seq` were delivered; may pause the peer.
+    pub(crate) fn delivered(&mut self, seq: u64) -> Option<Flow> {
+        self.delivered = self.delivered.max(seq);
+        let high = self.high?;
+        if !self.pausing() && self.waiting() >= high {
+            self.auto_paused = true;
+            return Some(Flow {
+                credit: 0,
+                signal: Some(FlowSignal::Pause),
+            });
+        }
+        None
+    }
+
+    /// The owner consumed `consumed` messages in all; may grant credit or resume.
+    pub(crate) fn consumed(&mut self, consumed: u64) -> Option<Flow> {
+        if consumed <= self.consumed {
+            return None;
+        }
+        self.consumed = consumed;
+        let mut flow = Flow {
+            credit: 0,
+            signal: None,
+        };
+        if self.consumed + self.window >= self.granted + (self.window / 4).max(1) {
+            self.granted = self.consumed + self.window;
+            flow.credit = self.granted;
+        }
+        if self.auto_paused && self.waiting() <= self.low {
+            self.auto_paused = false;
+            if self.manual != Some(FlowSignal::Pause) {
+                flow.signal = Some(FlowSignal::Resume);
+            }
+        }
+        (flow.credit > 0 || flow.signal.is_some()).then_some(flow)
+    }
+
+    /// The owner sent `signal` to the peer.
+    pub(crate) fn signalled(&mut self, signal: FlowSignal) {
+        match signal {
+            FlowSignal::Resume => {
+                self.manual = None;
+                self.auto_paused = false;
+            }
+            other => self.manual = Some(other),
+        }
+    }
+
+    /// The grant and pause to repeat on a new stream.
+    pub(crate) fn restate(&self) -> Flow {
+        Flow {
+            credit: self.granted,
+            signal: self.pausing().then_some(FlowSignal::Pause),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(window: u64) -> SessionConfig {
+        SessionConfig {
+            credit_window: window,
+            ..SessionConfig::default()
+        }
+    }
+
+    #[test]
+    fn credit_is_granted_in_bulk_as_the_owner_consumes() {
+        let mut inflow = Inflow::new(&config(100));
+        inflow.delivered(10);
+        assert_eq!(inflow.consumed(10), None, "less than a quarter window");
+        inflow.delivered(30);
+        let flow = inflow.consumed(30).expect("a grant");
+        assert_eq!(flow.credit, 130);
+    }
+
+    #[test]
+    fn the_high_watermark_pauses_and_the_low_one_resumes() {
+        let mut inflow = Inflow::new(&config(100));
+        assert_eq!(inflow.delivered(74), None);
+        let pause = inflow.delivered(75).expect("paused at 75 waiting");
+        assert_eq!(pause.signal, Some(FlowSignal::Pause));
+        assert!(inflow.pausing());
+        assert_eq!(
+            inflow.consumed(40).and_then(|f| f.signal),
+            None,
+            "35 still waiting"
+        );
+        let resume = inflow.consumed(51).expect("24 waiting");
+        assert_eq!(resume.signal, Some(FlowSignal::Resume));
+    }
+
+    #[test]
+    fn the_owners_pause_outlives_the_automatic_resume() {
+        let mut inflow = Inflow::new(&config(100));
+        inflow.delivered(80);
+        inflow.signalled(FlowSignal::Pause);
+        assert_eq!(inflow.consumed(80).and_then(|f| f.signal), None);
+        assert!(inflow.pausing());
+    }
+
+    #[test]
+    fn sending_stops_at_the_credit_and_on_pause() {
+        let now = Instant::now();
+        let mut out = Outflow::new(2, now);
+        assert_eq!(out.blocked(2, now), None);
+        assert_eq!(out.blocked(3, now), Some(None));
+        assert!(out.update(5, None, now));
+        assert_eq!(out.blocked(3, now), None);
+        out.update(0, Some(FlowSignal::Pause), now);
+        assert_eq!(out.blocked(3, now), Some(None));
+        out.update(0, Some(FlowSignal::Resume), now);
+        assert_eq!(out.blocked(3, now), None);
+    }
+
+    #[test]
+    fn resume_after_waits_the_given_time() {
+        let now = Instant::now();
+        let mut out = Outflow::new(10, now);
+        out.update(
+            0,
+            Some(FlowSignal::ResumeAfter(Duration::from_millis(300))),
+            now,
+        );
+        let until = now + Duration::from_millis(300);
+        assert_eq!(out.blocked(1, now), Some(Some(until)));
+        assert_eq!(out.blocked(1, until), None);
+    }
+
+    #[test]
+    fn throttle_paces_at_a_fraction_of_the_measured_rate() {
+        let start = Instant::now();
+        let mut out = Outflow::new(u64::MAX, start);
+        // 1000 messages per second for half a second.
+        let mut now = start;
+        for _ in 0..500 {
+            now += Duration::from_millis(1);
+            out.sent(now);
+        }
+        out.update(0, Some(FlowSignal::Throttle(0.5)), now);
+        let limit = out.throttled_to().unwrap();
+        assert!((limit - 500.0).abs() < 50.0, "limit {limit}");
+        // Sending as fast as allowed for one second sends about half as much.
+        let (end, mut sent) = (now + Duration::from_secs(1), 0);
+        while now < end {
+            match out.blocked(1, now) {
+                None => {
+                    out.sent(now);
+                    sent += 1;
+                }
+                Some(Some(at)) => now = at,
+                Some(None) => unreachable!("credit is unlimited"),
+            }
+        }
+        assert!((450..=560).contains(&sent), "sent {sent}");
+    }
+}
