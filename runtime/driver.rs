@@ -121,12 +121,35 @@ impl Shared {
     }
 
     /// Sends without waiting; `SendError::Full` when credit or the peer's signals hold it.
+    ///
+    /// The hot path: one lock, and a wake-up only for a sleeping outbound stream. (Sending
+    /// moves no timer: the silence deadline starts when a batch goes out.)
     pub(crate) fn send(&self, body: Body) -> Result<u64, SendError<Body>> {
-        self.with(|s| s.send(body, Instant::now()))
+        let mut core = self.lock();
+        let result = core.session.send(body, Instant::now());
+        let waker = if result.is_ok() {
+            core.tx_waker.take()
+        } else {
+            None
+        };
+        let events = core.session.has_events();
+        drop(core);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if events {
+            self.wake_driver.notify_one();
+        }
+        result
     }
 
     /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay.
-    pub(crate) async fn send_waiting(&self, mut body: Body) -> Result<u64, SendError<Body>> {
+    pub(crate) async fn send_waiting(&self, body: Body) -> Result<u64, SendError<Body>> {
+        // Most sends find credit: try before registering to be told of more.
+        let mut body = match self.send(body) {
+            Err(SendError::Full(body)) => body,
+            other => return other,
+        };
         loop {
             let changed = self.flow_changed.notified();
             tokio::pin!(changed);

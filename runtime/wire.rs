@@ -124,7 +124,7 @@ pub(crate) struct Challenge {
 }
 
 /// The credit window a peer that sends 0 gets.
-pub(crate) const DEFAULT_CREDIT_WINDOW: u64 = 16 * 1024;
+pub(crate) const DEFAULT_CREDIT_WINDOW: u64 = 64 * 1024;
 
 /// Credit and back-pressure signals for the other direction.
 #[derive(Clone, Debug, PartialEq)]
