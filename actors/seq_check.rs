@@ -145,6 +145,25 @@ impl Counts {
             duplicates: self.duplicates,
             gaps: self.gaps,
             r#final: last_one,
+            max_backlog: 0,
+        }
+    }
+}
+
+/// How a checker is set up.
+#[derive(Clone, Debug)]
+pub struct CheckConfig {
+    /// The checker's name (for logs).
+    pub name: String,
+    /// Take at most this many ticks per second (a deliberately slow consumer).
+    pub per_second: Option<u32>,
+}
+
+impl From<&str> for CheckConfig {
+    fn from(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            per_second: None,
         }
     }
 }
@@ -154,6 +173,15 @@ impl Counts {
 pub struct CheckState {
     name: String,
     counts: Counts,
+    pace: Option<Pace>,
+    max_backlog: u64,
+}
+
+/// Spaces ticks `interval` apart.
+#[derive(Debug)]
+struct Pace {
+    interval: std::time::Duration,
+    next: tokio::time::Instant,
 }
 
 impl CheckState {
@@ -161,22 +189,33 @@ impl CheckState {
     pub fn counts(&self) -> Counts {
         self.counts
     }
+
+    fn report(&self, last_one: bool) -> Report {
+        Report {
+            max_backlog: self.max_backlog,
+            ..self.counts.report(last_one)
+        }
+    }
 }
 
 impl Actor for SeqCheck {
     type Msg = CheckMsg;
     type State = CheckState;
-    /// The checker's name (for logs).
-    type Arguments = String;
+    type Arguments = CheckConfig;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<CheckMsg>,
-        name: String,
+        config: CheckConfig,
     ) -> Result<CheckState, ActorProcessingErr> {
         Ok(CheckState {
-            name,
+            name: config.name,
             counts: Counts::default(),
+            pace: config.per_second.filter(|&r| r > 0).map(|rate| Pace {
+                interval: std::time::Duration::from_secs(1) / rate,
+                next: tokio::time::Instant::now(),
+            }),
+            max_backlog: 0,
         })
     }
 
@@ -206,19 +245,31 @@ impl Actor for SeqCheck {
         };
         match kind {
             check_request::Kind::Tick(tick) => {
+                let backlog = inbound.session().flow().inbound_waiting;
+                state.max_backlog = state.max_backlog.max(backlog);
+                if let Some(pace) = &mut state.pace {
+                    // The timer ticks in milliseconds: sleep only once a millisecond
+                    // ahead, so fast paces keep their average rate.
+                    let now = tokio::time::Instant::now();
+                    let floor = now.checked_sub(pace.interval * 1000).unwrap_or(now);
+                    pace.next = pace.next.max(floor) + pace.interval;
+                    if pace.next > now + std::time::Duration::from_millis(1) {
+                        tokio::time::sleep_until(pace.next).await;
+                    }
+                }
                 let outcome = state.counts.tick(tick.n);
                 if outcome != TickOutcome::InOrder {
                     tracing::debug!(checker = %state.name, n = tick.n, ?outcome, "tick out of sequence");
                 }
             }
             check_request::Kind::Report(ReportRequest {}) => {
-                let reply: CheckReply = state.counts.report(false).into();
+                let reply: CheckReply = state.report(false).into();
                 if let Err(error) = inbound.reply(&reply) {
                     tracing::warn!(%error, checker = %state.name, "report not sent");
                 }
             }
             check_request::Kind::Stop(StopRequest { reason }) => {
-                let reply: CheckReply = state.counts.report(true).into();
+                let reply: CheckReply = state.report(true).into();
                 if let Err(error) = inbound.session().try_cast(reply) {
                     tracing::warn!(%error, checker = %state.name, "final report not sent");
                 }

@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         .secret(secret.clone())
         .start()
         .await?;
-    let (checker, _) = Actor::spawn(None, SeqCheck, "check".to_owned()).await?;
+    let (checker, _) = Actor::spawn(None, SeqCheck, "check".into()).await?;
     far.register("check", &checker)?;
     let proxy = FaultProxy::start(far.local_addr().expect("far listens")).await?;
 

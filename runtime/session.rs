@@ -1154,10 +1154,11 @@ impl Session {
 
     fn on_goodbye(&mut self, goodbye: Goodbye) {
         if let Some(seen) = &self.peer_goodbye {
-            // A farewell repeated after a resume.
             if *seen != goodbye {
-                self.violation(ProtocolError::DataAfterGoodbye);
+                // A finished peer that then aborts (or shuts down): that ends it.
+                self.lose(LostReason::PeerEnded(goodbye));
             }
+            // Otherwise a farewell repeated after a resume.
             return;
         }
         if goodbye.last_seq != self.received {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use duologue::actors::chat::ChatRoom;
-use duologue::actors::seq_check::SeqCheck;
+use duologue::actors::seq_check::{CheckConfig, SeqCheck};
 use duologue::config::SessionPolicy;
 use duologue::{Node, NodeConfig};
 use ractor::Actor;
@@ -30,7 +30,8 @@ pub(crate) struct NodeArgs {
     /// Session timings and policy.
     #[command(flatten)]
     timing: Timing,
-    /// An actor to host, as KIND:NAME (kinds: chat-room, seq-check). Repeatable.
+    /// An actor to host, as KIND:NAME (kinds: chat-room, seq-check; a seq-check may be
+    /// slowed to RATE ticks a second as seq-check:NAME@RATE). Repeatable.
     #[arg(long = "actor", value_name = "KIND:NAME")]
     actors: Vec<String>,
 }
@@ -59,6 +60,9 @@ struct Timing {
     /// Sessions still draining this long after SIGTERM are cancelled.
     #[arg(long, default_value = "5s", value_parser = duration)]
     shutdown_drain: Duration,
+    /// How many messages a peer may send ahead of this node's actor consuming them.
+    #[arg(long, default_value_t = 65536)]
+    credit_window: u64,
 }
 
 impl Timing {
@@ -70,6 +74,7 @@ impl Timing {
         config.session.silence_timeout = self.silence_timeout;
         config.session.handshake_timeout = self.handshake_timeout;
         config.shutdown_drain = self.shutdown_drain;
+        config.session.credit_window = self.credit_window;
     }
 }
 
@@ -124,7 +129,21 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
                 hosted.push(room.get_cell());
             }
             "seq-check" => {
-                let (check, _) = Actor::spawn(None, SeqCheck, name.to_owned())
+                // NAME or NAME@RATE: a checker that takes at most RATE ticks a second.
+                let (name, per_second) = match name.split_once('@') {
+                    Some((name, rate)) => {
+                        let rate = rate
+                            .parse()
+                            .map_err(|_| format!("--actor {spec:?}: RATE is ticks per second"))?;
+                        (name, Some(rate))
+                    }
+                    None => (name, None),
+                };
+                let config = CheckConfig {
+                    name: name.to_owned(),
+                    per_second,
+                };
+                let (check, _) = Actor::spawn(None, SeqCheck, config)
                     .await
                     .map_err(|e| format!("cannot start sequence checker {name}: {e}"))?;
                 node.register(name, &check).map_err(|e| e.to_string())?;
