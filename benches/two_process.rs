@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use duologue::local_cluster::{ChildGuard, SecretDir};
+use duologue::local_cluster::{ChildGuard, Memory, SecretDir};
 use duologue::{Inbound, Node, Protocol, RemoteRef, ReplyPort, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -472,20 +472,14 @@ async fn measure(label: &str, sink: &RemoteRef<BenchProtocol>, cfg: Config) -> a
     Ok(())
 }
 
-/// Peak and current resident memory of process `pid` (`self` for this one), from
-/// `/proc`; `None` where there is no `/proc`.
-fn memory(pid: &str) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_owned())
-    };
+/// Peak and current resident memory of process `pid` (this one: `None`), readably.
+fn memory(pid: Option<u32>) -> Option<String> {
+    let memory = Memory::of(pid)?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     Some(format!(
-        "peak {} now {}",
-        field("VmHWM:")?,
-        field("VmRSS:")?
+        "peak {:.1} MiB now {:.1} MiB",
+        mib(memory.peak),
+        mib(memory.now)
     ))
 }
 
@@ -511,10 +505,10 @@ async fn client(
             millis(connecting.elapsed())
         );
         measure("duologue", &sink, cfg).await?;
-        if let Some(mem) = node_a_pid.and_then(|pid| memory(&pid.to_string())) {
+        if let Some(mem) = memory(node_a_pid) {
             eprintln!("node A resident memory: {mem}");
         }
-        if let Some(own) = memory("self") {
+        if let Some(own) = memory(None) {
             eprintln!("node B resident memory: {own}");
         }
         anyhow::Ok(())

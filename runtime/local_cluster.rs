@@ -273,3 +273,36 @@ impl Drop for SecretDir {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Resident memory of a process, from `/proc/PID/status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// Peak resident set size (`VmHWM`), in bytes.
+    pub peak: u64,
+    /// Current resident set size (`VmRSS`), in bytes.
+    pub now: u64,
+}
+
+impl Memory {
+    /// The memory of process `pid` (`None`: this process); `None` where there is no
+    /// `/proc` or the process is gone.
+    pub fn of(pid: Option<u32>) -> Option<Self> {
+        let path = match pid {
+            Some(pid) => format!("/proc/{pid}/status"),
+            None => "/proc/self/status".to_owned(),
+        };
+        let status = std::fs::read_to_string(path).ok()?;
+        let kib = |name: &str| -> Option<u64> {
+            let line = status.lines().find_map(|l| l.strip_prefix(name))?;
+            line.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        };
+        Some(Self {
+            peak: kib("VmHWM:")? * 1024,
+            now: kib("VmRSS:")? * 1024,
+        })
+    }
+}
