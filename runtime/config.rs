@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub stream_window: u32,
     /// HTTP/2 connection window, in bytes (all sessions to one peer).
     pub connection_window: u32,
+    /// Largest HTTP/2 frame this node accepts, in bytes (16 KiB to 16 MiB).
+    pub max_frame_size: u32,
     /// Most concurrent sessions one peer connection may open to this node.
     pub max_sessions_per_peer: u32,
     /// How long a closed session waits for the peer to end its stream.
@@ -73,6 +75,7 @@ impl Default for NodeConfig {
             keepalive_timeout: Duration::from_secs(1),
             stream_window: 2 * 1024 * 1024,
             connection_window: 8 * 1024 * 1024,
+            max_frame_size: 64 * 1024,
             max_sessions_per_peer: 16 * 1024,
             close_linger: Duration::from_secs(2),
             shutdown_drain: Duration::from_secs(5),

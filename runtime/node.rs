@@ -177,6 +177,8 @@ async fn serve(node: Arc<NodeInner>, listener: tokio::net::TcpListener) {
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .initial_stream_window_size(config.stream_window)
         .initial_connection_window_size(config.connection_window)
+        .http2_adaptive_window(Some(false))
+        .max_frame_size(config.max_frame_size)
         .max_concurrent_streams(config.max_sessions_per_peer)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, node.shutdown.token().clone().cancelled_owned())

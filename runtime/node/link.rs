@@ -54,5 +54,7 @@ fn endpoint(addr: &str, config: &NodeConfig) -> Result<Endpoint, ConnectError> {
         .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true)
         .initial_stream_window_size(config.stream_window)
-        .initial_connection_window_size(config.connection_window))
+        .initial_connection_window_size(config.connection_window)
+        .http2_adaptive_window(false)
+        .max_frame_size(config.max_frame_size))
 }
