@@ -14,6 +14,7 @@
 //! Each member's session is its own ordered stream into the room's one mailbox; the
 //! room answers and relays on the sessions the messages came from.
 
+use duologue::SessionMsg;
 use std::time::Duration;
 
 use duologue::{
@@ -60,27 +61,6 @@ impl From<Text> for MemberMessage {
 impl From<room_message::Kind> for RoomMessage {
     fn from(kind: room_message::Kind) -> Self {
         Self { kind: Some(kind) }
-    }
-}
-
-/// The room's mailbox: its sessions' messages and signals.
-#[derive(Debug)]
-pub enum RoomMsg {
-    /// A message from a member.
-    Inbound(Inbound),
-    /// A member's session changed.
-    Session(SessionSignal),
-}
-
-impl From<Inbound> for RoomMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for RoomMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Session(signal)
     }
 }
 
@@ -174,14 +154,14 @@ impl RoomState {
 }
 
 impl Actor for ChatRoom {
-    type Msg = RoomMsg;
+    type Msg = SessionMsg;
     type State = RoomState;
     /// The room's name.
     type Arguments = String;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<RoomMsg>,
+        _myself: ActorRef<SessionMsg>,
         name: String,
     ) -> Result<RoomState, ActorProcessingErr> {
         Ok(RoomState {
@@ -193,12 +173,12 @@ impl Actor for ChatRoom {
 
     async fn handle(
         &self,
-        _myself: ActorRef<RoomMsg>,
-        message: RoomMsg,
+        _myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RoomMsg::Inbound(inbound) => match inbound.decode::<MemberMessage>() {
+            SessionMsg::Inbound(inbound) => match inbound.decode::<MemberMessage>() {
                 Ok(MemberMessage {
                     kind: Some(member_message::Kind::Join(join)),
                 }) => {
@@ -219,11 +199,11 @@ impl Actor for ChatRoom {
             // The member half-closed: its texts before the farewell are all handled (they
             // precede this signal in the mailbox), so finishing now sends the final acks
             // ahead of the room's own farewell.
-            RoomMsg::Session(SessionSignal::PeerFinished(session, _)) => {
+            SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
                 state.leave(&session);
                 session.finish();
             }
-            RoomMsg::Session(SessionSignal::Closed {
+            SessionMsg::Signal(SessionSignal::Closed {
                 session, reason, ..
             }) => {
                 if state.member(&session).is_some() {
@@ -231,11 +211,11 @@ impl Actor for ChatRoom {
                 }
                 state.leave(&session);
             }
-            RoomMsg::Session(SessionSignal::Lost(lost)) => {
+            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
                 tracing::info!(reason = %lost.reason, "member session lost");
                 state.leave(&lost.session);
             }
-            RoomMsg::Session(_) => {}
+            SessionMsg::Signal(_) => {}
         }
         Ok(())
     }
@@ -274,17 +254,14 @@ pub enum ChatEvent {
 #[derive(Debug, Default)]
 pub struct ChatMember;
 
-/// The member actor's mailbox.
-pub type MemberMsg = RoomMsg;
-
 impl Actor for ChatMember {
-    type Msg = MemberMsg;
+    type Msg = SessionMsg;
     type State = mpsc::UnboundedSender<ChatEvent>;
     type Arguments = mpsc::UnboundedSender<ChatEvent>;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<MemberMsg>,
+        _myself: ActorRef<SessionMsg>,
         events: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(events)
@@ -292,24 +269,26 @@ impl Actor for ChatMember {
 
     async fn handle(
         &self,
-        myself: ActorRef<MemberMsg>,
-        message: MemberMsg,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
         events: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let event = match message {
-            RoomMsg::Inbound(inbound) => match inbound.decode::<RoomMessage>()?.kind {
+            SessionMsg::Inbound(inbound) => match inbound.decode::<RoomMessage>()?.kind {
                 Some(room_message::Kind::Relay(relay)) => ChatEvent::Relay(relay),
                 Some(room_message::Kind::Ack(ack)) => ChatEvent::Acked(ack),
                 Some(room_message::Kind::Rejected(r)) => ChatEvent::Rejected(r.reason),
                 Some(room_message::Kind::Welcome(_)) | None => return Ok(()),
             },
-            RoomMsg::Session(SessionSignal::PeerFinished(..)) => ChatEvent::RoomFinished,
-            RoomMsg::Session(SessionSignal::Interrupted(_, cause)) => ChatEvent::Interrupted(cause),
-            RoomMsg::Session(SessionSignal::Resumed(_, resumption)) => {
+            SessionMsg::Signal(SessionSignal::PeerFinished(..)) => ChatEvent::RoomFinished,
+            SessionMsg::Signal(SessionSignal::Interrupted(_, cause)) => {
+                ChatEvent::Interrupted(cause)
+            }
+            SessionMsg::Signal(SessionSignal::Resumed(_, resumption)) => {
                 ChatEvent::Resumed(resumption)
             }
-            RoomMsg::Session(SessionSignal::Restarted { .. }) => ChatEvent::Restarted,
-            RoomMsg::Session(SessionSignal::Lost(lost)) => {
+            SessionMsg::Signal(SessionSignal::Restarted { .. }) => ChatEvent::Restarted,
+            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
                 let unconfirmed = lost
                     .unconfirmed
                     .iter()
@@ -324,12 +303,12 @@ impl Actor for ChatMember {
                     unconfirmed,
                 }
             }
-            RoomMsg::Session(SessionSignal::Closed { reason, .. }) => {
+            SessionMsg::Signal(SessionSignal::Closed { reason, .. }) => {
                 let _ = events.send(ChatEvent::Closed(reason));
                 myself.stop(None);
                 return Ok(());
             }
-            RoomMsg::Session(SessionSignal::Opened(_) | SessionSignal::Flow(..)) => return Ok(()),
+            SessionMsg::Signal(SessionSignal::Opened(_) | SessionSignal::Flow(..)) => return Ok(()),
         };
         // The receiver gone means the member's owner left; nothing to tell.
         let _ = events.send(event);
@@ -364,7 +343,7 @@ pub struct Joined {
     /// What the room sends, in order.
     pub events: mpsc::UnboundedReceiver<ChatEvent>,
     /// The member actor owning the session.
-    pub member: ActorRef<MemberMsg>,
+    pub member: ActorRef<SessionMsg>,
 }
 
 /// Starts a member actor on `node`, opens a session to room `room` at `addr`, and joins

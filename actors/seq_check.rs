@@ -18,7 +18,8 @@
 //! several sessions one after another (a sender reconnecting after a cut), and the
 //! counts say whether together they delivered each number once and in order.
 
-use duologue::{Inbound, Protocol, SessionSignal};
+use duologue::Protocol;
+use duologue::SessionMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// The sequence-check protocol's messages (`proto/duologue/diag/v1/diag.proto`).
@@ -68,27 +69,6 @@ impl From<Report> for CheckReply {
         Self {
             kind: Some(check_reply::Kind::Report(report)),
         }
-    }
-}
-
-/// The checker's mailbox: its sessions' messages and signals.
-#[derive(Debug)]
-pub enum CheckMsg {
-    /// A message from a sender.
-    Inbound(Inbound),
-    /// A sender's session changed.
-    Session(SessionSignal),
-}
-
-impl From<Inbound> for CheckMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for CheckMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Session(signal)
     }
 }
 
@@ -199,13 +179,13 @@ impl CheckState {
 }
 
 impl Actor for SeqCheck {
-    type Msg = CheckMsg;
+    type Msg = SessionMsg;
     type State = CheckState;
     type Arguments = CheckConfig;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<CheckMsg>,
+        _myself: ActorRef<SessionMsg>,
         config: CheckConfig,
     ) -> Result<CheckState, ActorProcessingErr> {
         Ok(CheckState {
@@ -221,13 +201,13 @@ impl Actor for SeqCheck {
 
     async fn handle(
         &self,
-        myself: ActorRef<CheckMsg>,
-        message: CheckMsg,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
         state: &mut CheckState,
     ) -> Result<(), ActorProcessingErr> {
         let inbound = match message {
-            CheckMsg::Inbound(inbound) => inbound,
-            CheckMsg::Session(signal) => {
+            SessionMsg::Inbound(inbound) => inbound,
+            SessionMsg::Signal(signal) => {
                 tracing::debug!(checker = %state.name, ?signal, "session signal");
                 return Ok(());
             }

@@ -11,44 +11,25 @@
 //! `duologue slow_consumer casts=... rate=... payload_bytes=... wall_s=... sender_peak_rss_mib=...
 //! receiver_peak_rss_mib=... max_receiver_backlog=... max_sender_unacked=... lost=... duplicates=...`
 
+use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use duologue::actors::seq_check::SeqCheck;
 use duologue::actors::seq_check::proto::{ReportRequest, Tick, check_reply};
 use duologue::local_cluster::{Memory, NodeProcess, SecretDir};
-use duologue::{Inbound, Node, RemoteRef, SessionSignal};
+use duologue::{Node, RemoteRef};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// An owner that ignores what its session tells it.
 struct Owner;
 
-/// The owner's mailbox.
-enum OwnerMsg {
-    /// Ignored.
-    Inbound(#[allow(dead_code)] Inbound),
-    /// Ignored.
-    Signal(#[allow(dead_code)] SessionSignal),
-}
-
-impl From<Inbound> for OwnerMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for OwnerMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Signal(signal)
-    }
-}
-
 impl Actor for Owner {
-    type Msg = OwnerMsg;
+    type Msg = SessionMsg;
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<OwnerMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<SessionMsg>, (): ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 }

@@ -18,6 +18,7 @@
 //! `--payload BYTES` (64). With the `CI` environment variable set the defaults shrink to
 //! 20000 casts and 1000 calls. The `--bench` flag cargo adds is ignored.
 
+use duologue::SessionMsg;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use duologue::local_cluster::{ChildGuard, Memory, SecretDir};
-use duologue::{Inbound, Node, Protocol, RemoteRef, ReplyPort, SessionSignal};
+use duologue::{Node, Protocol, RemoteRef, ReplyPort, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// How long node A may take to report `READY`.
@@ -101,26 +102,6 @@ impl Protocol for BenchProtocol {
     type Response = BenchReply;
 }
 
-/// What sessions deliver into the sink's (and node B's owner's) mailbox.
-enum BenchMsg {
-    /// A message from the peer.
-    Inbound(Inbound),
-    /// A change in a session's life.
-    Signal(SessionSignal),
-}
-
-impl From<Inbound> for BenchMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for BenchMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Signal(signal)
-    }
-}
-
 /// Node A's actor: counts payloads and answers `WaitFor` and `Echo`.
 struct Sink;
 
@@ -159,13 +140,13 @@ impl SinkState {
 }
 
 impl Actor for Sink {
-    type Msg = BenchMsg;
+    type Msg = SessionMsg;
     type State = SinkState;
     type Arguments = ();
 
     async fn pre_start(
         &self,
-        _: ActorRef<BenchMsg>,
+        _: ActorRef<SessionMsg>,
         (): (),
     ) -> Result<SinkState, ActorProcessingErr> {
         Ok(SinkState::default())
@@ -173,19 +154,19 @@ impl Actor for Sink {
 
     async fn handle(
         &self,
-        _: ActorRef<BenchMsg>,
-        message: BenchMsg,
+        _: ActorRef<SessionMsg>,
+        message: SessionMsg,
         state: &mut SinkState,
     ) -> Result<(), ActorProcessingErr> {
         let mut inbound = match message {
-            BenchMsg::Inbound(inbound) => inbound,
-            BenchMsg::Signal(SessionSignal::Closed {
+            SessionMsg::Inbound(inbound) => inbound,
+            SessionMsg::Signal(SessionSignal::Closed {
                 session, reason, ..
             }) => {
                 eprintln!("sink: session {} closed: {reason}", session.id());
                 return Ok(());
             }
-            BenchMsg::Signal(_) => return Ok(()),
+            SessionMsg::Signal(_) => return Ok(()),
         };
         let request: BenchRequest = inbound.decode()?;
         match request.kind {
@@ -228,18 +209,18 @@ impl Actor for Sink {
 struct Owner;
 
 impl Actor for Owner {
-    type Msg = BenchMsg;
+    type Msg = SessionMsg;
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<BenchMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<SessionMsg>, (): ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 
     async fn handle(
         &self,
-        _: ActorRef<BenchMsg>,
-        _: BenchMsg,
+        _: ActorRef<SessionMsg>,
+        _: SessionMsg,
         (): &mut (),
     ) -> Result<(), ActorProcessingErr> {
         Ok(())

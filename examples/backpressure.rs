@@ -6,14 +6,13 @@
 //! cargo run --release --example backpressure
 //! ```
 
+use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
 use duologue::actors::seq_check::proto::{ReportRequest, Tick, check_reply};
 use duologue::actors::seq_check::{CheckConfig, SeqCheck};
 use duologue::wire::FlowSignal;
-use duologue::{
-    Inbound, Node, NodeConfig, RemoteRef, Secret, SendError, SessionConfig, SessionSignal,
-};
+use duologue::{Node, NodeConfig, RemoteRef, Secret, SendError, SessionConfig, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 const TICKS: u64 = 40_000;
@@ -23,31 +22,14 @@ const CONSUMER_RATE: u32 = 10_000;
 /// The sender's owner: prints the flow signals its session receives.
 struct Owner;
 
-enum OwnerMsg {
-    Inbound(Inbound),
-    Signal(SessionSignal),
-}
-
-impl From<Inbound> for OwnerMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for OwnerMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Signal(signal)
-    }
-}
-
 impl Actor for Owner {
-    type Msg = OwnerMsg;
+    type Msg = SessionMsg;
     type State = Instant;
     type Arguments = Instant;
 
     async fn pre_start(
         &self,
-        _: ActorRef<OwnerMsg>,
+        _: ActorRef<SessionMsg>,
         start: Instant,
     ) -> Result<Instant, ActorProcessingErr> {
         Ok(start)
@@ -55,12 +37,12 @@ impl Actor for Owner {
 
     async fn handle(
         &self,
-        _: ActorRef<OwnerMsg>,
-        message: OwnerMsg,
+        _: ActorRef<SessionMsg>,
+        message: SessionMsg,
         start: &mut Instant,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OwnerMsg::Signal(SessionSignal::Flow(session, signal)) => {
+            SessionMsg::Signal(SessionSignal::Flow(session, signal)) => {
                 let flow = session.flow();
                 let what = match signal {
                     FlowSignal::Pause => "the receiver says Pause".to_owned(),
@@ -74,8 +56,8 @@ impl Actor for Owner {
                     session.unacked()
                 );
             }
-            OwnerMsg::Signal(_) => {}
-            OwnerMsg::Inbound(inbound) => println!("unexpected {}", inbound.type_url()),
+            SessionMsg::Signal(_) => {}
+            SessionMsg::Inbound(inbound) => println!("unexpected {}", inbound.type_url()),
         }
         Ok(())
     }

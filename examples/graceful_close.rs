@@ -7,40 +7,24 @@
 //! cargo run --example graceful_close
 //! ```
 
+use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
 use duologue::actors::chat::proto::Text;
 use duologue::actors::chat::{ChatEvent, ChatRoom, join};
 use duologue::actors::seq_check::{SeqCheck, proto::Tick};
-use duologue::{CloseReason, Inbound, Node, RemoteRef, Secret, SessionSignal};
+use duologue::{CloseReason, Node, RemoteRef, Secret};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// An owner that ignores its session's news (the examples read it from the handles).
 struct Quiet;
 
-enum QuietMsg {
-    Inbound(#[allow(dead_code)] Inbound),
-    Signal(#[allow(dead_code)] SessionSignal),
-}
-
-impl From<Inbound> for QuietMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for QuietMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Signal(signal)
-    }
-}
-
 impl Actor for Quiet {
-    type Msg = QuietMsg;
+    type Msg = SessionMsg;
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<QuietMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<SessionMsg>, (): ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 }

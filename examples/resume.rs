@@ -7,12 +7,13 @@
 //! cargo run --release --example resume
 //! ```
 
+use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
 use duologue::actors::seq_check::SeqCheck;
 use duologue::actors::seq_check::proto::{ReportRequest, Tick, check_reply};
 use duologue::local_cluster::FaultProxy;
-use duologue::{Inbound, Node, RemoteRef, Secret, SessionSignal};
+use duologue::{Node, RemoteRef, Secret, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 
@@ -21,31 +22,14 @@ const TICKS: u64 = 300_000;
 /// The owner of the sending side: forwards its session's signals to `main`.
 struct Owner;
 
-enum OwnerMsg {
-    Inbound(Inbound),
-    Signal(SessionSignal),
-}
-
-impl From<Inbound> for OwnerMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for OwnerMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Signal(signal)
-    }
-}
-
 impl Actor for Owner {
-    type Msg = OwnerMsg;
+    type Msg = SessionMsg;
     type State = mpsc::UnboundedSender<(Instant, SessionSignal)>;
     type Arguments = mpsc::UnboundedSender<(Instant, SessionSignal)>;
 
     async fn pre_start(
         &self,
-        _: ActorRef<OwnerMsg>,
+        _: ActorRef<SessionMsg>,
         signals: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(signals)
@@ -53,15 +37,15 @@ impl Actor for Owner {
 
     async fn handle(
         &self,
-        _: ActorRef<OwnerMsg>,
-        message: OwnerMsg,
+        _: ActorRef<SessionMsg>,
+        message: SessionMsg,
         signals: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OwnerMsg::Signal(signal) => {
+            SessionMsg::Signal(signal) => {
                 let _ = signals.send((Instant::now(), signal));
             }
-            OwnerMsg::Inbound(inbound) => println!("unexpected {}", inbound.type_url()),
+            SessionMsg::Inbound(inbound) => println!("unexpected {}", inbound.type_url()),
         }
         Ok(())
     }

@@ -64,7 +64,7 @@ pub use error::{
     AuthError, CallError, CloseReason, ConnectError, DecodeError, NodeError, ProtocolError,
     SendError,
 };
-pub use mailbox::{Inbound, ReplyPort, SessionSignal};
+pub use mailbox::{Inbound, ReplyPort, SessionMsg, SessionSignal};
 pub use node::{Node, NodeBuilder, NodeEvent};
 pub use remote_ref::{Protocol, RemoteRef};
 pub use session::SessionConfig;

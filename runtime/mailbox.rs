@@ -35,6 +35,29 @@ use crate::error::{CloseReason, DecodeError, LostReason, SendError};
 use crate::session_ref::SessionRef;
 use crate::wire::{Fault, FlowSignal, Goodbye};
 
+/// The message type of an actor that talks only through sessions: everything its
+/// sessions deliver. An actor with messages of its own defines its own enum with
+/// `From<Inbound>` and `From<SessionSignal>`, as the module doc shows.
+#[derive(Debug)]
+pub enum SessionMsg {
+    /// A message from a peer.
+    Inbound(Inbound),
+    /// A change in the life of one of its sessions.
+    Signal(SessionSignal),
+}
+
+impl From<Inbound> for SessionMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<SessionSignal> for SessionMsg {
+    fn from(signal: SessionSignal) -> Self {
+        Self::Signal(signal)
+    }
+}
+
 /// One message from a peer, delivered into the owner's mailbox.
 pub struct Inbound {
     pub(crate) session: SessionRef,

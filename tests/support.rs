@@ -3,9 +3,10 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
-use duologue::{Inbound, Node, NodeEvent, ReplyPort, Secret, SessionRef, SessionSignal};
+use duologue::{Node, NodeEvent, ReplyPort, Secret, SessionRef, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{broadcast, mpsc};
 
@@ -69,23 +70,6 @@ pub enum Seen {
     Signal(SessionSignal),
 }
 
-pub enum ProbeMsg {
-    Inbound(Inbound),
-    Signal(SessionSignal),
-}
-
-impl From<Inbound> for ProbeMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for ProbeMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Signal(signal)
-    }
-}
-
 /// Reports every ping and signal; answers calls with a `Pong` carrying the same `n`.
 pub struct Probe;
 
@@ -95,13 +79,13 @@ pub struct ProbeState {
 }
 
 impl Actor for Probe {
-    type Msg = ProbeMsg;
+    type Msg = SessionMsg;
     type State = ProbeState;
     type Arguments = mpsc::UnboundedSender<Seen>;
 
     async fn pre_start(
         &self,
-        _: ActorRef<ProbeMsg>,
+        _: ActorRef<SessionMsg>,
         seen: Self::Arguments,
     ) -> Result<ProbeState, ActorProcessingErr> {
         Ok(ProbeState {
@@ -112,12 +96,12 @@ impl Actor for Probe {
 
     async fn handle(
         &self,
-        _: ActorRef<ProbeMsg>,
-        message: ProbeMsg,
+        _: ActorRef<SessionMsg>,
+        message: SessionMsg,
         state: &mut ProbeState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ProbeMsg::Inbound(mut inbound) => {
+            SessionMsg::Inbound(mut inbound) => {
                 let ping: Ping = inbound.decode()?;
                 let session = inbound.session().clone();
                 if let Some(port) = inbound.take_reply() {
@@ -137,7 +121,7 @@ impl Actor for Probe {
                 }
                 let _ = state.seen.send(Seen::Ping { n: ping.n, session });
             }
-            ProbeMsg::Signal(signal) => {
+            SessionMsg::Signal(signal) => {
                 let _ = state.seen.send(Seen::Signal(signal));
             }
         }
@@ -146,7 +130,7 @@ impl Actor for Probe {
 }
 
 /// Starts a probe actor; returns it with the receiving end of what it sees.
-pub async fn probe() -> (ActorRef<ProbeMsg>, mpsc::UnboundedReceiver<Seen>) {
+pub async fn probe() -> (ActorRef<SessionMsg>, mpsc::UnboundedReceiver<Seen>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (actor, _) = Actor::spawn(None, Probe, tx).await.expect("probe starts");
     (actor, rx)
@@ -242,7 +226,7 @@ pub fn duologue_exe() -> std::path::PathBuf {
 /// A listening node with a probe registered as `"probe"`.
 pub struct Served {
     pub node: Node,
-    pub target: ActorRef<ProbeMsg>,
+    pub target: ActorRef<SessionMsg>,
     pub seen: mpsc::UnboundedReceiver<Seen>,
 }
 
@@ -292,13 +276,13 @@ pub enum Heard {
 pub struct Recorder;
 
 impl Actor for Recorder {
-    type Msg = ProbeMsg;
+    type Msg = SessionMsg;
     type State = mpsc::UnboundedSender<(Instant, Heard)>;
     type Arguments = mpsc::UnboundedSender<(Instant, Heard)>;
 
     async fn pre_start(
         &self,
-        _: ActorRef<ProbeMsg>,
+        _: ActorRef<SessionMsg>,
         heard: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(heard)
@@ -306,16 +290,16 @@ impl Actor for Recorder {
 
     async fn handle(
         &self,
-        _: ActorRef<ProbeMsg>,
-        message: ProbeMsg,
+        _: ActorRef<SessionMsg>,
+        message: SessionMsg,
         heard: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let item = match message {
-            ProbeMsg::Inbound(inbound) => Heard::Message {
+            SessionMsg::Inbound(inbound) => Heard::Message {
                 type_url: inbound.type_url().to_owned(),
                 payload: inbound.payload().clone(),
             },
-            ProbeMsg::Signal(signal) => Heard::Signal(signal),
+            SessionMsg::Signal(signal) => Heard::Signal(signal),
         };
         let _ = heard.send((Instant::now(), item));
         Ok(())
@@ -324,7 +308,7 @@ impl Actor for Recorder {
 
 /// Starts a recorder; returns it with what it hears.
 pub async fn recorder() -> (
-    ActorRef<ProbeMsg>,
+    ActorRef<SessionMsg>,
     mpsc::UnboundedReceiver<(Instant, Heard)>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
