@@ -25,7 +25,7 @@
 //! # Example
 //!
 //! ```no_run
-//! # async fn run(room: ractor::ActorRef<duologue::actors::chat::RoomMsg>) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(room: ractor::ActorRef<duologue::SessionMsg>) -> Result<(), Box<dyn std::error::Error>> {
 //! use duologue::{Node, Secret};
 //!
 //! let node = Node::builder()

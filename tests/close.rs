@@ -16,13 +16,7 @@ use support::*;
 
 #[tokio::test]
 async fn abort_ends_at_once_and_the_peer_learns_aborted() {
-    let mut server = served_probe(listening_node("server", SECRET).await).await;
-    let client = dial(
-        dialling_node("client", SECRET).await,
-        &addr(&server.node),
-        "probe",
-    )
-    .await;
+    let (mut server, client) = probe_session().await;
     let remote = client.result.unwrap();
     remote.cast(Ping { n: 1, body: vec![] }).await.unwrap();
     next_ping(&mut server.seen).await;
@@ -70,13 +64,7 @@ async fn close_finishes_when_the_peer_finishes_too() {
 
 #[tokio::test]
 async fn close_aborts_when_the_peer_does_not_finish_in_time() {
-    let mut server = served_probe(listening_node("server", SECRET).await).await;
-    let client = dial(
-        dialling_node("client", SECRET).await,
-        &addr(&server.node),
-        "probe",
-    )
-    .await;
+    let (mut server, client) = probe_session().await;
     let remote = client.result.unwrap();
 
     let started = Instant::now();

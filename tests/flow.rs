@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use duologue::actors::seq_check::proto::{CheckReply, ReportRequest, Tick, check_reply};
 use duologue::actors::seq_check::{CheckConfig, SeqCheck};
 use duologue::wire::FlowSignal;
-use duologue::{Node, NodeConfig, RemoteRef, Secret, SendError, SessionConfig, SessionSignal};
+use duologue::{Node, NodeConfig, RemoteRef, SendError, SessionConfig, SessionSignal};
 use ractor::Actor;
 use support::*;
 
@@ -25,12 +25,7 @@ async fn receiver(window: u64) -> Node {
         },
         ..NodeConfig::default()
     };
-    Node::builder()
-        .config(config)
-        .secret(Secret::new(SECRET).unwrap())
-        .start()
-        .await
-        .unwrap()
+    node_with(config).await
 }
 
 /// A checker taking `per_second` ticks behind a `window`, and a session to it.

@@ -12,13 +12,7 @@ use support::*;
 
 #[tokio::test]
 async fn connect_returns_typed_session_after_mutual_auth() {
-    let mut server = served_probe(listening_node("server", SECRET).await).await;
-    let client = dial(
-        dialling_node("client", SECRET).await,
-        &addr(&server.node),
-        "probe",
-    )
-    .await;
+    let (mut server, client) = probe_session().await;
 
     let remote = client.result.unwrap();
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 use duologue::config::SessionPolicy;
 use duologue::error::LostReason;
 use duologue::local_cluster::FaultProxy;
-use duologue::{Node, NodeConfig, RemoteRef, Secret, SessionConfig, SessionSignal};
+use duologue::{Node, NodeConfig, RemoteRef, SessionConfig, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use support::*;
 use tokio::sync::mpsc;
 
-async fn node_with(name: &str, listen: bool, resume_timeout: Duration) -> Node {
+async fn node_named(name: &str, listen: bool, resume_timeout: Duration) -> Node {
     let config = NodeConfig {
         name: name.into(),
         listen: listen.then(|| "127.0.0.1:0".parse().unwrap()),
@@ -24,12 +24,7 @@ async fn node_with(name: &str, listen: bool, resume_timeout: Duration) -> Node {
         },
         ..NodeConfig::default()
     };
-    Node::builder()
-        .config(config)
-        .secret(Secret::new(SECRET).unwrap())
-        .start()
-        .await
-        .unwrap()
+    support::node_with(config).await
 }
 
 #[tokio::test]
@@ -96,7 +91,7 @@ async fn escalate_policy_stops_the_owner_after_it_saw_the_loss() {
     let proxy = FaultProxy::start(server.node.local_addr().unwrap())
         .await
         .unwrap();
-    let client = node_with("client", false, Duration::from_millis(300)).await;
+    let client = node_named("client", false, Duration::from_millis(300)).await;
     let (stops_tx, mut stops) = mpsc::unbounded_channel();
     let (supervisor, _) = Actor::spawn(None, Supervisor, stops_tx).await.unwrap();
     let (heard_tx, mut heard) = mpsc::unbounded_channel();

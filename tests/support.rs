@@ -338,3 +338,25 @@ pub async fn signal_where<T>(
     .await
     .expect("the signal within the wait bound")
 }
+
+/// A probe served on one node, and a fresh node's session to it.
+pub async fn probe_session() -> (Served, Dialled) {
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    let client = dial(
+        dialling_node("client", SECRET).await,
+        &addr(&server.node),
+        "probe",
+    )
+    .await;
+    (server, client)
+}
+
+/// A node started from `config`, with the test secret.
+pub async fn node_with(config: duologue::NodeConfig) -> Node {
+    Node::builder()
+        .config(config)
+        .secret(Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .expect("node starts")
+}
