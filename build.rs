@@ -3,6 +3,9 @@
 const PROTOS: &[&str] = &[
     "proto/duologue/v1/session.proto",
     "proto/duologue/chat/v1/chat.proto",
+    "proto/duologue/edit/v1/edit.proto",
+    "proto/duologue/reconcile/v1/reconcile.proto",
+    "proto/duologue/pipeline/v1/pipeline.proto",
     "proto/duologue/diag/v1/diag.proto",
 ];
 

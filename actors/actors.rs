@@ -7,4 +7,7 @@
 //!   report), for diagnosing delivery.
 
 pub mod chat;
+pub mod edit;
+pub mod pipeline;
+pub mod reconcile;
 pub mod seq_check;

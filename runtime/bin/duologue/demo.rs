@@ -1,16 +1,19 @@
-//! `duologue demo chat`: a real cluster of separate processes on 127.0.0.1. A room on
-//! one node, three members each in its own process; a short conversation, each line
-//! checked to arrive at every other member; then polite half-closes and a node
-//! shutdown. Every child is killed on every exit path (errors, Ctrl-C, panics).
+//! `duologue demo <chat|edit|reconcile|pipeline|all>`: a real cluster of separate
+//! processes on 127.0.0.1 with ports chosen at run time, playing one paradigm (or all of
+//! them in turn) and printing what happens for a person to read. Every child is killed on
+//! every exit path (errors, Ctrl-C, panics): each one is held by a guard that kills it
+//! when dropped.
 
-use std::path::Path;
+mod chat;
+mod edit;
+mod pipeline;
+mod reconcile;
+
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use duologue::local_cluster::{ChildGuard, ClusterError, NodeProcess, SecretDir};
-use nix::sys::signal::Signal;
-use tokio::io::AsyncWriteExt;
+use duologue::local_cluster::ClusterError;
 
 /// Options of `duologue demo`.
 #[derive(Debug, Args)]
@@ -20,162 +23,56 @@ pub(crate) struct DemoArgs {
     paradigm: Paradigm,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Paradigm {
     /// A chat room on one node, members on three others.
     Chat,
+    /// A shared document on one node, editors on others, converging.
+    Edit,
+    /// A reconciler streaming progress towards a declared state.
+    Reconcile,
+    /// A producer whose rate follows a stage's back-pressure.
+    Pipeline,
+    /// Every paradigm in turn.
+    All,
 }
 
-/// Bound on every wait of the demo.
-const STEP: Duration = Duration::from_secs(15);
-
-const ROOM: &str = "general";
-const MEMBERS: [&str; 3] = ["alice", "bob", "carol"];
-const SCRIPT: [(usize, &str); 5] = [
-    (0, "hello everyone, this line crossed two processes"),
-    (1, "hi alice! one HTTP/2 stream per session here"),
-    (2, "and all of our sessions feed the room's one mailbox"),
-    (
-        0,
-        "every line is acked by the room with its sequence number",
-    ),
-    (1, "see you. half-closing now"),
-];
+/// Bound on every wait of the demos.
+pub(crate) const STEP: Duration = Duration::from_secs(15);
 
 pub(crate) async fn run(args: DemoArgs) -> ExitCode {
-    let result = tokio::select! {
-        result = match args.paradigm {
-            Paradigm::Chat => chat(),
-        } => result,
-        _ = tokio::signal::ctrl_c() => Err(ClusterError::Unexpected("interrupted".into())),
+    let paradigms = match args.paradigm {
+        Paradigm::All => vec![
+            Paradigm::Chat,
+            Paradigm::Edit,
+            Paradigm::Reconcile,
+            Paradigm::Pipeline,
+        ],
+        one => vec![one],
     };
-    // Children not yet stopped were killed when their guards dropped with the future.
-    match result {
-        Ok(()) => {
-            println!("demo chat: ok");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("demo failed: {error}");
-            ExitCode::FAILURE
+    for paradigm in paradigms {
+        let (name, result) = tokio::select! {
+            result = play(paradigm) => result,
+            _ = tokio::signal::ctrl_c() => ("demo", Err(ClusterError::Unexpected("interrupted".into()))),
+        };
+        // Children not yet stopped were killed when their guards dropped with the future.
+        match result {
+            Ok(()) => println!("demo {name}: ok"),
+            Err(error) => {
+                eprintln!("demo {name} failed: {error}");
+                return ExitCode::FAILURE;
+            }
         }
     }
+    ExitCode::SUCCESS
 }
 
-async fn chat() -> Result<(), ClusterError> {
-    let started = Instant::now();
-    let exe = std::env::current_exe()?;
-    let secrets = SecretDir::create()?;
-    let secret = secrets.secret().display().to_string();
-
-    println!("duologue demo: chat");
-    println!("  a chat room on one node process, three members in three more, all on 127.0.0.1\n");
-    let mut hub = NodeProcess::start(
-        &exe,
-        "hub",
-        &[
-            "--secret-file".into(),
-            secret.clone(),
-            "--actor".into(),
-            format!("chat-room:{ROOM}"),
-        ],
-        STEP,
-    )
-    .await?;
-    println!(
-        "  node hub     pid {:<7} listening on {}, hosting room {ROOM:?}",
-        hub.child.pid().unwrap_or(0),
-        hub.addr
-    );
-
-    let mut members = Vec::new();
-    for user in MEMBERS {
-        let mut member = join(&exe, user, &hub.addr.to_string(), &secret)?;
-        let joined = member.stderr_until("joined", STEP).await?;
-        println!(
-            "  member {user:<6} pid {:<7} {joined}",
-            member.pid().unwrap_or(0)
-        );
-        members.push(member);
+async fn play(paradigm: Paradigm) -> (&'static str, Result<(), ClusterError>) {
+    match paradigm {
+        Paradigm::Chat => ("chat", chat::run().await),
+        Paradigm::Edit => ("edit", edit::run().await),
+        Paradigm::Reconcile => ("reconcile", reconcile::run().await),
+        Paradigm::Pipeline => ("pipeline", pipeline::run().await),
+        Paradigm::All => unreachable!("expanded above"),
     }
-    println!();
-
-    for (speaker, text) in SCRIPT {
-        let name = MEMBERS[speaker];
-        println!("  {name:>6} > {text}");
-        let stdin = members[speaker]
-            .stdin
-            .as_mut()
-            .ok_or_else(|| ClusterError::Unexpected("stdin closed".into()))?;
-        stdin.write_all(format!("{text}\n").as_bytes()).await?;
-        stdin.flush().await?;
-        let expected = format!("{name}: {text}");
-        let mut heard = Vec::new();
-        for (i, member) in members.iter_mut().enumerate() {
-            if i == speaker {
-                continue;
-            }
-            let line = member
-                .stdout_line(STEP)
-                .await?
-                .ok_or_else(|| ClusterError::Unexpected(format!("{} exited", MEMBERS[i])))?;
-            if line != expected {
-                return Err(ClusterError::Unexpected(format!(
-                    "{} heard {line:?}, expected {expected:?}",
-                    MEMBERS[i]
-                )));
-            }
-            heard.push(MEMBERS[i]);
-        }
-        println!("           heard by {}", heard.join(" and "));
-    }
-
-    println!("\n  every member half-closes (end of stdin) and waits for the room's last acks:");
-    for member in &mut members {
-        member.close_stdin();
-    }
-    for member in &mut members {
-        let left = member.stderr_until("left", STEP).await?;
-        let code = member.wait(STEP).await?;
-        if code != Some(0) {
-            return Err(ClusterError::Unexpected(format!(
-                "{} exited with {code:?}",
-                member.name()
-            )));
-        }
-        println!("  {:>6}: {left}, exit 0", member.name());
-    }
-
-    hub.child.signal(Signal::SIGTERM)?;
-    let code = hub.child.wait(STEP).await?;
-    if code != Some(0) {
-        return Err(ClusterError::Unexpected(format!(
-            "node hub exited with {code:?}"
-        )));
-    }
-    println!("  node hub stopped on SIGTERM, exit 0\n");
-    println!(
-        "  4 processes, 5 lines, {} deliveries checked in {:.2} s",
-        SCRIPT.len() * (MEMBERS.len() - 1),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-fn join(exe: &Path, user: &str, peer: &str, secret: &str) -> Result<ChildGuard, ClusterError> {
-    ChildGuard::spawn(
-        user,
-        exe,
-        &[
-            "chat".into(),
-            "--peer".into(),
-            peer.into(),
-            "--room".into(),
-            ROOM.into(),
-            "--user".into(),
-            user.into(),
-            "--secret-file".into(),
-            secret.into(),
-        ],
-    )
 }

@@ -128,6 +128,14 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
                 node.register(name, &room).map_err(|e| e.to_string())?;
                 hosted.push(room.get_cell());
             }
+            "edit" | "reconcile" | "pipeline" => {
+                let actor = match kind {
+                    "edit" => duologue::actors::edit::host(&node, name).await,
+                    "reconcile" => duologue::actors::reconcile::host(&node, name).await,
+                    _ => duologue::actors::pipeline::host(&node, name).await,
+                };
+                hosted.push(actor.map_err(|e| format!("--actor {spec:?}: {e}"))?);
+            }
             "seq-check" => {
                 // NAME or NAME@RATE: a checker that takes at most RATE ticks a second.
                 let (name, per_second) = match name.split_once('@') {
@@ -151,7 +159,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
             }
             other => {
                 return Err(format!(
-                    "--actor {spec:?}: unknown kind {other:?} (known: chat-room, seq-check)"
+                    "--actor {spec:?}: unknown kind {other:?} (known: chat-room, seq-check, edit, reconcile, pipeline)"
                 ));
             }
         }

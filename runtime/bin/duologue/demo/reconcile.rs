@@ -1,0 +1,9 @@
+//! `duologue demo reconcile`: control-plane reconcile across processes. Not built yet: issue 6 is under way.
+
+use duologue::local_cluster::ClusterError;
+
+pub(crate) async fn run() -> Result<(), ClusterError> {
+    Err(ClusterError::Unexpected(
+        "the reconcile demo is not built yet".into(),
+    ))
+}

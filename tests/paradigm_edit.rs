@@ -1,0 +1,1 @@
+//! paradigm_edit: not written yet (issue 6 is under way).

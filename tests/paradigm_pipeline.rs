@@ -1,0 +1,1 @@
+//! paradigm_pipeline: not written yet (issue 6 is under way).

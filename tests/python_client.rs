@@ -1,0 +1,1 @@
+//! python_client: not written yet (issue 6 is under way).
