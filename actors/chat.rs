@@ -3,11 +3,12 @@
 //! ```text
 //!  member (node B)                  room (node A)                 other members
 //!    | -- call Join{user} ------------> |
-//!    | <-------- Welcome{members} ----- |
-//!    | -- cast Text{client_seq, text} -> |  room_seq += 1
+//!    | <-- Welcome{members, history} -- | -- cast Presence{user, joined} --> |
+//!    | -- cast Text{client_seq, text} -> |  room_seq += 1, kept in the history
 //!    | <-------- Ack{client_seq, seq} -- | -- cast Relay{seq, from, text} --> |
-//!    | -- finish (Goodbye) ------------> |  member leaves
-//!    | <-------- final Acks, Goodbye --- |
+//!    | -- cast Leave / finish ---------> |  member leaves
+//!    |                                   | -- cast Presence{user, left} ----> |
+//!    | <-------- final Acks, Goodbye --- |  (after a finish)
 //!   Closed(Finished)                  Closed(Finished)
 //! ```
 //!
@@ -30,7 +31,9 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/duologue.chat.v1.rs"));
 }
 
-use proto::{Ack, Join, MemberMessage, Rejected, Relay, RoomMessage, Text, Welcome};
+use proto::{
+    Ack, Join, Leave, MemberMessage, Presence, Rejected, Relay, RoomMessage, Text, Welcome,
+};
 use proto::{member_message, room_message};
 
 /// A chat room: members join, say things, and hear each other.
@@ -58,6 +61,14 @@ impl From<Text> for MemberMessage {
     }
 }
 
+impl From<Leave> for MemberMessage {
+    fn from(leave: Leave) -> Self {
+        Self {
+            kind: Some(member_message::Kind::Leave(leave)),
+        }
+    }
+}
+
 impl From<room_message::Kind> for RoomMessage {
     fn from(kind: room_message::Kind) -> Self {
         Self { kind: Some(kind) }
@@ -71,12 +82,16 @@ struct Member {
     session: SessionRef,
 }
 
+/// How many recent texts a room keeps for members who join later.
+pub const HISTORY: usize = 50;
+
 /// The room's state.
 #[derive(Debug)]
 pub struct RoomState {
     name: String,
     members: Vec<Member>,
     room_seq: u64,
+    history: std::collections::VecDeque<Relay>,
 }
 
 impl RoomState {
@@ -88,6 +103,22 @@ impl RoomState {
         if let Some(at) = self.members.iter().position(|m| &m.session == session) {
             let member = self.members.remove(at);
             tracing::info!(room = %self.name, user = %member.user, "left");
+            self.announce(&member.user, false);
+        }
+    }
+
+    /// Tells every member but `user` that `user` joined or left.
+    fn announce(&self, user: &str, joined: bool) {
+        let presence: RoomMessage = room_message::Kind::Presence(Presence {
+            user: user.to_owned(),
+            joined,
+            members: self.members.iter().map(|m| m.user.clone()).collect(),
+        })
+        .into();
+        for member in self.members.iter().filter(|m| m.user != user) {
+            if let Err(error) = member.session.try_cast(presence.clone()) {
+                tracing::warn!(%error, user = %member.user, "presence not sent");
+            }
         }
     }
 
@@ -106,13 +137,15 @@ impl RoomState {
         } else {
             tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), "joined");
             self.members.push(Member {
-                user: join.user,
+                user: join.user.clone(),
                 session,
             });
+            self.announce(&join.user, true);
             room_message::Kind::Welcome(Welcome {
                 room: self.name.clone(),
                 members: self.members.iter().map(|m| m.user.clone()).collect(),
                 room_seq: self.room_seq,
+                history: self.history.iter().cloned().collect(),
             })
             .into()
         };
@@ -139,12 +172,16 @@ impl RoomState {
         if let Err(error) = session.try_cast(ack) {
             tracing::warn!(%error, user = %from, "ack not sent");
         }
-        let relay: RoomMessage = room_message::Kind::Relay(Relay {
+        let line = Relay {
             room_seq: self.room_seq,
             from,
             text: text.text,
-        })
-        .into();
+        };
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(line.clone());
+        let relay: RoomMessage = room_message::Kind::Relay(line).into();
         for member in self.members.iter().filter(|m| &m.session != session) {
             if let Err(error) = member.session.try_cast(relay.clone()) {
                 tracing::warn!(%error, user = %member.user, "relay not sent");
@@ -168,6 +205,7 @@ impl Actor for ChatRoom {
             name,
             members: Vec::new(),
             room_seq: 0,
+            history: std::collections::VecDeque::new(),
         })
     }
 
@@ -188,6 +226,11 @@ impl Actor for ChatRoom {
                     kind: Some(member_message::Kind::Text(text)),
                 }) => {
                     state.text(inbound.session(), text);
+                }
+                Ok(MemberMessage {
+                    kind: Some(member_message::Kind::Leave(_)),
+                }) => {
+                    state.leave(inbound.session());
                 }
                 Ok(MemberMessage { kind: None }) => {
                     tracing::warn!(peer = %inbound.session().peer(), "empty member message");
@@ -230,6 +273,8 @@ pub enum ChatEvent {
     Acked(Ack),
     /// The room refused something this member sent.
     Rejected(String),
+    /// Someone joined or left.
+    Presence(Presence),
     /// The room finished the session (after this member finished).
     RoomFinished,
     /// The stream to the room broke; the session is trying to resume.
@@ -278,6 +323,7 @@ impl Actor for ChatMember {
                 Some(room_message::Kind::Relay(relay)) => ChatEvent::Relay(relay),
                 Some(room_message::Kind::Ack(ack)) => ChatEvent::Acked(ack),
                 Some(room_message::Kind::Rejected(r)) => ChatEvent::Rejected(r.reason),
+                Some(room_message::Kind::Presence(p)) => ChatEvent::Presence(p),
                 Some(room_message::Kind::Welcome(_)) | None => return Ok(()),
             },
             SessionMsg::Signal(SessionSignal::PeerFinished(..)) => ChatEvent::RoomFinished,

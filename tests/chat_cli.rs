@@ -103,7 +103,7 @@ async fn three_members_converse_and_leave_after_their_last_acks() {
         m.close_stdin();
     }
     for (m, sent) in members.iter_mut().zip([1, 0, 2]) {
-        let left = m.stderr_until("left", WAIT).await.unwrap();
+        let left = m.stderr_until("messages sent", WAIT).await.unwrap();
         assert!(
             left.contains(&format!("{sent} messages sent, {sent} acked")),
             "{left}"
@@ -210,7 +210,7 @@ async fn a_member_prints_interruptions_and_resumes_and_loses_nothing() {
     say(&mut ann, "after the cut").await;
     assert_eq!(hears(&mut ben).await, "ann: after the cut");
     ann.close_stdin();
-    let left = ann.stderr_until("left", WAIT).await.unwrap();
+    let left = ann.stderr_until("messages sent", WAIT).await.unwrap();
     assert!(left.contains("2 messages sent, 2 acked"), "{left}");
     assert_eq!(ann.wait(WAIT).await.unwrap(), Some(0));
 }
@@ -256,7 +256,33 @@ async fn a_lost_session_exits_nonzero_unless_asked_to_rejoin() {
     cat.stderr_until("rejoined lobby", WAIT).await.unwrap();
     say(&mut cat, "back again").await;
     cat.close_stdin();
-    let left = cat.stderr_until("left", WAIT).await.unwrap();
+    let left = cat.stderr_until("messages sent", WAIT).await.unwrap();
     assert!(left.contains("1 messages sent, 1 acked"), "{left}");
     assert_eq!(cat.wait(WAIT).await.unwrap(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_member_gets_the_history_and_everyone_sees_who_comes_and_goes() {
+    let secrets = SecretDir::create().unwrap();
+    let hub = room_node(&secrets).await;
+    let peer = hub.addr.to_string();
+    let mut ann = member("ann", &peer, "lobby", secrets.secret());
+    ann.stderr_until("joined", WAIT).await.unwrap();
+    let mut ben = member("ben", &peer, "lobby", secrets.secret());
+    ben.stderr_until("joined", WAIT).await.unwrap();
+    say(&mut ann, "said before cat came").await;
+    assert_eq!(hears(&mut ben).await, "ann: said before cat came");
+
+    let mut cat = member("cat", &peer, "lobby", secrets.secret());
+    let joined = cat.stderr_until("joined", WAIT).await.unwrap();
+    assert!(joined.contains("ann, ben, cat"), "{joined}");
+    let history = cat.stderr_until("(history)", WAIT).await.unwrap();
+    assert_eq!(history, "(history) ann: said before cat came");
+    let seen = ann.stderr_until("* cat joined", WAIT).await.unwrap();
+    assert!(seen.contains("members: ann, ben, cat"), "{seen}");
+
+    cat.close_stdin();
+    assert_eq!(cat.wait(WAIT).await.unwrap(), Some(0));
+    let gone = ben.stderr_until("* cat left", WAIT).await.unwrap();
+    assert!(gone.contains("members: ann, ben"), "{gone}");
 }

@@ -85,6 +85,10 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
         args.user,
         joined.welcome.members.join(", ")
     );
+    // What was said before we came: on stderr, so stdout stays the live conversation.
+    for line in &joined.welcome.history {
+        eprintln!("(history) {}: {}", line.from, line.text);
+    }
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!("type a line and press enter to send it; ctrl-d leaves the room");
@@ -116,6 +120,12 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                 Some(ChatEvent::Relay(relay)) => println!("{}: {}", relay.from, relay.text),
                 Some(ChatEvent::Acked(ack)) => acked = acked.max(ack.client_seq),
                 Some(ChatEvent::Rejected(reason)) => eprintln!("the room refused: {reason}"),
+                Some(ChatEvent::Presence(p)) => eprintln!(
+                    "* {} {} (members: {})",
+                    p.user,
+                    if p.joined { "joined" } else { "left" },
+                    p.members.join(", ")
+                ),
                 Some(ChatEvent::RoomFinished | ChatEvent::Restarted) => {}
                 Some(ChatEvent::Interrupted(cause)) => eprintln!("session interrupted: {cause}"),
                 Some(ChatEvent::Resumed(resumption)) => eprintln!(

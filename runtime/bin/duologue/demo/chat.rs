@@ -98,7 +98,7 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
         member.close_stdin();
     }
     for member in &mut members {
-        let left = member.stderr_until("left", STEP).await?;
+        let left = member.stderr_until("messages sent", STEP).await?;
         let code = member.wait(STEP).await?;
         if code != Some(0) {
             return Err(ClusterError::Unexpected(format!(
