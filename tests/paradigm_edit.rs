@@ -1,1 +1,316 @@
-//! paradigm_edit: not written yet (issue 6 is under way).
+//! The collaborative editing paradigm across processes: a `duologue node` process hosts
+//! the document `notes`, editors live in this process, each on its own node. Concurrent
+//! edits, a stream cut in the middle of them, and a late joiner: every replica and the
+//! document end with the same text. Every editor reports each merged relay on its event
+//! channel, so the tests wait for exactly the relays they expect, each wait bounded.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use duologue::actors::edit::{EditEvent, Editor};
+use duologue::local_cluster::{FaultProxy, NodeProcess, SecretDir};
+use duologue::{CloseReason, Node};
+use support::*;
+
+const DOCUMENT: &str = "notes";
+
+/// The document's node process, and the secret to reach it.
+struct Docs {
+    secrets: SecretDir,
+    process: NodeProcess,
+}
+
+async fn docs() -> Docs {
+    let secrets = SecretDir::create().unwrap();
+    let process = NodeProcess::start(
+        &duologue_exe(),
+        "docs",
+        &[
+            "--secret-file".into(),
+            secrets.secret().display().to_string(),
+            "--actor".into(),
+            format!("edit:{DOCUMENT}"),
+        ],
+        WAIT,
+    )
+    .await
+    .expect("the document's node starts");
+    Docs { secrets, process }
+}
+
+/// An editor on its own node in this process (dropped editor first, then its node).
+struct Member {
+    editor: Editor,
+    _node: Node,
+}
+
+impl Docs {
+    /// Opens the document as `name`, through `via` when given.
+    async fn member(&self, name: &str, via: Option<&FaultProxy>) -> Member {
+        let secret = std::fs::read_to_string(self.secrets.secret()).unwrap();
+        let node = dialling_node(name, &secret).await;
+        let addr = via.map_or(self.process.addr, FaultProxy::addr).to_string();
+        let editor = Editor::open(&node, &addr, DOCUMENT, name, WAIT)
+            .await
+            .expect("the editor opens the document");
+        Member {
+            editor,
+            _node: node,
+        }
+    }
+}
+
+/// Reads `editor`'s events until `done` holds for all read so far, within [`WAIT`].
+async fn events_until(
+    editor: &mut Editor,
+    mut done: impl FnMut(&[EditEvent]) -> bool,
+) -> Vec<EditEvent> {
+    let mut seen = Vec::new();
+    let name = editor.name().to_owned();
+    let waited = tokio::time::timeout(WAIT, async {
+        while !done(&seen) {
+            seen.push(editor.events.recv().await.expect("the editor runs"));
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "{name} is still waiting, saw {seen:#?}");
+    seen
+}
+
+/// Who made each relay merged among `events`, in order.
+fn applied(events: &[EditEvent]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            EditEvent::Applied { from, .. } => Some(from.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until `editor` merged exactly `n` relays; returns all it saw.
+async fn merged(editor: &mut Editor, n: usize) -> Vec<EditEvent> {
+    let events = events_until(editor, |seen| applied(seen).len() >= n).await;
+    assert_eq!(applied(&events).len(), n, "{events:#?}");
+    events
+}
+
+/// How many times each line occurs in `text`.
+fn lines(text: &str) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        *counts.entry(line).or_default() += 1;
+    }
+    counts
+}
+
+fn expected<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        *counts.entry(line).or_default() += 1;
+    }
+    counts
+}
+
+/// Every replica holds `text`, the document answers `text` too, and no relay is left
+/// unread (a doubled one would be).
+async fn all_hold(members: &mut [&mut Member], text: &str) {
+    for member in members.iter_mut() {
+        let editor = &mut member.editor;
+        assert_eq!(editor.text(), text, "{}'s replica", editor.name());
+        let document = editor.sync().await.expect("sync");
+        assert_eq!(document, text, "the document, as {} syncs", editor.name());
+        assert_eq!(editor.text(), text, "{} after sync", editor.name());
+        if let Ok(extra) = editor.events.try_recv() {
+            panic!("{} has an extra event: {extra:?}", editor.name());
+        }
+    }
+}
+
+/// The lines of `text` that start with `prefix`, in the order they appear.
+fn order_of<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_edits_converge_on_every_replica_and_the_document() {
+    let docs = docs().await;
+    let mut ann = docs.member("ann", None).await;
+    let mut bob = docs.member("bob", None).await;
+    let mut cat = docs.member("cat", None).await;
+
+    // Round 1: five edits each at once, appends and inserts at the start racing.
+    async fn round_one(editor: &Editor) {
+        let name = editor.name();
+        for i in 1..=4 {
+            editor.append(&format!("{name} line {i}\n")).await.unwrap();
+            if i == 2 {
+                editor
+                    .insert(0, &format!("{name} says hi\n"))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    tokio::join!(
+        round_one(&ann.editor),
+        round_one(&bob.editor),
+        round_one(&cat.editor)
+    );
+    for member in [&mut ann, &mut bob, &mut cat] {
+        let events = merged(&mut member.editor, 10).await;
+        let name = member.editor.name();
+        let from = applied(&events);
+        assert!(!from.contains(&name), "{name} got its own edits back");
+        for other in ["ann", "bob", "cat"].into_iter().filter(|o| *o != name) {
+            assert_eq!(from.iter().filter(|f| **f == other).count(), 5, "{from:?}");
+        }
+    }
+    let first = ann.editor.text();
+    let all: Vec<String> = ["ann", "bob", "cat"]
+        .iter()
+        .flat_map(|n| {
+            (1..=4)
+                .map(move |i| format!("{n} line {i}"))
+                .chain([format!("{n} says hi")])
+        })
+        .collect();
+    assert_eq!(lines(&first), expected(all.iter().map(String::as_str)));
+    all_hold(&mut [&mut ann, &mut bob, &mut cat], &first).await;
+    for name in ["ann", "bob", "cat"] {
+        let own = order_of(&first, &format!("{name} line"));
+        let want: Vec<String> = (1..=4).map(|i| format!("{name} line {i}")).collect();
+        assert_eq!(own, want, "each editor's lines in its own order");
+    }
+
+    // Round 2: ann deletes a line while bob and cat append, all at once.
+    let gone = "ann line 2\n";
+    let at = u32::try_from(first.find(gone).expect("the line is there")).unwrap();
+    tokio::join!(
+        async {
+            ann.editor
+                .delete(at, gone.len() as u32)
+                .await
+                .expect("delete")
+        },
+        async { bob.editor.append("bob line 5\n").await.unwrap() },
+        async { cat.editor.append("cat line 5\n").await.unwrap() },
+    );
+    for member in [&mut ann, &mut bob, &mut cat] {
+        merged(&mut member.editor, 2).await;
+    }
+    let last = ann.editor.text();
+    let kept = first.replace(gone, "");
+    assert!(last.starts_with(&kept), "{last:?}");
+    let tail = &last[kept.len()..];
+    assert!(
+        tail == "bob line 5\ncat line 5\n" || tail == "cat line 5\nbob line 5\n",
+        "{tail:?}"
+    );
+    all_hold(&mut [&mut ann, &mut bob, &mut cat], &last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_cut_in_the_middle_of_edits_loses_and_doubles_nothing() {
+    let docs = docs().await;
+    let proxy = FaultProxy::start(docs.process.addr).await.unwrap();
+    let mut ann = docs.member("ann", None).await;
+    let mut bob = docs.member("bob", Some(&proxy)).await;
+
+    let (cut, ()) = tokio::join!(
+        async {
+            let mut cut = 0;
+            for i in 1..=10 {
+                bob.editor.append(&format!("bob {i}\n")).await.unwrap();
+                if i == 5 {
+                    cut = proxy.cut_all();
+                }
+            }
+            cut
+        },
+        async {
+            for i in 1..=10 {
+                ann.editor.append(&format!("ann {i}\n")).await.unwrap();
+            }
+        },
+    );
+    assert!(cut >= 1, "the cut found bob's connection");
+
+    let seen = events_until(&mut bob.editor, |seen| {
+        applied(seen).len() >= 10 && seen.iter().any(|e| matches!(e, EditEvent::Resumed(_)))
+    })
+    .await;
+    assert_eq!(applied(&seen).len(), 10, "{seen:#?}");
+    let interrupted = seen
+        .iter()
+        .position(|e| matches!(e, EditEvent::Interrupted(_)));
+    let resumed = seen.iter().position(|e| matches!(e, EditEvent::Resumed(_)));
+    assert!(
+        matches!((interrupted, resumed), (Some(i), Some(r)) if i < r),
+        "bob's session broke, then resumed: {seen:#?}"
+    );
+    let ann_seen = merged(&mut ann.editor, 10).await;
+    assert!(applied(&ann_seen).iter().all(|f| *f == "bob"));
+
+    let text = ann.editor.text();
+    let want: Vec<String> = ["ann", "bob"]
+        .iter()
+        .flat_map(|n| (1..=10).map(move |i| format!("{n} {i}")))
+        .collect();
+    assert_eq!(lines(&text), expected(want.iter().map(String::as_str)));
+    for name in ["ann", "bob"] {
+        let own = order_of(&text, &format!("{name} "));
+        let want: Vec<String> = (1..=10).map(|i| format!("{name} {i}")).collect();
+        assert_eq!(own, want);
+    }
+    all_hold(&mut [&mut ann, &mut bob], &text).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_joiner_gets_the_whole_text_and_joins_in() {
+    let docs = docs().await;
+    let mut ann = docs.member("ann", None).await;
+    let mut bob = docs.member("bob", None).await;
+
+    tokio::join!(
+        async {
+            for i in 1..=3 {
+                ann.editor.append(&format!("ann {i}\n")).await.unwrap();
+            }
+        },
+        async {
+            for i in 1..=3 {
+                bob.editor.append(&format!("bob {i}\n")).await.unwrap();
+            }
+        },
+    );
+    merged(&mut ann.editor, 3).await;
+    merged(&mut bob.editor, 3).await;
+    let text = ann.editor.text();
+    let at = u32::try_from(text.find("ann 2\n").unwrap()).unwrap();
+    ann.editor.delete(at, 6).await.unwrap();
+    merged(&mut bob.editor, 1).await;
+    bob.editor.insert(0, "# notes\n").await.unwrap();
+    merged(&mut ann.editor, 1).await;
+    let before = ann.editor.text();
+    assert_eq!(bob.editor.text(), before);
+    assert!(before.starts_with("# notes\n") && !before.contains("ann 2"));
+
+    // ann leaves: what she wrote stays in the document.
+    let Member { editor, _node } = ann;
+    assert_eq!(editor.close(WAIT).await, CloseReason::Finished);
+
+    let mut cat = docs.member("cat", None).await;
+    assert_eq!(cat.editor.text(), before, "the snapshot holds everything");
+    assert!(
+        cat.editor.events.try_recv().is_err(),
+        "nothing was replayed to cat"
+    );
+
+    cat.editor.append("cat was late\n").await.unwrap();
+    let events = merged(&mut bob.editor, 1).await;
+    assert_eq!(applied(&events), ["cat"]);
+    let after = format!("{before}cat was late\n");
+    all_hold(&mut [&mut bob, &mut cat], &after).await;
+}
