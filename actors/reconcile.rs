@@ -1,13 +1,716 @@
-//! The reconcile paradigm. Not built yet: issue 6 is under way.
+//! The control-plane reconcile paradigm: a client declares the state it wants, and a
+//! reconciler on another node streams back the evolving current state, one step at a
+//! time, until it converges.
+//!
+//! ```text
+//!  client (node B)                                      reconciler (node A)
+//!    | -- cast Declare{gen 1, 4 x v1} ----------------------> |  desired := gen 1
+//!    | <----------- StatusReport{seq 1, gen 1, PENDING, 0/4} - |
+//!    |                                                        |  Step (every 20 ms):
+//!    | <------- StatusReport{seq 2, gen 1, PROGRESSING, 1/4} - |    one replica started,
+//!    | <------- StatusReport{seq 3, gen 1, PROGRESSING, 2/4} - |    stopped or updated
+//!    | -- cast Declare{gen 2, 3 x v2} ----------------------> |  desired := gen 2, from
+//!    | <----------- StatusReport{seq 4, gen 2, PENDING, 2/3} - |    where the world stands
+//!    |     ~~ the stream breaks: the session resumes on a new one, and the reports
+//!    |        sent meanwhile are replayed, each exactly once ~~
+//!    | <------- StatusReport{seq 5, gen 2, PROGRESSING, ...} - |
+//!    | <---- StatusReport{seq n, gen 2, CONVERGED, 3/3 v2} --- |  no more steps
+//!    | -- finish -------------------------------------------> |  forgets the deployment
+//!    | <------------------------------------------ finish --- |
+//!   Closed(Finished)                                        Closed(Finished)
+//! ```
+//!
+//! Each session is one deployment: its own desired state, its own simulated
+//! [`World`], its own report numbering. Reports are numbered 1, 2, 3, ... on their
+//! session, so a client checks ([`Trail`]) that it saw every one exactly once, across
+//! broken streams too: duologue's resume replays what the client had not acknowledged.
 
-use duologue::Node;
+use std::collections::HashMap;
+use std::time::Duration;
 
-/// Starts this paradigm's server-side actor on `node` and registers it as `name`, for
-/// `duologue node --actor reconcile:NAME`.
+use duologue::error::LostReason;
+use duologue::mailbox::Resumption;
+use duologue::{
+    CloseReason, ConnectError, Inbound, Node, Protocol, RemoteRef, SendError, SessionId,
+    SessionMsg, SessionRef, SessionSignal,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+
+/// The reconcile protocol's messages (`proto/duologue/reconcile/v1/reconcile.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/duologue.reconcile.v1.rs"));
+}
+
+use proto::{Declare, Phase, ReconcileRequest, StatusReport, reconcile_request};
+
+/// How long the reconciler waits between two steps by default.
+pub const STEP: Duration = Duration::from_millis(20);
+
+/// A reconciler: drives each session's simulated deployment towards the state its
+/// client declared, reporting after every step.
+#[derive(Debug, Default)]
+pub struct Reconciler;
+
+impl Protocol for Reconciler {
+    type Request = ReconcileRequest;
+    type Response = StatusReport;
+}
+
+impl From<Declare> for ReconcileRequest {
+    fn from(declare: Declare) -> Self {
+        Self {
+            kind: Some(reconcile_request::Kind::Declare(declare)),
+        }
+    }
+}
+
+/// The simulated world of one deployment: the image each running replica runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct World {
+    replicas: Vec<String>,
+}
+
+/// What one step changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A replica running this image was stopped (scaling down).
+    Stopped(String),
+    /// A replica was moved from the first image to the second (a rolling update).
+    Updated(String, String),
+    /// A replica running this image was started (scaling up).
+    Started(String),
+}
+
+impl World {
+    /// The images of the running replicas, oldest replica first.
+    pub fn replicas(&self) -> &[String] {
+        &self.replicas
+    }
+
+    /// Replicas running.
+    pub fn ready(&self) -> u32 {
+        count(self.replicas.len())
+    }
+
+    /// Replicas running `image`.
+    pub fn updated(&self, image: &str) -> u32 {
+        count(self.replicas.iter().filter(|i| *i == image).count())
+    }
+
+    /// The image every replica runs; empty while they differ or none runs.
+    pub fn current_image(&self) -> String {
+        match self.replicas.split_first() {
+            Some((first, rest)) if rest.iter().all(|i| i == first) => first.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// How many steps are left to reach `desired`: each [`World::step`] takes exactly
+    /// one off, and none is left once the world is the desired state.
+    pub fn distance(&self, desired: &Declare) -> u32 {
+        let running = self.ready();
+        let stale = running - self.updated(&desired.image);
+        let excess = running.saturating_sub(desired.replicas);
+        // Scaling down stops stale replicas first, so they need no update.
+        excess + stale.saturating_sub(excess) + desired.replicas.saturating_sub(running)
+    }
+
+    /// Takes one step towards `desired`: stop one replica too many (a stale one first),
+    /// else update one stale replica, else start one missing replica. `None` when the
+    /// world already is the desired state.
+    pub fn step(&mut self, desired: &Declare) -> Option<Change> {
+        let stale = self.replicas.iter().rposition(|i| *i != desired.image);
+        if self.ready() > desired.replicas {
+            let at = stale.unwrap_or(self.replicas.len() - 1);
+            Some(Change::Stopped(self.replicas.remove(at)))
+        } else if let Some(at) = stale {
+            let from = std::mem::replace(&mut self.replicas[at], desired.image.clone());
+            Some(Change::Updated(from, desired.image.clone()))
+        } else if self.ready() < desired.replicas {
+            self.replicas.push(desired.image.clone());
+            Some(Change::Started(desired.image.clone()))
+        } else {
+            None
+        }
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// One session's deployment.
+#[derive(Debug)]
+struct Deployment {
+    session: SessionRef,
+    world: World,
+    /// The latest declaration (`None` until the first).
+    desired: Option<Declare>,
+    /// Steps the world was from `desired` when it was declared.
+    initial_distance: u32,
+    phase: Phase,
+    /// Reports sent on the session so far (the last one's number).
+    report_seq: u64,
+    /// A step timer is pending.
+    stepping: bool,
+}
+
+impl Deployment {
+    fn new(session: SessionRef) -> Self {
+        Self {
+            session,
+            world: World::default(),
+            desired: None,
+            initial_distance: 0,
+            phase: Phase::Unspecified,
+            report_seq: 0,
+            stepping: false,
+        }
+    }
+
+    /// Records a new desired state; `false` when it is stale (not a higher generation).
+    fn declare(&mut self, declare: Declare) -> bool {
+        if self
+            .desired
+            .as_ref()
+            .is_some_and(|d| declare.generation <= d.generation)
+        {
+            return false;
+        }
+        self.initial_distance = self.world.distance(&declare);
+        self.phase = if self.initial_distance == 0 {
+            Phase::Converged
+        } else {
+            Phase::Pending
+        };
+        self.desired = Some(declare);
+        true
+    }
+
+    /// Takes one step; whether more remain.
+    fn step(&mut self) -> bool {
+        let Some(desired) = &self.desired else {
+            return false;
+        };
+        if self.phase == Phase::Converged {
+            return false;
+        }
+        if let Some(change) = self.world.step(desired) {
+            tracing::debug!(session = %self.session.id(), ?change, "step");
+        }
+        let left = self.world.distance(desired);
+        self.phase = if left == 0 {
+            Phase::Converged
+        } else {
+            Phase::Progressing
+        };
+        left > 0
+    }
+
+    /// Sends the current status as the next report.
+    fn report(&mut self) {
+        let Some(desired) = &self.desired else {
+            return;
+        };
+        let left = self.world.distance(desired);
+        let progress_percent = if self.initial_distance == 0 || left == 0 {
+            100
+        } else {
+            let done = u64::from(self.initial_distance.saturating_sub(left));
+            u32::try_from(done * 100 / u64::from(self.initial_distance)).unwrap_or(100)
+        };
+        let mut report = StatusReport {
+            report_seq: self.report_seq + 1,
+            generation: desired.generation,
+            phase: 0,
+            ready_replicas: self.world.ready(),
+            updated_replicas: self.world.updated(&desired.image),
+            current_image: self.world.current_image(),
+            progress_percent,
+            desired_replicas: desired.replicas,
+            desired_image: desired.image.clone(),
+        };
+        report.set_phase(self.phase);
+        // Numbered only once sent, so a report the session refused leaves no gap.
+        match self.session.try_cast(report) {
+            Ok(()) => self.report_seq += 1,
+            Err(error) => tracing::warn!(%error, session = %self.session.id(), "report not sent"),
+        }
+    }
+}
+
+/// The reconciler's mailbox: its sessions' messages and signals, and its own step timer.
+#[derive(Debug)]
+pub enum ReconcilerMsg {
+    /// A message from a client.
+    Inbound(Inbound),
+    /// A change in the life of a client's session.
+    Signal(SessionSignal),
+    /// Time to take the next step on this session's deployment.
+    Step(SessionId),
+}
+
+impl From<Inbound> for ReconcilerMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<SessionSignal> for ReconcilerMsg {
+    fn from(signal: SessionSignal) -> Self {
+        Self::Signal(signal)
+    }
+}
+
+/// How a reconciler is set up.
+#[derive(Clone, Debug)]
+pub struct ReconcilerConfig {
+    /// Its name (for logs).
+    pub name: String,
+    /// The time between two steps of a deployment.
+    pub step: Duration,
+}
+
+impl From<&str> for ReconcilerConfig {
+    fn from(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            step: STEP,
+        }
+    }
+}
+
+/// The reconciler's state: one deployment per session.
+#[derive(Debug)]
+pub struct ReconcilerState {
+    config: ReconcilerConfig,
+    deployments: HashMap<SessionId, Deployment>,
+}
+
+impl ReconcilerState {
+    fn declare(&mut self, myself: &ActorRef<ReconcilerMsg>, inbound: &Inbound, declare: Declare) {
+        let session = inbound.session();
+        let deployment = self
+            .deployments
+            .entry(session.id())
+            .or_insert_with(|| Deployment::new(session.clone()));
+        let generation = declare.generation;
+        if !deployment.declare(declare) {
+            tracing::warn!(reconciler = %self.config.name, generation, "stale declaration ignored");
+        } else {
+            tracing::info!(reconciler = %self.config.name, generation, peer = %session.peer(), "declared");
+        }
+        deployment.report();
+        if deployment.phase == Phase::Pending && !deployment.stepping {
+            deployment.stepping = true;
+            let id = session.id();
+            drop(myself.send_after(self.config.step, move || ReconcilerMsg::Step(id)));
+        }
+    }
+
+    fn step(&mut self, myself: &ActorRef<ReconcilerMsg>, id: SessionId) {
+        // The session may have ended since the timer was set.
+        let Some(deployment) = self.deployments.get_mut(&id) else {
+            return;
+        };
+        deployment.stepping = false;
+        if deployment.phase == Phase::Converged {
+            return;
+        }
+        let more = deployment.step();
+        deployment.report();
+        if more {
+            deployment.stepping = true;
+            drop(myself.send_after(self.config.step, move || ReconcilerMsg::Step(id)));
+        }
+    }
+}
+
+impl Actor for Reconciler {
+    type Msg = ReconcilerMsg;
+    type State = ReconcilerState;
+    type Arguments = ReconcilerConfig;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ReconcilerMsg>,
+        config: ReconcilerConfig,
+    ) -> Result<ReconcilerState, ActorProcessingErr> {
+        Ok(ReconcilerState {
+            config,
+            deployments: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ReconcilerMsg>,
+        message: ReconcilerMsg,
+        state: &mut ReconcilerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ReconcilerMsg::Inbound(inbound) => match inbound.decode::<ReconcileRequest>() {
+                Ok(ReconcileRequest {
+                    kind: Some(reconcile_request::Kind::Declare(declare)),
+                }) => state.declare(&myself, &inbound, declare),
+                Ok(ReconcileRequest { kind: None }) => {
+                    tracing::warn!(peer = %inbound.session().peer(), "empty reconcile request");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable reconcile request");
+                }
+            },
+            ReconcilerMsg::Step(id) => state.step(&myself, id),
+            // The client is done watching: forget its deployment and finish in turn.
+            ReconcilerMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
+                state.deployments.remove(&session.id());
+                session.finish();
+            }
+            ReconcilerMsg::Signal(SessionSignal::Closed { session, .. }) => {
+                state.deployments.remove(&session.id());
+            }
+            ReconcilerMsg::Signal(SessionSignal::Lost(lost)) => {
+                tracing::info!(reason = %lost.reason, "client session lost");
+                state.deployments.remove(&lost.session.id());
+            }
+            // Interrupted, Resumed: the session replays the reports by itself.
+            ReconcilerMsg::Signal(signal) => {
+                tracing::debug!(reconciler = %state.config.name, ?signal, "session signal");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts a [`Reconciler`] stepping every [`STEP`] and registers it on `node` as `name`,
+/// for `duologue node --actor reconcile:NAME`.
 ///
 /// # Errors
-/// Always, for now: the paradigm is not built yet.
+/// When the actor does not start or the name is taken.
 pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> {
-    let _ = (node, name);
-    Err("the reconcile paradigm is not built yet".into())
+    let (actor, _) = Actor::spawn(None, Reconciler, ReconcilerConfig::from(name))
+        .await
+        .map_err(|e| format!("cannot start reconciler {name}: {e}"))?;
+    if let Err(error) = node.register(name, &actor) {
+        actor.stop(None);
+        return Err(error.to_string());
+    }
+    Ok(actor.get_cell())
+}
+
+/// What a watching client hears from its reconciler.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReconcileEvent {
+    /// The deployment's current state.
+    Report(StatusReport),
+    /// The stream broke; the session is trying to resume.
+    Interrupted(String),
+    /// The session resumed on a new stream: nothing lost or doubled.
+    Resumed(Resumption),
+    /// The session was lost.
+    Lost(LostReason),
+    /// The session is over.
+    Closed(CloseReason),
+}
+
+/// A client actor: forwards what its reconciler sends to a channel its owner reads.
+#[derive(Debug, Default)]
+pub struct Watcher;
+
+impl Actor for Watcher {
+    type Msg = SessionMsg;
+    type State = mpsc::UnboundedSender<ReconcileEvent>;
+    type Arguments = mpsc::UnboundedSender<ReconcileEvent>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        events: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(events)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        events: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let event = match message {
+            SessionMsg::Inbound(inbound) => ReconcileEvent::Report(inbound.decode()?),
+            SessionMsg::Signal(SessionSignal::Interrupted(_, cause)) => {
+                ReconcileEvent::Interrupted(cause)
+            }
+            SessionMsg::Signal(SessionSignal::Resumed(_, resumption)) => {
+                ReconcileEvent::Resumed(resumption)
+            }
+            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
+                ReconcileEvent::Lost(lost.reason.clone())
+            }
+            SessionMsg::Signal(SessionSignal::Closed { reason, .. }) => {
+                let _ = events.send(ReconcileEvent::Closed(reason));
+                myself.stop(None);
+                return Ok(());
+            }
+            SessionMsg::Signal(_) => return Ok(()),
+        };
+        // The receiver gone means the owner stopped watching; nothing to tell.
+        let _ = events.send(event);
+        Ok(())
+    }
+}
+
+/// Watching a reconciler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The session could not be opened (unreachable, unknown name, wrong secret).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The watcher actor could not start.
+    #[error("watcher actor failed to start: {0}")]
+    Spawn(String),
+}
+
+/// A session to a reconciler, and what it reports.
+#[derive(Debug)]
+pub struct Watch {
+    /// The typed handle to the reconciler.
+    pub reconciler: RemoteRef<Reconciler>,
+    /// What the reconciler sends, and the session's life, in order.
+    pub events: mpsc::UnboundedReceiver<ReconcileEvent>,
+    /// The watcher actor owning the session.
+    pub watcher: ActorRef<SessionMsg>,
+}
+
+impl Watch {
+    /// Declares a desired state: `replicas` replicas of `image`, as `generation`.
+    ///
+    /// # Errors
+    /// The request comes back when the session does not take it.
+    pub async fn declare(
+        &self,
+        generation: u64,
+        replicas: u32,
+        image: &str,
+    ) -> Result<(), SendError<ReconcileRequest>> {
+        self.reconciler
+            .cast(Declare {
+                generation,
+                replicas,
+                image: image.to_owned(),
+            })
+            .await
+    }
+}
+
+/// Starts a [`Watcher`] on `node` and opens a session to the reconciler `name` at `addr`.
+///
+/// # Errors
+/// [`WatchError`] says which step failed.
+pub async fn watch(node: &Node, addr: &str, name: &str) -> Result<Watch, WatchError> {
+    let (tx, events) = mpsc::unbounded_channel();
+    let (watcher, _) = Actor::spawn(None, Watcher, tx)
+        .await
+        .map_err(|e| WatchError::Spawn(e.to_string()))?;
+    match node.connect(addr, name, &watcher).await {
+        Ok(reconciler) => Ok(Watch {
+            reconciler,
+            events,
+            watcher,
+        }),
+        Err(error) => {
+            watcher.stop(None);
+            Err(error.into())
+        }
+    }
+}
+
+/// A report out of line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TrailError {
+    /// Reports were skipped.
+    #[error("report {got} after report {last}: {} skipped", got - last - 1)]
+    Gap {
+        /// The last report number seen.
+        last: u64,
+        /// The number received.
+        got: u64,
+    },
+    /// A report came again (or late).
+    #[error("report {got} after report {last}: a repeat")]
+    Repeat {
+        /// The last report number seen.
+        last: u64,
+        /// The number received.
+        got: u64,
+    },
+    /// A report works towards an older generation than one before it.
+    #[error("generation {got} after generation {last}")]
+    GenerationBack {
+        /// The generation of the report before.
+        last: u64,
+        /// The generation received.
+        got: u64,
+    },
+}
+
+/// Checks reports as a client receives them: numbered 1, 2, 3, ... (no gap, no
+/// repeat), generations never going back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trail {
+    /// The last report number accepted (0: none yet).
+    pub last_seq: u64,
+    /// The generation of the last report accepted.
+    pub generation: u64,
+}
+
+impl Trail {
+    /// Checks `report` against the ones before it and, when it is in line, accepts it.
+    ///
+    /// # Errors
+    /// [`TrailError`] says how it is out of line; it is then not accepted.
+    pub fn check(&mut self, report: &StatusReport) -> Result<(), TrailError> {
+        let (last, got) = (self.last_seq, report.report_seq);
+        if got <= last {
+            return Err(TrailError::Repeat { last, got });
+        }
+        if got > last + 1 {
+            return Err(TrailError::Gap { last, got });
+        }
+        if report.generation < self.generation {
+            return Err(TrailError::GenerationBack {
+                last: self.generation,
+                got: report.generation,
+            });
+        }
+        self.last_seq = got;
+        self.generation = report.generation;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proto::{Declare, StatusReport};
+    use super::{Change, Trail, TrailError, World};
+
+    fn desired(replicas: u32, image: &str) -> Declare {
+        Declare {
+            generation: 1,
+            replicas,
+            image: image.into(),
+        }
+    }
+
+    /// Steps until converged; every step takes exactly one off the distance.
+    fn converge(world: &mut World, desired: &Declare) -> Vec<Change> {
+        let mut changes = Vec::new();
+        loop {
+            let before = world.distance(desired);
+            match world.step(desired) {
+                Some(change) => {
+                    assert_eq!(world.distance(desired), before - 1, "{change:?}");
+                    changes.push(change);
+                }
+                None => {
+                    assert_eq!(before, 0);
+                    return changes;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scaling_up_starts_one_replica_per_step() {
+        let mut world = World::default();
+        let want = desired(3, "v1");
+        assert_eq!(world.distance(&want), 3);
+        let changes = converge(&mut world, &want);
+        assert_eq!(changes, vec![Change::Started("v1".into()); 3]);
+        assert_eq!((world.ready(), world.updated("v1")), (3, 3));
+        assert_eq!(world.current_image(), "v1");
+    }
+
+    #[test]
+    fn a_rollout_updates_in_place_and_mixes_images_on_the_way() {
+        let mut world = World::default();
+        converge(&mut world, &desired(3, "v1"));
+        let want = desired(3, "v2");
+        assert_eq!(world.distance(&want), 3);
+        assert!(world.step(&want).is_some());
+        assert_eq!((world.ready(), world.updated("v2")), (3, 1));
+        assert_eq!(world.current_image(), "", "mixed images");
+        converge(&mut world, &want);
+        assert_eq!(world.current_image(), "v2");
+    }
+
+    #[test]
+    fn scaling_down_and_rolling_out_at_once_costs_one_step_per_replica() {
+        let mut world = World::default();
+        converge(&mut world, &desired(2, "v1"));
+        converge(&mut world, &desired(4, "v2"));
+        // Stale replicas are updated before new ones start: four of v2 now.
+        assert_eq!(world.replicas(), ["v2"; 4]);
+        let mut half = world.clone();
+        assert_eq!(half.distance(&desired(1, "v2")), 3);
+        let changes = converge(&mut half, &desired(1, "v2"));
+        assert_eq!(changes.len(), 3);
+        assert_eq!(half.replicas(), ["v2"]);
+        let changes = converge(&mut world, &desired(2, "v3"));
+        assert_eq!(changes.len(), 4, "{changes:?}");
+        assert_eq!(world.replicas(), ["v3", "v3"]);
+    }
+
+    #[test]
+    fn mixed_world_scaled_down_needs_no_update_of_stopped_replicas() {
+        let mut world = World::default();
+        converge(&mut world, &desired(4, "v1"));
+        let mut want = desired(4, "v2");
+        world.step(&want);
+        world.step(&want);
+        // Two v1 and two v2 running; want one v2: stop the two v1, then one v2.
+        want.replicas = 1;
+        assert_eq!(world.distance(&want), 3);
+        let changes = converge(&mut world, &want);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Stopped("v1".into()),
+                Change::Stopped("v1".into()),
+                Change::Stopped("v2".into())
+            ]
+        );
+        assert_eq!(world.replicas(), ["v2"]);
+    }
+
+    fn report(report_seq: u64, generation: u64) -> StatusReport {
+        StatusReport {
+            report_seq,
+            generation,
+            ..StatusReport::default()
+        }
+    }
+
+    #[test]
+    fn a_trail_takes_consecutive_reports_and_refuses_gaps_repeats_and_going_back() {
+        let mut trail = Trail::default();
+        assert_eq!(trail.check(&report(1, 1)), Ok(()));
+        assert_eq!(trail.check(&report(2, 2)), Ok(()));
+        assert_eq!(
+            trail.check(&report(2, 2)),
+            Err(TrailError::Repeat { last: 2, got: 2 })
+        );
+        assert_eq!(
+            trail.check(&report(4, 2)),
+            Err(TrailError::Gap { last: 2, got: 4 })
+        );
+        assert_eq!(
+            trail.check(&report(3, 1)),
+            Err(TrailError::GenerationBack { last: 2, got: 1 })
+        );
+        assert_eq!(trail.check(&report(3, 2)), Ok(()));
+        assert_eq!(trail.last_seq, 3);
+    }
 }

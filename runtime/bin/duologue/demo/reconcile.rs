@@ -1,9 +1,161 @@
-//! `duologue demo reconcile`: control-plane reconcile across processes. Not built yet: issue 6 is under way.
+//! `duologue demo reconcile`: a reconciler on one node process, a client in this one,
+//! talking through a fault-injecting proxy. The client declares 4 replicas of v1, changes
+//! course mid-way to 6 replicas of v2, the connection is cut once, and the status reports
+//! carry on, each exactly once, until the deployment converges on the last declaration.
 
-use duologue::local_cluster::ClusterError;
+use std::fmt::Display;
+use std::time::Instant;
+
+use duologue::Node;
+use duologue::actors::reconcile::proto::{Phase, StatusReport};
+use duologue::actors::reconcile::{self, ReconcileEvent, Trail};
+use duologue::local_cluster::{ClusterError, FaultProxy, NodeProcess, SecretDir};
+use nix::sys::signal::Signal;
+
+use super::STEP;
+
+/// The reconciler's name on its node.
+const NAME: &str = "deploy";
 
 pub(crate) async fn run() -> Result<(), ClusterError> {
-    Err(ClusterError::Unexpected(
-        "the reconcile demo is not built yet".into(),
-    ))
+    let started = Instant::now();
+    let exe = std::env::current_exe()?;
+    let secrets = SecretDir::create()?;
+
+    println!("duologue demo: reconcile");
+    println!("  a reconciler on one node process, a client declaring desired state in this one\n");
+    let mut control = NodeProcess::start(
+        &exe,
+        "control",
+        &[
+            "--secret-file".into(),
+            secrets.secret().display().to_string(),
+            "--actor".into(),
+            format!("reconcile:{NAME}"),
+        ],
+        STEP,
+    )
+    .await?;
+    let proxy = FaultProxy::start(control.addr).await?;
+    let node = Node::builder()
+        .name("client")
+        .secret_file(secrets.secret())
+        .start()
+        .await
+        .map_err(unexpected)?;
+    let mut watch = reconcile::watch(&node, &proxy.addr().to_string(), NAME)
+        .await
+        .map_err(unexpected)?;
+    println!(
+        "  node control pid {:<7} listening on {}, hosting reconciler {NAME:?}",
+        control.child.pid().unwrap_or(0),
+        control.addr
+    );
+    println!(
+        "  client connected through a fault proxy at {}\n",
+        proxy.addr()
+    );
+
+    println!("  declare generation 1: 4 replicas of v1");
+    watch.declare(1, 4, "v1").await.map_err(unexpected)?;
+    let mut trail = Trail::default();
+    let mut cut = false;
+    let last = loop {
+        let event = tokio::time::timeout(STEP, watch.events.recv())
+            .await
+            .map_err(|_| ClusterError::Timeout {
+                what: "no status report".into(),
+                timeout: STEP,
+            })?
+            .ok_or_else(|| unexpected("the watcher stopped"))?;
+        let report = match event {
+            ReconcileEvent::Report(report) => report,
+            ReconcileEvent::Interrupted(_) => {
+                println!("  !! the stream broke; the session resumes on its own");
+                continue;
+            }
+            ReconcileEvent::Resumed(resumed) => {
+                let after = resumed.interrupted_for;
+                println!("  .. resumed on a new stream after {after:.0?}; the reports carry on");
+                continue;
+            }
+            ReconcileEvent::Lost(reason) => return Err(unexpected(reason)),
+            ReconcileEvent::Closed(reason) => return Err(unexpected(reason)),
+        };
+        trail.check(&report).map_err(unexpected)?;
+        println!("  {}", line(&report));
+        if report.generation == 1 && report.ready_replicas == 3 {
+            println!("  declare generation 2: 6 replicas of v2 (change of course)");
+            watch.declare(2, 6, "v2").await.map_err(unexpected)?;
+        }
+        if report.generation == 2 && report.updated_replicas == 2 && !cut {
+            cut = true;
+            println!("  -- cut {} connection(s) at the proxy --", proxy.cut_all());
+        }
+        if report.generation == 2 && report.phase() == Phase::Converged {
+            break report;
+        }
+    };
+    let want = (6, 6, "v2");
+    let got = (
+        last.ready_replicas,
+        last.updated_replicas,
+        last.current_image.as_str(),
+    );
+    if got != want || !cut {
+        return Err(unexpected(format!(
+            "converged on {got:?} (cut: {cut}), expected {want:?} after a cut"
+        )));
+    }
+
+    watch.reconciler.finish();
+    let closed = tokio::time::timeout(STEP, watch.reconciler.closed())
+        .await
+        .map_err(|_| unexpected("the session did not close"))?;
+    node.shutdown().await;
+    control.child.signal(Signal::SIGTERM)?;
+    let code = control.child.wait(STEP).await?;
+    if code != Some(0) {
+        return Err(unexpected(format!("node control exited with {code:?}")));
+    }
+    println!("\n  session closed: {closed}; node control stopped on SIGTERM, exit 0");
+    println!(
+        "  {} reports, numbered 1..={} with no gap and no repeat, converged on generation 2 in {:.2} s",
+        trail.last_seq,
+        trail.last_seq,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `#7  gen 2 [#####.....]  50% progressing  6/6 ready  3/6 on v2  image mixed`
+fn line(report: &StatusReport) -> String {
+    let filled = (report.progress_percent.min(100) / 10) as usize;
+    let bar = format!("{}{}", "#".repeat(filled), ".".repeat(10 - filled));
+    let phase = match report.phase() {
+        Phase::Pending => "pending",
+        Phase::Progressing => "progressing",
+        Phase::Converged => "CONVERGED",
+        Phase::Unspecified => "?",
+    };
+    let image = match report.current_image.as_str() {
+        "" if report.ready_replicas > 0 => "mixed",
+        "" => "none",
+        image => image,
+    };
+    format!(
+        "#{:<3} gen {} [{bar}] {:>3}% {phase:<11}  {}/{} ready  {}/{} on {}  image {image}",
+        report.report_seq,
+        report.generation,
+        report.progress_percent,
+        report.ready_replicas,
+        report.desired_replicas,
+        report.updated_replicas,
+        report.desired_replicas,
+        report.desired_image,
+    )
+}
+
+fn unexpected(error: impl Display) -> ClusterError {
+    ClusterError::Unexpected(error.to_string())
 }
