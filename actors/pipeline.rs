@@ -1,13 +1,753 @@
-//! The pipeline paradigm. Not built yet: issue 6 is under way.
+//! The adaptive pipeline paradigm: a producer streams frames to a stage on another node;
+//! the stage measures how far behind it runs and holds the producer back with the
+//! session's own back-pressure signals, which the producer's runtime obeys.
+//!
+//! ```text
+//!  producer (node B, aims at R/s)                  stage (node A, capacity N/s)
+//!    | -- cast Frame{seq: 1, ..} ------------------> |  latency = frames waiting / N
+//!    | -- cast Frame{seq: 2, ..} ------------------> |
+//!    |    ... R > N: the backlog grows ...           |
+//!    | <-------------------------- Throttle(0.5) --- |  latency >= high (once)
+//!  its runtime paces casts at 0.5 x its rate         |
+//!    | -- cast Frame{..} (R/2 < N) ----------------> |  the backlog drains
+//!    | <-------------------------------- Resume ---- |  latency <= low (once)
+//!  full rate again                                   |  ... and round again
+//!    | -- call ReportRequest{} --------------------> |  after every frame before it
+//!    | <---------- StageReport{processed, ..} ------ |
+//! ```
+//!
+//! The stage sends one `Throttle` when its latency crosses the high threshold and one
+//! `Resume` when it falls under the low one (hysteresis). While overloaded, a latency
+//! twice the one it last throttled at throttles again (the runtime compounds throttles):
+//! that covers a stage slower than half the producer's rate, and a `Throttle` lost with a
+//! broken stream. A `Resume` lost with a broken stream is sent again when the session
+//! resumes. Frames are numbered, so the stage's report says whether anything was lost.
 
-use duologue::Node;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-/// Starts this paradigm's server-side actor on `node` and registers it as `name`, for
-/// `duologue node --actor pipeline:NAME`.
+use bytes::Bytes;
+use duologue::mailbox::Resumption;
+use duologue::wire::FlowSignal;
+use duologue::{
+    CallError, CloseReason, ConnectError, Node, Protocol, RemoteRef, SendError, SessionId,
+    SessionMsg, SessionRef, SessionSignal,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The pipeline protocol's messages (`proto/duologue/pipeline/v1/pipeline.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/duologue.pipeline.v1.rs"));
+}
+
+use proto::{Frame, ProducerMessage, ReportRequest, StageMessage, StageReport};
+use proto::{producer_message, stage_message};
+
+/// A stage: works through frames at a fixed capacity and throttles the sessions that
+/// feed it faster than that.
+#[derive(Debug, Default)]
+pub struct Stage;
+
+impl Protocol for Stage {
+    type Request = ProducerMessage;
+    type Response = StageMessage;
+}
+
+impl From<Frame> for ProducerMessage {
+    fn from(frame: Frame) -> Self {
+        Self {
+            kind: Some(producer_message::Kind::Frame(frame)),
+        }
+    }
+}
+
+impl From<ReportRequest> for ProducerMessage {
+    fn from(report: ReportRequest) -> Self {
+        Self {
+            kind: Some(producer_message::Kind::Report(report)),
+        }
+    }
+}
+
+impl From<StageReport> for StageMessage {
+    fn from(report: StageReport) -> Self {
+        Self {
+            kind: Some(stage_message::Kind::Report(report)),
+        }
+    }
+}
+
+/// How a stage is set up.
+#[derive(Clone, Debug)]
+pub struct StageConfig {
+    /// The stage's name (for logs).
+    pub name: String,
+    /// Frames processed per second at most.
+    pub capacity: u32,
+    /// Throttle the producers when the stage runs this far behind.
+    pub high: Duration,
+    /// Resume them once it is back under this.
+    pub low: Duration,
+    /// The throttle factor, in (0, 1].
+    pub factor: f64,
+}
+
+impl Default for StageConfig {
+    /// 2000 frames/s, throttling (by half) at 300 ms behind and resuming under 30 ms: a
+    /// producer at 3000 frames/s is throttled after about half a second and resumed
+    /// about a second later.
+    fn default() -> Self {
+        Self {
+            name: "stage".into(),
+            capacity: 2000,
+            high: Duration::from_millis(300),
+            low: Duration::from_millis(30),
+            factor: 0.5,
+        }
+    }
+}
+
+/// One session feeding the stage.
+#[derive(Debug)]
+struct Feed {
+    session: SessionRef,
+    /// The stage's last word to it was a `Throttle`.
+    throttled: bool,
+    /// The stage has said something to it.
+    signalled: bool,
+}
+
+/// The stage's state.
+#[derive(Debug)]
+pub struct StageState {
+    config: StageConfig,
+    interval: Duration,
+    next: tokio::time::Instant,
+    feeds: HashMap<SessionId, Feed>,
+    /// The latency it last throttled at, while overloaded.
+    throttled_at: Option<Duration>,
+    counts: StageReport,
+}
+
+impl StageState {
+    /// What the stage has done so far.
+    pub fn report(&self) -> StageReport {
+        self.counts
+    }
+
+    /// Waits until the stage's capacity allows the next frame. The timer ticks in
+    /// milliseconds: sleep only once a millisecond ahead, and let up to 10 ms of
+    /// oversleeping be caught up, so the average rate holds.
+    async fn pace(&mut self) {
+        let now = tokio::time::Instant::now();
+        let floor = now.checked_sub(Duration::from_millis(10)).unwrap_or(now);
+        self.next = self.next.max(floor) + self.interval;
+        if self.next > now + Duration::from_millis(1) {
+            tokio::time::sleep_until(self.next).await;
+        }
+    }
+
+    fn feed(&mut self, session: &SessionRef) -> &mut Feed {
+        self.feeds.entry(session.id()).or_insert_with(|| Feed {
+            session: session.clone(),
+            throttled: false,
+            signalled: false,
+        })
+    }
+
+    /// How far behind the stage runs: every frame waiting in its mailbox, over its
+    /// capacity.
+    fn latency(&self) -> Duration {
+        let waiting: u64 = self
+            .feeds
+            .values()
+            .map(|f| f.session.flow().inbound_waiting)
+            .sum();
+        Duration::from_secs_f64(waiting as f64 / f64::from(self.config.capacity))
+    }
+
+    fn frame(&mut self, session: &SessionRef, frame: &Frame) {
+        self.feed(session);
+        let counts = &mut self.counts;
+        counts.processed += 1;
+        if frame.seq != counts.last_seq + 1 {
+            counts.out_of_sequence += 1;
+        }
+        counts.last_seq = counts.last_seq.max(frame.seq);
+        let latency = self.latency();
+        let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        self.counts.latency_micros = micros;
+        self.counts.max_latency_micros = self.counts.max_latency_micros.max(micros);
+        self.adapt(latency);
+    }
+
+    /// The hysteresis: throttle at `high`, again at twice the last throttle's latency,
+    /// resume under `low`.
+    fn adapt(&mut self, latency: Duration) {
+        match self.throttled_at {
+            None if latency >= self.config.high => {
+                tracing::info!(stage = %self.config.name, ?latency, "overloaded: throttling");
+                self.throttled_at = Some(latency);
+                self.throttle(false);
+            }
+            Some(at) if latency >= 2 * at => {
+                tracing::info!(stage = %self.config.name, ?latency, "still falling behind: throttling again");
+                self.throttled_at = Some(latency);
+                self.throttle(true);
+            }
+            Some(_) if latency <= self.config.low => {
+                tracing::info!(stage = %self.config.name, ?latency, "recovered: resuming");
+                self.throttled_at = None;
+                for feed in self.feeds.values_mut().filter(|f| f.throttled) {
+                    feed.session.resume();
+                    feed.throttled = false;
+                    self.counts.resumes += 1;
+                }
+            }
+            // A session that joined while overloaded is held back like the others.
+            Some(_) => self.throttle(false),
+            None => {}
+        }
+        self.counts.overloaded = self.throttled_at.is_some();
+    }
+
+    /// Throttles the feeds not throttled yet, or all of them `again`.
+    fn throttle(&mut self, again: bool) {
+        for feed in self.feeds.values_mut().filter(|f| again || !f.throttled) {
+            if feed.session.is_closed() {
+                continue;
+            }
+            feed.session.throttle(self.config.factor);
+            feed.throttled = true;
+            feed.signalled = true;
+            self.counts.throttles += 1;
+        }
+    }
+
+    /// A resumed session may have lost the stage's last `Resume` with its old stream:
+    /// say it again (a `Resume` to a producer not held back changes nothing).
+    fn resumed(&mut self, session: &SessionRef) {
+        let feed = self.feed(session);
+        if feed.signalled && !feed.throttled {
+            feed.session.resume();
+        }
+    }
+}
+
+impl Actor for Stage {
+    type Msg = SessionMsg;
+    type State = StageState;
+    type Arguments = StageConfig;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        config: StageConfig,
+    ) -> Result<StageState, ActorProcessingErr> {
+        if config.capacity == 0 || !(config.factor > 0.0 && config.factor <= 1.0) {
+            return Err(
+                format!("stage {}: capacity 0 or factor outside (0, 1]", config.name).into(),
+            );
+        }
+        Ok(StageState {
+            interval: Duration::from_secs(1) / config.capacity,
+            next: tokio::time::Instant::now(),
+            config,
+            feeds: HashMap::new(),
+            throttled_at: None,
+            counts: StageReport::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut StageState,
+    ) -> Result<(), ActorProcessingErr> {
+        let inbound = match message {
+            SessionMsg::Inbound(inbound) => inbound,
+            SessionMsg::Signal(SessionSignal::Opened(session)) => {
+                state.feed(&session);
+                return Ok(());
+            }
+            SessionMsg::Signal(SessionSignal::Resumed(session, _)) => {
+                state.resumed(&session);
+                return Ok(());
+            }
+            SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
+                session.finish();
+                return Ok(());
+            }
+            SessionMsg::Signal(SessionSignal::Closed { session, .. }) => {
+                state.feeds.remove(&session.id());
+                return Ok(());
+            }
+            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
+                state.feeds.remove(&lost.session.id());
+                return Ok(());
+            }
+            SessionMsg::Signal(_) => return Ok(()),
+        };
+        match inbound.decode::<ProducerMessage>() {
+            Ok(ProducerMessage {
+                kind: Some(producer_message::Kind::Frame(frame)),
+            }) => {
+                state.pace().await;
+                state.frame(inbound.session(), &frame);
+            }
+            Ok(ProducerMessage {
+                kind: Some(producer_message::Kind::Report(ReportRequest {})),
+            }) => {
+                let reply: StageMessage = state.report().into();
+                if let Err(error) = inbound.reply(&reply) {
+                    tracing::warn!(%error, stage = %state.config.name, "report not sent");
+                }
+            }
+            Ok(ProducerMessage { kind: None }) => {
+                tracing::warn!(peer = %inbound.session().peer(), "empty producer message");
+            }
+            Err(error) => {
+                tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable producer message");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts a [`Stage`] with the default [`StageConfig`] on `node` and registers it as
+/// `name`, for `duologue node --actor pipeline:NAME`.
 ///
 /// # Errors
-/// Always, for now: the paradigm is not built yet.
+/// When the stage cannot start or the name is taken.
 pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> {
-    let _ = (node, name);
-    Err("the pipeline paradigm is not built yet".into())
+    let config = StageConfig {
+        name: name.to_owned(),
+        ..StageConfig::default()
+    };
+    let (stage, _) = Actor::spawn(None, Stage, config)
+        .await
+        .map_err(|e| format!("cannot start stage {name}: {e}"))?;
+    if let Err(error) = node.register(name, &stage) {
+        stage.stop(None);
+        return Err(error.to_string());
+    }
+    Ok(stage.get_cell())
+}
+
+/// How a producer sends.
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// The rate to aim at, in frames per second; `None`: as fast as the session allows.
+    pub rate: Option<u32>,
+    /// The size of each frame's payload.
+    pub frame_bytes: usize,
+    /// The span of each [`RateWindow`].
+    pub window: Duration,
+}
+
+impl Default for ProducerConfig {
+    /// 3000 frames/s (one and a half times a default stage's capacity) of 64 bytes,
+    /// measured every 100 ms.
+    fn default() -> Self {
+        Self {
+            rate: Some(3000),
+            frame_bytes: 64,
+            window: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a producer sent in one window of time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateWindow {
+    /// When the window started, since the producer started.
+    pub start: Duration,
+    /// When it ended.
+    pub end: Duration,
+    /// Frames sent in it.
+    pub frames: u64,
+    /// The rate, in frames per second, a throttle held the session to at its end.
+    pub throttled_to: Option<f64>,
+}
+
+impl RateWindow {
+    /// Frames per second.
+    pub fn rate(&self) -> f64 {
+        let span = (self.end - self.start).as_secs_f64();
+        if span > 0.0 {
+            self.frames as f64 / span
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The mean rate of the windows lying wholly in `from..to`, if any.
+pub fn mean_rate(windows: &[RateWindow], from: Duration, to: Duration) -> Option<f64> {
+    let (frames, span) = windows
+        .iter()
+        .filter(|w| w.start >= from && w.end <= to)
+        .fold((0, Duration::ZERO), |(f, s), w| {
+            (f + w.frames, s + (w.end - w.start))
+        });
+    (span > Duration::ZERO).then(|| frames as f64 / span.as_secs_f64())
+}
+
+/// What a producer sees, in order; every `at` is since the producer started.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProducerEvent {
+    /// A window of sending ended.
+    Window(RateWindow),
+    /// The stage sent a back-pressure signal; the runtime already obeys it.
+    Flow {
+        /// When it arrived.
+        at: Duration,
+        /// The signal.
+        signal: FlowSignal,
+        /// The rate, in frames per second, the session is now held to.
+        throttled_to: Option<f64>,
+    },
+    /// The stream to the stage broke; the session tries to resume.
+    Interrupted {
+        /// When.
+        at: Duration,
+        /// Why.
+        cause: String,
+    },
+    /// The session continues on a new stream, nothing lost or doubled.
+    Resumed {
+        /// When.
+        at: Duration,
+        /// How.
+        resumption: Resumption,
+    },
+    /// The session is over (closed or lost).
+    Ended {
+        /// When.
+        at: Duration,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A producer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The session to the stage could not be opened.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The producer's owner actor could not start.
+    #[error("producer actor failed to start: {0}")]
+    Spawn(String),
+    /// The session refused a frame.
+    #[error("frame {seq} not sent: {error}")]
+    Send {
+        /// The frame's number.
+        seq: u64,
+        /// Why.
+        error: SendError<ProducerMessage>,
+    },
+    /// The report call failed.
+    #[error("report failed: {0}")]
+    Report(#[from] CallError),
+    /// The stage answered the report call with something else.
+    #[error("the stage answered the report with {0:?}")]
+    NoReport(StageMessage),
+    /// The sending task panicked or was cancelled.
+    #[error("producer task failed: {0}")]
+    Task(String),
+}
+
+/// A producer streaming frames to a stage: sends at its configured rate (as far as the
+/// stage's signals let it) until stopped, reporting each window and signal on
+/// [`Producer::events`]. Dropping it stops sending and the owner actor.
+#[derive(Debug)]
+pub struct Producer {
+    /// What the producer sees, in order.
+    pub events: mpsc::UnboundedReceiver<ProducerEvent>,
+    stage: RemoteRef<Stage>,
+    owner: ActorRef<SessionMsg>,
+    started: Instant,
+    stop: CancellationToken,
+    task: Option<JoinHandle<Result<u64, PipelineError>>>,
+    sent: Option<u64>,
+}
+
+impl Producer {
+    /// Opens a session from `node` to the stage `stage` at `addr` and starts sending.
+    ///
+    /// # Errors
+    /// [`PipelineError::Spawn`] or [`PipelineError::Connect`].
+    pub async fn start(
+        node: &Node,
+        addr: &str,
+        stage: &str,
+        config: ProducerConfig,
+    ) -> Result<Self, PipelineError> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let started = Instant::now();
+        let (owner, _) = Actor::spawn(None, Owner, (tx.clone(), started))
+            .await
+            .map_err(|e| PipelineError::Spawn(e.to_string()))?;
+        let stage: RemoteRef<Stage> = match node.connect(addr, stage, &owner).await {
+            Ok(stage) => stage,
+            Err(error) => {
+                owner.stop(None);
+                return Err(error.into());
+            }
+        };
+        let stop = CancellationToken::new();
+        let sender = Sender {
+            stage: stage.clone(),
+            config,
+            started,
+            events: tx,
+        };
+        let task = tokio::spawn(sender.run(stop.clone()));
+        Ok(Self {
+            events,
+            stage,
+            owner,
+            started,
+            stop,
+            task: Some(task),
+            sent: None,
+        })
+    }
+
+    /// The typed handle to the stage.
+    pub fn stage(&self) -> &RemoteRef<Stage> {
+        &self.stage
+    }
+
+    /// When the producer started: the origin of every event's time.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Stops sending (a last, partial window is reported); returns how many frames were
+    /// sent. Calling it again returns the same count.
+    ///
+    /// # Errors
+    /// [`PipelineError::Send`] when the session refused a frame (it closed or was lost),
+    /// [`PipelineError::Task`] when the sending task failed.
+    pub async fn stop(&mut self) -> Result<u64, PipelineError> {
+        if let Some(sent) = self.sent {
+            return Ok(sent);
+        }
+        let task = self
+            .task
+            .take()
+            .ok_or_else(|| PipelineError::Task("stopped after a failure".into()))?;
+        self.stop.cancel();
+        let sent = task
+            .await
+            .map_err(|e| PipelineError::Task(e.to_string()))??;
+        self.sent = Some(sent);
+        Ok(sent)
+    }
+
+    /// Asks the stage for its counts; the answer comes after every frame sent before.
+    ///
+    /// # Errors
+    /// [`PipelineError::Report`] or [`PipelineError::NoReport`].
+    pub async fn report(&self, timeout: Duration) -> Result<StageReport, PipelineError> {
+        match self.stage.call(ReportRequest {}, timeout).await? {
+            StageMessage {
+                kind: Some(stage_message::Kind::Report(report)),
+            } => Ok(report),
+            other => Err(PipelineError::NoReport(other)),
+        }
+    }
+
+    /// Stops sending, half-closes the session and waits up to `timeout` for the stage to
+    /// finish too; says how the session ended.
+    pub async fn close(mut self, timeout: Duration) -> CloseReason {
+        let _ = self.stop().await;
+        self.stage.session().close(timeout).await
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.owner.stop(None);
+    }
+}
+
+/// The sending half of a producer: one task.
+struct Sender {
+    stage: RemoteRef<Stage>,
+    config: ProducerConfig,
+    started: Instant,
+    events: mpsc::UnboundedSender<ProducerEvent>,
+}
+
+impl Sender {
+    async fn run(self, stop: CancellationToken) -> Result<u64, PipelineError> {
+        let data = Bytes::from(vec![0x5a; self.config.frame_bytes]);
+        let interval = self
+            .config
+            .rate
+            .filter(|&r| r > 0)
+            .map(|r| Duration::from_secs(1) / r);
+        let window = self.config.window.max(Duration::from_millis(1));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + window, window);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut seq, mut in_window) = (0, 0);
+        let mut window_start = self.started.elapsed();
+        let mut due = tokio::time::Instant::now();
+        loop {
+            // Each turn waits for one of three things; a frame not yet sent when another
+            // comes first is simply built again (casting is cancel-safe).
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                _ = ticker.tick() => {
+                    window_start = self.window_ended(window_start, in_window);
+                    in_window = 0;
+                }
+                sent = self.send(seq + 1, &data, interval.map(|_| due)) => {
+                    sent?;
+                    seq += 1;
+                    in_window += 1;
+                    if let Some(interval) = interval {
+                        // Catch up at most 10 ms after falling behind (a throttle, a slow
+                        // turn): no burst after a `Resume`.
+                        let now = tokio::time::Instant::now();
+                        let floor = now.checked_sub(Duration::from_millis(10)).unwrap_or(now);
+                        due = due.max(floor) + interval;
+                    }
+                }
+            }
+        }
+        self.window_ended(window_start, in_window);
+        Ok(seq)
+    }
+
+    /// Sends frame `seq`, not before `due`.
+    async fn send(
+        &self,
+        seq: u64,
+        data: &Bytes,
+        due: Option<tokio::time::Instant>,
+    ) -> Result<(), PipelineError> {
+        // The timer ticks in milliseconds: wait only when a millisecond ahead, so the
+        // average rate holds.
+        if let Some(due) = due
+            && due > tokio::time::Instant::now() + Duration::from_millis(1)
+        {
+            tokio::time::sleep_until(due).await;
+        }
+        let frame = Frame {
+            seq,
+            sent_at_micros: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            data: data.clone(),
+        };
+        self.stage
+            .cast(frame)
+            .await
+            .map_err(|error| PipelineError::Send { seq, error })
+    }
+
+    /// Reports the window from `start` to now; returns now.
+    fn window_ended(&self, start: Duration, frames: u64) -> Duration {
+        let end = self.started.elapsed();
+        let window = RateWindow {
+            start,
+            end,
+            frames,
+            throttled_to: self.stage.session().flow().throttled_to,
+        };
+        // The receiver gone means no one is watching; sending goes on until stopped.
+        let _ = self.events.send(ProducerEvent::Window(window));
+        end
+    }
+}
+
+/// The producer's session owner: passes the session's signals on as events.
+struct Owner;
+
+impl Actor for Owner {
+    type Msg = SessionMsg;
+    type State = (mpsc::UnboundedSender<ProducerEvent>, Instant);
+    type Arguments = (mpsc::UnboundedSender<ProducerEvent>, Instant);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        arguments: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(arguments)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        (events, started): &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let at = started.elapsed();
+        let event = match message {
+            SessionMsg::Signal(SessionSignal::Flow(session, signal)) => ProducerEvent::Flow {
+                at,
+                signal,
+                throttled_to: session.flow().throttled_to,
+            },
+            SessionMsg::Signal(SessionSignal::Interrupted(_, cause)) => {
+                ProducerEvent::Interrupted { at, cause }
+            }
+            SessionMsg::Signal(SessionSignal::Resumed(_, resumption)) => {
+                ProducerEvent::Resumed { at, resumption }
+            }
+            SessionMsg::Signal(SessionSignal::Lost(lost)) => ProducerEvent::Ended {
+                at,
+                reason: format!("lost: {}", lost.reason),
+            },
+            SessionMsg::Signal(SessionSignal::Closed { reason, .. }) => ProducerEvent::Ended {
+                at,
+                reason: reason.to_string(),
+            },
+            SessionMsg::Signal(_) => return Ok(()),
+            SessionMsg::Inbound(inbound) => {
+                tracing::debug!(
+                    type_url = inbound.type_url(),
+                    "unexpected message from the stage"
+                );
+                return Ok(());
+            }
+        };
+        let _ = events.send(event);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RateWindow, mean_rate};
+    use std::time::Duration;
+
+    fn window(start_ms: u64, frames: u64) -> RateWindow {
+        RateWindow {
+            start: Duration::from_millis(start_ms),
+            end: Duration::from_millis(start_ms + 100),
+            frames,
+            throttled_to: None,
+        }
+    }
+
+    #[test]
+    fn mean_rate_takes_the_windows_wholly_inside() {
+        let windows = [window(0, 300), window(100, 300), window(200, 150)];
+        let ms = Duration::from_millis;
+        assert_eq!(mean_rate(&windows, ms(0), ms(200)), Some(3000.0));
+        assert_eq!(mean_rate(&windows, ms(50), ms(300)), Some(2250.0));
+        assert_eq!(mean_rate(&windows, ms(250), ms(300)), None);
+        assert_eq!(windows[2].rate(), 1500.0);
+    }
 }
