@@ -453,13 +453,17 @@ impl Session {
         }
     }
 
-    /// Sends a back-pressure signal to the peer.
+    /// Sends a back-pressure signal to the peer (after the resume, if interrupted).
     pub fn signal_peer(&mut self, signal: FlowSignal) {
         self.inflow.signalled(signal);
-        self.push_flow(Flow {
-            credit: 0,
-            signal: Some(signal),
-        });
+        if matches!(self.state, State::Active | State::Finishing) {
+            self.push_flow(Flow {
+                credit: 0,
+                signal: Some(signal),
+            });
+        } else {
+            self.inflow.unsent(signal);
+        }
     }
 
     fn push_flow(&mut self, flow: Flow) {
@@ -589,6 +593,14 @@ impl Session {
     /// its first handshake closes.
     pub fn stream_broken(&mut self, cause: String, now: Instant) {
         self.generation += 1;
+        // A signal still queued for the dead stream goes out on the next one.
+        let queued_signal = self.control.iter().rev().find_map(|frame| match frame {
+            Frame::Flow(flow) => flow.signal,
+            _ => None,
+        });
+        if let Some(signal) = queued_signal {
+            self.inflow.unsent(signal);
+        }
         self.control.clear();
         match self.state {
             State::Closed(_) => {}

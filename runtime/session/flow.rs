@@ -221,6 +221,9 @@ pub(crate) struct Inflow {
     auto_paused: bool,
     /// The owner's own signal in effect, restated after a resume.
     manual: Option<FlowSignal>,
+    /// A signal the peer may not have received (sent while interrupted, or queued when
+    /// the stream broke): sent again on the resumed stream.
+    unsent: Option<FlowSignal>,
 }
 
 impl Inflow {
@@ -236,6 +239,7 @@ impl Inflow {
             low: at(config.flow_low_watermark).saturating_sub(1),
             auto_paused: false,
             manual: None,
+            unsent: None,
         }
     }
 
@@ -297,11 +301,22 @@ impl Inflow {
         }
     }
 
-    /// The grant and pause to repeat on a new stream.
-    pub(crate) fn restate(&self) -> Flow {
+    /// `signal` may not have reached the peer: repeat it after the resume.
+    pub(crate) fn unsent(&mut self, signal: FlowSignal) {
+        self.unsent = Some(signal);
+    }
+
+    /// The grant and the signal to repeat on a new stream: the last signal the peer may
+    /// have missed, or else a pause in effect. (A signal that was already on the wire when
+    /// the stream broke cannot be known to be lost, so it is not repeated.)
+    pub(crate) fn restate(&mut self) -> Flow {
+        let signal = self
+            .unsent
+            .take()
+            .or(self.pausing().then_some(FlowSignal::Pause));
         Flow {
             credit: self.granted,
-            signal: self.pausing().then_some(FlowSignal::Pause),
+            signal,
         }
     }
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::auth::NONCE_LEN;
-use crate::wire::BodyKind;
+use crate::wire::{BodyKind, FlowSignal};
 
 const SECRET: &str = "a test secret of enough bytes";
 
@@ -403,6 +403,30 @@ fn finishing_survives_a_cut() {
         h.b.closed.as_ref().map(|c| &c.0),
         Some(&CloseReason::Finished)
     );
+}
+
+#[test]
+fn a_signal_sent_while_interrupted_reaches_the_peer_after_the_resume() {
+    let mut h = Harness::new(SessionConfig::default());
+    h.cut();
+    h.b.session.signal_peer(FlowSignal::Throttle(0.5));
+    h.reconnect();
+    h.settle();
+    assert_eq!(h.a.session.flow(h.now).peer_signal, Some(FlowSignal::Throttle(0.5)));
+}
+
+#[test]
+fn a_signal_queued_when_the_stream_broke_is_sent_again() {
+    let mut h = Harness::new(SessionConfig::default());
+    h.b.session.signal_peer(FlowSignal::Pause);
+    h.deliver(false, usize::MAX);
+    assert!(h.a.session.flow(h.now).send_blocked, "paused");
+    h.b.session.signal_peer(FlowSignal::Resume); // queued, lost with the stream
+    h.cut();
+    h.reconnect();
+    h.settle();
+    assert_eq!(h.a.session.flow(h.now).peer_signal, None, "the Resume arrived");
+    assert!(!h.a.session.flow(h.now).send_blocked);
 }
 
 /// One step of a random schedule.
