@@ -27,3 +27,22 @@ async fn demo_chat_plays_the_conversation_and_exits_zero() {
         "{out:#?}"
     );
 }
+
+#[tokio::test]
+async fn demo_all_plays_every_paradigm_and_exits_zero() {
+    let mut demo =
+        ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "all".into()]).unwrap();
+    let mut out = Vec::new();
+    while let Some(line) = demo.stdout_line(Duration::from_secs(120)).await.unwrap() {
+        out.push(line);
+    }
+    assert_eq!(
+        demo.wait(Duration::from_secs(10)).await.unwrap(),
+        Some(0),
+        "{out:#?}"
+    );
+    for paradigm in ["chat", "edit", "reconcile", "pipeline"] {
+        let done = format!("demo {paradigm}: ok");
+        assert!(out.contains(&done), "no {done:?} in {out:#?}");
+    }
+}
