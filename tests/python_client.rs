@@ -1,1 +1,393 @@
-//! python_client: not written yet (issue 6 is under way).
+//! The wire protocol is not Rust-only: a chat member written in Python on `grpcio`
+//! (`tests/python/chat_client.py`, nothing of duologue's) joins a room on a real
+//! `duologue node` process and talks with a Rust member (`duologue chat`) in its own
+//! process.
+//!
+//! Setup, all in a throwaway directory removed at the end: a virtualenv
+//! (`python3 -m venv`, or `$DUOLOGUE_PYTHON -m venv`), `grpcio` and `grpcio-tools` from
+//! PyPI, and Python stubs generated from `proto/` with `grpc_tools.protoc`, so the client
+//! always speaks the protos of this tree. No Python, no venv or no PyPI is a failure with
+//! a message saying which, never a silent skip. Every wait is bounded; every child is
+//! killed when its guard drops.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use duologue::local_cluster::{ChildGuard, FaultProxy, NodeProcess, SecretDir};
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// Bound of creating the virtualenv.
+const VENV_WAIT: Duration = Duration::from_secs(120);
+/// Bound of `pip install grpcio grpcio-tools`.
+const PIP_WAIT: Duration = Duration::from_secs(300);
+/// Bound of generating the stubs.
+const PROTOC_WAIT: Duration = Duration::from_secs(60);
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("duologue-python-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create the temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Python side: an interpreter with grpcio, and the generated stubs.
+struct PythonEnv {
+    python: PathBuf,
+    stubs: PathBuf,
+    /// Owns the venv and the stubs; last, so it goes after everything using them.
+    _dir: TempDir,
+}
+
+/// Runs a setup command to its end within `timeout`; its failure, with what it said.
+async fn run(what: &str, command: &mut Command, timeout: Duration) -> Result<(), String> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = match tokio::time::timeout(timeout, command.output()).await {
+        Err(_) => return Err(format!("{what} did not finish within {timeout:?}")),
+        Ok(Err(error)) => return Err(format!("{what} could not start: {error}")),
+        Ok(Ok(output)) => output,
+    };
+    if output.status.success() {
+        return Ok(());
+    }
+    let said = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    };
+    Err(format!(
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        said(&output.stdout),
+        said(&output.stderr)
+    ))
+}
+
+/// Creates the venv, installs grpcio and grpcio-tools, generates the stubs. Panics with
+/// a clear message when any step is impossible here.
+async fn python_env() -> PythonEnv {
+    let dir = TempDir::create();
+    let interpreter = std::env::var_os("DUOLOGUE_PYTHON").unwrap_or_else(|| "python3".into());
+    let venv = dir.0.join("venv");
+    let started = Instant::now();
+    run(
+        "creating a virtualenv (python3 -m venv)",
+        Command::new(&interpreter).arg("-m").arg("venv").arg(&venv),
+        VENV_WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "the Python client test needs python3 with the venv module \
+             (Debian: apt-get install python3-venv; or set DUOLOGUE_PYTHON): {e}"
+        )
+    });
+    let python = venv.join("bin").join("python");
+    let venv_took = started.elapsed();
+    let started = Instant::now();
+    run(
+        "pip install grpcio grpcio-tools",
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "grpcio",
+            "grpcio-tools",
+        ]),
+        PIP_WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the Python client test needs grpcio from PyPI: {e}"));
+    eprintln!(
+        "python_client: venv created in {venv_took:.1?}, pip install took {:.1?}",
+        started.elapsed()
+    );
+    let stubs = dir.0.join("stubs");
+    std::fs::create_dir_all(&stubs).expect("create the stubs dir");
+    let mut out = std::ffi::OsString::from("--python_out=");
+    out.push(&stubs);
+    let mut grpc_out = std::ffi::OsString::from("--grpc_python_out=");
+    grpc_out.push(&stubs);
+    run(
+        "generating the Python stubs (grpc_tools.protoc)",
+        Command::new(&python)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["-m", "grpc_tools.protoc", "-I", "proto"])
+            .arg(out)
+            .arg(grpc_out)
+            .args([
+                "proto/duologue/v1/session.proto",
+                "proto/duologue/chat/v1/chat.proto",
+            ]),
+        PROTOC_WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    PythonEnv {
+        python,
+        stubs,
+        _dir: dir,
+    }
+}
+
+fn client_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/chat_client.py")
+}
+
+/// A node hosting `chat-room:lobby`, with `extra` options.
+async fn room_node(secrets: &SecretDir, extra: &[&str]) -> NodeProcess {
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--actor",
+        "chat-room:lobby",
+        "--secret-file",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([secrets.secret().display().to_string()])
+    .chain(extra.iter().map(|s| s.to_string()))
+    .collect::<Vec<_>>();
+    NodeProcess::start(&duologue_exe(), "hub", &args, WAIT)
+        .await
+        .expect("node starts")
+}
+
+/// A Rust member: `duologue chat`.
+fn rust_member(user: &str, peer: &str, secret: &Path) -> ChildGuard {
+    let args = ["chat", "--peer", peer, "--room", "lobby", "--user", user]
+        .map(String::from)
+        .into_iter()
+        .chain(["--secret-file".into(), secret.display().to_string()])
+        .collect::<Vec<_>>();
+    ChildGuard::spawn(user, &duologue_exe(), &args).expect("duologue chat starts")
+}
+
+/// A Python member: `chat_client.py`, unbuffered.
+fn python_member(env: &PythonEnv, user: &str, peer: &str, room: &str, secret: &Path) -> ChildGuard {
+    let args = [
+        "-u".into(),
+        client_script().display().to_string(),
+        "--peer".into(),
+        peer.into(),
+        "--room".into(),
+        room.into(),
+        "--user".into(),
+        user.into(),
+        "--secret-file".into(),
+        secret.display().to_string(),
+        "--stubs".into(),
+        env.stubs.display().to_string(),
+    ];
+    ChildGuard::spawn(user, &env.python, &args).expect("the Python client starts")
+}
+
+async fn say(member: &mut ChildGuard, text: &str) {
+    let stdin = member.stdin.as_mut().expect("stdin open");
+    stdin
+        .write_all(format!("{text}\n").as_bytes())
+        .await
+        .unwrap();
+    stdin.flush().await.unwrap();
+}
+
+async fn hears(member: &mut ChildGuard) -> String {
+    let problem = match member.stdout_line(WAIT).await {
+        Ok(Some(line)) => return line,
+        Ok(None) => "ended its stdout".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let name = member.name().to_owned();
+    panic!("{name}: {problem}; its stderr: {:#?}", rest(member).await)
+}
+
+/// Reads stderr up to a line containing `needle` (bounded by `WAIT`); on failure, panics
+/// with every stderr line seen, so a failing client explains itself.
+async fn stderr_until(member: &mut ChildGuard, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match member.stderr_line(left).await {
+            Ok(Some(line)) if line.contains(needle) => return line,
+            Ok(Some(line)) => seen.push(line),
+            Ok(None) => panic!(
+                "{} ended its stderr before saying {needle:?}: {seen:#?}",
+                member.name()
+            ),
+            Err(e) => panic!(
+                "{} did not say {needle:?}: {e}; it said {seen:#?}",
+                member.name()
+            ),
+        }
+    }
+}
+
+/// What is left on a member's stderr, for a failure message (bounded).
+async fn rest(member: &mut ChildGuard) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Ok(Some(line)) = member.stderr_line(Duration::from_millis(500)).await {
+        lines.push(line);
+    }
+    lines
+}
+
+/// The run: one throwaway Python environment, then each scenario with its own node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_member_speaks_the_protocol_with_rust_members() {
+    let env = python_env().await;
+    converse_join_and_half_close(&env).await;
+    refusals_exit_with_their_codes(&env).await;
+    resume_after_a_cut(&env).await;
+    sending_waits_for_credit(&env).await;
+}
+
+/// Joins (the call), texts both ways (casts, relayed), half-closes after the room acked
+/// every text, exits 0.
+async fn converse_join_and_half_close(env: &PythonEnv) {
+    let secrets = SecretDir::create().unwrap();
+    let hub = room_node(&secrets, &[]).await;
+    let peer = hub.addr.to_string();
+    let mut ann = rust_member("ann", &peer, secrets.secret());
+    stderr_until(&mut ann, "joined lobby").await;
+
+    let mut py = python_member(env, "py", &peer, "lobby", secrets.secret());
+    let joined = stderr_until(&mut py, "joined").await;
+    assert_eq!(joined, "joined lobby as py (members: ann, py)");
+    stderr_until(&mut ann, "* py joined").await;
+
+    say(&mut py, "hello from python").await;
+    assert_eq!(hears(&mut ann).await, "py: hello from python");
+    say(&mut ann, "hello from rust").await;
+    assert_eq!(hears(&mut py).await, "ann: hello from rust");
+    say(&mut py, "and goodbye").await;
+    assert_eq!(hears(&mut ann).await, "py: and goodbye");
+
+    // The half-close: Goodbye(FINISHED), the room's last acks and its own Goodbye.
+    py.close_stdin();
+    let left = stderr_until(&mut py, "messages sent").await;
+    assert_eq!(left, "left lobby: 2 messages sent, 2 acked");
+    assert_eq!(
+        py.wait(WAIT).await.unwrap(),
+        Some(0),
+        "the Python client exits 0"
+    );
+    stderr_until(&mut ann, "* py left").await;
+
+    // The room goes on for the Rust member.
+    ann.close_stdin();
+    let left = stderr_until(&mut ann, "messages sent").await;
+    assert!(left.contains("1 messages sent, 1 acked"), "{left}");
+    assert_eq!(ann.wait(WAIT).await.unwrap(), Some(0));
+}
+
+/// A wrong secret and an unknown room fail the handshake with the CLI's exit codes.
+async fn refusals_exit_with_their_codes(env: &PythonEnv) {
+    let secrets = SecretDir::create().unwrap();
+    let hub = room_node(&secrets, &[]).await;
+    let peer = hub.addr.to_string();
+
+    let wrong = secrets
+        .write("wrong", "not the cluster's secret at all")
+        .unwrap();
+    let mut eve = python_member(env, "eve", &peer, "lobby", &wrong);
+    let said = stderr_until(&mut eve, "authentication").await;
+    assert!(said.contains("secrets differ"), "{said}");
+    assert_eq!(eve.wait(WAIT).await.unwrap(), Some(3));
+
+    let mut fay = python_member(env, "fay", &peer, "attic", secrets.secret());
+    let said = stderr_until(&mut fay, "attic").await;
+    assert!(said.contains("no room"), "{said}");
+    assert_eq!(fay.wait(WAIT).await.unwrap(), Some(4));
+}
+
+/// Resume from Python: the connection is cut, the client re-authenticates with
+/// `Hello.resume`, both sides replay, nothing is lost or doubled.
+async fn resume_after_a_cut(env: &PythonEnv) {
+    let secrets = SecretDir::create().unwrap();
+    let hub = room_node(&secrets, &[]).await;
+    let peer = hub.addr.to_string();
+    let proxy = FaultProxy::start(hub.addr).await.unwrap();
+    let mut ann = rust_member("ann", &peer, secrets.secret());
+    stderr_until(&mut ann, "joined lobby").await;
+    let mut py = python_member(
+        env,
+        "py",
+        &proxy.addr().to_string(),
+        "lobby",
+        secrets.secret(),
+    );
+    stderr_until(&mut py, "joined lobby").await;
+    say(&mut py, "before the cut").await;
+    assert_eq!(hears(&mut ann).await, "py: before the cut");
+
+    proxy.cut_all();
+
+    stderr_until(&mut py, "session interrupted").await;
+    stderr_until(&mut py, "session resumed").await;
+    say(&mut py, "after the cut").await;
+    assert_eq!(hears(&mut ann).await, "py: after the cut");
+    say(&mut ann, "heard you").await;
+    assert_eq!(hears(&mut py).await, "ann: heard you");
+    py.close_stdin();
+    let left = stderr_until(&mut py, "messages sent").await;
+    assert_eq!(left, "left lobby: 2 messages sent, 2 acked");
+    assert_eq!(py.wait(WAIT).await.unwrap(), Some(0));
+}
+
+/// A room whose node grants 4 messages of credit: the client stops at the credit, goes on
+/// with each `Flow` grant, and all 20 texts arrive, in order, once.
+async fn sending_waits_for_credit(env: &PythonEnv) {
+    let secrets = SecretDir::create().unwrap();
+    let hub = room_node(&secrets, &["--credit-window", "4"]).await;
+    let peer = hub.addr.to_string();
+    let mut ann = rust_member("ann", &peer, secrets.secret());
+    stderr_until(&mut ann, "joined lobby").await;
+    let mut py = python_member(env, "py", &peer, "lobby", secrets.secret());
+    stderr_until(&mut py, "joined lobby").await;
+
+    let lines: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+    let stdin = py.stdin.as_mut().expect("stdin open");
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    py.close_stdin();
+    for i in 1..=20 {
+        assert_eq!(hears(&mut ann).await, format!("py: line {i}"));
+    }
+    let left = stderr_until(&mut py, "messages sent").await;
+    assert_eq!(left, "left lobby: 20 messages sent, 20 acked");
+    let flow = stderr_until(&mut py, "flow:").await;
+    // The join and 20 texts: seq 1..21, on credit granted beyond the first window.
+    assert!(
+        flow.starts_with("flow: sent seq 1..21 on credit up to "),
+        "{flow}"
+    );
+    let stalls: u64 = flow
+        .rsplit("stopped at the credit ")
+        .next()
+        .and_then(|t| t.strip_suffix(" times"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{flow}"));
+    assert!(stalls > 0, "never stopped at a window of 4: {flow}");
+    assert_eq!(py.wait(WAIT).await.unwrap(), Some(0));
+}

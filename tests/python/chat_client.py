@@ -1,0 +1,841 @@
+#!/usr/bin/env python3
+"""A duologue chat member written in Python, on grpcio and nothing of duologue's.
+
+It speaks the session protocol of proto/duologue/v1/session.proto to a `duologue node`
+hosting a chat room, exactly as docs/protocol.md describes it:
+
+* the handshake: Hello -> Challenge (the acceptor's HMAC-SHA256 proof, checked here) ->
+  Proof -> Welcome, or Refuse;
+* data: Batch frames of sequenced envelopes with a piggybacked cumulative ack, lone Ack
+  frames, a replay buffer of what the room has not acknowledged yet;
+* credit: never sends past the room's credit (its `credit_window` from the Challenge,
+  raised by `Flow.credit` grants), obeys Pause / Resume / ResumeAfter / Throttle, and
+  grants the room credit as this client consumes what it receives;
+* resume: when the stream breaks, a new `Converse` call re-authenticates with
+  `Hello.resume` and both sides replay what the other has not received;
+* the close handshake: Goodbye(FINISHED, last_seq), then the room's final acks and its own
+  Goodbye, a last Ack, and the end of the request stream.
+
+The chat on top: JOIN is a call (an envelope with a call_id; the WELCOME comes back as the
+envelope whose reply_to is that id), every stdin line is one TEXT cast, every relayed text
+is printed on stdout as `FROM: TEXT`. At the end of stdin it half-closes, waits for the
+room's acks and exits 0, printing `left ROOM: N messages sent, N acked` on stderr.
+
+    python3 chat_client.py --peer 127.0.0.1:PORT --room lobby --user py \
+        --secret-file cluster.secret --stubs DIR
+
+DIR holds the stubs generated from the protos (`python -m grpc_tools.protoc -I proto
+--python_out=DIR --grpc_python_out=DIR proto/duologue/v1/session.proto
+proto/duologue/chat/v1/chat.proto`); without --stubs they must be importable already
+(or named by $DUOLOGUE_PY_STUBS).
+
+Exit codes, as `duologue chat`: 0 left politely, 1 anything else, 2 usage, 3 wrong
+secret, 4 unknown room, 5 unreachable peer.
+"""
+
+import argparse
+import collections
+import hashlib
+import hmac
+import os
+import queue
+import random
+import secrets
+import struct
+import sys
+import threading
+import time
+import uuid
+
+PROTOCOL_VERSION = 1
+NONCE_LEN = 32
+PROOF_LEN = 32
+MIN_SECRET_LEN = 16
+# What a credit window of 0 in a Hello or Challenge means.
+DEFAULT_CREDIT_WINDOW = 65536
+TYPE_URL_PREFIX = "type.googleapis.com/"
+
+EXIT_FAILURE, EXIT_AUTH, EXIT_UNKNOWN_ROOM, EXIT_UNREACHABLE = 1, 3, 4, 5
+
+
+class Failure(Exception):
+    """Ends the client: a message for stderr and an exit code."""
+
+    def __init__(self, message, code=EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+class StreamBroken(Exception):
+    """The current stream is gone; an established session may resume."""
+
+
+def log(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------
+# Authentication: HMAC-SHA256 over the length-prefixed handshake transcript.
+
+
+def read_secret(path):
+    """The secret file's bytes, less one trailing newline (as `Secret::from_file`)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise Failure(f"cannot read secret file {path}: {e.strerror}")
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    if len(data) < MIN_SECRET_LEN:
+        raise Failure(f"the secret is {len(data)} bytes; at least {MIN_SECRET_LEN} needed")
+    return data
+
+
+INITIATOR_LABEL = b"duologue/v1 initiator proof"
+ACCEPTOR_LABEL = b"duologue/v1 acceptor proof"
+
+
+def proof(secret, label, session_id, initiator, acceptor, target, nonce_i, nonce_a):
+    """HMAC-SHA256(secret, each field as u64 big-endian length ‖ bytes), fields in order:
+    label, session id, initiator name, initiator incarnation, acceptor name, acceptor
+    incarnation, target, initiator nonce, acceptor nonce."""
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    for field in (
+        label,
+        session_id,
+        initiator.name.encode("utf-8"),
+        initiator.incarnation,
+        acceptor.name.encode("utf-8"),
+        acceptor.incarnation,
+        target.encode("utf-8"),
+        nonce_i,
+        nonce_a,
+    ):
+        mac.update(struct.pack(">Q", len(field)))
+        mac.update(field)
+    return mac.digest()
+
+
+# ----------------------------------------------------------------------------------------
+# One gRPC stream (one `Converse` call): frames out through a queue the call's request
+# iterator drains, frames in on a reader thread that posts them to the client's inbox.
+
+
+class Stream:
+    def __init__(self, grpc, stub_module, channel, epoch, inbox):
+        self.epoch = epoch
+        self.outbox = queue.Queue()
+        self.closed = False
+        stub = stub_module.DuologueStub(channel)
+        self.call = stub.Converse(self._requests())
+        self.reader = threading.Thread(target=self._read, args=(grpc, inbox), daemon=True)
+        self.reader.start()
+
+    def _requests(self):
+        while True:
+            frame = self.outbox.get()
+            if frame is None:
+                return  # ends the request stream: the gRPC half-close
+            yield frame
+
+    def _read(self, grpc, inbox):
+        try:
+            for frame in self.call:
+                inbox.put(("frame", self.epoch, frame))
+            inbox.put(("end", self.epoch, None))
+        except grpc.RpcError as e:
+            inbox.put(("error", self.epoch, e))
+
+    def send(self, frame):
+        if not self.closed:
+            self.outbox.put(frame)
+
+    def end_requests(self):
+        """Half-closes the gRPC call: no more frames from this side."""
+        if not self.closed:
+            self.closed = True
+            self.outbox.put(None)
+
+    def cancel(self):
+        self.end_requests()
+        self.call.cancel()
+
+
+# ----------------------------------------------------------------------------------------
+# The session: the initiator side of the protocol.
+
+
+class Session:
+    def __init__(self, args, secret, grpc, pb, stubs, chat):
+        self.args = args
+        self.secret = secret
+        self.grpc = grpc
+        self.pb = pb
+        self.stubs = stubs
+        self.chat = chat
+        self.verbose = args.verbose
+        self.inbox = queue.Queue()
+
+        self.session_id = uuid.uuid4().bytes
+        self.local = pb.NodeId(name=f"py-{args.user}", incarnation=uuid.uuid4().bytes)
+        self.peer = None  # the acceptor's NodeId, once established
+        self.target = args.room
+
+        self.channel = None
+        self.stream = None
+        self.epoch = 0
+        self.established = False
+
+        # Sending.
+        self.next_seq = 1
+        self.transmitted = 0
+        self.pending = collections.deque()  # (kind, type_url, payload, call_id, timeout_ms)
+        self.in_flight = collections.deque()  # sent envelopes not acknowledged yet
+        self.peer_acked = 0
+        self.send_limit = args.max_message_bytes
+        self.credit = DEFAULT_CREDIT_WINDOW  # highest seq the room lets us send
+        self.paused = False
+        self.resume_at = None
+        self.bucket = None  # (rate per second, tokens, burst, last time) under a Throttle
+        self.sent_times = collections.deque()  # send times in the last second (the rate)
+        self.credit_stalls = 0  # times sending stopped at the room's credit
+        self.stalled = False
+
+        # Receiving.
+        self.received = 0
+        self.delivered = 0
+        self.ack_sent = 0
+        self.window = max(1, args.credit_window)
+        self.granted = self.window
+        self.consumed = 0
+
+        # Closing.
+        self.finishing = False  # stdin ended: the goodbye follows what is queued
+        self.goodbye = None  # our Goodbye, once sent
+        self.peer_goodbye = None
+
+        self.last_heard = time.monotonic()
+        self.waiting_since = None  # since when data of ours waits for an ack
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def trace(self, direction, frame):
+        if self.verbose:
+            text = str(frame).replace("\n", " ")
+            log(f"[{direction}] {text[:300]}")
+
+    def write(self, frame):
+        self.trace("out", frame)
+        self.stream.send(frame)
+
+    def open_stream(self):
+        self.epoch += 1
+        if self.channel is not None:
+            self.channel.close()
+        options = [
+            ("grpc.keepalive_time_ms", 1000),
+            ("grpc.keepalive_timeout_ms", 1000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.enable_retries", 0),
+        ]
+        self.channel = self.grpc.insecure_channel(self.args.peer, options=options)
+        self.stream = Stream(self.grpc, self.stubs, self.channel, self.epoch, self.inbox)
+
+    def next_frame(self, deadline, what):
+        """The next frame of the current stream, before `deadline`; raises StreamBroken."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StreamBroken(f"no {what} within {self.args.timeout:g}s")
+            try:
+                kind, epoch, item = self.inbox.get(timeout=left)
+            except queue.Empty:
+                continue
+            if epoch != self.epoch:
+                continue  # from a stream given up already
+            if kind == "frame":
+                self.trace("in", item)
+                self.last_heard = time.monotonic()
+                return item
+            if kind == "end":
+                raise StreamBroken(f"the stream ended during the handshake (waiting for {what})")
+            raise StreamBroken(describe(item))
+
+    # -- the handshake --------------------------------------------------------------------
+
+    def handshake(self, resume):
+        """Greets the room's node on a new stream. `resume`: continue this session."""
+        pb = self.pb
+        self.established = False  # until Welcome: errors are answered with Refuse
+        self.open_stream()
+        nonce_i = secrets.token_bytes(NONCE_LEN)
+        hello = pb.Hello(
+            **{"from": self.local},  # `from` is a Python keyword
+            session_id=self.session_id,
+            target=self.target,
+            protocol_version=PROTOCOL_VERSION,
+            nonce=nonce_i,
+            max_message_bytes=self.args.max_message_bytes,
+            credit_window=self.window,
+        )
+        if resume:
+            hello.resume.last_received = self.received
+            hello.resume.acceptor_incarnation = self.peer.incarnation
+        self.write(pb.Frame(hello=hello))
+        deadline = time.monotonic() + self.args.timeout
+
+        frame = self.next_frame(deadline, "challenge")
+        kind = frame.WhichOneof("kind")
+        if kind == "refuse":
+            raise self.refused(frame.refuse, resume)
+        if kind != "challenge":
+            raise self.protocol_error(f"expected Challenge, got {kind}")
+        challenge = frame.challenge
+        acceptor = getattr(challenge, "from")
+        if (len(acceptor.incarnation) != 16 or len(challenge.nonce) != NONCE_LEN
+                or len(challenge.proof) != PROOF_LEN):
+            raise self.protocol_error("malformed Challenge")
+        expected = proof(self.secret, ACCEPTOR_LABEL, self.session_id, self.local, acceptor,
+                         self.target, nonce_i, challenge.nonce)
+        if not hmac.compare_digest(expected, challenge.proof):
+            self.write(pb.Frame(refuse=pb.Refuse(
+                reason=pb.REFUSE_REASON_AUTH_FAILED,
+                detail="the proof does not match this node's secret")))
+            self.stream.end_requests()
+            raise Failure(f"authentication with {self.args.peer} failed: "
+                          "the shared secrets differ (the node's proof is wrong)", EXIT_AUTH)
+        if resume and acceptor.incarnation != self.peer.incarnation:
+            raise Failure("session lost: the room's node restarted "
+                          f"(incarnation {self.peer.incarnation.hex()[:8]} is now "
+                          f"{acceptor.incarnation.hex()[:8]})")
+        mine = proof(self.secret, INITIATOR_LABEL, self.session_id, self.local, acceptor,
+                     self.target, nonce_i, challenge.nonce)
+        self.write(pb.Frame(proof=pb.Proof(proof=mine)))
+        # The smaller of both limits; a peer that says 0 accepts only empty payloads.
+        self.send_limit = min(self.args.max_message_bytes, challenge.max_message_bytes)
+        if not resume:
+            self.credit = challenge.credit_window or DEFAULT_CREDIT_WINDOW
+
+        frame = self.next_frame(deadline, "welcome")
+        kind = frame.WhichOneof("kind")
+        if kind == "refuse":
+            raise self.refused(frame.refuse, resume)
+        if kind != "welcome":
+            raise self.protocol_error(f"expected Welcome, got {kind}")
+        if frame.welcome.HasField("resumed") != bool(resume):
+            raise self.protocol_error("Welcome.resumed does not match the greeting")
+        self.peer = acceptor
+        self.established = True
+        self.last_heard = time.monotonic()
+        if resume:
+            return self.resumed(frame.welcome.resumed.last_received)
+        return 0
+
+    def refused(self, refuse, resume):
+        pb = self.pb
+        name = pb.RefuseReason.Name(refuse.reason) if refuse.reason in pb.RefuseReason.values() \
+            else str(refuse.reason)
+        if resume:
+            return Failure(f"session lost: the resume was refused: {name}: {refuse.detail}")
+        if refuse.reason == pb.REFUSE_REASON_AUTH_FAILED:
+            return Failure(f"authentication with {self.args.peer} failed: "
+                           "the shared secrets differ", EXIT_AUTH)
+        if refuse.reason == pb.REFUSE_REASON_UNKNOWN_ACTOR:
+            return Failure(f"no room {self.target!r} at {self.args.peer}: {refuse.detail}",
+                           EXIT_UNKNOWN_ROOM)
+        return Failure(f"the node refused the session: {name}: {refuse.detail}")
+
+    def protocol_error(self, detail):
+        """Tells the peer (Refuse before Welcome, Goodbye after) and fails."""
+        pb = self.pb
+        if self.stream is not None and not self.stream.closed:
+            if self.established:
+                frame = pb.Frame(goodbye=pb.Goodbye(reason=pb.GOODBYE_REASON_PROTOCOL_ERROR,
+                                                    detail=detail,
+                                                    last_seq=self.next_seq - 1))
+            else:
+                frame = pb.Frame(refuse=pb.Refuse(reason=pb.REFUSE_REASON_PROTOCOL_ERROR,
+                                                  detail=detail))
+            self.write(frame)
+            self.stream.end_requests()
+        return Failure(f"protocol error: {detail}")
+
+    def resumed(self, peer_received):
+        """After a resume handshake: replay what the room has not received."""
+        pb = self.pb
+        if peer_received > self.transmitted:
+            raise self.protocol_error(
+                f"the room says it received {peer_received}, but only {self.transmitted} were sent")
+        replay = [e for e in self.in_flight if e.seq > peer_received]
+        # Our last grant and ack may have been lost with the old stream: state them again.
+        self.write(pb.Frame(flow=pb.Flow(credit=self.granted)))
+        if replay:
+            self.write(pb.Frame(batch=pb.Batch(ack=self.delivered, envelopes=replay)))
+            self.waiting_since = time.monotonic()
+        elif self.delivered:
+            self.write(pb.Frame(ack=pb.Ack(seq=self.delivered)))
+        self.ack_sent = self.delivered
+        if self.goodbye is not None:
+            self.write(pb.Frame(goodbye=self.goodbye))  # the room ignores a repeat
+        return len(replay)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def queue_cast(self, type_url, payload):
+        self.pending.append((type_url, payload, 0, 0))
+
+    def queue_call(self, type_url, payload, call_id, timeout_ms):
+        self.pending.append((type_url, payload, call_id, timeout_ms))
+
+    def blocked_until(self, now):
+        """None to send now; a time to wait until; or float('inf') for credit / a Resume."""
+        if self.next_seq > self.credit or self.paused:
+            return float("inf")
+        if self.resume_at is not None and now < self.resume_at:
+            return self.resume_at
+        if self.bucket is not None:
+            rate, tokens, burst, last = self.bucket
+            tokens = min(burst, tokens + (now - last) * rate)
+            if tokens < 1.0:
+                return now + (1.0 - tokens) / rate
+        return None
+
+    def note_sent(self, now):
+        self.sent_times.append(now)
+        while self.sent_times and self.sent_times[0] < now - 1.0:
+            self.sent_times.popleft()
+        if self.bucket is not None:
+            rate, tokens, burst, last = self.bucket
+            tokens = min(burst, tokens + (now - last) * rate) - 1.0
+            self.bucket = (rate, tokens, burst, now)
+
+    def flush(self):
+        """Writes what may go now: one batch (with the ack), a lone ack, the goodbye."""
+        pb = self.pb
+        now = time.monotonic()
+        envelopes = []
+        while self.pending and self.blocked_until(now) is None and len(envelopes) < 1024:
+            type_url, payload, call_id, timeout_ms = self.pending.popleft()
+            if len(payload) > self.send_limit:
+                raise Failure(f"a message of {len(payload)} bytes exceeds the session's "
+                              f"limit of {self.send_limit}")
+            envelope = pb.Envelope(seq=self.next_seq, type_url=type_url, payload=payload,
+                                   call_id=call_id, timeout_ms=timeout_ms)
+            self.next_seq += 1
+            self.note_sent(now)
+            envelopes.append(envelope)
+        stalled = bool(self.pending) and self.next_seq > self.credit
+        if stalled and (envelopes or not self.stalled):
+            self.credit_stalls += 1
+        self.stalled = stalled
+        if envelopes:
+            if not self.in_flight:
+                self.waiting_since = now
+            self.in_flight.extend(envelopes)
+            self.transmitted = envelopes[-1].seq
+            self.ack_sent = self.delivered
+            self.write(pb.Frame(batch=pb.Batch(ack=self.delivered, envelopes=envelopes)))
+        if self.delivered > self.ack_sent:
+            self.ack_sent = self.delivered
+            self.write(pb.Frame(ack=pb.Ack(seq=self.delivered)))
+        if self.finishing and not self.pending and self.goodbye is None:
+            self.goodbye = pb.Goodbye(reason=pb.GOODBYE_REASON_FINISHED,
+                                      last_seq=self.next_seq - 1)
+            self.write(pb.Frame(goodbye=self.goodbye))
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def on_frame(self, frame):
+        """Handles one frame of an established session."""
+        pb = self.pb
+        kind = frame.WhichOneof("kind")
+        if kind == "batch":
+            self.on_ack(frame.batch.ack)
+            for envelope in frame.batch.envelopes:
+                if envelope.seq == 0:
+                    raise self.protocol_error("envelope with sequence number 0")
+                if envelope.seq <= self.received:
+                    continue  # replayed after a resume, and already here
+                if self.peer_goodbye is not None:
+                    raise self.protocol_error("data after the room's goodbye")
+                if envelope.seq != self.received + 1:
+                    raise self.protocol_error(
+                        f"sequence gap: expected {self.received + 1}, got {envelope.seq}")
+                if envelope.call_id and envelope.reply_to:
+                    raise self.protocol_error(f"envelope {envelope.seq} is a call and a reply")
+                if envelope.HasField("fault") and not envelope.reply_to:
+                    raise self.protocol_error(f"envelope {envelope.seq}: a fault on a non-reply")
+                self.received = envelope.seq
+                self.chat.deliver(envelope)
+                # Delivered and consumed at once: the client holds no backlog.
+                self.delivered = self.consumed = envelope.seq
+            self.grant()
+        elif kind == "ack":
+            self.on_ack(frame.ack.seq)
+        elif kind == "flow":
+            self.on_flow(frame.flow)
+        elif kind == "goodbye":
+            self.on_goodbye(frame.goodbye)
+        else:
+            raise self.protocol_error(f"unexpected {kind} in an established session")
+
+    def on_ack(self, seq):
+        if seq > self.transmitted:
+            raise self.protocol_error(f"ack {seq} beyond the {self.transmitted} sent")
+        self.peer_acked = max(self.peer_acked, seq)
+        while self.in_flight and self.in_flight[0].seq <= seq:
+            self.in_flight.popleft()
+        self.waiting_since = self.last_heard if self.in_flight else None
+
+    def grant(self):
+        """More credit for the room, a quarter window at a time, as we consume."""
+        quarter = max(1, self.window // 4)
+        if self.consumed + self.window >= self.granted + quarter:
+            self.granted = self.consumed + self.window
+            self.write(self.pb.Frame(flow=self.pb.Flow(credit=self.granted)))
+
+    def on_flow(self, flow):
+        now = time.monotonic()
+        self.credit = max(self.credit, flow.credit)
+        signal = flow.WhichOneof("signal")
+        if signal == "pause":
+            self.paused, self.resume_at = True, None
+        elif signal == "resume":
+            self.paused, self.resume_at, self.bucket = False, None, None
+        elif signal == "resume_after_ms":
+            self.paused, self.resume_at = False, now + flow.resume_after_ms / 1000.0
+        elif signal == "throttle":
+            factor = flow.throttle
+            if not 0.0 < factor <= 1.0:
+                raise self.protocol_error(f"throttle {factor} outside (0, 1]")
+            while self.sent_times and self.sent_times[0] < now - 1.0:
+                self.sent_times.popleft()
+            rate = max(1.0, factor * len(self.sent_times))
+            self.bucket = (rate, 1.0, max(1.0, rate / 100.0), now)
+        if signal and self.verbose:
+            log(f"flow signal from the room: {signal}")
+
+    def on_goodbye(self, goodbye):
+        pb = self.pb
+        if self.peer_goodbye is not None:
+            if goodbye != self.peer_goodbye:
+                raise Failure(f"session lost: the room ended it: {reason_name(pb, goodbye)}")
+            return  # a farewell repeated after a resume
+        if goodbye.reason != pb.GOODBYE_REASON_FINISHED:
+            detail = f": {goodbye.detail}" if goodbye.detail else ""
+            raise Failure(f"session lost: the room ended it: {reason_name(pb, goodbye)}{detail}")
+        if goodbye.last_seq != self.received:
+            raise self.protocol_error(
+                f"goodbye names {goodbye.last_seq} as last, but {self.received} arrived")
+        self.peer_goodbye = goodbye
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def closed_politely(self):
+        """Both sides finished, all of ours acknowledged, all of theirs delivered."""
+        return (self.goodbye is not None and self.peer_goodbye is not None
+                and not self.pending and not self.in_flight
+                and self.delivered == self.received and self.ack_sent == self.delivered)
+
+    def wake_at(self, now):
+        """When the loop must look again without an event: throttle, resume-after,
+        silence."""
+        times = []
+        if self.pending:
+            until = self.blocked_until(now)
+            if until is not None and until != float("inf"):
+                times.append(until)
+        if self.waiting_since is not None:
+            times.append(max(self.waiting_since, self.last_heard) + self.args.silence_timeout)
+        return min(times) if times else None
+
+    def run(self, on_event, deadline_of):
+        """Runs until `on_event` says the conversation is over. `on_event(kind, item)`
+        handles stdin events; `deadline_of()` is the chat's own deadline, if any."""
+        while True:
+            now = time.monotonic()
+            wake = self.wake_at(now)
+            chat_deadline = deadline_of()
+            for t in (chat_deadline,):
+                if t is not None:
+                    wake = t if wake is None else min(wake, t)
+            timeout = None if wake is None else max(0.0, wake - now)
+            try:
+                kind, epoch, item = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                kind, epoch, item = "tick", None, None
+            try:
+                if kind == "frame" and epoch == self.epoch:
+                    self.trace("in", item)
+                    self.last_heard = time.monotonic()
+                    self.on_frame(item)
+                elif kind in ("end", "error") and epoch == self.epoch:
+                    if kind == "end" and self.peer_goodbye is not None:
+                        # The room ended its stream after its farewell: what we still
+                        # owe it no longer matters to it.
+                        if on_event("room_gone", None):
+                            return
+                        continue
+                    cause = "the stream ended without a goodbye" if kind == "end" \
+                        else describe(item)
+                    raise StreamBroken(cause)
+                elif kind in ("line", "eof"):
+                    if on_event(kind, item):
+                        return
+                elif kind == "tick":
+                    now = time.monotonic()
+                    if chat_deadline is not None and now >= chat_deadline:
+                        on_event("deadline", None)
+                    if (self.waiting_since is not None and now >= max(
+                            self.waiting_since, self.last_heard) + self.args.silence_timeout):
+                        raise StreamBroken(
+                            f"no word from the room for {self.args.silence_timeout:g}s "
+                            "with messages unacknowledged")
+                self.flush()
+                if on_event("progress", None):
+                    return
+            except StreamBroken as broken:
+                self.resume(str(broken))
+                if on_event("progress", None):
+                    return
+
+    def resume(self, cause):
+        """Resumes the session on a new stream, with backoff, until the deadline."""
+        if self.args.no_resume:
+            raise Failure(f"session lost: {cause}")
+        log(f"session interrupted: {cause}")
+        started = time.monotonic()
+        deadline = started + self.args.resume_timeout
+        attempt = 0
+        while True:
+            if self.stream is not None:
+                self.stream.cancel()
+            ceiling = min(1.0, 0.025 * (2 ** min(attempt, 16)))
+            time.sleep(ceiling / 2 + random.random() * ceiling / 2)  # backoff with jitter
+            attempt += 1
+            try:
+                replayed = self.handshake(resume=True)
+                log(f"session resumed, {replayed} replayed, after "
+                    f"{time.monotonic() - started:.1f}s")
+                return
+            except StreamBroken as broken:
+                if time.monotonic() >= deadline:
+                    raise Failure(f"session lost: no resume within "
+                                  f"{self.args.resume_timeout:g}s ({broken})")
+
+    def close(self):
+        if self.stream is not None:
+            self.stream.cancel()
+        if self.channel is not None:
+            self.channel.close()
+
+
+def describe(error):
+    try:
+        return f"{error.code().name}: {error.details()}"
+    except Exception:  # noqa: BLE001 - any RpcError-ish thing
+        return str(error)
+
+
+def reason_name(pb, goodbye):
+    if goodbye.reason in pb.GoodbyeReason.values():
+        return pb.GoodbyeReason.Name(goodbye.reason)
+    return str(goodbye.reason)
+
+
+# ----------------------------------------------------------------------------------------
+# The chat on top of the session.
+
+
+class Chat:
+    def __init__(self, args, chat_pb):
+        self.args = args
+        self.pb = chat_pb
+        self.member_url = TYPE_URL_PREFIX + chat_pb.MemberMessage.DESCRIPTOR.full_name
+        self.room_url = TYPE_URL_PREFIX + chat_pb.RoomMessage.DESCRIPTOR.full_name
+        self.join_call = 1
+        self.welcome = None
+        self.join_error = None
+        self.sent = 0
+        self.acked = 0
+
+    def join(self, session):
+        message = self.pb.MemberMessage(join=self.pb.Join(user=self.args.user))
+        session.queue_call(self.member_url, message.SerializeToString(), self.join_call,
+                           int(self.args.timeout * 1000))
+
+    def text(self, session, line):
+        self.sent += 1
+        message = self.pb.MemberMessage(text=self.pb.Text(client_seq=self.sent, text=line))
+        session.queue_cast(self.member_url, message.SerializeToString())
+
+    def deliver(self, envelope):
+        """One message from the room, in order."""
+        if envelope.reply_to:
+            if envelope.reply_to != self.join_call:
+                log(f"reply to an unknown call {envelope.reply_to}, ignored")
+                return
+            if envelope.HasField("fault"):
+                self.join_error = f"the join failed: {envelope.fault.code}: {envelope.fault.message}"
+                return
+        if envelope.type_url != self.room_url:
+            log(f"a message of unknown type {envelope.type_url!r}, ignored")
+            return
+        message = self.pb.RoomMessage()
+        message.ParseFromString(envelope.payload)
+        kind = message.WhichOneof("kind")
+        if envelope.reply_to:
+            if kind == "welcome":
+                self.welcome = message.welcome
+            elif kind == "rejected":
+                self.join_error = f"the room refused: {message.rejected.reason}"
+            else:
+                self.join_error = f"unexpected reply to the join: {kind}"
+        elif kind == "relay":
+            print(f"{getattr(message.relay, 'from')}: {message.relay.text}", flush=True)
+        elif kind == "ack":
+            self.acked = max(self.acked, message.ack.client_seq)
+        elif kind == "rejected":
+            log(f"the room refused: {message.rejected.reason}")
+        elif kind == "presence":
+            p = message.presence
+            log(f"* {p.user} {'joined' if p.joined else 'left'} (members: {', '.join(p.members)})")
+        elif self.args.verbose:
+            log(f"room message {kind!r} ignored")  # a newer room's message: not ours to read
+
+
+def read_stdin(inbox):
+    for line in sys.stdin:
+        inbox.put(("line", None, line.rstrip("\r\n")))
+    inbox.put(("eof", None, None))
+
+
+def import_stubs(stubs_dir):
+    if stubs_dir:
+        sys.path.insert(0, stubs_dir)
+    try:
+        import grpc
+    except ImportError as e:
+        raise Failure(f"grpcio is not installed ({e}); pip install grpcio grpcio-tools")
+    try:
+        from duologue.v1 import session_pb2, session_pb2_grpc
+        from duologue.chat.v1 import chat_pb2
+    except ImportError as e:
+        raise Failure(f"cannot import the generated stubs ({e}); generate them with "
+                      "python -m grpc_tools.protoc -I proto --python_out=DIR "
+                      "--grpc_python_out=DIR proto/duologue/v1/session.proto "
+                      "proto/duologue/chat/v1/chat.proto, and pass --stubs DIR")
+    return grpc, session_pb2, session_pb2_grpc, chat_pb2
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="A duologue chat member in Python.")
+    parser.add_argument("--peer", required=True, help="the room's node, HOST:PORT")
+    parser.add_argument("--room", required=True, help="the room's name")
+    parser.add_argument("--user", required=True, help="your name in the room")
+    parser.add_argument("--secret-file", required=True, help="the cluster's shared secret")
+    parser.add_argument("--stubs", default=os.environ.get("DUOLOGUE_PY_STUBS"),
+                        help="directory of the generated Python stubs")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for the join, and for the last acks (10)")
+    parser.add_argument("--credit-window", type=int, default=1024,
+                        help="messages the room may send ahead of this client (1024)")
+    parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
+    parser.add_argument("--silence-timeout", type=float, default=3.0,
+                        help="with texts unacknowledged, a room silent this long "
+                             "interrupts the stream (3)")
+    parser.add_argument("--resume-timeout", type=float, default=30.0,
+                        help="how long a broken session may take to resume (30)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="a broken stream ends the session instead of resuming it")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame")
+    args = parser.parse_args(argv)
+
+    session = None
+    try:
+        grpc, session_pb2, session_pb2_grpc, chat_pb2 = import_stubs(args.stubs)
+        secret = read_secret(args.secret_file)
+        chat = Chat(args, chat_pb2)
+        session = Session(args, secret, grpc, session_pb2, session_pb2_grpc, chat)
+        try:
+            session.handshake(resume=False)
+        except StreamBroken as broken:
+            raise Failure(f"cannot reach {args.peer}: {broken}", EXIT_UNREACHABLE)
+
+        # JOIN, a call: wait for the envelope that answers it.
+        chat.join(session)
+        session.flush()
+        join_deadline = time.monotonic() + args.timeout
+
+        def joining(kind, _item):
+            if kind == "deadline":
+                raise Failure(f"no answer to the join within {args.timeout:g}s")
+            if kind == "room_gone":
+                raise Failure("the room ended the session before answering the join")
+            if chat.join_error:
+                raise Failure(chat.join_error)
+            return chat.welcome is not None
+
+        session.run(joining, lambda: join_deadline)
+        log(f"joined {chat.welcome.room} as {args.user} "
+            f"(members: {', '.join(chat.welcome.members)})")
+        # What was said before we came: on stderr, so stdout stays the live conversation.
+        for line in getattr(chat.welcome, "history", ()):
+            log(f"(history) {getattr(line, 'from')}: {line.text}")
+        if sys.stdin.isatty():
+            log("type a line and press enter to send it; ctrl-d leaves the room")
+        threading.Thread(target=read_stdin, args=(session.inbox,), daemon=True).start()
+
+        ack_deadline = [None]
+
+        def talking(kind, item):
+            if kind == "line":
+                chat.text(session, item)
+            elif kind == "eof":
+                session.finishing = True  # flush() sends the goodbye after what is queued
+                ack_deadline[0] = time.monotonic() + args.timeout
+            elif kind == "deadline":
+                raise Failure(f"the room acked {chat.acked} of {chat.sent} messages "
+                              f"within {args.timeout:g}s")
+            elif kind == "room_gone":
+                raise Failure("the room ended its stream before the session closed")
+            return session.closed_politely()
+
+        session.run(talking, lambda: ack_deadline[0])
+        # Everything is said and acknowledged both ways: end the request stream, and
+        # let the room end its response stream.
+        session.stream.end_requests()
+        end_by = time.monotonic() + args.timeout
+        while time.monotonic() < end_by:
+            try:
+                kind, epoch, item = session.inbox.get(timeout=end_by - time.monotonic())
+            except queue.Empty:
+                break
+            if epoch == session.epoch and kind in ("end", "error"):
+                if kind == "error":
+                    log(f"the room's stream ended with {describe(item)}")
+                break
+        if chat.acked != chat.sent:
+            raise Failure(f"the room acked {chat.acked} of {chat.sent} messages")
+        log(f"left {chat.welcome.room}: {chat.sent} messages sent, {chat.acked} acked")
+        log(f"flow: sent seq 1..{session.next_seq - 1} on credit up to {session.credit}, "
+            f"stopped at the credit {session.credit_stalls} times")
+        session.close()
+        return 0
+    except Failure as failure:
+        log(f"chat_client.py: {failure}")
+        if session is not None:
+            session.close()
+        return failure.code
+    except KeyboardInterrupt:
+        if session is not None:
+            session.close()
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
