@@ -74,6 +74,14 @@ pub enum ProtocolError {
     /// A frame exceeded this node's frame size limit.
     #[error("frame too large: {0}")]
     FrameTooLarge(String),
+    /// The peer sent past the credit this side granted.
+    #[error("message {seq} sent past the credit granted, {granted}")]
+    CreditExceeded {
+        /// Its sequence number.
+        seq: u64,
+        /// The credit granted.
+        granted: u64,
+    },
     /// Data arrived after the peer's goodbye.
     #[error("data after goodbye")]
     DataAfterGoodbye,

@@ -1124,6 +1124,14 @@ impl Session {
                 });
                 return;
             }
+            let reply = matches!(envelope.body.kind, crate::wire::BodyKind::Reply { .. });
+            if !reply && envelope.seq > self.inflow.granted() {
+                self.violation(ProtocolError::CreditExceeded {
+                    seq: envelope.seq,
+                    granted: self.inflow.granted(),
+                });
+                return;
+            }
             let size = envelope.body.payload.len() as u64;
             if size > limit {
                 self.violation(ProtocolError::MessageTooLarge { size, limit });

@@ -344,7 +344,7 @@ impl TryFrom<pb::Frame> for Frame {
                 target: h.target,
                 protocol_version: h.protocol_version,
                 nonce: fixed::<NONCE_LEN>("nonce", &h.nonce)?,
-                max_message_bytes: h.max_message_bytes,
+                max_message_bytes: message_limit(h.max_message_bytes),
                 resume: h
                     .resume
                     .map(|r| -> Result<_, FrameError> {
@@ -363,7 +363,7 @@ impl TryFrom<pb::Frame> for Frame {
                 from: node_identity("from", c.from)?,
                 nonce: fixed::<NONCE_LEN>("nonce", &c.nonce)?,
                 proof: fixed::<PROOF_LEN>("proof", &c.proof)?,
-                max_message_bytes: c.max_message_bytes,
+                max_message_bytes: message_limit(c.max_message_bytes),
                 credit_window: window(c.credit_window),
             }),
             Kind::Proof(p) => Self::Proof(fixed::<PROOF_LEN>("proof", &p.proof)?),
@@ -410,6 +410,17 @@ impl TryFrom<pb::Frame> for Frame {
                 })
             }
         })
+    }
+}
+
+/// The message size limit a peer that sends 0 gets.
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
+
+fn message_limit(advertised: u64) -> u64 {
+    if advertised == 0 {
+        DEFAULT_MAX_MESSAGE_BYTES
+    } else {
+        advertised
     }
 }
 
@@ -537,7 +548,7 @@ impl From<Frame> for pb::Frame {
                 target: h.target,
                 protocol_version: h.protocol_version,
                 nonce: Bytes::copy_from_slice(&h.nonce),
-                max_message_bytes: h.max_message_bytes,
+                max_message_bytes: message_limit(h.max_message_bytes),
                 resume: h.resume.map(|r| pb::ResumeRequest {
                     last_received: r.last_received,
                     acceptor_incarnation: Bytes::copy_from_slice(r.acceptor_incarnation.as_bytes()),

@@ -243,6 +243,11 @@ impl Inflow {
         }
     }
 
+    /// The highest sequence number the peer may send (replies excepted).
+    pub(crate) fn granted(&self) -> u64 {
+        self.granted
+    }
+
     /// Messages delivered to the owner and not yet consumed.
     pub(crate) fn waiting(&self) -> u64 {
         self.delivered.saturating_sub(self.consumed)

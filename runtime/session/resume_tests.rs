@@ -412,7 +412,10 @@ fn a_signal_sent_while_interrupted_reaches_the_peer_after_the_resume() {
     h.b.session.signal_peer(FlowSignal::Throttle(0.5));
     h.reconnect();
     h.settle();
-    assert_eq!(h.a.session.flow(h.now).peer_signal, Some(FlowSignal::Throttle(0.5)));
+    assert_eq!(
+        h.a.session.flow(h.now).peer_signal,
+        Some(FlowSignal::Throttle(0.5))
+    );
 }
 
 #[test]
@@ -425,7 +428,11 @@ fn a_signal_queued_when_the_stream_broke_is_sent_again() {
     h.cut();
     h.reconnect();
     h.settle();
-    assert_eq!(h.a.session.flow(h.now).peer_signal, None, "the Resume arrived");
+    assert_eq!(
+        h.a.session.flow(h.now).peer_signal,
+        None,
+        "the Resume arrived"
+    );
     assert!(!h.a.session.flow(h.now).send_blocked);
 }
 

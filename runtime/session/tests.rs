@@ -492,3 +492,25 @@ fn stream_end_during_the_first_handshake_is_a_transport_error() {
         State::Closed(CloseReason::Transport(_))
     ));
 }
+
+#[test]
+fn a_peer_that_ignores_credit_breaks_the_protocol() {
+    let mut pair = Pair::established();
+    let window = SessionConfig::default().credit_window;
+    // Hand-made batch: one envelope past the acceptor's grant.
+    let envelopes = (1..=window + 1)
+        .map(|seq| Envelope {
+            seq,
+            body: cast("x"),
+        })
+        .collect();
+    pair.acceptor
+        .handle_frame(Frame::Batch(Batch { ack: 0, envelopes }), pair.now);
+    assert_eq!(
+        pair.acceptor.state(),
+        &State::Closed(CloseReason::Protocol(ProtocolError::CreditExceeded {
+            seq: window + 1,
+            granted: window
+        }))
+    );
+}
