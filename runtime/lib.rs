@@ -43,6 +43,9 @@
 extern crate self as duologue;
 
 pub mod auth;
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_api;
 pub mod config;
 mod driver;
 pub mod error;
