@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Side by side, in one invocation on one machine: ractor in one process (the ceiling no
+# cross-process path can pass), ractor_cluster across two processes (the baseline), and
+# duologue across two processes, on the same workload; then the ratios. Then duologue's
+# own figures under load: memory under a slow consumer, and sessions at scale.
+#
+#   bash benches/compare.sh                 # 1 000 000 casts, 10 000 calls, 64-byte payload
+#   CASTS=200000 CALLS=2000 bash benches/compare.sh
+#
+# The baseline lives in ../shared/baselines/ractor_cluster_bench (read-only); it is built
+# into target/baseline so nothing is written under shared/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CASTS=${CASTS:-1000000}
+CALLS=${CALLS:-10000}
+PAYLOAD=${PAYLOAD:-64}
+BASELINE=../shared/baselines/ractor_cluster_bench
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+echo "building (release)..." >&2
+CARGO_TARGET_DIR=target/baseline cargo build -q --release --manifest-path "$BASELINE/Cargo.toml"
+cargo bench -q --no-run --bench two_process --bench slow_consumer --bench sessions 2>/dev/null
+
+run() { "$@" 2>/dev/null | tee -a "$out"; }
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+run target/baseline/release/ractor_cluster_bench local --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD"
+run target/baseline/release/ractor_cluster_bench --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD"
+run cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD"
+
+figure() { awk -v label="$1" -v key="$2" '$1 == label { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == key) print kv[2] } }' "$out"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+dl_cast=$(figure duologue cast_throughput_msgs_per_s)
+rl_cast=$(figure ractor_local cast_throughput_msgs_per_s)
+rc_cast=$(figure ractor_cluster cast_throughput_msgs_per_s)
+dl_p50=$(figure duologue call_latency_p50_us)
+rc_p50=$(figure ractor_cluster call_latency_p50_us)
+dl_p99=$(figure duologue call_latency_p99_us)
+rc_p99=$(figure ractor_cluster call_latency_p99_us)
+echo "ratio cast_throughput duologue/ractor_local=$(ratio "$dl_cast" "$rl_cast") duologue/ractor_cluster=$(ratio "$dl_cast" "$rc_cast")"
+echo "ratio call_p50 duologue/ractor_cluster=$(ratio "$dl_p50" "$rc_p50")"
+echo "ratio call_p99 duologue/ractor_cluster=$(ratio "$dl_p99" "$rc_p99")"
+
+# duologue's own figures: a 1 000 000-cast burst against a consumer taking 50 000/s, and
+# sessions at scale (10 000 idle, opening rate, 100 concurrent, one stalled).
+run cargo bench -q --bench slow_consumer -- --casts "$CASTS" --rate 50000 --payload "$PAYLOAD"
+run cargo bench -q --bench sessions
