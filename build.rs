@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Type URLs spelled as `google.protobuf.Any` spells them.
     config.type_name_domain(["."], "type.googleapis.com");
     tonic_prost_build::configure()
+        // Small initial stream buffers (see runtime/wire/codec.rs).
+        .codec_path("crate::wire::codec::FrameCodec")
         .build_client(true)
         .build_server(true)
         .emit_rerun_if_changed(false)

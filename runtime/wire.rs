@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use crate::auth::{NONCE_LEN, Nonce, PROOF_LEN};
 
+pub(crate) mod codec;
+
 /// Generated protobuf and gRPC types of `proto/duologue/v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub(crate) mod pb {
