@@ -1,2 +1,240 @@
 //! Crate-private pieces of the session core, exposed for `benches/session_core.rs` only
 //! (feature `bench-internals`). Not part of the API.
+//!
+//! Frames stay opaque ([`WireFrame`]); two sessions run back to back in a [`Pair`], the
+//! way `session/resume_tests.rs` drives them, with the wall clock read once per step.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use prost::Message;
+use uuid::Uuid;
+
+use crate::auth::{NONCE_LEN, Secret};
+use crate::session::{Event, Session, SessionConfig, State};
+use crate::wire::{Batch, Body, BodyKind, Envelope, Frame, NodeIdentity, SessionId, pb};
+
+const TYPE_URL: &str = "type.googleapis.com/bench.Payload";
+
+fn cast(payload: &Bytes) -> Body {
+    Body {
+        kind: BodyKind::Cast,
+        type_url: TYPE_URL.into(),
+        payload: payload.clone(),
+    }
+}
+
+/// A parsed protocol frame, opaque.
+#[derive(Clone, Debug)]
+pub struct WireFrame(Frame);
+
+impl WireFrame {
+    /// Envelopes the frame carries (0 unless it is a batch).
+    pub fn envelopes(&self) -> usize {
+        match &self.0 {
+            Frame::Batch(batch) => batch.envelopes.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// A `Batch` frame of `messages` casts (sequence numbers from 1) with
+/// `payload_bytes`-byte payloads.
+pub fn batch_frame(messages: usize, payload_bytes: usize) -> WireFrame {
+    let payload = Bytes::from(vec![0xA5; payload_bytes]);
+    let envelopes = (1..=messages as u64)
+        .map(|seq| Envelope {
+            seq,
+            body: cast(&payload),
+        })
+        .collect();
+    WireFrame(Frame::Batch(Batch { ack: 0, envelopes }))
+}
+
+/// What the driver does to send a frame: domain frame → `pb::Frame` → prost bytes, into
+/// `buf` (cleared first), reused from frame to frame as tonic's encoder reuses its
+/// buffer. Takes the frame by value, as the driver does.
+pub fn encode_frame(frame: WireFrame, buf: &mut Vec<u8>) {
+    buf.clear();
+    pb::Frame::from(frame.0)
+        .encode(buf)
+        .expect("a Vec has room");
+}
+
+/// What the driver does with bytes from the wire: prost decode → `Frame::try_from`.
+/// Takes `Bytes`, as tonic hands prost a shared buffer: payloads are not copied.
+///
+/// # Panics
+/// If the bytes are not a valid frame.
+pub fn decode_frame(bytes: Bytes) -> WireFrame {
+    let frame = pb::Frame::decode(bytes).expect("prost decodes the frame");
+    WireFrame(Frame::try_from(frame).expect("a valid frame"))
+}
+
+/// Two established sessions back to back (the initiator sends, the acceptor receives),
+/// with every frame moved by hand. No sockets, no runtime.
+#[derive(Debug)]
+pub struct Pair {
+    initiator: Session,
+    acceptor: Session,
+    payload: Bytes,
+    nonce: u8,
+}
+
+impl Pair {
+    /// A pair whose handshake has completed; casts carry `payload_bytes` bytes.
+    ///
+    /// # Panics
+    /// If the handshake does not establish both sessions.
+    pub fn new(payload_bytes: usize) -> Self {
+        let now = Instant::now();
+        let config = SessionConfig::default();
+        let secret = Secret::new("a bench secret of enough bytes").expect("long enough");
+        let node = |name: &str, n| NodeIdentity {
+            name: name.into(),
+            incarnation: Uuid::from_u128(n),
+        };
+        let mut pair = Self {
+            initiator: Session::initiator(
+                config.clone(),
+                secret.clone(),
+                node("a", 1),
+                SessionId(Uuid::from_u128(7)),
+                "sink".into(),
+                [1; NONCE_LEN],
+                now,
+            ),
+            acceptor: Session::acceptor(config, secret, node("b", 2), [2; NONCE_LEN], now),
+            payload: Bytes::from(vec![0xA5; payload_bytes]),
+            nonce: 3,
+        };
+        pair.settle();
+        assert_eq!(pair.initiator.state(), &State::Active);
+        assert_eq!(pair.acceptor.state(), &State::Active);
+        pair
+    }
+
+    /// The initiator casts `n` messages.
+    ///
+    /// # Panics
+    /// If the session refuses one (no credit, replay window full).
+    pub fn send(&mut self, n: usize) {
+        let now = Instant::now();
+        for _ in 0..n {
+            self.initiator
+                .send(cast(&self.payload), now)
+                .expect("the session takes the cast");
+        }
+    }
+
+    /// Every frame the initiator has to write goes to the acceptor; returns how many.
+    pub fn transmit(&mut self) -> usize {
+        let now = Instant::now();
+        let mut frames = 0;
+        while let Some(frame) = self.initiator.poll_transmit(now) {
+            self.acceptor.handle_frame(frame, now);
+            frames += 1;
+        }
+        frames
+    }
+
+    /// The acceptor's owner takes every message: drains the events, then confirms the
+    /// last one delivered and consumed (as the driver does, once per drain). Returns the
+    /// messages taken.
+    pub fn deliver(&mut self) -> u64 {
+        let mut messages = 0;
+        let mut last = None;
+        while let Some(event) = self.acceptor.poll_event() {
+            if let Event::Message(envelope) = event {
+                messages += 1;
+                last = Some(envelope.seq);
+            }
+        }
+        if let Some(seq) = last {
+            self.acceptor.confirm_delivered(seq, Instant::now());
+            self.acceptor.consumed(seq);
+        }
+        messages
+    }
+
+    /// Every frame the acceptor has to write (acks, grants) goes to the initiator, whose
+    /// events are drained; returns how many frames.
+    pub fn ack(&mut self) -> usize {
+        let frames = self.flush_acceptor();
+        while self.initiator.poll_event().is_some() {}
+        frames
+    }
+
+    fn flush_acceptor(&mut self) -> usize {
+        let now = Instant::now();
+        let mut frames = 0;
+        while let Some(frame) = self.acceptor.poll_transmit(now) {
+            self.initiator.handle_frame(frame, now);
+            frames += 1;
+        }
+        frames
+    }
+
+    /// Messages the initiator sent that the acceptor has not acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.initiator.unacked()
+    }
+
+    /// The initiator casts `n` messages and writes them, but they are lost on the wire:
+    /// they wait in its replay buffer.
+    pub fn send_lost(&mut self, n: usize) {
+        self.send(n);
+        let now = Instant::now();
+        while self.initiator.poll_transmit(now).is_some() {}
+    }
+
+    /// Cuts the stream (`stream_broken` on both), resumes on a new one
+    /// (`begin_resume` / `attach_stream`, the resume handshake) and runs until the replay
+    /// is delivered and acknowledged. Returns how many messages the initiator replayed.
+    ///
+    /// # Panics
+    /// If the pair does not come back to `Active`.
+    pub fn cut_and_resume(&mut self) -> u64 {
+        let now = Instant::now();
+        self.initiator.stream_broken("cut".into(), now);
+        self.acceptor.stream_broken("cut".into(), now);
+        self.nonce = self.nonce.wrapping_add(2);
+        self.initiator.begin_resume([self.nonce; NONCE_LEN], now);
+        self.acceptor
+            .attach_stream([self.nonce.wrapping_add(1); NONCE_LEN], now);
+        let replayed = self.settle();
+        assert_eq!(self.initiator.state(), &State::Active);
+        replayed
+    }
+
+    /// Moves frames both ways and handles events until nothing changes; returns the
+    /// messages the initiator replayed, if it resumed.
+    fn settle(&mut self) -> u64 {
+        let mut replayed = 0;
+        loop {
+            let mut progress = self.transmit() + self.flush_acceptor() > 0;
+            while let Some(event) = self.initiator.poll_event() {
+                progress = true;
+                if let Event::Resumed { replayed: n } = event {
+                    replayed = n;
+                }
+            }
+            let mut last = None;
+            while let Some(event) = self.acceptor.poll_event() {
+                progress = true;
+                match event {
+                    Event::Authenticated { .. } => self.acceptor.accept(),
+                    Event::Message(envelope) => last = Some(envelope.seq),
+                    _ => {}
+                }
+            }
+            if let Some(seq) = last {
+                self.acceptor.confirm_delivered(seq, Instant::now());
+                self.acceptor.consumed(seq);
+            }
+            if !progress {
+                return replayed;
+            }
+        }
+    }
+}
