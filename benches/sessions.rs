@@ -30,6 +30,7 @@
 //! Details (timings of each step, memory before and after) go to stderr. Every wait is
 //! bounded; node A is killed on every exit path (its guard's drop).
 
+use duologue::local_cluster::IgnoringOwner;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ use duologue::actors::seq_check::proto::{Report, ReportRequest, Tick, check_repl
 use duologue::local_cluster::{Memory, NodeProcess, SecretDir};
 use duologue::{Node, RemoteRef, SendError, SessionMsg};
 use futures::StreamExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorRef};
 use tokio::task::JoinSet;
 
 /// How long node A may take to print its address.
@@ -104,29 +105,6 @@ impl Sizes {
     }
 }
 
-/// Node B's owner of every session; the checkers push nothing, so it ignores all.
-#[derive(Debug)]
-struct Owner;
-
-impl Actor for Owner {
-    type Msg = SessionMsg;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<SessionMsg>, (): ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<SessionMsg>,
-        _: SessionMsg,
-        (): &mut (),
-    ) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-}
-
 /// Bytes in mebibytes.
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -180,7 +158,7 @@ async fn start_node_b(secret: &Path) -> anyhow::Result<(Node, ActorRef<SessionMs
         .secret_file(secret)
         .start()
         .await?;
-    let (owner, _) = Actor::spawn(None, Owner, ()).await?;
+    let (owner, _) = Actor::spawn(None, IgnoringOwner, ()).await?;
     Ok((node, owner))
 }
 

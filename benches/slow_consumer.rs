@@ -11,7 +11,7 @@
 //! `duologue slow_consumer casts=... rate=... payload_bytes=... wall_s=... sender_peak_rss_mib=...
 //! receiver_peak_rss_mib=... max_receiver_backlog=... max_sender_unacked=... lost=... duplicates=...`
 
-use duologue::SessionMsg;
+use duologue::local_cluster::IgnoringOwner;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,20 +19,7 @@ use duologue::actors::seq_check::SeqCheck;
 use duologue::actors::seq_check::proto::{ReportRequest, Tick, check_reply};
 use duologue::local_cluster::{Memory, NodeProcess, SecretDir};
 use duologue::{Node, RemoteRef};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-
-/// An owner that ignores what its session tells it.
-struct Owner;
-
-impl Actor for Owner {
-    type Msg = SessionMsg;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<SessionMsg>, (): ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-}
+use ractor::Actor;
 
 /// Reads `--flag value` pairs.
 fn option(args: &[String], flag: &str, default: u64) -> anyhow::Result<u64> {
@@ -78,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         .secret(duologue::Secret::new(secret)?)
         .start()
         .await?;
-    let (owner, _) = Actor::spawn(None, Owner, ()).await?;
+    let (owner, _) = Actor::spawn(None, IgnoringOwner, ()).await?;
     let check: RemoteRef<SeqCheck> = near.connect(&far.addr.to_string(), "slow", &owner).await?;
     eprintln!("pushing {casts} casts of {payload} bytes at a consumer taking {rate}/s");
 

@@ -19,6 +19,7 @@
 //! 20000 casts and 1000 calls. The `--bench` flag cargo adds is ignored.
 
 use duologue::SessionMsg;
+use duologue::local_cluster::IgnoringOwner;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -200,29 +201,6 @@ impl Actor for Sink {
             }
             other => return Err(format!("unknown request kind {other}").into()),
         }
-        Ok(())
-    }
-}
-
-/// Node B's actor owning the session to the sink; the sink pushes nothing, so it
-/// ignores everything.
-struct Owner;
-
-impl Actor for Owner {
-    type Msg = SessionMsg;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<SessionMsg>, (): ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<SessionMsg>,
-        _: SessionMsg,
-        (): &mut (),
-    ) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 }
@@ -476,7 +454,7 @@ async fn client(
         .secret_file(secret)
         .start()
         .await?;
-    let (owner, owner_handle) = Actor::spawn(None, Owner, ()).await?;
+    let (owner, owner_handle) = Actor::spawn(None, IgnoringOwner, ()).await?;
 
     let connecting = Instant::now();
     let result = async {

@@ -7,27 +7,14 @@
 //! cargo run --example graceful_close
 //! ```
 
-use duologue::SessionMsg;
+use duologue::local_cluster::IgnoringOwner;
 use std::time::{Duration, Instant};
 
 use duologue::actors::chat::proto::Text;
 use duologue::actors::chat::{ChatEvent, ChatRoom, join};
 use duologue::actors::seq_check::{SeqCheck, proto::Tick};
 use duologue::{CloseReason, Node, RemoteRef, Secret};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-
-/// An owner that ignores its session's news (the examples read it from the handles).
-struct Quiet;
-
-impl Actor for Quiet {
-    type Msg = SessionMsg;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<SessionMsg>, (): ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-}
+use ractor::Actor;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -78,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("\n2. close(timeout) against a peer that never finishes: drain, then abort");
-    let (quiet, _) = Actor::spawn(None, Quiet, ()).await?;
+    let (quiet, _) = Actor::spawn(None, IgnoringOwner, ()).await?;
     let checker: RemoteRef<SeqCheck> = laptop.connect(&addr, "check", &quiet).await?;
     checker
         .cast(Tick {

@@ -306,3 +306,23 @@ impl Memory {
         })
     }
 }
+
+/// A session owner that reads nothing from its sessions, for benches and examples that
+/// learn what they need from the handles (`RemoteRef::call`, `SessionRef::closed`). Its
+/// mailbox takes every delivery and drops it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IgnoringOwner;
+
+impl ractor::Actor for IgnoringOwner {
+    type Msg = crate::SessionMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<crate::SessionMsg>,
+        (): (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}
