@@ -12,14 +12,15 @@ use uuid::Uuid;
 
 use crate::auth::{NONCE_LEN, Secret};
 use crate::session::{Event, Session, SessionConfig, State};
-use crate::wire::{Batch, Body, BodyKind, Envelope, Frame, NodeIdentity, SessionId, pb};
+use crate::wire::{Batch, Body, BodyKind, Envelope, Frame, NodeIdentity, SessionId, TypeUrl, pb};
 
 const TYPE_URL: &str = "type.googleapis.com/bench.Payload";
 
 fn cast(payload: &Bytes) -> Body {
+    static URL: std::sync::OnceLock<TypeUrl> = std::sync::OnceLock::new();
     Body {
         kind: BodyKind::Cast,
-        type_url: TYPE_URL.into(),
+        type_url: URL.get_or_init(|| TYPE_URL.into()).clone(),
         payload: payload.clone(),
     }
 }

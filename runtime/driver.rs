@@ -40,7 +40,7 @@ use crate::wire::pb::duologue_client::DuologueClient;
 use crate::wire::{Body, BodyKind, Envelope, Frame, FrameError, GoodbyeReason, pb};
 
 /// What a pending call is completed with: the reply's type URL and payload, or why not.
-pub(crate) type CallOutcome = Result<(String, Bytes), CallError>;
+pub(crate) type CallOutcome = Result<(crate::wire::TypeUrl, Bytes), CallError>;
 
 /// A session core shared by its driver, its outbound streams and its handles.
 #[derive(Debug)]

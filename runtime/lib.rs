@@ -72,4 +72,6 @@ pub use node::{Node, NodeBuilder, NodeEvent};
 pub use remote_ref::{Protocol, RemoteRef};
 pub use session::SessionConfig;
 pub use session_ref::SessionRef;
-pub use wire::{Fault, Goodbye, GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId};
+pub use wire::{
+    Fault, Goodbye, GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId, TypeUrl,
+};

@@ -33,7 +33,7 @@ use ractor::ActorRef;
 
 use crate::error::{CloseReason, DecodeError, LostReason, SendError};
 use crate::session_ref::SessionRef;
-use crate::wire::{Fault, FlowSignal, Goodbye};
+use crate::wire::{Fault, FlowSignal, Goodbye, TypeUrl};
 
 /// The message type of an actor that talks only through sessions: everything its
 /// sessions deliver. An actor with messages of its own defines its own enum with
@@ -61,7 +61,7 @@ impl From<SessionSignal> for SessionMsg {
 /// One message from a peer, delivered into the owner's mailbox.
 pub struct Inbound {
     pub(crate) session: SessionRef,
-    pub(crate) type_url: String,
+    pub(crate) type_url: TypeUrl,
     pub(crate) payload: Bytes,
     pub(crate) reply: Option<ReplyPort>,
 }
@@ -74,7 +74,7 @@ impl Inbound {
 
     /// The payload's type URL.
     pub fn type_url(&self) -> &str {
-        &self.type_url
+        self.type_url.as_str()
     }
 
     /// The encoded payload.
@@ -83,8 +83,8 @@ impl Inbound {
     }
 
     /// Whether the payload is an `M`.
-    pub fn is<M: Name>(&self) -> bool {
-        self.type_url == M::type_url()
+    pub fn is<M: Name + 'static>(&self) -> bool {
+        self.type_url == TypeUrl::of::<M>()
     }
 
     /// Decodes the payload as an `M`.
@@ -92,7 +92,7 @@ impl Inbound {
     /// # Errors
     /// [`DecodeError::WrongType`] when the type URL names another type,
     /// [`DecodeError::Invalid`] when the bytes do not decode.
-    pub fn decode<M: Message + Name + Default>(&self) -> Result<M, DecodeError> {
+    pub fn decode<M: Message + Name + Default + 'static>(&self) -> Result<M, DecodeError> {
         decode_payload(&self.type_url, &self.payload)
     }
 
@@ -116,7 +116,7 @@ impl Inbound {
     /// # Errors
     /// [`SendError::Closed`] when the session closed; `NotReady` when the message was
     /// not a call (there is no one to answer).
-    pub fn reply<M: Message + Name>(mut self, reply: &M) -> Result<(), SendError<()>> {
+    pub fn reply<M: Message + Name + 'static>(mut self, reply: &M) -> Result<(), SendError<()>> {
         match self.reply.take() {
             Some(port) => port.send(reply),
             None => Err(SendError::NotReady(())),
@@ -161,7 +161,7 @@ impl ReplyPort {
     ///
     /// # Errors
     /// [`SendError`] when the session cannot take it (closed, too large).
-    pub fn send<M: Message + Name>(mut self, reply: &M) -> Result<(), SendError<()>> {
+    pub fn send<M: Message + Name + 'static>(mut self, reply: &M) -> Result<(), SendError<()>> {
         self.answered = true;
         self.session.send_reply(self.call_id, Ok(reply))
     }
@@ -286,7 +286,7 @@ pub struct Unconfirmed {
     /// Its sequence number on the session.
     pub seq: u64,
     /// Its payload's type URL.
-    pub type_url: String,
+    pub type_url: TypeUrl,
     /// Its encoded payload.
     pub payload: Bytes,
     /// Whether it was a call (whose caller has already failed).
@@ -298,7 +298,7 @@ impl Unconfirmed {
     ///
     /// # Errors
     /// As [`Inbound::decode`].
-    pub fn decode<M: Message + Name + Default>(&self) -> Result<M, DecodeError> {
+    pub fn decode<M: Message + Name + Default + 'static>(&self) -> Result<M, DecodeError> {
         decode_payload(&self.type_url, &self.payload)
     }
 }
@@ -373,19 +373,19 @@ where
 }
 
 /// Decodes `payload` as an `M` after checking its type URL.
-pub(crate) fn decode_payload<M: Message + Name + Default>(
-    type_url: &str,
+pub(crate) fn decode_payload<M: Message + Name + Default + 'static>(
+    type_url: &TypeUrl,
     payload: &Bytes,
 ) -> Result<M, DecodeError> {
-    let expected = M::type_url();
-    if type_url != expected {
+    let expected = TypeUrl::of::<M>();
+    if *type_url != expected {
         return Err(DecodeError::WrongType {
-            expected,
-            got: type_url.to_owned(),
+            expected: expected.to_string(),
+            got: type_url.to_string(),
         });
     }
     M::decode(payload.clone()).map_err(|source| DecodeError::Invalid {
-        type_url: expected,
+        type_url: expected.to_string(),
         source,
     })
 }

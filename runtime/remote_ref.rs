@@ -38,9 +38,9 @@ impl SessionSlot {
 /// usually a `oneof` wrapper, so any gRPC language can produce them.
 pub trait Protocol: Send + Sync + 'static {
     /// Messages sent to the actor.
-    type Request: Message + Name + Default;
+    type Request: Message + Name + Default + 'static;
     /// Messages the actor sends back.
-    type Response: Message + Name + Default;
+    type Response: Message + Name + Default + 'static;
 }
 
 /// A typed handle to one remote actor, bound to a session that a local actor owns. Under

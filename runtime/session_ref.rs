@@ -13,7 +13,9 @@ use crate::error::{CallError, CloseReason, SendError};
 use crate::mailbox::decode_payload;
 use crate::session::FlowState;
 use crate::session::Role;
-use crate::wire::{Body, BodyKind, Fault, FlowSignal, GoodbyeReason, NodeIdentity, SessionId};
+use crate::wire::{
+    Body, BodyKind, Fault, FlowSignal, GoodbyeReason, NodeIdentity, SessionId, TypeUrl,
+};
 
 /// What is known of an established session.
 #[derive(Clone, Debug)]
@@ -72,10 +74,10 @@ impl SessionRef {
     /// # Errors
     /// The message comes back in a [`SendError`] when the session is closed or finishing,
     /// or when it exceeds the session's size limit.
-    pub async fn cast<M: Message + Name>(&self, message: M) -> Result<(), SendError<M>> {
+    pub async fn cast<M: Message + Name + 'static>(&self, message: M) -> Result<(), SendError<M>> {
         let body = Body {
             kind: BodyKind::Cast,
-            type_url: M::type_url(),
+            type_url: TypeUrl::of::<M>(),
             payload: message.encode_to_vec().into(),
         };
         match self.shared.send_waiting(body).await {
@@ -89,10 +91,10 @@ impl SessionRef {
     /// # Errors
     /// As [`SessionRef::cast`], and [`SendError::Full`] (the message back) when the peer
     /// gives no credit now or holds this side back.
-    pub fn try_cast<M: Message + Name>(&self, message: M) -> Result<(), SendError<M>> {
+    pub fn try_cast<M: Message + Name + 'static>(&self, message: M) -> Result<(), SendError<M>> {
         let body = Body {
             kind: BodyKind::Cast,
-            type_url: M::type_url(),
+            type_url: TypeUrl::of::<M>(),
             payload: message.encode_to_vec().into(),
         };
         match self.shared.send(body) {
@@ -110,8 +112,8 @@ impl SessionRef {
     /// dropped the call), [`CallError::Decode`] when the reply is not an `R`.
     pub async fn call<Q, R>(&self, request: &Q, timeout: Duration) -> Result<R, CallError>
     where
-        Q: Message + Name,
-        R: Message + Name + Default,
+        Q: Message + Name + 'static,
+        R: Message + Name + Default + 'static,
     {
         let id = self.shared.next_call_id();
         let reply = self.shared.register_call(id);
@@ -122,7 +124,7 @@ impl SessionRef {
                     .unwrap_or(u64::MAX)
                     .max(1),
             },
-            type_url: Q::type_url(),
+            type_url: TypeUrl::of::<Q>(),
             payload: request.encode_to_vec().into(),
         };
         if let Err(error) = self.shared.send_waiting(body).await {
@@ -142,7 +144,7 @@ impl SessionRef {
         }
     }
 
-    pub(crate) fn send_reply<M: Message + Name>(
+    pub(crate) fn send_reply<M: Message + Name + 'static>(
         &self,
         call_id: u64,
         reply: Result<&M, Fault>,
@@ -153,7 +155,7 @@ impl SessionRef {
                     to: call_id,
                     fault: None,
                 },
-                type_url: M::type_url(),
+                type_url: TypeUrl::of::<M>(),
                 payload: message.encode_to_vec().into(),
             },
             Err(fault) => Body {
@@ -161,7 +163,7 @@ impl SessionRef {
                     to: call_id,
                     fault: Some(Box::new(fault)),
                 },
-                type_url: String::new(),
+                type_url: TypeUrl::empty(),
                 payload: bytes::Bytes::new(),
             },
         };

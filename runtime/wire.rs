@@ -11,6 +11,9 @@ use uuid::Uuid;
 use crate::auth::{NONCE_LEN, Nonce, PROOF_LEN};
 
 pub(crate) mod codec;
+mod type_url;
+
+pub use type_url::{INTERN_LIMIT, TypeUrl};
 
 /// Generated protobuf and gRPC types of `proto/duologue/v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -199,14 +202,14 @@ pub(crate) struct Envelope {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Body {
     pub(crate) kind: BodyKind,
-    pub(crate) type_url: String,
+    pub(crate) type_url: TypeUrl,
     pub(crate) payload: Bytes,
 }
 
 impl Body {
     /// Bytes this body adds to a batch, near enough for batching decisions.
     pub(crate) fn wire_len(&self) -> usize {
-        self.payload.len() + self.type_url.len() + 24
+        self.payload.len() + self.type_url.as_str().len() + 24
     }
 }
 
@@ -374,14 +377,17 @@ impl TryFrom<pb::Frame> for Frame {
                 reason: refuse_reason(r.reason)?,
                 detail: r.detail,
             }),
-            Kind::Batch(b) => Self::Batch(Batch {
-                ack: b.ack,
-                envelopes: b
-                    .envelopes
-                    .into_iter()
-                    .map(Envelope::try_from)
-                    .collect::<Result<_, _>>()?,
-            }),
+            Kind::Batch(b) => {
+                let mut named = TypeUrl::empty();
+                Self::Batch(Batch {
+                    ack: b.ack,
+                    envelopes: b
+                        .envelopes
+                        .into_iter()
+                        .map(|e| Envelope::from_pb(e, &mut named))
+                        .collect::<Result<_, _>>()?,
+                })
+            }
             Kind::Ack(a) => Self::Ack(a.seq),
             Kind::Goodbye(g) => Self::Goodbye(Goodbye {
                 reason: goodbye_reason(g.reason)?,
@@ -434,10 +440,10 @@ fn window(advertised: u64) -> u64 {
     }
 }
 
-impl TryFrom<pb::Envelope> for Envelope {
-    type Error = FrameError;
-
-    fn try_from(e: pb::Envelope) -> Result<Self, FrameError> {
+impl Envelope {
+    /// Parses one envelope of a batch. `named` is the type URL the batch named last: an
+    /// envelope that names none (and carries no fault) has that type.
+    fn from_pb(e: pb::Envelope, named: &mut TypeUrl) -> Result<Self, FrameError> {
         let bad = |problem| FrameError::BadEnvelope {
             seq: e.seq,
             problem,
@@ -464,20 +470,29 @@ impl TryFrom<pb::Envelope> for Envelope {
             },
             _ => return Err(bad("both a call and a reply")),
         };
+        let type_url = if matches!(&kind, BodyKind::Reply { fault: Some(_), .. }) {
+            TypeUrl::empty()
+        } else if e.type_url.is_empty() || *named == *e.type_url {
+            named.clone()
+        } else {
+            *named = TypeUrl::new(&e.type_url);
+            named.clone()
+        };
         Ok(Self {
             seq: e.seq,
             body: Body {
                 kind,
-                type_url: e.type_url,
+                type_url,
                 payload: e.payload,
             },
         })
     }
-}
 
-impl From<Envelope> for pb::Envelope {
-    fn from(e: Envelope) -> Self {
-        let (call_id, timeout_ms, reply_to, fault) = match e.body.kind {
+    /// The envelope for the wire, leaving out its type URL when it is `named`, the one the
+    /// batch named last (most batches carry one type, whose name would otherwise be most of
+    /// a small message's bytes).
+    fn into_pb(self, named: &mut TypeUrl) -> pb::Envelope {
+        let (call_id, timeout_ms, reply_to, fault) = match self.body.kind {
             BodyKind::Cast => (0, 0, 0, None),
             BodyKind::Call { id, timeout_ms } => (id, timeout_ms, 0, None),
             BodyKind::Reply { to, fault } => (
@@ -490,10 +505,17 @@ impl From<Envelope> for pb::Envelope {
                 }),
             ),
         };
-        Self {
-            seq: e.seq,
-            type_url: e.body.type_url,
-            payload: e.body.payload,
+        let type_url = if fault.is_some() || self.body.type_url == *named {
+            String::new()
+        } else {
+            let text = self.body.type_url.as_str().to_owned();
+            *named = self.body.type_url;
+            text
+        };
+        pb::Envelope {
+            seq: self.seq,
+            type_url,
+            payload: self.body.payload,
             call_id,
             reply_to,
             timeout_ms,
@@ -583,10 +605,17 @@ impl From<Frame> for pb::Frame {
                 } as i32,
                 detail: r.detail,
             }),
-            Frame::Batch(b) => Kind::Batch(pb::Batch {
-                ack: b.ack,
-                envelopes: b.envelopes.into_iter().map(Into::into).collect(),
-            }),
+            Frame::Batch(b) => {
+                let mut named = TypeUrl::empty();
+                Kind::Batch(pb::Batch {
+                    ack: b.ack,
+                    envelopes: b
+                        .envelopes
+                        .into_iter()
+                        .map(|e| e.into_pb(&mut named))
+                        .collect(),
+                })
+            }
             Frame::Ack(seq) => Kind::Ack(pb::Ack { seq }),
             Frame::Goodbye(g) => Kind::Goodbye(pb::Goodbye {
                 reason: match g.reason {
@@ -647,6 +676,64 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_names_each_run_of_one_type_once() {
+        let body = |type_url: &str, fault: bool| Body {
+            kind: if fault {
+                BodyKind::Reply {
+                    to: 1,
+                    fault: Some(Box::new(Fault {
+                        code: "c".into(),
+                        message: "m".into(),
+                    })),
+                }
+            } else {
+                BodyKind::Cast
+            },
+            type_url: TypeUrl::new(type_url),
+            payload: Bytes::from_static(b"p"),
+        };
+        let types = ["t", "t", "u", "", "u", "t"];
+        let batch = Frame::Batch(Batch {
+            ack: 0,
+            envelopes: types
+                .iter()
+                .zip(1..)
+                .map(|(t, seq)| Envelope {
+                    seq,
+                    body: body(t, t.is_empty()),
+                })
+                .collect(),
+        });
+        let wire = pb::Frame::from(batch.clone());
+        let Some(pb::frame::Kind::Batch(b)) = &wire.kind else {
+            panic!("not a batch")
+        };
+        let sent: Vec<&str> = b.envelopes.iter().map(|e| e.type_url.as_str()).collect();
+        assert_eq!(sent, ["t", "", "u", "", "", "t"]);
+        assert_eq!(Frame::try_from(wire).unwrap(), batch);
+
+        // A peer that repeats names in full, or leaves out the first, is understood too.
+        let mut named = TypeUrl::empty();
+        let full = pb::Envelope {
+            seq: 1,
+            type_url: "t".into(),
+            ..Default::default()
+        };
+        let parsed = Envelope::from_pb(full.clone(), &mut named).unwrap();
+        assert_eq!(parsed.body.type_url, "t");
+        assert_eq!(
+            Envelope::from_pb(full, &mut named).unwrap().body.type_url,
+            "t"
+        );
+        let unnamed = pb::Envelope {
+            seq: 1,
+            ..Default::default()
+        };
+        let first = Envelope::from_pb(unnamed, &mut TypeUrl::empty()).unwrap();
+        assert!(first.body.type_url.is_empty());
+    }
+
+    #[test]
     fn envelope_that_is_call_and_reply_is_rejected() {
         let e = pb::Envelope {
             seq: 4,
@@ -655,7 +742,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            Envelope::try_from(e),
+            Envelope::from_pb(e, &mut TypeUrl::empty()),
             Err(FrameError::BadEnvelope { seq: 4, .. })
         ));
     }
@@ -748,7 +835,7 @@ mod tests {
                                     message: "m".into(),
                                 })),
                             },
-                            type_url: String::new(),
+                            type_url: TypeUrl::empty(),
                             payload: Bytes::new(),
                         },
                     },

@@ -7,7 +7,8 @@ hosting a chat room, exactly as docs/protocol.md describes it:
 * the handshake: Hello -> Challenge (the acceptor's HMAC-SHA256 proof, checked here) ->
   Proof -> Welcome, or Refuse;
 * data: Batch frames of sequenced envelopes with a piggybacked cumulative ack, lone Ack
-  frames, a replay buffer of what the room has not acknowledged yet;
+  frames, a replay buffer of what the room has not acknowledged yet; an envelope with an
+  empty type_url (and no fault) has the type of the one before it in the batch;
 * credit: never sends past the room's credit (its `credit_window` from the Challenge,
   raised by `Flow.credit` grants), obeys Pause / Resume / ResumeAfter / Throttle, and
   grants the room credit as this client consumes what it receives;
@@ -455,7 +456,15 @@ class Session:
         kind = frame.WhichOneof("kind")
         if kind == "batch":
             self.on_ack(frame.batch.ack)
+            named = ""
             for envelope in frame.batch.envelopes:
+                # A batch names a type once per run of envelopes of that type.
+                if envelope.HasField("fault"):
+                    pass
+                elif envelope.type_url:
+                    named = envelope.type_url
+                else:
+                    envelope.type_url = named
                 if envelope.seq == 0:
                     raise self.protocol_error("envelope with sequence number 0")
                 if envelope.seq <= self.received:
