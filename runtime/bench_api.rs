@@ -123,7 +123,7 @@ impl Pair {
         let now = Instant::now();
         for _ in 0..n {
             self.initiator
-                .send(cast(&self.payload), now)
+                .send(cast(&self.payload), || now)
                 .expect("the session takes the cast");
         }
     }

@@ -126,7 +126,7 @@ impl Shared {
     /// moves no timer: the silence deadline starts when a batch goes out.)
     pub(crate) fn send(&self, body: Body) -> Result<u64, SendError<Body>> {
         let mut core = self.lock();
-        let result = core.session.send(body, Instant::now());
+        let result = core.session.send(body, Instant::now);
         let waker = if result.is_ok() {
             core.tx_waker.take()
         } else {
@@ -156,7 +156,7 @@ impl Shared {
             // Registered before trying, so a grant between the try and the wait is seen.
             changed.as_mut().enable();
             let now = Instant::now();
-            let attempt = self.with(|s| match s.send(body, now) {
+            let attempt = self.with(|s| match s.send(body, || now) {
                 Err(SendError::Full(body)) => Err((body, s.send_blocked(now))),
                 other => Ok(other),
             });

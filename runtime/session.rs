@@ -392,7 +392,13 @@ impl Session {
     /// ([`SendError::Closed`], [`SendError::NotReady`]), the replay window is full while
     /// the stream is up ([`SendError::Full`]), or the payload exceeds
     /// [`Session::send_limit`] ([`SendError::TooLarge`]).
-    pub(crate) fn send(&mut self, body: Body, now: Instant) -> Result<u64, SendError<Body>> {
+    ///
+    /// `now` is read only when a resume-after or a throttle is in effect.
+    pub(crate) fn send(
+        &mut self,
+        body: Body,
+        now: impl Fn() -> Instant,
+    ) -> Result<u64, SendError<Body>> {
         let sending = match &self.state {
             State::Active => true,
             State::Interrupted | State::Resuming => self.resume_to == State::Active,
@@ -416,7 +422,7 @@ impl Session {
         // Replies skip credit and signals: they never wait in the peer's mailbox (a
         // caller is waiting for them), and holding them back could deadlock two callers.
         let reply = matches!(body.kind, crate::wire::BodyKind::Reply { .. });
-        if !reply && self.outflow.blocked(self.next_seq, now).is_some() {
+        if !reply && self.outflow.blocked(self.next_seq, &now).is_some() {
             return Err(SendError::Full(body));
         }
         if self.unacked() + 1 > self.config.replay_max_messages
@@ -433,7 +439,7 @@ impl Session {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.outflow.sent(now);
+        self.outflow.sent(&now);
         self.unacked_bytes += size;
         self.queued.push_back(Envelope { seq, body });
         Ok(seq)
@@ -442,7 +448,7 @@ impl Session {
     /// Until when a send must wait, if it must: `Some(None)` until credit or a resume
     /// arrives, `Some(Some(t))` until `t` (a resume-after or a throttle).
     pub fn send_blocked(&self, now: Instant) -> Option<Option<Instant>> {
-        self.outflow.blocked(self.next_seq, now)
+        self.outflow.blocked(self.next_seq, || now)
     }
 
     /// Records that the owner consumed (dropped) messages: up to `consumed` in all. This
@@ -477,7 +483,7 @@ impl Session {
     pub fn flow(&self, now: Instant) -> FlowState {
         FlowState {
             credit: self.outflow.credit_left(self.next_seq),
-            send_blocked: self.outflow.blocked(self.next_seq, now).is_some(),
+            send_blocked: self.outflow.blocked(self.next_seq, || now).is_some(),
             peer_signal: self.outflow.signal(),
             throttled_to: self.outflow.throttled_to(),
             inbound_waiting: self.inflow.waiting(),
@@ -878,6 +884,7 @@ impl Session {
         if self.in_flight.is_empty() {
             self.waiting_since = Some(now);
         }
+        self.outflow.sample(now);
         while let Some(envelope) = self.queued.front() {
             let len = envelope.body.wire_len();
             if !envelopes.is_empty()

@@ -46,7 +46,10 @@ pub(crate) struct Outflow {
     throttle: Option<Bucket>,
     throttle_factor: Option<f64>,
     epoch_start: Instant,
-    epoch_count: u64,
+    /// Messages sent in all.
+    sent_total: u64,
+    /// `sent_total` when the current epoch started.
+    epoch_total: u64,
     /// Messages per second over the last measured epochs.
     rate: f64,
 }
@@ -60,7 +63,8 @@ impl Outflow {
             throttle: None,
             throttle_factor: None,
             epoch_start: now,
-            epoch_count: 0,
+            sent_total: 0,
+            epoch_total: 0,
             rate: 0.0,
         }
     }
@@ -72,37 +76,49 @@ impl Outflow {
 
     /// Until when sending `next_seq` must wait: `Some(None)` until credit or a resume
     /// arrives, `Some(Some(t))` until `t`; `None` to send now.
-    pub(crate) fn blocked(&self, next_seq: u64, now: Instant) -> Option<Option<Instant>> {
+    ///
+    /// `now` is read only while a resume-after or a throttle is in effect: the common send
+    /// asks no clock.
+    pub(crate) fn blocked(
+        &self,
+        next_seq: u64,
+        now: impl Fn() -> Instant,
+    ) -> Option<Option<Instant>> {
         if next_seq > self.credit || self.paused {
             return Some(None);
         }
         if let Some(at) = self.resume_at
-            && now < at
+            && now() < at
         {
             return Some(Some(at));
         }
         self.throttle
             .as_ref()
-            .and_then(|b| b.ready_at(now))
+            .and_then(|b| b.ready_at(now()))
             .map(Some)
     }
 
-    /// One message was sent.
-    pub(crate) fn sent(&mut self, now: Instant) {
-        self.epoch_count += 1;
+    /// One message was sent (`now` is read only under a throttle).
+    pub(crate) fn sent(&mut self, now: impl Fn() -> Instant) {
+        self.sent_total += 1;
+        if let Some(bucket) = &mut self.throttle {
+            bucket.take(now());
+        }
+    }
+
+    /// Measures the sending rate: called whenever data goes out, it closes an epoch once
+    /// one has lasted [`RATE_EPOCH`].
+    pub(crate) fn sample(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.epoch_start);
         if elapsed >= RATE_EPOCH {
-            let rate = self.epoch_count as f64 / elapsed.as_secs_f64();
+            let rate = (self.sent_total - self.epoch_total) as f64 / elapsed.as_secs_f64();
             self.rate = if self.rate == 0.0 {
                 rate
             } else {
                 0.5 * self.rate + 0.5 * rate
             };
             self.epoch_start = now;
-            self.epoch_count = 0;
-        }
-        if let Some(bucket) = &mut self.throttle {
-            bucket.take(now);
+            self.epoch_total = self.sent_total;
         }
     }
 
@@ -111,7 +127,7 @@ impl Outflow {
             .saturating_duration_since(self.epoch_start)
             .as_secs_f64();
         let partial = if elapsed > 0.0 {
-            self.epoch_count as f64 / elapsed
+            (self.sent_total - self.epoch_total) as f64 / elapsed
         } else {
             0.0
         };
@@ -376,14 +392,14 @@ mod tests {
     fn sending_stops_at_the_credit_and_on_pause() {
         let now = Instant::now();
         let mut out = Outflow::new(2, now);
-        assert_eq!(out.blocked(2, now), None);
-        assert_eq!(out.blocked(3, now), Some(None));
+        assert_eq!(out.blocked(2, || now), None);
+        assert_eq!(out.blocked(3, || now), Some(None));
         assert!(out.update(5, None, now));
-        assert_eq!(out.blocked(3, now), None);
+        assert_eq!(out.blocked(3, || now), None);
         out.update(0, Some(FlowSignal::Pause), now);
-        assert_eq!(out.blocked(3, now), Some(None));
+        assert_eq!(out.blocked(3, || now), Some(None));
         out.update(0, Some(FlowSignal::Resume), now);
-        assert_eq!(out.blocked(3, now), None);
+        assert_eq!(out.blocked(3, || now), None);
     }
 
     #[test]
@@ -396,8 +412,8 @@ mod tests {
             now,
         );
         let until = now + Duration::from_millis(300);
-        assert_eq!(out.blocked(1, now), Some(Some(until)));
-        assert_eq!(out.blocked(1, until), None);
+        assert_eq!(out.blocked(1, || now), Some(Some(until)));
+        assert_eq!(out.blocked(1, || until), None);
     }
 
     #[test]
@@ -408,7 +424,8 @@ mod tests {
         let mut now = start;
         for _ in 0..500 {
             now += Duration::from_millis(1);
-            out.sent(now);
+            out.sent(|| now);
+            out.sample(now);
         }
         out.update(0, Some(FlowSignal::Throttle(0.5)), now);
         let limit = out.throttled_to().unwrap();
@@ -416,9 +433,10 @@ mod tests {
         // Sending as fast as allowed for one second sends about half as much.
         let (end, mut sent) = (now + Duration::from_secs(1), 0);
         while now < end {
-            match out.blocked(1, now) {
+            match out.blocked(1, || now) {
                 None => {
-                    out.sent(now);
+                    out.sent(|| now);
+                    out.sample(now);
                     sent += 1;
                 }
                 Some(Some(at)) => now = at,

@@ -63,7 +63,7 @@ impl End {
 
     /// Sends the next number; `false` when the session refused it.
     fn send(&mut self, now: Instant) -> bool {
-        match self.session.send(body(self.sent + 1), now) {
+        match self.session.send(body(self.sent + 1), || now) {
             Ok(_) => {
                 self.sent += 1;
                 true
@@ -345,7 +345,7 @@ fn a_full_window_refuses_while_up_and_loses_while_interrupted() {
         assert!(h.a.send(h.now));
     }
     assert!(matches!(
-        h.a.session.send(body(9), h.now),
+        h.a.session.send(body(9), || h.now),
         Err(SendError::Full(_))
     ));
     h.cut();

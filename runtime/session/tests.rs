@@ -245,10 +245,10 @@ fn messages_arrive_in_order_both_ways_and_acks_empty_the_buffers() {
     let mut pair = Pair::established();
     for i in 0..500 {
         pair.initiator
-            .send(cast(&format!("i{i}")), pair.now)
+            .send(cast(&format!("i{i}")), || pair.now)
             .unwrap();
         pair.acceptor
-            .send(cast(&format!("a{i}")), pair.now)
+            .send(cast(&format!("a{i}")), || pair.now)
             .unwrap();
     }
     pair.drive();
@@ -266,7 +266,9 @@ fn ready_messages_share_one_batch_frame() {
     let mut pair = Pair::established();
     let before = pair.frames;
     for i in 0..100 {
-        pair.initiator.send(cast(&i.to_string()), pair.now).unwrap();
+        pair.initiator
+            .send(cast(&i.to_string()), || pair.now)
+            .unwrap();
     }
     match pair.initiator.poll_transmit(pair.now) {
         Some(Frame::Batch(b)) => assert_eq!(b.envelopes.len(), 100),
@@ -278,7 +280,7 @@ fn ready_messages_share_one_batch_frame() {
 #[test]
 fn lone_ack_waits_for_the_delay() {
     let mut pair = Pair::established();
-    pair.initiator.send(cast("x"), pair.now).unwrap();
+    pair.initiator.send(cast("x"), || pair.now).unwrap();
     pair.drive();
     assert_eq!(pair.initiator.unacked(), 1, "ack not sent before its delay");
     let due = pair.acceptor.poll_timeout().expect("ack timer armed");
@@ -290,7 +292,7 @@ fn lone_ack_waits_for_the_delay() {
 #[test]
 fn only_delivered_messages_are_acknowledged() {
     let mut pair = Pair::established();
-    pair.initiator.send(cast("x"), pair.now).unwrap();
+    pair.initiator.send(cast("x"), || pair.now).unwrap();
     let frame = pair.initiator.poll_transmit(pair.now).unwrap();
     pair.acceptor.handle_frame(frame, pair.now);
     // The event is taken but the driver has not confirmed delivery.
@@ -309,17 +311,19 @@ fn only_delivered_messages_are_acknowledged() {
 #[test]
 fn finish_lets_the_peer_send_final_messages_then_both_close() {
     let mut pair = Pair::established();
-    pair.initiator.send(cast("last words"), pair.now).unwrap();
+    pair.initiator
+        .send(cast("last words"), || pair.now)
+        .unwrap();
     pair.initiator.finish();
     assert!(matches!(
-        pair.initiator.send(cast("late"), pair.now),
+        pair.initiator.send(cast("late"), || pair.now),
         Err(SendError::Closed(_))
     ));
     pair.drive();
     assert!(pair.peer_finished.1, "acceptor saw the half-close");
     assert_eq!(pair.acceptor.state(), &State::Active);
     // The acceptor still talks after the member finished.
-    pair.acceptor.send(cast("final ack"), pair.now).unwrap();
+    pair.acceptor.send(cast("final ack"), || pair.now).unwrap();
     pair.acceptor.finish();
     pair.drive();
     assert_eq!(pair.delivered.1, vec!["last words"]);
@@ -335,7 +339,7 @@ fn finish_lets_the_peer_send_final_messages_then_both_close() {
 #[test]
 fn end_tells_the_peer_why() {
     let mut pair = Pair::established();
-    pair.acceptor.send(cast("before"), pair.now).unwrap();
+    pair.acceptor.send(cast("before"), || pair.now).unwrap();
     pair.acceptor
         .end(GoodbyeReason::ActorStopped, "room closed".into());
     pair.drive();
@@ -401,7 +405,7 @@ fn oversized_message_comes_back_to_the_sender() {
         payload: Bytes::from(vec![0; limit as usize + 1]),
         ..cast("")
     };
-    match pair.initiator.send(big, pair.now) {
+    match pair.initiator.send(big, || pair.now) {
         Err(SendError::TooLarge {
             size,
             limit: l,
@@ -437,7 +441,7 @@ fn the_smaller_limit_of_both_sides_applies() {
                 payload: Bytes::from(vec![0; 101]),
                 ..cast("")
             },
-            pair.now
+            || pair.now
         ),
         Err(SendError::TooLarge { .. })
     ));
