@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+mod alarm;
+
 use crate::config::SessionPolicy;
 use crate::error::{CallError, CloseReason, ProtocolError, SendError};
 use crate::mailbox::{Deliver, Escalation, Inbound, Lost, ReplyPort, Resumption, SessionSignal};
@@ -38,6 +40,7 @@ use crate::session::{Event, Role, Session};
 use crate::session_ref::{SessionInfo, SessionRef};
 use crate::wire::pb::duologue_client::DuologueClient;
 use crate::wire::{Body, BodyKind, Envelope, Frame, FrameError, GoodbyeReason, pb};
+use alarm::Alarm;
 
 /// What a pending call is completed with: the reply's type URL and payload, or why not.
 pub(crate) type CallOutcome = Result<(crate::wire::TypeUrl, Bytes), CallError>;
@@ -68,6 +71,18 @@ struct Core {
     epoch: u64,
     /// The driver is gone: every outgoing stream ends now.
     abandoned: bool,
+    /// The deadline the driver's alarm is set for: a deadline sooner than this must wake
+    /// the driver, any later one need not.
+    alarm: Option<Instant>,
+}
+
+impl Core {
+    /// Whether the session now has a deadline sooner than the driver's alarm.
+    fn needs_alarm(&self) -> bool {
+        self.session
+            .poll_timeout()
+            .is_some_and(|t| self.alarm.is_none_or(|set| t < set))
+    }
 }
 
 impl Shared {
@@ -82,6 +97,7 @@ impl Shared {
                 tx_waker: None,
                 epoch: 0,
                 abandoned: false,
+                alarm: None,
             }),
             wake_driver: Notify::new(),
             calls: Mutex::new(HashMap::new()),
@@ -101,9 +117,8 @@ impl Shared {
     /// there is something to write, the driver when there are events.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R {
         let mut core = self.lock();
-        let timer_before = core.session.poll_timeout();
         let result = f(&mut core.session);
-        let rearmed = core.session.poll_timeout() != timer_before;
+        let rearmed = core.needs_alarm();
         let waker = if core.session.wants_transmit() || core.session.is_transmit_done() {
             core.tx_waker.take()
         } else {
@@ -274,11 +289,15 @@ impl Shared {
         }
     }
 
-    fn poll_timeout(&self) -> Option<tokio::time::Instant> {
-        self.lock()
-            .session
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std)
+    /// Sets `alarm` for the session's next deadline, or `also` if sooner.
+    fn set_alarm(&self, alarm: &mut Alarm, also: Option<Instant>) {
+        let mut core = self.lock();
+        let next = match (core.session.poll_timeout(), also) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        alarm.want(next);
+        core.alarm = alarm.set_for();
     }
 }
 
@@ -329,10 +348,9 @@ impl Stream for OutboundFrames {
         if core.abandoned || core.epoch != epoch {
             return Poll::Ready(None);
         }
-        let timer_before = core.session.poll_timeout();
         if let Some(frame) = core.session.poll_transmit(Instant::now()) {
             // Sending can arm a timer (the silence deadline) the driver must sleep on.
-            let rearmed = core.session.poll_timeout() != timer_before;
+            let rearmed = core.needs_alarm();
             let events = core.session.has_events();
             drop(core);
             if events || rearmed {
@@ -545,16 +563,17 @@ impl Driver {
     async fn drive_until<F: Future>(&mut self, future: F) -> Option<F::Output> {
         tokio::pin!(future);
         let (shared, cancel) = (self.shared.clone(), self.cancel.clone());
+        let mut alarm = Alarm::new();
         loop {
             self.handle_events();
             if shared.lock().session.is_closed() {
                 return None;
             }
-            let timer = shared.poll_timeout();
+            shared.set_alarm(&mut alarm, None);
             tokio::select! {
                 output = &mut future => return Some(output),
                 () = cancel.cancelled(), if !self.shutdown_seen => self.on_shutdown(),
-                () = sleep_until(timer) => {
+                () = alarm.ring() => {
                     shared.with(|s| s.handle_timeout(Instant::now()));
                 }
                 () = shared.wake_driver.notified() => {}
@@ -593,7 +612,8 @@ impl Driver {
         let (shared, cancel) = (self.shared.clone(), self.cancel.clone());
         let generation = self.shared.lock().session.generation();
         let mut inbound_done = false;
-        let mut linger_until: Option<tokio::time::Instant> = None;
+        let mut linger_until: Option<Instant> = None;
+        let mut alarm = Alarm::new();
         loop {
             if let Some(item) = peeked.take() {
                 self.on_item(Some(item), &mut inbound_done);
@@ -611,9 +631,9 @@ impl Driver {
                 if transmit_done && inbound_done {
                     return StreamEnd::Over;
                 }
-                let until = *linger_until
-                    .get_or_insert_with(|| tokio::time::Instant::now() + self.config.close_linger);
-                if tokio::time::Instant::now() >= until {
+                let until =
+                    *linger_until.get_or_insert_with(|| Instant::now() + self.config.close_linger);
+                if Instant::now() >= until {
                     return StreamEnd::Over;
                 }
             } else if !current || inbound_done {
@@ -625,15 +645,12 @@ impl Driver {
                 }
                 return StreamEnd::Broken;
             }
-            let timer = match (self.shared.poll_timeout(), linger_until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            shared.set_alarm(&mut alarm, linger_until);
             tokio::select! {
                 biased;
                 () = cancel.cancelled(), if !self.shutdown_seen => self.on_shutdown(),
                 item = inbound.next(), if !inbound_done => self.on_item(item, &mut inbound_done),
-                () = sleep_until(timer), if timer.is_some() => {
+                () = alarm.ring() => {
                     shared.with(|s| s.handle_timeout(Instant::now()));
                 }
                 () = shared.wake_driver.notified() => {}
@@ -948,12 +965,5 @@ fn stream_failed(session: &mut Session, status: &Status, now: Instant) {
             session.handle_protocol_error(ProtocolError::FrameTooLarge(status.message().to_owned()))
         }
         _ => session.stream_broken(describe(status), now),
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
