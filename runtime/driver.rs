@@ -23,6 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crossbeam_utils::CachePadded;
 use futures::{Stream, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -52,8 +53,10 @@ pub(crate) struct Shared {
     wake_driver: Notify,
     /// Credit arrived, a pause ended, or the session closed: senders may try again.
     flow_changed: Notify,
-    /// Messages the owner consumed (dropped); the driver tells the core.
-    consumed: AtomicU64,
+    /// Messages the owner consumed (dropped); the driver tells the core. On a cache line of
+    /// its own: the owner's thread bumps it for every message, while the driver's thread
+    /// works the lock beside it.
+    consumed: CachePadded<AtomicU64>,
     /// What the driver last told the core.
     consumed_synced: AtomicU64,
     /// Consumption that makes it worth waking the driver (an eighth of the window).
@@ -89,7 +92,7 @@ impl Shared {
     pub(crate) fn new(session: Session, credit_window: u64) -> Arc<Self> {
         Arc::new(Self {
             flow_changed: Notify::new(),
-            consumed: AtomicU64::new(0),
+            consumed: CachePadded::new(AtomicU64::new(0)),
             consumed_synced: AtomicU64::new(0),
             consumed_step: (credit_window / 8).max(1),
             core: Mutex::new(Core {

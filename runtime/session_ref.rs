@@ -30,42 +30,49 @@ pub(crate) struct SessionInfo {
 /// A handle to one established session. Cheap to clone; every clone is the same session.
 #[derive(Clone)]
 pub struct SessionRef {
+    // One reference count per clone, apart from the session core's: every delivered
+    // message carries a clone, made on the driver's thread and dropped on the actor's, and
+    // a count next to the core's lock would make the two threads fight over its cache line.
+    inner: Arc<Handle>,
+}
+
+/// What every clone of a [`SessionRef`] shares.
+struct Handle {
     shared: Arc<Shared>,
-    info: Arc<SessionInfo>,
+    info: SessionInfo,
 }
 
 impl SessionRef {
     pub(crate) fn new(shared: Arc<Shared>, info: SessionInfo) -> Self {
         Self {
-            shared,
-            info: Arc::new(info),
+            inner: Arc::new(Handle { shared, info }),
         }
     }
 
     /// The session's id.
     pub fn id(&self) -> SessionId {
-        self.info.id
+        self.inner.info.id
     }
 
     /// Whether this end opened the session.
     pub fn role(&self) -> Role {
-        self.info.role
+        self.inner.info.role
     }
 
     /// The node at the other end.
     pub fn peer(&self) -> &NodeIdentity {
-        &self.info.peer
+        &self.inner.info.peer
     }
 
     /// The name of the actor on the acceptor's node this session talks to.
     pub fn actor(&self) -> &str {
-        &self.info.actor
+        &self.inner.info.actor
     }
 
     /// The peer's socket address as this node sees it (the accepted connection's remote
     /// address on the acceptor, the dialled address on the initiator).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.info.remote_addr
+        self.inner.info.remote_addr
     }
 
     /// Sends a one-way message, waiting while the peer gives no credit or holds this side
@@ -80,7 +87,7 @@ impl SessionRef {
             type_url: TypeUrl::of::<M>(),
             payload: message.encode_to_vec().into(),
         };
-        match self.shared.send_waiting(body).await {
+        match self.inner.shared.send_waiting(body).await {
             Ok(_) => Ok(()),
             Err(error) => Err(error.map(|_| message)),
         }
@@ -97,7 +104,7 @@ impl SessionRef {
             type_url: TypeUrl::of::<M>(),
             payload: message.encode_to_vec().into(),
         };
-        match self.shared.send(body) {
+        match self.inner.shared.send(body) {
             Ok(_) => Ok(()),
             Err(error) => Err(error.map(|_| message)),
         }
@@ -115,8 +122,8 @@ impl SessionRef {
         Q: Message + Name + 'static,
         R: Message + Name + Default + 'static,
     {
-        let id = self.shared.next_call_id();
-        let reply = self.shared.register_call(id);
+        let id = self.inner.shared.next_call_id();
+        let reply = self.inner.shared.register_call(id);
         let body = Body {
             kind: BodyKind::Call {
                 id,
@@ -127,13 +134,13 @@ impl SessionRef {
             type_url: TypeUrl::of::<Q>(),
             payload: request.encode_to_vec().into(),
         };
-        if let Err(error) = self.shared.send_waiting(body).await {
-            self.shared.forget_call(id);
+        if let Err(error) = self.inner.shared.send_waiting(body).await {
+            self.inner.shared.forget_call(id);
             return Err(CallError::Send(error.map(drop)));
         }
         match tokio::time::timeout(timeout, reply).await {
             Err(_) => {
-                self.shared.forget_call(id);
+                self.inner.shared.forget_call(id);
                 Err(CallError::Timeout(timeout))
             }
             Ok(Err(_)) => Err(CallError::SessionClosed(self.close_reason_or_unknown())),
@@ -167,7 +174,11 @@ impl SessionRef {
                 payload: bytes::Bytes::new(),
             },
         };
-        self.shared.send(body).map(drop).map_err(|e| e.map(drop))
+        self.inner
+            .shared
+            .send(body)
+            .map(drop)
+            .map_err(|e| e.map(drop))
     }
 
     /// Half-closes: after what is queued, a farewell. The peer may still send its final
@@ -175,30 +186,33 @@ impl SessionRef {
     /// acknowledged. Watch for [`crate::SessionSignal::Closed`] or await
     /// [`SessionRef::closed`].
     pub fn finish(&self) {
-        self.shared.with(crate::session::Session::finish);
+        self.inner.shared.with(crate::session::Session::finish);
     }
 
     /// Ends the session now: what is queued and a farewell with `reason` still go out,
     /// nothing more is received, unacknowledged messages are not retried.
     pub fn end(&self, reason: GoodbyeReason, detail: impl Into<String>) {
         let detail = detail.into();
-        self.shared.with(|s| s.end(reason, detail));
+        self.inner.shared.with(|s| s.end(reason, detail));
     }
 
     /// Asks the peer to stop sending until [`SessionRef::resume`]. Its runtime obeys; its
     /// owner sees [`crate::SessionSignal::Flow`].
     pub fn pause(&self) {
-        self.shared.with(|s| s.signal_peer(FlowSignal::Pause));
+        self.inner.shared.with(|s| s.signal_peer(FlowSignal::Pause));
     }
 
     /// Lets the peer send as before (lifts a pause, a resume-after, a throttle).
     pub fn resume(&self) {
-        self.shared.with(|s| s.signal_peer(FlowSignal::Resume));
+        self.inner
+            .shared
+            .with(|s| s.signal_peer(FlowSignal::Resume));
     }
 
     /// Asks the peer to stop sending for `after`.
     pub fn resume_after(&self, after: Duration) {
-        self.shared
+        self.inner
+            .shared
             .with(|s| s.signal_peer(FlowSignal::ResumeAfter(after)));
     }
 
@@ -211,19 +225,22 @@ impl SessionRef {
             factor > 0.0 && factor <= 1.0,
             "a throttle factor is in (0, 1]"
         );
-        self.shared
+        self.inner
+            .shared
             .with(|s| s.signal_peer(FlowSignal::Throttle(factor)));
     }
 
     /// The session's flow state, both ways: credit, signals in effect, backlog.
     pub fn flow(&self) -> FlowState {
-        self.shared.flow()
+        self.inner.shared.flow()
     }
 
     /// Aborts the session: no drain, no retries; the peer sees `Lost(PeerEnded(Aborted))`
     /// at once, and every unconfirmed message comes back to the owner.
     pub fn abort(&self) {
-        self.shared.with(|s| s.abort("aborted by its owner".into()));
+        self.inner
+            .shared
+            .with(|s| s.abort("aborted by its owner".into()));
     }
 
     /// Finishes (half-closes), waits up to `timeout` for the peer's final messages,
@@ -240,26 +257,27 @@ impl SessionRef {
     }
 
     pub(crate) fn consumed_one(&self) {
-        self.shared.consumed_one();
+        self.inner.shared.consumed_one();
     }
 
     /// Messages sent on this session that the peer has not acknowledged yet.
     pub fn unacked(&self) -> usize {
-        self.shared.with(|s| s.unacked())
+        self.inner.shared.with(|s| s.unacked())
     }
 
     /// Whether the session is over.
     pub fn is_closed(&self) -> bool {
-        self.shared.close_reason().is_some()
+        self.inner.shared.close_reason().is_some()
     }
 
     /// Waits until the session is over, and says why.
     pub async fn closed(&self) -> CloseReason {
-        self.shared.closed().await
+        self.inner.shared.closed().await
     }
 
     fn close_reason_or_unknown(&self) -> CloseReason {
-        self.shared
+        self.inner
+            .shared
             .close_reason()
             .unwrap_or_else(|| CloseReason::Transport("session driver gone".into()))
     }
@@ -268,17 +286,17 @@ impl SessionRef {
 impl fmt::Debug for SessionRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionRef")
-            .field("id", &self.info.id)
-            .field("role", &self.info.role)
-            .field("peer", &self.info.peer.name)
-            .field("actor", &self.info.actor)
+            .field("id", &self.inner.info.id)
+            .field("role", &self.inner.info.role)
+            .field("peer", &self.inner.info.peer.name)
+            .field("actor", &self.inner.info.actor)
             .finish()
     }
 }
 
 impl PartialEq for SessionRef {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        Arc::ptr_eq(&self.inner.shared, &other.inner.shared)
     }
 }
 
