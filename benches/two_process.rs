@@ -17,6 +17,16 @@
 //! Options for `run` and `client`: `--casts N` (200000), `--calls N` (10000),
 //! `--payload BYTES` (64). With the `CI` environment variable set the defaults shrink to
 //! 20000 casts and 1000 calls. The `--bench` flag cargo adds is ignored.
+//!
+//! `--runtime multi-thread` (the default, tokio's work-stealing runtime with one worker per
+//! core, as the baseline runs) or `--runtime current-thread` (one thread per node, for its
+//! actors and its network alike) picks the runtime of both nodes; the figures of the second
+//! are labelled `duologue_current_thread`. Built with `--features mimalloc`, both nodes
+//! allocate with mimalloc, and the labels end in `_mimalloc`.
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use duologue::SessionMsg;
 use duologue::local_cluster::IgnoringOwner;
@@ -216,11 +226,62 @@ struct Config {
     payload: usize,
 }
 
+/// Which tokio runtime each node runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    /// tokio's default, one worker per core (the baseline runs on this).
+    MultiThread,
+    /// One thread per node for its actors and its network alike.
+    CurrentThread,
+}
+
+impl Flavor {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "multi-thread" => Ok(Self::MultiThread),
+            "current-thread" => Ok(Self::CurrentThread),
+            other => bail!("unknown runtime {other}; use multi-thread or current-thread"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::MultiThread => "multi-thread",
+            Self::CurrentThread => "current-thread",
+        }
+    }
+
+    fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Self::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+            Self::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        }
+        .enable_all()
+        .build()
+    }
+
+    /// The label figures are printed under.
+    fn label(self) -> String {
+        let runtime = match self {
+            Self::MultiThread => "",
+            Self::CurrentThread => "_current_thread",
+        };
+        let allocator = if cfg!(feature = "mimalloc") {
+            "_mimalloc"
+        } else {
+            ""
+        };
+        format!("duologue{runtime}{allocator}")
+    }
+}
+
 /// The command line after the subcommand.
 #[derive(Debug)]
 struct Options {
     /// The measurement sizes.
     cfg: Config,
+    /// `--runtime multi-thread|current-thread`, for both nodes.
+    flavor: Flavor,
     /// `--secret PATH` (`server`, `client`).
     secret: Option<PathBuf>,
     /// `--addr ADDR` (`client`).
@@ -236,6 +297,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             calls: if ci { 1_000 } else { 10_000 },
             payload: 64,
         },
+        flavor: Flavor::MultiThread,
         secret: None,
         addr: None,
     };
@@ -246,6 +308,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--casts" => options.cfg.casts = value.parse().context("--casts")?,
             "--calls" => options.cfg.calls = value.parse().context("--calls")?,
             "--payload" => options.cfg.payload = value.parse().context("--payload")?,
+            "--runtime" => options.flavor = Flavor::parse(value)?,
             "--secret" => options.secret = Some(value.into()),
             "--addr" => options.addr = Some(value.clone()),
             other => bail!("unknown option {other}"),
@@ -446,7 +509,7 @@ fn memory(pid: Option<u32>) -> Option<String> {
 async fn client(
     addr: &str,
     secret: &Path,
-    cfg: Config,
+    options: &Options,
     node_a_pid: Option<u32>,
 ) -> anyhow::Result<()> {
     let node = Node::builder()
@@ -463,7 +526,7 @@ async fn client(
             "connected and authenticated to the sink in {:.1} ms",
             millis(connecting.elapsed())
         );
-        measure("duologue", &sink, cfg).await?;
+        measure(&options.flavor.label(), &sink, options.cfg).await?;
         if let Some(mem) = memory(node_a_pid) {
             eprintln!("node A resident memory: {mem}");
         }
@@ -481,12 +544,14 @@ async fn client(
 }
 
 /// Starts node A as a child of this executable; returns it with its address.
-async fn spawn_server(secret: &Path) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+async fn spawn_server(secret: &Path, flavor: Flavor) -> anyhow::Result<(ChildGuard, SocketAddr)> {
     let exe = std::env::current_exe()?;
     let args = [
         "server".to_owned(),
         "--secret".to_owned(),
         secret.display().to_string(),
+        "--runtime".to_owned(),
+        flavor.name().to_owned(),
     ];
     let mut child = ChildGuard::spawn("node A", &exe, &args)?;
     // Relay node A's stderr, so a full pipe never blocks it.
@@ -511,10 +576,10 @@ async fn spawn_server(secret: &Path) -> anyhow::Result<(ChildGuard, SocketAddr)>
 
 /// Node A in a child process, node B here; node A is killed on every exit path (its
 /// guard's drop).
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(options: &Options) -> anyhow::Result<()> {
     let secret = SecretDir::create()?;
-    let (mut child, addr) = spawn_server(secret.secret()).await?;
-    let result = client(&addr.to_string(), secret.secret(), cfg, child.pid()).await;
+    let (mut child, addr) = spawn_server(secret.secret(), options.flavor).await?;
+    let result = client(&addr.to_string(), secret.secret(), options, child.pid()).await;
     // Closing stdin asks node A to stop; the guard kills it if it lingers.
     child.close_stdin();
     if let Err(error) = child.wait(EXIT_TIMEOUT).await {
@@ -523,8 +588,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     result
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // cargo adds `--bench`; it means nothing here.
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -535,14 +599,30 @@ async fn main() -> anyhow::Result<()> {
         _ => ("run", &args[..]),
     };
     let options = parse_options(rest)?;
-    match command {
-        "run" => run(options.cfg).await,
-        "server" => server(&options.secret.context("server needs --secret PATH")?).await,
-        "client" => {
-            let addr = options.addr.context("client needs --addr ADDR")?;
-            let secret = options.secret.context("client needs --secret PATH")?;
-            client(&addr, &secret, options.cfg, None).await
+    options.flavor.build()?.block_on(async {
+        match command {
+            "run" => run(&options).await,
+            "server" => {
+                server(
+                    options
+                        .secret
+                        .as_deref()
+                        .context("server needs --secret PATH")?,
+                )
+                .await
+            }
+            "client" => {
+                let addr = options
+                    .addr
+                    .as_deref()
+                    .context("client needs --addr ADDR")?;
+                let secret = options
+                    .secret
+                    .as_deref()
+                    .context("client needs --secret PATH")?;
+                client(addr, secret, &options, None).await
+            }
+            other => bail!("unknown command {other}; use run, server or client"),
         }
-        other => bail!("unknown command {other}; use run, server or client"),
-    }
+    })
 }

@@ -14,6 +14,10 @@ async fn room_node(secrets: &SecretDir) -> NodeProcess {
 }
 
 async fn room_node_on(secrets: &SecretDir, listen: &str) -> NodeProcess {
+    room_node_with(secrets, listen, "multi-thread").await
+}
+
+async fn room_node_with(secrets: &SecretDir, listen: &str, runtime: &str) -> NodeProcess {
     NodeProcess::start(
         &duologue_exe(),
         "hub",
@@ -24,6 +28,8 @@ async fn room_node_on(secrets: &SecretDir, listen: &str) -> NodeProcess {
             secrets.secret().display().to_string(),
             "--actor".into(),
             "chat-room:lobby".into(),
+            "--runtime".into(),
+            runtime.into(),
         ],
         WAIT,
     )
@@ -78,8 +84,17 @@ async fn failure(mut member: ChildGuard) -> (Option<i32>, Vec<String>) {
 
 #[tokio::test]
 async fn three_members_converse_and_leave_after_their_last_acks() {
+    converse_on("multi-thread").await;
+}
+
+#[tokio::test]
+async fn a_room_node_on_a_current_thread_runtime_converses_alike() {
+    converse_on("current-thread").await;
+}
+
+async fn converse_on(runtime: &str) {
     let secrets = SecretDir::create().unwrap();
-    let hub = room_node(&secrets).await;
+    let hub = room_node_with(&secrets, "127.0.0.1:0", runtime).await;
     let peer = hub.addr.to_string();
     let mut members = Vec::new();
     for user in ["ann", "ben", "cat"] {

@@ -6,20 +6,38 @@
 //! duologue demo chat
 //! ```
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod chat;
 mod demo;
 mod node;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// An actor runtime whose nodes talk over gRPC bidirectional streams.
 #[derive(Debug, Parser)]
 #[command(name = "duologue", version)]
 struct Cli {
+    /// The tokio runtime to run on: `multi-thread` spreads actors over all cores;
+    /// `current-thread` runs actors and network on one thread, which answers calls about
+    /// twice as fast on a small machine (see benches/README.md).
+    #[arg(long, global = true, value_enum, default_value_t = Flavor::MultiThread)]
+    runtime: Flavor,
     #[command(subcommand)]
     command: Command,
+}
+
+/// A tokio runtime flavor.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Flavor {
+    /// One worker thread per core, with work stealing.
+    MultiThread,
+    /// Everything on the calling thread.
+    CurrentThread,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,7 +59,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = match cli.runtime {
+        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("duologue: cannot start the async runtime: {error}");
