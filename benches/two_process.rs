@@ -21,12 +21,7 @@
 //! `--runtime multi-thread` (the default, tokio's work-stealing runtime with one worker per
 //! core, as the baseline runs) or `--runtime current-thread` (one thread per node, for its
 //! actors and its network alike) picks the runtime of both nodes; the figures of the second
-//! are labelled `duologue_current_thread`. Built with `--features mimalloc`, both nodes
-//! allocate with mimalloc, and the labels end in `_mimalloc`.
-
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//! are labelled `duologue_current_thread`.
 
 use duologue::SessionMsg;
 use duologue::local_cluster::IgnoringOwner;
@@ -261,17 +256,11 @@ impl Flavor {
     }
 
     /// The label figures are printed under.
-    fn label(self) -> String {
-        let runtime = match self {
-            Self::MultiThread => "",
-            Self::CurrentThread => "_current_thread",
-        };
-        let allocator = if cfg!(feature = "mimalloc") {
-            "_mimalloc"
-        } else {
-            ""
-        };
-        format!("duologue{runtime}{allocator}")
+    fn label(self) -> &'static str {
+        match self {
+            Self::MultiThread => "duologue",
+            Self::CurrentThread => "duologue_current_thread",
+        }
     }
 }
 
@@ -526,7 +515,7 @@ async fn client(
             "connected and authenticated to the sink in {:.1} ms",
             millis(connecting.elapsed())
         );
-        measure(&options.flavor.label(), &sink, options.cfg).await?;
+        measure(options.flavor.label(), &sink, options.cfg).await?;
         if let Some(mem) = memory(node_a_pid) {
             eprintln!("node A resident memory: {mem}");
         }

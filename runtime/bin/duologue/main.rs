@@ -6,10 +6,6 @@
 //! duologue demo chat
 //! ```
 
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod chat;
 mod demo;
 mod node;
