@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side by side, in one invocation on one machine: ractor in one process (the ceiling no
 # cross-process path can pass), ractor_cluster across two processes (the baseline), and
-# duologue across two processes, on the same workload; then the ratios. Then duologue's
+# duologue across two processes (on tokio's default runtime, as the baseline, and again on a
+# current-thread runtime per node), on the same workload; then the ratios. Then duologue's
 # own figures under load: memory under a slow consumer, and sessions at scale.
 #
 #   bash benches/compare.sh                 # 1 000 000 casts, 10 000 calls, 64-byte payload
@@ -27,19 +28,26 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB",
 run target/baseline/release/ractor_cluster_bench local --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD"
 run target/baseline/release/ractor_cluster_bench --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD"
 run cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD"
+# The same with both nodes on a current-thread runtime (the baseline cannot be asked to).
+run cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD" \
+  --runtime current-thread
 
 figure() { awk -v label="$1" -v key="$2" '$1 == label { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == key) print kv[2] } }' "$out"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-dl_cast=$(figure duologue cast_throughput_msgs_per_s)
 rl_cast=$(figure ractor_local cast_throughput_msgs_per_s)
 rc_cast=$(figure ractor_cluster cast_throughput_msgs_per_s)
-dl_p50=$(figure duologue call_latency_p50_us)
 rc_p50=$(figure ractor_cluster call_latency_p50_us)
-dl_p99=$(figure duologue call_latency_p99_us)
 rc_p99=$(figure ractor_cluster call_latency_p99_us)
-echo "ratio cast_throughput duologue/ractor_local=$(ratio "$dl_cast" "$rl_cast") duologue/ractor_cluster=$(ratio "$dl_cast" "$rc_cast")"
-echo "ratio call_p50 duologue/ractor_cluster=$(ratio "$dl_p50" "$rc_p50")"
-echo "ratio call_p99 duologue/ractor_cluster=$(ratio "$dl_p99" "$rc_p99")"
+# The required lines (label duologue: tokio's default runtime, as the baseline), then the
+# same for duologue_current_thread.
+for label in duologue duologue_current_thread; do
+  cast=$(figure "$label" cast_throughput_msgs_per_s)
+  p50=$(figure "$label" call_latency_p50_us)
+  p99=$(figure "$label" call_latency_p99_us)
+  echo "ratio cast_throughput $label/ractor_local=$(ratio "$cast" "$rl_cast") $label/ractor_cluster=$(ratio "$cast" "$rc_cast")"
+  echo "ratio call_p50 $label/ractor_cluster=$(ratio "$p50" "$rc_p50")"
+  echo "ratio call_p99 $label/ractor_cluster=$(ratio "$p99" "$rc_p99")"
+done
 
 # duologue's own figures: a 1 000 000-cast burst against a consumer taking 50 000/s, and
 # sessions at scale (10 000 idle, opening rate, 100 concurrent, one stalled).
