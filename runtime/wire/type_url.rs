@@ -42,7 +42,7 @@ impl TypeUrl {
             let url = local
                 .by_type
                 .entry(id)
-                .or_insert_with(|| Self::new(&M::type_url()))
+                .or_insert_with(|| Self::intern(&M::type_url()))
                 .clone();
             local.last = Some((id, url.clone()));
             url
@@ -51,6 +51,22 @@ impl TypeUrl {
 
     /// The type URL `name`, interned while the process has room for more.
     pub fn new(name: &str) -> Self {
+        // Batches of one type arrive one after another: the last name this thread read
+        // answers most lookups without the process-wide lock.
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            match &local.last_named {
+                Some(url) if url.as_str() == name => url.clone(),
+                _ => {
+                    let url = Self::intern(name);
+                    local.last_named = Some(url.clone());
+                    url
+                }
+            }
+        })
+    }
+
+    fn intern(name: &str) -> Self {
         let mut interned = INTERNED
             .get_or_init(Mutex::default)
             .lock()
@@ -91,6 +107,8 @@ struct Local {
     /// The last type looked up: a sending loop names one type over and over.
     last: Option<(TypeId, TypeUrl)>,
     by_type: HashMap<TypeId, TypeUrl>,
+    /// The last name interned by text: a receiving loop reads one name over and over.
+    last_named: Option<TypeUrl>,
 }
 
 thread_local! {
