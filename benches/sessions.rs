@@ -15,7 +15,8 @@
 //!    against the aggregate of 100 sessions casting at once, each to its own checker.
 //! 4. **Stall**: the same 100 sessions, but one of them to a checker taking one tick a
 //!    second, its credit used up before the clock starts; the rate of the other 99 with
-//!    it (`others_with_one_stalled`) and without it (the 99 alone: `others`; and, for
+//!    it (`others_with_one_stalled`) and without it (the 99 alone: `others`, measured on
+//!    their second round alone, as warm as the stalled round after it; and, for
 //!    reference, the 99 within the 100 of phase 3: `others_among_100`).
 //!
 //! Prints one line per figure in the baseline's `label key=value` shape:
@@ -461,7 +462,9 @@ async fn concurrency(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> {
             aggregate_rate / single_rate
         );
 
-        // The other 99 alone: the rate the stalled one must not lower.
+        // The other 99 alone: the rate the stalled one must not lower. Measured second
+        // time round, so that it is as warm as the round with the stalled one after it.
+        round(&sessions[1..], &mut counted[1..], m, &filler).await?;
         let alone = round(&sessions[1..], &mut counted[1..], m, &filler).await?;
         let alone_wall = alone.until_all(0..CONCURRENT - 1);
 
