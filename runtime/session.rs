@@ -885,14 +885,24 @@ impl Session {
             self.waiting_since = Some(now);
         }
         self.outflow.sample(now);
+        let mut named = false;
         while let Some(envelope) = self.queued.front() {
             let len = envelope.body.wire_len();
+            // On the wire an empty name means "the type named before", so a message whose
+            // type URL is empty cannot follow one that named a type (docs/protocol.md).
+            let fault = matches!(
+                envelope.body.kind,
+                crate::wire::BodyKind::Reply { fault: Some(_), .. }
+            );
+            let unnamed = !fault && envelope.body.type_url.is_empty();
             if !envelopes.is_empty()
                 && (envelopes.len() >= self.config.max_batch_messages
-                    || bytes + len > self.config.max_batch_bytes)
+                    || bytes + len > self.config.max_batch_bytes
+                    || (unnamed && named))
             {
                 break;
             }
+            named |= !fault && !unnamed;
             bytes += len;
             let envelope = self.queued.pop_front().expect("front exists");
             self.transmitted = self.transmitted.max(envelope.seq);

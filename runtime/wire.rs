@@ -22,7 +22,8 @@ pub(crate) mod pb {
 }
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 names a type once per run of envelopes of that type in a batch.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Identifies one session; chosen by the initiator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -101,6 +101,10 @@ impl Outflow {
     /// One message was sent (`now` is read only under a throttle).
     pub(crate) fn sent(&mut self, now: impl Fn() -> Instant) {
         self.sent_total += 1;
+        // A resume-after that has run out is forgotten, so sending stops reading the clock.
+        if self.resume_at.is_some_and(|at| now() >= at) {
+            self.resume_at = None;
+        }
         if let Some(bucket) = &mut self.throttle {
             bucket.take(now());
         }

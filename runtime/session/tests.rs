@@ -518,3 +518,29 @@ fn a_peer_that_ignores_credit_breaks_the_protocol() {
         }))
     );
 }
+
+#[test]
+fn a_message_naming_no_type_never_follows_one_that_named_a_type_in_a_batch() {
+    let mut pair = Pair::established();
+    let unnamed = Body {
+        type_url: crate::wire::TypeUrl::empty(),
+        ..cast("unnamed")
+    };
+    for body in [cast("a"), unnamed, cast("b")] {
+        pair.initiator.send(body, || pair.now).unwrap();
+    }
+    let mut batches = Vec::new();
+    while let Some(frame) = pair.initiator.poll_transmit(pair.now) {
+        if let Frame::Batch(batch) = frame {
+            batches.push(
+                batch
+                    .envelopes
+                    .iter()
+                    .map(|e| e.body.type_url.to_string())
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    let text = "type.googleapis.com/test.Text".to_owned();
+    assert_eq!(batches, [vec![text.clone()], vec![String::new(), text]]);
+}

@@ -1,17 +1,19 @@
 //! [`TypeUrl`]: a message type's name, interned, so that naming the type of every message
 //! costs no allocation to send, copy into the replay buffer, receive or check.
 //!
-//! A process has few message types, so their URLs are leaked once into a global set and
-//! copied around as `&'static str`. Names that arrive from peers are interned too, up to
-//! [`INTERN_LIMIT`]; past it they are reference-counted instead, so a peer that invents
-//! names cannot grow memory for ever.
+//! A process has few message types, so the URLs of its own types ([`TypeUrl::of`]) are
+//! leaked once into a global set, up to [`INTERN_LIMIT`], and copied around as
+//! `&'static str`. A name that arrives from a peer is only looked up there: a known name
+//! becomes the interned one, an unknown one is reference-counted and freed with the last
+//! message that carries it, so a peer (authenticated or not) cannot grow memory through
+//! names.
 
 use std::any::TypeId;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// How many distinct type URLs a process interns.
 pub const INTERN_LIMIT: usize = 4096;
@@ -32,33 +34,41 @@ impl TypeUrl {
     /// type and thread).
     pub fn of<M: prost::Name + 'static>() -> Self {
         let id = TypeId::of::<M>();
+        let known = LOCAL.with(|local| {
+            let local = local.borrow();
+            match &local.last {
+                Some((last_id, url)) if *last_id == id => Some(url.clone()),
+                _ => local.by_type.get(&id).cloned(),
+            }
+        });
+        // `M::type_url` is the user's code: called with no borrow held.
+        let url = known.unwrap_or_else(|| Self::intern(&M::type_url()));
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
-            if let Some((last_id, url)) = &local.last
-                && *last_id == id
-            {
-                return url.clone();
-            }
-            let url = local
-                .by_type
-                .entry(id)
-                .or_insert_with(|| Self::intern(&M::type_url()))
-                .clone();
+            local.by_type.entry(id).or_insert_with(|| url.clone());
             local.last = Some((id, url.clone()));
-            url
-        })
+        });
+        url
     }
 
-    /// The type URL `name`, interned while the process has room for more.
+    /// The type URL `name`: the interned one if a local type has it, otherwise a
+    /// reference-counted copy (names from peers are never interned).
     pub fn new(name: &str) -> Self {
+        if name.is_empty() {
+            return Self::empty();
+        }
         // Batches of one type arrive one after another: the last name this thread read
         // answers most lookups without the process-wide lock.
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
             match &local.last_named {
-                Some(url) if url.as_str() == name => url.clone(),
+                // (A shared name is looked up again: a local type may have interned it since.)
+                Some(url @ Self(Repr::Interned(_))) if url.as_str() == name => url.clone(),
                 _ => {
-                    let url = Self::intern(name);
+                    let url = match interned().get(name) {
+                        Some(&known) => Self(Repr::Interned(known)),
+                        None => Self(Repr::Shared(Arc::from(name))),
+                    };
                     local.last_named = Some(url.clone());
                     url
                 }
@@ -66,11 +76,12 @@ impl TypeUrl {
         })
     }
 
+    /// Interns a local type's `name`, while the process has room for more.
     fn intern(name: &str) -> Self {
-        let mut interned = INTERNED
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if name.is_empty() {
+            return Self::empty();
+        }
+        let mut interned = interned();
         if let Some(&known) = interned.get(name) {
             return Self(Repr::Interned(known));
         }
@@ -117,11 +128,19 @@ thread_local! {
 
 static INTERNED: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
 
+/// The process-wide set of interned names.
+fn interned() -> MutexGuard<'static, HashSet<&'static str>> {
+    INTERNED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl PartialEq for TypeUrl {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
-            // Interned names are unique, so the pointers decide.
-            (Repr::Interned(a), Repr::Interned(b)) => std::ptr::eq(*a, *b),
+            // The same interned name: the common case, decided without reading the text.
+            (Repr::Interned(a), Repr::Interned(b)) if std::ptr::eq(*a, *b) => true,
             _ => self.as_str() == other.as_str(),
         }
     }
@@ -177,7 +196,7 @@ mod tests {
 
     #[test]
     fn one_name_interns_to_one_pointer() {
-        let a = TypeUrl::new("type.googleapis.com/test.A");
+        let a = TypeUrl::intern("type.googleapis.com/test.A");
         let b = TypeUrl::new(&String::from("type.googleapis.com/test.A"));
         assert_eq!(a, b);
         assert!(
@@ -185,6 +204,27 @@ mod tests {
         );
         assert_ne!(a, TypeUrl::new("type.googleapis.com/test.B"));
         assert_eq!(a, "type.googleapis.com/test.A");
+    }
+
+    #[test]
+    fn names_from_peers_are_never_interned() {
+        let name = "type.googleapis.com/test.FromAPeer";
+        let received = TypeUrl::new(name);
+        assert!(matches!(received.0, Repr::Shared(_)));
+        assert!(!interned().contains(name));
+        // Once a local type has the name, a received one is the interned one.
+        let local = TypeUrl::intern(name);
+        let again = TypeUrl::new(&name.to_owned());
+        assert!(matches!(again.0, Repr::Interned(_)));
+        assert_eq!(received, local);
+        assert_eq!(again, local);
+    }
+
+    #[test]
+    fn the_empty_name_is_one_name() {
+        assert_eq!(TypeUrl::new(""), TypeUrl::empty());
+        assert!(TypeUrl::new("").is_empty());
+        assert_ne!(TypeUrl::new(""), TypeUrl::new("t"));
     }
 
     #[test]

@@ -48,7 +48,7 @@ import threading
 import time
 import uuid
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 NONCE_LEN = 32
 PROOF_LEN = 32
 MIN_SECRET_LEN = 16
