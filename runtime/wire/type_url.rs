@@ -214,7 +214,7 @@ mod tests {
         assert!(!interned().contains(name));
         // Once a local type has the name, a received one is the interned one.
         let local = TypeUrl::intern(name);
-        let again = TypeUrl::new(&name.to_owned());
+        let again = TypeUrl::new(name);
         assert!(matches!(again.0, Repr::Interned(_)));
         assert_eq!(received, local);
         assert_eq!(again, local);
