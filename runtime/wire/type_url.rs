@@ -35,20 +35,26 @@ impl TypeUrl {
     pub fn of<M: prost::Name + 'static>() -> Self {
         let id = TypeId::of::<M>();
         let known = LOCAL.with(|local| {
-            let local = local.borrow();
-            match &local.last {
-                Some((last_id, url)) if *last_id == id => Some(url.clone()),
-                _ => local.by_type.get(&id).cloned(),
-            }
-        });
-        // `M::type_url` is the user's code: called with no borrow held.
-        let url = known.unwrap_or_else(|| Self::intern(&M::type_url()));
-        LOCAL.with(|local| {
             let mut local = local.borrow_mut();
-            local.by_type.entry(id).or_insert_with(|| url.clone());
+            if let Some((last_id, url)) = &local.last
+                && *last_id == id
+            {
+                return Some(url.clone());
+            }
+            let url = local.by_type.get(&id).cloned()?;
             local.last = Some((id, url.clone()));
+            Some(url)
         });
-        url
+        known.unwrap_or_else(|| {
+            // `M::type_url` is the user's code: called with no borrow held.
+            let url = Self::intern(&M::type_url());
+            LOCAL.with(|local| {
+                let mut local = local.borrow_mut();
+                local.by_type.insert(id, url.clone());
+                local.last = Some((id, url.clone()));
+            });
+            url
+        })
     }
 
     /// The type URL `name`: the interned one if a local type has it, otherwise a
