@@ -57,3 +57,44 @@ impl Alarm {
         self.set_for = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rings_at_the_soonest_deadline_asked_for_then_rests() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut alarm = Alarm::new();
+        assert_eq!(alarm.set_for(), None);
+
+        alarm.want(Some(at(100)));
+        alarm.want(Some(at(300))); // later: the alarm stays
+        alarm.want(None);
+        assert_eq!(alarm.set_for(), Some(at(100)));
+        alarm.want(Some(at(50))); // sooner: the alarm moves
+        assert_eq!(alarm.set_for(), Some(at(50)));
+
+        let before = tokio::time::Instant::now();
+        alarm.ring().await;
+        let rang_after = tokio::time::Instant::now() - before;
+        assert!(
+            rang_after >= Duration::from_millis(50) && rang_after < Duration::from_millis(100),
+            "{rang_after:?}"
+        );
+        assert_eq!(alarm.set_for(), None);
+
+        // Set for nothing, it never rings.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3600), alarm.ring())
+                .await
+                .is_err()
+        );
+        // Set again, it rings again.
+        alarm.want(Some(Instant::now() + Duration::from_millis(10)));
+        tokio::time::timeout(Duration::from_secs(1), alarm.ring())
+            .await
+            .expect("rings");
+    }
+}
