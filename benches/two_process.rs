@@ -24,6 +24,7 @@
 //! are labelled `duologue_current_thread`.
 
 use duologue::SessionMsg;
+use duologue::config::RuntimeFlavor;
 use duologue::local_cluster::IgnoringOwner;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -221,46 +222,11 @@ struct Config {
     payload: usize,
 }
 
-/// Which tokio runtime each node runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flavor {
-    /// tokio's default, one worker per core (the baseline runs on this).
-    MultiThread,
-    /// One thread per node for its actors and its network alike.
-    CurrentThread,
-}
-
-impl Flavor {
-    fn parse(text: &str) -> anyhow::Result<Self> {
-        match text {
-            "multi-thread" => Ok(Self::MultiThread),
-            "current-thread" => Ok(Self::CurrentThread),
-            other => bail!("unknown runtime {other}; use multi-thread or current-thread"),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::MultiThread => "multi-thread",
-            Self::CurrentThread => "current-thread",
-        }
-    }
-
-    fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
-        match self {
-            Self::MultiThread => tokio::runtime::Builder::new_multi_thread(),
-            Self::CurrentThread => tokio::runtime::Builder::new_current_thread(),
-        }
-        .enable_all()
-        .build()
-    }
-
-    /// The label figures are printed under.
-    fn label(self) -> &'static str {
-        match self {
-            Self::MultiThread => "duologue",
-            Self::CurrentThread => "duologue_current_thread",
-        }
+/// The label figures are printed under, for nodes on `flavor`.
+fn label(flavor: RuntimeFlavor) -> &'static str {
+    match flavor {
+        RuntimeFlavor::MultiThread => "duologue",
+        RuntimeFlavor::CurrentThread => "duologue_current_thread",
     }
 }
 
@@ -270,7 +236,7 @@ struct Options {
     /// The measurement sizes.
     cfg: Config,
     /// `--runtime multi-thread|current-thread`, for both nodes.
-    flavor: Flavor,
+    flavor: RuntimeFlavor,
     /// `--secret PATH` (`server`, `client`).
     secret: Option<PathBuf>,
     /// `--addr ADDR` (`client`).
@@ -286,7 +252,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             calls: if ci { 1_000 } else { 10_000 },
             payload: 64,
         },
-        flavor: Flavor::MultiThread,
+        flavor: RuntimeFlavor::MultiThread,
         secret: None,
         addr: None,
     };
@@ -297,7 +263,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--casts" => options.cfg.casts = value.parse().context("--casts")?,
             "--calls" => options.cfg.calls = value.parse().context("--calls")?,
             "--payload" => options.cfg.payload = value.parse().context("--payload")?,
-            "--runtime" => options.flavor = Flavor::parse(value)?,
+            "--runtime" => options.flavor = value.parse().map_err(|e: String| anyhow!(e))?,
             "--secret" => options.secret = Some(value.into()),
             "--addr" => options.addr = Some(value.clone()),
             other => bail!("unknown option {other}"),
@@ -515,7 +481,7 @@ async fn client(
             "connected and authenticated to the sink in {:.1} ms",
             millis(connecting.elapsed())
         );
-        measure(options.flavor.label(), &sink, options.cfg).await?;
+        measure(label(options.flavor), &sink, options.cfg).await?;
         if let Some(mem) = memory(node_a_pid) {
             eprintln!("node A resident memory: {mem}");
         }
@@ -533,14 +499,17 @@ async fn client(
 }
 
 /// Starts node A as a child of this executable; returns it with its address.
-async fn spawn_server(secret: &Path, flavor: Flavor) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+async fn spawn_server(
+    secret: &Path,
+    flavor: RuntimeFlavor,
+) -> anyhow::Result<(ChildGuard, SocketAddr)> {
     let exe = std::env::current_exe()?;
     let args = [
         "server".to_owned(),
         "--secret".to_owned(),
         secret.display().to_string(),
         "--runtime".to_owned(),
-        flavor.name().to_owned(),
+        flavor.as_str().to_owned(),
     ];
     let mut child = ChildGuard::spawn("node A", &exe, &args)?;
     // Relay node A's stderr, so a full pipe never blocks it.

@@ -25,6 +25,55 @@ pub enum SessionPolicy {
     Stop,
 }
 
+/// The tokio runtime a node process runs on (the `--runtime` of the `duologue` command and
+/// the benches). The library itself runs on whichever runtime it is called from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuntimeFlavor {
+    /// tokio's work-stealing runtime, one worker per core.
+    #[default]
+    MultiThread,
+    /// One thread for actors and network alike: about half the call latency on a small
+    /// machine, some bulk throughput lost (benches/README.md).
+    CurrentThread,
+}
+
+impl RuntimeFlavor {
+    /// Its name on a command line: `multi-thread` or `current-thread`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MultiThread => "multi-thread",
+            Self::CurrentThread => "current-thread",
+        }
+    }
+
+    /// A runtime of this flavor, with I/O and timers enabled.
+    ///
+    /// # Errors
+    /// When the operating system refuses tokio its threads or its I/O driver.
+    pub fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Self::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+            Self::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        }
+        .enable_all()
+        .build()
+    }
+}
+
+impl std::str::FromStr for RuntimeFlavor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "multi-thread" => Ok(Self::MultiThread),
+            "current-thread" => Ok(Self::CurrentThread),
+            other => Err(format!(
+                "unknown runtime {other}; use multi-thread or current-thread"
+            )),
+        }
+    }
+}
+
 /// Everything a node can be told. Build one with [`crate::Node::builder`].
 #[derive(Clone, Debug)]
 pub struct NodeConfig {

@@ -295,11 +295,8 @@ impl Shared {
     /// Sets `alarm` for the session's next deadline, or `also` if sooner.
     fn set_alarm(&self, alarm: &mut Alarm, also: Option<Instant>) {
         let mut core = self.lock();
-        let next = match (core.session.poll_timeout(), also) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        alarm.want(next);
+        alarm.want(core.session.poll_timeout());
+        alarm.want(also);
         core.alarm = alarm.set_for();
     }
 }

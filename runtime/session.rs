@@ -890,10 +890,7 @@ impl Session {
             let len = envelope.body.wire_len();
             // On the wire an empty name means "the type named before", so a message whose
             // type URL is empty cannot follow one that named a type (docs/protocol.md).
-            let fault = matches!(
-                envelope.body.kind,
-                crate::wire::BodyKind::Reply { fault: Some(_), .. }
-            );
+            let fault = envelope.body.kind.is_fault();
             let unnamed = !fault && envelope.body.type_url.is_empty();
             if !envelopes.is_empty()
                 && (envelopes.len() >= self.config.max_batch_messages

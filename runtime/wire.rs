@@ -229,6 +229,13 @@ pub(crate) enum BodyKind {
     },
 }
 
+impl BodyKind {
+    /// Whether this is a failed call's answer: it carries no payload, so it names no type.
+    pub(crate) fn is_fault(&self) -> bool {
+        matches!(self, Self::Reply { fault: Some(_), .. })
+    }
+}
+
 /// Why a call produced no reply payload.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -471,7 +478,7 @@ impl Envelope {
             },
             _ => return Err(bad("both a call and a reply")),
         };
-        let type_url = if matches!(&kind, BodyKind::Reply { fault: Some(_), .. }) {
+        let type_url = if kind.is_fault() {
             TypeUrl::empty()
         } else if e.type_url.is_empty() || *named == *e.type_url {
             named.clone()

@@ -12,7 +12,8 @@ mod node;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use duologue::config::RuntimeFlavor;
 
 /// An actor runtime whose nodes talk over gRPC bidirectional streams.
 #[derive(Debug, Parser)]
@@ -21,19 +22,10 @@ struct Cli {
     /// The tokio runtime to run on: `multi-thread` spreads actors over all cores;
     /// `current-thread` runs actors and network on one thread, which answers calls about
     /// twice as fast on a small machine (see benches/README.md).
-    #[arg(long, global = true, value_enum, default_value_t = Flavor::MultiThread)]
-    runtime: Flavor,
+    #[arg(long, global = true, default_value = "multi-thread", value_parser = str::parse::<RuntimeFlavor>)]
+    runtime: RuntimeFlavor,
     #[command(subcommand)]
     command: Command,
-}
-
-/// A tokio runtime flavor.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Flavor {
-    /// One worker thread per core, with work stealing.
-    MultiThread,
-    /// Everything on the calling thread.
-    CurrentThread,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,11 +47,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let mut builder = match cli.runtime {
-        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
-        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match cli.runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("duologue: cannot start the async runtime: {error}");
