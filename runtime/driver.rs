@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::mem;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,7 +70,12 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 struct Core {
     session: Session,
+    /// The current stream's outgoing half, waiting for something to write.
     tx_waker: Option<Waker>,
+    /// Outgoing halves of streams the driver has yet to attach, waiting for their epoch.
+    /// Apart from `tx_waker`: one slot for both let a new stream's waker be overwritten by
+    /// the old stream's, and the new stream never wrote.
+    attach_wakers: Vec<Waker>,
     /// The stream epoch whose `OutboundFrames` may write.
     epoch: u64,
     /// The driver is gone: every outgoing stream ends now.
@@ -80,6 +86,14 @@ struct Core {
 }
 
 impl Core {
+    /// Every outgoing half waiting to be polled: after an epoch change or the driver's end,
+    /// each must look again (to end, or to start writing).
+    fn take_stream_wakers(&mut self) -> Vec<Waker> {
+        let mut wakers = mem::take(&mut self.attach_wakers);
+        wakers.extend(self.tx_waker.take());
+        wakers
+    }
+
     /// Whether the session now has a deadline sooner than the driver's alarm.
     fn needs_alarm(&self) -> bool {
         self.session
@@ -98,6 +112,7 @@ impl Shared {
             core: Mutex::new(Core {
                 session,
                 tx_waker: None,
+                attach_wakers: Vec::new(),
                 epoch: 0,
                 abandoned: false,
                 alarm: None,
@@ -262,11 +277,9 @@ impl Shared {
         let mut core = self.lock();
         core.epoch += 1;
         let epoch = core.epoch;
-        let waker = core.tx_waker.take();
+        let wakers = core.take_stream_wakers();
         drop(core);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakers.into_iter().for_each(Waker::wake);
         epoch
     }
 
@@ -275,21 +288,17 @@ impl Shared {
         let mut core = self.lock();
         core.epoch += 1;
         let _ = slot.set(core.epoch);
-        let waker = core.tx_waker.take();
+        let wakers = core.take_stream_wakers();
         drop(core);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     fn abandon(&self) {
         let mut core = self.lock();
         core.abandoned = true;
-        let waker = core.tx_waker.take();
+        let wakers = core.take_stream_wakers();
         drop(core);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Sets `alarm` for the session's next deadline, or `also` if sooner.
@@ -342,7 +351,9 @@ impl Stream for OutboundFrames {
             if core.abandoned {
                 return Poll::Ready(None);
             }
-            core.tx_waker = Some(cx.waker().clone());
+            if !core.attach_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                core.attach_wakers.push(cx.waker().clone());
+            }
             return Poll::Pending;
         };
         if core.abandoned || core.epoch != epoch {

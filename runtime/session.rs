@@ -1177,11 +1177,11 @@ impl Session {
     }
 
     fn on_flow(&mut self, flow: Flow, now: Instant) {
-        let opened = self.outflow.update(flow.credit, flow.signal, now);
-        if let Some(signal) = flow.signal {
+        let update = self.outflow.update(flow.credit, flow.signal, now);
+        if let Some(signal) = flow.signal.filter(|_| update.changed) {
             self.events.push_back(Event::Flow(signal));
         }
-        if opened {
+        if update.opened {
             self.events.push_back(Event::CanSend);
         }
     }
@@ -1292,6 +1292,10 @@ fn state_name(state: &State) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod liveness_tests;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]

@@ -138,10 +138,19 @@ impl Outflow {
         if self.rate == 0.0 { partial } else { self.rate }
     }
 
-    /// The peer granted credit or signalled; `true` if a waiting sender may now go on.
-    pub(crate) fn update(&mut self, credit: u64, signal: Option<FlowSignal>, now: Instant) -> bool {
+    /// The peer granted credit or signalled. Returns whether a waiting sender may now go
+    /// on, and whether the signal changed anything (a signal restated after a resume that
+    /// is already in effect does not: a repeated `Throttle(f)` keeps its bucket, so the
+    /// rate is not scaled twice).
+    pub(crate) fn update(
+        &mut self,
+        credit: u64,
+        signal: Option<FlowSignal>,
+        now: Instant,
+    ) -> Update {
         let more_credit = credit > self.credit;
         self.credit = self.credit.max(credit);
+        let before = (self.paused, self.resume_at, self.throttle_factor);
         match signal {
             None => {}
             Some(FlowSignal::Pause) => {
@@ -158,13 +167,18 @@ impl Outflow {
                 self.paused = false;
                 self.resume_at = Some(now + after);
             }
+            Some(FlowSignal::Throttle(factor)) if self.throttle_factor == Some(factor) => {}
             Some(FlowSignal::Throttle(factor)) => {
                 let limit = (factor * self.current_rate(now)).max(MIN_RATE);
                 self.throttle = Some(Bucket::new(limit, now));
                 self.throttle_factor = Some(factor);
             }
         }
-        more_credit || signal.is_some()
+        let changed = (self.paused, self.resume_at, self.throttle_factor) != before;
+        Update {
+            opened: more_credit || changed,
+            changed,
+        }
     }
 
     /// Messages that may still be sent on the current credit.
@@ -189,6 +203,15 @@ impl Outflow {
     pub(crate) fn throttled_to(&self) -> Option<f64> {
         self.throttle.as_ref().map(|b| b.rate)
     }
+}
+
+/// What a [`Outflow::update`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Update {
+    /// A waiting sender may go on (more credit, or a signal changed).
+    pub(crate) opened: bool,
+    /// The peer's signal changed the flow state.
+    pub(crate) changed: bool,
 }
 
 /// A token bucket: `rate` messages per second, bursts of a hundredth of a second.
@@ -331,17 +354,28 @@ impl Inflow {
         self.unsent = Some(signal);
     }
 
-    /// The grant and the signal to repeat on a new stream: the last signal the peer may
-    /// have missed, or else a pause in effect. (A signal that was already on the wire when
-    /// the stream broke cannot be known to be lost, so it is not repeated.)
+    /// The grant and the signal in effect, stated whole on a new stream.
+    ///
+    /// A frame that was on the wire when a stream broke may or may not have arrived, so
+    /// nothing is assumed about it: the resume states the complete flow state instead of
+    /// repeating the last change. Above all a `Resume` lost on a broken stream must not
+    /// leave the peer paused for good, so a side that pauses nothing says `Resume`.
     pub(crate) fn restate(&mut self) -> Flow {
-        let signal = self
-            .unsent
-            .take()
-            .or(self.pausing().then_some(FlowSignal::Pause));
+        let unsent = self.unsent.take();
+        let signal = if self.pausing() {
+            FlowSignal::Pause
+        } else {
+            match (self.manual, unsent) {
+                (Some(throttle @ FlowSignal::Throttle(_)), _) => throttle,
+                // A delay the peer may not have seen; one it saw has run or is running,
+                // and the resume ends it (a restated delay would start again).
+                (Some(after @ FlowSignal::ResumeAfter(_)), Some(_)) => after,
+                _ => FlowSignal::Resume,
+            }
+        };
         Flow {
             credit: self.granted,
-            signal,
+            signal: Some(signal),
         }
     }
 }
@@ -398,7 +432,7 @@ mod tests {
         let mut out = Outflow::new(2, now);
         assert_eq!(out.blocked(2, || now), None);
         assert_eq!(out.blocked(3, || now), Some(None));
-        assert!(out.update(5, None, now));
+        assert!(out.update(5, None, now).opened);
         assert_eq!(out.blocked(3, || now), None);
         out.update(0, Some(FlowSignal::Pause), now);
         assert_eq!(out.blocked(3, || now), Some(None));

@@ -1,0 +1,233 @@
+//! The deterministic two-session harness the core's tests share: a wire per direction
+//! that holds frames until the test delivers them, cuts that drop whatever is on the wire
+//! (frames already taken from `poll_transmit`, grants and signals among them), a
+//! synthetic clock, and owners that consume what they were delivered at once or only
+//! when the test says so.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::NONCE_LEN;
+use crate::wire::BodyKind;
+
+pub(super) const SECRET: &str = "a test secret of enough bytes";
+
+pub(super) fn node(name: &str, n: u128) -> NodeIdentity {
+    NodeIdentity {
+        name: name.into(),
+        incarnation: Uuid::from_u128(n),
+    }
+}
+
+pub(super) fn body(n: u64) -> Body {
+    Body {
+        kind: BodyKind::Cast,
+        type_url: "type.googleapis.com/test.N".into(),
+        payload: Bytes::copy_from_slice(&n.to_be_bytes()),
+    }
+}
+
+pub(super) fn number(envelope: &Envelope) -> u64 {
+    u64::from_be_bytes(envelope.body.payload.as_ref().try_into().unwrap())
+}
+
+pub(super) fn numbers(up_to: u64) -> Vec<u64> {
+    (1..=up_to).collect()
+}
+
+/// One side of the harness: its session, what it delivered, and how it ended.
+pub(super) struct End {
+    pub(super) session: Session,
+    /// The numbers delivered to "the mailbox", in order.
+    pub(super) delivered: Vec<u64>,
+    /// How many delivered messages the owner consumed (dropped).
+    pub(super) consumed: u64,
+    /// Whether the owner consumes each message as it is delivered.
+    pub(super) consume_at_once: bool,
+    /// How many numbers it sent.
+    pub(super) sent: u64,
+    /// Numbers the owner wants to send and the session has not taken yet: its waiting
+    /// senders.
+    pub(super) waiting: u64,
+    pub(super) closed: Option<(CloseReason, Vec<u64>)>,
+    pub(super) interrupted: u32,
+    pub(super) resumed: u32,
+    /// Frames sent towards the other end and not yet delivered.
+    pub(super) wire: VecDeque<Frame>,
+}
+
+impl End {
+    pub(super) fn new(session: Session) -> Self {
+        Self {
+            session,
+            delivered: Vec::new(),
+            consumed: 0,
+            consume_at_once: true,
+            sent: 0,
+            waiting: 0,
+            closed: None,
+            interrupted: 0,
+            resumed: 0,
+            wire: VecDeque::new(),
+        }
+    }
+
+    /// Sends the next number; `false` when the session refused it.
+    pub(super) fn send(&mut self, now: Instant) -> bool {
+        match self.session.send(body(self.sent + 1), || now) {
+            Ok(_) => {
+                self.sent += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Lets the waiting senders send what the session takes now.
+    pub(super) fn send_waiting(&mut self, now: Instant) {
+        while self.waiting > 0 && self.send(now) {
+            self.waiting -= 1;
+        }
+    }
+
+    /// The owner consumes up to `n` more of what it was delivered.
+    pub(super) fn consume(&mut self, n: u64) {
+        self.consumed = self
+            .consumed
+            .saturating_add(n)
+            .min(self.delivered.len() as u64);
+        self.session.consumed(self.consumed);
+    }
+
+    pub(super) fn flush(&mut self, now: Instant) {
+        while let Some(frame) = self.session.poll_transmit(now) {
+            self.wire.push_back(frame);
+        }
+    }
+
+    pub(super) fn events(&mut self, now: Instant) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Authenticated { .. } => self.session.accept(),
+                Event::Message(envelope) => {
+                    self.delivered.push(number(&envelope));
+                    self.session.confirm_delivered(envelope.seq, now);
+                    if self.consume_at_once {
+                        self.consume(1);
+                    }
+                }
+                Event::Interrupted(_) => self.interrupted += 1,
+                Event::Resumed { .. } => self.resumed += 1,
+                Event::Closed(reason, unconfirmed) => {
+                    self.closed = Some((reason, unconfirmed.iter().map(number).collect()));
+                }
+                Event::CanSend => self.send_waiting(now),
+                Event::Established | Event::PeerFinished(_) | Event::Flow(_) => {}
+            }
+        }
+    }
+}
+
+pub(super) struct Harness {
+    pub(super) a: End,
+    pub(super) b: End,
+    pub(super) now: Instant,
+    nonce: u8,
+}
+
+impl Harness {
+    pub(super) fn new(config: SessionConfig) -> Self {
+        let now = Instant::now();
+        let secret = Secret::new(SECRET).unwrap();
+        let a = Session::initiator(
+            config.clone(),
+            secret.clone(),
+            node("a", 1),
+            SessionId(Uuid::from_u128(7)),
+            "t".into(),
+            [1; NONCE_LEN],
+            now,
+        );
+        let b = Session::acceptor(config, secret, node("b", 2), [2; NONCE_LEN], now);
+        let mut h = Self {
+            a: End::new(a),
+            b: End::new(b),
+            now,
+            nonce: 3,
+        };
+        h.settle();
+        assert_eq!(h.a.session.state(), &State::Active);
+        h
+    }
+
+    /// Delivers up to `n` frames from `a` to `b` (or `b` to `a`).
+    pub(super) fn deliver(&mut self, a_to_b: bool, n: usize) {
+        let (from, to) = if a_to_b {
+            (&mut self.a, &mut self.b)
+        } else {
+            (&mut self.b, &mut self.a)
+        };
+        from.flush(self.now);
+        for _ in 0..n {
+            let Some(frame) = from.wire.pop_front() else {
+                break;
+            };
+            to.session.handle_frame(frame, self.now);
+        }
+        self.a.events(self.now);
+        self.b.events(self.now);
+    }
+
+    /// Moves every frame and event until nothing changes.
+    pub(super) fn settle(&mut self) {
+        for _ in 0..10_000 {
+            self.a.flush(self.now);
+            self.b.flush(self.now);
+            if self.a.wire.is_empty() && self.b.wire.is_empty() {
+                self.a.events(self.now);
+                self.b.events(self.now);
+                self.a.flush(self.now);
+                self.b.flush(self.now);
+                if self.a.wire.is_empty() && self.b.wire.is_empty() {
+                    return;
+                }
+            }
+            self.deliver(true, usize::MAX);
+            self.deliver(false, usize::MAX);
+        }
+        panic!("the pair did not settle");
+    }
+
+    /// Cuts the stream: frames on the wire are lost, both sides learn it.
+    pub(super) fn cut(&mut self) {
+        self.a.wire.clear();
+        self.b.wire.clear();
+        self.a.session.stream_broken("cut".into(), self.now);
+        self.b.session.stream_broken("cut".into(), self.now);
+        self.a.events(self.now);
+        self.b.events(self.now);
+    }
+
+    /// Opens a new stream and resumes on it.
+    pub(super) fn reconnect(&mut self) {
+        self.nonce = self.nonce.wrapping_add(2);
+        self.a
+            .session
+            .begin_resume([self.nonce; NONCE_LEN], self.now);
+        self.b
+            .session
+            .attach_stream([self.nonce + 1; NONCE_LEN], self.now);
+    }
+
+    pub(super) fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.a.session.handle_timeout(self.now);
+        self.b.session.handle_timeout(self.now);
+        self.a.events(self.now);
+        self.b.events(self.now);
+    }
+}
