@@ -21,21 +21,24 @@ use support::*;
 
 /// Starts a node process hosting the sequence checker `check`.
 async fn checker(secrets: &SecretDir, listen: &str) -> NodeProcess {
-    NodeProcess::start(
-        &duologue_exe(),
-        "far",
-        &[
-            "--listen".into(),
-            listen.into(),
-            "--secret-file".into(),
-            secrets.secret().display().to_string(),
-            "--actor".into(),
-            "seq-check:check".into(),
-        ],
-        WAIT,
-    )
-    .await
-    .expect("checker node starts")
+    checker_with(secrets, listen, &[]).await
+}
+
+/// Starts a node process hosting the sequence checker `check`, with more node flags.
+async fn checker_with(secrets: &SecretDir, listen: &str, flags: &[&str]) -> NodeProcess {
+    let mut args = vec![
+        "--listen".into(),
+        listen.into(),
+        "--secret-file".into(),
+        secrets.secret().display().to_string(),
+    ];
+    if !flags.contains(&"--actor") {
+        args.extend(["--actor".into(), "seq-check:check".into()]);
+    }
+    args.extend(flags.iter().map(|f| (*f).to_owned()));
+    NodeProcess::start(&duologue_exe(), "far", &args, WAIT)
+        .await
+        .expect("checker node starts")
 }
 
 /// A node in this process that shares the secret.
@@ -126,6 +129,93 @@ async fn a_transfer_through_repeated_cuts_arrives_exactly_once_in_order() {
     }
     eprintln!("{TICKS} ticks, {cuts} cuts, {interrupted} interruptions, {resumed} resumes");
     assert!(cuts >= 10, "only {cuts} cuts");
+    assert!(
+        interrupted >= 1 && resumed == interrupted,
+        "{interrupted} / {resumed}"
+    );
+}
+
+/// Resets (RST) every connection at random moments 100-300 ms apart while ticks flow
+/// without a pause, until `resets` connections were reset; stops resetting; returns how
+/// many ticks were sent. Every cast must be taken within `WAIT`: a sender that stops
+/// making progress fails here, not in a silent hang.
+async fn send_through_resets(
+    check: &RemoteRef<SeqCheck>,
+    proxy: &FaultProxy,
+    resets: usize,
+) -> u64 {
+    use rand::Rng;
+    let mut next_reset = tokio::time::Instant::now();
+    let mut done = 0;
+    let mut n = 0;
+    while done < resets {
+        n += 1;
+        let sent = tokio::time::timeout(WAIT, check.cast(tick(n))).await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => panic!("tick {n} refused: {error}: {}", check.closed().await),
+            Err(_) => {
+                panic!("tick {n} waited over {WAIT:?} after {done} resets: the sender stalled")
+            }
+        }
+        if tokio::time::Instant::now() >= next_reset {
+            done += proxy.reset_all();
+            next_reset += Duration::from_millis(rand::rng().random_range(100..=300));
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_through_resets_at_random_moments_arrives_exactly_once_and_finishes() {
+    let secrets = SecretDir::create().unwrap();
+    // A small window and a consumer slower than the sender: the sender is paused and
+    // resumed, and waits for grants, all the time, so a reset always finds some of it
+    // in flight.
+    let flags = ["--credit-window", "256", "--actor", "seq-check:check@20000"];
+    let far = checker_with(&secrets, "127.0.0.1:0", &flags).await;
+    let proxy = FaultProxy::start(far.addr).await.unwrap();
+    let node = near(&secrets).await;
+    let (owner, mut heard) = recorder().await;
+    let check: RemoteRef<SeqCheck> = node
+        .connect(&proxy.addr().to_string(), "check", &owner)
+        .await
+        .unwrap();
+
+    let ticks = send_through_resets(&check, &proxy, 30).await;
+    let report = tokio::time::timeout(3 * WAIT, report(&check))
+        .await
+        .expect("the report within the bound");
+
+    assert_eq!(
+        (report.received, report.last, report.duplicates, report.gaps),
+        (ticks, ticks, 0, 0),
+        "{report:?}"
+    );
+    // Every interruption was followed by a resume (the last one's signal may still be on
+    // its way through the recorder's mailbox: wait for it, bounded).
+    let (mut interrupted, mut resumed) = (0, 0);
+    while let Ok(Some((_, item))) = tokio::time::timeout(
+        if interrupted > 0 && resumed == interrupted {
+            Duration::ZERO
+        } else {
+            WAIT
+        },
+        heard.recv(),
+    )
+    .await
+    {
+        match item {
+            Heard::Signal(SessionSignal::Interrupted(..)) => interrupted += 1,
+            Heard::Signal(SessionSignal::Resumed(..)) => resumed += 1,
+            Heard::Signal(SessionSignal::Flow(..)) | Heard::Message { .. } => {}
+            Heard::Signal(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    eprintln!(
+        "{ticks} ticks through {} resets: {interrupted} interruptions, {resumed} resumes",
+        proxy.cuts()
+    );
     assert!(
         interrupted >= 1 && resumed == interrupted,
         "{interrupted} / {resumed}"

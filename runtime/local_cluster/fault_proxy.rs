@@ -5,6 +5,7 @@
 //!  client ──TCP──▶ FaultProxy (127.0.0.1:0) ──TCP──▶ target
 //!                   │ cut_all()        shut both sockets of every connection, abort its task
 //!                   │ cut_every(n)     cut everything after every n bytes client → target
+//!                   │ reset_all()      reset (RST) both sockets of every connection
 //!                   │ set_blackhole()  accept, but forward nothing while on
 //! ```
 //!
@@ -78,6 +79,18 @@ impl Conn {
         }
         self.task.abort();
     }
+
+    /// Resets both sockets: with a zero linger, closing them sends RST instead of FIN,
+    /// as a middlebox or a crashed host does. Pending reads and writes on both peers
+    /// fail with "connection reset".
+    fn reset(self) {
+        let _ = socket2::SockRef::from(&self.client).set_linger(Some(std::time::Duration::ZERO));
+        if let Some(target) = &self.target {
+            let _ = socket2::SockRef::from(target).set_linger(Some(std::time::Duration::ZERO));
+        }
+        // The task holds the other descriptor of each socket; the last close sends the RST.
+        self.task.abort();
+    }
 }
 
 /// A second handle to a tokio socket, for `shutdown` from any thread.
@@ -95,19 +108,28 @@ impl Shared {
 
     /// Cuts every connection; returns how many.
     fn cut_all(&self) -> usize {
-        let conns: Vec<Conn> = {
-            let mut state = self.state();
-            let conns: Vec<Conn> = state.conns.drain().map(|(_, c)| c).collect();
-            state.cuts += conns.len();
-            state.since_cut = 0;
-            state.cut_pending = false;
-            conns
-        };
+        let conns = self.take_all();
         let n = conns.len();
-        for conn in conns {
-            conn.cut();
-        }
+        conns.into_iter().for_each(Conn::cut);
         n
+    }
+
+    /// Resets every connection; returns how many.
+    fn reset_all(&self) -> usize {
+        let conns = self.take_all();
+        let n = conns.len();
+        conns.into_iter().for_each(Conn::reset);
+        n
+    }
+
+    /// Takes every connection out of the table, counting them as cut.
+    fn take_all(&self) -> Vec<Conn> {
+        let mut state = self.state();
+        let conns: Vec<Conn> = state.conns.drain().map(|(_, c)| c).collect();
+        state.cuts += conns.len();
+        state.since_cut = 0;
+        state.cut_pending = false;
+        conns
     }
 
     /// How many of `wanted` bytes client → target may be forwarded now, and whether
@@ -176,7 +198,15 @@ impl FaultProxy {
         self.shared.cut_all()
     }
 
-    /// Connections cut so far, by [`FaultProxy::cut_all`] and by [`FaultProxy::cut_every`].
+    /// Resets every connection proxied now: both peers see "connection reset" (a TCP
+    /// RST, not an orderly close). Returns how many, and adds them to
+    /// [`FaultProxy::cuts`]. The proxy keeps accepting new connections.
+    pub fn reset_all(&self) -> usize {
+        self.shared.reset_all()
+    }
+
+    /// Connections cut so far, by [`FaultProxy::cut_all`], [`FaultProxy::reset_all`] and
+    /// by [`FaultProxy::cut_every`].
     pub fn cuts(&self) -> usize {
         self.shared.state().cuts
     }
