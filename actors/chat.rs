@@ -354,7 +354,9 @@ impl Actor for ChatMember {
                 myself.stop(None);
                 return Ok(());
             }
-            SessionMsg::Signal(SessionSignal::Opened(_) | SessionSignal::Flow(..)) => return Ok(()),
+            SessionMsg::Signal(
+                SessionSignal::Opened(_) | SessionSignal::Flow(..) | SessionSignal::HeldBack(..),
+            ) => return Ok(()),
         };
         // The receiver gone means the member's owner left; nothing to tell.
         let _ = events.send(event);

@@ -614,7 +614,9 @@ impl EditorState {
                 myself.stop(None);
                 return Ok(());
             }
-            SessionMsg::Signal(SessionSignal::Opened(_) | SessionSignal::Flow(..)) => {
+            SessionMsg::Signal(
+                SessionSignal::Opened(_) | SessionSignal::Flow(..) | SessionSignal::HeldBack(..),
+            ) => {
                 return Ok(());
             }
         };

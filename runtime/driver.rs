@@ -35,7 +35,9 @@ mod alarm;
 
 use crate::config::SessionPolicy;
 use crate::error::{CallError, CloseReason, ProtocolError, SendError};
-use crate::mailbox::{Deliver, Escalation, Inbound, Lost, ReplyPort, Resumption, SessionSignal};
+use crate::mailbox::{
+    Deliver, Escalation, HeldBack, Inbound, Lost, ReplyPort, Resumption, SessionSignal,
+};
 use crate::node::NodeInner;
 use crate::remote_ref::SessionSlot;
 use crate::session::{Event, Role, Session};
@@ -165,7 +167,8 @@ impl Shared {
         } else {
             None
         };
-        let events = core.session.has_events();
+        // A refusal can start the held-back watch, whose deadline the driver sleeps on.
+        let events = core.session.has_events() || (result.is_err() && core.needs_alarm());
         drop(core);
         if let Some(waker) = waker {
             waker.wake();
@@ -743,6 +746,19 @@ impl Driver {
                     Event::Closed(reason, unconfirmed) => self.on_closed(reason, unconfirmed),
                     Event::Flow(signal) => self.signal(|s| SessionSignal::Flow(s, signal)),
                     Event::CanSend => self.shared.flow_changed.notify_waiters(),
+                    Event::HeldBack {
+                        waited,
+                        credit_left,
+                        peer_signal,
+                    } => {
+                        tracing::warn!(session = ?self.session_ref, ?waited, credit_left, ?peer_signal, "sender held back by the peer");
+                        let held = HeldBack {
+                            waited,
+                            credit_left,
+                            peer_signal,
+                        };
+                        self.signal(|s| SessionSignal::HeldBack(s, held));
+                    }
                 }
             }
             if let Some(seq) = delivered {

@@ -213,6 +213,11 @@ pub enum SessionSignal {
     Resumed(SessionRef, Resumption),
     /// The peer sent a back-pressure signal; the runtime already obeys it (casts wait).
     Flow(SessionRef, FlowSignal),
+    /// A send has waited for the peer (no credit, or paused) longer than the silence
+    /// timeout twice over, and the peer, asked to restate its flow state, confirmed it:
+    /// its actor is not consuming. Told once per wait; the session stays up and senders
+    /// keep waiting. The owner decides: wait on, [`SessionRef::abort`], or route around.
+    HeldBack(SessionRef, HeldBack),
     /// The session could not go on. Pending calls have failed; the messages the peer
     /// never confirmed come back here.
     Lost(Lost),
@@ -245,6 +250,7 @@ impl SessionSignal {
             | Self::Interrupted(s, _)
             | Self::Resumed(s, _)
             | Self::Flow(s, _)
+            | Self::HeldBack(s, _)
             | Self::Lost(Lost { session: s, .. })
             | Self::Restarted { session: s, .. }
             | Self::Closed { session: s, .. } => s,
@@ -259,6 +265,17 @@ pub struct Resumption {
     pub replayed: u64,
     /// How long the session was interrupted.
     pub interrupted_for: std::time::Duration,
+}
+
+/// How long and how a peer has held a sender back ([`SessionSignal::HeldBack`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeldBack {
+    /// How long the first refused send has waited.
+    pub waited: std::time::Duration,
+    /// Messages the peer's credit still allows (0 when credit is what holds it back).
+    pub credit_left: u64,
+    /// The peer's signal in effect (a `Pause` when that is what holds it back).
+    pub peer_signal: Option<FlowSignal>,
 }
 
 /// A lost session: why, and what the peer never confirmed.

@@ -55,7 +55,7 @@ use crate::wire::{
 mod flow;
 
 pub use flow::FlowState;
-use flow::{Inflow, Outflow};
+use flow::{HeldBack, HeldBackStep, Inflow, Outflow};
 
 /// Tunables of one session. The defaults suit small messages on a LAN.
 #[derive(Clone, Debug)]
@@ -161,6 +161,13 @@ pub(crate) enum Event {
     Flow(FlowSignal),
     /// Credit arrived or a pause ended: senders waiting may try again.
     CanSend,
+    /// A sender has been held back by the peer (no credit, or paused) for `waited`,
+    /// though the peer restated its flow state when asked: its actor is not consuming.
+    HeldBack {
+        waited: Duration,
+        credit_left: u64,
+        peer_signal: Option<FlowSignal>,
+    },
     /// The session is over; the messages the peer never confirmed come back.
     Closed(CloseReason, Vec<Envelope>),
 }
@@ -218,6 +225,8 @@ pub struct Session {
     outflow: Outflow,
     /// What this side lets the peer send: consumption, grants and watermarks.
     inflow: Inflow,
+    /// A sender held back by the peer, watched so it never waits without a word.
+    held_back: HeldBack,
 
     control: VecDeque<Frame>,
     events: VecDeque<Event>,
@@ -309,6 +318,7 @@ impl Session {
             peer_goodbye: None,
             outflow: Outflow::new(crate::wire::DEFAULT_CREDIT_WINDOW, now),
             inflow: Inflow::new(&config),
+            held_back: HeldBack::default(),
             control: VecDeque::new(),
             events: VecDeque::new(),
             config,
@@ -423,6 +433,9 @@ impl Session {
         // caller is waiting for them), and holding them back could deadlock two callers.
         let reply = matches!(body.kind, crate::wire::BodyKind::Reply { .. });
         if !reply && self.outflow.blocked(self.next_seq, &now).is_some() {
+            if self.outflow.held_back(self.next_seq) {
+                self.held_back.refused(now());
+            }
             return Err(SendError::Full(body));
         }
         if self.unacked() + 1 > self.config.replay_max_messages
@@ -599,6 +612,8 @@ impl Session {
     /// its first handshake closes.
     pub fn stream_broken(&mut self, cause: String, now: Instant) {
         self.generation += 1;
+        // The resume restates the whole flow state; a wait starts afresh after it.
+        self.held_back.clear();
         // A signal still queued for the dead stream goes out on the next one.
         let queued_signal = self.control.iter().rev().find_map(|frame| match frame {
             Frame::Flow(flow) => flow.signal,
@@ -710,6 +725,10 @@ impl Session {
             (_, State::Active | State::Finishing, Frame::Ack(seq)) => self.on_ack(seq),
             (_, State::Active | State::Finishing, Frame::Goodbye(g)) => self.on_goodbye(g),
             (_, State::Active | State::Finishing, Frame::Flow(flow)) => self.on_flow(flow, now),
+            (_, State::Active | State::Finishing, Frame::FlowQuery(_)) => {
+                let flow = self.inflow.restate();
+                self.control.push_back(Frame::Flow(flow));
+            }
             (_, state, frame) => {
                 let state = state_name(state);
                 self.violation(ProtocolError::UnexpectedFrame {
@@ -772,11 +791,40 @@ impl Session {
                 now,
             );
         }
+        if matches!(self.state, State::Active | State::Finishing) {
+            self.held_back_step(now);
+        }
         if let Some(due) = self.ack_due
             && now >= due
         {
             self.ack_due = None;
             self.ack_now = true;
+        }
+    }
+
+    /// A sender the peer holds back: ask, give the stream up, or tell the owner.
+    fn held_back_step(&mut self, now: Instant) {
+        if !self.outflow.held_back(self.next_seq) {
+            self.held_back.clear();
+            return;
+        }
+        let silence = self.config.silence_timeout;
+        match self.held_back.due(now, silence) {
+            None => {}
+            Some(HeldBackStep::Ask) => {
+                self.control.push_back(Frame::FlowQuery(self.next_seq));
+            }
+            Some(HeldBackStep::Unanswered) => self.stream_broken(
+                format!(
+                    "the peer did not restate its flow state within {silence:?} of being asked"
+                ),
+                now,
+            ),
+            Some(HeldBackStep::Tell(waited)) => self.events.push_back(Event::HeldBack {
+                waited,
+                credit_left: self.outflow.credit_left(self.next_seq),
+                peer_signal: self.outflow.signal(),
+            }),
         }
     }
 
@@ -789,12 +837,20 @@ impl Session {
         Some(heard + self.config.silence_timeout)
     }
 
+    fn held_back_deadline(&self) -> Option<Instant> {
+        if !matches!(self.state, State::Active | State::Finishing) {
+            return None;
+        }
+        self.held_back.deadline(self.config.silence_timeout)
+    }
+
     /// When `handle_timeout` must next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.handshake_deadline,
             self.ack_due,
             self.silence_deadline(),
+            self.held_back_deadline(),
             self.resume_deadline.filter(|_| self.is_interrupted()),
         ]
         .into_iter()
@@ -1178,6 +1234,11 @@ impl Session {
 
     fn on_flow(&mut self, flow: Flow, now: Instant) {
         let update = self.outflow.update(flow.credit, flow.signal, now);
+        if self.outflow.held_back(self.next_seq) {
+            self.held_back.heard_flow();
+        } else {
+            self.held_back.clear();
+        }
         if let Some(signal) = flow.signal.filter(|_| update.changed) {
             self.events.push_back(Event::Flow(signal));
         }

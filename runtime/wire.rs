@@ -23,7 +23,7 @@ pub(crate) mod pb {
 
 /// The protocol version this crate speaks.
 /// Version 2 names a type once per run of envelopes of that type in a batch.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Identifies one session; chosen by the initiator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +80,8 @@ pub(crate) enum Frame {
     Ack(u64),
     Goodbye(Goodbye),
     Flow(Flow),
+    /// The peer waits to send this sequence number: restate the grant and signal.
+    FlowQuery(u64),
 }
 
 impl Frame {
@@ -95,6 +97,7 @@ impl Frame {
             Self::Ack(_) => "Ack",
             Self::Goodbye(_) => "Goodbye",
             Self::Flow(_) => "Flow",
+            Self::FlowQuery(_) => "FlowQuery",
         }
     }
 }
@@ -425,6 +428,7 @@ impl TryFrom<pb::Frame> for Frame {
                     signal,
                 })
             }
+            Kind::FlowQuery(q) => Self::FlowQuery(q.next_seq),
         })
     }
 }
@@ -648,6 +652,7 @@ impl From<Frame> for pb::Frame {
                     FlowSignal::Throttle(rate) => pb::flow::Signal::Throttle(rate),
                 }),
             }),
+            Frame::FlowQuery(next_seq) => Kind::FlowQuery(pb::FlowQuery { next_seq }),
         };
         Self { kind: Some(kind) }
     }

@@ -181,6 +181,12 @@ impl Outflow {
         }
     }
 
+    /// Whether sending `next_seq` waits for the peer (credit or a pause), as opposed to a
+    /// delay that ends by itself (a resume-after or a throttle).
+    pub(crate) fn held_back(&self, next_seq: u64) -> bool {
+        next_seq > self.credit || self.paused
+    }
+
     /// Messages that may still be sent on the current credit.
     pub(crate) fn credit_left(&self, next_seq: u64) -> u64 {
         (self.credit + 1).saturating_sub(next_seq)
@@ -202,6 +208,82 @@ impl Outflow {
     /// The rate a throttle limits sending to.
     pub(crate) fn throttled_to(&self) -> Option<f64> {
         self.throttle.as_ref().map(|b| b.rate)
+    }
+}
+
+/// Watches a sender the peer holds back (no credit, or paused) while the stream is up,
+/// so that it never waits without a word: after the silence timeout it asks the peer to
+/// restate its flow state (`FlowQuery`); a peer that does not answer within another
+/// silence timeout has a broken stream (the resume restates everything); a peer that
+/// answers and still holds it back is reported to the owner, once per episode.
+#[derive(Debug, Default)]
+pub(crate) struct HeldBack {
+    /// Since when a send has been refused for credit or a pause.
+    since: Option<Instant>,
+    /// When the `FlowQuery` went out.
+    asked: Option<Instant>,
+    /// A `Flow` arrived after the query.
+    answered: bool,
+    /// The owner was told.
+    told: bool,
+}
+
+/// What [`HeldBack::due`] says to do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeldBackStep {
+    /// Send a `FlowQuery`.
+    Ask,
+    /// The peer did not answer the query: give the stream up.
+    Unanswered,
+    /// The peer answered and still holds the sender back this long: tell the owner.
+    Tell(Duration),
+}
+
+impl HeldBack {
+    /// A send was refused for credit or a pause at `now`.
+    pub(crate) fn refused(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+    }
+
+    /// The sender may go on, or the stream changed: a new episode starts at the next
+    /// refusal.
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// A `Flow` arrived from the peer.
+    pub(crate) fn heard_flow(&mut self) {
+        if self.asked.is_some() {
+            self.answered = true;
+        }
+    }
+
+    /// When the next step is due, if any.
+    pub(crate) fn deadline(&self, silence: Duration) -> Option<Instant> {
+        match (self.since, self.asked) {
+            _ if self.told => None,
+            (Some(since), None) => Some(since + silence),
+            (Some(_), Some(asked)) => Some(asked + silence),
+            (None, _) => None,
+        }
+    }
+
+    /// The step due at `now`, if any (and records it).
+    pub(crate) fn due(&mut self, now: Instant, silence: Duration) -> Option<HeldBackStep> {
+        if self.deadline(silence).is_none_or(|at| now < at) {
+            return None;
+        }
+        let since = self.since?;
+        if self.asked.is_none() {
+            self.asked = Some(now);
+            return Some(HeldBackStep::Ask);
+        }
+        if !self.answered {
+            self.clear();
+            return Some(HeldBackStep::Unanswered);
+        }
+        self.told = true;
+        Some(HeldBackStep::Tell(now.saturating_duration_since(since)))
     }
 }
 

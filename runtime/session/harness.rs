@@ -56,6 +56,8 @@ pub(super) struct End {
     pub(super) closed: Option<(CloseReason, Vec<u64>)>,
     pub(super) interrupted: u32,
     pub(super) resumed: u32,
+    /// How often the owner was told the peer holds its sender back.
+    pub(super) held_back: u32,
     /// Frames sent towards the other end and not yet delivered.
     pub(super) wire: VecDeque<Frame>,
 }
@@ -72,6 +74,7 @@ impl End {
             closed: None,
             interrupted: 0,
             resumed: 0,
+            held_back: 0,
             wire: VecDeque::new(),
         }
     }
@@ -126,6 +129,7 @@ impl End {
                     self.closed = Some((reason, unconfirmed.iter().map(number).collect()));
                 }
                 Event::CanSend => self.send_waiting(now),
+                Event::HeldBack { .. } => self.held_back += 1,
                 Event::Established | Event::PeerFinished(_) | Event::Flow(_) => {}
             }
         }

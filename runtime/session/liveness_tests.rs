@@ -121,6 +121,84 @@ fn a_restated_throttle_is_not_applied_twice() {
     );
 }
 
+/// `a` fills `b`'s window; `b`'s owner reads nothing.
+fn held_back_pair() -> Harness {
+    let mut h = late_consumers(small_window(16));
+    h.a.waiting = 20;
+    h.a.send_waiting(h.now);
+    h.settle();
+    assert_eq!((h.a.sent, h.a.waiting), (16, 4));
+    h
+}
+
+/// Whether `end`'s wire holds a frame `pick` accepts.
+fn on_wire(end: &End, pick: impl Fn(&Frame) -> bool) -> bool {
+    end.wire.iter().any(pick)
+}
+
+#[test]
+fn a_sender_held_back_past_the_silence_timeout_asks_then_tells_its_owner_once() {
+    let silence = SessionConfig::default().silence_timeout;
+    let mut h = held_back_pair();
+    h.advance(silence);
+    h.a.flush(h.now);
+    assert!(
+        on_wire(&h.a, |f| matches!(f, Frame::FlowQuery(17))),
+        "asked for seq 17"
+    );
+    h.settle(); // b answers with its grant and its pause
+    assert_eq!(h.a.session.state(), &State::Active);
+    h.advance(silence);
+    assert_eq!(h.a.held_back, 1, "told once the answer confirmed the wait");
+    h.advance(silence * 3);
+    h.settle();
+    assert_eq!(h.a.held_back, 1, "once per wait");
+    // b reads: a goes on, and a new wait would start a new episode.
+    h.b.consume(u64::MAX);
+    h.settle();
+    assert_eq!((h.a.sent, h.a.waiting), (20, 0));
+}
+
+#[test]
+fn a_grant_lost_on_a_live_stream_is_restated_when_asked() {
+    let silence = SessionConfig::default().silence_timeout;
+    let mut h = held_back_pair();
+    h.b.consume(u64::MAX);
+    h.b.flush(h.now);
+    // The grant and the resume never arrive, though the stream stays up.
+    h.b.wire.retain(|f| !matches!(f, Frame::Flow(_)));
+    h.settle();
+    assert_eq!(h.a.waiting, 4, "still held back");
+    h.advance(silence);
+    h.settle();
+    assert_eq!(
+        (h.a.sent, h.a.waiting),
+        (20, 0),
+        "the restated grant let it go on"
+    );
+    assert_eq!(h.a.held_back, 0);
+    assert_eq!(h.b.delivered, numbers(20));
+}
+
+#[test]
+fn a_peer_that_never_answers_the_query_loses_the_stream_and_the_resume_restates() {
+    let silence = SessionConfig::default().silence_timeout;
+    let mut h = held_back_pair();
+    h.advance(silence);
+    h.a.flush(h.now);
+    h.a.wire.clear(); // the query is lost
+    h.b.consume(u64::MAX);
+    h.b.flush(h.now);
+    h.b.wire.clear(); // and so is the grant
+    h.advance(silence);
+    assert_eq!(h.a.session.state(), &State::Interrupted);
+    h.cut();
+    h.reconnect();
+    h.settle();
+    assert_eq!((h.a.sent, h.a.waiting), (20, 0));
+    assert_eq!(h.b.delivered, numbers(20));
+}
+
 /// One step of a random schedule.
 #[derive(Clone, Debug)]
 enum Step {

@@ -140,7 +140,8 @@ impl Pair {
                     Event::Interrupted(_)
                     | Event::Resumed { .. }
                     | Event::Flow(_)
-                    | Event::CanSend => {}
+                    | Event::CanSend
+                    | Event::HeldBack { .. } => {}
                 }
             }
         }

@@ -48,7 +48,7 @@ import threading
 import time
 import uuid
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 NONCE_LEN = 32
 PROOF_LEN = 32
 MIN_SECRET_LEN = 16
@@ -220,6 +220,11 @@ class Session:
 
         self.last_heard = time.monotonic()
         self.waiting_since = None  # since when data of ours waits for an ack
+        self.factor = None  # the throttle factor in effect
+        self.last_flow_at = None  # when the room last sent a Flow
+        self.held_since = None  # since when the room's credit or pause holds a send back
+        self.queried_at = None  # when we asked the room to restate its flow state
+        self.held_told = False
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -372,8 +377,10 @@ class Session:
             raise self.protocol_error(
                 f"the room says it received {peer_received}, but only {self.transmitted} were sent")
         replay = [e for e in self.in_flight if e.seq > peer_received]
-        # Our last grant and ack may have been lost with the old stream: state them again.
-        self.write(pb.Frame(flow=pb.Flow(credit=self.granted)))
+        # Our last grant and ack may have been lost with the old stream: state them again,
+        # with the signal in effect (this client never holds the room back: Resume).
+        self.write(pb.Frame(flow=pb.Flow(credit=self.granted, resume=pb.Resume())))
+        self.held_since = self.queried_at = None
         if replay:
             self.write(pb.Frame(batch=pb.Batch(ack=self.delivered, envelopes=replay)))
             self.waiting_since = time.monotonic()
@@ -429,6 +436,12 @@ class Session:
             self.next_seq += 1
             self.note_sent(now)
             envelopes.append(envelope)
+        held = bool(self.pending) and self.blocked_until(now) == float("inf")
+        if not held:
+            self.held_since = self.queried_at = None
+            self.held_told = False
+        elif self.held_since is None:
+            self.held_since = now
         stalled = bool(self.pending) and self.next_seq > self.credit
         if stalled and (envelopes or not self.stalled):
             self.credit_stalls += 1
@@ -487,6 +500,10 @@ class Session:
             self.on_ack(frame.ack.seq)
         elif kind == "flow":
             self.on_flow(frame.flow)
+        elif kind == "flow_query":
+            # The room waits for our grant: state it whole (we never pause the room).
+            self.write(self.pb.Frame(flow=self.pb.Flow(credit=self.granted,
+                                                       resume=self.pb.Resume())))
         elif kind == "goodbye":
             self.on_goodbye(frame.goodbye)
         else:
@@ -509,18 +526,22 @@ class Session:
 
     def on_flow(self, flow):
         now = time.monotonic()
+        self.last_flow_at = now
         self.credit = max(self.credit, flow.credit)
         signal = flow.WhichOneof("signal")
         if signal == "pause":
             self.paused, self.resume_at = True, None
         elif signal == "resume":
-            self.paused, self.resume_at, self.bucket = False, None, None
+            self.paused, self.resume_at, self.bucket, self.factor = False, None, None, None
         elif signal == "resume_after_ms":
             self.paused, self.resume_at = False, now + flow.resume_after_ms / 1000.0
+        elif signal == "throttle" and self.bucket is not None and flow.throttle == self.factor:
+            pass  # restated after a resume or a query: the rate is not scaled twice
         elif signal == "throttle":
             factor = flow.throttle
             if not 0.0 < factor <= 1.0:
                 raise self.protocol_error(f"throttle {factor} outside (0, 1]")
+            self.factor = factor
             while self.sent_times and self.sent_times[0] < now - 1.0:
                 self.sent_times.popleft()
             rate = max(1.0, factor * len(self.sent_times))
@@ -560,7 +581,26 @@ class Session:
                 times.append(until)
         if self.waiting_since is not None:
             times.append(max(self.waiting_since, self.last_heard) + self.args.silence_timeout)
+        if self.held_since is not None and not self.held_told:
+            times.append((self.queried_at or self.held_since) + self.args.silence_timeout)
         return min(times) if times else None
+
+    def check_held_back(self, now):
+        """Held back by the room past the silence timeout: ask it to restate its flow
+        state; unanswered, the stream is broken; answered and still held, say so once."""
+        if self.held_since is None or self.held_told:
+            return
+        silence = self.args.silence_timeout
+        if self.queried_at is None:
+            if now >= self.held_since + silence:
+                self.queried_at = now
+                self.write(self.pb.Frame(flow_query=self.pb.FlowQuery(next_seq=self.next_seq)))
+        elif now >= self.queried_at + silence:
+            if self.last_flow_at is None or self.last_flow_at < self.queried_at:
+                self.held_since = self.queried_at = None
+                raise StreamBroken(f"the room did not restate its flow state within {silence:g}s")
+            self.held_told = True
+            log(f"held back by the room for {now - self.held_since:.1f}s: it is not consuming")
 
     def run(self, on_event, deadline_of):
         """Runs until `on_event` says the conversation is over. `on_event(kind, item)`
@@ -604,6 +644,7 @@ class Session:
                         raise StreamBroken(
                             f"no word from the room for {self.args.silence_timeout:g}s "
                             "with messages unacknowledged")
+                    self.check_held_back(now)
                 self.flush()
                 if on_event("progress", None):
                     return
