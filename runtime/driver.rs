@@ -251,6 +251,11 @@ impl Shared {
         self.calls_lock().remove(&id);
     }
 
+    /// Calls waiting for their reply.
+    pub(crate) fn pending_calls(&self) -> usize {
+        self.calls_lock().len()
+    }
+
     fn calls_lock(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<CallOutcome>>> {
         self.calls
             .lock()

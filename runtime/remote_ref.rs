@@ -63,7 +63,10 @@ impl<P: Protocol> RemoteRef<P> {
         SessionRef::clone(&self.slot.load())
     }
 
-    /// Sends a one-way message.
+    /// Sends a one-way message, waiting for credit as [`SessionRef::cast`] does.
+    ///
+    /// # Cancel safety
+    /// As [`SessionRef::cast`]: dropped before it completes, the message was never sent.
     ///
     /// # Errors
     /// The message comes back in a [`SendError`] when the session does not take it.
@@ -80,6 +83,9 @@ impl<P: Protocol> RemoteRef<P> {
     }
 
     /// Sends a request and waits up to `timeout` for its reply.
+    ///
+    /// # Cancel safety
+    /// As [`SessionRef::call`]: dropping the future leaves nothing behind.
     ///
     /// # Errors
     /// See [`SessionRef::call`].

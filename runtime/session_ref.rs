@@ -78,6 +78,12 @@ impl SessionRef {
     /// Sends a one-way message, waiting while the peer gives no credit or holds this side
     /// back (`Pause`, `ResumeAfter`, `Throttle`).
     ///
+    /// # Cancel safety
+    /// The session takes a message whole or not at all. Dropping this future before it
+    /// completes drops the message unsent: it never entered the session. Once it returned
+    /// `Ok`, the message is in the session's replay buffer: it is delivered exactly once,
+    /// or handed back in [`crate::SessionSignal::Lost`] / `Closed` as unconfirmed.
+    ///
     /// # Errors
     /// The message comes back in a [`SendError`] when the session is closed or finishing,
     /// or when it exceeds the session's size limit.
@@ -113,6 +119,11 @@ impl SessionRef {
     /// Sends `request` and waits up to `timeout` for the reply, which must be a `R`. The
     /// callee can read the deadline ([`crate::Inbound::deadline`]).
     ///
+    /// # Cancel safety
+    /// Dropping this future cancels the wait and leaves nothing behind in the session (see
+    /// [`SessionRef::pending_calls`]). If the request was already taken by the session,
+    /// the callee still receives it and may answer; the answer is discarded on arrival.
+    ///
     /// # Errors
     /// [`CallError::Timeout`] when no reply came in time, [`CallError::SessionClosed`]
     /// when the session closed first, [`CallError::Fault`] when the callee failed (or
@@ -124,6 +135,11 @@ impl SessionRef {
     {
         let id = self.inner.shared.next_call_id();
         let reply = self.inner.shared.register_call(id);
+        // Forgets the call however this future ends: reply, error, timeout or drop.
+        let _pending = PendingCall {
+            shared: &self.inner.shared,
+            id,
+        };
         let body = Body {
             kind: BodyKind::Call {
                 id,
@@ -135,20 +151,21 @@ impl SessionRef {
             payload: request.encode_to_vec().into(),
         };
         if let Err(error) = self.inner.shared.send_waiting(body).await {
-            self.inner.shared.forget_call(id);
             return Err(CallError::Send(error.map(drop)));
         }
         match tokio::time::timeout(timeout, reply).await {
-            Err(_) => {
-                self.inner.shared.forget_call(id);
-                Err(CallError::Timeout(timeout))
-            }
+            Err(_) => Err(CallError::Timeout(timeout)),
             Ok(Err(_)) => Err(CallError::SessionClosed(self.close_reason_or_unknown())),
             Ok(Ok(outcome)) => {
                 let (type_url, payload) = outcome?;
                 Ok(decode_payload(&type_url, &payload)?)
             }
         }
+    }
+
+    /// Calls on this session waiting for their reply now.
+    pub fn pending_calls(&self) -> usize {
+        self.inner.shared.pending_calls()
     }
 
     pub(crate) fn send_reply<M: Message + Name + 'static>(
@@ -301,3 +318,16 @@ impl PartialEq for SessionRef {
 }
 
 impl Eq for SessionRef {}
+
+/// A call registered with the session, forgotten when dropped: a call whose future is
+/// dropped leaves no entry behind.
+struct PendingCall<'a> {
+    shared: &'a crate::driver::Shared,
+    id: u64,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        self.shared.forget_call(self.id);
+    }
+}

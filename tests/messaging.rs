@@ -92,6 +92,31 @@ async fn unanswered_call_times_out_with_a_typed_error() {
 }
 
 #[tokio::test]
+async fn a_call_whose_future_is_dropped_leaves_nothing_behind() {
+    let Pair {
+        mut server, remote, ..
+    } = pair().await;
+    let session = remote.session();
+    {
+        let call = remote.call(ping(HOLD), WAIT);
+        tokio::pin!(call);
+        // Poll the call until the callee holds it, then drop the future.
+        tokio::select! {
+            _ = &mut call => panic!("a held call cannot complete"),
+            () = async {
+                while !matches!(next(&mut server.seen).await, Seen::Ping { n: HOLD, .. }) {}
+            } => {}
+        }
+        assert_eq!(session.pending_calls(), 1);
+    }
+    assert_eq!(session.pending_calls(), 0, "the dropped call left its entry");
+    // Timed-out and answered calls leave nothing either.
+    let _ = remote.call(ping(HOLD), Duration::from_millis(50)).await;
+    remote.call(ping(3), WAIT).await.unwrap();
+    assert_eq!(session.pending_calls(), 0);
+}
+
+#[tokio::test]
 async fn dropped_call_fails_at_once_with_a_fault() {
     let Pair { remote, .. } = pair().await;
     let error = remote.call(ping(DROP), WAIT).await.unwrap_err();
