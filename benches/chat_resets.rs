@@ -21,6 +21,9 @@
 //! and exits non-zero when anything was lost, doubled or reordered, or the writer did
 //! not finish.
 
+#[path = "args.rs"]
+mod args;
+use args::option;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,18 +33,6 @@ use duologue::local_cluster::{ChildGuard, FaultProxy, NodeProcess, SecretDir};
 use rand::Rng;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::oneshot;
-
-/// Reads `--flag value` pairs.
-fn option(args: &[String], flag: &str, default: u64) -> anyhow::Result<u64> {
-    match args.iter().position(|a| a == flag) {
-        Some(i) => args
-            .get(i + 1)
-            .with_context(|| format!("{flag} needs a value"))?
-            .parse()
-            .with_context(|| format!("{flag} takes a number")),
-        None => Ok(default),
-    }
-}
 
 /// How the reader's stdout went: every line `writer: N` checked against the one before.
 #[derive(Debug, Default)]
@@ -132,7 +123,11 @@ async fn main() -> anyhow::Result<()> {
     let mut stdin = BufWriter::new(writer.stdin.take().context("writer stdin")?);
     let feed = tokio::spawn(async move {
         const TICK: Duration = Duration::from_millis(10);
-        let per_tick = if rate == 0 { lines } else { (rate / 100).max(1) };
+        let per_tick = if rate == 0 {
+            lines
+        } else {
+            (rate / 100).max(1)
+        };
         let mut ticks = tokio::time::interval(TICK);
         let mut n = 0;
         while n < lines {

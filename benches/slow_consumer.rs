@@ -11,6 +11,9 @@
 //! `duologue slow_consumer casts=... rate=... payload_bytes=... wall_s=... sender_peak_rss_mib=...
 //! receiver_peak_rss_mib=... max_receiver_backlog=... max_sender_unacked=... lost=... duplicates=...`
 
+#[path = "args.rs"]
+mod args;
+use args::option;
 use duologue::local_cluster::IgnoringOwner;
 use std::time::{Duration, Instant};
 
@@ -20,18 +23,6 @@ use duologue::actors::seq_check::proto::{ReportRequest, Tick, check_reply};
 use duologue::local_cluster::{Memory, NodeProcess, SecretDir};
 use duologue::{Node, RemoteRef};
 use ractor::Actor;
-
-/// Reads `--flag value` pairs.
-fn option(args: &[String], flag: &str, default: u64) -> anyhow::Result<u64> {
-    match args.iter().position(|a| a == flag) {
-        Some(i) => args
-            .get(i + 1)
-            .with_context(|| format!("{flag} needs a value"))?
-            .parse()
-            .with_context(|| format!("{flag} takes a number")),
-        None => Ok(default),
-    }
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

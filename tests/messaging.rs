@@ -109,7 +109,11 @@ async fn a_call_whose_future_is_dropped_leaves_nothing_behind() {
         }
         assert_eq!(session.pending_calls(), 1);
     }
-    assert_eq!(session.pending_calls(), 0, "the dropped call left its entry");
+    assert_eq!(
+        session.pending_calls(),
+        0,
+        "the dropped call left its entry"
+    );
     // Timed-out and answered calls leave nothing either.
     let _ = remote.call(ping(HOLD), Duration::from_millis(50)).await;
     remote.call(ping(3), WAIT).await.unwrap();

@@ -69,6 +69,24 @@ async fn checked(secrets: &SecretDir, via: impl FnOnce(std::net::SocketAddr) -> 
     }
 }
 
+/// A fault proxy in front of `far`, and a session to its checker through it.
+async fn through_proxy(secrets: &SecretDir, far: NodeProcess) -> (FaultProxy, Checked) {
+    let proxy = FaultProxy::start(far.addr).await.unwrap();
+    let node = near(secrets).await;
+    let (owner, heard) = recorder().await;
+    let check = node
+        .connect(&proxy.addr().to_string(), "check", &owner)
+        .await
+        .unwrap();
+    let checked = Checked {
+        far,
+        _node: node,
+        heard,
+        check,
+    };
+    (proxy, checked)
+}
+
 fn tick(n: u64) -> Tick {
     Tick {
         n,
@@ -99,15 +117,14 @@ async fn a_transfer_through_repeated_cuts_arrives_exactly_once_in_order() {
     const TICKS: u64 = 100_000;
     let secrets = SecretDir::create().unwrap();
     let far = checker(&secrets, "127.0.0.1:0").await;
-    let proxy = FaultProxy::start(far.addr).await.unwrap();
+    let (
+        proxy,
+        Checked {
+            mut heard, check, ..
+        },
+    ) = through_proxy(&secrets, far).await;
     // About 5 MB cross the proxy: that is a cut every few thousand ticks.
     proxy.cut_every(256 * 1024);
-    let node = near(&secrets).await;
-    let (owner, mut heard) = recorder().await;
-    let check: RemoteRef<SeqCheck> = node
-        .connect(&proxy.addr().to_string(), "check", &owner)
-        .await
-        .unwrap();
 
     send_ticks(&check, 1..=TICKS).await;
     let report = report(&check).await;
@@ -174,13 +191,12 @@ async fn a_transfer_through_resets_at_random_moments_arrives_exactly_once_and_fi
     // in flight.
     let flags = ["--credit-window", "256", "--actor", "seq-check:check@20000"];
     let far = checker_with(&secrets, "127.0.0.1:0", &flags).await;
-    let proxy = FaultProxy::start(far.addr).await.unwrap();
-    let node = near(&secrets).await;
-    let (owner, mut heard) = recorder().await;
-    let check: RemoteRef<SeqCheck> = node
-        .connect(&proxy.addr().to_string(), "check", &owner)
-        .await
-        .unwrap();
+    let (
+        proxy,
+        Checked {
+            mut heard, check, ..
+        },
+    ) = through_proxy(&secrets, far).await;
 
     let ticks = send_through_resets(&check, &proxy, 30).await;
     let report = tokio::time::timeout(3 * WAIT, report(&check))

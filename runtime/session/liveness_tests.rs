@@ -26,6 +26,16 @@ fn late_consumers(config: SessionConfig) -> Harness {
     h
 }
 
+/// `a` wants to send `wanted` to `b`, whose 16-message window it fills; `b`'s owner
+/// reads nothing yet.
+fn filling_b(wanted: u64) -> Harness {
+    let mut h = late_consumers(small_window(16));
+    h.a.waiting = wanted;
+    h.a.send_waiting(h.now);
+    h.settle();
+    h
+}
+
 /// After the cuts stop: both owners read everything, senders retry when told, streams
 /// that the core gave up (silence) are replaced, time moves. Returns how many rounds it
 /// took, or `None` if the pair never finished.
@@ -53,10 +63,7 @@ fn run_to_completion(h: &mut Harness) -> Option<u32> {
 
 #[test]
 fn a_resume_lost_with_its_stream_does_not_leave_the_peer_paused() {
-    let mut h = late_consumers(small_window(16));
-    h.a.waiting = 16;
-    h.a.send_waiting(h.now);
-    h.settle();
+    let mut h = filling_b(16);
     assert_eq!(h.b.delivered.len(), 16);
     assert!(
         h.a.session.flow(h.now).send_blocked,
@@ -81,10 +88,7 @@ fn a_resume_lost_with_its_stream_does_not_leave_the_peer_paused() {
 
 #[test]
 fn a_pause_still_in_effect_is_restated_after_a_resume() {
-    let mut h = late_consumers(small_window(16));
-    h.a.waiting = 16;
-    h.a.send_waiting(h.now);
-    h.settle();
+    let mut h = filling_b(16);
     h.cut();
     h.reconnect();
     h.settle();
@@ -121,12 +125,9 @@ fn a_restated_throttle_is_not_applied_twice() {
     );
 }
 
-/// `a` fills `b`'s window; `b`'s owner reads nothing.
+/// `a` fills `b`'s window and waits to send 4 more; `b`'s owner reads nothing.
 fn held_back_pair() -> Harness {
-    let mut h = late_consumers(small_window(16));
-    h.a.waiting = 20;
-    h.a.send_waiting(h.now);
-    h.settle();
+    let h = filling_b(20);
     assert_eq!((h.a.sent, h.a.waiting), (16, 4));
     h
 }
