@@ -117,12 +117,9 @@ async fn a_transfer_through_repeated_cuts_arrives_exactly_once_in_order() {
     const TICKS: u64 = 100_000;
     let secrets = SecretDir::create().unwrap();
     let far = checker(&secrets, "127.0.0.1:0").await;
-    let (
-        proxy,
-        Checked {
-            mut heard, check, ..
-        },
-    ) = through_proxy(&secrets, far).await;
+    // The checker process and the near node live as long as `checked`.
+    let (proxy, mut checked) = through_proxy(&secrets, far).await;
+    let (check, heard) = (checked.check.clone(), &mut checked.heard);
     // About 5 MB cross the proxy: that is a cut every few thousand ticks.
     proxy.cut_every(256 * 1024);
 
@@ -191,12 +188,9 @@ async fn a_transfer_through_resets_at_random_moments_arrives_exactly_once_and_fi
     // in flight.
     let flags = ["--credit-window", "256", "--actor", "seq-check:check@20000"];
     let far = checker_with(&secrets, "127.0.0.1:0", &flags).await;
-    let (
-        proxy,
-        Checked {
-            mut heard, check, ..
-        },
-    ) = through_proxy(&secrets, far).await;
+    // The checker process and the near node live as long as `checked`.
+    let (proxy, mut checked) = through_proxy(&secrets, far).await;
+    let (check, heard) = (checked.check.clone(), &mut checked.heard);
 
     let ticks = send_through_resets(&check, &proxy, 30).await;
     let report = tokio::time::timeout(3 * WAIT, report(&check))
