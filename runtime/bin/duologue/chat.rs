@@ -32,8 +32,8 @@ pub(crate) struct ChatArgs {
     #[arg(long, default_value = "10s", value_parser = duration)]
     timeout: Duration,
     /// How long to keep trying to reach the room's node when its connection is refused or
-    /// reset before the session is established.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    /// reset before the session is established (exit 5 after that).
+    #[arg(long, default_value = "5s", value_parser = duration)]
     connect_timeout: Duration,
     /// When the session is lost, join the room again (and resend the texts it never
     /// confirmed) instead of exiting.
