@@ -912,7 +912,14 @@ impl Driver {
         };
         let opened = self
             .node
-            .open_session(addr, actor, owner.clone(), self.policy, Some(slot.clone()), retry)
+            .open_session(
+                addr,
+                actor,
+                owner.clone(),
+                self.policy,
+                Some(slot.clone()),
+                retry,
+            )
             .await;
         let signal = match opened {
             Ok((session, _)) => {

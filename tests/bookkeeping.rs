@@ -32,7 +32,10 @@ async fn settles(node: &Node, wanted: Bookkeeping) -> Bookkeeping {
     })
     .await;
     let seen = node.bookkeeping();
-    assert!(polled.is_ok(), "bookkeeping stays at {seen:?}, not {wanted:?}");
+    assert!(
+        polled.is_ok(),
+        "bookkeeping stays at {seen:?}, not {wanted:?}"
+    );
     seen
 }
 
@@ -52,7 +55,12 @@ async fn links_to_peers_without_sessions_are_dropped_after_the_idle_grace() {
     let (owner, _) = probe().await;
     let mut remotes: Vec<RemoteRef<PingPong>> = Vec::new();
     for peer in &peers {
-        remotes.push(client.connect(&addr(&peer.node), "probe", &owner).await.unwrap());
+        remotes.push(
+            client
+                .connect(&addr(&peer.node), "probe", &owner)
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(client.bookkeeping().links, PEERS);
 
@@ -61,19 +69,26 @@ async fn links_to_peers_without_sessions_are_dropped_after_the_idle_grace() {
         tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
     }
 
-    let settled = settles(&client, Bookkeeping {
-        owners: 1,
-        ..Bookkeeping::default()
-    })
+    let settled = settles(
+        &client,
+        Bookkeeping {
+            owners: 1,
+            ..Bookkeeping::default()
+        },
+    )
     .await;
     assert_eq!(settled.links, 0);
 }
 
 /// The address the next session to `seen`'s probe came from.
-async fn opened_from(seen: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>) -> std::net::SocketAddr {
+async fn opened_from(
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>,
+) -> std::net::SocketAddr {
     loop {
         if let duologue::SessionSignal::Opened(session) = next_signal(seen).await {
-            return session.remote_addr().expect("an accepted session knows its peer");
+            return session
+                .remote_addr()
+                .expect("an accepted session knows its peer");
         }
     }
 }
@@ -96,9 +111,16 @@ async fn a_link_taken_up_again_within_the_grace_keeps_its_connection() {
         .await
         .unwrap();
 
-    assert_eq!(opened_from(&mut peer.seen).await, first_from, "the same connection");
+    assert_eq!(
+        opened_from(&mut peer.seen).await,
+        first_from,
+        "the same connection"
+    );
     assert_eq!(client.bookkeeping().links, 1);
-    let pong = second.call(Ping { n: 3, body: vec![] }, WAIT).await.unwrap();
+    let pong = second
+        .call(Ping { n: 3, body: vec![] }, WAIT)
+        .await
+        .unwrap();
     assert_eq!(pong.n, 3);
 }
 
@@ -108,7 +130,9 @@ async fn a_link_whose_connection_failed_is_dropped_at_once() {
     let (owner, _) = probe().await;
     for _ in 0..PEERS {
         let target = format!("127.0.0.1:{}", closed_port());
-        let result = client.connect::<PingPong, _>(&target, "probe", &owner).await;
+        let result = client
+            .connect::<PingPong, _>(&target, "probe", &owner)
+            .await;
         assert!(result.is_err(), "nothing listens on {target}");
     }
 

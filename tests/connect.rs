@@ -65,7 +65,10 @@ async fn connect_survives_resets_during_the_first_handshake() {
         .unwrap()
         .expect("connect succeeds after the resets");
     assert_eq!(proxy.cuts(), 3);
-    let pong = remote.call(Ping { n: 5, body: vec![] }, WAIT).await.unwrap();
+    let pong = remote
+        .call(Ping { n: 5, body: vec![] }, WAIT)
+        .await
+        .unwrap();
     assert_eq!(pong.n, 5);
 }
 
@@ -99,7 +102,10 @@ async fn connect_waits_for_a_peer_that_starts_listening_late() {
         .expect("connect ends within the wait bound")
         .unwrap()
         .expect("connect succeeds once the peer listens");
-    let pong = remote.call(Ping { n: 9, body: vec![] }, WAIT).await.unwrap();
+    let pong = remote
+        .call(Ping { n: 9, body: vec![] }, WAIT)
+        .await
+        .unwrap();
     assert_eq!(pong.n, 9);
 }
 
@@ -191,7 +197,13 @@ async fn a_call_on_a_just_established_session_survives_a_cut() {
 
     // The call goes out into a proxy that forwards nothing, then the stream is cut.
     proxy.set_blackhole(true);
-    let call = remote.call(Ping { n: 11, body: vec![] }, WAIT);
+    let call = remote.call(
+        Ping {
+            n: 11,
+            body: vec![],
+        },
+        WAIT,
+    );
     let cut = async {
         proxy.cut_all();
         proxy.set_blackhole(false);

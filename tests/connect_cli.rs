@@ -83,5 +83,9 @@ async fn chat_gives_up_once_its_connect_timeout_passed() {
     assert_eq!(code, Some(5));
     let line = gus.stderr_line(WAIT).await.unwrap().unwrap_or_default();
     assert!(line.contains("cannot reach"), "{line}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

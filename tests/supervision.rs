@@ -212,7 +212,10 @@ async fn probe_on(name: &str, port: u16) -> Served {
 }
 
 /// Waits for `count` failed handshakes of this node's own sessions.
-async fn failed_attempts(events: &mut tokio::sync::broadcast::Receiver<duologue::NodeEvent>, count: usize) {
+async fn failed_attempts(
+    events: &mut tokio::sync::broadcast::Receiver<duologue::NodeEvent>,
+    count: usize,
+) {
     for _ in 0..count {
         rejection(events).await;
     }
@@ -262,9 +265,24 @@ async fn restart_policy_finds_the_peer_again_after_an_outage_past_the_resume_dea
     })
     .await;
     assert_eq!(remote.session().peer(), second.node.identity());
-    let pong = remote.call(Ping { n: 21, body: vec![] }, WAIT).await.unwrap();
+    let pong = remote
+        .call(
+            Ping {
+                n: 21,
+                body: vec![],
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
     assert_eq!(pong.n, 21);
-    remote.cast(Ping { n: 22, body: vec![] }).await.unwrap();
+    remote
+        .cast(Ping {
+            n: 22,
+            body: vec![],
+        })
+        .await
+        .unwrap();
     let mut seen = second.seen;
     assert_eq!(next_ping(&mut seen).await.0, 21);
     assert_eq!(next_ping(&mut seen).await.0, 22);
@@ -290,10 +308,11 @@ async fn restart_policy_gives_up_with_a_typed_loss_after_its_deadline() {
 
     let (gave_up_at, (attempts, last_error)) = signal_where(&mut heard, WAIT, |s| match s {
         SessionSignal::Lost(Lost {
-            reason: LostReason::RestartGaveUp {
-                attempts,
-                last_error,
-            },
+            reason:
+                LostReason::RestartGaveUp {
+                    attempts,
+                    last_error,
+                },
             ..
         }) => Some((attempts, last_error)),
         _ => None,
@@ -305,6 +324,12 @@ async fn restart_policy_gives_up_with_a_typed_loss_after_its_deadline() {
         "{last_error:?}"
     );
     let took = gave_up_at - lost_at;
-    assert!(took + client.config().reconnect_max >= restart_timeout, "early: {took:?}");
-    assert!(took <= restart_timeout + Duration::from_secs(1), "late: {took:?}");
+    assert!(
+        took + client.config().reconnect_max >= restart_timeout,
+        "early: {took:?}"
+    );
+    assert!(
+        took <= restart_timeout + Duration::from_secs(1),
+        "late: {took:?}"
+    );
 }
