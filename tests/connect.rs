@@ -33,25 +33,50 @@ async fn until(mut condition: impl FnMut() -> bool) {
     .expect("the condition within the wait bound");
 }
 
-#[tokio::test]
-async fn connect_survives_resets_during_the_first_handshake() {
+/// A served probe, and a fault proxy in front of its node.
+async fn proxied_probe() -> (Served, FaultProxy) {
     let server = served_probe(listening_node("server", SECRET).await).await;
     let proxy = FaultProxy::start(server.node.local_addr().unwrap())
         .await
         .unwrap();
+    (server, proxy)
+}
+
+/// Connects `client`'s `owner` to the probe at `target` in a task of its own.
+fn connect_in_background(
+    client: &Node,
+    target: String,
+    owner: ractor::ActorRef<duologue::SessionMsg>,
+) -> tokio::task::JoinHandle<Result<RemoteRef<PingPong>, ConnectError>> {
+    let client = client.clone();
+    tokio::spawn(async move { client.connect(&target, "probe", &owner).await })
+}
+
+/// The session `connecting` opened, proven by a call through it.
+async fn answers_calls(
+    connecting: tokio::task::JoinHandle<Result<RemoteRef<PingPong>, ConnectError>>,
+) -> RemoteRef<PingPong> {
+    let remote = tokio::time::timeout(WAIT, connecting)
+        .await
+        .expect("connect ends within the wait bound")
+        .unwrap()
+        .expect("connect succeeds");
+    let pong = remote
+        .call(Ping { n: 5, body: vec![] }, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(pong.n, 5);
+    remote
+}
+
+#[tokio::test]
+async fn connect_survives_resets_during_the_first_handshake() {
+    let (_server, proxy) = proxied_probe().await;
     let client = dialling(WAIT, SECRET).await;
     let (owner, _) = probe().await;
     // Connections reach the proxy but not the server: the handshake cannot complete.
     proxy.set_blackhole(true);
-    let target = proxy.addr().to_string();
-    let connecting = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .connect::<PingPong, _>(&target, "probe", &owner)
-                .await
-        }
-    });
+    let connecting = connect_in_background(&client, proxy.addr().to_string(), owner);
 
     for _ in 0..3 {
         until(|| proxy.connections() > 0).await;
@@ -59,17 +84,8 @@ async fn connect_survives_resets_during_the_first_handshake() {
     }
     proxy.set_blackhole(false);
 
-    let remote = tokio::time::timeout(WAIT, connecting)
-        .await
-        .expect("connect ends within the wait bound")
-        .unwrap()
-        .expect("connect succeeds after the resets");
+    answers_calls(connecting).await;
     assert_eq!(proxy.cuts(), 3);
-    let pong = remote
-        .call(Ping { n: 5, body: vec![] }, WAIT)
-        .await
-        .unwrap();
-    assert_eq!(pong.n, 5);
 }
 
 #[tokio::test]
@@ -77,16 +93,8 @@ async fn connect_waits_for_a_peer_that_starts_listening_late() {
     let port = closed_port();
     let client = dialling(WAIT, SECRET).await;
     let (owner, _) = probe().await;
-    let target = format!("127.0.0.1:{port}");
     let mut events = client.events();
-    let connecting = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .connect::<PingPong, _>(&target, "probe", &owner)
-                .await
-        }
-    });
+    let connecting = connect_in_background(&client, format!("127.0.0.1:{port}"), owner);
     // At least one attempt was refused before the server exists.
     rejection(&mut events).await;
 
@@ -97,16 +105,7 @@ async fn connect_waits_for_a_peer_that_starts_listening_late() {
     };
     let _server = served_probe(node_with(config).await).await;
 
-    let remote = tokio::time::timeout(WAIT, connecting)
-        .await
-        .expect("connect ends within the wait bound")
-        .unwrap()
-        .expect("connect succeeds once the peer listens");
-    let pong = remote
-        .call(Ping { n: 9, body: vec![] }, WAIT)
-        .await
-        .unwrap();
-    assert_eq!(pong.n, 9);
+    answers_calls(connecting).await;
 }
 
 #[tokio::test]
@@ -184,10 +183,7 @@ async fn an_unknown_actor_fails_at_once_without_retries() {
 
 #[tokio::test]
 async fn a_call_on_a_just_established_session_survives_a_cut() {
-    let server = served_probe(listening_node("server", SECRET).await).await;
-    let proxy = FaultProxy::start(server.node.local_addr().unwrap())
-        .await
-        .unwrap();
+    let (_server, proxy) = proxied_probe().await;
     let client = dialling(WAIT, SECRET).await;
     let (owner, _) = probe().await;
     let remote: RemoteRef<PingPong> = client

@@ -59,6 +59,19 @@ async fn stop_policy_loses_the_session_at_the_first_break() {
     assert!(matches!(reason, LostReason::NotResumed(_)), "{reason:?}");
 }
 
+/// Waits for the owner to hear that its session was lost at the resume deadline.
+async fn resume_deadline_passes(heard: &mut mpsc::UnboundedReceiver<(std::time::Instant, Heard)>) {
+    let (_, reason) = signal_where(heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(reason, LostReason::ResumeDeadline { .. }),
+        "{reason:?}"
+    );
+}
+
 /// Forwards the stop reasons of the actors it supervises.
 struct Supervisor;
 
@@ -115,15 +128,7 @@ async fn escalate_policy_stops_the_owner_after_it_saw_the_loss() {
     proxy.set_blackhole(true);
     proxy.cut_all();
 
-    let (_, reason) = signal_where(&mut heard, WAIT, |s| match s {
-        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
-        _ => None,
-    })
-    .await;
-    assert!(
-        matches!(reason, LostReason::ResumeDeadline { .. }),
-        "{reason:?}"
-    );
+    resume_deadline_passes(&mut heard).await;
     let stopped = next(&mut stops).await.expect("a stop reason");
     assert!(stopped.starts_with("session lost"), "{stopped}");
 }
@@ -239,15 +244,7 @@ async fn restart_policy_finds_the_peer_again_after_an_outage_past_the_resume_dea
     // The peer falls silent, then its node goes away altogether.
     proxy.set_blackhole(true);
     proxy.cut_all();
-    let (_, reason) = signal_where(&mut heard, WAIT, |s| match s {
-        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
-        _ => None,
-    })
-    .await;
-    assert!(
-        matches!(reason, LostReason::ResumeDeadline { .. }),
-        "{reason:?}"
-    );
+    resume_deadline_passes(&mut heard).await;
     first.node.shutdown().await;
     let mut events = client.events();
     // Restart attempts keep failing well past the resume deadline.
