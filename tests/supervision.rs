@@ -330,3 +330,64 @@ async fn restart_policy_gives_up_with_a_typed_loss_after_its_deadline() {
         "late: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn restart_policy_stops_trying_once_the_owner_stopped() {
+    let first = probe_on("server", 0).await;
+    let port = first.node.local_addr().unwrap().port();
+    let client = restarting_node(WAIT * 2).await;
+    let (owner, mut heard) = recorder().await;
+    let _remote: RemoteRef<PingPong> = client
+        .connect(&addr(&first.node), "probe", &owner)
+        .await
+        .unwrap();
+    let mut events = client.events();
+    first.node.shutdown().await;
+    signal_where(&mut heard, WAIT, |s| {
+        matches!(s, SessionSignal::Lost(_)).then_some(())
+    })
+    .await;
+    failed_attempts(&mut events, 2).await;
+
+    owner.stop_and_wait(None, Some(WAIT)).await.unwrap();
+    let second = probe_on("server-again", port).await;
+
+    // A restart still under way would reach the new node within one backoff (1 s at
+    // most); none does within three.
+    let mut opened = second.node.events();
+    let reached = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Ok(duologue::NodeEvent::SessionOpened { .. }) = opened.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(reached.is_err(), "a session was opened for a stopped owner");
+}
+
+#[tokio::test]
+async fn restart_policy_stops_trying_when_its_node_shuts_down() {
+    let server = probe_on("server", 0).await;
+    let client = restarting_node(WAIT * 2).await;
+    let (owner, mut heard) = recorder().await;
+    let _remote: RemoteRef<PingPong> = client
+        .connect(&addr(&server.node), "probe", &owner)
+        .await
+        .unwrap();
+    let mut events = client.events();
+    server.node.shutdown().await;
+    failed_attempts(&mut events, 2).await;
+
+    assert!(client.shutdown().await, "the restart ends within the drain");
+
+    let (_, last_error) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(Lost {
+            reason: LostReason::RestartGaveUp { last_error, .. },
+            ..
+        }) => Some(last_error),
+        _ => None,
+    })
+    .await;
+    assert_eq!(*last_error, ConnectError::ShuttingDown);
+}
