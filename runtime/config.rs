@@ -90,8 +90,20 @@ pub struct NodeConfig {
     pub reconnect_base: Duration,
     /// Longest delay between reconnect attempts.
     pub reconnect_max: Duration,
-    /// Timeout for dialling a peer.
+    /// The connect deadline: how long [`crate::Node::connect`] keeps trying to open a
+    /// session when the peer's connection is refused, reset or broken during the
+    /// handshake (retried with the reconnect backoff). A typed refusal (wrong secret,
+    /// unknown actor) is never retried. Each attempt, the TCP connect included, is also
+    /// bounded by the session's handshake timeout.
     pub connect_timeout: Duration,
+    /// Under [`SessionPolicy::Restart`]: how long a lost session keeps trying to open its
+    /// replacement before the owner gets
+    /// a final [`crate::SessionSignal::Lost`] with
+    /// [`LostReason::RestartGaveUp`](crate::error::LostReason::RestartGaveUp).
+    pub restart_timeout: Duration,
+    /// How long a connection to a peer with no session left stays open for the next
+    /// session before it is closed. A connection that failed is dropped at once.
+    pub link_idle_timeout: Duration,
     /// HTTP/2 keepalive ping interval, on both client and server connections.
     pub keepalive_interval: Duration,
     /// A connection whose ping is not answered within this is considered dead.
@@ -119,7 +131,9 @@ impl Default for NodeConfig {
             policy: SessionPolicy::Resume,
             reconnect_base: Duration::from_millis(25),
             reconnect_max: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            restart_timeout: Duration::from_secs(300),
+            link_idle_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(1),
             stream_window: 2 * 1024 * 1024,

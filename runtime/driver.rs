@@ -34,11 +34,11 @@ use tonic::{Code, Status, Streaming};
 mod alarm;
 
 use crate::config::SessionPolicy;
-use crate::error::{CallError, CloseReason, ProtocolError, SendError};
+use crate::error::{CallError, CloseReason, LostReason, ProtocolError, SendError};
 use crate::mailbox::{
     Deliver, Escalation, HeldBack, Inbound, Lost, ReplyPort, Resumption, SessionSignal,
 };
-use crate::node::NodeInner;
+use crate::node::{GaveUp, NodeInner, Retry};
 use crate::remote_ref::SessionSlot;
 use crate::session::{Event, Role, Session};
 use crate::session_ref::{SessionInfo, SessionRef};
@@ -914,7 +914,9 @@ impl Driver {
     }
 
     /// `Restart`: greet the peer again with a new session and move typed handles onto it,
-    /// retrying with backoff until the resume deadline or node shutdown.
+    /// retrying with backoff until the restart deadline; the owner hears either
+    /// `Restarted` or a second `Lost` with `LostReason::RestartGaveUp`. Stops early when the owner stops or the node shuts
+    /// down.
     async fn restart(self) {
         let Link::Dial(dialer) = &self.link else {
             return;
@@ -925,34 +927,40 @@ impl Driver {
         let (Some(owner), Some(previous)) = (self.owner.clone(), self.session_ref.clone()) else {
             return;
         };
-        let deadline = Instant::now() + self.node.config.session.resume_timeout;
-        let mut attempt = 0;
-        loop {
-            let opened = self
-                .node
-                .open_session(addr, actor, owner.clone(), self.policy, Some(slot.clone()))
-                .await;
-            match opened {
-                Ok((session, _)) => {
-                    tracing::info!(old = %previous.id(), new = %session.id(), "session restarted");
-                    let _ = owner.signal(SessionSignal::Restarted { previous, session });
-                    return;
-                }
-                Err(error) if Instant::now() >= deadline || self.cancel.is_cancelled() => {
-                    tracing::warn!(%error, "restart gave up");
-                    return;
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "restart attempt failed");
-                    let delay = backoff(attempt, &self.config);
-                    attempt += 1;
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.cancel.cancelled() => return,
-                    }
-                }
+        let retry = Retry {
+            deadline: Instant::now() + self.node.config.restart_timeout,
+            restart: true,
+        };
+        let opened = self
+            .node
+            .open_session(
+                addr,
+                actor,
+                owner.clone(),
+                self.policy,
+                Some(slot.clone()),
+                retry,
+            )
+            .await;
+        let signal = match opened {
+            Ok((session, _)) => {
+                tracing::info!(old = %previous.id(), new = %session.id(), "session restarted");
+                SessionSignal::Restarted { previous, session }
             }
-        }
+            Err(GaveUp { error, attempts }) => {
+                tracing::warn!(old = %previous.id(), %error, attempts, "restart gave up");
+                SessionSignal::Lost(Lost {
+                    session: previous,
+                    reason: LostReason::RestartGaveUp {
+                        attempts,
+                        last_error: Box::new(error),
+                    },
+                    unconfirmed: Vec::new(),
+                    escalation: None,
+                })
+            }
+        };
+        let _ = owner.signal(signal);
     }
 }
 
@@ -964,7 +972,7 @@ async fn recv_attach(attach: Option<&mut mpsc::Receiver<Attach>>) -> Option<Atta
 }
 
 /// Capped exponential backoff with equal jitter: never a tight loop, never in lockstep.
-fn backoff(attempt: u32, config: &DriverConfig) -> Duration {
+pub(crate) fn backoff(attempt: u32, config: &DriverConfig) -> Duration {
     let ceiling = config
         .reconnect_base
         .saturating_mul(1 << attempt.min(16))

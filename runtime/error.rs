@@ -174,6 +174,17 @@ pub enum LostReason {
     /// The session's policy was not to resume.
     #[error("not resumed ({0})")]
     NotResumed(String),
+    /// Under the `Restart` policy, the second and final word on a lost session: no new
+    /// session could be opened within `NodeConfig::restart_timeout`, or the failure
+    /// cannot heal (a wrong secret, this node shutting down, the owner stopped). Nothing
+    /// more is tried; typed handles stay on the lost session.
+    #[error("restart gave up after {attempts} attempts: {last_error}")]
+    RestartGaveUp {
+        /// How many sessions were tried.
+        attempts: u32,
+        /// Why the last one failed.
+        last_error: Box<ConnectError>,
+    },
 }
 
 impl CloseReason {
@@ -285,7 +296,7 @@ pub enum DecodeError {
 }
 
 /// Opening a session failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
     /// The peer's address does not parse.
     #[error("invalid peer address {addr}: {reason}")]
@@ -295,13 +306,16 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
-    /// The peer could not be reached.
-    #[error("cannot reach {addr}: {reason}")]
+    /// The peer could not be reached within the connect deadline
+    /// ([`crate::NodeConfig::connect_timeout`]), or did not complete the handshake in time.
+    #[error("cannot reach {addr}: {reason} (attempts: {attempts})")]
     Unreachable {
         /// The address.
         addr: String,
-        /// Why.
+        /// Why the last attempt failed.
         reason: String,
+        /// How many attempts were made.
+        attempts: u32,
     },
     /// The peer has no actor of that name.
     #[error("no actor named {actor:?} on {addr}")]
@@ -330,6 +344,9 @@ pub enum ConnectError {
     /// This node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The actor that was to own the session stopped before it opened.
+    #[error("the owner of the session stopped")]
+    OwnerStopped,
 }
 
 /// Starting a node or registering an actor failed.

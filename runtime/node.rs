@@ -17,7 +17,7 @@
 
 mod link;
 mod service;
-
+mod stop_reasons;
 mod watcher;
 
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::auth::Secret;
 use crate::config::{NodeConfig, SessionPolicy};
-use crate::driver::{Attach, Dialer, Driver, DriverConfig, Link, Shared};
+use crate::driver::{Attach, Dialer, Driver, DriverConfig, Link, Shared, backoff};
 use crate::error::{CloseReason, ConnectError, NodeError};
 use crate::mailbox::{Deliver, Inbound, SessionSignal};
 use crate::remote_ref::{Protocol, RemoteRef, SessionSlot};
@@ -43,8 +43,9 @@ use crate::shutdown::Shutdown;
 use crate::wire::pb::duologue_server::DuologueServer;
 use crate::wire::{NodeIdentity, Refusal, RefuseReason, SessionId};
 
-use self::link::Links;
+use self::link::{Idle, Links};
 use self::service::Service;
+use self::stop_reasons::StopReasons;
 
 /// Something that happened to a session of this node, for monitoring and tests.
 #[derive(Clone, Debug)]
@@ -107,6 +108,12 @@ impl NodeBuilder {
         self
     }
 
+    /// The connect deadline ([`NodeConfig::connect_timeout`]).
+    pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
     /// Per-session settings.
     pub fn session_config(mut self, session: SessionConfig) -> Self {
         self.config.session = session;
@@ -141,7 +148,7 @@ impl NodeBuilder {
         let inner = Arc::new(NodeInner {
             resumable: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
-            stop_reasons: Mutex::new(HashMap::new()),
+            stop_reasons: StopReasons::default(),
             watcher: OnceLock::new(),
             identity: NodeIdentity {
                 name: config.name.clone(),
@@ -149,7 +156,7 @@ impl NodeBuilder {
             },
             secret,
             registry: RwLock::new(HashMap::new()),
-            links: Links::default(),
+            links: Arc::new(Links::default()),
             shutdown: Shutdown::default(),
             events: broadcast::channel(1024).0,
             local_addr,
@@ -209,7 +216,7 @@ pub(crate) struct NodeInner {
     pub(crate) config: NodeConfig,
     pub(crate) secret: Secret,
     registry: RwLock<HashMap<String, Arc<dyn Deliver>>>,
-    links: Links,
+    links: Arc<Links>,
     pub(crate) shutdown: Shutdown,
     events: broadcast::Sender<NodeEvent>,
     local_addr: Option<SocketAddr>,
@@ -218,7 +225,7 @@ pub(crate) struct NodeInner {
     /// Sessions by the actor that owns them, to end them when it stops.
     owned: Mutex<HashMap<ActorId, Vec<Weak<Shared>>>>,
     /// Stop reasons of watched actors, for the farewell of their sessions.
-    stop_reasons: Mutex<HashMap<ActorId, String>>,
+    stop_reasons: StopReasons,
     /// Watches registered actors and session owners.
     watcher: OnceLock<ActorCell>,
 }
@@ -289,10 +296,16 @@ impl Node {
     /// into `owner`'s mailbox. Returns once the handshake completed. The session follows
     /// the node's default [`SessionPolicy`].
     ///
+    /// A connection refused or reset, or a stream broken before the handshake completed,
+    /// is retried with the reconnect backoff until the connect deadline
+    /// ([`NodeConfig::connect_timeout`]); a refusal by the peer is not.
+    ///
     /// # Errors
-    /// [`ConnectError::Unreachable`], [`ConnectError::UnknownActor`],
-    /// [`ConnectError::Auth`] (the secrets differ), [`ConnectError::Closed`] for any other
-    /// failed handshake, [`ConnectError::ShuttingDown`].
+    /// [`ConnectError::Unreachable`] (with the last attempt's cause) once the connect
+    /// deadline passed or when the peer did not complete a handshake in time,
+    /// [`ConnectError::UnknownActor`], [`ConnectError::Auth`] (the secrets differ),
+    /// [`ConnectError::Closed`] for any other failed handshake,
+    /// [`ConnectError::ShuttingDown`], [`ConnectError::OwnerStopped`].
     pub async fn connect<P, M>(
         &self,
         addr: &str,
@@ -322,11 +335,28 @@ impl Node {
         P: Protocol,
         M: ractor::Message + From<Inbound> + From<SessionSignal>,
     {
+        let retry = Retry {
+            deadline: Instant::now() + self.inner.config.connect_timeout,
+            restart: false,
+        };
         let (_, slot) = self
             .inner
-            .open_session(addr, actor, Arc::new(owner.clone()), policy, None)
-            .await?;
+            .open_session(addr, actor, Arc::new(owner.clone()), policy, None, retry)
+            .await
+            .map_err(|gave_up| gave_up.error)?;
         Ok(RemoteRef::new(slot))
+    }
+
+    /// How much per-peer and per-actor state the node holds now: for monitoring, and for
+    /// tests that check nothing accumulates.
+    pub fn bookkeeping(&self) -> Bookkeeping {
+        let inner = &self.inner;
+        Bookkeeping {
+            links: inner.links.len(),
+            stop_reasons: inner.stop_reasons.len(),
+            resumable: lock(&inner.resumable).len(),
+            owners: lock(&inner.owned).len(),
+        }
     }
 
     /// Subscribes to this node's [`NodeEvent`]s from now on.
@@ -357,8 +387,85 @@ impl Node {
     }
 }
 
+/// Counts of a node's bookkeeping, from [`Node::bookkeeping`]. Each returns to zero once
+/// the sessions are over (links after [`NodeConfig::link_idle_timeout`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bookkeeping {
+    /// Connections to peers this node dialled.
+    pub links: usize,
+    /// Stop reasons kept for sessions of stopped actors that are still open.
+    pub stop_reasons: usize,
+    /// Accepted sessions a peer may resume.
+    pub resumable: usize,
+    /// Live actors owning sessions (or having owned one).
+    pub owners: usize,
+}
+
+/// How hard [`NodeInner::open_session`] tries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retry {
+    /// No attempt starts after this, and none outlasts it.
+    pub(crate) deadline: Instant,
+    /// A restart also retries what a returning peer may outgrow: an actor not yet
+    /// registered, a peer shutting down, a handshake timeout. Otherwise only a refused,
+    /// reset or broken connection is retried.
+    pub(crate) restart: bool,
+}
+
+/// Opening a session failed for good.
+#[derive(Debug)]
+pub(crate) struct GaveUp {
+    /// Why the last attempt failed.
+    pub(crate) error: ConnectError,
+    /// How many attempts were made.
+    pub(crate) attempts: u32,
+}
+
+/// One failed attempt to open a session.
+struct Failure {
+    error: ConnectError,
+    /// The connection failed (refused, reset, broken): another attempt may succeed.
+    transient: bool,
+}
+
+impl Failure {
+    fn worth_retrying(&self, retry: Retry) -> bool {
+        self.transient
+            || (retry.restart
+                && !matches!(
+                    self.error,
+                    ConnectError::Auth { .. }
+                        | ConnectError::InvalidAddress { .. }
+                        | ConnectError::ShuttingDown
+                        | ConnectError::OwnerStopped
+                ))
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a session is opened to, and for whom.
+struct Target {
+    addr: String,
+    actor: String,
+    owner: Arc<dyn Deliver>,
+    policy: SessionPolicy,
+    /// The slot of the session a restart replaces.
+    slot: Option<Arc<SessionSlot>>,
+}
+
+/// `error`, counting `attempts` when it says the peer was unreachable.
+fn with_attempts(error: ConnectError, attempts: u32) -> ConnectError {
+    match error {
+        ConnectError::Unreachable { addr, reason, .. } => ConnectError::Unreachable {
+            addr,
+            reason,
+            attempts,
+        },
+        other => other,
+    }
 }
 
 fn connect_error(addr: String, actor: &str, reason: CloseReason) -> ConnectError {
@@ -373,10 +480,15 @@ fn connect_error(addr: String, actor: &str, reason: CloseReason) -> ConnectError
             addr,
             actor: actor.to_owned(),
         },
-        CloseReason::Transport(reason) => ConnectError::Unreachable { addr, reason },
+        CloseReason::Transport(reason) => ConnectError::Unreachable {
+            addr,
+            reason,
+            attempts: 1,
+        },
         CloseReason::HandshakeTimeout => ConnectError::Unreachable {
             addr,
             reason: "the peer did not complete the handshake in time".into(),
+            attempts: 1,
         },
         reason => ConnectError::Closed { addr, reason },
     }
@@ -392,8 +504,9 @@ impl NodeInner {
         }
     }
 
-    /// Opens a session and waits for its handshake. With `slot`, the new session replaces
-    /// the one in it (a restart).
+    /// Opens a session and waits for its handshake, retrying as `retry` allows. With
+    /// `slot`, the new session replaces the one in it (a restart). Stops trying when
+    /// `owner` stops or the node shuts down.
     ///
     /// The future is boxed and `Send` by declaration: a restart opens a session from
     /// within a session's driver, and that recursion defeats `Send` inference.
@@ -404,30 +517,89 @@ impl NodeInner {
         owner: Arc<dyn Deliver>,
         policy: SessionPolicy,
         slot: Option<Arc<SessionSlot>>,
-    ) -> futures::future::BoxFuture<'static, Result<(SessionRef, Arc<SessionSlot>), ConnectError>>
-    {
+        retry: Retry,
+    ) -> futures::future::BoxFuture<'static, Result<(SessionRef, Arc<SessionSlot>), GaveUp>> {
         let node = self.clone();
-        let (addr, actor) = (addr.to_owned(), actor.to_owned());
-        Box::pin(async move { node.open(&addr, &actor, owner, policy, slot).await })
+        let target = Target {
+            addr: addr.to_owned(),
+            actor: actor.to_owned(),
+            owner,
+            policy,
+            slot,
+        };
+        Box::pin(async move { node.open_retrying(&target, retry).await })
     }
 
+    async fn open_retrying(
+        self: &Arc<Self>,
+        target: &Target,
+        retry: Retry,
+    ) -> Result<(SessionRef, Arc<SessionSlot>), GaveUp> {
+        let mut attempts = 0;
+        loop {
+            if !target.owner.is_alive() {
+                let error = ConnectError::OwnerStopped;
+                return Err(GaveUp { error, attempts });
+            }
+            attempts += 1;
+            let failure = match self.open(target, retry.deadline).await {
+                Ok(opened) => return Ok(opened),
+                Err(failure) => failure,
+            };
+            let delay = backoff(attempts - 1, &self.driver_config());
+            if !failure.worth_retrying(retry) || Instant::now() + delay >= retry.deadline {
+                let error = with_attempts(failure.error, attempts);
+                return Err(GaveUp { error, attempts });
+            }
+            tracing::debug!(addr = %target.addr, error = %failure.error, attempts, "opening a session failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shutdown.token().cancelled() => {
+                    let error = ConnectError::ShuttingDown;
+                    return Err(GaveUp { error, attempts });
+                }
+            }
+        }
+    }
+
+    /// One attempt to open a session, over by `deadline` at the latest.
     async fn open(
         self: &Arc<Self>,
-        addr: &str,
-        actor: &str,
-        owner: Arc<dyn Deliver>,
-        policy: SessionPolicy,
-        slot: Option<Arc<SessionSlot>>,
-    ) -> Result<(SessionRef, Arc<SessionSlot>), ConnectError> {
+        target: &Target,
+        deadline: Instant,
+    ) -> Result<(SessionRef, Arc<SessionSlot>), Failure> {
+        let permanent = |error| Failure {
+            error,
+            transient: false,
+        };
         if self.shutdown.is_triggered() {
-            return Err(ConnectError::ShuttingDown);
+            return Err(permanent(ConnectError::ShuttingDown));
         }
-        let client = self.links.client(addr, &self.config)?;
+        let Target {
+            addr,
+            actor,
+            owner,
+            policy,
+            slot,
+        } = target;
+        let id = SessionId::random();
+        let client = self
+            .links
+            .client(addr, id, &self.config)
+            .map_err(permanent)?;
+        let handshake_timeout = self
+            .config
+            .session
+            .handshake_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
         let session = Session::initiator(
-            self.config.session.clone(),
+            SessionConfig {
+                handshake_timeout,
+                ..self.config.session.clone()
+            },
             self.secret.clone(),
             self.identity.clone(),
-            SessionId::random(),
+            id,
             actor.to_owned(),
             rand::random(),
             Instant::now(),
@@ -435,12 +607,15 @@ impl NodeInner {
         let shared = Shared::new(session, self.config.session.credit_window);
         let (established_tx, established_rx) = oneshot::channel();
         // Handles are handed out only once the slot holds the established session.
-        let slot = slot.unwrap_or_else(SessionSlot::empty);
+        let slot = slot.clone().unwrap_or_else(SessionSlot::empty);
         let driver = Driver {
             shared,
-            config: self.driver_config(),
+            config: DriverConfig {
+                handshake_timeout,
+                ..self.driver_config()
+            },
             node: self.clone(),
-            policy,
+            policy: *policy,
             link: Link::Dial(Box::new(Dialer {
                 client,
                 addr: addr.to_owned(),
@@ -448,7 +623,7 @@ impl NodeInner {
                 slot: slot.clone(),
             })),
             attach_rx: None,
-            owner: Some(owner),
+            owner: Some(owner.clone()),
             remote_addr: addr.parse().ok(),
             established: Some(established_tx),
             session_ref: None,
@@ -465,8 +640,15 @@ impl NodeInner {
                 slot.store(session.clone());
                 Ok((session, slot))
             }
-            Ok(Err(reason)) => Err(connect_error(addr.to_owned(), actor, reason)),
-            Err(_) => Err(ConnectError::ShuttingDown),
+            Ok(Err(reason)) => {
+                let transient = matches!(reason, CloseReason::Transport(_));
+                if transient {
+                    self.links.evict_if_unused(addr);
+                }
+                let error = connect_error(addr.to_owned(), actor, reason);
+                Err(Failure { error, transient })
+            }
+            Err(_) => Err(permanent(ConnectError::ShuttingDown)),
         }
     }
 
@@ -515,17 +697,24 @@ impl NodeInner {
     /// farewell that carries its stop reason.
     pub(crate) fn actor_stopped(&self, actor: ActorId, reason: Option<String>) {
         let reason = reason.unwrap_or_else(|| "the actor stopped".into());
-        lock(&self.stop_reasons).insert(actor, reason.clone());
         let sessions = lock(&self.owned).remove(&actor).unwrap_or_default();
-        for shared in sessions.iter().filter_map(Weak::upgrade) {
-            shared.with(|s| s.end(crate::wire::GoodbyeReason::ActorStopped, reason.clone()));
+        let mut open = Vec::with_capacity(sessions.len());
+        for weak in sessions {
+            if let Some(shared) = weak.upgrade() {
+                let id = shared.with(|s| {
+                    s.end(crate::wire::GoodbyeReason::ActorStopped, reason.clone());
+                    s.id()
+                });
+                open.push((id, weak));
+            }
         }
+        self.stop_reasons.record(actor, reason, open);
     }
 
     /// The stop reason of a session owner that no longer takes messages.
     pub(crate) fn stop_reason(&self, owner: Option<&dyn Deliver>) -> String {
         owner
-            .and_then(|o| lock(&self.stop_reasons).get(&o.cell().get_id()).cloned())
+            .and_then(|o| self.stop_reasons.get(o.cell().get_id()))
             .unwrap_or_else(|| "the actor stopped".into())
     }
 
@@ -563,6 +752,19 @@ impl NodeInner {
         });
     }
 
+    /// Drops the link of `idle` if no session takes it up within the idle grace.
+    fn evict_when_idle(&self, idle: Idle) {
+        let links = self.links.clone();
+        let grace = self.config.link_idle_timeout;
+        let cancel = self.shutdown.token().clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(grace) => links.evict_if_idle(&idle),
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+
     pub(crate) fn session_closed(
         &self,
         session: SessionId,
@@ -571,6 +773,10 @@ impl NodeInner {
         remote_addr: Option<SocketAddr>,
         reason: &CloseReason,
     ) {
+        self.stop_reasons.session_closed(session);
+        if let Some(idle) = self.links.release(session) {
+            self.evict_when_idle(idle);
+        }
         let event = if established {
             tracing::debug!(id = %session, %reason, "session closed");
             NodeEvent::SessionClosed {

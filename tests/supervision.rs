@@ -1,6 +1,8 @@
 //! What a session's policy does with a broken stream: `Stop` gives up at once,
 //! `Escalate` stops the owner (so its ractor supervisor decides) once it has seen the
-//! loss, and `Resume` carries sessions opened from either end across cuts.
+//! loss, `Resume` carries sessions opened from either end across cuts, and `Restart`
+//! finds a peer again after an outage past the resume deadline, or gives up with a typed
+//! loss after its own deadline.
 
 mod support;
 
@@ -9,7 +11,8 @@ use std::time::Duration;
 use duologue::config::SessionPolicy;
 use duologue::error::LostReason;
 use duologue::local_cluster::FaultProxy;
-use duologue::{Node, NodeConfig, RemoteRef, SessionConfig, SessionSignal};
+use duologue::mailbox::Lost;
+use duologue::{ConnectError, Node, NodeConfig, RemoteRef, SessionConfig, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use support::*;
 use tokio::sync::mpsc;
@@ -54,6 +57,19 @@ async fn stop_policy_loses_the_session_at_the_first_break() {
     })
     .await;
     assert!(matches!(reason, LostReason::NotResumed(_)), "{reason:?}");
+}
+
+/// Waits for the owner to hear that its session was lost at the resume deadline.
+async fn resume_deadline_passes(heard: &mut mpsc::UnboundedReceiver<(std::time::Instant, Heard)>) {
+    let (_, reason) = signal_where(heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(reason, LostReason::ResumeDeadline { .. }),
+        "{reason:?}"
+    );
 }
 
 /// Forwards the stop reasons of the actors it supervises.
@@ -112,15 +128,7 @@ async fn escalate_policy_stops_the_owner_after_it_saw_the_loss() {
     proxy.set_blackhole(true);
     proxy.cut_all();
 
-    let (_, reason) = signal_where(&mut heard, WAIT, |s| match s {
-        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
-        _ => None,
-    })
-    .await;
-    assert!(
-        matches!(reason, LostReason::ResumeDeadline { .. }),
-        "{reason:?}"
-    );
+    resume_deadline_passes(&mut heard).await;
     let stopped = next(&mut stops).await.expect("a stop reason");
     assert!(stopped.starts_with("session lost"), "{stopped}");
 }
@@ -179,4 +187,207 @@ async fn sessions_opened_from_either_end_resume_across_cuts() {
             .n,
         8
     );
+}
+
+/// A dialling node whose sessions restart: short resume and handshake deadlines, and
+/// `restart_timeout` to find the peer again.
+async fn restarting_node(restart_timeout: Duration) -> Node {
+    let config = NodeConfig {
+        name: "client".into(),
+        policy: SessionPolicy::Restart,
+        restart_timeout,
+        session: SessionConfig {
+            resume_timeout: Duration::from_millis(300),
+            handshake_timeout: Duration::from_millis(300),
+            ..SessionConfig::default()
+        },
+        ..NodeConfig::default()
+    };
+    support::node_with(config).await
+}
+
+/// A node listening on `port` of 127.0.0.1, serving a probe.
+async fn probe_on(name: &str, port: u16) -> Served {
+    let config = NodeConfig {
+        name: name.into(),
+        listen: Some(([127, 0, 0, 1], port).into()),
+        ..NodeConfig::default()
+    };
+    served_probe(support::node_with(config).await).await
+}
+
+/// Waits for `count` failed handshakes of this node's own sessions.
+async fn failed_attempts(
+    events: &mut tokio::sync::broadcast::Receiver<duologue::NodeEvent>,
+    count: usize,
+) {
+    for _ in 0..count {
+        rejection(events).await;
+    }
+}
+
+#[tokio::test]
+async fn restart_policy_finds_the_peer_again_after_an_outage_past_the_resume_deadline() {
+    let first = probe_on("server", 0).await;
+    let port = first.node.local_addr().unwrap().port();
+    let proxy = FaultProxy::start(first.node.local_addr().unwrap())
+        .await
+        .unwrap();
+    let client = restarting_node(WAIT).await;
+    let (owner, mut heard) = recorder().await;
+    let remote: RemoteRef<PingPong> = client
+        .connect(&proxy.addr().to_string(), "probe", &owner)
+        .await
+        .unwrap();
+    let before = remote.session();
+
+    // The peer falls silent, then its node goes away altogether.
+    proxy.set_blackhole(true);
+    proxy.cut_all();
+    resume_deadline_passes(&mut heard).await;
+    first.node.shutdown().await;
+    let mut events = client.events();
+    // Restart attempts keep failing well past the resume deadline.
+    failed_attempts(&mut events, 3).await;
+
+    let second = probe_on("server-again", port).await;
+    proxy.set_blackhole(false);
+
+    signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Restarted { previous, session } => {
+            assert_eq!(previous.id(), before.id());
+            Some(session)
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(remote.session().peer(), second.node.identity());
+    let pong = remote
+        .call(
+            Ping {
+                n: 21,
+                body: vec![],
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pong.n, 21);
+    remote
+        .cast(Ping {
+            n: 22,
+            body: vec![],
+        })
+        .await
+        .unwrap();
+    let mut seen = second.seen;
+    assert_eq!(next_ping(&mut seen).await.0, 21);
+    assert_eq!(next_ping(&mut seen).await.0, 22);
+}
+
+#[tokio::test]
+async fn restart_policy_gives_up_with_a_typed_loss_after_its_deadline() {
+    let server = probe_on("server", 0).await;
+    let restart_timeout = Duration::from_millis(1500);
+    let client = restarting_node(restart_timeout).await;
+    let (owner, mut heard) = recorder().await;
+    let _remote: RemoteRef<PingPong> = client
+        .connect(&addr(&server.node), "probe", &owner)
+        .await
+        .unwrap();
+
+    server.node.shutdown().await;
+    let (lost_at, _) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
+        _ => None,
+    })
+    .await;
+
+    let (gave_up_at, (attempts, last_error)) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(Lost {
+            reason:
+                LostReason::RestartGaveUp {
+                    attempts,
+                    last_error,
+                },
+            ..
+        }) => Some((attempts, last_error)),
+        _ => None,
+    })
+    .await;
+    assert!(attempts >= 2, "retried: {attempts} attempts");
+    assert!(
+        matches!(*last_error, ConnectError::Unreachable { .. }),
+        "{last_error:?}"
+    );
+    let took = gave_up_at - lost_at;
+    assert!(
+        took + client.config().reconnect_max >= restart_timeout,
+        "early: {took:?}"
+    );
+    assert!(
+        took <= restart_timeout + Duration::from_secs(1),
+        "late: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn restart_policy_stops_trying_once_the_owner_stopped() {
+    let first = probe_on("server", 0).await;
+    let port = first.node.local_addr().unwrap().port();
+    let client = restarting_node(WAIT * 2).await;
+    let (owner, mut heard) = recorder().await;
+    let _remote: RemoteRef<PingPong> = client
+        .connect(&addr(&first.node), "probe", &owner)
+        .await
+        .unwrap();
+    let mut events = client.events();
+    first.node.shutdown().await;
+    signal_where(&mut heard, WAIT, |s| {
+        matches!(s, SessionSignal::Lost(_)).then_some(())
+    })
+    .await;
+    failed_attempts(&mut events, 2).await;
+
+    owner.stop_and_wait(None, Some(WAIT)).await.unwrap();
+    let second = probe_on("server-again", port).await;
+
+    // A restart still under way would reach the new node within one backoff (1 s at
+    // most); none does within three.
+    let mut opened = second.node.events();
+    let reached = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Ok(duologue::NodeEvent::SessionOpened { .. }) = opened.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(reached.is_err(), "a session was opened for a stopped owner");
+}
+
+#[tokio::test]
+async fn restart_policy_stops_trying_when_its_node_shuts_down() {
+    let server = probe_on("server", 0).await;
+    let client = restarting_node(WAIT * 2).await;
+    let (owner, mut heard) = recorder().await;
+    let _remote: RemoteRef<PingPong> = client
+        .connect(&addr(&server.node), "probe", &owner)
+        .await
+        .unwrap();
+    let mut events = client.events();
+    server.node.shutdown().await;
+    failed_attempts(&mut events, 2).await;
+
+    assert!(client.shutdown().await, "the restart ends within the drain");
+
+    let (_, last_error) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(Lost {
+            reason: LostReason::RestartGaveUp { last_error, .. },
+            ..
+        }) => Some(last_error),
+        _ => None,
+    })
+    .await;
+    assert_eq!(*last_error, ConnectError::ShuttingDown);
 }

@@ -1,5 +1,7 @@
 //! Links to peer nodes: one lazily dialled HTTP/2 connection per peer address, carrying
-//! every session to that peer as its own stream.
+//! every session to that peer as its own stream. A link counts the sessions on it: once
+//! the last one closed it waits [`NodeConfig::link_idle_timeout`] for another, then is
+//! dropped; a link whose connection failed with no session on it is dropped at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,33 +10,115 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::NodeConfig;
 use crate::error::ConnectError;
+use crate::wire::SessionId;
 use crate::wire::pb::duologue_client::DuologueClient;
 
 /// The connections this node dialled, by peer address.
 #[derive(Debug, Default)]
 pub(crate) struct Links {
-    channels: Mutex<HashMap<String, Channel>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    links: HashMap<String, Link>,
+    /// The address of the link each open session rides on.
+    by_session: HashMap<SessionId, String>,
+    /// Numbers idle periods, so a late eviction timer cannot drop a link in use again.
+    next_idle: u64,
+}
+
+/// One peer connection and how many sessions use it.
+#[derive(Debug)]
+struct Link {
+    channel: Channel,
+    sessions: usize,
+    /// The idle period the link is in, while it carries no session.
+    idle: Option<u64>,
+}
+
+/// A link that just lost its last session: evict it with [`Links::evict_if_idle`] after
+/// the grace, unless a session took it up again meanwhile.
+#[derive(Debug)]
+pub(crate) struct Idle {
+    pub(crate) addr: String,
+    period: u64,
 }
 
 impl Links {
-    /// A client on the one connection to `addr`, dialled on first use.
+    /// A client on the one connection to `addr`, dialled on first use, for `session`
+    /// (which counts as using it until [`Links::release`]).
     pub(crate) fn client(
         &self,
         addr: &str,
+        session: SessionId,
         config: &NodeConfig,
     ) -> Result<DuologueClient<Channel>, ConnectError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let channel = match channels.get(addr) {
-            Some(channel) => channel.clone(),
+        let mut state = self.lock();
+        let link = match state.links.get_mut(addr) {
+            Some(link) => link,
             None => {
                 let channel = endpoint(addr, config)?.connect_lazy();
-                channels.insert(addr.to_owned(), channel.clone());
-                channel
+                let link = Link {
+                    channel,
+                    sessions: 0,
+                    idle: None,
+                };
+                state.links.entry(addr.to_owned()).or_insert(link)
             }
         };
+        link.sessions += 1;
+        link.idle = None;
+        let channel = link.channel.clone();
+        state.by_session.insert(session, addr.to_owned());
         Ok(DuologueClient::new(channel)
             .max_decoding_message_size(config.frame_limit())
             .max_encoding_message_size(config.frame_limit()))
+    }
+
+    /// `session` closed; returns its link if that left the link without sessions.
+    pub(crate) fn release(&self, session: SessionId) -> Option<Idle> {
+        let mut state = self.lock();
+        let addr = state.by_session.remove(&session)?;
+        state.next_idle += 1;
+        let period = state.next_idle;
+        let link = state.links.get_mut(&addr)?;
+        link.sessions = link.sessions.saturating_sub(1);
+        if link.sessions > 0 {
+            return None;
+        }
+        link.idle = Some(period);
+        Some(Idle { addr, period })
+    }
+
+    /// Drops the link of `idle` if it stayed idle since.
+    pub(crate) fn evict_if_idle(&self, idle: &Idle) {
+        let mut state = self.lock();
+        if state
+            .links
+            .get(&idle.addr)
+            .is_some_and(|link| link.idle == Some(idle.period))
+        {
+            state.links.remove(&idle.addr);
+        }
+    }
+
+    /// The connection to `addr` failed: drop its link if no session uses it, so the next
+    /// attempt dials afresh.
+    pub(crate) fn evict_if_unused(&self, addr: &str) {
+        let mut state = self.lock();
+        if state.links.get(addr).is_some_and(|link| link.sessions == 0) {
+            state.links.remove(addr);
+        }
+    }
+
+    /// How many links the node holds.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().links.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -48,7 +132,7 @@ fn endpoint(addr: &str, config: &NodeConfig) -> Result<Endpoint, ConnectError> {
     }
     Ok(Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| invalid(e.to_string()))?
-        .connect_timeout(config.connect_timeout)
+        .connect_timeout(config.session.handshake_timeout.min(config.connect_timeout))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(config.keepalive_interval)
         .keep_alive_timeout(config.keepalive_timeout)

@@ -31,6 +31,10 @@ pub(crate) struct ChatArgs {
     /// How long to wait for the join, and for the room's last acks after stdin ends.
     #[arg(long, default_value = "10s", value_parser = duration)]
     timeout: Duration,
+    /// How long to keep trying to reach the room's node when its connection is refused or
+    /// reset before the session is established (exit 5 after that).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    connect_timeout: Duration,
     /// When the session is lost, join the room again (and resend the texts it never
     /// confirmed) instead of exiting.
     #[arg(long)]
@@ -73,6 +77,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let node = Node::builder()
         .name(format!("chat-{}", args.user))
         .secret(secret)
+        .connect_timeout(args.connect_timeout)
         .start()
         .await
         .map_err(|e| fail(e.to_string()))?;

@@ -54,6 +54,13 @@ struct Timing {
     /// With messages unacknowledged, a peer silent this long interrupts the session.
     #[arg(long, default_value = "3s", value_parser = duration)]
     silence_timeout: Duration,
+    /// How long to keep trying to open a session when the peer's connection is refused
+    /// or reset before the session is established.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    connect_timeout: Duration,
+    /// Under the restart policy, how long a lost session tries to open its replacement.
+    #[arg(long, default_value = "300s", value_parser = duration)]
+    restart_timeout: Duration,
     /// A handshake must complete within this.
     #[arg(long, default_value = "10s", value_parser = duration)]
     handshake_timeout: Duration,
@@ -73,6 +80,8 @@ impl Timing {
         config.keepalive_timeout = self.keepalive_timeout;
         config.session.silence_timeout = self.silence_timeout;
         config.session.handshake_timeout = self.handshake_timeout;
+        config.connect_timeout = self.connect_timeout;
+        config.restart_timeout = self.restart_timeout;
         config.shutdown_drain = self.shutdown_drain;
         config.session.credit_window = self.credit_window;
     }
