@@ -93,8 +93,9 @@ pub struct NodeConfig {
     /// The connect deadline: how long [`crate::Node::connect`] keeps trying to open a
     /// session when the peer's connection is refused, reset or broken during the
     /// handshake (retried with the reconnect backoff). A typed refusal (wrong secret,
-    /// unknown actor) is never retried. Each attempt, the TCP connect included, is also
-    /// bounded by the session's handshake timeout.
+    /// unknown actor) is never retried. Each attempt, the TCP connect included, is
+    /// bounded by the session's handshake timeout; no attempt starts after the deadline,
+    /// so an error comes at most one handshake timeout after it.
     pub connect_timeout: Duration,
     /// Under [`SessionPolicy::Restart`]: how long a lost session keeps trying to open its
     /// replacement before the owner gets

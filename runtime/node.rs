@@ -404,7 +404,7 @@ pub struct Bookkeeping {
 /// How hard [`NodeInner::open_session`] tries.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Retry {
-    /// No attempt starts after this, and none outlasts it.
+    /// No attempt starts after this (one under way may take up to the handshake timeout).
     pub(crate) deadline: Instant,
     /// A restart also retries what a returning peer may outgrow: an actor not yet
     /// registered, a peer shutting down, a handshake timeout. Otherwise only a refused,
@@ -542,7 +542,7 @@ impl NodeInner {
                 return Err(GaveUp { error, attempts });
             }
             attempts += 1;
-            let failure = match self.open(target, retry.deadline).await {
+            let failure = match self.open(target).await {
                 Ok(opened) => return Ok(opened),
                 Err(failure) => failure,
             };
@@ -562,11 +562,10 @@ impl NodeInner {
         }
     }
 
-    /// One attempt to open a session, over by `deadline` at the latest.
+    /// One attempt to open a session, over within the handshake timeout.
     async fn open(
         self: &Arc<Self>,
         target: &Target,
-        deadline: Instant,
     ) -> Result<(SessionRef, Arc<SessionSlot>), Failure> {
         let permanent = |error| Failure {
             error,
@@ -587,16 +586,9 @@ impl NodeInner {
             .links
             .client(addr, id, &self.config)
             .map_err(permanent)?;
-        let handshake_timeout = self
-            .config
-            .session
-            .handshake_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+        // The handshake timeout is left whole: it also bounds the session's resumes.
         let session = Session::initiator(
-            SessionConfig {
-                handshake_timeout,
-                ..self.config.session.clone()
-            },
+            self.config.session.clone(),
             self.secret.clone(),
             self.identity.clone(),
             id,
@@ -610,10 +602,7 @@ impl NodeInner {
         let slot = slot.clone().unwrap_or_else(SessionSlot::empty);
         let driver = Driver {
             shared,
-            config: DriverConfig {
-                handshake_timeout,
-                ..self.driver_config()
-            },
+            config: self.driver_config(),
             node: self.clone(),
             policy: *policy,
             link: Link::Dial(Box::new(Dialer {
