@@ -22,17 +22,6 @@ async fn dialling(deadline: Duration, secret: &str) -> Node {
         .expect("node starts")
 }
 
-/// Waits, within [`WAIT`], until `condition` holds.
-async fn until(mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the condition within the wait bound");
-}
-
 /// A served probe, and a fault proxy in front of its node.
 async fn proxied_probe() -> (Served, FaultProxy) {
     let server = served_probe(listening_node("server", SECRET).await).await;
@@ -78,8 +67,10 @@ async fn connect_survives_resets_during_the_first_handshake() {
     proxy.set_blackhole(true);
     let connecting = connect_in_background(&client, proxy.addr().to_string(), owner);
 
-    for _ in 0..3 {
-        until(|| proxy.connections() > 0).await;
+    for attempt in 1..=3 {
+        tokio::time::timeout(WAIT, proxy.accepted(attempt))
+            .await
+            .expect("the retry reaches the proxy within the wait bound");
         proxy.cut_all();
     }
     proxy.set_blackhole(false);

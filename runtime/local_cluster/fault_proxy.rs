@@ -42,6 +42,8 @@ struct Shared {
     state: Mutex<State>,
     /// `true` while the proxy forwards nothing.
     blackhole: watch::Sender<bool>,
+    /// Connections accepted so far.
+    accepted: watch::Sender<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -177,6 +179,7 @@ impl FaultProxy {
             target,
             state: Mutex::new(State::default()),
             blackhole: watch::Sender::new(false),
+            accepted: watch::Sender::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self {
@@ -228,6 +231,13 @@ impl FaultProxy {
         self.shared.blackhole.send_replace(on);
     }
 
+    /// Waits until at least `n` connections were accepted since the proxy started.
+    pub async fn accepted(&self, n: usize) {
+        let mut rx = self.shared.accepted.subscribe();
+        // The sender lives as long as `self`.
+        let _ = rx.wait_for(|accepted| *accepted >= n).await;
+    }
+
     /// How many connections are proxied now.
     pub fn connections(&self) -> usize {
         self.shared.state().conns.len()
@@ -271,6 +281,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
         let id = state.next_id;
         state.next_id += 1;
+        shared.accepted.send_modify(|n| *n += 1);
         let task = tokio::spawn(proxy_one(id, client, Arc::clone(&shared)));
         state.conns.insert(
             id,
