@@ -811,8 +811,8 @@ impl Driver {
         };
         let session = SessionRef::new(self.shared.clone(), info);
         self.node.session_opened(&session);
-        if let Some(owner) = &self.owner {
-            self.node.owns(&owner.cell(), &self.shared);
+        if let Some(cell) = self.owner.as_ref().and_then(|o| o.cell()) {
+            self.node.owns(&cell, &self.shared);
         }
         self.session_ref = Some(session.clone());
         match (session.role(), self.established.take()) {
@@ -884,7 +884,7 @@ impl Driver {
             let _ = tx.send(Err(reason.clone()));
         } else if let CloseReason::Lost(lost) = &reason {
             let escalation = (self.policy == SessionPolicy::Escalate)
-                .then(|| self.owner.as_ref().map(|o| o.cell()))
+                .then(|| self.owner.as_ref().and_then(|o| o.cell()))
                 .flatten()
                 .map(|owner| Escalation {
                     owner,

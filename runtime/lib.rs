@@ -14,6 +14,10 @@
 //!   stream, and events into the owner's mailbox.
 //! - [`mailbox`]: what sessions deliver into an actor's mailbox ([`Inbound`],
 //!   [`SessionSignal`]).
+//! - [`inbox`]: a session read as a typed stream without an actor ([`InboxReceiver`]);
+//!   credit follows the reader.
+//! - [`fanout`]: sending to many sessions when some cannot keep up ([`Fanout`]): every
+//!   member gets everything in order, or is told it fell behind.
 //! - `session_ref` / `remote_ref`: handles to a session ([`SessionRef`]) and typed
 //!   handles to a remote actor ([`RemoteRef`]).
 //! - [`node`]: the node: registry of named actors, gRPC server, links to peers,
@@ -49,6 +53,8 @@ pub mod bench_api;
 pub mod config;
 mod driver;
 pub mod error;
+pub mod fanout;
+pub mod inbox;
 pub mod local_cluster;
 pub mod mailbox;
 pub mod node;
@@ -67,6 +73,8 @@ pub use error::{
     AuthError, CallError, CloseReason, ConnectError, DecodeError, NodeError, ProtocolError,
     SendError,
 };
+pub use fanout::{Behind, Fanout, FanoutConfig};
+pub use inbox::{InboxEvent, InboxReceiver};
 pub use mailbox::{Inbound, ReplyPort, SessionMsg, SessionSignal};
 pub use node::{Node, NodeBuilder, NodeEvent};
 pub use remote_ref::{Protocol, RemoteRef};

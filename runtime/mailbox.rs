@@ -359,10 +359,16 @@ pub(crate) trait Deliver: Send + Sync + 'static {
     fn inbound(&self, inbound: Inbound) -> Result<(), ()>;
     /// Delivers a signal; `Err` when the actor no longer takes messages.
     fn signal(&self, signal: SessionSignal) -> Result<(), ()>;
-    /// Whether the actor still runs.
+    /// Whether the actor (or receiving handle) still takes messages.
     fn is_alive(&self) -> bool;
-    /// The actor's cell, to stop or watch it.
-    fn cell(&self) -> ractor::ActorCell;
+    /// The actor's cell, to stop or watch it; `None` for an owner that is not an actor
+    /// (an [`crate::inbox::InboxReceiver`]).
+    fn cell(&self) -> Option<ractor::ActorCell>;
+    /// Why the owner no longer takes messages, when it knows better than the node's
+    /// record of actor stop reasons.
+    fn gone_reason(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<M> Deliver for ActorRef<M>
@@ -377,8 +383,8 @@ where
         self.send_message(M::from(signal)).map_err(drop)
     }
 
-    fn cell(&self) -> ractor::ActorCell {
-        self.get_cell()
+    fn cell(&self) -> Option<ractor::ActorCell> {
+        Some(self.get_cell())
     }
 
     fn is_alive(&self) -> bool {

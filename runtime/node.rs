@@ -335,13 +335,25 @@ impl Node {
         P: Protocol,
         M: ractor::Message + From<Inbound> + From<SessionSignal>,
     {
+        self.connect_owner(addr, actor, Arc::new(owner.clone()), policy)
+            .await
+    }
+
+    /// Opens a session delivering into `owner`, as [`Node::connect_with`] describes.
+    pub(crate) async fn connect_owner<P: Protocol>(
+        &self,
+        addr: &str,
+        actor: &str,
+        owner: Arc<dyn Deliver>,
+        policy: SessionPolicy,
+    ) -> Result<RemoteRef<P>, ConnectError> {
         let retry = Retry {
             deadline: Instant::now() + self.inner.config.connect_timeout,
             restart: false,
         };
         let (_, slot) = self
             .inner
-            .open_session(addr, actor, Arc::new(owner.clone()), policy, None, retry)
+            .open_session(addr, actor, owner, policy, None, retry)
             .await
             .map_err(|gave_up| gave_up.error)?;
         Ok(RemoteRef::new(slot))
@@ -703,7 +715,10 @@ impl NodeInner {
     /// The stop reason of a session owner that no longer takes messages.
     pub(crate) fn stop_reason(&self, owner: Option<&dyn Deliver>) -> String {
         owner
-            .and_then(|o| self.stop_reasons.get(o.cell().get_id()))
+            .and_then(|o| {
+                o.gone_reason()
+                    .or_else(|| self.stop_reasons.get(o.cell()?.get_id()))
+            })
             .unwrap_or_else(|| "the actor stopped".into())
     }
 

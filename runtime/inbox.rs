@@ -1,0 +1,228 @@
+//! [`InboxReceiver`]: a session's messages and signals read as a typed stream, without an
+//! actor of one's own; credit follows the reader.
+//!
+//! A client that only wants to hear what a remote actor sends (a chat member, a watcher
+//! of a reconcile loop) does not need a forwarding actor. [`Node::connect_inbox`] opens a
+//! session whose deliveries go into an [`InboxReceiver`], and every message stays an
+//! unconsumed [`Inbound`] until the application takes it with [`InboxReceiver::recv`]:
+//! only then does the peer get credit for another. A reader that falls behind thus holds
+//! its peer back through the session's credit window instead of buffering without bound:
+//! what waits in the inbox is at most one window of messages (the receiver's
+//! `SessionConfig::window`) plus the session's few signals.
+//!
+//! ```no_run
+//! # async fn run(node: duologue::Node) -> Result<(), Box<dyn std::error::Error>> {
+//! use duologue::actors::chat::ChatRoom;
+//! use duologue::inbox::InboxEvent;
+//!
+//! let (room, mut inbox) = node.connect_inbox::<ChatRoom>("127.0.0.1:7000", "general").await?;
+//! while let Some(event) = inbox.recv().await {
+//!     match event {
+//!         InboxEvent::Message(message) => println!("{message:?}"),
+//!         InboxEvent::Signal(signal) => println!("{signal:?}"),
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//! # drop(room); Ok(()) }
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use crate::config::SessionPolicy;
+use crate::error::{ConnectError, DecodeError};
+use crate::mailbox::{Deliver, Inbound, ReplyPort, SessionMsg, SessionSignal};
+use crate::node::Node;
+use crate::remote_ref::{Protocol, RemoteRef};
+use crate::wire::GoodbyeReason;
+
+/// What an [`InboxReceiver`] yields: the peer's messages, decoded, and the session's
+/// signals, in the order the session delivered them.
+#[derive(Debug)]
+pub enum InboxEvent<R> {
+    /// A one-way message from the peer.
+    Message(R),
+    /// A call from the peer: answer through `reply` (dropping it answers `no_reply`).
+    Call {
+        /// The request.
+        request: R,
+        /// The obligation to answer.
+        reply: ReplyPort,
+    },
+    /// A message that is not an `R`: the peer speaks another protocol or sent bad
+    /// bytes. It is consumed (the peer gets credit) and reported, never skipped silently.
+    Undecodable {
+        /// Its type URL.
+        type_url: String,
+        /// Why it does not decode.
+        error: DecodeError,
+    },
+    /// A change in the life of the session (interrupted, resumed, lost, closed, ...).
+    Signal(SessionSignal),
+}
+
+/// The receiving half of a session opened with [`Node::connect_inbox`]: the session's
+/// owner.
+///
+/// Dropping it ends the session with a farewell (`ActorStopped`, "the inbox receiver was
+/// dropped"), as an owner actor that stops would: nobody is left to read.
+pub struct InboxReceiver<P: Protocol> {
+    rx: mpsc::UnboundedReceiver<SessionMsg>,
+    remote: RemoteRef<P>,
+}
+
+impl<P: Protocol> InboxReceiver<P> {
+    /// The next event, waiting for one. Taking a message consumes it: that is what grants
+    /// the peer credit for another.
+    ///
+    /// Returns `None` only once the node has dropped every session that delivered here
+    /// (after the last one closed); a reader usually stops at
+    /// [`SessionSignal::Closed`] or a final [`SessionSignal::Lost`].
+    pub async fn recv(&mut self) -> Option<InboxEvent<P::Response>> {
+        self.rx.recv().await.map(decode)
+    }
+
+    /// The next event if one is waiting now.
+    pub fn try_recv(&mut self) -> Option<InboxEvent<P::Response>> {
+        self.rx.try_recv().ok().map(decode)
+    }
+
+    /// The next delivery as the session made it, undecoded: the [`Inbound`] keeps the
+    /// peer's credit until it is dropped, for readers that hold messages for a while.
+    pub async fn recv_raw(&mut self) -> Option<SessionMsg> {
+        self.rx.recv().await
+    }
+
+    /// Deliveries waiting to be read: messages (each holding one credit) and signals.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether nothing waits to be read.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// The typed handle to the peer actor this inbox hears from.
+    pub fn remote(&self) -> &RemoteRef<P> {
+        &self.remote
+    }
+}
+
+impl<P: Protocol> Drop for InboxReceiver<P> {
+    fn drop(&mut self) {
+        self.rx.close();
+        self.remote
+            .session()
+            .end(GoodbyeReason::ActorStopped, DROPPED);
+    }
+}
+
+impl<P: Protocol> Stream for InboxReceiver<P> {
+    type Item = InboxEvent<P::Response>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|next| next.map(decode))
+    }
+}
+
+impl<P: Protocol> fmt::Debug for InboxReceiver<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboxReceiver")
+            .field("session", &self.remote.session().id())
+            .field("waiting", &self.rx.len())
+            .finish()
+    }
+}
+
+const DROPPED: &str = "the inbox receiver was dropped";
+
+fn decode<R: prost::Message + prost::Name + Default + 'static>(
+    delivery: SessionMsg,
+) -> InboxEvent<R> {
+    match delivery {
+        SessionMsg::Signal(signal) => InboxEvent::Signal(signal),
+        SessionMsg::Inbound(mut inbound) => match inbound.decode::<R>() {
+            Ok(request) => match inbound.take_reply() {
+                Some(reply) => InboxEvent::Call { request, reply },
+                None => InboxEvent::Message(request),
+            },
+            Err(error) => InboxEvent::Undecodable {
+                type_url: inbound.type_url().to_owned(),
+                error,
+            },
+        },
+    }
+}
+
+/// Where a session delivers for an inbox: the channel's sending half.
+struct InboxSender {
+    tx: mpsc::UnboundedSender<SessionMsg>,
+}
+
+impl Deliver for InboxSender {
+    fn inbound(&self, inbound: Inbound) -> Result<(), ()> {
+        self.tx.send(SessionMsg::Inbound(inbound)).map_err(drop)
+    }
+
+    fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
+        self.tx.send(SessionMsg::Signal(signal)).map_err(drop)
+    }
+
+    fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    fn cell(&self) -> Option<ractor::ActorCell> {
+        None
+    }
+
+    fn gone_reason(&self) -> Option<String> {
+        Some(DROPPED.into())
+    }
+}
+
+impl Node {
+    /// Opens a session to the actor `actor` on the node at `addr`, owned by an
+    /// [`InboxReceiver`] instead of a local actor: send through the [`RemoteRef`], read
+    /// what the peer sends (and the session's signals) from the receiver. Connecting
+    /// retries transient faults as [`Node::connect`] does; the node's default
+    /// [`SessionPolicy`] applies (`Escalate` acts as `Resume`: there is no actor to stop).
+    ///
+    /// # Errors
+    /// As [`Node::connect`].
+    pub async fn connect_inbox<P: Protocol>(
+        &self,
+        addr: &str,
+        actor: &str,
+    ) -> Result<(RemoteRef<P>, InboxReceiver<P>), ConnectError> {
+        self.connect_inbox_with(addr, actor, self.config().policy)
+            .await
+    }
+
+    /// As [`Node::connect_inbox`], with the session's own [`SessionPolicy`].
+    ///
+    /// # Errors
+    /// As [`Node::connect`].
+    pub async fn connect_inbox_with<P: Protocol>(
+        &self,
+        addr: &str,
+        actor: &str,
+        policy: SessionPolicy,
+    ) -> Result<(RemoteRef<P>, InboxReceiver<P>), ConnectError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let remote = self
+            .connect_owner(addr, actor, Arc::new(InboxSender { tx }), policy)
+            .await?;
+        let receiver = InboxReceiver {
+            rx,
+            remote: remote.clone(),
+        };
+        Ok((remote, receiver))
+    }
+}
