@@ -1,4 +1,4 @@
-//! The chat paradigm: a room actor, and a member actor that joins it from another node.
+//! The chat paradigm: a room actor, and members that join it from other nodes.
 //!
 //! ```text
 //!  member (node B)                  room (node A)                 other members
@@ -14,16 +14,26 @@
 //!
 //! Each member's session is its own ordered stream into the room's one mailbox; the
 //! room answers and relays on the sessions the messages came from.
+//!
+//! Everything the room sends a member (acks, relays, presence) goes through that
+//! member's outbox in a [`Fanout`]: in order, as the member's credit allows. A member
+//! whose outbox reaches the room's lag ([`RoomConfig::fanout`]) is let go. It receives
+//! what was queued for it, then [`FellBehind`] (where its gap starts, and which of its
+//! texts were recorded), then the room's farewell. The others see it leave. It may join
+//! again and get the recent history in its Welcome. No member misses a line unawares.
+//!
+//! A member is not an actor: [`join`] opens a session read through [`ChatEvents`], so
+//! the room sends a member more only as fast as the member reads.
 
-use duologue::SessionMsg;
 use std::time::Duration;
 
+use duologue::fanout::{Behind, Fanout, FanoutConfig, Refused};
+use duologue::inbox::{InboxEvent, InboxReceiver};
 use duologue::{
-    CallError, CloseReason, ConnectError, Inbound, Node, Protocol, RemoteRef, SessionRef,
-    SessionSignal,
+    CallError, CloseReason, ConnectError, GoodbyeReason, Inbound, Node, Protocol, RemoteRef,
+    SessionId, SessionMsg, SessionRef, SessionSignal,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::mpsc;
 
 /// The chat protocol's messages (`proto/duologue/chat/v1/chat.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -32,7 +42,8 @@ pub mod proto {
 }
 
 use proto::{
-    Ack, Join, Leave, MemberMessage, Presence, Rejected, Relay, RoomMessage, Text, Welcome,
+    Ack, FellBehind, Join, Leave, MemberMessage, Presence, Rejected, Relay, RoomMessage, Text,
+    Welcome,
 };
 use proto::{member_message, room_message};
 
@@ -80,16 +91,45 @@ impl From<room_message::Kind> for RoomMessage {
 struct Member {
     user: String,
     session: SessionRef,
+    /// The `client_seq` of its last text the room recorded.
+    last_client_seq: u64,
 }
 
 /// How many recent texts a room keeps for members who join later.
 pub const HISTORY: usize = 50;
 
+/// How a room is set up.
+#[derive(Clone, Debug)]
+pub struct RoomConfig {
+    /// The room's name.
+    pub name: String,
+    /// How far a member may fall behind before the room lets it go (see
+    /// [`duologue::fanout`]).
+    pub fanout: FanoutConfig,
+}
+
+impl From<&str> for RoomConfig {
+    fn from(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            fanout: FanoutConfig::default(),
+        }
+    }
+}
+
+/// Members that fell behind, waiting for their notice.
+type Fallen = Vec<Behind<SessionId, RoomMessage>>;
+
 /// The room's state.
 #[derive(Debug)]
 pub struct RoomState {
     name: String,
+    /// In join order.
     members: Vec<Member>,
+    /// Everything the room sends a member goes through its outbox here, in order.
+    outboxes: Fanout<SessionId, RoomMessage>,
+    /// Sessions of members that fell behind: their outbox finishes them after the notice.
+    let_go: std::collections::HashSet<SessionId>,
     room_seq: u64,
     history: std::collections::VecDeque<Relay>,
 }
@@ -99,26 +139,53 @@ impl RoomState {
         self.members.iter().find(|m| &m.session == session)
     }
 
+    fn remove(&mut self, session: &SessionRef) -> Option<Member> {
+        let at = self.members.iter().position(|m| &m.session == session)?;
+        Some(self.members.remove(at))
+    }
+
+    /// The member left (or its session ended): the others are told.
     fn leave(&mut self, session: &SessionRef) {
-        if let Some(at) = self.members.iter().position(|m| &m.session == session) {
-            let member = self.members.remove(at);
+        self.outboxes.remove(&session.id());
+        if let Some(member) = self.remove(session) {
             tracing::info!(room = %self.name, user = %member.user, "left");
-            self.announce(&member.user, false);
+            let fallen = self.announce(&member.user, false);
+            self.let_go(fallen, self.room_seq + 1);
         }
     }
 
     /// Tells every member but `user` that `user` joined or left.
-    fn announce(&self, user: &str, joined: bool) {
+    fn announce(&mut self, user: &str, joined: bool) -> Fallen {
         let presence: RoomMessage = room_message::Kind::Presence(Presence {
             user: user.to_owned(),
             joined,
             members: self.members.iter().map(|m| m.user.clone()).collect(),
         })
         .into();
-        for member in self.members.iter().filter(|m| m.user != user) {
-            if let Err(error) = member.session.try_cast(presence.clone()) {
-                tracing::warn!(%error, user = %member.user, "presence not sent");
-            }
+        let except = self
+            .members
+            .iter()
+            .find(|m| m.user == user)
+            .map(|m| m.session.id());
+        self.outboxes.publish(&presence, except.as_ref())
+    }
+
+    /// Members that fell behind leave the room, each told after what it was sent; the
+    /// others hear that they left (which may leave more behind).
+    fn let_go(&mut self, mut fallen: Fallen, missed_from: u64) {
+        while let Some(behind) = fallen.pop() {
+            let Some(member) = self.remove(behind.session()) else {
+                continue;
+            };
+            tracing::info!(room = %self.name, user = %member.user, queued = behind.queued(), "fell behind; let go");
+            let notice = room_message::Kind::FellBehind(FellBehind {
+                missed_from,
+                queued: behind.queued() as u64,
+                last_client_seq: member.last_client_seq,
+            });
+            self.let_go.insert(behind.session().id());
+            behind.farewell(notice.into());
+            fallen.extend(self.announce(&member.user, false));
         }
     }
 
@@ -136,11 +203,14 @@ impl RoomState {
             .into()
         } else {
             tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), "joined");
+            self.outboxes.insert(session.id(), session.clone());
             self.members.push(Member {
                 user: join.user.clone(),
                 session,
+                last_client_seq: 0,
             });
-            self.announce(&join.user, true);
+            let fallen = self.announce(&join.user, true);
+            self.let_go(fallen, self.room_seq + 1);
             room_message::Kind::Welcome(Welcome {
                 room: self.name.clone(),
                 members: self.members.iter().map(|m| m.user.clone()).collect(),
@@ -149,29 +219,37 @@ impl RoomState {
             })
             .into()
         };
+        // A reply skips credit: it reaches the member ahead of anything queued for it.
         if let Err(error) = inbound.reply(&reply) {
             tracing::warn!(%error, "join reply not sent");
         }
     }
 
     fn text(&mut self, session: &SessionRef, text: Text) {
-        let Some(from) = self.member(session).map(|m| m.user.clone()) else {
+        let Some(member) = self.members.iter_mut().find(|m| &m.session == session) else {
+            // Not (or no longer) a member: a member that fell behind was told which of
+            // its texts were recorded; anyone else is told here, or its session ends.
             let rejected: RoomMessage = room_message::Kind::Rejected(Rejected {
                 reason: "join before sending text".into(),
             })
             .into();
-            let _ = session.try_cast(rejected);
+            if session.try_cast(rejected).is_err() && !session.is_closed() {
+                session.end(GoodbyeReason::ProtocolError, "text from a non-member");
+            }
             return;
         };
         self.room_seq += 1;
+        member.last_client_seq = text.client_seq;
+        let from = member.user.clone();
         let ack: RoomMessage = room_message::Kind::Ack(Ack {
             client_seq: text.client_seq,
             room_seq: self.room_seq,
         })
         .into();
-        if let Err(error) = session.try_cast(ack) {
-            tracing::warn!(%error, user = %from, "ack not sent");
-        }
+        let mut fallen = match self.outboxes.send(&session.id(), ack) {
+            Ok(()) | Err(Refused::NotMember(_)) => Vec::new(),
+            Err(Refused::Behind(behind)) => vec![behind],
+        };
         let line = Relay {
             room_seq: self.room_seq,
             from,
@@ -182,28 +260,26 @@ impl RoomState {
         }
         self.history.push_back(line.clone());
         let relay: RoomMessage = room_message::Kind::Relay(line).into();
-        for member in self.members.iter().filter(|m| &m.session != session) {
-            if let Err(error) = member.session.try_cast(relay.clone()) {
-                tracing::warn!(%error, user = %member.user, "relay not sent");
-            }
-        }
+        fallen.extend(self.outboxes.publish(&relay, Some(&session.id())));
+        self.let_go(fallen, self.room_seq);
     }
 }
 
 impl Actor for ChatRoom {
     type Msg = SessionMsg;
     type State = RoomState;
-    /// The room's name.
-    type Arguments = String;
+    type Arguments = RoomConfig;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SessionMsg>,
-        name: String,
+        config: RoomConfig,
     ) -> Result<RoomState, ActorProcessingErr> {
         Ok(RoomState {
-            name,
+            name: config.name,
             members: Vec::new(),
+            outboxes: Fanout::new(config.fanout),
+            let_go: std::collections::HashSet::new(),
             room_seq: 0,
             history: std::collections::VecDeque::new(),
         })
@@ -240,11 +316,14 @@ impl Actor for ChatRoom {
                 }
             },
             // The member half-closed: its texts before the farewell are all handled (they
-            // precede this signal in the mailbox), so finishing now sends the final acks
-            // ahead of the room's own farewell.
+            // precede this signal in the mailbox), so finishing after its outbox sends the
+            // final acks ahead of the room's own farewell.
             SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
+                let outbox = state.outboxes.finish(&session.id());
                 state.leave(&session);
-                session.finish();
+                if !outbox && !state.let_go.contains(&session.id()) {
+                    session.finish();
+                }
             }
             SessionMsg::Signal(SessionSignal::Closed {
                 session, reason, ..
@@ -252,10 +331,12 @@ impl Actor for ChatRoom {
                 if state.member(&session).is_some() {
                     tracing::info!(%reason, "member session closed");
                 }
+                state.let_go.remove(&session.id());
                 state.leave(&session);
             }
             SessionMsg::Signal(SessionSignal::Lost(lost)) => {
                 tracing::info!(reason = %lost.reason, "member session lost");
+                state.let_go.remove(&lost.session.id());
                 state.leave(&lost.session);
             }
             SessionMsg::Signal(_) => {}
@@ -275,12 +356,21 @@ pub enum ChatEvent {
     Rejected(String),
     /// Someone joined or left.
     Presence(Presence),
-    /// The room finished the session (after this member finished).
+    /// This member could not keep up: the room let it go after everything queued for
+    /// it. It should join again (its texts after `last_client_seq` were not recorded).
+    FellBehind(FellBehind),
+    /// The room sent something this member cannot decode.
+    Undecodable(String),
+    /// The room finished the session (after this member finished, or after letting it
+    /// go).
     RoomFinished,
     /// The stream to the room broke; the session is trying to resume.
     Interrupted(String),
     /// The session resumed: nothing lost or doubled.
     Resumed(duologue::mailbox::Resumption),
+    /// The room has not granted this member credit for a while (see
+    /// [`SessionSignal::HeldBack`]): its texts wait.
+    HeldBack(duologue::mailbox::HeldBack),
     /// After a loss, a new session greeted the room again (the `Restart` policy); the
     /// member must join again.
     Restarted,
@@ -295,47 +385,69 @@ pub enum ChatEvent {
     Closed(CloseReason),
 }
 
-/// A member actor: forwards what the room sends to a channel its owner reads.
-#[derive(Debug, Default)]
-pub struct ChatMember;
+/// What the room sends a member, in order, read as [`ChatEvent`]s. Credit follows the
+/// reader: the room sends this member more only as it reads, so an unread member holds
+/// at most one session window of messages (and, past the room's fan-out lag, is let go
+/// with [`ChatEvent::FellBehind`]).
+#[derive(Debug)]
+pub struct ChatEvents {
+    inbox: InboxReceiver<ChatRoom>,
+}
 
-impl Actor for ChatMember {
-    type Msg = SessionMsg;
-    type State = mpsc::UnboundedSender<ChatEvent>;
-    type Arguments = mpsc::UnboundedSender<ChatEvent>;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        events: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(events)
+impl ChatEvents {
+    /// The next event, waiting for one; `None` once the session is over and read.
+    pub async fn recv(&mut self) -> Option<ChatEvent> {
+        loop {
+            if let Some(event) = chat_event(self.inbox.recv().await?) {
+                return Some(event);
+            }
+        }
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        message: SessionMsg,
-        events: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let event = match message {
-            SessionMsg::Inbound(inbound) => match inbound.decode::<RoomMessage>()?.kind {
-                Some(room_message::Kind::Relay(relay)) => ChatEvent::Relay(relay),
-                Some(room_message::Kind::Ack(ack)) => ChatEvent::Acked(ack),
-                Some(room_message::Kind::Rejected(r)) => ChatEvent::Rejected(r.reason),
-                Some(room_message::Kind::Presence(p)) => ChatEvent::Presence(p),
-                Some(room_message::Kind::Welcome(_)) | None => return Ok(()),
-            },
-            SessionMsg::Signal(SessionSignal::PeerFinished(..)) => ChatEvent::RoomFinished,
-            SessionMsg::Signal(SessionSignal::Interrupted(_, cause)) => {
-                ChatEvent::Interrupted(cause)
+    /// The next event if one is waiting now.
+    pub fn try_recv(&mut self) -> Option<ChatEvent> {
+        loop {
+            if let Some(event) = chat_event(self.inbox.try_recv()?) {
+                return Some(event);
             }
-            SessionMsg::Signal(SessionSignal::Resumed(_, resumption)) => {
-                ChatEvent::Resumed(resumption)
-            }
-            SessionMsg::Signal(SessionSignal::Restarted { .. }) => ChatEvent::Restarted,
-            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
-                let unconfirmed = lost
+        }
+    }
+
+    /// Events waiting to be read (an upper bound: some deliveries are not events).
+    pub fn len(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// Whether nothing waits to be read.
+    pub fn is_empty(&self) -> bool {
+        self.inbox.is_empty()
+    }
+}
+
+/// The event a delivery means to a member, if any.
+fn chat_event(event: InboxEvent<RoomMessage>) -> Option<ChatEvent> {
+    Some(match event {
+        InboxEvent::Message(message) => match message.kind? {
+            room_message::Kind::Relay(relay) => ChatEvent::Relay(relay),
+            room_message::Kind::Ack(ack) => ChatEvent::Acked(ack),
+            room_message::Kind::Rejected(r) => ChatEvent::Rejected(r.reason),
+            room_message::Kind::Presence(p) => ChatEvent::Presence(p),
+            room_message::Kind::FellBehind(f) => ChatEvent::FellBehind(f),
+            room_message::Kind::Welcome(_) => return None,
+        },
+        // A room does not call its members; dropping the port answers `no_reply`.
+        InboxEvent::Call { .. } => return None,
+        InboxEvent::Undecodable { type_url, error } => {
+            ChatEvent::Undecodable(format!("{type_url}: {error}"))
+        }
+        InboxEvent::Signal(signal) => match signal {
+            SessionSignal::PeerFinished(..) => ChatEvent::RoomFinished,
+            SessionSignal::Interrupted(_, cause) => ChatEvent::Interrupted(cause),
+            SessionSignal::Resumed(_, resumption) => ChatEvent::Resumed(resumption),
+            SessionSignal::HeldBack(_, held) => ChatEvent::HeldBack(held),
+            SessionSignal::Restarted { .. } => ChatEvent::Restarted,
+            SessionSignal::Lost(lost) => ChatEvent::Lost {
+                unconfirmed: lost
                     .unconfirmed
                     .iter()
                     .filter_map(|u| u.decode::<MemberMessage>().ok())
@@ -343,25 +455,13 @@ impl Actor for ChatMember {
                         Some(member_message::Kind::Text(text)) => Some(text),
                         _ => None,
                     })
-                    .collect();
-                ChatEvent::Lost {
-                    reason: lost.reason.clone(),
-                    unconfirmed,
-                }
-            }
-            SessionMsg::Signal(SessionSignal::Closed { reason, .. }) => {
-                let _ = events.send(ChatEvent::Closed(reason));
-                myself.stop(None);
-                return Ok(());
-            }
-            SessionMsg::Signal(
-                SessionSignal::Opened(_) | SessionSignal::Flow(..) | SessionSignal::HeldBack(..),
-            ) => return Ok(()),
-        };
-        // The receiver gone means the member's owner left; nothing to tell.
-        let _ = events.send(event);
-        Ok(())
-    }
+                    .collect(),
+                reason: lost.reason.clone(),
+            },
+            SessionSignal::Closed { reason, .. } => ChatEvent::Closed(reason),
+            SessionSignal::Opened(_) | SessionSignal::Flow(..) => return None,
+        },
+    })
 }
 
 /// Joining a room failed.
@@ -376,9 +476,6 @@ pub enum JoinError {
     /// The room refused the join.
     #[error("the room refused: {0}")]
     Rejected(String),
-    /// The member actor could not start.
-    #[error("member actor failed to start: {0}")]
-    Spawn(String),
 }
 
 /// A member that joined a room.
@@ -388,14 +485,11 @@ pub struct Joined {
     pub room: RemoteRef<ChatRoom>,
     /// The room's welcome.
     pub welcome: Welcome,
-    /// What the room sends, in order.
-    pub events: mpsc::UnboundedReceiver<ChatEvent>,
-    /// The member actor owning the session.
-    pub member: ActorRef<SessionMsg>,
+    /// What the room sends, in order. Dropping it ends the session.
+    pub events: ChatEvents,
 }
 
-/// Starts a member actor on `node`, opens a session to room `room` at `addr`, and joins
-/// as `user`.
+/// Opens a session from `node` to room `room` at `addr`, and joins as `user`.
 ///
 /// # Errors
 /// [`JoinError`] says which step failed.
@@ -406,37 +500,22 @@ pub async fn join(
     user: &str,
     timeout: Duration,
 ) -> Result<Joined, JoinError> {
-    let (tx, events) = mpsc::unbounded_channel();
-    let (member, _) = Actor::spawn(None, ChatMember, tx)
-        .await
-        .map_err(|e| JoinError::Spawn(e.to_string()))?;
-    let result = async {
-        let remote: RemoteRef<ChatRoom> = node.connect(addr, room, &member).await?;
-        let reply = remote
-            .call(
-                Join {
-                    user: user.to_owned(),
-                },
-                timeout,
-            )
-            .await?;
-        match reply.kind {
-            Some(room_message::Kind::Welcome(welcome)) => Ok((remote, welcome)),
-            Some(room_message::Kind::Rejected(r)) => Err(JoinError::Rejected(r.reason)),
-            _ => Err(JoinError::Rejected("unexpected reply to join".into())),
-        }
-    }
-    .await;
-    match result {
-        Ok((room, welcome)) => Ok(Joined {
-            room,
+    let (remote, inbox) = node.connect_inbox::<ChatRoom>(addr, room).await?;
+    let reply = remote
+        .call(
+            Join {
+                user: user.to_owned(),
+            },
+            timeout,
+        )
+        .await?;
+    match reply.kind {
+        Some(room_message::Kind::Welcome(welcome)) => Ok(Joined {
+            room: remote,
             welcome,
-            events,
-            member,
+            events: ChatEvents { inbox },
         }),
-        Err(error) => {
-            member.stop(None);
-            Err(error)
-        }
+        Some(room_message::Kind::Rejected(r)) => Err(JoinError::Rejected(r.reason)),
+        _ => Err(JoinError::Rejected("unexpected reply to join".into())),
     }
 }

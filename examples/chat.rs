@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use duologue::actors::chat::proto::Text;
-use duologue::actors::chat::{ChatEvent, ChatRoom, join};
+use duologue::actors::chat::{ChatEvent, ChatRoom, RoomConfig, join};
 use duologue::{CloseReason, Node, Secret};
 use ractor::Actor;
 
@@ -25,12 +25,12 @@ async fn main() -> anyhow::Result<()> {
         .secret(secret.clone())
         .start()
         .await?;
-    let (room, _) = Actor::spawn(None, ChatRoom, "general".to_owned()).await?;
+    let (room, _) = Actor::spawn(None, ChatRoom, RoomConfig::from("general")).await?;
     hub.register("general", &room)?;
     let addr = hub.local_addr().expect("hub listens").to_string();
     println!("hub listening on {addr}");
 
-    // Node B dials out only; its member actor owns the session.
+    // Node B dials out only; the member reads its session through `events`.
     let laptop = Node::builder()
         .name("laptop")
         .secret(secret)

@@ -11,7 +11,7 @@ use duologue::local_cluster::IgnoringOwner;
 use std::time::{Duration, Instant};
 
 use duologue::actors::chat::proto::Text;
-use duologue::actors::chat::{ChatEvent, ChatRoom, join};
+use duologue::actors::chat::{ChatEvent, ChatRoom, RoomConfig, join};
 use duologue::actors::seq_check::{SeqCheck, proto::Tick};
 use duologue::{CloseReason, Node, RemoteRef, Secret};
 use ractor::Actor;
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         .secret(secret.clone())
         .start()
         .await?;
-    let (room, _) = Actor::spawn(None, ChatRoom, "lobby".to_owned()).await?;
+    let (room, _) = Actor::spawn(None, ChatRoom, RoomConfig::from("lobby")).await?;
     hub.register("lobby", &room)?;
     let (check, _) = Actor::spawn(None, SeqCheck, "check".into()).await?;
     hub.register("check", &check)?;

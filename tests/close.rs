@@ -48,7 +48,7 @@ async fn abort_ends_at_once_and_the_peer_learns_aborted() {
 #[tokio::test]
 async fn close_finishes_when_the_peer_finishes_too() {
     let hub = listening_node("hub", SECRET).await;
-    let (room, _) = Actor::spawn(None, duologue::actors::chat::ChatRoom, "lobby".to_owned())
+    let (room, _) = Actor::spawn(None, duologue::actors::chat::ChatRoom, "lobby".into())
         .await
         .unwrap();
     hub.register("lobby", &room).unwrap();

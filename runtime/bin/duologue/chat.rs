@@ -35,8 +35,9 @@ pub(crate) struct ChatArgs {
     /// reset before the session is established (exit 5 after that).
     #[arg(long, default_value = "5s", value_parser = duration)]
     connect_timeout: Duration,
-    /// When the session is lost, join the room again (and resend the texts it never
-    /// confirmed) instead of exiting.
+    /// When the session is lost, or the room lets this member go because it fell behind,
+    /// join the room again (and resend the texts it never confirmed or recorded) instead
+    /// of exiting.
     #[arg(long)]
     rejoin: bool,
 }
@@ -102,15 +103,19 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let (mut sent, mut acked) = (0u64, 0u64);
+    // Texts the room has not acked yet, to send again if it lets this member go.
+    let mut unacked = std::collections::VecDeque::<Text>::new();
     let mut ack_deadline = None;
     loop {
         tokio::select! {
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(text)) => {
                     sent += 1;
+                    let text = Text { client_seq: sent, text };
+                    unacked.push_back(text.clone());
                     joined
                         .room
-                        .cast(Text { client_seq: sent, text })
+                        .cast(text)
                         .await
                         .map_err(|e| fail(format!("cannot send: {e}")))?;
                 }
@@ -123,7 +128,41 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
             },
             event = joined.events.recv() => match event {
                 Some(ChatEvent::Relay(relay)) => println!("{}: {}", relay.from, relay.text),
-                Some(ChatEvent::Acked(ack)) => acked = acked.max(ack.client_seq),
+                Some(ChatEvent::Acked(ack)) => {
+                    acked = acked.max(ack.client_seq);
+                    while unacked.front().is_some_and(|t| t.client_seq <= ack.client_seq) {
+                        unacked.pop_front();
+                    }
+                }
+                Some(ChatEvent::FellBehind(behind)) => {
+                    eprintln!(
+                        "fell behind the room: relays from #{} on were not sent here ({} were queued)",
+                        behind.missed_from, behind.queued
+                    );
+                    if !args.rejoin {
+                        return Err(fail(format!(
+                            "fell behind the room at #{} (use --rejoin to join again)",
+                            behind.missed_from
+                        )));
+                    }
+                    unacked.retain(|t| t.client_seq > behind.last_client_seq);
+                    joined = rejoin(&node, &args).await?;
+                    for text in unacked.iter().cloned() {
+                        joined
+                            .room
+                            .cast(text)
+                            .await
+                            .map_err(|e| fail(format!("cannot resend: {e}")))?;
+                    }
+                    if !stdin_open {
+                        joined.room.finish();
+                    }
+                }
+                Some(ChatEvent::Undecodable(what)) => eprintln!("undecodable from the room: {what}"),
+                Some(ChatEvent::HeldBack(held)) => eprintln!(
+                    "the room has held this member back for {:.0?}",
+                    held.waited
+                ),
                 Some(ChatEvent::Rejected(reason)) => eprintln!("the room refused: {reason}"),
                 Some(ChatEvent::Presence(p)) => eprintln!(
                     "* {} {} (members: {})",
@@ -158,7 +197,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                 Some(ChatEvent::Closed(reason)) => {
                     return Err(fail(format!("session closed: {reason}")));
                 }
-                None => return Err(fail("the member actor stopped".into())),
+                None => return Err(fail("the session to the room is gone".into())),
             },
             () = sleep_until(ack_deadline) => {
                 return Err(fail(format!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use duologue::actors::chat::ChatRoom;
+use duologue::actors::chat::{ChatRoom, RoomConfig};
 use duologue::actors::seq_check::{CheckConfig, SeqCheck};
 use duologue::config::SessionPolicy;
 use duologue::{Node, NodeConfig};
@@ -131,7 +131,7 @@ async fn serve(args: NodeArgs) -> Result<(), String> {
             .ok_or_else(|| format!("--actor {spec:?}: expected KIND:NAME"))?;
         match kind {
             "chat-room" => {
-                let (room, _) = Actor::spawn(None, ChatRoom, name.to_owned())
+                let (room, _) = Actor::spawn(None, ChatRoom, RoomConfig::from(name))
                     .await
                     .map_err(|e| format!("cannot start chat room {name}: {e}"))?;
                 node.register(name, &room).map_err(|e| e.to_string())?;
