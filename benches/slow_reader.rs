@@ -1,0 +1,174 @@
+//! Credit follows the reader, across processes: a room in a `duologue node` process, a
+//! writer `duologue chat` sending lines as fast as the room takes them, and a reader in
+//! this process that reads 1 000 events a second through [`duologue::actors::chat::join`].
+//!
+//! The reader's memory must stay bounded (its inbox holds at most one credit window), and
+//! the room must feel the slow reader: its outbox for the reader fills up to the room's
+//! lag, and the reader is let go with `FellBehind` (it then rejoins). Every relay the
+//! reader reads follows the one before it on its session; a gap not announced by
+//! `FellBehind` counts as `unannounced_gaps` and fails the run.
+//!
+//! ```text
+//! cargo bench --bench slow_reader                       # 20 s, reading 1 000/s
+//! cargo bench --bench slow_reader -- --seconds 60 --read-rate 1000
+//! ```
+//!
+//! Prints one line in the baseline's `label key=value` shape:
+//! `duologue slow_reader seconds=... read_rate=... relays_read=... fell_behind=...
+//! unannounced_gaps=... reader_peak_rss_mib=... room_peak_rss_mib=... writer_lines=...`
+
+#[path = "args.rs"]
+mod args;
+use args::option;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use duologue::actors::chat::{ChatEvent, Joined, join};
+use duologue::local_cluster::{ChildGuard, Memory, NodeProcess, SecretDir};
+use duologue::{Node, Secret};
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the reader saw.
+#[derive(Debug, Default)]
+struct Reading {
+    relays: u64,
+    fell_behind: u64,
+    unannounced_gaps: u64,
+    peak_inbox: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds = option(&args, "--seconds", 20)?;
+    let read_rate = option(&args, "--read-rate", 1_000)?.max(100);
+    let exe: &std::path::Path = env!("CARGO_BIN_EXE_duologue").as_ref();
+
+    let secrets = SecretDir::create()?;
+    let room = NodeProcess::start(
+        exe,
+        "room",
+        &[
+            "--secret-file".into(),
+            secrets.secret().display().to_string(),
+            "--actor".into(),
+            "chat-room:general".into(),
+        ],
+        Duration::from_secs(10),
+    )
+    .await?;
+    let addr = room.addr.to_string();
+    let node = Node::builder()
+        .name("reader")
+        .secret(Secret::from_file(secrets.secret())?)
+        .start()
+        .await?;
+    let mut reader = join(&node, &addr, "general", "reader", WAIT).await?;
+
+    let writer_args = [
+        "chat",
+        "--peer",
+        &addr,
+        "--room",
+        "general",
+        "--user",
+        "writer",
+        "--timeout",
+        "60s",
+        "--secret-file",
+        &secrets.secret().display().to_string(),
+    ]
+    .map(str::to_owned);
+    let mut writer = ChildGuard::spawn("writer", exe, &writer_args)?;
+    writer.stderr_until("joined", WAIT).await?;
+    let mut stdin = BufWriter::new(writer.stdin.take().context("writer stdin")?);
+    let feed = tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            if stdin.write_all(format!("{n}\n").as_bytes()).await.is_err() {
+                return n - 1;
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let mut reading = Reading::default();
+    let mut last_seq = reader.welcome.room_seq;
+    // Read in 10 ms steps of read_rate / 100 events.
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = read_rate / 100;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        ticks.tick().await;
+        reading.peak_inbox = reading.peak_inbox.max(reader.events.len());
+        for _ in 0..per_tick {
+            let Some(event) = reader.events.try_recv() else {
+                break;
+            };
+            match event {
+                ChatEvent::Relay(relay) => {
+                    if relay.room_seq != last_seq + 1 {
+                        reading.unannounced_gaps += 1;
+                    }
+                    last_seq = relay.room_seq;
+                    reading.relays += 1;
+                }
+                ChatEvent::FellBehind(behind) => {
+                    if behind.missed_from != last_seq + 1 {
+                        reading.unannounced_gaps += 1;
+                    }
+                    reading.fell_behind += 1;
+                    reader = rejoin(&node, &addr).await?;
+                    last_seq = reader.welcome.room_seq;
+                    break;
+                }
+                ChatEvent::Presence(_) | ChatEvent::HeldBack(_) => {}
+                other => bail!("the reader got {other:?}"),
+            }
+        }
+    }
+    let reader_memory = Memory::of(None).context("reader memory")?;
+    let room_memory = Memory::of(room.child.pid()).context("room memory")?;
+    drop(writer);
+    let writer_lines = feed.await?;
+    println!(
+        "duologue slow_reader seconds={seconds} read_rate={read_rate} relays_read={} \
+         fell_behind={} unannounced_gaps={} peak_inbox={} reader_peak_rss_mib={:.1} \
+         room_peak_rss_mib={:.1} writer_lines={writer_lines}",
+        reading.relays,
+        reading.fell_behind,
+        reading.unannounced_gaps,
+        reading.peak_inbox,
+        mib(reader_memory.peak),
+        mib(room_memory.peak),
+    );
+    if reading.unannounced_gaps > 0 {
+        bail!("the reader missed relays without being told");
+    }
+    if reading.fell_behind == 0 {
+        bail!("the room never felt the slow reader");
+    }
+    Ok(())
+}
+
+/// Joins again after being let go; the old session finishes as the events are dropped.
+async fn rejoin(node: &Node, addr: &str) -> anyhow::Result<Joined> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match join(node, addr, "general", "reader", WAIT).await {
+            Ok(joined) => return Ok(joined),
+            // The room may not have let the old member's name go yet.
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(%error, "rejoin failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
