@@ -70,7 +70,7 @@ async fn events_until(
     let name = editor.name().to_owned();
     let waited = tokio::time::timeout(WAIT, async {
         while !done(&seen) {
-            seen.push(editor.events.recv().await.expect("the editor runs"));
+            seen.push(editor.next_event().await.expect("the editor runs"));
         }
     })
     .await;
@@ -122,7 +122,7 @@ async fn all_hold(members: &mut [&mut Member], text: &str) {
         let document = editor.sync().await.expect("sync");
         assert_eq!(document, text, "the document, as {} syncs", editor.name());
         assert_eq!(editor.text(), text, "{} after sync", editor.name());
-        if let Ok(extra) = editor.events.try_recv() {
+        if let Some(extra) = editor.try_next_event().await {
             panic!("{} has an extra event: {extra:?}", editor.name());
         }
     }
@@ -304,7 +304,7 @@ async fn a_late_joiner_gets_the_whole_text_and_joins_in() {
     let mut cat = docs.member("cat", None).await;
     assert_eq!(cat.editor.text(), before, "the snapshot holds everything");
     assert!(
-        cat.editor.events.try_recv().is_err(),
+        cat.editor.try_next_event().await.is_none(),
         "nothing was replayed to cat"
     );
 
