@@ -23,6 +23,48 @@
 //! session replays what was sent meanwhile, exactly once. A late joiner opens with an
 //! empty state vector and gets the whole text in its snapshot.
 //!
+//! # The editor reads at its own pace
+//!
+//! An [`Editor`] has no actor of its own: its session delivers into an
+//! [`InboxReceiver`], and a relay is merged into the replica only when the application
+//! reads it with [`Editor::next_event`]. Until then it waits in the inbox unconsumed, and
+//! the document has no credit to send more: what an editor that does not read holds is
+//! at most its session's credit window, never a growing queue. Local edits
+//! ([`Editor::insert`], [`Editor::append`], [`Editor::delete`]) apply to the replica at
+//! once and go to the document whether or not the application reads.
+//!
+//! # Falling behind
+//!
+//! The document relays through a [`Fanout`], under its policy (see
+//! [`duologue::fanout`]): a relay goes straight to an editor that has credit, else waits
+//! in that editor's outbox, drained in order by one task per editor. An editor whose
+//! outbox already holds [`FanoutConfig::max_lag`] relays (the [`DocumentConfig`]) fell
+//! behind: the document stops relaying to it and sends it a `FellBehind` notice after
+//! the relays it still holds, then finishes the session. Every other editor goes on
+//! unhindered. The editor that fell behind reads every relay sent to it, in order, then
+//! the notice; on it, [`Editor::next_event`] opens the document again on a new session
+//! (an `Open` with its state vector), merges the snapshot of everything it lacks (exact,
+//! since CRDT state needs no history), sends what the document lacks, and reports
+//! [`EditEvent::FellBehind`]. Nothing is lost, only merged later in one piece. An editor
+//! that does not read its notice within [`FanoutConfig::farewell_timeout`] has its
+//! session ended instead (its next events are the relays it was sent, then
+//! [`EditEvent::Lost`] with the peer's `LimitExceeded` farewell); [`Editor::reopen`]
+//! brings it back in step (under the `Restart` session policy the runtime opens the new
+//! session itself, and the editor syncs on it: [`EditEvent::Restarted`]).
+//!
+//! ```text
+//!  editor ann, not reading              document                  editors bob, cat
+//!    | (inbox: a credit window)           | <------ Update ----------- |  editing
+//!    |                                    |  relays to ann wait in her outbox
+//!    |                                    |  outbox at max_lag: ann fell behind
+//!    |                                    |  (bob and cat hear each other throughout)
+//!    |  ann reads: relays, in order, ---> |  the outbox drains
+//!    | <-------------- FellBehind ------- |
+//!    | <---------------------- Goodbye -- |
+//!    | == new session: call Open{sv} ===> |
+//!    | <== Snapshot{what ann lacks} ===== |  ann is in step: EditEvent::FellBehind
+//! ```
+//!
 //! Indexes and lengths count UTF-8 bytes of the text (yrs' default offsets) and must
 //! fall on character boundaries.
 

@@ -9,10 +9,12 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use duologue::actors::edit::{self, DocumentConfig, EditEvent, Editor};
+use duologue::error::LostReason;
 use duologue::local_cluster::{FaultProxy, NodeProcess, SecretDir};
-use duologue::{CloseReason, FanoutConfig, Node, NodeConfig, SessionConfig};
+use duologue::{CloseReason, FanoutConfig, GoodbyeReason, Node, NodeConfig, SessionConfig};
 use support::*;
 
 const DOCUMENT: &str = "notes";
@@ -334,21 +336,9 @@ fn holds_first(text: &str, name: &str, n: usize) -> bool {
     order_of(text, &format!("{name} ")) == want
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
-    /// Relays the document holds for one editor beyond what its session takes.
-    const MAX_LAG: usize = 4;
-    /// Relays ann's session takes before she reads any.
-    const WINDOW: u64 = 4;
-    /// Edits each of bob and cat makes while ann does not read.
-    const EDITS: usize = 20;
-
+/// A node of this process hosting the document with `fanout`; with its address.
+async fn document_here(fanout: FanoutConfig) -> (Node, String) {
     let server = listening_node("docs", SECRET).await;
-    let fanout = FanoutConfig {
-        max_lag: MAX_LAG,
-        // Long enough for ann to read everything once she starts.
-        farewell_timeout: 3 * WAIT,
-    };
     edit::host_with(
         &server,
         DocumentConfig {
@@ -359,16 +349,60 @@ async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
     .await
     .expect("the document starts");
     let at = addr(&server);
-    let ann_node = node_with(NodeConfig {
+    (server, at)
+}
+
+/// ann, whose session takes only `window` relays before she reads any.
+async fn slow_reader(addr: &str, window: u64) -> Member {
+    let node = node_with(NodeConfig {
         name: "ann".into(),
         session: SessionConfig {
-            credit_window: WINDOW,
+            credit_window: window,
             ..SessionConfig::default()
         },
         ..NodeConfig::default()
     })
     .await;
-    let mut ann = member_on(ann_node, &at, "ann").await;
+    member_on(node, addr, "ann").await
+}
+
+/// Checks that `relays` are relays of `name`'s appends `name 1`, `name 2`, ... each
+/// merged in order, none skipped.
+fn in_order(relays: &[EditEvent], names: &[&str]) {
+    let mut counts = vec![0; names.len()];
+    for event in relays {
+        let EditEvent::Applied { from, text } = event else {
+            panic!("only relays here: {relays:#?}");
+        };
+        let Some(at) = names.iter().position(|n| n == from) else {
+            panic!("a relay from {from}");
+        };
+        counts[at] += 1;
+        for (name, n) in names.iter().zip(&counts) {
+            assert!(
+                holds_first(text, name, *n),
+                "each relay in order, none skipped: {text:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
+    /// Relays the document holds for one editor beyond what its session takes.
+    const MAX_LAG: usize = 4;
+    /// Relays ann's session takes before she reads any.
+    const WINDOW: u64 = 4;
+    /// Edits each of bob and cat makes while ann does not read.
+    const EDITS: usize = 20;
+
+    let (_server, at) = document_here(FanoutConfig {
+        max_lag: MAX_LAG,
+        // Long enough for ann to read everything once she starts.
+        farewell_timeout: 3 * WAIT,
+    })
+    .await;
+    let mut ann = slow_reader(&at, WINDOW).await;
     let mut bob = member_on(dialling_node("bob", SECRET).await, &at, "bob").await;
     let mut cat = member_on(dialling_node("cat", SECRET).await, &at, "cat").await;
 
@@ -422,21 +456,7 @@ async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
         !relays.is_empty() && relays.len() <= WINDOW as usize + MAX_LAG,
         "at most what her session took and the document held for her: {seen:#?}"
     );
-    let (mut from_bob, mut from_cat) = (0, 0);
-    for event in relays {
-        let EditEvent::Applied { from, text } = event else {
-            panic!("only relays before the notice: {seen:#?}");
-        };
-        match from.as_str() {
-            "bob" => from_bob += 1,
-            "cat" => from_cat += 1,
-            other => panic!("a relay from {other}"),
-        }
-        assert!(
-            holds_first(text, "bob", from_bob) && holds_first(text, "cat", from_cat),
-            "each relay in order, none skipped: {text:?}"
-        );
-    }
+    in_order(relays, &["bob", "cat"]);
     assert_eq!(ann.editor.text(), document);
 
     // Back in step, ann edits and everyone hears it.
@@ -447,4 +467,57 @@ async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
     }
     let last = format!("{document}ann is back\n");
     all_hold(&mut [&mut ann, &mut bob, &mut cat], &last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_editor_that_does_not_read_its_notice_in_time_is_cut_off_and_reopens() {
+    const MAX_LAG: usize = 2;
+    const WINDOW: u64 = 2;
+    const EDITS: usize = 10;
+    let (_server, at) = document_here(FanoutConfig {
+        max_lag: MAX_LAG,
+        farewell_timeout: Duration::from_millis(100),
+    })
+    .await;
+    let mut ann = slow_reader(&at, WINDOW).await;
+    let mut bob = member_on(dialling_node("bob", SECRET).await, &at, "bob").await;
+    for i in 1..=EDITS {
+        bob.editor.append(&format!("bob {i}\n")).await.unwrap();
+    }
+    // The document merged (and relayed) every edit once it answers with all of them.
+    let document = bob.editor.sync().await.unwrap();
+    assert!(holds_first(&document, "bob", EDITS));
+
+    // ann does not read: the document ends her session once the farewell timeout passed.
+    let reason = tokio::time::timeout(WAIT, ann.editor.session().closed())
+        .await
+        .expect("ann's session ends within the wait bound");
+    let CloseReason::Lost(LostReason::PeerEnded(goodbye)) = &reason else {
+        panic!("the document ended ann's session: {reason:?}");
+    };
+    assert_eq!(goodbye.reason, GoodbyeReason::LimitExceeded, "{goodbye:?}");
+
+    // When she reads: the relays her session had taken, in order, then the loss.
+    let seen = events_until(&mut ann.editor, |seen| {
+        matches!(seen.last(), Some(EditEvent::Lost(_)))
+    })
+    .await;
+    let (lost, relays) = seen.split_last().expect("events");
+    assert!(
+        matches!(lost, EditEvent::Lost(LostReason::PeerEnded(g)) if g.reason == GoodbyeReason::LimitExceeded),
+        "{lost:?}"
+    );
+    assert!(relays.len() <= WINDOW as usize, "{seen:#?}");
+    in_order(relays, &["bob"]);
+
+    // Reopening brings her in step.
+    assert_eq!(ann.editor.reopen().await.expect("reopen"), document);
+    assert_eq!(ann.editor.text(), document);
+    ann.editor.append("ann is back\n").await.unwrap();
+    assert_eq!(applied(&merged(&mut bob.editor, 1).await), ["ann"]);
+    all_hold(
+        &mut [&mut ann, &mut bob],
+        &format!("{document}ann is back\n"),
+    )
+    .await;
 }
