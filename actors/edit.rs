@@ -145,12 +145,9 @@ pub enum EditError {
     #[error("the document answered {0}")]
     Unexpected(String),
     /// The change was made on this replica but could not be sent to the document; the
-    /// next [`Editor::sync`] sends it.
+    /// next [`Editor::sync`] (or [`Editor::reopen`]) sends it.
     #[error("the change stayed local: {0}")]
     NotSent(String),
-    /// The editor actor is gone (or could not start).
-    #[error("the editor actor is not running: {0}")]
-    Stopped(String),
 }
 
 /// One replica of the shared text: a yrs document that reports the effect of each of
@@ -688,7 +685,8 @@ impl Editor {
     /// behind). Reading is what lets the document send more: an editor whose events are
     /// not read holds back its relays, and past the document's bound falls behind.
     ///
-    /// Returns `None` once the session is over and its last event was read.
+    /// Returns `None` only once the node has let go of the session, after
+    /// [`EditEvent::Closed`] or a final [`EditEvent::Lost`] was read.
     pub async fn next_event(&mut self) -> Option<EditEvent> {
         loop {
             let event = self.inbox.recv().await?;
