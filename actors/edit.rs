@@ -23,21 +23,64 @@
 //! session replays what was sent meanwhile, exactly once. A late joiner opens with an
 //! empty state vector and gets the whole text in its snapshot.
 //!
+//! # The editor reads at its own pace
+//!
+//! An [`Editor`] has no actor of its own: its session delivers into an
+//! [`InboxReceiver`], and a relay is merged into the replica only when the application
+//! reads it with [`Editor::next_event`]. Until then it waits in the inbox unconsumed, and
+//! the document has no credit to send more: what an editor that does not read holds is
+//! at most its session's credit window, never a growing queue. Local edits
+//! ([`Editor::insert`], [`Editor::append`], [`Editor::delete`]) apply to the replica at
+//! once and go to the document whether or not the application reads.
+//!
+//! # Falling behind
+//!
+//! The document relays through a [`Fanout`], under its policy (see
+//! [`duologue::fanout`]): a relay goes straight to an editor that has credit, else waits
+//! in that editor's outbox, drained in order by one task per editor. An editor whose
+//! outbox already holds [`FanoutConfig::max_lag`] relays (the [`DocumentConfig`]) fell
+//! behind: the document stops relaying to it and sends it a `FellBehind` notice after
+//! the relays it still holds, then finishes the session. Every other editor goes on
+//! unhindered. The editor that fell behind reads every relay sent to it, in order, then
+//! the notice; on it, [`Editor::next_event`] opens the document again on a new session
+//! (an `Open` with its state vector), merges the snapshot of everything it lacks (exact,
+//! since CRDT state needs no history), sends what the document lacks, and reports
+//! [`EditEvent::FellBehind`]. Nothing is lost, only merged later in one piece. An editor
+//! that does not read its notice within [`FanoutConfig::farewell_timeout`] has its
+//! session ended instead (its next events are the relays it was sent, then
+//! [`EditEvent::Lost`] with the peer's `LimitExceeded` farewell); [`Editor::reopen`]
+//! brings it back in step (under the `Restart` session policy the runtime opens the new
+//! session itself, and the editor syncs on it: [`EditEvent::Restarted`]).
+//!
+//! ```text
+//!  editor ann, not reading              document                  editors bob, cat
+//!    | (inbox: a credit window)           | <------ Update ----------- |  editing
+//!    |                                    |  relays to ann wait in her outbox
+//!    |                                    |  outbox at max_lag: ann fell behind
+//!    |                                    |  (bob and cat hear each other throughout)
+//!    |  ann reads: relays, in order, ---> |  the outbox drains
+//!    | <-------------- FellBehind ------- |
+//!    | <---------------------- Goodbye -- |
+//!    | == new session: call Open{sv} ===> |
+//!    | <== Snapshot{what ann lacks} ===== |  ann is in step: EditEvent::FellBehind
+//! ```
+//!
 //! Indexes and lengths count UTF-8 bytes of the text (yrs' default offsets) and must
 //! fall on character boundaries.
 
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use duologue::error::LostReason;
 use duologue::mailbox::Resumption;
 use duologue::{
-    CallError, CloseReason, ConnectError, Fault, Inbound, Node, Protocol, RemoteRef, SendError,
-    SessionMsg, SessionRef, SessionSignal,
+    CallError, CloseReason, ConnectError, Fanout, FanoutConfig, Fault, Inbound, InboxEvent,
+    InboxReceiver, Node, Protocol, RemoteRef, SessionId, SessionMsg, SessionRef, SessionSignal,
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::{mpsc, watch};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, TextRef, Transact, Update};
@@ -48,7 +91,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/duologue.edit.v1.rs"));
 }
 
-use proto::{DocumentMessage, EditorMessage, Open, Relay, Snapshot};
+use proto::{DocumentMessage, EditorMessage, FellBehind, Open, Relay, Snapshot};
 use proto::{document_message, editor_message};
 
 /// The name of the one shared text in every replica.
@@ -102,12 +145,9 @@ pub enum EditError {
     #[error("the document answered {0}")]
     Unexpected(String),
     /// The change was made on this replica but could not be sent to the document; the
-    /// next [`Editor::sync`] sends it.
+    /// next [`Editor::sync`] (or [`Editor::reopen`]) sends it.
     #[error("the change stayed local: {0}")]
     NotSent(String),
-    /// The editor actor is gone (or could not start).
-    #[error("the editor actor is not running: {0}")]
-    Stopped(String),
 }
 
 /// One replica of the shared text: a yrs document that reports the effect of each of
@@ -257,30 +297,72 @@ impl Protocol for Document {
     type Response = DocumentMessage;
 }
 
-/// An editor that opened the document.
-#[derive(Debug)]
-struct Opened {
-    name: String,
-    session: SessionRef,
+/// How a [`Document`] runs: its name, and how far an editor may fall behind its relays
+/// (see the [module doc](self)).
+#[derive(Clone, Debug)]
+pub struct DocumentConfig {
+    /// Its name (for logs).
+    pub name: String,
+    /// The bound on each editor's unread relays, and how long an editor that fell
+    /// behind gets to read its notice.
+    pub fanout: FanoutConfig,
+}
+
+impl From<&str> for DocumentConfig {
+    fn from(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            fanout: FanoutConfig::default(),
+        }
+    }
 }
 
 /// The document's state: its replica (all changes merged) and the editors present.
 #[derive(Debug)]
 pub struct DocumentState {
     name: String,
+    max_lag: usize,
     replica: Replica,
-    editors: Vec<Opened>,
+    /// The editors that opened the document and get its relays, by session: their names.
+    editors: HashMap<SessionId, String>,
+    /// The relays to them, each editor's in order.
+    relays: Fanout<SessionId, DocumentMessage>,
+    /// Sessions of editors that fell behind, until they close: told, not relayed to.
+    behind: HashSet<SessionId>,
 }
 
 impl DocumentState {
-    fn editor(&self, session: &SessionRef) -> Option<&Opened> {
-        self.editors.iter().find(|e| &e.session == session)
+    fn new(config: DocumentConfig) -> Self {
+        Self {
+            name: config.name,
+            max_lag: config.fanout.max_lag,
+            replica: Replica::new(),
+            editors: HashMap::new(),
+            relays: Fanout::new(config.fanout),
+            behind: HashSet::new(),
+        }
     }
 
-    fn leave(&mut self, session: &SessionRef) {
-        if let Some(at) = self.editors.iter().position(|e| &e.session == session) {
-            let editor = self.editors.remove(at);
-            tracing::info!(document = %self.name, editor = %editor.name, "left");
+    /// The session is over: forget its editor.
+    fn gone(&mut self, session: &SessionRef) {
+        let id = session.id();
+        self.relays.remove(&id);
+        self.behind.remove(&id);
+        if let Some(editor) = self.editors.remove(&id) {
+            tracing::info!(document = %self.name, %editor, "left");
+        }
+    }
+
+    /// The editor finished its side: what is queued for it goes out, then the
+    /// document's farewell.
+    fn finished(&mut self, session: &SessionRef) {
+        let id = session.id();
+        if let Some(editor) = self.editors.remove(&id) {
+            tracing::info!(document = %self.name, %editor, "leaves");
+        }
+        // An editor that fell behind gets its notice first; the fan-out finishes then.
+        if !self.relays.finish(&id) && !self.behind.contains(&id) {
+            session.finish();
         }
     }
 
@@ -299,15 +381,14 @@ impl DocumentState {
                 return;
             }
         };
-        match self.editors.iter_mut().find(|e| e.session == session) {
-            Some(known) => known.name = open.editor,
-            None => {
+        let id = session.id();
+        // One told it fell behind reopens on a new session; this one gets no relays.
+        if !self.behind.contains(&id) {
+            if !self.relays.contains(&id) {
                 tracing::info!(document = %self.name, editor = %open.editor, peer = %session.peer(), "opened");
-                self.editors.push(Opened {
-                    name: open.editor,
-                    session,
-                });
+                self.relays.insert(id, session);
             }
+            self.editors.insert(id, open.editor);
         }
         let reply: DocumentMessage = document_message::Kind::Snapshot(Snapshot {
             update: missing.into(),
@@ -320,11 +401,15 @@ impl DocumentState {
         }
     }
 
-    /// Merges an editor's change and relays what was new to every other editor.
+    /// Merges an editor's change and relays what was new to every other editor; tells
+    /// those that fell behind.
     fn update(&mut self, session: &SessionRef, update: &[u8]) {
+        let id = session.id();
         let from = self
-            .editor(session)
-            .map_or_else(|| session.peer().name.clone(), |e| e.name.clone());
+            .editors
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| session.peer().name.clone());
         let change = match self.replica.merge(update) {
             Ok(Some(change)) => change,
             Ok(None) => return,
@@ -338,21 +423,16 @@ impl DocumentState {
             from,
         })
         .into();
-        for editor in self.editors.iter().filter(|e| &e.session != session) {
-            match editor.session.try_cast(relay.clone()) {
-                Ok(()) => {}
-                // No credit now: wait for it on the side. Updates commute, so this one
-                // overtaking or being overtaken by later ones changes nothing.
-                Err(SendError::Full(relay)) => {
-                    let session = editor.session.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = session.cast(relay).await {
-                            tracing::warn!(%error, "relay not sent");
-                        }
-                    });
-                }
-                Err(error) => tracing::warn!(%error, editor = %editor.name, "relay not sent"),
-            }
+        for behind in self.relays.publish(&relay, Some(&id)) {
+            let editor = self.editors.remove(&behind.key).unwrap_or_default();
+            tracing::info!(document = %self.name, %editor, queued = behind.queued(), "fell behind; told to reopen");
+            self.behind.insert(behind.key);
+            behind.farewell(
+                document_message::Kind::FellBehind(FellBehind {
+                    max_lag: self.max_lag as u64,
+                })
+                .into(),
+            );
         }
     }
 }
@@ -360,19 +440,14 @@ impl DocumentState {
 impl Actor for Document {
     type Msg = SessionMsg;
     type State = DocumentState;
-    /// The document's name.
-    type Arguments = String;
+    type Arguments = DocumentConfig;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SessionMsg>,
-        name: String,
+        config: DocumentConfig,
     ) -> Result<DocumentState, ActorProcessingErr> {
-        Ok(DocumentState {
-            name,
-            replica: Replica::new(),
-            editors: Vec::new(),
-        })
+        Ok(DocumentState::new(config))
     }
 
     async fn handle(
@@ -399,13 +474,12 @@ impl Actor for Document {
             // Everything the editor sent before its farewell is merged (it precedes this
             // signal in the mailbox); finish in turn.
             SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
-                state.leave(&session);
-                session.finish();
+                state.finished(&session);
             }
-            SessionMsg::Signal(SessionSignal::Closed { session, .. }) => state.leave(&session),
+            SessionMsg::Signal(SessionSignal::Closed { session, .. }) => state.gone(&session),
             SessionMsg::Signal(SessionSignal::Lost(lost)) => {
                 tracing::info!(reason = %lost.reason, "editor session lost");
-                state.leave(&lost.session);
+                state.gone(&lost.session);
             }
             SessionMsg::Signal(_) => {}
         }
@@ -419,10 +493,19 @@ impl Actor for Document {
 /// # Errors
 /// When the actor does not start or the name is taken.
 pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> {
-    let (document, _) = Actor::spawn(None, Document, name.to_owned())
+    host_with(node, DocumentConfig::from(name)).await
+}
+
+/// As [`host`], with the document's own [`DocumentConfig`].
+///
+/// # Errors
+/// When the actor does not start or the name is taken.
+pub async fn host_with(node: &Node, config: DocumentConfig) -> Result<ractor::ActorCell, String> {
+    let name = config.name.clone();
+    let (document, _) = Actor::spawn(None, Document, config)
         .await
         .map_err(|e| format!("cannot start document {name}: {e}"))?;
-    if let Err(error) = node.register(name, &document) {
+    if let Err(error) = node.register(&name, &document) {
         document.stop(None);
         return Err(error.to_string());
     }
@@ -446,7 +529,19 @@ pub enum EditEvent {
     /// After a loss, a new session greeted the document (the `Restart` policy); the
     /// editor opened it again.
     Restarted,
-    /// The session was lost; local changes stay, [`Editor::sync`] cannot reach anyone.
+    /// This editor read too slowly: the document removed it from its relays, after
+    /// every relay read before this event. The editor opened the document again on a
+    /// new session and merged everything it lacked: it is in step again, and `text` is
+    /// its replica's text after the resync.
+    FellBehind {
+        /// The replica's text after the resync.
+        text: String,
+    },
+    /// After falling behind, opening the document again failed: the editor has no
+    /// session; local changes stay, and [`Editor::reopen`] tries again.
+    ReopenFailed(String),
+    /// The session was lost; local changes stay, [`Editor::sync`] cannot reach anyone
+    /// ([`Editor::reopen`] opens a new session).
     Lost(LostReason),
     /// The document finished its side.
     DocumentFinished,
@@ -454,235 +549,33 @@ pub enum EditEvent {
     Closed(CloseReason),
 }
 
-/// One change asked of an editor.
-#[derive(Debug)]
-enum Edit {
-    Insert { index: u32, text: String },
-    Append(String),
-    Delete { index: u32, len: u32 },
-}
-
-/// The editor actor's messages: its session's, and its handle's requests.
-#[derive(Debug)]
-enum EditorMsg {
-    Session(SessionMsg),
-    Open {
-        document: RemoteRef<Document>,
-        reply: RpcReplyPort<Result<String, EditError>>,
-    },
-    Edit {
-        edit: Edit,
-        reply: RpcReplyPort<Result<(), EditError>>,
-    },
-    Sync {
-        reply: RpcReplyPort<Result<String, EditError>>,
-    },
-}
-
-impl From<Inbound> for EditorMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Session(SessionMsg::Inbound(inbound))
-    }
-}
-
-impl From<SessionSignal> for EditorMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Session(SessionMsg::Signal(signal))
-    }
-}
-
-/// The actor owning an editor's replica and its session to the document.
-#[derive(Debug)]
-struct EditorActor;
-
-#[derive(Debug)]
-struct EditorSetup {
-    name: String,
-    timeout: Duration,
-    text: watch::Sender<String>,
-    events: mpsc::UnboundedSender<EditEvent>,
-}
-
-#[derive(Debug)]
-struct EditorState {
-    setup: EditorSetup,
-    replica: Replica,
-    document: Option<RemoteRef<Document>>,
-}
-
-impl EditorState {
-    fn publish(&self) -> String {
-        let text = self.replica.text();
-        self.setup.text.send_replace(text.clone());
-        text
-    }
-
-    async fn send(&self, update: Vec<u8>) -> Result<(), EditError> {
-        let document = self
-            .document
-            .as_ref()
-            .ok_or_else(|| EditError::NotSent("the document is not open".into()))?;
-        document
-            .cast(proto::Update {
-                update: update.into(),
-            })
-            .await
-            .map_err(|e| EditError::NotSent(e.to_string()))
-    }
-
-    /// Opens (or syncs again): gets what this replica lacks, sends what the document
-    /// lacks; returns the document's text as it answered.
-    async fn sync(&mut self) -> Result<String, EditError> {
-        let document = self
-            .document
-            .clone()
-            .ok_or_else(|| EditError::NotSent("the document is not open".into()))?;
-        let open = Open {
-            editor: self.setup.name.clone(),
-            state_vector: self.replica.state_vector().into(),
-        };
-        let snapshot = match document.call(open, self.setup.timeout).await?.kind {
-            Some(document_message::Kind::Snapshot(snapshot)) => snapshot,
-            other => return Err(EditError::Unexpected(format!("{other:?} to open"))),
-        };
-        self.replica.merge(&snapshot.update)?;
-        self.publish();
-        let missing = self.replica.missing(&snapshot.state_vector)?;
-        if missing != Update::EMPTY_V1 {
-            self.send(missing).await?;
-        }
-        Ok(snapshot.text)
-    }
-
-    async fn edit(&mut self, edit: Edit) -> Result<(), EditError> {
-        let update = match edit {
-            Edit::Insert { index, text } => self.replica.insert(index, &text)?,
-            Edit::Append(text) => self.replica.append(&text),
-            Edit::Delete { index, len } => self.replica.delete(index, len)?,
-        };
-        self.publish();
-        match update {
-            Some(update) => self.send(update).await,
-            None => Ok(()),
-        }
-    }
-
-    fn event(&self, event: EditEvent) {
-        // The receiver gone means the handle was dropped; nothing to tell.
-        let _ = self.setup.events.send(event);
-    }
-
-    async fn session(
-        &mut self,
-        myself: &ActorRef<EditorMsg>,
-        message: SessionMsg,
-    ) -> Result<(), ActorProcessingErr> {
-        let event = match message {
-            SessionMsg::Inbound(inbound) => match inbound.decode::<DocumentMessage>()?.kind {
-                Some(document_message::Kind::Relay(relay)) => {
-                    if let Err(error) = self.replica.merge(&relay.update) {
-                        tracing::warn!(%error, editor = %self.setup.name, from = %relay.from, "relay not merged");
-                        return Ok(());
-                    }
-                    EditEvent::Applied {
-                        from: relay.from,
-                        text: self.publish(),
-                    }
-                }
-                Some(document_message::Kind::Snapshot(_)) | None => return Ok(()),
-            },
-            SessionMsg::Signal(SessionSignal::Interrupted(_, cause)) => {
-                EditEvent::Interrupted(cause)
-            }
-            SessionMsg::Signal(SessionSignal::Resumed(_, resumption)) => {
-                EditEvent::Resumed(resumption)
-            }
-            SessionMsg::Signal(SessionSignal::Restarted { .. }) => {
-                self.event(EditEvent::Restarted);
-                if let Err(error) = self.sync().await {
-                    tracing::warn!(%error, editor = %self.setup.name, "reopening failed");
-                }
-                return Ok(());
-            }
-            SessionMsg::Signal(SessionSignal::Lost(lost)) => EditEvent::Lost(lost.reason.clone()),
-            SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
-                session.finish();
-                EditEvent::DocumentFinished
-            }
-            SessionMsg::Signal(SessionSignal::Closed { reason, .. }) => {
-                self.event(EditEvent::Closed(reason));
-                myself.stop(None);
-                return Ok(());
-            }
-            SessionMsg::Signal(
-                SessionSignal::Opened(_) | SessionSignal::Flow(..) | SessionSignal::HeldBack(..),
-            ) => {
-                return Ok(());
-            }
-        };
-        self.event(event);
-        Ok(())
-    }
-}
-
-impl Actor for EditorActor {
-    type Msg = EditorMsg;
-    type State = EditorState;
-    type Arguments = EditorSetup;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<EditorMsg>,
-        setup: EditorSetup,
-    ) -> Result<EditorState, ActorProcessingErr> {
-        Ok(EditorState {
-            setup,
-            replica: Replica::new(),
-            document: None,
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<EditorMsg>,
-        message: EditorMsg,
-        state: &mut EditorState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            EditorMsg::Session(message) => state.session(&myself, message).await?,
-            EditorMsg::Open { document, reply } => {
-                state.document = Some(document);
-                let _ = reply.send(state.sync().await);
-            }
-            EditorMsg::Sync { reply } => {
-                let _ = reply.send(state.sync().await);
-            }
-            EditorMsg::Edit { edit, reply } => {
-                let _ = reply.send(state.edit(edit).await);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// An editor: a replica of the document on this node, kept in step with the document
-/// over one session. Edits apply to the replica at once and go to the document; other
-/// editors' edits arrive as [`EditEvent::Applied`]. Dropping it stops its actor, which
-/// ends the session.
+/// over one session. Edits apply to the replica at once and go to the document. Other
+/// editors' edits wait in the session's inbox, holding back the document's relays to
+/// this editor, until the application reads them with [`Editor::next_event`], which
+/// merges them ([`EditEvent::Applied`]). Dropping it ends the session.
 #[derive(Debug)]
 pub struct Editor {
     name: String,
-    actor: ActorRef<EditorMsg>,
+    /// Where the document is, to open it again after falling behind.
+    node: Node,
+    addr: String,
+    document_name: String,
+    timeout: Duration,
     document: RemoteRef<Document>,
-    text: watch::Receiver<String>,
-    /// What happens to the replica and the session, in order.
-    pub events: mpsc::UnboundedReceiver<EditEvent>,
+    inbox: InboxReceiver<Document>,
+    /// The session left after falling behind: it closes on its own (the document
+    /// finishes it); dropped with the editor or at the next reopen.
+    retired: Option<InboxReceiver<Document>>,
+    /// Never locked across an `.await`.
+    replica: Mutex<Replica>,
+    text: watch::Sender<String>,
 }
 
 impl Editor {
-    /// Starts an editor actor on `node`, opens a session to the document `document` at
-    /// `addr`, and opens the document as `name`: when this returns, the replica holds
-    /// the document's text. `timeout` bounds each open (and later [`Editor::sync`]).
+    /// Opens a session to the document `document` at `addr` from `node`, and opens the
+    /// document as `name`: when this returns, the replica holds the document's text.
+    /// `timeout` bounds each open (and later [`Editor::sync`]).
     ///
     /// # Errors
     /// [`EditError`] says which step failed.
@@ -693,40 +586,22 @@ impl Editor {
         name: &str,
         timeout: Duration,
     ) -> Result<Self, EditError> {
-        let (text_tx, text) = watch::channel(String::new());
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let setup = EditorSetup {
+        let (remote, inbox) = node.connect_inbox::<Document>(addr, document).await?;
+        let editor = Self {
             name: name.to_owned(),
+            node: node.clone(),
+            addr: addr.to_owned(),
+            document_name: document.to_owned(),
             timeout,
-            text: text_tx,
-            events: events_tx,
+            document: remote,
+            inbox,
+            retired: None,
+            replica: Mutex::new(Replica::new()),
+            text: watch::Sender::new(String::new()),
         };
-        let (actor, _) = Actor::spawn(None, EditorActor, setup)
-            .await
-            .map_err(|e| EditError::Stopped(e.to_string()))?;
-        let opened = async {
-            let remote: RemoteRef<Document> = node.connect(addr, document, &actor).await?;
-            ractor::call!(actor, |reply| EditorMsg::Open {
-                document: remote.clone(),
-                reply
-            })
-            .map_err(|e| EditError::Stopped(e.to_string()))??;
-            Ok(remote)
-        }
-        .await;
-        match opened {
-            Ok(document) => Ok(Self {
-                name: name.to_owned(),
-                actor,
-                document,
-                text,
-                events,
-            }),
-            Err(error) => {
-                actor.stop(None);
-                Err(error)
-            }
-        }
+        // On failure, dropping the editor (its inbox) ends the session.
+        editor.sync().await?;
+        Ok(editor)
     }
 
     /// The editor's name.
@@ -741,7 +616,7 @@ impl Editor {
 
     /// The replica's text, watched: changes with every local and merged edit.
     pub fn watch(&self) -> watch::Receiver<String> {
-        self.text.clone()
+        self.text.subscribe()
     }
 
     /// The session to the document.
@@ -754,20 +629,17 @@ impl Editor {
     /// # Errors
     /// [`EditError::OutOfRange`] (nothing changed), [`EditError::NotSent`].
     pub async fn insert(&self, index: u32, text: &str) -> Result<(), EditError> {
-        self.edit(Edit::Insert {
-            index,
-            text: text.to_owned(),
-        })
-        .await
+        let update = self.change(|replica| replica.insert(index, text))?;
+        self.send(update).await
     }
 
-    /// Appends `text` at the end of the replica's text as it is when the editor gets to
-    /// it, and sends the change.
+    /// Appends `text` at the end of the replica's text, and sends the change.
     ///
     /// # Errors
     /// [`EditError::NotSent`].
     pub async fn append(&self, text: &str) -> Result<(), EditError> {
-        self.edit(Edit::Append(text.to_owned())).await
+        let update = self.change(|replica| Ok(replica.append(text)))?;
+        self.send(update).await
     }
 
     /// Deletes `len` bytes from byte `index` of the replica's text, and sends the change.
@@ -775,7 +647,8 @@ impl Editor {
     /// # Errors
     /// [`EditError::OutOfRange`] (nothing changed), [`EditError::NotSent`].
     pub async fn delete(&self, index: u32, len: u32) -> Result<(), EditError> {
-        self.edit(Edit::Delete { index, len }).await
+        let update = self.change(|replica| replica.delete(index, len))?;
+        self.send(update).await
     }
 
     /// Syncs with the document again (an `Open` on the same session): merges what the
@@ -785,8 +658,53 @@ impl Editor {
     /// # Errors
     /// As [`Editor::open`].
     pub async fn sync(&self) -> Result<String, EditError> {
-        ractor::call!(self.actor, |reply| EditorMsg::Sync { reply })
-            .map_err(|e| EditError::Stopped(e.to_string()))?
+        self.sync_on(&self.document).await
+    }
+
+    /// Opens the document again on a new session and syncs on it; then finishes the
+    /// previous session. What [`Editor::next_event`] does after the document told this
+    /// editor it fell behind; after a loss, the application may call it.
+    ///
+    /// # Errors
+    /// As [`Editor::open`]; the editor stays on its previous session.
+    pub async fn reopen(&mut self) -> Result<String, EditError> {
+        let (remote, inbox) = self
+            .node
+            .connect_inbox::<Document>(&self.addr, &self.document_name)
+            .await?;
+        let text = self.sync_on(&remote).await?;
+        self.document.finish();
+        let previous = std::mem::replace(&mut self.inbox, inbox);
+        self.document = remote;
+        self.retired = Some(previous);
+        Ok(text)
+    }
+
+    /// The next event, waiting for one: merges other editors' changes as it reads them,
+    /// and keeps the editor in step (syncs again after a restart, reopens after falling
+    /// behind). Reading is what lets the document send more: an editor whose events are
+    /// not read holds back its relays, and past the document's bound falls behind.
+    ///
+    /// Returns `None` only once the node has let go of the session, after
+    /// [`EditEvent::Closed`] or a final [`EditEvent::Lost`] was read.
+    pub async fn next_event(&mut self) -> Option<EditEvent> {
+        loop {
+            let event = self.inbox.recv().await?;
+            if let Some(event) = self.handle(event).await {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next event if one is waiting now, as [`Editor::next_event`]; it does not wait
+    /// for the document, only for a resync that the event calls for.
+    pub async fn try_next_event(&mut self) -> Option<EditEvent> {
+        while let Some(event) = self.inbox.try_recv() {
+            if let Some(event) = self.handle(event).await {
+                return Some(event);
+            }
+        }
+        None
     }
 
     /// Half-closes the session, waits up to `timeout` for the document to finish in
@@ -795,15 +713,128 @@ impl Editor {
         self.document.session().close(timeout).await
     }
 
-    async fn edit(&self, edit: Edit) -> Result<(), EditError> {
-        ractor::call!(self.actor, |reply| EditorMsg::Edit { edit, reply })
-            .map_err(|e| EditError::Stopped(e.to_string()))?
+    fn replica(&self) -> MutexGuard<'_, Replica> {
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl Drop for Editor {
-    fn drop(&mut self) {
-        self.actor.stop(None);
+    /// Applies `edit` to the replica; returns the update to send.
+    fn change(
+        &self,
+        edit: impl FnOnce(&mut Replica) -> Result<Option<Vec<u8>>, EditError>,
+    ) -> Result<Option<Vec<u8>>, EditError> {
+        let mut replica = self.replica();
+        let update = edit(&mut replica)?;
+        self.text.send_replace(replica.text());
+        Ok(update)
+    }
+
+    /// Sends a change to the document. Concurrent edits may send theirs in either
+    /// order: yrs updates commute, and one whose dependencies are missing waits in the
+    /// document's replica until they arrive.
+    async fn send(&self, update: Option<Vec<u8>>) -> Result<(), EditError> {
+        let Some(update) = update else {
+            return Ok(());
+        };
+        self.document
+            .cast(proto::Update {
+                update: update.into(),
+            })
+            .await
+            .map_err(|e| EditError::NotSent(e.to_string()))
+    }
+
+    /// Opens (or syncs again) on `document`: gets what this replica lacks, sends what
+    /// the document lacks; returns the document's text as it answered.
+    async fn sync_on(&self, document: &RemoteRef<Document>) -> Result<String, EditError> {
+        let open = Open {
+            editor: self.name.clone(),
+            state_vector: self.replica().state_vector().into(),
+        };
+        let snapshot = match document.call(open, self.timeout).await?.kind {
+            Some(document_message::Kind::Snapshot(snapshot)) => snapshot,
+            other => return Err(EditError::Unexpected(format!("{other:?} to open"))),
+        };
+        let missing = {
+            let mut replica = self.replica();
+            replica.merge(&snapshot.update)?;
+            self.text.send_replace(replica.text());
+            replica.missing(&snapshot.state_vector)?
+        };
+        if missing != Update::EMPTY_V1 {
+            document
+                .cast(proto::Update {
+                    update: missing.into(),
+                })
+                .await
+                .map_err(|e| EditError::NotSent(e.to_string()))?;
+        }
+        Ok(snapshot.text)
+    }
+
+    /// What one delivery means to the application, if anything.
+    async fn handle(&mut self, event: InboxEvent<DocumentMessage>) -> Option<EditEvent> {
+        let signal = match event {
+            InboxEvent::Message(message) => return self.message(message).await,
+            InboxEvent::Call { request, .. } => {
+                tracing::warn!(editor = %self.name, ?request, "the document called; not answered");
+                return None;
+            }
+            InboxEvent::Undecodable { type_url, error } => {
+                tracing::warn!(editor = %self.name, %type_url, %error, "undecodable message from the document");
+                return None;
+            }
+            InboxEvent::Signal(signal) => signal,
+        };
+        match signal {
+            SessionSignal::Interrupted(_, cause) => Some(EditEvent::Interrupted(cause)),
+            SessionSignal::Resumed(_, resumption) => Some(EditEvent::Resumed(resumption)),
+            SessionSignal::Restarted { .. } => {
+                if let Err(error) = self.sync().await {
+                    tracing::warn!(%error, editor = %self.name, "reopening failed");
+                }
+                Some(EditEvent::Restarted)
+            }
+            SessionSignal::Lost(lost) => Some(EditEvent::Lost(lost.reason)),
+            SessionSignal::PeerFinished(session, _) => {
+                session.finish();
+                Some(EditEvent::DocumentFinished)
+            }
+            SessionSignal::Closed { reason, .. } => Some(EditEvent::Closed(reason)),
+            SessionSignal::Opened(_) | SessionSignal::Flow(..) | SessionSignal::HeldBack(..) => {
+                None
+            }
+        }
+    }
+
+    /// Merges another editor's change.
+    fn merge(&self, relay: Relay) -> Option<EditEvent> {
+        let mut replica = self.replica();
+        if let Err(error) = replica.merge(&relay.update) {
+            tracing::warn!(%error, editor = %self.name, from = %relay.from, "relay not merged");
+            return None;
+        }
+        let text = replica.text();
+        self.text.send_replace(text.clone());
+        Some(EditEvent::Applied {
+            from: relay.from,
+            text,
+        })
+    }
+
+    async fn message(&mut self, message: DocumentMessage) -> Option<EditEvent> {
+        match message.kind {
+            Some(document_message::Kind::Relay(relay)) => self.merge(relay),
+            Some(document_message::Kind::FellBehind(notice)) => {
+                tracing::info!(editor = %self.name, max_lag = notice.max_lag, "fell behind; reopening");
+                // The document sends nothing more on this session; finish it in turn.
+                self.document.finish();
+                match self.reopen().await {
+                    Ok(_) => Some(EditEvent::FellBehind { text: self.text() }),
+                    Err(error) => Some(EditEvent::ReopenFailed(error.to_string())),
+                }
+            }
+            Some(document_message::Kind::Snapshot(_)) | None => None,
+        }
     }
 }
 

@@ -1,16 +1,20 @@
 //! The collaborative editing paradigm across processes: a `duologue node` process hosts
 //! the document `notes`, editors live in this process, each on its own node. Concurrent
 //! edits, a stream cut in the middle of them, and a late joiner: every replica and the
-//! document end with the same text. Every editor reports each merged relay on its event
-//! channel, so the tests wait for exactly the relays they expect, each wait bounded.
+//! document end with the same text. An editor that stops reading (its document in this
+//! process, with a small bound on unread relays) holds no one back and is told it fell
+//! behind. Every editor reports each merged relay as an event when read, so the tests
+//! wait for exactly the relays they expect, each wait bounded.
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use duologue::actors::edit::{EditEvent, Editor};
+use duologue::actors::edit::{self, DocumentConfig, EditEvent, Editor};
+use duologue::error::LostReason;
 use duologue::local_cluster::{FaultProxy, NodeProcess, SecretDir};
-use duologue::{CloseReason, Node};
+use duologue::{CloseReason, FanoutConfig, GoodbyeReason, Node, NodeConfig, SessionConfig};
 use support::*;
 
 const DOCUMENT: &str = "notes";
@@ -70,7 +74,7 @@ async fn events_until(
     let name = editor.name().to_owned();
     let waited = tokio::time::timeout(WAIT, async {
         while !done(&seen) {
-            seen.push(editor.events.recv().await.expect("the editor runs"));
+            seen.push(editor.next_event().await.expect("the editor runs"));
         }
     })
     .await;
@@ -122,7 +126,7 @@ async fn all_hold(members: &mut [&mut Member], text: &str) {
         let document = editor.sync().await.expect("sync");
         assert_eq!(document, text, "the document, as {} syncs", editor.name());
         assert_eq!(editor.text(), text, "{} after sync", editor.name());
-        if let Ok(extra) = editor.events.try_recv() {
+        if let Some(extra) = editor.try_next_event().await {
             panic!("{} has an extra event: {extra:?}", editor.name());
         }
     }
@@ -304,7 +308,7 @@ async fn a_late_joiner_gets_the_whole_text_and_joins_in() {
     let mut cat = docs.member("cat", None).await;
     assert_eq!(cat.editor.text(), before, "the snapshot holds everything");
     assert!(
-        cat.editor.events.try_recv().is_err(),
+        cat.editor.try_next_event().await.is_none(),
         "nothing was replayed to cat"
     );
 
@@ -313,4 +317,207 @@ async fn a_late_joiner_gets_the_whole_text_and_joins_in() {
     assert_eq!(applied(&events), ["cat"]);
     let after = format!("{before}cat was late\n");
     all_hold(&mut [&mut bob, &mut cat], &after).await;
+}
+
+/// An editor on `node`, which opened the document at `addr`.
+async fn member_on(node: Node, addr: &str, name: &str) -> Member {
+    let editor = Editor::open(&node, addr, DOCUMENT, name, WAIT)
+        .await
+        .expect("the editor opens the document");
+    Member {
+        editor,
+        _node: node,
+    }
+}
+
+/// Whether `text`'s lines from `name` are exactly `name 1` to `name n`, in order.
+fn holds_first(text: &str, name: &str, n: usize) -> bool {
+    let want: Vec<String> = (1..=n).map(|i| format!("{name} {i}")).collect();
+    order_of(text, &format!("{name} ")) == want
+}
+
+/// A node of this process hosting the document with `fanout`; with its address.
+async fn document_here(fanout: FanoutConfig) -> (Node, String) {
+    let server = listening_node("docs", SECRET).await;
+    edit::host_with(
+        &server,
+        DocumentConfig {
+            name: DOCUMENT.into(),
+            fanout,
+        },
+    )
+    .await
+    .expect("the document starts");
+    let at = addr(&server);
+    (server, at)
+}
+
+/// ann, whose session takes only `window` relays before she reads any.
+async fn slow_reader(addr: &str, window: u64) -> Member {
+    let node = node_with(NodeConfig {
+        name: "ann".into(),
+        session: SessionConfig {
+            credit_window: window,
+            ..SessionConfig::default()
+        },
+        ..NodeConfig::default()
+    })
+    .await;
+    member_on(node, addr, "ann").await
+}
+
+/// Checks that `relays` are relays of `name`'s appends `name 1`, `name 2`, ... each
+/// merged in order, none skipped.
+fn in_order(relays: &[EditEvent], names: &[&str]) {
+    let mut counts = vec![0; names.len()];
+    for event in relays {
+        let EditEvent::Applied { from, text } = event else {
+            panic!("only relays here: {relays:#?}");
+        };
+        let Some(at) = names.iter().position(|n| n == from) else {
+            panic!("a relay from {from}");
+        };
+        counts[at] += 1;
+        for (name, n) in names.iter().zip(&counts) {
+            assert!(
+                holds_first(text, name, *n),
+                "each relay in order, none skipped: {text:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
+    /// Relays the document holds for one editor beyond what its session takes.
+    const MAX_LAG: usize = 4;
+    /// Relays ann's session takes before she reads any.
+    const WINDOW: u64 = 4;
+    /// Edits each of bob and cat makes while ann does not read.
+    const EDITS: usize = 20;
+
+    let (_server, at) = document_here(FanoutConfig {
+        max_lag: MAX_LAG,
+        // Long enough for ann to read everything once she starts.
+        farewell_timeout: 3 * WAIT,
+    })
+    .await;
+    let mut ann = slow_reader(&at, WINDOW).await;
+    let mut bob = member_on(dialling_node("bob", SECRET).await, &at, "bob").await;
+    let mut cat = member_on(dialling_node("cat", SECRET).await, &at, "cat").await;
+
+    // ann reads nothing while bob and cat exchange many edits: 2 * EDITS relays to her,
+    // far beyond what her session takes plus the document's bound.
+    tokio::join!(
+        async {
+            for i in 1..=EDITS {
+                bob.editor.append(&format!("bob {i}\n")).await.unwrap();
+            }
+        },
+        async {
+            for i in 1..=EDITS {
+                cat.editor.append(&format!("cat {i}\n")).await.unwrap();
+            }
+        },
+    );
+    let from_cat = merged(&mut bob.editor, EDITS).await;
+    assert!(applied(&from_cat).iter().all(|f| *f == "cat"));
+    let from_bob = merged(&mut cat.editor, EDITS).await;
+    assert!(applied(&from_bob).iter().all(|f| *f == "bob"));
+    let round_one = bob.editor.text();
+    assert!(holds_first(&round_one, "bob", EDITS) && holds_first(&round_one, "cat", EDITS));
+    all_hold(&mut [&mut bob, &mut cat], &round_one).await;
+
+    // And they keep going.
+    tokio::join!(
+        async { bob.editor.insert(0, "# bob's list\n").await.unwrap() },
+        async { cat.editor.append("cat is done\n").await.unwrap() },
+    );
+    merged(&mut bob.editor, 1).await;
+    merged(&mut cat.editor, 1).await;
+    let document = bob.editor.text();
+    all_hold(&mut [&mut bob, &mut cat], &document).await;
+    assert_eq!(ann.editor.text(), "", "ann merged nothing she did not read");
+
+    // ann reads at last: the relays the document had taken for her, in order and none
+    // skipped, then the notice, on which she reopened and resynced.
+    let seen = events_until(&mut ann.editor, |seen| {
+        matches!(seen.last(), Some(EditEvent::FellBehind { .. }))
+    })
+    .await;
+    let (told, relays) = seen.split_last().expect("events");
+    assert_eq!(
+        told,
+        &EditEvent::FellBehind {
+            text: document.clone()
+        }
+    );
+    assert!(
+        !relays.is_empty() && relays.len() <= WINDOW as usize + MAX_LAG,
+        "at most what her session took and the document held for her: {seen:#?}"
+    );
+    in_order(relays, &["bob", "cat"]);
+    assert_eq!(ann.editor.text(), document);
+
+    // Back in step, ann edits and everyone hears it.
+    ann.editor.append("ann is back\n").await.unwrap();
+    for member in [&mut bob, &mut cat] {
+        let events = merged(&mut member.editor, 1).await;
+        assert_eq!(applied(&events), ["ann"]);
+    }
+    let last = format!("{document}ann is back\n");
+    all_hold(&mut [&mut ann, &mut bob, &mut cat], &last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_editor_that_does_not_read_its_notice_in_time_is_cut_off_and_reopens() {
+    const MAX_LAG: usize = 2;
+    const WINDOW: u64 = 2;
+    const EDITS: usize = 10;
+    let (_server, at) = document_here(FanoutConfig {
+        max_lag: MAX_LAG,
+        farewell_timeout: Duration::from_millis(100),
+    })
+    .await;
+    let mut ann = slow_reader(&at, WINDOW).await;
+    let mut bob = member_on(dialling_node("bob", SECRET).await, &at, "bob").await;
+    for i in 1..=EDITS {
+        bob.editor.append(&format!("bob {i}\n")).await.unwrap();
+    }
+    // The document merged (and relayed) every edit once it answers with all of them.
+    let document = bob.editor.sync().await.unwrap();
+    assert!(holds_first(&document, "bob", EDITS));
+
+    // ann does not read: the document ends her session once the farewell timeout passed.
+    let reason = tokio::time::timeout(WAIT, ann.editor.session().closed())
+        .await
+        .expect("ann's session ends within the wait bound");
+    let CloseReason::Lost(LostReason::PeerEnded(goodbye)) = &reason else {
+        panic!("the document ended ann's session: {reason:?}");
+    };
+    assert_eq!(goodbye.reason, GoodbyeReason::LimitExceeded, "{goodbye:?}");
+
+    // When she reads: the relays her session had taken, in order, then the loss.
+    let seen = events_until(&mut ann.editor, |seen| {
+        matches!(seen.last(), Some(EditEvent::Lost(_)))
+    })
+    .await;
+    let (lost, relays) = seen.split_last().expect("events");
+    assert!(
+        matches!(lost, EditEvent::Lost(LostReason::PeerEnded(g)) if g.reason == GoodbyeReason::LimitExceeded),
+        "{lost:?}"
+    );
+    assert!(relays.len() <= WINDOW as usize, "{seen:#?}");
+    in_order(relays, &["bob"]);
+
+    // Reopening brings her in step.
+    assert_eq!(ann.editor.reopen().await.expect("reopen"), document);
+    assert_eq!(ann.editor.text(), document);
+    ann.editor.append("ann is back\n").await.unwrap();
+    assert_eq!(applied(&merged(&mut bob.editor, 1).await), ["ann"]);
+    all_hold(
+        &mut [&mut ann, &mut bob],
+        &format!("{document}ann is back\n"),
+    )
+    .await;
 }

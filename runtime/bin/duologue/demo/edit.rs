@@ -177,7 +177,7 @@ async fn merged_and(
     let mut applied = 0;
     let resumed = |seen: &[EditEvent]| seen.iter().any(|e| matches!(e, EditEvent::Resumed(_)));
     while applied < n || (resume && !resumed(&seen)) {
-        let event = tokio::time::timeout(STEP, editor.events.recv())
+        let event = tokio::time::timeout(STEP, editor.next_event())
             .await
             .map_err(|_| ClusterError::Timeout {
                 what: format!("{} waiting for the other editors' changes", editor.name()),
