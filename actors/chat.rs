@@ -128,8 +128,6 @@ pub struct RoomState {
     members: Vec<Member>,
     /// Everything the room sends a member goes through its outbox here, in order.
     outboxes: Fanout<SessionId, RoomMessage>,
-    /// Sessions of members that fell behind: their outbox finishes them after the notice.
-    let_go: std::collections::HashSet<SessionId>,
     room_seq: u64,
     history: std::collections::VecDeque<Relay>,
 }
@@ -183,7 +181,6 @@ impl RoomState {
                 queued: behind.queued() as u64,
                 last_client_seq: member.last_client_seq,
             });
-            self.let_go.insert(behind.session().id());
             behind.farewell(notice.into());
             fallen.extend(self.announce(&member.user, false));
         }
@@ -279,7 +276,6 @@ impl Actor for ChatRoom {
             name: config.name,
             members: Vec::new(),
             outboxes: Fanout::new(config.fanout),
-            let_go: std::collections::HashSet::new(),
             room_seq: 0,
             history: std::collections::VecDeque::new(),
         })
@@ -321,7 +317,7 @@ impl Actor for ChatRoom {
             SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
                 let outbox = state.outboxes.finish(&session.id());
                 state.leave(&session);
-                if !outbox && !state.let_go.contains(&session.id()) {
+                if !outbox {
                     session.finish();
                 }
             }
@@ -331,12 +327,10 @@ impl Actor for ChatRoom {
                 if state.member(&session).is_some() {
                     tracing::info!(%reason, "member session closed");
                 }
-                state.let_go.remove(&session.id());
                 state.leave(&session);
             }
             SessionMsg::Signal(SessionSignal::Lost(lost)) => {
                 tracing::info!(reason = %lost.reason, "member session lost");
-                state.let_go.remove(&lost.session.id());
                 state.leave(&lost.session);
             }
             SessionMsg::Signal(_) => {}

@@ -68,7 +68,7 @@
 //! Indexes and lengths count UTF-8 bytes of the text (yrs' default offsets) and must
 //! fall on character boundaries.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -327,8 +327,6 @@ pub struct DocumentState {
     editors: HashMap<SessionId, String>,
     /// The relays to them, each editor's in order.
     relays: Fanout<SessionId, DocumentMessage>,
-    /// Sessions of editors that fell behind, until they close: told, not relayed to.
-    behind: HashSet<SessionId>,
 }
 
 impl DocumentState {
@@ -339,7 +337,6 @@ impl DocumentState {
             replica: Replica::new(),
             editors: HashMap::new(),
             relays: Fanout::new(config.fanout),
-            behind: HashSet::new(),
         }
     }
 
@@ -347,7 +344,6 @@ impl DocumentState {
     fn gone(&mut self, session: &SessionRef) {
         let id = session.id();
         self.relays.remove(&id);
-        self.behind.remove(&id);
         if let Some(editor) = self.editors.remove(&id) {
             tracing::info!(document = %self.name, %editor, "left");
         }
@@ -361,7 +357,7 @@ impl DocumentState {
             tracing::info!(document = %self.name, %editor, "leaves");
         }
         // An editor that fell behind gets its notice first; the fan-out finishes then.
-        if !self.relays.finish(&id) && !self.behind.contains(&id) {
+        if !self.relays.finish(&id) {
             session.finish();
         }
     }
@@ -383,7 +379,7 @@ impl DocumentState {
         };
         let id = session.id();
         // One told it fell behind reopens on a new session; this one gets no relays.
-        if !self.behind.contains(&id) {
+        if !self.relays.fell_behind_since(&id) {
             if !self.relays.contains(&id) {
                 tracing::info!(document = %self.name, editor = %open.editor, peer = %session.peer(), "opened");
                 self.relays.insert(id, session);
@@ -426,7 +422,6 @@ impl DocumentState {
         for behind in self.relays.publish(&relay, Some(&id)) {
             let editor = self.editors.remove(&behind.key).unwrap_or_default();
             tracing::info!(document = %self.name, %editor, queued = behind.queued(), "fell behind; told to reopen");
-            self.behind.insert(behind.key);
             behind.farewell(
                 document_message::Kind::FellBehind(FellBehind {
                     max_lag: self.max_lag as u64,

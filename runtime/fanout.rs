@@ -28,7 +28,7 @@
 //! event that the application can act on (remove and let rejoin with history, resync
 //! from a snapshot), instead of a silent gap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -70,6 +70,8 @@ impl Default for FanoutConfig {
 /// from within a tokio runtime, as actors are.
 pub struct Fanout<K, M> {
     members: HashMap<K, Outbox<M>>,
+    /// Members that fell behind, until [`Fanout::remove`]: their farewell finishes them.
+    let_go: HashSet<K>,
     config: FanoutConfig,
 }
 
@@ -86,6 +88,7 @@ where
         assert!(config.max_lag > 0, "a fan-out's max_lag is at least 1");
         Self {
             members: HashMap::new(),
+            let_go: HashSet::new(),
             config,
         }
     }
@@ -168,22 +171,31 @@ where
             .collect()
     }
 
+    /// Whether `key` fell behind and was not removed since: its farewell is under way.
+    pub fn fell_behind_since(&self, key: &K) -> bool {
+        self.let_go.contains(key)
+    }
+
     /// Removes member `key` at once: what its outbox holds is still sent while its session
-    /// takes it; nothing new is. Returns its session.
+    /// takes it; nothing new is. Returns its session. Call it when the member's session
+    /// is over, for a member that fell behind too (to forget it).
     pub fn remove(&mut self, key: &K) -> Option<SessionRef> {
+        self.let_go.remove(key);
         self.members.remove(key).map(|outbox| outbox.session)
     }
 
     /// Removes member `key` politely: its session is finished (half-closed) after what
     /// its outbox holds, which the member has [`FanoutConfig::farewell_timeout`] to read;
-    /// then the session is ended. Returns whether `key` was a member.
+    /// then the session is ended. Returns whether the fan-out finishes the session: `key`
+    /// was a member, or fell behind (its farewell finishes it). When `false`, the caller
+    /// finishes the session itself.
     pub fn finish(&mut self, key: &K) -> bool {
         match self.members.remove(key) {
             Some(outbox) => {
                 outbox.finish(None, self.config.farewell_timeout);
                 true
             }
-            None => false,
+            None => self.let_go.contains(key),
         }
     }
 
@@ -198,6 +210,7 @@ where
             lag = outbox.lag(),
             "member fell behind"
         );
+        self.let_go.insert(key.clone());
         Behind {
             key: key.clone(),
             outbox: Some(outbox),
