@@ -22,19 +22,26 @@
 //! that covers a stage slower than half the producer's rate, and a `Throttle` lost with a
 //! broken stream. A `Resume` lost with a broken stream is sent again when the session
 //! resumes. Frames are numbered, so the stage's report says whether anything was lost.
+//!
+//! The [`Producer`] needs no actor of its own: its session is owned by an
+//! [`InboxReceiver`] that holds the session's signals until [`Producer::next_event`] reads
+//! them, and the windows its sending task measures wait in a bounded queue that
+//! coalesces them when nobody reads. A producer whose events are never read keeps
+//! sending at the stage's pace, in bounded memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use duologue::mailbox::Resumption;
 use duologue::wire::FlowSignal;
 use duologue::{
-    CallError, CloseReason, ConnectError, Node, Protocol, RemoteRef, SendError, SessionId,
-    SessionMsg, SessionRef, SessionSignal,
+    CallError, CloseReason, ConnectError, InboxEvent, InboxReceiver, Node, Protocol, RemoteRef,
+    SendError, SessionId, SessionMsg, SessionRef, SessionSignal,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -376,6 +383,17 @@ pub struct RateWindow {
 }
 
 impl RateWindow {
+    /// This window followed by `next` as one window: from this one's start to `next`'s
+    /// end, with the frames of both and the throttle in effect at `next`'s end.
+    pub fn merged(&self, next: &Self) -> Self {
+        Self {
+            start: self.start,
+            end: next.end,
+            frames: self.frames + next.frames,
+            throttled_to: next.throttled_to,
+        }
+    }
+
     /// Frames per second.
     pub fn rate(&self) -> f64 {
         let span = (self.end - self.start).as_secs_f64();
@@ -398,14 +416,17 @@ pub fn mean_rate(windows: &[RateWindow], from: Duration, to: Duration) -> Option
     (span > Duration::ZERO).then(|| frames as f64 / span.as_secs_f64())
 }
 
-/// What a producer sees, in order; every `at` is since the producer started.
+/// What a producer sees, in order; every `at` is since the producer started, and is
+/// when [`Producer::next_event`] took the signal from the session (a reader that keeps
+/// reading sees it within a moment of its arrival).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProducerEvent {
-    /// A window of sending ended.
+    /// A window of sending ended. Windows nobody read for a while are merged (see
+    /// [`WINDOWS_KEPT`]): every frame sent is in one window, and their spans adjoin.
     Window(RateWindow),
     /// The stage sent a back-pressure signal; the runtime already obeys it.
     Flow {
-        /// When it arrived.
+        /// When it was read.
         at: Duration,
         /// The signal.
         signal: FlowSignal,
@@ -414,21 +435,21 @@ pub enum ProducerEvent {
     },
     /// The stream to the stage broke; the session tries to resume.
     Interrupted {
-        /// When.
+        /// When it was read.
         at: Duration,
         /// Why.
         cause: String,
     },
     /// The session continues on a new stream, nothing lost or doubled.
     Resumed {
-        /// When.
+        /// When it was read.
         at: Duration,
         /// How.
         resumption: Resumption,
     },
     /// The session is over (closed or lost).
     Ended {
-        /// When.
+        /// When it was read.
         at: Duration,
         /// Why.
         reason: String,
@@ -441,9 +462,6 @@ pub enum PipelineError {
     /// The session to the stage could not be opened.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The producer's owner actor could not start.
-    #[error("producer actor failed to start: {0}")]
-    Spawn(String),
     /// The session refused a frame.
     #[error("frame {seq} not sent: {error}")]
     Send {
@@ -464,14 +482,18 @@ pub enum PipelineError {
 }
 
 /// A producer streaming frames to a stage: sends at its configured rate (as far as the
-/// stage's signals let it) until stopped, reporting each window and signal on
-/// [`Producer::events`]. Dropping it stops sending and the owner actor.
+/// stage's signals let it) until stopped; [`Producer::next_event`] says what it saw.
+/// Dropping it stops sending and ends the session.
 #[derive(Debug)]
 pub struct Producer {
-    /// What the producer sees, in order.
-    pub events: mpsc::UnboundedReceiver<ProducerEvent>,
     stage: RemoteRef<Stage>,
-    owner: ActorRef<SessionMsg>,
+    /// The session's owner: its signals wait here until read (the stage sends no
+    /// messages, only replies to calls, which go to the caller).
+    inbox: InboxReceiver<Stage>,
+    /// The windows the sending task measured and nobody read yet.
+    windows: Arc<Windows>,
+    /// The session's end was read: only windows follow.
+    ended: bool,
     started: Instant,
     stop: CancellationToken,
     task: Option<JoinHandle<Result<u64, PipelineError>>>,
@@ -482,41 +504,103 @@ impl Producer {
     /// Opens a session from `node` to the stage `stage` at `addr` and starts sending.
     ///
     /// # Errors
-    /// [`PipelineError::Spawn`] or [`PipelineError::Connect`].
+    /// [`PipelineError::Connect`].
     pub async fn start(
         node: &Node,
         addr: &str,
         stage: &str,
         config: ProducerConfig,
     ) -> Result<Self, PipelineError> {
-        let (tx, events) = mpsc::unbounded_channel();
+        let (stage, inbox) = node.connect_inbox::<Stage>(addr, stage).await?;
         let started = Instant::now();
-        let (owner, _) = Actor::spawn(None, Owner, (tx.clone(), started))
-            .await
-            .map_err(|e| PipelineError::Spawn(e.to_string()))?;
-        let stage: RemoteRef<Stage> = match node.connect(addr, stage, &owner).await {
-            Ok(stage) => stage,
-            Err(error) => {
-                owner.stop(None);
-                return Err(error.into());
-            }
-        };
+        let windows = Arc::new(Windows::default());
         let stop = CancellationToken::new();
         let sender = Sender {
             stage: stage.clone(),
             config,
             started,
-            events: tx,
+            windows: Arc::clone(&windows),
         };
         let task = tokio::spawn(sender.run(stop.clone()));
         Ok(Self {
-            events,
             stage,
-            owner,
+            inbox,
+            windows,
+            ended: false,
             started,
             stop,
             task: Some(task),
             sent: None,
+        })
+    }
+
+    /// The next thing the producer saw, waiting for it: a window of sending, or a change
+    /// of the session (a back-pressure signal, a broken stream, its end). Windows come
+    /// first when both wait: they are measured as they end, signals when read. `None`
+    /// once the session's end was read and the sending task stopped, with every window
+    /// read.
+    pub async fn next_event(&mut self) -> Option<ProducerEvent> {
+        loop {
+            let event = tokio::select! {
+                biased;
+                window = self.windows.next() => match window {
+                    Some(window) => return Some(ProducerEvent::Window(window)),
+                    None if self.ended => return None,
+                    // Sending stopped; the session's end is still to come.
+                    None => self.inbox.recv().await,
+                },
+                event = self.inbox.recv(), if !self.ended => event,
+            };
+            match event {
+                Some(event) => {
+                    if let Some(event) = self.heard(event) {
+                        return Some(event);
+                    }
+                }
+                // The node dropped the session: nothing more will come from it.
+                None => self.ended = true,
+            }
+        }
+    }
+
+    fn heard(&mut self, event: InboxEvent<StageMessage>) -> Option<ProducerEvent> {
+        let at = self.started.elapsed();
+        let signal = match event {
+            InboxEvent::Signal(signal) => signal,
+            // A stage answers calls and sends nothing else; the call port, dropped,
+            // answers `no_reply`.
+            InboxEvent::Message(message)
+            | InboxEvent::Call {
+                request: message, ..
+            } => {
+                tracing::warn!(?message, "unexpected message from the stage");
+                return None;
+            }
+            InboxEvent::Undecodable { type_url, error } => {
+                tracing::warn!(type_url, %error, "undecodable message from the stage");
+                return None;
+            }
+        };
+        Some(match signal {
+            SessionSignal::Flow(session, signal) => ProducerEvent::Flow {
+                at,
+                signal,
+                throttled_to: session.flow().throttled_to,
+            },
+            SessionSignal::Interrupted(_, cause) => ProducerEvent::Interrupted { at, cause },
+            SessionSignal::Resumed(_, resumption) => ProducerEvent::Resumed { at, resumption },
+            SessionSignal::Lost(lost) => ProducerEvent::Ended {
+                at,
+                reason: format!("lost: {}", lost.reason),
+            },
+            SessionSignal::Closed { reason, .. } => {
+                self.ended = true;
+                ProducerEvent::Ended {
+                    at,
+                    reason: reason.to_string(),
+                }
+            }
+            _ => return None,
         })
     }
 
@@ -574,9 +658,77 @@ impl Producer {
 }
 
 impl Drop for Producer {
+    /// Stops the sending task; the inbox, dropped with the producer, ends the session.
     fn drop(&mut self) {
         self.stop.cancel();
-        self.owner.stop(None);
+    }
+}
+
+/// Windows a producer keeps for its reader: 10 s of the default 100 ms windows. Beyond
+/// that, the newest window absorbs the next one ([`RateWindow::merged`]).
+pub const WINDOWS_KEPT: usize = 100;
+
+/// The windows measured and not read yet: a queue of at most [`WINDOWS_KEPT`], shared by
+/// the sending task (which pushes) and the producer (which reads).
+///
+/// Why a coalescing queue: the sending task must not wait for a reader (its rate is the
+/// stage's business, not the reader's), and a queue without a bound would grow for as
+/// long as nobody reads. Merging the newest two windows keeps every frame counted and
+/// the spans adjoining; a reader that falls behind sees coarser windows, never a gap.
+#[derive(Debug, Default)]
+struct Windows {
+    state: Mutex<WindowQueue>,
+    /// Woken at each push and at the end (one reader: a stored permit covers the race
+    /// between looking and waiting).
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct WindowQueue {
+    queue: VecDeque<RateWindow>,
+    /// The sending task stopped: nothing more will be pushed.
+    done: bool,
+}
+
+impl Windows {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WindowQueue> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, window: RateWindow) {
+        {
+            let mut state = self.lock();
+            if state.queue.len() >= WINDOWS_KEPT
+                && let Some(newest) = state.queue.back_mut()
+            {
+                *newest = newest.merged(&window);
+            } else {
+                state.queue.push_back(window);
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().done = true;
+        self.ready.notify_one();
+    }
+
+    /// The oldest window not read yet, waiting for one; `None` once sending stopped and
+    /// every window was read. Cancel-safe.
+    async fn next(&self) -> Option<RateWindow> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some(window) = state.queue.pop_front() {
+                    return Some(window);
+                }
+                if state.done {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
     }
 }
 
@@ -585,11 +737,17 @@ struct Sender {
     stage: RemoteRef<Stage>,
     config: ProducerConfig,
     started: Instant,
-    events: mpsc::UnboundedSender<ProducerEvent>,
+    windows: Arc<Windows>,
 }
 
 impl Sender {
     async fn run(self, stop: CancellationToken) -> Result<u64, PipelineError> {
+        let sent = self.send_until(stop).await;
+        self.windows.close();
+        sent
+    }
+
+    async fn send_until(&self, stop: CancellationToken) -> Result<u64, PipelineError> {
         let data = Bytes::from(vec![0x5a; self.config.frame_bytes]);
         let interval = self
             .config
@@ -664,72 +822,14 @@ impl Sender {
             frames,
             throttled_to: self.stage.session().flow().throttled_to,
         };
-        // The receiver gone means no one is watching; sending goes on until stopped.
-        let _ = self.events.send(ProducerEvent::Window(window));
+        self.windows.push(window);
         end
-    }
-}
-
-/// The producer's session owner: passes the session's signals on as events.
-struct Owner;
-
-impl Actor for Owner {
-    type Msg = SessionMsg;
-    type State = (mpsc::UnboundedSender<ProducerEvent>, Instant);
-    type Arguments = (mpsc::UnboundedSender<ProducerEvent>, Instant);
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        arguments: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(arguments)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        message: SessionMsg,
-        (events, started): &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let at = started.elapsed();
-        let event = match message {
-            SessionMsg::Signal(SessionSignal::Flow(session, signal)) => ProducerEvent::Flow {
-                at,
-                signal,
-                throttled_to: session.flow().throttled_to,
-            },
-            SessionMsg::Signal(SessionSignal::Interrupted(_, cause)) => {
-                ProducerEvent::Interrupted { at, cause }
-            }
-            SessionMsg::Signal(SessionSignal::Resumed(_, resumption)) => {
-                ProducerEvent::Resumed { at, resumption }
-            }
-            SessionMsg::Signal(SessionSignal::Lost(lost)) => ProducerEvent::Ended {
-                at,
-                reason: format!("lost: {}", lost.reason),
-            },
-            SessionMsg::Signal(SessionSignal::Closed { reason, .. }) => ProducerEvent::Ended {
-                at,
-                reason: reason.to_string(),
-            },
-            SessionMsg::Signal(_) => return Ok(()),
-            SessionMsg::Inbound(inbound) => {
-                tracing::debug!(
-                    type_url = inbound.type_url(),
-                    "unexpected message from the stage"
-                );
-                return Ok(());
-            }
-        };
-        let _ = events.send(event);
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{RateWindow, mean_rate};
+    use super::{RateWindow, WINDOWS_KEPT, Windows, mean_rate};
     use std::time::Duration;
 
     fn window(start_ms: u64, frames: u64) -> RateWindow {
@@ -749,5 +849,33 @@ mod tests {
         assert_eq!(mean_rate(&windows, ms(50), ms(300)), Some(2250.0));
         assert_eq!(mean_rate(&windows, ms(250), ms(300)), None);
         assert_eq!(windows[2].rate(), 1500.0);
+    }
+
+    #[test]
+    fn unread_windows_beyond_the_bound_are_merged_and_no_frame_is_lost() {
+        let windows = Windows::default();
+        let pushed = WINDOWS_KEPT as u64 + 50;
+        for i in 0..pushed {
+            windows.push(window(i * 100, 10));
+        }
+        let state = windows.lock();
+        assert_eq!(state.queue.len(), WINDOWS_KEPT);
+        let frames: u64 = state.queue.iter().map(|w| w.frames).sum();
+        assert_eq!(frames, pushed * 10, "every frame counted");
+        let adjoin = state
+            .queue
+            .iter()
+            .zip(state.queue.iter().skip(1))
+            .all(|(a, b)| a.end == b.start);
+        assert!(adjoin, "no gap between windows");
+        let last = state.queue.back().unwrap();
+        assert_eq!(
+            (last.start, last.end, last.frames),
+            (
+                Duration::from_millis((WINDOWS_KEPT as u64 - 1) * 100),
+                Duration::from_millis(pushed * 100),
+                51 * 10
+            )
+        );
     }
 }

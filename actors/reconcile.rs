@@ -24,18 +24,37 @@
 //! [`World`], its own report numbering. Reports are numbered 1, 2, 3, ... on their
 //! session, so a client checks ([`Trail`]) that it saw every one exactly once, across
 //! broken streams too: duologue's resume replays what the client had not acknowledged.
+//!
+//! # A client that stops reading
+//!
+//! The reconciler sends its reports through a [`Fanout`], under the fan-out policy
+//! ([`duologue::fanout`]): a client that does not take them has at most
+//! [`FanoutConfig::max_lag`] of them waiting for it. The report that would exceed that is
+//! not sent, and neither is any after it: the client gets every report up to the last
+//! one sent, in order, then a [`FellBehind`] notice saying which one that was, then the
+//! reconciler finishes the session and forgets its deployment (see the notice in
+//! `reconcile.proto` for what a client does next). Nothing is skipped unannounced, and the
+//! reconciler's memory per client stays bounded.
+//!
+//! # The client
+//!
+//! [`watch`] opens a session owned by an [`InboxReceiver`]: no forwarding actor, and a
+//! report stays unconsumed (withholding the reconciler's credit) until
+//! [`Watch::next_event`] takes it. A client that reads slowly holds the reconciler back
+//! through the session's credit window, and then falls behind as above; its memory
+//! never grows with the reconciler's output.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use duologue::error::LostReason;
+use duologue::fanout::Refused;
 use duologue::mailbox::Resumption;
 use duologue::{
-    CloseReason, ConnectError, Inbound, Node, Protocol, RemoteRef, SendError, SessionId,
-    SessionMsg, SessionRef, SessionSignal,
+    CloseReason, ConnectError, Fanout, FanoutConfig, Inbound, InboxEvent, InboxReceiver, Node,
+    Protocol, RemoteRef, SendError, SessionId, SessionRef, SessionSignal,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::mpsc;
 
 /// The reconcile protocol's messages (`proto/duologue/reconcile/v1/reconcile.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -43,7 +62,10 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/duologue.reconcile.v1.rs"));
 }
 
-use proto::{Declare, Phase, ReconcileRequest, StatusReport, reconcile_request};
+use proto::{
+    Declare, FellBehind, Phase, ReconcileRequest, ReconcilerMessage, StatusReport,
+    reconcile_request, reconciler_message,
+};
 
 /// How long the reconciler waits between two steps by default.
 pub const STEP: Duration = Duration::from_millis(20);
@@ -55,7 +77,23 @@ pub struct Reconciler;
 
 impl Protocol for Reconciler {
     type Request = ReconcileRequest;
-    type Response = StatusReport;
+    type Response = ReconcilerMessage;
+}
+
+impl From<StatusReport> for ReconcilerMessage {
+    fn from(report: StatusReport) -> Self {
+        Self {
+            kind: Some(reconciler_message::Kind::Report(report)),
+        }
+    }
+}
+
+impl From<FellBehind> for ReconcilerMessage {
+    fn from(notice: FellBehind) -> Self {
+        Self {
+            kind: Some(reconciler_message::Kind::FellBehind(notice)),
+        }
+    }
 }
 
 impl From<Declare> for ReconcileRequest {
@@ -151,7 +189,8 @@ struct Deployment {
     /// Steps the world was from `desired` when it was declared.
     initial_distance: u32,
     phase: Phase,
-    /// Reports sent on the session so far (the last one's number).
+    /// Reports sent on the session so far (the last one's number): a report the fan-out
+    /// took, delivered or waiting in the session's outbox.
     report_seq: u64,
     /// A step timer is pending.
     stepping: bool,
@@ -209,11 +248,9 @@ impl Deployment {
         left > 0
     }
 
-    /// Sends the current status as the next report.
-    fn report(&mut self) {
-        let Some(desired) = &self.desired else {
-            return;
-        };
+    /// The current status, numbered `report_seq`; `None` before the first declaration.
+    fn status(&self, report_seq: u64) -> Option<StatusReport> {
+        let desired = self.desired.as_ref()?;
         let left = self.world.distance(desired);
         let progress_percent = if self.initial_distance == 0 || left == 0 {
             100
@@ -222,7 +259,7 @@ impl Deployment {
             u32::try_from(done * 100 / u64::from(self.initial_distance)).unwrap_or(100)
         };
         let mut report = StatusReport {
-            report_seq: self.report_seq + 1,
+            report_seq,
             generation: desired.generation,
             phase: 0,
             ready_replicas: self.world.ready(),
@@ -233,11 +270,7 @@ impl Deployment {
             desired_image: desired.image.clone(),
         };
         report.set_phase(self.phase);
-        // Numbered only once sent, so a report the session refused leaves no gap.
-        match self.session.try_cast(report) {
-            Ok(()) => self.report_seq += 1,
-            Err(error) => tracing::warn!(%error, session = %self.session.id(), "report not sent"),
-        }
+        Some(report)
     }
 }
 
@@ -271,6 +304,9 @@ pub struct ReconcilerConfig {
     pub name: String,
     /// The time between two steps of a deployment.
     pub step: Duration,
+    /// How many reports may wait for a client that does not take them, and how long it
+    /// gets to read them and its [`FellBehind`] notice.
+    pub fanout: FanoutConfig,
 }
 
 impl From<&str> for ReconcilerConfig {
@@ -278,6 +314,7 @@ impl From<&str> for ReconcilerConfig {
         Self {
             name: name.to_owned(),
             step: STEP,
+            fanout: FanoutConfig::default(),
         }
     }
 }
@@ -287,25 +324,41 @@ impl From<&str> for ReconcilerConfig {
 pub struct ReconcilerState {
     config: ReconcilerConfig,
     deployments: HashMap<SessionId, Deployment>,
+    /// Every client session with a deployment: where its reports go.
+    fanout: Fanout<SessionId, ReconcilerMessage>,
+    /// Sessions that fell behind, until they close: their farewell is under way, and a
+    /// declaration still in flight from them starts nothing.
+    behind: HashSet<SessionId>,
 }
 
 impl ReconcilerState {
     fn declare(&mut self, myself: &ActorRef<ReconcilerMsg>, inbound: &Inbound, declare: Declare) {
         let session = inbound.session();
+        let id = session.id();
+        let generation = declare.generation;
+        if self.behind.contains(&id) {
+            tracing::info!(reconciler = %self.config.name, generation, "declaration after falling behind ignored");
+            return;
+        }
+        if !self.fanout.contains(&id) {
+            self.fanout.insert(id, session.clone());
+        }
         let deployment = self
             .deployments
-            .entry(session.id())
+            .entry(id)
             .or_insert_with(|| Deployment::new(session.clone()));
-        let generation = declare.generation;
         if !deployment.declare(declare) {
             tracing::warn!(reconciler = %self.config.name, generation, "stale declaration ignored");
         } else {
             tracing::info!(reconciler = %self.config.name, generation, peer = %session.peer(), "declared");
         }
-        deployment.report();
-        if deployment.phase == Phase::Pending && !deployment.stepping {
+        self.report(id);
+        // The deployment is gone if its client fell behind with this report.
+        if let Some(deployment) = self.deployments.get_mut(&id)
+            && deployment.phase == Phase::Pending
+            && !deployment.stepping
+        {
             deployment.stepping = true;
-            let id = session.id();
             drop(myself.send_after(self.config.step, move || ReconcilerMsg::Step(id)));
         }
     }
@@ -320,11 +373,66 @@ impl ReconcilerState {
             return;
         }
         let more = deployment.step();
-        deployment.report();
-        if more {
+        self.report(id);
+        if more && let Some(deployment) = self.deployments.get_mut(&id) {
             deployment.stepping = true;
             drop(myself.send_after(self.config.step, move || ReconcilerMsg::Step(id)));
         }
+    }
+
+    /// Sends deployment `id`'s current status as its next report, through the fan-out.
+    /// A report is numbered only once the fan-out took it, so what the client receives
+    /// has no gap. When its client fell behind, the client is told after what it was
+    /// sent, and the deployment is forgotten.
+    fn report(&mut self, id: SessionId) {
+        let Some(deployment) = self.deployments.get_mut(&id) else {
+            return;
+        };
+        let Some(report) = deployment.status(deployment.report_seq + 1) else {
+            return;
+        };
+        match self.fanout.send(&id, report.into()) {
+            Ok(()) => deployment.report_seq += 1,
+            Err(Refused::Behind(behind)) => {
+                let notice = FellBehind {
+                    last_report_seq: deployment.report_seq,
+                    queued: u32::try_from(behind.queued()).unwrap_or(u32::MAX),
+                    latest: deployment.status(0),
+                };
+                tracing::info!(
+                    reconciler = %self.config.name,
+                    session = %id,
+                    last_report_seq = notice.last_report_seq,
+                    queued = notice.queued,
+                    "client fell behind: told, and its deployment forgotten"
+                );
+                self.deployments.remove(&id);
+                self.behind.insert(id);
+                behind.farewell(notice.into());
+            }
+            // Its session closed: the signal saying so is on its way.
+            Err(Refused::NotMember(_)) => {
+                tracing::debug!(reconciler = %self.config.name, session = %id, "report not sent: session closed");
+            }
+        }
+    }
+
+    /// The client finished: forget its deployment and finish in turn, after the reports
+    /// still waiting for it.
+    fn peer_finished(&mut self, session: &SessionRef) {
+        let id = session.id();
+        self.deployments.remove(&id);
+        // A client that fell behind is finished by its farewell, after its notice.
+        if !self.behind.contains(&id) && !self.fanout.finish(&id) {
+            session.finish();
+        }
+    }
+
+    /// The session is over: forget all about it.
+    fn gone(&mut self, id: SessionId) {
+        self.deployments.remove(&id);
+        self.fanout.remove(&id);
+        self.behind.remove(&id);
     }
 }
 
@@ -339,8 +447,10 @@ impl Actor for Reconciler {
         config: ReconcilerConfig,
     ) -> Result<ReconcilerState, ActorProcessingErr> {
         Ok(ReconcilerState {
+            fanout: Fanout::new(config.fanout),
             config,
             deployments: HashMap::new(),
+            behind: HashSet::new(),
         })
     }
 
@@ -365,15 +475,14 @@ impl Actor for Reconciler {
             ReconcilerMsg::Step(id) => state.step(&myself, id),
             // The client is done watching: forget its deployment and finish in turn.
             ReconcilerMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
-                state.deployments.remove(&session.id());
-                session.finish();
+                state.peer_finished(&session);
             }
             ReconcilerMsg::Signal(SessionSignal::Closed { session, .. }) => {
-                state.deployments.remove(&session.id());
+                state.gone(session.id());
             }
             ReconcilerMsg::Signal(SessionSignal::Lost(lost)) => {
                 tracing::info!(reason = %lost.reason, "client session lost");
-                state.deployments.remove(&lost.session.id());
+                state.gone(lost.session.id());
             }
             // Interrupted, Resumed: the session replays the reports by itself.
             ReconcilerMsg::Signal(signal) => {
@@ -405,6 +514,13 @@ pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> 
 pub enum ReconcileEvent {
     /// The deployment's current state.
     Report(StatusReport),
+    /// The client did not keep up: no report after `last_report_seq` comes, the
+    /// reconciler forgot the deployment and finishes the session (the watch finishes in
+    /// turn; [`ReconcileEvent::Closed`] follows). Watch again to go on.
+    FellBehind(FellBehind),
+    /// The reconciler sent something that is not a reconciler message (another protocol,
+    /// bad bytes, an empty message, or a call): consumed and reported, never skipped.
+    Unexpected(String),
     /// The stream broke; the session is trying to resume.
     Interrupted(String),
     /// The session resumed on a new stream: nothing lost or doubled.
@@ -415,73 +531,27 @@ pub enum ReconcileEvent {
     Closed(CloseReason),
 }
 
-/// A client actor: forwards what its reconciler sends to a channel its owner reads.
-#[derive(Debug, Default)]
-pub struct Watcher;
-
-impl Actor for Watcher {
-    type Msg = SessionMsg;
-    type State = mpsc::UnboundedSender<ReconcileEvent>;
-    type Arguments = mpsc::UnboundedSender<ReconcileEvent>;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        events: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(events)
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        message: SessionMsg,
-        events: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let event = match message {
-            SessionMsg::Inbound(inbound) => ReconcileEvent::Report(inbound.decode()?),
-            SessionMsg::Signal(SessionSignal::Interrupted(_, cause)) => {
-                ReconcileEvent::Interrupted(cause)
-            }
-            SessionMsg::Signal(SessionSignal::Resumed(_, resumption)) => {
-                ReconcileEvent::Resumed(resumption)
-            }
-            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
-                ReconcileEvent::Lost(lost.reason.clone())
-            }
-            SessionMsg::Signal(SessionSignal::Closed { reason, .. }) => {
-                let _ = events.send(ReconcileEvent::Closed(reason));
-                myself.stop(None);
-                return Ok(());
-            }
-            SessionMsg::Signal(_) => return Ok(()),
-        };
-        // The receiver gone means the owner stopped watching; nothing to tell.
-        let _ = events.send(event);
-        Ok(())
-    }
-}
-
 /// Watching a reconciler could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// The session could not be opened (unreachable, unknown name, wrong secret).
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The watcher actor could not start.
-    #[error("watcher actor failed to start: {0}")]
-    Spawn(String),
 }
 
-/// A session to a reconciler, and what it reports.
+/// A session to a reconciler, and what it reports: read with [`Watch::next_event`].
+///
+/// What the reconciler sent stays in the session's inbox, unconsumed, until read: a
+/// client that stops reading holds the reconciler back by at most one credit window of
+/// reports (and then [falls behind](ReconcileEvent::FellBehind)); its memory does not
+/// grow. Dropping the watch ends the session.
 #[derive(Debug)]
 pub struct Watch {
     /// The typed handle to the reconciler.
     pub reconciler: RemoteRef<Reconciler>,
-    /// What the reconciler sends, and the session's life, in order.
-    pub events: mpsc::UnboundedReceiver<ReconcileEvent>,
-    /// The watcher actor owning the session.
-    pub watcher: ActorRef<SessionMsg>,
+    inbox: InboxReceiver<Reconciler>,
+    /// [`ReconcileEvent::Closed`] was read: nothing follows.
+    closed: bool,
 }
 
 impl Watch {
@@ -503,28 +573,83 @@ impl Watch {
             })
             .await
     }
+
+    /// The next thing the reconciler sent, or the session's next change, in order;
+    /// waits for it. Reading a report is what lets the reconciler send another. `None`
+    /// after [`ReconcileEvent::Closed`] (or once the node dropped the session).
+    pub async fn next_event(&mut self) -> Option<ReconcileEvent> {
+        while !self.closed {
+            let event = self.inbox.recv().await?;
+            if let Some(event) = self.heard(event) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// The next event if one is waiting now.
+    pub fn try_next_event(&mut self) -> Option<ReconcileEvent> {
+        while !self.closed {
+            let event = self.inbox.try_recv()?;
+            if let Some(event) = self.heard(event) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// Messages and signals waiting to be read.
+    pub fn waiting(&self) -> usize {
+        self.inbox.len()
+    }
+
+    fn heard(&mut self, event: InboxEvent<ReconcilerMessage>) -> Option<ReconcileEvent> {
+        Some(match event {
+            InboxEvent::Message(ReconcilerMessage { kind }) => match kind {
+                Some(reconciler_message::Kind::Report(report)) => ReconcileEvent::Report(report),
+                Some(reconciler_message::Kind::FellBehind(notice)) => {
+                    ReconcileEvent::FellBehind(notice)
+                }
+                None => ReconcileEvent::Unexpected("an empty reconciler message".into()),
+            },
+            // A reconciler never calls; dropping the port answers `no_reply`.
+            InboxEvent::Call { request, .. } => {
+                ReconcileEvent::Unexpected(format!("a call from the reconciler: {request:?}"))
+            }
+            InboxEvent::Undecodable { type_url, error } => {
+                ReconcileEvent::Unexpected(format!("undecodable {type_url}: {error}"))
+            }
+            InboxEvent::Signal(signal) => match signal {
+                SessionSignal::Interrupted(_, cause) => ReconcileEvent::Interrupted(cause),
+                SessionSignal::Resumed(_, resumption) => ReconcileEvent::Resumed(resumption),
+                SessionSignal::Lost(lost) => ReconcileEvent::Lost(lost.reason),
+                SessionSignal::Closed { reason, .. } => {
+                    self.closed = true;
+                    ReconcileEvent::Closed(reason)
+                }
+                // The reconciler has said all it will (it finished after a client's
+                // finish, or after a `FellBehind`): finish in turn, so the session closes.
+                SessionSignal::PeerFinished(session, _) => {
+                    session.finish();
+                    return None;
+                }
+                _ => return None,
+            },
+        })
+    }
 }
 
-/// Starts a [`Watcher`] on `node` and opens a session to the reconciler `name` at `addr`.
+/// Opens a session from `node` to the reconciler `name` at `addr`, read through an inbox.
 ///
 /// # Errors
-/// [`WatchError`] says which step failed.
+/// [`WatchError`] says why it could not.
 pub async fn watch(node: &Node, addr: &str, name: &str) -> Result<Watch, WatchError> {
-    let (tx, events) = mpsc::unbounded_channel();
-    let (watcher, _) = Actor::spawn(None, Watcher, tx)
-        .await
-        .map_err(|e| WatchError::Spawn(e.to_string()))?;
-    match node.connect(addr, name, &watcher).await {
-        Ok(reconciler) => Ok(Watch {
-            reconciler,
-            events,
-            watcher,
-        }),
-        Err(error) => {
-            watcher.stop(None);
-            Err(error.into())
-        }
-    }
+    let (reconciler, inbox) = node.connect_inbox::<Reconciler>(addr, name).await?;
+    Ok(Watch {
+        reconciler,
+        inbox,
+        closed: false,
+    })
 }
 
 /// A report out of line.

@@ -93,7 +93,7 @@ async fn throttle_and_recover(producer: &mut Producer, mut on_throttle: impl FnM
     let (mut throttled, mut resumed) = (None, None);
     let read = async {
         loop {
-            let event = tokio::time::timeout(WAIT, producer.events.recv())
+            let event = tokio::time::timeout(WAIT, producer.next_event())
                 .await
                 .expect("an event within the wait bound")
                 .expect("the producer is running");

@@ -1,15 +1,21 @@
 //! The control-plane reconcile paradigm across processes: a `duologue node` process hosts
 //! the reconciler `deploy`, the client runs in this process. A declaration is reported
 //! step by step until it converges; a new one mid-way changes course from where the
-//! world stands; a connection cut mid-way loses and repeats no report.
+//! world stands; a connection cut mid-way loses and repeats no report. A watcher that
+//! stops reading is told it fell behind, after every report it was sent, while another
+//! keeps getting all of its own.
 
 mod support;
 
-use duologue::CloseReason;
-use duologue::Node;
+use std::time::Duration;
+
 use duologue::actors::reconcile::proto::{Phase, StatusReport};
-use duologue::actors::reconcile::{ReconcileEvent, Watch, watch};
+use duologue::actors::reconcile::{
+    ReconcileEvent, Reconciler, ReconcilerConfig, Trail, Watch, watch,
+};
 use duologue::local_cluster::{FaultProxy, NodeProcess, SecretDir};
+use duologue::{CloseReason, FanoutConfig, Node, NodeConfig, SessionConfig};
+use ractor::Actor;
 use support::*;
 
 /// A reconciler node process and a client node in this process.
@@ -62,7 +68,7 @@ async fn events_until(
     tokio::time::timeout(WAIT, async {
         let mut heard = Vec::new();
         loop {
-            let event = watch.events.recv().await.expect("the watcher runs");
+            let event = watch.next_event().await.expect("the session is open");
             let done = matches!(&event, ReconcileEvent::Report(r) if last(r));
             let closed = matches!(&event, ReconcileEvent::Lost(_) | ReconcileEvent::Closed(_));
             heard.push(event);
@@ -101,8 +107,9 @@ fn seqs(reports: &[StatusReport]) -> Vec<u64> {
 /// Half-closes and expects the session to end politely, with nothing else heard first.
 async fn finish(mut watch: Watch) {
     watch.reconciler.finish();
-    match next(&mut watch.events).await {
-        ReconcileEvent::Closed(CloseReason::Finished) => {}
+    let event = tokio::time::timeout(WAIT, watch.next_event()).await;
+    match event.expect("an event within the wait bound") {
+        Some(ReconcileEvent::Closed(CloseReason::Finished)) => {}
         other => panic!("expected a polite close and nothing before it, got {other:?}"),
     }
 }
@@ -259,4 +266,87 @@ async fn a_cut_mid_way_loses_and_repeats_no_report_and_still_converges() {
         "{last:?}"
     );
     finish(watch).await;
+}
+
+/// Reports a watcher may leave unread before the reconciler stops sending (its session's
+/// credit window).
+const WINDOW: u64 = 2;
+/// Reports the reconciler then keeps waiting for it before it counts as fallen behind.
+const MAX_LAG: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_told_it_fell_behind_and_the_others_miss_nothing() {
+    // A reconciler in this process, stepping fast, letting a client lag by few reports.
+    let server = listening_node("control", SECRET).await;
+    let config = ReconcilerConfig {
+        name: "deploy".into(),
+        step: Duration::from_millis(2),
+        fanout: FanoutConfig {
+            max_lag: MAX_LAG,
+            farewell_timeout: WAIT,
+        },
+    };
+    let (reconciler, _) = Actor::spawn(None, Reconciler, config).await.unwrap();
+    server.register("deploy", &reconciler).unwrap();
+    // Its clients let it run only a couple of reports ahead of their reading.
+    let client = node_with(NodeConfig {
+        name: "client".into(),
+        session: SessionConfig {
+            credit_window: WINDOW,
+            ..SessionConfig::default()
+        },
+        ..NodeConfig::default()
+    })
+    .await;
+    let mut slow = watch(&client, &addr(&server), "deploy").await.unwrap();
+    let mut fast = watch(&client, &addr(&server), "deploy").await.unwrap();
+
+    // Both deployments step at the same pace; the slow watcher reads nothing meanwhile.
+    // Its deployment never converges: 1000 replicas take 1000 steps.
+    slow.declare(1, 1000, "v1").await.unwrap();
+    fast.declare(1, 40, "v1").await.unwrap();
+    let heard = until_converged(&mut fast, 1).await;
+    let fast_reports = reports(&heard);
+    assert_eq!(heard.len(), fast_reports.len(), "only reports: {heard:?}");
+    let expected: Vec<u64> = (1..=41).collect();
+    assert_eq!(seqs(&fast_reports), expected, "every report, in order");
+    finish(fast).await;
+
+    // Forty steps on, the slow watcher holds no more than its window (and no signal).
+    let waiting = slow.waiting();
+    assert!(waiting as u64 <= WINDOW, "{waiting} waiting");
+
+    // Now it reads: every report it was sent, in order, then the notice, then the end.
+    let mut trail = Trail::default();
+    let notice = tokio::time::timeout(WAIT, async {
+        loop {
+            match slow.next_event().await.expect("the session is open") {
+                ReconcileEvent::Report(report) => trail.check(&report).unwrap(),
+                ReconcileEvent::FellBehind(notice) => return notice,
+                other => panic!("expected reports, then FellBehind; got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the notice within the wait bound");
+    eprintln!("{waiting} waiting; {notice:?}");
+    assert_eq!(
+        notice.last_report_seq, trail.last_seq,
+        "the notice follows every report sent: {notice:?}"
+    );
+    assert!(
+        (1..40).contains(&trail.last_seq),
+        "it fell behind long before the fast watcher's deployment converged: {notice:?}"
+    );
+    assert_eq!(notice.queued as usize, MAX_LAG, "{notice:?}");
+    let latest = notice.latest.as_ref().expect("the latest state");
+    assert_eq!(latest.report_seq, 0, "unnumbered: {latest:?}");
+    assert!(latest.ready_replicas as u64 >= trail.last_seq, "{latest:?}");
+    let event = tokio::time::timeout(WAIT, slow.next_event()).await;
+    assert_eq!(
+        event.expect("the close within the wait bound"),
+        Some(ReconcileEvent::Closed(CloseReason::Finished)),
+        "the reconciler finished the session after the notice"
+    );
+    assert_eq!(slow.next_event().await, None);
 }

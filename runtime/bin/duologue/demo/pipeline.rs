@@ -111,8 +111,7 @@ async fn draw(producer: &mut Producer, capacity: u32, target: u32) -> Result<(),
     let (mut throttled, mut resumed, mut after) = (false, false, 0);
     while after < AFTER {
         let event = producer
-            .events
-            .recv()
+            .next_event()
             .await
             .ok_or_else(|| ClusterError::Unexpected("the producer stopped".into()))?;
         match event {

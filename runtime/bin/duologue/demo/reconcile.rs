@@ -61,13 +61,13 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
     let mut trail = Trail::default();
     let mut cut = false;
     let last = loop {
-        let event = tokio::time::timeout(STEP, watch.events.recv())
+        let event = tokio::time::timeout(STEP, watch.next_event())
             .await
             .map_err(|_| ClusterError::Timeout {
                 what: "no status report".into(),
                 timeout: STEP,
             })?
-            .ok_or_else(|| unexpected("the watcher stopped"))?;
+            .ok_or_else(|| unexpected("the session was dropped"))?;
         let report = match event {
             ReconcileEvent::Report(report) => report,
             ReconcileEvent::Interrupted(_) => {
@@ -79,6 +79,13 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
                 println!("  .. resumed on a new stream after {after:.0?}; the reports carry on");
                 continue;
             }
+            ReconcileEvent::FellBehind(notice) => {
+                return Err(unexpected(format!(
+                    "fell behind after report {}",
+                    notice.last_report_seq
+                )));
+            }
+            ReconcileEvent::Unexpected(what) => return Err(unexpected(what)),
             ReconcileEvent::Lost(reason) => return Err(unexpected(reason)),
             ReconcileEvent::Closed(reason) => return Err(unexpected(reason)),
         };
