@@ -44,7 +44,7 @@
 //! through the session's credit window, and then falls behind as above; its memory
 //! never grows with the reconciler's output.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use duologue::error::LostReason;
@@ -326,9 +326,6 @@ pub struct ReconcilerState {
     deployments: HashMap<SessionId, Deployment>,
     /// Every client session with a deployment: where its reports go.
     fanout: Fanout<SessionId, ReconcilerMessage>,
-    /// Sessions that fell behind, until they close: their farewell is under way, and a
-    /// declaration still in flight from them starts nothing.
-    behind: HashSet<SessionId>,
 }
 
 impl ReconcilerState {
@@ -336,7 +333,8 @@ impl ReconcilerState {
         let session = inbound.session();
         let id = session.id();
         let generation = declare.generation;
-        if self.behind.contains(&id) {
+        // A declaration still in flight from a client that fell behind starts nothing.
+        if self.fanout.fell_behind_since(&id) {
             tracing::info!(reconciler = %self.config.name, generation, "declaration after falling behind ignored");
             return;
         }
@@ -407,7 +405,6 @@ impl ReconcilerState {
                     "client fell behind: told, and its deployment forgotten"
                 );
                 self.deployments.remove(&id);
-                self.behind.insert(id);
                 behind.farewell(notice.into());
             }
             // Its session closed: the signal saying so is on its way.
@@ -423,7 +420,7 @@ impl ReconcilerState {
         let id = session.id();
         self.deployments.remove(&id);
         // A client that fell behind is finished by its farewell, after its notice.
-        if !self.behind.contains(&id) && !self.fanout.finish(&id) {
+        if !self.fanout.finish(&id) {
             session.finish();
         }
     }
@@ -432,7 +429,6 @@ impl ReconcilerState {
     fn gone(&mut self, id: SessionId) {
         self.deployments.remove(&id);
         self.fanout.remove(&id);
-        self.behind.remove(&id);
     }
 }
 
@@ -450,7 +446,6 @@ impl Actor for Reconciler {
             fanout: Fanout::new(config.fanout),
             config,
             deployments: HashMap::new(),
-            behind: HashSet::new(),
         })
     }
 

@@ -7,8 +7,10 @@
 //! unconsumed [`Inbound`] until the application takes it with [`InboxReceiver::recv`]:
 //! only then does the peer get credit for another. A reader that falls behind thus holds
 //! its peer back through the session's credit window instead of buffering without bound:
-//! what waits in the inbox is at most one window of messages (the receiver's
-//! `SessionConfig::window`) plus the session's few signals.
+//! what waits in the inbox is at most one window of messages (the receiving node's
+//! `SessionConfig::credit_window`) plus the session's signals: a few per interruption,
+//! and at most 64 unread `Flow` signals (the flow state stays readable through
+//! [`crate::SessionRef::flow`]).
 //!
 //! ```no_run
 //! # async fn run(node: duologue::Node) -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -74,6 +77,7 @@ pub enum InboxEvent<R> {
 pub struct InboxReceiver<P: Protocol> {
     rx: mpsc::UnboundedReceiver<SessionMsg>,
     remote: RemoteRef<P>,
+    flow_waiting: Arc<AtomicUsize>,
 }
 
 impl<P: Protocol> InboxReceiver<P> {
@@ -84,18 +88,27 @@ impl<P: Protocol> InboxReceiver<P> {
     /// (after the last one closed); a reader usually stops at
     /// [`SessionSignal::Closed`] or a final [`SessionSignal::Lost`].
     pub async fn recv(&mut self) -> Option<InboxEvent<P::Response>> {
-        self.rx.recv().await.map(decode)
+        self.recv_raw().await.map(decode)
     }
 
     /// The next event if one is waiting now.
     pub fn try_recv(&mut self) -> Option<InboxEvent<P::Response>> {
-        self.rx.try_recv().ok().map(decode)
+        let delivery = self.rx.try_recv().ok()?;
+        Some(decode(self.taken(delivery)))
     }
 
     /// The next delivery as the session made it, undecoded: the [`Inbound`] keeps the
     /// peer's credit until it is dropped, for readers that hold messages for a while.
     pub async fn recv_raw(&mut self) -> Option<SessionMsg> {
-        self.rx.recv().await
+        let delivery = self.rx.recv().await?;
+        Some(self.taken(delivery))
+    }
+
+    fn taken(&self, delivery: SessionMsg) -> SessionMsg {
+        if let SessionMsg::Signal(SessionSignal::Flow(..)) = delivery {
+            self.flow_waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        delivery
     }
 
     /// Deliveries waiting to be read: messages (each holding one credit) and signals.
@@ -127,7 +140,10 @@ impl<P: Protocol> Stream for InboxReceiver<P> {
     type Item = InboxEvent<P::Response>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|next| next.map(decode))
+        let this = &mut *self;
+        this.rx
+            .poll_recv(cx)
+            .map(|next| next.map(|delivery| decode(this.taken(delivery))))
     }
 }
 
@@ -160,9 +176,18 @@ fn decode<R: prost::Message + prost::Name + Default + 'static>(
     }
 }
 
+/// Unread `Flow` signals an inbox keeps; past them, further ones are not queued.
+///
+/// Messages are bounded by credit, and every other signal by the session's life (a few
+/// per interruption), but a peer may send flow signals at will. The flow state they
+/// announce stays readable at any time through [`crate::SessionRef::flow`], so a reader
+/// this far behind loses no state by missing some of them.
+const FLOW_SIGNALS_KEPT: usize = 64;
+
 /// Where a session delivers for an inbox: the channel's sending half.
 struct InboxSender {
     tx: mpsc::UnboundedSender<SessionMsg>,
+    flow_waiting: Arc<AtomicUsize>,
 }
 
 impl Deliver for InboxSender {
@@ -171,6 +196,12 @@ impl Deliver for InboxSender {
     }
 
     fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
+        if let SessionSignal::Flow(..) = signal {
+            if self.flow_waiting.load(Ordering::Acquire) >= FLOW_SIGNALS_KEPT {
+                return Ok(());
+            }
+            self.flow_waiting.fetch_add(1, Ordering::AcqRel);
+        }
         self.tx.send(SessionMsg::Signal(signal)).map_err(drop)
     }
 
@@ -216,12 +247,18 @@ impl Node {
         policy: SessionPolicy,
     ) -> Result<(RemoteRef<P>, InboxReceiver<P>), ConnectError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let flow_waiting = Arc::new(AtomicUsize::new(0));
+        let sender = InboxSender {
+            tx,
+            flow_waiting: flow_waiting.clone(),
+        };
         let remote = self
-            .connect_owner(addr, actor, Arc::new(InboxSender { tx }), policy)
+            .connect_owner(addr, actor, Arc::new(sender), policy)
             .await?;
         let receiver = InboxReceiver {
             rx,
             remote: remote.clone(),
+            flow_waiting,
         };
         Ok((remote, receiver))
     }
