@@ -224,8 +224,16 @@ impl RoomState {
 
     fn text(&mut self, session: &SessionRef, text: Text) {
         let Some(member) = self.members.iter_mut().find(|m| &m.session == session) else {
-            // Not (or no longer) a member: a member that fell behind was told which of
-            // its texts were recorded; anyone else is told here, or its session ends.
+            // Texts still in flight from a member that fell behind: its notice says which
+            // of its texts were recorded.
+            if self.outboxes.fell_behind_since(&session.id()) {
+                tracing::debug!(
+                    client_seq = text.client_seq,
+                    "text after falling behind, not recorded"
+                );
+                return;
+            }
+            // Anyone else who never joined is told here, or its session ends.
             let rejected: RoomMessage = room_message::Kind::Rejected(Rejected {
                 reason: "join before sending text".into(),
             })

@@ -100,6 +100,13 @@ async fn main() -> anyhow::Result<()> {
     .map(str::to_owned);
     let mut writer = ChildGuard::spawn("writer", exe, &writer_args)?;
     writer.stderr_until("joined", WAIT).await?;
+    if let Some(mut lines) = writer.stderr.take() {
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("writer: {line}");
+            }
+        });
+    }
     let mut stdin = BufWriter::new(writer.stdin.take().context("writer stdin")?);
     let feed = tokio::spawn(async move {
         let mut n = 0u64;

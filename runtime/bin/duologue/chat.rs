@@ -107,25 +107,10 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let mut unacked = std::collections::VecDeque::<Text>::new();
     let mut ack_deadline = None;
     loop {
+        // What the room sent first: a member that reads stdin faster than its events
+        // would let its acks pile up until the room lets it go.
         tokio::select! {
-            line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(text)) => {
-                    sent += 1;
-                    let text = Text { client_seq: sent, text };
-                    unacked.push_back(text.clone());
-                    joined
-                        .room
-                        .cast(text)
-                        .await
-                        .map_err(|e| fail(format!("cannot send: {e}")))?;
-                }
-                Ok(None) => {
-                    stdin_open = false;
-                    joined.room.finish();
-                    ack_deadline = Some(tokio::time::Instant::now() + args.timeout);
-                }
-                Err(e) => return Err(fail(format!("cannot read stdin: {e}"))),
-            },
+            biased;
             event = joined.events.recv() => match event {
                 Some(ChatEvent::Relay(relay)) => println!("{}: {}", relay.from, relay.text),
                 Some(ChatEvent::Acked(ack)) => {
@@ -198,6 +183,24 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                     return Err(fail(format!("session closed: {reason}")));
                 }
                 None => return Err(fail("the session to the room is gone".into())),
+            },
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(text)) => {
+                    sent += 1;
+                    let text = Text { client_seq: sent, text };
+                    unacked.push_back(text.clone());
+                    joined
+                        .room
+                        .cast(text)
+                        .await
+                        .map_err(|e| fail(format!("cannot send: {e}")))?;
+                }
+                Ok(None) => {
+                    stdin_open = false;
+                    joined.room.finish();
+                    ack_deadline = Some(tokio::time::Instant::now() + args.timeout);
+                }
+                Err(e) => return Err(fail(format!("cannot read stdin: {e}"))),
             },
             () = sleep_until(ack_deadline) => {
                 return Err(fail(format!(
