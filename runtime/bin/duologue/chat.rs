@@ -131,17 +131,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                         )));
                     }
                     unacked.retain(|t| t.client_seq > behind.last_client_seq);
-                    joined = rejoin(&node, &args).await?;
-                    for text in unacked.iter().cloned() {
-                        joined
-                            .room
-                            .cast(text)
-                            .await
-                            .map_err(|e| fail(format!("cannot resend: {e}")))?;
-                    }
-                    if !stdin_open {
-                        joined.room.finish();
-                    }
+                    joined = rejoin(&node, &args, unacked.iter().cloned(), stdin_open).await?;
                 }
                 Some(ChatEvent::Undecodable(what)) => eprintln!("undecodable from the room: {what}"),
                 Some(ChatEvent::HeldBack(held)) => eprintln!(
@@ -166,17 +156,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                     if !args.rejoin {
                         return Err(fail(format!("session lost: {reason}")));
                     }
-                    joined = rejoin(&node, &args).await?;
-                    for text in unconfirmed {
-                        joined
-                            .room
-                            .cast(text)
-                            .await
-                            .map_err(|e| fail(format!("cannot resend: {e}")))?;
-                    }
-                    if !stdin_open {
-                        joined.room.finish();
-                    }
+                    joined = rejoin(&node, &args, unconfirmed, stdin_open).await?;
                 }
                 Some(ChatEvent::Closed(CloseReason::Finished)) => break,
                 Some(ChatEvent::Closed(reason)) => {
@@ -221,8 +201,30 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     Ok(())
 }
 
-/// Joins again after a loss, retrying until the join timeout.
+/// Joins again after a loss (or being let go), retrying until the join timeout; sends
+/// `resend` again, and finishes at once when stdin has already ended.
 async fn rejoin(
+    node: &Node,
+    args: &ChatArgs,
+    resend: impl IntoIterator<Item = Text>,
+    stdin_open: bool,
+) -> Result<duologue::actors::chat::Joined, (u8, String)> {
+    let joined = join_again(node, args).await?;
+    for text in resend {
+        joined
+            .room
+            .cast(text)
+            .await
+            .map_err(|e| (exit::FAILURE, format!("cannot resend: {e}")))?;
+    }
+    if !stdin_open {
+        joined.room.finish();
+    }
+    Ok(joined)
+}
+
+/// Joins again, retrying until the join timeout.
+async fn join_again(
     node: &Node,
     args: &ChatArgs,
 ) -> Result<duologue::actors::chat::Joined, (u8, String)> {
