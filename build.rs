@@ -1,13 +1,7 @@
-//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and tonic-prost-build.
+//! Compiles the session protocol (`proto/duologue/v1/`) with protox (pure Rust, no system `protoc`) and tonic-prost-build.
 
-const PROTOS: &[&str] = &[
-    "proto/duologue/v1/session.proto",
-    "proto/duologue/chat/v1/chat.proto",
-    "proto/duologue/edit/v1/edit.proto",
-    "proto/duologue/reconcile/v1/reconcile.proto",
-    "proto/duologue/pipeline/v1/pipeline.proto",
-    "proto/duologue/diag/v1/diag.proto",
-];
+// The ready-made actors' protocols are compiled by `actors/build.rs`.
+const PROTOS: &[&str] = &["proto/duologue/v1/session.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

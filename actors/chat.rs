@@ -27,12 +27,12 @@
 
 use std::time::Duration;
 
-use duologue::fanout::{Behind, Fanout, FanoutConfig, Refused};
-use duologue::inbox::{InboxEvent, InboxReceiver};
+use duologue::{Behind, Fanout, FanoutConfig, Refused};
 use duologue::{
     CallError, CloseReason, ConnectError, GoodbyeReason, Inbound, Node, Protocol, RemoteRef,
     SessionId, SessionMsg, SessionRef, SessionSignal,
 };
+use duologue::{InboxEvent, InboxReceiver};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// The chat protocol's messages (`proto/duologue/chat/v1/chat.proto`).
@@ -98,14 +98,24 @@ struct Member {
 /// How many recent texts a room keeps for members who join later.
 pub const HISTORY: usize = 50;
 
+/// How many bytes of recent texts a room keeps (and sends in a Welcome), by default: a
+/// Welcome stays far below the session's message limit however large the texts are, so
+/// no member can make the room un-joinable. A text larger than this is relayed, not kept.
+pub const HISTORY_BYTES: usize = 256 * 1024;
+
+/// The longest user name a room takes, in bytes (every member's Welcome lists them all).
+pub const MAX_USER_BYTES: usize = 64;
+
 /// How a room is set up.
 #[derive(Clone, Debug)]
 pub struct RoomConfig {
     /// The room's name.
     pub name: String,
     /// How far a member may fall behind before the room lets it go (see
-    /// [`duologue::fanout`]).
+    /// [`duologue::Fanout`]).
     pub fanout: FanoutConfig,
+    /// The bytes of recent texts kept for later members ([`HISTORY_BYTES`] by default).
+    pub history_bytes: usize,
 }
 
 impl From<&str> for RoomConfig {
@@ -113,6 +123,7 @@ impl From<&str> for RoomConfig {
         Self {
             name: name.to_owned(),
             fanout: FanoutConfig::default(),
+            history_bytes: HISTORY_BYTES,
         }
     }
 }
@@ -130,9 +141,30 @@ pub struct RoomState {
     outboxes: Fanout<SessionId, RoomMessage>,
     room_seq: u64,
     history: std::collections::VecDeque<Relay>,
+    /// The bytes of text in `history`, at most `history_limit`.
+    history_bytes: usize,
+    history_limit: usize,
 }
 
 impl RoomState {
+    /// Keeps `line` in the history, dropping the oldest lines past [`HISTORY`] texts or
+    /// the room's byte limit; a line larger than the limit is not kept at all.
+    fn keep(&mut self, line: &Relay) {
+        let size = line.text.len() + line.from.len();
+        if size > self.history_limit {
+            tracing::debug!(room = %self.name, room_seq = line.room_seq, size, "text too large to keep in the history");
+            return;
+        }
+        while self.history.len() >= HISTORY || self.history_bytes + size > self.history_limit {
+            let Some(oldest) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= oldest.text.len() + oldest.from.len();
+        }
+        self.history_bytes += size;
+        self.history.push_back(line.clone());
+    }
+
     fn member(&self, session: &SessionRef) -> Option<&Member> {
         self.members.iter().find(|m| &m.session == session)
     }
@@ -188,7 +220,12 @@ impl RoomState {
 
     fn join(&mut self, inbound: Inbound, join: Join) {
         let session = inbound.session().clone();
-        let reply: RoomMessage = if self.members.iter().any(|m| m.user == join.user) {
+        let reply: RoomMessage = if join.user.is_empty() || join.user.len() > MAX_USER_BYTES {
+            room_message::Kind::Rejected(Rejected {
+                reason: format!("a user name is 1 to {MAX_USER_BYTES} bytes"),
+            })
+            .into()
+        } else if self.members.iter().any(|m| m.user == join.user) {
             room_message::Kind::Rejected(Rejected {
                 reason: format!("the name {:?} is taken in {}", join.user, self.name),
             })
@@ -260,16 +297,14 @@ impl RoomState {
             from,
             text: text.text,
         };
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
-        }
-        self.history.push_back(line.clone());
+        self.keep(&line);
         let relay: RoomMessage = room_message::Kind::Relay(line).into();
         fallen.extend(self.outboxes.publish(&relay, Some(&session.id())));
         self.let_go(fallen, self.room_seq);
     }
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for ChatRoom {
     type Msg = SessionMsg;
     type State = RoomState;
@@ -286,6 +321,8 @@ impl Actor for ChatRoom {
             outboxes: Fanout::new(config.fanout),
             room_seq: 0,
             history: std::collections::VecDeque::new(),
+            history_bytes: 0,
+            history_limit: config.history_bytes,
         })
     }
 
@@ -369,17 +406,17 @@ pub enum ChatEvent {
     /// The stream to the room broke; the session is trying to resume.
     Interrupted(String),
     /// The session resumed: nothing lost or doubled.
-    Resumed(duologue::mailbox::Resumption),
+    Resumed(duologue::Resumption),
     /// The room has not granted this member credit for a while (see
     /// [`SessionSignal::HeldBack`]): its texts wait.
-    HeldBack(duologue::mailbox::HeldBack),
+    HeldBack(duologue::HeldBack),
     /// After a loss, a new session greeted the room again (the `Restart` policy); the
     /// member must join again.
     Restarted,
     /// The session was lost; the texts the room never confirmed come back.
     Lost {
         /// Why.
-        reason: duologue::error::LostReason,
+        reason: duologue::LostReason,
         /// Texts sent but never acknowledged, oldest first.
         unconfirmed: Vec<Text>,
     },

@@ -36,7 +36,7 @@
 //! # Falling behind
 //!
 //! The document relays through a [`Fanout`], under its policy (see
-//! [`duologue::fanout`]): a relay goes straight to an editor that has credit, else waits
+//! [`duologue::Fanout`]): a relay goes straight to an editor that has credit, else waits
 //! in that editor's outbox, drained in order by one task per editor. An editor whose
 //! outbox already holds [`FanoutConfig::max_lag`] relays (the [`DocumentConfig`]) fell
 //! behind: the document stops relaying to it and sends it a `FellBehind` notice after
@@ -73,8 +73,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use duologue::error::LostReason;
-use duologue::mailbox::Resumption;
+use duologue::LostReason;
+use duologue::Resumption;
 use duologue::{
     CallError, CloseReason, ConnectError, Fanout, FanoutConfig, Fault, Inbound, InboxEvent,
     InboxReceiver, Node, Protocol, RemoteRef, SessionId, SessionMsg, SessionRef, SessionSignal,
@@ -432,6 +432,7 @@ impl DocumentState {
     }
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Document {
     type Msg = SessionMsg;
     type State = DocumentState;
@@ -500,7 +501,7 @@ pub async fn host_with(node: &Node, config: DocumentConfig) -> Result<ractor::Ac
     let (document, _) = Actor::spawn(None, Document, config)
         .await
         .map_err(|e| format!("cannot start document {name}: {e}"))?;
-    if let Err(error) = node.register(&name, &document) {
+    if let Err(error) = node.register_serving::<Document, _>(&name, &document) {
         document.stop(None);
         return Err(error.to_string());
     }

@@ -34,8 +34,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use duologue::mailbox::Resumption;
-use duologue::wire::FlowSignal;
+use duologue::FlowSignal;
+use duologue::Resumption;
 use duologue::{
     CallError, CloseReason, ConnectError, InboxEvent, InboxReceiver, Node, Protocol, RemoteRef,
     SendError, SessionId, SessionMsg, SessionRef, SessionSignal,
@@ -245,6 +245,7 @@ impl StageState {
     }
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Stage {
     type Msg = SessionMsg;
     type State = StageState;
@@ -339,7 +340,7 @@ pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> 
     let (stage, _) = Actor::spawn(None, Stage, config)
         .await
         .map_err(|e| format!("cannot start stage {name}: {e}"))?;
-    if let Err(error) = node.register(name, &stage) {
+    if let Err(error) = node.register_serving::<Stage, _>(name, &stage) {
         stage.stop(None);
         return Err(error.to_string());
     }

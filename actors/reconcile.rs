@@ -28,7 +28,7 @@
 //! # A client that stops reading
 //!
 //! The reconciler sends its reports through a [`Fanout`], under the fan-out policy
-//! ([`duologue::fanout`]): a client that does not take them has at most
+//! ([`duologue::Fanout`]): a client that does not take them has at most
 //! [`FanoutConfig::max_lag`] of them waiting for it. The report that would exceed that is
 //! not sent, and neither is any after it: the client gets every report up to the last
 //! one sent, in order, then a [`FellBehind`] notice saying which one that was, then the
@@ -47,9 +47,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use duologue::error::LostReason;
-use duologue::fanout::Refused;
-use duologue::mailbox::Resumption;
+use duologue::LostReason;
+use duologue::Refused;
+use duologue::Resumption;
 use duologue::{
     CloseReason, ConnectError, Fanout, FanoutConfig, Inbound, InboxEvent, InboxReceiver, Node,
     Protocol, RemoteRef, SendError, SessionId, SessionRef, SessionSignal,
@@ -285,6 +285,10 @@ pub enum ReconcilerMsg {
     Step(SessionId),
 }
 
+// With ractor's `cluster` feature, ractor implements `Message` only for types that say so.
+#[cfg(feature = "ractor-cluster")]
+impl ractor::Message for ReconcilerMsg {}
+
 impl From<Inbound> for ReconcilerMsg {
     fn from(inbound: Inbound) -> Self {
         Self::Inbound(inbound)
@@ -432,6 +436,7 @@ impl ReconcilerState {
     }
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Reconciler {
     type Msg = ReconcilerMsg;
     type State = ReconcilerState;
@@ -497,7 +502,7 @@ pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> 
     let (actor, _) = Actor::spawn(None, Reconciler, ReconcilerConfig::from(name))
         .await
         .map_err(|e| format!("cannot start reconciler {name}: {e}"))?;
-    if let Err(error) = node.register(name, &actor) {
+    if let Err(error) = node.register_serving::<Reconciler, _>(name, &actor) {
         actor.stop(None);
         return Err(error.to_string());
     }

@@ -18,8 +18,7 @@
 //! several sessions one after another (a sender reconnecting after a cut), and the
 //! counts say whether together they delivered each number once and in order.
 
-use duologue::Protocol;
-use duologue::SessionMsg;
+use duologue::{Mailbox, Protocol};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// The sequence-check protocol's messages (`proto/duologue/diag/v1/diag.proto`).
@@ -40,37 +39,12 @@ impl Protocol for SeqCheck {
     type Response = CheckReply;
 }
 
-impl From<Tick> for CheckRequest {
-    fn from(tick: Tick) -> Self {
-        Self {
-            kind: Some(check_request::Kind::Tick(tick)),
-        }
-    }
-}
-
-impl From<ReportRequest> for CheckRequest {
-    fn from(report: ReportRequest) -> Self {
-        Self {
-            kind: Some(check_request::Kind::Report(report)),
-        }
-    }
-}
-
-impl From<StopRequest> for CheckRequest {
-    fn from(stop: StopRequest) -> Self {
-        Self {
-            kind: Some(check_request::Kind::Stop(stop)),
-        }
-    }
-}
-
-impl From<Report> for CheckReply {
-    fn from(report: Report) -> Self {
-        Self {
-            kind: Some(check_reply::Kind::Report(report)),
-        }
-    }
-}
+duologue::oneof!(CheckRequest, kind: check_request::Kind {
+    Tick(Tick),
+    Report(ReportRequest),
+    Stop(StopRequest),
+});
+duologue::oneof!(CheckReply, kind: check_reply::Kind { Report(Report) });
 
 /// What one tick did to the counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,14 +152,15 @@ impl CheckState {
     }
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for SeqCheck {
-    type Msg = SessionMsg;
+    type Msg = Mailbox<Self>;
     type State = CheckState;
     type Arguments = CheckConfig;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<Self::Msg>,
         config: CheckConfig,
     ) -> Result<CheckState, ActorProcessingErr> {
         Ok(CheckState {
@@ -201,31 +176,33 @@ impl Actor for SeqCheck {
 
     async fn handle(
         &self,
-        myself: ActorRef<SessionMsg>,
-        message: SessionMsg,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
         state: &mut CheckState,
     ) -> Result<(), ActorProcessingErr> {
-        let inbound = match message {
-            SessionMsg::Inbound(inbound) => inbound,
-            SessionMsg::Signal(signal) => {
+        let (session, kind, reply) = match message {
+            Mailbox::Cast {
+                session, message, ..
+            } => (session, message.kind, None),
+            Mailbox::Call {
+                session,
+                request,
+                reply,
+                ..
+            } => (session, request.kind, Some(reply)),
+            Mailbox::Undecodable(undecodable) => {
+                tracing::warn!(checker = %state.name, %undecodable, "undecodable check request");
+                return Ok(());
+            }
+            Mailbox::Signal(signal) => {
                 tracing::debug!(checker = %state.name, ?signal, "session signal");
                 return Ok(());
             }
-        };
-        let kind = match inbound.decode::<CheckRequest>() {
-            Ok(CheckRequest { kind: Some(kind) }) => kind,
-            Ok(CheckRequest { kind: None }) => {
-                tracing::warn!(peer = %inbound.session().peer(), "empty check request");
-                return Ok(());
-            }
-            Err(error) => {
-                tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable check request");
-                return Ok(());
-            }
+            Mailbox::Local(never) => match never {},
         };
         match kind {
-            check_request::Kind::Tick(tick) => {
-                let backlog = inbound.session().flow().inbound_waiting;
+            Some(check_request::Kind::Tick(tick)) => {
+                let backlog = session.flow().inbound_waiting;
                 state.max_backlog = state.max_backlog.max(backlog);
                 if let Some(pace) = &mut state.pace {
                     // The timer ticks in milliseconds: sleep only once a millisecond
@@ -242,20 +219,21 @@ impl Actor for SeqCheck {
                     tracing::debug!(checker = %state.name, n = tick.n, ?outcome, "tick out of sequence");
                 }
             }
-            check_request::Kind::Report(ReportRequest {}) => {
-                let reply: CheckReply = state.report(false).into();
-                if let Err(error) = inbound.reply(&reply) {
+            Some(check_request::Kind::Report(ReportRequest {})) => {
+                if let Some(reply) = reply
+                    && let Err(error) = reply.send(state.report(false))
+                {
                     tracing::warn!(%error, checker = %state.name, "report not sent");
                 }
             }
-            check_request::Kind::Stop(StopRequest { reason }) => {
-                let reply: CheckReply = state.report(true).into();
-                if let Err(error) = inbound.session().try_cast(reply) {
+            Some(check_request::Kind::Stop(StopRequest { reason })) => {
+                if let Err(error) = session.try_cast(CheckReply::from(state.report(true))) {
                     tracing::warn!(%error, checker = %state.name, "final report not sent");
                 }
                 tracing::info!(checker = %state.name, %reason, counts = ?state.counts, "stopping");
                 myself.stop(Some(reason));
             }
+            None => tracing::warn!(peer = %session.peer(), "empty check request"),
         }
         Ok(())
     }
@@ -263,7 +241,26 @@ impl Actor for SeqCheck {
 
 #[cfg(test)]
 mod tests {
+    use super::proto::{CheckRequest, ReportRequest, Tick, check_request};
     use super::{Counts, TickOutcome};
+
+    #[test]
+    fn oneof_variants_convert_both_ways() {
+        let request = CheckRequest::from(Tick {
+            n: 7,
+            ..Tick::default()
+        });
+        assert!(matches!(
+            request.kind,
+            Some(check_request::Kind::Tick(Tick { n: 7, .. }))
+        ));
+        assert_eq!(Tick::try_from(request.clone()).map(|t| t.n), Ok(7));
+        assert_eq!(ReportRequest::try_from(request.clone()), Err(request));
+        assert_eq!(
+            Tick::try_from(CheckRequest::default()),
+            Err(CheckRequest::default())
+        );
+    }
 
     fn counted(ticks: &[u64]) -> Counts {
         let mut counts = Counts::default();

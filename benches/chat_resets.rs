@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use duologue::local_cluster::{ChildGuard, FaultProxy, NodeProcess, SecretDir};
+use duologue_testkit::{ChildGuard, FaultProxy, NodeProcess, SecretDir};
 use rand::Rng;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::oneshot;

@@ -31,16 +31,16 @@
 //! Details (timings of each step, memory before and after) go to stderr. Every wait is
 //! bounded; node A is killed on every exit path (its guard's drop).
 
-use duologue::local_cluster::IgnoringOwner;
+use duologue_testkit::IgnoringOwner;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use bytes::Bytes;
-use duologue::actors::seq_check::SeqCheck;
-use duologue::actors::seq_check::proto::{Report, ReportRequest, Tick, check_reply};
-use duologue::local_cluster::{Memory, NodeProcess, SecretDir};
 use duologue::{Node, RemoteRef, SendError, SessionMsg};
+use duologue_actors::seq_check::SeqCheck;
+use duologue_actors::seq_check::proto::{Report, ReportRequest, Tick, check_reply};
+use duologue_testkit::{Memory, NodeProcess, SecretDir};
 use futures::StreamExt;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinSet;

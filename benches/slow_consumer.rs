@@ -14,14 +14,14 @@
 #[path = "args.rs"]
 mod args;
 use args::option;
-use duologue::local_cluster::IgnoringOwner;
+use duologue_testkit::IgnoringOwner;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use duologue::actors::seq_check::SeqCheck;
-use duologue::actors::seq_check::proto::{ReportRequest, Tick, check_reply};
-use duologue::local_cluster::{Memory, NodeProcess, SecretDir};
 use duologue::{Node, RemoteRef};
+use duologue_actors::seq_check::SeqCheck;
+use duologue_actors::seq_check::proto::{ReportRequest, Tick, check_reply};
+use duologue_testkit::{Memory, NodeProcess, SecretDir};
 use ractor::Actor;
 
 fn mib(bytes: u64) -> f64 {

@@ -1,6 +1,6 @@
 //! Credit follows the reader, across processes: a room in a `duologue node` process, a
 //! writer `duologue chat` sending lines as fast as the room takes them, and a reader in
-//! this process that reads 1 000 events a second through [`duologue::actors::chat::join`].
+//! this process that reads 1 000 events a second through [`duologue_actors::chat::join`].
 //!
 //! The reader's memory must stay bounded (its inbox holds at most one credit window), and
 //! the room must feel the slow reader: its outbox for the reader fills up to the room's
@@ -29,10 +29,10 @@ use args::option;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use duologue::actors::chat::{ChatEvent, Joined, join};
-use duologue::error::LostReason;
-use duologue::local_cluster::{ChildGuard, Memory, NodeProcess, SecretDir};
+use duologue::LostReason;
 use duologue::{GoodbyeReason, Node, Secret, SessionConfig};
+use duologue_actors::chat::{ChatEvent, Joined, join};
+use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
 fn mib(bytes: u64) -> f64 {

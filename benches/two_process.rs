@@ -23,9 +23,9 @@
 //! actors and its network alike) picks the runtime of both nodes; the figures of the second
 //! are labelled `duologue_current_thread`.
 
+use duologue::RuntimeFlavor;
 use duologue::SessionMsg;
-use duologue::config::RuntimeFlavor;
-use duologue::local_cluster::IgnoringOwner;
+use duologue_testkit::IgnoringOwner;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use duologue::local_cluster::{ChildGuard, Memory, SecretDir};
 use duologue::{Node, Protocol, RemoteRef, ReplyPort, SessionSignal};
+use duologue_testkit::{ChildGuard, Memory, SecretDir};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// How long node A may take to report `READY`.
@@ -146,6 +146,7 @@ impl SinkState {
     }
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Sink {
     type Msg = SessionMsg;
     type State = SinkState;

@@ -9,10 +9,10 @@
 use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
-use duologue::actors::seq_check::proto::{ReportRequest, Tick, check_reply};
-use duologue::actors::seq_check::{CheckConfig, SeqCheck};
-use duologue::wire::FlowSignal;
+use duologue::FlowSignal;
 use duologue::{Node, NodeConfig, RemoteRef, Secret, SendError, SessionConfig, SessionSignal};
+use duologue_actors::seq_check::proto::{ReportRequest, Tick, check_reply};
+use duologue_actors::seq_check::{CheckConfig, SeqCheck};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 const TICKS: u64 = 40_000;
@@ -22,6 +22,7 @@ const CONSUMER_RATE: u32 = 10_000;
 /// The sender's owner: prints the flow signals its session receives.
 struct Owner;
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Owner {
     type Msg = SessionMsg;
     type State = Instant;

@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use duologue::actors::chat::proto::Text;
-use duologue::actors::chat::{ChatEvent, ChatRoom, RoomConfig, join};
 use duologue::{CloseReason, Node, Secret};
+use duologue_actors::chat::proto::Text;
+use duologue_actors::chat::{ChatEvent, ChatRoom, RoomConfig, join};
 use ractor::Actor;
 
 #[tokio::main]

@@ -7,13 +7,13 @@
 //! cargo run --example graceful_close
 //! ```
 
-use duologue::local_cluster::IgnoringOwner;
+use duologue_testkit::IgnoringOwner;
 use std::time::{Duration, Instant};
 
-use duologue::actors::chat::proto::Text;
-use duologue::actors::chat::{ChatEvent, ChatRoom, RoomConfig, join};
-use duologue::actors::seq_check::{SeqCheck, proto::Tick};
 use duologue::{CloseReason, Node, RemoteRef, Secret};
+use duologue_actors::chat::proto::Text;
+use duologue_actors::chat::{ChatEvent, ChatRoom, RoomConfig, join};
+use duologue_actors::seq_check::{SeqCheck, proto::Tick};
 use ractor::Actor;
 
 #[tokio::main]

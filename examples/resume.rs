@@ -10,10 +10,10 @@
 use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
-use duologue::actors::seq_check::SeqCheck;
-use duologue::actors::seq_check::proto::{ReportRequest, Tick, check_reply};
-use duologue::local_cluster::FaultProxy;
 use duologue::{Node, RemoteRef, Secret, SessionSignal};
+use duologue_actors::seq_check::SeqCheck;
+use duologue_actors::seq_check::proto::{ReportRequest, Tick, check_reply};
+use duologue_testkit::FaultProxy;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 
@@ -22,6 +22,7 @@ const TICKS: u64 = 300_000;
 /// The owner of the sending side: forwards its session's signals to `main`.
 struct Owner;
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Owner {
     type Msg = SessionMsg;
     type State = mpsc::UnboundedSender<(Instant, SessionSignal)>;

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use prost::Message;
 use uuid::Uuid;
 
-use crate::auth::{NONCE_LEN, Secret};
-use crate::session::{Event, Session, SessionConfig, State};
+use crate::auth::Secret;
+use crate::session::{Event, GateVerdict, Phase, ResumeGate, Session, SessionConfig};
+use crate::wire::NONCE_LEN;
 use crate::wire::{Batch, Body, BodyKind, Envelope, Frame, NodeIdentity, SessionId, TypeUrl, pb};
 
 const TYPE_URL: &str = "type.googleapis.com/bench.Payload";
@@ -80,6 +81,8 @@ pub struct Pair {
     acceptor: Session,
     payload: Bytes,
     nonce: u8,
+    /// What the acceptor's node checks resumes with: its config, secret and identity.
+    gate_keys: (SessionConfig, Secret, NodeIdentity),
 }
 
 impl Pair {
@@ -105,13 +108,20 @@ impl Pair {
                 [1; NONCE_LEN],
                 now,
             ),
-            acceptor: Session::acceptor(config, secret, node("b", 2), [2; NONCE_LEN], now),
+            acceptor: Session::acceptor(
+                config.clone(),
+                secret.clone(),
+                node("b", 2),
+                [2; NONCE_LEN],
+                now,
+            ),
             payload: Bytes::from(vec![0xA5; payload_bytes]),
             nonce: 3,
+            gate_keys: (config, secret, node("b", 2)),
         };
         pair.settle();
-        assert_eq!(pair.initiator.state(), &State::Active);
-        assert_eq!(pair.acceptor.state(), &State::Active);
+        assert_eq!(pair.initiator.phase(), Phase::Active);
+        assert_eq!(pair.acceptor.phase(), Phase::Active);
         pair
     }
 
@@ -189,9 +199,9 @@ impl Pair {
         while self.initiator.poll_transmit(now).is_some() {}
     }
 
-    /// Cuts the stream (`stream_broken` on both), resumes on a new one
-    /// (`begin_resume` / `attach_stream`, the resume handshake) and runs until the replay
-    /// is delivered and acknowledged. Returns how many messages the initiator replayed.
+    /// Cuts the stream (`stream_broken` on both), resumes on a new one (`begin_resume`,
+    /// the acceptor's `ResumeGate`, `resume_proven`) and runs until the replay is
+    /// delivered and acknowledged. Returns how many messages the initiator replayed.
     ///
     /// # Panics
     /// If the pair does not come back to `Active`.
@@ -201,10 +211,26 @@ impl Pair {
         self.acceptor.stream_broken("cut".into(), now);
         self.nonce = self.nonce.wrapping_add(2);
         self.initiator.begin_resume([self.nonce; NONCE_LEN], now);
-        self.acceptor
-            .attach_stream([self.nonce.wrapping_add(1); NONCE_LEN], now);
+        let Some(Frame::Hello(hello)) = self.initiator.poll_transmit(now) else {
+            panic!("the initiator greets the new stream first");
+        };
+        let (config, secret, local) = &self.gate_keys;
+        let nonce = [self.nonce.wrapping_add(1); NONCE_LEN];
+        let mut gate = ResumeGate::new(config, secret, local.clone(), nonce, hello, now);
+        while let Some(frame) = gate.poll_transmit() {
+            self.initiator.handle_frame(frame, now);
+        }
+        let Some(proof) = self.initiator.poll_transmit(now) else {
+            panic!("the initiator proves the session's resume key");
+        };
+        let acceptor = &self.acceptor;
+        gate.handle_frame(proof, |_| acceptor.resume_ticket());
+        let GateVerdict::Proven(proven) = gate.verdict().clone() else {
+            panic!("the gate lets the genuine resume through");
+        };
+        self.acceptor.resume_proven(&proven, now);
         let replayed = self.settle();
-        assert_eq!(self.initiator.state(), &State::Active);
+        assert_eq!(self.initiator.phase(), Phase::Active);
         replayed
     }
 

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::session::SessionConfig;
+use crate::tls::{ClientTls, ServerTls};
 
 /// What a session does when its stream breaks, chosen per session (the node's
 /// [`NodeConfig::policy`] by default). Every policy but `Stop` first tries to resume until
@@ -23,6 +24,22 @@ pub enum SessionPolicy {
     Escalate,
     /// Do not resume: a broken stream loses the session at once.
     Stop,
+}
+
+impl std::str::FromStr for SessionPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "resume" => Ok(Self::Resume),
+            "restart" => Ok(Self::Restart),
+            "escalate" => Ok(Self::Escalate),
+            "stop" => Ok(Self::Stop),
+            other => Err(format!(
+                "{other:?}: expected resume, restart, escalate or stop"
+            )),
+        }
+    }
 }
 
 /// The tokio runtime a node process runs on (the `--runtime` of the `duologue` command and
@@ -121,6 +138,16 @@ pub struct NodeConfig {
     pub close_linger: Duration,
     /// How long [`crate::Node::shutdown`] lets sessions drain before cancelling them.
     pub shutdown_drain: Duration,
+    /// TLS for the sessions this node accepts: with it, the node accepts only TLS (and,
+    /// with a client CA, only clients with a certificate from it). `None`: plaintext.
+    pub tls: Option<ServerTls>,
+    /// TLS for the sessions this node opens: every peer is dialled over TLS and must
+    /// present a certificate from this CA. `None`: peers are dialled in plaintext.
+    pub peer_tls: Option<ClientTls>,
+    /// Accept plaintext sessions on an address off the loopback interface. Without it,
+    /// such a node refuses to start ([`crate::NodeError::PlaintextListen`]); loopback
+    /// addresses may always serve plaintext.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for NodeConfig {
@@ -143,6 +170,9 @@ impl Default for NodeConfig {
             max_sessions_per_peer: 16 * 1024,
             close_linger: Duration::from_secs(2),
             shutdown_drain: Duration::from_secs(5),
+            tls: None,
+            peer_tls: None,
+            insecure_plaintext: false,
         }
     }
 }

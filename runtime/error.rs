@@ -20,8 +20,14 @@ pub enum AuthError {
         /// The minimum.
         min: usize,
     },
-    /// The secret file could not be read.
-    #[error("cannot read secret file {path}: {reason}")]
+    /// The secret is too regular to be random (say sixteen zero bytes, or one letter).
+    #[error("the secret is not random: {reason} (make one with `duologue secret new FILE`)")]
+    WeakSecret {
+        /// What gives it away.
+        reason: String,
+    },
+    /// The secret file could not be read or written.
+    #[error("secret file {path}: {reason}")]
     SecretFile {
         /// The file.
         path: String,
@@ -272,6 +278,13 @@ pub enum CallError {
     /// The reply did not decode as the expected type.
     #[error("reply did not decode: {0}")]
     Decode(#[from] DecodeError),
+    /// The reply decoded, but is not the kind the caller asked for
+    /// ([`crate::RemoteRef::call_as`]): another variant of the protocol's response.
+    #[error("the reply is not a {expected}")]
+    UnexpectedReply {
+        /// The Rust type the caller asked for.
+        expected: &'static str,
+    },
 }
 
 /// An inbound payload is not of the expected type, or does not decode.
@@ -325,6 +338,19 @@ pub enum ConnectError {
         /// The actor name.
         actor: String,
     },
+    /// The actor serves another protocol than the one connected with; refused in the
+    /// handshake, before any message.
+    #[error("actor {actor:?} on {addr} serves {theirs}, not {ours}")]
+    ProtocolMismatch {
+        /// The address.
+        addr: String,
+        /// The actor name.
+        actor: String,
+        /// The protocol this side connected with ([`crate::Protocol::name`]).
+        ours: String,
+        /// The protocol the actor serves.
+        theirs: String,
+    },
     /// Authentication failed (the secrets differ).
     #[error("authentication with {addr} failed: {error}")]
     Auth {
@@ -340,6 +366,16 @@ pub enum ConnectError {
         addr: String,
         /// Why.
         reason: CloseReason,
+    },
+    /// The TLS handshake with the peer failed: its certificate is not trusted (another
+    /// CA, another name), it requires a client certificate this node did not present or
+    /// it does not trust, or it does not speak TLS. Not retried: it does not heal.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The address.
+        addr: String,
+        /// What rustls said, with a hint when one applies.
+        reason: String,
     },
     /// This node is shutting down.
     #[error("the node is shutting down")]
@@ -372,4 +408,23 @@ pub enum NodeError {
     /// An actor of that name is already registered.
     #[error("an actor named {0:?} is already registered")]
     NameTaken(String),
+    /// A certificate, key or CA file cannot be read or used.
+    #[error("TLS: {path}: {reason}")]
+    Tls {
+        /// The file (or which PEM, when given in memory).
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A listen address off the loopback interface without TLS: anyone on the network
+    /// could read the sessions and, with the secret, join them.
+    #[error(
+        "refusing to accept plaintext sessions on {addr}, which is not a loopback address: \
+         give the node a certificate (--tls-cert FILE --tls-key FILE, or NodeBuilder::tls), \
+         or say --insecure-plaintext (NodeBuilder::insecure_plaintext) if the network is trusted"
+    )]
+    PlaintextListen {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+    },
 }

@@ -1,32 +1,4 @@
 //! [`Fanout`]: one actor sending to many sessions, when some of them cannot keep up.
-//!
-//! # The policy
-//!
-//! Every member either receives everything sent to it, in order, or is told that it fell
-//! behind. Nothing is skipped in between.
-//!
-//! - A message goes straight into the member's session while its peer grants credit.
-//!   When the peer grants none, it waits in the member's **outbox**, an ordered queue
-//!   drained by one task per member (never one per message) as credit returns.
-//! - A member whose outbox already holds [`FanoutConfig::max_lag`] messages **fell
-//!   behind**. It leaves the fan-out at once (it gets nothing more) and comes back to the
-//!   caller as a [`Behind`]. The caller names what happens next in a typed notice
-//!   ([`Behind::farewell`]): the notice follows what the outbox still holds, then the
-//!   session is finished. A peer that reads it all within
-//!   [`FanoutConfig::farewell_timeout`] has every message up to the point it fell
-//!   behind, then the notice. Otherwise the session ends there with a farewell
-//!   (`LimitExceeded`, "fell behind ...") that its owner receives as a typed close reason.
-//!   So the peer is told either way.
-//! - A member leaving politely ([`Fanout::finish`]) gets what its outbox holds before the
-//!   farewell, within the same timeout.
-//!
-//! Why this policy: holding back the whole fan-out for its slowest member (waiting for
-//! credit before each publish) lets one reader that stopped freeze everyone, and an
-//! outbox without a bound grows the sender's memory with it. A bounded lag keeps the
-//! sender's memory at most `max_lag` messages per member. It gives a slow reader room to
-//! catch up after a burst. And it turns a reader that cannot keep up into an explicit
-//! event that the application can act on (remove and let rejoin with history, resync
-//! from a snapshot), instead of a silent gap.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -62,12 +34,40 @@ impl Default for FanoutConfig {
     }
 }
 
-/// Sends to many sessions, each in order, under the policy in the [module
-/// doc](crate::fanout). `K` names a member (a user name, a session id); `M` is what the
-/// sender sends (its protocol's `Response`, usually a `oneof`).
+/// Sends to many sessions, each in order, under the policy below. `K` names a member (a
+/// user name, a session id); `M` is what the sender sends (its protocol's `Response`,
+/// usually a `oneof`).
 ///
 /// It spawns tokio tasks (one per member that had to wait for credit), so it is used
 /// from within a tokio runtime, as actors are.
+///
+/// # The policy
+///
+/// Every member either receives everything sent to it, in order, or is told that it fell
+/// behind. Nothing is skipped in between.
+///
+/// - A message goes straight into the member's session while its peer grants credit.
+///   When the peer grants none, it waits in the member's **outbox**, an ordered queue
+///   drained by one task per member (never one per message) as credit returns.
+/// - A member whose outbox already holds [`FanoutConfig::max_lag`] messages **fell
+///   behind**. It leaves the fan-out at once (it gets nothing more) and comes back to the
+///   caller as a [`Behind`]. The caller names what happens next in a typed notice
+///   ([`Behind::farewell`]): the notice follows what the outbox still holds, then the
+///   session is finished. A peer that reads it all within
+///   [`FanoutConfig::farewell_timeout`] has every message up to the point it fell
+///   behind, then the notice. Otherwise the session ends there with a farewell
+///   (`LimitExceeded`, "fell behind ...") that its owner receives as a typed close reason.
+///   So the peer is told either way.
+/// - A member leaving politely ([`Fanout::finish`]) gets what its outbox holds before the
+///   farewell, within the same timeout.
+///
+/// Why this policy: holding back the whole fan-out for its slowest member (waiting for
+/// credit before each publish) lets one reader that stopped freeze everyone, and an
+/// outbox without a bound grows the sender's memory with it. A bounded lag keeps the
+/// sender's memory at most `max_lag` messages per member. It gives a slow reader room to
+/// catch up after a burst. And it turns a reader that cannot keep up into an explicit
+/// event that the application can act on (remove and let rejoin with history, resync
+/// from a snapshot), instead of a silent gap.
 pub struct Fanout<K, M> {
     members: HashMap<K, Outbox<M>>,
     /// Members that fell behind, until [`Fanout::remove`]: their farewell finishes them.
@@ -216,6 +216,17 @@ where
             outbox: Some(outbox),
             farewell_timeout: self.config.farewell_timeout,
         }
+    }
+}
+
+/// An empty fan-out with the default [`FanoutConfig`].
+impl<K, M> Default for Fanout<K, M>
+where
+    K: Hash + Eq + Clone + fmt::Debug,
+    M: Message + Name + Clone + 'static,
+{
+    fn default() -> Self {
+        Self::new(FanoutConfig::default())
     }
 }
 

@@ -1,32 +1,5 @@
 //! [`InboxReceiver`]: a session's messages and signals read as a typed stream, without an
 //! actor of one's own; credit follows the reader.
-//!
-//! A client that only wants to hear what a remote actor sends (a chat member, a watcher
-//! of a reconcile loop) does not need a forwarding actor. [`Node::connect_inbox`] opens a
-//! session whose deliveries go into an [`InboxReceiver`], and every message stays an
-//! unconsumed [`Inbound`] until the application takes it with [`InboxReceiver::recv`]:
-//! only then does the peer get credit for another. A reader that falls behind thus holds
-//! its peer back through the session's credit window instead of buffering without bound:
-//! what waits in the inbox is at most one window of messages (the receiving node's
-//! `SessionConfig::credit_window`) plus the session's signals: a few per interruption,
-//! and at most 64 unread `Flow` signals (the flow state stays readable through
-//! [`crate::SessionRef::flow`]).
-//!
-//! ```no_run
-//! # async fn run(node: duologue::Node) -> Result<(), Box<dyn std::error::Error>> {
-//! use duologue::actors::chat::ChatRoom;
-//! use duologue::inbox::InboxEvent;
-//!
-//! let (room, mut inbox) = node.connect_inbox::<ChatRoom>("127.0.0.1:7000", "general").await?;
-//! while let Some(event) = inbox.recv().await {
-//!     match event {
-//!         InboxEvent::Message(message) => println!("{message:?}"),
-//!         InboxEvent::Signal(signal) => println!("{signal:?}"),
-//!         other => println!("{other:?}"),
-//!     }
-//! }
-//! # drop(room); Ok(()) }
-//! ```
 
 use std::fmt;
 use std::pin::Pin;
@@ -38,11 +11,11 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::config::SessionPolicy;
-use crate::error::{ConnectError, DecodeError};
-use crate::mailbox::{Deliver, Inbound, ReplyPort, SessionMsg, SessionSignal};
+use crate::error::{CloseReason, ConnectError, DecodeError};
+use crate::mailbox::{Deliver, Inbound, Lost, ReplyPort, SessionMsg, SessionSignal, Unconfirmed};
 use crate::node::Node;
 use crate::remote_ref::{Protocol, RemoteRef};
-use crate::wire::GoodbyeReason;
+use crate::wire::{Fault, Goodbye, GoodbyeReason};
 
 /// What an [`InboxReceiver`] yields: the peer's messages, decoded, and the session's
 /// signals, in the order the session delivered them.
@@ -69,8 +42,77 @@ pub enum InboxEvent<R> {
     Signal(SessionSignal),
 }
 
+/// Why [`InboxReceiver::next_message`] has no message to give.
+#[derive(Debug, thiserror::Error)]
+pub enum NoMessage {
+    /// The peer finished politely: it sends nothing more (this side may still send).
+    #[error("the peer finished ({:?}: {})", .0.reason, .0.detail)]
+    PeerFinished(Goodbye),
+    /// The session is over.
+    #[error("the session closed: {reason}")]
+    Closed {
+        /// Why.
+        reason: CloseReason,
+        /// What this side sent that the peer never confirmed.
+        unconfirmed: Vec<Unconfirmed>,
+    },
+    /// The session was lost (what this side sent that the peer never confirmed is in it).
+    #[error("the session was lost: {}", .0.reason)]
+    Lost(Lost),
+    /// The peer sent a message of another type, or bytes that do not decode. It is
+    /// consumed; the session goes on, and the next call may return a message.
+    #[error("the peer sent a {type_url} that does not decode: {error}")]
+    Undecodable {
+        /// Its type URL.
+        type_url: String,
+        /// Why it does not decode.
+        error: DecodeError,
+    },
+    /// The peer sent a message of the protocol, but not the kind the reader asked for
+    /// ([`InboxReceiver::next_as`]). It is consumed; the session goes on.
+    #[error("the peer sent a message that is not a {expected}")]
+    Unexpected {
+        /// The Rust type the reader asked for.
+        expected: &'static str,
+    },
+    /// The peer called, and a reader of messages takes no calls: the caller was answered
+    /// with an `unexpected_call` fault. The session goes on.
+    #[error("the peer called with a {type_url}; a reader of messages takes no calls")]
+    Called {
+        /// The request's type URL.
+        type_url: String,
+    },
+}
+
 /// The receiving half of a session opened with [`Node::connect_inbox`]: the session's
 /// owner.
+///
+/// A client that only wants to hear what a remote actor sends (a chat member, a watcher
+/// of a reconcile loop) does not need a forwarding actor. [`Node::connect_inbox`] opens a
+/// session whose deliveries go into an [`InboxReceiver`], and every message stays an
+/// unconsumed [`Inbound`] until the application takes it with [`InboxReceiver::recv`]:
+/// only then does the peer get credit for another. A reader that falls behind thus holds
+/// its peer back through the session's credit window instead of buffering without bound:
+/// what waits in the inbox is at most one window of messages (the receiving node's
+/// `SessionConfig::credit_window`) plus the session's signals: a few per interruption,
+/// and at most 64 unread `Flow` signals (the flow state stays readable through
+/// [`crate::SessionRef::flow`]).
+///
+/// ```no_run
+/// # async fn run<ChatRoom: duologue::Protocol>(node: duologue::Node) -> Result<(), Box<dyn std::error::Error>> {
+/// use duologue::InboxEvent;
+///
+/// // `ChatRoom`: the room's `Protocol` (duologue-actors has one).
+/// let (room, mut inbox) = node.connect_inbox::<ChatRoom>("127.0.0.1:7000", "general").await?;
+/// while let Some(event) = inbox.recv().await {
+///     match event {
+///         InboxEvent::Message(message) => println!("{} bytes", prost::Message::encoded_len(&message)),
+///         InboxEvent::Signal(signal) => println!("{signal:?}"),
+///         _ => {}
+///     }
+/// }
+/// # drop(room); Ok(()) }
+/// ```
 ///
 /// Dropping it ends the session with a farewell (`ActorStopped`, "the inbox receiver was
 /// dropped"), as an owner actor that stops would: nobody is left to read.
@@ -89,6 +131,71 @@ impl<P: Protocol> InboxReceiver<P> {
     /// [`SessionSignal::Closed`] or a final [`SessionSignal::Lost`].
     pub async fn recv(&mut self) -> Option<InboxEvent<P::Response>> {
         self.recv_raw().await.map(decode)
+    }
+
+    /// The peer's next message, waiting for one: for a reader that only wants messages.
+    /// Signals that need nothing from a reader (interrupted, resumed, flow, held back,
+    /// restarted) are passed over; everything else that is not a message comes back as
+    /// a typed [`NoMessage`] saying why.
+    ///
+    /// # Errors
+    /// [`NoMessage`]: the peer sends no more (it finished; the session closes once this
+    /// side finishes too, which a further call then reports), the session closed or was
+    /// lost, or the peer sent something that is not a message of the protocol.
+    pub async fn next_message(&mut self) -> Result<P::Response, NoMessage> {
+        loop {
+            let Some(event) = self.recv().await else {
+                return Err(NoMessage::Closed {
+                    reason: self.remote.session().closed().await,
+                    unconfirmed: Vec::new(),
+                });
+            };
+            match event {
+                InboxEvent::Message(message) => return Ok(message),
+                InboxEvent::Call { request, reply } => {
+                    let type_url = <P::Response as prost::Name>::type_url();
+                    drop(request);
+                    let _ = reply.fail(Fault {
+                        code: "unexpected_call".into(),
+                        message: "this side reads messages and takes no calls".into(),
+                    });
+                    return Err(NoMessage::Called { type_url });
+                }
+                InboxEvent::Undecodable { type_url, error } => {
+                    return Err(NoMessage::Undecodable { type_url, error });
+                }
+                InboxEvent::Signal(signal) => match signal {
+                    SessionSignal::PeerFinished(_, goodbye) => {
+                        return Err(NoMessage::PeerFinished(goodbye));
+                    }
+                    SessionSignal::Closed {
+                        reason,
+                        unconfirmed,
+                        ..
+                    } => {
+                        return Err(NoMessage::Closed {
+                            reason,
+                            unconfirmed,
+                        });
+                    }
+                    SessionSignal::Lost(lost) => return Err(NoMessage::Lost(lost)),
+                    other => tracing::debug!(signal = ?other, "inbox: passed over"),
+                },
+            }
+        }
+    }
+
+    /// As [`InboxReceiver::next_message`], for a message of one kind: `V` is one variant
+    /// of the protocol's response (with the `TryFrom` that [`crate::oneof!`] writes).
+    ///
+    /// # Errors
+    /// As [`InboxReceiver::next_message`], and [`NoMessage::Unexpected`] for a message of
+    /// another kind.
+    pub async fn next_as<V: TryFrom<P::Response>>(&mut self) -> Result<V, NoMessage> {
+        let message = self.next_message().await?;
+        V::try_from(message).map_err(|_| NoMessage::Unexpected {
+            expected: std::any::type_name::<V>(),
+        })
     }
 
     /// The next event if one is waiting now.

@@ -6,25 +6,75 @@
 //!
 //! # Layout
 //!
-//! - [`wire`]: the protocol's frames as domain types; the one place a malformed frame
-//!   becomes a typed error. The generated protobuf types stay private.
-//! - [`auth`]: the shared secret and the HMAC challenge-response proofs.
-//! - [`session`]: one session's state machine, pure (no tokio, no tonic, no clock).
-//! - `driver`: the thin async layer moving frames between a session and its gRPC
-//!   stream, and events into the owner's mailbox.
-//! - [`mailbox`]: what sessions deliver into an actor's mailbox ([`Inbound`],
-//!   [`SessionSignal`]).
-//! - [`inbox`]: a session read as a typed stream without an actor ([`InboxReceiver`]);
-//!   credit follows the reader.
-//! - [`fanout`]: sending to many sessions when some cannot keep up ([`Fanout`]): every
-//!   member gets everything in order, or is told it fell behind.
-//! - `session_ref` / `remote_ref`: handles to a session ([`SessionRef`]) and typed
-//!   handles to a remote actor ([`RemoteRef`]).
-//! - [`node`]: the node: registry of named actors, gRPC server, links to peers,
+//! Every public item is at the crate root; the modules behind them are private, each
+//! with one job. From the bottom up:
+//!
+//! - `wire`: the protocol's frames as domain types ([`SessionId`], [`Goodbye`], ...); the
+//!   one place a malformed frame becomes a typed error. A leaf: it uses no other module.
+//! - `error`: the typed errors of every boundary ([`CloseReason`], [`ConnectError`], ...).
+//! - `auth`: the shared secret ([`Secret`]) and the HMAC challenge-response proofs.
+//! - `tls`: TLS and mutual TLS on both ends ([`ServerTls`], [`ClientTls`]), loaded and
+//!   checked up front; the verifier that binds the handshake to the peer's certificate.
+//! - `session`: one session's state machine, pure (no tokio, no tonic, no clock), split by
+//!   concern: handshake, resume, replay and acks, flow control, timers.
+//! - `config`: the node's settings ([`NodeConfig`], [`SessionConfig`], [`SessionPolicy`]).
+//! - `shared`: a session core behind its lock, shared by its task and its handles.
+//! - `session_ref` / `remote_ref`: handles to a session ([`SessionRef`]) and typed handles
+//!   to a remote actor ([`RemoteRef`]) speaking a [`Protocol`].
+//! - `mailbox`: what sessions deliver into an actor's mailbox: typed by the protocol the
+//!   actor serves ([`Mailbox<P, L>`], decoded before delivery, in `mailbox/typed`), or
+//!   untyped ([`Inbound`], [`SessionSignal`]); see [the merged mailbox](#the-merged-mailbox).
+//! - `oneof`: [`oneof!`], the `From`/`TryFrom` impls between a protobuf `oneof` wrapper
+//!   and its variants.
+//! - `driver`: the thin async layer: one task per session moving frames between its core
+//!   and its gRPC streams, and events into the owner's mailbox. It reports to the node
+//!   through a trait the node implements, and never names the node.
+//! - `node`: the node ([`Node`]): registry of named actors, gRPC server, links to peers,
 //!   shutdown.
-//! - [`local_cluster`]: starting node processes on this machine (demo, tests, benches).
-//! - [`config`]: the node's settings; [`error`]: the typed errors of every boundary.
-//! - [`actors`]: ready-made actors built only on this public API (the chat room).
+//! - `inbox`: a session read as a typed stream without an actor ([`InboxReceiver`]);
+//!   credit follows the reader.
+//! - `fanout`: sending to many sessions when some cannot keep up ([`Fanout`]): every
+//!   member gets everything in order, or is told it fell behind.
+//! - `cli` (feature `cli`): a node binary for your own actor kinds in one call
+//!   (`cli::NodeMain`). A public module: a namespace for the node-binary runner.
+//!
+//! The ready-made actors (chat, editing, reconcile, pipeline) and the `duologue` command
+//! live in the `duologue-actors` crate, built only on this public API; the process
+//! harness of the tests, demo and benches in `duologue-testkit`.
+//!
+//! No two modules depend on each other unless one is the other's ancestor:
+//! `tests/module_graph.rs` checks it.
+//!
+//! # The merged mailbox
+//!
+//! Every session's receive loop delivers straight into its owner's ractor mailbox, in
+//! order, each item tagged with the [`SessionRef`] it came from. An actor with sessions
+//! to many peers thus sees one ordered stream per session, merged into one mailbox: a
+//! `select` across processes.
+//!
+//! An actor that serves one [`Protocol`] takes [`Mailbox<P, L>`] as its message type: the
+//! runtime decodes each message as a `P::Request` before delivery, and `L` carries the
+//! actor's own local messages. An untyped actor's message type accepts both kinds of
+//! item, undecoded ([`SessionMsg`] does, for an actor that talks only through sessions):
+//!
+//! ```
+//! use duologue::{Inbound, SessionSignal};
+//!
+//! enum RoomMsg {
+//!     Inbound(Inbound),
+//!     Session(SessionSignal),
+//! }
+//! impl From<Inbound> for RoomMsg {
+//!     fn from(inbound: Inbound) -> Self {
+//!         Self::Inbound(inbound)
+//!     }
+//! }
+//! impl From<SessionSignal> for RoomMsg {
+//!     fn from(signal: SessionSignal) -> Self {
+//!         Self::Session(signal)
+//!     }
+//! }
+//! ```
 //!
 //! # Example
 //!
@@ -43,43 +93,48 @@
 //! # Ok(()) }
 //! ```
 
-// Ready-made actors use `duologue::` paths, exactly as code outside the crate would.
-extern crate self as duologue;
-
-pub mod auth;
+// One public path per item: the modules are private, and the root re-exports every
+// public item of theirs (quinn's way). `cli` is a namespace of its own.
+mod auth;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_api;
-pub mod config;
+#[cfg(feature = "cli")]
+pub mod cli;
+mod config;
 mod driver;
-pub mod error;
-pub mod fanout;
-pub mod inbox;
-pub mod local_cluster;
-pub mod mailbox;
-pub mod node;
+mod error;
+mod fanout;
+mod inbox;
+mod mailbox;
+mod node;
+mod oneof;
 mod remote_ref;
-pub mod session;
+mod session;
 mod session_ref;
+mod shared;
 mod shutdown;
-pub mod wire;
+mod tls;
+mod wire;
 
-#[path = "../actors/actors.rs"]
-pub mod actors;
-
-pub use auth::Secret;
-pub use config::NodeConfig;
+pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
+pub use config::{NodeConfig, RuntimeFlavor, SessionPolicy};
 pub use error::{
-    AuthError, CallError, CloseReason, ConnectError, DecodeError, NodeError, ProtocolError,
-    SendError,
+    AuthError, CallError, CloseReason, ConnectError, DecodeError, LostReason, NodeError,
+    ProtocolError, SendError,
 };
-pub use fanout::{Behind, Fanout, FanoutConfig};
-pub use inbox::{InboxEvent, InboxReceiver};
-pub use mailbox::{Inbound, ReplyPort, SessionMsg, SessionSignal};
-pub use node::{Node, NodeBuilder, NodeEvent};
-pub use remote_ref::{Protocol, RemoteRef};
-pub use session::SessionConfig;
+pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
+pub use inbox::{InboxEvent, InboxReceiver, NoMessage};
+pub use mailbox::{
+    Credit, FromSession, HeldBack, Inbound, Lost, Mailbox, NoLocal, Reply, ReplyPort, Resumption,
+    SessionMsg, SessionSignal, Unconfirmed, Undecodable,
+};
+pub use node::{Bookkeeping, Node, NodeBuilder, NodeEvent};
+pub use remote_ref::{Payload, Protocol, RemoteRef};
+pub use session::{FlowState, Role, SessionConfig};
 pub use session_ref::SessionRef;
+pub use tls::{ClientTls, ServerTls};
 pub use wire::{
-    Fault, Goodbye, GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId, TypeUrl,
+    Fault, FlowSignal, FrameError, Goodbye, GoodbyeReason, INTERN_LIMIT, NONCE_LEN, NodeIdentity,
+    PROOF_LEN, PROTOCOL_VERSION, Refusal, RefuseReason, SessionId, TypeUrl,
 };

@@ -3,7 +3,12 @@
 //! Every session's receive loop delivers straight into its owner's ractor mailbox, in
 //! order, each item tagged with the [`SessionRef`] it came from. An actor with sessions
 //! to many peers thus sees one ordered stream per session, merged into one mailbox: a
-//! `select` across processes. The owner's message type accepts both kinds of item:
+//! `select` across processes.
+//!
+//! An actor that serves one [`crate::Protocol`] takes [`Mailbox<P, L>`] as its message
+//! type: the runtime decodes each message as a `P::Request` before delivery, and `L`
+//! carries the actor's own local messages. An untyped actor's message type accepts both
+//! kinds of item, undecoded (as [`SessionMsg`] does):
 //!
 //! ```
 //! use duologue::{Inbound, SessionSignal};
@@ -32,12 +37,57 @@ use prost::{Message, Name};
 use ractor::ActorRef;
 
 use crate::error::{CloseReason, DecodeError, LostReason, SendError};
-use crate::session_ref::SessionRef;
+use crate::session_ref::{SessionRef, decode_payload};
 use crate::wire::{Fault, FlowSignal, Goodbye, TypeUrl};
 
-/// The message type of an actor that talks only through sessions: everything its
-/// sessions deliver. An actor with messages of its own defines its own enum with
-/// `From<Inbound>` and `From<SessionSignal>`, as the module doc shows.
+mod typed;
+
+pub use self::typed::{Credit, Mailbox, NoLocal, Reply, Undecodable};
+
+/// A message type sessions can deliver into: what [`crate::Node::register`] and
+/// [`crate::Node::connect`] ask of an actor's `Msg`.
+///
+/// Implemented for [`Mailbox<P, L>`] (typed: decoded before delivery, and naming its
+/// protocol to the handshake) and for every type with `From<Inbound>` and
+/// `From<SessionSignal>` (untyped, as [`SessionMsg`]); there is rarely a reason to
+/// implement it by hand.
+#[diagnostic::on_unimplemented(
+    message = "sessions cannot deliver into `{Self}`",
+    label = "not a session mailbox",
+    note = "make the actor's `type Msg` a `duologue::Mailbox<P>` (or `Mailbox<P, L>` with local messages `L`), or a type with `From<duologue::Inbound>` and `From<duologue::SessionSignal>` such as `duologue::SessionMsg`"
+)]
+pub trait FromSession: ractor::Message {
+    /// The name of the protocol the actor serves ([`crate::Protocol::name`]), checked
+    /// in the handshake of every session opened to it; `None` accepts any.
+    fn protocol() -> Option<String> {
+        None
+    }
+
+    /// A message from a peer, as the owner takes it.
+    fn from_inbound(inbound: Inbound) -> Self;
+
+    /// A session signal, as the owner takes it.
+    fn from_signal(signal: SessionSignal) -> Self;
+}
+
+impl<M> FromSession for M
+where
+    M: ractor::Message + From<Inbound> + From<SessionSignal>,
+{
+    fn from_inbound(inbound: Inbound) -> Self {
+        Self::from(inbound)
+    }
+
+    fn from_signal(signal: SessionSignal) -> Self {
+        Self::from(signal)
+    }
+}
+
+/// The untyped message type of an actor that talks only through sessions: everything
+/// its sessions deliver, undecoded. An actor with messages of its own defines its own
+/// enum with `From<Inbound>` and `From<SessionSignal>`, as the
+/// [crate doc](crate#the-merged-mailbox) shows; a typed actor uses [`Mailbox<P, L>`]
+/// instead.
 #[derive(Debug)]
 pub enum SessionMsg {
     /// A message from a peer.
@@ -45,6 +95,10 @@ pub enum SessionMsg {
     /// A change in the life of one of its sessions.
     Signal(SessionSignal),
 }
+
+// With ractor's `cluster` feature, ractor implements `Message` only for types that say so.
+#[cfg(feature = "ractor-cluster")]
+impl ractor::Message for SessionMsg {}
 
 impl From<Inbound> for SessionMsg {
     fn from(inbound: Inbound) -> Self {
@@ -157,13 +211,25 @@ impl ReplyPort {
         self.deadline
     }
 
-    /// Sends the reply.
+    /// Sends the reply. When the session cannot take it (too large, window full), the
+    /// caller is answered with a `reply_not_sent` fault saying why, so it does not wait.
     ///
     /// # Errors
-    /// [`SendError`] when the session cannot take it (closed, too large).
+    /// [`SendError`] when the session cannot take the reply (closed, too large).
     pub fn send<M: Message + Name + 'static>(mut self, reply: &M) -> Result<(), SendError<()>> {
         self.answered = true;
-        self.session.send_reply(self.call_id, Ok(reply))
+        let sent = self.session.send_reply(self.call_id, Ok(reply));
+        if let Err(error) = &sent
+            && !matches!(error, SendError::Closed(()))
+        {
+            // The caller must not wait for a reply that cannot come: it gets a fault now.
+            let fault = Fault {
+                code: "reply_not_sent".into(),
+                message: format!("the callee's reply could not be sent: {error}"),
+            };
+            let _ = self.session.send_reply::<()>(self.call_id, Err(fault));
+        }
+        sent
     }
 
     /// Answers with a fault instead of a reply.
@@ -369,22 +435,28 @@ pub(crate) trait Deliver: Send + Sync + 'static {
     fn gone_reason(&self) -> Option<String> {
         None
     }
+
+    /// The protocol the owner serves, when it is typed ([`FromSession::protocol`]).
+    fn protocol(&self) -> Option<String> {
+        None
+    }
 }
 
-impl<M> Deliver for ActorRef<M>
-where
-    M: ractor::Message + From<Inbound> + From<SessionSignal>,
-{
+impl<M: FromSession> Deliver for ActorRef<M> {
     fn inbound(&self, inbound: Inbound) -> Result<(), ()> {
-        self.send_message(M::from(inbound)).map_err(drop)
+        self.send_message(M::from_inbound(inbound)).map_err(drop)
     }
 
     fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
-        self.send_message(M::from(signal)).map_err(drop)
+        self.send_message(M::from_signal(signal)).map_err(drop)
     }
 
     fn cell(&self) -> Option<ractor::ActorCell> {
         Some(self.get_cell())
+    }
+
+    fn protocol(&self) -> Option<String> {
+        M::protocol()
     }
 
     fn is_alive(&self) -> bool {
@@ -395,20 +467,32 @@ where
     }
 }
 
-/// Decodes `payload` as an `M` after checking its type URL.
-pub(crate) fn decode_payload<M: Message + Name + Default + 'static>(
-    type_url: &TypeUrl,
-    payload: &Bytes,
-) -> Result<M, DecodeError> {
-    let expected = TypeUrl::of::<M>();
-    if *type_url != expected {
-        return Err(DecodeError::WrongType {
-            expected: expected.to_string(),
-            got: type_url.to_string(),
-        });
+/// An untyped mailbox registered as serving a named protocol
+/// ([`crate::Node::register_serving`]): delivers as the actor's own mailbox does, and
+/// names the protocol the handshake checks.
+pub(crate) struct Serving<M: FromSession> {
+    pub(crate) actor: ActorRef<M>,
+    pub(crate) protocol: String,
+}
+
+impl<M: FromSession> Deliver for Serving<M> {
+    fn inbound(&self, inbound: Inbound) -> Result<(), ()> {
+        self.actor.inbound(inbound)
     }
-    M::decode(payload.clone()).map_err(|source| DecodeError::Invalid {
-        type_url: expected.to_string(),
-        source,
-    })
+
+    fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
+        self.actor.signal(signal)
+    }
+
+    fn is_alive(&self) -> bool {
+        self.actor.is_alive()
+    }
+
+    fn cell(&self) -> Option<ractor::ActorCell> {
+        Deliver::cell(&self.actor)
+    }
+
+    fn protocol(&self) -> Option<String> {
+        Some(self.protocol.clone())
+    }
 }

@@ -16,6 +16,7 @@
 //! tells its owner about its life through [`crate::SessionSignal`]s in the owner's mailbox.
 
 mod link;
+mod log_budget;
 mod service;
 mod stop_reasons;
 mod watcher;
@@ -31,17 +32,22 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::auth::Secret;
+use crate::auth::{Secret, TlsBinding};
 use crate::config::{NodeConfig, SessionPolicy};
-use crate::driver::{Attach, Dialer, Driver, DriverConfig, Link, Shared, backoff};
+use crate::driver::{
+    Attach, Closed, Context, Dialer, Driver, DriverConfig, NodeHooks, Restart, backoff,
+};
+use crate::error::LostReason;
 use crate::error::{CloseReason, ConnectError, NodeError};
-use crate::mailbox::{Deliver, Inbound, SessionSignal};
+use crate::mailbox::{Deliver, FromSession, Lost, Serving, SessionSignal};
 use crate::remote_ref::{Protocol, RemoteRef, SessionSlot};
-use crate::session::{Session, SessionConfig};
+use crate::session::{Role, Session, SessionConfig};
 use crate::session_ref::SessionRef;
+use crate::shared::Shared;
 use crate::shutdown::Shutdown;
+use crate::tls::{ClientTls, ServerTls, is_tls_failure, serves_tls};
 use crate::wire::pb::duologue_server::DuologueServer;
-use crate::wire::{NodeIdentity, Refusal, RefuseReason, SessionId};
+use crate::wire::{GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId};
 
 use self::link::{Idle, Links};
 use self::service::Service;
@@ -74,6 +80,9 @@ pub enum NodeEvent {
         /// Why.
         reason: CloseReason,
     },
+    /// The node's server stopped after its last handle was dropped without
+    /// [`Node::shutdown`]: its listening socket is closed and the port free.
+    ServerStopped,
 }
 
 /// Builds and starts a [`Node`].
@@ -120,6 +129,28 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves TLS ([`NodeConfig::tls`]): sessions are accepted only over TLS, and, when
+    /// `tls` has a client CA, only from clients with a certificate from it.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Dials peers over TLS ([`NodeConfig::peer_tls`]), trusting the CA of `tls` and
+    /// presenting its client certificate, if it has one, to peers that require one.
+    pub fn peer_tls(mut self, tls: ClientTls) -> Self {
+        self.config.peer_tls = Some(tls);
+        self
+    }
+
+    /// Lets the node serve plaintext on an address off the loopback interface
+    /// ([`NodeConfig::insecure_plaintext`]): for a network you trust, or TLS terminated
+    /// in front of the node.
+    pub fn insecure_plaintext(mut self) -> Self {
+        self.config.insecure_plaintext = true;
+        self
+    }
+
     /// Replaces the whole configuration (name and listen address included).
     pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;
@@ -130,10 +161,20 @@ impl NodeBuilder {
     ///
     /// # Errors
     /// [`NodeError::NoSecret`] or [`NodeError::Secret`] without a usable secret,
-    /// [`NodeError::Bind`] when the address cannot be bound.
+    /// [`NodeError::PlaintextListen`] for plaintext off the loopback interface without
+    /// [`NodeBuilder::insecure_plaintext`], [`NodeError::Tls`] when the certificate
+    /// cannot be served, [`NodeError::Bind`] when the address cannot be bound.
     pub async fn start(self) -> Result<Node, NodeError> {
         let secret = self.secret.ok_or(NodeError::NoSecret)??;
         let config = self.config;
+        if let Some(addr) = config.listen
+            && config.tls.is_none()
+            && !config.insecure_plaintext
+            && !addr.ip().is_loopback()
+        {
+            return Err(NodeError::PlaintextListen { addr });
+        }
+        let server = server(&config)?;
         let listener =
             match config.listen {
                 Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -149,6 +190,7 @@ impl NodeBuilder {
             resumable: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
             stop_reasons: StopReasons::default(),
+            failed_handshakes: log_budget::LogBudget::new(),
             watcher: OnceLock::new(),
             identity: NodeIdentity {
                 name: config.name.clone(),
@@ -164,22 +206,43 @@ impl NodeBuilder {
         });
         let watcher = watcher::Watcher::start(Arc::downgrade(&inner)).await?;
         let _ = inner.watcher.set(watcher);
-        let server = listener.map(|listener| tokio::spawn(serve(inner.clone(), listener)));
+        let server = listener.map(|listener| tokio::spawn(serve(inner.clone(), server, listener)));
+        let handles = Handles {
+            server: std::sync::Mutex::new(server),
+            shutdown: inner.shutdown.clone(),
+            events: inner.events.clone(),
+        };
         Ok(Node {
             inner,
-            server: Arc::new(std::sync::Mutex::new(server)),
+            handles: Arc::new(handles),
         })
     }
 }
 
-async fn serve(node: Arc<NodeInner>, listener: tokio::net::TcpListener) {
+/// The gRPC server as `config` says, over TLS when it has a certificate.
+fn server(config: &NodeConfig) -> Result<Server, NodeError> {
+    let server = Server::builder();
+    let Some(tls) = &config.tls else {
+        return Ok(server);
+    };
+    // The TLS handshake of a stranger is bounded as the session handshake is.
+    let timeout = config.session.handshake_timeout;
+    server
+        .tls_config(tls.tonic_config(timeout))
+        .map_err(|e| NodeError::Tls {
+            path: tls.source().to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+async fn serve(node: Arc<NodeInner>, server: Server, listener: tokio::net::TcpListener) {
     let config = &node.config;
     // `serve_with_incoming` ignores the server's own `tcp_nodelay`: set it here.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let service = DuologueServer::new(Service { node: node.clone() })
         .max_decoding_message_size(config.frame_limit())
         .max_encoding_message_size(config.frame_limit());
-    let result = Server::builder()
+    let result = server
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .initial_stream_window_size(config.stream_window)
@@ -202,11 +265,47 @@ pub(crate) struct Resumable {
     pub(crate) attach: mpsc::Sender<Attach>,
 }
 
-/// A running node. Cheap to clone; all clones are the same node.
+/// A running node. Cheap to clone; all clones are the same node. Dropping the last clone
+/// without [`Node::shutdown`] ends every session at once (no drain) and stops the server,
+/// freeing its port.
 #[derive(Clone, Debug)]
 pub struct Node {
     inner: Arc<NodeInner>,
-    server: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    handles: Arc<Handles>,
+}
+
+/// What the `Node` handles share: the server task, and what dropping the last handle does.
+#[derive(Debug)]
+struct Handles {
+    server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    shutdown: Shutdown,
+    events: broadcast::Sender<NodeEvent>,
+}
+
+/// The last `Node` handle dropped without [`Node::shutdown`]: nobody can wait for a
+/// drain, so every session and task is told to end now, and the server stops, which
+/// frees its port.
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.shutdown.token().cancel();
+        let server = self
+            .server
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(server) = server {
+            server.abort();
+            // The socket closes once the aborted task is dropped: say when, for whoever
+            // listens (the port can then be bound again).
+            let events = self.events.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = server.await;
+                    let _ = events.send(NodeEvent::ServerStopped);
+                });
+            }
+        }
+    }
 }
 
 /// The node's state shared with its service and drivers.
@@ -226,6 +325,8 @@ pub(crate) struct NodeInner {
     owned: Mutex<HashMap<ActorId, Vec<Weak<Shared>>>>,
     /// Stop reasons of watched actors, for the farewell of their sessions.
     stop_reasons: StopReasons,
+    /// Lines a peer can cause by failing handshakes: a few per window, the rest counted.
+    failed_handshakes: log_budget::LogBudget,
     /// Watches registered actors and session owners.
     watcher: OnceLock<ActorCell>,
 }
@@ -258,15 +359,48 @@ impl Node {
     }
 
     /// Makes `actor` reachable by peers under `name`. Sessions opened to `name` deliver
-    /// into its mailbox.
+    /// into its mailbox. A typed mailbox ([`crate::Mailbox`]) names its protocol, and a
+    /// session that names another is refused in the handshake; an untyped one accepts
+    /// any (see [`Node::register_serving`]).
     ///
     /// # Errors
     /// [`NodeError::NameTaken`] when a live actor holds the name.
     pub fn register<M>(&self, name: impl Into<String>, actor: &ActorRef<M>) -> Result<(), NodeError>
     where
-        M: ractor::Message + From<Inbound> + From<SessionSignal>,
+        M: FromSession,
     {
-        let name = name.into();
+        self.register_deliver(name.into(), Arc::new(actor.clone()), actor.get_cell())
+    }
+
+    /// As [`Node::register`], for an actor with an untyped mailbox (`SessionMsg`, or an
+    /// enum of its own) that serves the protocol `P`: a session that names another
+    /// protocol is refused in the handshake, before any message, with
+    /// [`ConnectError::ProtocolMismatch`] at the initiator.
+    ///
+    /// # Errors
+    /// [`NodeError::NameTaken`] when a live actor holds the name.
+    pub fn register_serving<P, M>(
+        &self,
+        name: impl Into<String>,
+        actor: &ActorRef<M>,
+    ) -> Result<(), NodeError>
+    where
+        P: Protocol,
+        M: FromSession,
+    {
+        let serving = Serving {
+            actor: actor.clone(),
+            protocol: P::name(),
+        };
+        self.register_deliver(name.into(), Arc::new(serving), actor.get_cell())
+    }
+
+    fn register_deliver(
+        &self,
+        name: String,
+        deliver: Arc<dyn Deliver>,
+        cell: ActorCell,
+    ) -> Result<(), NodeError> {
         let mut registry = self
             .inner
             .registry
@@ -275,9 +409,9 @@ impl Node {
         if registry.get(&name).is_some_and(|d| d.is_alive()) {
             return Err(NodeError::NameTaken(name));
         }
-        registry.insert(name, Arc::new(actor.clone()));
+        registry.insert(name, deliver);
         drop(registry);
-        self.inner.watch(actor.get_cell());
+        self.inner.watch(cell);
         Ok(())
     }
 
@@ -314,7 +448,7 @@ impl Node {
     ) -> Result<RemoteRef<P>, ConnectError>
     where
         P: Protocol,
-        M: ractor::Message + From<Inbound> + From<SessionSignal>,
+        M: FromSession,
     {
         self.connect_with(addr, actor, owner, self.inner.config.policy)
             .await
@@ -333,7 +467,7 @@ impl Node {
     ) -> Result<RemoteRef<P>, ConnectError>
     where
         P: Protocol,
-        M: ractor::Message + From<Inbound> + From<SessionSignal>,
+        M: FromSession,
     {
         self.connect_owner(addr, actor, Arc::new(owner.clone()), policy)
             .await
@@ -353,7 +487,14 @@ impl Node {
         };
         let (_, slot) = self
             .inner
-            .open_session(addr, actor, owner, policy, None, retry)
+            .open_session(
+                addr,
+                actor,
+                owner,
+                policy,
+                SessionSlot::speaking::<P>(),
+                retry,
+            )
             .await
             .map_err(|gave_up| gave_up.error)?;
         Ok(RemoteRef::new(slot))
@@ -386,7 +527,12 @@ impl Node {
             .run(self.inner.config.shutdown_drain)
             .await;
         // tonic's graceful shutdown waits for connections without a bound; ours is over.
-        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let server = self
+            .handles
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(mut server) = server
             && tokio::time::timeout(self.inner.config.close_linger, &mut server)
                 .await
@@ -464,8 +610,9 @@ struct Target {
     actor: String,
     owner: Arc<dyn Deliver>,
     policy: SessionPolicy,
-    /// The slot of the session a restart replaces.
-    slot: Option<Arc<SessionSlot>>,
+    /// Where the established session goes, with the protocol its `Hello` names (a
+    /// restart passes the lost session's slot).
+    slot: Arc<SessionSlot>,
 }
 
 /// `error`, counting `attempts` when it says the peer was unreachable.
@@ -480,7 +627,7 @@ fn with_attempts(error: ConnectError, attempts: u32) -> ConnectError {
     }
 }
 
-fn connect_error(addr: String, actor: &str, reason: CloseReason) -> ConnectError {
+fn connect_error(addr: String, actor: &str, protocol: &str, reason: CloseReason) -> ConnectError {
     if let Some(error) = reason.auth_error() {
         return ConnectError::Auth { addr, error };
     }
@@ -491,6 +638,19 @@ fn connect_error(addr: String, actor: &str, reason: CloseReason) -> ConnectError
         }) => ConnectError::UnknownActor {
             addr,
             actor: actor.to_owned(),
+        },
+        CloseReason::RefusedByPeer(Refusal {
+            reason: RefuseReason::ProtocolMismatch { acceptor },
+            ..
+        }) => ConnectError::ProtocolMismatch {
+            addr,
+            actor: actor.to_owned(),
+            ours: protocol.to_owned(),
+            theirs: acceptor,
+        },
+        CloseReason::Transport(reason) if is_tls_failure(&reason) => ConnectError::Tls {
+            reason: tls_hint(&reason, &addr),
+            addr,
         },
         CloseReason::Transport(reason) => ConnectError::Unreachable {
             addr,
@@ -506,8 +666,39 @@ fn connect_error(addr: String, actor: &str, reason: CloseReason) -> ConnectError
     }
 }
 
+/// How long a dial that broke waits to learn whether TLS was the cause.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// rustls' words for a failed TLS handshake, with what to do about the usual causes.
+fn tls_hint(reason: &str, addr: &str) -> String {
+    let hint = if reason.contains("CertificateRequired") || reason.contains("no certificates") {
+        "the peer requires a client certificate (mutual TLS): give this node one \
+         (--tls-client-cert FILE --tls-client-key FILE, or ClientTls::identity_files)"
+    } else if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
+        "the peer's certificate is not from the CA this node trusts (--tls-ca)"
+    } else if reason.contains("UnknownCA") || reason.contains("BadCertificate") {
+        "the peer does not trust this node's client certificate"
+    } else if reason.contains("NotValidForName") {
+        "the peer's certificate does not name the host dialled (ClientTls::domain)"
+    } else if reason.contains("corrupt message") {
+        "the peer does not seem to speak TLS"
+    } else {
+        return reason.to_owned();
+    };
+    format!("{hint} ({addr}: {reason})")
+}
+
 impl NodeInner {
-    pub(crate) fn driver_config(&self) -> DriverConfig {
+    /// What the node's drivers share: this node to report to, settings, shutdown.
+    pub(crate) fn driver_context(self: &Arc<Self>) -> Context {
+        Context {
+            node: self.clone(),
+            config: self.driver_config(),
+            cancel: self.shutdown.token().clone(),
+        }
+    }
+
+    fn driver_config(&self) -> DriverConfig {
         DriverConfig {
             close_linger: self.config.close_linger,
             reconnect_base: self.config.reconnect_base,
@@ -516,19 +707,19 @@ impl NodeInner {
         }
     }
 
-    /// Opens a session and waits for its handshake, retrying as `retry` allows. With
-    /// `slot`, the new session replaces the one in it (a restart). Stops trying when
-    /// `owner` stops or the node shuts down.
+    /// Opens a session and waits for its handshake, retrying as `retry` allows. The
+    /// session greets the peer with `slot`'s protocol and goes into `slot`, replacing
+    /// the one there (a restart). Stops trying when `owner` stops or the node shuts down.
     ///
-    /// The future is boxed and `Send` by declaration: a restart opens a session from
-    /// within a session's driver, and that recursion defeats `Send` inference.
+    /// The future is boxed and `Send` by declaration: a restart opens a session from a
+    /// task a session's driver asked for, and that recursion defeats `Send` inference.
     pub(crate) fn open_session(
         self: &Arc<Self>,
         addr: &str,
         actor: &str,
         owner: Arc<dyn Deliver>,
         policy: SessionPolicy,
-        slot: Option<Arc<SessionSlot>>,
+        slot: Arc<SessionSlot>,
         retry: Retry,
     ) -> futures::future::BoxFuture<'static, Result<(SessionRef, Arc<SessionSlot>), GaveUp>> {
         let node = self.clone();
@@ -594,7 +785,7 @@ impl NodeInner {
             slot,
         } = target;
         let id = SessionId::random();
-        let client = self
+        let (client, tls) = self
             .links
             .client(addr, id, &self.config)
             .map_err(permanent)?;
@@ -607,33 +798,27 @@ impl NodeInner {
             actor.to_owned(),
             rand::random(),
             Instant::now(),
-        );
+        )
+        .with_protocol(slot.protocol().to_owned())
+        .with_tls_binding(tls);
         let shared = Shared::new(session, self.config.session.credit_window);
         let (established_tx, established_rx) = oneshot::channel();
         // Handles are handed out only once the slot holds the established session.
-        let slot = slot.clone().unwrap_or_else(SessionSlot::empty);
-        let driver = Driver {
-            shared,
-            config: self.driver_config(),
-            node: self.clone(),
-            policy: *policy,
-            link: Link::Dial(Box::new(Dialer {
-                client,
-                addr: addr.to_owned(),
-                actor: actor.to_owned(),
-                slot: slot.clone(),
-            })),
-            attach_rx: None,
-            owner: Some(owner.clone()),
-            remote_addr: addr.parse().ok(),
-            established: Some(established_tx),
-            session_ref: None,
-            cancel: self.shutdown.token().clone(),
-            shutdown_seen: false,
-            interrupted_at: None,
-            restart_after: false,
-            attempt: 0,
+        let slot = slot.clone();
+        let dialer = Dialer {
+            client,
+            addr: addr.to_owned(),
+            actor: actor.to_owned(),
+            slot: slot.clone(),
         };
+        let driver = Driver::initiator(
+            shared,
+            self.driver_context(),
+            *policy,
+            dialer,
+            owner.clone(),
+            established_tx,
+        );
         let run: futures::future::BoxFuture<'static, ()> = Box::pin(driver.run(None));
         self.shutdown.spawn(run);
         match established_rx.await {
@@ -642,40 +827,60 @@ impl NodeInner {
                 Ok((session, slot))
             }
             Ok(Err(reason)) => {
-                let transient = matches!(reason, CloseReason::Transport(_));
-                if transient {
+                let broken = matches!(reason, CloseReason::Transport(_));
+                if broken {
                     self.links.evict_if_unused(addr);
                 }
-                let error = connect_error(addr.to_owned(), actor, reason);
+                let mut error = connect_error(addr.to_owned(), actor, slot.protocol(), reason);
+                // Only a connection that opened and then broke may have met TLS.
+                if let ConnectError::Unreachable { reason, .. } = &error
+                    && self.config.peer_tls.is_none()
+                    && !["refused", "timed out", "dns error"]
+                        .iter()
+                        .any(|r| reason.contains(r))
+                    && serves_tls(addr, PROBE_TIMEOUT.min(self.config.connect_timeout)).await
+                {
+                    error = ConnectError::Tls {
+                        addr: addr.to_owned(),
+                        reason: format!(
+                            "the peer serves TLS, and this node dials it in plaintext: trust its \
+                             CA (--tls-ca FILE, or NodeBuilder::peer_tls) ({reason})"
+                        ),
+                    };
+                }
+                if let ConnectError::Unreachable { reason, .. } = &error
+                    && let Some(tls) = &self.config.peer_tls
+                    && !["refused", "timed out", "dns error"]
+                        .iter()
+                        .any(|r| reason.contains(r))
+                    && let Some(why) = tls.diagnose(addr, PROBE_TIMEOUT).await
+                    && is_tls_failure(&why)
+                {
+                    error = ConnectError::Tls {
+                        reason: tls_hint(&why, addr),
+                        addr: addr.to_owned(),
+                    };
+                }
+                // A failed TLS handshake does not heal by trying again.
+                let transient = broken && !matches!(error, ConnectError::Tls { .. });
                 Err(Failure { error, transient })
             }
             Err(_) => Err(permanent(ConnectError::ShuttingDown)),
         }
     }
 
-    /// Makes an established acceptor session resumable; returns where its resume streams
-    /// will arrive.
-    pub(crate) fn remember_resumable(
-        &self,
-        session: &SessionRef,
-        shared: &Arc<Shared>,
-    ) -> mpsc::Receiver<Attach> {
-        let (tx, rx) = mpsc::channel(4);
-        let entry = Resumable {
-            shared: shared.clone(),
-            attach: tx,
-        };
-        lock(&self.resumable).insert(session.id(), entry);
-        rx
+    /// What the proofs of accepted sessions are bound to: this node's certificate, when it
+    /// serves TLS.
+    pub(crate) fn tls_binding(&self) -> TlsBinding {
+        self.config
+            .tls
+            .as_ref()
+            .map_or(TlsBinding::Plaintext, ServerTls::binding)
     }
 
     /// The session a resume stream names, if this node has it.
     pub(crate) fn resumable(&self, id: SessionId) -> Option<Resumable> {
         lock(&self.resumable).get(&id).cloned()
-    }
-
-    pub(crate) fn forget_resumable(&self, id: SessionId) {
-        lock(&self.resumable).remove(&id);
     }
 
     /// Watches `actor`: when it stops, its sessions end with its stop reason.
@@ -686,7 +891,7 @@ impl NodeInner {
     }
 
     /// Records that `owner` owns the session `shared`.
-    pub(crate) fn owns(&self, owner: &ActorCell, shared: &Arc<Shared>) {
+    fn owns(&self, owner: &ActorCell, shared: &Arc<Shared>) {
         self.watch(owner.clone());
         let mut owned = lock(&self.owned);
         let sessions = owned.entry(owner.get_id()).or_default();
@@ -703,57 +908,13 @@ impl NodeInner {
         for weak in sessions {
             if let Some(shared) = weak.upgrade() {
                 let id = shared.with(|s| {
-                    s.end(crate::wire::GoodbyeReason::ActorStopped, reason.clone());
+                    s.end(GoodbyeReason::ActorStopped, reason.clone());
                     s.id()
                 });
                 open.push((id, weak));
             }
         }
         self.stop_reasons.record(actor, reason, open);
-    }
-
-    /// The stop reason of a session owner that no longer takes messages.
-    pub(crate) fn stop_reason(&self, owner: Option<&dyn Deliver>) -> String {
-        owner
-            .and_then(|o| {
-                o.gone_reason()
-                    .or_else(|| self.stop_reasons.get(o.cell()?.get_id()))
-            })
-            .unwrap_or_else(|| "the actor stopped".into())
-    }
-
-    /// The mailbox of the actor registered as `target`, or why the session is refused.
-    pub(crate) fn admit(&self, target: &str) -> Result<Arc<dyn Deliver>, Refusal> {
-        if self.shutdown.is_triggered() {
-            return Err(Refusal {
-                reason: RefuseReason::ShuttingDown,
-                detail: format!("node {} is shutting down", self.identity.name),
-            });
-        }
-        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
-        match registry.get(target) {
-            Some(owner) if owner.is_alive() => Ok(owner.clone()),
-            Some(_) => Err(Refusal {
-                reason: RefuseReason::UnknownActor,
-                detail: format!(
-                    "actor {target:?} on node {} has stopped",
-                    self.identity.name
-                ),
-            }),
-            None => Err(Refusal {
-                reason: RefuseReason::UnknownActor,
-                detail: format!("no actor named {target:?} on node {}", self.identity.name),
-            }),
-        }
-    }
-
-    pub(crate) fn session_opened(&self, session: &SessionRef) {
-        tracing::debug!(id = %session.id(), peer = %session.peer(), actor = session.actor(), "session opened");
-        let _ = self.events.send(NodeEvent::SessionOpened {
-            session: session.id(),
-            peer: session.peer().clone(),
-            actor: session.actor().to_owned(),
-        });
     }
 
     /// Drops the link of `idle` if no session takes it up within the idle grace.
@@ -769,14 +930,125 @@ impl NodeInner {
         });
     }
 
-    pub(crate) fn session_closed(
+    /// `Restart`: opens a new session to where `lost` went, retrying with backoff until
+    /// the restart deadline, and moves typed handles onto it; the owner hears either
+    /// `Restarted` or a second `Lost` with `LostReason::RestartGaveUp`. Stops early when
+    /// the owner stops or the node shuts down.
+    async fn restart_session(self: Arc<Self>, lost: Restart) {
+        let Restart {
+            addr,
+            actor,
+            owner,
+            policy,
+            slot,
+            previous,
+        } = lost;
+        let retry = Retry {
+            deadline: Instant::now() + self.config.restart_timeout,
+            restart: true,
+        };
+        let opened = self
+            .open_session(&addr, &actor, owner.clone(), policy, slot, retry)
+            .await;
+        let signal = match opened {
+            Ok((session, _)) => {
+                tracing::info!(old = %previous.id(), new = %session.id(), "session restarted");
+                SessionSignal::Restarted { previous, session }
+            }
+            Err(GaveUp { error, attempts }) => {
+                tracing::warn!(old = %previous.id(), %error, attempts, "restart gave up");
+                SessionSignal::Lost(Lost {
+                    session: previous,
+                    reason: LostReason::RestartGaveUp {
+                        attempts,
+                        last_error: Box::new(error),
+                    },
+                    unconfirmed: Vec::new(),
+                    escalation: None,
+                })
+            }
+        };
+        let _ = owner.signal(signal);
+    }
+}
+
+impl NodeHooks for NodeInner {
+    fn admit(&self, target: &str, protocol: &str) -> Result<Arc<dyn Deliver>, Refusal> {
+        if self.shutdown.is_triggered() {
+            return Err(Refusal {
+                reason: RefuseReason::ShuttingDown,
+                detail: format!("node {} is shutting down", self.identity.name),
+            });
+        }
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        match registry.get(target) {
+            Some(owner) if owner.is_alive() => match owner.protocol() {
+                Some(serves) if !protocol.is_empty() && serves != protocol => Err(Refusal {
+                    detail: format!(
+                        "actor {target:?} on node {} serves {serves}, not {protocol}",
+                        self.identity.name
+                    ),
+                    reason: RefuseReason::ProtocolMismatch { acceptor: serves },
+                }),
+                _ => Ok(owner.clone()),
+            },
+            Some(_) => Err(Refusal {
+                reason: RefuseReason::UnknownActor,
+                detail: format!(
+                    "actor {target:?} on node {} has stopped",
+                    self.identity.name
+                ),
+            }),
+            None => Err(Refusal {
+                reason: RefuseReason::UnknownActor,
+                detail: format!("no actor named {target:?} on node {}", self.identity.name),
+            }),
+        }
+    }
+
+    fn stop_reason(&self, owner: Option<&dyn Deliver>) -> String {
+        owner
+            .and_then(|o| {
+                o.gone_reason()
+                    .or_else(|| self.stop_reasons.get(o.cell()?.get_id()))
+            })
+            .unwrap_or_else(|| "the actor stopped".into())
+    }
+
+    fn session_opened(&self, session: &SessionRef, shared: &Arc<Shared>, owner: Option<ActorCell>) {
+        tracing::debug!(id = %session.id(), peer = %session.peer(), actor = session.actor(), "session opened");
+        let _ = self.events.send(NodeEvent::SessionOpened {
+            session: session.id(),
+            peer: session.peer().clone(),
+            actor: session.actor().to_owned(),
+        });
+        if let Some(owner) = owner {
+            self.owns(&owner, shared);
+        }
+    }
+
+    fn remember_resumable(
         &self,
-        session: SessionId,
-        established: bool,
-        role: crate::session::Role,
-        remote_addr: Option<SocketAddr>,
-        reason: &CloseReason,
-    ) {
+        session: &SessionRef,
+        shared: &Arc<Shared>,
+    ) -> mpsc::Receiver<Attach> {
+        let (tx, rx) = mpsc::channel(4);
+        let entry = Resumable {
+            shared: shared.clone(),
+            attach: tx,
+        };
+        lock(&self.resumable).insert(session.id(), entry);
+        rx
+    }
+
+    fn session_closed(&self, closed: Closed<'_>) {
+        let Closed {
+            session,
+            established,
+            role,
+            remote_addr,
+            reason,
+        } = closed;
         self.stop_reasons.session_closed(session);
         if let Some(idle) = self.links.release(session) {
             self.evict_when_idle(idle);
@@ -790,8 +1062,18 @@ impl NodeInner {
         } else {
             // A failed outgoing handshake is the caller's typed error; only a peer's
             // failed attempt on us has no one else to tell.
-            if role == crate::session::Role::Acceptor {
-                tracing::warn!(?remote_addr, %reason, "incoming session failed during its handshake");
+            if role == Role::Acceptor {
+                // Anyone can fail handshakes at will: a few lines per window, then a count.
+                if let log_budget::Verdict::Log { suppressed } =
+                    self.failed_handshakes.admit(Instant::now())
+                {
+                    tracing::warn!(
+                        ?remote_addr,
+                        %reason,
+                        not_logged_since_last_line = suppressed,
+                        "incoming session failed during its handshake"
+                    );
+                }
             } else {
                 tracing::debug!(?remote_addr, %reason, "outgoing session failed during its handshake");
             }
@@ -801,5 +1083,16 @@ impl NodeInner {
             }
         };
         let _ = self.events.send(event);
+    }
+
+    fn forget_resumable(&self, session: SessionId) {
+        lock(&self.resumable).remove(&session);
+    }
+
+    fn restart(self: Arc<Self>, lost: Restart) {
+        // On the node's tracker, like the driver that asks: shutdown waits for it.
+        let shutdown = self.shutdown.clone();
+        let restart: futures::future::BoxFuture<'static, ()> = Box::pin(self.restart_session(lost));
+        shutdown.spawn(restart);
     }
 }

@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use prost::{Message, Name};
 
-use crate::driver::Shared;
-use crate::error::{CallError, CloseReason, SendError};
-use crate::mailbox::decode_payload;
+use crate::error::{CallError, CloseReason, DecodeError, SendError};
 use crate::session::FlowState;
 use crate::session::Role;
+use crate::shared::Shared;
 use crate::wire::{
     Body, BodyKind, Fault, FlowSignal, GoodbyeReason, NodeIdentity, SessionId, TypeUrl,
 };
@@ -188,7 +188,7 @@ impl SessionRef {
                     fault: Some(Box::new(fault)),
                 },
                 type_url: TypeUrl::empty(),
-                payload: bytes::Bytes::new(),
+                payload: Bytes::new(),
             },
         };
         self.inner
@@ -322,7 +322,7 @@ impl Eq for SessionRef {}
 /// A call registered with the session, forgotten when dropped: a call whose future is
 /// dropped leaves no entry behind.
 struct PendingCall<'a> {
-    shared: &'a crate::driver::Shared,
+    shared: &'a Shared,
     id: u64,
 }
 
@@ -330,4 +330,22 @@ impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
         self.shared.forget_call(self.id);
     }
+}
+
+/// Decodes `payload` as an `M` after checking its type URL.
+pub(crate) fn decode_payload<M: Message + Name + Default + 'static>(
+    type_url: &TypeUrl,
+    payload: &Bytes,
+) -> Result<M, DecodeError> {
+    let expected = TypeUrl::of::<M>();
+    if *type_url != expected {
+        return Err(DecodeError::WrongType {
+            expected: expected.to_string(),
+            got: type_url.to_string(),
+        });
+    }
+    M::decode(payload.clone()).map_err(|source| DecodeError::Invalid {
+        type_url: expected.to_string(),
+        source,
+    })
 }

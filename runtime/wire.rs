@@ -8,8 +8,6 @@
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::auth::{NONCE_LEN, Nonce, PROOF_LEN};
-
 pub(crate) mod codec;
 mod type_url;
 
@@ -21,9 +19,22 @@ pub(crate) mod pb {
     include!(concat!(env!("OUT_DIR"), "/duologue.v1.rs"));
 }
 
+/// Length of a handshake nonce, in bytes.
+pub const NONCE_LEN: usize = 32;
+
+/// Length of a handshake proof (an HMAC-SHA256 tag), in bytes.
+pub const PROOF_LEN: usize = 32;
+
+/// A random per-session handshake nonce.
+pub(crate) type Nonce = [u8; NONCE_LEN];
+
 /// The protocol version this crate speaks.
-/// Version 2 names a type once per run of envelopes of that type in a batch.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version 2 names a type once per run of envelopes of that type in a batch; version 3
+/// restates flow state (`FlowQuery`); version 4 resumes only with a proof of the
+/// session's resume key, derived from its first handshake (`docs/protocol.md`, "Resume"),
+/// and lets an initiator over TLS bind every proof of the session, resumes too, to the
+/// acceptor's certificate (`Hello.bind_tls_certificate`; "Binding to TLS").
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Identifies one session; chosen by the initiator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,6 +124,10 @@ pub(crate) struct Hello {
     pub(crate) max_message_bytes: u64,
     pub(crate) resume: Option<ResumeRequest>,
     pub(crate) credit_window: u64,
+    /// The protocol the initiator speaks to `target`; empty: unspecified.
+    pub(crate) protocol: String,
+    /// The initiator binds the proofs to the acceptor's TLS certificate.
+    pub(crate) bind_tls_certificate: bool,
 }
 
 /// An initiator's request to continue a session on a new stream.
@@ -158,7 +173,7 @@ pub enum FlowSignal {
 }
 
 /// Why a session was refused during its handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefuseReason {
     /// No actor of that name is registered on the node.
     UnknownActor,
@@ -172,10 +187,17 @@ pub enum RefuseReason {
     LimitExceeded,
     /// The handshake broke the protocol.
     ProtocolError,
-    /// A resume names a session the node does not have.
+    /// A resume did not prove a session of the node: none with that id, or a wrong
+    /// resume proof, initiator, target or incarnation (one refusal for all).
     UnknownSession,
-    /// A resume names a session that belongs to another peer.
+    /// Not sent since protocol version 4 (it told a stranger that a session id existed);
+    /// kept so that an older peer's refusal still parses.
     ResumeMismatch,
+    /// The target actor serves another protocol than the initiator named.
+    ProtocolMismatch {
+        /// The protocol the target actor serves.
+        acceptor: String,
+    },
 }
 
 /// A typed refusal with its human-readable detail.
@@ -374,6 +396,8 @@ impl TryFrom<pb::Frame> for Frame {
                     })
                     .transpose()?,
                 credit_window: window(h.credit_window),
+                protocol: h.protocol,
+                bind_tls_certificate: h.bind_tls_certificate,
             }),
             Kind::Challenge(c) => Self::Challenge(Challenge {
                 from: node_identity("from", c.from)?,
@@ -385,7 +409,7 @@ impl TryFrom<pb::Frame> for Frame {
             Kind::Proof(p) => Self::Proof(fixed::<PROOF_LEN>("proof", &p.proof)?),
             Kind::Welcome(w) => Self::Welcome(w.resumed.map(|r| r.last_received)),
             Kind::Refuse(r) => Self::Refuse(Refusal {
-                reason: refuse_reason(r.reason)?,
+                reason: refuse_reason(r.reason, r.protocol)?,
                 detail: r.detail,
             }),
             Kind::Batch(b) => {
@@ -536,7 +560,7 @@ impl Envelope {
     }
 }
 
-fn refuse_reason(value: i32) -> Result<RefuseReason, FrameError> {
+fn refuse_reason(value: i32, protocol: String) -> Result<RefuseReason, FrameError> {
     use pb::RefuseReason as P;
     Ok(match P::try_from(value) {
         Ok(P::UnknownActor) => RefuseReason::UnknownActor,
@@ -547,6 +571,7 @@ fn refuse_reason(value: i32) -> Result<RefuseReason, FrameError> {
         Ok(P::ProtocolError) => RefuseReason::ProtocolError,
         Ok(P::UnknownSession) => RefuseReason::UnknownSession,
         Ok(P::ResumeMismatch) => RefuseReason::ResumeMismatch,
+        Ok(P::ProtocolMismatch) => RefuseReason::ProtocolMismatch { acceptor: protocol },
         Ok(P::Unspecified) | Err(_) => {
             return Err(FrameError::BadEnum {
                 field: "refuse.reason",
@@ -590,6 +615,8 @@ impl From<Frame> for pb::Frame {
                     acceptor_incarnation: Bytes::copy_from_slice(r.acceptor_incarnation.as_bytes()),
                 }),
                 credit_window: h.credit_window,
+                protocol: h.protocol,
+                bind_tls_certificate: h.bind_tls_certificate,
             }),
             Frame::Challenge(c) => Kind::Challenge(pb::Challenge {
                 from: Some(c.from.into()),
@@ -604,8 +631,9 @@ impl From<Frame> for pb::Frame {
             Frame::Welcome(resumed) => Kind::Welcome(pb::Welcome {
                 resumed: resumed.map(|last_received| pb::ResumePoint { last_received }),
             }),
-            Frame::Refuse(r) => Kind::Refuse(pb::Refuse {
-                reason: match r.reason {
+            Frame::Refuse(r) => {
+                let mut protocol = String::new();
+                let reason = match r.reason {
                     RefuseReason::UnknownActor => pb::RefuseReason::UnknownActor,
                     RefuseReason::AuthFailed => pb::RefuseReason::AuthFailed,
                     RefuseReason::UnsupportedVersion => pb::RefuseReason::UnsupportedVersion,
@@ -614,9 +642,17 @@ impl From<Frame> for pb::Frame {
                     RefuseReason::ProtocolError => pb::RefuseReason::ProtocolError,
                     RefuseReason::UnknownSession => pb::RefuseReason::UnknownSession,
                     RefuseReason::ResumeMismatch => pb::RefuseReason::ResumeMismatch,
-                } as i32,
-                detail: r.detail,
-            }),
+                    RefuseReason::ProtocolMismatch { acceptor } => {
+                        protocol = acceptor;
+                        pb::RefuseReason::ProtocolMismatch
+                    }
+                };
+                Kind::Refuse(pb::Refuse {
+                    reason: reason as i32,
+                    detail: r.detail,
+                    protocol,
+                })
+            }
             Frame::Batch(b) => {
                 let mut named = TypeUrl::empty();
                 Kind::Batch(pb::Batch {
@@ -809,6 +845,8 @@ mod tests {
                     acceptor_incarnation: Uuid::from_u128(13),
                 }),
                 credit_window: 99,
+                protocol: "a.Req->a.Resp".into(),
+                bind_tls_certificate: true,
             }),
             Frame::Challenge(Challenge {
                 from: id,
@@ -823,6 +861,12 @@ mod tests {
             Frame::Refuse(Refusal {
                 reason: RefuseReason::UnknownActor,
                 detail: "x".into(),
+            }),
+            Frame::Refuse(Refusal {
+                reason: RefuseReason::ProtocolMismatch {
+                    acceptor: "b.Req->b.Resp".into(),
+                },
+                detail: "y".into(),
             }),
             Frame::Batch(Batch {
                 ack: 3,

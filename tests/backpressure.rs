@@ -5,12 +5,12 @@
 
 mod support;
 
+use duologue::FlowSignal;
 use duologue::SessionSignal;
-use duologue::actors::seq_check::SeqCheck;
-use duologue::actors::seq_check::proto::{CheckReply, ReportRequest, Tick, check_reply};
-use duologue::local_cluster::{NodeProcess, SecretDir};
-use duologue::wire::FlowSignal;
 use duologue::{RemoteRef, SendError, SessionConfig};
+use duologue_actors::seq_check::SeqCheck;
+use duologue_actors::seq_check::proto::{CheckReply, ReportRequest, Tick, check_reply};
+use duologue_testkit::{NodeProcess, SecretDir};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

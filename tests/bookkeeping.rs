@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use duologue::node::Bookkeeping;
+use duologue::Bookkeeping;
 use duologue::{Node, NodeConfig, RemoteRef};
 use support::*;
 

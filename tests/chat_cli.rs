@@ -4,8 +4,8 @@
 
 mod support;
 
-use duologue::local_cluster::{ChildGuard, NodeProcess, SecretDir};
-use nix::sys::signal::Signal;
+use duologue_testkit::Signal;
+use duologue_testkit::{ChildGuard, NodeProcess, SecretDir};
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -208,9 +208,7 @@ async fn unreachable_peer_exits_nonzero_with_one_clear_line() {
 async fn a_member_prints_interruptions_and_resumes_and_loses_nothing() {
     let secrets = SecretDir::create().unwrap();
     let hub = room_node(&secrets).await;
-    let proxy = duologue::local_cluster::FaultProxy::start(hub.addr)
-        .await
-        .unwrap();
+    let proxy = duologue_testkit::FaultProxy::start(hub.addr).await.unwrap();
     let mut ann = member("ann", &proxy.addr().to_string(), "lobby", secrets.secret());
     ann.stderr_until("joined", WAIT).await.unwrap();
     let mut ben = member("ben", &hub.addr.to_string(), "lobby", secrets.secret());

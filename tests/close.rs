@@ -6,11 +6,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use duologue::actors::chat::join;
-use duologue::error::LostReason;
-use duologue::local_cluster::{NodeProcess, SecretDir};
+use duologue::LostReason;
 use duologue::{CloseReason, GoodbyeReason, RemoteRef, SessionSignal};
-use nix::sys::signal::Signal;
+use duologue_actors::chat::join;
+use duologue_testkit::Signal;
+use duologue_testkit::{NodeProcess, SecretDir};
 use ractor::Actor;
 use support::*;
 
@@ -48,7 +48,7 @@ async fn abort_ends_at_once_and_the_peer_learns_aborted() {
 #[tokio::test]
 async fn close_finishes_when_the_peer_finishes_too() {
     let hub = listening_node("hub", SECRET).await;
-    let (room, _) = Actor::spawn(None, duologue::actors::chat::ChatRoom, "lobby".into())
+    let (room, _) = Actor::spawn(None, duologue_actors::chat::ChatRoom, "lobby".into())
         .await
         .unwrap();
     hub.register("lobby", &room).unwrap();
@@ -123,7 +123,7 @@ async fn a_node_with_a_thousand_sessions_shuts_down_within_its_drain_bound() {
     let (owner, _heard) = recorder().await;
     let mut sessions = Vec::with_capacity(SESSIONS);
     for _ in 0..SESSIONS {
-        let check: RemoteRef<duologue::actors::seq_check::SeqCheck> = near
+        let check: RemoteRef<duologue_actors::seq_check::SeqCheck> = near
             .connect(&far.addr.to_string(), "check", &owner)
             .await
             .unwrap();

@@ -7,8 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use duologue::local_cluster::FaultProxy;
 use duologue::{AuthError, ConnectError, Node, NodeConfig, RemoteRef};
+use duologue_testkit::FaultProxy;
 use support::*;
 
 /// A dialling node whose connect deadline is `deadline`.

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use duologue::local_cluster::{ChildGuard, NodeProcess, SecretDir};
+use duologue_testkit::{ChildGuard, NodeProcess, SecretDir};
 use support::*;
 
 /// `duologue chat` as `user` in room `lobby` at `peer`, with `--connect-timeout`.

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use duologue::local_cluster::ChildGuard;
+use duologue_testkit::ChildGuard;
 use support::duologue_exe;
 
 #[tokio::test]

@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use duologue::actors::chat::proto::{Relay, Text};
-use duologue::actors::chat::{ChatEvent, ChatRoom, Joined, RoomConfig, join};
-use duologue::error::LostReason;
+use duologue::LostReason;
 use duologue::{CloseReason, FanoutConfig, GoodbyeReason, Node, NodeConfig, SessionConfig};
+use duologue_actors::chat::proto::{Relay, Text};
+use duologue_actors::chat::{ChatEvent, ChatRoom, Joined, RoomConfig, join};
 use ractor::Actor;
 use support::*;
 
@@ -31,6 +31,7 @@ async fn room(farewell_timeout: Duration) -> (Node, Node, String) {
             max_lag: LAG,
             farewell_timeout,
         },
+        ..RoomConfig::from("lobby")
     };
     let (room, _) = Actor::spawn(None, ChatRoom, config).await.unwrap();
     hub.register("lobby", &room).unwrap();

@@ -7,10 +7,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use duologue::actors::seq_check::proto::{CheckReply, ReportRequest, Tick, check_reply};
-use duologue::actors::seq_check::{CheckConfig, SeqCheck};
-use duologue::wire::FlowSignal;
+use duologue::FlowSignal;
 use duologue::{Node, NodeConfig, RemoteRef, SendError, SessionConfig, SessionSignal};
+use duologue_actors::seq_check::proto::{CheckReply, ReportRequest, Tick, check_reply};
+use duologue_actors::seq_check::{CheckConfig, SeqCheck};
 use ractor::Actor;
 use support::*;
 
@@ -58,7 +58,7 @@ fn tick(n: u64) -> Tick {
     }
 }
 
-async fn report(check: &RemoteRef<SeqCheck>) -> duologue::actors::seq_check::proto::Report {
+async fn report(check: &RemoteRef<SeqCheck>) -> duologue_actors::seq_check::proto::Report {
     match check.call(ReportRequest {}, WAIT).await.unwrap() {
         CheckReply {
             kind: Some(check_reply::Kind::Report(report)),

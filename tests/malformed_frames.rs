@@ -3,49 +3,14 @@
 
 mod support;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use duologue::CloseReason;
-use duologue::error::ProtocolError;
-use duologue::wire::FrameError;
+use duologue::FrameError;
+use duologue::ProtocolError;
 use futures::StreamExt;
 use prost::Message;
 use support::*;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Request, Status};
-
-/// Sends and receives raw bytes as gRPC messages, so a test can put anything on the wire.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Self;
-    type Decoder = Self;
-    fn encoder(&mut self) -> Self {
-        Self
-    }
-    fn decoder(&mut self) -> Self {
-        Self
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
+use tonic::Request;
 
 /// The start of our `Frame { hello: Hello { session_id } }`, written by hand.
 #[derive(Clone, PartialEq, prost::Message)]

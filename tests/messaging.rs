@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use duologue::error::LostReason;
+use duologue::LostReason;
 use duologue::{
     CallError, CloseReason, GoodbyeReason, Node, RemoteRef, Secret, SendError, SessionConfig,
     SessionSignal,
@@ -15,6 +15,8 @@ use support::*;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// A probe served on one node, and a session to it from another node's probe.
+/// A session between two nodes. Both nodes live as long as the pair's bindings: a
+/// dropped `Node` ends its sessions, so a test keeps `server` and `_client` bound.
 struct Pair {
     server: Served,
     owner_seen: UnboundedReceiver<Seen>,
@@ -53,7 +55,10 @@ fn ping(n: u64) -> Ping {
 #[tokio::test]
 async fn casts_arrive_in_order() {
     let Pair {
-        mut server, remote, ..
+        mut server,
+        remote,
+        _client,
+        ..
     } = pair().await;
     for n in 0..2000 {
         remote
@@ -71,7 +76,12 @@ async fn casts_arrive_in_order() {
 
 #[tokio::test]
 async fn call_returns_the_typed_reply_and_the_callee_reads_the_deadline() {
-    let Pair { remote, .. } = pair().await;
+    let Pair {
+        remote,
+        server: _server,
+        _client,
+        ..
+    } = pair().await;
     let pong = remote.call(ping(5), Duration::from_secs(5)).await.unwrap();
     assert_eq!(pong.n, 5);
     assert!(
@@ -83,7 +93,12 @@ async fn call_returns_the_typed_reply_and_the_callee_reads_the_deadline() {
 
 #[tokio::test]
 async fn unanswered_call_times_out_with_a_typed_error() {
-    let Pair { remote, .. } = pair().await;
+    let Pair {
+        remote,
+        server: _server,
+        _client,
+        ..
+    } = pair().await;
     let error = remote
         .call(ping(HOLD), Duration::from_millis(200))
         .await
@@ -94,7 +109,10 @@ async fn unanswered_call_times_out_with_a_typed_error() {
 #[tokio::test]
 async fn a_call_whose_future_is_dropped_leaves_nothing_behind() {
     let Pair {
-        mut server, remote, ..
+        mut server,
+        remote,
+        _client,
+        ..
     } = pair().await;
     let session = remote.session();
     {
@@ -122,7 +140,12 @@ async fn a_call_whose_future_is_dropped_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn dropped_call_fails_at_once_with_a_fault() {
-    let Pair { remote, .. } = pair().await;
+    let Pair {
+        remote,
+        server: _server,
+        _client,
+        ..
+    } = pair().await;
     let error = remote.call(ping(DROP), WAIT).await.unwrap_err();
     assert!(
         matches!(&error, CallError::Fault(f) if f.code == "no_reply"),
@@ -188,7 +211,12 @@ async fn sessions_to_one_peer_share_one_connection() {
 
 #[tokio::test]
 async fn oversized_message_comes_back_to_the_sender() {
-    let Pair { remote, .. } = pair().await;
+    let Pair {
+        remote,
+        server: _server,
+        _client,
+        ..
+    } = pair().await;
     let limit = SessionConfig::default().max_message_bytes as usize;
     let big = Ping {
         n: 1,
@@ -220,7 +248,12 @@ async fn the_peers_smaller_limit_applies_to_the_sender() {
         .start()
         .await
         .unwrap();
-    let Pair { remote, .. } = pair_with(server).await;
+    let Pair {
+        remote,
+        server: _server,
+        _client,
+        ..
+    } = pair_with(server).await;
 
     let result = remote
         .cast(Ping {
@@ -241,6 +274,7 @@ async fn half_close_lets_the_peer_send_final_messages_then_both_close() {
         mut server,
         mut owner_seen,
         remote,
+        _client,
         ..
     } = pair().await;
     remote.cast(ping(1)).await.unwrap();
@@ -273,7 +307,10 @@ async fn half_close_lets_the_peer_send_final_messages_then_both_close() {
 #[tokio::test]
 async fn stopped_target_ends_the_session_with_its_reason() {
     let Pair {
-        mut server, remote, ..
+        mut server,
+        remote,
+        _client,
+        ..
     } = pair().await;
     remote.cast(ping(1)).await.unwrap();
     next_ping(&mut server.seen).await;
@@ -295,11 +332,43 @@ async fn stopped_target_ends_the_session_with_its_reason() {
 
 #[tokio::test]
 async fn node_shutdown_says_goodbye_to_peers() {
-    let Pair { server, remote, .. } = pair().await;
+    let Pair {
+        server,
+        remote,
+        _client,
+        ..
+    } = pair().await;
     assert!(server.node.shutdown().await, "drained within the bound");
     let reason = tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
     assert!(
         matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g)) if g.reason == GoodbyeReason::NodeShutdown),
         "{reason:?}"
     );
+}
+
+/// Dropping the last handle of a node without `shutdown` (issue 13: "Drop cleans up")
+/// ends its sessions, which its peers hear of, and frees its port.
+#[tokio::test]
+async fn dropping_a_node_ends_its_sessions_and_frees_its_port() {
+    let Pair {
+        server,
+        remote,
+        _client,
+        ..
+    } = pair().await;
+    let addr = server.node.local_addr().expect("listening");
+    let mut events = server.node.events();
+    drop(server);
+    let reason = tokio::time::timeout(WAIT, remote.closed())
+        .await
+        .expect("the peer hears of it");
+    assert!(
+        !matches!(reason, CloseReason::Finished),
+        "ended, not finished: {reason:?}"
+    );
+    node_event(&mut events, |e| {
+        matches!(e, duologue::NodeEvent::ServerStopped).then_some(())
+    })
+    .await;
+    std::net::TcpListener::bind(addr).expect("the port is free again");
 }

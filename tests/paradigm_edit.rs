@@ -11,10 +11,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use duologue::actors::edit::{self, DocumentConfig, EditEvent, Editor};
-use duologue::error::LostReason;
-use duologue::local_cluster::{FaultProxy, NodeProcess, SecretDir};
+use duologue::LostReason;
 use duologue::{CloseReason, FanoutConfig, GoodbyeReason, Node, NodeConfig, SessionConfig};
+use duologue_actors::edit::{self, DocumentConfig, EditEvent, Editor};
+use duologue_testkit::{FaultProxy, NodeProcess, SecretDir};
 use support::*;
 
 const DOCUMENT: &str = "notes";

@@ -8,10 +8,10 @@ mod support;
 
 use std::time::Duration;
 
-use duologue::actors::pipeline::{Producer, ProducerConfig, ProducerEvent, RateWindow, mean_rate};
-use duologue::local_cluster::{FaultProxy, NodeProcess, SecretDir};
-use duologue::wire::FlowSignal;
+use duologue::FlowSignal;
 use duologue::{CloseReason, Node};
+use duologue_actors::pipeline::{Producer, ProducerConfig, ProducerEvent, RateWindow, mean_rate};
+use duologue_testkit::{FaultProxy, NodeProcess, SecretDir};
 use support::*;
 
 /// Windows to see after the resume before stopping.

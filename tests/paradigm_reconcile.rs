@@ -9,12 +9,12 @@ mod support;
 
 use std::time::Duration;
 
-use duologue::actors::reconcile::proto::{Phase, StatusReport};
-use duologue::actors::reconcile::{
+use duologue::{CloseReason, FanoutConfig, Node, NodeConfig, SessionConfig};
+use duologue_actors::reconcile::proto::{Phase, StatusReport};
+use duologue_actors::reconcile::{
     ReconcileEvent, Reconciler, ReconcilerConfig, Trail, Watch, watch,
 };
-use duologue::local_cluster::{FaultProxy, NodeProcess, SecretDir};
-use duologue::{CloseReason, FanoutConfig, Node, NodeConfig, SessionConfig};
+use duologue_testkit::{FaultProxy, NodeProcess, SecretDir};
 use ractor::Actor;
 use support::*;
 

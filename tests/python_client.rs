@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use duologue::local_cluster::{ChildGuard, FaultProxy, NodeProcess, SecretDir};
+use duologue_testkit::{ChildGuard, FaultProxy, NodeProcess, SecretDir};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -132,7 +132,8 @@ async fn python_env() -> PythonEnv {
     run(
         "generating the Python stubs (grpc_tools.protoc)",
         Command::new(&python)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // The repository root: this test belongs to the `actors/` package.
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .args(["-m", "grpc_tools.protoc", "-I", "proto"])
             .arg(out)
             .arg(grpc_out)
@@ -152,7 +153,7 @@ async fn python_env() -> PythonEnv {
 }
 
 fn client_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/chat_client.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/chat_client.py")
 }
 
 /// A node hosting `chat-room:lobby`, with `extra` options.
@@ -176,17 +177,35 @@ async fn room_node(secrets: &SecretDir, extra: &[&str]) -> NodeProcess {
 
 /// A Rust member: `duologue chat`.
 fn rust_member(user: &str, peer: &str, secret: &Path) -> ChildGuard {
+    rust_member_with(user, peer, secret, &[])
+}
+
+/// A Rust member with `extra` options.
+fn rust_member_with(user: &str, peer: &str, secret: &Path, extra: &[String]) -> ChildGuard {
     let args = ["chat", "--peer", peer, "--room", "lobby", "--user", user]
         .map(String::from)
         .into_iter()
         .chain(["--secret-file".into(), secret.display().to_string()])
+        .chain(extra.iter().cloned())
         .collect::<Vec<_>>();
     ChildGuard::spawn(user, &duologue_exe(), &args).expect("duologue chat starts")
 }
 
 /// A Python member: `chat_client.py`, unbuffered.
 fn python_member(env: &PythonEnv, user: &str, peer: &str, room: &str, secret: &Path) -> ChildGuard {
-    let args = [
+    python_member_with(env, user, peer, room, secret, &[])
+}
+
+/// A Python member with `extra` options.
+fn python_member_with(
+    env: &PythonEnv,
+    user: &str,
+    peer: &str,
+    room: &str,
+    secret: &Path,
+    extra: &[String],
+) -> ChildGuard {
+    let mut args = vec![
         "-u".into(),
         client_script().display().to_string(),
         "--peer".into(),
@@ -200,6 +219,7 @@ fn python_member(env: &PythonEnv, user: &str, peer: &str, room: &str, secret: &P
         "--stubs".into(),
         env.stubs.display().to_string(),
     ];
+    args.extend_from_slice(extra);
     ChildGuard::spawn(user, &env.python, &args).expect("the Python client starts")
 }
 
@@ -390,4 +410,63 @@ async fn sending_waits_for_credit(env: &PythonEnv) {
         .unwrap_or_else(|| panic!("{flow}"));
     assert!(stalls > 0, "never stopped at a window of 4: {flow}");
     assert_eq!(py.wait(WAIT).await.unwrap(), Some(0));
+}
+
+/// The same protocol over TLS: `duologue certs` makes a CA and the node's certificate,
+/// the node serves TLS only, and the Python member connects with `grpc.secure_channel`
+/// trusting the CA (its proofs unbound to the certificate, the Rust member's bound), and
+/// is refused when it dials in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_member_speaks_the_protocol_over_tls() {
+    let env = python_env().await;
+    let secrets = SecretDir::create().unwrap();
+    let certs = secrets.secret().with_file_name("certs");
+    let path = |name: &str| certs.join(name).display().to_string();
+    let made = ChildGuard::spawn(
+        "certs",
+        &duologue_exe(),
+        &[
+            "certs".into(),
+            certs.display().to_string(),
+            "--node".into(),
+            "hub".into(),
+        ],
+    );
+    assert_eq!(
+        made.unwrap().wait(WAIT).await.unwrap(),
+        Some(0),
+        "duologue certs"
+    );
+    let (cert, key) = (path("hub.pem"), path("hub.key"));
+    let hub = room_node(&secrets, &["--tls-cert", &cert, "--tls-key", &key]).await;
+    let peer = hub.addr.to_string();
+    let trust = ["--tls-ca".to_owned(), path("ca.pem")];
+
+    let mut ann = rust_member_with("ann", &peer, secrets.secret(), &trust);
+    stderr_until(&mut ann, "joined lobby").await;
+    let mut py = python_member_with(&env, "py", &peer, "lobby", secrets.secret(), &trust);
+    let joined = stderr_until(&mut py, "joined").await;
+    assert_eq!(joined, "joined lobby as py (members: ann, py)");
+
+    say(&mut py, "hello over tls").await;
+    assert_eq!(hears(&mut ann).await, "py: hello over tls");
+    say(&mut ann, "and back").await;
+    assert_eq!(hears(&mut py).await, "ann: and back");
+    py.close_stdin();
+    let left = stderr_until(&mut py, "messages sent").await;
+    assert_eq!(left, "left lobby: 1 messages sent, 1 acked");
+    assert_eq!(py.wait(WAIT).await.unwrap(), Some(0));
+
+    // Plaintext to a node that serves only TLS: the stream never opens.
+    let mut plain = python_member_with(
+        &env,
+        "plain",
+        &peer,
+        "lobby",
+        secrets.secret(),
+        &["--timeout".into(), "3".into()],
+    );
+    let said = stderr_until(&mut plain, "chat_client.py:").await;
+    assert!(said.contains("cannot reach"), "{said}");
+    assert_eq!(plain.wait(WAIT).await.unwrap(), Some(5));
 }

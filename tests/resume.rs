@@ -7,16 +7,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use duologue::actors::seq_check::SeqCheck;
-use duologue::actors::seq_check::proto::{
+use duologue::LostReason;
+use duologue::SessionPolicy;
+use duologue::{GoodbyeReason, Node, RemoteRef, SessionSignal};
+use duologue_actors::seq_check::SeqCheck;
+use duologue_actors::seq_check::proto::{
     CheckReply, CheckRequest, Report, ReportRequest, StopRequest, Tick, check_reply, check_request,
 };
-use duologue::config::SessionPolicy;
-use duologue::error::LostReason;
-use duologue::local_cluster::FaultProxy;
-use duologue::local_cluster::{NodeProcess, SecretDir};
-use duologue::{GoodbyeReason, Node, RemoteRef, SessionSignal};
-use nix::sys::signal::Signal;
+use duologue_testkit::FaultProxy;
+use duologue_testkit::Signal;
+use duologue_testkit::{NodeProcess, SecretDir};
 use support::*;
 
 /// Starts a node process hosting the sequence checker `check`.

@@ -8,11 +8,11 @@ mod support;
 
 use std::time::Duration;
 
-use duologue::config::SessionPolicy;
-use duologue::error::LostReason;
-use duologue::local_cluster::FaultProxy;
-use duologue::mailbox::Lost;
+use duologue::Lost;
+use duologue::LostReason;
+use duologue::SessionPolicy;
 use duologue::{ConnectError, Node, NodeConfig, RemoteRef, SessionConfig, SessionSignal};
+use duologue_testkit::FaultProxy;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use support::*;
 use tokio::sync::mpsc;
@@ -75,6 +75,7 @@ async fn resume_deadline_passes(heard: &mut mpsc::UnboundedReceiver<(std::time::
 /// Forwards the stop reasons of the actors it supervises.
 struct Supervisor;
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Supervisor {
     type Msg = ();
     type State = mpsc::UnboundedSender<Option<String>>;

@@ -6,6 +6,10 @@
 use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BufMut, Bytes};
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
 use duologue::{Node, NodeEvent, ReplyPort, Secret, SessionRef, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{broadcast, mpsc};
@@ -78,6 +82,7 @@ pub struct ProbeState {
     held: Vec<ReplyPort>,
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Probe {
     type Msg = SessionMsg;
     type State = ProbeState;
@@ -275,6 +280,7 @@ pub enum Heard {
 /// Records every message and signal it gets, with the instant it got it.
 pub struct Recorder;
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Recorder {
     type Msg = SessionMsg;
     type State = mpsc::UnboundedSender<(Instant, Heard)>;
@@ -359,4 +365,39 @@ pub async fn node_with(config: duologue::NodeConfig) -> Node {
         .start()
         .await
         .expect("node starts")
+}
+
+/// Sends and receives raw bytes as gRPC messages, so a test can put anything on the wire
+/// (malformed frames, a hostile client).
+#[derive(Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Self;
+    type Decoder = Self;
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }

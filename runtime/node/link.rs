@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::TlsBinding;
 use crate::config::NodeConfig;
 use crate::error::ConnectError;
 use crate::wire::SessionId;
@@ -32,6 +33,9 @@ struct State {
 #[derive(Debug)]
 struct Link {
     channel: Channel,
+    /// What its sessions' proofs are bound to: over TLS, the certificate its verifier
+    /// last accepted the peer by.
+    tls: TlsBinding,
     sessions: usize,
     /// The idle period the link is in, while it carries no session.
     idle: Option<u64>,
@@ -47,20 +51,22 @@ pub(crate) struct Idle {
 
 impl Links {
     /// A client on the one connection to `addr`, dialled on first use, for `session`
-    /// (which counts as using it until [`Links::release`]).
+    /// (which counts as using it until [`Links::release`]), and what the session's proofs
+    /// are bound to.
     pub(crate) fn client(
         &self,
         addr: &str,
         session: SessionId,
         config: &NodeConfig,
-    ) -> Result<DuologueClient<Channel>, ConnectError> {
+    ) -> Result<(DuologueClient<Channel>, TlsBinding), ConnectError> {
         let mut state = self.lock();
         let link = match state.links.get_mut(addr) {
             Some(link) => link,
             None => {
-                let channel = endpoint(addr, config)?.connect_lazy();
+                let (endpoint, tls) = endpoint(addr, config)?;
                 let link = Link {
-                    channel,
+                    channel: endpoint.connect_lazy(),
+                    tls,
                     sessions: 0,
                     idle: None,
                 };
@@ -70,10 +76,12 @@ impl Links {
         link.sessions += 1;
         link.idle = None;
         let channel = link.channel.clone();
+        let tls = link.tls.clone();
         state.by_session.insert(session, addr.to_owned());
-        Ok(DuologueClient::new(channel)
+        let client = DuologueClient::new(channel)
             .max_decoding_message_size(config.frame_limit())
-            .max_encoding_message_size(config.frame_limit()))
+            .max_encoding_message_size(config.frame_limit());
+        Ok((client, tls))
     }
 
     /// `session` closed; returns its link if that left the link without sessions.
@@ -122,7 +130,9 @@ impl Links {
     }
 }
 
-fn endpoint(addr: &str, config: &NodeConfig) -> Result<Endpoint, ConnectError> {
+/// The endpoint of `addr`, over TLS when the node dials so, with what its sessions'
+/// proofs are bound to.
+fn endpoint(addr: &str, config: &NodeConfig) -> Result<(Endpoint, TlsBinding), ConnectError> {
     let invalid = |reason: String| ConnectError::InvalidAddress {
         addr: addr.to_owned(),
         reason,
@@ -130,9 +140,15 @@ fn endpoint(addr: &str, config: &NodeConfig) -> Result<Endpoint, ConnectError> {
     if addr.contains("://") {
         return Err(invalid("give host:port, without a scheme".into()));
     }
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
+    let scheme = if config.peer_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let bound = config.session.handshake_timeout.min(config.connect_timeout);
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| invalid(e.to_string()))?
-        .connect_timeout(config.session.handshake_timeout.min(config.connect_timeout))
+        .connect_timeout(bound)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(config.keepalive_interval)
         .keep_alive_timeout(config.keepalive_timeout)
@@ -140,5 +156,9 @@ fn endpoint(addr: &str, config: &NodeConfig) -> Result<Endpoint, ConnectError> {
         .initial_stream_window_size(config.stream_window)
         .initial_connection_window_size(config.connection_window)
         .http2_adaptive_window(false)
-        .max_frame_size(config.max_frame_size))
+        .max_frame_size(config.max_frame_size);
+    match &config.peer_tls {
+        Some(tls) => tls.endpoint(endpoint, addr, bound),
+        None => Ok((endpoint, TlsBinding::Plaintext)),
+    }
 }

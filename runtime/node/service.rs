@@ -1,18 +1,23 @@
 //! The gRPC service: each `Converse` call is a stream. Its first frame decides what it
 //! is: a new session, whose driver then runs on the node's task tracker (not on the
-//! request), or a resume, routed to the interrupted session it names.
+//! request), or a resume, held at a [`ResumeGate`] until it proves the session's resume
+//! key and only then routed to the session it names.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{Stream, StreamExt};
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::driver::{Attach, Driver, Link, OutboundFrames, Shared, StreamStart};
+use crate::driver::{Attach, Driver, OutboundFrames, StreamStart};
 use crate::node::{NodeInner, Resumable};
-use crate::session::Session;
-use crate::wire::{SessionId, pb};
+use crate::session::{GateRefusal, GateVerdict, ResumeGate, Session};
+use crate::shared::Shared;
+use crate::wire::{Frame, Hello, pb};
 
 /// The `duologue.v1.Duologue` service of one node.
 #[derive(Debug)]
@@ -40,24 +45,14 @@ impl pb::duologue_server::Duologue for Service {
         // handshake timeout instead.
         let timeout = node.config.session.handshake_timeout;
         let first = tokio::time::timeout(timeout, inbound.message()).await.ok();
-        if let Some(Ok(Some(hello))) = &first
-            && let Some(id) = resumed_session(hello)
-            && let Some(Resumable { shared, attach }) = node.resumable(id)
+        if let Some(Ok(Some(frame))) = &first
+            && let Some(hello) = resume_hello(frame)
         {
-            let (outbound, epoch) = OutboundFrames::pending(shared);
-            let hello = hello.clone();
-            let routed = attach
-                .send(Attach {
-                    hello,
-                    inbound,
-                    epoch,
-                    remote_addr,
-                })
-                .await;
-            if routed.is_err() {
-                return Err(Status::unavailable("the session is ending"));
-            }
-            return Ok(Response::new(Box::pin(outbound.map(Ok))));
+            let (gate, body) = GateStream::new();
+            let node = node.clone();
+            node.shutdown
+                .spawn(gate_resume(node.clone(), hello, inbound, gate, remote_addr));
+            return Ok(Response::new(body));
         }
         let session = Session::acceptor(
             node.config.session.clone(),
@@ -65,26 +60,16 @@ impl pb::duologue_server::Duologue for Service {
             node.identity.clone(),
             rand::random(),
             Instant::now(),
-        );
+        )
+        .with_tls_binding(node.tls_binding());
         let shared = Shared::new(session, node.config.session.credit_window);
         let outbound = OutboundFrames::current(shared.clone());
-        let driver = Driver {
+        let driver = Driver::acceptor(
             shared,
-            node: node.clone(),
-            config: node.driver_config(),
-            policy: node.config.policy,
-            link: Link::Accept,
-            attach_rx: None,
-            owner: None,
+            node.driver_context(),
+            node.config.policy,
             remote_addr,
-            established: None,
-            session_ref: None,
-            cancel: node.shutdown.token().clone(),
-            shutdown_seen: false,
-            interrupted_at: None,
-            restart_after: false,
-            attempt: 0,
-        };
+        );
         let peeked = match first {
             Some(Ok(Some(frame))) => Some(Ok(frame)),
             Some(Err(status)) => Some(Err(status)),
@@ -93,17 +78,111 @@ impl pb::duologue_server::Duologue for Service {
         };
         node.shutdown
             .spawn(driver.run(Some(StreamStart { inbound, peeked })));
-        Ok(Response::new(Box::pin(outbound.map(Ok))))
+        Ok(Response::new(Box::pin(outbound)))
     }
 }
 
-/// The session a resume greeting names, if it is one.
-fn resumed_session(frame: &pb::Frame) -> Option<SessionId> {
+/// The first frame as a resume greeting, if it is a well-formed one. (A malformed one
+/// goes to a new session, which refuses it as any malformed greeting.)
+fn resume_hello(frame: &pb::Frame) -> Option<Hello> {
     match &frame.kind {
         Some(pb::frame::Kind::Hello(hello)) if hello.resume.is_some() => {
-            let bytes: [u8; 16] = hello.session_id.as_ref().try_into().ok()?;
-            Some(SessionId(uuid::Uuid::from_bytes(bytes)))
+            match Frame::try_from(frame.clone()) {
+                Ok(Frame::Hello(hello)) => Some(hello),
+                _ => None,
+            }
         }
         _ => None,
     }
+}
+
+/// The outgoing half of a resume stream: what its gate says, then, once the stream
+/// proved the session's key, the session's frames.
+struct GateStream {
+    frames: mpsc::Sender<Result<pb::Frame, Status>>,
+    then: oneshot::Sender<OutboundFrames>,
+}
+
+impl GateStream {
+    fn new() -> (Self, FrameStream) {
+        // A gate writes at most a challenge and a refusal.
+        let (frames, prelude) = mpsc::channel(2);
+        let (then, session) = oneshot::channel();
+        let session = futures::stream::once(session)
+            .filter_map(|outbound| std::future::ready(outbound.ok()))
+            .flatten();
+        (Self { frames, then }, Box::pin(prelude.chain(session)))
+    }
+}
+
+/// Holds a resume stream at its gate until it proves the session's resume key, then
+/// routes it to the session's driver. Until then nothing reaches any session: a stranger
+/// that parks, sends junk or a wrong proof costs this task, bounded by the handshake
+/// timeout, and gets the same answers whether or not the session it names exists.
+async fn gate_resume(
+    node: Arc<NodeInner>,
+    hello: Hello,
+    mut inbound: Streaming<pb::Frame>,
+    mut out: GateStream,
+    remote_addr: Option<SocketAddr>,
+) {
+    let config = &node.config.session;
+    let now = Instant::now();
+    let local = node.identity.clone();
+    let mut gate = ResumeGate::new(config, &node.secret, local, rand::random(), hello, now)
+        .with_tls_binding(node.tls_binding());
+    let cancel = node.shutdown.token().clone();
+    let mut found: Option<Resumable> = None;
+    loop {
+        while let Some(frame) = gate.poll_transmit() {
+            if out.frames.send(Ok(frame.into())).await.is_err() {
+                return;
+            }
+        }
+        match gate.verdict().clone() {
+            GateVerdict::Pending => {}
+            GateVerdict::Refused(why) => {
+                log_refusal(&gate, &why, remote_addr);
+                return;
+            }
+            GateVerdict::Proven(proven) => {
+                let Some(Resumable { shared, attach }) = found else {
+                    return;
+                };
+                tracing::debug!(id = %proven.session, ?remote_addr, "resume proven");
+                let (outbound, stream) = OutboundFrames::pending(shared);
+                drop(out.frames);
+                let _ = out.then.send(outbound);
+                let attach_stream = Attach {
+                    proven,
+                    inbound,
+                    stream,
+                    remote_addr,
+                };
+                // A driver gone meanwhile abandons its core: the stream ends by itself.
+                let _ = attach.send(attach_stream).await;
+                return;
+            }
+        }
+        let deadline = gate.poll_timeout().unwrap_or_else(Instant::now);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(deadline.into()) => gate.handle_timeout(Instant::now()),
+            item = inbound.message() => match item {
+                Ok(Some(frame)) => match Frame::try_from(frame) {
+                    Ok(frame) => gate.handle_frame(frame, |id| {
+                        found = node.resumable(id);
+                        found.as_ref().and_then(|r| r.shared.read(Session::resume_ticket))
+                    }),
+                    Err(error) => gate.handle_malformed(error),
+                },
+                // The peer left before proving anything.
+                Ok(None) | Err(_) => return,
+            },
+        }
+    }
+}
+
+fn log_refusal(gate: &ResumeGate, why: &GateRefusal, remote_addr: Option<SocketAddr>) {
+    tracing::debug!(id = %gate.session_id(), ?remote_addr, ?why, "resume refused at the gate");
 }

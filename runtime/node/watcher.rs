@@ -23,6 +23,7 @@ impl Watcher {
     }
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Watcher {
     type Msg = ();
     type State = Weak<NodeInner>;

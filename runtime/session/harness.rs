@@ -11,8 +11,8 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::*;
-use crate::auth::NONCE_LEN;
 use crate::wire::BodyKind;
+use crate::wire::NONCE_LEN;
 
 pub(super) const SECRET: &str = "a test secret of enough bytes";
 
@@ -60,6 +60,10 @@ pub(super) struct End {
     pub(super) held_back: u32,
     /// Frames sent towards the other end and not yet delivered.
     pub(super) wire: VecDeque<Frame>,
+    /// Acceptor: the gate a resume stream waits at, as the node's service keeps it.
+    pub(super) gate: Option<ResumeGate>,
+    /// How resume streams ended at this side's gates, in order.
+    pub(super) gate_verdicts: Vec<GateVerdict>,
 }
 
 impl End {
@@ -76,7 +80,57 @@ impl End {
             resumed: 0,
             held_back: 0,
             wire: VecDeque::new(),
+            gate: None,
+            gate_verdicts: Vec::new(),
         }
+    }
+
+    /// Takes one frame from the peer as a node does: a resume greeting opens a gate, the
+    /// gate gets what follows until it decides, and the session gets the rest.
+    pub(super) fn receive(&mut self, frame: Frame, now: Instant) {
+        if let Frame::Hello(hello) = &frame
+            && hello.resume.is_some()
+            && self.session.role() == Role::Acceptor
+        {
+            let nonce = [hello.nonce[0].wrapping_add(1); NONCE_LEN];
+            let gate = ResumeGate::new(
+                &self.session.config,
+                &self.session.secret,
+                self.session.local.clone(),
+                nonce,
+                hello.clone(),
+                now,
+            )
+            .with_tls_binding(self.session.tls.clone());
+            self.gate = Some(gate);
+        } else if let Some(gate) = &mut self.gate {
+            let session = &self.session;
+            gate.handle_frame(frame, |id| {
+                session.resume_ticket().filter(|_| session.id() == id)
+            });
+        } else {
+            self.session.handle_frame(frame, now);
+            return;
+        }
+        self.step_gate(now);
+    }
+
+    /// Writes what the gate has to say; once it decided, attaches or drops the stream.
+    pub(super) fn step_gate(&mut self, now: Instant) {
+        let Some(gate) = &mut self.gate else {
+            return;
+        };
+        while let Some(frame) = gate.poll_transmit() {
+            self.wire.push_back(frame);
+        }
+        let verdict = gate.verdict().clone();
+        match &verdict {
+            GateVerdict::Pending => return,
+            GateVerdict::Proven(proven) => self.session.resume_proven(proven, now),
+            GateVerdict::Refused(_) => {}
+        }
+        self.gate = None;
+        self.gate_verdicts.push(verdict);
     }
 
     /// Sends the next number; `false` when the session refused it.
@@ -145,6 +199,11 @@ pub(super) struct Harness {
 
 impl Harness {
     pub(super) fn new(config: SessionConfig) -> Self {
+        Self::with_tls(config, TlsBinding::Plaintext, TlsBinding::Plaintext)
+    }
+
+    /// A pair whose sessions (and `b`'s gates) bind their proofs to TLS as given.
+    pub(super) fn with_tls(config: SessionConfig, a_tls: TlsBinding, b_tls: TlsBinding) -> Self {
         let now = Instant::now();
         let secret = Secret::new(SECRET).unwrap();
         let a = Session::initiator(
@@ -155,8 +214,10 @@ impl Harness {
             "t".into(),
             [1; NONCE_LEN],
             now,
-        );
-        let b = Session::acceptor(config, secret, node("b", 2), [2; NONCE_LEN], now);
+        )
+        .with_tls_binding(a_tls);
+        let b = Session::acceptor(config, secret, node("b", 2), [2; NONCE_LEN], now)
+            .with_tls_binding(b_tls);
         let mut h = Self {
             a: End::new(a),
             b: End::new(b),
@@ -164,7 +225,7 @@ impl Harness {
             nonce: 3,
         };
         h.settle();
-        assert_eq!(h.a.session.state(), &State::Active);
+        assert_eq!(h.a.session.phase(), Phase::Active);
         h
     }
 
@@ -180,7 +241,7 @@ impl Harness {
             let Some(frame) = from.wire.pop_front() else {
                 break;
             };
-            to.session.handle_frame(frame, self.now);
+            to.receive(frame, self.now);
         }
         self.a.events(self.now);
         self.b.events(self.now);
@@ -210,27 +271,33 @@ impl Harness {
     pub(super) fn cut(&mut self) {
         self.a.wire.clear();
         self.b.wire.clear();
+        self.a.gate = None;
+        self.b.gate = None;
         self.a.session.stream_broken("cut".into(), self.now);
         self.b.session.stream_broken("cut".into(), self.now);
         self.a.events(self.now);
         self.b.events(self.now);
     }
 
-    /// Opens a new stream and resumes on it.
+    /// Opens a new stream and resumes on it (the acceptor's gate opens when the resume
+    /// greeting arrives).
     pub(super) fn reconnect(&mut self) {
         self.nonce = self.nonce.wrapping_add(2);
         self.a
             .session
             .begin_resume([self.nonce; NONCE_LEN], self.now);
-        self.b
-            .session
-            .attach_stream([self.nonce + 1; NONCE_LEN], self.now);
     }
 
     pub(super) fn advance(&mut self, by: Duration) {
         self.now += by;
         self.a.session.handle_timeout(self.now);
         self.b.session.handle_timeout(self.now);
+        for end in [&mut self.a, &mut self.b] {
+            if let Some(gate) = &mut end.gate {
+                gate.handle_timeout(self.now);
+            }
+            end.step_gate(self.now);
+        }
         self.a.events(self.now);
         self.b.events(self.now);
     }

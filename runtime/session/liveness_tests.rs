@@ -148,7 +148,7 @@ fn a_sender_held_back_past_the_silence_timeout_asks_then_tells_its_owner_once() 
         "asked for seq 17"
     );
     h.settle(); // b answers with its grant and its pause
-    assert_eq!(h.a.session.state(), &State::Active);
+    assert_eq!(h.a.session.phase(), Phase::Active);
     h.advance(silence);
     assert_eq!(h.a.held_back, 1, "told once the answer confirmed the wait");
     h.advance(silence * 3);
@@ -192,7 +192,7 @@ fn a_peer_that_never_answers_the_query_loses_the_stream_and_the_resume_restates(
     h.b.flush(h.now);
     h.b.wire.clear(); // and so is the grant
     h.advance(silence);
-    assert_eq!(h.a.session.state(), &State::Interrupted);
+    assert_eq!(h.a.session.phase(), Phase::Interrupted);
     h.cut();
     h.reconnect();
     h.settle();

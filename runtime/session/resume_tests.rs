@@ -7,10 +7,12 @@ use std::time::Duration;
 use proptest::prelude::*;
 use uuid::Uuid;
 
+use super::gate::ResumeTicket;
 use super::harness::*;
 use super::*;
-use crate::auth::NONCE_LEN;
-use crate::wire::FlowSignal;
+use crate::error::AuthError;
+use crate::wire::NONCE_LEN;
+use crate::wire::{Challenge, FlowSignal, Hello};
 
 #[test]
 fn a_cut_mid_transfer_resumes_with_every_message_once() {
@@ -23,7 +25,7 @@ fn a_cut_mid_transfer_resumes_with_every_message_once() {
     h.deliver(true, 1);
     h.cut();
     assert_eq!((h.a.interrupted, h.b.interrupted), (1, 1));
-    assert_eq!(h.a.session.state(), &State::Interrupted);
+    assert_eq!(h.a.session.phase(), Phase::Interrupted);
     // Messages sent while interrupted wait in the replay buffer.
     for _ in 0..50 {
         assert!(h.a.send(h.now));
@@ -179,7 +181,7 @@ fn a_silent_peer_interrupts_a_session_with_data_outstanding() {
     h.a.send(h.now);
     h.a.flush(h.now); // sent, but the peer never answers
     h.advance(config.silence_timeout);
-    assert_eq!(h.a.session.state(), &State::Interrupted);
+    assert_eq!(h.a.session.phase(), Phase::Interrupted);
     assert_eq!(h.a.interrupted, 1);
 }
 
@@ -188,7 +190,7 @@ fn an_idle_session_is_not_interrupted_by_silence() {
     let config = SessionConfig::default();
     let mut h = Harness::new(config.clone());
     h.advance(config.silence_timeout * 10);
-    assert_eq!(h.a.session.state(), &State::Active);
+    assert_eq!(h.a.session.phase(), Phase::Active);
 }
 
 #[test]
@@ -337,4 +339,367 @@ proptest! {
         }
         prop_assert_eq!(unconfirmed, (acked + 1..=acked + more).collect::<Vec<_>>());
     }
+}
+
+/// A resume greeting for the harness's session, as `from` would send it.
+fn resume_hello(h: &Harness, from: NodeIdentity, nonce: u8) -> Hello {
+    Hello {
+        session_id: h.b.session.id(),
+        from,
+        target: "t".into(),
+        protocol_version: crate::wire::PROTOCOL_VERSION,
+        nonce: [nonce; NONCE_LEN],
+        max_message_bytes: 1 << 20,
+        resume: Some(crate::wire::ResumeRequest {
+            last_received: 0,
+            acceptor_incarnation: Uuid::from_u128(2),
+        }),
+        credit_window: 0,
+        protocol: String::new(),
+        bind_tls_certificate: false,
+    }
+}
+
+/// A gate at `b` for `hello`, past its challenge.
+fn gate_at_b(h: &Harness, hello: Hello) -> (ResumeGate, Challenge) {
+    let b = &h.b.session;
+    let mut gate = ResumeGate::new(
+        &b.config,
+        &b.secret,
+        b.local.clone(),
+        [42; NONCE_LEN],
+        hello,
+        h.now,
+    );
+    let Some(Frame::Challenge(challenge)) = gate.poll_transmit() else {
+        panic!("a gate challenges first");
+    };
+    (gate, challenge)
+}
+
+/// Moves frames between a fresh initiator and acceptor until their handshake is done.
+fn first_handshake(a: &mut Session, b: &mut Session, now: Instant) {
+    for _ in 0..10 {
+        while let Some(frame) = a.poll_transmit(now) {
+            b.handle_frame(frame, now);
+        }
+        while let Some(event) = b.poll_event() {
+            if let Event::Authenticated { .. } = event {
+                b.accept();
+            }
+        }
+        while let Some(frame) = b.poll_transmit(now) {
+            a.handle_frame(frame, now);
+        }
+    }
+    assert_eq!(a.phase(), Phase::Active);
+}
+
+#[test]
+fn a_wrong_proof_is_refused_at_the_gate_and_the_live_stream_goes_on() {
+    let mut h = Harness::new(SessionConfig::default());
+    for _ in 0..5 {
+        h.a.send(h.now);
+    }
+    // A stranger without the secret, copying the initiator's identity: it gets the same
+    // challenge as anyone, and its proof is checked against the session's resume key.
+    let (mut gate, _) = gate_at_b(&h, resume_hello(&h, node("a", 1), 9));
+    gate.handle_frame(Frame::Proof([7; 32]), |_| h.b.session.resume_ticket());
+    assert_eq!(
+        gate.verdict(),
+        &GateVerdict::Refused(GateRefusal::NotResumable { known: true })
+    );
+    assert!(matches!(gate.poll_transmit(), Some(Frame::Refuse(_))));
+    // Nothing of the session was touched.
+    assert_eq!(h.b.session.phase(), Phase::Active);
+    h.settle();
+    for _ in 0..5 {
+        h.a.send(h.now);
+    }
+    h.settle();
+    assert_eq!(h.b.delivered, numbers(10));
+    assert_eq!((h.a.interrupted, h.b.interrupted), (0, 0));
+}
+
+#[test]
+fn a_known_id_and_an_unknown_id_are_refused_alike() {
+    let h = Harness::new(SessionConfig::default());
+    let refusal = |ticket: Option<ResumeTicket>| {
+        let (mut gate, challenge) = gate_at_b(&h, resume_hello(&h, node("z", 5), 9));
+        gate.handle_frame(Frame::Proof([7; 32]), |_| ticket);
+        (challenge.from, gate.poll_transmit(), gate.poll_transmit())
+    };
+    let known = refusal(h.b.session.resume_ticket());
+    let unknown = refusal(None);
+    assert!(matches!(known.1, Some(Frame::Refuse(_))), "{known:?}");
+    assert_eq!(known, unknown);
+    // Junk instead of a proof, and a silent peer: refused the same way whatever the id.
+    let (mut gate, _) = gate_at_b(&h, resume_hello(&h, node("a", 1), 9));
+    gate.handle_frame(Frame::Ack(1), |_| panic!("no lookup before a proof"));
+    assert!(matches!(
+        gate.verdict(),
+        GateVerdict::Refused(GateRefusal::Protocol(_))
+    ));
+    let (mut gate, _) = gate_at_b(&h, resume_hello(&h, node("a", 1), 9));
+    gate.handle_timeout(h.now + SessionConfig::default().handshake_timeout);
+    assert_eq!(gate.verdict(), &GateVerdict::Refused(GateRefusal::TimedOut));
+}
+
+#[test]
+fn a_secret_holder_copying_the_initiator_cannot_resume_its_session() {
+    let config = SessionConfig::default();
+    let mut h = Harness::new(config.clone());
+    h.a.send(h.now);
+    h.settle();
+    // Mallory holds the secret and copies a's identity, the session id and the target,
+    // but was not in the session's first handshake: its own has other nonces.
+    let secret = Secret::new(SECRET).unwrap();
+    let id = h.a.session.id();
+    let mut mallory = Session::initiator(
+        config.clone(),
+        secret.clone(),
+        node("a", 1),
+        id,
+        "t".into(),
+        [11; NONCE_LEN],
+        h.now,
+    );
+    let mut decoy = Session::acceptor(config, secret, node("b", 2), [12; NONCE_LEN], h.now);
+    first_handshake(&mut mallory, &mut decoy, h.now);
+    mallory.stream_broken("cut".into(), h.now);
+    mallory.begin_resume([13; NONCE_LEN], h.now);
+    let Some(Frame::Hello(hello)) = mallory.poll_transmit(h.now) else {
+        panic!("a resume greeting");
+    };
+    let (mut gate, challenge) = gate_at_b(&h, hello);
+    mallory.handle_frame(Frame::Challenge(challenge), h.now);
+    let Some(proof) = mallory.poll_transmit(h.now) else {
+        panic!("mallory proves what it can");
+    };
+    gate.handle_frame(proof, |_| h.b.session.resume_ticket());
+    assert_eq!(
+        gate.verdict(),
+        &GateVerdict::Refused(GateRefusal::NotResumable { known: true })
+    );
+    assert_eq!(h.b.session.phase(), Phase::Active);
+    h.a.send(h.now);
+    h.settle();
+    assert_eq!(h.b.delivered, numbers(2));
+}
+
+#[test]
+fn a_resume_point_changed_on_the_wire_is_refused() {
+    let mut h = Harness::new(SessionConfig::default());
+    for _ in 0..3 {
+        h.b.send(h.now);
+    }
+    h.settle();
+    h.cut();
+    h.reconnect();
+    h.a.flush(h.now);
+    let Some(Frame::Hello(mut hello)) = h.a.wire.pop_front() else {
+        panic!("a resume greeting");
+    };
+    hello.resume.as_mut().unwrap().last_received = 1; // b would replay 2 and 3 again
+    h.b.receive(Frame::Hello(hello), h.now);
+    h.settle();
+    assert_eq!(
+        h.b.gate_verdicts,
+        vec![GateVerdict::Refused(GateRefusal::NotResumable {
+            known: true
+        })]
+    );
+    assert!(matches!(
+        h.a.closed,
+        Some((CloseReason::Lost(LostReason::ResumeRefused(_)), _))
+    ));
+}
+
+#[test]
+fn a_proven_resume_supersedes_a_stream_the_acceptor_still_thinks_up() {
+    let mut h = Harness::new(SessionConfig::default());
+    for _ in 0..20 {
+        h.a.send(h.now);
+        h.b.send(h.now);
+    }
+    h.deliver(true, 1);
+    // Only the initiator saw the stream break; it resumes on a new one.
+    h.a.wire.clear();
+    h.b.wire.clear();
+    h.a.session.stream_broken("cut".into(), h.now);
+    assert_eq!(h.b.session.phase(), Phase::Active);
+    h.reconnect();
+    h.deliver(true, 1); // the resume Hello reaches b's gate
+    let challenge = h.b.wire.pop_front().expect("the gate's challenge");
+    // What b still writes goes to the old stream, which the initiator no longer reads.
+    while h.b.session.poll_transmit(h.now).is_some() {}
+    h.b.wire.clear();
+    assert_eq!(h.b.session.phase(), Phase::Active);
+    h.a.receive(challenge, h.now);
+    h.deliver(true, 1); // the proof: b's gate lets the stream through
+    h.settle();
+    assert!(matches!(
+        h.b.gate_verdicts.as_slice(),
+        [GateVerdict::Proven(_)]
+    ));
+    assert_eq!((h.a.resumed, h.b.resumed), (1, 1));
+    assert_eq!(h.b.delivered, numbers(20));
+    assert_eq!(h.a.delivered, numbers(20));
+}
+
+/// An initiator over TLS whose link verified `certificate`, and an acceptor serving the
+/// certificate `served`.
+fn tls_bound(certificate: &[u8], served: &[u8]) -> (Harness, crate::auth::VerifiedCert) {
+    use crate::auth::{CertDigest, VerifiedCert};
+    let seen = VerifiedCert::default();
+    seen.record(CertDigest::of(certificate));
+    let h = Harness::with_tls(
+        SessionConfig::default(),
+        TlsBinding::Verified(seen.clone()),
+        TlsBinding::Served(CertDigest::of(served)),
+    );
+    (h, seen)
+}
+
+#[test]
+fn a_tls_bound_session_resumes_with_its_binding_asked_again() {
+    let (mut h, _) = tls_bound(b"b's certificate", b"b's certificate");
+    for _ in 0..10 {
+        h.a.send(h.now);
+    }
+    h.cut();
+    h.reconnect();
+    h.a.flush(h.now);
+    let Some(Frame::Hello(hello)) = h.a.wire.front() else {
+        panic!("a resume greeting");
+    };
+    assert!(hello.resume.is_some() && hello.bind_tls_certificate);
+    h.settle();
+    assert!(matches!(
+        h.b.gate_verdicts.as_slice(),
+        [GateVerdict::Proven(_)]
+    ));
+    assert_eq!((h.a.resumed, h.b.resumed), (1, 1));
+    assert_eq!(h.b.delivered, numbers(10));
+}
+
+#[test]
+fn a_resume_through_a_relay_with_another_certificate_never_reaches_the_session() {
+    let (mut h, seen) = tls_bound(b"b's certificate", b"b's certificate");
+    for _ in 0..10 {
+        h.a.send(h.now);
+    }
+    h.cut();
+    // The new connection ends at a relay whose certificate the initiator also trusts.
+    seen.record(crate::auth::CertDigest::of(b"a relay's, from the same CA"));
+    h.reconnect();
+    h.settle();
+    // The gate's proof (bound to b's own certificate) does not match: a gives up on the
+    // session rather than prove anything through the relay.
+    assert!(
+        matches!(
+            h.a.closed,
+            Some((
+                CloseReason::Lost(LostReason::ResumeAuth(AuthError::ProofMismatch)),
+                _
+            ))
+        ),
+        "{:?}",
+        h.a.closed
+    );
+    assert!(
+        !h.b.gate_verdicts
+            .iter()
+            .any(|v| matches!(v, GateVerdict::Proven(_)))
+    );
+    assert_eq!(h.b.resumed, 0);
+    assert!(h.b.delivered.is_empty());
+}
+
+#[test]
+fn a_resume_proof_made_for_another_certificate_is_refused_at_the_gate() {
+    let (h, _) = tls_bound(b"b's certificate", b"b's certificate");
+    let b = &h.b.session;
+    let mut hello = resume_hello(&h, node("a", 1), 9);
+    hello.bind_tls_certificate = true;
+    let mut gate = ResumeGate::new(
+        &b.config,
+        &b.secret,
+        b.local.clone(),
+        [42; NONCE_LEN],
+        hello.clone(),
+        h.now,
+    )
+    .with_tls_binding(b.tls.clone());
+    let Some(Frame::Challenge(challenge)) = gate.poll_transmit() else {
+        panic!("a gate challenges first");
+    };
+    // The initiator's resume key, but a transcript bound to a relay's certificate.
+    let key = h.a.session.resume_key.clone().expect("established");
+    let relay = crate::auth::CertDigest::of(b"a relay's");
+    let transcript = crate::auth::Transcript {
+        session_id: hello.session_id,
+        initiator: &hello.from,
+        acceptor: &challenge.from,
+        target: &hello.target,
+        initiator_nonce: &hello.nonce,
+        acceptor_nonce: &challenge.nonce,
+        tls_certificate: Some(Some(relay)),
+    };
+    let last_received = hello.resume.as_ref().unwrap().last_received;
+    let proof = transcript.prove_resume(&key, last_received);
+    gate.handle_frame(Frame::Proof(proof), |_| b.resume_ticket());
+    assert_eq!(
+        gate.verdict(),
+        &GateVerdict::Refused(GateRefusal::NotResumable { known: true })
+    );
+    // The same key over the certificate b serves passes.
+    let mut gate = ResumeGate::new(
+        &b.config,
+        &b.secret,
+        b.local.clone(),
+        [42; NONCE_LEN],
+        hello.clone(),
+        h.now,
+    )
+    .with_tls_binding(b.tls.clone());
+    gate.poll_transmit();
+    let TlsBinding::Served(own) = &b.tls else {
+        panic!("b serves TLS");
+    };
+    let transcript = crate::auth::Transcript {
+        tls_certificate: Some(Some(*own)),
+        ..transcript
+    };
+    let proof = transcript.prove_resume(&key, last_received);
+    gate.handle_frame(Frame::Proof(proof), |_| b.resume_ticket());
+    assert!(matches!(gate.verdict(), GateVerdict::Proven(_)));
+}
+
+#[test]
+fn a_plaintext_gate_refuses_a_resume_that_binds_tls_before_any_challenge() {
+    let h = Harness::new(SessionConfig::default());
+    let b = &h.b.session;
+    let mut hello = resume_hello(&h, node("a", 1), 9);
+    hello.bind_tls_certificate = true;
+    let mut gate = ResumeGate::new(
+        &b.config,
+        &b.secret,
+        b.local.clone(),
+        [42; NONCE_LEN],
+        hello,
+        h.now,
+    )
+    .with_tls_binding(TlsBinding::Plaintext);
+    match gate.poll_transmit() {
+        Some(Frame::Refuse(refusal)) => {
+            assert_eq!(refusal.reason, RefuseReason::AuthFailed);
+            assert!(refusal.detail.contains("serves plaintext"), "{refusal:?}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        gate.verdict(),
+        &GateVerdict::Refused(GateRefusal::PlaintextBinding)
+    );
 }

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::*;
-use crate::auth::NONCE_LEN;
-use crate::error::LostReason;
-use crate::wire::BodyKind;
+use crate::error::{AuthError, LostReason};
+use crate::wire::NONCE_LEN;
+use crate::wire::{Batch, BodyKind};
 
 const SECRET: &str = "a test secret of enough bytes";
 
@@ -158,8 +158,8 @@ impl Pair {
     fn established() -> Self {
         let mut pair = Self::new();
         pair.drive();
-        assert_eq!(pair.initiator.state(), &State::Active);
-        assert_eq!(pair.acceptor.state(), &State::Active);
+        assert_eq!(pair.initiator.phase(), Phase::Active);
+        assert_eq!(pair.acceptor.phase(), Phase::Active);
         pair
     }
 }
@@ -169,8 +169,8 @@ fn handshake_establishes_both_sides_in_four_frames() {
     let mut pair = Pair::new();
     pair.drive();
     assert_eq!(pair.frames, 4, "Hello, Challenge, Proof, Welcome");
-    assert_eq!(pair.initiator.state(), &State::Active);
-    assert_eq!(pair.acceptor.state(), &State::Active);
+    assert_eq!(pair.initiator.phase(), Phase::Active);
+    assert_eq!(pair.acceptor.phase(), Phase::Active);
     assert_eq!(pair.acceptor.id(), SessionId(Uuid::from_u128(42)));
     assert_eq!(pair.acceptor.peer(), Some(&node("a", 1)));
     assert_eq!(pair.initiator.peer(), Some(&node("b", 2)));
@@ -209,8 +209,8 @@ fn no_data_is_accepted_before_authentication() {
         pair.now,
     );
     assert!(matches!(
-        pair.acceptor.state(),
-        State::Closed(CloseReason::Protocol(ProtocolError::UnexpectedFrame {
+        pair.acceptor.phase(),
+        Phase::Closed(CloseReason::Protocol(ProtocolError::UnexpectedFrame {
             frame: "Batch",
             ..
         }))
@@ -322,7 +322,7 @@ fn finish_lets_the_peer_send_final_messages_then_both_close() {
     ));
     pair.drive();
     assert!(pair.peer_finished.1, "acceptor saw the half-close");
-    assert_eq!(pair.acceptor.state(), &State::Active);
+    assert_eq!(pair.acceptor.phase(), Phase::Active);
     // The acceptor still talks after the member finished.
     pair.acceptor.send(cast("final ack"), || pair.now).unwrap();
     pair.acceptor.finish();
@@ -390,8 +390,8 @@ fn ack_for_unsent_messages_is_a_protocol_error() {
     let mut pair = Pair::established();
     pair.initiator.handle_frame(Frame::Ack(5), pair.now);
     assert_eq!(
-        pair.initiator.state(),
-        &State::Closed(CloseReason::Protocol(ProtocolError::AckBeyondSent {
+        pair.initiator.phase(),
+        Phase::Closed(CloseReason::Protocol(ProtocolError::AckBeyondSent {
             ack: 5,
             sent: 0
         }))
@@ -455,8 +455,8 @@ fn handshake_times_out() {
     pair.now += SessionConfig::default().handshake_timeout;
     pair.initiator.handle_timeout(pair.now);
     assert_eq!(
-        pair.initiator.state(),
-        &State::Closed(CloseReason::HandshakeTimeout)
+        pair.initiator.phase(),
+        Phase::Closed(CloseReason::HandshakeTimeout)
     );
 }
 
@@ -469,8 +469,8 @@ fn unsupported_version_is_refused() {
     hello.protocol_version = 99;
     pair.acceptor.handle_frame(Frame::Hello(hello), pair.now);
     assert_eq!(
-        pair.acceptor.state(),
-        &State::Closed(CloseReason::Protocol(ProtocolError::UnsupportedVersion(99)))
+        pair.acceptor.phase(),
+        Phase::Closed(CloseReason::Protocol(ProtocolError::UnsupportedVersion(99)))
     );
     assert!(matches!(
         pair.acceptor.poll_transmit(pair.now),
@@ -485,7 +485,7 @@ fn unsupported_version_is_refused() {
 fn stream_end_without_goodbye_interrupts_an_established_session() {
     let mut pair = Pair::established();
     pair.initiator.handle_stream_end(pair.now);
-    assert_eq!(pair.initiator.state(), &State::Interrupted);
+    assert_eq!(pair.initiator.phase(), Phase::Interrupted);
 }
 
 #[test]
@@ -493,8 +493,8 @@ fn stream_end_during_the_first_handshake_is_a_transport_error() {
     let mut pair = Pair::new();
     pair.initiator.handle_stream_end(pair.now);
     assert!(matches!(
-        pair.initiator.state(),
-        State::Closed(CloseReason::Transport(_))
+        pair.initiator.phase(),
+        Phase::Closed(CloseReason::Transport(_))
     ));
 }
 
@@ -512,8 +512,8 @@ fn a_peer_that_ignores_credit_breaks_the_protocol() {
     pair.acceptor
         .handle_frame(Frame::Batch(Batch { ack: 0, envelopes }), pair.now);
     assert_eq!(
-        pair.acceptor.state(),
-        &State::Closed(CloseReason::Protocol(ProtocolError::CreditExceeded {
+        pair.acceptor.phase(),
+        Phase::Closed(CloseReason::Protocol(ProtocolError::CreditExceeded {
             seq: window + 1,
             granted: window
         }))
@@ -544,4 +544,79 @@ fn a_message_naming_no_type_never_follows_one_that_named_a_type_in_a_batch() {
     }
     let text = "type.googleapis.com/test.Text".to_owned();
     assert_eq!(batches, [vec![text.clone()], vec![String::new(), text]]);
+}
+
+/// A pair whose sessions bind their proofs to TLS as given.
+fn with_tls(initiator: TlsBinding, acceptor: TlsBinding) -> Pair {
+    let mut pair = Pair::new();
+    let config = SessionConfig::default();
+    pair.initiator = Session::initiator(
+        config.clone(),
+        Secret::new(SECRET).unwrap(),
+        node("a", 1),
+        SessionId(Uuid::from_u128(42)),
+        "room".into(),
+        [1; NONCE_LEN],
+        pair.now,
+    )
+    .with_tls_binding(initiator);
+    pair.acceptor = Session::acceptor(
+        config,
+        Secret::new(SECRET).unwrap(),
+        node("b", 2),
+        [2; NONCE_LEN],
+        pair.now,
+    )
+    .with_tls_binding(acceptor);
+    pair
+}
+
+fn verified(certificate: &[u8]) -> TlsBinding {
+    let seen = crate::auth::VerifiedCert::default();
+    seen.record(crate::auth::CertDigest::of(certificate));
+    TlsBinding::Verified(seen)
+}
+
+#[test]
+fn a_tls_bound_handshake_completes_when_both_name_the_same_certificate() {
+    let served = TlsBinding::Served(crate::auth::CertDigest::of(b"the acceptor's"));
+    let mut pair = with_tls(verified(b"the acceptor's"), served);
+    pair.drive();
+    assert_eq!(pair.initiator.phase(), Phase::Active);
+    assert_eq!(pair.acceptor.phase(), Phase::Active);
+}
+
+#[test]
+fn a_relay_with_another_certificate_fails_the_bound_handshake() {
+    // The initiator verified a relay's certificate; the acceptor binds its own.
+    let served = TlsBinding::Served(crate::auth::CertDigest::of(b"the acceptor's"));
+    let mut pair = with_tls(verified(b"a relay's, from the same CA"), served);
+    pair.drive();
+    assert_eq!(
+        pair.closed.0,
+        Some(CloseReason::Auth(AuthError::ProofMismatch))
+    );
+    assert!(pair.delivered.1.is_empty());
+}
+
+#[test]
+fn an_unbound_initiator_meets_a_tls_acceptor_with_the_plaintext_transcript() {
+    // A client that cannot see the certificate (the Python one) does not ask to bind.
+    let served = TlsBinding::Served(crate::auth::CertDigest::of(b"the acceptor's"));
+    let mut pair = with_tls(TlsBinding::Plaintext, served);
+    pair.drive();
+    assert_eq!(pair.initiator.phase(), Phase::Active);
+    assert_eq!(pair.acceptor.phase(), Phase::Active);
+}
+
+#[test]
+fn a_plaintext_acceptor_refuses_a_bound_hello() {
+    let mut pair = with_tls(verified(b"a proxy's"), TlsBinding::Plaintext);
+    pair.drive();
+    let refused = pair.closed.0.expect("the initiator was refused");
+    assert_eq!(refused.auth_error(), Some(AuthError::PeerRejectedProof));
+    assert!(
+        refused.to_string().contains("serves plaintext"),
+        "{refused}"
+    );
 }

@@ -13,7 +13,8 @@ hosting a chat room, exactly as docs/protocol.md describes it:
   raised by `Flow.credit` grants), obeys Pause / Resume / ResumeAfter / Throttle, and
   grants the room credit as this client consumes what it receives;
 * resume: when the stream breaks, a new `Converse` call re-authenticates with
-  `Hello.resume` and both sides replay what the other has not received;
+  `Hello.resume`, proving the session's resume key (derived from the first handshake),
+  and both sides replay what the other has not received;
 * the close handshake: Goodbye(FINISHED, last_seq), then the room's final acks and its own
   Goodbye, a last Ack, and the end of the request stream.
 
@@ -48,7 +49,7 @@ import threading
 import time
 import uuid
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 NONCE_LEN = 32
 PROOF_LEN = 32
 MIN_SECRET_LEN = 16
@@ -97,6 +98,32 @@ def read_secret(path):
 
 INITIATOR_LABEL = b"duologue/v1 initiator proof"
 ACCEPTOR_LABEL = b"duologue/v1 acceptor proof"
+RESUME_KEY_LABEL = b"duologue/v1 resume key"
+RESUME_PROOF_LABEL = b"duologue/v1 resume proof"
+
+
+def resume_proof(key, session_id, initiator, acceptor, target, nonce_i, nonce_a,
+                 last_received):
+    """The initiator's proof on a resume stream: keyed with the session's resume key (the
+    first handshake's transcript under RESUME_KEY_LABEL, keyed with the secret), over this
+    stream's transcript under RESUME_PROOF_LABEL and the 8-byte big-endian last_received."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(proof_fields(RESUME_PROOF_LABEL, session_id, initiator, acceptor, target,
+                            nonce_i, nonce_a))
+    point = struct.pack(">Q", last_received)
+    mac.update(struct.pack(">Q", len(point)))
+    mac.update(point)
+    return mac.digest()
+
+
+def proof_fields(label, session_id, initiator, acceptor, target, nonce_i, nonce_a):
+    """Each field as u64 big-endian length ‖ bytes, in the transcript's order."""
+    out = b""
+    for field in (label, session_id, initiator.name.encode("utf-8"), initiator.incarnation,
+                  acceptor.name.encode("utf-8"), acceptor.incarnation, target.encode("utf-8"),
+                  nonce_i, nonce_a):
+        out += struct.pack(">Q", len(field)) + field
+    return out
 
 
 def proof(secret, label, session_id, initiator, acceptor, target, nonce_i, nonce_a):
@@ -183,6 +210,7 @@ class Session:
         self.session_id = uuid.uuid4().bytes
         self.local = pb.NodeId(name=f"py-{args.user}", incarnation=uuid.uuid4().bytes)
         self.peer = None  # the acceptor's NodeId, once established
+        self.resume_key = None  # derived from the first handshake; what a resume proves
         self.target = args.room
 
         self.channel = None
@@ -248,7 +276,17 @@ class Session:
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.enable_retries", 0),
         ]
-        self.channel = self.grpc.insecure_channel(self.args.peer, options=options)
+        if self.args.tls_ca:
+            # TLS: the node's certificate must chain to this CA. The HMAC proofs stay
+            # unbound to it (Hello.bind_tls_certificate unset): grpcio does not show a
+            # client the certificate it verified.
+            with open(self.args.tls_ca, "rb") as ca:
+                credentials = self.grpc.ssl_channel_credentials(root_certificates=ca.read())
+            if self.args.tls_domain:
+                options.append(("grpc.ssl_target_name_override", self.args.tls_domain))
+            self.channel = self.grpc.secure_channel(self.args.peer, credentials, options=options)
+        else:
+            self.channel = self.grpc.insecure_channel(self.args.peer, options=options)
         self.stream = Stream(self.grpc, self.stubs, self.channel, self.epoch, self.inbox)
 
     def next_frame(self, deadline, what):
@@ -318,8 +356,12 @@ class Session:
             raise Failure("session lost: the room's node restarted "
                           f"(incarnation {self.peer.incarnation.hex()[:8]} is now "
                           f"{acceptor.incarnation.hex()[:8]})")
-        mine = proof(self.secret, INITIATOR_LABEL, self.session_id, self.local, acceptor,
-                     self.target, nonce_i, challenge.nonce)
+        if resume:
+            mine = resume_proof(self.resume_key, self.session_id, self.local, acceptor,
+                                self.target, nonce_i, challenge.nonce, hello.resume.last_received)
+        else:
+            mine = proof(self.secret, INITIATOR_LABEL, self.session_id, self.local, acceptor,
+                         self.target, nonce_i, challenge.nonce)
         self.write(pb.Frame(proof=pb.Proof(proof=mine)))
         # The smaller of both limits; a peer that says 0 accepts only empty payloads.
         self.send_limit = min(self.args.max_message_bytes, challenge.max_message_bytes)
@@ -334,6 +376,10 @@ class Session:
             raise self.protocol_error(f"expected Welcome, got {kind}")
         if frame.welcome.HasField("resumed") != bool(resume):
             raise self.protocol_error("Welcome.resumed does not match the greeting")
+        if not resume:
+            # What every later resume of this session proves.
+            self.resume_key = proof(self.secret, RESUME_KEY_LABEL, self.session_id, self.local,
+                                    acceptor, self.target, nonce_i, challenge.nonce)
         self.peer = acceptor
         self.established = True
         self.last_heard = time.monotonic()
@@ -802,6 +848,11 @@ def main(argv=None):
                         help="how long a broken session may take to resume (30)")
     parser.add_argument("--no-resume", action="store_true",
                         help="a broken stream ends the session instead of resuming it")
+    parser.add_argument("--tls-ca",
+                        help="PEM CA the node's certificate must chain to: connect over TLS")
+    parser.add_argument("--tls-domain",
+                        help="the name the node's certificate must carry, instead of the "
+                             "host of --peer")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every frame")
     args = parser.parse_args(argv)
 

@@ -4,16 +4,24 @@
 //! duologue node --name hub --listen 127.0.0.1:0 --secret-file cluster.secret --actor chat-room:general
 //! duologue chat --peer 127.0.0.1:PORT --room general --user alice --secret-file cluster.secret
 //! duologue demo chat
+//! duologue certs certs/ --node hub --node alice   # a development CA and certificates
+//! duologue node --name hub --listen 0.0.0.0:7000 --secret-file cluster.secret \
+//!     --tls-cert certs/hub.pem --tls-key certs/hub.key --tls-client-ca certs/ca.pem --actor chat-room:general
+//! duologue chat --peer 127.0.0.1:7000 --room general --user alice --secret-file cluster.secret \
+//!     --tls-ca certs/ca.pem --tls-client-cert certs/alice.pem --tls-client-key certs/alice.key
 //! ```
 
+mod certs;
 mod chat;
 mod demo;
 mod node;
+mod secret;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use duologue::config::RuntimeFlavor;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use duologue::RuntimeFlavor;
+use duologue::cli::NodeArgs;
 
 /// An actor runtime whose nodes talk over gRPC bidirectional streams.
 #[derive(Debug, Parser)]
@@ -31,22 +39,25 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node until SIGINT or SIGTERM.
-    Node(node::NodeArgs),
+    Node(NodeArgs),
     /// Join a chat room on a node; stdin lines are sent, relayed texts are printed.
     Chat(chat::ChatArgs),
     /// Start a real multi-process cluster on 127.0.0.1 and play a paradigm.
     Demo(demo::DemoArgs),
+    /// Write a development CA and node certificates signed by it (TLS, mutual TLS).
+    Certs(certs::CertsArgs),
+    /// Make a cluster secret: `duologue secret new FILE`.
+    Secret(secret::SecretArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    let kinds = node::ready_made();
+    let command = Cli::command().mut_subcommand("node", |node| kinds.describe(node));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    duologue::cli::log_to_stderr();
     let runtime = match cli.runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -56,9 +67,11 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Node(args) => node::run(args).await,
+            Command::Node(args) => kinds.serve(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Certs(args) => certs::run(&args),
+            Command::Secret(args) => secret::run(&args),
         }
     });
     // A blocking read of stdin may still be pending; the command is over, so do not

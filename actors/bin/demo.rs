@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use duologue::local_cluster::ClusterError;
+use duologue_testkit::ClusterError;
 
 /// Options of `duologue demo`.
 #[derive(Debug, Args)]

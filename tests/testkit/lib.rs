@@ -5,13 +5,15 @@
 mod fault_proxy;
 
 pub use fault_proxy::FaultProxy;
+/// The signals [`ChildGuard::signal`] sends.
+pub use nix::sys::signal::Signal;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
@@ -218,7 +220,33 @@ impl NodeProcess {
     ) -> Result<Self, ClusterError> {
         let mut all = vec!["node".to_owned(), "--name".to_owned(), name.to_owned()];
         all.extend_from_slice(args);
-        let mut child = ChildGuard::spawn(name, exe, &all)?;
+        Self::until_listening(exe, name, &all, timeout).await
+    }
+
+    /// Runs a node binary built with `duologue::cli::NodeMain` (`exe`, whose command line
+    /// is `--name NAME` then `args`), and waits up to `timeout` for its
+    /// `listening on ADDR` line.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when it does not start or says something else first.
+    pub async fn start_binary(
+        exe: &Path,
+        name: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<Self, ClusterError> {
+        let mut all = vec!["--name".to_owned(), name.to_owned()];
+        all.extend_from_slice(args);
+        Self::until_listening(exe, name, &all, timeout).await
+    }
+
+    async fn until_listening(
+        exe: &Path,
+        name: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<Self, ClusterError> {
+        let mut child = ChildGuard::spawn(name, exe, args)?;
         let line = child.stdout_line(timeout).await?.ok_or_else(|| {
             ClusterError::Unexpected(format!("node {name} exited before listening"))
         })?;
@@ -238,7 +266,8 @@ pub struct SecretDir {
 }
 
 impl SecretDir {
-    /// Creates the directory under the system temp dir and writes a 32-byte hex secret.
+    /// Creates the directory under the system temp dir and writes a fresh random secret
+    /// (`duologue::Secret::create_file`: 32 bytes as hex, mode 0600).
     ///
     /// # Errors
     /// When the directory or file cannot be written.
@@ -246,9 +275,8 @@ impl SecretDir {
         let dir = std::env::temp_dir().join(format!("duologue-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         let secret = dir.join("secret");
-        let bytes: [u8; 32] = rand::random();
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&secret, hex)?;
+        duologue::Secret::create_file(&secret)
+            .map_err(|e| ClusterError::Unexpected(e.to_string()))?;
         Ok(Self { dir, secret })
     }
 
@@ -257,13 +285,17 @@ impl SecretDir {
         &self.secret
     }
 
-    /// Writes another file in the directory (say, a wrong secret).
+    /// Writes another file in the directory (say, a wrong secret), readable by its owner
+    /// only, as a secret file should be.
     ///
     /// # Errors
     /// When it cannot be written.
     pub fn write(&self, name: &str, contents: &str) -> Result<PathBuf, ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+
         let path = self.dir.join(name);
         std::fs::write(&path, contents)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         Ok(path)
     }
 }
@@ -313,14 +345,15 @@ impl Memory {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IgnoringOwner;
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl ractor::Actor for IgnoringOwner {
-    type Msg = crate::SessionMsg;
+    type Msg = duologue::SessionMsg;
     type State = ();
     type Arguments = ();
 
     async fn pre_start(
         &self,
-        _: ractor::ActorRef<crate::SessionMsg>,
+        _: ractor::ActorRef<duologue::SessionMsg>,
         (): (),
     ) -> Result<(), ractor::ActorProcessingErr> {
         Ok(())

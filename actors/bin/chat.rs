@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use duologue::actors::chat::proto::Text;
-use duologue::actors::chat::{ChatEvent, JoinError, join};
+use duologue::cli::{DialTlsArgs, duration};
 use duologue::{AuthError, CloseReason, ConnectError, Node, Secret};
+use duologue_actors::chat::proto::Text;
+use duologue_actors::chat::{ChatEvent, JoinError, join};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Options of `duologue chat`.
@@ -28,6 +29,9 @@ pub(crate) struct ChatArgs {
     /// File holding the cluster's shared secret.
     #[arg(long)]
     secret_file: PathBuf,
+    /// TLS to the room's node.
+    #[command(flatten)]
+    tls: DialTlsArgs,
     /// How long to wait for the join, and for the room's last acks after stdin ends.
     #[arg(long, default_value = "10s", value_parser = duration)]
     timeout: Duration,
@@ -42,24 +46,13 @@ pub(crate) struct ChatArgs {
     rejoin: bool,
 }
 
-/// Parses `10s`, `500ms` or a number of seconds.
-pub(crate) fn duration(text: &str) -> Result<Duration, String> {
-    let (number, scale) = match text.strip_suffix("ms") {
-        Some(n) => (n, 0.001),
-        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
-    };
-    number
-        .parse::<f64>()
-        .map(|n| Duration::from_secs_f64(n * scale))
-        .map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))
-}
-
 /// Exit codes, so scripts can tell failures apart.
 mod exit {
     pub(super) const FAILURE: u8 = 1;
     pub(super) const AUTH: u8 = 3;
     pub(super) const UNKNOWN_ROOM: u8 = 4;
     pub(super) const UNREACHABLE: u8 = 5;
+    pub(super) const TLS: u8 = 6;
 }
 
 pub(crate) async fn run(args: ChatArgs) -> ExitCode {
@@ -75,13 +68,14 @@ pub(crate) async fn run(args: ChatArgs) -> ExitCode {
 async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let fail = |m: String| (exit::FAILURE, m);
     let secret = Secret::from_file(&args.secret_file).map_err(|e| fail(e.to_string()))?;
-    let node = Node::builder()
+    let mut builder = Node::builder()
         .name(format!("chat-{}", args.user))
         .secret(secret)
-        .connect_timeout(args.connect_timeout)
-        .start()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+        .connect_timeout(args.connect_timeout);
+    if let Some(tls) = args.tls.load().map_err(|e| fail(e.to_string()))? {
+        builder = builder.peer_tls(tls);
+    }
+    let node = builder.start().await.map_err(|e| fail(e.to_string()))?;
     let mut joined = join(&node, &args.peer, &args.room, &args.user, args.timeout)
         .await
         .map_err(join_failure)?;
@@ -208,7 +202,7 @@ async fn rejoin(
     args: &ChatArgs,
     resend: impl IntoIterator<Item = Text>,
     stdin_open: bool,
-) -> Result<duologue::actors::chat::Joined, (u8, String)> {
+) -> Result<duologue_actors::chat::Joined, (u8, String)> {
     let joined = join_again(node, args).await?;
     for text in resend {
         joined
@@ -227,7 +221,7 @@ async fn rejoin(
 async fn join_again(
     node: &Node,
     args: &ChatArgs,
-) -> Result<duologue::actors::chat::Joined, (u8, String)> {
+) -> Result<duologue_actors::chat::Joined, (u8, String)> {
     let deadline = tokio::time::Instant::now() + args.timeout;
     loop {
         match join(node, &args.peer, &args.room, &args.user, args.timeout).await {
@@ -263,6 +257,7 @@ fn join_failure(error: JoinError) -> (u8, String) {
         JoinError::Connect(ConnectError::Auth { .. }) => exit::AUTH,
         JoinError::Connect(ConnectError::UnknownActor { .. }) => exit::UNKNOWN_ROOM,
         JoinError::Connect(ConnectError::Unreachable { .. }) => exit::UNREACHABLE,
+        JoinError::Connect(ConnectError::Tls { .. }) => exit::TLS,
         _ => exit::FAILURE,
     };
     let message = match &error {

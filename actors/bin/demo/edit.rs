@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use duologue::Node;
-use duologue::actors::edit::{EditEvent, Editor};
-use duologue::local_cluster::{ClusterError, FaultProxy, NodeProcess, SecretDir};
-use nix::sys::signal::Signal;
+use duologue_actors::edit::{EditEvent, Editor};
+use duologue_testkit::Signal;
+use duologue_testkit::{ClusterError, FaultProxy, NodeProcess, SecretDir};
 
 use super::STEP;
 

@@ -4,13 +4,11 @@
 //! caught up, with the session's own signals; the producer's rate, drawn every window,
 //! follows. Then every frame is checked to have been processed once, in order.
 
-use duologue::actors::pipeline::{
-    Producer, ProducerConfig, ProducerEvent, RateWindow, StageConfig,
-};
-use duologue::local_cluster::{ClusterError, NodeProcess, SecretDir};
-use duologue::wire::FlowSignal;
+use duologue::FlowSignal;
 use duologue::{CloseReason, Node};
-use nix::sys::signal::Signal;
+use duologue_actors::pipeline::{Producer, ProducerConfig, ProducerEvent, RateWindow, StageConfig};
+use duologue_testkit::Signal;
+use duologue_testkit::{ClusterError, NodeProcess, SecretDir};
 
 use super::STEP;
 

@@ -1,0 +1,331 @@
+//! A node binary for your own actor kinds in one call (feature `cli`).
+//!
+//! A node process hosts named actors, each `--actor KIND:NAME[@ARG]` on its command line.
+//! [`NodeMain`] knows the kinds the program registered and does the rest the way
+//! `duologue node` does: every flag of [`NodeArgs`], the first stdout line
+//! `listening on ADDR` (the contract with whoever started the process), and on SIGTERM or
+//! SIGINT a bounded drain of every session before the actors stop.
+//!
+//! ```no_run
+//! use duologue::cli::NodeMain;
+//! # #[derive(Default)] struct KvStore;
+//! # impl ractor::Actor for KvStore {
+//! #     type Msg = duologue::SessionMsg; type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ractor::ActorRef<Self::Msg>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! # }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     NodeMain::new("kv")
+//!         .actor("kv-store", "a key-value store", |_spec| Ok((KvStore, ())))
+//!         .run()
+//! }
+//! ```
+//!
+//! `kv --name a --secret-file s --actor kv-store:store` then runs a node hosting `store`.
+
+mod args;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use ractor::{Actor, ActorCell};
+use tokio::signal::unix::{SignalKind, signal};
+
+pub use self::args::{ActorSpec, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration};
+use crate::config::{NodeConfig, RuntimeFlavor};
+use crate::mailbox::FromSession;
+use crate::node::Node;
+
+/// What hosting one actor of a kind returns: the actor's cell (stopped at shutdown), or
+/// why it could not start.
+pub type Hosted = Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send>>;
+
+type HostFn = dyn Fn(Node, ActorSpec) -> Hosted + Send + Sync;
+
+/// One kind of actor a node binary can host.
+struct Kind {
+    name: String,
+    about: String,
+    host: Arc<HostFn>,
+}
+
+/// A node binary: the actor kinds it can host, then [`NodeMain::run`].
+pub struct NodeMain {
+    program: String,
+    kinds: Vec<Kind>,
+}
+
+// The command line of a binary that only runs a node: the node's flags and the runtime.
+// (A comment, not a doc comment: clap would show it as every such binary's description.)
+#[derive(Debug, Parser)]
+struct NodeCli {
+    /// The tokio runtime: `multi-thread` spreads actors over all cores; `current-thread`
+    /// runs actors and network on one thread.
+    #[arg(long, default_value = "multi-thread")]
+    runtime: RuntimeFlavor,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+impl NodeMain {
+    /// A node binary called `program` (in help and error messages) hosting no kinds yet.
+    pub fn new(program: impl Into<String>) -> Self {
+        Self {
+            program: program.into(),
+            kinds: Vec::new(),
+        }
+    }
+
+    /// Hosts actors of `kind` with any async constructor: `host` gets the started node
+    /// and the `--actor` spec, spawns the actor, registers it under `spec.name`
+    /// ([`Node::register`]) and returns its cell. For an actor spawned and registered as
+    /// it is, [`NodeMain::actor`] is shorter.
+    ///
+    /// # Panics
+    /// When `kind` was registered already (a programming error).
+    pub fn kind<F, Fut>(mut self, kind: &str, about: &str, host: F) -> Self
+    where
+        F: Fn(Node, ActorSpec) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ActorCell, String>> + Send + 'static,
+    {
+        assert!(
+            self.kinds.iter().all(|k| k.name != kind),
+            "actor kind {kind:?} registered twice"
+        );
+        self.kinds.push(Kind {
+            name: kind.to_owned(),
+            about: about.to_owned(),
+            host: Arc::new(move |node, spec| Box::pin(host(node, spec))),
+        });
+        self
+    }
+
+    /// Hosts actors of `kind`: for each `--actor KIND:NAME`, `make(spec)` gives the actor
+    /// and its arguments; the node spawns it and registers it as `NAME`
+    /// ([`Node::register`]: a typed mailbox names its protocol). Such a kind takes no
+    /// `@ARG`, and one given is refused; a kind that takes one uses [`NodeMain::kind`].
+    pub fn actor<A, F>(self, kind: &str, about: &str, make: F) -> Self
+    where
+        A: Actor,
+        A::Msg: FromSession,
+        F: Fn(&ActorSpec) -> Result<(A, A::Arguments), String> + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        self.kind(kind, about, move |node, spec| {
+            let made = match &spec.arg {
+                Some(arg) => Err(format!("kind {} takes no @ARG (got @{arg})", spec.kind)),
+                None => make(&spec),
+            };
+            async move {
+                let (actor, arguments) = made?;
+                let (actor, _) = Actor::spawn(None, actor, arguments)
+                    .await
+                    .map_err(|e| format!("cannot start {}:{}: {e}", spec.kind, spec.name))?;
+                if let Err(error) = node.register(spec.name.clone(), &actor) {
+                    actor.stop(None);
+                    return Err(error.to_string());
+                }
+                Ok(actor.get_cell())
+            }
+        })
+    }
+
+    /// The registered kinds, in registration order.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.kinds.iter().map(|k| k.name.as_str())
+    }
+
+    /// `command` (a command whose arguments include [`NodeArgs`]) with the `--actor` help
+    /// listing this binary's kinds.
+    pub fn describe(&self, command: clap::Command) -> clap::Command {
+        let mut help =
+            String::from("An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable. Kinds:");
+        for kind in &self.kinds {
+            help.push_str(&format!("\n  {}: {}", kind.name, kind.about));
+        }
+        command.mut_arg("actors", |arg| arg.help(help))
+    }
+
+    /// Parses the process's command line ([`NodeArgs`] and `--runtime`), logs to stderr
+    /// (`RUST_LOG`, `warn` by default), and runs the node until SIGTERM or SIGINT.
+    pub fn run(self) -> ExitCode {
+        let about = format!(
+            "{}: a duologue node hosting actors of the kinds below",
+            self.program
+        );
+        let command = self.describe(NodeCli::command().name(self.program.clone()).about(about));
+        let cli = match NodeCli::from_arg_matches(&command.get_matches()) {
+            Ok(cli) => cli,
+            Err(error) => error.exit(),
+        };
+        log_to_stderr();
+        let runtime = match cli.runtime.build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("{}: cannot start the async runtime: {error}", self.program);
+                return ExitCode::FAILURE;
+            }
+        };
+        let code = runtime.block_on(self.serve(cli.node));
+        runtime.shutdown_background();
+        code
+    }
+
+    /// Runs a node as `args` say until SIGTERM or SIGINT, on the current tokio runtime:
+    /// for a binary that has other commands beside `node`. Prints `listening on ADDR` as
+    /// its first stdout line once every actor is registered; errors go to stderr.
+    pub async fn serve(&self, args: NodeArgs) -> ExitCode {
+        match self.serve_until_signalled(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{} node: {error}", self.program);
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn serve_until_signalled(&self, args: NodeArgs) -> Result<(), String> {
+        let hosts = args
+            .actors
+            .iter()
+            .map(|spec| self.host_of(spec).map(|host| (host, spec.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !args.allow_weak_secret {
+            refuse_guessable_secret(&args.secret_file)?;
+        }
+        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut config = NodeConfig {
+            name: args.name.clone(),
+            listen: Some(args.listen),
+            ..NodeConfig::default()
+        };
+        args.timing.apply(&mut config);
+        args.tls.apply(&mut config).map_err(|e| e.to_string())?;
+        config.peer_tls = args.peer_tls.load().map_err(|e| e.to_string())?;
+        let node = Node::builder()
+            .config(config)
+            .secret_file(&args.secret_file)
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut hosted = Vec::with_capacity(hosts.len());
+        for (host, spec) in hosts {
+            let text = format!("{}:{}", spec.kind, spec.name);
+            match host(node.clone(), spec).await {
+                Ok(actor) => hosted.push(actor),
+                Err(error) => {
+                    stop_all(&hosted);
+                    node.shutdown().await;
+                    return Err(format!("--actor {text}: {error}"));
+                }
+            }
+        }
+        let addr = node.local_addr().ok_or("the node has no listen address")?;
+        // The first stdout line is the contract with whoever started us.
+        println!("listening on {addr}");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        let drained = node.shutdown().await;
+        if !drained {
+            eprintln!(
+                "{} node: some sessions did not drain in time and were cancelled",
+                self.program
+            );
+        }
+        // Each actor's `post_stop` runs before the process exits, within the drain bound.
+        let drain = args.timing.shutdown_drain;
+        for actor in hosted {
+            let name = actor
+                .get_name()
+                .unwrap_or_else(|| actor.get_id().to_string());
+            if actor
+                .stop_and_wait(Some(STOP_REASON.into()), Some(drain))
+                .await
+                .is_err()
+            {
+                eprintln!(
+                    "{} node: actor {name} did not stop within {drain:?}",
+                    self.program
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn host_of(&self, spec: &ActorSpec) -> Result<Arc<HostFn>, String> {
+        self.kinds
+            .iter()
+            .find(|k| k.name == spec.kind)
+            .map(|k| k.host.clone())
+            .ok_or_else(|| {
+                let known: Vec<_> = self.kinds().collect();
+                format!(
+                    "--actor {}:{}: unknown kind {:?} (known: {})",
+                    spec.kind,
+                    spec.name,
+                    spec.kind,
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Debug for NodeMain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeMain")
+            .field("program", &self.program)
+            .field("kinds", &self.kinds().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Refuses a secret file whose text a password cracker would guess (zxcvbn score below
+/// 3 of 4): an acceptor's challenge lets anyone who reaches the node test guesses offline.
+/// Binary or unreadable files are left to [`crate::Secret::from_file`].
+fn refuse_guessable_secret(path: &std::path::Path) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let text = text.trim_end_matches(['\r', '\n']);
+    let strength = zxcvbn::zxcvbn(text, &[]);
+    if u8::from(strength.score()) >= 3 {
+        return Ok(());
+    }
+    Err(format!(
+        "the secret in {} is guessable (about 10^{:.0} guesses): anyone who can reach the node \
+         can test guesses offline; make a random one with `duologue secret new FILE`, or pass \
+         --allow-weak-secret",
+        path.display(),
+        strength.guesses_log10()
+    ))
+}
+
+/// Why a node stops the actors it hosts.
+const STOP_REASON: &str = "node shutdown";
+
+fn stop_all(actors: &[ActorCell]) {
+    for actor in actors {
+        actor.stop(Some(STOP_REASON.into()));
+    }
+}
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (`warn` when unset): what
+/// every duologue binary does before anything else.
+pub fn log_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A second call (a binary that already set a subscriber) keeps the first.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .try_init();
+}

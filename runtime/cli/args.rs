@@ -1,0 +1,255 @@
+//! The flags of a node process, shared by every node binary built with
+//! [`super::NodeMain`] (`duologue node` among them).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config::{NodeConfig, SessionPolicy};
+use crate::error::NodeError;
+use crate::tls::{ClientTls, ServerTls};
+
+/// The flags of a node process: its name, address, secret, TLS, session timings and the
+/// actors it hosts.
+#[derive(Clone, Debug, Args)]
+pub struct NodeArgs {
+    /// The node's name.
+    #[arg(long)]
+    pub name: String,
+    /// Address to accept sessions on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// File holding the cluster's shared secret (16 bytes or more, random: make one with
+    /// `duologue secret new FILE`).
+    #[arg(long)]
+    pub secret_file: PathBuf,
+    /// Start even with a guessable text secret (anyone who can reach the node can test
+    /// guesses of it offline).
+    #[arg(long)]
+    pub allow_weak_secret: bool,
+    /// TLS for the sessions the node accepts.
+    #[command(flatten)]
+    pub tls: ServeTlsArgs,
+    /// TLS for the sessions the node opens to peers.
+    #[command(flatten)]
+    pub peer_tls: DialTlsArgs,
+    /// Session timings and policy.
+    #[command(flatten)]
+    pub timing: Timing,
+    /// An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable.
+    #[arg(long = "actor", value_name = "KIND:NAME[@ARG]", value_parser = ActorSpec::parse)]
+    pub actors: Vec<ActorSpec>,
+}
+
+/// TLS for the sessions a node accepts: `--tls-cert`, `--tls-key`, `--tls-client-ca`, and
+/// `--insecure-plaintext` for plaintext off the loopback interface.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ServeTlsArgs {
+    /// PEM certificate chain (leaf first) to serve TLS with, with --tls-key: the node then
+    /// accepts only TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that clients' certificates must chain to: clients without one are refused
+    /// (mutual TLS). Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on a --listen address off the loopback interface (refused
+    /// otherwise): for a trusted network, or TLS terminated in front of the node.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_plaintext: bool,
+}
+
+impl ServeTlsArgs {
+    /// The TLS these flags describe, files read and checked; `None` without `--tls-cert`.
+    ///
+    /// # Errors
+    /// [`NodeError::Tls`] naming the file that cannot be read or used.
+    pub fn load(&self) -> Result<Option<ServerTls>, NodeError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let tls = ServerTls::from_files(cert, key)?;
+        match &self.tls_client_ca {
+            Some(ca) => tls.client_ca_file(ca).map(Some),
+            None => Ok(Some(tls)),
+        }
+    }
+
+    /// Writes these flags into `config`.
+    ///
+    /// # Errors
+    /// As [`ServeTlsArgs::load`].
+    pub fn apply(&self, config: &mut NodeConfig) -> Result<(), NodeError> {
+        config.tls = self.load()?;
+        config.insecure_plaintext = self.insecure_plaintext;
+        Ok(())
+    }
+}
+
+/// TLS for the sessions a process opens: `--tls-ca`, and for peers that require mutual
+/// TLS, `--tls-client-cert` and `--tls-client-key`. Used by node binaries to dial their
+/// peers, and by clients such as `duologue chat`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct DialTlsArgs {
+    /// PEM CA that peers' certificates must chain to: peers are then dialled over TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate (leaf first) for peers that require one (mutual TLS), with
+    /// --tls-client-key. Needs --tls-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_client_key", "tls_ca"])]
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+    /// The name peers' certificates must carry, instead of the host dialled. Needs
+    /// --tls-ca.
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_domain: Option<String>,
+}
+
+impl DialTlsArgs {
+    /// The TLS these flags describe, files read and checked; `None` without `--tls-ca`.
+    ///
+    /// # Errors
+    /// [`NodeError::Tls`] naming the file that cannot be read or used.
+    pub fn load(&self) -> Result<Option<ClientTls>, NodeError> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let mut tls = ClientTls::from_ca_file(ca)?;
+        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+            tls = tls.identity_files(cert, key)?;
+        }
+        if let Some(domain) = &self.tls_domain {
+            tls = tls.domain(domain.clone());
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// The node's timing options (defaults as in [`NodeConfig`]).
+#[derive(Clone, Debug, Args)]
+pub struct Timing {
+    /// What a session does when its stream breaks: resume, restart, escalate or stop.
+    #[arg(long, default_value = "resume")]
+    pub policy: SessionPolicy,
+    /// How long an interrupted session may take to resume before it is lost.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub resume_timeout: Duration,
+    /// HTTP/2 keepalive ping interval.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub keepalive_interval: Duration,
+    /// A ping unanswered this long means the connection is dead.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub keepalive_timeout: Duration,
+    /// With messages unacknowledged, a peer silent this long interrupts the session.
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    pub silence_timeout: Duration,
+    /// How long to keep trying to open a session when the peer's connection is refused
+    /// or reset before the session is established.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub connect_timeout: Duration,
+    /// Under the restart policy, how long a lost session tries to open its replacement.
+    #[arg(long, default_value = "300s", value_parser = duration)]
+    pub restart_timeout: Duration,
+    /// A handshake must complete within this.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+    /// Sessions still draining this long after SIGTERM are cancelled.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub shutdown_drain: Duration,
+    /// How many messages a peer may send ahead of this node's actor consuming them.
+    #[arg(long, default_value_t = 65536)]
+    pub credit_window: u64,
+}
+
+impl Timing {
+    /// Writes these timings into `config`.
+    pub fn apply(&self, config: &mut NodeConfig) {
+        config.policy = self.policy;
+        config.session.resume_timeout = self.resume_timeout;
+        config.keepalive_interval = self.keepalive_interval;
+        config.keepalive_timeout = self.keepalive_timeout;
+        config.session.silence_timeout = self.silence_timeout;
+        config.session.handshake_timeout = self.handshake_timeout;
+        config.connect_timeout = self.connect_timeout;
+        config.restart_timeout = self.restart_timeout;
+        config.shutdown_drain = self.shutdown_drain;
+        config.session.credit_window = self.credit_window;
+    }
+}
+
+/// One `--actor KIND:NAME[@ARG]`: an actor of a registered kind, hosted under `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActorSpec {
+    /// The kind, as registered with [`super::NodeMain::kind`].
+    pub kind: String,
+    /// The name peers connect to.
+    pub name: String,
+    /// What follows `@`, for the kind to interpret (a rate, a size...).
+    pub arg: Option<String>,
+}
+
+impl ActorSpec {
+    /// Parses `KIND:NAME` or `KIND:NAME@ARG`.
+    ///
+    /// # Errors
+    /// A message saying what is missing.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (kind, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?}: expected KIND:NAME or KIND:NAME@ARG"))?;
+        let (name, arg) = match rest.split_once('@') {
+            Some((name, arg)) => (name, Some(arg.to_owned())),
+            None => (rest, None),
+        };
+        if kind.is_empty() || name.is_empty() {
+            return Err(format!("{text:?}: KIND and NAME must not be empty"));
+        }
+        Ok(Self {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            arg,
+        })
+    }
+}
+
+/// Parses a duration such as `500ms`, `30s` or `1m 30s` (humantime's syntax); negative,
+/// NaN and infinite durations are refused, not panicked on.
+///
+/// # Errors
+/// A message naming the text and the expected form.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("{text:?} is not a duration like 10s, 500ms or 1m 30s: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_parsed_and_nonsense_is_refused() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("1m 30s"), Ok(Duration::from_secs(90)));
+        for bad in ["-1s", "nan", "inf", "NaNs", "1e400s", "", "10 parsecs"] {
+            assert!(duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn actor_specs() {
+        let spec = ActorSpec::parse("seq-check:ticks@500").unwrap();
+        assert_eq!(spec.kind, "seq-check");
+        assert_eq!(spec.name, "ticks");
+        assert_eq!(spec.arg.as_deref(), Some("500"));
+        assert_eq!(ActorSpec::parse("kv:store").unwrap().arg, None);
+        assert!(ActorSpec::parse("store").is_err());
+        assert!(ActorSpec::parse(":store").is_err());
+    }
+}

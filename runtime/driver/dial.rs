@@ -1,0 +1,73 @@
+//! The initiator's way to its peer: one stream per dial, redialled with capped, jittered
+//! exponential backoff while the session is interrupted.
+
+use std::time::{Duration, Instant};
+
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use super::outbound::OutboundFrames;
+use super::task::Driver;
+use super::{DriverConfig, StreamStart, describe};
+use crate::session::Session;
+use crate::wire::pb;
+use crate::wire::pb::duologue_client::DuologueClient;
+
+impl Driver {
+    /// Initiator: the next stream to the peer, dialled again (after a backoff) until one
+    /// opens; `None` when the session is over first, or when the first dial failed.
+    pub(super) async fn redial(&mut self, client: DuologueClient<Channel>) -> Option<StreamStart> {
+        loop {
+            let first = self.session_ref.is_none();
+            if !first {
+                let delay = backoff(self.attempt, &self.cx.config);
+                self.attempt = self.attempt.saturating_add(1);
+                self.drive_until(tokio::time::sleep(delay)).await?;
+                self.shared
+                    .with(|s| s.begin_resume(rand::random(), Instant::now()));
+            }
+            match self.dial(client.clone()).await? {
+                Ok(inbound) => {
+                    return Some(StreamStart {
+                        inbound,
+                        peeked: None,
+                    });
+                }
+                Err(cause) => {
+                    self.shared.with(|s| s.stream_broken(cause, Instant::now()));
+                    self.handle_events();
+                    if first || self.shared.read(Session::is_closed) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens one stream to the peer; `None` when the session ended meanwhile.
+    async fn dial(
+        &mut self,
+        mut client: DuologueClient<Channel>,
+    ) -> Option<Result<Streaming<pb::Frame>, String>> {
+        let outbound = OutboundFrames::current(self.shared.clone());
+        let timeout = self.cx.config.handshake_timeout;
+        // The core's handshake timer only starts mattering once frames flow; until the
+        // peer's response headers arrive, this bound stands in for it.
+        let opened = tokio::time::timeout(timeout, client.converse(outbound.requests()));
+        match self.drive_until(opened).await? {
+            Ok(Ok(response)) => Some(Ok(response.into_inner())),
+            Ok(Err(status)) => Some(Err(describe(&status))),
+            Err(_) => Some(Err(format!("no answer to the greeting within {timeout:?}"))),
+        }
+    }
+}
+
+/// Capped exponential backoff with equal jitter: never a tight loop, never in lockstep.
+pub(crate) fn backoff(attempt: u32, config: &DriverConfig) -> Duration {
+    let ceiling = config
+        .reconnect_base
+        .saturating_mul(1 << attempt.min(16))
+        .min(config.reconnect_max);
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}

@@ -1,0 +1,237 @@
+//! What the core's events become: messages and signals in the owner's mailbox, completed
+//! calls, and reports to the node through [`NodeHooks`](super::NodeHooks).
+
+use std::time::{Duration, Instant};
+
+use super::task::Driver;
+use super::{Closed, Link, Restart};
+use crate::config::SessionPolicy;
+use crate::error::{CallError, CloseReason};
+use crate::mailbox::{Escalation, HeldBack, Inbound, Lost, ReplyPort, Resumption, SessionSignal};
+use crate::session::{Event, Role, Session};
+use crate::session_ref::{SessionInfo, SessionRef};
+use crate::wire::{Body, BodyKind, Envelope, GoodbyeReason, NodeIdentity};
+
+impl Driver {
+    /// Takes every event the core has and acts on it, until there are none.
+    pub(super) fn handle_events(&mut self) {
+        self.shared.sync_consumed();
+        loop {
+            let events = self.shared.take_events();
+            if events.is_empty() {
+                return;
+            }
+            let mut delivered = None;
+            let mut owner_gone = false;
+            for event in events {
+                match event {
+                    Event::Authenticated {
+                        peer,
+                        target,
+                        protocol,
+                    } => self.admit(peer, target, &protocol),
+                    Event::Established => self.on_established(),
+                    Event::Message(envelope) if !owner_gone => {
+                        let seq = envelope.seq;
+                        if self.deliver(envelope.body) {
+                            delivered = Some(seq);
+                        } else {
+                            owner_gone = true;
+                            let reason = self.cx.node.stop_reason(self.owner.as_deref());
+                            self.shared
+                                .with(|s| s.end(GoodbyeReason::ActorStopped, reason));
+                        }
+                    }
+                    // After the owner stopped, later messages stay unacknowledged.
+                    Event::Message(_) => {}
+                    Event::PeerFinished(goodbye) => {
+                        self.signal(|s| SessionSignal::PeerFinished(s, goodbye));
+                    }
+                    Event::Interrupted(cause) => {
+                        tracing::info!(session = ?self.session_ref, %cause, "session interrupted");
+                        self.interrupted_at = Some(Instant::now());
+                        self.signal(|s| SessionSignal::Interrupted(s, cause));
+                    }
+                    Event::Resumed { replayed } => {
+                        self.attempt = 0;
+                        let interrupted_for = self
+                            .interrupted_at
+                            .take()
+                            .map_or(Duration::ZERO, |at| at.elapsed());
+                        tracing::info!(session = ?self.session_ref, replayed, ?interrupted_for, "session resumed");
+                        let resumption = Resumption {
+                            replayed,
+                            interrupted_for,
+                        };
+                        self.signal(|s| SessionSignal::Resumed(s, resumption));
+                    }
+                    Event::Closed(reason, unconfirmed) => self.on_closed(reason, unconfirmed),
+                    Event::Flow(signal) => self.signal(|s| SessionSignal::Flow(s, signal)),
+                    Event::CanSend => self.shared.senders_may_retry(),
+                    Event::HeldBack {
+                        waited,
+                        credit_left,
+                        peer_signal,
+                    } => {
+                        tracing::warn!(session = ?self.session_ref, ?waited, credit_left, ?peer_signal, "sender held back by the peer");
+                        let held = HeldBack {
+                            waited,
+                            credit_left,
+                            peer_signal,
+                        };
+                        self.signal(|s| SessionSignal::HeldBack(s, held));
+                    }
+                }
+            }
+            if let Some(seq) = delivered {
+                self.shared
+                    .with(|s| s.confirm_delivered(seq, Instant::now()));
+            }
+        }
+    }
+
+    fn signal(&self, make: impl FnOnce(SessionRef) -> SessionSignal) {
+        if let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) {
+            // An owner that stopped learns nothing more; its sessions end through
+            // the failed deliveries of their messages.
+            let _ = owner.signal(make(session.clone()));
+        }
+    }
+
+    fn admit(&mut self, peer: NodeIdentity, target: String, protocol: &str) {
+        match self.cx.node.admit(&target, protocol) {
+            Ok(owner) => {
+                self.owner = Some(owner);
+                self.shared.with(Session::accept);
+            }
+            Err(refusal) => {
+                tracing::info!(%peer, %target, %refusal, "session refused");
+                self.shared.with(|s| s.refuse(refusal));
+            }
+        }
+    }
+
+    fn on_established(&mut self) {
+        let info = self.shared.read(|s| SessionInfo {
+            id: s.id(),
+            role: s.role(),
+            peer: s.peer().cloned().expect("peer known once established"),
+            actor: s.target().to_owned(),
+            remote_addr: self.remote_addr,
+        });
+        let session = SessionRef::new(self.shared.clone(), info);
+        let owner = self.owner.as_ref().and_then(|o| o.cell());
+        self.cx.node.session_opened(&session, &self.shared, owner);
+        self.session_ref = Some(session.clone());
+        match (session.role(), self.established.take()) {
+            (Role::Initiator, Some(tx)) => {
+                let _ = tx.send(Ok(session));
+            }
+            _ => {
+                if let Link::Accept = self.link {
+                    let attach = self.cx.node.remember_resumable(&session, &self.shared);
+                    self.attach_rx = Some(attach);
+                }
+                self.signal(SessionSignal::Opened);
+            }
+        }
+    }
+
+    /// Delivers one message; `false` when the owner no longer takes messages.
+    fn deliver(&mut self, body: Body) -> bool {
+        let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) else {
+            return false;
+        };
+        let reply = match body.kind {
+            BodyKind::Reply { to, fault } => {
+                self.shared.consumed_one();
+                let outcome = match fault {
+                    Some(fault) => Err(CallError::Fault(*fault)),
+                    None => Ok((body.type_url, body.payload)),
+                };
+                if !self.shared.complete_call(to, outcome) {
+                    tracing::debug!(call = to, "reply after the caller gave up");
+                }
+                return true;
+            }
+            BodyKind::Call { id, timeout_ms } => Some(ReplyPort {
+                session: session.clone(),
+                call_id: id,
+                deadline: (timeout_ms > 0)
+                    .then(|| Instant::now() + Duration::from_millis(timeout_ms)),
+                answered: false,
+            }),
+            BodyKind::Cast => None,
+        };
+        let inbound = Inbound {
+            session: session.clone(),
+            type_url: body.type_url,
+            payload: body.payload,
+            reply,
+        };
+        owner.inbound(inbound).is_ok()
+    }
+
+    fn on_closed(&mut self, reason: CloseReason, unconfirmed: Vec<Envelope>) {
+        self.shared.fail_calls(&reason);
+        let (session, role) = self.shared.read(|s| (s.id(), s.role()));
+        self.cx.node.session_closed(Closed {
+            session,
+            established: self.session_ref.is_some(),
+            role,
+            remote_addr: self.remote_addr,
+            reason: &reason,
+        });
+        let unconfirmed = unconfirmed.into_iter().map(Into::into).collect();
+        if let Some(tx) = self.established.take() {
+            let _ = tx.send(Err(reason.clone()));
+        } else if let CloseReason::Lost(lost) = &reason {
+            let escalation = (self.policy == SessionPolicy::Escalate)
+                .then(|| self.owner.as_ref().and_then(|o| o.cell()))
+                .flatten()
+                .map(|owner| Escalation {
+                    owner,
+                    reason: format!("session lost: {lost}"),
+                });
+            self.restart_after = self.policy == SessionPolicy::Restart
+                && matches!(self.link, Link::Dial(_))
+                && !self.shutdown_seen;
+            let lost = lost.clone();
+            self.signal(|session| {
+                SessionSignal::Lost(Lost {
+                    session,
+                    reason: lost,
+                    unconfirmed,
+                    escalation,
+                })
+            });
+        } else {
+            let reason = reason.clone();
+            self.signal(|session| SessionSignal::Closed {
+                session,
+                reason,
+                unconfirmed,
+            });
+        }
+        self.shared.set_closed(reason);
+    }
+
+    /// `Restart`: reports the loss to the node, which greets the peer again with a new
+    /// session and tells the owner how that went.
+    pub(super) fn request_restart(&self) {
+        let Link::Dial(dialer) = &self.link else {
+            return;
+        };
+        let (Some(owner), Some(previous)) = (self.owner.clone(), self.session_ref.clone()) else {
+            return;
+        };
+        self.cx.node.clone().restart(Restart {
+            addr: dialer.addr.clone(),
+            actor: dialer.actor.clone(),
+            owner,
+            policy: self.policy,
+            slot: dialer.slot.clone(),
+            previous,
+        });
+    }
+}

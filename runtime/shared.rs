@@ -1,0 +1,450 @@
+//! [`Shared`]: one session core as its driver task, its outgoing streams and its handles
+//! share it.
+//!
+//! The core ([`Session`]) sits behind a short `std::sync::Mutex`, never held across an
+//! await, with the wakers of whoever waits on it beside it (quinn's `ConnectionInner`:
+//! one `Mutex<State>` plus wakers). Sending is a lock and a push on the caller's task;
+//! every change wakes whoever has new work: the outgoing stream when there is something
+//! to write, the driver when there are events or a sooner deadline, senders when credit
+//! arrived. Handles ([`crate::SessionRef`]) and the driver both use this module; neither
+//! uses the other's.
+//!
+//! Each stream of a session has an epoch: only the outgoing half of the current epoch
+//! writes, so two streams never carry the same session at once. Each outgoing half has a
+//! waker slot of its own, keyed by [`StreamKey`]: a parked or stalled stream can never
+//! take the place of the current stream's waker, so it cannot stall the session's
+//! traffic. A stream superseded by a newer one is told so ([`Transmit::Superseded`]).
+
+use std::collections::HashMap;
+use std::mem;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_utils::CachePadded;
+use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, oneshot, watch};
+
+use crate::error::{CallError, CloseReason, SendError};
+use crate::session::{Event, FlowState, Session};
+use crate::wire::{Body, Frame, TypeUrl};
+
+/// What a pending call is completed with: the reply's type URL and payload, or why not.
+pub(crate) type CallOutcome = Result<(TypeUrl, Bytes), CallError>;
+
+/// A session core shared by its driver, its outbound streams and its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    wake_driver: Notify,
+    /// Credit arrived, a pause ended, or the session closed: senders may try again.
+    flow_changed: Notify,
+    /// Messages the owner consumed (dropped); the driver tells the core. On a cache line of
+    /// its own: the owner's thread bumps it for every message, while the driver's thread
+    /// works the lock beside it.
+    consumed: CachePadded<AtomicU64>,
+    /// What the driver last told the core.
+    consumed_synced: AtomicU64,
+    /// Consumption that makes it worth waking the driver (an eighth of the window).
+    consumed_step: u64,
+    calls: Mutex<HashMap<u64, oneshot::Sender<CallOutcome>>>,
+    next_call: AtomicU64,
+    next_stream: AtomicU64,
+    closed: watch::Sender<Option<CloseReason>>,
+}
+
+/// Names one outgoing half of a session's streams, for its waker slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StreamKey(u64);
+
+/// What the outgoing half of a stream does next ([`Shared::poll_transmit`]).
+#[derive(Debug)]
+pub(crate) enum Transmit {
+    /// Write this frame.
+    Frame(Frame),
+    /// A newer stream of the session took over: this one ends, and says why.
+    Superseded,
+    /// The session is over and everything is written (or the driver is gone): end.
+    Done,
+}
+
+#[derive(Debug)]
+struct Core {
+    session: Session,
+    /// One slot per outgoing half waiting to be polled (the current stream's, and those
+    /// of streams not attached yet or superseded), so none overwrites another's.
+    wakers: Vec<(StreamKey, Waker)>,
+    /// The outgoing half of the current epoch, whose waker new work wakes.
+    writer: Option<StreamKey>,
+    /// The stream epoch whose outgoing half may write.
+    epoch: u64,
+    /// The driver is gone: every outgoing stream ends now.
+    abandoned: bool,
+    /// The deadline the driver's alarm is set for: a deadline sooner than this must wake
+    /// the driver, any later one need not.
+    alarm: Option<Instant>,
+}
+
+impl Core {
+    /// Every outgoing half waiting to be polled: after an epoch change or the driver's end,
+    /// each must look again (to end, or to start writing).
+    fn take_stream_wakers(&mut self) -> Vec<Waker> {
+        mem::take(&mut self.wakers)
+            .into_iter()
+            .map(|(_, waker)| waker)
+            .collect()
+    }
+
+    /// The current stream's waker, if it waits for something to write.
+    fn take_writer_waker(&mut self) -> Option<Waker> {
+        let writer = self.writer?;
+        let at = self.wakers.iter().position(|(key, _)| *key == writer)?;
+        Some(self.wakers.swap_remove(at).1)
+    }
+
+    /// Files `waker` in `key`'s own slot.
+    fn park(&mut self, key: StreamKey, waker: &Waker) {
+        match self.wakers.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, slot)) => slot.clone_from(waker),
+            None => self.wakers.push((key, waker.clone())),
+        }
+    }
+
+    /// Whether the session now has a deadline sooner than the driver's alarm.
+    fn needs_alarm(&self) -> bool {
+        self.session
+            .poll_timeout()
+            .is_some_and(|t| self.alarm.is_none_or(|set| t < set))
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(session: Session, credit_window: u64) -> Arc<Self> {
+        Arc::new(Self {
+            flow_changed: Notify::new(),
+            consumed: CachePadded::new(AtomicU64::new(0)),
+            consumed_synced: AtomicU64::new(0),
+            consumed_step: (credit_window / 8).max(1),
+            core: Mutex::new(Core {
+                session,
+                wakers: Vec::new(),
+                writer: None,
+                epoch: 0,
+                abandoned: false,
+                alarm: None,
+            }),
+            wake_driver: Notify::new(),
+            calls: Mutex::new(HashMap::new()),
+            next_call: AtomicU64::new(1),
+            next_stream: AtomicU64::new(1),
+            closed: watch::channel(None).0,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding this lock is a bug in the core; keep serving the others.
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the core, then wakes whoever has new work: the outbound stream when
+    /// there is something to write, the driver when there are events.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R {
+        let mut core = self.lock();
+        let result = f(&mut core.session);
+        let rearmed = core.needs_alarm();
+        let waker = if core.session.wants_transmit() || core.session.is_transmit_done() {
+            core.take_writer_waker()
+        } else {
+            None
+        };
+        let events = core.session.has_events();
+        drop(core);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if events || rearmed {
+            self.wake_driver.notify_one();
+        }
+        result
+    }
+
+    /// Reads the core without changing it (so without waking anyone).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Session) -> R) -> R {
+        f(&self.lock().session)
+    }
+
+    /// Sends without waiting; `SendError::Full` when credit or the peer's signals hold it.
+    ///
+    /// The hot path: one lock, and a wake-up only for a sleeping outbound stream. (Sending
+    /// moves no timer: the silence deadline starts when a batch goes out.)
+    pub(crate) fn send(&self, body: Body) -> Result<u64, SendError<Body>> {
+        let mut core = self.lock();
+        let result = core.session.send(body, Instant::now);
+        let waker = if result.is_ok() {
+            core.take_writer_waker()
+        } else {
+            None
+        };
+        // A refusal can start the held-back watch, whose deadline the driver sleeps on.
+        let events = core.session.has_events() || (result.is_err() && core.needs_alarm());
+        drop(core);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if events {
+            self.wake_driver.notify_one();
+        }
+        result
+    }
+
+    /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay.
+    pub(crate) async fn send_waiting(&self, body: Body) -> Result<u64, SendError<Body>> {
+        // Most sends find credit: try before registering to be told of more.
+        let mut body = match self.send(body) {
+            Err(SendError::Full(body)) => body,
+            other => return other,
+        };
+        loop {
+            let changed = self.flow_changed.notified();
+            tokio::pin!(changed);
+            // Registered before trying, so a grant between the try and the wait is seen.
+            changed.as_mut().enable();
+            let now = Instant::now();
+            let attempt = self.with(|s| match s.send(body, || now) {
+                Err(SendError::Full(body)) => Err((body, s.send_blocked(now))),
+                other => Ok(other),
+            });
+            match attempt {
+                Ok(result) => return result,
+                Err((held, until)) => {
+                    body = held;
+                    match until.flatten() {
+                        Some(at) => {
+                            tokio::select! {
+                                () = &mut changed => {}
+                                () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                            }
+                        }
+                        None => changed.await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Senders waiting for credit may try again.
+    pub(crate) fn senders_may_retry(&self) {
+        self.flow_changed.notify_waiters();
+    }
+
+    /// The owner consumed one message (dropped an `Inbound`, or a reply reached its
+    /// caller): what lets the peer send more.
+    pub(crate) fn consumed_one(&self) {
+        let consumed = self.consumed.fetch_add(1, Ordering::Relaxed) + 1;
+        let synced = self.consumed_synced.load(Ordering::Relaxed);
+        if consumed.saturating_sub(synced) >= self.consumed_step {
+            self.wake_driver.notify_one();
+        }
+    }
+
+    /// Tells the core what the owner consumed since the last time.
+    pub(crate) fn sync_consumed(&self) {
+        let consumed = self.consumed.load(Ordering::Relaxed);
+        if consumed > self.consumed_synced.swap(consumed, Ordering::Relaxed) {
+            self.with(|s| s.consumed(consumed));
+        }
+    }
+
+    /// The events the core has for the owner, in order.
+    pub(crate) fn take_events(&self) -> Vec<Event> {
+        let mut core = self.lock();
+        std::iter::from_fn(|| core.session.poll_event()).collect()
+    }
+
+    /// Resolves when the driver has something to do: events, a sooner deadline, enough
+    /// consumption to report.
+    pub(crate) fn driver_woken(&self) -> Notified<'_> {
+        self.wake_driver.notified()
+    }
+
+    /// The flow state of the session.
+    pub(crate) fn flow(&self) -> FlowState {
+        self.lock().session.flow(Instant::now())
+    }
+
+    pub(crate) fn next_call_id(&self) -> u64 {
+        self.next_call.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn register_call(&self, id: u64) -> oneshot::Receiver<CallOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.calls_lock().insert(id, tx);
+        rx
+    }
+
+    pub(crate) fn forget_call(&self, id: u64) {
+        self.calls_lock().remove(&id);
+    }
+
+    /// Completes call `id` with its reply; `false` when its caller gave up.
+    pub(crate) fn complete_call(&self, id: u64, outcome: CallOutcome) -> bool {
+        let waiter = self.calls_lock().remove(&id);
+        waiter.is_some_and(|tx| {
+            let _ = tx.send(outcome);
+            true
+        })
+    }
+
+    /// Fails every call still waiting, the session having closed for `reason`.
+    pub(crate) fn fail_calls(&self, reason: &CloseReason) {
+        let waiters: Vec<_> = self.calls_lock().drain().collect();
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(CallError::SessionClosed(reason.clone())));
+        }
+    }
+
+    /// Calls waiting for their reply.
+    pub(crate) fn pending_calls(&self) -> usize {
+        self.calls_lock().len()
+    }
+
+    fn calls_lock(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<CallOutcome>>> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Why the session closed, once it has.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.closed.borrow().clone()
+    }
+
+    /// Records why the session closed; [`Shared::closed`] waiters return.
+    pub(crate) fn set_closed(&self, reason: CloseReason) {
+        self.closed.send_replace(Some(reason));
+    }
+
+    /// Waits until the session closes.
+    pub(crate) async fn closed(&self) -> CloseReason {
+        let mut rx = self.closed.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return CloseReason::Transport("session driver gone".into());
+            }
+        }
+    }
+
+    /// A key for a new outgoing half's waker slot.
+    pub(crate) fn new_stream_key(&self) -> StreamKey {
+        StreamKey(self.next_stream.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Starts a new stream epoch written by `key`: the previous stream's outgoing half is
+    /// superseded.
+    pub(crate) fn new_epoch(&self, key: StreamKey) -> u64 {
+        let mut core = self.lock();
+        core.epoch += 1;
+        core.writer = Some(key);
+        let epoch = core.epoch;
+        let wakers = core.take_stream_wakers();
+        drop(core);
+        wakers.into_iter().for_each(Waker::wake);
+        epoch
+    }
+
+    /// Runs `f` on the core and, under the same lock, lets the stream whose outgoing half
+    /// (`key`) waits for its epoch in `slot` write from now on: no other stream can take
+    /// what `f` queued for it. The previous stream's outgoing half is superseded.
+    pub(crate) fn open_epoch<R>(
+        &self,
+        slot: &OnceLock<u64>,
+        key: StreamKey,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> R {
+        let mut core = self.lock();
+        let result = f(&mut core.session);
+        core.epoch += 1;
+        let _ = slot.set(core.epoch);
+        core.writer = Some(key);
+        let events = core.session.has_events() || core.needs_alarm();
+        let wakers = core.take_stream_wakers();
+        drop(core);
+        wakers.into_iter().for_each(Waker::wake);
+        if events {
+            self.wake_driver.notify_one();
+        }
+        result
+    }
+
+    /// The outgoing half `key` is gone: its waker slot goes with it.
+    pub(crate) fn forget_stream(&self, key: StreamKey) {
+        let mut core = self.lock();
+        core.wakers.retain(|(k, _)| *k != key);
+        if core.writer == Some(key) {
+            core.writer = None;
+        }
+    }
+
+    /// The driver is gone: every outgoing half ends.
+    pub(crate) fn abandon(&self) {
+        let mut core = self.lock();
+        core.abandoned = true;
+        let wakers = core.take_stream_wakers();
+        drop(core);
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Sets the driver's alarm: `set` gets the session's next deadline and returns the
+    /// one the alarm is now set for.
+    pub(crate) fn set_alarm(&self, set: impl FnOnce(Option<Instant>) -> Option<Instant>) {
+        let mut core = self.lock();
+        core.alarm = set(core.session.poll_timeout());
+    }
+
+    /// What the outgoing half `key` of the stream whose epoch is in `slot` (unset: a stream
+    /// not attached yet) does next, as `Stream::poll_next` wants it.
+    pub(crate) fn poll_transmit(
+        &self,
+        slot: &OnceLock<u64>,
+        key: StreamKey,
+        cx: &mut Context<'_>,
+    ) -> Poll<Transmit> {
+        let mut core = self.lock();
+        let Some(&epoch) = slot.get() else {
+            // Not attached yet (checked under the lock the driver sets it under).
+            if core.abandoned {
+                return Poll::Ready(Transmit::Done);
+            }
+            core.park(key, cx.waker());
+            return Poll::Pending;
+        };
+        if core.abandoned {
+            return Poll::Ready(Transmit::Done);
+        }
+        if core.epoch != epoch {
+            return Poll::Ready(Transmit::Superseded);
+        }
+        if let Some(frame) = core.session.poll_transmit(Instant::now()) {
+            // Sending can arm a timer (the silence deadline) the driver must sleep on.
+            let rearmed = core.needs_alarm();
+            let events = core.session.has_events();
+            drop(core);
+            if events || rearmed {
+                self.wake_driver.notify_one();
+            }
+            return Poll::Ready(Transmit::Frame(frame));
+        }
+        if core.session.is_transmit_done() {
+            return Poll::Ready(Transmit::Done);
+        }
+        core.park(key, cx.waker());
+        Poll::Pending
+    }
+}
