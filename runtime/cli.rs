@@ -35,7 +35,9 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use ractor::{Actor, ActorCell};
 use tokio::signal::unix::{SignalKind, signal};
 
-pub use self::args::{ActorSpec, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration};
+pub use self::args::{
+    ActorSpec, AdmissionArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration,
+};
 use crate::config::{NodeConfig, RuntimeFlavor};
 use crate::mailbox::FromSession;
 use crate::node::Node;
@@ -205,6 +207,7 @@ impl NodeMain {
             ..NodeConfig::default()
         };
         args.timing.apply(&mut config);
+        args.admission.apply(&mut config);
         args.tls.apply(&mut config).map_err(|e| e.to_string())?;
         config.peer_tls = args.peer_tls.load().map_err(|e| e.to_string())?;
         let node = Node::builder()

@@ -148,6 +148,9 @@ pub struct NodeConfig {
     /// such a node refuses to start ([`crate::NodeError::PlaintextListen`]); loopback
     /// addresses may always serve plaintext.
     pub insecure_plaintext: bool,
+    /// What a peer may cost this node before it has proven the secret: connections,
+    /// unauthenticated streams, bytes, time.
+    pub admission: AdmissionConfig,
 }
 
 impl Default for NodeConfig {
@@ -173,6 +176,50 @@ impl Default for NodeConfig {
             tls: None,
             peer_tls: None,
             insecure_plaintext: false,
+            admission: AdmissionConfig::default(),
+        }
+    }
+}
+
+/// Limits on the work a node does for peers that have not proven the secret yet, so
+/// that strangers cannot exhaust its memory, file descriptors or time. The defaults keep
+/// pre-authentication state under about 64 MiB (benches/README.md, `hostile`).
+///
+/// A stream counts as unauthenticated from its arrival until its first handshake (or its
+/// resume proof) succeeds; the handshake has one deadline from arrival
+/// ([`SessionConfig::handshake_timeout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Most TCP connections open at once. A connection past it is closed as soon as it
+    /// is accepted (and counted in a rate-limited warning).
+    pub max_connections: usize,
+    /// A connection with no stream on it for this long is closed: from its accept (a
+    /// silent socket, a missing HTTP/2 preface, a stalled TLS handshake) or since its
+    /// last stream ended. Longer than [`NodeConfig::link_idle_timeout`], so a dialling
+    /// node usually closes its idle connection first.
+    pub connection_idle_timeout: Duration,
+    /// Most unauthenticated streams on the whole node. A stream past it is refused at
+    /// once with `UNAVAILABLE`, which a dialling duologue node retries with backoff.
+    pub max_unauthenticated_streams: usize,
+    /// Most unauthenticated streams on one connection (refused as above).
+    pub max_unauthenticated_streams_per_connection: usize,
+    /// Largest gRPC message a stream may send before it is authenticated, in bytes: far
+    /// below the message limit, as greetings are small. Larger is refused with
+    /// `RESOURCE_EXHAUSTED` as soon as its length prefix arrives.
+    pub max_unauthenticated_message_bytes: u32,
+    /// Most bytes a stream may send before it is authenticated (refused as above).
+    pub max_unauthenticated_bytes: u32,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            connection_idle_timeout: Duration::from_secs(20),
+            max_unauthenticated_streams: 256,
+            max_unauthenticated_streams_per_connection: 64,
+            max_unauthenticated_message_bytes: 16 * 1024,
+            max_unauthenticated_bytes: 32 * 1024,
         }
     }
 }

@@ -45,7 +45,7 @@ use crate::wire::{Refusal, SessionId, pb};
 
 pub(crate) use dial::backoff;
 pub(crate) use outbound::{OutboundFrames, PendingStream};
-pub(crate) use task::Driver;
+pub(crate) use task::{Driver, OnAuthenticated};
 
 /// What a driver tells its node, and the few answers it needs from it. The node
 /// implements it; a driver holds it as a trait object, so this module never names the

@@ -118,7 +118,7 @@ mod tls;
 mod wire;
 
 pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
-pub use config::{NodeConfig, RuntimeFlavor, SessionPolicy};
+pub use config::{AdmissionConfig, NodeConfig, RuntimeFlavor, SessionPolicy};
 pub use error::{
     AuthError, CallError, CloseReason, ConnectError, DecodeError, LostReason, NodeError,
     ProtocolError, SendError,

@@ -15,8 +15,10 @@
 //! Actors stay under their own ractor supervisors; the node never owns them. A session
 //! tells its owner about its life through [`crate::SessionSignal`]s in the owner's mailbox.
 
+mod admission;
 mod link;
 mod log_budget;
+mod pre_auth;
 mod service;
 mod stop_reasons;
 mod watcher;
@@ -30,7 +32,6 @@ use std::time::Instant;
 use ractor::{ActorCell, ActorId, ActorRef};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{Secret, TlsBinding};
 use crate::config::{NodeConfig, SessionPolicy};
@@ -49,7 +50,9 @@ use crate::tls::{ClientTls, ServerTls, is_tls_failure, serves_tls};
 use crate::wire::pb::duologue_server::DuologueServer;
 use crate::wire::{GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId};
 
+use self::admission::Admission;
 use self::link::{Idle, Links};
+use self::pre_auth::PreAuthLayer;
 use self::service::Service;
 use self::stop_reasons::StopReasons;
 
@@ -237,8 +240,7 @@ fn server(config: &NodeConfig) -> Result<Server, NodeError> {
 
 async fn serve(node: Arc<NodeInner>, server: Server, listener: tokio::net::TcpListener) {
     let config = &node.config;
-    // `serve_with_incoming` ignores the server's own `tcp_nodelay`: set it here.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = Admission::new(listener, config.admission.clone());
     let service = DuologueServer::new(Service { node: node.clone() })
         .max_decoding_message_size(config.frame_limit())
         .max_encoding_message_size(config.frame_limit());
@@ -250,6 +252,7 @@ async fn serve(node: Arc<NodeInner>, server: Server, listener: tokio::net::TcpLi
         .http2_adaptive_window(Some(false))
         .max_frame_size(config.max_frame_size)
         .max_concurrent_streams(config.max_sessions_per_peer)
+        .layer(PreAuthLayer::new(config.admission.clone()))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, node.shutdown.token().clone().cancelled_owned())
         .await;

@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node until SIGINT or SIGTERM.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Join a chat room on a node; stdin lines are sent, relayed texts are printed.
     Chat(chat::ChatArgs),
     /// Start a real multi-process cluster on 127.0.0.1 and play a paradigm.
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Node(args) => kinds.serve(args).await,
+            Command::Node(args) => kinds.serve(*args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Certs(args) => certs::run(&args),

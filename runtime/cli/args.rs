@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::{NodeConfig, SessionPolicy};
+use crate::config::{AdmissionConfig, NodeConfig, SessionPolicy};
 use crate::error::NodeError;
 use crate::tls::{ClientTls, ServerTls};
 
@@ -38,6 +38,9 @@ pub struct NodeArgs {
     /// Session timings and policy.
     #[command(flatten)]
     pub timing: Timing,
+    /// Limits on what unauthenticated peers may cost the node.
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
     /// An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable.
     #[arg(long = "actor", value_name = "KIND:NAME[@ARG]", value_parser = ActorSpec::parse)]
     pub actors: Vec<ActorSpec>,
@@ -181,6 +184,48 @@ impl Timing {
         config.restart_timeout = self.restart_timeout;
         config.shutdown_drain = self.shutdown_drain;
         config.session.credit_window = self.credit_window;
+    }
+}
+
+/// The node's pre-authentication limits (defaults as in [`AdmissionConfig`]).
+#[derive(Clone, Debug, Args)]
+pub struct AdmissionArgs {
+    /// Most TCP connections open at once; more are closed as they arrive.
+    #[arg(long, default_value_t = AdmissionConfig::default().max_connections)]
+    pub max_connections: usize,
+    /// A connection with no stream for this long is closed [default: 20s].
+    #[arg(long, value_parser = duration)]
+    pub connection_idle_timeout: Option<Duration>,
+    /// Most unauthenticated streams on the node; more are refused (UNAVAILABLE).
+    #[arg(long, default_value_t = AdmissionConfig::default().max_unauthenticated_streams)]
+    pub max_unauthenticated_streams: usize,
+    /// Most unauthenticated streams on one connection.
+    #[arg(
+        long,
+        default_value_t = AdmissionConfig::default().max_unauthenticated_streams_per_connection
+    )]
+    pub max_unauthenticated_streams_per_connection: usize,
+    /// Largest message, in bytes, a stream may send before it authenticates.
+    #[arg(long, default_value_t = AdmissionConfig::default().max_unauthenticated_message_bytes)]
+    pub max_unauthenticated_message_bytes: u32,
+    /// Most bytes a stream may send before it authenticates.
+    #[arg(long, default_value_t = AdmissionConfig::default().max_unauthenticated_bytes)]
+    pub max_unauthenticated_bytes: u32,
+}
+
+impl AdmissionArgs {
+    /// Writes these limits into `config`.
+    pub fn apply(&self, config: &mut NodeConfig) {
+        let admission = &mut config.admission;
+        admission.max_connections = self.max_connections;
+        if let Some(idle) = self.connection_idle_timeout {
+            admission.connection_idle_timeout = idle;
+        }
+        admission.max_unauthenticated_streams = self.max_unauthenticated_streams;
+        admission.max_unauthenticated_streams_per_connection =
+            self.max_unauthenticated_streams_per_connection;
+        admission.max_unauthenticated_message_bytes = self.max_unauthenticated_message_bytes;
+        admission.max_unauthenticated_bytes = self.max_unauthenticated_bytes;
     }
 }
 

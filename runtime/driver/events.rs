@@ -99,6 +99,9 @@ impl Driver {
     }
 
     fn admit(&mut self, peer: NodeIdentity, target: String, protocol: &str) {
+        if let Some(authenticated) = self.on_authenticated.take() {
+            authenticated();
+        }
         match self.cx.node.admit(&target, protocol) {
             Ok(owner) => {
                 self.owner = Some(owner);

@@ -42,7 +42,13 @@ pub(crate) struct Driver {
     pub(super) restart_after: bool,
     /// Reconnect attempts since the last successful resume (for the backoff).
     pub(super) attempt: u32,
+    /// Acceptor: called once the peer has proven the secret (the node then stops
+    /// counting the stream as unauthenticated).
+    pub(super) on_authenticated: Option<OnAuthenticated>,
 }
+
+/// What an acceptor does once its peer has proven the secret.
+pub(crate) type OnAuthenticated = Box<dyn FnOnce() + Send>;
 
 /// How pumping one stream ended.
 enum StreamEnd {
@@ -61,8 +67,11 @@ impl Driver {
         cx: Context,
         policy: SessionPolicy,
         remote_addr: Option<SocketAddr>,
+        on_authenticated: Option<OnAuthenticated>,
     ) -> Self {
-        Self::new(shared, cx, policy, Link::Accept, None, remote_addr)
+        let mut driver = Self::new(shared, cx, policy, Link::Accept, None, remote_addr);
+        driver.on_authenticated = on_authenticated;
+        driver
     }
 
     /// The driver of a session this node opens for `owner`; `established` hears how the
@@ -110,6 +119,7 @@ impl Driver {
             interrupted_at: None,
             restart_after: false,
             attempt: 0,
+            on_authenticated: None,
         }
     }
 

@@ -13,7 +13,8 @@ use futures::{SinkExt, Stream, StreamExt};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::driver::{Attach, Driver, OutboundFrames, StreamStart};
+use super::pre_auth::{StreamTicket, conn_info};
+use crate::driver::{Attach, Driver, OnAuthenticated, OutboundFrames, StreamStart};
 use crate::node::{NodeInner, Resumable};
 use crate::session::{GateRefusal, GateVerdict, ResumeGate, Session};
 use crate::shared::Shared;
@@ -39,10 +40,13 @@ impl pb::duologue_server::Duologue for Service {
         if node.shutdown.is_triggered() {
             return Err(Status::unavailable("node is shutting down"));
         }
-        let remote_addr = request.remote_addr();
+        // One handshake deadline for the stream, from its arrival.
+        let arrived = Instant::now();
+        let remote_addr = conn_info(request.extensions()).map(|c| c.remote);
+        let ticket = request.extensions().get::<StreamTicket>().cloned();
         let mut inbound = request.into_inner();
-        // The initiator speaks first; a peer that says nothing meets the new session's
-        // handshake timeout instead.
+        // The initiator speaks first; a peer that says nothing meets the handshake
+        // deadline here or in its session.
         let timeout = node.config.session.handshake_timeout;
         let first = tokio::time::timeout(timeout, inbound.message()).await.ok();
         if let Some(Ok(Some(frame))) = &first
@@ -50,8 +54,14 @@ impl pb::duologue_server::Duologue for Service {
         {
             let (gate, body) = GateStream::new();
             let node = node.clone();
-            node.shutdown
-                .spawn(gate_resume(node.clone(), hello, inbound, gate, remote_addr));
+            let stream = GateInput {
+                hello,
+                inbound,
+                remote_addr,
+                arrived,
+                ticket,
+            };
+            node.shutdown.spawn(gate_resume(node.clone(), stream, gate));
             return Ok(Response::new(body));
         }
         let session = Session::acceptor(
@@ -59,7 +69,7 @@ impl pb::duologue_server::Duologue for Service {
             node.secret.clone(),
             node.identity.clone(),
             rand::random(),
-            Instant::now(),
+            arrived,
         )
         .with_tls_binding(node.tls_binding());
         let shared = Shared::new(session, node.config.session.credit_window);
@@ -69,6 +79,7 @@ impl pb::duologue_server::Duologue for Service {
             node.driver_context(),
             node.config.policy,
             remote_addr,
+            ticket.map(|t| -> OnAuthenticated { Box::new(move || t.authenticated()) }),
         );
         let peeked = match first {
             Some(Ok(Some(frame))) => Some(Ok(frame)),
@@ -115,21 +126,30 @@ impl GateStream {
     }
 }
 
+/// A resume stream as it reached its gate.
+struct GateInput {
+    hello: Hello,
+    inbound: Streaming<pb::Frame>,
+    remote_addr: Option<SocketAddr>,
+    arrived: Instant,
+    ticket: Option<StreamTicket>,
+}
+
 /// Holds a resume stream at its gate until it proves the session's resume key, then
 /// routes it to the session's driver. Until then nothing reaches any session: a stranger
 /// that parks, sends junk or a wrong proof costs this task, bounded by the handshake
 /// timeout, and gets the same answers whether or not the session it names exists.
-async fn gate_resume(
-    node: Arc<NodeInner>,
-    hello: Hello,
-    mut inbound: Streaming<pb::Frame>,
-    mut out: GateStream,
-    remote_addr: Option<SocketAddr>,
-) {
+async fn gate_resume(node: Arc<NodeInner>, stream: GateInput, mut out: GateStream) {
+    let GateInput {
+        hello,
+        mut inbound,
+        remote_addr,
+        arrived,
+        ticket,
+    } = stream;
     let config = &node.config.session;
-    let now = Instant::now();
     let local = node.identity.clone();
-    let mut gate = ResumeGate::new(config, &node.secret, local, rand::random(), hello, now)
+    let mut gate = ResumeGate::new(config, &node.secret, local, rand::random(), hello, arrived)
         .with_tls_binding(node.tls_binding());
     let cancel = node.shutdown.token().clone();
     let mut found: Option<Resumable> = None;
@@ -150,6 +170,9 @@ async fn gate_resume(
                     return;
                 };
                 tracing::debug!(id = %proven.session, ?remote_addr, "resume proven");
+                if let Some(ticket) = &ticket {
+                    ticket.authenticated();
+                }
                 let (outbound, stream) = OutboundFrames::pending(shared);
                 drop(out.frames);
                 let _ = out.then.send(outbound);

@@ -1,0 +1,276 @@
+//! The connections a node accepts, under its [`AdmissionConfig`]: at most so many open
+//! at once, each closed when it has carried no stream for the idle timeout, and accept
+//! errors (out of file descriptors) backed off instead of retried in a spin.
+//!
+//! tonic's own `TcpIncoming` has none of the three: it retries a failing `accept` at
+//! once, forever, without a word.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::Connected;
+
+use super::log_budget::{LogBudget, Verdict};
+use crate::config::AdmissionConfig;
+
+/// The first pause after a failed `accept`; doubles per failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// The longest pause after a failed `accept`.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Accepted connections, as tonic's `serve_with_incoming` takes them. Never yields an
+/// error: a failed accept is logged and waited out here.
+pub(crate) struct Admission {
+    listener: TcpListener,
+    config: AdmissionConfig,
+    open: Arc<AtomicUsize>,
+    backoff: Option<(Duration, Pin<Box<Sleep>>)>,
+    accept_errors: LogBudget,
+    over_limit: LogBudget,
+}
+
+impl Admission {
+    pub(crate) fn new(listener: TcpListener, config: AdmissionConfig) -> Self {
+        Self {
+            listener,
+            config,
+            open: Arc::new(AtomicUsize::new(0)),
+            backoff: None,
+            accept_errors: LogBudget::new(),
+            over_limit: LogBudget::new(),
+        }
+    }
+
+    fn admit(&self, stream: TcpStream, remote: SocketAddr) -> Option<Conn> {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = OpenSlot(self.open.clone());
+        if open > self.config.max_connections {
+            if let Verdict::Log { suppressed } = self.over_limit.admit(std::time::Instant::now()) {
+                tracing::warn!(
+                    %remote,
+                    limit = self.config.max_connections,
+                    suppressed,
+                    "connection limit reached; closing new connections"
+                );
+            }
+            return None;
+        }
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+        let info = ConnInfo {
+            remote,
+            state: Arc::new(ConnState {
+                streams: AtomicUsize::new(0),
+                idle_since: Mutex::new(Some(Instant::now())),
+                unauthenticated: Arc::new(Semaphore::new(
+                    self.config.max_unauthenticated_streams_per_connection,
+                )),
+            }),
+        };
+        Some(Conn {
+            stream,
+            idle_timeout: self.config.connection_idle_timeout,
+            idle: Box::pin(tokio::time::sleep(self.config.connection_idle_timeout)),
+            info,
+            _slot: slot,
+        })
+    }
+}
+
+impl Stream for Admission {
+    type Item = Result<Conn, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some((_, sleep)) = &mut this.backoff {
+                ready!(sleep.as_mut().poll(cx));
+            }
+            match ready!(this.listener.poll_accept(cx)) {
+                Ok((stream, remote)) => {
+                    this.backoff = None;
+                    if let Some(conn) = this.admit(stream, remote) {
+                        return Poll::Ready(Some(Ok(conn)));
+                    }
+                }
+                Err(error) if is_per_connection(&error) => {
+                    tracing::debug!(%error, "a connection failed before it was accepted");
+                }
+                Err(error) => {
+                    let pause = this
+                        .backoff
+                        .as_ref()
+                        .map_or(ACCEPT_BACKOFF_MIN, |(last, _)| *last * 2)
+                        .min(ACCEPT_BACKOFF_MAX);
+                    if let Verdict::Log { suppressed } =
+                        this.accept_errors.admit(std::time::Instant::now())
+                    {
+                        tracing::warn!(%error, ?pause, suppressed, "accept failed; pausing");
+                    }
+                    this.backoff = Some((pause, Box::pin(tokio::time::sleep(pause))));
+                }
+            }
+        }
+    }
+}
+
+/// Errors of one connection that `accept` reports, which say nothing of the listener.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One open connection's place under [`AdmissionConfig::max_connections`].
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the node knows of one accepted connection; every request on it carries this in
+/// its extensions (under TLS, inside tonic's `TlsConnectInfo`).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) remote: SocketAddr,
+    pub(crate) state: Arc<ConnState>,
+}
+
+/// A connection's live streams, shared by the streams and the connection's idle check.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    streams: AtomicUsize,
+    /// When the last stream ended (or the connection was accepted); `None` while a
+    /// stream is open.
+    idle_since: Mutex<Option<Instant>>,
+    /// The connection's share of unauthenticated streams.
+    pub(crate) unauthenticated: Arc<Semaphore>,
+}
+
+impl ConnState {
+    /// Counts a stream open on this connection until the guard drops.
+    pub(crate) fn stream_opened(self: &Arc<Self>) -> StreamOnConn {
+        if self.streams.fetch_add(1, Ordering::AcqRel) == 0 {
+            *self.idle_since.lock().expect("idle lock") = None;
+        }
+        StreamOnConn(self.clone())
+    }
+
+    /// Since when the connection has carried no stream, if it carries none now.
+    fn idle_since(&self) -> Option<Instant> {
+        *self.idle_since.lock().expect("idle lock")
+    }
+}
+
+/// A stream's place on its connection: while any is alive, the connection is not idle.
+#[derive(Debug)]
+pub(crate) struct StreamOnConn(Arc<ConnState>);
+
+impl Drop for StreamOnConn {
+    fn drop(&mut self) {
+        let mut idle_since = self.0.idle_since.lock().expect("idle lock");
+        if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *idle_since = Some(Instant::now());
+        }
+    }
+}
+
+/// An accepted connection. Its reads fail with `TimedOut` once it has carried no stream
+/// for the idle timeout, which makes hyper close it.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    info: ConnInfo,
+    _slot: OpenSlot,
+}
+
+impl Conn {
+    /// Whether the connection has been idle too long; if not, sets the check for the
+    /// next moment it could be.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let next = match self.info.state.idle_since() {
+                Some(since) if since + self.idle_timeout <= Instant::now() => return true,
+                Some(since) => since + self.idle_timeout,
+                // Busy: look again one timeout from now.
+                None => Instant::now() + self.idle_timeout,
+            };
+            self.idle.as_mut().reset(next);
+        }
+        false
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.idle_expired(cx) {
+            tracing::debug!(remote = %this.info.remote, "closing a connection idle for {:?}", this.idle_timeout);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle: no stream",
+            )));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

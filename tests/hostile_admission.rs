@@ -1,0 +1,341 @@
+//! Strangers cannot exhaust a node before they authenticate (issue 13, attacks 2 and 3).
+//! A `duologue node` process with a chat room meets raw HTTP/2 and TCP clients that never
+//! prove the secret: oversized first messages, silent streams, silent connections, and a
+//! flood of connections past the node's file descriptors. Each time the node stays within
+//! its limits (memory, descriptors, CPU) and a legitimate member joins and talks.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use duologue::{Node, Secret};
+use duologue_actors::chat::proto::Text;
+use duologue_actors::chat::{ChatEvent, join};
+use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir, Signal};
+use support::*;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+const CONVERSE: &str = "/duologue.v1.Duologue/Converse";
+
+/// A `duologue node` hosting room `lobby`, with `extra` flags.
+async fn room_node(secrets: &SecretDir, extra: &[&str]) -> NodeProcess {
+    let mut args = vec![
+        "--secret-file".to_owned(),
+        secrets.secret().display().to_string(),
+        "--actor".to_owned(),
+        "chat-room:lobby".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    NodeProcess::start(&duologue_exe(), "target", &args, WAIT)
+        .await
+        .unwrap()
+}
+
+/// A member that knows the secret joins `lobby` at `addr` and gets a text acknowledged.
+async fn legitimate_member_talks(addr: SocketAddr, secret: &Path) {
+    let node = Node::builder()
+        .name("alice-node")
+        .secret(Secret::from_file(secret).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut alice = join(&node, &addr.to_string(), "lobby", "alice", WAIT)
+        .await
+        .expect("a legitimate member joins");
+    alice
+        .room
+        .cast(Text {
+            client_seq: 1,
+            text: "hello".into(),
+        })
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(WAIT, alice.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the session delivers");
+        match event {
+            ChatEvent::Presence(_) => {}
+            ChatEvent::Acked(ack) => {
+                assert_eq!(ack.client_seq, 1);
+                break;
+            }
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    node.shutdown().await;
+}
+
+/// One raw HTTP/2 connection to the node, as a client that ignores `docs/protocol.md`.
+async fn h2_connection(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
+
+/// Opens a `Converse` stream and leaves its request body open.
+async fn open_stream(
+    send: &mut h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{CONVERSE}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut ready = tokio::time::timeout(WAIT, send.clone().ready())
+        .await
+        .expect("the connection takes a stream")
+        .unwrap();
+    let pair = ready.send_request(request, false).unwrap();
+    *send = ready;
+    pair
+}
+
+/// The `grpc-status` a stream ended with (from its headers or trailers), within [`WAIT`].
+async fn grpc_status(response: h2::client::ResponseFuture) -> Option<i32> {
+    let outcome = tokio::time::timeout(WAIT, async move {
+        let response = response.await.ok()?;
+        if let Some(status) = response.headers().get("grpc-status") {
+            return status.to_str().ok()?.parse().ok();
+        }
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.ok()?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let trailers = body.trailers().await.ok()??;
+        trailers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    })
+    .await;
+    outcome.expect("the stream ends in time")
+}
+
+/// gRPC's `UNAVAILABLE`.
+const UNAVAILABLE: i32 = 14;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_first_messages_are_refused_at_their_length_and_memory_stays_bounded() {
+    let secrets = SecretDir::create().unwrap();
+    let node = room_node(&secrets, &[]).await;
+    let before = Memory::of(node.child.pid()).unwrap();
+    // 8 connections x 32 streams, each declaring a 4 MiB first message and sending
+    // 256 KiB of it: 1 GiB declared, 64 MiB sent, before anyone proved anything.
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let mut connection = h2_connection(node.addr).await;
+        for _ in 0..32 {
+            let (response, mut body) = open_stream(&mut connection, node.addr).await;
+            let mut message = vec![0u8];
+            message.extend_from_slice(&(4u32 << 20).to_be_bytes());
+            message.resize(5 + (256 << 10), 0xAB);
+            // The node may refuse before it all went out; that is the point.
+            let _ = body.send_data(Bytes::from(message), false);
+            streams.push((response, body));
+        }
+    }
+    // Each stream ends promptly: refused at its length prefix (the session's handshake
+    // fails with a protocol error, FrameTooLarge, told to the peer in its Goodbye).
+    for (response, _body) in streams {
+        grpc_status(response).await;
+    }
+    let after = Memory::of(node.child.pid()).unwrap();
+    let grown = after.peak.saturating_sub(before.now);
+    // Before the limits this took the node past 1 GiB; now each stream holds at most
+    // its first frame's limit.
+    assert!(grown < 64 << 20, "the node grew by {} MiB", grown >> 20);
+    legitimate_member_talks(node.addr, secrets.secret()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_streams_are_capped_per_connection() {
+    let secrets = SecretDir::create().unwrap();
+    let node = room_node(
+        &secrets,
+        &[
+            "--max-unauthenticated-streams",
+            "48",
+            "--max-unauthenticated-streams-per-connection",
+            "16",
+            "--handshake-timeout",
+            "5s",
+        ],
+    )
+    .await;
+    // One connection opens 20 silent streams: 16 are held (answered only at their
+    // handshake deadline, without a status yet), 4 refused at once with UNAVAILABLE.
+    let mut first = h2_connection(node.addr).await;
+    let mut responses = Vec::new();
+    let mut bodies = Vec::new();
+    for _ in 0..20 {
+        let (response, body) = open_stream(&mut first, node.addr).await;
+        responses.push(response);
+        bodies.push(body);
+    }
+    // A legitimate member on its own connection is not held back by them.
+    legitimate_member_talks(node.addr, secrets.secret()).await;
+    let answers = tokio::time::timeout(WAIT, futures::future::join_all(responses))
+        .await
+        .expect("every stream answered by its deadline");
+    let refused = answers
+        .iter()
+        .filter(|a| {
+            let answer = a.as_ref().expect("answered");
+            answer.headers().get("grpc-status").map(|s| s.as_bytes()) == Some(&b"14"[..])
+        })
+        .count();
+    assert_eq!(refused, 4);
+    drop((bodies, answers));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_streams_are_capped_per_node_and_a_dialling_node_retries() {
+    let secrets = SecretDir::create().unwrap();
+    let node = room_node(
+        &secrets,
+        &[
+            "--max-unauthenticated-streams",
+            "48",
+            "--max-unauthenticated-streams-per-connection",
+            "16",
+            "--handshake-timeout",
+            "5s",
+        ],
+    )
+    .await;
+    // Four connections open 13 streams each: 52 against the node's 48, so 4 are
+    // refused (which ones depends on the order they reach the node).
+    let mut responses = Vec::new();
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        let mut connection = h2_connection(node.addr).await;
+        for _ in 0..13 {
+            let (response, body) = open_stream(&mut connection, node.addr).await;
+            responses.push(response);
+            bodies.push(body);
+        }
+    }
+    // Meanwhile a legitimate member is refused with UNAVAILABLE, which its node retries
+    // with backoff until the held streams meet their handshake deadline (5 s).
+    let member = legitimate_member_talks(node.addr, secrets.secret());
+    let statuses = futures::future::join_all(responses.into_iter().map(grpc_status));
+    let ((), statuses) = tokio::join!(member, statuses);
+    let refused = statuses.iter().filter(|s| **s == Some(UNAVAILABLE)).count();
+    assert_eq!(refused, 4, "{statuses:?}");
+    drop(bodies);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_the_connection_limit_holds() {
+    let secrets = SecretDir::create().unwrap();
+    let node = room_node(
+        &secrets,
+        &["--max-connections", "40", "--connection-idle-timeout", "1s"],
+    )
+    .await;
+    let opened = Instant::now();
+    let mut sockets = Vec::new();
+    for _ in 0..100 {
+        sockets.push(TcpStream::connect(node.addr).await.unwrap());
+    }
+    // Every silent connection is closed by the node: those past the limit at once, the
+    // rest after the idle timeout. None is kept.
+    let mut closed = 0;
+    for mut socket in sockets {
+        // The node speaks first (its HTTP/2 settings), then closes.
+        let mut sink = Vec::new();
+        match tokio::time::timeout(WAIT, socket.read_to_end(&mut sink)).await {
+            Ok(_) => closed += 1,
+            Err(_) => panic!("a silent connection stayed open past {WAIT:?}"),
+        }
+    }
+    assert_eq!(closed, 100);
+    assert!(
+        opened.elapsed() >= Duration::from_secs(1),
+        "closed before the idle timeout"
+    );
+    legitimate_member_talks(node.addr, secrets.secret()).await;
+}
+
+/// CPU time (user + system) a process has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_node_backs_off_instead_of_spinning() {
+    let secrets = SecretDir::create().unwrap();
+    // The node may hold 64 descriptors: a few dozen connections exhaust them.
+    let args: Vec<String> = [
+        "--nofile=64:64",
+        &duologue_exe().display().to_string(),
+        "node",
+        "--name",
+        "target",
+        "--secret-file",
+        &secrets.secret().display().to_string(),
+        "--actor",
+        "chat-room:lobby",
+        "--connection-idle-timeout",
+        "2s",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut child = ChildGuard::spawn("target", Path::new("prlimit"), &args).unwrap();
+    let line = child.stdout_line(WAIT).await.unwrap().expect("listening");
+    let addr: SocketAddr = line
+        .strip_prefix("listening on ")
+        .and_then(|a| a.trim().parse().ok())
+        .expect("listening on ADDR");
+    let pid = child.pid().unwrap();
+    let mut sockets = Vec::new();
+    for _ in 0..150 {
+        sockets.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // While the backlog waits on descriptors the node has not got, it must not spin.
+    let (cpu_before, wall) = (cpu_time(pid), Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for _ in 0..15 {
+        tick.tick().await;
+    }
+    let busy = cpu_time(pid) - cpu_before;
+    assert!(
+        busy < wall.elapsed() / 3,
+        "the node used {busy:?} of CPU in {:?}",
+        wall.elapsed()
+    );
+    drop(sockets);
+    // With the silent connections gone (closed by the idle timeout or by us), the node
+    // accepts again.
+    legitimate_member_talks(addr, secrets.secret()).await;
+    child.signal(Signal::SIGTERM).unwrap();
+    let mut warned = 0;
+    while let Some(line) = child.stderr_line(WAIT).await.unwrap() {
+        if line.contains("accept failed; pausing") {
+            warned += 1;
+        }
+    }
+    assert!((1..=10).contains(&warned), "{warned} accept warnings");
+    assert_eq!(child.wait(WAIT).await.unwrap(), Some(0));
+}
