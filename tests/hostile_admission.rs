@@ -4,6 +4,7 @@
 //! flood of connections past the node's file descriptors. Each time the node stays within
 //! its limits (memory, descriptors, CPU) and a legitimate member joins and talks.
 
+mod hostile_client;
 mod support;
 
 use std::net::SocketAddr;
@@ -11,118 +12,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use duologue::{Node, Secret};
-use duologue_actors::chat::proto::Text;
-use duologue_actors::chat::{ChatEvent, join};
 use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir, Signal};
+use hostile_client::*;
 use support::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-const CONVERSE: &str = "/duologue.v1.Duologue/Converse";
-
-/// A `duologue node` hosting room `lobby`, with `extra` flags.
-async fn room_node(secrets: &SecretDir, extra: &[&str]) -> NodeProcess {
-    let mut args = vec![
-        "--secret-file".to_owned(),
-        secrets.secret().display().to_string(),
-        "--actor".to_owned(),
-        "chat-room:lobby".to_owned(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    NodeProcess::start(&duologue_exe(), "target", &args, WAIT)
-        .await
-        .unwrap()
-}
-
-/// A member that knows the secret joins `lobby` at `addr` and gets a text acknowledged.
-async fn legitimate_member_talks(addr: SocketAddr, secret: &Path) {
-    let node = Node::builder()
-        .name("alice-node")
-        .secret(Secret::from_file(secret).unwrap())
-        .start()
-        .await
-        .unwrap();
-    let mut alice = join(&node, &addr.to_string(), "lobby", "alice", WAIT)
-        .await
-        .expect("a legitimate member joins");
-    alice
-        .room
-        .cast(Text {
-            client_seq: 1,
-            text: "hello".into(),
-        })
-        .await
-        .unwrap();
-    loop {
-        let event = tokio::time::timeout(WAIT, alice.events.recv())
-            .await
-            .expect("an event in time")
-            .expect("the session delivers");
-        match event {
-            ChatEvent::Presence(_) => {}
-            ChatEvent::Acked(ack) => {
-                assert_eq!(ack.client_seq, 1);
-                break;
-            }
-            other => panic!("expected an ack, got {other:?}"),
-        }
-    }
-    node.shutdown().await;
-}
-
-/// One raw HTTP/2 connection to the node, as a client that ignores `docs/protocol.md`.
-async fn h2_connection(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    send
-}
-
-/// Opens a `Converse` stream and leaves its request body open.
-async fn open_stream(
-    send: &mut h2::client::SendRequest<Bytes>,
-    addr: SocketAddr,
-) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}{CONVERSE}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let mut ready = tokio::time::timeout(WAIT, send.clone().ready())
-        .await
-        .expect("the connection takes a stream")
-        .unwrap();
-    let pair = ready.send_request(request, false).unwrap();
-    *send = ready;
-    pair
-}
-
-/// The `grpc-status` a stream ended with (from its headers or trailers), within [`WAIT`].
-async fn grpc_status(response: h2::client::ResponseFuture) -> Option<i32> {
-    let outcome = tokio::time::timeout(WAIT, async move {
-        let response = response.await.ok()?;
-        if let Some(status) = response.headers().get("grpc-status") {
-            return status.to_str().ok()?.parse().ok();
-        }
-        let mut body = response.into_body();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.ok()?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-        }
-        let trailers = body.trailers().await.ok()??;
-        trailers.get("grpc-status")?.to_str().ok()?.parse().ok()
-    })
-    .await;
-    outcome.expect("the stream ends in time")
-}
-
-/// gRPC's `UNAVAILABLE`.
-const UNAVAILABLE: i32 = 14;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_first_messages_are_refused_at_their_length_and_memory_stays_bounded() {
@@ -265,21 +159,6 @@ async fn silent_connections_are_closed_and_the_connection_limit_holds() {
         "closed before the idle timeout"
     );
     legitimate_member_talks(node.addr, secrets.secret()).await;
-}
-
-/// CPU time (user + system) a process has used.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,240 @@
+//! The attacks of issue 13 on a `duologue node` process with a chat room, at the scale
+//! the issue found them, each against a fresh node: the node's peak resident memory
+//! (VmHWM) and a legitimate member's outcome afterwards (join, one text acknowledged).
+//!
+//! ```text
+//! cargo bench -p duologue-actors --bench hostile -- [--attack NAME] [--scale PERCENT]
+//! ```
+//! Attacks: `first-messages` (400 unfinished 4 MiB first messages over 8 connections),
+//! `silent-streams` (40 000 silent streams over 400 connections), `silent-connections`
+//! (15 000 silent TCP connections), `failed-handshakes` (20 000 wrong-secret handshakes:
+//! log lines and bytes). `--scale` shrinks every count (100 by default).
+
+#[path = "../tests/hostile_client.rs"]
+mod hostile_client;
+
+#[path = "args.rs"]
+mod args;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use duologue::{ConnectError, Node, Secret};
+use duologue_actors::chat::ChatRoom;
+use duologue_testkit::{Memory, NodeProcess, SecretDir, Signal};
+use hostile_client::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Target {
+    node: NodeProcess,
+    secrets: SecretDir,
+    baseline: Memory,
+}
+
+async fn target(extra: &[&str]) -> anyhow::Result<Target> {
+    let secrets = SecretDir::create()?;
+    let node = room_node(&secrets, extra).await;
+    let baseline = Memory::of(node.child.pid()).context("no /proc")?;
+    Ok(Target {
+        node,
+        secrets,
+        baseline,
+    })
+}
+
+impl Target {
+    /// Prints the figures of one attack: peak RSS, and how the legitimate member fared.
+    async fn report(self, attack: &str, detail: &str) -> anyhow::Result<()> {
+        let peak = Memory::of(self.node.child.pid()).context("node gone")?;
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            WAIT,
+            legitimate_member_talks(self.node.addr, self.secrets.secret()),
+        )
+        .await;
+        let legit = match outcome {
+            Ok(()) => format!("joined_and_acked_in_ms={}", started.elapsed().as_millis()),
+            Err(_) => "legit=TIMED_OUT".to_owned(),
+        };
+        println!(
+            "hostile attack={attack} baseline_rss_mib={:.1} peak_rss_mib={:.1} rss_after_mib={:.1} {legit} {detail}",
+            mib(self.baseline.now),
+            mib(peak.peak),
+            mib(peak.now),
+        );
+        Ok(())
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// 400 streams over 8 connections, each declaring a 4 MiB first message and sending it.
+async fn first_messages(scale: u64) -> anyhow::Result<()> {
+    let t = target(&[]).await?;
+    let per_connection = (50 * scale / 100).max(1);
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let mut connection = h2_connection(t.node.addr).await;
+        for _ in 0..per_connection {
+            let (response, mut body) = open_stream(&mut connection, t.node.addr).await;
+            let mut message = vec![0u8];
+            message.extend_from_slice(&(4u32 << 20).to_be_bytes());
+            message.resize(5 + (4 << 20), 0xAB);
+            let _ = body.send_data(Bytes::from(message), false);
+            streams.push((response, body));
+        }
+    }
+    let mut unavailable = 0;
+    let mut ended = 0;
+    for (response, _body) in streams {
+        match grpc_status(response).await {
+            Some(UNAVAILABLE) => unavailable += 1,
+            _ => ended += 1,
+        }
+    }
+    t.report(
+        "first-messages",
+        &format!(
+            "streams={} refused_unavailable={unavailable} refused_in_handshake={ended}",
+            8 * per_connection
+        ),
+    )
+    .await
+}
+
+/// 40 000 silent streams over 400 connections.
+async fn silent_streams(scale: u64) -> anyhow::Result<()> {
+    let t = target(&[]).await?;
+    let connections = (400 * scale / 100).max(1);
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        let mut connection = h2_connection(t.node.addr).await;
+        for _ in 0..100 {
+            held.push(open_stream(&mut connection, t.node.addr).await);
+        }
+    }
+    let opened = held.len();
+    let mut unavailable = 0;
+    let statuses = futures::future::join_all(
+        held.into_iter()
+            .map(|(response, _body)| grpc_status(response)),
+    )
+    .await;
+    for status in statuses {
+        if status == Some(UNAVAILABLE) {
+            unavailable += 1;
+        }
+    }
+    t.report(
+        "silent-streams",
+        &format!("streams={opened} refused_unavailable={unavailable}"),
+    )
+    .await
+}
+
+/// 15 000 silent TCP connections (this process may hold 20 000 descriptors).
+async fn silent_connections(scale: u64) -> anyhow::Result<()> {
+    let t = target(&[]).await?;
+    let count = (15_000 * scale / 100).max(1);
+    let mut sockets = Vec::new();
+    let mut failed = 0;
+    for _ in 0..count {
+        match tokio::net::TcpStream::connect(t.node.addr).await {
+            Ok(socket) => sockets.push(socket),
+            Err(_) => failed += 1,
+        }
+    }
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", t.node.child.pid().unwrap_or(0)))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let detail = format!("connections={count} connect_failed={failed} node_fds_while_held={fds}");
+    // The legitimate member comes while they are all still open.
+    let report = t.report("silent-connections", &detail).await;
+    drop(sockets);
+    report
+}
+
+/// 20 000 handshakes with the wrong secret: the node's log lines and bytes.
+async fn failed_handshakes(scale: u64) -> anyhow::Result<()> {
+    let mut t = target(&[]).await?;
+    let count = (20_000 * scale / 100).max(1);
+    let hostile = Node::builder()
+        .name("hostile")
+        .secret(Secret::new("not the cluster's secret, 32 b.")?)
+        .start()
+        .await?;
+    let addr = t.node.addr.to_string();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_task = count / 8;
+    for _ in 0..8 {
+        let (hostile, addr) = (hostile.clone(), addr.clone());
+        tasks.spawn(async move {
+            for _ in 0..per_task {
+                match hostile.connect_inbox::<ChatRoom>(&addr, "lobby").await {
+                    Err(ConnectError::Auth { .. }) => {}
+                    other => panic!("expected an auth failure, got {:?}", other.map(drop)),
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done?;
+    }
+    let elapsed = started.elapsed();
+    let peak = Memory::of(t.node.child.pid()).context("node gone")?;
+    let legit = tokio::time::timeout(
+        WAIT,
+        legitimate_member_talks(t.node.addr, t.secrets.secret()),
+    )
+    .await
+    .is_ok();
+    t.node.child.signal(Signal::SIGTERM)?;
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    while let Some(line) = t.node.child.stderr_line(WAIT).await? {
+        lines += 1;
+        bytes += line.len() as u64 + 1;
+    }
+    println!(
+        "hostile attack=failed-handshakes baseline_rss_mib={:.1} peak_rss_mib={:.1} legit_ok={legit} handshakes={} in_s={:.1} log_lines={lines} log_bytes={bytes}",
+        mib(t.baseline.now),
+        mib(peak.peak),
+        per_task * 8,
+        elapsed.as_secs_f64(),
+    );
+    hostile.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let scale = args::option(&args, "--scale", 100)?;
+    let only = args
+        .iter()
+        .position(|a| a == "--attack")
+        .and_then(|i| args.get(i + 1).cloned());
+    let attacks = [
+        "first-messages",
+        "silent-streams",
+        "silent-connections",
+        "failed-handshakes",
+    ];
+    for attack in attacks {
+        if only.as_deref().is_some_and(|o| o != attack) {
+            continue;
+        }
+        let run = match attack {
+            "first-messages" => first_messages(scale).await,
+            "silent-streams" => silent_streams(scale).await,
+            "silent-connections" => silent_connections(scale).await,
+            _ => failed_handshakes(scale).await,
+        };
+        run.with_context(|| format!("attack {attack}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! A hostile client of a duologue node, shared by `tests/hostile_admission.rs` and
+//! `benches/hostile.rs`: raw HTTP/2 streams to the node's `Converse` method (as a client
+//! that ignores `docs/protocol.md`), the process's CPU time, and a legitimate chat member
+//! that checks the node still serves.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use duologue::{Node, Secret};
+use duologue_actors::chat::proto::Text;
+use duologue_actors::chat::{ChatEvent, join};
+use duologue_testkit::{NodeProcess, SecretDir};
+use tokio::net::TcpStream;
+
+/// Upper bound of any single wait.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The path of duologue's one gRPC method.
+pub const CONVERSE: &str = "/duologue.v1.Duologue/Converse";
+
+/// gRPC's `UNAVAILABLE`.
+pub const UNAVAILABLE: i32 = 14;
+
+/// A `duologue node` hosting room `lobby`, with `extra` flags.
+pub async fn room_node(secrets: &SecretDir, extra: &[&str]) -> NodeProcess {
+    let mut args = vec![
+        "--secret-file".to_owned(),
+        secrets.secret().display().to_string(),
+        "--actor".to_owned(),
+        "chat-room:lobby".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    NodeProcess::start(env!("CARGO_BIN_EXE_duologue").as_ref(), "target", &args, WAIT)
+        .await
+        .unwrap()
+}
+
+/// A member that knows the secret joins `lobby` at `addr` and gets a text acknowledged.
+pub async fn legitimate_member_talks(addr: SocketAddr, secret: &Path) {
+    let node = Node::builder()
+        .name("alice-node")
+        .secret(Secret::from_file(secret).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut alice = join(&node, &addr.to_string(), "lobby", "alice", WAIT)
+        .await
+        .expect("a legitimate member joins");
+    alice
+        .room
+        .cast(Text {
+            client_seq: 1,
+            text: "hello".into(),
+        })
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(WAIT, alice.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the session delivers");
+        match event {
+            ChatEvent::Presence(_) => {}
+            ChatEvent::Acked(ack) => {
+                assert_eq!(ack.client_seq, 1);
+                break;
+            }
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    node.shutdown().await;
+}
+
+/// One raw HTTP/2 connection to the node, as a client that ignores `docs/protocol.md`.
+pub async fn h2_connection(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
+
+/// Opens a `Converse` stream and leaves its request body open.
+pub async fn open_stream(
+    send: &mut h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{CONVERSE}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut ready = tokio::time::timeout(WAIT, send.clone().ready())
+        .await
+        .expect("the connection takes a stream")
+        .unwrap();
+    let pair = ready.send_request(request, false).unwrap();
+    *send = ready;
+    pair
+}
+
+/// The `grpc-status` a stream ended with (from its headers or trailers), within [`WAIT`].
+pub async fn grpc_status(response: h2::client::ResponseFuture) -> Option<i32> {
+    let outcome = tokio::time::timeout(WAIT, async move {
+        let response = response.await.ok()?;
+        if let Some(status) = response.headers().get("grpc-status") {
+            return status.to_str().ok()?.parse().ok();
+        }
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.ok()?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let trailers = body.trailers().await.ok()??;
+        trailers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    })
+    .await;
+    outcome.expect("the stream ends in time")
+}
+
+/// CPU time (user + system) a process has used.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
