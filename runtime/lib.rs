@@ -120,8 +120,8 @@ mod wire;
 pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
 pub use config::{NodeConfig, RuntimeFlavor, SessionPolicy};
 pub use error::{
-    AuthError, CallError, CloseReason, ConnectError, DecodeError, LostReason, NodeError,
-    ProtocolError, SendError,
+    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, LostReason, NodeError,
+    ProtocolError, ReplayLimit, SendError,
 };
 pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
 pub use inbox::{InboxEvent, InboxReceiver, NoMessage};

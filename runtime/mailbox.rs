@@ -211,11 +211,12 @@ impl ReplyPort {
         self.deadline
     }
 
-    /// Sends the reply. When the session cannot take it (too large, window full), the
-    /// caller is answered with a `reply_not_sent` fault saying why, so it does not wait.
+    /// Sends the reply. When the session cannot take it (too large, replay window full),
+    /// the caller is answered with a `reply_not_sent` fault saying why, so it does not
+    /// wait.
     ///
     /// # Errors
-    /// [`SendError`] when the session cannot take the reply (closed, too large).
+    /// [`SendError`] when the session cannot take the reply (closed, too large, full).
     pub fn send<M: Message + Name + 'static>(mut self, reply: &M) -> Result<(), SendError<()>> {
         self.answered = true;
         let sent = self.session.send_reply(self.call_id, Ok(reply));

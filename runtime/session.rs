@@ -67,7 +67,7 @@ use std::mem;
 use std::time::{Duration, Instant};
 
 use crate::auth::{ResumeKey, Secret, TlsBinding};
-use crate::error::{CloseReason, LostReason, ProtocolError, SendError};
+use crate::error::{CloseReason, LostReason, ProtocolError, ReplayLimit, SendError};
 use crate::wire::{
     Body, BodyKind, Envelope, Flow, FlowSignal, Frame, FrameError, Goodbye, GoodbyeReason,
     NodeIdentity, Nonce, Refusal, RefuseReason, SessionId,
@@ -496,14 +496,15 @@ impl Session {
     /// Queues a message; returns its sequence number.
     ///
     /// While interrupted, messages keep being accepted into the replay buffer, so a short
-    /// break is invisible to senders; overflowing the buffer then loses the session
-    /// ([`LostReason::WindowExceeded`]).
+    /// break is invisible to senders; overflowing the replay window then loses the session
+    /// ([`LostReason::ReplayFull`]).
     ///
     /// # Errors
     /// The message comes back in the error when the session does not take data now
-    /// ([`SendError::Closed`], [`SendError::NotReady`]), the replay window is full while
-    /// the stream is up ([`SendError::Full`]), or the payload exceeds
-    /// [`Session::send_limit`] ([`SendError::TooLarge`]).
+    /// ([`SendError::Closed`], [`SendError::NotReady`]), the peer holds this side back
+    /// ([`SendError::HeldBack`]: no credit, paused, throttled; replies are never held
+    /// back), the replay window is full while the stream is up ([`SendError::Full`]), or
+    /// the payload exceeds [`Session::send_limit`] ([`SendError::TooLarge`]).
     ///
     /// `now` is read only when a resume-after or a throttle is in effect.
     pub(crate) fn send(
@@ -533,22 +534,26 @@ impl Session {
         // caller is waiting for them), and holding them back could deadlock two callers.
         let reply = matches!(body.kind, BodyKind::Reply { .. });
         let next_seq = self.replay.next_seq;
-        if !reply && self.outflow.blocked(next_seq, &now).is_some() {
+        if !reply && let Some((by, _)) = self.outflow.hold(next_seq, &now) {
             if self.outflow.held_back(next_seq) {
                 self.held_back.refused(now());
             }
-            return Err(SendError::Full(body));
+            return Err(SendError::HeldBack { by, message: body });
         }
         if self.replay.unacked() + 1 > self.config.replay_max_messages
             || self.replay.unacked_bytes + size > self.config.replay_max_bytes
         {
-            if self.is_established() {
-                return Err(SendError::Full(body));
-            }
-            self.lose(LostReason::WindowExceeded {
+            let limit = ReplayLimit::Session {
                 messages: self.config.replay_max_messages,
                 bytes: self.config.replay_max_bytes,
-            });
+            };
+            if self.is_established() {
+                return Err(SendError::Full {
+                    limit,
+                    message: body,
+                });
+            }
+            self.lose(LostReason::ReplayFull(limit));
             return Err(SendError::Closed(body));
         }
         self.outflow.sent(&now);

@@ -177,7 +177,8 @@ impl Shared {
         f(&self.lock().session)
     }
 
-    /// Sends without waiting; `SendError::Full` when credit or the peer's signals hold it.
+    /// Sends without waiting; `SendError::HeldBack` when credit or the peer's signals
+    /// hold it, `SendError::Full` when the replay window is full.
     ///
     /// The hot path: one lock, and a wake-up only for a sleeping outbound stream. (Sending
     /// moves no timer: the silence deadline starts when a batch goes out.)
@@ -201,11 +202,12 @@ impl Shared {
         result
     }
 
-    /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay.
+    /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay
+    /// (never for acks: a full replay window is refused at once).
     pub(crate) async fn send_waiting(&self, body: Body) -> Result<u64, SendError<Body>> {
         // Most sends find credit: try before registering to be told of more.
         let mut body = match self.send(body) {
-            Err(SendError::Full(body)) => body,
+            Err(SendError::HeldBack { message, .. }) => message,
             other => return other,
         };
         loop {
@@ -215,7 +217,7 @@ impl Shared {
             changed.as_mut().enable();
             let now = Instant::now();
             let attempt = self.with(|s| match s.send(body, || now) {
-                Err(SendError::Full(body)) => Err((body, s.send_blocked(now))),
+                Err(SendError::HeldBack { message, .. }) => Err((message, s.send_blocked(now))),
                 other => Ok(other),
             });
             match attempt {

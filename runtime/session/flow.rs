@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::error::HeldBy;
 use crate::session::SessionConfig;
 use crate::wire::{Flow, FlowSignal};
 
@@ -84,18 +85,31 @@ impl Outflow {
         next_seq: u64,
         now: impl Fn() -> Instant,
     ) -> Option<Option<Instant>> {
-        if next_seq > self.credit || self.paused {
-            return Some(None);
+        self.hold(next_seq, now).map(|(_, until)| until)
+    }
+
+    /// What holds back sending `next_seq`, if anything, and until when (`None`: until
+    /// credit or a resume arrives).
+    pub(crate) fn hold(
+        &self,
+        next_seq: u64,
+        now: impl Fn() -> Instant,
+    ) -> Option<(HeldBy, Option<Instant>)> {
+        if next_seq > self.credit {
+            return Some((HeldBy::NoCredit, None));
+        }
+        if self.paused {
+            return Some((HeldBy::Paused, None));
         }
         if let Some(at) = self.resume_at
             && now() < at
         {
-            return Some(Some(at));
+            return Some((HeldBy::ResumeAfter, Some(at)));
         }
         self.throttle
             .as_ref()
             .and_then(|b| b.ready_at(now()))
-            .map(Some)
+            .map(|at| (HeldBy::Throttled, Some(at)))
     }
 
     /// One message was sent (`now` is read only under a throttle).
