@@ -164,7 +164,7 @@ pub enum LostReason {
         current: uuid::Uuid,
     },
     /// While interrupted, a send overflowed what may wait unacknowledged: the session's
-    /// replay window.
+    /// replay window, or the replay budget of its peer or of this node.
     #[error("{0} overflowed while interrupted")]
     ReplayFull(ReplayLimit),
     /// The peer refused to resume (it no longer has the session).
@@ -212,8 +212,8 @@ pub enum SendError<T> {
     #[error("the session is not established yet")]
     NotReady(T),
     /// What this side sent and the peer has not acknowledged fills `limit`: the session's
-    /// replay window. Waiting for credit does not help; only acks do, so even
-    /// `cast(..).await` returns this at once.
+    /// replay window, or the replay budget of the peer or of this node. Waiting for credit
+    /// does not help; only acks do, so even `cast(..).await` returns this at once.
     #[error("{limit} is full: the peer has not acknowledged enough of what was sent")]
     Full {
         /// The bound that is full.
@@ -292,6 +292,20 @@ pub enum ReplayLimit {
         /// The window's message bound.
         messages: usize,
         /// The window's byte bound.
+        bytes: usize,
+    },
+    /// The replay budget of the peer node, shared by all its sessions
+    /// ([`crate::BudgetConfig::peer_replay_bytes`]).
+    #[error("the peer's replay budget ({bytes} bytes over all its sessions)")]
+    Peer {
+        /// The budget.
+        bytes: usize,
+    },
+    /// This node's replay budget, shared by all its sessions
+    /// ([`crate::BudgetConfig::node_replay_bytes`]).
+    #[error("the node's replay budget ({bytes} bytes over all sessions)")]
+    Node {
+        /// The budget.
         bytes: usize,
     },
 }

@@ -211,9 +211,9 @@ impl ReplyPort {
         self.deadline
     }
 
-    /// Sends the reply. When the session cannot take it (too large, replay window full),
-    /// the caller is answered with a `reply_not_sent` fault saying why, so it does not
-    /// wait.
+    /// Sends the reply. When the session cannot take it (too large, replay window or
+    /// budget full), the caller is answered with a `reply_not_sent` fault saying why, so
+    /// it does not wait.
     ///
     /// # Errors
     /// [`SendError`] when the session cannot take the reply (closed, too large, full).

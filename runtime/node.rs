@@ -33,6 +33,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{Secret, TlsBinding};
+use crate::budget::{BudgetConfig, Budgets};
 use crate::config::{NodeConfig, SessionPolicy};
 use crate::driver::{
     Attach, Closed, Context, Dialer, Driver, DriverConfig, NodeHooks, Restart, backoff,
@@ -129,6 +130,12 @@ impl NodeBuilder {
         self
     }
 
+    /// The memory budgets the node's sessions share ([`NodeConfig::budget`]).
+    pub fn budget(mut self, budget: BudgetConfig) -> Self {
+        self.config.budget = budget;
+        self
+    }
+
     /// Serves TLS ([`NodeConfig::tls`]): sessions are accepted only over TLS, and, when
     /// `tls` has a client CA, only from clients with a certificate from it.
     pub fn tls(mut self, tls: ServerTls) -> Self {
@@ -197,6 +204,7 @@ impl NodeBuilder {
                 incarnation: uuid::Uuid::new_v4(),
             },
             secret,
+            budgets: Budgets::new(config.budget.clone()),
             registry: RwLock::new(HashMap::new()),
             links: Arc::new(Links::default()),
             shutdown: Shutdown::default(),
@@ -314,6 +322,8 @@ pub(crate) struct NodeInner {
     pub(crate) identity: NodeIdentity,
     pub(crate) config: NodeConfig,
     pub(crate) secret: Secret,
+    /// The memory budgets all its sessions share.
+    budgets: Arc<Budgets>,
     registry: RwLock<HashMap<String, Arc<dyn Deliver>>>,
     links: Arc<Links>,
     pub(crate) shutdown: Shutdown,
@@ -695,6 +705,7 @@ impl NodeInner {
             node: self.clone(),
             config: self.driver_config(),
             cancel: self.shutdown.token().clone(),
+            budgets: self.budgets.clone(),
         }
     }
 

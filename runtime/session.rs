@@ -43,7 +43,7 @@
 //!   Resuming --attempt failed--> Interrupted
 //!   acceptor: Active/Finishing/Interrupted --resume_proven (a stream passed the gate):
 //!             send Welcome{last received}, replay the rest--> Active/Finishing  (Resumed)
-//!   Interrupted/Resuming --deadline, peer restarted, window overflow, refused--> Closed(Lost(reason))
+//!   Interrupted/Resuming --deadline, peer restarted, window or budget overflow, refused--> Closed(Lost(reason))
 //!   Active/Finishing --recv Goodbye(other reason)--> Closed(Lost(PeerEnded))
 //!
 //!   before Active: bad proof / Refuse / protocol error / timeout / broken stream --> Closed(reason)
@@ -64,9 +64,11 @@
 
 use std::collections::VecDeque;
 use std::mem;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{ResumeKey, Secret, TlsBinding};
+use crate::budget::Account;
 use crate::error::{CloseReason, LostReason, ProtocolError, ReplayLimit, SendError};
 use crate::wire::{
     Body, BodyKind, Envelope, Flow, FlowSignal, Frame, FrameError, Goodbye, GoodbyeReason,
@@ -282,6 +284,9 @@ pub(crate) struct Session {
     inflow: Inflow,
     /// A sender held back by the peer, watched so it never waits without a word.
     held_back: HeldBack,
+    /// Its charges against the peer's and the node's memory budgets, once established
+    /// (`None`: no budgets but the session's own).
+    account: Option<Arc<Account>>,
 
     timers: TimerTable,
     control: VecDeque<Frame>,
@@ -362,6 +367,7 @@ impl Session {
             outflow: Outflow::new(crate::wire::DEFAULT_CREDIT_WINDOW, now),
             inflow: Inflow::new(&config),
             held_back: HeldBack::default(),
+            account: None,
             timers,
             control: VecDeque::new(),
             events: VecDeque::new(),
@@ -493,18 +499,26 @@ impl Session {
             .min(self.peer_max_message_bytes)
     }
 
+    /// Charges the session's replay buffer to `account` (the peer's and the node's
+    /// budgets) from now on.
+    pub(crate) fn set_account(&mut self, account: Arc<Account>) {
+        account.charge_replay(self.replay.unacked_bytes);
+        self.account = Some(account);
+    }
+
     /// Queues a message; returns its sequence number.
     ///
     /// While interrupted, messages keep being accepted into the replay buffer, so a short
-    /// break is invisible to senders; overflowing the replay window then loses the session
-    /// ([`LostReason::ReplayFull`]).
+    /// break is invisible to senders; overflowing the replay window or a replay budget
+    /// then loses the session ([`LostReason::ReplayFull`]).
     ///
     /// # Errors
     /// The message comes back in the error when the session does not take data now
     /// ([`SendError::Closed`], [`SendError::NotReady`]), the peer holds this side back
     /// ([`SendError::HeldBack`]: no credit, paused, throttled; replies are never held
-    /// back), the replay window is full while the stream is up ([`SendError::Full`]), or
-    /// the payload exceeds [`Session::send_limit`] ([`SendError::TooLarge`]).
+    /// back), the replay window or a replay budget is full while the stream is up
+    /// ([`SendError::Full`]), or the payload exceeds [`Session::send_limit`]
+    /// ([`SendError::TooLarge`]).
     ///
     /// `now` is read only when a resume-after or a throttle is in effect.
     pub(crate) fn send(
@@ -540,13 +554,19 @@ impl Session {
             }
             return Err(SendError::HeldBack { by, message: body });
         }
-        if self.replay.unacked() + 1 > self.config.replay_max_messages
+        let full = if self.replay.unacked() + 1 > self.config.replay_max_messages
             || self.replay.unacked_bytes + size > self.config.replay_max_bytes
         {
-            let limit = ReplayLimit::Session {
+            Err(ReplayLimit::Session {
                 messages: self.config.replay_max_messages,
                 bytes: self.config.replay_max_bytes,
-            };
+            })
+        } else {
+            self.account
+                .as_ref()
+                .map_or(Ok(()), |account| account.reserve_replay(size))
+        };
+        if let Err(limit) = full {
             if self.is_established() {
                 return Err(SendError::Full {
                     limit,
@@ -558,6 +578,13 @@ impl Session {
         }
         self.outflow.sent(&now);
         Ok(self.replay.push(body))
+    }
+
+    /// Gives back to the budgets what the replay buffer no longer holds.
+    fn settle_replay(&self) {
+        if let Some(account) = &self.account {
+            account.settle_replay(self.replay.unacked_bytes);
+        }
     }
 
     /// Until when a send must wait, if it must: `Some(None)` until credit or a resume
@@ -889,6 +916,7 @@ impl Session {
         // Whatever is still queued will not be sent; with what is in flight it goes
         // back to the owner. (A goodbye queued by `end` still flushes what it can.)
         let unconfirmed = self.replay.unconfirmed(self.local_goodbye.is_some());
+        self.settle_replay();
         self.state = State::Closed(reason.clone());
         self.events.push_back(Event::CanSend);
         self.events.push_back(Event::Closed(reason, unconfirmed));
@@ -911,6 +939,8 @@ impl Phase {
     }
 }
 
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod harness;
 #[cfg(test)]

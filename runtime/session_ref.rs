@@ -86,9 +86,9 @@ impl SessionRef {
     ///
     /// # Errors
     /// The message comes back in a [`SendError`] when the session is closed or finishing,
-    /// when it exceeds the session's size limit, or at once when the replay window is full
-    /// ([`SendError::Full`]: only the peer's acks free it, so waiting for credit would not
-    /// help).
+    /// when it exceeds the session's size limit, or at once when the replay window or a
+    /// replay budget is full ([`SendError::Full`]: only the peer's acks free them, so
+    /// waiting for credit would not help).
     pub async fn cast<M: Message + Name + 'static>(&self, message: M) -> Result<(), SendError<M>> {
         let body = Body {
             kind: BodyKind::Cast,

@@ -27,6 +27,7 @@ use crossbeam_utils::CachePadded;
 use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, oneshot, watch};
 
+use crate::budget::Account;
 use crate::error::{CallError, CloseReason, SendError};
 use crate::session::{Event, FlowState, Session};
 use crate::wire::{Body, Frame, TypeUrl};
@@ -178,7 +179,7 @@ impl Shared {
     }
 
     /// Sends without waiting; `SendError::HeldBack` when credit or the peer's signals
-    /// hold it, `SendError::Full` when the replay window is full.
+    /// hold it, `SendError::Full` when the replay window or a replay budget is full.
     ///
     /// The hot path: one lock, and a wake-up only for a sleeping outbound stream. (Sending
     /// moves no timer: the silence deadline starts when a batch goes out.)
@@ -203,7 +204,7 @@ impl Shared {
     }
 
     /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay
-    /// (never for acks: a full replay window is refused at once).
+    /// (never for acks: a full replay window or budget is refused at once).
     pub(crate) async fn send_waiting(&self, body: Body) -> Result<u64, SendError<Body>> {
         // Most sends find credit: try before registering to be told of more.
         let mut body = match self.send(body) {
@@ -236,6 +237,11 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Charges this session's replay buffer to `account` from now on.
+    pub(crate) fn set_account(&self, account: Arc<Account>) {
+        self.with(|s| s.set_account(account));
     }
 
     /// Senders waiting for credit may try again.

@@ -119,6 +119,9 @@ impl Driver {
             actor: s.target().to_owned(),
             remote_addr: self.remote_addr,
         });
+        // Before any handle exists: every send is charged to the budgets.
+        let account = self.cx.budgets.account(&info.peer);
+        self.shared.set_account(account);
         let session = SessionRef::new(self.shared.clone(), info);
         let owner = self.owner.as_ref().and_then(|o| o.cell());
         self.cx.node.session_opened(&session, &self.shared, owner);

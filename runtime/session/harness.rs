@@ -31,8 +31,18 @@ pub(super) fn body(n: u64) -> Body {
     }
 }
 
+/// Message `n` with `pad` more bytes of payload.
+pub(super) fn padded_body(n: u64, pad: usize) -> Body {
+    let mut payload = n.to_be_bytes().to_vec();
+    payload.resize(8 + pad, 0);
+    Body {
+        payload: payload.into(),
+        ..body(n)
+    }
+}
+
 pub(super) fn number(envelope: &Envelope) -> u64 {
-    u64::from_be_bytes(envelope.body.payload.as_ref().try_into().unwrap())
+    u64::from_be_bytes(envelope.body.payload[..8].try_into().unwrap())
 }
 
 pub(super) fn numbers(up_to: u64) -> Vec<u64> {
@@ -60,6 +70,8 @@ pub(super) struct End {
     pub(super) held_back: u32,
     /// Frames sent towards the other end and not yet delivered.
     pub(super) wire: VecDeque<Frame>,
+    /// Bytes each message sent pads its number with.
+    pub(super) pad: usize,
     /// Acceptor: the gate a resume stream waits at, as the node's service keeps it.
     pub(super) gate: Option<ResumeGate>,
     /// How resume streams ended at this side's gates, in order.
@@ -80,6 +92,7 @@ impl End {
             resumed: 0,
             held_back: 0,
             wire: VecDeque::new(),
+            pad: 0,
             gate: None,
             gate_verdicts: Vec::new(),
         }
@@ -135,7 +148,10 @@ impl End {
 
     /// Sends the next number; `false` when the session refused it.
     pub(super) fn send(&mut self, now: Instant) -> bool {
-        match self.session.send(body(self.sent + 1), || now) {
+        match self
+            .session
+            .send(padded_body(self.sent + 1, self.pad), || now)
+        {
             Ok(_) => {
                 self.sent += 1;
                 true
