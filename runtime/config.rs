@@ -102,8 +102,8 @@ pub struct NodeConfig {
     /// Per-session protocol settings (batching, acks, message size limit, replay window,
     /// resume deadline).
     pub session: SessionConfig,
-    /// Byte budgets all sessions of the node share, per peer and in all: replay buffers
-    /// (see [`BudgetConfig`]).
+    /// Byte budgets all sessions of the node share, per peer and in all: replay buffers,
+    /// and what waits unhandled in owners' mailboxes (see [`BudgetConfig`]).
     pub budget: BudgetConfig,
     /// What sessions do when their stream breaks, unless chosen per session.
     pub policy: SessionPolicy,

@@ -16,7 +16,7 @@
 //! - `tls`: TLS and mutual TLS on both ends ([`ServerTls`], [`ClientTls`]), loaded and
 //!   checked up front; the verifier that binds the handshake to the peer's certificate.
 //! - `budget`: memory budgets the sessions of a node share, per peer and in all
-//!   ([`BudgetConfig`]): replay buffers.
+//!   ([`BudgetConfig`]): replay buffers, and what waits unhandled in mailboxes.
 //! - `session`: one session's state machine, pure (no tokio, no tonic, no clock), split by
 //!   concern: handshake, resume, replay and acks, flow control, timers.
 //! - `config`: the node's settings ([`NodeConfig`], [`SessionConfig`], [`SessionPolicy`]).

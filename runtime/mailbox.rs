@@ -118,6 +118,8 @@ pub struct Inbound {
     pub(crate) type_url: TypeUrl,
     pub(crate) payload: Bytes,
     pub(crate) reply: Option<ReplyPort>,
+    /// Bytes charged to the inbound budgets until it is dropped.
+    pub(crate) charge: usize,
 }
 
 impl Inbound {
@@ -178,10 +180,11 @@ impl Inbound {
     }
 }
 
-/// Dropping a message is consuming it: that is what grants the peer credit to send more.
+/// Dropping a message is consuming it: that is what grants the peer credit to send more,
+/// and gives its bytes back to the inbound budgets.
 impl Drop for Inbound {
     fn drop(&mut self) {
-        self.session.consumed_one();
+        self.session.consumed_one(self.charge);
     }
 }
 

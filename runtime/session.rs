@@ -499,8 +499,8 @@ impl Session {
             .min(self.peer_max_message_bytes)
     }
 
-    /// Charges the session's replay buffer to `account` (the peer's and the node's
-    /// budgets) from now on.
+    /// Charges the session's replay buffer and its peer's deliveries to `account` (the
+    /// peer's and the node's budgets) from now on.
     pub(crate) fn set_account(&mut self, account: Arc<Account>) {
         account.charge_replay(self.replay.unacked_bytes);
         self.account = Some(account);
@@ -595,8 +595,21 @@ impl Session {
 
     /// Records that the owner consumed (dropped) messages: up to `consumed` in all. This
     /// is what grants the peer more credit and lifts an automatic pause.
+    ///
+    /// While an inbound budget is exceeded (the session's, its peer's or the node's), a
+    /// grant due is withheld; calling this again, with more consumed or not, looks again.
     pub(crate) fn consumed(&mut self, consumed: u64) {
-        if let Some(flow) = self.inflow.consumed(consumed) {
+        let account = &self.account;
+        let budget_allows = || {
+            account
+                .as_ref()
+                .is_none_or(|a| a.inbound_exceeded().is_none())
+        };
+        let flow = self.inflow.consumed(consumed, budget_allows);
+        if let Some(account) = &self.account {
+            account.set_withheld(self.inflow.withheld());
+        }
+        if let Some(flow) = flow {
             self.push_flow(flow);
         }
     }
@@ -631,6 +644,7 @@ impl Session {
             throttled_to: self.outflow.throttled_to(),
             inbound_waiting: self.inflow.waiting(),
             pausing_peer: self.inflow.pausing(),
+            credit_withheld: self.inflow.withheld(),
         }
     }
 

@@ -275,8 +275,8 @@ impl SessionRef {
         }
     }
 
-    pub(crate) fn consumed_one(&self) {
-        self.inner.shared.consumed_one();
+    pub(crate) fn consumed_one(&self, bytes: usize) {
+        self.inner.shared.consumed_one(bytes);
     }
 
     /// Messages sent on this session that the peer has not acknowledged yet.

@@ -119,7 +119,7 @@ impl Driver {
             actor: s.target().to_owned(),
             remote_addr: self.remote_addr,
         });
-        // Before any handle exists: every send is charged to the budgets.
+        // Before any handle exists: every send and delivery is charged to the budgets.
         let account = self.cx.budgets.account(&info.peer);
         self.shared.set_account(account);
         let session = SessionRef::new(self.shared.clone(), info);
@@ -147,7 +147,8 @@ impl Driver {
         };
         let reply = match body.kind {
             BodyKind::Reply { to, fault } => {
-                self.shared.consumed_one();
+                // Consumed on arrival: never charged to the inbound budgets.
+                self.shared.consumed_one(0);
                 let outcome = match fault {
                     Some(fault) => Err(CallError::Fault(*fault)),
                     None => Ok((body.type_url, body.payload)),
@@ -169,6 +170,7 @@ impl Driver {
         let inbound = Inbound {
             session: session.clone(),
             type_url: body.type_url,
+            charge: self.shared.charge_inbound(body.payload.len()),
             payload: body.payload,
             reply,
         };

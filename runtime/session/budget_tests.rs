@@ -1,9 +1,10 @@
 //! The memory budgets sessions share (`crate::budget`), driven deterministically: pairs
-//! of sessions from the harness, each charged to an account of one set of budgets,
+//! of sessions from the harness, each side charged to an account of one set of budgets,
 //! wires that hold frames until the test delivers them (a peer that never acknowledges
 //! is one whose wire is never delivered), and a synthetic clock.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::harness::*;
 use super::*;
@@ -23,6 +24,9 @@ fn unlimited() -> BudgetConfig {
     BudgetConfig {
         node_replay_bytes: usize::MAX,
         peer_replay_bytes: usize::MAX,
+        node_inbound_bytes: usize::MAX,
+        peer_inbound_bytes: usize::MAX,
+        session_inbound_bytes: usize::MAX,
     }
 }
 
@@ -106,6 +110,7 @@ fn the_node_budget_holds_every_peer_together() {
     let budgets = budgets(BudgetConfig {
         node_replay_bytes: 15 * SIZE,
         peer_replay_bytes: 10 * SIZE,
+        ..unlimited()
     });
     let mut mallory = sender(&budgets, &node("mallory", 9));
     let mut trudy = sender(&budgets, &node("trudy", 11));
@@ -235,4 +240,149 @@ fn replies_are_refused_by_a_full_budget_but_never_held_back_by_credit() {
             ..
         })
     ));
+}
+
+/// A pair whose acceptor `b` delivers into an owner that consumes only when told, its
+/// deliveries charged to an account with `peer`; `a` sends padded messages on a credit
+/// window of `window`.
+fn receiver(budgets: &Arc<Budgets>, peer: &NodeIdentity, window: u64) -> Harness {
+    let mut h = Harness::new(SessionConfig {
+        credit_window: window,
+        flow_high_watermark: None,
+        ..SessionConfig::default()
+    });
+    h.a.pad = PAD;
+    h.b.consume_at_once = false;
+    h.b.session.set_account(budgets.account(peer));
+    h
+}
+
+/// Sends from `a` all its credit allows, and delivers it to `b`'s owner.
+fn send_all_credit(h: &mut Harness) -> u64 {
+    let mut sent = 0;
+    while h.a.send(h.now) {
+        sent += 1;
+    }
+    h.settle();
+    sent
+}
+
+#[test]
+fn a_grant_waits_while_the_sessions_inbound_budget_is_exceeded() {
+    let budgets = budgets(BudgetConfig {
+        session_inbound_bytes: 2 * SIZE + SIZE / 2,
+        ..unlimited()
+    });
+    let mut h = receiver(&budgets, &node("a", 1), 8);
+    assert_eq!(send_all_credit(&mut h), 8);
+    assert_eq!(budgets.inbound_bytes(), 8 * SIZE);
+
+    // Two consumed: a grant is due, but six messages wait, past the budget.
+    h.b.consume(2);
+    h.settle();
+    assert!(h.b.session.flow(h.now).credit_withheld);
+    assert_eq!(h.a.session.flow(h.now).credit, 0, "the peer waits");
+    h.b.consume(3);
+    h.settle();
+    assert_eq!(h.a.session.flow(h.now).credit, 0, "three wait: still past");
+
+    // Two wait: within the budget, the grant goes out.
+    h.b.consume(1);
+    h.settle();
+    assert!(!h.b.session.flow(h.now).credit_withheld);
+    assert_eq!(h.a.session.flow(h.now).credit, 6);
+    assert_eq!(send_all_credit(&mut h), 6);
+    assert_eq!(h.b.delivered, numbers(14));
+}
+
+#[test]
+fn a_peers_inbound_budget_holds_its_other_sessions_grants_until_it_frees_up() {
+    let budgets = budgets(BudgetConfig {
+        peer_inbound_bytes: 3 * SIZE + SIZE / 2,
+        ..unlimited()
+    });
+    let mallory = node("mallory", 9);
+    // The first session's owner holds four messages, past the peer's budget.
+    let mut holder = receiver(&budgets, &mallory, 4);
+    assert_eq!(send_all_credit(&mut holder), 4);
+    // The second's consumes everything, but its grant charges the same peer.
+    let mut other = receiver(&budgets, &mallory, 4);
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = woken.clone();
+    other.b.session.account.as_ref().unwrap().on_freed(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(send_all_credit(&mut other), 4);
+    other.b.consume(4);
+    other.settle();
+    assert!(other.b.session.flow(other.now).credit_withheld);
+    assert_eq!(
+        send_all_credit(&mut other),
+        0,
+        "no credit while the peer's budget is past"
+    );
+
+    // Another peer's session is not held by it.
+    let mut alice = receiver(&budgets, &node("alice", 10), 4);
+    assert_eq!(send_all_credit(&mut alice), 4);
+    alice.b.consume(4);
+    alice.settle();
+    assert_eq!(send_all_credit(&mut alice), 4);
+
+    // The holder handles one: the peer's budget is met again, the waiting session is
+    // woken, and its driver's next look grants.
+    assert_eq!(woken.load(Ordering::SeqCst), 0);
+    holder.b.consume(1);
+    assert_eq!(woken.load(Ordering::SeqCst), 1);
+    other.b.session.consumed(other.b.consumed);
+    other.settle();
+    assert!(!other.b.session.flow(other.now).credit_withheld);
+    assert_eq!(send_all_credit(&mut other), 4);
+}
+
+#[test]
+fn the_node_inbound_budget_holds_every_peer_together() {
+    let budgets = budgets(BudgetConfig {
+        node_inbound_bytes: 3 * SIZE + SIZE / 2,
+        ..unlimited()
+    });
+    let mut holder = receiver(&budgets, &node("mallory", 9), 4);
+    assert_eq!(send_all_credit(&mut holder), 4);
+    let mut alice = receiver(&budgets, &node("alice", 10), 4);
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = woken.clone();
+    alice.b.session.account.as_ref().unwrap().on_freed(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(send_all_credit(&mut alice), 4);
+    alice.b.consume(4);
+    alice.settle();
+    assert_eq!(send_all_credit(&mut alice), 0, "the node's budget is past");
+    holder.b.consume(1);
+    assert_eq!(woken.load(Ordering::SeqCst), 1);
+    alice.b.session.consumed(alice.b.consumed);
+    alice.settle();
+    assert_eq!(send_all_credit(&mut alice), 4);
+}
+
+#[test]
+fn replies_reach_a_caller_while_its_inbound_budget_withholds_credit() {
+    let budgets = budgets(BudgetConfig {
+        session_inbound_bytes: SIZE,
+        ..unlimited()
+    });
+    let mut h = receiver(&budgets, &node("a", 1), 4);
+    assert_eq!(send_all_credit(&mut h), 4);
+    h.b.consume(1);
+    h.settle();
+    assert!(h.b.session.flow(h.now).credit_withheld);
+    // `b` called `a`; `a`'s reply needs no credit, so the caller is never stuck behind
+    // its own budget.
+    let reply = Body {
+        kind: BodyKind::Reply { to: 1, fault: None },
+        ..padded_body(5, PAD)
+    };
+    assert!(h.a.session.send(reply, || h.now).is_ok());
+    h.settle();
+    assert_eq!(h.b.delivered, numbers(5));
 }
