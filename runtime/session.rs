@@ -108,14 +108,17 @@ pub struct SessionConfig {
     pub max_message_bytes: u64,
     /// Most unacknowledged messages the replay buffer holds.
     pub replay_max_messages: usize,
-    /// Most unacknowledged payload bytes the replay buffer holds.
+    /// Most unacknowledged payload bytes the replay buffer holds. All sessions with one
+    /// peer, and all sessions of the node, are bounded together as well
+    /// ([`crate::BudgetConfig`]).
     pub replay_max_bytes: usize,
     /// How long an interrupted session may take to resume before it is lost.
     pub resume_timeout: Duration,
     /// With data unacknowledged, a peer silent for this long interrupts the session.
     pub silence_timeout: Duration,
     /// How many messages the peer may send ahead of this side's actor consuming them:
-    /// the bound on this session's share of the actor's mailbox.
+    /// the bound on this session's share of the actor's mailbox, in messages. In bytes,
+    /// credit is not renewed past the inbound budgets ([`crate::BudgetConfig`]).
     pub credit_window: u64,
     /// Pause the peer automatically when this fraction of the credit window waits in the
     /// mailbox, and resume it below `flow_low_watermark`. `None`: never automatically.
