@@ -269,7 +269,13 @@ impl Pool {
 
 impl Waiters {
     fn register(&self, account: Weak<Account>) {
-        lock(&self.list).push(account);
+        let mut list = lock(&self.list);
+        // While the pool stays past its budget, sessions that end leave their entries:
+        // prune them as the list doubles, so it holds about as many as are waiting.
+        if list.len() >= 64 && list.len().is_power_of_two() {
+            list.retain(|waiting| waiting.strong_count() > 0);
+        }
+        list.push(account);
         self.any.store(true, Ordering::SeqCst);
     }
 
@@ -487,6 +493,22 @@ mod tests {
         assert_eq!(budgets.replay_bytes(), 150);
         p.settle_replay(40);
         assert_eq!(budgets.replay_bytes(), 90);
+    }
+
+    #[test]
+    fn waiters_that_end_while_their_budget_stays_past_do_not_pile_up() {
+        let budgets = Budgets::new(BudgetConfig {
+            node_inbound_bytes: 100,
+            ..BudgetConfig::default()
+        });
+        let holder = budgets.account(&identity("p"));
+        holder.inbound_delivered(150);
+        for _ in 0..1000 {
+            let waiter = budgets.account(&identity("q"));
+            assert_eq!(waiter.inbound_exceeded(), Some(InboundLimit::Node));
+        }
+        let waiting = lock(&budgets.node.waiters.list).len();
+        assert!(waiting <= 128, "{waiting} entries for no live waiter");
     }
 
     #[test]
