@@ -384,7 +384,7 @@ async fn stall(check: &RemoteRef<SeqCheck>, filler: &Bytes) -> anyhow::Result<u6
             filler: filler.clone(),
         }) {
             Ok(()) => sent += 1,
-            Err(SendError::Full(_)) => break,
+            Err(SendError::HeldBack { .. }) => break,
             Err(error) => bail!("filling the stalled session: {error}"),
         }
         if sent % 1024 == 0 {

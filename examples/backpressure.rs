@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
             n,
             filler: bytes::Bytes::from_static(&[7; 64]),
         };
-        if let Err(SendError::Full(held)) = check.try_cast(tick) {
+        if let Err(SendError::HeldBack { message: held, .. }) = check.try_cast(tick) {
             handed_back += 1;
             let before = Instant::now();
             check.cast(held).await?;

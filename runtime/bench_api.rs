@@ -128,7 +128,7 @@ impl Pair {
     /// The initiator casts `n` messages.
     ///
     /// # Panics
-    /// If the session refuses one (no credit, replay window full).
+    /// If the session refuses one (no credit, replay window or budget full).
     pub fn send(&mut self, n: usize) {
         let now = Instant::now();
         for _ in 0..n {

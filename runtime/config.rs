@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::budget::BudgetConfig;
 use crate::session::SessionConfig;
 use crate::tls::{ClientTls, ServerTls};
 
@@ -101,6 +102,9 @@ pub struct NodeConfig {
     /// Per-session protocol settings (batching, acks, message size limit, replay window,
     /// resume deadline).
     pub session: SessionConfig,
+    /// Byte budgets all sessions of the node share, per peer and in all: replay buffers,
+    /// and what waits unhandled in owners' mailboxes (see [`BudgetConfig`]).
+    pub budget: BudgetConfig,
     /// What sessions do when their stream breaks, unless chosen per session.
     pub policy: SessionPolicy,
     /// First delay between reconnect attempts; doubles per attempt, with jitter.
@@ -159,6 +163,7 @@ impl Default for NodeConfig {
             name: "node".into(),
             listen: None,
             session: SessionConfig::default(),
+            budget: BudgetConfig::default(),
             policy: SessionPolicy::Resume,
             reconnect_base: Duration::from_millis(25),
             reconnect_max: Duration::from_secs(1),

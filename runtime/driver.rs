@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use crate::budget::Budgets;
 use crate::config::SessionPolicy;
 use crate::error::CloseReason;
 use crate::mailbox::Deliver;
@@ -107,12 +108,14 @@ pub(crate) struct Restart {
 }
 
 /// What every driver of one node shares: where it reports, its settings, the node's
-/// shutdown token.
+/// shutdown token, the node's memory budgets.
 #[derive(Clone)]
 pub(crate) struct Context {
     pub(crate) node: Arc<dyn NodeHooks>,
     pub(crate) config: DriverConfig,
     pub(crate) cancel: CancellationToken,
+    /// Each established session opens an account with them, under its peer's identity.
+    pub(crate) budgets: Arc<Budgets>,
 }
 
 /// Node-level settings a driver needs.

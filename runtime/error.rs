@@ -163,14 +163,10 @@ pub enum LostReason {
         /// The peer's incarnation now.
         current: uuid::Uuid,
     },
-    /// While interrupted, more messages were sent than the replay window holds.
-    #[error("the replay window ({messages} messages, {bytes} bytes) overflowed while interrupted")]
-    WindowExceeded {
-        /// The window's message bound.
-        messages: usize,
-        /// The window's byte bound.
-        bytes: usize,
-    },
+    /// While interrupted, a send overflowed what may wait unacknowledged: the session's
+    /// replay window, or the replay budget of its peer or of this node.
+    #[error("{0} overflowed while interrupted")]
+    ReplayFull(ReplayLimit),
     /// The peer refused to resume (it no longer has the session).
     #[error("the peer refused to resume: {0}")]
     ResumeRefused(Refusal),
@@ -215,9 +211,26 @@ pub enum SendError<T> {
     /// The session's handshake has not completed.
     #[error("the session is not established yet")]
     NotReady(T),
-    /// The replay window is full: the peer has not confirmed enough of what was sent.
-    #[error("the session's replay window is full")]
-    Full(T),
+    /// What this side sent and the peer has not acknowledged fills `limit`: the session's
+    /// replay window, or the replay budget of the peer or of this node. Waiting for credit
+    /// does not help; only acks do, so even `cast(..).await` returns this at once.
+    #[error("{limit} is full: the peer has not acknowledged enough of what was sent")]
+    Full {
+        /// The bound that is full.
+        limit: ReplayLimit,
+        /// The message.
+        message: T,
+    },
+    /// The peer holds this side back now: no credit left, paused, or a resume-after or
+    /// throttle delay. `cast(..).await` and `call` wait for this to end; `try_cast`
+    /// returns it.
+    #[error("the peer holds the session back: {by}")]
+    HeldBack {
+        /// What holds it back.
+        by: HeldBy,
+        /// The message.
+        message: T,
+    },
     /// The payload is larger than the session's limit (the smaller of both nodes').
     #[error("message of {size} bytes exceeds the session's limit of {limit}")]
     TooLarge {
@@ -236,7 +249,8 @@ impl<T> SendError<T> {
         match self {
             Self::Closed(m)
             | Self::NotReady(m)
-            | Self::Full(m)
+            | Self::Full { message: m, .. }
+            | Self::HeldBack { message: m, .. }
             | Self::TooLarge { message: m, .. } => m,
         }
     }
@@ -246,7 +260,14 @@ impl<T> SendError<T> {
         match self {
             Self::Closed(m) => SendError::Closed(f(m)),
             Self::NotReady(m) => SendError::NotReady(f(m)),
-            Self::Full(m) => SendError::Full(f(m)),
+            Self::Full { limit, message } => SendError::Full {
+                limit,
+                message: f(message),
+            },
+            Self::HeldBack { by, message } => SendError::HeldBack {
+                by,
+                message: f(message),
+            },
             Self::TooLarge {
                 size,
                 limit,
@@ -258,6 +279,52 @@ impl<T> SendError<T> {
             },
         }
     }
+}
+
+/// A bound on what a session may have sent and not yet had acknowledged, as
+/// [`SendError::Full`] and [`LostReason::ReplayFull`] name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayLimit {
+    /// The session's own replay window (`SessionConfig::replay_max_messages` /
+    /// `replay_max_bytes`).
+    #[error("the session's replay window ({messages} messages, {bytes} bytes)")]
+    Session {
+        /// The window's message bound.
+        messages: usize,
+        /// The window's byte bound.
+        bytes: usize,
+    },
+    /// The replay budget of the peer node, shared by all its sessions
+    /// ([`crate::BudgetConfig::peer_replay_bytes`]).
+    #[error("the peer's replay budget ({bytes} bytes over all its sessions)")]
+    Peer {
+        /// The budget.
+        bytes: usize,
+    },
+    /// This node's replay budget, shared by all its sessions
+    /// ([`crate::BudgetConfig::node_replay_bytes`]).
+    #[error("the node's replay budget ({bytes} bytes over all sessions)")]
+    Node {
+        /// The budget.
+        bytes: usize,
+    },
+}
+
+/// What holds a sender back ([`SendError::HeldBack`]): the peer's credit or its signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeldBy {
+    /// The peer granted no more credit: its actor has not consumed enough of what it got.
+    #[error("no credit left")]
+    NoCredit,
+    /// The peer sent `Pause`.
+    #[error("paused")]
+    Paused,
+    /// The peer sent `ResumeAfter`, and the delay has not run out.
+    #[error("asked to wait (resume-after)")]
+    ResumeAfter,
+    /// The peer sent `Throttle`, and the pace allows no message yet.
+    #[error("throttled")]
+    Throttled,
 }
 
 /// A call produced no reply.

@@ -348,10 +348,14 @@ impl<M: Message + Name + 'static> Outbox<M> {
         let message = if lag == 0 {
             match self.session.try_cast(message) {
                 Ok(()) => return Pushed::Sent,
-                Err(SendError::Full(message) | SendError::NotReady(message)) => message,
+                Err(SendError::HeldBack { message, .. } | SendError::NotReady(message)) => message,
                 Err(SendError::Closed(message)) => return Pushed::Closed(message),
                 Err(error @ SendError::TooLarge { .. }) => {
                     end_too_large(&self.session, &error);
+                    return Pushed::Closed(error.into_message());
+                }
+                Err(error @ SendError::Full { .. }) => {
+                    end_full(&self.session, &error);
                     return Pushed::Closed(error.into_message());
                 }
             }
@@ -420,11 +424,14 @@ async fn pump<M: Message + Name + 'static>(
                 match sent {
                     Ok(()) => {}
                     // Its owner hears of the close from the session.
-                    Err(SendError::Closed(_) | SendError::NotReady(_) | SendError::Full(_)) => {
-                        break;
-                    }
+                    Err(SendError::Closed(_) | SendError::NotReady(_)) => break,
                     Err(error @ SendError::TooLarge { .. }) => {
                         end_too_large(&session, &error);
+                        break;
+                    }
+                    // `cast` waits while held back: it returns no `HeldBack`.
+                    Err(error @ (SendError::Full { .. } | SendError::HeldBack { .. })) => {
+                        end_full(&session, &error);
                         break;
                     }
                 }
@@ -445,4 +452,14 @@ async fn pump<M: Message + Name + 'static>(
 fn end_too_large<M>(session: &SessionRef, error: &SendError<M>) {
     tracing::warn!(session = %session.id(), %error, "fan-out message too large");
     session.end(GoodbyeReason::LimitExceeded, error.to_string());
+}
+
+/// The member's replay window or a replay budget is full: it has not acknowledged what
+/// it was sent, so it fell behind; the farewell that ends its session says which bound.
+fn end_full<M>(session: &SessionRef, error: &SendError<M>) {
+    tracing::info!(session = %session.id(), %error, "fan-out member fell behind its acks");
+    session.end(
+        GoodbyeReason::LimitExceeded,
+        format!("fell behind: {error}"),
+    );
 }

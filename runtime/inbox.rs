@@ -96,7 +96,8 @@ pub enum NoMessage {
 /// what waits in the inbox is at most one window of messages (the receiving node's
 /// `SessionConfig::credit_window`) plus the session's signals: a few per interruption,
 /// and at most 64 unread `Flow` signals (the flow state stays readable through
-/// [`crate::SessionRef::flow`]).
+/// [`crate::SessionRef::flow`]). Unread messages count against the node's inbound
+/// budgets ([`crate::BudgetConfig`]) like those waiting in an actor's mailbox.
 ///
 /// ```no_run
 /// # async fn run<ChatRoom: duologue::Protocol>(node: duologue::Node) -> Result<(), Box<dyn std::error::Error>> {

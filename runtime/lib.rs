@@ -15,6 +15,8 @@
 //! - `auth`: the shared secret ([`Secret`]) and the HMAC challenge-response proofs.
 //! - `tls`: TLS and mutual TLS on both ends ([`ServerTls`], [`ClientTls`]), loaded and
 //!   checked up front; the verifier that binds the handshake to the peer's certificate.
+//! - `budget`: memory budgets the sessions of a node share, per peer and in all
+//!   ([`BudgetConfig`]): replay buffers, and what waits unhandled in mailboxes.
 //! - `session`: one session's state machine, pure (no tokio, no tonic, no clock), split by
 //!   concern: handshake, resume, replay and acks, flow control, timers.
 //! - `config`: the node's settings ([`NodeConfig`], [`SessionConfig`], [`SessionPolicy`]).
@@ -99,6 +101,7 @@ mod auth;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_api;
+mod budget;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
@@ -118,10 +121,11 @@ mod tls;
 mod wire;
 
 pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
+pub use budget::BudgetConfig;
 pub use config::{AdmissionConfig, NodeConfig, RuntimeFlavor, SessionPolicy};
 pub use error::{
-    AuthError, CallError, CloseReason, ConnectError, DecodeError, LostReason, NodeError,
-    ProtocolError, SendError,
+    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, LostReason, NodeError,
+    ProtocolError, ReplayLimit, SendError,
 };
 pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
 pub use inbox::{InboxEvent, InboxReceiver, NoMessage};

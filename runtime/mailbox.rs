@@ -118,6 +118,8 @@ pub struct Inbound {
     pub(crate) type_url: TypeUrl,
     pub(crate) payload: Bytes,
     pub(crate) reply: Option<ReplyPort>,
+    /// Bytes charged to the inbound budgets until it is dropped.
+    pub(crate) charge: usize,
 }
 
 impl Inbound {
@@ -178,10 +180,11 @@ impl Inbound {
     }
 }
 
-/// Dropping a message is consuming it: that is what grants the peer credit to send more.
+/// Dropping a message is consuming it: that is what grants the peer credit to send more,
+/// and gives its bytes back to the inbound budgets.
 impl Drop for Inbound {
     fn drop(&mut self) {
-        self.session.consumed_one();
+        self.session.consumed_one(self.charge);
     }
 }
 
@@ -211,11 +214,12 @@ impl ReplyPort {
         self.deadline
     }
 
-    /// Sends the reply. When the session cannot take it (too large, window full), the
-    /// caller is answered with a `reply_not_sent` fault saying why, so it does not wait.
+    /// Sends the reply. When the session cannot take it (too large, replay window or
+    /// budget full), the caller is answered with a `reply_not_sent` fault saying why, so
+    /// it does not wait.
     ///
     /// # Errors
-    /// [`SendError`] when the session cannot take the reply (closed, too large).
+    /// [`SendError`] when the session cannot take the reply (closed, too large, full).
     pub fn send<M: Message + Name + 'static>(mut self, reply: &M) -> Result<(), SendError<()>> {
         self.answered = true;
         let sent = self.session.send_reply(self.call_id, Ok(reply));

@@ -34,6 +34,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::transport::Server;
 
 use crate::auth::{Secret, TlsBinding};
+use crate::budget::{BudgetConfig, Budgets};
 use crate::config::{NodeConfig, SessionPolicy};
 use crate::driver::{
     Attach, Closed, Context, Dialer, Driver, DriverConfig, NodeHooks, Restart, backoff,
@@ -132,6 +133,12 @@ impl NodeBuilder {
         self
     }
 
+    /// The memory budgets the node's sessions share ([`NodeConfig::budget`]).
+    pub fn budget(mut self, budget: BudgetConfig) -> Self {
+        self.config.budget = budget;
+        self
+    }
+
     /// Serves TLS ([`NodeConfig::tls`]): sessions are accepted only over TLS, and, when
     /// `tls` has a client CA, only from clients with a certificate from it.
     pub fn tls(mut self, tls: ServerTls) -> Self {
@@ -200,6 +207,7 @@ impl NodeBuilder {
                 incarnation: uuid::Uuid::new_v4(),
             },
             secret,
+            budgets: Budgets::new(config.budget.clone()),
             registry: RwLock::new(HashMap::new()),
             links: Arc::new(Links::default()),
             shutdown: Shutdown::default(),
@@ -317,6 +325,8 @@ pub(crate) struct NodeInner {
     pub(crate) identity: NodeIdentity,
     pub(crate) config: NodeConfig,
     pub(crate) secret: Secret,
+    /// The memory budgets all its sessions share.
+    budgets: Arc<Budgets>,
     registry: RwLock<HashMap<String, Arc<dyn Deliver>>>,
     links: Arc<Links>,
     pub(crate) shutdown: Shutdown,
@@ -698,6 +708,7 @@ impl NodeInner {
             node: self.clone(),
             config: self.driver_config(),
             cancel: self.shutdown.token().clone(),
+            budgets: self.budgets.clone(),
         }
     }
 

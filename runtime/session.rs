@@ -43,7 +43,7 @@
 //!   Resuming --attempt failed--> Interrupted
 //!   acceptor: Active/Finishing/Interrupted --resume_proven (a stream passed the gate):
 //!             send Welcome{last received}, replay the rest--> Active/Finishing  (Resumed)
-//!   Interrupted/Resuming --deadline, peer restarted, window overflow, refused--> Closed(Lost(reason))
+//!   Interrupted/Resuming --deadline, peer restarted, window or budget overflow, refused--> Closed(Lost(reason))
 //!   Active/Finishing --recv Goodbye(other reason)--> Closed(Lost(PeerEnded))
 //!
 //!   before Active: bad proof / Refuse / protocol error / timeout / broken stream --> Closed(reason)
@@ -64,10 +64,12 @@
 
 use std::collections::VecDeque;
 use std::mem;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{ResumeKey, Secret, TlsBinding};
-use crate::error::{CloseReason, LostReason, ProtocolError, SendError};
+use crate::budget::Account;
+use crate::error::{CloseReason, LostReason, ProtocolError, ReplayLimit, SendError};
 use crate::wire::{
     Body, BodyKind, Envelope, Flow, FlowSignal, Frame, FrameError, Goodbye, GoodbyeReason,
     NodeIdentity, Nonce, Refusal, RefuseReason, SessionId,
@@ -106,14 +108,17 @@ pub struct SessionConfig {
     pub max_message_bytes: u64,
     /// Most unacknowledged messages the replay buffer holds.
     pub replay_max_messages: usize,
-    /// Most unacknowledged payload bytes the replay buffer holds.
+    /// Most unacknowledged payload bytes the replay buffer holds. All sessions with one
+    /// peer, and all sessions of the node, are bounded together as well
+    /// ([`crate::BudgetConfig`]).
     pub replay_max_bytes: usize,
     /// How long an interrupted session may take to resume before it is lost.
     pub resume_timeout: Duration,
     /// With data unacknowledged, a peer silent for this long interrupts the session.
     pub silence_timeout: Duration,
     /// How many messages the peer may send ahead of this side's actor consuming them:
-    /// the bound on this session's share of the actor's mailbox.
+    /// the bound on this session's share of the actor's mailbox, in messages. In bytes,
+    /// credit is not renewed past the inbound budgets ([`crate::BudgetConfig`]).
     pub credit_window: u64,
     /// Pause the peer automatically when this fraction of the credit window waits in the
     /// mailbox, and resume it below `flow_low_watermark`. `None`: never automatically.
@@ -282,6 +287,9 @@ pub(crate) struct Session {
     inflow: Inflow,
     /// A sender held back by the peer, watched so it never waits without a word.
     held_back: HeldBack,
+    /// Its charges against the peer's and the node's memory budgets, once established
+    /// (`None`: no budgets but the session's own).
+    account: Option<Arc<Account>>,
 
     timers: TimerTable,
     control: VecDeque<Frame>,
@@ -362,6 +370,7 @@ impl Session {
             outflow: Outflow::new(crate::wire::DEFAULT_CREDIT_WINDOW, now),
             inflow: Inflow::new(&config),
             held_back: HeldBack::default(),
+            account: None,
             timers,
             control: VecDeque::new(),
             events: VecDeque::new(),
@@ -493,17 +502,26 @@ impl Session {
             .min(self.peer_max_message_bytes)
     }
 
+    /// Charges the session's replay buffer and its peer's deliveries to `account` (the
+    /// peer's and the node's budgets) from now on.
+    pub(crate) fn set_account(&mut self, account: Arc<Account>) {
+        account.charge_replay(self.replay.unacked_bytes);
+        self.account = Some(account);
+    }
+
     /// Queues a message; returns its sequence number.
     ///
     /// While interrupted, messages keep being accepted into the replay buffer, so a short
-    /// break is invisible to senders; overflowing the buffer then loses the session
-    /// ([`LostReason::WindowExceeded`]).
+    /// break is invisible to senders; overflowing the replay window or a replay budget
+    /// then loses the session ([`LostReason::ReplayFull`]).
     ///
     /// # Errors
     /// The message comes back in the error when the session does not take data now
-    /// ([`SendError::Closed`], [`SendError::NotReady`]), the replay window is full while
-    /// the stream is up ([`SendError::Full`]), or the payload exceeds
-    /// [`Session::send_limit`] ([`SendError::TooLarge`]).
+    /// ([`SendError::Closed`], [`SendError::NotReady`]), the peer holds this side back
+    /// ([`SendError::HeldBack`]: no credit, paused, throttled; replies are never held
+    /// back), the replay window or a replay budget is full while the stream is up
+    /// ([`SendError::Full`]), or the payload exceeds [`Session::send_limit`]
+    /// ([`SendError::TooLarge`]).
     ///
     /// `now` is read only when a resume-after or a throttle is in effect.
     pub(crate) fn send(
@@ -533,26 +551,43 @@ impl Session {
         // caller is waiting for them), and holding them back could deadlock two callers.
         let reply = matches!(body.kind, BodyKind::Reply { .. });
         let next_seq = self.replay.next_seq;
-        if !reply && self.outflow.blocked(next_seq, &now).is_some() {
+        if !reply && let Some((by, _)) = self.outflow.hold(next_seq, &now) {
             if self.outflow.held_back(next_seq) {
                 self.held_back.refused(now());
             }
-            return Err(SendError::Full(body));
+            return Err(SendError::HeldBack { by, message: body });
         }
-        if self.replay.unacked() + 1 > self.config.replay_max_messages
+        let full = if self.replay.unacked() + 1 > self.config.replay_max_messages
             || self.replay.unacked_bytes + size > self.config.replay_max_bytes
         {
-            if self.is_established() {
-                return Err(SendError::Full(body));
-            }
-            self.lose(LostReason::WindowExceeded {
+            Err(ReplayLimit::Session {
                 messages: self.config.replay_max_messages,
                 bytes: self.config.replay_max_bytes,
-            });
+            })
+        } else {
+            self.account
+                .as_ref()
+                .map_or(Ok(()), |account| account.reserve_replay(size))
+        };
+        if let Err(limit) = full {
+            if self.is_established() {
+                return Err(SendError::Full {
+                    limit,
+                    message: body,
+                });
+            }
+            self.lose(LostReason::ReplayFull(limit));
             return Err(SendError::Closed(body));
         }
         self.outflow.sent(&now);
         Ok(self.replay.push(body))
+    }
+
+    /// Gives back to the budgets what the replay buffer no longer holds.
+    fn settle_replay(&self) {
+        if let Some(account) = &self.account {
+            account.settle_replay(self.replay.unacked_bytes);
+        }
     }
 
     /// Until when a send must wait, if it must: `Some(None)` until credit or a resume
@@ -563,8 +598,21 @@ impl Session {
 
     /// Records that the owner consumed (dropped) messages: up to `consumed` in all. This
     /// is what grants the peer more credit and lifts an automatic pause.
+    ///
+    /// While an inbound budget is exceeded (the session's, its peer's or the node's), a
+    /// grant due is withheld; calling this again, with more consumed or not, looks again.
     pub(crate) fn consumed(&mut self, consumed: u64) {
-        if let Some(flow) = self.inflow.consumed(consumed) {
+        let account = &self.account;
+        let budget_allows = || {
+            account
+                .as_ref()
+                .is_none_or(|a| a.inbound_exceeded().is_none())
+        };
+        let flow = self.inflow.consumed(consumed, budget_allows);
+        if let Some(account) = &self.account {
+            account.set_withheld(self.inflow.withheld());
+        }
+        if let Some(flow) = flow {
             self.push_flow(flow);
         }
     }
@@ -599,6 +647,7 @@ impl Session {
             throttled_to: self.outflow.throttled_to(),
             inbound_waiting: self.inflow.waiting(),
             pausing_peer: self.inflow.pausing(),
+            credit_withheld: self.inflow.withheld(),
         }
     }
 
@@ -884,6 +933,7 @@ impl Session {
         // Whatever is still queued will not be sent; with what is in flight it goes
         // back to the owner. (A goodbye queued by `end` still flushes what it can.)
         let unconfirmed = self.replay.unconfirmed(self.local_goodbye.is_some());
+        self.settle_replay();
         self.state = State::Closed(reason.clone());
         self.events.push_back(Event::CanSend);
         self.events.push_back(Event::Closed(reason, unconfirmed));
@@ -906,6 +956,8 @@ impl Phase {
     }
 }
 
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod harness;
 #[cfg(test)]

@@ -86,7 +86,9 @@ impl SessionRef {
     ///
     /// # Errors
     /// The message comes back in a [`SendError`] when the session is closed or finishing,
-    /// or when it exceeds the session's size limit.
+    /// when it exceeds the session's size limit, or at once when the replay window or a
+    /// replay budget is full ([`SendError::Full`]: only the peer's acks free them, so
+    /// waiting for credit would not help).
     pub async fn cast<M: Message + Name + 'static>(&self, message: M) -> Result<(), SendError<M>> {
         let body = Body {
             kind: BodyKind::Cast,
@@ -102,8 +104,8 @@ impl SessionRef {
     /// Sends a one-way message without waiting.
     ///
     /// # Errors
-    /// As [`SessionRef::cast`], and [`SendError::Full`] (the message back) when the peer
-    /// gives no credit now or holds this side back.
+    /// As [`SessionRef::cast`], and [`SendError::HeldBack`] (the message back) when the
+    /// peer gives no credit now or holds this side back.
     pub fn try_cast<M: Message + Name + 'static>(&self, message: M) -> Result<(), SendError<M>> {
         let body = Body {
             kind: BodyKind::Cast,
@@ -273,8 +275,8 @@ impl SessionRef {
         }
     }
 
-    pub(crate) fn consumed_one(&self) {
-        self.inner.shared.consumed_one();
+    pub(crate) fn consumed_one(&self, bytes: usize) {
+        self.inner.shared.consumed_one(bytes);
     }
 
     /// Messages sent on this session that the peer has not acknowledged yet.

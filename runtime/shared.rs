@@ -27,6 +27,7 @@ use crossbeam_utils::CachePadded;
 use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, oneshot, watch};
 
+use crate::budget::Account;
 use crate::error::{CallError, CloseReason, SendError};
 use crate::session::{Event, FlowState, Session};
 use crate::wire::{Body, Frame, TypeUrl};
@@ -49,6 +50,9 @@ pub(crate) struct Shared {
     consumed_synced: AtomicU64,
     /// Consumption that makes it worth waking the driver (an eighth of the window).
     consumed_step: u64,
+    /// The session's charges against the memory budgets, once established: what the
+    /// owner's handling of a delivery gives back.
+    account: OnceLock<Arc<Account>>,
     calls: Mutex<HashMap<u64, oneshot::Sender<CallOutcome>>>,
     next_call: AtomicU64,
     next_stream: AtomicU64,
@@ -127,6 +131,7 @@ impl Shared {
             consumed: CachePadded::new(AtomicU64::new(0)),
             consumed_synced: AtomicU64::new(0),
             consumed_step: (credit_window / 8).max(1),
+            account: OnceLock::new(),
             core: Mutex::new(Core {
                 session,
                 wakers: Vec::new(),
@@ -177,7 +182,8 @@ impl Shared {
         f(&self.lock().session)
     }
 
-    /// Sends without waiting; `SendError::Full` when credit or the peer's signals hold it.
+    /// Sends without waiting; `SendError::HeldBack` when credit or the peer's signals
+    /// hold it, `SendError::Full` when the replay window or a replay budget is full.
     ///
     /// The hot path: one lock, and a wake-up only for a sleeping outbound stream. (Sending
     /// moves no timer: the silence deadline starts when a batch goes out.)
@@ -201,11 +207,12 @@ impl Shared {
         result
     }
 
-    /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay.
+    /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay
+    /// (never for acks: a full replay window or budget is refused at once).
     pub(crate) async fn send_waiting(&self, body: Body) -> Result<u64, SendError<Body>> {
         // Most sends find credit: try before registering to be told of more.
         let mut body = match self.send(body) {
-            Err(SendError::Full(body)) => body,
+            Err(SendError::HeldBack { message, .. }) => message,
             other => return other,
         };
         loop {
@@ -215,7 +222,7 @@ impl Shared {
             changed.as_mut().enable();
             let now = Instant::now();
             let attempt = self.with(|s| match s.send(body, || now) {
-                Err(SendError::Full(body)) => Err((body, s.send_blocked(now))),
+                Err(SendError::HeldBack { message, .. }) => Err((message, s.send_blocked(now))),
                 other => Ok(other),
             });
             match attempt {
@@ -241,20 +248,52 @@ impl Shared {
         self.flow_changed.notify_waiters();
     }
 
+    /// Charges this session's memory budgets to `account` from now on; a budget it
+    /// waits on that frees up wakes the driver.
+    pub(crate) fn set_account(self: &Arc<Self>, account: Arc<Account>) {
+        let shared = Arc::downgrade(self);
+        account.on_freed(move || {
+            if let Some(shared) = shared.upgrade() {
+                shared.wake_driver.notify_one();
+            }
+        });
+        let _ = self.account.set(account.clone());
+        self.with(|s| s.set_account(account));
+    }
+
+    /// A delivery of `bytes` goes into the owner's mailbox: returns what it is charged
+    /// to the inbound budgets (to give back with [`Shared::consumed_one`]).
+    pub(crate) fn charge_inbound(&self, bytes: usize) -> usize {
+        match self.account.get() {
+            Some(account) => {
+                account.inbound_delivered(bytes);
+                bytes
+            }
+            None => 0,
+        }
+    }
+
     /// The owner consumed one message (dropped an `Inbound`, or a reply reached its
-    /// caller): what lets the peer send more.
-    pub(crate) fn consumed_one(&self) {
+    /// caller) charged `bytes` to the inbound budgets: what lets the peer send more.
+    pub(crate) fn consumed_one(&self, bytes: usize) {
         let consumed = self.consumed.fetch_add(1, Ordering::Relaxed) + 1;
         let synced = self.consumed_synced.load(Ordering::Relaxed);
-        if consumed.saturating_sub(synced) >= self.consumed_step {
+        // A grant withheld for a budget is looked at again after every message handled.
+        let withheld = self
+            .account
+            .get()
+            .is_some_and(|account| account.inbound_handled(bytes));
+        if withheld || consumed.saturating_sub(synced) >= self.consumed_step {
             self.wake_driver.notify_one();
         }
     }
 
-    /// Tells the core what the owner consumed since the last time.
+    /// Tells the core what the owner consumed since the last time, and has it look again
+    /// at a grant a budget withheld.
     pub(crate) fn sync_consumed(&self) {
         let consumed = self.consumed.load(Ordering::Relaxed);
-        if consumed > self.consumed_synced.swap(consumed, Ordering::Relaxed) {
+        let withheld = self.account.get().is_some_and(|a| a.is_withheld());
+        if consumed > self.consumed_synced.swap(consumed, Ordering::Relaxed) || withheld {
             self.with(|s| s.consumed(consumed));
         }
     }

@@ -48,7 +48,7 @@ async fn a_slow_consumer_bounds_both_sides_and_loses_nothing() {
             n,
             filler: bytes::Bytes::from_static(&[7; 64]),
         };
-        if let Err(SendError::Full(held)) = check.try_cast(tick) {
+        if let Err(SendError::HeldBack { message: held, .. }) = check.try_cast(tick) {
             handed_back += 1;
             check.cast(held).await.unwrap();
         }

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use duologue::FlowSignal;
-use duologue::{Node, NodeConfig, RemoteRef, SendError, SessionConfig, SessionSignal};
+use duologue::{HeldBy, Node, NodeConfig, RemoteRef, SendError, SessionConfig, SessionSignal};
 use duologue_actors::seq_check::proto::{CheckReply, ReportRequest, Tick, check_reply};
 use duologue_actors::seq_check::{CheckConfig, SeqCheck};
 use ractor::Actor;
@@ -76,7 +76,10 @@ async fn without_credit_try_cast_hands_back_and_cast_waits() {
     for n in 1..=600 {
         match check.try_cast(tick(n)) {
             Ok(()) => {}
-            Err(SendError::Full(message)) => {
+            Err(SendError::HeldBack {
+                by: HeldBy::NoCredit,
+                message,
+            }) => {
                 refused += 1;
                 assert_eq!(message, tick(n).into(), "the message comes back");
                 check.cast(message).await.unwrap();
@@ -162,7 +165,16 @@ async fn a_pause_holds_the_sender_until_resume() {
     );
     assert!(far_end.flow().pausing_peer);
     let held = remote.try_cast(Ping { n: 1, body: vec![] }).unwrap_err();
-    assert!(matches!(held, SendError::Full(_)));
+    assert!(
+        matches!(
+            held,
+            SendError::HeldBack {
+                by: HeldBy::Paused,
+                ..
+            }
+        ),
+        "{held}"
+    );
     far_end.resume();
     remote.cast(held.into_message()).await.unwrap();
     assert_eq!(next_ping(&mut server.seen).await.0, 1);

@@ -122,6 +122,9 @@ impl Driver {
             actor: s.target().to_owned(),
             remote_addr: self.remote_addr,
         });
+        // Before any handle exists: every send and delivery is charged to the budgets.
+        let account = self.cx.budgets.account(&info.peer);
+        self.shared.set_account(account);
         let session = SessionRef::new(self.shared.clone(), info);
         let owner = self.owner.as_ref().and_then(|o| o.cell());
         self.cx.node.session_opened(&session, &self.shared, owner);
@@ -147,7 +150,8 @@ impl Driver {
         };
         let reply = match body.kind {
             BodyKind::Reply { to, fault } => {
-                self.shared.consumed_one();
+                // Consumed on arrival: never charged to the inbound budgets.
+                self.shared.consumed_one(0);
                 let outcome = match fault {
                     Some(fault) => Err(CallError::Fault(*fault)),
                     None => Ok((body.type_url, body.payload)),
@@ -169,6 +173,7 @@ impl Driver {
         let inbound = Inbound {
             session: session.clone(),
             type_url: body.type_url,
+            charge: self.shared.charge_inbound(body.payload.len()),
             payload: body.payload,
             reply,
         };

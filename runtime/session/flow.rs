@@ -7,10 +7,13 @@
 //! - [`Inflow`]: what this side lets the peer send. Credit is granted as the owner
 //!   consumes messages (drops them), in bulk (a quarter window at a time); the owner's
 //!   backlog from this session (delivered, not yet consumed) crossing the high watermark
-//!   pauses the peer, and falling under the low watermark resumes it.
+//!   pauses the peer, and falling under the low watermark resumes it. A grant due is
+//!   withheld while an inbound memory budget is exceeded (`crate::budget`), and made
+//!   once it is not.
 
 use std::time::{Duration, Instant};
 
+use crate::error::HeldBy;
 use crate::session::SessionConfig;
 use crate::wire::{Flow, FlowSignal};
 
@@ -29,6 +32,9 @@ pub struct FlowState {
     pub inbound_waiting: u64,
     /// Whether this side is pausing the peer (automatically or by the owner's signal).
     pub pausing_peer: bool,
+    /// Whether this side withholds credit from the peer because an inbound memory budget
+    /// is exceeded ([`crate::BudgetConfig`]): the grant goes out once it is not.
+    pub credit_withheld: bool,
 }
 
 /// The slowest a throttle ever paces, in messages per second.
@@ -84,18 +90,31 @@ impl Outflow {
         next_seq: u64,
         now: impl Fn() -> Instant,
     ) -> Option<Option<Instant>> {
-        if next_seq > self.credit || self.paused {
-            return Some(None);
+        self.hold(next_seq, now).map(|(_, until)| until)
+    }
+
+    /// What holds back sending `next_seq`, if anything, and until when (`None`: until
+    /// credit or a resume arrives).
+    pub(crate) fn hold(
+        &self,
+        next_seq: u64,
+        now: impl Fn() -> Instant,
+    ) -> Option<(HeldBy, Option<Instant>)> {
+        if next_seq > self.credit {
+            return Some((HeldBy::NoCredit, None));
+        }
+        if self.paused {
+            return Some((HeldBy::Paused, None));
         }
         if let Some(at) = self.resume_at
             && now() < at
         {
-            return Some(Some(at));
+            return Some((HeldBy::ResumeAfter, Some(at)));
         }
         self.throttle
             .as_ref()
             .and_then(|b| b.ready_at(now()))
-            .map(Some)
+            .map(|at| (HeldBy::Throttled, Some(at)))
     }
 
     /// One message was sent (`now` is read only under a throttle).
@@ -349,6 +368,8 @@ pub(crate) struct Inflow {
     /// A signal the peer may not have received (sent while interrupted, or queued when
     /// the stream broke): sent again on the resumed stream.
     unsent: Option<FlowSignal>,
+    /// A grant is due and an inbound budget holds it back.
+    withheld: bool,
 }
 
 impl Inflow {
@@ -365,6 +386,7 @@ impl Inflow {
             auto_paused: false,
             manual: None,
             unsent: None,
+            withheld: false,
         }
     }
 
@@ -397,19 +419,30 @@ impl Inflow {
         None
     }
 
-    /// The owner consumed `consumed` messages in all; may grant credit or resume.
-    pub(crate) fn consumed(&mut self, consumed: u64) -> Option<Flow> {
-        if consumed <= self.consumed {
+    /// The owner consumed `consumed` messages in all; may grant credit or resume. A grant
+    /// due goes out only if `budget_allows()`; otherwise it is withheld, and the next
+    /// call (with more consumed or not) looks again.
+    pub(crate) fn consumed(
+        &mut self,
+        consumed: u64,
+        budget_allows: impl FnOnce() -> bool,
+    ) -> Option<Flow> {
+        if consumed <= self.consumed && !self.withheld {
             return None;
         }
-        self.consumed = consumed;
+        self.consumed = self.consumed.max(consumed);
         let mut flow = Flow {
             credit: 0,
             signal: None,
         };
+        self.withheld = false;
         if self.consumed + self.window >= self.granted + (self.window / 4).max(1) {
-            self.granted = self.consumed + self.window;
-            flow.credit = self.granted;
+            if budget_allows() {
+                self.granted = self.consumed + self.window;
+                flow.credit = self.granted;
+            } else {
+                self.withheld = true;
+            }
         }
         if self.auto_paused && self.waiting() <= self.low {
             self.auto_paused = false;
@@ -418,6 +451,11 @@ impl Inflow {
             }
         }
         (flow.credit > 0 || flow.signal.is_some()).then_some(flow)
+    }
+
+    /// Whether a grant is due and an inbound budget holds it back.
+    pub(crate) fn withheld(&self) -> bool {
+        self.withheld
     }
 
     /// The owner sent `signal` to the peer.
@@ -477,10 +515,32 @@ mod tests {
     fn credit_is_granted_in_bulk_as_the_owner_consumes() {
         let mut inflow = Inflow::new(&config(100));
         inflow.delivered(10);
-        assert_eq!(inflow.consumed(10), None, "less than a quarter window");
+        assert_eq!(
+            inflow.consumed(10, || true),
+            None,
+            "less than a quarter window"
+        );
         inflow.delivered(30);
-        let flow = inflow.consumed(30).expect("a grant");
+        let flow = inflow.consumed(30, || true).expect("a grant");
         assert_eq!(flow.credit, 130);
+    }
+
+    #[test]
+    fn a_grant_withheld_by_a_budget_goes_out_once_the_budget_allows() {
+        let mut inflow = Inflow::new(&config(100));
+        inflow.delivered(30);
+        assert_eq!(inflow.consumed(30, || false), None, "the budget holds it");
+        assert!(inflow.withheld());
+        assert_eq!(inflow.granted(), 100);
+        assert_eq!(
+            inflow.consumed(30, || false),
+            None,
+            "nothing more consumed, the budget still holds it"
+        );
+        let flow = inflow.consumed(30, || true).expect("the withheld grant");
+        assert_eq!(flow.credit, 130);
+        assert!(!inflow.withheld());
+        assert_eq!(inflow.consumed(30, || true), None, "nothing more to grant");
     }
 
     #[test]
@@ -491,11 +551,11 @@ mod tests {
         assert_eq!(pause.signal, Some(FlowSignal::Pause));
         assert!(inflow.pausing());
         assert_eq!(
-            inflow.consumed(40).and_then(|f| f.signal),
+            inflow.consumed(40, || true).and_then(|f| f.signal),
             None,
             "35 still waiting"
         );
-        let resume = inflow.consumed(51).expect("24 waiting");
+        let resume = inflow.consumed(51, || true).expect("24 waiting");
         assert_eq!(resume.signal, Some(FlowSignal::Resume));
     }
 
@@ -504,7 +564,7 @@ mod tests {
         let mut inflow = Inflow::new(&config(100));
         inflow.delivered(80);
         inflow.signalled(FlowSignal::Pause);
-        assert_eq!(inflow.consumed(80).and_then(|f| f.signal), None);
+        assert_eq!(inflow.consumed(80, || true).and_then(|f| f.signal), None);
         assert!(inflow.pausing());
     }
 

@@ -31,8 +31,18 @@ pub(super) fn body(n: u64) -> Body {
     }
 }
 
+/// Message `n` with `pad` more bytes of payload.
+pub(super) fn padded_body(n: u64, pad: usize) -> Body {
+    let mut payload = n.to_be_bytes().to_vec();
+    payload.resize(8 + pad, 0);
+    Body {
+        payload: payload.into(),
+        ..body(n)
+    }
+}
+
 pub(super) fn number(envelope: &Envelope) -> u64 {
-    u64::from_be_bytes(envelope.body.payload.as_ref().try_into().unwrap())
+    u64::from_be_bytes(envelope.body.payload[..8].try_into().unwrap())
 }
 
 pub(super) fn numbers(up_to: u64) -> Vec<u64> {
@@ -60,6 +70,11 @@ pub(super) struct End {
     pub(super) held_back: u32,
     /// Frames sent towards the other end and not yet delivered.
     pub(super) wire: VecDeque<Frame>,
+    /// Bytes each message sent pads its number with.
+    pub(super) pad: usize,
+    /// Payload sizes of what was delivered, charged to the session's inbound budgets (if
+    /// it has an account) until consumed.
+    pub(super) delivered_bytes: Vec<usize>,
     /// Acceptor: the gate a resume stream waits at, as the node's service keeps it.
     pub(super) gate: Option<ResumeGate>,
     /// How resume streams ended at this side's gates, in order.
@@ -80,6 +95,8 @@ impl End {
             resumed: 0,
             held_back: 0,
             wire: VecDeque::new(),
+            pad: 0,
+            delivered_bytes: Vec::new(),
             gate: None,
             gate_verdicts: Vec::new(),
         }
@@ -135,7 +152,10 @@ impl End {
 
     /// Sends the next number; `false` when the session refused it.
     pub(super) fn send(&mut self, now: Instant) -> bool {
-        match self.session.send(body(self.sent + 1), || now) {
+        match self
+            .session
+            .send(padded_body(self.sent + 1, self.pad), || now)
+        {
             Ok(_) => {
                 self.sent += 1;
                 true
@@ -153,10 +173,16 @@ impl End {
 
     /// The owner consumes up to `n` more of what it was delivered.
     pub(super) fn consume(&mut self, n: u64) {
+        let before = self.consumed;
         self.consumed = self
             .consumed
             .saturating_add(n)
             .min(self.delivered.len() as u64);
+        if let Some(account) = &self.session.account {
+            for &bytes in &self.delivered_bytes[before as usize..self.consumed as usize] {
+                account.inbound_handled(bytes);
+            }
+        }
         self.session.consumed(self.consumed);
     }
 
@@ -172,6 +198,11 @@ impl End {
                 Event::Authenticated { .. } => self.session.accept(),
                 Event::Message(envelope) => {
                     self.delivered.push(number(&envelope));
+                    let bytes = envelope.body.payload.len();
+                    if let Some(account) = &self.session.account {
+                        account.inbound_delivered(bytes);
+                    }
+                    self.delivered_bytes.push(bytes);
                     self.session.confirm_delivered(envelope.seq, now);
                     if self.consume_at_once {
                         self.consume(1);

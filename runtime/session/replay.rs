@@ -233,6 +233,7 @@ impl Session {
             return;
         }
         self.replay.acknowledge(seq);
+        self.settle_replay();
         let waiting = (!self.replay.in_flight.is_empty())
             .then_some(self.last_heard)
             .flatten();

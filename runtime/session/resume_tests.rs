@@ -158,7 +158,10 @@ fn a_full_window_refuses_while_up_and_loses_while_interrupted() {
     }
     assert!(matches!(
         h.a.session.send(body(9), || h.now),
-        Err(SendError::Full(_))
+        Err(SendError::Full {
+            limit: ReplayLimit::Session { messages: 8, .. },
+            ..
+        })
     ));
     h.cut();
     assert!(
@@ -169,7 +172,10 @@ fn a_full_window_refuses_while_up_and_loses_while_interrupted() {
     let (reason, unconfirmed) = h.a.closed.clone().expect("lost");
     assert!(matches!(
         reason,
-        CloseReason::Lost(LostReason::WindowExceeded { messages: 8, .. })
+        CloseReason::Lost(LostReason::ReplayFull(ReplayLimit::Session {
+            messages: 8,
+            ..
+        }))
     ));
     assert_eq!(unconfirmed, numbers(8));
 }
@@ -335,7 +341,7 @@ proptest! {
         if restart {
             prop_assert!(matches!(reason, CloseReason::Lost(LostReason::PeerRestarted { .. })), "{:?}", reason);
         } else {
-            prop_assert!(matches!(reason, CloseReason::Lost(LostReason::WindowExceeded { .. })), "{:?}", reason);
+            prop_assert!(matches!(reason, CloseReason::Lost(LostReason::ReplayFull(_))), "{:?}", reason);
         }
         prop_assert_eq!(unconfirmed, (acked + 1..=acked + more).collect::<Vec<_>>());
     }
