@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir, Signal};
+use duologue_testkit::{ChildGuard, Memory, SecretDir, Signal};
 use hostile_client::*;
 use support::*;
 use tokio::io::AsyncReadExt;
