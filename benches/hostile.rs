@@ -5,7 +5,8 @@
 //! ```text
 //! cargo bench -p duologue-actors --bench hostile -- [--attack NAME] [--scale PERCENT]
 //! ```
-//! Attacks: `first-messages` (400 unfinished 4 MiB first messages over 8 connections),
+//! Attacks: `first-messages` (400 4 MiB first messages over 8 connections, or
+//! `--connections N`),
 //! `silent-streams` (40 000 silent streams over 400 connections), `silent-connections`
 //! (15 000 silent TCP connections), `failed-handshakes` (20 000 wrong-secret handshakes:
 //! log lines and bytes). `--scale` shrinks every count (100 by default).
@@ -51,11 +52,15 @@ impl Target {
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             WAIT,
-            legitimate_member_talks(self.node.addr, self.secrets.secret()),
+            try_legitimate_member(self.node.addr, self.secrets.secret()),
         )
         .await;
         let legit = match outcome {
-            Ok(()) => format!("joined_and_acked_in_ms={}", started.elapsed().as_millis()),
+            Ok(Ok(())) => format!(
+                "legit=joined_and_acked_in_ms={}",
+                started.elapsed().as_millis()
+            ),
+            Ok(Err(why)) => format!("legit=FAILED({why})"),
             Err(_) => "legit=TIMED_OUT".to_owned(),
         };
         println!(
@@ -72,12 +77,13 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
-/// 400 streams over 8 connections, each declaring a 4 MiB first message and sending it.
-async fn first_messages(scale: u64) -> anyhow::Result<()> {
+/// 400 streams over `connections` connections, each declaring a 4 MiB first message and
+/// sending it.
+async fn first_messages(scale: u64, connections: u64) -> anyhow::Result<()> {
     let t = target(&[]).await?;
-    let per_connection = (50 * scale / 100).max(1);
+    let per_connection = (400 * scale / 100 / connections).max(1);
     let mut streams = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..connections {
         let mut connection = h2_connection(t.node.addr).await;
         for _ in 0..per_connection {
             let (response, mut body) = open_stream(&mut connection, t.node.addr).await;
@@ -214,6 +220,7 @@ async fn failed_handshakes(scale: u64) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let scale = args::option(&args, "--scale", 100)?;
+    let connections = args::option(&args, "--connections", 8)?.max(1);
     let only = args
         .iter()
         .position(|a| a == "--attack")
@@ -229,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let run = match attack {
-            "first-messages" => first_messages(scale).await,
+            "first-messages" => first_messages(scale, connections).await,
             "silent-streams" => silent_streams(scale).await,
             "silent-connections" => silent_connections(scale).await,
             _ => failed_handshakes(scale).await,

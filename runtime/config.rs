@@ -195,8 +195,10 @@ impl Default for NodeConfig {
 /// ([`SessionConfig::handshake_timeout`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdmissionConfig {
-    /// Most TCP connections open at once. A connection past it is closed as soon as it
-    /// is accepted (and counted in a rate-limited warning).
+    /// Most TCP connections open at once. At the limit, a new connection takes the
+    /// place of the one that has carried no stream for longest; when every connection
+    /// carries a stream, the new one is closed as soon as it is accepted (and counted in
+    /// a rate-limited warning).
     pub max_connections: usize,
     /// A connection with no stream on it for this long is closed: from its accept (a
     /// silent socket, a missing HTTP/2 preface, a stalled TLS handshake) or since its

@@ -129,31 +129,59 @@ async fn unauthenticated_streams_are_capped_per_node_and_a_dialling_node_retries
     drop(bodies);
 }
 
+/// Reads `socket` to its end (the node speaks first: its HTTP/2 settings), within
+/// [`WAIT`]; whether the node closed it.
+async fn closed_by_node(socket: &mut TcpStream) -> bool {
+    let mut sink = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut sink))
+        .await
+        .is_ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_connections_are_closed_and_the_connection_limit_holds() {
+async fn silent_connections_make_room_for_a_peer_that_talks() {
     let secrets = SecretDir::create().unwrap();
     let node = room_node(
         &secrets,
-        &["--max-connections", "40", "--connection-idle-timeout", "1s"],
+        &[
+            "--max-connections",
+            "40",
+            "--connection-idle-timeout",
+            "60s",
+        ],
     )
     .await;
-    let opened = Instant::now();
     let mut sockets = Vec::new();
     for _ in 0..100 {
         sockets.push(TcpStream::connect(node.addr).await.unwrap());
     }
-    // Every silent connection is closed by the node: those past the limit at once, the
-    // rest after the idle timeout. None is kept.
-    let mut closed = 0;
-    for mut socket in sockets {
-        // The node speaks first (its HTTP/2 settings), then closes.
-        let mut sink = Vec::new();
-        match tokio::time::timeout(WAIT, socket.read_to_end(&mut sink)).await {
-            Ok(_) => closed += 1,
-            Err(_) => panic!("a silent connection stayed open past {WAIT:?}"),
-        }
+    // Past the limit each new connection took the place of the oldest silent one: the
+    // first 60 are closed long before their idle timeout.
+    for socket in &mut sockets[..60] {
+        assert!(
+            closed_by_node(socket).await,
+            "a silent connection kept open"
+        );
     }
-    assert_eq!(closed, 100);
+    // A legitimate member gets in while the last 40 are still open, by the same rule.
+    legitimate_member_talks(node.addr, secrets.secret()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_after_the_idle_timeout() {
+    let secrets = SecretDir::create().unwrap();
+    let node = room_node(&secrets, &["--connection-idle-timeout", "1s"]).await;
+    let opened = Instant::now();
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        sockets.push(TcpStream::connect(node.addr).await.unwrap());
+    }
+    for socket in &mut sockets {
+        assert!(
+            closed_by_node(socket).await,
+            "a silent connection stayed open"
+        );
+    }
     assert!(
         opened.elapsed() >= Duration::from_secs(1),
         "closed before the idle timeout"

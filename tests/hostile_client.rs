@@ -34,22 +34,39 @@ pub async fn room_node(secrets: &SecretDir, extra: &[&str]) -> NodeProcess {
         "chat-room:lobby".to_owned(),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    NodeProcess::start(env!("CARGO_BIN_EXE_duologue").as_ref(), "target", &args, WAIT)
-        .await
-        .unwrap()
+    NodeProcess::start(
+        env!("CARGO_BIN_EXE_duologue").as_ref(),
+        "target",
+        &args,
+        WAIT,
+    )
+    .await
+    .unwrap()
 }
 
 /// A member that knows the secret joins `lobby` at `addr` and gets a text acknowledged.
 pub async fn legitimate_member_talks(addr: SocketAddr, secret: &Path) {
+    try_legitimate_member(addr, secret).await.unwrap();
+}
+
+/// As [`legitimate_member_talks`], saying what failed instead of panicking.
+pub async fn try_legitimate_member(addr: SocketAddr, secret: &Path) -> Result<(), String> {
+    let secret = Secret::from_file(secret).map_err(|e| e.to_string())?;
     let node = Node::builder()
         .name("alice-node")
-        .secret(Secret::from_file(secret).unwrap())
+        .secret(secret)
         .start()
         .await
-        .unwrap();
-    let mut alice = join(&node, &addr.to_string(), "lobby", "alice", WAIT)
+        .map_err(|e| e.to_string())?;
+    let outcome = member_talks(&node, addr).await;
+    node.shutdown().await;
+    outcome
+}
+
+async fn member_talks(node: &Node, addr: SocketAddr) -> Result<(), String> {
+    let mut alice = join(node, &addr.to_string(), "lobby", "alice", WAIT)
         .await
-        .expect("a legitimate member joins");
+        .map_err(|e| format!("join: {e}"))?;
     alice
         .room
         .cast(Text {
@@ -57,22 +74,18 @@ pub async fn legitimate_member_talks(addr: SocketAddr, secret: &Path) {
             text: "hello".into(),
         })
         .await
-        .unwrap();
+        .map_err(|e| format!("cast: {e}"))?;
     loop {
         let event = tokio::time::timeout(WAIT, alice.events.recv())
             .await
-            .expect("an event in time")
-            .expect("the session delivers");
+            .map_err(|_| "no event in time".to_owned())?
+            .ok_or_else(|| "the session ended".to_owned())?;
         match event {
             ChatEvent::Presence(_) => {}
-            ChatEvent::Acked(ack) => {
-                assert_eq!(ack.client_seq, 1);
-                break;
-            }
-            other => panic!("expected an ack, got {other:?}"),
+            ChatEvent::Acked(ack) if ack.client_seq == 1 => return Ok(()),
+            other => return Err(format!("expected an ack, got {other:?}")),
         }
     }
-    node.shutdown().await;
 }
 
 /// One raw HTTP/2 connection to the node, as a client that ignores `docs/protocol.md`.

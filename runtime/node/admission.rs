@@ -2,6 +2,10 @@
 //! at once, each closed when it has carried no stream for the idle timeout, and accept
 //! errors (out of file descriptors) backed off instead of retried in a spin.
 //!
+//! At the limit, a new connection takes the place of the open one that has carried no
+//! stream for longest, if there is one: silent sockets cannot keep a peer that talks
+//! out. Only when every open connection carries a stream is the new one closed.
+//!
 //! tonic's own `TcpIncoming` has none of the three: it retries a failing `accept` at
 //! once, forever, without a word.
 
@@ -9,12 +13,14 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures::Stream;
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -35,6 +41,9 @@ pub(crate) struct Admission {
     listener: TcpListener,
     config: AdmissionConfig,
     open: Arc<AtomicUsize>,
+    /// Every connection accepted, to find an idle one to close at the limit (pruned of
+    /// closed ones as it is searched).
+    conns: Vec<Weak<ConnState>>,
     backoff: Option<(Duration, Pin<Box<Sleep>>)>,
     accept_errors: LogBudget,
     over_limit: LogBudget,
@@ -46,22 +55,23 @@ impl Admission {
             listener,
             config,
             open: Arc::new(AtomicUsize::new(0)),
+            conns: Vec::new(),
             backoff: None,
             accept_errors: LogBudget::new(),
             over_limit: LogBudget::new(),
         }
     }
 
-    fn admit(&self, stream: TcpStream, remote: SocketAddr) -> Option<Conn> {
+    fn admit(&mut self, stream: TcpStream, remote: SocketAddr) -> Option<Conn> {
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         let slot = OpenSlot(self.open.clone());
-        if open > self.config.max_connections {
+        if open > self.config.max_connections && !self.evict_idlest() {
             if let Verdict::Log { suppressed } = self.over_limit.admit(std::time::Instant::now()) {
                 tracing::warn!(
                     %remote,
                     limit = self.config.max_connections,
                     suppressed,
-                    "connection limit reached; closing new connections"
+                    "connection limit reached, every connection carries a stream; closing the new one"
                 );
             }
             return None;
@@ -77,8 +87,11 @@ impl Admission {
                 unauthenticated: Arc::new(Semaphore::new(
                     self.config.max_unauthenticated_streams_per_connection,
                 )),
+                evicted: AtomicBool::new(false),
+                reader: AtomicWaker::new(),
             }),
         };
+        self.conns.push(Arc::downgrade(&info.state));
         Some(Conn {
             stream,
             idle_timeout: self.config.connection_idle_timeout,
@@ -86,6 +99,26 @@ impl Admission {
             info,
             _slot: slot,
         })
+    }
+}
+
+impl Admission {
+    /// Closes the open connection that has carried no stream for longest, if any.
+    fn evict_idlest(&mut self) -> bool {
+        self.conns.retain(|c| c.strong_count() > 0);
+        let idlest = self
+            .conns
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|c| !c.evicted.load(Ordering::Acquire))
+            .filter_map(|c| Some((c.idle_since()?, c)))
+            .min_by_key(|(since, _)| *since);
+        let Some((_, conn)) = idlest else {
+            return false;
+        };
+        conn.evicted.store(true, Ordering::Release);
+        conn.reader.wake();
+        true
     }
 }
 
@@ -162,6 +195,10 @@ pub(crate) struct ConnState {
     idle_since: Mutex<Option<Instant>>,
     /// The connection's share of unauthenticated streams.
     pub(crate) unauthenticated: Arc<Semaphore>,
+    /// Closed to make room for a new connection.
+    evicted: AtomicBool,
+    /// The connection's reader, woken to close it.
+    reader: AtomicWaker,
 }
 
 impl ConnState {
@@ -234,6 +271,14 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.info.state.reader.register(cx.waker());
+        if this.info.state.evicted.load(Ordering::Acquire) {
+            tracing::debug!(remote = %this.info.remote, "closing an idle connection to make room");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed to make room: the connection limit was reached",
+            )));
+        }
         if this.idle_expired(cx) {
             tracing::debug!(remote = %this.info.remote, "closing a connection idle for {:?}", this.idle_timeout);
             return Poll::Ready(Err(io::Error::new(
