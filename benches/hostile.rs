@@ -105,8 +105,8 @@ async fn first_messages(scale: u64, connections: u64) -> anyhow::Result<()> {
     t.report(
         "first-messages",
         &format!(
-            "streams={} refused_unavailable={unavailable} refused_in_handshake={ended}",
-            8 * per_connection
+            "connections={connections} streams={} refused_unavailable={unavailable} refused_in_handshake={ended}",
+            connections * per_connection
         ),
     )
     .await

@@ -210,6 +210,12 @@ pub struct AdmissionConfig {
     pub max_unauthenticated_streams: usize,
     /// Most unauthenticated streams on one connection (refused as above).
     pub max_unauthenticated_streams_per_connection: usize,
+    /// Most connections carrying unauthenticated streams at once (a stream that would
+    /// make one more is refused as above). Each may have up to
+    /// [`NodeConfig::connection_window`] of data in flight before the node reads it,
+    /// so this bounds that memory: 8 x 8 MiB by default. Handshakes take milliseconds,
+    /// so legitimate peers rarely meet it; when they do, they retry.
+    pub max_unauthenticated_connections: usize,
     /// Largest gRPC message a stream may send before it is authenticated, in bytes: far
     /// below the message limit, as greetings are small. Larger is refused with
     /// `RESOURCE_EXHAUSTED` as soon as its length prefix arrives.
@@ -225,6 +231,7 @@ impl Default for AdmissionConfig {
             connection_idle_timeout: Duration::from_secs(20),
             max_unauthenticated_streams: 256,
             max_unauthenticated_streams_per_connection: 64,
+            max_unauthenticated_connections: 8,
             max_unauthenticated_message_bytes: 16 * 1024,
             max_unauthenticated_bytes: 32 * 1024,
         }

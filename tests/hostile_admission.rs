@@ -125,8 +125,45 @@ async fn unauthenticated_streams_are_capped_per_node_and_a_dialling_node_retries
     let statuses = futures::future::join_all(responses.into_iter().map(grpc_status));
     let ((), statuses) = tokio::join!(member, statuses);
     let refused = statuses.iter().filter(|s| **s == Some(UNAVAILABLE)).count();
-    assert_eq!(refused, 4, "{statuses:?}");
+    // The member's first attempt may reach the node before the last of them and take
+    // one of the 48 places.
+    assert!((4..=5).contains(&refused), "{statuses:?}");
     drop(bodies);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_with_unauthenticated_streams_are_capped() {
+    let secrets = SecretDir::create().unwrap();
+    let node = room_node(
+        &secrets,
+        &[
+            "--max-unauthenticated-connections",
+            "2",
+            "--handshake-timeout",
+            "5s",
+        ],
+    )
+    .await;
+    // Two connections hold a silent stream each; a stream on a third is refused, and a
+    // second stream on a connection that already has one is not.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut connection = h2_connection(node.addr).await;
+        held.push(open_stream(&mut connection, node.addr).await);
+        held.push(open_stream(&mut connection, node.addr).await);
+    }
+    let mut third = h2_connection(node.addr).await;
+    let (response, _body) = open_stream(&mut third, node.addr).await;
+    assert_eq!(grpc_status(response).await, Some(UNAVAILABLE));
+    // A legitimate peer retries until the held streams meet their deadline.
+    legitimate_member_talks(node.addr, secrets.secret()).await;
+    let statuses =
+        futures::future::join_all(held.into_iter().map(|(response, _)| grpc_status(response)))
+            .await;
+    assert!(
+        statuses.iter().all(|s| *s != Some(UNAVAILABLE)),
+        "{statuses:?}"
+    );
 }
 
 /// Reads `socket` to its end (the node speaks first: its HTTP/2 settings), within

@@ -205,6 +205,9 @@ pub struct AdmissionArgs {
         default_value_t = AdmissionConfig::default().max_unauthenticated_streams_per_connection
     )]
     pub max_unauthenticated_streams_per_connection: usize,
+    /// Most connections carrying unauthenticated streams at once.
+    #[arg(long, default_value_t = AdmissionConfig::default().max_unauthenticated_connections)]
+    pub max_unauthenticated_connections: usize,
     /// Largest message, in bytes, a stream may send before it authenticates.
     #[arg(long, default_value_t = AdmissionConfig::default().max_unauthenticated_message_bytes)]
     pub max_unauthenticated_message_bytes: u32,
@@ -224,6 +227,7 @@ impl AdmissionArgs {
         admission.max_unauthenticated_streams = self.max_unauthenticated_streams;
         admission.max_unauthenticated_streams_per_connection =
             self.max_unauthenticated_streams_per_connection;
+        admission.max_unauthenticated_connections = self.max_unauthenticated_connections;
         admission.max_unauthenticated_message_bytes = self.max_unauthenticated_message_bytes;
         admission.max_unauthenticated_bytes = self.max_unauthenticated_bytes;
     }

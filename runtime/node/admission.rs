@@ -23,7 +23,7 @@ use futures::Stream;
 use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
@@ -84,9 +84,7 @@ impl Admission {
             state: Arc::new(ConnState {
                 streams: AtomicUsize::new(0),
                 idle_since: Mutex::new(Some(Instant::now())),
-                unauthenticated: Arc::new(Semaphore::new(
-                    self.config.max_unauthenticated_streams_per_connection,
-                )),
+                pending: Mutex::new(Pending::default()),
                 evicted: AtomicBool::new(false),
                 reader: AtomicWaker::new(),
             }),
@@ -193,8 +191,8 @@ pub(crate) struct ConnState {
     /// When the last stream ended (or the connection was accepted); `None` while a
     /// stream is open.
     idle_since: Mutex<Option<Instant>>,
-    /// The connection's share of unauthenticated streams.
-    pub(crate) unauthenticated: Arc<Semaphore>,
+    /// The connection's unauthenticated streams.
+    pending: Mutex<Pending>,
     /// Closed to make room for a new connection.
     evicted: AtomicBool,
     /// The connection's reader, woken to close it.
@@ -210,9 +208,63 @@ impl ConnState {
         StreamOnConn(self.clone())
     }
 
+    /// Counts an unauthenticated stream on this connection, until the place drops: at
+    /// most `max` on the connection, and a connection with any holds one of
+    /// `connections` (the node's connections with unauthenticated streams).
+    pub(crate) fn pending_stream(
+        self: &Arc<Self>,
+        max: usize,
+        connections: &Arc<Semaphore>,
+    ) -> Result<PendingPlace, PendingRefusal> {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.streams >= max {
+            return Err(PendingRefusal::Connection);
+        }
+        if pending.streams == 0 {
+            let slot = connections
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| PendingRefusal::Connections)?;
+            pending.node_slot = Some(slot);
+        }
+        pending.streams += 1;
+        Ok(PendingPlace(self.clone()))
+    }
+
     /// Since when the connection has carried no stream, if it carries none now.
     fn idle_since(&self) -> Option<Instant> {
         *self.idle_since.lock().expect("idle lock")
+    }
+}
+
+/// A connection's unauthenticated streams, and its place among the node's connections
+/// that have any.
+#[derive(Debug, Default)]
+struct Pending {
+    streams: usize,
+    node_slot: Option<OwnedSemaphorePermit>,
+}
+
+/// Why an unauthenticated stream found no place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PendingRefusal {
+    /// Its connection has as many as it may.
+    Connection,
+    /// As many connections as may have unauthenticated streams have some.
+    Connections,
+}
+
+/// An unauthenticated stream's place on its connection.
+#[derive(Debug)]
+pub(crate) struct PendingPlace(Arc<ConnState>);
+
+impl Drop for PendingPlace {
+    fn drop(&mut self) {
+        let mut pending = self.0.pending.lock().expect("pending lock");
+        pending.streams -= 1;
+        if pending.streams == 0 {
+            pending.node_slot = None;
+        }
     }
 }
 

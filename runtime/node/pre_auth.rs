@@ -26,7 +26,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::server::TlsConnectInfo;
 
-use super::admission::{ConnInfo, StreamOnConn};
+use super::admission::{ConnInfo, PendingPlace, PendingRefusal, StreamOnConn};
 use super::log_budget::{LogBudget, Verdict};
 use crate::config::AdmissionConfig;
 
@@ -44,6 +44,8 @@ struct Limits {
     config: AdmissionConfig,
     /// The node's unauthenticated streams.
     node: Arc<Semaphore>,
+    /// The node's connections with unauthenticated streams.
+    connections: Arc<Semaphore>,
     refusals: LogBudget,
 }
 
@@ -52,6 +54,7 @@ impl PreAuthLayer {
         Self {
             limits: Arc::new(Limits {
                 node: Arc::new(Semaphore::new(config.max_unauthenticated_streams)),
+                connections: Arc::new(Semaphore::new(config.max_unauthenticated_connections)),
                 config,
                 refusals: LogBudget::new(),
             }),
@@ -119,18 +122,25 @@ impl Limits {
             .clone()
             .try_acquire_owned()
             .map_err(|_| self.refused("node", self.config.max_unauthenticated_streams, conn))?;
+        let config = &self.config;
         let on_conn = match conn {
-            Some(conn) => Some(
-                conn.state
-                    .unauthenticated
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| {
-                        self.refused(
+            Some(c) => Some(
+                c.state
+                    .pending_stream(
+                        config.max_unauthenticated_streams_per_connection,
+                        &self.connections,
+                    )
+                    .map_err(|refusal| match refusal {
+                        PendingRefusal::Connection => self.refused(
                             "connection",
-                            self.config.max_unauthenticated_streams_per_connection,
-                            Some(conn),
-                        )
+                            config.max_unauthenticated_streams_per_connection,
+                            conn,
+                        ),
+                        PendingRefusal::Connections => self.refused(
+                            "node's connections",
+                            config.max_unauthenticated_connections,
+                            conn,
+                        ),
                     })?,
             ),
             None => None,
@@ -142,17 +152,22 @@ impl Limits {
     }
 
     fn refused(&self, scope: &str, limit: usize, conn: Option<&ConnInfo>) -> Status {
+        let what = if scope == "node's connections" {
+            "connections with unauthenticated streams"
+        } else {
+            "unauthenticated streams"
+        };
         if let Verdict::Log { suppressed } = self.refusals.admit(Instant::now()) {
             tracing::warn!(
                 remote = ?conn.map(|c| c.remote),
                 scope,
                 limit,
                 suppressed,
-                "too many unauthenticated streams; refusing"
+                "too many unauthenticated streams or connections; refusing"
             );
         }
         Status::unavailable(format!(
-            "too many unauthenticated streams on this {scope} (at most {limit}); try again"
+            "too many {what} on this {scope} (at most {limit}); try again"
         ))
     }
 }
@@ -174,7 +189,7 @@ pub(crate) struct StreamTicket(Arc<Ticket>);
 struct Ticket {
     authenticated: AtomicBool,
     /// Its places among the node's and the connection's unauthenticated streams.
-    places: Mutex<Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)>>,
+    places: Mutex<Option<(OwnedSemaphorePermit, Option<PendingPlace>)>>,
 }
 
 impl StreamTicket {
