@@ -187,9 +187,12 @@ impl Outflow {
         next_seq > self.credit || self.paused
     }
 
-    /// Messages that may still be sent on the current credit.
+    /// Messages that may still be sent on the current credit. (The peer chooses the
+    /// credit: `u64::MAX` is as valid as any.)
     pub(crate) fn credit_left(&self, next_seq: u64) -> u64 {
-        (self.credit + 1).saturating_sub(next_seq)
+        self.credit
+            .checked_sub(next_seq)
+            .map_or(0, |left| left.saturating_add(1))
     }
 
     /// The peer's signal in effect.
@@ -520,6 +523,22 @@ mod tests {
         assert_eq!(out.blocked(3, || now), Some(None));
         out.update(0, Some(FlowSignal::Resume), now);
         assert_eq!(out.blocked(3, || now), None);
+    }
+
+    /// Found by the fuzz (`runtime/fuzz.rs`): a peer that grants the largest credit, in
+    /// its greeting or a `Flow`, made reading the flow state overflow (a panic in a debug
+    /// build, no credit left in a release one).
+    #[test]
+    fn the_largest_credit_leaves_the_most_credit() {
+        let now = Instant::now();
+        let mut out = Outflow::new(u64::MAX, now);
+        assert_eq!(out.credit_left(1), u64::MAX);
+        assert_eq!(out.credit_left(u64::MAX), 1);
+        out = Outflow::new(5, now);
+        out.update(u64::MAX, None, now);
+        assert_eq!(out.credit_left(6), u64::MAX - 5);
+        assert_eq!(Outflow::new(5, now).credit_left(7), 0);
+        assert_eq!(Outflow::new(5, now).credit_left(5), 1);
     }
 
     #[test]

@@ -235,6 +235,25 @@ fn a_closed_session_has_no_deadline_even_when_its_owner_confirms_late() {
     assert_eq!(h.b.session.poll_timeout(), None);
 }
 
+/// Found by the fuzz (`runtime/fuzz.rs`): a peer's `Flow` granting credit up to
+/// `u64::MAX` (the protocol sets no bound) made the flow state, which an owner reads at any
+/// time through `SessionRef::flow`, overflow.
+#[test]
+fn a_peer_granting_the_largest_credit_leaves_the_flow_state_readable() {
+    let mut h = Harness::new(SessionConfig::default());
+    let grant = Frame::Flow(Flow {
+        credit: u64::MAX,
+        signal: None,
+    });
+    h.a.session.handle_frame(grant, h.now);
+    h.a.events(h.now);
+    let flow = h.a.session.flow(h.now);
+    assert_eq!(flow.credit, u64::MAX);
+    assert!(!flow.send_blocked);
+    assert!(h.a.send(h.now));
+    assert_eq!(h.a.session.flow(h.now).credit, u64::MAX - 1);
+}
+
 /// One step of a random schedule.
 #[derive(Clone, Debug)]
 enum Step {
