@@ -410,9 +410,12 @@ impl Inflow {
             credit: 0,
             signal: None,
         };
-        if self.consumed + self.window >= self.granted + (self.window / 4).max(1) {
-            self.granted = self.consumed + self.window;
-            flow.credit = self.granted;
+        // Saturating: a window of `u64::MAX` (no flow control to speak of) is granted whole
+        // in the greeting, and never again.
+        let grant = self.consumed.saturating_add(self.window);
+        if grant > self.granted && grant >= self.granted.saturating_add((self.window / 4).max(1)) {
+            self.granted = grant;
+            flow.credit = grant;
         }
         if self.auto_paused && self.waiting() <= self.low {
             self.auto_paused = false;
@@ -484,6 +487,16 @@ mod tests {
         inflow.delivered(30);
         let flow = inflow.consumed(30).expect("a grant");
         assert_eq!(flow.credit, 130);
+    }
+
+    #[test]
+    fn the_largest_window_is_granted_once_without_overflow() {
+        let mut inflow = Inflow::new(&config(u64::MAX));
+        assert_eq!(inflow.granted(), u64::MAX);
+        assert_eq!(inflow.delivered(10), None);
+        assert_eq!(inflow.consumed(10), None, "nothing more to grant");
+        assert_eq!(inflow.consumed(u64::MAX), None);
+        assert_eq!(inflow.granted(), u64::MAX);
     }
 
     #[test]
