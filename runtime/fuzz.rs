@@ -32,7 +32,7 @@ use check::{Tally, Violation};
 use input::{Context, Input, mutate};
 
 /// The longest input, in bytes.
-const MAX_INPUT_BYTES: usize = 1024;
+const MAX_INPUT_BYTES: usize = 1536;
 /// Failures kept in a summary, with their inputs.
 const KEPT_FAILURES: usize = 8;
 

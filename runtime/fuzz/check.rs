@@ -147,6 +147,8 @@ pub(crate) enum Cause<'a> {
     Frame(&'static str),
     /// A frame that did not parse arrived.
     Malformed(&'a FrameError),
+    /// The transport saw the peer break the protocol (`handle_protocol_error`).
+    Broken(&'a ProtocolError),
     /// `handle_timeout` at this time.
     Timeout(Instant),
     /// Anything else: an owner's call, a stream breaking or ending, a resume.
@@ -247,14 +249,18 @@ impl Watched {
         }
         // The owner may read the flow state whenever it likes.
         let _ = self.session.flow(now);
-        if let Cause::Malformed(error) = cause
+        let refused = match cause {
+            Cause::Malformed(error) => Some(ProtocolError::Malformed(error.clone())),
+            Cause::Broken(error) => Some(error.clone()),
+            _ => None,
+        };
+        if let Some(error) = refused
             && !was_closed
         {
-            let expected = CloseReason::Protocol(ProtocolError::Malformed(error.clone()));
+            let expected = CloseReason::Protocol(error);
             if self.closed.as_ref() != Some(&expected) {
                 return Err(format!(
-                    "{name}: a malformed frame ({error}) left it {phase:?}, not closed with \
-                     Protocol(Malformed)"
+                    "{name}: {cause:?} left it {phase:?}, not closed with {expected:?}"
                 ));
             }
         }

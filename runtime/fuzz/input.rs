@@ -48,7 +48,7 @@ pub(crate) struct Scenario {
     pub(crate) acceptor: ConfigSpec,
     pub(crate) tls: TlsSpec,
     pub(crate) owners: Owners,
-    #[arbitrary(with = up_to::<32, Step>)]
+    #[arbitrary(with = up_to::<48, Step>)]
     pub(crate) steps: Vec<Step>,
 }
 
@@ -199,13 +199,16 @@ pub(crate) enum Step {
     StreamEnd(Side),
     /// The initiator opens a new stream and resumes on it.
     Resume,
+    /// A frame over the transport's size limit arrives at `to` (the driver is told so,
+    /// not given the frame).
+    TooLarge(Side),
 }
 
 impl<'a> Arbitrary<'a> for Step {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         // Weighted so that conversations go on between the tampering.
         Ok(
-            match weighted(u, &[24, 10, 3, 2, 2, 12, 5, 8, 4, 15, 9, 2, 1, 3])? {
+            match weighted(u, &[24, 10, 3, 2, 2, 12, 5, 8, 4, 15, 9, 2, 1, 3, 1])? {
                 0 => Self::Deliver {
                     to: u.arbitrary()?,
                     frames: u.arbitrary()?,
@@ -237,7 +240,8 @@ impl<'a> Arbitrary<'a> for Step {
                 10 => Self::Advance(u.arbitrary()?),
                 11 => Self::Cut,
                 12 => Self::StreamEnd(u.arbitrary()?),
-                _ => Self::Resume,
+                13 => Self::Resume,
+                _ => Self::TooLarge(u.arbitrary()?),
             },
         )
     }

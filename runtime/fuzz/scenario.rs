@@ -25,6 +25,7 @@ use super::input::{
     TYPE_URL, TlsSpec, Wait, edit_fields, mutate,
 };
 use crate::auth::{CertDigest, Secret, TlsBinding, VerifiedCert};
+use crate::error::ProtocolError;
 use crate::session::{GateVerdict, Phase, ResumeGate, Session, SessionConfig};
 use crate::wire::{
     Body, BodyKind, Fault, FlowSignal, Frame, FrameError, GoodbyeReason, NONCE_LEN, NodeIdentity,
@@ -32,7 +33,7 @@ use crate::wire::{
 };
 
 /// Steps of a scenario past these are left out; edits and mutations likewise.
-const MAX_STEPS: usize = 32;
+const MAX_STEPS: usize = 48;
 const MAX_EDITS: usize = 8;
 /// Frames that arrived at each side, kept for replaying.
 const HISTORY: usize = 16;
@@ -296,6 +297,39 @@ fn parse(item: Item) -> Result<Frame, FrameError> {
     }
 }
 
+/// What reaches a session from its stream, as the driver tells it.
+enum Arrival {
+    Frame(Frame),
+    Malformed(FrameError),
+    /// A frame over the transport's size limit (tonic's `OutOfRange`).
+    TooLarge(ProtocolError),
+}
+
+/// `arrival` reaches the session `watched`; returns what it writes.
+fn feed(
+    watched: &mut Watched,
+    now: Instant,
+    tally: &mut Tally,
+    arrival: Arrival,
+) -> Result<Vec<Frame>, Violation> {
+    match arrival {
+        Arrival::Frame(frame) => {
+            let kind = frame.kind();
+            watched.call(now, tally, Cause::Frame(kind), |s| {
+                s.handle_frame(frame, now)
+            })
+        }
+        Arrival::Malformed(error) => {
+            watched.call(now, tally, Cause::Malformed(&error.clone()), |s| {
+                s.handle_malformed(error)
+            })
+        }
+        Arrival::TooLarge(error) => watched.call(now, tally, Cause::Broken(&error.clone()), |s| {
+            s.handle_protocol_error(error)
+        }),
+    }
+}
+
 impl<'t> World<'t> {
     fn new(scenario: &Scenario, tally: &'t mut Tally) -> Result<Self, Violation> {
         let now = Instant::now();
@@ -485,6 +519,15 @@ impl<'t> World<'t> {
             Step::Cut => self.cut(),
             Step::StreamEnd(to) => self.stream_end(*to),
             Step::Resume => self.resume(),
+            Step::TooLarge(to) => {
+                if self.wire(*to).is_none() {
+                    return Ok(());
+                }
+                let error = ProtocolError::FrameTooLarge(
+                    "the frame exceeds the decoder's limit of 65536 bytes".into(),
+                );
+                self.arrive(*to, Arrival::TooLarge(error))
+            }
         }
     }
 
@@ -589,8 +632,7 @@ impl<'t> World<'t> {
             return Ok(());
         }
         let from_wire = !matches!(item, Item::Frame(_));
-        let parsed = parse(item);
-        match &parsed {
+        let arrival = match parse(item) {
             Ok(frame) => {
                 self.tally.parsed += u64::from(from_wire);
                 let history = &mut self.history[at(to)];
@@ -598,34 +640,36 @@ impl<'t> World<'t> {
                     history.pop_front();
                 }
                 history.push_back(frame.clone());
+                Arrival::Frame(frame)
             }
-            Err(error) => self.tally.refused(frame_error(error)),
-        }
+            Err(error) => {
+                self.tally.refused(frame_error(&error));
+                Arrival::Malformed(error)
+            }
+        };
+        self.arrive(to, arrival)
+    }
+
+    /// What arrived reaches whatever reads the stream at `to`.
+    fn arrive(&mut self, to: Side, arrival: Arrival) -> Result<(), Violation> {
         match to {
             Side::Initiator => {
-                let now = self.now;
-                match parsed {
-                    Ok(frame) => {
-                        let kind = frame.kind();
-                        self.initiator_call(Cause::Frame(kind), |s| s.handle_frame(frame, now))
-                    }
-                    Err(error) => self.initiator_call(Cause::Malformed(&error.clone()), |s| {
-                        s.handle_malformed(error)
-                    }),
-                }
+                let frames = feed(&mut self.initiator, self.now, self.tally, arrival)?;
+                self.emit(Side::Initiator, frames);
+                Ok(())
             }
-            Side::Acceptor => self.at_acceptor(parsed),
+            Side::Acceptor => self.at_acceptor(arrival),
         }
     }
 
-    /// A frame reaches the acceptor's end of the stream.
-    fn at_acceptor(&mut self, parsed: Result<Frame, FrameError>) -> Result<(), Violation> {
+    /// What arrived reaches the acceptor's end of the stream.
+    fn at_acceptor(&mut self, arrival: Arrival) -> Result<(), Violation> {
         let now = self.now;
         let Some(stream) = &mut self.stream else {
             return Ok(());
         };
         if let Reader::Fresh { first } = stream.reader {
-            if let Ok(Frame::Hello(hello)) = &parsed
+            if let Arrival::Frame(Frame::Hello(hello)) = &arrival
                 && hello.resume.is_some()
             {
                 self.nonce = self.nonce.wrapping_add(1);
@@ -666,31 +710,20 @@ impl<'t> World<'t> {
             return Ok(());
         };
         match &mut stream.reader {
-            Reader::Session => match parsed {
-                Ok(frame) => {
-                    let kind = frame.kind();
-                    self.acceptor_call(Cause::Frame(kind), |s| s.handle_frame(frame, now))
-                }
-                Err(error) => self.acceptor_call(Cause::Malformed(&error.clone()), |s| {
-                    s.handle_malformed(error)
-                }),
-            },
+            Reader::Session => {
+                let frames = feed(&mut self.acceptor, now, self.tally, arrival)?;
+                self.emit(Side::Acceptor, frames);
+                Ok(())
+            }
             Reader::Stray(i) => {
-                let i = *i;
-                match parsed {
-                    Ok(frame) => {
-                        let kind = frame.kind();
-                        self.stray_call(i, Cause::Frame(kind), |s| s.handle_frame(frame, now))
-                    }
-                    Err(error) => self.stray_call(i, Cause::Malformed(&error.clone()), |s| {
-                        s.handle_malformed(error)
-                    }),
-                }
+                let frames = feed(&mut self.strays[*i], now, self.tally, arrival)?;
+                self.emit(Side::Acceptor, frames);
+                Ok(())
             }
             Reader::Gate(gate) => {
                 let acceptor = &self.acceptor.session;
-                let frames = match parsed {
-                    Ok(frame) => {
+                let frames = match arrival {
+                    Arrival::Frame(frame) => {
                         let kind = frame.kind();
                         gate.call(self.tally, Cause::Frame(kind), |g| {
                             g.handle_frame(frame, |id| {
@@ -698,9 +731,17 @@ impl<'t> World<'t> {
                             })
                         })?
                     }
-                    Err(error) => gate.call(self.tally, Cause::Malformed(&error.clone()), |g| {
-                        g.handle_malformed(error)
-                    })?,
+                    Arrival::Malformed(error) => {
+                        gate.call(self.tally, Cause::Malformed(&error.clone()), |g| {
+                            g.handle_malformed(error)
+                        })?
+                    }
+                    // The node's service ends a gate's stream on a transport error.
+                    Arrival::TooLarge(_) => {
+                        stream.reader = Reader::Gone;
+                        stream.ended[at(Side::Acceptor)] = true;
+                        return Ok(());
+                    }
                 };
                 self.emit(Side::Acceptor, frames);
                 self.gate_decided()
