@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     for index in summary.failed_inputs() {
         eprintln!(
             "replay: cargo bench -p duologue-actors --features bench-internals --bench fuzz \
-             -- --seed {seed} --replay {index}"
+             -- --seed {seed} --replay {index}   (with this run's `--config`s, if any)"
         );
     }
     std::process::exit(1);
