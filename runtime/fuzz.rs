@@ -28,8 +28,8 @@ mod decode;
 mod input;
 mod scenario;
 
-use check::{Tally, Violation};
-use input::{Context, Input, mutate};
+use check::{Counts, Tally, Violation};
+use input::{Context, Input, Start, mutate};
 
 /// The longest input, in bytes.
 const MAX_INPUT_BYTES: usize = 1536;
@@ -53,6 +53,18 @@ pub(crate) fn input(bytes: &[u8]) -> Input {
 
 /// Runs one input; `Err` on a broken check.
 pub(crate) fn run_input(input: &Input, tally: &mut Tally) -> Result<(), Violation> {
+    tally.input(match input {
+        Input::Raw(_) => "raw",
+        Input::Corrupted { .. } => "corrupted",
+        Input::Structured(_) => "structured",
+        Input::Scenario(scenario) => match scenario.start {
+            Start::Greeting => "scenario.greeting",
+            Start::Established { .. } => "scenario.established",
+            Start::Interrupted { .. } => "scenario.interrupted",
+            Start::Resuming { .. } => "scenario.resuming",
+            Start::Finishing { .. } => "scenario.finishing",
+        },
+    });
     match input {
         Input::Raw(bytes) => decode::bytes(bytes, tally),
         Input::Corrupted { frame, mutations } => {
@@ -144,22 +156,21 @@ impl Summary {
 impl fmt::Display for Summary {
     /// `fuzz inputs=N seed=S panics=N untyped=N ... refusals_by_reason={...}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Tally {
-            parsed,
-            established,
-            resumed,
-            ..
-        } = self.tally;
+        let tally = &self.tally;
         write!(
             f,
-            "fuzz inputs={} seed={} panics={} untyped={} parsed_frames={parsed} \
-             established={established} resumed={resumed} refusals={} refusals_by_reason={}",
+            "fuzz inputs={} seed={} panics={} untyped={} inputs_by_kind={} parsed_frames={} \
+             established={} resumed={} refusals={} refusals_by_reason={}",
             self.inputs,
             self.seed,
             self.panics,
             self.violations,
-            self.tally.total(),
-            self.tally,
+            Counts(&tally.inputs),
+            tally.parsed,
+            tally.established,
+            tally.resumed,
+            tally.total(),
+            Counts(&tally.refusals),
         )
     }
 }

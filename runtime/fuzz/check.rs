@@ -27,6 +27,8 @@ pub(crate) type Violation = String;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Tally {
     pub(crate) refusals: BTreeMap<&'static str, u64>,
+    /// Inputs by kind (and a scenario's by where it starts).
+    pub(crate) inputs: BTreeMap<&'static str, u64>,
     /// Frames that parsed (from the decoder inputs and the wire alike).
     pub(crate) parsed: u64,
     /// Sessions that completed a first handshake.
@@ -40,10 +42,17 @@ impl Tally {
         *self.refusals.entry(reason).or_default() += 1;
     }
 
+    pub(crate) fn input(&mut self, kind: &'static str) {
+        *self.inputs.entry(kind).or_default() += 1;
+    }
+
     /// Adds `other`'s counts to these.
     pub(crate) fn merge(&mut self, other: &Self) {
         for (reason, n) in &other.refusals {
             *self.refusals.entry(reason).or_default() += n;
+        }
+        for (kind, n) in &other.inputs {
+            *self.inputs.entry(kind).or_default() += n;
         }
         self.parsed += other.parsed;
         self.established += other.established;
@@ -56,15 +65,17 @@ impl Tally {
     }
 }
 
-impl fmt::Display for Tally {
-    /// `{reason=n,...}`, by reason.
+/// Counts by name, shown as `{name=n,...}`.
+pub(crate) struct Counts<'a>(pub(crate) &'a BTreeMap<&'static str, u64>);
+
+impl fmt::Display for Counts<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("{")?;
-        for (i, (reason, n)) in self.refusals.iter().enumerate() {
+        for (i, (name, n)) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{reason}={n}")?;
+            write!(f, "{name}={n}")?;
         }
         f.write_str("}")
     }
