@@ -1,8 +1,9 @@
-//! Crate-private pieces of the session core, exposed for `benches/session_core.rs` only
-//! (feature `bench-internals`). Not part of the API.
+//! Crate-private pieces of the session core, exposed for `benches/session_core.rs` and
+//! `benches/fuzz.rs` only (feature `bench-internals`). Not part of the API.
 //!
 //! Frames stay opaque ([`WireFrame`]); two sessions run back to back in a [`Pair`], the
 //! way `session/resume_tests.rs` drives them, with the wall clock read once per step.
+//! [`fuzz`] runs the inputs of `runtime/fuzz.rs`, as its test does, in any number.
 
 use std::time::Instant;
 
@@ -264,4 +265,65 @@ impl Pair {
             }
         }
     }
+}
+
+/// What a fuzz run found (`benches/fuzz.rs`; the fuzz itself is `runtime/fuzz.rs`).
+#[derive(Debug)]
+pub struct FuzzSummary(crate::fuzz::Summary);
+
+impl FuzzSummary {
+    /// Inputs run.
+    pub fn inputs(&self) -> u64 {
+        self.0.inputs
+    }
+
+    /// Inputs that panicked.
+    pub fn panics(&self) -> u64 {
+        self.0.panics
+    }
+
+    /// Inputs after which a check failed: a refusal not given with its typed reason, a
+    /// session or gate that could wait without end.
+    pub fn violations(&self) -> u64 {
+        self.0.violations
+    }
+
+    /// Whether no input panicked or broke a check.
+    pub fn is_clean(&self) -> bool {
+        self.0.is_clean()
+    }
+
+    /// Adds `other`'s inputs, counts and (the first few) failures to these.
+    pub fn merge(&mut self, other: Self) {
+        self.0.merge(other.0);
+    }
+
+    /// The first few failures, each with its seed and index, what went wrong, and the
+    /// input (its bytes and what they make).
+    pub fn failures(&self) -> Vec<String> {
+        self.0.failures.iter().map(ToString::to_string).collect()
+    }
+
+    /// The indices of the failures kept, to replay them.
+    pub fn failed_inputs(&self) -> Vec<u64> {
+        self.0.failures.iter().map(|f| f.index).collect()
+    }
+}
+
+impl std::fmt::Display for FuzzSummary {
+    /// The summary line: `fuzz inputs=... panics=... untyped=... refusals_by_reason={...}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Runs inputs `inputs` (by index) of the fuzz run seeded `seed`: each through the frame
+/// decoder or a pair of sessions with the fuzzer on the wire, panics caught.
+pub fn fuzz(seed: u64, inputs: std::ops::Range<u64>) -> FuzzSummary {
+    FuzzSummary(crate::fuzz::run(seed, inputs))
+}
+
+/// Input `index` of the fuzz run seeded `seed`: its bytes (hex) and what they make.
+pub fn fuzz_input(seed: u64, index: u64) -> String {
+    crate::fuzz::describe(seed, index)
 }

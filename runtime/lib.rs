@@ -108,6 +108,10 @@ mod config;
 mod driver;
 mod error;
 mod fanout;
+// The fuzz of the decoder and the session core: its test, and `benches/fuzz.rs` through
+// `bench_api`.
+#[cfg(any(test, feature = "bench-internals"))]
+mod fuzz;
 mod inbox;
 mod mailbox;
 mod node;

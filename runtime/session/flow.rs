@@ -206,9 +206,12 @@ impl Outflow {
         next_seq > self.credit || self.paused
     }
 
-    /// Messages that may still be sent on the current credit.
+    /// Messages that may still be sent on the current credit. (The peer chooses the
+    /// credit: `u64::MAX` is as valid as any.)
     pub(crate) fn credit_left(&self, next_seq: u64) -> u64 {
-        (self.credit + 1).saturating_sub(next_seq)
+        self.credit
+            .checked_sub(next_seq)
+            .map_or(0, |left| left.saturating_add(1))
     }
 
     /// The peer's signal in effect.
@@ -436,10 +439,13 @@ impl Inflow {
             signal: None,
         };
         self.withheld = false;
-        if self.consumed + self.window >= self.granted + (self.window / 4).max(1) {
+        // Saturating: a window of `u64::MAX` (no flow control to speak of) is granted whole
+        // in the greeting, and never again.
+        let grant = self.consumed.saturating_add(self.window);
+        if grant > self.granted && grant >= self.granted.saturating_add((self.window / 4).max(1)) {
             if budget_allows() {
-                self.granted = self.consumed + self.window;
-                flow.credit = self.granted;
+                self.granted = grant;
+                flow.credit = grant;
             } else {
                 self.withheld = true;
             }
@@ -544,6 +550,16 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_window_is_granted_once_without_overflow() {
+        let mut inflow = Inflow::new(&config(u64::MAX));
+        assert_eq!(inflow.granted(), u64::MAX);
+        assert_eq!(inflow.delivered(10), None);
+        assert_eq!(inflow.consumed(10, || true), None, "nothing more to grant");
+        assert_eq!(inflow.consumed(u64::MAX, || true), None);
+        assert_eq!(inflow.granted(), u64::MAX);
+    }
+
+    #[test]
     fn the_high_watermark_pauses_and_the_low_one_resumes() {
         let mut inflow = Inflow::new(&config(100));
         assert_eq!(inflow.delivered(74), None);
@@ -580,6 +596,22 @@ mod tests {
         assert_eq!(out.blocked(3, || now), Some(None));
         out.update(0, Some(FlowSignal::Resume), now);
         assert_eq!(out.blocked(3, || now), None);
+    }
+
+    /// Found by the fuzz (`runtime/fuzz.rs`): a peer that grants the largest credit, in
+    /// its greeting or a `Flow`, made reading the flow state overflow (a panic in a debug
+    /// build, no credit left in a release one).
+    #[test]
+    fn the_largest_credit_leaves_the_most_credit() {
+        let now = Instant::now();
+        let mut out = Outflow::new(u64::MAX, now);
+        assert_eq!(out.credit_left(1), u64::MAX);
+        assert_eq!(out.credit_left(u64::MAX), 1);
+        out = Outflow::new(5, now);
+        out.update(u64::MAX, None, now);
+        assert_eq!(out.credit_left(6), u64::MAX - 5);
+        assert_eq!(Outflow::new(5, now).credit_left(7), 0);
+        assert_eq!(Outflow::new(5, now).credit_left(5), 1);
     }
 
     #[test]

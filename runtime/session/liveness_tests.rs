@@ -200,6 +200,60 @@ fn a_peer_that_never_answers_the_query_loses_the_stream_and_the_resume_restates(
     assert_eq!(h.b.delivered, numbers(20));
 }
 
+/// Found by the fuzz (`runtime/fuzz.rs`): a session closed by a protocol error mid-batch
+/// delivered the messages before the bad one; its owner confirmed them after the close,
+/// which armed the ack timer. `handle_timeout` does nothing once closed, so that deadline
+/// stayed due for good: the driver's alarm rang and rang until the close linger ran out.
+#[test]
+fn a_closed_session_has_no_deadline_even_when_its_owner_confirms_late() {
+    let mut h = Harness::new(SessionConfig::default());
+    let envelope = |seq| Envelope {
+        seq,
+        body: body(seq),
+    };
+    let gap = Frame::Batch(crate::wire::Batch {
+        ack: 0,
+        envelopes: vec![envelope(1), envelope(3)],
+    });
+    h.b.session.handle_frame(gap, h.now);
+    // The owner confirms message 1 (at `events`), after the session closed.
+    h.b.events(h.now);
+    assert_eq!(h.b.delivered, [1]);
+    let (reason, _) = h.b.closed.clone().expect("closed for the gap");
+    assert!(
+        matches!(
+            reason,
+            CloseReason::Protocol(ProtocolError::SequenceGap {
+                expected: 2,
+                got: 3
+            })
+        ),
+        "{reason:?}"
+    );
+    assert_eq!(h.b.session.poll_timeout(), None);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.b.session.poll_timeout(), None);
+}
+
+/// Found by the fuzz (`runtime/fuzz.rs`): a peer's `Flow` granting credit up to
+/// `u64::MAX` (the protocol sets no bound) made the flow state, which an owner reads at any
+/// time through `SessionRef::flow`, overflow.
+#[test]
+fn a_peer_granting_the_largest_credit_leaves_the_flow_state_readable() {
+    let mut h = Harness::new(SessionConfig::default());
+    let grant = Frame::Flow(Flow {
+        credit: u64::MAX,
+        signal: None,
+    });
+    h.a.session.handle_frame(grant, h.now);
+    h.a.events(h.now);
+    let flow = h.a.session.flow(h.now);
+    assert_eq!(flow.credit, u64::MAX);
+    assert!(!flow.send_blocked);
+    assert!(h.a.send(h.now));
+    assert_eq!(h.a.session.flow(h.now).credit, u64::MAX - 1);
+}
+
 /// One step of a random schedule.
 #[derive(Clone, Debug)]
 enum Step {

@@ -106,8 +106,13 @@ impl Session {
         }
     }
 
-    /// When `handle_timeout` must next be called, if ever.
+    /// When `handle_timeout` must next be called, if ever: never once closed, as it then
+    /// does nothing (an owner confirming a delivery after the close still arms the ack
+    /// timer, which would otherwise stay due for good).
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
         [
             self.timers.next(),
             self.silence_deadline(),
