@@ -16,7 +16,6 @@
 //! tells its owner about its life through [`crate::SessionSignal`]s in the owner's mailbox.
 
 mod link;
-mod log_budget;
 mod service;
 mod stop_reasons;
 mod watcher;
@@ -39,6 +38,7 @@ use crate::driver::{
 };
 use crate::error::LostReason;
 use crate::error::{CloseReason, ConnectError, NodeError};
+use crate::log_budget;
 use crate::mailbox::{Deliver, FromSession, Lost, Serving, SessionSignal};
 use crate::remote_ref::{Protocol, RemoteRef, SessionSlot};
 use crate::session::{Role, Session, SessionConfig};
@@ -1064,7 +1064,7 @@ impl NodeHooks for NodeInner {
             // failed attempt on us has no one else to tell.
             if role == Role::Acceptor {
                 // Anyone can fail handshakes at will: a few lines per window, then a count.
-                if let log_budget::Verdict::Log { suppressed } =
+                if let log_budget::LogVerdict::Log { suppressed } =
                     self.failed_handshakes.admit(Instant::now())
                 {
                     tracing::warn!(
