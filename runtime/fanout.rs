@@ -20,6 +20,11 @@ pub struct FanoutConfig {
     /// Messages a member's outbox may hold (beyond what its session's credit took) before
     /// the member counts as fallen behind. At least 1.
     pub max_lag: usize,
+    /// Bytes (encoded) a member's outbox may hold before the member counts as fallen
+    /// behind, whatever the count: a few large messages weigh as much as many small ones.
+    /// A message is always taken into an outbox holding less than this, so one larger
+    /// message still reaches a member that keeps up.
+    pub max_lag_bytes: usize,
     /// How long a member that fell behind, or leaves, gets to read what its outbox still
     /// holds and its notice; then its session is ended.
     pub farewell_timeout: Duration,
@@ -29,6 +34,7 @@ impl Default for FanoutConfig {
     fn default() -> Self {
         Self {
             max_lag: 1024,
+            max_lag_bytes: 4 * 1024 * 1024,
             farewell_timeout: Duration::from_secs(30),
         }
     }
@@ -49,12 +55,12 @@ impl Default for FanoutConfig {
 /// - A message goes straight into the member's session while its peer grants credit.
 ///   When the peer grants none, it waits in the member's **outbox**, an ordered queue
 ///   drained by one task per member (never one per message) as credit returns.
-/// - A member whose outbox already holds [`FanoutConfig::max_lag`] messages **fell
-///   behind**. It leaves the fan-out at once (it gets nothing more) and comes back to the
-///   caller as a [`Behind`]. The caller names what happens next in a typed notice
-///   ([`Behind::farewell`]): the notice follows what the outbox still holds, then the
-///   session is finished. A peer that reads it all within
-///   [`FanoutConfig::farewell_timeout`] has every message up to the point it fell
+/// - A member whose outbox already holds [`FanoutConfig::max_lag`] messages, or
+///   [`FanoutConfig::max_lag_bytes`] bytes, **fell behind**. It leaves the fan-out at
+///   once (it gets nothing more) and comes back to the caller as a [`Behind`]. The caller
+///   names what happens next in a typed notice ([`Behind::farewell`]): the notice follows
+///   what the outbox still holds, then the session is finished. A peer that reads it all
+///   within [`FanoutConfig::farewell_timeout`] has every message up to the point it fell
 ///   behind, then the notice. Otherwise the session ends there with a farewell
 ///   (`LimitExceeded`, "fell behind ...") that its owner receives as a typed close reason.
 ///   So the peer is told either way.
@@ -64,7 +70,8 @@ impl Default for FanoutConfig {
 /// Why this policy: holding back the whole fan-out for its slowest member (waiting for
 /// credit before each publish) lets one reader that stopped freeze everyone, and an
 /// outbox without a bound grows the sender's memory with it. A bounded lag keeps the
-/// sender's memory at most `max_lag` messages per member. It gives a slow reader room to
+/// sender's memory at most `max_lag` messages, and about `max_lag_bytes` bytes, per
+/// member. It gives a slow reader room to
 /// catch up after a burst. And it turns a reader that cannot keep up into an explicit
 /// event that the application can act on (remove and let rejoin with history, resync
 /// from a snapshot), instead of a silent gap.
@@ -124,6 +131,11 @@ where
         self.members.get(key).map(Outbox::lag)
     }
 
+    /// Bytes (encoded) waiting in member `key`'s outbox.
+    pub fn lag_bytes(&self, key: &K) -> Option<usize> {
+        self.members.get(key).map(Outbox::lag_bytes)
+    }
+
     /// Sends `message` to member `key`, after what it already waits for.
     ///
     /// # Errors
@@ -135,7 +147,7 @@ where
         let Some(outbox) = self.members.get_mut(key) else {
             return Err(Refused::NotMember(message));
         };
-        match outbox.push(message, self.config.max_lag) {
+        match outbox.push(message, &self.config) {
             Pushed::Sent => Ok(()),
             Pushed::Closed(message) => {
                 self.members.remove(key);
@@ -156,7 +168,7 @@ where
             if Some(key) == except {
                 continue;
             }
-            match outbox.push(message.clone(), self.config.max_lag) {
+            match outbox.push(message.clone(), &self.config) {
                 Pushed::Sent => {}
                 Pushed::Closed(_) => closed.push(key.clone()),
                 Pushed::Behind => behind.push(key.clone()),
@@ -208,6 +220,7 @@ where
             member = ?key,
             session = %outbox.session.id(),
             lag = outbox.lag(),
+            lag_bytes = outbox.lag_bytes(),
             "member fell behind"
         );
         self.let_go.insert(key.clone());
@@ -311,12 +324,15 @@ struct Outbox<M> {
     session: SessionRef,
     /// Messages pushed and not yet taken by the session (queued, or being cast).
     pending: Arc<AtomicUsize>,
+    /// Their encoded bytes.
+    pending_bytes: Arc<AtomicUsize>,
     /// The pump's queue, once the member first had to wait.
     queue: Option<mpsc::UnboundedSender<Item<M>>>,
 }
 
 enum Item<M> {
-    Message(M),
+    /// A message and its encoded size.
+    Message(M, usize),
     /// Send the notice (if any), then finish the session.
     Finish(Option<M>),
 }
@@ -331,6 +347,10 @@ impl<M> Outbox<M> {
     fn lag(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
+
+    fn lag_bytes(&self) -> usize {
+        self.pending_bytes.load(Ordering::Acquire)
+    }
 }
 
 impl<M: Message + Name + 'static> Outbox<M> {
@@ -338,11 +358,12 @@ impl<M: Message + Name + 'static> Outbox<M> {
         Self {
             session,
             pending: Arc::new(AtomicUsize::new(0)),
+            pending_bytes: Arc::new(AtomicUsize::new(0)),
             queue: None,
         }
     }
 
-    fn push(&mut self, message: M, max_lag: usize) -> Pushed<M> {
+    fn push(&mut self, message: M, config: &FanoutConfig) -> Pushed<M> {
         let lag = self.lag();
         // Only with nothing ahead of it may a message skip the queue.
         let message = if lag == 0 {
@@ -357,16 +378,19 @@ impl<M: Message + Name + 'static> Outbox<M> {
             }
         } else if self.session.is_closed() {
             return Pushed::Closed(message);
-        } else if lag >= max_lag {
+        } else if lag >= config.max_lag || self.lag_bytes() >= config.max_lag_bytes {
             return Pushed::Behind;
         } else {
             message
         };
+        let size = message.encoded_len();
         self.pending.fetch_add(1, Ordering::AcqRel);
-        match self.queue().send(Item::Message(message)) {
+        self.pending_bytes.fetch_add(size, Ordering::AcqRel);
+        match self.queue().send(Item::Message(message, size)) {
             Ok(()) => Pushed::Sent,
-            Err(mpsc::error::SendError(Item::Message(message))) => {
+            Err(mpsc::error::SendError(Item::Message(message, size))) => {
                 self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.pending_bytes.fetch_sub(size, Ordering::AcqRel);
                 Pushed::Closed(message)
             }
             Err(_) => unreachable!("a message was sent"),
@@ -400,7 +424,8 @@ impl<M: Message + Name + 'static> Outbox<M> {
     fn queue(&mut self) -> &mpsc::UnboundedSender<Item<M>> {
         self.queue.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(pump(self.session.clone(), rx, self.pending.clone()));
+            let pending = (self.pending.clone(), self.pending_bytes.clone());
+            tokio::spawn(pump(self.session.clone(), rx, pending));
             tx
         })
     }
@@ -410,13 +435,14 @@ impl<M: Message + Name + 'static> Outbox<M> {
 async fn pump<M: Message + Name + 'static>(
     session: SessionRef,
     mut queue: mpsc::UnboundedReceiver<Item<M>>,
-    pending: Arc<AtomicUsize>,
+    (pending, pending_bytes): (Arc<AtomicUsize>, Arc<AtomicUsize>),
 ) {
     while let Some(item) = queue.recv().await {
         match item {
-            Item::Message(message) => {
+            Item::Message(message, size) => {
                 let sent = session.cast(message).await;
                 pending.fetch_sub(1, Ordering::AcqRel);
+                pending_bytes.fetch_sub(size, Ordering::AcqRel);
                 match sent {
                     Ok(()) => {}
                     // Its owner hears of the close from the session.

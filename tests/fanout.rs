@@ -24,13 +24,20 @@ const OUTSTANDING: u64 = 8;
 
 /// A hub hosting room `lobby`, and a node for the members with a small credit window.
 async fn room(farewell_timeout: Duration) -> (Node, Node, String) {
+    room_with(FanoutConfig {
+        max_lag: LAG,
+        farewell_timeout,
+        ..FanoutConfig::default()
+    })
+    .await
+}
+
+/// As [`room`], with the room's fan-out set up as `fanout` says.
+async fn room_with(fanout: FanoutConfig) -> (Node, Node, String) {
     let hub = listening_node("hub", SECRET).await;
     let config = RoomConfig {
         name: "lobby".into(),
-        fanout: FanoutConfig {
-            max_lag: LAG,
-            farewell_timeout,
-        },
+        fanout,
         ..RoomConfig::from("lobby")
     };
     let (room, _) = Actor::spawn(None, ChatRoom, config).await.unwrap();
@@ -209,6 +216,48 @@ async fn a_member_that_never_reads_its_farewell_is_ended_with_limit_exceeded() {
         "{last:?}"
     );
     drop((ann, bob));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_by_bytes_is_let_go_long_before_its_message_count() {
+    const TEXT_BYTES: usize = 4096;
+    const MAX_LAG_BYTES: usize = 4 * TEXT_BYTES;
+    let (_hub, members, addr) = room_with(FanoutConfig {
+        max_lag: LAG,
+        max_lag_bytes: MAX_LAG_BYTES,
+        farewell_timeout: Duration::from_secs(60),
+    })
+    .await;
+    let mut cat = member(&members, &addr, "cat").await;
+    let mut ann = member(&members, &addr, "ann").await;
+    // Cat reads nothing while ann says many large lines (reading her acks).
+    let texts = 2 * WINDOW + 20;
+    for client_seq in 1..=texts {
+        let text = Text {
+            client_seq,
+            text: format!("{client_seq} {}", "x".repeat(TEXT_BYTES)),
+        };
+        ann.room.cast(text).await.expect("the room takes texts");
+    }
+    let mut acked = 0;
+    while acked < texts {
+        match event(&mut ann).await {
+            ChatEvent::Acked(ack) => acked = ack.client_seq,
+            ChatEvent::Presence(_) | ChatEvent::HeldBack(_) => {}
+            other => panic!("ann got {other:?}"),
+        }
+    }
+    let (seqs, notice) = relays_then(&mut cat).await;
+    let ChatEvent::FellBehind(behind) = notice else {
+        panic!("cat is told it fell behind, after its relays: {notice:?}");
+    };
+    assert_eq!(behind.missed_from, seqs.len() as u64 + 1, "{behind:?}");
+    // Its window's worth went into its session; its outbox took what fits in the bytes.
+    assert!(
+        (1..=5).contains(&behind.queued),
+        "fell behind by bytes, not after {LAG} messages: {behind:?}"
+    );
+    assert!((seqs.len() as u64) < texts, "{} relays", seqs.len());
 }
 
 #[tokio::test]
