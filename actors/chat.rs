@@ -47,6 +47,8 @@ use duologue::{
 use duologue::{InboxEvent, InboxReceiver};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::peer_lines::PeerLines;
+
 /// The chat protocol's messages (`proto/duologue/chat/v1/chat.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod proto {
@@ -179,6 +181,8 @@ pub struct RoomState {
     history_limit: usize,
     max_members: usize,
     max_text_bytes: usize,
+    /// The log lines members can cause, each kind a few per window and the rest counted.
+    lines: PeerLines,
 }
 
 impl RoomState {
@@ -213,7 +217,9 @@ impl RoomState {
     fn leave(&mut self, session: &SessionRef) {
         self.outboxes.remove(&session.id());
         if let Some(member) = self.remove(session) {
-            tracing::info!(room = %self.name, user = %member.user, "left");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(room = %self.name, user = %member.user, not_logged_since_last_line = suppressed, "left");
+            });
             let fallen = self.announce(&member.user, false);
             self.let_go(fallen, self.room_seq + 1);
         }
@@ -244,7 +250,9 @@ impl RoomState {
             let Some(member) = self.remove(behind.session()) else {
                 continue;
             };
-            tracing::info!(room = %self.name, user = %member.user, queued = behind.queued(), "fell behind; let go");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(room = %self.name, user = %member.user, queued = behind.queued(), not_logged_since_last_line = suppressed, "fell behind; let go");
+            });
             let notice = room_message::Kind::FellBehind(FellBehind {
                 missed_from,
                 queued: behind.queued() as u64,
@@ -282,7 +290,9 @@ impl RoomState {
             })
             .into()
         } else {
-            tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), "joined");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), not_logged_since_last_line = suppressed, "joined");
+            });
             self.outboxes.insert(session.id(), session.clone());
             self.members.push(Member {
                 user: join.user.clone(),
@@ -305,7 +315,9 @@ impl RoomState {
         };
         // A reply skips credit: it reaches the member ahead of anything queued for it.
         if let Err(error) = inbound.reply(&reply) {
-            tracing::warn!(%error, "join reply not sent");
+            self.lines.unsent.log(|suppressed| {
+                tracing::warn!(room = %self.name, %error, not_logged_since_last_line = suppressed, "join reply not sent");
+            });
         }
     }
 
@@ -411,7 +423,17 @@ impl Actor for ChatRoom {
             history_limit: config.history_bytes,
             max_members: config.max_members,
             max_text_bytes: config.max_text_bytes,
+            lines: PeerLines::default(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.lines.report(&state.name);
+        Ok(())
     }
 
     async fn handle(
@@ -437,12 +459,13 @@ impl Actor for ChatRoom {
                 }) => {
                     state.leave(inbound.session());
                 }
-                Ok(MemberMessage { kind: None }) => {
-                    tracing::warn!(peer = %inbound.session().peer(), "empty member message");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable member message");
-                }
+                // A member can send these at will: a few lines per window, then a count.
+                Ok(MemberMessage { kind: None }) => state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(room = %state.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "unreadable member message: empty");
+                }),
+                Err(error) => state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(room = %state.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "unreadable member message");
+                }),
             },
             // The member half-closed: its texts before the farewell are all handled (they
             // precede this signal in the mailbox), so finishing after its outbox sends the
@@ -458,12 +481,16 @@ impl Actor for ChatRoom {
                 session, reason, ..
             }) => {
                 if state.member(&session).is_some() {
-                    tracing::info!(%reason, "member session closed");
+                    state.lines.membership.log(|suppressed| {
+                        tracing::info!(room = %state.name, %reason, not_logged_since_last_line = suppressed, "member session closed");
+                    });
                 }
                 state.leave(&session);
             }
             SessionMsg::Signal(SessionSignal::Lost(lost)) => {
-                tracing::info!(reason = %lost.reason, "member session lost");
+                state.lines.membership.log(|suppressed| {
+                    tracing::info!(room = %state.name, reason = %lost.reason, not_logged_since_last_line = suppressed, "member session lost");
+                });
                 state.leave(&lost.session);
             }
             SessionMsg::Signal(_) => {}

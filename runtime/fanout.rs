@@ -11,6 +11,7 @@ use prost::{Message, Name};
 use tokio::sync::mpsc;
 
 use crate::error::SendError;
+use crate::log_budget::LogBudget;
 use crate::session_ref::SessionRef;
 use crate::wire::GoodbyeReason;
 
@@ -80,6 +81,17 @@ pub struct Fanout<K, M> {
     /// Members that fell behind, until [`Fanout::remove`]: their farewell finishes them.
     let_go: HashSet<K>,
     config: FanoutConfig,
+    lines: Arc<FanoutLines>,
+}
+
+/// The fan-out's log lines that members can cause, shared with its outboxes' tasks: a
+/// budget for each kind (a few lines per window, the rest counted).
+#[derive(Debug, Default)]
+struct FanoutLines {
+    /// Members that fell behind, or did not read their farewell in time (info).
+    let_go: LogBudget,
+    /// Messages too large for a member's session (warn).
+    too_large: LogBudget,
 }
 
 impl<K, M> Fanout<K, M>
@@ -97,13 +109,15 @@ where
             members: HashMap::new(),
             let_go: HashSet::new(),
             config,
+            lines: Arc::default(),
         }
     }
 
     /// Adds a member reached through `session` (replacing one with the same key, whose
     /// outbox still drains).
     pub fn insert(&mut self, key: K, session: SessionRef) {
-        self.members.insert(key, Outbox::new(session));
+        let outbox = Outbox::new(session, self.lines.clone());
+        self.members.insert(key, outbox);
     }
 
     /// Whether `key` is a member.
@@ -216,13 +230,16 @@ where
             .members
             .remove(key)
             .expect("a member that fell behind is in the fan-out");
-        tracing::info!(
-            member = ?key,
-            session = %outbox.session.id(),
-            lag = outbox.lag(),
-            lag_bytes = outbox.lag_bytes(),
-            "member fell behind"
-        );
+        self.lines.let_go.log(|suppressed| {
+            tracing::info!(
+                member = ?key,
+                session = %outbox.session.id(),
+                lag = outbox.lag(),
+                lag_bytes = outbox.lag_bytes(),
+                not_logged_since_last_line = suppressed,
+                "member fell behind"
+            );
+        });
         self.let_go.insert(key.clone());
         Behind {
             key: key.clone(),
@@ -240,6 +257,18 @@ where
 {
     fn default() -> Self {
         Self::new(FanoutConfig::default())
+    }
+}
+
+/// Reports the counts of log lines no line reported.
+impl<K, M> Drop for Fanout<K, M> {
+    fn drop(&mut self) {
+        self.lines
+            .let_go
+            .report_unreported("fan-out", "member fell behind");
+        self.lines
+            .too_large
+            .report_unreported("fan-out", "fan-out message too large");
     }
 }
 
@@ -328,6 +357,7 @@ struct Outbox<M> {
     pending_bytes: Arc<AtomicUsize>,
     /// The pump's queue, once the member first had to wait.
     queue: Option<mpsc::UnboundedSender<Item<M>>>,
+    lines: Arc<FanoutLines>,
 }
 
 enum Item<M> {
@@ -354,9 +384,10 @@ impl<M> Outbox<M> {
 }
 
 impl<M: Message + Name + 'static> Outbox<M> {
-    fn new(session: SessionRef) -> Self {
+    fn new(session: SessionRef, lines: Arc<FanoutLines>) -> Self {
         Self {
             session,
+            lines,
             pending: Arc::new(AtomicUsize::new(0)),
             pending_bytes: Arc::new(AtomicUsize::new(0)),
             queue: None,
@@ -372,7 +403,7 @@ impl<M: Message + Name + 'static> Outbox<M> {
                 Err(SendError::Full(message) | SendError::NotReady(message)) => message,
                 Err(SendError::Closed(message)) => return Pushed::Closed(message),
                 Err(error @ SendError::TooLarge { .. }) => {
-                    end_too_large(&self.session, &error);
+                    end_too_large(&self.session, &error, &self.lines);
                     return Pushed::Closed(error.into_message());
                 }
             }
@@ -406,13 +437,15 @@ impl<M: Message + Name + 'static> Outbox<M> {
             // The pump may have stopped with a closed session; then there is no one to tell.
             let _ = self.queue().send(Item::Finish(notice));
         }
-        let session = self.session;
+        let (session, lines) = (self.session, self.lines);
         tokio::spawn(async move {
             if tokio::time::timeout(timeout, session.closed())
                 .await
                 .is_err()
             {
-                tracing::info!(session = %session.id(), "member did not read its farewell in time");
+                lines.let_go.log(|suppressed| {
+                    tracing::info!(session = %session.id(), not_logged_since_last_line = suppressed, "member did not read its farewell in time");
+                });
                 session.end(
                     GoodbyeReason::LimitExceeded,
                     format!("fell behind: its farewell was not read within {timeout:?}"),
@@ -425,7 +458,7 @@ impl<M: Message + Name + 'static> Outbox<M> {
         self.queue.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let pending = (self.pending.clone(), self.pending_bytes.clone());
-            tokio::spawn(pump(self.session.clone(), rx, pending));
+            tokio::spawn(pump(self.session.clone(), rx, pending, self.lines.clone()));
             tx
         })
     }
@@ -436,6 +469,7 @@ async fn pump<M: Message + Name + 'static>(
     session: SessionRef,
     mut queue: mpsc::UnboundedReceiver<Item<M>>,
     (pending, pending_bytes): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+    lines: Arc<FanoutLines>,
 ) {
     while let Some(item) = queue.recv().await {
         match item {
@@ -450,7 +484,7 @@ async fn pump<M: Message + Name + 'static>(
                         break;
                     }
                     Err(error @ SendError::TooLarge { .. }) => {
-                        end_too_large(&session, &error);
+                        end_too_large(&session, &error, &lines);
                         break;
                     }
                 }
@@ -467,8 +501,11 @@ async fn pump<M: Message + Name + 'static>(
 }
 
 /// A message no member can take: the session ends with a farewell saying so, rather
-/// than the member missing it unawares.
-fn end_too_large<M>(session: &SessionRef, error: &SendError<M>) {
-    tracing::warn!(session = %session.id(), %error, "fan-out message too large");
+/// than the member missing it unawares. One message can be too large for every member:
+/// a few lines per window, then a count.
+fn end_too_large<M>(session: &SessionRef, error: &SendError<M>, lines: &FanoutLines) {
+    lines.too_large.log(|suppressed| {
+        tracing::warn!(session = %session.id(), %error, not_logged_since_last_line = suppressed, "fan-out message too large");
+    });
     session.end(GoodbyeReason::LimitExceeded, error.to_string());
 }

@@ -109,6 +109,21 @@ impl LogBudget {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut state.suppressed)
     }
+
+    /// Logs one warning line saying how many occurrences of `lines` (the suppressed
+    /// line's message) no line reported, if any: the summary for when the source stops.
+    pub fn report_unreported(&self, source: &str, lines: &str) {
+        let not_logged = self.unreported();
+        if not_logged > 0 {
+            tracing::warn!(
+                source,
+                lines,
+                not_logged,
+                counted = self.counted(),
+                "lines not logged (log budget)"
+            );
+        }
+    }
 }
 
 impl Default for LogBudget {
