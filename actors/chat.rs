@@ -21,6 +21,8 @@
 //! what was queued for it, then [`FellBehind`] (where its gap starts, and which of its
 //! texts were recorded), then the room's farewell. The others see it leave. It may join
 //! again and get the recent history in its Welcome. No member misses a line unawares.
+//! While a member's session is interrupted, everything for it waits in its outbox: a
+//! member that vanished is let go once its lag fills, one that resumes first gets it all.
 //!
 //! A member is not an actor: [`join`] opens a session read through [`ChatEvents`], so
 //! the room sends a member more only as fast as the member reads.
@@ -486,6 +488,14 @@ impl Actor for ChatRoom {
                     });
                 }
                 state.leave(&session);
+            }
+            // What the room sends a member whose stream broke waits in its outbox, under
+            // the lag, until it resumes: a member that vanished is let go once that fills.
+            SessionMsg::Signal(SessionSignal::Interrupted(session, _)) => {
+                state.outboxes.interrupted(&session.id());
+            }
+            SessionMsg::Signal(SessionSignal::Resumed(session, _)) => {
+                state.outboxes.resumed(&session.id());
             }
             SessionMsg::Signal(SessionSignal::Lost(lost)) => {
                 state.lines.membership.log(|suppressed| {

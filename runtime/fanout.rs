@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prost::{Message, Name};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::SendError;
 use crate::log_budget::LogBudget;
@@ -67,6 +67,13 @@ impl Default for FanoutConfig {
 ///   So the peer is told either way.
 /// - A member leaving politely ([`Fanout::finish`]) gets what its outbox holds before the
 ///   farewell, within the same timeout.
+/// - A member whose session is interrupted (its stream broke; the session may resume),
+///   as its owner learns from [`crate::SessionSignal::Interrupted`] and says with
+///   [`Fanout::interrupted`], gets nothing more straight into its session: everything
+///   waits in its outbox, under the same lag, until [`Fanout::resumed`]. A member that
+///   vanished (a killed process, a pulled cable) thus costs the sender at most its lag,
+///   and falls behind once that fills, instead of filling its session's replay buffer
+///   for as long as the session waits to resume.
 ///
 /// Why this policy: holding back the whole fan-out for its slowest member (waiting for
 /// credit before each publish) lets one reader that stopped freeze everyone, and an
@@ -200,6 +207,22 @@ where
     /// Whether `key` fell behind and was not removed since: its farewell is under way.
     pub fn fell_behind_since(&self, key: &K) -> bool {
         self.let_go.contains(key)
+    }
+
+    /// Member `key`'s session is interrupted: from now on what is sent to it waits in its
+    /// outbox (and counts toward its lag) until [`Fanout::resumed`]. Nothing happens when
+    /// `key` is not a member.
+    pub fn interrupted(&mut self, key: &K) {
+        if let Some(outbox) = self.members.get(key) {
+            outbox.held.send_replace(true);
+        }
+    }
+
+    /// Member `key`'s session resumed: its outbox drains into it again, in order.
+    pub fn resumed(&mut self, key: &K) {
+        if let Some(outbox) = self.members.get(key) {
+            outbox.held.send_replace(false);
+        }
     }
 
     /// Removes member `key` at once: what its outbox holds is still sent while its session
@@ -358,6 +381,8 @@ struct Outbox<M> {
     /// The pump's queue, once the member first had to wait.
     queue: Option<mpsc::UnboundedSender<Item<M>>>,
     lines: Arc<FanoutLines>,
+    /// `true` while the session is interrupted: nothing goes straight in, the pump waits.
+    held: watch::Sender<bool>,
 }
 
 enum Item<M> {
@@ -391,13 +416,15 @@ impl<M: Message + Name + 'static> Outbox<M> {
             pending: Arc::new(AtomicUsize::new(0)),
             pending_bytes: Arc::new(AtomicUsize::new(0)),
             queue: None,
+            held: watch::Sender::new(false),
         }
     }
 
     fn push(&mut self, message: M, config: &FanoutConfig) -> Pushed<M> {
         let lag = self.lag();
-        // Only with nothing ahead of it may a message skip the queue.
-        let message = if lag == 0 {
+        // Only with nothing ahead of it, into a session that is not interrupted, may a
+        // message skip the queue.
+        let message = if lag == 0 && !*self.held.borrow() {
             match self.session.try_cast(message) {
                 Ok(()) => return Pushed::Sent,
                 Err(SendError::Full(message) | SendError::NotReady(message)) => message,
@@ -409,7 +436,7 @@ impl<M: Message + Name + 'static> Outbox<M> {
             }
         } else if self.session.is_closed() {
             return Pushed::Closed(message);
-        } else if lag >= config.max_lag || self.lag_bytes() >= config.max_lag_bytes {
+        } else if lag > 0 && (lag >= config.max_lag || self.lag_bytes() >= config.max_lag_bytes) {
             return Pushed::Behind;
         } else {
             message
@@ -437,8 +464,10 @@ impl<M: Message + Name + 'static> Outbox<M> {
             // The pump may have stopped with a closed session; then there is no one to tell.
             let _ = self.queue().send(Item::Finish(notice));
         }
-        let (session, lines) = (self.session, self.lines);
+        let (session, lines, held) = (self.session, self.lines, self.held);
         tokio::spawn(async move {
+            // Holds the pump while the session is interrupted, until the farewell is over.
+            let _held = held;
             if tokio::time::timeout(timeout, session.closed())
                 .await
                 .is_err()
@@ -458,20 +487,32 @@ impl<M: Message + Name + 'static> Outbox<M> {
         self.queue.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let pending = (self.pending.clone(), self.pending_bytes.clone());
-            tokio::spawn(pump(self.session.clone(), rx, pending, self.lines.clone()));
+            let held = self.held.subscribe();
+            tokio::spawn(pump(
+                self.session.clone(),
+                rx,
+                pending,
+                held,
+                self.lines.clone(),
+            ));
             tx
         })
     }
 }
 
-/// Drains one member's queue into its session, in order, waiting for credit.
+/// Drains one member's queue into its session, in order, waiting for credit, and for the
+/// session to resume while it is interrupted.
 async fn pump<M: Message + Name + 'static>(
     session: SessionRef,
     mut queue: mpsc::UnboundedReceiver<Item<M>>,
     (pending, pending_bytes): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+    mut held: watch::Receiver<bool>,
     lines: Arc<FanoutLines>,
 ) {
     while let Some(item) = queue.recv().await {
+        if !released(&session, &mut held).await {
+            break;
+        }
         match item {
             Item::Message(message, size) => {
                 let sent = session.cast(message).await;
@@ -497,6 +538,18 @@ async fn pump<M: Message + Name + 'static>(
                 break;
             }
         }
+    }
+}
+
+/// Waits while the session is interrupted; `false` when it closed first, or when its
+/// member was removed from the fan-out while interrupted (there is no one to send to).
+async fn released(session: &SessionRef, held: &mut watch::Receiver<bool>) -> bool {
+    if !*held.borrow() {
+        return true;
+    }
+    tokio::select! {
+        resumed = held.wait_for(|held| !*held) => resumed.is_ok(),
+        _ = session.closed() => false,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Fan-out without silent loss, through the chat room: a member that stops reading holds
 //! the room back only through its own outbox, is let go with a typed notice after
-//! everything queued for it, and the members who keep talking lose nothing.
+//! everything queued for it, and the members who keep talking lose nothing. A member
+//! whose stream broke costs the room its outbox's lag at most: it is let go once that
+//! fills, or gets everything in order when it resumes first.
 
 mod support;
 
@@ -10,6 +12,7 @@ use duologue::LostReason;
 use duologue::{CloseReason, FanoutConfig, GoodbyeReason, Node, NodeConfig, SessionConfig};
 use duologue_actors::chat::proto::{Relay, Text};
 use duologue_actors::chat::{ChatEvent, ChatRoom, Joined, RoomConfig, join};
+use duologue_testkit::FaultProxy;
 use ractor::Actor;
 use support::*;
 
@@ -287,4 +290,101 @@ async fn dropping_a_members_events_ends_its_session_and_the_room_says_so() {
             other => panic!("ann got {other:?}"),
         }
     }
+}
+
+/// Waits for `member` to see its session interrupted (everything before is presence).
+async fn interrupted(member: &mut Joined) {
+    loop {
+        match event(member).await {
+            ChatEvent::Interrupted(_) => return,
+            ChatEvent::Presence(_) | ChatEvent::HeldBack(_) => {}
+            other => panic!("expected an interruption, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_stream_broke_is_let_go_once_its_lag_fills_not_its_credit() {
+    let (_hub, members, addr) = room(Duration::from_secs(60)).await;
+    let mut ann = member(&members, &addr, "ann").await;
+    // Cat comes through a proxy, with the default credit window: far more than the lag.
+    let proxy = FaultProxy::start(addr.parse().unwrap()).await.unwrap();
+    let cat_node = dialling_node("cat", SECRET).await;
+    let mut cat = member(&cat_node, &proxy.addr().to_string(), "cat").await;
+    proxy.set_blackhole(true);
+    assert!(proxy.cut_all() > 0);
+    interrupted(&mut cat).await;
+
+    // Ann talks until the room lets cat go; it must within a few lags, long before cat's
+    // session would run out of credit.
+    let limit = 4 * LAG as u64;
+    let mut acked = 0;
+    let mut sent = 0;
+    loop {
+        if sent < limit && sent - acked < OUTSTANDING {
+            sent += 1;
+            let text = Text {
+                client_seq: sent,
+                text: format!("ann {sent}"),
+            };
+            ann.room.cast(text).await.expect("the room takes texts");
+            continue;
+        }
+        match event(&mut ann).await {
+            ChatEvent::Acked(ack) => acked = ack.client_seq,
+            ChatEvent::Presence(p) if p.user == "cat" && !p.joined => break,
+            ChatEvent::Presence(_) | ChatEvent::HeldBack(_) => {}
+            other => panic!("ann got {other:?}"),
+        }
+        assert!(acked < limit, "cat still in the room after {acked} texts");
+    }
+    drop(cat);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_stream_broke_gets_everything_in_order_when_it_resumes() {
+    let (_hub, members, addr) = room(Duration::from_secs(60)).await;
+    let mut ann = member(&members, &addr, "ann").await;
+    let proxy = FaultProxy::start(addr.parse().unwrap()).await.unwrap();
+    let cat_node = dialling_node("cat", SECRET).await;
+    let mut cat = member(&cat_node, &proxy.addr().to_string(), "cat").await;
+    proxy.set_blackhole(true);
+    assert!(proxy.cut_all() > 0);
+    interrupted(&mut cat).await;
+
+    // Fewer texts than the lag while cat is away: all wait for it.
+    let texts = LAG as u64 / 2;
+    for client_seq in 1..=texts {
+        let text = Text {
+            client_seq,
+            text: format!("ann {client_seq}"),
+        };
+        ann.room.cast(text).await.expect("the room takes texts");
+    }
+    let mut acked = 0;
+    while acked < texts {
+        match event(&mut ann).await {
+            ChatEvent::Acked(ack) => acked = ack.client_seq,
+            ChatEvent::Presence(p) => assert!(p.joined, "cat was let go: {p:?}"),
+            ChatEvent::HeldBack(_) => {}
+            other => panic!("ann got {other:?}"),
+        }
+    }
+    proxy.set_blackhole(false);
+    let mut heard = Vec::new();
+    while (heard.len() as u64) < texts {
+        match event(&mut cat).await {
+            ChatEvent::Relay(relay) => heard.push(relay.room_seq),
+            ChatEvent::Resumed(_)
+            | ChatEvent::Interrupted(_)
+            | ChatEvent::Presence(_)
+            | ChatEvent::HeldBack(_) => {}
+            other => panic!("cat got {other:?} after {} relays", heard.len()),
+        }
+    }
+    assert_eq!(
+        heard,
+        (1..=texts).collect::<Vec<_>>(),
+        "every relay once, in order"
+    );
 }
