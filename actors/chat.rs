@@ -21,9 +21,23 @@
 //! what was queued for it, then [`FellBehind`] (where its gap starts, and which of its
 //! texts were recorded), then the room's farewell. The others see it leave. It may join
 //! again and get the recent history in its Welcome. No member misses a line unawares.
+//! While a member's session is interrupted, everything for it waits in its outbox: a
+//! member that vanished is let go once its lag fills, one that resumes first gets it all.
 //!
 //! A member is not an actor: [`join`] opens a session read through [`ChatEvents`], so
 //! the room sends a member more only as fast as the member reads.
+//!
+//! # What members can cost a room
+//!
+//! Every join, leave and text reaches every member, so a room's work and memory grow
+//! with its members; each bound below keeps what one member can make it hold small. A
+//! room takes at most [`RoomConfig::max_members`] members and texts of at most
+//! [`RoomConfig::max_text_bytes`]; a [`Presence`] names who came or went and the new
+//! count, not the whole list (which each member keeps itself from its Welcome on: with
+//! the list, n joins cost n³ bytes); a Welcome carries at most [`WELCOME_MEMBER_BYTES`]
+//! of names and [`RoomConfig::history_bytes`] of history. Refusals are typed
+//! ([`Rejected`] with a reason). What waits for a member that does not keep up is bounded
+//! by the fan-out's lag, in messages and in bytes ([`FanoutConfig`]).
 
 use std::time::Duration;
 
@@ -34,6 +48,8 @@ use duologue::{
 };
 use duologue::{InboxEvent, InboxReceiver};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::peer_lines::PeerLines;
 
 /// The chat protocol's messages (`proto/duologue/chat/v1/chat.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -103,8 +119,21 @@ pub const HISTORY: usize = 50;
 /// no member can make the room un-joinable. A text larger than this is relayed, not kept.
 pub const HISTORY_BYTES: usize = 256 * 1024;
 
-/// The longest user name a room takes, in bytes (every member's Welcome lists them all).
+/// The longest user name a room takes, in bytes (a Welcome lists the members' names).
 pub const MAX_USER_BYTES: usize = 64;
+
+/// How many members a room takes at once, by default: each join and leave is announced
+/// to every member, and each member holds a session, so a room's cost grows with it.
+pub const MAX_MEMBERS: usize = 1000;
+
+/// The longest text a room takes, by default, in bytes: every text is relayed to every
+/// member, each member's session holding its own copy until that member's node has it.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// The most bytes of user names a Welcome lists: past it, a Welcome lists the most recent
+/// members only (and counts them all), so it stays far below the session's message limit
+/// however many members a room is set to take.
+pub const WELCOME_MEMBER_BYTES: usize = 64 * 1024;
 
 /// How a room is set up.
 #[derive(Clone, Debug)]
@@ -116,6 +145,12 @@ pub struct RoomConfig {
     pub fanout: FanoutConfig,
     /// The bytes of recent texts kept for later members ([`HISTORY_BYTES`] by default).
     pub history_bytes: usize,
+    /// Most members at once ([`MAX_MEMBERS`] by default); a join past it is refused
+    /// (`Rejected`: the room is full). Members already in are not affected.
+    pub max_members: usize,
+    /// The longest text taken, in bytes ([`MAX_TEXT_BYTES`] by default); a longer one is
+    /// refused (`Rejected`, in order with the member's acks), neither recorded nor relayed.
+    pub max_text_bytes: usize,
 }
 
 impl From<&str> for RoomConfig {
@@ -124,6 +159,8 @@ impl From<&str> for RoomConfig {
             name: name.to_owned(),
             fanout: FanoutConfig::default(),
             history_bytes: HISTORY_BYTES,
+            max_members: MAX_MEMBERS,
+            max_text_bytes: MAX_TEXT_BYTES,
         }
     }
 }
@@ -144,6 +181,10 @@ pub struct RoomState {
     /// The bytes of text in `history`, at most `history_limit`.
     history_bytes: usize,
     history_limit: usize,
+    max_members: usize,
+    max_text_bytes: usize,
+    /// The log lines members can cause, each kind a few per window and the rest counted.
+    lines: PeerLines,
 }
 
 impl RoomState {
@@ -178,18 +219,22 @@ impl RoomState {
     fn leave(&mut self, session: &SessionRef) {
         self.outboxes.remove(&session.id());
         if let Some(member) = self.remove(session) {
-            tracing::info!(room = %self.name, user = %member.user, "left");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(room = %self.name, user = %member.user, not_logged_since_last_line = suppressed, "left");
+            });
             let fallen = self.announce(&member.user, false);
             self.let_go(fallen, self.room_seq + 1);
         }
     }
 
-    /// Tells every member but `user` that `user` joined or left.
+    /// Tells every member but `user` that `user` joined or left: the name and the new
+    /// count, not the list (which each member keeps itself), so a presence costs the same
+    /// in a room of three as in a room of a thousand.
     fn announce(&mut self, user: &str, joined: bool) -> Fallen {
         let presence: RoomMessage = room_message::Kind::Presence(Presence {
             user: user.to_owned(),
             joined,
-            members: self.members.iter().map(|m| m.user.clone()).collect(),
+            member_count: count(self.members.len()),
         })
         .into();
         let except = self
@@ -207,7 +252,9 @@ impl RoomState {
             let Some(member) = self.remove(behind.session()) else {
                 continue;
             };
-            tracing::info!(room = %self.name, user = %member.user, queued = behind.queued(), "fell behind; let go");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(room = %self.name, user = %member.user, queued = behind.queued(), not_logged_since_last_line = suppressed, "fell behind; let go");
+            });
             let notice = room_message::Kind::FellBehind(FellBehind {
                 missed_from,
                 queued: behind.queued() as u64,
@@ -235,8 +282,19 @@ impl RoomState {
                 reason: "this session already joined".into(),
             })
             .into()
+        } else if self.members.len() >= self.max_members {
+            tracing::debug!(room = %self.name, user = %join.user, "room full; join refused");
+            room_message::Kind::Rejected(Rejected {
+                reason: format!(
+                    "the room {} is full ({} members)",
+                    self.name, self.max_members
+                ),
+            })
+            .into()
         } else {
-            tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), "joined");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), not_logged_since_last_line = suppressed, "joined");
+            });
             self.outboxes.insert(session.id(), session.clone());
             self.members.push(Member {
                 user: join.user.clone(),
@@ -247,20 +305,26 @@ impl RoomState {
             self.let_go(fallen, self.room_seq + 1);
             room_message::Kind::Welcome(Welcome {
                 room: self.name.clone(),
-                members: self.members.iter().map(|m| m.user.clone()).collect(),
+                members: recent_names(
+                    self.members.iter().map(|m| m.user.as_str()),
+                    WELCOME_MEMBER_BYTES,
+                ),
                 room_seq: self.room_seq,
                 history: self.history.iter().cloned().collect(),
+                member_count: count(self.members.len()),
             })
             .into()
         };
         // A reply skips credit: it reaches the member ahead of anything queued for it.
         if let Err(error) = inbound.reply(&reply) {
-            tracing::warn!(%error, "join reply not sent");
+            self.lines.unsent.log(|suppressed| {
+                tracing::warn!(room = %self.name, %error, not_logged_since_last_line = suppressed, "join reply not sent");
+            });
         }
     }
 
     fn text(&mut self, session: &SessionRef, text: Text) {
-        let Some(member) = self.members.iter_mut().find(|m| &m.session == session) else {
+        let Some(at) = self.members.iter().position(|m| &m.session == session) else {
             // Texts still in flight from a member that fell behind: its notice says which
             // of its texts were recorded.
             if self.outboxes.fell_behind_since(&session.id()) {
@@ -280,7 +344,23 @@ impl RoomState {
             }
             return;
         };
+        if text.text.len() > self.max_text_bytes {
+            let refused: RoomMessage = room_message::Kind::Rejected(Rejected {
+                reason: format!(
+                    "text {} has {} bytes; the room takes at most {}",
+                    text.client_seq,
+                    text.text.len(),
+                    self.max_text_bytes
+                ),
+            })
+            .into();
+            if let Err(Refused::Behind(behind)) = self.outboxes.send(&session.id(), refused) {
+                self.let_go(vec![behind], self.room_seq + 1);
+            }
+            return;
+        }
         self.room_seq += 1;
+        let member = &mut self.members[at];
         member.last_client_seq = text.client_seq;
         let from = member.user.clone();
         let ack: RoomMessage = room_message::Kind::Ack(Ack {
@@ -304,6 +384,26 @@ impl RoomState {
     }
 }
 
+/// A member count as the protocol carries it.
+fn count(members: usize) -> u32 {
+    u32::try_from(members).unwrap_or(u32::MAX)
+}
+
+/// The most recent of `names` (in join order) that fit in `bytes` with their encoding's
+/// two bytes each, in join order.
+fn recent_names<'a>(names: impl DoubleEndedIterator<Item = &'a str>, bytes: usize) -> Vec<String> {
+    let mut left = bytes;
+    let mut recent: Vec<String> = names
+        .rev()
+        .map_while(|name| {
+            left = left.checked_sub(name.len() + 2)?;
+            Some(name.to_owned())
+        })
+        .collect();
+    recent.reverse();
+    recent
+}
+
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for ChatRoom {
     type Msg = SessionMsg;
@@ -323,7 +423,19 @@ impl Actor for ChatRoom {
             history: std::collections::VecDeque::new(),
             history_bytes: 0,
             history_limit: config.history_bytes,
+            max_members: config.max_members,
+            max_text_bytes: config.max_text_bytes,
+            lines: PeerLines::default(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.lines.report(&state.name);
+        Ok(())
     }
 
     async fn handle(
@@ -349,12 +461,13 @@ impl Actor for ChatRoom {
                 }) => {
                     state.leave(inbound.session());
                 }
-                Ok(MemberMessage { kind: None }) => {
-                    tracing::warn!(peer = %inbound.session().peer(), "empty member message");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable member message");
-                }
+                // A member can send these at will: a few lines per window, then a count.
+                Ok(MemberMessage { kind: None }) => state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(room = %state.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "unreadable member message: empty");
+                }),
+                Err(error) => state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(room = %state.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "unreadable member message");
+                }),
             },
             // The member half-closed: its texts before the farewell are all handled (they
             // precede this signal in the mailbox), so finishing after its outbox sends the
@@ -370,12 +483,24 @@ impl Actor for ChatRoom {
                 session, reason, ..
             }) => {
                 if state.member(&session).is_some() {
-                    tracing::info!(%reason, "member session closed");
+                    state.lines.membership.log(|suppressed| {
+                        tracing::info!(room = %state.name, %reason, not_logged_since_last_line = suppressed, "member session closed");
+                    });
                 }
                 state.leave(&session);
             }
+            // What the room sends a member whose stream broke waits in its outbox, under
+            // the lag, until it resumes: a member that vanished is let go once that fills.
+            SessionMsg::Signal(SessionSignal::Interrupted(session, _)) => {
+                state.outboxes.interrupted(&session.id());
+            }
+            SessionMsg::Signal(SessionSignal::Resumed(session, _)) => {
+                state.outboxes.resumed(&session.id());
+            }
             SessionMsg::Signal(SessionSignal::Lost(lost)) => {
-                tracing::info!(reason = %lost.reason, "member session lost");
+                state.lines.membership.log(|suppressed| {
+                    tracing::info!(room = %state.name, reason = %lost.reason, not_logged_since_last_line = suppressed, "member session lost");
+                });
                 state.leave(&lost.session);
             }
             SessionMsg::Signal(_) => {}
@@ -556,5 +681,31 @@ pub async fn join(
         }),
         Some(room_message::Kind::Rejected(r)) => Err(JoinError::Rejected(r.reason)),
         _ => Err(JoinError::Rejected("unexpected reply to join".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_welcome_lists_the_most_recent_names_that_fit() {
+        let names = ["ann", "ben", "cat", "dan"];
+        assert_eq!(recent_names(names.into_iter(), 1024), names);
+        // Five bytes a name: two fit in eleven, the most recent two, in join order.
+        assert_eq!(recent_names(names.into_iter(), 11), ["cat", "dan"]);
+        assert!(recent_names(names.into_iter(), 4).is_empty());
+    }
+
+    #[test]
+    fn a_full_room_of_the_longest_names_fits_a_welcome_many_times_under_a_message() {
+        let name = "n".repeat(MAX_USER_BYTES);
+        let listed = recent_names(
+            std::iter::repeat_n(name.as_str(), 100_000),
+            WELCOME_MEMBER_BYTES,
+        );
+        let bytes: usize = listed.iter().map(|n| n.len() + 2).sum();
+        assert!(bytes <= WELCOME_MEMBER_BYTES);
+        assert_eq!(listed.len(), WELCOME_MEMBER_BYTES / (MAX_USER_BYTES + 2));
     }
 }

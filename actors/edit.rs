@@ -81,6 +81,8 @@ use duologue::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
+
+use crate::peer_lines::PeerLines;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, TextRef, Transact, Update};
@@ -327,6 +329,8 @@ pub struct DocumentState {
     editors: HashMap<SessionId, String>,
     /// The relays to them, each editor's in order.
     relays: Fanout<SessionId, DocumentMessage>,
+    /// The log lines editors can cause, each kind a few per window and the rest counted.
+    lines: PeerLines,
 }
 
 impl DocumentState {
@@ -337,6 +341,7 @@ impl DocumentState {
             replica: Replica::new(),
             editors: HashMap::new(),
             relays: Fanout::new(config.fanout),
+            lines: PeerLines::default(),
         }
     }
 
@@ -345,7 +350,9 @@ impl DocumentState {
         let id = session.id();
         self.relays.remove(&id);
         if let Some(editor) = self.editors.remove(&id) {
-            tracing::info!(document = %self.name, %editor, "left");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(document = %self.name, %editor, not_logged_since_last_line = suppressed, "left");
+            });
         }
     }
 
@@ -354,7 +361,9 @@ impl DocumentState {
     fn finished(&mut self, session: &SessionRef) {
         let id = session.id();
         if let Some(editor) = self.editors.remove(&id) {
-            tracing::info!(document = %self.name, %editor, "leaves");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(document = %self.name, %editor, not_logged_since_last_line = suppressed, "leaves");
+            });
         }
         // An editor that fell behind gets its notice first; the fan-out finishes then.
         if !self.relays.finish(&id) {
@@ -381,7 +390,9 @@ impl DocumentState {
         // One told it fell behind reopens on a new session; this one gets no relays.
         if !self.relays.fell_behind_since(&id) {
             if !self.relays.contains(&id) {
-                tracing::info!(document = %self.name, editor = %open.editor, peer = %session.peer(), "opened");
+                self.lines.membership.log(|suppressed| {
+                    tracing::info!(document = %self.name, editor = %open.editor, peer = %session.peer(), not_logged_since_last_line = suppressed, "opened");
+                });
                 self.relays.insert(id, session);
             }
             self.editors.insert(id, open.editor);
@@ -393,7 +404,9 @@ impl DocumentState {
         })
         .into();
         if let Err(error) = inbound.reply(&reply) {
-            tracing::warn!(%error, "snapshot not sent");
+            self.lines.unsent.log(|suppressed| {
+                tracing::warn!(document = %self.name, %error, not_logged_since_last_line = suppressed, "snapshot not sent");
+            });
         }
     }
 
@@ -410,7 +423,9 @@ impl DocumentState {
             Ok(Some(change)) => change,
             Ok(None) => return,
             Err(error) => {
-                tracing::warn!(%error, editor = %from, "update not merged");
+                self.lines.refused.log(|suppressed| {
+                    tracing::warn!(document = %self.name, %error, editor = %from, not_logged_since_last_line = suppressed, "update not merged");
+                });
                 return;
             }
         };
@@ -421,7 +436,9 @@ impl DocumentState {
         .into();
         for behind in self.relays.publish(&relay, Some(&id)) {
             let editor = self.editors.remove(&behind.key).unwrap_or_default();
-            tracing::info!(document = %self.name, %editor, queued = behind.queued(), "fell behind; told to reopen");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(document = %self.name, %editor, queued = behind.queued(), not_logged_since_last_line = suppressed, "fell behind; told to reopen");
+            });
             behind.farewell(
                 document_message::Kind::FellBehind(FellBehind {
                     max_lag: self.max_lag as u64,
@@ -446,6 +463,15 @@ impl Actor for Document {
         Ok(DocumentState::new(config))
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut DocumentState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.lines.report(&state.name);
+        Ok(())
+    }
+
     async fn handle(
         &self,
         _myself: ActorRef<SessionMsg>,
@@ -460,12 +486,13 @@ impl Actor for Document {
                 Ok(EditorMessage {
                     kind: Some(editor_message::Kind::Update(update)),
                 }) => state.update(inbound.session(), &update.update),
-                Ok(EditorMessage { kind: None }) => {
-                    tracing::warn!(peer = %inbound.session().peer(), "empty editor message");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable editor message");
-                }
+                // An editor can send these at will: a few lines per window, then a count.
+                Ok(EditorMessage { kind: None }) => state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(document = %state.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "empty editor message");
+                }),
+                Err(error) => state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(document = %state.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "undecodable editor message");
+                }),
             },
             // Everything the editor sent before its farewell is merged (it precedes this
             // signal in the mailbox); finish in turn.
@@ -474,7 +501,9 @@ impl Actor for Document {
             }
             SessionMsg::Signal(SessionSignal::Closed { session, .. }) => state.gone(&session),
             SessionMsg::Signal(SessionSignal::Lost(lost)) => {
-                tracing::info!(reason = %lost.reason, "editor session lost");
+                state.lines.membership.log(|suppressed| {
+                    tracing::info!(document = %state.name, reason = %lost.reason, not_logged_since_last_line = suppressed, "editor session lost");
+                });
                 state.gone(&lost.session);
             }
             SessionMsg::Signal(_) => {}
@@ -566,6 +595,8 @@ pub struct Editor {
     /// Never locked across an `.await`.
     replica: Mutex<Replica>,
     text: watch::Sender<String>,
+    /// The log lines the document can cause, each kind a few per window.
+    lines: PeerLines,
 }
 
 impl Editor {
@@ -594,6 +625,7 @@ impl Editor {
             retired: None,
             replica: Mutex::new(Replica::new()),
             text: watch::Sender::new(String::new()),
+            lines: PeerLines::default(),
         };
         // On failure, dropping the editor (its inbox) ends the session.
         editor.sync().await?;
@@ -771,12 +803,17 @@ impl Editor {
     async fn handle(&mut self, event: InboxEvent<DocumentMessage>) -> Option<EditEvent> {
         let signal = match event {
             InboxEvent::Message(message) => return self.message(message).await,
+            // The document can send these at will: a few lines per window, then a count.
             InboxEvent::Call { request, .. } => {
-                tracing::warn!(editor = %self.name, ?request, "the document called; not answered");
+                self.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(editor = %self.name, ?request, not_logged_since_last_line = suppressed, "the document called; not answered");
+                });
                 return None;
             }
             InboxEvent::Undecodable { type_url, error } => {
-                tracing::warn!(editor = %self.name, %type_url, %error, "undecodable message from the document");
+                self.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(editor = %self.name, %type_url, %error, not_logged_since_last_line = suppressed, "undecodable message from the document");
+                });
                 return None;
             }
             InboxEvent::Signal(signal) => signal,
@@ -806,7 +843,9 @@ impl Editor {
     fn merge(&self, relay: Relay) -> Option<EditEvent> {
         let mut replica = self.replica();
         if let Err(error) = replica.merge(&relay.update) {
-            tracing::warn!(%error, editor = %self.name, from = %relay.from, "relay not merged");
+            self.lines.refused.log(|suppressed| {
+                tracing::warn!(%error, editor = %self.name, from = %relay.from, not_logged_since_last_line = suppressed, "relay not merged");
+            });
             return None;
         }
         let text = replica.text();

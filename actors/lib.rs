@@ -14,6 +14,7 @@
 
 pub mod chat;
 pub mod edit;
+mod peer_lines;
 pub mod pipeline;
 pub mod reconcile;
 pub mod seq_check;

@@ -45,6 +45,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::peer_lines::PeerLines;
+
 /// The pipeline protocol's messages (`proto/duologue/pipeline/v1/pipeline.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod proto {
@@ -138,6 +140,8 @@ pub struct StageState {
     /// The latency it last throttled at, while overloaded.
     throttled_at: Option<Duration>,
     counts: StageReport,
+    /// The log lines producers can cause, each kind a few per window and the rest counted.
+    lines: PeerLines,
 }
 
 impl StageState {
@@ -268,7 +272,17 @@ impl Actor for Stage {
             feeds: HashMap::new(),
             throttled_at: None,
             counts: StageReport::default(),
+            lines: PeerLines::default(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut StageState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.lines.report(&state.config.name);
+        Ok(())
     }
 
     async fn handle(
@@ -313,15 +327,18 @@ impl Actor for Stage {
             }) => {
                 let reply: StageMessage = state.report().into();
                 if let Err(error) = inbound.reply(&reply) {
-                    tracing::warn!(%error, stage = %state.config.name, "report not sent");
+                    state.lines.unsent.log(|suppressed| {
+                        tracing::warn!(%error, stage = %state.config.name, not_logged_since_last_line = suppressed, "report not sent");
+                    });
                 }
             }
-            Ok(ProducerMessage { kind: None }) => {
-                tracing::warn!(peer = %inbound.session().peer(), "empty producer message");
-            }
-            Err(error) => {
-                tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable producer message");
-            }
+            // A producer can send these at will: a few lines per window, then a count.
+            Ok(ProducerMessage { kind: None }) => state.lines.unreadable.log(|suppressed| {
+                tracing::warn!(stage = %state.config.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "empty producer message");
+            }),
+            Err(error) => state.lines.unreadable.log(|suppressed| {
+                tracing::warn!(stage = %state.config.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "undecodable producer message");
+            }),
         }
         Ok(())
     }
@@ -499,6 +516,8 @@ pub struct Producer {
     stop: CancellationToken,
     task: Option<JoinHandle<Result<u64, PipelineError>>>,
     sent: Option<u64>,
+    /// The log lines the stage can cause, each kind a few per window.
+    lines: PeerLines,
 }
 
 impl Producer {
@@ -532,6 +551,7 @@ impl Producer {
             stop,
             task: Some(task),
             sent: None,
+            lines: PeerLines::default(),
         })
     }
 
@@ -574,11 +594,19 @@ impl Producer {
             | InboxEvent::Call {
                 request: message, ..
             } => {
-                tracing::warn!(?message, "unexpected message from the stage");
+                self.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(
+                        ?message,
+                        not_logged_since_last_line = suppressed,
+                        "unexpected message from the stage"
+                    );
+                });
                 return None;
             }
             InboxEvent::Undecodable { type_url, error } => {
-                tracing::warn!(type_url, %error, "undecodable message from the stage");
+                self.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(type_url, %error, not_logged_since_last_line = suppressed, "undecodable message from the stage");
+                });
                 return None;
             }
         };

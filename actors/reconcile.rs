@@ -56,6 +56,8 @@ use duologue::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::peer_lines::PeerLines;
+
 /// The reconcile protocol's messages (`proto/duologue/reconcile/v1/reconcile.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod proto {
@@ -330,6 +332,8 @@ pub struct ReconcilerState {
     deployments: HashMap<SessionId, Deployment>,
     /// Every client session with a deployment: where its reports go.
     fanout: Fanout<SessionId, ReconcilerMessage>,
+    /// The log lines clients can cause, each kind a few per window and the rest counted.
+    lines: PeerLines,
 }
 
 impl ReconcilerState {
@@ -339,7 +343,9 @@ impl ReconcilerState {
         let generation = declare.generation;
         // A declaration still in flight from a client that fell behind starts nothing.
         if self.fanout.fell_behind_since(&id) {
-            tracing::info!(reconciler = %self.config.name, generation, "declaration after falling behind ignored");
+            self.lines.refused.log(|suppressed| {
+                tracing::info!(reconciler = %self.config.name, generation, not_logged_since_last_line = suppressed, "declaration after falling behind ignored");
+            });
             return;
         }
         if !self.fanout.contains(&id) {
@@ -349,10 +355,15 @@ impl ReconcilerState {
             .deployments
             .entry(id)
             .or_insert_with(|| Deployment::new(session.clone()));
+        // A client can declare at will: a few lines per window, then a count.
         if !deployment.declare(declare) {
-            tracing::warn!(reconciler = %self.config.name, generation, "stale declaration ignored");
+            self.lines.refused.log(|suppressed| {
+                tracing::warn!(reconciler = %self.config.name, generation, not_logged_since_last_line = suppressed, "stale declaration ignored");
+            });
         } else {
-            tracing::info!(reconciler = %self.config.name, generation, peer = %session.peer(), "declared");
+            self.lines.membership.log(|suppressed| {
+                tracing::info!(reconciler = %self.config.name, generation, peer = %session.peer(), not_logged_since_last_line = suppressed, "declared");
+            });
         }
         self.report(id);
         // The deployment is gone if its client fell behind with this report.
@@ -401,13 +412,16 @@ impl ReconcilerState {
                     queued: u32::try_from(behind.queued()).unwrap_or(u32::MAX),
                     latest: deployment.status(0),
                 };
-                tracing::info!(
-                    reconciler = %self.config.name,
-                    session = %id,
-                    last_report_seq = notice.last_report_seq,
-                    queued = notice.queued,
-                    "client fell behind: told, and its deployment forgotten"
-                );
+                self.lines.membership.log(|suppressed| {
+                    tracing::info!(
+                        reconciler = %self.config.name,
+                        session = %id,
+                        last_report_seq = notice.last_report_seq,
+                        queued = notice.queued,
+                        not_logged_since_last_line = suppressed,
+                        "client fell behind: told, and its deployment forgotten"
+                    );
+                });
                 self.deployments.remove(&id);
                 behind.farewell(notice.into());
             }
@@ -451,7 +465,17 @@ impl Actor for Reconciler {
             fanout: Fanout::new(config.fanout),
             config,
             deployments: HashMap::new(),
+            lines: PeerLines::default(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ReconcilerMsg>,
+        state: &mut ReconcilerState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.lines.report(&state.config.name);
+        Ok(())
     }
 
     async fn handle(
@@ -465,12 +489,13 @@ impl Actor for Reconciler {
                 Ok(ReconcileRequest {
                     kind: Some(reconcile_request::Kind::Declare(declare)),
                 }) => state.declare(&myself, &inbound, declare),
-                Ok(ReconcileRequest { kind: None }) => {
-                    tracing::warn!(peer = %inbound.session().peer(), "empty reconcile request");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, peer = %inbound.session().peer(), "undecodable reconcile request");
-                }
+                // A client can send these at will: a few lines per window, then a count.
+                Ok(ReconcileRequest { kind: None }) => state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(reconciler = %state.config.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "empty reconcile request");
+                }),
+                Err(error) => state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(reconciler = %state.config.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "undecodable reconcile request");
+                }),
             },
             ReconcilerMsg::Step(id) => state.step(&myself, id),
             // The client is done watching: forget its deployment and finish in turn.
@@ -481,7 +506,9 @@ impl Actor for Reconciler {
                 state.gone(session.id());
             }
             ReconcilerMsg::Signal(SessionSignal::Lost(lost)) => {
-                tracing::info!(reason = %lost.reason, "client session lost");
+                state.lines.membership.log(|suppressed| {
+                    tracing::info!(reconciler = %state.config.name, reason = %lost.reason, not_logged_since_last_line = suppressed, "client session lost");
+                });
                 state.gone(lost.session.id());
             }
             // Interrupted, Resumed: the session replays the reports by itself.

@@ -21,6 +21,8 @@
 use duologue::{Mailbox, Protocol};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::peer_lines::PeerLines;
+
 /// The sequence-check protocol's messages (`proto/duologue/diag/v1/diag.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod proto {
@@ -129,6 +131,8 @@ pub struct CheckState {
     counts: Counts,
     pace: Option<Pace>,
     max_backlog: u64,
+    /// The log lines senders can cause, each kind a few per window and the rest counted.
+    lines: PeerLines,
 }
 
 /// Spaces ticks `interval` apart.
@@ -171,7 +175,17 @@ impl Actor for SeqCheck {
                 next: tokio::time::Instant::now(),
             }),
             max_backlog: 0,
+            lines: PeerLines::default(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut CheckState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.lines.report(&state.name);
+        Ok(())
     }
 
     async fn handle(
@@ -190,8 +204,11 @@ impl Actor for SeqCheck {
                 reply,
                 ..
             } => (session, request.kind, Some(reply)),
+            // A sender can send these at will: a few lines per window, then a count.
             Mailbox::Undecodable(undecodable) => {
-                tracing::warn!(checker = %state.name, %undecodable, "undecodable check request");
+                state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(checker = %state.name, %undecodable, not_logged_since_last_line = suppressed, "undecodable check request");
+                });
                 return Ok(());
             }
             Mailbox::Signal(signal) => {
@@ -223,7 +240,9 @@ impl Actor for SeqCheck {
                 if let Some(reply) = reply
                     && let Err(error) = reply.send(state.report(false))
                 {
-                    tracing::warn!(%error, checker = %state.name, "report not sent");
+                    state.lines.unsent.log(|suppressed| {
+                        tracing::warn!(%error, checker = %state.name, not_logged_since_last_line = suppressed, "report not sent");
+                    });
                 }
             }
             Some(check_request::Kind::Stop(StopRequest { reason })) => {
@@ -233,7 +252,9 @@ impl Actor for SeqCheck {
                 tracing::info!(checker = %state.name, %reason, counts = ?state.counts, "stopping");
                 myself.stop(Some(reason));
             }
-            None => tracing::warn!(peer = %session.peer(), "empty check request"),
+            None => state.lines.unreadable.log(|suppressed| {
+                tracing::warn!(checker = %state.name, peer = %session.peer(), not_logged_since_last_line = suppressed, "empty check request");
+            }),
         }
         Ok(())
     }

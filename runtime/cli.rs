@@ -4,7 +4,8 @@
 //! [`NodeMain`] knows the kinds the program registered and does the rest the way
 //! `duologue node` does: every flag of [`NodeArgs`], the first stdout line
 //! `listening on ADDR` (the contract with whoever started the process), and on SIGTERM or
-//! SIGINT a bounded drain of every session before the actors stop.
+//! SIGINT a bounded drain of every session before the actors stop. SIGUSR1 prints one
+//! line on stderr with the node's bookkeeping (links, resumable sessions, owners).
 //!
 //! ```no_run
 //! use duologue::cli::NodeMain;
@@ -201,6 +202,7 @@ impl NodeMain {
         }
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut report = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
         let mut config = NodeConfig {
             name: args.name.clone(),
             listen: Some(args.listen),
@@ -231,9 +233,12 @@ impl NodeMain {
         let addr = node.local_addr().ok_or("the node has no listen address")?;
         // The first stdout line is the contract with whoever started us.
         println!("listening on {addr}");
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+                _ = report.recv() => report_bookkeeping(&self.program, &node),
+            }
         }
         let drained = node.shutdown().await;
         if !drained {
@@ -308,6 +313,22 @@ fn refuse_guessable_secret(path: &std::path::Path) -> Result<(), String> {
         path.display(),
         strength.guesses_log10()
     ))
+}
+
+/// Answers SIGUSR1: one line on stderr with what the node keeps per peer and per session
+/// ([`Node::bookkeeping`]), whatever the log filter, for whoever watches a running node
+/// (`kill -USR1 PID`; `benches/hostile_room.rs` reads it).
+fn report_bookkeeping(program: &str, node: &Node) {
+    let crate::node::Bookkeeping {
+        links,
+        stop_reasons,
+        resumable,
+        owners,
+    } = node.bookkeeping();
+    eprintln!(
+        "{program} node: bookkeeping links={links} resumable={resumable} owners={owners} \
+         stop_reasons={stop_reasons}"
+    );
 }
 
 /// Why a node stops the actors it hosts.

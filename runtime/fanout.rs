@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prost::{Message, Name};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::SendError;
+use crate::log_budget::LogBudget;
 use crate::session_ref::SessionRef;
 use crate::wire::GoodbyeReason;
 
@@ -20,6 +21,11 @@ pub struct FanoutConfig {
     /// Messages a member's outbox may hold (beyond what its session's credit took) before
     /// the member counts as fallen behind. At least 1.
     pub max_lag: usize,
+    /// Bytes (encoded) a member's outbox may hold before the member counts as fallen
+    /// behind, whatever the count: a few large messages weigh as much as many small ones.
+    /// A message is always taken into an outbox holding less than this, so one larger
+    /// message still reaches a member that keeps up.
+    pub max_lag_bytes: usize,
     /// How long a member that fell behind, or leaves, gets to read what its outbox still
     /// holds and its notice; then its session is ended.
     pub farewell_timeout: Duration,
@@ -29,6 +35,7 @@ impl Default for FanoutConfig {
     fn default() -> Self {
         Self {
             max_lag: 1024,
+            max_lag_bytes: 4 * 1024 * 1024,
             farewell_timeout: Duration::from_secs(30),
         }
     }
@@ -49,22 +56,30 @@ impl Default for FanoutConfig {
 /// - A message goes straight into the member's session while its peer grants credit.
 ///   When the peer grants none, it waits in the member's **outbox**, an ordered queue
 ///   drained by one task per member (never one per message) as credit returns.
-/// - A member whose outbox already holds [`FanoutConfig::max_lag`] messages **fell
-///   behind**. It leaves the fan-out at once (it gets nothing more) and comes back to the
-///   caller as a [`Behind`]. The caller names what happens next in a typed notice
-///   ([`Behind::farewell`]): the notice follows what the outbox still holds, then the
-///   session is finished. A peer that reads it all within
-///   [`FanoutConfig::farewell_timeout`] has every message up to the point it fell
+/// - A member whose outbox already holds [`FanoutConfig::max_lag`] messages, or
+///   [`FanoutConfig::max_lag_bytes`] bytes, **fell behind**. It leaves the fan-out at
+///   once (it gets nothing more) and comes back to the caller as a [`Behind`]. The caller
+///   names what happens next in a typed notice ([`Behind::farewell`]): the notice follows
+///   what the outbox still holds, then the session is finished. A peer that reads it all
+///   within [`FanoutConfig::farewell_timeout`] has every message up to the point it fell
 ///   behind, then the notice. Otherwise the session ends there with a farewell
 ///   (`LimitExceeded`, "fell behind ...") that its owner receives as a typed close reason.
 ///   So the peer is told either way.
 /// - A member leaving politely ([`Fanout::finish`]) gets what its outbox holds before the
 ///   farewell, within the same timeout.
+/// - A member whose session is interrupted (its stream broke; the session may resume),
+///   as its owner learns from [`crate::SessionSignal::Interrupted`] and says with
+///   [`Fanout::interrupted`], gets nothing more straight into its session: everything
+///   waits in its outbox, under the same lag, until [`Fanout::resumed`]. A member that
+///   vanished (a killed process, a pulled cable) thus costs the sender at most its lag,
+///   and falls behind once that fills, instead of filling its session's replay buffer
+///   for as long as the session waits to resume.
 ///
 /// Why this policy: holding back the whole fan-out for its slowest member (waiting for
 /// credit before each publish) lets one reader that stopped freeze everyone, and an
 /// outbox without a bound grows the sender's memory with it. A bounded lag keeps the
-/// sender's memory at most `max_lag` messages per member. It gives a slow reader room to
+/// sender's memory at most `max_lag` messages, and about `max_lag_bytes` bytes, per
+/// member. It gives a slow reader room to
 /// catch up after a burst. And it turns a reader that cannot keep up into an explicit
 /// event that the application can act on (remove and let rejoin with history, resync
 /// from a snapshot), instead of a silent gap.
@@ -73,6 +88,17 @@ pub struct Fanout<K, M> {
     /// Members that fell behind, until [`Fanout::remove`]: their farewell finishes them.
     let_go: HashSet<K>,
     config: FanoutConfig,
+    lines: Arc<FanoutLines>,
+}
+
+/// The fan-out's log lines that members can cause, shared with its outboxes' tasks: a
+/// budget for each kind (a few lines per window, the rest counted).
+#[derive(Debug, Default)]
+struct FanoutLines {
+    /// Members that fell behind, or did not read their farewell in time (info).
+    let_go: LogBudget,
+    /// Messages too large for a member's session (warn).
+    too_large: LogBudget,
 }
 
 impl<K, M> Fanout<K, M>
@@ -90,13 +116,15 @@ where
             members: HashMap::new(),
             let_go: HashSet::new(),
             config,
+            lines: Arc::default(),
         }
     }
 
     /// Adds a member reached through `session` (replacing one with the same key, whose
     /// outbox still drains).
     pub fn insert(&mut self, key: K, session: SessionRef) {
-        self.members.insert(key, Outbox::new(session));
+        let outbox = Outbox::new(session, self.lines.clone());
+        self.members.insert(key, outbox);
     }
 
     /// Whether `key` is a member.
@@ -124,6 +152,11 @@ where
         self.members.get(key).map(Outbox::lag)
     }
 
+    /// Bytes (encoded) waiting in member `key`'s outbox.
+    pub fn lag_bytes(&self, key: &K) -> Option<usize> {
+        self.members.get(key).map(Outbox::lag_bytes)
+    }
+
     /// Sends `message` to member `key`, after what it already waits for.
     ///
     /// # Errors
@@ -135,7 +168,7 @@ where
         let Some(outbox) = self.members.get_mut(key) else {
             return Err(Refused::NotMember(message));
         };
-        match outbox.push(message, self.config.max_lag) {
+        match outbox.push(message, &self.config) {
             Pushed::Sent => Ok(()),
             Pushed::Closed(message) => {
                 self.members.remove(key);
@@ -156,7 +189,7 @@ where
             if Some(key) == except {
                 continue;
             }
-            match outbox.push(message.clone(), self.config.max_lag) {
+            match outbox.push(message.clone(), &self.config) {
                 Pushed::Sent => {}
                 Pushed::Closed(_) => closed.push(key.clone()),
                 Pushed::Behind => behind.push(key.clone()),
@@ -174,6 +207,22 @@ where
     /// Whether `key` fell behind and was not removed since: its farewell is under way.
     pub fn fell_behind_since(&self, key: &K) -> bool {
         self.let_go.contains(key)
+    }
+
+    /// Member `key`'s session is interrupted: from now on what is sent to it waits in its
+    /// outbox (and counts toward its lag) until [`Fanout::resumed`]. Nothing happens when
+    /// `key` is not a member.
+    pub fn interrupted(&mut self, key: &K) {
+        if let Some(outbox) = self.members.get(key) {
+            outbox.held.send_replace(true);
+        }
+    }
+
+    /// Member `key`'s session resumed: its outbox drains into it again, in order.
+    pub fn resumed(&mut self, key: &K) {
+        if let Some(outbox) = self.members.get(key) {
+            outbox.held.send_replace(false);
+        }
     }
 
     /// Removes member `key` at once: what its outbox holds is still sent while its session
@@ -204,12 +253,16 @@ where
             .members
             .remove(key)
             .expect("a member that fell behind is in the fan-out");
-        tracing::info!(
-            member = ?key,
-            session = %outbox.session.id(),
-            lag = outbox.lag(),
-            "member fell behind"
-        );
+        self.lines.let_go.log(|suppressed| {
+            tracing::info!(
+                member = ?key,
+                session = %outbox.session.id(),
+                lag = outbox.lag(),
+                lag_bytes = outbox.lag_bytes(),
+                not_logged_since_last_line = suppressed,
+                "member fell behind"
+            );
+        });
         self.let_go.insert(key.clone());
         Behind {
             key: key.clone(),
@@ -227,6 +280,18 @@ where
 {
     fn default() -> Self {
         Self::new(FanoutConfig::default())
+    }
+}
+
+/// Reports the counts of log lines no line reported.
+impl<K, M> Drop for Fanout<K, M> {
+    fn drop(&mut self) {
+        self.lines
+            .let_go
+            .report_unreported("fan-out", "member fell behind");
+        self.lines
+            .too_large
+            .report_unreported("fan-out", "fan-out message too large");
     }
 }
 
@@ -311,12 +376,18 @@ struct Outbox<M> {
     session: SessionRef,
     /// Messages pushed and not yet taken by the session (queued, or being cast).
     pending: Arc<AtomicUsize>,
+    /// Their encoded bytes.
+    pending_bytes: Arc<AtomicUsize>,
     /// The pump's queue, once the member first had to wait.
     queue: Option<mpsc::UnboundedSender<Item<M>>>,
+    lines: Arc<FanoutLines>,
+    /// `true` while the session is interrupted: nothing goes straight in, the pump waits.
+    held: watch::Sender<bool>,
 }
 
 enum Item<M> {
-    Message(M),
+    /// A message and its encoded size.
+    Message(M, usize),
     /// Send the notice (if any), then finish the session.
     Finish(Option<M>),
 }
@@ -331,27 +402,35 @@ impl<M> Outbox<M> {
     fn lag(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
+
+    fn lag_bytes(&self) -> usize {
+        self.pending_bytes.load(Ordering::Acquire)
+    }
 }
 
 impl<M: Message + Name + 'static> Outbox<M> {
-    fn new(session: SessionRef) -> Self {
+    fn new(session: SessionRef, lines: Arc<FanoutLines>) -> Self {
         Self {
             session,
+            lines,
             pending: Arc::new(AtomicUsize::new(0)),
+            pending_bytes: Arc::new(AtomicUsize::new(0)),
             queue: None,
+            held: watch::Sender::new(false),
         }
     }
 
-    fn push(&mut self, message: M, max_lag: usize) -> Pushed<M> {
+    fn push(&mut self, message: M, config: &FanoutConfig) -> Pushed<M> {
         let lag = self.lag();
-        // Only with nothing ahead of it may a message skip the queue.
-        let message = if lag == 0 {
+        // Only with nothing ahead of it, into a session that is not interrupted, may a
+        // message skip the queue.
+        let message = if lag == 0 && !*self.held.borrow() {
             match self.session.try_cast(message) {
                 Ok(()) => return Pushed::Sent,
                 Err(SendError::HeldBack { message, .. } | SendError::NotReady(message)) => message,
                 Err(SendError::Closed(message)) => return Pushed::Closed(message),
                 Err(error @ SendError::TooLarge { .. }) => {
-                    end_too_large(&self.session, &error);
+                    end_too_large(&self.session, &error, &self.lines);
                     return Pushed::Closed(error.into_message());
                 }
                 Err(error @ SendError::Full { .. }) => {
@@ -361,16 +440,19 @@ impl<M: Message + Name + 'static> Outbox<M> {
             }
         } else if self.session.is_closed() {
             return Pushed::Closed(message);
-        } else if lag >= max_lag {
+        } else if lag > 0 && (lag >= config.max_lag || self.lag_bytes() >= config.max_lag_bytes) {
             return Pushed::Behind;
         } else {
             message
         };
+        let size = message.encoded_len();
         self.pending.fetch_add(1, Ordering::AcqRel);
-        match self.queue().send(Item::Message(message)) {
+        self.pending_bytes.fetch_add(size, Ordering::AcqRel);
+        match self.queue().send(Item::Message(message, size)) {
             Ok(()) => Pushed::Sent,
-            Err(mpsc::error::SendError(Item::Message(message))) => {
+            Err(mpsc::error::SendError(Item::Message(message, size))) => {
                 self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.pending_bytes.fetch_sub(size, Ordering::AcqRel);
                 Pushed::Closed(message)
             }
             Err(_) => unreachable!("a message was sent"),
@@ -386,13 +468,17 @@ impl<M: Message + Name + 'static> Outbox<M> {
             // The pump may have stopped with a closed session; then there is no one to tell.
             let _ = self.queue().send(Item::Finish(notice));
         }
-        let session = self.session;
+        let (session, lines, held) = (self.session, self.lines, self.held);
         tokio::spawn(async move {
+            // Holds the pump while the session is interrupted, until the farewell is over.
+            let _held = held;
             if tokio::time::timeout(timeout, session.closed())
                 .await
                 .is_err()
             {
-                tracing::info!(session = %session.id(), "member did not read its farewell in time");
+                lines.let_go.log(|suppressed| {
+                    tracing::info!(session = %session.id(), not_logged_since_last_line = suppressed, "member did not read its farewell in time");
+                });
                 session.end(
                     GoodbyeReason::LimitExceeded,
                     format!("fell behind: its farewell was not read within {timeout:?}"),
@@ -404,29 +490,44 @@ impl<M: Message + Name + 'static> Outbox<M> {
     fn queue(&mut self) -> &mpsc::UnboundedSender<Item<M>> {
         self.queue.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(pump(self.session.clone(), rx, self.pending.clone()));
+            let pending = (self.pending.clone(), self.pending_bytes.clone());
+            let held = self.held.subscribe();
+            tokio::spawn(pump(
+                self.session.clone(),
+                rx,
+                pending,
+                held,
+                self.lines.clone(),
+            ));
             tx
         })
     }
 }
 
-/// Drains one member's queue into its session, in order, waiting for credit.
+/// Drains one member's queue into its session, in order, waiting for credit, and for the
+/// session to resume while it is interrupted.
 async fn pump<M: Message + Name + 'static>(
     session: SessionRef,
     mut queue: mpsc::UnboundedReceiver<Item<M>>,
-    pending: Arc<AtomicUsize>,
+    (pending, pending_bytes): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+    mut held: watch::Receiver<bool>,
+    lines: Arc<FanoutLines>,
 ) {
     while let Some(item) = queue.recv().await {
+        if !released(&session, &mut held).await {
+            break;
+        }
         match item {
-            Item::Message(message) => {
+            Item::Message(message, size) => {
                 let sent = session.cast(message).await;
                 pending.fetch_sub(1, Ordering::AcqRel);
+                pending_bytes.fetch_sub(size, Ordering::AcqRel);
                 match sent {
                     Ok(()) => {}
                     // Its owner hears of the close from the session.
                     Err(SendError::Closed(_) | SendError::NotReady(_)) => break,
                     Err(error @ SendError::TooLarge { .. }) => {
-                        end_too_large(&session, &error);
+                        end_too_large(&session, &error, &lines);
                         break;
                     }
                     // `cast` waits while held back: it returns no `HeldBack`.
@@ -447,10 +548,25 @@ async fn pump<M: Message + Name + 'static>(
     }
 }
 
+/// Waits while the session is interrupted; `false` when it closed first, or when its
+/// member was removed from the fan-out while interrupted (there is no one to send to).
+async fn released(session: &SessionRef, held: &mut watch::Receiver<bool>) -> bool {
+    if !*held.borrow() {
+        return true;
+    }
+    tokio::select! {
+        resumed = held.wait_for(|held| !*held) => resumed.is_ok(),
+        _ = session.closed() => false,
+    }
+}
+
 /// A message no member can take: the session ends with a farewell saying so, rather
-/// than the member missing it unawares.
-fn end_too_large<M>(session: &SessionRef, error: &SendError<M>) {
-    tracing::warn!(session = %session.id(), %error, "fan-out message too large");
+/// than the member missing it unawares. One message can be too large for every member:
+/// a few lines per window, then a count.
+fn end_too_large<M>(session: &SessionRef, error: &SendError<M>, lines: &FanoutLines) {
+    lines.too_large.log(|suppressed| {
+        tracing::warn!(session = %session.id(), %error, not_logged_since_last_line = suppressed, "fan-out message too large");
+    });
     session.end(GoodbyeReason::LimitExceeded, error.to_string());
 }
 

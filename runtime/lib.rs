@@ -37,6 +37,8 @@
 //!   credit follows the reader.
 //! - `fanout`: sending to many sessions when some cannot keep up ([`Fanout`]): every
 //!   member gets everything in order, or is told it fell behind.
+//! - `log_budget`: log lines a peer can cause at will, a few per window and the rest
+//!   counted ([`LogBudget`]); used by the node, the fan-out and the ready-made actors.
 //! - `cli` (feature `cli`): a node binary for your own actor kinds in one call
 //!   (`cli::NodeMain`). A public module: a namespace for the node-binary runner.
 //!
@@ -113,6 +115,7 @@ mod fanout;
 #[cfg(any(test, feature = "bench-internals"))]
 mod fuzz;
 mod inbox;
+mod log_budget;
 mod mailbox;
 mod node;
 mod oneof;
@@ -133,6 +136,7 @@ pub use error::{
 };
 pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
 pub use inbox::{InboxEvent, InboxReceiver, NoMessage};
+pub use log_budget::{LOG_LINES_PER_WINDOW, LOG_WINDOW, LogBudget, LogVerdict};
 pub use mailbox::{
     Credit, FromSession, HeldBack, Inbound, Lost, Mailbox, NoLocal, Reply, ReplyPort, Resumption,
     SessionMsg, SessionSignal, Unconfirmed, Undecodable,

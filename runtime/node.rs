@@ -17,7 +17,6 @@
 
 mod admission;
 mod link;
-mod log_budget;
 mod pre_auth;
 mod service;
 mod stop_reasons;
@@ -41,6 +40,7 @@ use crate::driver::{
 };
 use crate::error::LostReason;
 use crate::error::{CloseReason, ConnectError, NodeError};
+use crate::log_budget;
 use crate::mailbox::{Deliver, FromSession, Lost, Serving, SessionSignal};
 use crate::remote_ref::{Protocol, RemoteRef, SessionSlot};
 use crate::session::{Role, Session, SessionConfig};
@@ -1078,7 +1078,7 @@ impl NodeHooks for NodeInner {
             // failed attempt on us has no one else to tell.
             if role == Role::Acceptor {
                 // Anyone can fail handshakes at will: a few lines per window, then a count.
-                if let log_budget::Verdict::Log { suppressed } =
+                if let log_budget::LogVerdict::Log { suppressed } =
                     self.failed_handshakes.admit(Instant::now())
                 {
                     tracing::warn!(

@@ -1,6 +1,8 @@
 //! Fan-out without silent loss, through the chat room: a member that stops reading holds
 //! the room back only through its own outbox, is let go with a typed notice after
-//! everything queued for it, and the members who keep talking lose nothing.
+//! everything queued for it, and the members who keep talking lose nothing. A member
+//! whose stream broke costs the room its outbox's lag at most: it is let go once that
+//! fills, or gets everything in order when it resumes first.
 
 mod support;
 
@@ -10,6 +12,7 @@ use duologue::LostReason;
 use duologue::{CloseReason, FanoutConfig, GoodbyeReason, Node, NodeConfig, SessionConfig};
 use duologue_actors::chat::proto::{Relay, Text};
 use duologue_actors::chat::{ChatEvent, ChatRoom, Joined, RoomConfig, join};
+use duologue_testkit::FaultProxy;
 use ractor::Actor;
 use support::*;
 
@@ -24,13 +27,20 @@ const OUTSTANDING: u64 = 8;
 
 /// A hub hosting room `lobby`, and a node for the members with a small credit window.
 async fn room(farewell_timeout: Duration) -> (Node, Node, String) {
+    room_with(FanoutConfig {
+        max_lag: LAG,
+        farewell_timeout,
+        ..FanoutConfig::default()
+    })
+    .await
+}
+
+/// As [`room`], with the room's fan-out set up as `fanout` says.
+async fn room_with(fanout: FanoutConfig) -> (Node, Node, String) {
     let hub = listening_node("hub", SECRET).await;
     let config = RoomConfig {
         name: "lobby".into(),
-        fanout: FanoutConfig {
-            max_lag: LAG,
-            farewell_timeout,
-        },
+        fanout,
         ..RoomConfig::from("lobby")
     };
     let (room, _) = Actor::spawn(None, ChatRoom, config).await.unwrap();
@@ -211,6 +221,48 @@ async fn a_member_that_never_reads_its_farewell_is_ended_with_limit_exceeded() {
     drop((ann, bob));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_by_bytes_is_let_go_long_before_its_message_count() {
+    const TEXT_BYTES: usize = 4096;
+    const MAX_LAG_BYTES: usize = 4 * TEXT_BYTES;
+    let (_hub, members, addr) = room_with(FanoutConfig {
+        max_lag: LAG,
+        max_lag_bytes: MAX_LAG_BYTES,
+        farewell_timeout: Duration::from_secs(60),
+    })
+    .await;
+    let mut cat = member(&members, &addr, "cat").await;
+    let mut ann = member(&members, &addr, "ann").await;
+    // Cat reads nothing while ann says many large lines (reading her acks).
+    let texts = 2 * WINDOW + 20;
+    for client_seq in 1..=texts {
+        let text = Text {
+            client_seq,
+            text: format!("{client_seq} {}", "x".repeat(TEXT_BYTES)),
+        };
+        ann.room.cast(text).await.expect("the room takes texts");
+    }
+    let mut acked = 0;
+    while acked < texts {
+        match event(&mut ann).await {
+            ChatEvent::Acked(ack) => acked = ack.client_seq,
+            ChatEvent::Presence(_) | ChatEvent::HeldBack(_) => {}
+            other => panic!("ann got {other:?}"),
+        }
+    }
+    let (seqs, notice) = relays_then(&mut cat).await;
+    let ChatEvent::FellBehind(behind) = notice else {
+        panic!("cat is told it fell behind, after its relays: {notice:?}");
+    };
+    assert_eq!(behind.missed_from, seqs.len() as u64 + 1, "{behind:?}");
+    // Its window's worth went into its session; its outbox took what fits in the bytes.
+    assert!(
+        (1..=5).contains(&behind.queued),
+        "fell behind by bytes, not after {LAG} messages: {behind:?}"
+    );
+    assert!((seqs.len() as u64) < texts, "{} relays", seqs.len());
+}
+
 #[tokio::test]
 async fn dropping_a_members_events_ends_its_session_and_the_room_says_so() {
     let (_hub, members, addr) = room(Duration::from_secs(60)).await;
@@ -238,4 +290,101 @@ async fn dropping_a_members_events_ends_its_session_and_the_room_says_so() {
             other => panic!("ann got {other:?}"),
         }
     }
+}
+
+/// Waits for `member` to see its session interrupted (everything before is presence).
+async fn interrupted(member: &mut Joined) {
+    loop {
+        match event(member).await {
+            ChatEvent::Interrupted(_) => return,
+            ChatEvent::Presence(_) | ChatEvent::HeldBack(_) => {}
+            other => panic!("expected an interruption, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_stream_broke_is_let_go_once_its_lag_fills_not_its_credit() {
+    let (_hub, members, addr) = room(Duration::from_secs(60)).await;
+    let mut ann = member(&members, &addr, "ann").await;
+    // Cat comes through a proxy, with the default credit window: far more than the lag.
+    let proxy = FaultProxy::start(addr.parse().unwrap()).await.unwrap();
+    let cat_node = dialling_node("cat", SECRET).await;
+    let mut cat = member(&cat_node, &proxy.addr().to_string(), "cat").await;
+    proxy.set_blackhole(true);
+    assert!(proxy.cut_all() > 0);
+    interrupted(&mut cat).await;
+
+    // Ann talks until the room lets cat go; it must within a few lags, long before cat's
+    // session would run out of credit.
+    let limit = 4 * LAG as u64;
+    let mut acked = 0;
+    let mut sent = 0;
+    loop {
+        if sent < limit && sent - acked < OUTSTANDING {
+            sent += 1;
+            let text = Text {
+                client_seq: sent,
+                text: format!("ann {sent}"),
+            };
+            ann.room.cast(text).await.expect("the room takes texts");
+            continue;
+        }
+        match event(&mut ann).await {
+            ChatEvent::Acked(ack) => acked = ack.client_seq,
+            ChatEvent::Presence(p) if p.user == "cat" && !p.joined => break,
+            ChatEvent::Presence(_) | ChatEvent::HeldBack(_) => {}
+            other => panic!("ann got {other:?}"),
+        }
+        assert!(acked < limit, "cat still in the room after {acked} texts");
+    }
+    drop(cat);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_stream_broke_gets_everything_in_order_when_it_resumes() {
+    let (_hub, members, addr) = room(Duration::from_secs(60)).await;
+    let mut ann = member(&members, &addr, "ann").await;
+    let proxy = FaultProxy::start(addr.parse().unwrap()).await.unwrap();
+    let cat_node = dialling_node("cat", SECRET).await;
+    let mut cat = member(&cat_node, &proxy.addr().to_string(), "cat").await;
+    proxy.set_blackhole(true);
+    assert!(proxy.cut_all() > 0);
+    interrupted(&mut cat).await;
+
+    // Fewer texts than the lag while cat is away: all wait for it.
+    let texts = LAG as u64 / 2;
+    for client_seq in 1..=texts {
+        let text = Text {
+            client_seq,
+            text: format!("ann {client_seq}"),
+        };
+        ann.room.cast(text).await.expect("the room takes texts");
+    }
+    let mut acked = 0;
+    while acked < texts {
+        match event(&mut ann).await {
+            ChatEvent::Acked(ack) => acked = ack.client_seq,
+            ChatEvent::Presence(p) => assert!(p.joined, "cat was let go: {p:?}"),
+            ChatEvent::HeldBack(_) => {}
+            other => panic!("ann got {other:?}"),
+        }
+    }
+    proxy.set_blackhole(false);
+    let mut heard = Vec::new();
+    while (heard.len() as u64) < texts {
+        match event(&mut cat).await {
+            ChatEvent::Relay(relay) => heard.push(relay.room_seq),
+            ChatEvent::Resumed(_)
+            | ChatEvent::Interrupted(_)
+            | ChatEvent::Presence(_)
+            | ChatEvent::HeldBack(_) => {}
+            other => panic!("cat got {other:?} after {} relays", heard.len()),
+        }
+    }
+    assert_eq!(
+        heard,
+        (1..=texts).collect::<Vec<_>>(),
+        "every relay once, in order"
+    );
 }

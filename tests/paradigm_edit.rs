@@ -400,6 +400,7 @@ async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
         max_lag: MAX_LAG,
         // Long enough for ann to read everything once she starts.
         farewell_timeout: 3 * WAIT,
+        ..FanoutConfig::default()
     })
     .await;
     let mut ann = slow_reader(&at, WINDOW).await;
@@ -477,6 +478,7 @@ async fn an_editor_that_does_not_read_its_notice_in_time_is_cut_off_and_reopens(
     let (_server, at) = document_here(FanoutConfig {
         max_lag: MAX_LAG,
         farewell_timeout: Duration::from_millis(100),
+        ..FanoutConfig::default()
     })
     .await;
     let mut ann = slow_reader(&at, WINDOW).await;

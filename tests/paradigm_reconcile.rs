@@ -284,6 +284,7 @@ async fn a_watcher_that_stops_reading_is_told_it_fell_behind_and_the_others_miss
         fanout: FanoutConfig {
             max_lag: MAX_LAG,
             farewell_timeout: WAIT,
+            ..FanoutConfig::default()
         },
     };
     let (reconciler, _) = Actor::spawn(None, Reconciler, config).await.unwrap();

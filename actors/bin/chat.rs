@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use duologue::cli::{DialTlsArgs, duration};
 use duologue::{AuthError, CloseReason, ConnectError, Node, Secret};
-use duologue_actors::chat::proto::Text;
+use duologue_actors::chat::proto::{Presence, Text, Welcome};
 use duologue_actors::chat::{ChatEvent, JoinError, join};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -79,12 +79,8 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let mut joined = join(&node, &args.peer, &args.room, &args.user, args.timeout)
         .await
         .map_err(join_failure)?;
-    eprintln!(
-        "joined {} as {} (members: {})",
-        joined.welcome.room,
-        args.user,
-        joined.welcome.members.join(", ")
-    );
+    let mut roster = Roster::new(&joined.welcome);
+    eprintln!("joined {} as {} ({roster})", joined.welcome.room, args.user);
     // What was said before we came: on stderr, so stdout stays the live conversation.
     for line in &joined.welcome.history {
         eprintln!("(history) {}: {}", line.from, line.text);
@@ -126,6 +122,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                     }
                     unacked.retain(|t| t.client_seq > behind.last_client_seq);
                     joined = rejoin(&node, &args, unacked.iter().cloned(), stdin_open).await?;
+                    roster = Roster::new(&joined.welcome);
                 }
                 Some(ChatEvent::Undecodable(what)) => eprintln!("undecodable from the room: {what}"),
                 Some(ChatEvent::HeldBack(held)) => eprintln!(
@@ -133,12 +130,10 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                     held.waited
                 ),
                 Some(ChatEvent::Rejected(reason)) => eprintln!("the room refused: {reason}"),
-                Some(ChatEvent::Presence(p)) => eprintln!(
-                    "* {} {} (members: {})",
-                    p.user,
-                    if p.joined { "joined" } else { "left" },
-                    p.members.join(", ")
-                ),
+                Some(ChatEvent::Presence(p)) => {
+                    roster.apply(&p);
+                    eprintln!("* {} {} ({roster})", p.user, if p.joined { "joined" } else { "left" });
+                }
                 Some(ChatEvent::RoomFinished | ChatEvent::Restarted) => {}
                 Some(ChatEvent::Interrupted(cause)) => eprintln!("session interrupted: {cause}"),
                 Some(ChatEvent::Resumed(resumption)) => eprintln!(
@@ -151,6 +146,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                         return Err(fail(format!("session lost: {reason}")));
                     }
                     joined = rejoin(&node, &args, unconfirmed, stdin_open).await?;
+                    roster = Roster::new(&joined.welcome);
                 }
                 Some(ChatEvent::Closed(CloseReason::Finished)) => break,
                 Some(ChatEvent::Closed(reason)) => {
@@ -227,10 +223,10 @@ async fn join_again(
         match join(node, &args.peer, &args.room, &args.user, args.timeout).await {
             Ok(joined) => {
                 eprintln!(
-                    "rejoined {} as {} (members: {})",
+                    "rejoined {} as {} ({})",
                     joined.welcome.room,
                     args.user,
-                    joined.welcome.members.join(", ")
+                    Roster::new(&joined.welcome)
                 );
                 return Ok(joined);
             }
@@ -241,6 +237,43 @@ async fn join_again(
                 eprintln!("rejoin failed, retrying: {error}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        }
+    }
+}
+
+/// Who is in the room as this member knows it: its Welcome's list, then each presence
+/// (the room does not send the list again).
+struct Roster {
+    names: Vec<String>,
+    count: u32,
+}
+
+impl Roster {
+    fn new(welcome: &Welcome) -> Self {
+        Self {
+            names: welcome.members.clone(),
+            count: welcome.member_count,
+        }
+    }
+
+    fn apply(&mut self, presence: &Presence) {
+        if presence.joined {
+            self.names.push(presence.user.clone());
+        } else {
+            self.names.retain(|name| *name != presence.user);
+        }
+        self.count = presence.member_count;
+    }
+}
+
+/// `members: ann, ben` while this member knows them all (a Welcome from a large room lists
+/// the most recent only), `1200 members` otherwise.
+impl std::fmt::Display for Roster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.names.len() == self.count as usize {
+            write!(f, "members: {}", self.names.join(", "))
+        } else {
+            write!(f, "{} members", self.count)
         }
     }
 }

@@ -11,6 +11,12 @@
 //!     --tls-ca certs/ca.pem --tls-client-cert certs/alice.pem --tls-client-key certs/alice.key
 //! ```
 
+/// jemalloc, not glibc's malloc: a node's memory comes and goes with its peers (a crowd
+/// that joins, talks and vanishes), and glibc kept most of what they made it allocate
+/// after they were gone, where jemalloc returns it (`benches/hostile_room.rs`).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod certs;
 mod chat;
 mod demo;

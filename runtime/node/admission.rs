@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
-use super::log_budget::{LogBudget, Verdict};
+use crate::log_budget::{LogBudget, LogVerdict as Verdict};
 use crate::config::AdmissionConfig;
 
 /// The first pause after a failed `accept`; doubles per failure in a row.

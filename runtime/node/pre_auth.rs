@@ -27,7 +27,7 @@ use tonic::body::Body;
 use tonic::transport::server::TlsConnectInfo;
 
 use super::admission::{ConnInfo, PendingPlace, PendingRefusal, StreamOnConn};
-use super::log_budget::{LogBudget, Verdict};
+use crate::log_budget::{LogBudget, LogVerdict as Verdict};
 use crate::config::AdmissionConfig;
 
 /// The length of a gRPC message's prefix: a compression flag and a big-endian `u32`.

@@ -798,8 +798,10 @@ class Chat:
         elif kind == "rejected":
             log(f"the room refused: {message.rejected.reason}")
         elif kind == "presence":
+            # The room sends the member list once, in the Welcome; each presence names who
+            # came or went, and the count.
             p = message.presence
-            log(f"* {p.user} {'joined' if p.joined else 'left'} (members: {', '.join(p.members)})")
+            log(f"* {p.user} {'joined' if p.joined else 'left'} ({p.member_count} members)")
         elif self.args.verbose:
             log(f"room message {kind!r} ignored")  # a newer room's message: not ours to read
 
