@@ -27,8 +27,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
-use crate::log_budget::{LogBudget, LogVerdict as Verdict};
 use crate::config::AdmissionConfig;
+use crate::log_budget::{LogBudget, LogVerdict as Verdict};
 
 /// The first pause after a failed `accept`; doubles per failure in a row.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);

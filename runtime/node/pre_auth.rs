@@ -27,8 +27,8 @@ use tonic::body::Body;
 use tonic::transport::server::TlsConnectInfo;
 
 use super::admission::{ConnInfo, PendingPlace, PendingRefusal, StreamOnConn};
-use crate::log_budget::{LogBudget, LogVerdict as Verdict};
 use crate::config::AdmissionConfig;
+use crate::log_budget::{LogBudget, LogVerdict as Verdict};
 
 /// The length of a gRPC message's prefix: a compression flag and a big-endian `u32`.
 const PREFIX_LEN: usize = 5;
