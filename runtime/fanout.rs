@@ -286,12 +286,16 @@ where
 /// Reports the counts of log lines no line reported.
 impl<K, M> Drop for Fanout<K, M> {
     fn drop(&mut self) {
-        self.lines
+        let lines = &self.lines;
+        let let_go = "member fell behind, or did not read its farewell in time";
+        lines
             .let_go
-            .report_unreported("fan-out", "member fell behind");
-        self.lines
-            .too_large
-            .report_unreported("fan-out", "fan-out message too large");
+            .report_unreported(tracing::Level::INFO, "fan-out", let_go);
+        lines.too_large.report_unreported(
+            tracing::Level::WARN,
+            "fan-out",
+            "fan-out message too large",
+        );
     }
 }
 
