@@ -9,23 +9,27 @@ use duologue::LogBudget;
 pub(crate) struct PeerLines {
     /// Peers arriving, leaving, let go or lost (info).
     pub(crate) membership: LogBudget,
-    /// Messages the actor cannot read: empty, undecodable, unexpected.
+    /// Messages the actor cannot read: empty, undecodable, unexpected (warn).
     pub(crate) unreadable: LogBudget,
-    /// Messages read but refused: not merged, stale.
+    /// Messages read but refused: not merged, stale (warn).
     pub(crate) refused: LogBudget,
-    /// Replies and reports that could not be sent.
+    /// Replies and reports that could not be sent (warn).
     pub(crate) unsent: LogBudget,
 }
 
 impl PeerLines {
-    /// Logs what no line reported (one line per kind with a count): when `source` stops.
+    /// Logs what no line reported (one line per kind with a count, at the level of its
+    /// lines): when `source` stops.
     pub(crate) fn report(&self, source: &str) {
+        use tracing::Level;
+        let membership = "peer arrived, left, let go or lost";
         self.membership
-            .report_unreported(source, "peer arrived, left, let go or lost");
+            .report_unreported(Level::INFO, source, membership);
         self.unreadable
-            .report_unreported(source, "unreadable message");
-        self.refused.report_unreported(source, "message refused");
+            .report_unreported(Level::WARN, source, "unreadable message");
+        self.refused
+            .report_unreported(Level::WARN, source, "message refused");
         self.unsent
-            .report_unreported(source, "reply or report not sent");
+            .report_unreported(Level::WARN, source, "reply or report not sent");
     }
 }

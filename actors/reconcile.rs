@@ -343,9 +343,7 @@ impl ReconcilerState {
         let generation = declare.generation;
         // A declaration still in flight from a client that fell behind starts nothing.
         if self.fanout.fell_behind_since(&id) {
-            self.lines.refused.log(|suppressed| {
-                tracing::info!(reconciler = %self.config.name, generation, not_logged_since_last_line = suppressed, "declaration after falling behind ignored");
-            });
+            tracing::debug!(reconciler = %self.config.name, generation, "declaration after falling behind ignored");
             return;
         }
         if !self.fanout.contains(&id) {

@@ -112,7 +112,7 @@ struct RoomNode {
     child: ChildGuard,
     addr: String,
     pid: u32,
-    /// Lines it wrote on stderr, and how many were warnings.
+    /// Lines it wrote on stderr (but its bookkeeping), and how many were warnings.
     lines: Arc<AtomicU64>,
     warnings: Arc<AtomicU64>,
     /// Its `bookkeeping` lines, answering SIGUSR1.
@@ -163,13 +163,16 @@ impl RoomNode {
             let (lines, warnings) = (lines.clone(), warnings.clone());
             async move {
                 while let Ok(Some(line)) = stderr.next_line().await {
+                    // The answers to SIGUSR1 are ours, not the room's.
+                    if line.contains("bookkeeping") {
+                        let _ = tx.send(line);
+                        continue;
+                    }
                     let n = lines.fetch_add(1, Ordering::Relaxed);
                     if line.contains("WARN") {
                         warnings.fetch_add(1, Ordering::Relaxed);
                     }
-                    if line.contains("bookkeeping") {
-                        let _ = tx.send(line);
-                    } else if n < 20 {
+                    if n < 20 {
                         eprintln!("room: {line}");
                     }
                 }
@@ -250,9 +253,11 @@ impl Sampler {
         Memory::of(Some(self.pid)).map_or(0, |m| m.now)
     }
 
-    /// The peak: the kernel's high-water mark (`VmHWM`).
+    /// The peak: the kernel's high-water mark (`VmHWM`, which the kernel updates lazily),
+    /// or the highest `VmRSS` sampled if that is higher.
     fn peak(&self) -> u64 {
-        Memory::of(Some(self.pid)).map_or(self.peak_seen.load(Ordering::Relaxed), |m| m.peak)
+        let seen = self.peak_seen.load(Ordering::Relaxed);
+        Memory::of(Some(self.pid)).map_or(seen, |m| m.peak.max(seen))
     }
 
     fn timeline(&self) -> String {
@@ -458,7 +463,6 @@ struct Figures {
     joined: u64,
     rejected: u64,
     failed: u64,
-    reasons: BTreeMap<String, u64>,
     attack_s: f64,
     rss_before: u64,
     rss_at_end_of_attack: u64,
@@ -504,7 +508,6 @@ impl Figures {
             self.alice,
             self.bob,
         );
-        eprintln!("  rejections: {:?}", self.reasons);
         eprintln!("  room RSS MiB every 5 s: {}", self.timeline);
     }
 }
@@ -710,6 +713,7 @@ async fn member_process(args: &[String]) -> anyhow::Result<()> {
     let text_bytes = usize::try_from(option(args, "--text-bytes", 100)?)?;
     let (mut joined, mut rejected, mut failed) = (0, 0, 0);
     let mut members = Vec::new();
+    let mut reasons = BTreeMap::<String, u64>::new();
     for n in 0..count {
         let name = format!("{prefix}-{n}");
         let node = member_node(&name, &secret).await?;
@@ -718,9 +722,19 @@ async fn member_process(args: &[String]) -> anyhow::Result<()> {
                 joined += 1;
                 members.push((node, member));
             }
-            Err(JoinError::Rejected(_)) => rejected += 1,
-            Err(_) => failed += 1,
+            Err(JoinError::Rejected(reason)) => {
+                rejected += 1;
+                *reasons.entry(reason).or_default() += 1;
+            }
+            Err(error) => {
+                failed += 1;
+                *reasons.entry(error.to_string()).or_default() += 1;
+            }
         }
+    }
+    // On stderr, which the bench relays: the refusals' reasons.
+    for (reason, n) in reasons {
+        eprintln!("{n} joins refused or failed: {reason}");
     }
     println!("joined {joined} rejected {rejected} failed {failed}");
     let mut talking = tokio::task::JoinSet::new();

@@ -79,10 +79,10 @@ impl Default for FanoutConfig {
 /// credit before each publish) lets one reader that stopped freeze everyone, and an
 /// outbox without a bound grows the sender's memory with it. A bounded lag keeps the
 /// sender's memory at most `max_lag` messages, and about `max_lag_bytes` bytes, per
-/// member. It gives a slow reader room to
-/// catch up after a burst. And it turns a reader that cannot keep up into an explicit
-/// event that the application can act on (remove and let rejoin with history, resync
-/// from a snapshot), instead of a silent gap.
+/// member (so at most the members' count times that in all: bound the members too). It
+/// gives a slow reader room to catch up after a burst. And it turns a reader that cannot
+/// keep up into an explicit event that the application can act on (remove and let rejoin
+/// with history, resync from a snapshot), instead of a silent gap.
 pub struct Fanout<K, M> {
     members: HashMap<K, Outbox<M>>,
     /// Members that fell behind, until [`Fanout::remove`]: their farewell finishes them.
@@ -286,12 +286,16 @@ where
 /// Reports the counts of log lines no line reported.
 impl<K, M> Drop for Fanout<K, M> {
     fn drop(&mut self) {
-        self.lines
+        let lines = &self.lines;
+        let let_go = "member fell behind, or did not read its farewell in time";
+        lines
             .let_go
-            .report_unreported("fan-out", "member fell behind");
-        self.lines
-            .too_large
-            .report_unreported("fan-out", "fan-out message too large");
+            .report_unreported(tracing::Level::INFO, "fan-out", let_go);
+        lines.too_large.report_unreported(
+            tracing::Level::WARN,
+            "fan-out",
+            "fan-out message too large",
+        );
     }
 }
 

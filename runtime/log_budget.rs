@@ -110,18 +110,34 @@ impl LogBudget {
         std::mem::take(&mut state.suppressed)
     }
 
-    /// Logs one warning line saying how many occurrences of `lines` (the suppressed
-    /// line's message) no line reported, if any: the summary for when the source stops.
-    pub fn report_unreported(&self, source: &str, lines: &str) {
+    /// Logs one line at `level` (the level of the lines it stands for, so it shows where
+    /// they would have) saying how many occurrences of `lines` (their message) no line
+    /// reported, if any: the summary for when the source stops.
+    pub fn report_unreported(&self, level: tracing::Level, source: &str, lines: &str) {
         let not_logged = self.unreported();
-        if not_logged > 0 {
-            tracing::warn!(
-                source,
-                lines,
-                not_logged,
-                counted = self.counted(),
-                "lines not logged (log budget)"
-            );
+        if not_logged == 0 {
+            return;
+        }
+        let counted = self.counted();
+        // `tracing` takes a level known at compile time.
+        macro_rules! summary {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    source,
+                    lines,
+                    not_logged,
+                    counted,
+                    "lines not logged (log budget)"
+                )
+            };
+        }
+        match level {
+            tracing::Level::ERROR => summary!(tracing::Level::ERROR),
+            tracing::Level::WARN => summary!(tracing::Level::WARN),
+            tracing::Level::INFO => summary!(tracing::Level::INFO),
+            tracing::Level::DEBUG => summary!(tracing::Level::DEBUG),
+            _ => summary!(tracing::Level::TRACE),
         }
     }
 }
