@@ -213,7 +213,8 @@ pub struct AdmissionConfig {
     /// Most connections carrying unauthenticated streams at once (a stream that would
     /// make one more is refused as above). Each may have up to
     /// [`NodeConfig::connection_window`] of data in flight before the node reads it,
-    /// so this bounds that memory: 8 x 8 MiB by default. Handshakes take milliseconds,
+    /// so this bounds that memory: 4 x 8 MiB by default (8 let 64 connections take a
+    /// node 74 MiB above its baseline, 4 keep it under 45 MiB: benches/README.md). Handshakes take milliseconds,
     /// so legitimate peers rarely meet it; when they do, they retry.
     pub max_unauthenticated_connections: usize,
     /// Largest gRPC message a stream may send before it is authenticated, in bytes: far
@@ -231,7 +232,7 @@ impl Default for AdmissionConfig {
             connection_idle_timeout: Duration::from_secs(20),
             max_unauthenticated_streams: 256,
             max_unauthenticated_streams_per_connection: 64,
-            max_unauthenticated_connections: 8,
+            max_unauthenticated_connections: 4,
             max_unauthenticated_message_bytes: 16 * 1024,
             max_unauthenticated_bytes: 32 * 1024,
         }
