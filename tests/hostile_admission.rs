@@ -104,6 +104,9 @@ async fn unauthenticated_streams_are_capped_per_node_and_a_dialling_node_retries
             "48",
             "--max-unauthenticated-streams-per-connection",
             "16",
+            // Not the cap under test here (see the next test).
+            "--max-unauthenticated-connections",
+            "8",
             "--handshake-timeout",
             "5s",
         ],
