@@ -37,7 +37,7 @@ use ractor::{Actor, ActorCell};
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use self::args::{
-    ActorSpec, AdmissionArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration,
+    ActorSpec, AdmissionArgs, BudgetArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration,
 };
 use crate::config::{NodeConfig, RuntimeFlavor};
 use crate::mailbox::FromSession;
@@ -210,6 +210,7 @@ impl NodeMain {
         };
         args.timing.apply(&mut config);
         args.admission.apply(&mut config);
+        args.budget.apply(&mut config);
         args.tls.apply(&mut config).map_err(|e| e.to_string())?;
         config.peer_tls = args.peer_tls.load().map_err(|e| e.to_string())?;
         let node = Node::builder()

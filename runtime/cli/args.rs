@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::budget::BudgetConfig;
 use crate::config::{AdmissionConfig, NodeConfig, SessionPolicy};
 use crate::error::NodeError;
 use crate::tls::{ClientTls, ServerTls};
@@ -41,6 +42,9 @@ pub struct NodeArgs {
     /// Limits on what unauthenticated peers may cost the node.
     #[command(flatten)]
     pub admission: AdmissionArgs,
+    /// Memory budgets shared by the node's sessions.
+    #[command(flatten)]
+    pub budget: BudgetArgs,
     /// An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable.
     #[arg(long = "actor", value_name = "KIND:NAME[@ARG]", value_parser = ActorSpec::parse)]
     pub actors: Vec<ActorSpec>,
@@ -233,6 +237,39 @@ impl AdmissionArgs {
     }
 }
 
+/// The node's memory budgets, in bytes (defaults as in [`BudgetConfig`]).
+#[derive(Clone, Debug, Args)]
+pub struct BudgetArgs {
+    /// Bytes sent and not yet acknowledged, all sessions of the node.
+    #[arg(long, default_value_t = BudgetConfig::default().node_replay_bytes)]
+    pub node_replay_bytes: usize,
+    /// Bytes sent and not yet acknowledged, all sessions with one peer.
+    #[arg(long, default_value_t = BudgetConfig::default().peer_replay_bytes)]
+    pub peer_replay_bytes: usize,
+    /// Bytes delivered and not yet handled, all sessions of the node.
+    #[arg(long, default_value_t = BudgetConfig::default().node_inbound_bytes)]
+    pub node_inbound_bytes: usize,
+    /// Bytes delivered and not yet handled, all sessions with one peer.
+    #[arg(long, default_value_t = BudgetConfig::default().peer_inbound_bytes)]
+    pub peer_inbound_bytes: usize,
+    /// Bytes delivered and not yet handled, one session.
+    #[arg(long, default_value_t = BudgetConfig::default().session_inbound_bytes)]
+    pub session_inbound_bytes: usize,
+}
+
+impl BudgetArgs {
+    /// Writes these budgets into `config`.
+    pub fn apply(&self, config: &mut NodeConfig) {
+        config.budget = BudgetConfig {
+            node_replay_bytes: self.node_replay_bytes,
+            peer_replay_bytes: self.peer_replay_bytes,
+            node_inbound_bytes: self.node_inbound_bytes,
+            peer_inbound_bytes: self.peer_inbound_bytes,
+            session_inbound_bytes: self.session_inbound_bytes,
+        };
+    }
+}
+
 /// One `--actor KIND:NAME[@ARG]`: an actor of a registered kind, hosted under `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActorSpec {
@@ -300,5 +337,42 @@ mod tests {
         assert_eq!(ActorSpec::parse("kv:store").unwrap().arg, None);
         assert!(ActorSpec::parse("store").is_err());
         assert!(ActorSpec::parse(":store").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Limits {
+        #[command(flatten)]
+        admission: AdmissionArgs,
+        #[command(flatten)]
+        budget: BudgetArgs,
+    }
+
+    #[test]
+    fn limit_flags_reach_the_config_and_defaults_stay_the_configs() {
+        use clap::Parser;
+        let mut config = NodeConfig::default();
+        let defaults = Limits::try_parse_from(["node"]).unwrap();
+        defaults.admission.apply(&mut config);
+        defaults.budget.apply(&mut config);
+        assert_eq!(config.admission, AdmissionConfig::default());
+        assert_eq!(config.budget, BudgetConfig::default());
+        let set = Limits::try_parse_from([
+            "node",
+            "--max-unauthenticated-connections",
+            "2",
+            "--connection-idle-timeout",
+            "5s",
+            "--peer-replay-bytes",
+            "1000",
+        ])
+        .unwrap();
+        set.admission.apply(&mut config);
+        set.budget.apply(&mut config);
+        assert_eq!(config.admission.max_unauthenticated_connections, 2);
+        assert_eq!(
+            config.admission.connection_idle_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(config.budget.peer_replay_bytes, 1000);
     }
 }
