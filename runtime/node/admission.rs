@@ -89,6 +89,11 @@ impl Admission {
                 reader: AtomicWaker::new(),
             }),
         };
+        // Forget closed connections now and then, not only at the limit: a node that
+        // never reaches it would otherwise keep one entry per connection ever accepted.
+        if self.conns.len() >= 2 * self.config.max_connections.max(64) {
+            self.conns.retain(|c| c.strong_count() > 0);
+        }
         self.conns.push(Arc::downgrade(&info.state));
         Some(Conn {
             stream,
@@ -369,5 +374,30 @@ impl AsyncWrite for Conn {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn closed_connections_are_forgotten_below_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = AdmissionConfig {
+            max_connections: 64,
+            ..AdmissionConfig::default()
+        };
+        let mut admission = Admission::new(listener, config);
+        for _ in 0..300 {
+            let client = TcpStream::connect(addr).await.unwrap();
+            let conn = admission.next().await.unwrap().unwrap();
+            drop((conn, client));
+        }
+        assert_eq!(admission.open.load(Ordering::Acquire), 0);
+        assert!(admission.conns.len() <= 128, "{} remembered", admission.conns.len());
     }
 }
