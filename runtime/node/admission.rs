@@ -398,6 +398,10 @@ mod tests {
             drop((conn, client));
         }
         assert_eq!(admission.open.load(Ordering::Acquire), 0);
-        assert!(admission.conns.len() <= 128, "{} remembered", admission.conns.len());
+        assert!(
+            admission.conns.len() <= 128,
+            "{} remembered",
+            admission.conns.len()
+        );
     }
 }
