@@ -29,7 +29,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Instant;
 
 use ractor::{ActorCell, ActorId, ActorRef};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tonic::transport::Server;
 
 use crate::auth::{Secret, TlsBinding};
@@ -201,6 +202,7 @@ impl NodeBuilder {
             owned: Mutex::new(HashMap::new()),
             stop_reasons: StopReasons::default(),
             failed_handshakes: log_budget::LogBudget::new(),
+            bookkeeping_changed: Arc::new(Notify::new()),
             watcher: OnceLock::new(),
             identity: NodeIdentity {
                 name: config.name.clone(),
@@ -340,6 +342,8 @@ pub(crate) struct NodeInner {
     stop_reasons: StopReasons,
     /// Lines a peer can cause by failing handshakes: a few per window, the rest counted.
     failed_handshakes: log_budget::LogBudget,
+    /// Told whenever a count of [`Node::bookkeeping`] may have changed.
+    bookkeeping_changed: Arc<Notify>,
     /// Watches registered actors and session owners.
     watcher: OnceLock<ActorCell>,
 }
@@ -523,6 +527,25 @@ impl Node {
             resumable: lock(&inner.resumable).len(),
             owners: lock(&inner.owned).len(),
         }
+    }
+
+    /// Resolves at the next change of [`Node::bookkeeping`]'s counts (and now and then
+    /// without one): for waiting until they settle instead of polling. Create it before
+    /// reading the counts, so that a change in between is not missed:
+    ///
+    /// ```no_run
+    /// # async fn f(node: duologue::Node, wanted: duologue::Bookkeeping) {
+    /// loop {
+    ///     let changed = node.bookkeeping_changed();
+    ///     if node.bookkeeping() == wanted {
+    ///         break;
+    ///     }
+    ///     changed.await;
+    /// }
+    /// # }
+    /// ```
+    pub fn bookkeeping_changed(&self) -> Notified<'_> {
+        self.inner.bookkeeping_changed.notified()
     }
 
     /// Subscribes to this node's [`NodeEvent`]s from now on.
@@ -803,6 +826,7 @@ impl NodeInner {
             .links
             .client(addr, id, &self.config)
             .map_err(permanent)?;
+        self.bookkeeping_changed.notify_waiters();
         // The handshake timeout is left whole: it also bounds the session's resumes.
         let session = Session::initiator(
             self.config.session.clone(),
@@ -844,6 +868,7 @@ impl NodeInner {
                 let broken = matches!(reason, CloseReason::Transport(_));
                 if broken {
                     self.links.evict_if_unused(addr);
+                    self.bookkeeping_changed.notify_waiters();
                 }
                 let mut error = connect_error(addr.to_owned(), actor, slot.protocol(), reason);
                 // Only a connection that opened and then broke may have met TLS.
@@ -911,6 +936,8 @@ impl NodeInner {
         let sessions = owned.entry(owner.get_id()).or_default();
         sessions.retain(|s| s.strong_count() > 0);
         sessions.push(Arc::downgrade(shared));
+        drop(owned);
+        self.bookkeeping_changed.notify_waiters();
     }
 
     /// A watched actor stopped: end its sessions, after what they already queued, with a
@@ -929,16 +956,21 @@ impl NodeInner {
             }
         }
         self.stop_reasons.record(actor, reason, open);
+        self.bookkeeping_changed.notify_waiters();
     }
 
     /// Drops the link of `idle` if no session takes it up within the idle grace.
     fn evict_when_idle(&self, idle: Idle) {
         let links = self.links.clone();
+        let changed = self.bookkeeping_changed.clone();
         let grace = self.config.link_idle_timeout;
         let cancel = self.shutdown.token().clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = tokio::time::sleep(grace) => links.evict_if_idle(&idle),
+                () = tokio::time::sleep(grace) => {
+                    links.evict_if_idle(&idle);
+                    changed.notify_waiters();
+                }
                 () = cancel.cancelled() => {}
             }
         });
@@ -1052,6 +1084,7 @@ impl NodeHooks for NodeInner {
             attach: tx,
         };
         lock(&self.resumable).insert(session.id(), entry);
+        self.bookkeeping_changed.notify_waiters();
         rx
     }
 
@@ -1067,6 +1100,7 @@ impl NodeHooks for NodeInner {
         if let Some(idle) = self.links.release(session) {
             self.evict_when_idle(idle);
         }
+        self.bookkeeping_changed.notify_waiters();
         let event = if established {
             tracing::debug!(id = %session, %reason, "session closed");
             NodeEvent::SessionClosed {
@@ -1101,6 +1135,7 @@ impl NodeHooks for NodeInner {
 
     fn forget_resumable(&self, session: SessionId) {
         lock(&self.resumable).remove(&session);
+        self.bookkeeping_changed.notify_waiters();
     }
 
     fn restart(self: Arc<Self>, lost: Restart) {

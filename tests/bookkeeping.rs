@@ -26,8 +26,12 @@ async fn dialling(grace: Duration) -> Node {
 /// Waits, within [`WAIT`], until `node`'s bookkeeping is `wanted`; returns the last seen.
 async fn settles(node: &Node, wanted: Bookkeeping) -> Bookkeeping {
     let polled = tokio::time::timeout(WAIT, async {
-        while node.bookkeeping() != wanted {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        loop {
+            let changed = node.bookkeeping_changed();
+            if node.bookkeeping() == wanted {
+                break;
+            }
+            changed.await;
         }
     })
     .await;
