@@ -13,150 +13,24 @@
 //! as a client written against `docs/protocol.md` would, and after its handshake it sends
 //! nothing at all.
 
+mod raw_peer;
 mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use duologue::{
     BudgetConfig, HeldBy, Inbound, NONCE_LEN, NodeConfig, NodeIdentity, PROTOCOL_VERSION,
     ReplayLimit, SendError, SessionConfig, SessionRef, SessionSignal,
 };
-use futures::StreamExt;
-use hmac::{Hmac, Mac};
 use prost::Message;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use sha2::Sha256;
+use raw_peer::*;
 use support::*;
 use tokio::sync::mpsc;
-use tonic::{Request, Streaming};
 
 const MIB: usize = 1024 * 1024;
 /// Every ping's filler.
 const FILLER: usize = 256 * 1024;
-
-// ---- the wire, by hand: a first handshake ------------------------------------------
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Frame {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4")]
-    kind: Option<Kind>,
-}
-
-#[derive(Clone, PartialEq, prost::Oneof)]
-enum Kind {
-    #[prost(message, tag = "1")]
-    Hello(Hello),
-    #[prost(message, tag = "2")]
-    Challenge(Challenge),
-    #[prost(message, tag = "3")]
-    Proof(Proof),
-    #[prost(message, tag = "4")]
-    Welcome(Welcome),
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct NodeId {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(bytes = "vec", tag = "2")]
-    incarnation: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Hello {
-    #[prost(bytes = "vec", tag = "1")]
-    session_id: Vec<u8>,
-    #[prost(message, optional, tag = "2")]
-    from: Option<NodeId>,
-    #[prost(string, tag = "3")]
-    target: String,
-    #[prost(uint32, tag = "4")]
-    protocol_version: u32,
-    #[prost(bytes = "vec", tag = "5")]
-    nonce: Vec<u8>,
-    #[prost(uint64, tag = "6")]
-    max_message_bytes: u64,
-    #[prost(uint64, tag = "8")]
-    credit_window: u64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Challenge {
-    #[prost(message, optional, tag = "1")]
-    from: Option<NodeId>,
-    #[prost(bytes = "vec", tag = "2")]
-    nonce: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Proof {
-    #[prost(bytes = "vec", tag = "1")]
-    proof: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Welcome {}
-
-/// One raw stream to a node: what the hostile peer writes, and what it could read (it
-/// never does once its session is open).
-struct RawStream {
-    tx: mpsc::UnboundedSender<Bytes>,
-    rx: Streaming<Bytes>,
-}
-
-impl RawStream {
-    async fn open(addr: &str, first: Kind) -> Self {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
-        let path = http::uri::PathAndQuery::from_static("/duologue.v1.Duologue/Converse");
-        let (tx, outbound) = mpsc::unbounded_channel();
-        let _ = tx.send(Frame { kind: Some(first) }.encode_to_vec().into());
-        let outbound = tokio_stream::wrappers::UnboundedReceiverStream::new(outbound);
-        let response =
-            tokio::time::timeout(WAIT, grpc.streaming(Request::new(outbound), path, RawCodec))
-                .await
-                .expect("the node answers the call")
-                .expect("the call is accepted");
-        Self {
-            tx,
-            rx: response.into_inner(),
-        }
-    }
-
-    fn send(&self, frame: Kind) {
-        let _ = self
-            .tx
-            .send(Frame { kind: Some(frame) }.encode_to_vec().into());
-    }
-
-    async fn next(&mut self) -> Kind {
-        let bytes = tokio::time::timeout(WAIT, self.rx.next())
-            .await
-            .expect("a frame in time")
-            .expect("the stream is open")
-            .expect("a frame, not an error");
-        Frame::decode(bytes)
-            .expect("a frame")
-            .kind
-            .expect("a known frame")
-    }
-}
-
-/// HMAC-SHA256 keyed with `key` over each field as its u64 big-endian length and bytes.
-fn mac(key: &[u8], fields: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    for field in fields {
-        mac.update(&(field.len() as u64).to_be_bytes());
-        mac.update(field);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
 
 /// Opens a session to `probe` at `addr` as `identity`, proving the secret, and then
 /// never says another word (no ack, no credit, nothing): the stream stays open as long
@@ -179,6 +53,7 @@ async fn hostile_session(addr: &str, identity: &NodeIdentity) -> RawStream {
             nonce: nonce.clone(),
             max_message_bytes: 4 * MIB as u64,
             credit_window: 1 << 20,
+            resume: None,
         }),
     )
     .await;

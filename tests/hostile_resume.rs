@@ -5,184 +5,19 @@
 //! cut still works exactly once. The stranger speaks raw frames (hand-written prost
 //! messages over a raw gRPC codec), as a client written against `docs/protocol.md` would.
 
+mod raw_peer;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use duologue::{NodeIdentity, PROTOCOL_VERSION, RemoteRef, SessionRef, SessionSignal};
 use duologue_testkit::FaultProxy;
-use futures::StreamExt;
-use hmac::{Hmac, Mac};
-use prost::Message;
-use sha2::Sha256;
+use raw_peer::*;
 use support::*;
-use tokio::sync::mpsc;
-use tonic::{Request, Streaming};
 
 /// How long the live session may go without its messages moving while a stranger pokes
 /// at it (the attack froze it for about 70 s).
 const LIVELY: Duration = Duration::from_secs(3);
-
-// ---- the wire, by hand --------------------------------------------------------------
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Frame {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5")]
-    kind: Option<Kind>,
-}
-
-#[derive(Clone, PartialEq, prost::Oneof)]
-enum Kind {
-    #[prost(message, tag = "1")]
-    Hello(Hello),
-    #[prost(message, tag = "2")]
-    Challenge(Challenge),
-    #[prost(message, tag = "3")]
-    Proof(Proof),
-    #[prost(message, tag = "4")]
-    Welcome(Welcome),
-    #[prost(message, tag = "5")]
-    Refuse(Refuse),
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct NodeId {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(bytes = "vec", tag = "2")]
-    incarnation: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Hello {
-    #[prost(bytes = "vec", tag = "1")]
-    session_id: Vec<u8>,
-    #[prost(message, optional, tag = "2")]
-    from: Option<NodeId>,
-    #[prost(string, tag = "3")]
-    target: String,
-    #[prost(uint32, tag = "4")]
-    protocol_version: u32,
-    #[prost(bytes = "vec", tag = "5")]
-    nonce: Vec<u8>,
-    #[prost(uint64, tag = "6")]
-    max_message_bytes: u64,
-    #[prost(message, optional, tag = "7")]
-    resume: Option<ResumeRequest>,
-    #[prost(uint64, tag = "8")]
-    credit_window: u64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ResumeRequest {
-    #[prost(uint64, tag = "1")]
-    last_received: u64,
-    #[prost(bytes = "vec", tag = "2")]
-    acceptor_incarnation: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Challenge {
-    #[prost(message, optional, tag = "1")]
-    from: Option<NodeId>,
-    #[prost(bytes = "vec", tag = "2")]
-    nonce: Vec<u8>,
-    #[prost(bytes = "vec", tag = "3")]
-    proof: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Proof {
-    #[prost(bytes = "vec", tag = "1")]
-    proof: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Welcome {
-    #[prost(message, optional, tag = "1")]
-    resumed: Option<ResumePoint>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ResumePoint {
-    #[prost(uint64, tag = "1")]
-    last_received: u64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Refuse {
-    #[prost(int32, tag = "1")]
-    reason: i32,
-    #[prost(string, tag = "2")]
-    detail: String,
-    #[prost(string, tag = "3")]
-    protocol: String,
-}
-
-/// One raw stream to a node: what the stranger writes, and what it reads.
-struct RawStream {
-    tx: mpsc::UnboundedSender<Bytes>,
-    rx: Streaming<Bytes>,
-}
-
-impl RawStream {
-    /// Opens a stream to `addr` whose first frame is `first` (the node reads it before it
-    /// answers the call).
-    async fn open(addr: &str, first: Kind) -> Self {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
-        let path = http::uri::PathAndQuery::from_static("/duologue.v1.Duologue/Converse");
-        let (tx, outbound) = mpsc::unbounded_channel();
-        let _ = tx.send(Frame { kind: Some(first) }.encode_to_vec().into());
-        let outbound = tokio_stream::wrappers::UnboundedReceiverStream::new(outbound);
-        let response =
-            tokio::time::timeout(WAIT, grpc.streaming(Request::new(outbound), path, RawCodec))
-                .await
-                .expect("the node answers the call")
-                .expect("the call is accepted");
-        Self {
-            tx,
-            rx: response.into_inner(),
-        }
-    }
-
-    fn send(&self, frame: Kind) {
-        let bytes = Frame { kind: Some(frame) }.encode_to_vec();
-        let _ = self.tx.send(bytes.into());
-    }
-
-    fn send_raw(&self, bytes: &'static [u8]) {
-        let _ = self.tx.send(Bytes::from_static(bytes));
-    }
-
-    /// The next frame: `Ok(None)` once the stream ended (or failed), `Err(())` when the
-    /// node said nothing and kept the stream open for `wait`.
-    async fn next_within(&mut self, wait: Duration) -> Result<Option<Kind>, ()> {
-        match tokio::time::timeout(wait, self.rx.next()).await {
-            Ok(Some(Ok(bytes))) => Ok(Frame::decode(bytes).expect("a frame").kind),
-            Ok(_) => Ok(None),
-            Err(_) => Err(()),
-        }
-    }
-}
-
-// ---- the protocol's proofs, as a client computes them --------------------------------
-
-/// HMAC-SHA256 keyed with `key` over each field as its u64 big-endian length and bytes.
-fn mac(key: &[u8], fields: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    for field in fields {
-        mac.update(&(field.len() as u64).to_be_bytes());
-        mac.update(field);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
 
 fn node_id(identity: &NodeIdentity) -> NodeId {
     NodeId {
