@@ -3,12 +3,14 @@
 //! so does a flood of messages a room cannot read, each counted in the lines that are
 //! logged or in the room's summary when it stops.
 
+mod hostile_client;
 mod support;
 
 use duologue::{ConnectError, LOG_LINES_PER_WINDOW, Node, Secret};
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::chat::proto::{Join, MemberMessage, room_message};
-use duologue_testkit::{NodeProcess, SecretDir, Signal};
+use duologue_testkit::{SecretDir, Signal};
+use hostile_client::room_node;
 use support::*;
 
 /// Failed handshakes the hostile client makes.
@@ -17,15 +19,7 @@ const ATTEMPTS: usize = 300;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_handshakes_cost_a_few_log_lines() {
     let secrets = SecretDir::create().unwrap();
-    let args = [
-        "--secret-file".to_owned(),
-        secrets.secret().display().to_string(),
-        "--actor".to_owned(),
-        "chat-room:lobby".to_owned(),
-    ];
-    let mut node = NodeProcess::start(&duologue_exe(), "target", &args, WAIT)
-        .await
-        .unwrap();
+    let mut node = room_node(&secrets, &[]).await;
     let hostile = Node::builder()
         .name("hostile")
         .secret(Secret::new("not the cluster's secret, 32 b.").unwrap())
@@ -72,15 +66,7 @@ fn field(line: &str, key: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unreadable_messages_costs_a_few_lines_and_every_one_is_counted() {
     let secrets = SecretDir::create().unwrap();
-    let args = [
-        "--secret-file".to_owned(),
-        secrets.secret().display().to_string(),
-        "--actor".to_owned(),
-        "chat-room:lobby".to_owned(),
-    ];
-    let mut node = NodeProcess::start(&duologue_exe(), "target", &args, WAIT)
-        .await
-        .unwrap();
+    let mut node = room_node(&secrets, &[]).await;
     let hostile = Node::builder()
         .name("hostile")
         .secret(Secret::from_file(secrets.secret()).unwrap())
