@@ -1,7 +1,10 @@
 //! Compiles the session protocol (`proto/duologue/v1/`) with protox (pure Rust, no system `protoc`) and tonic-prost-build.
 
 // The ready-made actors' protocols are compiled by `actors/build.rs`.
-const PROTOS: &[&str] = &["proto/duologue/v1/session.proto"];
+const PROTOS: &[&str] = &[
+    "proto/duologue/v1/session.proto",
+    "proto/duologue/v1/control.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

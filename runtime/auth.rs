@@ -132,6 +132,50 @@ impl Secret {
     }
 }
 
+/// Bytes of the tag on each gossip datagram: a truncated HMAC-SHA256 (128 bits).
+pub(crate) const GOSSIP_TAG_LEN: usize = 16;
+
+/// The key that authenticates a cluster's gossip datagrams: derived from the shared
+/// secret and the cluster id, so that neither a node without the secret nor one of
+/// another cluster sharing the secret is heard.
+#[derive(Clone)]
+pub(crate) struct GossipKey(Hmac<Sha256>);
+
+impl GossipKey {
+    /// The gossip key of `cluster_id` under `secret`.
+    pub(crate) fn new(secret: &Secret, cluster_id: &str) -> Self {
+        let mut derive = secret.mac();
+        derive.update(b"duologue/v1 gossip key");
+        derive.update(&(cluster_id.len() as u64).to_be_bytes());
+        derive.update(cluster_id.as_bytes());
+        let key = derive.finalize().into_bytes();
+        Self(Hmac::<Sha256>::new_from_slice(&key).expect("HMAC accepts any key length"))
+    }
+
+    /// The tag of `datagram`.
+    pub(crate) fn tag(&self, datagram: &[u8]) -> [u8; GOSSIP_TAG_LEN] {
+        let mut mac = self.0.clone();
+        mac.update(datagram);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0; GOSSIP_TAG_LEN];
+        tag.copy_from_slice(&full[..GOSSIP_TAG_LEN]);
+        tag
+    }
+
+    /// Whether `tag` is `datagram`'s, compared in constant time.
+    pub(crate) fn verify(&self, datagram: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        mac.update(datagram);
+        tag.len() == GOSSIP_TAG_LEN && mac.verify_truncated_left(tag).is_ok()
+    }
+}
+
+impl fmt::Debug for GossipKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GossipKey(..)")
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")

@@ -28,7 +28,6 @@ mod args;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -37,29 +36,18 @@ use ractor::{Actor, ActorCell};
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use self::args::{
-    ActorSpec, AdmissionArgs, BudgetArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration,
+    AdmissionArgs, BudgetArgs, ClusterArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration,
 };
+/// Re-exported here, where node binaries meet them first.
+pub use crate::node::{ActorSpec, Hosted};
 use crate::config::{NodeConfig, RuntimeFlavor};
 use crate::mailbox::FromSession;
-use crate::node::Node;
-
-/// What hosting one actor of a kind returns: the actor's cell (stopped at shutdown), or
-/// why it could not start.
-pub type Hosted = Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send>>;
-
-type HostFn = dyn Fn(Node, ActorSpec) -> Hosted + Send + Sync;
-
-/// One kind of actor a node binary can host.
-struct Kind {
-    name: String,
-    about: String,
-    host: Arc<HostFn>,
-}
+use crate::node::{Kinds, Node};
 
 /// A node binary: the actor kinds it can host, then [`NodeMain::run`].
 pub struct NodeMain {
     program: String,
-    kinds: Vec<Kind>,
+    kinds: Kinds,
 }
 
 // The command line of a binary that only runs a node: the node's flags and the runtime.
@@ -79,14 +67,14 @@ impl NodeMain {
     pub fn new(program: impl Into<String>) -> Self {
         Self {
             program: program.into(),
-            kinds: Vec::new(),
+            kinds: Kinds::default(),
         }
     }
 
     /// Hosts actors of `kind` with any async constructor: `host` gets the started node
-    /// and the `--actor` spec, spawns the actor, registers it under `spec.name`
-    /// ([`Node::register`]) and returns its cell. For an actor spawned and registered as
-    /// it is, [`NodeMain::actor`] is shorter.
+    /// and the `--actor` spec (or a peer's spawn request, [`Node::spawn`]), spawns the
+    /// actor, registers it under `spec.name` ([`Node::register`]) and returns its cell.
+    /// For an actor spawned and registered as it is, [`NodeMain::actor`] is shorter.
     ///
     /// # Panics
     /// When `kind` was registered already (a programming error).
@@ -95,15 +83,7 @@ impl NodeMain {
         F: Fn(Node, ActorSpec) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ActorCell, String>> + Send + 'static,
     {
-        assert!(
-            self.kinds.iter().all(|k| k.name != kind),
-            "actor kind {kind:?} registered twice"
-        );
-        self.kinds.push(Kind {
-            name: kind.to_owned(),
-            about: about.to_owned(),
-            host: Arc::new(move |node, spec| Box::pin(host(node, spec))),
-        });
+        self.kinds.add(kind, about, host);
         self
     }
 
@@ -147,7 +127,7 @@ impl NodeMain {
     pub fn describe(&self, command: clap::Command) -> clap::Command {
         let mut help =
             String::from("An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable. Kinds:");
-        for kind in &self.kinds {
+        for kind in self.kinds.iter() {
             help.push_str(&format!("\n  {}: {}", kind.name, kind.about));
         }
         command.mut_arg("actors", |arg| arg.help(help))
@@ -192,11 +172,15 @@ impl NodeMain {
     }
 
     async fn serve_until_signalled(&self, args: NodeArgs) -> Result<(), String> {
-        let hosts = args
-            .actors
-            .iter()
-            .map(|spec| self.host_of(spec).map(|host| (host, spec.clone())))
-            .collect::<Result<Vec<_>, _>>()?;
+        for spec in &args.actors {
+            if self.kinds.get(&spec.kind).is_none() {
+                return Err(format!(
+                    "--actor {spec}: unknown kind {:?} (known: {})",
+                    spec.kind,
+                    self.kinds.names().join(", ")
+                ));
+            }
+        }
         if !args.allow_weak_secret {
             refuse_guessable_secret(&args.secret_file)?;
         }
@@ -211,24 +195,21 @@ impl NodeMain {
         args.timing.apply(&mut config);
         args.admission.apply(&mut config);
         args.budget.apply(&mut config);
+        args.cluster.apply(&mut config);
         args.tls.apply(&mut config).map_err(|e| e.to_string())?;
         config.peer_tls = args.peer_tls.load().map_err(|e| e.to_string())?;
         let node = Node::builder()
             .config(config)
             .secret_file(&args.secret_file)
+            .with_kinds(self.kinds.clone())
             .start()
             .await
             .map_err(|e| e.to_string())?;
-        let mut hosted = Vec::with_capacity(hosts.len());
-        for (host, spec) in hosts {
-            let text = format!("{}:{}", spec.kind, spec.name);
-            match host(node.clone(), spec).await {
-                Ok(actor) => hosted.push(actor),
-                Err(error) => {
-                    stop_all(&hosted);
-                    node.shutdown().await;
-                    return Err(format!("--actor {text}: {error}"));
-                }
+        for spec in &args.actors {
+            if let Err(error) = node.host(spec.clone()).await {
+                node.shutdown().await;
+                node.stop_hosted(args.timing.shutdown_drain).await;
+                return Err(format!("--actor {spec}: {error}"));
             }
         }
         let addr = node.local_addr().ok_or("the node has no listen address")?;
@@ -250,39 +231,13 @@ impl NodeMain {
         }
         // Each actor's `post_stop` runs before the process exits, within the drain bound.
         let drain = args.timing.shutdown_drain;
-        for actor in hosted {
-            let name = actor
-                .get_name()
-                .unwrap_or_else(|| actor.get_id().to_string());
-            if actor
-                .stop_and_wait(Some(STOP_REASON.into()), Some(drain))
-                .await
-                .is_err()
-            {
-                eprintln!(
-                    "{} node: actor {name} did not stop within {drain:?}",
-                    self.program
-                );
-            }
+        for name in node.stop_hosted(drain).await {
+            eprintln!(
+                "{} node: actor {name} did not stop within {drain:?}",
+                self.program
+            );
         }
         Ok(())
-    }
-
-    fn host_of(&self, spec: &ActorSpec) -> Result<Arc<HostFn>, String> {
-        self.kinds
-            .iter()
-            .find(|k| k.name == spec.kind)
-            .map(|k| k.host.clone())
-            .ok_or_else(|| {
-                let known: Vec<_> = self.kinds().collect();
-                format!(
-                    "--actor {}:{}: unknown kind {:?} (known: {})",
-                    spec.kind,
-                    spec.name,
-                    spec.kind,
-                    known.join(", ")
-                )
-            })
     }
 }
 
@@ -330,15 +285,6 @@ fn report_bookkeeping(program: &str, node: &Node) {
         "{program} node: bookkeeping links={links} resumable={resumable} owners={owners} \
          stop_reasons={stop_reasons}"
     );
-}
-
-/// Why a node stops the actors it hosts.
-const STOP_REASON: &str = "node shutdown";
-
-fn stop_all(actors: &[ActorCell]) {
-    for actor in actors {
-        actor.stop(Some(STOP_REASON.into()));
-    }
 }
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (`warn` when unset): what

@@ -1,5 +1,9 @@
 //! A node's settings, with defaults chosen for a LAN or loopback.
 
+mod cluster;
+
+pub use self::cluster::ClusterConfig;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -155,6 +159,9 @@ pub struct NodeConfig {
     /// What a peer may cost this node before it has proven the secret: connections,
     /// unauthenticated streams, bytes, time.
     pub admission: AdmissionConfig,
+    /// Cluster membership by gossip: `None` for a node that only opens sessions to
+    /// addresses it is given.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for NodeConfig {
@@ -182,6 +189,7 @@ impl Default for NodeConfig {
             peer_tls: None,
             insecure_plaintext: false,
             admission: AdmissionConfig::default(),
+            cluster: None,
         }
     }
 }

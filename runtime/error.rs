@@ -494,4 +494,101 @@ pub enum NodeError {
         /// The listen address.
         addr: std::net::SocketAddr,
     },
+    /// The node was asked about its cluster, but was started without one
+    /// ([`crate::NodeConfig::cluster`]).
+    #[error("the node is not in a cluster (start it with a gossip address: --gossip-listen)")]
+    NotClustered,
+    /// The node's cluster membership could not start.
+    #[error("cluster: {0}")]
+    Cluster(String),
+}
+
+/// A named actor could not be found, or not reached ([`crate::Node::lookup`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The node is not in a cluster.
+    #[error("the node is not in a cluster: nothing to look names up in")]
+    NotClustered,
+    /// No member up serves the name.
+    #[error("no member serves {name:?} (waited {waited:?})")]
+    NotFound {
+        /// The name.
+        name: String,
+        /// How long the lookup waited for it to appear.
+        waited: std::time::Duration,
+    },
+    /// The member the name resolves to serves another protocol.
+    #[error("{name:?} on node {node} serves {serves}, not {wanted}")]
+    ProtocolMismatch {
+        /// The name.
+        name: String,
+        /// The node it resolved to.
+        node: String,
+        /// The protocol the actor serves.
+        serves: String,
+        /// The protocol it was looked up with.
+        wanted: String,
+    },
+    /// Found, but the session to it could not be opened.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// An actor could not be started on request ([`crate::Node::spawn`],
+/// [`crate::Node::host`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The node has no such kind.
+    #[error("node {node} has no actor kind {kind:?} (it has: {})", known.join(", "))]
+    UnknownKind {
+        /// The node asked.
+        node: String,
+        /// The kind asked for.
+        kind: String,
+        /// The kinds it has.
+        known: Vec<String>,
+    },
+    /// A live actor holds the name on that node.
+    #[error("an actor named {name:?} is already registered on node {node}")]
+    NameTaken {
+        /// The node asked.
+        node: String,
+        /// The name.
+        name: String,
+    },
+    /// The kind's constructor failed.
+    #[error("node {node} could not start the actor: {reason}")]
+    Failed {
+        /// The node asked.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node is shutting down.
+    #[error("node {node} is shutting down")]
+    ShuttingDown {
+        /// The node asked.
+        node: String,
+    },
+    /// No member of that name is up.
+    #[error("no member named {node:?} is up")]
+    NoSuchNode {
+        /// The name asked for.
+        node: String,
+    },
+    /// No member up offers the kind.
+    #[error("no member up offers actor kind {kind:?}")]
+    NoNodeOffers {
+        /// The kind.
+        kind: String,
+    },
+    /// The node (this one, or the one asked) is not in a cluster.
+    #[error("not in a cluster")]
+    NotClustered,
+    /// The node could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The request was not answered.
+    #[error(transparent)]
+    Call(#[from] CallError),
 }

@@ -23,6 +23,8 @@
 //! - `shared`: a session core behind its lock, shared by its task and its handles.
 //! - `session_ref` / `remote_ref`: handles to a session ([`SessionRef`]) and typed handles
 //!   to a remote actor ([`RemoteRef`]) speaking a [`Protocol`].
+//! - `members`: the cluster as one node sees it, pure: members ([`Member`]), the
+//!   [`ClusterEvent`]s between two views, and which node a contested name resolves to.
 //! - `mailbox`: what sessions deliver into an actor's mailbox: typed by the protocol the
 //!   actor serves ([`Mailbox<P, L>`], decoded before delivery, in `mailbox/typed`), or
 //!   untyped ([`Inbound`], [`SessionSignal`]); see [the merged mailbox](#the-merged-mailbox).
@@ -32,7 +34,8 @@
 //!   and its gRPC streams, and events into the owner's mailbox. It reports to the node
 //!   through a trait the node implements, and never names the node.
 //! - `node`: the node ([`Node`]): registry of named actors, gRPC server, links to peers,
-//!   shutdown.
+//!   shutdown; the kinds of actor it spawns on request and its `$node` control actor;
+//!   its cluster membership on chitchat (lookup by name, cluster events).
 //! - `inbox`: a session read as a typed stream without an actor ([`InboxReceiver`]);
 //!   credit follows the reader.
 //! - `fanout`: sending to many sessions when some cannot keep up ([`Fanout`]): every
@@ -117,6 +120,7 @@ mod fuzz;
 mod inbox;
 mod log_budget;
 mod mailbox;
+mod members;
 mod node;
 mod oneof;
 mod remote_ref;
@@ -129,19 +133,23 @@ mod wire;
 
 pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
 pub use budget::BudgetConfig;
-pub use config::{AdmissionConfig, NodeConfig, RuntimeFlavor, SessionPolicy};
+pub use config::{AdmissionConfig, ClusterConfig, NodeConfig, RuntimeFlavor, SessionPolicy};
 pub use error::{
-    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, LostReason, NodeError,
-    ProtocolError, ReplayLimit, SendError,
+    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, LookupError, LostReason,
+    NodeError, ProtocolError, ReplayLimit, SendError, SpawnError,
 };
 pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
 pub use inbox::{InboxEvent, InboxReceiver, NoMessage};
 pub use log_budget::{LOG_LINES_PER_WINDOW, LOG_WINDOW, LogBudget, LogVerdict};
 pub use mailbox::{
-    Credit, FromSession, HeldBack, Inbound, Lost, Mailbox, NoLocal, Reply, ReplyPort, Resumption,
-    SessionMsg, SessionSignal, Unconfirmed, Undecodable,
+    Credit, FromCluster, FromSession, HeldBack, Inbound, Lost, Mailbox, NoLocal, Reply, ReplyPort,
+    Resumption, SessionMsg, SessionSignal, Unconfirmed, Undecodable,
 };
-pub use node::{Bookkeeping, Node, NodeBuilder, NodeEvent};
+pub use members::{ClusterEvent, Member, MemberState, NamedActor};
+pub use node::{
+    ActorSpec, Bookkeeping, CONTROL_ACTOR, Hosted, Located, Node, NodeBuilder, NodeEvent,
+    SpawnOn, Spawned,
+};
 pub use remote_ref::{Payload, Protocol, RemoteRef};
 pub use session::{FlowState, Role, SessionConfig};
 pub use session_ref::SessionRef;

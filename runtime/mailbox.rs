@@ -37,6 +37,7 @@ use prost::{Message, Name};
 use ractor::ActorRef;
 
 use crate::error::{CloseReason, DecodeError, LostReason, SendError};
+use crate::members::ClusterEvent;
 use crate::session_ref::{SessionRef, decode_payload};
 use crate::wire::{Fault, FlowSignal, Goodbye, TypeUrl};
 
@@ -80,6 +81,29 @@ where
 
     fn from_signal(signal: SessionSignal) -> Self {
         Self::from(signal)
+    }
+}
+
+/// A message type cluster events can be delivered into: what
+/// [`crate::Node::subscribe_cluster`] asks of an actor's `Msg`. Implemented for
+/// [`Mailbox<P, L>`] (as [`Mailbox::Cluster`]) and for every type with
+/// `From<ClusterEvent>`.
+#[diagnostic::on_unimplemented(
+    message = "cluster events cannot be delivered into `{Self}`",
+    label = "not a cluster event mailbox",
+    note = "make the actor's `type Msg` a `duologue::Mailbox<P>` (events arrive as `Mailbox::Cluster`), or give it `From<duologue::ClusterEvent>`"
+)]
+pub trait FromCluster: ractor::Message {
+    /// A cluster event, as the subscriber takes it.
+    fn from_cluster(event: ClusterEvent) -> Self;
+}
+
+impl<M> FromCluster for M
+where
+    M: ractor::Message + From<ClusterEvent>,
+{
+    fn from_cluster(event: ClusterEvent) -> Self {
+        Self::from(event)
     }
 }
 

@@ -16,6 +16,9 @@
 //! tells its owner about its life through [`crate::SessionSignal`]s in the owner's mailbox.
 
 mod admission;
+mod cluster;
+mod control;
+mod kinds;
 mod link;
 mod pre_auth;
 mod service;
@@ -52,7 +55,14 @@ use crate::tls::{ClientTls, ServerTls, is_tls_failure, serves_tls};
 use crate::wire::pb::duologue_server::DuologueServer;
 use crate::wire::{GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId};
 
+pub use self::cluster::Located;
+pub use self::control::{CONTROL_ACTOR, SpawnOn, Spawned};
+pub use self::kinds::{ActorSpec, Hosted};
+pub(crate) use self::kinds::Kinds;
+
 use self::admission::Admission;
+use self::cluster::Membership;
+use self::control::{ControlActor, WeakNode};
 use self::link::{Idle, Links};
 use self::pre_auth::PreAuthLayer;
 use self::service::Service;
@@ -95,6 +105,7 @@ pub enum NodeEvent {
 pub struct NodeBuilder {
     config: NodeConfig,
     secret: Option<Result<Secret, NodeError>>,
+    kinds: Kinds,
 }
 
 impl NodeBuilder {
@@ -168,6 +179,29 @@ impl NodeBuilder {
         self
     }
 
+    /// Hosts actors of `kind` on request ([`Node::host`], and peers' [`Node::spawn`]):
+    /// `host` gets the node and the [`ActorSpec`], spawns the actor, registers it under
+    /// `spec.name` and returns its cell. A node in a cluster publishes its kinds, so
+    /// that [`SpawnOn::AnyOffering`] finds it.
+    ///
+    /// # Panics
+    /// When `kind` was registered already (a programming error).
+    pub fn kind<F, Fut>(mut self, kind: &str, about: &str, host: F) -> Self
+    where
+        F: Fn(Node, ActorSpec) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<ActorCell, String>> + Send + 'static,
+    {
+        self.kinds.add(kind, about, host);
+        self
+    }
+
+    /// Hosts the kinds of a node binary ([`crate::cli::NodeMain`]).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn with_kinds(mut self, kinds: Kinds) -> Self {
+        self.kinds = kinds;
+        self
+    }
+
     /// Starts the node: binds its listener (if any) and serves.
     ///
     /// # Errors
@@ -178,6 +212,7 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, NodeError> {
         let secret = self.secret.ok_or(NodeError::NoSecret)??;
         let config = self.config;
+        let kinds = self.kinds;
         if let Some(addr) = config.listen
             && config.tls.is_none()
             && !config.insecure_plaintext
@@ -215,20 +250,43 @@ impl NodeBuilder {
             shutdown: Shutdown::default(),
             events: broadcast::channel(1024).0,
             local_addr,
+            kinds,
+            hosted: Mutex::new(Vec::new()),
+            membership: OnceLock::new(),
             config,
         });
         let watcher = watcher::Watcher::start(Arc::downgrade(&inner)).await?;
         let _ = inner.watcher.set(watcher);
+        if let Some(cluster) = &inner.config.cluster {
+            let membership = Membership::start(
+                &inner.identity,
+                cluster,
+                local_addr,
+                &inner.kinds,
+                inner.shutdown.token().clone(),
+            )
+            .await?;
+            let _ = inner.membership.set(membership);
+        }
+        let listening = listener.is_some();
         let server = listener.map(|listener| tokio::spawn(serve(inner.clone(), server, listener)));
-        let handles = Handles {
+        let handles = Arc::new(Handles {
             server: std::sync::Mutex::new(server),
             shutdown: inner.shutdown.clone(),
             events: inner.events.clone(),
-        };
-        Ok(Node {
-            inner,
-            handles: Arc::new(handles),
-        })
+            control: std::sync::Mutex::new(None),
+        });
+        let node = Node { inner, handles };
+        if listening {
+            let control = ControlActor::start(WeakNode {
+                inner: Arc::downgrade(&node.inner),
+                handles: Arc::downgrade(&node.handles),
+            })
+            .await?;
+            node.register(CONTROL_ACTOR, &control)?;
+            *lock(&node.handles.control) = Some(control.get_cell());
+        }
+        Ok(node)
     }
 }
 
@@ -293,6 +351,8 @@ struct Handles {
     server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutdown: Shutdown,
     events: broadcast::Sender<NodeEvent>,
+    /// The `$node` control actor, stopped with the node.
+    control: std::sync::Mutex<Option<ActorCell>>,
 }
 
 /// The last `Node` handle dropped without [`Node::shutdown`]: nobody can wait for a
@@ -301,6 +361,9 @@ struct Handles {
 impl Drop for Handles {
     fn drop(&mut self) {
         self.shutdown.token().cancel();
+        if let Some(control) = lock(&self.control).take() {
+            control.stop(None);
+        }
         let server = self
             .server
             .get_mut()
@@ -346,6 +409,12 @@ pub(crate) struct NodeInner {
     bookkeeping_changed: Arc<Notify>,
     /// Watches registered actors and session owners.
     watcher: OnceLock<ActorCell>,
+    /// The kinds of actor it starts on request.
+    kinds: Kinds,
+    /// The actors it started on request, stopped by [`Node::stop_hosted`].
+    hosted: Mutex<Vec<ActorCell>>,
+    /// Its cluster membership, when it has a cluster config.
+    membership: OnceLock<Arc<Membership>>,
 }
 
 impl std::fmt::Debug for dyn Deliver {
@@ -426,10 +495,33 @@ impl Node {
         if registry.get(&name).is_some_and(|d| d.is_alive()) {
             return Err(NodeError::NameTaken(name));
         }
-        registry.insert(name, deliver);
+        let protocol = deliver.protocol().unwrap_or_default();
+        registry.insert(name.clone(), deliver);
         drop(registry);
         self.inner.watch(cell);
+        self.inner.publish(&name, &protocol);
         Ok(())
+    }
+
+    /// Whether a live actor holds `name` on this node.
+    pub(crate) fn is_registered(&self, name: &str) -> bool {
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        registry.get(name).is_some_and(|d| d.is_alive())
+    }
+
+    /// The address peers open sessions to: the cluster's advertised one, or the listen
+    /// address.
+    pub(crate) fn advertised_addr(&self) -> Option<String> {
+        self.inner
+            .config
+            .cluster
+            .as_ref()
+            .and_then(|c| c.advertise.clone())
+            .or_else(|| self.local_addr().map(|a| a.to_string()))
     }
 
     /// Removes a name; sessions already open stay open.
@@ -440,6 +532,10 @@ impl Node {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         registry.remove(name);
+        drop(registry);
+        if let Some(membership) = self.inner.membership.get() {
+            membership.unpublish(name);
+        }
     }
 
     /// Opens a session to the actor `actor` on the node at `addr` (`host:port`), owned by
@@ -557,11 +653,16 @@ impl Node {
     /// configured drain for their streams to finish, then cancels what is left. Returns
     /// whether everything ended within the drain.
     pub async fn shutdown(&self) -> bool {
-        let drained = self
-            .inner
-            .shutdown
-            .run(self.inner.config.shutdown_drain)
-            .await;
+        let drain = self.inner.config.shutdown_drain;
+        let leave = async {
+            if let Some(membership) = self.inner.membership.get() {
+                membership.leave(drain).await;
+            }
+        };
+        let (drained, ()) = tokio::join!(self.inner.shutdown.run(drain), leave);
+        if let Some(control) = lock(&self.handles.control).take() {
+            control.stop(None);
+        }
         // tonic's graceful shutdown waits for connections without a bound; ours is over.
         let server = self
             .handles
@@ -922,6 +1023,34 @@ impl NodeInner {
         lock(&self.resumable).get(&id).cloned()
     }
 
+    /// Publishes to the cluster, if any, that this node serves `name` with `protocol`.
+    fn publish(&self, name: &str, protocol: &str) {
+        if let Some(membership) = self.membership.get()
+            && !name.starts_with('$')
+        {
+            membership.publish(name, protocol);
+        }
+    }
+
+    /// Removes the names a stopped actor held, and withdraws them from the cluster.
+    fn forget_names_of(&self, actor: ActorId) {
+        let mut registry = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        let names: Vec<String> = registry
+            .iter()
+            .filter(|(_, d)| d.cell().is_some_and(|c| c.get_id() == actor))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &names {
+            registry.remove(name);
+        }
+        drop(registry);
+        if let Some(membership) = self.membership.get() {
+            for name in &names {
+                membership.unpublish(name);
+            }
+        }
+    }
+
     /// Watches `actor`: when it stops, its sessions end with its stop reason.
     pub(crate) fn watch(&self, actor: ActorCell) {
         if let Some(watcher) = self.watcher.get() {
@@ -944,6 +1073,7 @@ impl NodeInner {
     /// farewell that carries its stop reason.
     pub(crate) fn actor_stopped(&self, actor: ActorId, reason: Option<String>) {
         let reason = reason.unwrap_or_else(|| "the actor stopped".into());
+        self.forget_names_of(actor);
         let sessions = lock(&self.owned).remove(&actor).unwrap_or_default();
         let mut open = Vec::with_capacity(sessions.len());
         for weak in sessions {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::budget::BudgetConfig;
-use crate::config::{AdmissionConfig, NodeConfig, SessionPolicy};
+use crate::config::{AdmissionConfig, ClusterConfig, NodeConfig, SessionPolicy};
+use crate::node::ActorSpec;
 use crate::error::NodeError;
 use crate::tls::{ClientTls, ServerTls};
 
@@ -45,6 +46,9 @@ pub struct NodeArgs {
     /// Memory budgets shared by the node's sessions.
     #[command(flatten)]
     pub budget: BudgetArgs,
+    /// Cluster membership by gossip.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable.
     #[arg(long = "actor", value_name = "KIND:NAME[@ARG]", value_parser = ActorSpec::parse)]
     pub actors: Vec<ActorSpec>,
@@ -270,38 +274,62 @@ impl BudgetArgs {
     }
 }
 
-/// One `--actor KIND:NAME[@ARG]`: an actor of a registered kind, hosted under `name`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActorSpec {
-    /// The kind, as registered with [`super::NodeMain::kind`].
-    pub kind: String,
-    /// The name peers connect to.
-    pub name: String,
-    /// What follows `@`, for the kind to interpret (a rate, a size...).
-    pub arg: Option<String>,
+/// Cluster membership: `--gossip-listen` turns it on; the rest as in [`ClusterConfig`].
+#[derive(Clone, Debug, Args)]
+pub struct ClusterArgs {
+    /// UDP address to gossip on (port 0 picks one): joins the node to a cluster.
+    #[arg(long, value_name = "ADDR")]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Gossip address other nodes reach this one at [default: the bound address].
+    #[arg(long, value_name = "ADDR", requires = "gossip_listen")]
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Address other nodes open sessions to, as HOST:PORT [default: --listen's address].
+    #[arg(long, value_name = "HOST:PORT", requires = "gossip_listen")]
+    pub advertise: Option<String>,
+    /// Gossip address of a node to ask first (HOST:PORT). Repeatable. A node that
+    /// starts before its seeds keeps trying them.
+    #[arg(long = "seed", value_name = "HOST:PORT", requires = "gossip_listen")]
+    pub seeds: Vec<String>,
+    /// DNS name whose every address is a seed (NAME:PORT), resolved again every
+    /// --seed-dns-every. Repeatable.
+    #[arg(long = "seed-dns", value_name = "NAME:PORT", requires = "gossip_listen")]
+    pub seed_dns: Vec<String>,
+    /// How often --seed-dns names are resolved again.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub seed_dns_every: Duration,
+    /// Nodes gossip only with nodes of the same cluster id.
+    #[arg(long, default_value = "duologue")]
+    pub cluster_id: String,
+    /// How often the node gossips and beats its heart.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub gossip_interval: Duration,
+    /// Failure detector threshold: a node whose phi passes it is declared dead.
+    #[arg(long, default_value_t = 8.0)]
+    pub phi_threshold: f64,
+    /// How long a dead node's state is kept before it is forgotten.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub dead_grace: Duration,
 }
 
-impl ActorSpec {
-    /// Parses `KIND:NAME` or `KIND:NAME@ARG`.
-    ///
-    /// # Errors
-    /// A message saying what is missing.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (kind, rest) = text
-            .split_once(':')
-            .ok_or_else(|| format!("{text:?}: expected KIND:NAME or KIND:NAME@ARG"))?;
-        let (name, arg) = match rest.split_once('@') {
-            Some((name, arg)) => (name, Some(arg.to_owned())),
-            None => (rest, None),
+impl ClusterArgs {
+    /// Writes these settings into `config` (no cluster without `--gossip-listen`).
+    pub fn apply(&self, config: &mut NodeConfig) {
+        let Some(gossip_listen) = self.gossip_listen else {
+            config.cluster = None;
+            return;
         };
-        if kind.is_empty() || name.is_empty() {
-            return Err(format!("{text:?}: KIND and NAME must not be empty"));
-        }
-        Ok(Self {
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            arg,
-        })
+        config.cluster = Some(ClusterConfig {
+            gossip_advertise: self.gossip_advertise,
+            advertise: self.advertise.clone(),
+            seeds: self.seeds.clone(),
+            seed_dns: self.seed_dns.clone(),
+            seed_dns_every: self.seed_dns_every,
+            cluster_id: self.cluster_id.clone(),
+            gossip_interval: self.gossip_interval,
+            phi_threshold: self.phi_threshold,
+            dead_grace: self.dead_grace,
+            ..ClusterConfig::new(gossip_listen)
+        });
     }
 }
 
@@ -326,17 +354,6 @@ mod tests {
         for bad in ["-1s", "nan", "inf", "NaNs", "1e400s", "", "10 parsecs"] {
             assert!(duration(bad).is_err(), "{bad:?} was accepted");
         }
-    }
-
-    #[test]
-    fn actor_specs() {
-        let spec = ActorSpec::parse("seq-check:ticks@500").unwrap();
-        assert_eq!(spec.kind, "seq-check");
-        assert_eq!(spec.name, "ticks");
-        assert_eq!(spec.arg.as_deref(), Some("500"));
-        assert_eq!(ActorSpec::parse("kv:store").unwrap().arg, None);
-        assert!(ActorSpec::parse("store").is_err());
-        assert!(ActorSpec::parse(":store").is_err());
     }
 
     #[derive(clap::Parser)]

@@ -8,7 +8,8 @@ use std::time::Instant;
 use prost::Name;
 
 use crate::error::{DecodeError, SendError};
-use crate::mailbox::{FromSession, Inbound, ReplyPort, SessionSignal};
+use crate::mailbox::{FromCluster, FromSession, Inbound, ReplyPort, SessionSignal};
+use crate::members::ClusterEvent;
 use crate::remote_ref::Protocol;
 use crate::session_ref::SessionRef;
 use crate::wire::Fault;
@@ -103,6 +104,9 @@ pub enum Mailbox<P: Protocol, L = NoLocal> {
     /// One of the actor's own messages, sent locally (`actor.cast(Mailbox::Local(x))`
     /// or `Mailbox::local(x)`).
     Local(L),
+    /// A change in the cluster, for an actor subscribed with
+    /// [`crate::Node::subscribe_cluster`].
+    Cluster(ClusterEvent),
 }
 
 impl<P: Protocol, L> Mailbox<P, L> {
@@ -121,7 +125,7 @@ impl<P: Protocol, L> Mailbox<P, L> {
             Self::Cast { session, .. } | Self::Call { session, .. } => Some(session),
             Self::Undecodable(undecodable) => Some(undecodable.session()),
             Self::Signal(signal) => Some(signal.session()),
-            Self::Local(_) => None,
+            Self::Local(_) | Self::Cluster(_) => None,
         }
     }
 }
@@ -129,6 +133,12 @@ impl<P: Protocol, L> Mailbox<P, L> {
 // With ractor's `cluster` feature, ractor implements `Message` only for types that say so.
 #[cfg(feature = "ractor-cluster")]
 impl<P: Protocol, L: Send + 'static> ractor::Message for Mailbox<P, L> {}
+
+impl<P: Protocol, L: Send + 'static> FromCluster for Mailbox<P, L> {
+    fn from_cluster(event: ClusterEvent) -> Self {
+        Self::Cluster(event)
+    }
+}
 
 /// Decodes before delivery: this is what makes the mailbox typed.
 impl<P: Protocol, L: Send + 'static> FromSession for Mailbox<P, L> {
@@ -206,6 +216,7 @@ where
             Self::Undecodable(undecodable) => undecodable.fmt(f),
             Self::Signal(signal) => f.debug_tuple("Signal").field(signal).finish(),
             Self::Local(local) => f.debug_tuple("Local").field(local).finish(),
+            Self::Cluster(event) => f.debug_tuple("Cluster").field(event).finish(),
         }
     }
 }

@@ -1,0 +1,491 @@
+//! A node's cluster membership on chitchat (gossip with scuttlebutt reconciliation and
+//! phi-accrual failure detection; quickwit's engine): the node publishes its session
+//! address, its named actors and the kinds it spawns in its gossip state, and keeps a
+//! [`View`] of every member, from which lookups resolve names and subscribed actors
+//! hear [`ClusterEvent`]s.
+//!
+//! ```text
+//! chitchat (its own task: UDP gossip every interval, failure detector)
+//!   └── tracker task: on every live-set change or tick, gossip state -> View;
+//!       the events between two views go to subscribers, the view to lookups
+//! seed resolver task (--seed-dns): resolves names again every period, gossips to
+//!   addresses not yet up
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::UdpTransport;
+use chitchat::{
+    Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
+    spawn_chitchat,
+};
+use ractor::ActorRef;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use crate::error::{ConnectError, LookupError, NodeError};
+use crate::log_budget::LogBudget;
+use crate::mailbox::{FromCluster, FromSession};
+use crate::members::{
+    ClusterEvent, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, NodeRecord, PREFIX_KIND,
+    PREFIX_NAME, View,
+};
+use crate::node::{Kinds, Node, lock};
+use crate::remote_ref::{Protocol, RemoteRef};
+use crate::wire::NodeIdentity;
+
+/// A change to this node's gossip state, applied by the tracker task in order.
+#[derive(Debug)]
+enum Change {
+    Set(String, String),
+    Delete(String),
+}
+
+/// Where cluster events go: a subscribed actor's mailbox.
+trait ClusterSink: Send + Sync + 'static {
+    /// Delivers `event`; `Err` once the actor is gone.
+    fn deliver(&self, event: ClusterEvent) -> Result<(), ()>;
+}
+
+impl<M: FromCluster> ClusterSink for ActorRef<M> {
+    fn deliver(&self, event: ClusterEvent) -> Result<(), ()> {
+        self.send_message(M::from_cluster(event)).map_err(drop)
+    }
+}
+
+/// A node's membership: its gossip engine, its view of the cluster, its subscribers.
+pub(crate) struct Membership {
+    config: ClusterConfig,
+    /// The gossip address other nodes reach this one at.
+    gossip_addr: SocketAddr,
+    chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    /// Dropping it stops the engine; taken by [`Membership::leave`].
+    handle: Mutex<Option<ChitchatHandle>>,
+    changes: mpsc::UnboundedSender<Change>,
+    view: watch::Sender<Arc<View>>,
+    /// Locked while a view is published and its events delivered, so that a new
+    /// subscriber's `Current` and the events after it neither overlap nor leave a gap.
+    subscribers: Mutex<Vec<Box<dyn ClusterSink>>>,
+    /// Set once the node leaves politely: the engine then outlives the tracker until
+    /// peers heard it.
+    leaving: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("gossip_addr", &self.gossip_addr)
+            .field("cluster_id", &self.config.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// Starts gossiping as `identity`, publishing `addr` (where peers open sessions) and
+    /// `kinds`; stops when `stop` is cancelled (unless leaving politely).
+    pub(crate) async fn start(
+        identity: &NodeIdentity,
+        config: &ClusterConfig,
+        listen: Option<SocketAddr>,
+        kinds: &Kinds,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>, NodeError> {
+        let bound = free_gossip_addr(config.gossip_listen)?;
+        let gossip_addr = config.gossip_advertise.unwrap_or(bound);
+        if gossip_addr.ip().is_unspecified() {
+            return Err(NodeError::Cluster(format!(
+                "gossip address {gossip_addr} is unspecified: give --gossip-advertise the \
+                 address other nodes reach this one at"
+            )));
+        }
+        let addr = match (&config.advertise, listen) {
+            (Some(addr), _) => Some(addr.clone()),
+            (None, Some(listen)) if listen.ip().is_unspecified() => {
+                return Err(NodeError::Cluster(format!(
+                    "listen address {listen} is unspecified: give --advertise the HOST:PORT \
+                     other nodes open sessions to"
+                )));
+            }
+            (None, listen) => listen.map(|a| a.to_string()),
+        };
+        let mut initial = vec![(KEY_INCARNATION.to_owned(), identity.incarnation.to_string())];
+        if let Some(addr) = addr {
+            initial.push((KEY_GRPC.to_owned(), addr));
+        }
+        for kind in kinds.iter() {
+            initial.push((format!("{PREFIX_KIND}{}", kind.name), kind.about.clone()));
+        }
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(identity.name.clone(), generation(), gossip_addr),
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            listen_addr: bound,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                // As quickwit sets it: intervals longer than this are outliers, not data.
+                max_interval: (config.gossip_interval * 10).max(Duration::from_secs(10)),
+                initial_interval: config.gossip_interval,
+                dead_node_grace_period: config.dead_grace,
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: config.dead_grace,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            // Compressed digests: every node of a duologue cluster runs chitchat 0.13.
+            protocol_version: ProtocolVersion::V1,
+        };
+        let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+            .await
+            .map_err(|e| NodeError::Cluster(format!("cannot start gossip on {bound}: {e:#}")))?;
+        let chitchat = handle.chitchat();
+        let live = chitchat.lock().await.live_nodes_watcher();
+        let (changes, changed) = mpsc::unbounded_channel();
+        let membership = Arc::new(Self {
+            config: config.clone(),
+            gossip_addr,
+            chitchat,
+            handle: Mutex::new(Some(handle)),
+            changes,
+            view: watch::channel(Arc::new(View::default())).0,
+            subscribers: Mutex::new(Vec::new()),
+            leaving: std::sync::atomic::AtomicBool::new(false),
+        });
+        membership.refresh().await;
+        tokio::spawn(membership.clone().track(live, changed, stop.clone()));
+        if !config.seed_dns.is_empty() {
+            tokio::spawn(membership.clone().resolve_seeds(stop));
+        }
+        Ok(membership)
+    }
+
+    /// Where this node gossips.
+    pub(crate) fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+
+    /// Publishes that this node serves `name` with `protocol` ("" for any).
+    pub(crate) fn publish(&self, name: &str, protocol: &str) {
+        let _ = self
+            .changes
+            .send(Change::Set(format!("{PREFIX_NAME}{name}"), protocol.to_owned()));
+    }
+
+    /// Withdraws `name`.
+    pub(crate) fn unpublish(&self, name: &str) {
+        let _ = self
+            .changes
+            .send(Change::Delete(format!("{PREFIX_NAME}{name}")));
+    }
+
+    /// The cluster now.
+    pub(crate) fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// Subscribes `sink`: it gets the members now, then every change.
+    fn subscribe(&self, sink: Box<dyn ClusterSink>) {
+        let mut subscribers = lock(&self.subscribers);
+        if sink
+            .deliver(ClusterEvent::Current(self.view().members()))
+            .is_ok()
+        {
+            subscribers.push(sink);
+        }
+    }
+
+    /// Says this node leaves, keeps gossiping it for the linger (bounded by `within`),
+    /// then stops the engine.
+    pub(crate) async fn leave(&self, within: Duration) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .set(KEY_LEAVING, "1");
+        tokio::time::sleep(self.config.leave_linger.min(within)).await;
+        let handle = lock(&self.handle).take();
+        if let Some(handle) = handle {
+            let _ = handle.shutdown().await;
+        }
+    }
+
+    /// Keeps the view current until `stop`: on every change of the live set, every
+    /// half gossip interval (deaths do not change the live-set watch of every engine
+    /// version alike), and after every change of this node's own state.
+    async fn track(
+        self: Arc<Self>,
+        mut live: watch::Receiver<BTreeMap<ChitchatId, chitchat::NodeState>>,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.config.gossip_interval / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = live.changed() => if changed.is_err() { break },
+                _ = tick.tick() => {}
+                Some(change) = changes.recv() => {
+                    let mut chitchat = self.chitchat.lock().await;
+                    let state = chitchat.self_node_state();
+                    let mut next = Some(change);
+                    while let Some(change) = next {
+                        match change {
+                            Change::Set(key, value) => state.set(key, value),
+                            Change::Delete(key) => state.delete(&key),
+                        }
+                        next = changes.try_recv().ok();
+                    }
+                }
+            }
+            self.refresh().await;
+        }
+        if !self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            let handle = lock(&self.handle).take();
+            if let Some(handle) = handle {
+                let _ = handle.initiate_shutdown();
+            }
+        }
+    }
+
+    /// Reads the gossip state into a new view, publishes it and tells subscribers what
+    /// changed.
+    async fn refresh(&self) {
+        let records = records(&*self.chitchat.lock().await);
+        let next = View::new(records);
+        let mut subscribers = lock(&self.subscribers);
+        let events = self.view.borrow().events_to(&next);
+        let same = **self.view.borrow() == next;
+        if !same {
+            self.view.send_replace(Arc::new(next));
+        }
+        for event in events {
+            subscribers.retain(|s| s.deliver(event.clone()).is_ok());
+        }
+    }
+
+    /// Resolves the DNS seeds now and every period, and gossips to each address that is
+    /// not a member up already (a node that starts before its seeds joins when they
+    /// appear; a new pod behind the name is found).
+    async fn resolve_seeds(self: Arc<Self>, stop: CancellationToken) {
+        let failures = LogBudget::new();
+        loop {
+            let view = self.view();
+            let up: HashSet<SocketAddr> = view
+                .members()
+                .iter()
+                .filter(|m| m.state == crate::members::MemberState::Up)
+                .map(|m| m.gossip_addr)
+                .collect();
+            for name in &self.config.seed_dns {
+                match tokio::net::lookup_host(name.as_str()).await {
+                    Ok(addrs) => {
+                        for addr in addrs {
+                            if addr != self.gossip_addr && !up.contains(&addr) {
+                                self.gossip_to(addr);
+                            }
+                        }
+                    }
+                    Err(error) => failures.log(|unreported| {
+                        tracing::warn!(
+                            seed = %name, %error, unreported,
+                            "cannot resolve a DNS seed; trying again"
+                        );
+                    }),
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(self.config.seed_dns_every) => {}
+            }
+        }
+    }
+
+    fn gossip_to(&self, addr: SocketAddr) {
+        if let Some(handle) = lock(&self.handle).as_ref() {
+            let _ = handle.gossip(addr);
+        }
+    }
+}
+
+/// This process's gossip generation: its start time in milliseconds, so that a
+/// restarted node is a newer generation and the longest running node has the lowest.
+fn generation() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `addr`, with port 0 replaced by a free UDP port (chitchat needs to know the port it
+/// advertises before it binds).
+fn free_gossip_addr(addr: SocketAddr) -> Result<SocketAddr, NodeError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    std::net::UdpSocket::bind(addr)
+        .and_then(|socket| socket.local_addr())
+        .map_err(|e| NodeError::Cluster(format!("cannot bind gossip address {addr}: {e}")))
+}
+
+/// Every node in `chitchat`'s state, with its liveness and keys.
+fn records(chitchat: &Chitchat) -> Vec<NodeRecord> {
+    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    chitchat
+        .node_states()
+        .iter()
+        .map(|(id, state)| NodeRecord {
+            node_id: id.node_id.to_string(),
+            generation: id.generation_id,
+            gossip_addr: id.gossip_advertise_addr,
+            live: live.contains(id),
+            keys: state
+                .key_values()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        })
+        .collect()
+}
+
+/// A named actor found in the cluster ([`Node::lookup`]): where it lives, typed by the
+/// protocol it was looked up with.
+#[derive(Debug)]
+pub struct Located<P> {
+    /// Its name.
+    pub name: String,
+    /// The node it lives on.
+    pub node: NodeIdentity,
+    /// Where that node accepts sessions.
+    pub addr: String,
+    /// Other nodes that registered the same name (the rule chose `node`; see
+    /// [`ClusterEvent::NameConflict`]).
+    pub others: Vec<NodeIdentity>,
+    protocol: PhantomData<fn() -> P>,
+}
+
+impl<P: Protocol> Located<P> {
+    /// Opens a session to it from `via`, owned by `owner` (as [`Node::connect`]).
+    ///
+    /// # Errors
+    /// As [`Node::connect`].
+    pub async fn connect<M: FromSession>(
+        &self,
+        via: &Node,
+        owner: &ActorRef<M>,
+    ) -> Result<RemoteRef<P>, ConnectError> {
+        via.connect(&self.addr, &self.name, owner).await
+    }
+}
+
+impl Node {
+    /// The members of this node's cluster as it sees them now, itself included.
+    ///
+    /// # Errors
+    /// [`NodeError::NotClustered`] for a node started without
+    /// [`crate::NodeConfig::cluster`].
+    pub fn members(&self) -> Result<Vec<Member>, NodeError> {
+        Ok(self.membership()?.view().members())
+    }
+
+    /// Where this node gossips, in a cluster.
+    pub fn gossip_addr(&self) -> Option<SocketAddr> {
+        self.inner.membership.get().map(|m| m.gossip_addr())
+    }
+
+    /// Sends `actor` the cluster's [`ClusterEvent`]s in its mailbox, beside its session
+    /// signals: first [`ClusterEvent::Current`], then every change, until it stops.
+    ///
+    /// # Errors
+    /// [`NodeError::NotClustered`].
+    pub fn subscribe_cluster<M: FromCluster>(&self, actor: &ActorRef<M>) -> Result<(), NodeError> {
+        self.membership()?.subscribe(Box::new(actor.clone()));
+        Ok(())
+    }
+
+    /// Finds the actor named `name` on whichever member serves it, waiting up to
+    /// `within` for it to appear. A name registered on several members resolves by the
+    /// rule of [`ClusterEvent::NameConflict`]; members leaving or unreachable do not
+    /// count.
+    ///
+    /// # Errors
+    /// [`LookupError::NotFound`] when no member serves it within `within`,
+    /// [`LookupError::ProtocolMismatch`] when the chosen one serves another protocol
+    /// than `P`, [`LookupError::NotClustered`].
+    pub async fn lookup<P: Protocol>(
+        &self,
+        name: &str,
+        within: Duration,
+    ) -> Result<Located<P>, LookupError> {
+        let membership = self
+            .membership()
+            .map_err(|_| LookupError::NotClustered)?;
+        let started = Instant::now();
+        let mut changes = membership.view.subscribe();
+        loop {
+            let view = changes.borrow_and_update().clone();
+            if let Some(found) = locate::<P>(&view, name)? {
+                return Ok(found);
+            }
+            let left = within.saturating_sub(started.elapsed());
+            if left.is_zero()
+                || tokio::time::timeout(left, changes.changed())
+                    .await
+                    .is_err()
+            {
+                return Err(LookupError::NotFound {
+                    name: name.to_owned(),
+                    waited: within,
+                });
+            }
+        }
+    }
+
+    /// [`Node::lookup`], then [`Node::connect`] to what it found, owned by `owner`.
+    ///
+    /// # Errors
+    /// As [`Node::lookup`], and [`LookupError::Connect`].
+    pub async fn connect_named<P: Protocol, M: FromSession>(
+        &self,
+        name: &str,
+        owner: &ActorRef<M>,
+        within: Duration,
+    ) -> Result<RemoteRef<P>, LookupError> {
+        let located = self.lookup::<P>(name, within).await?;
+        Ok(located.connect(self, owner).await?)
+    }
+
+    pub(crate) fn membership(&self) -> Result<&Arc<Membership>, NodeError> {
+        self.inner.membership.get().ok_or(NodeError::NotClustered)
+    }
+}
+
+/// The member `view` resolves `name` to, typed `P`.
+fn locate<P: Protocol>(view: &View, name: &str) -> Result<Option<Located<P>>, LookupError> {
+    let holders = view.holders(name);
+    let Some(winner) = holders.first() else {
+        return Ok(None);
+    };
+    let serves = winner.actor(name).map(|a| a.protocol.clone()).unwrap_or_default();
+    let wanted = P::name();
+    if !serves.is_empty() && serves != wanted {
+        return Err(LookupError::ProtocolMismatch {
+            name: name.to_owned(),
+            node: winner.identity.name.clone(),
+            serves,
+            wanted,
+        });
+    }
+    Ok(Some(Located {
+        name: name.to_owned(),
+        node: winner.identity.clone(),
+        addr: winner.addr.clone().unwrap_or_default(),
+        others: holders[1..].iter().map(|m| m.identity.clone()).collect(),
+        protocol: PhantomData,
+    }))
+}

@@ -1,0 +1,404 @@
+//! The control actor every listening node registers as `$node`
+//! (`proto/duologue/v1/control.proto`): it spawns actors of the node's kinds for peers,
+//! and tells the node's view of its cluster. Its clients, [`Node::spawn_at`],
+//! [`Node::spawn`] and [`Node::members_at`], speak to it over an authenticated session
+//! like any other.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+
+use crate::error::{NodeError, SpawnError};
+use crate::mailbox::Mailbox;
+use crate::members::{Member, MemberState, NamedActor};
+use crate::node::{ActorSpec, Handles, Node, NodeInner};
+use crate::remote_ref::Protocol;
+use crate::wire::NodeIdentity;
+use crate::wire::pb::{
+    ActorInfo, ControlReply, ControlRequest, MemberInfo, MemberList, MembersRequest, SpawnRefused,
+    SpawnRequest, Spawned as SpawnedPb, control_reply, control_request, spawn_refused,
+};
+
+/// The name the control actor is registered under on every listening node.
+pub const CONTROL_ACTOR: &str = "$node";
+
+/// How long a control call may take: a spawn runs the kind's constructor.
+const CONTROL_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The control protocol: requests to `$node`, and its replies.
+#[derive(Debug)]
+pub(crate) struct Control;
+
+impl Protocol for Control {
+    type Request = ControlRequest;
+    type Response = ControlReply;
+}
+
+/// Where [`Node::spawn`] starts an actor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpawnOn {
+    /// On the member of this name.
+    Node(String),
+    /// On a member that offers the kind: the one with the fewest named actors (then the
+    /// lowest name).
+    AnyOffering,
+}
+
+/// An actor started on request ([`Node::spawn`], [`Node::spawn_at`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spawned {
+    /// The node that started it.
+    pub node: String,
+    /// The name it is registered under.
+    pub name: String,
+    /// Where that node accepts sessions.
+    pub addr: String,
+}
+
+/// A node without its `Node` handles' ownership: the control actor must not keep the
+/// node alive (dropping the last handle ends it).
+#[derive(Debug)]
+pub(crate) struct WeakNode {
+    pub(crate) inner: Weak<NodeInner>,
+    pub(crate) handles: Weak<Handles>,
+}
+
+impl WeakNode {
+    fn upgrade(&self) -> Option<Node> {
+        Some(Node {
+            inner: self.inner.upgrade()?,
+            handles: self.handles.upgrade()?,
+        })
+    }
+}
+
+/// The `$node` actor.
+#[derive(Debug)]
+pub(crate) struct ControlActor;
+
+impl ControlActor {
+    /// Starts the control actor of `node` (not yet registered).
+    pub(crate) async fn start(node: WeakNode) -> Result<ActorRef<Mailbox<Control>>, NodeError> {
+        let (actor, _) = Actor::spawn(None, Self, node)
+            .await
+            .map_err(|e| NodeError::Watcher(format!("control actor: {e}")))?;
+        Ok(actor)
+    }
+}
+
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+impl Actor for ControlActor {
+    type Msg = Mailbox<Control>;
+    type State = WeakNode;
+    type Arguments = WeakNode;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        node: WeakNode,
+    ) -> Result<WeakNode, ActorProcessingErr> {
+        Ok(node)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        node: &mut WeakNode,
+    ) -> Result<(), ActorProcessingErr> {
+        let Mailbox::Call { request, reply, .. } = message else {
+            return Ok(());
+        };
+        let Some(node) = node.upgrade() else {
+            myself.stop(None);
+            return Ok(());
+        };
+        let answer = match request.kind {
+            Some(control_request::Kind::Spawn(spawn)) => {
+                // A constructor may take its time: the actor keeps answering others.
+                tokio::spawn(async move {
+                    let answer = spawn_here(&node, spawn).await;
+                    let _ = reply.send(ControlReply { kind: Some(answer) });
+                });
+                return Ok(());
+            }
+            Some(control_request::Kind::Members(MembersRequest {})) => {
+                control_reply::Kind::Members(member_list(&node))
+            }
+            None => control_reply::Kind::Refused(SpawnRefused {
+                reason: spawn_refused::Reason::Unspecified.into(),
+                detail: "an empty control request".into(),
+                known_kinds: Vec::new(),
+            }),
+        };
+        let _ = reply.send(ControlReply { kind: Some(answer) });
+        Ok(())
+    }
+}
+
+/// Spawns on this node what a peer asked for.
+async fn spawn_here(node: &Node, request: SpawnRequest) -> control_reply::Kind {
+    let spec = ActorSpec {
+        kind: request.kind,
+        name: request.name,
+        arg: request.arg,
+    };
+    match node.host(spec.clone()).await {
+        Ok(_) => control_reply::Kind::Spawned(SpawnedPb {
+            node: node.identity().name.clone(),
+            name: spec.name,
+            addr: node.advertised_addr().unwrap_or_default(),
+        }),
+        Err(error) => {
+            let (reason, known_kinds) = match &error {
+                SpawnError::UnknownKind { known, .. } => {
+                    (spawn_refused::Reason::UnknownKind, known.clone())
+                }
+                SpawnError::NameTaken { .. } => (spawn_refused::Reason::NameTaken, Vec::new()),
+                SpawnError::ShuttingDown { .. } => {
+                    (spawn_refused::Reason::ShuttingDown, Vec::new())
+                }
+                _ => (spawn_refused::Reason::Failed, Vec::new()),
+            };
+            control_reply::Kind::Refused(SpawnRefused {
+                reason: reason.into(),
+                detail: error.to_string(),
+                known_kinds,
+            })
+        }
+    }
+}
+
+fn member_list(node: &Node) -> MemberList {
+    match node.members() {
+        Ok(members) => MemberList {
+            clustered: true,
+            members: members.into_iter().map(member_info).collect(),
+        },
+        Err(_) => MemberList {
+            clustered: false,
+            members: Vec::new(),
+        },
+    }
+}
+
+fn member_info(member: Member) -> MemberInfo {
+    MemberInfo {
+        name: member.identity.name,
+        incarnation: member.identity.incarnation.to_string(),
+        generation: member.generation,
+        gossip_addr: member.gossip_addr.to_string(),
+        addr: member.addr.unwrap_or_default(),
+        state: member.state.as_str().to_owned(),
+        actors: member
+            .actors
+            .into_iter()
+            .map(|a| ActorInfo {
+                name: a.name,
+                protocol: a.protocol,
+            })
+            .collect(),
+        kinds: member.kinds,
+    }
+}
+
+/// A member from a peer's list; `None` when it does not parse (a newer peer's state).
+fn member_of(info: MemberInfo) -> Option<Member> {
+    let state = match info.state.as_str() {
+        "up" => MemberState::Up,
+        "leaving" => MemberState::Leaving,
+        "unreachable" => MemberState::Unreachable,
+        _ => return None,
+    };
+    Some(Member {
+        identity: NodeIdentity {
+            name: info.name,
+            incarnation: info.incarnation.parse().unwrap_or_default(),
+        },
+        generation: info.generation,
+        gossip_addr: info.gossip_addr.parse().ok()?,
+        addr: (!info.addr.is_empty()).then_some(info.addr),
+        state,
+        actors: info
+            .actors
+            .into_iter()
+            .map(|a| NamedActor {
+                name: a.name,
+                protocol: a.protocol,
+            })
+            .collect(),
+        kinds: info.kinds,
+    })
+}
+
+impl Node {
+    /// Starts an actor of a kind this node hosts, as `spec` says, and keeps it until
+    /// [`Node::stop_hosted`]: what `--actor KIND:NAME` and a peer's spawn request do.
+    ///
+    /// # Errors
+    /// [`SpawnError::UnknownKind`], [`SpawnError::NameTaken`] when a live actor holds
+    /// the name, [`SpawnError::ShuttingDown`], [`SpawnError::Failed`] when the kind's
+    /// constructor fails.
+    pub async fn host(&self, spec: ActorSpec) -> Result<ActorCell, SpawnError> {
+        let node = self.identity().name.clone();
+        if self.inner.shutdown.is_triggered() {
+            return Err(SpawnError::ShuttingDown { node });
+        }
+        let Some(kind) = self.inner.kinds.get(&spec.kind).cloned() else {
+            return Err(SpawnError::UnknownKind {
+                node,
+                kind: spec.kind,
+                known: self.inner.kinds.names(),
+            });
+        };
+        if self.is_registered(&spec.name) {
+            return Err(SpawnError::NameTaken {
+                node,
+                name: spec.name,
+            });
+        }
+        match kind.host(self.clone(), spec).await {
+            Ok(cell) => {
+                super::lock(&self.inner.hosted).push(cell.clone());
+                Ok(cell)
+            }
+            Err(reason) => Err(SpawnError::Failed { node, reason }),
+        }
+    }
+
+    /// Stops every actor this node hosted ([`Node::host`]), each given `within` to run
+    /// its `post_stop`; returns the names of those that did not stop in time.
+    pub async fn stop_hosted(&self, within: Duration) -> Vec<String> {
+        let hosted = std::mem::take(&mut *super::lock(&self.inner.hosted));
+        let mut late = Vec::new();
+        for actor in hosted {
+            let name = actor
+                .get_name()
+                .unwrap_or_else(|| actor.get_id().to_string());
+            if actor
+                .stop_and_wait(Some("node shutdown".into()), Some(within))
+                .await
+                .is_err()
+            {
+                late.push(name);
+            }
+        }
+        late
+    }
+
+    /// Asks the node at `addr` (`host:port`) to start an actor as `spec` says.
+    ///
+    /// # Errors
+    /// [`SpawnError::UnknownKind`] (with the kinds it has), [`SpawnError::NameTaken`],
+    /// [`SpawnError::Failed`], [`SpawnError::ShuttingDown`] from the node;
+    /// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked.
+    pub async fn spawn_at(&self, addr: &str, spec: ActorSpec) -> Result<Spawned, SpawnError> {
+        let request = ControlRequest {
+            kind: Some(control_request::Kind::Spawn(SpawnRequest {
+                kind: spec.kind.clone(),
+                name: spec.name.clone(),
+                arg: spec.arg.clone(),
+            })),
+        };
+        let (peer, reply) = self.control_call(addr, request).await?;
+        match reply.kind {
+            Some(control_reply::Kind::Spawned(spawned)) => Ok(Spawned {
+                addr: if spawned.addr.is_empty() {
+                    addr.to_owned()
+                } else {
+                    spawned.addr
+                },
+                node: spawned.node,
+                name: spawned.name,
+            }),
+            Some(control_reply::Kind::Refused(refused)) => Err(refusal(peer, spec, refused)),
+            _ => Err(SpawnError::Failed {
+                node: peer,
+                reason: "the node answered a spawn with something else".into(),
+            }),
+        }
+    }
+
+    /// Asks a member of the cluster to start an actor as `spec` says: the member named
+    /// in `on`, or any that offers the kind.
+    ///
+    /// # Errors
+    /// [`SpawnError::NoSuchNode`] when no member of that name is up,
+    /// [`SpawnError::NoNodeOffers`] when none offers the kind,
+    /// [`SpawnError::NotClustered`]; otherwise as [`Node::spawn_at`].
+    pub async fn spawn(&self, on: SpawnOn, spec: ActorSpec) -> Result<Spawned, SpawnError> {
+        let view = self
+            .membership()
+            .map_err(|_| SpawnError::NotClustered)?
+            .view();
+        let target = match &on {
+            SpawnOn::Node(name) => view
+                .serving(name)
+                .ok_or_else(|| SpawnError::NoSuchNode { node: name.clone() })?,
+            SpawnOn::AnyOffering => view
+                .offering(&spec.kind)
+                .first()
+                .copied()
+                .ok_or_else(|| SpawnError::NoNodeOffers {
+                    kind: spec.kind.clone(),
+                })?,
+        };
+        let addr = target.addr.clone().unwrap_or_default();
+        self.spawn_at(&addr, spec).await
+    }
+
+    /// The members of the cluster of the node at `addr`, as it sees them.
+    ///
+    /// # Errors
+    /// [`SpawnError::NotClustered`] when that node is not in a cluster;
+    /// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked.
+    pub async fn members_at(&self, addr: &str) -> Result<Vec<Member>, SpawnError> {
+        let request = ControlRequest {
+            kind: Some(control_request::Kind::Members(MembersRequest {})),
+        };
+        let (peer, reply) = self.control_call(addr, request).await?;
+        match reply.kind {
+            Some(control_reply::Kind::Members(list)) if list.clustered => {
+                Ok(list.members.into_iter().filter_map(member_of).collect())
+            }
+            Some(control_reply::Kind::Members(_)) => Err(SpawnError::NotClustered),
+            _ => Err(SpawnError::Failed {
+                node: peer,
+                reason: "the node answered a member list request with something else".into(),
+            }),
+        }
+    }
+
+    /// One call to `$node` at `addr` on a session of its own, closed after.
+    async fn control_call(
+        &self,
+        addr: &str,
+        request: ControlRequest,
+    ) -> Result<(String, ControlReply), SpawnError> {
+        let (remote, _inbox) = self.connect_inbox::<Control>(addr, CONTROL_ACTOR).await?;
+        let peer = remote.session().peer().name.clone();
+        let reply = remote.call(request, CONTROL_CALL_TIMEOUT).await;
+        remote.finish();
+        Ok((peer, reply?))
+    }
+}
+
+fn refusal(node: String, spec: ActorSpec, refused: SpawnRefused) -> SpawnError {
+    match refused.reason() {
+        spawn_refused::Reason::UnknownKind => SpawnError::UnknownKind {
+            node,
+            kind: spec.kind,
+            known: refused.known_kinds,
+        },
+        spawn_refused::Reason::NameTaken => SpawnError::NameTaken {
+            node,
+            name: spec.name,
+        },
+        spawn_refused::Reason::ShuttingDown => SpawnError::ShuttingDown { node },
+        spawn_refused::Reason::Failed | spawn_refused::Reason::Unspecified => SpawnError::Failed {
+            node,
+            reason: refused.detail,
+        },
+    }
+}
