@@ -216,6 +216,8 @@ impl Actor for SeqCheck {
                 return Ok(());
             }
             Mailbox::Local(never) => match never {},
+            // Not subscribed to the cluster.
+            Mailbox::Cluster(_) => return Ok(()),
         };
         match kind {
             Some(check_request::Kind::Tick(tick)) => {

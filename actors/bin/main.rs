@@ -4,6 +4,10 @@
 //! duologue node --name hub --listen 127.0.0.1:0 --secret-file cluster.secret --actor chat-room:general
 //! duologue chat --peer 127.0.0.1:PORT --room general --user alice --secret-file cluster.secret
 //! duologue demo chat
+//! duologue node --name a --secret-file cluster.secret --gossip-listen 127.0.0.1:7001 --actor chat-room:general
+//! duologue node --name b --secret-file cluster.secret --gossip-listen 127.0.0.1:7002 --seed 127.0.0.1:7001
+//! duologue members --peer 127.0.0.1:PORT --secret-file cluster.secret
+//! duologue spawn --peer 127.0.0.1:PORT --secret-file cluster.secret --any chat-room:lobby
 //! duologue certs certs/ --node hub --node alice   # a development CA and certificates
 //! duologue node --name hub --listen 0.0.0.0:7000 --secret-file cluster.secret \
 //!     --tls-cert certs/hub.pem --tls-key certs/hub.key --tls-client-ca certs/ca.pem --actor chat-room:general
@@ -20,6 +24,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod certs;
 mod chat;
 mod demo;
+mod members;
 mod node;
 mod secret;
 
@@ -54,6 +59,10 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Make a cluster secret: `duologue secret new FILE`.
     Secret(secret::SecretArgs),
+    /// List a cluster's members, their state and named actors, as one node sees them.
+    Members(members::MembersArgs),
+    /// Start an actor of a registered kind on a node of the cluster.
+    Spawn(members::SpawnArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +87,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Certs(args) => certs::run(&args),
             Command::Secret(args) => secret::run(&args),
+            Command::Members(args) => members::members(args).await,
+            Command::Spawn(args) => members::spawn(args).await,
         }
     });
     // A blocking read of stdin may still be pending; the command is over, so do not
