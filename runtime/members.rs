@@ -129,6 +129,11 @@ pub enum ClusterEvent {
     },
 }
 
+// With ractor's `cluster` feature, ractor implements `Message` only for types that say so
+// (an actor may take cluster events as its whole `Msg`).
+#[cfg(feature = "ractor-cluster")]
+impl ractor::Message for ClusterEvent {}
+
 /// One node's gossip state, as the gossip engine holds it: the input of [`View::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NodeRecord {
@@ -147,12 +152,22 @@ type MemberKey = (String, u64, SocketAddr);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct View {
     members: BTreeMap<MemberKey, Member>,
+    /// The members ever seen up: a node is known to the gossip state before its
+    /// failure detector has heard enough heartbeats to call it live, and that first
+    /// silence is a join in progress, not a death.
+    seen_up: std::collections::BTreeSet<MemberKey>,
 }
 
 impl View {
-    /// The view of `records`.
+    /// The view of `records`, with no history.
+    #[cfg(test)]
     pub(crate) fn new(records: impl IntoIterator<Item = NodeRecord>) -> Self {
-        let members = records
+        Self::default().next(records)
+    }
+
+    /// The view of `records` after this one.
+    pub(crate) fn next(&self, records: impl IntoIterator<Item = NodeRecord>) -> Self {
+        let members: BTreeMap<MemberKey, Member> = records
             .into_iter()
             .map(|record| {
                 let key = (
@@ -163,7 +178,12 @@ impl View {
                 (key, member_of(record))
             })
             .collect();
-        Self { members }
+        let seen_up = members
+            .iter()
+            .filter(|(key, m)| m.state != MemberState::Unreachable || self.seen_up.contains(*key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        Self { members, seen_up }
     }
 
     /// Every member, ordered by name then generation.
@@ -212,7 +232,12 @@ impl View {
     pub(crate) fn events_to(&self, next: &Self) -> Vec<ClusterEvent> {
         let mut events = Vec::new();
         for (key, after) in &next.members {
-            match self.members.get(key).map(|m| m.state) {
+            let before = self
+                .members
+                .get(key)
+                .filter(|_| self.seen_up.contains(key))
+                .map(|m| m.state);
+            match before {
                 None if after.state == MemberState::Up => {
                     events.push(ClusterEvent::Joined(after.clone()));
                 }
@@ -370,19 +395,35 @@ mod tests {
     #[test]
     fn a_member_goes_through_join_unreachable_reachable_leave_and_removal() {
         let empty = View::default();
-        let up = View::new([record("a", 1, true, &[])]);
-        let dead = View::new([record("a", 1, false, &[])]);
-        let leaving = View::new([record("a", 1, true, &[(KEY_LEAVING, "1")])]);
+        let up = empty.next([record("a", 1, true, &[])]);
+        let dead = up.next([record("a", 1, false, &[])]);
+        let back = dead.next([record("a", 1, true, &[])]);
+        let leaving = back.next([record("a", 1, true, &[(KEY_LEAVING, "1")])]);
+        let silent = leaving.next([record("a", 1, false, &[(KEY_LEAVING, "1")])]);
+        let removed = silent.next([]);
         assert_eq!(names(&empty.events_to(&up)), ["joined a"]);
         assert_eq!(names(&up.events_to(&dead)), ["unreachable a"]);
-        assert_eq!(names(&dead.events_to(&up)), ["reachable a"]);
-        assert_eq!(names(&up.events_to(&leaving)), ["left a"]);
+        assert_eq!(names(&dead.events_to(&back)), ["reachable a"]);
+        assert_eq!(names(&back.events_to(&leaving)), ["left a"]);
         // Silent after leaving: already told.
-        assert!(leaving.events_to(&dead).is_empty());
-        assert_eq!(names(&dead.events_to(&empty)), ["removed a"]);
+        assert!(leaving.events_to(&silent).is_empty());
+        assert_eq!(names(&silent.events_to(&removed)), ["removed a"]);
         // First seen dead: nothing to tell.
-        assert!(empty.events_to(&dead).is_empty());
+        assert!(empty.events_to(&View::new([record("a", 1, false, &[])])).is_empty());
         assert!(up.events_to(&up).is_empty());
+    }
+
+    #[test]
+    fn a_node_known_before_its_first_heartbeats_joins_when_they_come() {
+        let joining = View::default().next([record("a", 1, false, &[])]);
+        assert!(View::default().events_to(&joining).is_empty());
+        let up = joining.next([record("a", 1, true, &[])]);
+        assert_eq!(names(&joining.events_to(&up)), ["joined a"]);
+        // Once seen up, silence is a death, and hearing it again a return.
+        let dead = up.next([record("a", 1, false, &[])]);
+        assert_eq!(names(&up.events_to(&dead)), ["unreachable a"]);
+        let back = dead.next([record("a", 1, true, &[])]);
+        assert_eq!(names(&dead.events_to(&back)), ["reachable a"]);
     }
 
     #[test]

@@ -259,8 +259,8 @@ impl Membership {
     /// changed.
     async fn refresh(&self) {
         let records = records(&*self.chitchat.lock().await);
-        let next = View::new(records);
         let mut subscribers = lock(&self.subscribers);
+        let next = self.view.borrow().next(records);
         let events = self.view.borrow().events_to(&next);
         let same = **self.view.borrow() == next;
         if !same {
@@ -391,6 +391,18 @@ impl Node {
     /// [`crate::NodeConfig::cluster`].
     pub fn members(&self) -> Result<Vec<Member>, NodeError> {
         Ok(self.membership()?.view().members())
+    }
+
+    /// Resolves at the next change of [`Node::members`] (immediately for a node not in
+    /// a cluster): for waiting until the cluster looks as wanted instead of polling.
+    /// Create it before reading the members, so that a change in between is not missed.
+    pub fn members_changed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let changes = self.inner.membership.get().map(|m| m.view.subscribe());
+        async move {
+            if let Some(mut changes) = changes {
+                let _ = changes.changed().await;
+            }
+        }
     }
 
     /// Where this node gossips, in a cluster.

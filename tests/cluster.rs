@@ -1,0 +1,318 @@
+//! A cluster of three nodes in one process on 127.0.0.1, gossiping every 100 ms:
+//! membership converges, cluster events reach a subscribed actor, names resolve
+//! wherever they live (typed, with conflicts resolved by the documented rule), a node
+//! that leaves or dies takes its names with it, and actors are spawned by kind on
+//! another node. The cross-host version, on network namespaces with latency and loss,
+//! is `tests/cluster_netns.rs`.
+
+use std::time::{Duration, Instant};
+
+use duologue::{
+    ActorSpec, ClusterConfig, ClusterEvent, LookupError, MemberState, Node, NodeConfig, Secret,
+    SpawnError, SpawnOn,
+};
+use duologue_actors::chat::ChatRoom;
+use duologue_actors::seq_check::proto::{Report, ReportRequest};
+use duologue_actors::seq_check::{CheckConfig, SeqCheck};
+use duologue_testkit::IgnoringOwner;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn secret() -> Secret {
+    Secret::new("cluster test secret, 32 bytes!!").unwrap()
+}
+
+async fn node(name: &str, seeds: &[std::net::SocketAddr]) -> Node {
+    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
+    cluster.gossip_interval = Duration::from_millis(100);
+    cluster.leave_linger = Duration::from_millis(500);
+    cluster.seeds = seeds.iter().map(ToString::to_string).collect();
+    let config = NodeConfig {
+        name: name.into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        cluster: Some(cluster),
+        ..NodeConfig::default()
+    };
+    Node::builder()
+        .config(config)
+        .secret(secret())
+        .kind("seq-check", "counts ticks", |node, spec| async move {
+            let (check, _) = Actor::spawn(None, SeqCheck, CheckConfig::from(spec.name.as_str()))
+                .await
+                .map_err(|e| e.to_string())?;
+            node.register(spec.name, &check)
+                .map_err(|e| e.to_string())?;
+            Ok(check.get_cell())
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+/// An actor that forwards the cluster events it gets to the test.
+struct Listener;
+
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+impl Actor for Listener {
+    type Msg = ClusterEvent;
+    type State = mpsc::UnboundedSender<ClusterEvent>;
+    type Arguments = mpsc::UnboundedSender<ClusterEvent>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<ClusterEvent>,
+        events: Self::State,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(events)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ClusterEvent>,
+        event: ClusterEvent,
+        events: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = events.send(event);
+        Ok(())
+    }
+}
+
+/// Waits for the first event `pick` accepts, failing after [`WAIT`].
+async fn next_event<T>(
+    events: &mut mpsc::UnboundedReceiver<ClusterEvent>,
+    mut pick: impl FnMut(&ClusterEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = events.recv().await.expect("listener gone");
+            if let Some(picked) = pick(&event) {
+                return picked;
+            }
+        }
+    })
+    .await
+    .expect("the expected cluster event did not come")
+}
+
+async fn wait_members(node: &Node, up: usize) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let changed = node.members_changed();
+            let members = node.members().unwrap();
+            if members.iter().filter(|m| m.state == MemberState::Up).count() == up {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{up} members never up: {:?}", node.members()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge_find_names_hear_events_and_spawn_by_kind() {
+    let a = node("a", &[]).await;
+    let seed = a.gossip_addr().unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let (listener, _) = Actor::spawn(None, Listener, tx).await.unwrap();
+    a.subscribe_cluster(&listener).unwrap();
+    let current = next_event(&mut events, |e| match e {
+        ClusterEvent::Current(members) => Some(members.len()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(current, 1, "a sees itself first");
+
+    let started = Instant::now();
+    let b = node("b", &[seed]).await;
+    let c = node("c", &[seed]).await;
+    let mut joined = Vec::new();
+    while joined.len() < 2 {
+        joined.push(
+            next_event(&mut events, |e| match e {
+                ClusterEvent::Joined(m) => Some(m.identity.name.clone()),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    joined.sort();
+    assert_eq!(joined, ["b", "c"]);
+    wait_members(&b, 3).await;
+    wait_members(&c, 3).await;
+    eprintln!("converged in {:?}", started.elapsed());
+    // The members carry the incarnation each node gossips.
+    let seen_c = a.members().unwrap();
+    let seen_c = seen_c.iter().find(|m| m.identity.name == "c").unwrap();
+    assert_eq!(seen_c.identity, *c.identity());
+
+    // A name registered on c resolves from a, typed; a call answers.
+    let (check, _) = Actor::spawn(None, SeqCheck, CheckConfig::from("ticks"))
+        .await
+        .unwrap();
+    c.register("ticks", &check).unwrap();
+    let started = Instant::now();
+    let located = a.lookup::<SeqCheck>("ticks", WAIT).await.unwrap();
+    eprintln!("lookup of a new name took {:?}", started.elapsed());
+    assert_eq!(located.node.name, "c");
+    let (owner, _) = Actor::spawn(None, IgnoringOwner, ()).await.unwrap();
+    let remote = a
+        .connect_named::<SeqCheck, _>("ticks", &owner, WAIT)
+        .await
+        .unwrap();
+    let report: Report = remote
+        .call_as(ReportRequest::default(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(report.received, 0);
+
+    // Typed: looked up with another protocol, the name is refused, not connected to.
+    let mismatch = a.lookup::<ChatRoom>("ticks", WAIT).await.unwrap_err();
+    assert!(
+        matches!(mismatch, LookupError::ProtocolMismatch { ref node, .. } if node == "c"),
+        "{mismatch:?}"
+    );
+    // A name nobody serves: a typed error once the bound passed.
+    let missing = a
+        .lookup::<SeqCheck>("nobody", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, LookupError::NotFound { .. }), "{missing:?}");
+
+    // The same name on b: a conflict, told once, resolved to the longest running node
+    // (b started before c).
+    let (other, _) = Actor::spawn(None, SeqCheck, CheckConfig::from("ticks"))
+        .await
+        .unwrap();
+    b.register("ticks", &other).unwrap();
+    let (winner, others) = next_event(&mut events, |e| match e {
+        ClusterEvent::NameConflict {
+            name,
+            winner,
+            others,
+        } if name == "ticks" => Some((winner.name.clone(), others.len())),
+        _ => None,
+    })
+    .await;
+    assert_eq!((winner.as_str(), others), ("b", 1));
+    let located = a.lookup::<SeqCheck>("ticks", WAIT).await.unwrap();
+    assert_eq!(located.node.name, "b");
+    assert_eq!(located.others.len(), 1);
+    // The actor on b stops: its name goes, and the name resolves to c again.
+    other.stop(None);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let changed = a.members_changed();
+            if a.lookup::<SeqCheck>("ticks", WAIT).await.unwrap().node.name == "c" {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("the name never went back to c");
+
+    // Spawn by kind: on a chosen node, on any that offers it, and an unknown kind.
+    let spawned = a
+        .spawn(SpawnOn::Node("b".into()), ActorSpec::new("seq-check", "counter"))
+        .await
+        .unwrap();
+    assert_eq!(spawned.node, "b");
+    assert_eq!(
+        a.lookup::<SeqCheck>("counter", WAIT).await.unwrap().node.name,
+        "b"
+    );
+    let anywhere = a
+        .spawn(SpawnOn::AnyOffering, ActorSpec::new("seq-check", "anywhere"))
+        .await
+        .unwrap();
+    // b holds one name now; a and c hold none but a sorts first... c has "ticks".
+    assert_eq!(anywhere.node, "a", "the node with the fewest names: {anywhere:?}");
+    let taken = a
+        .spawn(SpawnOn::Node("b".into()), ActorSpec::new("seq-check", "counter"))
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, SpawnError::NameTaken { .. }), "{taken:?}");
+    let unknown = a
+        .spawn(SpawnOn::Node("c".into()), ActorSpec::new("no-such-kind", "x"))
+        .await
+        .unwrap_err();
+    match unknown {
+        SpawnError::UnknownKind { node, known, .. } => {
+            assert_eq!(node, "c");
+            assert_eq!(known, ["seq-check"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let nowhere = a
+        .spawn(SpawnOn::AnyOffering, ActorSpec::new("no-such-kind", "x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(nowhere, SpawnError::NoNodeOffers { .. }), "{nowhere:?}");
+
+    // c leaves politely: a hears `Left`, and c's name goes with it.
+    c.shutdown().await;
+    next_event(&mut events, |e| match e {
+        ClusterEvent::Left(m) if m.identity.name == "c" => Some(()),
+        _ => None,
+    })
+    .await;
+    let gone = a
+        .lookup::<SeqCheck>("ticks", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, LookupError::NotFound { .. }), "{gone:?}");
+
+    // b dies (every handle dropped, no farewell): declared unreachable, its names gone.
+    let died = Instant::now();
+    drop(b);
+    next_event(&mut events, |e| match e {
+        ClusterEvent::Unreachable(m) if m.identity.name == "b" => Some(()),
+        _ => None,
+    })
+    .await;
+    eprintln!("b declared dead after {:?}", died.elapsed());
+    assert!(
+        a.lookup::<SeqCheck>("counter", Duration::from_millis(300))
+            .await
+            .is_err()
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_without_a_cluster_says_so() {
+    let config = NodeConfig {
+        name: "alone".into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..NodeConfig::default()
+    };
+    let node = Node::builder()
+        .config(config)
+        .secret(secret())
+        .start()
+        .await
+        .unwrap();
+    assert!(matches!(
+        node.lookup::<SeqCheck>("x", Duration::ZERO).await,
+        Err(LookupError::NotClustered)
+    ));
+    assert!(node.members().is_err());
+    // Asked over the wire, it says it is not in a cluster; spawning by address works.
+    let addr = node.local_addr().unwrap().to_string();
+    let client = Node::builder().secret(secret()).start().await.unwrap();
+    assert!(matches!(
+        client.members_at(&addr).await,
+        Err(SpawnError::NotClustered)
+    ));
+    let unknown = client
+        .spawn_at(&addr, ActorSpec::new("seq-check", "x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, SpawnError::UnknownKind { ref known, .. } if known.is_empty()),
+        "{unknown:?}"
+    );
+}
