@@ -4,7 +4,8 @@
 //! [`NodeMain`] knows the kinds the program registered and does the rest the way
 //! `duologue node` does: every flag of [`NodeArgs`], the first stdout line
 //! `listening on ADDR` (the contract with whoever started the process), and on SIGTERM or
-//! SIGINT a bounded drain of every session before the actors stop. SIGUSR1 prints one
+//! SIGINT a bounded drain of every session before the actors stop. A node in a cluster
+//! (`--gossip-listen`) prints `gossip on ADDR` as its second line. SIGUSR1 prints one
 //! line on stderr with the node's bookkeeping (links, resumable sessions, owners).
 //!
 //! ```no_run
@@ -213,8 +214,12 @@ impl NodeMain {
             }
         }
         let addr = node.local_addr().ok_or("the node has no listen address")?;
-        // The first stdout line is the contract with whoever started us.
+        // The first stdout line is the contract with whoever started us; a node in a
+        // cluster says where it gossips on the second (what other nodes take as --seed).
         println!("listening on {addr}");
+        if let Some(gossip) = node.gossip_addr() {
+            println!("gossip on {gossip}");
+        }
         loop {
             tokio::select! {
                 _ = terminate.recv() => break,

@@ -1,4 +1,5 @@
-//! `duologue demo chat`, the README's first command, runs a real cluster and exits 0.
+//! The demos run real clusters and exit 0: `duologue demo chat` (the README's first
+//! command), `all`, and `cluster`.
 
 mod support;
 
@@ -45,4 +46,31 @@ async fn demo_all_plays_every_paradigm_and_exits_zero() {
         let done = format!("demo {paradigm}: ok");
         assert!(out.contains(&done), "no {done:?} in {out:#?}");
     }
+}
+
+#[tokio::test]
+async fn demo_cluster_finds_the_room_by_name_and_brings_it_back_after_its_node_dies() {
+    let mut demo =
+        ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "cluster".into()]).unwrap();
+    let mut out = Vec::new();
+    while let Some(line) = demo.stdout_line(Duration::from_secs(90)).await.unwrap() {
+        out.push(line);
+    }
+    assert_eq!(
+        demo.wait(Duration::from_secs(10)).await.unwrap(),
+        Some(0),
+        "{out:#?}"
+    );
+    assert_eq!(out.last().map(String::as_str), Some("demo cluster: ok"));
+    let has = |needle: &str| out.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(has("the seed sees all four members up"), 1, "{out:#?}");
+    assert_eq!(has("the cluster declared n2 dead"), 1, "{out:#?}");
+    assert_eq!(has("rejoined general"), 2, "{out:#?}");
+    assert_eq!(has("bob heard"), 2, "{out:#?}");
+    // The room came back on a surviving node, which the last member table shows.
+    assert!(
+        out.iter()
+            .any(|l| l.contains("spawned general on n") && !l.contains("on n2")),
+        "{out:#?}"
+    );
 }

@@ -44,6 +44,13 @@ pub(crate) struct ChatArgs {
     /// of exiting.
     #[arg(long)]
     rejoin: bool,
+    /// `--peer` is any node of a cluster: the room is found by name in its member list,
+    /// and found again after a loss (with --rejoin), wherever it was started again.
+    #[arg(long)]
+    find: bool,
+    /// How long an interrupted session to the room may take to resume before it is lost.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    resume_timeout: Duration,
 }
 
 /// Exit codes, so scripts can tell failures apart.
@@ -68,15 +75,21 @@ pub(crate) async fn run(args: ChatArgs) -> ExitCode {
 async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let fail = |m: String| (exit::FAILURE, m);
     let secret = Secret::from_file(&args.secret_file).map_err(|e| fail(e.to_string()))?;
+    let session = duologue::SessionConfig {
+        resume_timeout: args.resume_timeout,
+        ..duologue::SessionConfig::default()
+    };
     let mut builder = Node::builder()
         .name(format!("chat-{}", args.user))
         .secret(secret)
+        .session_config(session)
         .connect_timeout(args.connect_timeout);
     if let Some(tls) = args.tls.load().map_err(|e| fail(e.to_string()))? {
         builder = builder.peer_tls(tls);
     }
     let node = builder.start().await.map_err(|e| fail(e.to_string()))?;
-    let mut joined = join(&node, &args.peer, &args.room, &args.user, args.timeout)
+    let room_addr = room_addr(&node, &args).await?;
+    let mut joined = join(&node, &room_addr, &args.room, &args.user, args.timeout)
         .await
         .map_err(join_failure)?;
     let mut roster = Roster::new(&joined.welcome);
@@ -220,7 +233,15 @@ async fn join_again(
 ) -> Result<duologue_actors::chat::Joined, (u8, String)> {
     let deadline = tokio::time::Instant::now() + args.timeout;
     loop {
-        match join(node, &args.peer, &args.room, &args.user, args.timeout).await {
+        let found = match room_addr(node, args).await {
+            Ok(addr) => addr,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        match join(node, &found, &args.room, &args.user, args.timeout).await {
             Ok(joined) => {
                 eprintln!(
                     "rejoined {} as {} ({})",
@@ -239,6 +260,30 @@ async fn join_again(
             }
         }
     }
+}
+
+/// Where the room is: `--peer`, or with `--find`, the node the cluster's member list
+/// (as `--peer` sees it) says serves it, by the rule lookups follow (the longest running
+/// node first).
+async fn room_addr(node: &Node, args: &ChatArgs) -> Result<String, (u8, String)> {
+    if !args.find {
+        return Ok(args.peer.clone());
+    }
+    let members = node
+        .members_at(&args.peer)
+        .await
+        .map_err(|e| (exit::UNREACHABLE, format!("cannot list members at {}: {e}", args.peer)))?;
+    members
+        .iter()
+        .filter(|m| m.serves() && m.actor(&args.room).is_some())
+        .min_by(|a, b| (a.generation, &a.identity.name).cmp(&(b.generation, &b.identity.name)))
+        .and_then(|m| m.addr.clone())
+        .ok_or_else(|| {
+            (
+                exit::UNKNOWN_ROOM,
+                format!("no member of {}'s cluster serves room {:?}", args.peer, args.room),
+            )
+        })
 }
 
 /// Who is in the room as this member knows it: its Welcome's list, then each presence

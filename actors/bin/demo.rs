@@ -1,10 +1,11 @@
-//! `duologue demo <chat|edit|reconcile|pipeline|all>`: a real cluster of separate
+//! `duologue demo <chat|edit|reconcile|pipeline|cluster|all>`: a real cluster of separate
 //! processes on 127.0.0.1 with ports chosen at run time, playing one paradigm (or all of
 //! them in turn) and printing what happens for a person to read. Every child is killed on
 //! every exit path (errors, Ctrl-C, panics): each one is held by a guard that kills it
 //! when dropped.
 
 mod chat;
+mod cluster;
 mod edit;
 mod pipeline;
 mod reconcile;
@@ -33,6 +34,9 @@ enum Paradigm {
     Reconcile,
     /// A producer whose rate follows a stage's back-pressure.
     Pipeline,
+    /// Nodes finding each other by gossip; a room found by name, its node killed, the
+    /// room spawned again elsewhere and its members back in it.
+    Cluster,
     /// Every paradigm in turn.
     All,
 }
@@ -47,6 +51,7 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
             Paradigm::Edit,
             Paradigm::Reconcile,
             Paradigm::Pipeline,
+            Paradigm::Cluster,
         ],
         one => vec![one],
     };
@@ -73,6 +78,7 @@ async fn play(paradigm: Paradigm) -> (&'static str, Result<(), ClusterError>) {
         Paradigm::Edit => ("edit", edit::run().await),
         Paradigm::Reconcile => ("reconcile", reconcile::run().await),
         Paradigm::Pipeline => ("pipeline", pipeline::run().await),
+        Paradigm::Cluster => ("cluster", cluster::run().await),
         Paradigm::All => unreachable!("expanded above"),
     }
 }

@@ -1,0 +1,259 @@
+//! `duologue demo cluster`: four node processes on 127.0.0.1 find each other through one
+//! seed; a chat room on one of them is found by name from members that only know the
+//! seed; the room's node is killed; the cluster declares it dead; the room is spawned
+//! again by kind on a surviving node, and the members find it there and rejoin. Every
+//! child is killed on every exit path.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use duologue::{MemberState, Node, Secret};
+use duologue_testkit::{ChildGuard, ClusterError, NodeProcess, SecretDir, Signal};
+use tokio::io::AsyncWriteExt;
+
+use super::STEP;
+
+const ROOM: &str = "general";
+/// Fast gossip for a demo on one machine (the default is 1s).
+const GOSSIP_INTERVAL: &str = "200ms";
+
+pub(crate) async fn run() -> Result<(), ClusterError> {
+    let started = Instant::now();
+    let exe = std::env::current_exe()?;
+    let secrets = SecretDir::create()?;
+    let secret = secrets.secret().display().to_string();
+    let node_args = |actor: Option<&str>, seed: Option<&str>| {
+        let mut args = vec![
+            "--secret-file".to_owned(),
+            secret.clone(),
+            "--gossip-listen".into(),
+            "127.0.0.1:0".into(),
+            "--gossip-interval".into(),
+            GOSSIP_INTERVAL.into(),
+        ];
+        if let Some(seed) = seed {
+            args.extend(["--seed".to_owned(), seed.to_owned()]);
+        }
+        if let Some(actor) = actor {
+            args.extend(["--actor".to_owned(), actor.to_owned()]);
+        }
+        args
+    };
+
+    println!("duologue demo: cluster");
+    println!("  four node processes gossiping on 127.0.0.1; the others know only the first\n");
+    let mut seed = NodeProcess::start(&exe, "n1", &node_args(None, None), STEP).await?;
+    let gossip = gossip_line(&mut seed.child).await?;
+    print_node(&seed, &format!("the seed, gossiping on {gossip}"));
+    let mut nodes = vec![seed];
+    for (name, actor) in [("n2", Some(format!("chat-room:{ROOM}"))), ("n3", None), ("n4", None)] {
+        let node =
+            NodeProcess::start(&exe, name, &node_args(actor.as_deref(), Some(&gossip)), STEP)
+                .await?;
+        let what = match &actor {
+            Some(_) => format!("hosting room {ROOM:?}"),
+            None => "hosting nothing yet".into(),
+        };
+        print_node(&node, &what);
+        nodes.push(node);
+    }
+    let seed_addr = nodes[0].addr.to_string();
+
+    let operator = operator(&secret).await?;
+    let converged = Instant::now();
+    let members = wait_members(&operator, &seed_addr, |m| {
+        m.iter().filter(|m| m.state == MemberState::Up).count() == 4
+    })
+    .await?;
+    println!(
+        "\n  the seed sees all four members up after {:.1?}:",
+        converged.elapsed()
+    );
+    print_table(&members);
+
+    println!("\n  two members join room {ROOM:?}, knowing only the seed's address:");
+    let mut chats = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut chat = join(&exe, user, &seed_addr, &secret)?;
+        let joined = chat.stderr_until("joined", STEP).await?;
+        println!("    {user:<6} {joined}");
+        chats.push(chat);
+    }
+    say(&mut chats, 0, "hello bob, I found this room by its name").await?;
+    let heard = chats[1].stdout_line(STEP).await?.unwrap_or_default();
+    println!("    bob heard  {heard:?}");
+
+    let room_node = nodes.remove(1);
+    let killed = Instant::now();
+    room_node.child.signal(Signal::SIGKILL)?;
+    println!(
+        "\n  killed n2 (pid {}), the room's node, without a farewell",
+        room_node.child.pid().unwrap_or(0)
+    );
+    wait_members(&operator, &seed_addr, |m| {
+        m.iter()
+            .any(|m| m.identity.name == "n2" && m.state == MemberState::Unreachable)
+    })
+    .await?;
+    println!(
+        "  the cluster declared n2 dead after {:.1?}",
+        killed.elapsed()
+    );
+    drop(room_node);
+
+    let spawn = spawn_room(&exe, &seed_addr, &secret).await?;
+    println!("  `duologue spawn --any chat-room:{ROOM}`: {spawn}");
+    for (i, user) in ["alice", "bob"].into_iter().enumerate() {
+        let rejoined = chats[i].stderr_until("rejoined", STEP).await?;
+        println!("    {user:<6} {rejoined}");
+    }
+    println!(
+        "  the room was back and both members in it {:.1?} after n2 was killed",
+        killed.elapsed()
+    );
+    say(&mut chats, 0, "we are back, on another node").await?;
+    let heard = chats[1].stdout_line(STEP).await?.unwrap_or_default();
+    println!("    bob heard  {heard:?}");
+    print_table(&operator.members_at(&seed_addr).await.map_err(unexpected)?);
+
+    for chat in &mut chats {
+        chat.close_stdin();
+    }
+    for mut chat in chats {
+        let name = chat.name().to_owned();
+        match chat.wait(STEP).await? {
+            Some(0) => {}
+            code => return Err(ClusterError::Unexpected(format!("{name} exited {code:?}"))),
+        }
+    }
+    for mut node in nodes {
+        node.child.signal(Signal::SIGTERM)?;
+        node.child.wait(STEP).await?;
+    }
+    println!("\n  done in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+/// The node's second stdout line, `gossip on ADDR`.
+async fn gossip_line(node: &mut ChildGuard) -> Result<String, ClusterError> {
+    let line = node.stdout_line(STEP).await?.unwrap_or_default();
+    line.strip_prefix("gossip on ")
+        .map(str::to_owned)
+        .ok_or_else(|| ClusterError::Unexpected(format!("expected `gossip on ADDR`, got {line:?}")))
+}
+
+fn print_node(node: &NodeProcess, what: &str) {
+    println!(
+        "  node {:<3} pid {:<7} listening on {}, {what}",
+        node.child.name(),
+        node.child.pid().unwrap_or(0),
+        node.addr
+    );
+}
+
+fn print_table(members: &[duologue::Member]) {
+    for line in crate::members::table(members).lines() {
+        println!("    {line}");
+    }
+}
+
+/// A node of this process that asks the cluster's nodes about their cluster.
+async fn operator(secret: &str) -> Result<Node, ClusterError> {
+    let secret = Secret::from_file(secret).map_err(unexpected)?;
+    Node::builder()
+        .name("demo")
+        .secret(secret)
+        .start()
+        .await
+        .map_err(unexpected)
+}
+
+/// Asks `addr` for its members until `wanted` holds of them, for up to [`STEP`].
+async fn wait_members(
+    operator: &Node,
+    addr: &str,
+    wanted: impl Fn(&[duologue::Member]) -> bool,
+) -> Result<Vec<duologue::Member>, ClusterError> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let members = operator.members_at(addr).await.map_err(unexpected)?;
+        if wanted(&members) {
+            return Ok(members);
+        }
+        if Instant::now() > deadline {
+            return Err(ClusterError::Timeout {
+                what: format!("the members never looked as expected: {members:?}"),
+                timeout: STEP,
+            });
+        }
+        // The demo asks a node over the network, which has no change notification.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn join(exe: &Path, user: &str, seed: &str, secret: &str) -> Result<ChildGuard, ClusterError> {
+    let args: Vec<String> = [
+        "chat",
+        "--peer",
+        seed,
+        "--find",
+        "--rejoin",
+        "--resume-timeout",
+        "1s",
+        "--timeout",
+        "15s",
+        "--connect-timeout",
+        "1s",
+        "--room",
+        ROOM,
+        "--user",
+        user,
+        "--secret-file",
+        secret,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    ChildGuard::spawn(user, exe, &args)
+}
+
+async fn say(chats: &mut [ChildGuard], who: usize, line: &str) -> Result<(), ClusterError> {
+    let stdin = chats[who]
+        .stdin
+        .as_mut()
+        .ok_or_else(|| ClusterError::Unexpected("stdin closed".into()))?;
+    stdin.write_all(format!("{line}\n").as_bytes()).await?;
+    stdin.flush().await?;
+    println!("    {:<6} says  {line:?}", chats[who].name());
+    Ok(())
+}
+
+async fn spawn_room(exe: &Path, seed: &str, secret: &str) -> Result<String, ClusterError> {
+    let args: Vec<String> = [
+        "spawn",
+        "--peer",
+        seed,
+        "--secret-file",
+        secret,
+        "--any",
+        &format!("chat-room:{ROOM}"),
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let mut spawn = ChildGuard::spawn("spawn", exe, &args)?;
+    let line = spawn.stdout_line(STEP).await?.unwrap_or_default();
+    match spawn.wait(STEP).await? {
+        Some(0) => Ok(line),
+        code => {
+            let why = spawn.stderr_line(STEP).await?.unwrap_or_default();
+            Err(ClusterError::Unexpected(format!(
+                "duologue spawn exited {code:?}: {why}"
+            )))
+        }
+    }
+}
+
+fn unexpected(error: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Unexpected(error.to_string())
+}
