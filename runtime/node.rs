@@ -263,6 +263,7 @@ impl NodeBuilder {
                 cluster,
                 local_addr,
                 &inner.kinds,
+                &inner.secret,
                 inner.shutdown.token().clone(),
             )
             .await?;

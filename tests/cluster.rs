@@ -316,3 +316,39 @@ async fn a_node_without_a_cluster_says_so() {
         "{unknown:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_secret_is_not_heard() {
+    let a = node("a", &[]).await;
+    let seed = a.gossip_addr().unwrap();
+    // The intruder gossips to the seed first, with another secret.
+    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
+    cluster.gossip_interval = Duration::from_millis(100);
+    cluster.seeds = vec![seed.to_string()];
+    let intruder = Node::builder()
+        .config(NodeConfig {
+            name: "intruder".into(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            cluster: Some(cluster),
+            ..NodeConfig::default()
+        })
+        .secret(Secret::new("another secret, also 32 bytes!!!").unwrap())
+        .start()
+        .await
+        .unwrap();
+    // A legitimate node joins after it: once the seed and it see each other, the
+    // intruder has had as many rounds as it needed, and was not heard.
+    let b = node("b", &[seed]).await;
+    wait_members(&a, 2).await;
+    wait_members(&b, 2).await;
+    let names = |node: &Node| -> Vec<String> {
+        node.members()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.identity.name)
+            .collect()
+    };
+    assert_eq!(names(&a), ["a", "b"]);
+    assert_eq!(names(&b), ["a", "b"]);
+    assert_eq!(names(&intruder), ["intruder"]);
+}

@@ -11,6 +11,10 @@
 //! seed resolver task (--seed-dns): resolves names again every period, gossips to
 //!   addresses not yet up
 //! ```
+//!
+//! Every gossip datagram is authenticated with the cluster's secret (`transport`).
+
+mod transport;
 
 use std::collections::{BTreeMap, HashSet};
 use std::marker::PhantomData;
@@ -18,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chitchat::transport::UdpTransport;
 use chitchat::{
     Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
     spawn_chitchat,
@@ -27,6 +30,7 @@ use ractor::ActorRef;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{GossipKey, Secret};
 use crate::config::ClusterConfig;
 use crate::error::{ConnectError, LookupError, NodeError};
 use crate::log_budget::LogBudget;
@@ -38,6 +42,8 @@ use crate::members::{
 use crate::node::{Kinds, Node, lock};
 use crate::remote_ref::{Protocol, RemoteRef};
 use crate::wire::NodeIdentity;
+
+use self::transport::SealedUdp;
 
 /// A change to this node's gossip state, applied by the tracker task in order.
 #[derive(Debug)]
@@ -93,9 +99,20 @@ impl Membership {
         config: &ClusterConfig,
         listen: Option<SocketAddr>,
         kinds: &Kinds,
+        secret: &Secret,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, NodeError> {
-        let bound = free_gossip_addr(config.gossip_listen)?;
+        let socket = tokio::net::UdpSocket::bind(config.gossip_listen)
+            .await
+            .map_err(|e| {
+                NodeError::Cluster(format!(
+                    "cannot bind gossip address {}: {e}",
+                    config.gossip_listen
+                ))
+            })?;
+        let bound = socket
+            .local_addr()
+            .map_err(|e| NodeError::Cluster(e.to_string()))?;
         let gossip_addr = config.gossip_advertise.unwrap_or(bound);
         if gossip_addr.ip().is_unspecified() {
             return Err(NodeError::Cluster(format!(
@@ -140,7 +157,8 @@ impl Membership {
             // Compressed digests: every node of a duologue cluster runs chitchat 0.13.
             protocol_version: ProtocolVersion::V1,
         };
-        let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+        let transport = SealedUdp::new(GossipKey::new(secret, &config.cluster_id), socket);
+        let handle = spawn_chitchat(chitchat_config, initial, &transport)
             .await
             .map_err(|e| NodeError::Cluster(format!("cannot start gossip on {bound}: {e:#}")))?;
         let chitchat = handle.chitchat();
@@ -321,17 +339,6 @@ fn generation() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// `addr`, with port 0 replaced by a free UDP port (chitchat needs to know the port it
-/// advertises before it binds).
-fn free_gossip_addr(addr: SocketAddr) -> Result<SocketAddr, NodeError> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    std::net::UdpSocket::bind(addr)
-        .and_then(|socket| socket.local_addr())
-        .map_err(|e| NodeError::Cluster(format!("cannot bind gossip address {addr}: {e}")))
 }
 
 /// Every node in `chitchat`'s state, with its liveness and keys.
