@@ -102,6 +102,17 @@ impl Membership {
         secret: &Secret,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, NodeError> {
+        if config.gossip_interval.is_zero() || config.seed_dns_every.is_zero() {
+            return Err(NodeError::Cluster(
+                "the gossip interval and the DNS seed period must be above zero".into(),
+            ));
+        }
+        if !(config.phi_threshold.is_finite() && config.phi_threshold > 0.0) {
+            return Err(NodeError::Cluster(format!(
+                "the phi threshold must be a positive number, not {}",
+                config.phi_threshold
+            )));
+        }
         let socket = tokio::net::UdpSocket::bind(config.gossip_listen)
             .await
             .map_err(|e| {
