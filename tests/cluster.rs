@@ -7,6 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "cluster_lab.rs"]
+mod cluster_lab;
+
 use duologue::{
     ActorSpec, ClusterConfig, ClusterEvent, LookupError, MemberState, Node, NodeConfig, Secret,
     SpawnError, SpawnOn,
@@ -15,7 +18,7 @@ use duologue_actors::chat::ChatRoom;
 use duologue_actors::seq_check::proto::{Report, ReportRequest};
 use duologue_actors::seq_check::{CheckConfig, SeqCheck};
 use duologue_testkit::IgnoringOwner;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::Actor;
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -51,73 +54,22 @@ async fn node(name: &str, seeds: &[std::net::SocketAddr]) -> Node {
         .unwrap()
 }
 
-/// An actor that forwards the cluster events it gets to the test.
-struct Listener;
-
-#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
-impl Actor for Listener {
-    type Msg = ClusterEvent;
-    type State = mpsc::UnboundedSender<ClusterEvent>;
-    type Arguments = mpsc::UnboundedSender<ClusterEvent>;
-
-    async fn pre_start(
-        &self,
-        _: ActorRef<ClusterEvent>,
-        events: Self::State,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(events)
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<ClusterEvent>,
-        event: ClusterEvent,
-        events: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let _ = events.send(event);
-        Ok(())
-    }
-}
-
-/// Waits for the first event `pick` accepts, failing after [`WAIT`].
 async fn next_event<T>(
     events: &mut mpsc::UnboundedReceiver<ClusterEvent>,
-    mut pick: impl FnMut(&ClusterEvent) -> Option<T>,
+    pick: impl FnMut(&ClusterEvent) -> Option<T>,
 ) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let event = events.recv().await.expect("listener gone");
-            if let Some(picked) = pick(&event) {
-                return picked;
-            }
-        }
-    })
-    .await
-    .expect("the expected cluster event did not come")
+    cluster_lab::next_event(events, WAIT, pick).await
 }
 
 async fn wait_members(node: &Node, up: usize) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let changed = node.members_changed();
-            let members = node.members().unwrap();
-            if members.iter().filter(|m| m.state == MemberState::Up).count() == up {
-                return;
-            }
-            changed.await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{up} members never up: {:?}", node.members()));
+    cluster_lab::wait_members(node, up, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_converge_find_names_hear_events_and_spawn_by_kind() {
     let a = node("a", &[]).await;
     let seed = a.gossip_addr().unwrap();
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let (listener, _) = Actor::spawn(None, Listener, tx).await.unwrap();
-    a.subscribe_cluster(&listener).unwrap();
+    let mut events = cluster_lab::listen(&a).await;
     let current = next_event(&mut events, |e| match e {
         ClusterEvent::Current(members) => Some(members.len()),
         _ => None,

@@ -1,0 +1,65 @@
+//! The cluster's figures on a network lab, with medians: convergence, a DNS-seeded join,
+//! lookup and call latency, remote spawn, partition and heal detection, and time to
+//! declare a killed node dead. Each run builds five network namespaces (one link with
+//! 20 ms latency and 1 % loss each way), four `duologue node` processes and an observer,
+//! and plays `tests/cluster_lab.rs`'s steps.
+//!
+//! ```text
+//! cargo bench --bench cluster -- [--runs 5] [--interval-ms 1000]
+//! ```
+//!
+//! Needs root, `ip` and `iptables`. Figures in `benches/README.md`, "cluster".
+
+#[path = "../tests/cluster_lab.rs"]
+mod cluster_lab;
+mod args;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_lab::{ClusterLab, Figures, OBSERVER};
+use duologue_testkit::Lab;
+
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let runs = args::option(&argv, "--runs", 5)?;
+    let interval = Duration::from_millis(args::option(&argv, "--interval-ms", 1000)?);
+    let mut all = Vec::new();
+    for run in 1..=runs {
+        let lab = Arc::new(Lab::new(5)?);
+        let inside = lab.clone();
+        let figures = lab.run_in(OBSERVER, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async move {
+                    let cluster = ClusterLab::start(&inside, interval).await;
+                    cluster.run_scenario(&inside).await
+                })
+        })?;
+        println!("run {run}: {}", figures.to_string().replace('\n', " "));
+        all.push(figures);
+    }
+    let median = |pick: fn(&Figures) -> Duration| {
+        let mut values: Vec<Duration> = all.iter().map(pick).collect();
+        values.sort();
+        values[values.len() / 2]
+    };
+    println!(
+        "cluster gossip_interval={interval:?} runs={runs} median: converged={:.0?} \
+         dns_seed_join={:.0?} lookup={:.0?} lookup_connect_call={:.0?} spawn={:.0?} \
+         new_name_seen_after={:.0?} partition_detected={:.0?} heal_detected={:.0?} \
+         killed_node_declared_dead={:.0?}",
+        median(|f| f.converged),
+        median(|f| f.dns_joined),
+        median(|f| f.lookup),
+        median(|f| f.lookup_and_call),
+        median(|f| f.spawn_answer),
+        median(|f| f.name_spread),
+        median(|f| f.partition_detected),
+        median(|f| f.heal_detected),
+        median(|f| f.death_detected),
+    );
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! A duologue cluster on a network lab (`duologue_testkit::Lab`), shared by
+//! `tests/cluster_netns.rs` (once, with assertions) and `benches/cluster.rs` (several times,
+//! for medians), and the cluster-event listener `tests/cluster.rs` uses too.
+//!
+//! Hosts 0 to 3 run `duologue node` processes `n0` to `n3`, each hosting a sequence
+//! checker `s0` to `s3`; host 4 runs the observer, a node of this process that joins the
+//! cluster and hears its events. Host 2's link has 20 ms latency and 1 % loss each way.
+//! `n3` starts first and finds its seeds through a DNS name (`seeds.duologue.test`, two A
+//! records in its hosts file) that resolves to nodes not started yet.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use duologue::{
+    ActorSpec, ClusterConfig, ClusterEvent, LookupError, Member, MemberState, Node, NodeConfig,
+    Secret, SpawnOn,
+};
+use duologue_actors::seq_check::SeqCheck;
+use duologue_actors::seq_check::proto::{Report, ReportRequest};
+use duologue_testkit::{IgnoringOwner, Lab, NodeProcess, SecretDir, Signal};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+
+/// The host the observer runs on.
+pub const OBSERVER: usize = 4;
+/// The impaired host.
+pub const SLOW: usize = 2;
+/// Every node gossips on this port of its own address (each namespace has its own ports,
+/// and a DNS seed names one port, as a Kubernetes headless Service does).
+pub const GOSSIP_PORT: u16 = 7001;
+/// The DNS name of the seeds in `n3`'s hosts file.
+pub const SEED_NAME: &str = "seeds.duologue.test";
+/// Bound of every wait.
+pub const STEP: Duration = Duration::from_secs(60);
+
+/// An actor that forwards the cluster events it gets to a channel.
+pub struct Listener;
+
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+impl Actor for Listener {
+    type Msg = ClusterEvent;
+    type State = mpsc::UnboundedSender<ClusterEvent>;
+    type Arguments = mpsc::UnboundedSender<ClusterEvent>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<ClusterEvent>,
+        events: Self::State,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(events)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ClusterEvent>,
+        event: ClusterEvent,
+        events: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = events.send(event);
+        Ok(())
+    }
+}
+
+/// Subscribes a new [`Listener`] to `node`'s cluster events.
+pub async fn listen(node: &Node) -> mpsc::UnboundedReceiver<ClusterEvent> {
+    let (tx, events) = mpsc::unbounded_channel();
+    let (listener, _) = Actor::spawn(None, Listener, tx).await.unwrap();
+    node.subscribe_cluster(&listener).unwrap();
+    events
+}
+
+/// Waits up to `within` for the first event `pick` accepts (others are dropped).
+pub async fn next_event<T>(
+    events: &mut mpsc::UnboundedReceiver<ClusterEvent>,
+    within: Duration,
+    mut pick: impl FnMut(&ClusterEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(within, async {
+        loop {
+            let event = events.recv().await.expect("listener gone");
+            if let Some(picked) = pick(&event) {
+                return picked;
+            }
+        }
+    })
+    .await
+    .expect("the expected cluster event did not come")
+}
+
+/// Waits up to `within` until `node` sees `up` members up, on its change notification.
+pub async fn wait_members(node: &Node, up: usize, within: Duration) {
+    tokio::time::timeout(within, async {
+        loop {
+            let changed = node.members_changed();
+            if count_up(&node.members().unwrap()) == up {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{up} members never up: {:?}", node.members()));
+}
+
+fn count_up(members: &[Member]) -> usize {
+    members.iter().filter(|m| m.state == MemberState::Up).count()
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    /// From the last node's start until every node and the observer see five members up.
+    pub converged: Duration,
+    /// From `n3`'s start (before its seeds) until the observer sees it up.
+    pub dns_joined: Duration,
+    /// A lookup of a name the observer already knows, and the call through it.
+    pub lookup: Duration,
+    pub lookup_and_call: Duration,
+    /// From a remote spawn's answer until the observer's lookup resolves the new name.
+    pub spawn_answer: Duration,
+    pub name_spread: Duration,
+    /// From cutting `n1` off until the observer declares it unreachable.
+    pub partition_detected: Duration,
+    /// From healing until the observer hears it again, and until its name resolves.
+    pub heal_detected: Duration,
+    /// From SIGKILL of `n3` until the observer declares it dead.
+    pub death_detected: Duration,
+}
+
+impl fmt::Display for Figures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "converged={:.0?}", self.converged)?;
+        writeln!(f, "dns_seed_join={:.0?}", self.dns_joined)?;
+        writeln!(f, "lookup={:.0?} lookup_connect_call={:.0?}", self.lookup, self.lookup_and_call)?;
+        writeln!(f, "spawn_on_slow_host={:.0?} new_name_seen_after={:.0?}", self.spawn_answer, self.name_spread)?;
+        writeln!(f, "partition_detected={:.0?} heal_detected={:.0?}", self.partition_detected, self.heal_detected)?;
+        write!(f, "killed_node_declared_dead={:.0?}", self.death_detected)
+    }
+}
+
+/// Four node processes and the observer, on a lab.
+pub struct ClusterLab {
+    nodes: Vec<Option<NodeProcess>>,
+    observer: Node,
+    events: mpsc::UnboundedReceiver<ClusterEvent>,
+    interval: Duration,
+    dns_started: Instant,
+    last_started: Instant,
+    _secrets: SecretDir,
+}
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_duologue"))
+}
+
+impl ClusterLab {
+    /// Impairs host [`SLOW`], starts `n3` (seeds by DNS, not yet up), then `n0` to `n2`
+    /// (seed: `n0`), then the observer. Must run on a thread in host [`OBSERVER`]'s
+    /// namespace ([`Lab::run_in`]), so that the observer's sockets are there.
+    pub async fn start(lab: &Lab, interval: Duration) -> Self {
+        lab.impair(SLOW, Duration::from_millis(20), 0.01).unwrap();
+        let seed = SocketAddr::new(lab.ip(0), GOSSIP_PORT);
+        lab.hosts_file(3, &[(SEED_NAME, lab.ip(0)), (SEED_NAME, lab.ip(1))])
+            .unwrap();
+        let secrets = SecretDir::create().unwrap();
+        let secret = secrets.secret().display().to_string();
+        let args = |i: usize, seed: Vec<String>| -> Vec<String> {
+            let ip = lab.ip(i);
+            let mut args: Vec<String> = vec![
+                "--listen".into(),
+                format!("{ip}:0"),
+                "--insecure-plaintext".into(),
+                "--secret-file".into(),
+                secret.clone(),
+                "--gossip-listen".into(),
+                format!("{ip}:{GOSSIP_PORT}"),
+                "--gossip-interval".into(),
+                format!("{}ms", interval.as_millis()),
+                "--actor".into(),
+                format!("seq-check:s{i}"),
+            ];
+            args.extend(seed);
+            args
+        };
+        let mut nodes: Vec<Option<NodeProcess>> = (0..4).map(|_| None).collect();
+        let dns_started = Instant::now();
+        let dns = vec![
+            "--seed-dns".into(),
+            format!("{SEED_NAME}:{GOSSIP_PORT}"),
+            "--seed-dns-every".into(),
+            "1s".into(),
+        ];
+        nodes[3] = Some(
+            lab.start_node(3, &exe(), "n3", &args(3, dns), STEP)
+                .await
+                .unwrap(),
+        );
+        for i in 0..3 {
+            let seeds = if i == 0 {
+                Vec::new()
+            } else {
+                vec!["--seed".into(), seed.to_string()]
+            };
+            let name = format!("n{i}");
+            nodes[i] = Some(
+                lab.start_node(i, &exe(), &name, &args(i, seeds), STEP)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let last_started = Instant::now();
+        let mut cluster = ClusterConfig::new(SocketAddr::new(lab.ip(OBSERVER), 0));
+        cluster.gossip_interval = interval;
+        cluster.seeds = vec![seed.to_string()];
+        let observer = Node::builder()
+            .config(NodeConfig {
+                name: "observer".into(),
+                listen: Some(SocketAddr::new(lab.ip(OBSERVER), 0)),
+                insecure_plaintext: true,
+                cluster: Some(cluster),
+                ..NodeConfig::default()
+            })
+            .secret(Secret::from_file(secrets.secret()).unwrap())
+            .start()
+            .await
+            .unwrap();
+        let events = listen(&observer).await;
+        Self {
+            nodes,
+            observer,
+            events,
+            interval,
+            dns_started,
+            last_started,
+            _secrets: secrets,
+        }
+    }
+
+    fn addr(&self, i: usize) -> String {
+        self.nodes[i].as_ref().unwrap().addr.to_string()
+    }
+
+    /// Runs every step, asserting each outcome, and returns what it measured.
+    pub async fn run_scenario(mut self, lab: &Lab) -> Figures {
+        let mut figures = Figures::default();
+        let observer = self.observer.clone();
+
+        // Membership converges, n3 included, though it started before its seeds.
+        let mut dns_joined = None;
+        tokio::time::timeout(STEP, async {
+            loop {
+                let changed = observer.members_changed();
+                let members = observer.members().unwrap();
+                if dns_joined.is_none()
+                    && members
+                        .iter()
+                        .any(|m| m.identity.name == "n3" && m.state == MemberState::Up)
+                {
+                    dns_joined = Some(self.dns_started.elapsed());
+                }
+                if count_up(&members) == 5 {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the observer never saw five members: {:?}", observer.members()));
+        figures.dns_joined = dns_joined.unwrap();
+        // Every node sees the five, with every node's name where it is.
+        for i in 0..4 {
+            let addr = self.addr(i);
+            let deadline = Instant::now() + STEP;
+            loop {
+                let members = observer.members_at(&addr).await.unwrap();
+                let names_right = (0..4).all(|j| {
+                    members.iter().any(|m| {
+                        m.identity.name == format!("n{j}")
+                            && m.serves()
+                            && m.actor(&format!("s{j}")).is_some()
+                    })
+                });
+                if count_up(&members) == 5 && names_right {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "n{i} never converged: {members:?}");
+                // A remote view has no notification to wait on; ask again a round later.
+                tokio::time::sleep(self.interval / 2).await;
+            }
+        }
+        figures.converged = self.last_started.elapsed();
+
+        // A lookup from the observer finds the actor on every node; a call answers.
+        let (owner, _) = Actor::spawn(None, IgnoringOwner, ()).await.unwrap();
+        for i in 0..4 {
+            let name = format!("s{i}");
+            let started = Instant::now();
+            let located = observer.lookup::<SeqCheck>(&name, STEP).await.unwrap();
+            let looked_up = started.elapsed();
+            assert_eq!(located.node.name, format!("n{i}"));
+            let remote = located.connect(&observer, &owner).await.unwrap();
+            let _: Report = remote
+                .call_as(ReportRequest::default(), STEP)
+                .await
+                .unwrap();
+            if i == SLOW {
+                figures.lookup = looked_up;
+                figures.lookup_and_call = started.elapsed();
+            }
+            remote.finish();
+        }
+
+        // A remote spawn lands where asked (the slow host), and its name spreads.
+        let started = Instant::now();
+        let spawned = observer
+            .spawn(SpawnOn::Node("n2".into()), ActorSpec::new("seq-check", "spawned"))
+            .await
+            .unwrap();
+        figures.spawn_answer = started.elapsed();
+        assert_eq!(spawned.node, "n2");
+        assert_eq!(spawned.addr, self.addr(SLOW));
+        let answered = Instant::now();
+        let remote = observer
+            .connect_named::<SeqCheck, _>("spawned", &owner, STEP)
+            .await
+            .unwrap();
+        figures.name_spread = answered.elapsed();
+        assert_eq!(remote.session().peer().name, "n2");
+        remote.finish();
+
+        // A partition: n1 cut off is declared unreachable and its name goes; healed, it
+        // is heard again and its name is back.
+        let cut = Instant::now();
+        lab.cut(1).unwrap();
+        next_event(&mut self.events, STEP, |e| match e {
+            ClusterEvent::Unreachable(m) if m.identity.name == "n1" => Some(()),
+            _ => None,
+        })
+        .await;
+        figures.partition_detected = cut.elapsed();
+        assert!(matches!(
+            observer.lookup::<SeqCheck>("s1", Duration::ZERO).await,
+            Err(LookupError::NotFound { .. })
+        ));
+        let healed = Instant::now();
+        lab.heal(1).unwrap();
+        next_event(&mut self.events, STEP, |e| match e {
+            ClusterEvent::Reachable(m) if m.identity.name == "n1" => Some(()),
+            _ => None,
+        })
+        .await;
+        figures.heal_detected = healed.elapsed();
+        let back = observer.lookup::<SeqCheck>("s1", STEP).await.unwrap();
+        assert_eq!(back.node.name, "n1");
+
+        // A killed node is declared dead, and its name goes.
+        let killed = Instant::now();
+        let n3 = self.nodes[3].take().unwrap();
+        n3.child.signal(Signal::SIGKILL).unwrap();
+        next_event(&mut self.events, STEP, |e| match e {
+            ClusterEvent::Unreachable(m) if m.identity.name == "n3" => Some(()),
+            _ => None,
+        })
+        .await;
+        figures.death_detected = killed.elapsed();
+        assert!(matches!(
+            observer.lookup::<SeqCheck>("s3", Duration::ZERO).await,
+            Err(LookupError::NotFound { .. })
+        ));
+        drop(n3);
+
+        observer.shutdown().await;
+        for node in self.nodes.iter_mut().flatten() {
+            let _ = node.child.signal(Signal::SIGTERM);
+            node.child.wait(STEP).await.unwrap();
+        }
+        figures
+    }
+}
