@@ -1,10 +1,15 @@
 //! Starting node processes on this machine, and breaking the connections between them:
 //! what the demo, the cross-process tests, the examples and the benches share. Every
 //! child is killed when its guard drops, on every exit path.
+//!
+//! [`Lab`] puts node processes on separate network stacks (Linux network namespaces
+//! around a router), with delayed, lossy or cut links, for the cross-host cluster tests.
 
 mod fault_proxy;
+mod netns;
 
 pub use fault_proxy::FaultProxy;
+pub use netns::Lab;
 /// The signals [`ChildGuard::signal`] sends.
 pub use nix::sys::signal::Signal;
 
