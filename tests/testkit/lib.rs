@@ -1,10 +1,15 @@
 //! Starting node processes on this machine, and breaking the connections between them:
 //! what the demo, the cross-process tests, the examples and the benches share. Every
 //! child is killed when its guard drops, on every exit path.
+//!
+//! [`Lab`] puts node processes on separate network stacks (Linux network namespaces
+//! around a router), with delayed, lossy or cut links, for the cross-host cluster tests.
 
 mod fault_proxy;
+mod netns;
 
 pub use fault_proxy::FaultProxy;
+pub use netns::Lab;
 /// The signals [`ChildGuard::signal`] sends.
 pub use nix::sys::signal::Signal;
 
@@ -218,9 +223,7 @@ impl NodeProcess {
         args: &[String],
         timeout: Duration,
     ) -> Result<Self, ClusterError> {
-        let mut all = vec!["node".to_owned(), "--name".to_owned(), name.to_owned()];
-        all.extend_from_slice(args);
-        Self::until_listening(exe, name, &all, timeout).await
+        Self::until_listening(exe, &[], name, &node_args(name, args), timeout).await
     }
 
     /// Runs a node binary built with `duologue::cli::NodeMain` (`exe`, whose command line
@@ -235,18 +238,21 @@ impl NodeProcess {
         args: &[String],
         timeout: Duration,
     ) -> Result<Self, ClusterError> {
-        let mut all = vec!["--name".to_owned(), name.to_owned()];
-        all.extend_from_slice(args);
-        Self::until_listening(exe, name, &all, timeout).await
+        Self::until_listening(exe, &[], name, &binary_args(name, args), timeout).await
     }
 
-    async fn until_listening(
-        exe: &Path,
+    /// Runs `program` with `prefix` then `args` (the prefix is how the process is wrapped,
+    /// as `ip netns exec NS exe` for the network lab), and waits up to `timeout` for its
+    /// `listening on ADDR` line.
+    pub(crate) async fn until_listening(
+        program: &Path,
+        prefix: &[String],
         name: &str,
         args: &[String],
         timeout: Duration,
     ) -> Result<Self, ClusterError> {
-        let mut child = ChildGuard::spawn(name, exe, args)?;
+        let all: Vec<String> = prefix.iter().chain(args).cloned().collect();
+        let mut child = ChildGuard::spawn(name, program, &all)?;
         let line = child.stdout_line(timeout).await?.ok_or_else(|| {
             ClusterError::Unexpected(format!("node {name} exited before listening"))
         })?;
@@ -256,6 +262,20 @@ impl NodeProcess {
             .ok_or_else(|| ClusterError::Unexpected(format!("node {name} said {line:?}")))?;
         Ok(Self { child, addr })
     }
+}
+
+/// The command line of `duologue node` named `name`, then `args`.
+fn node_args(name: &str, args: &[String]) -> Vec<String> {
+    let mut all = vec!["node".to_owned()];
+    all.extend(binary_args(name, args));
+    all
+}
+
+/// The command line of a `duologue::cli::NodeMain` binary named `name`, then `args`.
+fn binary_args(name: &str, args: &[String]) -> Vec<String> {
+    let mut all = vec!["--name".to_owned(), name.to_owned()];
+    all.extend_from_slice(args);
+    all
 }
 
 /// A throwaway directory holding a fresh random secret file; removed on drop.
