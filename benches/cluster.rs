@@ -10,9 +10,9 @@
 //!
 //! Needs root, `ip` and `iptables`. Figures in `benches/README.md`, "cluster".
 
+mod args;
 #[path = "../tests/cluster_lab.rs"]
 mod cluster_lab;
-mod args;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,20 +46,20 @@ fn main() -> anyhow::Result<()> {
         values.sort();
         values[values.len() / 2]
     };
+    let medians = Figures {
+        converged: median(|f| f.converged),
+        dns_joined: median(|f| f.dns_joined),
+        lookup: median(|f| f.lookup),
+        lookup_and_call: median(|f| f.lookup_and_call),
+        spawn_answer: median(|f| f.spawn_answer),
+        name_spread: median(|f| f.name_spread),
+        partition_detected: median(|f| f.partition_detected),
+        heal_detected: median(|f| f.heal_detected),
+        death_detected: median(|f| f.death_detected),
+    };
     println!(
-        "cluster gossip_interval={interval:?} runs={runs} median: converged={:.0?} \
-         dns_seed_join={:.0?} lookup={:.0?} lookup_connect_call={:.0?} spawn={:.0?} \
-         new_name_seen_after={:.0?} partition_detected={:.0?} heal_detected={:.0?} \
-         killed_node_declared_dead={:.0?}",
-        median(|f| f.converged),
-        median(|f| f.dns_joined),
-        median(|f| f.lookup),
-        median(|f| f.lookup_and_call),
-        median(|f| f.spawn_answer),
-        median(|f| f.name_spread),
-        median(|f| f.partition_detected),
-        median(|f| f.heal_detected),
-        median(|f| f.death_detected),
+        "cluster gossip_interval={interval:?} runs={runs} median: {}",
+        medians.to_string().replace('\n', " ")
     );
     Ok(())
 }

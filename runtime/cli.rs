@@ -39,10 +39,10 @@ use tokio::signal::unix::{SignalKind, signal};
 pub use self::args::{
     AdmissionArgs, BudgetArgs, ClusterArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration,
 };
-/// Re-exported here, where node binaries meet them first.
-pub use crate::node::{ActorSpec, Hosted};
 use crate::config::{NodeConfig, RuntimeFlavor};
 use crate::mailbox::FromSession;
+/// Re-exported here, where node binaries meet them first.
+pub use crate::node::{ActorSpec, Hosted};
 use crate::node::{Kinds, Node};
 
 /// A node binary: the actor kinds it can host, then [`NodeMain::run`].

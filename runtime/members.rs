@@ -409,7 +409,11 @@ mod tests {
         assert!(leaving.events_to(&silent).is_empty());
         assert_eq!(names(&silent.events_to(&removed)), ["removed a"]);
         // First seen dead: nothing to tell.
-        assert!(empty.events_to(&View::new([record("a", 1, false, &[])])).is_empty());
+        assert!(
+            empty
+                .events_to(&View::new([record("a", 1, false, &[])]))
+                .is_empty()
+        );
         assert!(up.events_to(&up).is_empty());
     }
 
@@ -475,7 +479,11 @@ mod tests {
             ["joined a", "joined b", "joined c", "conflict room -> a"]
         );
         // Told once: the same contenders again say nothing.
-        assert!(!names(&view.events_to(&view)).iter().any(|e| e.starts_with("conflict")));
+        assert!(
+            !names(&view.events_to(&view))
+                .iter()
+                .any(|e| e.starts_with("conflict"))
+        );
         // The winner dies: the next one takes the name, and the change is told.
         let after = View::new([
             record("c", 5, true, &[("name:room", "")]),
@@ -491,7 +499,12 @@ mod tests {
     #[test]
     fn spawns_go_to_the_least_loaded_node_that_offers_the_kind() {
         let view = View::new([
-            record("a", 1, true, &[("kind:room", "x"), ("name:r1", ""), ("name:r2", "")]),
+            record(
+                "a",
+                1,
+                true,
+                &[("kind:room", "x"), ("name:r1", ""), ("name:r2", "")],
+            ),
             record("b", 2, true, &[("kind:room", "x"), ("name:r3", "")]),
             record("c", 3, true, &[("kind:other", "y")]),
             record("d", 4, false, &[("kind:room", "x")]),

@@ -57,8 +57,8 @@ use crate::wire::{GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId}
 
 pub use self::cluster::Located;
 pub use self::control::{CONTROL_ACTOR, SpawnOn, Spawned};
-pub use self::kinds::{ActorSpec, Hosted};
 pub(crate) use self::kinds::Kinds;
+pub use self::kinds::{ActorSpec, Hosted};
 
 use self::admission::Admission;
 use self::cluster::Membership;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 mod cluster_lab;
 
 use duologue::{
-    ActorSpec, ClusterConfig, ClusterEvent, LookupError, MemberState, Node, NodeConfig, Secret,
-    SpawnError, SpawnOn,
+    ActorSpec, ClusterConfig, ClusterEvent, LookupError, Node, NodeConfig, Secret, SpawnError,
+    SpawnOn,
 };
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::seq_check::proto::{Report, ReportRequest};
@@ -131,7 +131,10 @@ async fn three_nodes_converge_find_names_hear_events_and_spawn_by_kind() {
         .lookup::<SeqCheck>("nobody", Duration::from_millis(300))
         .await
         .unwrap_err();
-    assert!(matches!(missing, LookupError::NotFound { .. }), "{missing:?}");
+    assert!(
+        matches!(missing, LookupError::NotFound { .. }),
+        "{missing:?}"
+    );
 
     // The same name on b: a conflict, told once, resolved to the longest running node
     // (b started before c).
@@ -168,27 +171,46 @@ async fn three_nodes_converge_find_names_hear_events_and_spawn_by_kind() {
 
     // Spawn by kind: on a chosen node, on any that offers it, and an unknown kind.
     let spawned = a
-        .spawn(SpawnOn::Node("b".into()), ActorSpec::new("seq-check", "counter"))
+        .spawn(
+            SpawnOn::Node("b".into()),
+            ActorSpec::new("seq-check", "counter"),
+        )
         .await
         .unwrap();
     assert_eq!(spawned.node, "b");
     assert_eq!(
-        a.lookup::<SeqCheck>("counter", WAIT).await.unwrap().node.name,
+        a.lookup::<SeqCheck>("counter", WAIT)
+            .await
+            .unwrap()
+            .node
+            .name,
         "b"
     );
     let anywhere = a
-        .spawn(SpawnOn::AnyOffering, ActorSpec::new("seq-check", "anywhere"))
+        .spawn(
+            SpawnOn::AnyOffering,
+            ActorSpec::new("seq-check", "anywhere"),
+        )
         .await
         .unwrap();
     // b holds one name now; a and c hold none but a sorts first... c has "ticks".
-    assert_eq!(anywhere.node, "a", "the node with the fewest names: {anywhere:?}");
+    assert_eq!(
+        anywhere.node, "a",
+        "the node with the fewest names: {anywhere:?}"
+    );
     let taken = a
-        .spawn(SpawnOn::Node("b".into()), ActorSpec::new("seq-check", "counter"))
+        .spawn(
+            SpawnOn::Node("b".into()),
+            ActorSpec::new("seq-check", "counter"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(taken, SpawnError::NameTaken { .. }), "{taken:?}");
     let unknown = a
-        .spawn(SpawnOn::Node("c".into()), ActorSpec::new("no-such-kind", "x"))
+        .spawn(
+            SpawnOn::Node("c".into()),
+            ActorSpec::new("no-such-kind", "x"),
+        )
         .await
         .unwrap_err();
     match unknown {
@@ -202,7 +224,10 @@ async fn three_nodes_converge_find_names_hear_events_and_spawn_by_kind() {
         .spawn(SpawnOn::AnyOffering, ActorSpec::new("no-such-kind", "x"))
         .await
         .unwrap_err();
-    assert!(matches!(nowhere, SpawnError::NoNodeOffers { .. }), "{nowhere:?}");
+    assert!(
+        matches!(nowhere, SpawnError::NoNodeOffers { .. }),
+        "{nowhere:?}"
+    );
 
     // c leaves politely: a hears `Left`, and c's name goes with it.
     c.shutdown().await;

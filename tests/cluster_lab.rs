@@ -107,7 +107,10 @@ pub async fn wait_members(node: &Node, up: usize, within: Duration) {
 }
 
 fn count_up(members: &[Member]) -> usize {
-    members.iter().filter(|m| m.state == MemberState::Up).count()
+    members
+        .iter()
+        .filter(|m| m.state == MemberState::Up)
+        .count()
 }
 
 /// What one run measured.
@@ -133,12 +136,28 @@ pub struct Figures {
 
 impl fmt::Display for Figures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "converged={:.0?}", self.converged)?;
-        writeln!(f, "dns_seed_join={:.0?}", self.dns_joined)?;
-        writeln!(f, "lookup={:.0?} lookup_connect_call={:.0?}", self.lookup, self.lookup_and_call)?;
-        writeln!(f, "spawn_on_slow_host={:.0?} new_name_seen_after={:.0?}", self.spawn_answer, self.name_spread)?;
-        writeln!(f, "partition_detected={:.0?} heal_detected={:.0?}", self.partition_detected, self.heal_detected)?;
-        write!(f, "killed_node_declared_dead={:.0?}", self.death_detected)
+        let ms = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1e3);
+        writeln!(f, "converged={}", ms(self.converged))?;
+        writeln!(f, "dns_seed_join={}", ms(self.dns_joined))?;
+        writeln!(
+            f,
+            "lookup={} lookup_connect_call={}",
+            ms(self.lookup),
+            ms(self.lookup_and_call)
+        )?;
+        writeln!(
+            f,
+            "spawn_on_slow_host={} new_name_seen_after={}",
+            ms(self.spawn_answer),
+            ms(self.name_spread)
+        )?;
+        writeln!(
+            f,
+            "partition_detected={} heal_detected={}",
+            ms(self.partition_detected),
+            ms(self.heal_detected)
+        )?;
+        write!(f, "killed_node_declared_dead={}", ms(self.death_detected))
     }
 }
 
@@ -199,14 +218,14 @@ impl ClusterLab {
                 .await
                 .unwrap(),
         );
-        for i in 0..3 {
+        for (i, slot) in nodes.iter_mut().enumerate().take(3) {
             let seeds = if i == 0 {
                 Vec::new()
             } else {
                 vec!["--seed".into(), seed.to_string()]
             };
             let name = format!("n{i}");
-            nodes[i] = Some(
+            *slot = Some(
                 lab.start_node(i, &exe(), &name, &args(i, seeds), STEP)
                     .await
                     .unwrap(),
@@ -269,7 +288,12 @@ impl ClusterLab {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("the observer never saw five members: {:?}", observer.members()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "the observer never saw five members: {:?}",
+                observer.members()
+            )
+        });
         figures.dns_joined = dns_joined.unwrap();
         // Every node sees the five, with every node's name where it is.
         for i in 0..4 {
@@ -287,7 +311,10 @@ impl ClusterLab {
                 if count_up(&members) == 5 && names_right {
                     break;
                 }
-                assert!(Instant::now() < deadline, "n{i} never converged: {members:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "n{i} never converged: {members:?}"
+                );
                 // A remote view has no notification to wait on; ask again a round later.
                 tokio::time::sleep(self.interval / 2).await;
             }
@@ -317,7 +344,10 @@ impl ClusterLab {
         // A remote spawn lands where asked (the slow host), and its name spreads.
         let started = Instant::now();
         let spawned = observer
-            .spawn(SpawnOn::Node("n2".into()), ActorSpec::new("seq-check", "spawned"))
+            .spawn(
+                SpawnOn::Node("n2".into()),
+                ActorSpec::new("seq-check", "spawned"),
+            )
             .await
             .unwrap();
         figures.spawn_answer = started.elapsed();

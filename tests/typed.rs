@@ -88,6 +88,8 @@ enum KvLocal {
 enum Observed {
     Opened,
     Undecodable { type_url: String, was_call: bool },
+    /// A cluster event, by the names of the members it carries.
+    Cluster(Vec<String>),
 }
 
 struct KvStore;
@@ -145,6 +147,11 @@ impl Actor for KvStore {
             Mailbox::Local(KvLocal::Len(reply)) => {
                 let _ = reply.send(state.entries.len());
             }
+            Mailbox::Cluster(duologue::ClusterEvent::Current(members)) => {
+                let names = members.into_iter().map(|m| m.identity.name).collect();
+                let _ = state.observed.send(Observed::Cluster(names));
+            }
+            Mailbox::Cluster(_) => {}
         }
         Ok(())
     }
@@ -546,4 +553,35 @@ async fn a_reply_too_large_to_send_fails_the_call_with_a_fault() {
         .await
         .expect("fits");
     assert_eq!(small.body.len(), 16);
+}
+
+#[tokio::test]
+async fn a_typed_actor_hears_cluster_events_in_its_one_mailbox_beside_its_sessions() {
+    let config = duologue::NodeConfig {
+        name: "clustered".into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        cluster: Some(duologue::ClusterConfig::new("127.0.0.1:0".parse().unwrap())),
+        ..duologue::NodeConfig::default()
+    };
+    let node = duologue::Node::builder()
+        .config(config)
+        .secret(duologue::Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let (tx, mut observed) = mpsc::unbounded_channel();
+    let (store, _) = Actor::spawn(None, KvStore, tx).await.expect("store starts");
+    node.register("store", &store).expect("name free");
+    node.subscribe_cluster(&store).unwrap();
+    assert_eq!(
+        next(&mut observed).await,
+        Observed::Cluster(vec!["clustered".into()])
+    );
+    // Its sessions still arrive in the same mailbox.
+    let client = dialling_node("client", SECRET).await;
+    let (_kv, _inbox) = client
+        .connect_inbox::<Kv>(&addr(&node), "store")
+        .await
+        .expect("same protocol connects");
+    assert_eq!(next(&mut observed).await, Observed::Opened);
 }

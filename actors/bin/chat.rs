@@ -269,10 +269,12 @@ async fn room_addr(node: &Node, args: &ChatArgs) -> Result<String, (u8, String)>
     if !args.find {
         return Ok(args.peer.clone());
     }
-    let members = node
-        .members_at(&args.peer)
-        .await
-        .map_err(|e| (exit::UNREACHABLE, format!("cannot list members at {}: {e}", args.peer)))?;
+    let members = node.members_at(&args.peer).await.map_err(|e| {
+        (
+            exit::UNREACHABLE,
+            format!("cannot list members at {}: {e}", args.peer),
+        )
+    })?;
     members
         .iter()
         .filter(|m| m.serves() && m.actor(&args.room).is_some())
@@ -281,7 +283,10 @@ async fn room_addr(node: &Node, args: &ChatArgs) -> Result<String, (u8, String)>
         .ok_or_else(|| {
             (
                 exit::UNKNOWN_ROOM,
-                format!("no member of {}'s cluster serves room {:?}", args.peer, args.room),
+                format!(
+                    "no member of {}'s cluster serves room {:?}",
+                    args.peer, args.room
+                ),
             )
         })
 }

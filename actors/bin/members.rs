@@ -92,12 +92,12 @@ pub(crate) async fn spawn(args: SpawnArgs) -> ExitCode {
 fn choose(members: &[Member], on: Option<&str>, kind: &str) -> Result<String, (u8, String)> {
     let up = members.iter().filter(|m| m.serves());
     let chosen = match on {
-        Some(name) => up.filter(|m| m.identity.name == name).max_by_key(|m| m.generation),
-        None => up
-            .filter(|m| m.offers(kind))
-            .min_by(|a, b| {
-                (a.actors.len(), &a.identity.name).cmp(&(b.actors.len(), &b.identity.name))
-            }),
+        Some(name) => up
+            .filter(|m| m.identity.name == name)
+            .max_by_key(|m| m.generation),
+        None => up.filter(|m| m.offers(kind)).min_by(|a, b| {
+            (a.actors.len(), &a.identity.name).cmp(&(b.actors.len(), &b.identity.name))
+        }),
     };
     chosen.and_then(|m| m.addr.clone()).ok_or_else(|| {
         let why = match on {

@@ -9,8 +9,8 @@ use clap::Args;
 
 use crate::budget::BudgetConfig;
 use crate::config::{AdmissionConfig, ClusterConfig, NodeConfig, SessionPolicy};
-use crate::node::ActorSpec;
 use crate::error::NodeError;
+use crate::node::ActorSpec;
 use crate::tls::{ClientTls, ServerTls};
 
 /// The flags of a node process: its name, address, secret, TLS, session timings and the
@@ -292,7 +292,11 @@ pub struct ClusterArgs {
     pub seeds: Vec<String>,
     /// DNS name whose every address is a seed (NAME:PORT), resolved again every
     /// --seed-dns-every. Repeatable.
-    #[arg(long = "seed-dns", value_name = "NAME:PORT", requires = "gossip_listen")]
+    #[arg(
+        long = "seed-dns",
+        value_name = "NAME:PORT",
+        requires = "gossip_listen"
+    )]
     pub seed_dns: Vec<String>,
     /// How often --seed-dns names are resolved again.
     #[arg(long, default_value = "10s", value_parser = duration)]

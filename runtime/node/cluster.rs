@@ -200,9 +200,10 @@ impl Membership {
 
     /// Publishes that this node serves `name` with `protocol` ("" for any).
     pub(crate) fn publish(&self, name: &str, protocol: &str) {
-        let _ = self
-            .changes
-            .send(Change::Set(format!("{PREFIX_NAME}{name}"), protocol.to_owned()));
+        let _ = self.changes.send(Change::Set(
+            format!("{PREFIX_NAME}{name}"),
+            protocol.to_owned(),
+        ));
     }
 
     /// Withdraws `name`.
@@ -452,9 +453,7 @@ impl Node {
         name: &str,
         within: Duration,
     ) -> Result<Located<P>, LookupError> {
-        let membership = self
-            .membership()
-            .map_err(|_| LookupError::NotClustered)?;
+        let membership = self.membership().map_err(|_| LookupError::NotClustered)?;
         let started = Instant::now();
         let mut changes = membership.view.subscribe();
         loop {
@@ -463,11 +462,7 @@ impl Node {
                 return Ok(found);
             }
             let left = within.saturating_sub(started.elapsed());
-            if left.is_zero()
-                || tokio::time::timeout(left, changes.changed())
-                    .await
-                    .is_err()
-            {
+            if left.is_zero() || tokio::time::timeout(left, changes.changed()).await.is_err() {
                 return Err(LookupError::NotFound {
                     name: name.to_owned(),
                     waited: within,
@@ -501,7 +496,10 @@ fn locate<P: Protocol>(view: &View, name: &str) -> Result<Option<Located<P>>, Lo
     let Some(winner) = holders.first() else {
         return Ok(None);
     };
-    let serves = winner.actor(name).map(|a| a.protocol.clone()).unwrap_or_default();
+    let serves = winner
+        .actor(name)
+        .map(|a| a.protocol.clone())
+        .unwrap_or_default();
     let wanted = P::name();
     if !serves.is_empty() && serves != wanted {
         return Err(LookupError::ProtocolMismatch {

@@ -336,13 +336,13 @@ impl Node {
             SpawnOn::Node(name) => view
                 .serving(name)
                 .ok_or_else(|| SpawnError::NoSuchNode { node: name.clone() })?,
-            SpawnOn::AnyOffering => view
-                .offering(&spec.kind)
-                .first()
-                .copied()
-                .ok_or_else(|| SpawnError::NoNodeOffers {
-                    kind: spec.kind.clone(),
-                })?,
+            SpawnOn::AnyOffering => {
+                view.offering(&spec.kind).first().copied().ok_or_else(|| {
+                    SpawnError::NoNodeOffers {
+                        kind: spec.kind.clone(),
+                    }
+                })?
+            }
         };
         let addr = target.addr.clone().unwrap_or_default();
         self.spawn_at(&addr, spec).await

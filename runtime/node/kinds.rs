@@ -130,7 +130,9 @@ impl Kinds {
 
 impl fmt::Debug for Kinds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|k| &k.name)).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|k| &k.name))
+            .finish()
     }
 }
 

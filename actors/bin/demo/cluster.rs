@@ -46,10 +46,18 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
     let gossip = gossip_line(&mut seed.child).await?;
     print_node(&seed, &format!("the seed, gossiping on {gossip}"));
     let mut nodes = vec![seed];
-    for (name, actor) in [("n2", Some(format!("chat-room:{ROOM}"))), ("n3", None), ("n4", None)] {
-        let node =
-            NodeProcess::start(&exe, name, &node_args(actor.as_deref(), Some(&gossip)), STEP)
-                .await?;
+    for (name, actor) in [
+        ("n2", Some(format!("chat-room:{ROOM}"))),
+        ("n3", None),
+        ("n4", None),
+    ] {
+        let node = NodeProcess::start(
+            &exe,
+            name,
+            &node_args(actor.as_deref(), Some(&gossip)),
+            STEP,
+        )
+        .await?;
         let what = match &actor {
             Some(_) => format!("hosting room {ROOM:?}"),
             None => "hosting nothing yet".into(),

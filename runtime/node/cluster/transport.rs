@@ -198,7 +198,10 @@ mod tests {
     use crate::auth::Secret;
 
     fn key(cluster: &str) -> GossipKey {
-        GossipKey::new(&Secret::new("gossip test secret of 32 bytes!!").unwrap(), cluster)
+        GossipKey::new(
+            &Secret::new("gossip test secret of 32 bytes!!").unwrap(),
+            cluster,
+        )
     }
 
     async fn socket(key: GossipKey) -> Box<dyn Socket> {
