@@ -58,6 +58,7 @@ use crate::wire::Fault;
 ///         Mailbox::Undecodable(undecodable) => println!("{undecodable}"),
 ///         Mailbox::Signal(signal) => println!("{signal:?}"),
 ///         Mailbox::Local(Tick::Reset) => {}
+///         Mailbox::Cluster(event) => println!("{event:?}"),
 ///     }
 /// }
 /// ```
