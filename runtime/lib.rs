@@ -145,7 +145,7 @@ pub use mailbox::{
     Credit, FromCluster, FromSession, HeldBack, Inbound, Lost, Mailbox, NoLocal, Reply, ReplyPort,
     Resumption, SessionMsg, SessionSignal, Unconfirmed, Undecodable,
 };
-pub use members::{ClusterEvent, Member, MemberState, NamedActor};
+pub use members::{ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates};
 pub use node::{
     ActorSpec, Bookkeeping, CONTROL_ACTOR, Hosted, Located, Node, NodeBuilder, NodeEvent, SpawnOn,
     Spawned,

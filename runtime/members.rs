@@ -192,31 +192,15 @@ impl View {
     }
 
     /// The members that resolve names and have registered `name`, the rule's winner
-    /// first: lowest generation (longest running), then lowest node name.
+    /// first ([`name_holders`]).
     pub(crate) fn holders(&self, name: &str) -> Vec<&Member> {
-        let mut holders: Vec<&Member> = self
-            .members
-            .values()
-            .filter(|m| m.serves() && m.actor(name).is_some())
-            .collect();
-        holders.sort_by(|a, b| {
-            (a.generation, &a.identity.name).cmp(&(b.generation, &b.identity.name))
-        });
-        holders
+        name_holders(self.members.values(), name)
     }
 
-    /// The serving members that spawn `kind`, fewest named actors first (then by name):
-    /// where "any node that offers the kind" sends a spawn.
+    /// The serving members that spawn `kind`, in the order "any node that offers the
+    /// kind" tries them ([`spawn_candidates`]).
     pub(crate) fn offering(&self, kind: &str) -> Vec<&Member> {
-        let mut offering: Vec<&Member> = self
-            .members
-            .values()
-            .filter(|m| m.serves() && m.offers(kind))
-            .collect();
-        offering.sort_by(|a, b| {
-            (a.actors.len(), &a.identity.name).cmp(&(b.actors.len(), &b.identity.name))
-        });
-        offering
+        spawn_candidates(self.members.values(), kind)
     }
 
     /// The serving member named `node`, the newest incarnation if several.
@@ -291,6 +275,37 @@ impl View {
             })
             .collect()
     }
+}
+
+/// The members of `members` that resolve names and have registered `name`, in the
+/// order of the conflict rule: lowest generation (the longest running node) first, then
+/// lowest node name. Lookups resolve the name to the first.
+pub fn name_holders<'a>(
+    members: impl IntoIterator<Item = &'a Member>,
+    name: &str,
+) -> Vec<&'a Member> {
+    let mut holders: Vec<&Member> = members
+        .into_iter()
+        .filter(|m| m.serves() && m.actor(name).is_some())
+        .collect();
+    holders.sort_by(|a, b| (a.generation, &a.identity.name).cmp(&(b.generation, &b.identity.name)));
+    holders
+}
+
+/// The members of `members` that serve and spawn `kind`, fewest named actors first (then
+/// lowest name): where [`crate::SpawnOn::AnyOffering`] sends a spawn (the first).
+pub fn spawn_candidates<'a>(
+    members: impl IntoIterator<Item = &'a Member>,
+    kind: &str,
+) -> Vec<&'a Member> {
+    let mut offering: Vec<&Member> = members
+        .into_iter()
+        .filter(|m| m.serves() && m.offers(kind))
+        .collect();
+    offering.sort_by(|a, b| {
+        (a.actors.len(), &a.identity.name).cmp(&(b.actors.len(), &b.identity.name))
+    });
+    offering
 }
 
 /// The event for a member whose state went from `before` to `after.state`.

@@ -87,7 +87,10 @@ enum KvLocal {
 #[derive(Debug, PartialEq)]
 enum Observed {
     Opened,
-    Undecodable { type_url: String, was_call: bool },
+    Undecodable {
+        type_url: String,
+        was_call: bool,
+    },
     /// A cluster event, by the names of the members it carries.
     Cluster(Vec<String>),
 }

@@ -275,10 +275,8 @@ async fn room_addr(node: &Node, args: &ChatArgs) -> Result<String, (u8, String)>
             format!("cannot list members at {}: {e}", args.peer),
         )
     })?;
-    members
-        .iter()
-        .filter(|m| m.serves() && m.actor(&args.room).is_some())
-        .min_by(|a, b| (a.generation, &a.identity.name).cmp(&(b.generation, &b.identity.name)))
+    duologue::name_holders(&members, &args.room)
+        .first()
         .and_then(|m| m.addr.clone())
         .ok_or_else(|| {
             (

@@ -87,17 +87,15 @@ pub(crate) async fn spawn(args: SpawnArgs) -> ExitCode {
     finish("spawn", result.await)
 }
 
-/// The session address of the member `on` names, or of the one that offers `kind` with
-/// the fewest named actors, as `duologue::SpawnOn::AnyOffering` chooses.
+/// The session address of the member `on` names, or of the first that offers `kind`
+/// ([`duologue::spawn_candidates`], as `SpawnOn::AnyOffering` chooses).
 fn choose(members: &[Member], on: Option<&str>, kind: &str) -> Result<String, (u8, String)> {
-    let up = members.iter().filter(|m| m.serves());
     let chosen = match on {
-        Some(name) => up
-            .filter(|m| m.identity.name == name)
+        Some(name) => members
+            .iter()
+            .filter(|m| m.serves() && m.identity.name == name)
             .max_by_key(|m| m.generation),
-        None => up.filter(|m| m.offers(kind)).min_by(|a, b| {
-            (a.actors.len(), &a.identity.name).cmp(&(b.actors.len(), &b.identity.name))
-        }),
+        None => duologue::spawn_candidates(members, kind).first().copied(),
     };
     chosen.and_then(|m| m.addr.clone()).ok_or_else(|| {
         let why = match on {

@@ -206,15 +206,8 @@ impl Lab {
         args: &[String],
         timeout: Duration,
     ) -> Result<NodeProcess, ClusterError> {
-        let prefix = self.exec_prefix(i, exe);
-        NodeProcess::until_listening(
-            Path::new("ip"),
-            &prefix,
-            name,
-            &crate::node_args(name, args),
-            timeout,
-        )
-        .await
+        self.until_listening(i, exe, name, &crate::node_args(name, args), timeout)
+            .await
     }
 
     /// [`NodeProcess::start_binary`] in host `i`'s namespace: runs
@@ -234,15 +227,21 @@ impl Lab {
         args: &[String],
         timeout: Duration,
     ) -> Result<NodeProcess, ClusterError> {
+        self.until_listening(i, exe, name, &crate::binary_args(name, args), timeout)
+            .await
+    }
+
+    /// Runs `exe args...` in host `i`'s namespace until its `listening on ADDR` line.
+    async fn until_listening(
+        &self,
+        i: usize,
+        exe: &Path,
+        name: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<NodeProcess, ClusterError> {
         let prefix = self.exec_prefix(i, exe);
-        NodeProcess::until_listening(
-            Path::new("ip"),
-            &prefix,
-            name,
-            &crate::binary_args(name, args),
-            timeout,
-        )
-        .await
+        NodeProcess::until_listening(Path::new("ip"), &prefix, name, args, timeout).await
     }
 
     /// Runs `f` on a new thread in host `i`'s network namespace and returns what it
