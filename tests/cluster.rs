@@ -23,8 +23,10 @@ use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+const SECRET: &str = "cluster test secret, 32 bytes!!";
+
 fn secret() -> Secret {
-    Secret::new("cluster test secret, 32 bytes!!").unwrap()
+    Secret::new(SECRET).unwrap()
 }
 
 async fn node(name: &str, seeds: &[std::net::SocketAddr]) -> Node {
@@ -328,4 +330,63 @@ async fn a_node_without_the_secret_is_not_heard() {
     assert_eq!(names(&a), ["a", "b"]);
     assert_eq!(names(&b), ["a", "b"]);
     assert_eq!(names(&intruder), ["intruder"]);
+}
+
+/// `duologue members` and `duologue spawn`, the operator's commands, against a node.
+async fn operator(args: &[&str]) -> (Option<i32>, Vec<String>, String) {
+    let secrets = duologue_testkit::SecretDir::create().unwrap();
+    let file = secrets.write("cluster.secret", SECRET).unwrap();
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(["--secret-file".to_owned(), file.display().to_string()]);
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_duologue"));
+    let mut child = duologue_testkit::ChildGuard::spawn("operator", exe, &all).unwrap();
+    let mut out = Vec::new();
+    while let Some(line) = child.stdout_line(WAIT).await.unwrap() {
+        out.push(line);
+    }
+    let err = child.stderr_line(WAIT).await.unwrap().unwrap_or_default();
+    (child.wait(WAIT).await.unwrap(), out, err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duologue_members_and_spawn_work_through_any_node() {
+    let a = node("a", &[]).await;
+    let b = node("b", &[a.gossip_addr().unwrap()]).await;
+    wait_members(&a, 2).await;
+    let a_addr = a.local_addr().unwrap().to_string();
+    let (code, out, _) =
+        operator(&["spawn", "--peer", &a_addr, "--on", "b", "seq-check:counter"]).await;
+    assert_eq!(code, Some(0), "{out:?}");
+    assert_eq!(
+        out,
+        [format!(
+            "spawned counter on b at {}",
+            b.local_addr().unwrap()
+        )]
+    );
+    a.lookup::<SeqCheck>("counter", WAIT).await.unwrap();
+    let (code, out, _) = operator(&["members", "--peer", &a_addr]).await;
+    assert_eq!(code, Some(0), "{out:?}");
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(out[0].starts_with("NODE") && out[0].contains("STATE") && out[0].contains("ACTORS"));
+    assert!(
+        out[1].starts_with("a ") && out[1].contains(" up "),
+        "{out:?}"
+    );
+    assert!(
+        out[2].starts_with("b ")
+            && out[2].contains(" up ")
+            && out[2].contains("counter (duologue.diag.v1"),
+        "{out:?}"
+    );
+    // A kind nobody has: a typed refusal, exit 8, the known kinds named.
+    let (code, _, err) = operator(&["spawn", "--peer", &a_addr, "--any", "no-such-kind:x"]).await;
+    assert_eq!(code, Some(8), "{err}");
+    assert!(
+        err.contains("no member up offers actor kind \"no-such-kind\""),
+        "{err}"
+    );
+    let (code, _, err) = operator(&["spawn", "--peer", &a_addr, "no-such-kind:x"]).await;
+    assert_eq!(code, Some(8), "{err}");
+    assert!(err.contains("(it has: seq-check)"), "{err}");
 }
