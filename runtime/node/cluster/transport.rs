@@ -23,6 +23,9 @@ use crate::log_budget::LogBudget;
 /// The largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
 
+/// How long an envelope may take to come back encoded from chitchat's socket.
+const CODEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Opens the authenticated gossip socket on a socket bound beforehand (so that a node
 /// asked for port 0 knows the port it advertises).
 pub(crate) struct SealedUdp {
@@ -102,12 +105,18 @@ impl Socket for SealedSocket {
         // A datagram left by a cancelled send would go to the next peer: drop it.
         while self.codec.try_recv_from(&mut self.send_buf).is_ok() {}
         self.inner.send(self.codec_addr, envelope).await?;
-        let len = loop {
-            let (len, from) = self.codec.recv_from(&mut self.send_buf).await?;
-            if from == self.inner_addr {
-                break len;
+        // Bounded: a datagram lost on loopback must not stall chitchat's gossip loop.
+        let encoded = tokio::time::timeout(CODEC_TIMEOUT, async {
+            loop {
+                let (len, from) = self.codec.recv_from(&mut self.send_buf).await?;
+                if from == self.inner_addr {
+                    return Ok::<_, std::io::Error>(len);
+                }
             }
-        };
+        });
+        let len = encoded
+            .await
+            .context("the gossip codec did not answer")??;
         if len + GOSSIP_TAG_LEN > MAX_DATAGRAM {
             anyhow::bail!(
                 "a gossip datagram of {len} bytes leaves no room for its {GOSSIP_TAG_LEN}-byte tag"
