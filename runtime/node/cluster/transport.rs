@@ -114,9 +114,7 @@ impl Socket for SealedSocket {
                 }
             }
         });
-        let len = encoded
-            .await
-            .context("the gossip codec did not answer")??;
+        let len = encoded.await.context("the gossip codec did not answer")??;
         if len + GOSSIP_TAG_LEN > MAX_DATAGRAM {
             anyhow::bail!(
                 "a gossip datagram of {len} bytes leaves no room for its {GOSSIP_TAG_LEN}-byte tag"
