@@ -1,0 +1,124 @@
+//! The cluster at a larger size than the lab: N nodes in this process on 127.0.0.1
+//! (each with its own gossip socket, server and `$node` actor), seeded by the first
+//! three. Measures the time until every node sees all N up, then the time until every
+//! other node declares a dropped node dead, and the process's memory and CPU.
+//!
+//! ```text
+//! cargo bench --bench cluster_scale -- [--nodes 100] [--interval-ms 1000]
+//! ```
+//!
+//! One process on two cores: every node's gossip competes for the same CPU, so the
+//! figures are an upper bound of what N machines would see. Figures in
+//! `benches/README.md`, "cluster".
+
+mod args;
+
+use std::time::{Duration, Instant};
+
+use duologue::{ClusterConfig, MemberState, Node, NodeConfig, Secret};
+use duologue_testkit::Memory;
+
+const WAIT: Duration = Duration::from_secs(300);
+
+async fn node(name: String, seeds: &[String], interval: Duration) -> anyhow::Result<Node> {
+    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse()?);
+    cluster.gossip_interval = interval;
+    cluster.seeds = seeds.to_vec();
+    Ok(Node::builder()
+        .config(NodeConfig {
+            name,
+            listen: Some("127.0.0.1:0".parse()?),
+            cluster: Some(cluster),
+            ..NodeConfig::default()
+        })
+        .secret(Secret::new("cluster scale bench secret, 32 b")?)
+        .start()
+        .await?)
+}
+
+/// Waits until `wanted` holds of `node`'s members, on its change notification.
+async fn until(node: &Node, wanted: impl Fn(&[duologue::Member]) -> bool) {
+    loop {
+        let changed = node.members_changed();
+        if wanted(&node.members().unwrap_or_default()) {
+            return;
+        }
+        changed.await;
+    }
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 per second on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let n = usize::try_from(args::option(&argv, "--nodes", 100)?)?;
+    let interval = Duration::from_millis(args::option(&argv, "--interval-ms", 1000)?);
+    let mut nodes = Vec::with_capacity(n);
+    let mut seeds = Vec::new();
+    let started = Instant::now();
+    for i in 0..n {
+        let node = node(format!("node-{i:04}"), &seeds, interval).await?;
+        if seeds.len() < 3 {
+            seeds.push(node.gossip_addr().expect("clustered").to_string());
+        }
+        nodes.push(node);
+    }
+    let all_started = started.elapsed();
+    let converging = Instant::now();
+    let up = |m: &[duologue::Member]| m.iter().filter(|m| m.state == MemberState::Up).count();
+    tokio::time::timeout(
+        WAIT,
+        futures::future::join_all(nodes.iter().map(|node| until(node, |m| up(m) == n))),
+    )
+    .await?;
+    let converged = converging.elapsed();
+    // Steady state: what N nodes gossiping cost this process for a few intervals.
+    let cpu_before = cpu_seconds();
+    let steady = Instant::now();
+    tokio::time::sleep(interval * 10).await;
+    let cpu_per_node_per_s =
+        (cpu_seconds() - cpu_before) / steady.elapsed().as_secs_f64() / n as f64;
+    let rss = Memory::of(None).map_or(0.0, |m| m.now as f64 / (1024.0 * 1024.0));
+    // One node dies (every handle dropped: no farewell): every other declares it dead.
+    let victim = nodes.pop().expect("nodes");
+    let name = victim.identity().name.clone();
+    let died = Instant::now();
+    drop(victim);
+    let dead = |m: &[duologue::Member]| {
+        m.iter()
+            .any(|m| m.identity.name == name && m.state == MemberState::Unreachable)
+    };
+    let detections = nodes.iter().map(|node| async {
+        until(node, dead).await;
+        died.elapsed()
+    });
+    let mut times = tokio::time::timeout(WAIT, futures::future::join_all(detections)).await?;
+    times.sort();
+    println!(
+        "cluster_scale nodes={n} gossip_interval={interval:?} started_in_s={:.1} converged_s={:.2} \
+         dead_first_s={:.2} dead_median_s={:.2} dead_last_s={:.2} rss_mib={rss:.0} \
+         rss_per_node_kib={:.0} cpu_ms_per_node_per_s={:.2}",
+        all_started.as_secs_f64(),
+        converged.as_secs_f64(),
+        times[0].as_secs_f64(),
+        times[times.len() / 2].as_secs_f64(),
+        times[times.len() - 1].as_secs_f64(),
+        rss * 1024.0 / n as f64,
+        cpu_per_node_per_s * 1e3,
+    );
+    // The nodes end with the process (a polite shutdown lingers to say it leaves).
+    drop(nodes);
+    Ok(())
+}
