@@ -529,6 +529,13 @@ pub enum LookupError {
         /// The protocol it was looked up with.
         wanted: String,
     },
+    /// This node's gossip engine failed, so its view of the cluster is stale
+    /// ([`crate::ClusterEvent::GossipStopped`]).
+    #[error("cluster membership stopped ({reason}): restart the node")]
+    GossipStopped {
+        /// What the engine said.
+        reason: String,
+    },
     /// Found, but the session to it could not be opened.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -585,6 +592,13 @@ pub enum SpawnError {
     /// The node (this one, or the one asked) is not in a cluster.
     #[error("not in a cluster")]
     NotClustered,
+    /// This node's gossip engine failed, so it cannot choose a member
+    /// ([`crate::ClusterEvent::GossipStopped`]).
+    #[error("cluster membership stopped ({reason}): restart the node")]
+    GossipStopped {
+        /// What the engine said.
+        reason: String,
+    },
     /// The node could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),

@@ -127,6 +127,13 @@ pub enum ClusterEvent {
         /// The other nodes that registered it.
         others: Vec<NodeIdentity>,
     },
+    /// This node's gossip engine failed: its view of the cluster no longer changes, so
+    /// lookups and member lists fail from now on, and no further event comes. Restart
+    /// the node.
+    GossipStopped {
+        /// What the engine said.
+        reason: String,
+    },
 }
 
 // With ractor's `cluster` feature, ractor implements `Message` only for types that say so
@@ -403,6 +410,7 @@ mod tests {
                 ClusterEvent::NameConflict { name, winner, .. } => {
                     format!("conflict {name} -> {}", winner.name)
                 }
+                ClusterEvent::GossipStopped { reason } => format!("stopped {reason}"),
             })
             .collect()
     }

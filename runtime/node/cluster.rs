@@ -80,6 +80,8 @@ pub(crate) struct Membership {
     /// Set once the node leaves politely: the engine then outlives the tracker until
     /// peers heard it.
     leaving: std::sync::atomic::AtomicBool,
+    /// Why the gossip engine stopped, when it stopped without the node leaving.
+    stopped: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -184,6 +186,7 @@ impl Membership {
             view: watch::channel(Arc::new(View::default())).0,
             subscribers: Mutex::new(Vec::new()),
             leaving: std::sync::atomic::AtomicBool::new(false),
+            stopped: std::sync::OnceLock::new(),
         });
         membership.refresh().await;
         tokio::spawn(membership.clone().track(live, changed, stop.clone()));
@@ -257,9 +260,24 @@ impl Membership {
     ) {
         let mut tick = tokio::time::interval(self.config.gossip_interval / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let terminated = lock(&self.handle)
+            .as_ref()
+            .map(ChitchatHandle::termination_watcher);
+        let mut terminated = std::pin::pin!(async move {
+            match terminated {
+                Some(terminated) => terminated.await,
+                None => std::future::pending().await,
+            }
+        });
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
+                ended = &mut terminated => {
+                    if !self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+                        self.engine_stopped(ended);
+                    }
+                    return;
+                }
                 changed = live.changed() => if changed.is_err() { break },
                 _ = tick.tick() => {}
                 Some(change) = changes.recv() => {
@@ -283,6 +301,36 @@ impl Membership {
                 let _ = handle.initiate_shutdown();
             }
         }
+    }
+
+    /// The gossip engine ended without this node leaving (it failed: chitchat's task
+    /// panics past its datagram wall, `docs/scale.md`). The view would freeze with every
+    /// member up; instead lookups and member lists fail from now on, subscribers are
+    /// told, and the error is logged.
+    fn engine_stopped(&self, ended: anyhow::Result<()>) {
+        let reason = match ended {
+            Ok(()) => "the gossip engine stopped".to_owned(),
+            Err(error) => format!("the gossip engine failed: {error:#}"),
+        };
+        tracing::error!(
+            %reason,
+            "cluster membership stopped: this node's view of the cluster no longer changes; \
+             restart the node"
+        );
+        let _ = self.stopped.set(reason.clone());
+        let mut subscribers = lock(&self.subscribers);
+        subscribers.retain(|s| {
+            s.deliver(ClusterEvent::GossipStopped {
+                reason: reason.clone(),
+            })
+            .is_ok()
+        });
+        subscribers.clear();
+    }
+
+    /// Why the gossip engine stopped, if it failed.
+    pub(crate) fn stopped(&self) -> Option<&str> {
+        self.stopped.get().map(String::as_str)
     }
 
     /// Reads the gossip state into a new view, publishes it and tells subscribers what
@@ -407,9 +455,14 @@ impl Node {
     ///
     /// # Errors
     /// [`NodeError::NotClustered`] for a node started without
-    /// [`crate::NodeConfig::cluster`].
+    /// [`crate::NodeConfig::cluster`]; [`NodeError::Cluster`] once its gossip engine
+    /// failed ([`ClusterEvent::GossipStopped`]).
     pub fn members(&self) -> Result<Vec<Member>, NodeError> {
-        Ok(self.membership()?.view().members())
+        let membership = self.membership()?;
+        if let Some(reason) = membership.stopped() {
+            return Err(NodeError::Cluster(reason.to_owned()));
+        }
+        Ok(membership.view().members())
     }
 
     /// Resolves at the next change of [`Node::members`] (immediately for a node not in
@@ -447,7 +500,7 @@ impl Node {
     /// # Errors
     /// [`LookupError::NotFound`] when no member serves it within `within`,
     /// [`LookupError::ProtocolMismatch`] when the chosen one serves another protocol
-    /// than `P`, [`LookupError::NotClustered`].
+    /// than `P`, [`LookupError::NotClustered`], [`LookupError::GossipStopped`].
     pub async fn lookup<P: Protocol>(
         &self,
         name: &str,
@@ -457,6 +510,11 @@ impl Node {
         let started = Instant::now();
         let mut changes = membership.view.subscribe();
         loop {
+            if let Some(reason) = membership.stopped() {
+                return Err(LookupError::GossipStopped {
+                    reason: reason.to_owned(),
+                });
+            }
             let view = changes.borrow_and_update().clone();
             if let Some(found) = locate::<P>(&view, name)? {
                 return Ok(found);
@@ -516,4 +574,79 @@ fn locate<P: Protocol>(view: &View, name: &str) -> Result<Option<Located<P>>, Lo
         others: holders[1..].iter().map(|m| m.identity.clone()).collect(),
         protocol: PhantomData,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr};
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::node::control::Control;
+
+    /// Forwards the cluster events it gets.
+    struct Events;
+
+    #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+    impl Actor for Events {
+        type Msg = ClusterEvent;
+        type State = mpsc::UnboundedSender<ClusterEvent>;
+        type Arguments = mpsc::UnboundedSender<ClusterEvent>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<ClusterEvent>,
+            events: Self::State,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(events)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<ClusterEvent>,
+            event: ClusterEvent,
+            events: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            let _ = events.send(event);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gossip_engine_that_stops_without_a_leave_is_told_not_left_frozen() {
+        let config = NodeConfig {
+            name: "a".into(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            cluster: Some(ClusterConfig::new("127.0.0.1:0".parse().unwrap())),
+            ..NodeConfig::default()
+        };
+        let node = Node::builder()
+            .config(config)
+            .secret(Secret::new("cluster unit test secret, 32 b!!").unwrap())
+            .start()
+            .await
+            .unwrap();
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let (listener, _) = Actor::spawn(None, Events, tx).await.unwrap();
+        node.subscribe_cluster(&listener).unwrap();
+        let within = Duration::from_secs(10);
+        let first = tokio::time::timeout(within, events.recv()).await.unwrap();
+        assert!(matches!(first, Some(ClusterEvent::Current(_))), "{first:?}");
+        assert_eq!(node.members().unwrap().len(), 1);
+
+        // The engine ends as it does when it fails: not through a leave.
+        let handle = lock(&node.membership().unwrap().handle).take().unwrap();
+        handle.shutdown().await.unwrap();
+        let told = tokio::time::timeout(within, events.recv()).await.unwrap();
+        assert!(
+            matches!(told, Some(ClusterEvent::GossipStopped { .. })),
+            "{told:?}"
+        );
+        assert!(matches!(node.members(), Err(NodeError::Cluster(_))));
+        assert!(matches!(
+            node.lookup::<Control>("anything", within).await,
+            Err(LookupError::GossipStopped { .. })
+        ));
+        listener.stop(None);
+    }
 }

@@ -326,12 +326,16 @@ impl Node {
     /// # Errors
     /// [`SpawnError::NoSuchNode`] when no member of that name is up,
     /// [`SpawnError::NoNodeOffers`] when none offers the kind,
-    /// [`SpawnError::NotClustered`]; otherwise as [`Node::spawn_at`].
+    /// [`SpawnError::NotClustered`], [`SpawnError::GossipStopped`]; otherwise as
+    /// [`Node::spawn_at`].
     pub async fn spawn(&self, on: SpawnOn, spec: ActorSpec) -> Result<Spawned, SpawnError> {
-        let view = self
-            .membership()
-            .map_err(|_| SpawnError::NotClustered)?
-            .view();
+        let membership = self.membership().map_err(|_| SpawnError::NotClustered)?;
+        if let Some(reason) = membership.stopped() {
+            return Err(SpawnError::GossipStopped {
+                reason: reason.to_owned(),
+            });
+        }
+        let view = membership.view();
         let target = match &on {
             SpawnOn::Node(name) => view
                 .serving(name)
