@@ -49,11 +49,13 @@ pub(crate) struct SpawnArgs {
     actor: ActorSpec,
 }
 
-/// Exit codes beyond 1 (any other failure).
+/// Exit codes beyond 1 (any other failure): 5 unreachable, 7 not in a cluster, 8 the
+/// spawn was refused, 9 the node's gossip engine failed.
 mod exit {
     pub(super) const UNREACHABLE: u8 = 5;
     pub(super) const NOT_CLUSTERED: u8 = 7;
     pub(super) const REFUSED: u8 = 8;
+    pub(super) const GOSSIP_STOPPED: u8 = 9;
 }
 
 pub(crate) async fn members(args: MembersArgs) -> ExitCode {
@@ -123,6 +125,7 @@ fn failure(error: SpawnError) -> (u8, String) {
     let code = match &error {
         SpawnError::Connect(_) | SpawnError::Call(_) => exit::UNREACHABLE,
         SpawnError::NotClustered => exit::NOT_CLUSTERED,
+        SpawnError::GossipStopped { .. } => exit::GOSSIP_STOPPED,
         _ => exit::REFUSED,
     };
     (code, error.to_string())

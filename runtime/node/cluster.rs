@@ -647,6 +647,17 @@ mod tests {
             node.lookup::<Control>("anything", within).await,
             Err(LookupError::GossipStopped { .. })
         ));
+        // Asked over the wire, it says so too.
+        let client = Node::builder()
+            .secret(Secret::new("cluster unit test secret, 32 b!!").unwrap())
+            .start()
+            .await
+            .unwrap();
+        let addr = node.local_addr().unwrap().to_string();
+        assert!(matches!(
+            client.members_at(&addr).await,
+            Err(crate::error::SpawnError::GossipStopped { .. })
+        ));
         listener.stop(None);
     }
 }

@@ -175,10 +175,17 @@ fn member_list(node: &Node) -> MemberList {
         Ok(members) => MemberList {
             clustered: true,
             members: members.into_iter().map(member_info).collect(),
+            gossip_stopped: String::new(),
+        },
+        Err(NodeError::Cluster(reason)) => MemberList {
+            clustered: true,
+            members: Vec::new(),
+            gossip_stopped: reason,
         },
         Err(_) => MemberList {
             clustered: false,
             members: Vec::new(),
+            gossip_stopped: String::new(),
         },
     }
 }
@@ -355,7 +362,8 @@ impl Node {
     /// The members of the cluster of the node at `addr`, as it sees them.
     ///
     /// # Errors
-    /// [`SpawnError::NotClustered`] when that node is not in a cluster;
+    /// [`SpawnError::NotClustered`] when that node is not in a cluster,
+    /// [`SpawnError::GossipStopped`] when its gossip engine failed;
     /// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked.
     pub async fn members_at(&self, addr: &str) -> Result<Vec<Member>, SpawnError> {
         let request = ControlRequest {
@@ -363,6 +371,11 @@ impl Node {
         };
         let (peer, reply) = self.control_call(addr, request).await?;
         match reply.kind {
+            Some(control_reply::Kind::Members(list)) if !list.gossip_stopped.is_empty() => {
+                Err(SpawnError::GossipStopped {
+                    reason: format!("on node {peer}: {}", list.gossip_stopped),
+                })
+            }
             Some(control_reply::Kind::Members(list)) if list.clustered => {
                 Ok(list.members.into_iter().filter_map(member_of).collect())
             }
