@@ -147,8 +147,8 @@ pub use mailbox::{
 };
 pub use members::{ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates};
 pub use node::{
-    ActorSpec, Bookkeeping, CONTROL_ACTOR, Hosted, Located, Node, NodeBuilder, NodeEvent, SpawnOn,
-    Spawned,
+    ActorSpec, Bookkeeping, CONTROL_ACTOR, Hosted, Located, MembersAt, Node, NodeBuilder,
+    NodeEvent, SpawnOn, Spawned,
 };
 pub use remote_ref::{Payload, Protocol, RemoteRef};
 pub use session::{FlowState, Role, SessionConfig};

@@ -56,7 +56,7 @@ use crate::wire::pb::duologue_server::DuologueServer;
 use crate::wire::{GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId};
 
 pub use self::cluster::Located;
-pub use self::control::{CONTROL_ACTOR, SpawnOn, Spawned};
+pub use self::control::{CONTROL_ACTOR, MembersAt, SpawnOn, Spawned};
 pub(crate) use self::kinds::Kinds;
 pub use self::kinds::{ActorSpec, Hosted};
 

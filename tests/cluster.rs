@@ -390,3 +390,30 @@ async fn duologue_members_and_spawn_work_through_any_node() {
     assert_eq!(code, Some(8), "{err}");
     assert!(err.contains("(it has: seq-check)"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_member_list_can_be_awaited_until_it_changes() {
+    let a = node("a", &[]).await;
+    let addr = a.local_addr().unwrap().to_string();
+    let client = Node::builder().secret(secret()).start().await.unwrap();
+    let first = client.members_changed_at(&addr, 0, WAIT).await.unwrap();
+    assert_eq!(first.members.len(), 1);
+    // Nothing changes: answered once the bound passed, with the same version.
+    let same = client
+        .members_changed_at(&addr, first.version, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(same.version, first.version);
+    // A node joins while the question waits: it is answered with the change.
+    let seeds = [a.gossip_addr().unwrap()];
+    let (changed, _b) = tokio::join!(
+        client.members_changed_at(&addr, first.version, WAIT),
+        node("b", &seeds)
+    );
+    let changed = changed.unwrap();
+    assert!(changed.version > first.version);
+    assert!(
+        changed.members.iter().any(|m| m.identity.name == "b"),
+        "{changed:?}"
+    );
+}

@@ -82,6 +82,8 @@ pub(crate) struct Membership {
     leaving: std::sync::atomic::AtomicBool,
     /// Why the gossip engine stopped, when it stopped without the node leaving.
     stopped: std::sync::OnceLock<String>,
+    /// Grows with every change of the view.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Membership {
@@ -187,6 +189,7 @@ impl Membership {
             subscribers: Mutex::new(Vec::new()),
             leaving: std::sync::atomic::AtomicBool::new(false),
             stopped: std::sync::OnceLock::new(),
+            version: std::sync::atomic::AtomicU64::new(0),
         });
         membership.refresh().await;
         tokio::spawn(membership.clone().track(live, changed, stop.clone()));
@@ -328,6 +331,11 @@ impl Membership {
         subscribers.clear();
     }
 
+    /// The view's version: it grows with every change of the members.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Why the gossip engine stopped, if it failed.
     pub(crate) fn stopped(&self) -> Option<&str> {
         self.stopped.get().map(String::as_str)
@@ -342,6 +350,8 @@ impl Membership {
         let events = self.view.borrow().events_to(&next);
         let same = **self.view.borrow() == next;
         if !same {
+            self.version
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.view.send_replace(Arc::new(next));
         }
         for event in events {

@@ -26,6 +26,9 @@ pub const CONTROL_ACTOR: &str = "$node";
 /// How long a control call may take: a spawn runs the kind's constructor.
 const CONTROL_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest a member list request waits for a change (within the call timeout).
+const MAX_MEMBERS_WAIT: Duration = Duration::from_secs(25);
+
 /// The control protocol: requests to `$node`, and its replies.
 #[derive(Debug)]
 pub(crate) struct Control;
@@ -54,6 +57,15 @@ pub struct Spawned {
     pub name: String,
     /// Where that node accepts sessions.
     pub addr: String,
+}
+
+/// A node's members as it saw them, with its view's version ([`Node::members_changed_at`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembersAt {
+    /// The version of that node's view: pass it back to wait for the next change.
+    pub version: u64,
+    /// Its members.
+    pub members: Vec<Member>,
 }
 
 /// A node without its `Node` handles' ownership: the control actor must not keep the
@@ -123,8 +135,21 @@ impl Actor for ControlActor {
                 });
                 return Ok(());
             }
-            Some(control_request::Kind::Members(MembersRequest {})) => {
-                control_reply::Kind::Members(member_list(&node))
+            Some(control_request::Kind::Members(MembersRequest {
+                after_version,
+                wait_ms,
+            })) => {
+                if after_version == 0 {
+                    control_reply::Kind::Members(member_list(&node))
+                } else {
+                    let within = Duration::from_millis(wait_ms.into()).min(MAX_MEMBERS_WAIT);
+                    tokio::spawn(async move {
+                        let list = member_list_after(&node, after_version, within).await;
+                        let answer = control_reply::Kind::Members(list);
+                        let _ = reply.send(ControlReply { kind: Some(answer) });
+                    });
+                    return Ok(());
+                }
             }
             None => control_reply::Kind::Refused(SpawnRefused {
                 reason: spawn_refused::Reason::Unspecified.into(),
@@ -170,22 +195,38 @@ async fn spawn_here(node: &Node, request: SpawnRequest) -> control_reply::Kind {
     }
 }
 
+/// The member list once the view's version is above `after`, or after `within`.
+async fn member_list_after(node: &Node, after: u64, within: Duration) -> MemberList {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let changed = node.members_changed();
+        let current = node.membership().map_or(u64::MAX, |m| m.version());
+        if current > after || tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return member_list(node);
+        }
+    }
+}
+
 fn member_list(node: &Node) -> MemberList {
+    let version = node.membership().map_or(0, |m| m.version());
     match node.members() {
         Ok(members) => MemberList {
             clustered: true,
             members: members.into_iter().map(member_info).collect(),
             gossip_stopped: String::new(),
+            version,
         },
         Err(NodeError::Cluster(reason)) => MemberList {
             clustered: true,
             members: Vec::new(),
             gossip_stopped: reason,
+            version,
         },
         Err(_) => MemberList {
             clustered: false,
             members: Vec::new(),
             gossip_stopped: String::new(),
+            version,
         },
     }
 }
@@ -366,8 +407,43 @@ impl Node {
     /// [`SpawnError::GossipStopped`] when its gossip engine failed;
     /// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked.
     pub async fn members_at(&self, addr: &str) -> Result<Vec<Member>, SpawnError> {
+        Ok(self
+            .members_changed_at(addr, 0, Duration::ZERO)
+            .await?
+            .members)
+    }
+
+    /// The members of the cluster of the node at `addr` once its view has changed since
+    /// `since` (the [`MembersAt::version`] of an earlier answer), or after `within` (at
+    /// most 25 s) if it has not; `since` 0 answers at once. For waiting until a remote
+    /// node sees the cluster as wanted, without asking again and again:
+    ///
+    /// ```no_run
+    /// # async fn f(node: duologue::Node, addr: &str) -> Result<(), duologue::SpawnError> {
+    /// let mut since = 0;
+    /// loop {
+    ///     let now = node.members_changed_at(addr, since, std::time::Duration::from_secs(5)).await?;
+    ///     if now.members.len() >= 3 {
+    ///         break;
+    ///     }
+    ///     since = now.version;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Node::members_at`].
+    pub async fn members_changed_at(
+        &self,
+        addr: &str,
+        since: u64,
+        within: Duration,
+    ) -> Result<MembersAt, SpawnError> {
         let request = ControlRequest {
-            kind: Some(control_request::Kind::Members(MembersRequest {})),
+            kind: Some(control_request::Kind::Members(MembersRequest {
+                after_version: since,
+                wait_ms: u32::try_from(within.as_millis()).unwrap_or(u32::MAX),
+            })),
         };
         let (peer, reply) = self.control_call(addr, request).await?;
         match reply.kind {
@@ -376,9 +452,10 @@ impl Node {
                     reason: format!("on node {peer}: {}", list.gossip_stopped),
                 })
             }
-            Some(control_reply::Kind::Members(list)) if list.clustered => {
-                Ok(list.members.into_iter().filter_map(member_of).collect())
-            }
+            Some(control_reply::Kind::Members(list)) if list.clustered => Ok(MembersAt {
+                version: list.version,
+                members: list.members.into_iter().filter_map(member_of).collect(),
+            }),
             Some(control_reply::Kind::Members(_)) => Err(SpawnError::NotClustered),
             _ => Err(SpawnError::Failed {
                 node: peer,

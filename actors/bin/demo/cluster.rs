@@ -5,7 +5,7 @@
 //! child is killed on every exit path.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use duologue::{MemberState, Node, Secret};
 use duologue_testkit::{ChildGuard, ClusterError, NodeProcess, SecretDir, Signal};
@@ -176,26 +176,32 @@ async fn operator(secret: &str) -> Result<Node, ClusterError> {
         .map_err(unexpected)
 }
 
-/// Asks `addr` for its members until `wanted` holds of them, for up to [`STEP`].
+/// Asks `addr` for its members until `wanted` holds of them, for up to [`STEP`]: each
+/// question after the first is answered when that node's view changes.
 async fn wait_members(
     operator: &Node,
     addr: &str,
     wanted: impl Fn(&[duologue::Member]) -> bool,
 ) -> Result<Vec<duologue::Member>, ClusterError> {
     let deadline = Instant::now() + STEP;
+    let mut since = 0;
     loop {
-        let members = operator.members_at(addr).await.map_err(unexpected)?;
-        if wanted(&members) {
-            return Ok(members);
+        // At once the first time, then each time the node's view changes.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let now = operator
+            .members_changed_at(addr, since, left)
+            .await
+            .map_err(unexpected)?;
+        if wanted(&now.members) {
+            return Ok(now.members);
         }
         if Instant::now() > deadline {
             return Err(ClusterError::Timeout {
-                what: format!("the members never looked as expected: {members:?}"),
+                what: format!("the members never looked as expected: {:?}", now.members),
                 timeout: STEP,
             });
         }
-        // The demo asks a node over the network, which has no change notification.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        since = now.version;
     }
 }
 
