@@ -512,6 +512,29 @@ impl Figures {
     }
 }
 
+/// What every attack measures once it is over: `after` seconds later, the room's memory
+/// and bookkeeping, how the legitimate member fared, whether a newcomer can join, and
+/// the peak and timeline of the whole run.
+async fn after_the_attack(
+    figures: &mut Figures,
+    sampler: &Sampler,
+    room: &mut RoomNode,
+    alice: Legit,
+    secret: &Path,
+    after: u64,
+) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(after)).await;
+    figures.rss_after = sampler.now();
+    figures.bookkeeping_after = room.bookkeeping().await?;
+    figures.alice = alice.finish().await?.summary();
+    let (bob, members) = late_join(&room.addr, secret).await;
+    figures.bob = bob;
+    figures.members_after = members;
+    figures.peak = sampler.peak();
+    figures.timeline = sampler.timeline();
+    Ok(())
+}
+
 /// Attack A: members join, a member process after another, and never read again: each
 /// process is stopped (SIGSTOP) once its members joined, so the room's sends to them pile
 /// up wherever the room keeps them.
@@ -559,15 +582,7 @@ async fn presence(
         mib(figures.rss_at_end_of_attack),
         options.after
     );
-    tokio::time::sleep(Duration::from_secs(options.after)).await;
-    figures.rss_after = sampler.now();
-    figures.bookkeeping_after = room.bookkeeping().await?;
-    figures.alice = alice.finish().await?.summary();
-    let (bob, members) = late_join(&room.addr, secret).await;
-    figures.bob = bob;
-    figures.members_after = members;
-    figures.peak = sampler.peak();
-    figures.timeline = sampler.timeline();
+    after_the_attack(&mut figures, &sampler, room, alice, secret, options.after).await?;
     // Their guards kill the stopped processes.
     drop(stopped);
     Ok(figures)
@@ -687,15 +702,7 @@ async fn killed(room: &mut RoomNode, secret: &Path, options: &Options) -> anyhow
         mib(figures.rss_at_end_of_attack),
         options.after
     );
-    tokio::time::sleep(Duration::from_secs(options.after)).await;
-    figures.rss_after = sampler.now();
-    figures.bookkeeping_after = room.bookkeeping().await?;
-    figures.alice = alice.finish().await?.summary();
-    let (bob, members) = late_join(&room.addr, secret).await;
-    figures.bob = bob;
-    figures.members_after = members;
-    figures.peak = sampler.peak();
-    figures.timeline = sampler.timeline();
+    after_the_attack(&mut figures, &sampler, room, alice, secret, options.after).await?;
     Ok(figures)
 }
 
