@@ -529,7 +529,7 @@ pub enum ChatEvent {
     /// go).
     RoomFinished,
     /// The stream to the room broke; the session is trying to resume.
-    Interrupted(String),
+    Interrupted(duologue::InterruptCause),
     /// The session resumed: nothing lost or doubled.
     Resumed(duologue::Resumption),
     /// The room has not granted this member credit for a while (see

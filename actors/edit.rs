@@ -548,7 +548,7 @@ pub enum EditEvent {
         text: String,
     },
     /// The stream to the document broke; the session is trying to resume.
-    Interrupted(String),
+    Interrupted(duologue::InterruptCause),
     /// The session resumed: nothing lost or doubled.
     Resumed(Resumption),
     /// After a loss, a new session greeted the document (the `Restart` policy); the

@@ -456,7 +456,7 @@ pub enum ProducerEvent {
         /// When it was read.
         at: Duration,
         /// Why.
-        cause: String,
+        cause: duologue::InterruptCause,
     },
     /// The session continues on a new stream, nothing lost or doubled.
     Resumed {

@@ -547,7 +547,7 @@ pub enum ReconcileEvent {
     /// bad bytes, an empty message, or a call): consumed and reported, never skipped.
     Unexpected(String),
     /// The stream broke; the session is trying to resume.
-    Interrupted(String),
+    Interrupted(duologue::InterruptCause),
     /// The session resumed on a new stream: nothing lost or doubled.
     Resumed(Resumption),
     /// The session was lost.

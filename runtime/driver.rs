@@ -18,6 +18,7 @@
 //! endpoint the same way).
 
 mod alarm;
+mod cause;
 mod dial;
 mod events;
 mod outbound;

@@ -139,6 +139,80 @@ pub enum CloseReason {
     Transport(String),
 }
 
+/// Why a session's stream went, in a word: what [`crate::SessionSignal::Interrupted`]
+/// carries, what a lost session's [`LostReason::ResumeDeadline`] names, and what the
+/// session's log lines say. The raw transport text behind it (hyper's and h2's) is logged
+/// at `debug` in the session's span, never handed to the owner.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InterruptCause {
+    /// The connection under the stream broke or closed: the peer's process died, a TCP
+    /// reset, an HTTP/2 GOAWAY, a keep-alive ping unanswered.
+    #[error("the connection was lost")]
+    ConnectionLost,
+    /// The stream alone was reset (HTTP/2 `RST_STREAM`), by the peer or a proxy.
+    #[error("the stream was reset")]
+    StreamReset,
+    /// The peer's stream ended cleanly, but without a farewell.
+    #[error("the stream ended without a goodbye")]
+    EndedWithoutGoodbye,
+    /// With messages unacknowledged, no word came from the peer for `after`.
+    #[error("the peer was silent for {after:?} with messages unacknowledged")]
+    PeerSilent {
+        /// The silence timeout.
+        after: std::time::Duration,
+    },
+    /// The peer held this side back and did not restate its flow state within `after` of
+    /// being asked.
+    #[error("the peer did not restate its flow state within {after:?}")]
+    FlowUnanswered {
+        /// How long it was given.
+        after: std::time::Duration,
+    },
+    /// The peer opened a newer stream for the session.
+    #[error("superseded by the peer's new stream")]
+    Superseded,
+    /// A resume handshake on a new stream did not complete in time.
+    #[error("the resume handshake timed out")]
+    ResumeHandshakeTimedOut,
+    /// Initiator: a dial to the peer found nobody listening, or no route.
+    #[error("the peer is unreachable")]
+    Unreachable,
+    /// Initiator: the peer's server took the stream but sent no response headers within
+    /// `after`.
+    #[error("no answer to the greeting within {after:?}")]
+    NoAnswer {
+        /// The bound.
+        after: std::time::Duration,
+    },
+    /// The stream ended with a gRPC status no other cause covers.
+    #[error("the stream failed: {code} {message}")]
+    Status {
+        /// The status code's name (`Internal`, `Unknown`, ...).
+        code: String,
+        /// Its message, cut short.
+        message: String,
+    },
+}
+
+impl InterruptCause {
+    /// A stable short name for labels (metrics, structured logs).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::ConnectionLost => "connection_lost",
+            Self::StreamReset => "stream_reset",
+            Self::EndedWithoutGoodbye => "ended_without_goodbye",
+            Self::PeerSilent { .. } => "peer_silent",
+            Self::FlowUnanswered { .. } => "flow_unanswered",
+            Self::Superseded => "superseded",
+            Self::ResumeHandshakeTimedOut => "resume_handshake_timed_out",
+            Self::Unreachable => "unreachable",
+            Self::NoAnswer { .. } => "no_answer",
+            Self::Status { .. } => "status",
+        }
+    }
+}
+
 /// Why an established session was lost.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LostReason {
@@ -153,7 +227,7 @@ pub enum LostReason {
         /// The resume deadline.
         after: std::time::Duration,
         /// The last cause: why the stream broke, or why the last attempt failed.
-        cause: String,
+        cause: InterruptCause,
     },
     /// The peer node restarted: a new incarnation cannot resume the old one's sessions.
     #[error("the peer restarted (incarnation {previous} is now {current})")]

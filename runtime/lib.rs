@@ -135,7 +135,8 @@ pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
 pub use budget::BudgetConfig;
 pub use config::{AdmissionConfig, ClusterConfig, NodeConfig, RuntimeFlavor, SessionPolicy};
 pub use error::{
-    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, LookupError, LostReason,
+    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, InterruptCause, LookupError,
+    LostReason,
     NodeError, ProtocolError, ReplayLimit, SendError, SpawnError,
 };
 pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
@@ -151,7 +152,7 @@ pub use node::{
     NodeEvent, SpawnOn, Spawned,
 };
 pub use remote_ref::{Payload, Protocol, RemoteRef};
-pub use session::{FlowState, Role, SessionConfig};
+pub use session::{FlowState, Role, SessionConfig, SessionCounters};
 pub use session_ref::SessionRef;
 pub use tls::{ClientTls, ServerTls};
 pub use wire::{

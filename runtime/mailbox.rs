@@ -36,7 +36,7 @@ use bytes::Bytes;
 use prost::{Message, Name};
 use ractor::ActorRef;
 
-use crate::error::{CloseReason, DecodeError, LostReason, SendError};
+use crate::error::{CloseReason, DecodeError, InterruptCause, LostReason, SendError};
 use crate::members::ClusterEvent;
 use crate::session_ref::{SessionRef, decode_payload};
 use crate::wire::{Fault, FlowSignal, Goodbye, TypeUrl};
@@ -302,7 +302,7 @@ pub enum SessionSignal {
     PeerFinished(SessionRef, Goodbye),
     /// The stream broke; the session tries to resume (per its policy). Messages sent
     /// meanwhile wait in the replay buffer.
-    Interrupted(SessionRef, String),
+    Interrupted(SessionRef, InterruptCause),
     /// The session continues on a new stream, nothing lost or doubled.
     Resumed(SessionRef, Resumption),
     /// The peer sent a back-pressure signal; the runtime already obeys it (casts wait).

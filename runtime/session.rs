@@ -69,12 +69,15 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{ResumeKey, Secret, TlsBinding};
 use crate::budget::Account;
-use crate::error::{CloseReason, LostReason, ProtocolError, ReplayLimit, SendError};
+use crate::error::{
+    CloseReason, InterruptCause, LostReason, ProtocolError, ReplayLimit, SendError,
+};
 use crate::wire::{
     Body, BodyKind, Envelope, Flow, FlowSignal, Frame, FrameError, Goodbye, GoodbyeReason,
     NodeIdentity, Nonce, Refusal, RefuseReason, SessionId,
 };
 
+mod counters;
 mod flow;
 mod gate;
 mod handshake;
@@ -82,6 +85,7 @@ mod replay;
 mod resume;
 mod timers;
 
+pub use counters::SessionCounters;
 pub use flow::FlowState;
 use flow::{HeldBack, Inflow, Outflow};
 pub(crate) use gate::{GateRefusal, GateVerdict, ProvenResume, ResumeGate};
@@ -156,6 +160,23 @@ pub enum Role {
     Acceptor,
 }
 
+/// A stream given up: why, in a word, and the transport's own words when it said more
+/// (a session still greeting closes with them: they tell a TLS failure from a refusal).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Broken {
+    pub(crate) cause: InterruptCause,
+    pub(crate) detail: Option<String>,
+}
+
+impl From<InterruptCause> for Broken {
+    fn from(cause: InterruptCause) -> Self {
+        Self {
+            cause,
+            detail: None,
+        }
+    }
+}
+
 /// The session's state, with what is valid only in it; see the module doc.
 #[derive(Debug)]
 enum State {
@@ -173,7 +194,7 @@ enum State {
         /// Where a resume returns to.
         resume_to: Stage,
         /// Why the last stream went.
-        cause: String,
+        cause: InterruptCause,
         /// The handshake on a new stream, once there is one.
         stream: Option<Handshake>,
     },
@@ -228,7 +249,7 @@ pub(crate) enum Event {
     /// The peer finished politely: it sends nothing more, but still receives.
     PeerFinished(Goodbye),
     /// The stream broke; the session waits for a new one.
-    Interrupted(String),
+    Interrupted(InterruptCause),
     /// The session continues on a new stream; `replayed` messages were sent again.
     Resumed { replayed: u64 },
     /// The peer sent a back-pressure signal (already obeyed by `send`).
@@ -294,6 +315,8 @@ pub(crate) struct Session {
     timers: TimerTable,
     control: VecDeque<Frame>,
     events: VecDeque<Event>,
+    /// What it carried so far.
+    counters: SessionCounters,
 }
 
 impl Session {
@@ -374,6 +397,7 @@ impl Session {
             timers,
             control: VecDeque::new(),
             events: VecDeque::new(),
+            counters: SessionCounters::default(),
             config,
         }
     }
@@ -402,6 +426,11 @@ impl Session {
     /// The session's id (for an acceptor, known once the `Hello` arrived).
     pub(crate) fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// What it carried so far.
+    pub(crate) fn counters(&self) -> SessionCounters {
+        self.counters
     }
 
     /// This end's role.
@@ -580,6 +609,8 @@ impl Session {
             return Err(SendError::Closed(body));
         }
         self.outflow.sent(&now);
+        self.counters.messages_out += 1;
+        self.counters.bytes_out += size as u64;
         Ok(self.replay.push(body))
     }
 

@@ -8,8 +8,10 @@ use tonic::transport::Channel;
 
 use super::outbound::OutboundFrames;
 use super::task::Driver;
-use super::{DriverConfig, StreamStart, describe};
-use crate::session::Session;
+use super::cause::{self, At};
+use super::{DriverConfig, StreamStart};
+use crate::error::InterruptCause;
+use crate::session::{Broken, Session};
 use crate::wire::pb;
 use crate::wire::pb::duologue_client::DuologueClient;
 
@@ -48,7 +50,7 @@ impl Driver {
     async fn dial(
         &mut self,
         mut client: DuologueClient<Channel>,
-    ) -> Option<Result<Streaming<pb::Frame>, String>> {
+    ) -> Option<Result<Streaming<pb::Frame>, Broken>> {
         let outbound = OutboundFrames::current(self.shared.clone());
         let timeout = self.cx.config.handshake_timeout;
         // The core's handshake timer only starts mattering once frames flow; until the
@@ -56,8 +58,8 @@ impl Driver {
         let opened = tokio::time::timeout(timeout, client.converse(outbound.requests()));
         match self.drive_until(opened).await? {
             Ok(Ok(response)) => Some(Ok(response.into_inner())),
-            Ok(Err(status)) => Some(Err(describe(&status))),
-            Err(_) => Some(Err(format!("no answer to the greeting within {timeout:?}"))),
+            Ok(Err(status)) => Some(Err(cause::broken(&status, At::Dial))),
+            Err(_) => Some(Err(InterruptCause::NoAnswer { after: timeout }.into())),
         }
     }
 }

@@ -48,7 +48,7 @@ impl Driver {
                         self.signal(|s| SessionSignal::PeerFinished(s, goodbye));
                     }
                     Event::Interrupted(cause) => {
-                        tracing::info!(session = ?self.session_ref, %cause, "session interrupted");
+                        tracing::info!(%cause, "session interrupted");
                         self.interrupted_at = Some(Instant::now());
                         self.signal(|s| SessionSignal::Interrupted(s, cause));
                     }
@@ -58,7 +58,7 @@ impl Driver {
                             .interrupted_at
                             .take()
                             .map_or(Duration::ZERO, |at| at.elapsed());
-                        tracing::info!(session = ?self.session_ref, replayed, ?interrupted_for, "session resumed");
+                        tracing::info!(replayed, ?interrupted_for, "session resumed");
                         let resumption = Resumption {
                             replayed,
                             interrupted_for,
@@ -73,7 +73,7 @@ impl Driver {
                         credit_left,
                         peer_signal,
                     } => {
-                        tracing::warn!(session = ?self.session_ref, ?waited, credit_left, ?peer_signal, "sender held back by the peer");
+                        tracing::warn!(?waited, credit_left, ?peer_signal, "sender held back by the peer");
                         let held = HeldBack {
                             waited,
                             credit_left,
@@ -122,6 +122,9 @@ impl Driver {
             actor: s.target().to_owned(),
             remote_addr: self.remote_addr,
         });
+        self.span.record("id", tracing::field::display(info.id));
+        self.span.record("peer", tracing::field::display(&info.peer));
+        self.span.record("actor", info.actor.as_str());
         // Before any handle exists: every send and delivery is charged to the budgets.
         let account = self.cx.budgets.account(&info.peer);
         self.shared.set_account(account);

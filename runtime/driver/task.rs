@@ -10,13 +10,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
+use tracing::Instrument;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Status, Streaming};
 
 use super::alarm::Alarm;
-use super::{Attach, Context, Dialer, Link, StreamStart, describe};
+use super::cause::{self, At};
+use super::{Attach, Context, Dialer, Link, StreamStart};
 use crate::config::SessionPolicy;
-use crate::error::{CloseReason, ProtocolError};
+use crate::error::{CloseReason, InterruptCause, ProtocolError};
 use crate::mailbox::Deliver;
 use crate::session::Session;
 use crate::session_ref::SessionRef;
@@ -45,6 +47,8 @@ pub(crate) struct Driver {
     /// Acceptor: called once the peer has proven the secret (the node then stops
     /// counting the stream as unauthenticated).
     pub(super) on_authenticated: Option<OnAuthenticated>,
+    /// Every line the session logs is in it: its id, role, peer and actor.
+    pub(super) span: tracing::Span,
 }
 
 /// What an acceptor does once its peer has proven the secret.
@@ -85,6 +89,7 @@ impl Driver {
         established: oneshot::Sender<Result<SessionRef, CloseReason>>,
     ) -> Self {
         let remote_addr = dialer.addr.parse().ok();
+        let (id, actor) = shared.read(|s| (s.id(), s.target().to_owned()));
         let mut driver = Self::new(
             shared,
             cx,
@@ -94,6 +99,8 @@ impl Driver {
             remote_addr,
         );
         driver.established = Some(established);
+        driver.span.record("id", tracing::field::display(id));
+        driver.span.record("actor", actor);
         driver
     }
 
@@ -105,7 +112,17 @@ impl Driver {
         owner: Option<Arc<dyn Deliver>>,
         remote_addr: Option<SocketAddr>,
     ) -> Self {
+        let role = shared.read(Session::role);
+        let span = tracing::info_span!(
+            "session",
+            ?role,
+            id = tracing::field::Empty,
+            peer = tracing::field::Empty,
+            actor = tracing::field::Empty,
+            remote = remote_addr.map(tracing::field::display),
+        );
         Self {
+            span,
             shared,
             cx,
             policy,
@@ -125,7 +142,12 @@ impl Driver {
 
     /// Runs the session until it is over, from its first stream (`first`: for an
     /// acceptor, the stream it arrived on with its already-read first item).
-    pub(crate) async fn run(mut self, mut first: Option<StreamStart>) {
+    pub(crate) async fn run(self, first: Option<StreamStart>) {
+        let span = self.span.clone();
+        self.run_streams(first).instrument(span).await;
+    }
+
+    async fn run_streams(mut self, mut first: Option<StreamStart>) {
         loop {
             let next = match first.take() {
                 Some(stream) => Some(stream),
@@ -286,7 +308,7 @@ impl Driver {
                 // The core gave this stream up (silence, or it broke).
                 if current {
                     self.shared
-                        .with(|s| s.stream_broken("the stream ended".into(), Instant::now()));
+                        .with(|s| s.stream_broken(InterruptCause::EndedWithoutGoodbye, Instant::now()));
                     self.handle_events();
                 }
                 return StreamEnd::Broken;
@@ -348,6 +370,6 @@ fn stream_failed(session: &mut Session, status: &Status, now: Instant) {
         Code::OutOfRange | Code::ResourceExhausted => {
             session.handle_protocol_error(ProtocolError::FrameTooLarge(status.message().to_owned()))
         }
-        _ => session.stream_broken(describe(status), now),
+        _ => session.stream_broken(cause::broken(status, At::Stream), now),
     }
 }

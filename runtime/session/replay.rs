@@ -220,6 +220,8 @@ impl Session {
                 return;
             }
             self.acks.received = envelope.seq;
+            self.counters.messages_in += 1;
+            self.counters.bytes_in += size;
             self.events.push_back(Event::Message(envelope));
         }
     }

@@ -4,15 +4,16 @@
 use std::time::Instant;
 
 use super::handshake::{Handshake, Step};
-use super::{Event, Phase, ProvenResume, Role, Session, State, Timer};
-use crate::error::{CloseReason, LostReason, ProtocolError};
+use super::{Broken, Event, Phase, ProvenResume, Role, Session, State, Timer};
+use crate::error::{CloseReason, InterruptCause, LostReason, ProtocolError};
 use crate::wire::{Frame, Goodbye, GoodbyeReason, Nonce, ResumeRequest};
 
 impl Session {
     /// The current stream broke (or ended without a farewell, or was superseded). An
     /// established session becomes `Interrupted` and waits for a new stream; one still in
     /// its first handshake closes.
-    pub(crate) fn stream_broken(&mut self, cause: String, now: Instant) {
+    pub(crate) fn stream_broken(&mut self, broken: impl Into<Broken>, now: Instant) {
+        let Broken { cause, detail } = broken.into();
         self.generation += 1;
         // The resume restates the whole flow state; a wait starts afresh after it.
         self.held_back.clear();
@@ -30,7 +31,9 @@ impl Session {
             State::Greeting(_) => {
                 self.replay.queued.clear();
                 self.local_goodbye = None;
-                self.close(CloseReason::Transport(cause));
+                self.close(CloseReason::Transport(
+                    detail.unwrap_or_else(|| cause.to_string()),
+                ));
             }
             State::Established { stage, .. } => {
                 let stage = *stage;
@@ -39,6 +42,7 @@ impl Session {
                     cause: cause.clone(),
                     stream: None,
                 };
+                self.counters.interruptions += 1;
                 self.timers
                     .set(Timer::Resume, now + self.config.resume_timeout);
                 self.events.push_back(Event::Interrupted(cause));
@@ -59,7 +63,7 @@ impl Session {
     pub(crate) fn handle_stream_end(&mut self, now: Instant) {
         let expected = self.peer_goodbye.is_some() && !self.is_interrupted();
         if !expected {
-            self.stream_broken("the stream ended without a goodbye".into(), now);
+            self.stream_broken(InterruptCause::EndedWithoutGoodbye, now);
         }
     }
 
@@ -95,7 +99,7 @@ impl Session {
             return;
         }
         if self.is_established() {
-            self.stream_broken("superseded by the peer's new stream".into(), now);
+            self.stream_broken(InterruptCause::Superseded, now);
         }
         if !self.is_interrupted() {
             return;
@@ -145,6 +149,8 @@ impl Session {
         };
         self.timers.stop(Timer::Resume);
         self.timers.stop(Timer::Handshake);
+        self.counters.resumes += 1;
+        self.counters.replayed += replayed;
         self.events.push_back(Event::Resumed { replayed });
         self.check_finished();
     }

@@ -472,7 +472,7 @@ fn a_secret_holder_copying_the_initiator_cannot_resume_its_session() {
     );
     let mut decoy = Session::acceptor(config, secret, node("b", 2), [12; NONCE_LEN], h.now);
     first_handshake(&mut mallory, &mut decoy, h.now);
-    mallory.stream_broken("cut".into(), h.now);
+    mallory.stream_broken(crate::error::InterruptCause::ConnectionLost, h.now);
     mallory.begin_resume([13; NONCE_LEN], h.now);
     let Some(Frame::Hello(hello)) = mallory.poll_transmit(h.now) else {
         panic!("a resume greeting");
@@ -532,7 +532,7 @@ fn a_proven_resume_supersedes_a_stream_the_acceptor_still_thinks_up() {
     // Only the initiator saw the stream break; it resumes on a new one.
     h.a.wire.clear();
     h.b.wire.clear();
-    h.a.session.stream_broken("cut".into(), h.now);
+    h.a.session.stream_broken(crate::error::InterruptCause::ConnectionLost, h.now);
     assert_eq!(h.b.session.phase(), Phase::Active);
     h.reconnect();
     h.deliver(true, 1); // the resume Hello reaches b's gate

@@ -6,12 +6,11 @@
 //! are derived from what they watch, so they are computed, never stored stale: silence
 //! (data unacknowledged and no word from the peer) and a held-back sender's next step.
 
-use std::mem;
 use std::time::Instant;
 
 use super::flow::HeldBackStep;
 use super::{Event, Phase, Session, State};
-use crate::error::{CloseReason, LostReason};
+use crate::error::{CloseReason, InterruptCause, LostReason};
 use crate::wire::{Frame, Refusal, RefuseReason};
 
 /// A timer the session arms.
@@ -68,7 +67,7 @@ impl Session {
         if self.timers.is_expired(Timer::Resume, now)
             && let State::Interrupted { cause, .. } = &mut self.state
         {
-            let cause = mem::take(cause);
+            let cause = cause.clone();
             self.lose(LostReason::ResumeDeadline {
                 after: self.config.resume_timeout,
                 cause,
@@ -78,7 +77,7 @@ impl Session {
         if self.timers.is_expired(Timer::Handshake, now) {
             self.timers.stop(Timer::Handshake);
             if self.phase() == Phase::Resuming {
-                self.stream_broken("the resume handshake timed out".into(), now);
+                self.stream_broken(InterruptCause::ResumeHandshakeTimedOut, now);
             } else if !self.is_interrupted() {
                 self.control.push_back(Frame::Refuse(Refusal {
                     reason: RefuseReason::ProtocolError,
@@ -92,10 +91,7 @@ impl Session {
             && now >= deadline
         {
             let silent = self.config.silence_timeout;
-            self.stream_broken(
-                format!("no word from the peer for {silent:?} with messages unacknowledged"),
-                now,
-            );
+            self.stream_broken(InterruptCause::PeerSilent { after: silent }, now);
         }
         if self.is_established() {
             self.held_back_step(now);
@@ -136,12 +132,9 @@ impl Session {
             Some(HeldBackStep::Ask) => {
                 self.control.push_back(Frame::FlowQuery(next_seq));
             }
-            Some(HeldBackStep::Unanswered) => self.stream_broken(
-                format!(
-                    "the peer did not restate its flow state within {silence:?} of being asked"
-                ),
-                now,
-            ),
+            Some(HeldBackStep::Unanswered) => {
+                self.stream_broken(InterruptCause::FlowUnanswered { after: silence }, now)
+            }
             Some(HeldBackStep::Tell(waited)) => self.events.push_back(Event::HeldBack {
                 waited,
                 credit_left: self.outflow.credit_left(next_seq),
