@@ -208,8 +208,10 @@ impl Pair {
     /// If the pair does not come back to `Active`.
     pub fn cut_and_resume(&mut self) -> u64 {
         let now = Instant::now();
-        self.initiator.stream_broken(crate::error::InterruptCause::ConnectionLost, now);
-        self.acceptor.stream_broken(crate::error::InterruptCause::ConnectionLost, now);
+        self.initiator
+            .stream_broken(crate::error::InterruptCause::ConnectionLost, now);
+        self.acceptor
+            .stream_broken(crate::error::InterruptCause::ConnectionLost, now);
         self.nonce = self.nonce.wrapping_add(2);
         self.initiator.begin_resume([self.nonce; NONCE_LEN], now);
         let Some(Frame::Hello(hello)) = self.initiator.poll_transmit(now) else {

@@ -5,7 +5,8 @@
 //! `duologue node` does: every flag of [`NodeArgs`], the first stdout line
 //! `listening on ADDR` (the contract with whoever started the process), and on SIGTERM or
 //! SIGINT a bounded drain of every session before the actors stop. A node in a cluster
-//! (`--gossip-listen`) prints `gossip on ADDR` as its second line. SIGUSR1 prints one
+//! (`--gossip-listen`) prints `gossip on ADDR` as its second line; one with `--metrics`
+//! then prints `metrics on http://ADDR`. SIGUSR1 prints one
 //! line on stderr with the node's bookkeeping (links, resumable sessions, owners).
 //!
 //! ```no_run
@@ -59,6 +60,10 @@ struct NodeCli {
     /// runs actors and network on one thread.
     #[arg(long, default_value = "multi-thread")]
     runtime: RuntimeFlavor,
+    /// How log lines look on stderr: `text` for people, `json` (one object a line, with
+    /// the session's span fields) for machines.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -146,7 +151,7 @@ impl NodeMain {
             Ok(cli) => cli,
             Err(error) => error.exit(),
         };
-        log_to_stderr();
+        log_to_stderr(cli.log_format);
         let runtime = match cli.runtime.build() {
             Ok(runtime) => runtime,
             Err(error) => {
@@ -191,6 +196,7 @@ impl NodeMain {
         let mut config = NodeConfig {
             name: args.name.clone(),
             listen: Some(args.listen),
+            admin: args.metrics,
             ..NodeConfig::default()
         };
         args.timing.apply(&mut config);
@@ -219,6 +225,9 @@ impl NodeMain {
         println!("listening on {addr}");
         if let Some(gossip) = node.gossip_addr() {
             println!("gossip on {gossip}");
+        }
+        if let Some(admin) = node.admin_addr() {
+            println!("metrics on http://{admin}");
         }
         loop {
             tokio::select! {
@@ -292,16 +301,35 @@ fn report_bookkeeping(program: &str, node: &Node) {
     );
 }
 
-/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (`warn` when unset): what
-/// every duologue binary does before anything else.
-pub fn log_to_stderr() {
+/// How log lines look ([`log_to_stderr`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, the spans it is in before it (`session{id=.. peer=..}`).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields`, `target`, the current
+    /// span and the list of spans it is in, each with its fields.
+    Json,
+}
+
+/// Sends `tracing` output to stderr as `format` says, filtered by `RUST_LOG` (`warn` when
+/// unset): what every duologue binary does before anything else.
+pub fn log_to_stderr(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // A second call (a binary that already set a subscriber) keeps the first.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, not in files and pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .try_init();
+        .with_env_filter(filter);
+    // A second call (a binary that already set a subscriber) keeps the first.
+    let _ = match format {
+        LogFormat::Text => builder
+            // Colour only for a person at a terminal, not in files and pipes.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }

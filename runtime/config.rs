@@ -162,6 +162,11 @@ pub struct NodeConfig {
     /// Cluster membership by gossip: `None` for a node that only opens sessions to
     /// addresses it is given.
     pub cluster: Option<ClusterConfig>,
+    /// Where to serve the node's metrics (`/metrics`, Prometheus' text format), its
+    /// status as JSON (`/status.json`) and its status page (`/`), over plain HTTP/1 and
+    /// without authentication: a loopback or otherwise private address. `None`: no
+    /// admin server, and no metrics recorded.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Default for NodeConfig {
@@ -190,6 +195,7 @@ impl Default for NodeConfig {
             insecure_plaintext: false,
             admission: AdmissionConfig::default(),
             cluster: None,
+            admin: None,
         }
     }
 }

@@ -135,9 +135,8 @@ pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
 pub use budget::BudgetConfig;
 pub use config::{AdmissionConfig, ClusterConfig, NodeConfig, RuntimeFlavor, SessionPolicy};
 pub use error::{
-    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, InterruptCause, LookupError,
-    LostReason,
-    NodeError, ProtocolError, ReplayLimit, SendError, SpawnError,
+    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, InterruptCause,
+    LookupError, LostReason, NodeError, ProtocolError, ReplayLimit, SendError, SpawnError,
 };
 pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
 pub use inbox::{InboxEvent, InboxReceiver, NoMessage};
@@ -149,7 +148,7 @@ pub use mailbox::{
 pub use members::{ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates};
 pub use node::{
     ActorSpec, Bookkeeping, CONTROL_ACTOR, Hosted, Located, MembersAt, Node, NodeBuilder,
-    NodeEvent, SpawnOn, Spawned,
+    NodeEvent, NodeStatus, Rate, RatePoint, SessionState, SessionStatus, SpawnOn, Spawned,
 };
 pub use remote_ref::{Payload, Protocol, RemoteRef};
 pub use session::{FlowState, Role, SessionConfig, SessionCounters};

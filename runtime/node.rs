@@ -15,13 +15,16 @@
 //! Actors stay under their own ractor supervisors; the node never owns them. A session
 //! tells its owner about its life through [`crate::SessionSignal`]s in the owner's mailbox.
 
+mod admin;
 mod admission;
 mod cluster;
 mod control;
 mod kinds;
 mod link;
+mod metrics;
 mod pre_auth;
 mod service;
+mod status;
 mod stop_reasons;
 mod watcher;
 
@@ -59,13 +62,16 @@ pub use self::cluster::Located;
 pub use self::control::{CONTROL_ACTOR, MembersAt, SpawnOn, Spawned};
 pub(crate) use self::kinds::Kinds;
 pub use self::kinds::{ActorSpec, Hosted};
+pub use self::status::{NodeStatus, Rate, RatePoint, SessionState, SessionStatus};
 
 use self::admission::Admission;
 use self::cluster::Membership;
 use self::control::{ControlActor, WeakNode};
 use self::link::{Idle, Links};
+use self::metrics::NodeMetrics;
 use self::pre_auth::PreAuthLayer;
 use self::service::Service;
+use self::status::SessionTable;
 use self::stop_reasons::StopReasons;
 
 /// Something that happened to a session of this node, for monitoring and tests.
@@ -253,8 +259,19 @@ impl NodeBuilder {
             kinds,
             hosted: Mutex::new(Vec::new()),
             membership: OnceLock::new(),
+            sessions: SessionTable::default(),
+            started: Instant::now(),
+            metrics: config.admin.map(|_| NodeMetrics::new()),
+            admin_addr: OnceLock::new(),
+            admin_stop: tokio_util::sync::CancellationToken::new(),
             config,
         });
+        if let Some(addr) = inner.config.admin {
+            let bound =
+                admin::start(Arc::downgrade(&inner), addr, inner.admin_stop.clone()).await?;
+            let _ = inner.admin_addr.set(bound);
+        }
+        tokio::spawn(sample_sessions(Arc::downgrade(&inner)));
         let watcher = watcher::Watcher::start(Arc::downgrade(&inner)).await?;
         let _ = inner.watcher.set(watcher);
         if let Some(cluster) = &inner.config.cluster {
@@ -416,6 +433,44 @@ pub(crate) struct NodeInner {
     hosted: Mutex<Vec<ActorCell>>,
     /// Its cluster membership, when it has a cluster config.
     membership: OnceLock<Arc<Membership>>,
+    /// Its established sessions, for [`Node::status`].
+    sessions: SessionTable,
+    /// When it started.
+    started: Instant,
+    /// Its metrics, when it has an admin address.
+    metrics: Option<NodeMetrics>,
+    /// Where its admin server listens, once bound.
+    admin_addr: OnceLock<SocketAddr>,
+    /// Stops the admin server: at the end of [`Node::shutdown`], or when the node is gone.
+    admin_stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.admin_stop.cancel();
+    }
+}
+
+/// Samples the node's sessions into rates, once a second, until it shuts down.
+async fn sample_sessions(node: Weak<NodeInner>) {
+    let Some(cancel) = node.upgrade().map(|n| n.shutdown.token().clone()) else {
+        return;
+    };
+    let mut every = tokio::time::interval(status::SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        node.sessions.sample();
+        if let Some(metrics) = &node.metrics {
+            metrics.publish(&node.status());
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn Deliver {
@@ -645,6 +700,18 @@ impl Node {
         self.inner.bookkeeping_changed.notified()
     }
 
+    /// What the node is doing now: its sessions (state, credit, backlog, rates), its
+    /// cluster's members, what its sessions carried, and a few minutes of its rates.
+    pub fn status(&self) -> NodeStatus {
+        self.inner.status()
+    }
+
+    /// Where the node serves its metrics and status page ([`NodeConfig::admin`]), once
+    /// bound.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin_addr.get().copied()
+    }
+
     /// Subscribes to this node's [`NodeEvent`]s from now on.
     pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
         self.inner.events.subscribe()
@@ -679,6 +746,7 @@ impl Node {
             server.abort();
             let _ = server.await;
         }
+        self.inner.admin_stop.cancel();
         drained
     }
 }
@@ -828,6 +896,27 @@ fn tls_hint(reason: &str, addr: &str) -> String {
 
 impl NodeInner {
     /// What the node's drivers share: this node to report to, settings, shutdown.
+    /// See [`Node::status`].
+    pub(crate) fn status(&self) -> NodeStatus {
+        let snapshot = self.sessions.snapshot();
+        let members = match self.membership.get() {
+            Some(membership) if membership.stopped().is_none() => membership.view().members(),
+            _ => Vec::new(),
+        };
+        NodeStatus {
+            identity: self.identity.clone(),
+            addr: self.local_addr,
+            uptime: self.started.elapsed(),
+            draining: self.shutdown.is_triggered(),
+            sessions: snapshot.sessions,
+            members,
+            totals: snapshot.totals,
+            credit_waited: snapshot.credit_waited,
+            sessions_opened: snapshot.opened,
+            history: snapshot.history,
+        }
+    }
+
     pub(crate) fn driver_context(self: &Arc<Self>) -> Context {
         Context {
             node: self.clone(),
@@ -1199,6 +1288,10 @@ impl NodeHooks for NodeInner {
             peer: session.peer().clone(),
             actor: session.actor().to_owned(),
         });
+        self.sessions.opened(session, shared);
+        if let Some(metrics) = &self.metrics {
+            shared.record_calls_in(metrics.call_latency());
+        }
         if let Some(owner) = owner {
             self.owns(&owner, shared);
         }
@@ -1232,7 +1325,15 @@ impl NodeHooks for NodeInner {
             self.evict_when_idle(idle);
         }
         self.bookkeeping_changed.notify_waiters();
+        if let Some(metrics) = &self.metrics {
+            match reason {
+                CloseReason::Lost(lost) if established => metrics.session_lost(lost),
+                _ if !established => metrics.handshake_failed(reason),
+                _ => {}
+            }
+        }
         let event = if established {
+            self.sessions.closed(session);
             tracing::debug!(id = %session, %reason, "session closed");
             NodeEvent::SessionClosed {
                 session,

@@ -135,6 +135,7 @@ impl SessionRef {
         Q: Message + Name + 'static,
         R: Message + Name + Default + 'static,
     {
+        let started = std::time::Instant::now();
         let id = self.inner.shared.next_call_id();
         let reply = self.inner.shared.register_call(id);
         // Forgets the call however this future ends: reply, error, timeout or drop.
@@ -159,6 +160,7 @@ impl SessionRef {
             Err(_) => Err(CallError::Timeout(timeout)),
             Ok(Err(_)) => Err(CallError::SessionClosed(self.close_reason_or_unknown())),
             Ok(Ok(outcome)) => {
+                self.inner.shared.call_answered(started.elapsed());
                 let (type_url, payload) = outcome?;
                 Ok(decode_payload(&type_url, &payload)?)
             }

@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     /// owner's handling of a delivery gives back.
     account: OnceLock<Arc<Account>>,
     calls: Mutex<HashMap<u64, oneshot::Sender<CallOutcome>>>,
+    /// How long senders waited for credit, a resume or a pause's end, in nanoseconds.
+    credit_waited: AtomicU64,
+    /// Where calls record how long their reply took, when the node keeps metrics.
+    call_latency: OnceLock<metrics::Histogram>,
     next_call: AtomicU64,
     next_stream: AtomicU64,
     closed: watch::Sender<Option<CloseReason>>,
@@ -142,6 +146,8 @@ impl Shared {
             }),
             wake_driver: Notify::new(),
             calls: Mutex::new(HashMap::new()),
+            credit_waited: AtomicU64::new(0),
+            call_latency: OnceLock::new(),
             next_call: AtomicU64::new(1),
             next_stream: AtomicU64::new(1),
             closed: watch::channel(None).0,
@@ -211,10 +217,36 @@ impl Shared {
     /// (never for acks: a full replay window or budget is refused at once).
     pub(crate) async fn send_waiting(&self, body: Body) -> Result<u64, SendError<Body>> {
         // Most sends find credit: try before registering to be told of more.
-        let mut body = match self.send(body) {
+        let body = match self.send(body) {
             Err(SendError::HeldBack { message, .. }) => message,
             other => return other,
         };
+        let started = Instant::now();
+        let sent = self.send_when_let(body).await;
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.credit_waited.fetch_add(waited, Ordering::Relaxed);
+        sent
+    }
+
+    /// Calls on this session record how long their reply took in `histogram`.
+    pub(crate) fn record_calls_in(&self, histogram: metrics::Histogram) {
+        let _ = self.call_latency.set(histogram);
+    }
+
+    /// A call's reply arrived `after` it was sent.
+    pub(crate) fn call_answered(&self, after: std::time::Duration) {
+        if let Some(histogram) = self.call_latency.get() {
+            histogram.record(after.as_secs_f64());
+        }
+    }
+
+    /// How long senders of this session waited to be let send, in all.
+    pub(crate) fn credit_waited(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.credit_waited.load(Ordering::Relaxed))
+    }
+
+    /// `send_waiting` once the first try was held back.
+    async fn send_when_let(&self, mut body: Body) -> Result<u64, SendError<Body>> {
         loop {
             let changed = self.flow_changed.notified();
             tokio::pin!(changed);

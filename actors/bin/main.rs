@@ -32,7 +32,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use duologue::RuntimeFlavor;
-use duologue::cli::NodeArgs;
+use duologue::cli::{LogFormat, NodeArgs};
 
 /// An actor runtime whose nodes talk over gRPC bidirectional streams.
 #[derive(Debug, Parser)]
@@ -43,6 +43,10 @@ struct Cli {
     /// twice as fast on a small machine (see benches/README.md).
     #[arg(long, global = true, default_value = "multi-thread", value_parser = str::parse::<RuntimeFlavor>)]
     runtime: RuntimeFlavor,
+    /// How log lines look on stderr: `text` for people, `json` (one object a line, with
+    /// the session's span fields) for machines.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,7 +76,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
-    duologue::cli::log_to_stderr();
+    duologue::cli::log_to_stderr(cli.log_format);
     let runtime = match cli.runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {

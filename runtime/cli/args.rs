@@ -49,6 +49,12 @@ pub struct NodeArgs {
     /// Cluster membership by gossip.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Serve the node's metrics (`/metrics`, Prometheus), status as JSON (`/status.json`)
+    /// and status page (`/`) over plain HTTP on this address (port 0 picks a free one;
+    /// unauthenticated: keep it on loopback or a private network). The node prints
+    /// `metrics on http://ADDR` once it listens.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable.
     #[arg(long = "actor", value_name = "KIND:NAME[@ARG]", value_parser = ActorSpec::parse)]
     pub actors: Vec<ActorSpec>,

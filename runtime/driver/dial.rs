@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use super::cause::{self, At};
 use super::outbound::OutboundFrames;
 use super::task::Driver;
-use super::cause::{self, At};
 use super::{DriverConfig, StreamStart};
 use crate::error::InterruptCause;
 use crate::session::{Broken, Session};

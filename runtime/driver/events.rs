@@ -73,7 +73,12 @@ impl Driver {
                         credit_left,
                         peer_signal,
                     } => {
-                        tracing::warn!(?waited, credit_left, ?peer_signal, "sender held back by the peer");
+                        tracing::warn!(
+                            ?waited,
+                            credit_left,
+                            ?peer_signal,
+                            "sender held back by the peer"
+                        );
                         let held = HeldBack {
                             waited,
                             credit_left,
@@ -123,7 +128,8 @@ impl Driver {
             remote_addr: self.remote_addr,
         });
         self.span.record("id", tracing::field::display(info.id));
-        self.span.record("peer", tracing::field::display(&info.peer));
+        self.span
+            .record("peer", tracing::field::display(&info.peer));
         self.span.record("actor", info.actor.as_str());
         // Before any handle exists: every send and delivery is charged to the budgets.
         let account = self.cx.budgets.account(&info.peer);

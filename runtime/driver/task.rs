@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use tracing::Instrument;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Status, Streaming};
+use tracing::Instrument;
 
 use super::alarm::Alarm;
 use super::cause::{self, At};
@@ -307,8 +307,9 @@ impl Driver {
             } else if !current || inbound_done {
                 // The core gave this stream up (silence, or it broke).
                 if current {
-                    self.shared
-                        .with(|s| s.stream_broken(InterruptCause::EndedWithoutGoodbye, Instant::now()));
+                    self.shared.with(|s| {
+                        s.stream_broken(InterruptCause::EndedWithoutGoodbye, Instant::now())
+                    });
                     self.handle_events();
                 }
                 return StreamEnd::Broken;

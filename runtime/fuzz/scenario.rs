@@ -910,14 +910,16 @@ impl<'t> World<'t> {
             return Ok(());
         };
         let now = self.now;
-        self.initiator_call(Cause::Other, |s| s.stream_broken(crate::error::InterruptCause::ConnectionLost, now))?;
+        self.initiator_call(Cause::Other, |s| {
+            s.stream_broken(crate::error::InterruptCause::ConnectionLost, now)
+        })?;
         match stream.reader {
-            Reader::Session => {
-                self.acceptor_call(Cause::Other, |s| s.stream_broken(crate::error::InterruptCause::ConnectionLost, now))
-            }
-            Reader::Stray(i) => {
-                self.stray_call(i, Cause::Other, |s| s.stream_broken(crate::error::InterruptCause::ConnectionLost, now))
-            }
+            Reader::Session => self.acceptor_call(Cause::Other, |s| {
+                s.stream_broken(crate::error::InterruptCause::ConnectionLost, now)
+            }),
+            Reader::Stray(i) => self.stray_call(i, Cause::Other, |s| {
+                s.stream_broken(crate::error::InterruptCause::ConnectionLost, now)
+            }),
             Reader::Fresh { .. } | Reader::Gate(_) | Reader::Gone => Ok(()),
         }
     }

@@ -2,7 +2,7 @@
 //! lock the core holds anyway, read by the node for its status and metrics.
 
 /// Totals of one session since it opened (across all its streams).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SessionCounters {
     /// Messages this side's actor sent (casts, calls and replies), once each: replays
     /// are counted in `replayed`, not here.

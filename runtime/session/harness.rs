@@ -304,8 +304,12 @@ impl Harness {
         self.b.wire.clear();
         self.a.gate = None;
         self.b.gate = None;
-        self.a.session.stream_broken(crate::error::InterruptCause::ConnectionLost, self.now);
-        self.b.session.stream_broken(crate::error::InterruptCause::ConnectionLost, self.now);
+        self.a
+            .session
+            .stream_broken(crate::error::InterruptCause::ConnectionLost, self.now);
+        self.b
+            .session
+            .stream_broken(crate::error::InterruptCause::ConnectionLost, self.now);
         self.a.events(self.now);
         self.b.events(self.now);
     }

@@ -532,7 +532,8 @@ fn a_proven_resume_supersedes_a_stream_the_acceptor_still_thinks_up() {
     // Only the initiator saw the stream break; it resumes on a new one.
     h.a.wire.clear();
     h.b.wire.clear();
-    h.a.session.stream_broken(crate::error::InterruptCause::ConnectionLost, h.now);
+    h.a.session
+        .stream_broken(crate::error::InterruptCause::ConnectionLost, h.now);
     assert_eq!(h.b.session.phase(), Phase::Active);
     h.reconnect();
     h.deliver(true, 1); // the resume Hello reaches b's gate
