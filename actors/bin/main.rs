@@ -8,6 +8,7 @@
 //! duologue node --name b --secret-file cluster.secret --gossip-listen 127.0.0.1:7002 --seed 127.0.0.1:7001
 //! duologue members --peer 127.0.0.1:PORT --secret-file cluster.secret
 //! duologue spawn --peer 127.0.0.1:PORT --secret-file cluster.secret --any chat-room:lobby
+//! duologue status --peer 127.0.0.1:PORT --secret-file cluster.secret
 //! duologue certs certs/ --node hub --node alice   # a development CA and certificates
 //! duologue node --name hub --listen 0.0.0.0:7000 --secret-file cluster.secret \
 //!     --tls-cert certs/hub.pem --tls-key certs/hub.key --tls-client-ca certs/ca.pem --actor chat-room:general
@@ -27,6 +28,7 @@ mod demo;
 mod members;
 mod node;
 mod secret;
+mod status;
 
 use std::process::ExitCode;
 
@@ -67,6 +69,9 @@ enum Command {
     Members(members::MembersArgs),
     /// Start an actor of a registered kind on a node of the cluster.
     Spawn(members::SpawnArgs),
+    /// What a node is doing: its sessions (peer, actor, state, credit, backlog, rates)
+    /// and its cluster's members, as tables.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
             Command::Secret(args) => secret::run(&args),
             Command::Members(args) => members::members(args).await,
             Command::Spawn(args) => members::spawn(args).await,
+            Command::Status(args) => status::run(args).await,
         }
     });
     // A blocking read of stdin may still be pending; the command is over, so do not

@@ -15,7 +15,7 @@ use duologue::{ActorSpec, Member, Node, Secret, SpawnError};
 pub(crate) struct PeerArgs {
     /// A node of the cluster (`host:port`, its session address).
     #[arg(long)]
-    peer: String,
+    pub(crate) peer: String,
     /// File holding the cluster's shared secret.
     #[arg(long)]
     secret_file: PathBuf,
@@ -108,7 +108,7 @@ fn choose(members: &[Member], on: Option<&str>, kind: &str) -> Result<String, (u
     })
 }
 
-async fn client(peer: &PeerArgs) -> Result<Node, (u8, String)> {
+pub(crate) async fn client(peer: &PeerArgs) -> Result<Node, (u8, String)> {
     let fail = |m: String| (1, m);
     let secret = Secret::from_file(&peer.secret_file).map_err(|e| fail(e.to_string()))?;
     let mut builder = Node::builder()
@@ -121,7 +121,7 @@ async fn client(peer: &PeerArgs) -> Result<Node, (u8, String)> {
     builder.start().await.map_err(|e| fail(e.to_string()))
 }
 
-fn failure(error: SpawnError) -> (u8, String) {
+pub(crate) fn failure(error: SpawnError) -> (u8, String) {
     let code = match &error {
         SpawnError::Connect(_) | SpawnError::Call(_) => exit::UNREACHABLE,
         SpawnError::NotClustered => exit::NOT_CLUSTERED,
@@ -131,7 +131,7 @@ fn failure(error: SpawnError) -> (u8, String) {
     (code, error.to_string())
 }
 
-fn finish(command: &str, result: Result<(), (u8, String)>) -> ExitCode {
+pub(crate) fn finish(command: &str, result: Result<(), (u8, String)>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {
@@ -170,11 +170,15 @@ pub(crate) fn table(members: &[Member]) -> String {
             ]
         })
         .collect();
-    let header = ["NODE", "STATE", "ADDR", "GOSSIP", "ACTORS"];
+    columns(["NODE", "STATE", "ADDR", "GOSSIP", "ACTORS"], rows)
+}
+
+/// `header` and `rows` in left-aligned columns two spaces apart, a line each.
+pub(crate) fn columns<const N: usize>(header: [&str; N], rows: Vec<[String; N]>) -> String {
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
+            *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();

@@ -12,12 +12,16 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use crate::error::{NodeError, SpawnError};
 use crate::mailbox::Mailbox;
 use crate::members::{Member, MemberState, NamedActor};
+use crate::node::status::{NodeStatus, Rate, SessionState, SessionStatus};
 use crate::node::{ActorSpec, Handles, Node, NodeInner};
 use crate::remote_ref::Protocol;
+use crate::session::{FlowState, Role, SessionCounters};
 use crate::wire::NodeIdentity;
+use crate::wire::SessionId;
 use crate::wire::pb::{
-    ActorInfo, ControlReply, ControlRequest, MemberInfo, MemberList, MembersRequest, SpawnRefused,
-    SpawnRequest, Spawned as SpawnedPb, control_reply, control_request, spawn_refused,
+    ActorInfo, ControlReply, ControlRequest, MemberInfo, MemberList, MembersRequest,
+    NodeStatusInfo, SessionStatusInfo, SpawnRefused, SpawnRequest, Spawned as SpawnedPb,
+    StatusRequest, control_reply, control_request, spawn_refused,
 };
 
 /// The name the control actor is registered under on every listening node.
@@ -151,6 +155,9 @@ impl Actor for ControlActor {
                     return Ok(());
                 }
             }
+            Some(control_request::Kind::Status(_)) => {
+                control_reply::Kind::Status(status_info(&node.status(), member_list(&node)))
+            }
             None => control_reply::Kind::Refused(SpawnRefused {
                 reason: spawn_refused::Reason::Unspecified.into(),
                 detail: "an empty control request".into(),
@@ -249,6 +256,96 @@ fn member_info(member: Member) -> MemberInfo {
             .collect(),
         kinds: member.kinds,
     }
+}
+
+fn status_info(status: &NodeStatus, members: MemberList) -> NodeStatusInfo {
+    NodeStatusInfo {
+        node: status.identity.name.clone(),
+        incarnation: status.identity.incarnation.to_string(),
+        addr: status.addr.map(|a| a.to_string()).unwrap_or_default(),
+        uptime_secs: status.uptime.as_secs_f64(),
+        draining: status.draining,
+        sessions_opened: status.sessions_opened,
+        sessions: status.sessions.iter().map(session_info).collect(),
+        members: Some(members),
+    }
+}
+
+fn session_info(s: &SessionStatus) -> SessionStatusInfo {
+    SessionStatusInfo {
+        id: s.id.to_string(),
+        role: match s.role {
+            Role::Initiator => "initiator",
+            Role::Acceptor => "acceptor",
+        }
+        .into(),
+        peer: s.peer.name.clone(),
+        peer_incarnation: s.peer.incarnation.to_string(),
+        actor: s.actor.clone(),
+        state: s.state.as_str().into(),
+        credit: s.flow.credit,
+        backlog: s.backlog(),
+        unacked: s.unacked as u64,
+        messages_in_per_sec: s.rate.messages_in,
+        messages_out_per_sec: s.rate.messages_out,
+        messages_in: s.counters.messages_in,
+        messages_out: s.counters.messages_out,
+        bytes_in: s.counters.bytes_in,
+        bytes_out: s.counters.bytes_out,
+        interruptions: s.counters.interruptions,
+        resumes: s.counters.resumes,
+        replayed: s.counters.replayed,
+        send_blocked: s.flow.send_blocked,
+        credit_waited_secs: s.credit_waited.as_secs_f64(),
+        age_secs: s.age.as_secs_f64(),
+    }
+}
+
+/// A session from a peer's status; `None` when it does not parse (a newer peer's state).
+fn session_of(info: SessionStatusInfo) -> Option<SessionStatus> {
+    let state = SessionState::ALL
+        .into_iter()
+        .find(|s| s.as_str() == info.state)?;
+    let role = match info.role.as_str() {
+        "initiator" => Role::Initiator,
+        "acceptor" => Role::Acceptor,
+        _ => return None,
+    };
+    let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or_default();
+    Some(SessionStatus {
+        id: SessionId(info.id.parse().ok()?),
+        role,
+        peer: NodeIdentity {
+            name: info.peer,
+            incarnation: info.peer_incarnation.parse().unwrap_or_default(),
+        },
+        actor: info.actor,
+        remote_addr: None,
+        state,
+        flow: FlowState {
+            credit: info.credit,
+            send_blocked: info.send_blocked,
+            inbound_waiting: info.backlog,
+            ..FlowState::default()
+        },
+        unacked: usize::try_from(info.unacked).unwrap_or(usize::MAX),
+        counters: SessionCounters {
+            messages_out: info.messages_out,
+            bytes_out: info.bytes_out,
+            messages_in: info.messages_in,
+            bytes_in: info.bytes_in,
+            interruptions: info.interruptions,
+            resumes: info.resumes,
+            replayed: info.replayed,
+        },
+        credit_waited: secs(info.credit_waited_secs),
+        rate: Rate {
+            messages_in: info.messages_in_per_sec,
+            messages_out: info.messages_out_per_sec,
+            ..Rate::default()
+        },
+        age: secs(info.age_secs),
+    })
 }
 
 /// A member from a peer's list; `None` when it does not parse (a newer peer's state).
@@ -462,6 +559,47 @@ impl Node {
                 reason: "the node answered a member list request with something else".into(),
             }),
         }
+    }
+
+    /// What the node at `addr` is doing: its sessions (the one asking included) and its
+    /// cluster's members, as [`Node::status`] tells it there. Carried over the wire:
+    /// each session's flow state has its credit, backlog and whether a send would wait;
+    /// its rate, messages only; no remote addresses, totals or history.
+    ///
+    /// # Errors
+    /// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked;
+    /// [`SpawnError::Failed`] when it answers with something else.
+    pub async fn status_at(&self, addr: &str) -> Result<NodeStatus, SpawnError> {
+        let request = ControlRequest {
+            kind: Some(control_request::Kind::Status(StatusRequest {})),
+        };
+        let (peer, reply) = self.control_call(addr, request).await?;
+        let Some(control_reply::Kind::Status(info)) = reply.kind else {
+            return Err(SpawnError::Failed {
+                node: peer,
+                reason: "the node answered a status request with something else".into(),
+            });
+        };
+        let members = info
+            .members
+            .filter(|list| list.clustered && list.gossip_stopped.is_empty())
+            .map(|list| list.members.into_iter().filter_map(member_of).collect())
+            .unwrap_or_default();
+        Ok(NodeStatus {
+            identity: NodeIdentity {
+                name: info.node,
+                incarnation: info.incarnation.parse().unwrap_or_default(),
+            },
+            addr: info.addr.parse().ok(),
+            uptime: Duration::try_from_secs_f64(info.uptime_secs).unwrap_or_default(),
+            draining: info.draining,
+            sessions: info.sessions.into_iter().filter_map(session_of).collect(),
+            members,
+            totals: SessionCounters::default(),
+            credit_waited: Duration::ZERO,
+            sessions_opened: info.sessions_opened,
+            history: Vec::new(),
+        })
     }
 
     /// One call to `$node` at `addr` on a session of its own, closed after.

@@ -18,7 +18,7 @@ use crate::session::SessionConfig;
 use crate::wire::{Flow, FlowSignal};
 
 /// The flow state of one session, both ways, as its owner can read it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FlowState {
     /// Messages this side may still send before it needs more credit.
     pub credit: u64,
