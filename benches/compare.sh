@@ -49,6 +49,25 @@ for label in duologue duologue_current_thread; do
   echo "ratio call_p99 $label/ractor_cluster=$(ratio "$p99" "$rc_p99")"
 done
 
+# What metrics cost: both nodes with metrics on (--metrics on: an admin address each) and
+# off, alternated ROUNDS times on this noisy machine; medians of cast throughput, and
+# their ratio (the issue's bound: within 3 %).
+ROUNDS=${ROUNDS:-5}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+off=(); on=()
+for _ in $(seq "$ROUNDS"); do
+  for metrics in off on; do
+    line=$(cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD" \
+      --metrics "$metrics" 2>/dev/null | grep -E '^duologue(_metrics)? ')
+    echo "$line"
+    cast=$(echo "$line" | tr ' ' '\n' | awk -F= '$1 == "cast_throughput_msgs_per_s" { print $2 }')
+    if [ "$metrics" = on ]; then on+=("$cast"); else off+=("$cast"); fi
+  done
+done
+off_median=$(printf '%s\n' "${off[@]}" | median)
+on_median=$(printf '%s\n' "${on[@]}" | median)
+echo "metrics_ab rounds=$ROUNDS cast_median_off=$off_median cast_median_on=$on_median on/off=$(ratio "$on_median" "$off_median")"
+
 # duologue's own figures: a 1 000 000-cast burst against a consumer taking 50 000/s, and
 # sessions at scale (10 000 idle, opening rate, 100 concurrent, one stalled).
 run cargo bench -q --bench slow_consumer -- --casts "$CASTS" --rate 50000 --payload "$PAYLOAD"

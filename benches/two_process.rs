@@ -18,6 +18,10 @@
 //! `--payload BYTES` (64). With the `CI` environment variable set the defaults shrink to
 //! 20000 casts and 1000 calls. The `--bench` flag cargo adds is ignored.
 //!
+//! `--metrics on` gives both nodes an admin address, so they keep metrics as a node
+//! started with `--metrics ADDR` does (figures under `duologue_metrics`): the A/B of
+//! `benches/compare.sh`'s metrics step.
+//!
 //! `--runtime multi-thread` (the default, tokio's work-stealing runtime with one worker per
 //! core, as the baseline runs) or `--runtime current-thread` (one thread per node, for its
 //! actors and its network alike) picks the runtime of both nodes; the figures of the second
@@ -33,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use duologue::{Node, Protocol, RemoteRef, ReplyPort, SessionSignal};
+use duologue::{Node, NodeBuilder, Protocol, RemoteRef, ReplyPort, SessionSignal};
 use duologue_testkit::{ChildGuard, Memory, SecretDir};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -223,11 +227,22 @@ struct Config {
     payload: usize,
 }
 
-/// The label figures are printed under, for nodes on `flavor`.
-fn label(flavor: RuntimeFlavor) -> &'static str {
-    match flavor {
-        RuntimeFlavor::MultiThread => "duologue",
-        RuntimeFlavor::CurrentThread => "duologue_current_thread",
+/// The label figures are printed under, for nodes on `flavor`, with metrics or not.
+fn label(flavor: RuntimeFlavor, metrics: bool) -> &'static str {
+    match (flavor, metrics) {
+        (RuntimeFlavor::MultiThread, false) => "duologue",
+        (RuntimeFlavor::CurrentThread, false) => "duologue_current_thread",
+        (RuntimeFlavor::MultiThread, true) => "duologue_metrics",
+        (RuntimeFlavor::CurrentThread, true) => "duologue_current_thread_metrics",
+    }
+}
+
+/// With `--metrics on`, a node keeps metrics and serves them on a free loopback port.
+fn with_metrics(builder: NodeBuilder, metrics: bool) -> NodeBuilder {
+    if metrics {
+        builder.admin(SocketAddr::from(([127, 0, 0, 1], 0)))
+    } else {
+        builder
     }
 }
 
@@ -242,6 +257,8 @@ struct Options {
     secret: Option<PathBuf>,
     /// `--addr ADDR` (`client`).
     addr: Option<String>,
+    /// `--metrics on|off`: both nodes keep metrics (and serve them) or not.
+    metrics: bool,
 }
 
 /// Parses `--flag value` pairs.
@@ -256,6 +273,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         flavor: RuntimeFlavor::MultiThread,
         secret: None,
         addr: None,
+        metrics: false,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -267,6 +285,13 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--runtime" => options.flavor = value.parse().map_err(|e: String| anyhow!(e))?,
             "--secret" => options.secret = Some(value.into()),
             "--addr" => options.addr = Some(value.clone()),
+            "--metrics" => {
+                options.metrics = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => bail!("--metrics takes on or off"),
+                }
+            }
             other => bail!("unknown option {other}"),
         }
     }
@@ -278,13 +303,12 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
 
 /// Node A: the sink, registered on a node listening on a free loopback port, until
 /// standard input closes (the parent's exit or kill).
-async fn server(secret: &Path) -> anyhow::Result<()> {
-    let node = Node::builder()
+async fn server(secret: &Path, metrics: bool) -> anyhow::Result<()> {
+    let builder = Node::builder()
         .name("bench_a")
         .listen("127.0.0.1:0".parse()?)
-        .secret_file(secret)
-        .start()
-        .await?;
+        .secret_file(secret);
+    let node = with_metrics(builder, metrics).start().await?;
     let (sink, sink_handle) = Actor::spawn(None, Sink, ()).await?;
     node.register(SINK, &sink)?;
     let addr = node.local_addr().context("node A does not listen")?;
@@ -468,11 +492,8 @@ async fn client(
     options: &Options,
     node_a_pid: Option<u32>,
 ) -> anyhow::Result<()> {
-    let node = Node::builder()
-        .name("bench_b")
-        .secret_file(secret)
-        .start()
-        .await?;
+    let builder = Node::builder().name("bench_b").secret_file(secret);
+    let node = with_metrics(builder, options.metrics).start().await?;
     let (owner, owner_handle) = Actor::spawn(None, IgnoringOwner, ()).await?;
 
     let connecting = Instant::now();
@@ -482,7 +503,7 @@ async fn client(
             "connected and authenticated to the sink in {:.1} ms",
             millis(connecting.elapsed())
         );
-        measure(label(options.flavor), &sink, options.cfg).await?;
+        measure(label(options.flavor, options.metrics), &sink, options.cfg).await?;
         if let Some(mem) = memory(node_a_pid) {
             eprintln!("node A resident memory: {mem}");
         }
@@ -503,6 +524,7 @@ async fn client(
 async fn spawn_server(
     secret: &Path,
     flavor: RuntimeFlavor,
+    metrics: bool,
 ) -> anyhow::Result<(ChildGuard, SocketAddr)> {
     let exe = std::env::current_exe()?;
     let args = [
@@ -511,6 +533,8 @@ async fn spawn_server(
         secret.display().to_string(),
         "--runtime".to_owned(),
         flavor.as_str().to_owned(),
+        "--metrics".to_owned(),
+        if metrics { "on" } else { "off" }.to_owned(),
     ];
     let mut child = ChildGuard::spawn("node A", &exe, &args)?;
     // Relay node A's stderr, so a full pipe never blocks it.
@@ -537,7 +561,7 @@ async fn spawn_server(
 /// guard's drop).
 async fn run(options: &Options) -> anyhow::Result<()> {
     let secret = SecretDir::create()?;
-    let (mut child, addr) = spawn_server(secret.secret(), options.flavor).await?;
+    let (mut child, addr) = spawn_server(secret.secret(), options.flavor, options.metrics).await?;
     let result = client(&addr.to_string(), secret.secret(), options, child.pid()).await;
     // Closing stdin asks node A to stop; the guard kills it if it lingers.
     child.close_stdin();
@@ -567,6 +591,7 @@ fn main() -> anyhow::Result<()> {
                         .secret
                         .as_deref()
                         .context("server needs --secret PATH")?,
+                    options.metrics,
                 )
                 .await
             }

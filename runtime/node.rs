@@ -179,6 +179,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves metrics, status JSON and the status page on `addr`
+    /// ([`NodeConfig::admin`]; port 0 picks a free one, [`Node::admin_addr`] tells it).
+    pub fn admin(mut self, addr: SocketAddr) -> Self {
+        self.config.admin = Some(addr);
+        self
+    }
+
     /// Replaces the whole configuration (name and listen address included).
     pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;

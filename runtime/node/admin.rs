@@ -77,6 +77,8 @@ async fn metrics(State(node): Node) -> Response {
     let Some(metrics) = node.metrics.as_ref() else {
         return gone();
     };
+    // Fresh at every scrape, not only as of the last sample.
+    metrics.publish(&node.status());
     (
         [(
             header::CONTENT_TYPE,
