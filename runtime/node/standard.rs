@@ -15,6 +15,11 @@
 //!  Node::shutdown ────── draining: NOT_SERVING; sessions get their farewell
 //!       drain over ───── stop: the server stops accepting, health watchers end
 //! ```
+//!
+//! Neither service ever authenticates, so their streams do not take places among the
+//! node's unauthenticated streams: the pre-authentication layer routes them by request
+//! path ([`is_standard_path`]) to a small cap of their own
+//! ([`AdmissionConfig::max_standard_streams`](crate::AdmissionConfig::max_standard_streams)).
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Router;
@@ -104,6 +109,12 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
+/// Whether a request (by its gRPC path, `/package.Service/Method`) is for a standard
+/// service.
+pub(crate) fn is_standard_path(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +123,19 @@ mod tests {
     fn the_descriptor_sets_build_both_reflection_services() {
         reflection().build_v1().unwrap();
         reflection().build_v1alpha().unwrap();
+    }
+
+    #[test]
+    fn standard_paths_are_health_and_reflection_only() {
+        assert!(is_standard_path("/grpc.health.v1.Health/Check"));
+        assert!(is_standard_path("/grpc.health.v1.Health/Watch"));
+        assert!(is_standard_path(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
+        assert!(is_standard_path(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        ));
+        assert!(!is_standard_path("/duologue.v1.Duologue/Converse"));
+        assert!(!is_standard_path("/grpc.health.v1.HealthX/Check"));
     }
 }
