@@ -1,4 +1,8 @@
-//! Compiles the session protocol (`proto/duologue/v1/`) with protox (pure Rust, no system `protoc`) and tonic-prost-build.
+//! Compiles the session protocol (`proto/duologue/v1/`) with protox (pure Rust, no system
+//! `protoc`) and tonic-prost-build, and writes its descriptor set to `OUT_DIR` for the
+//! node's reflection service (runtime/node/standard.rs).
+
+use std::path::PathBuf;
 
 // The ready-made actors' protocols are compiled by `actors/build.rs`.
 const PROTOS: &[&str] = &[
@@ -6,11 +10,25 @@ const PROTOS: &[&str] = &[
     "proto/duologue/v1/control.proto",
 ];
 
+/// The encoded `FileDescriptorSet` of `PROTOS`, under `OUT_DIR`.
+const DESCRIPTOR_SET: &str = "duologue.v1.bin";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let fds = protox::compile(PROTOS, ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    // Source info keeps the protos' comments, which reflection clients show.
+    compiler
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(PROTOS)?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join(DESCRIPTOR_SET),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let fds = compiler.file_descriptor_set();
     let mut config = tonic_prost_build::Config::new();
     // Payloads stay `bytes::Bytes` end to end, so decoding does not copy them.
     config.bytes(["."]);

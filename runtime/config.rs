@@ -237,6 +237,13 @@ pub struct AdmissionConfig {
     pub max_unauthenticated_message_bytes: u32,
     /// Most bytes a stream may send before it is authenticated (refused as above).
     pub max_unauthenticated_bytes: u32,
+    /// Most streams open at once on the node's standard gRPC services,
+    /// `grpc.health.v1.Health` and `grpc.reflection`, which never authenticate. A cap of
+    /// their own, apart from [`AdmissionConfig::max_unauthenticated_streams`]: health
+    /// watchers cannot take the places of sessions' handshakes, nor a crowd of handshakes
+    /// starve the health checks. A stream past it is refused at once with `UNAVAILABLE`.
+    /// Their messages are bounded as any unauthenticated stream's.
+    pub max_standard_streams: usize,
 }
 
 impl Default for AdmissionConfig {
@@ -249,6 +256,7 @@ impl Default for AdmissionConfig {
             max_unauthenticated_connections: 4,
             max_unauthenticated_message_bytes: 16 * 1024,
             max_unauthenticated_bytes: 32 * 1024,
+            max_standard_streams: 32,
         }
     }
 }

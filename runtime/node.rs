@@ -5,7 +5,8 @@
 //! ```text
 //! Node (name, incarnation, secret)
 //! ├── server task (tonic, one HTTP/2 connection per peer that dials us)
-//! │   └── per accepted session: Driver task ──> registered actor's mailbox
+//! │   ├── per accepted session: Driver task ──> registered actor's mailbox
+//! │   └── health and reflection (standard gRPC services), up until the drain is over
 //! ├── links (one HTTP/2 connection per peer we dial)
 //! │   └── per opened session:   Driver task ──> owner actor's mailbox
 //! └── Shutdown (cancellation token + task tracker): every driver selects on the token,
@@ -25,6 +26,7 @@ mod metrics;
 mod pre_auth;
 mod service;
 mod status;
+mod standard;
 mod stop_reasons;
 mod watcher;
 
@@ -72,6 +74,7 @@ use self::metrics::NodeMetrics;
 use self::pre_auth::PreAuthLayer;
 use self::service::Service;
 use self::status::SessionTable;
+use self::standard::Standard;
 use self::stop_reasons::StopReasons;
 
 /// Something that happened to a session of this node, for monitoring and tests.
@@ -294,9 +297,12 @@ impl NodeBuilder {
             let _ = inner.membership.set(membership);
         }
         let listening = listener.is_some();
-        let server = listener.map(|listener| tokio::spawn(serve(inner.clone(), server, listener)));
+        let standard = Standard::new().await;
+        let server = listener
+            .map(|listener| tokio::spawn(serve(inner.clone(), server, listener, standard.clone())));
         let handles = Arc::new(Handles {
             server: std::sync::Mutex::new(server),
+            standard,
             shutdown: inner.shutdown.clone(),
             events: inner.events.clone(),
             control: std::sync::Mutex::new(None),
@@ -331,13 +337,22 @@ fn server(config: &NodeConfig) -> Result<Server, NodeError> {
         })
 }
 
-async fn serve(node: Arc<NodeInner>, server: Server, listener: tokio::net::TcpListener) {
+/// Serves sessions and the standard services until `standard` says the drain is over:
+/// through the drain the server still answers (health with `NOT_SERVING`, new sessions
+/// with a refusal), so that peers and probes learn the node is going rather than find
+/// its port closed.
+async fn serve(
+    node: Arc<NodeInner>,
+    server: Server,
+    listener: tokio::net::TcpListener,
+    standard: Standard,
+) {
     let config = &node.config;
     let incoming = Admission::new(listener, config.admission.clone());
     let service = DuologueServer::new(Service { node: node.clone() })
         .max_decoding_message_size(config.frame_limit())
         .max_encoding_message_size(config.frame_limit());
-    let result = server
+    let router = server
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .initial_stream_window_size(config.stream_window)
@@ -346,8 +361,10 @@ async fn serve(node: Arc<NodeInner>, server: Server, listener: tokio::net::TcpLi
         .max_frame_size(config.max_frame_size)
         .max_concurrent_streams(config.max_sessions_per_peer)
         .layer(PreAuthLayer::new(config.admission.clone()))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, node.shutdown.token().clone().cancelled_owned())
+        .add_service(service);
+    let result = standard
+        .add_to(router)
+        .serve_with_incoming_shutdown(incoming, standard.stopped())
         .await;
     if let Err(error) = result {
         tracing::error!(%error, "server stopped");
@@ -374,6 +391,8 @@ pub struct Node {
 #[derive(Debug)]
 struct Handles {
     server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The health it reports, and what stops the server.
+    standard: Standard,
     shutdown: Shutdown,
     events: broadcast::Sender<NodeEvent>,
     /// The `$node` control actor, stopped with the node.
@@ -386,6 +405,7 @@ struct Handles {
 impl Drop for Handles {
     fn drop(&mut self) {
         self.shutdown.token().cancel();
+        self.standard.stop_now();
         if let Some(control) = lock(&self.control).take() {
             control.stop(None);
         }
@@ -724,10 +744,17 @@ impl Node {
         self.inner.events.subscribe()
     }
 
-    /// Shuts down: stops accepting, ends every session with a farewell, waits up to the
-    /// configured drain for their streams to finish, then cancels what is left. Returns
-    /// whether everything ended within the drain.
+    /// Shuts down: health says `NOT_SERVING`, new sessions are refused, every session ends
+    /// with a farewell; waits up to the configured drain for their streams to finish,
+    /// then cancels what is left and stops the server. Returns whether everything ended
+    /// within the drain.
+    ///
+    /// The server answers until the drain is over (health checks, refusals), then stops
+    /// accepting; it is given [`NodeConfig::close_linger`] more for its connections to
+    /// close before they are dropped.
     pub async fn shutdown(&self) -> bool {
+        // Before the token: no health check answers `SERVING` once sessions are refused.
+        self.handles.standard.draining().await;
         let drain = self.inner.config.shutdown_drain;
         let leave = async {
             if let Some(membership) = self.inner.membership.get() {
@@ -735,6 +762,7 @@ impl Node {
             }
         };
         let (drained, ()) = tokio::join!(self.inner.shutdown.run(drain), leave);
+        self.handles.standard.stop().await;
         if let Some(control) = lock(&self.handles.control).take() {
             control.stop(None);
         }

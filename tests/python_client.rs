@@ -3,157 +3,24 @@
 //! `duologue node` process and talks with a Rust member (`duologue chat`) in its own
 //! process.
 //!
-//! Setup, all in a throwaway directory removed at the end: a virtualenv
-//! (`python3 -m venv`, or `$DUOLOGUE_PYTHON -m venv`), `grpcio` and `grpcio-tools` from
-//! PyPI, and Python stubs generated from `proto/` with `grpc_tools.protoc`, so the client
-//! always speaks the protos of this tree. No Python, no venv or no PyPI is a failure with
-//! a message saying which, never a silent skip. Every wait is bounded; every child is
-//! killed when its guard drops.
+//! Setup, all in a throwaway directory removed at the end (`tests/support/python.rs`): a
+//! virtualenv with `grpcio` from PyPI, and Python stubs generated from `proto/`, so the
+//! client always speaks the protos of this tree. No Python, no venv or no PyPI is a
+//! failure with a message saying which, never a silent skip. Every wait is bounded; every
+//! child is killed when its guard drops.
 
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use duologue_testkit::{ChildGuard, FaultProxy, NodeProcess, SecretDir};
+use support::python::{PythonEnv, python_env, script};
 use support::*;
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
-
-/// Bound of creating the virtualenv.
-const VENV_WAIT: Duration = Duration::from_secs(120);
-/// Bound of `pip install grpcio grpcio-tools`.
-const PIP_WAIT: Duration = Duration::from_secs(300);
-/// Bound of generating the stubs.
-const PROTOC_WAIT: Duration = Duration::from_secs(60);
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn create() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("duologue-python-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("create the temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The Python side: an interpreter with grpcio, and the generated stubs.
-struct PythonEnv {
-    python: PathBuf,
-    stubs: PathBuf,
-    /// Owns the venv and the stubs; last, so it goes after everything using them.
-    _dir: TempDir,
-}
-
-/// Runs a setup command to its end within `timeout`; its failure, with what it said.
-async fn run(what: &str, command: &mut Command, timeout: Duration) -> Result<(), String> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = match tokio::time::timeout(timeout, command.output()).await {
-        Err(_) => return Err(format!("{what} did not finish within {timeout:?}")),
-        Ok(Err(error)) => return Err(format!("{what} could not start: {error}")),
-        Ok(Ok(output)) => output,
-    };
-    if output.status.success() {
-        return Ok(());
-    }
-    let said = |bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    };
-    Err(format!(
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        said(&output.stdout),
-        said(&output.stderr)
-    ))
-}
-
-/// Creates the venv, installs grpcio and grpcio-tools, generates the stubs. Panics with
-/// a clear message when any step is impossible here.
-async fn python_env() -> PythonEnv {
-    let dir = TempDir::create();
-    let interpreter = std::env::var_os("DUOLOGUE_PYTHON").unwrap_or_else(|| "python3".into());
-    let venv = dir.0.join("venv");
-    let started = Instant::now();
-    run(
-        "creating a virtualenv (python3 -m venv)",
-        Command::new(&interpreter).arg("-m").arg("venv").arg(&venv),
-        VENV_WAIT,
-    )
-    .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "the Python client test needs python3 with the venv module \
-             (Debian: apt-get install python3-venv; or set DUOLOGUE_PYTHON): {e}"
-        )
-    });
-    let python = venv.join("bin").join("python");
-    let venv_took = started.elapsed();
-    let started = Instant::now();
-    run(
-        "pip install grpcio grpcio-tools",
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "grpcio",
-            "grpcio-tools",
-        ]),
-        PIP_WAIT,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the Python client test needs grpcio from PyPI: {e}"));
-    eprintln!(
-        "python_client: venv created in {venv_took:.1?}, pip install took {:.1?}",
-        started.elapsed()
-    );
-    let stubs = dir.0.join("stubs");
-    std::fs::create_dir_all(&stubs).expect("create the stubs dir");
-    let mut out = std::ffi::OsString::from("--python_out=");
-    out.push(&stubs);
-    let mut grpc_out = std::ffi::OsString::from("--grpc_python_out=");
-    grpc_out.push(&stubs);
-    run(
-        "generating the Python stubs (grpc_tools.protoc)",
-        Command::new(&python)
-            // The repository root: this test belongs to the `actors/` package.
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["-m", "grpc_tools.protoc", "-I", "proto"])
-            .arg(out)
-            .arg(grpc_out)
-            .args([
-                "proto/duologue/v1/session.proto",
-                "proto/duologue/chat/v1/chat.proto",
-            ]),
-        PROTOC_WAIT,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    PythonEnv {
-        python,
-        stubs,
-        _dir: dir,
-    }
-}
 
 fn client_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/chat_client.py")
+    script("chat_client.py")
 }
 
 /// A node hosting `chat-room:lobby`, with `extra` options.

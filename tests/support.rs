@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod python;
+
 use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,11 @@
 //! driver (or the resume gate) calls [`StreamTicket::authenticated`] once the peer has
 //! proven the secret; from then on the stream is limited only as any session is.
 //!
+//! Streams of the standard services (health, reflection: see `standard.rs`) never
+//! authenticate. By request path, they take a place under a cap of their own instead
+//! ([`AdmissionConfig::max_standard_streams`]), held until their response ends, and
+//! their bodies are watched as an unauthenticated stream's for their whole life.
+//!
 //! tonic checks a message's length against the (large) message limit only, and reserves
 //! the declared length before the bytes arrive; these checks run before that.
 
@@ -19,7 +24,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::future::{Either, Ready};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Either, Ready};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
@@ -27,6 +33,7 @@ use tonic::body::Body;
 use tonic::transport::server::TlsConnectInfo;
 
 use super::admission::{ConnInfo, PendingPlace, PendingRefusal, StreamOnConn};
+use super::standard::is_standard_path;
 use crate::config::AdmissionConfig;
 use crate::log_budget::{LogBudget, LogVerdict as Verdict};
 
@@ -46,6 +53,8 @@ struct Limits {
     node: Arc<Semaphore>,
     /// The node's connections with unauthenticated streams.
     connections: Arc<Semaphore>,
+    /// The node's streams of the standard services.
+    standard: Arc<Semaphore>,
     refusals: LogBudget,
 }
 
@@ -55,6 +64,7 @@ impl PreAuthLayer {
             limits: Arc::new(Limits {
                 node: Arc::new(Semaphore::new(config.max_unauthenticated_streams)),
                 connections: Arc::new(Semaphore::new(config.max_unauthenticated_connections)),
+                standard: Arc::new(Semaphore::new(config.max_standard_streams)),
                 config,
                 refusals: LogBudget::new(),
             }),
@@ -80,42 +90,111 @@ pub(crate) struct PreAuthService<S> {
     limits: Arc<Limits>,
 }
 
+type Refused<E> = Ready<Result<http::Response<Body>, E>>;
+
 impl<S> tower::Service<http::Request<Body>> for PreAuthService<S>
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<http::Response<Body>, S::Error>>>;
+    /// Sessions' streams unboxed; the standard services' boxed (they are not the hot
+    /// path), as their place goes into the response when it comes.
+    type Future = Either<
+        Either<S::Future, Refused<S::Error>>,
+        BoxFuture<'static, Result<Self::Response, S::Error>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let refused = |status: Status| {
+            Either::Left(Either::Right(futures::future::ready(
+                Ok(status.into_http()),
+            )))
+        };
         let conn = conn_info(request.extensions()).cloned();
+        if is_standard_path(request.uri().path()) {
+            let place = match self.limits.standard_place(conn.as_ref()) {
+                Ok(place) => place,
+                Err(status) => return refused(status),
+            };
+            self.watch_body(&mut request, None, None);
+            let on_conn = conn.map(|c| c.state.stream_opened());
+            let response = self.inner.call(request);
+            // The place is held until the response ends: a health `Watch` has read its one
+            // request long before.
+            return Either::Right(
+                response
+                    .map(|response| {
+                        Ok(response?.map(|body| {
+                            Body::new(Holding {
+                                inner: body,
+                                _place: (place, on_conn),
+                            })
+                        }))
+                    })
+                    .boxed(),
+            );
+        }
         let ticket = match self.limits.ticket(conn.as_ref()) {
             Ok(ticket) => ticket,
-            Err(status) => return Either::Right(futures::future::ready(Ok(status.into_http()))),
+            Err(status) => return refused(status),
         };
+        let on_conn = conn.map(|c| c.state.stream_opened());
+        self.watch_body(&mut request, Some(ticket.clone()), on_conn);
+        request.extensions_mut().insert(ticket);
+        Either::Left(Either::Left(self.inner.call(request)))
+    }
+}
+
+impl<S> PreAuthService<S> {
+    /// Watches the body of `request` until `ticket` is authenticated (`None`: for good),
+    /// holding `on_conn` as long as the body lives.
+    fn watch_body(
+        &self,
+        request: &mut http::Request<Body>,
+        ticket: Option<StreamTicket>,
+        on_conn: Option<StreamOnConn>,
+    ) {
         let body = std::mem::replace(request.body_mut(), Body::empty());
         *request.body_mut() = Body::new(PreAuthBody {
             inner: body,
-            ticket: ticket.clone(),
+            ticket,
             max_message: u64::from(self.limits.config.max_unauthenticated_message_bytes),
             max_bytes: u64::from(self.limits.config.max_unauthenticated_bytes),
             seen: 0,
             prefix: [0; PREFIX_LEN],
             prefix_len: 0,
             message_left: 0,
-            _on_conn: conn.map(|c| c.state.stream_opened()),
+            _on_conn: on_conn,
         });
-        request.extensions_mut().insert(ticket);
-        Either::Left(self.inner.call(request))
     }
 }
 
 impl Limits {
+    /// A place among the node's streams of the standard services.
+    fn standard_place(&self, conn: Option<&ConnInfo>) -> Result<OwnedSemaphorePermit, Status> {
+        let limit = self.config.max_standard_streams;
+        self.standard.clone().try_acquire_owned().map_err(|_| {
+            if let Verdict::Log { suppressed } = self.refusals.admit(Instant::now()) {
+                tracing::warn!(
+                    remote = ?conn.map(|c| c.remote),
+                    limit,
+                    suppressed,
+                    "too many health and reflection streams; refusing"
+                );
+            }
+            Status::unavailable(format!(
+                "too many health and reflection streams on this node (at most {limit}); \
+                 try again"
+            ))
+        })
+    }
+
     fn ticket(&self, conn: Option<&ConnInfo>) -> Result<StreamTicket, Status> {
         let node = self
             .node
@@ -205,10 +284,38 @@ impl StreamTicket {
     }
 }
 
+/// The response body of a standard service's stream, which holds the stream's places
+/// (among the standard streams, and on its connection) until it ends.
+struct Holding {
+    inner: Body,
+    _place: (OwnedSemaphorePermit, Option<StreamOnConn>),
+}
+
+impl HttpBody for Holding {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request body watched until its stream is authenticated.
 struct PreAuthBody {
     inner: Body,
-    ticket: StreamTicket,
+    /// `None` for a stream that never authenticates: watched to its end.
+    ticket: Option<StreamTicket>,
     max_message: u64,
     max_bytes: u64,
     /// Bytes received so far.
@@ -276,7 +383,10 @@ impl HttpBody for PreAuthBody {
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
-            && !this.ticket.is_authenticated()
+            && !this
+                .ticket
+                .as_ref()
+                .is_some_and(StreamTicket::is_authenticated)
         {
             this.check(data)?;
         }
@@ -299,10 +409,7 @@ mod tests {
     fn body(max_message: u64, max_bytes: u64) -> PreAuthBody {
         PreAuthBody {
             inner: Body::empty(),
-            ticket: StreamTicket(Arc::new(Ticket {
-                authenticated: AtomicBool::new(false),
-                places: Mutex::new(None),
-            })),
+            ticket: None,
             max_message,
             max_bytes,
             seen: 0,
