@@ -368,6 +368,12 @@ fn check_page(dom: &str, hub: &NodeProcess, edge: &NodeProcess) {
         assert_eq!(row[1], node.addr.to_string(), "{name}'s address: {row:?}");
         assert_eq!(row[2], "up", "{name}'s state: {row:?}");
     }
+    assert_eq!(
+        member("hub")[0],
+        "hubthis node",
+        "hub is marked as the page's node"
+    );
+    assert_eq!(member("edge")[0], "edge", "edge is not marked");
     assert_eq!(member("hub")[3], "general", "hub hosts the room");
 
     let sessions = rows(dom, "sessions");
