@@ -25,8 +25,8 @@ mod link;
 mod metrics;
 mod pre_auth;
 mod service;
-mod status;
 mod standard;
+mod status;
 mod stop_reasons;
 mod watcher;
 
@@ -73,8 +73,8 @@ use self::link::{Idle, Links};
 use self::metrics::NodeMetrics;
 use self::pre_auth::PreAuthLayer;
 use self::service::Service;
-use self::status::SessionTable;
 use self::standard::Standard;
+use self::status::SessionTable;
 use self::stop_reasons::StopReasons;
 
 /// Something that happened to a session of this node, for monitoring and tests.
