@@ -6,7 +6,9 @@
 //!
 //! The drain is made long enough to watch: a `duologue chat` member is joined to a room on
 //! the node and stopped (SIGSTOP) just before the node gets SIGTERM, so its session's
-//! farewell goes unanswered until the node's close linger runs out. The node's HTTP/2
+//! farewell goes unanswered until the node's close linger (30 s here, so the window is
+//! wide on a loaded machine) runs out; the test wakes the member (SIGCONT) once the
+//! script saw NOT_SERVING, so the drain then ends at once. The node's HTTP/2
 //! keepalive is set long, or its unanswered pings would end that session sooner.
 //!
 //! The Python environment is `tests/support/python.rs`'s. Every wait is bounded; every
@@ -50,6 +52,8 @@ async fn python_sees_serving_then_not_serving_while_the_node_drains_and_reflects
         "60s",
         "--shutdown-drain",
         "60s",
+        "--close-linger",
+        "30s",
         "--secret-file",
     ]
     .map(String::from)
@@ -108,6 +112,7 @@ async fn python_sees_serving_then_not_serving_while_the_node_drains_and_reflects
     member.signal(Signal::SIGSTOP).unwrap();
     node.child.signal(Signal::SIGTERM).unwrap();
     assert_eq!(stdout_line(&mut py).await, "draining: NOT_SERVING");
+    member.signal(Signal::SIGCONT).unwrap();
     assert_eq!(stdout_line(&mut py).await, "watch ended: OK");
     assert_eq!(stdout_line(&mut py).await, "stopped: UNAVAILABLE");
     assert_eq!(py.wait(WAIT).await.unwrap(), Some(0), "the script exits 0");

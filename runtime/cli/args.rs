@@ -180,6 +180,10 @@ pub struct Timing {
     /// Sessions still draining this long after SIGTERM are cancelled.
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub shutdown_drain: Duration,
+    /// How long a closed session waits for its peer to end its stream (a silent peer
+    /// holds a drain this long at most).
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    pub close_linger: Duration,
     /// How many messages a peer may send ahead of this node's actor consuming them.
     #[arg(long, default_value_t = 65536)]
     pub credit_window: u64,
@@ -197,6 +201,7 @@ impl Timing {
         config.connect_timeout = self.connect_timeout;
         config.restart_timeout = self.restart_timeout;
         config.shutdown_drain = self.shutdown_drain;
+        config.close_linger = self.close_linger;
         config.session.credit_window = self.credit_window;
     }
 }
