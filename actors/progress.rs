@@ -44,13 +44,16 @@ const TICK: Duration = Duration::from_millis(100);
 /// `⠙ slow_consumer [██████▓░░░░░] 600,000/1,000,000 12s casts sent`; a message longer
 /// than the terminal is cut, so the bar stays on one line. Advance it with
 /// [`ProgressBar::inc`] or [`ProgressBar::set_position`], say what it is doing with
-/// [`ProgressBar::set_message`], and end it with [`ProgressBar::finish_and_clear`]; one
-/// dropped unfinished stays on the screen as it was, showing where a failed run stopped.
+/// [`ProgressBar::set_message`], and end it with [`ProgressBar::finish_and_clear`]. A bar
+/// dropped unfinished (a run that failed) is left on the screen where it stopped.
 pub fn bar(prefix: impl Into<Cow<'static, str>>, len: u64) -> ProgressBar {
     start(
         Some(len),
         prefix,
-        "{spinner:.green} {prefix:.bold} [{bar:30.cyan/blue}] {human_pos}/{human_len} {elapsed:.dim} {wide_msg}",
+        concat!(
+            "{spinner:.green} {prefix:.bold} [{bar:30.cyan/blue}] {human_pos}/{human_len} ",
+            "{elapsed:.dim} {wide_msg}"
+        ),
     )
 }
 
@@ -111,7 +114,7 @@ impl Summary {
         }
     }
 
-    /// Adds a key figure: `1,000,000 casts in 20.3 s`.
+    /// Adds a key figure: `0 lost, 0 duplicated`.
     pub fn figure(&mut self, figure: impl Display) -> &mut Self {
         self.figures.push(figure.to_string());
         self
