@@ -6,7 +6,7 @@
 //! or a file (tests, CI, `2>/dev/null`) or when `TERM` is `dumb`. What a run prints is
 //! then the same lines, with nothing of a bar among them. Every bar belongs to one
 //! [`MultiProgress`] of the process, so a run of several parts can show its own bar above
-//! each part's, and a line printed with [`println`] or [`eprintln`] while a bar shows goes
+//! each part's, and a line printed with [`println()`] or [`eprintln()`] while a bar shows goes
 //! above the bars instead of through them.
 //!
 //! ```
