@@ -342,7 +342,8 @@ async fn open_and_idle(
             mib(before_b.now)
         ));
         summary.figure(format_args!(
-            "with all {n} idle: node A {:.1} MiB, node B {:.1} MiB resident ({:.1} and {:.1} KiB a session)",
+            "with all {n} idle: node A {:.1} MiB, node B {:.1} MiB resident ({:.1} and {:.1} \
+             KiB a session)",
             mib(after_a.now),
             mib(after_b.now),
             per_session_kib(before_a, after_a),

@@ -167,7 +167,8 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
             "4 nodes up in the seed's view {converged:.1?} after the last started"
         ))
         .figure(format_args!(
-            "n2 killed: found dead after {declared_dead:.1?}, room {ROOM:?} back with both members after {back:.1?}"
+            "n2 killed: found dead after {declared_dead:.1?}, room {ROOM:?} back with both \
+             members after {back:.1?}"
         ))
         .figure(format_args!("{:.1?} in all", started.elapsed()));
     Ok(summary)

@@ -108,7 +108,8 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
     say!("  session finished; node stage stopped on SIGTERM, exit 0\n");
     let mut summary = Summary::new("demo pipeline");
     summary.figure(format_args!(
-        "{sent} frames, each processed once and in order; {} throttle(s), {} resume(s); {:.2} s in all",
+        "{sent} frames, each processed once and in order; {} throttle(s), {} resume(s); \
+         {:.2} s in all",
         report.throttles,
         report.resumes,
         started.elapsed().as_secs_f64()
