@@ -19,7 +19,8 @@
 //! `duologue chat_resets lines=... resets=... elapsed_s=... received=... lost=...
 //! duplicated=... reordered=... writer_exit=... interrupted=... resumed=...`
 //! and exits non-zero when anything was lost, doubled or reordered, or the writer did
-//! not finish.
+//! not finish. On stderr: a bar of the lines received (at a terminal; elsewhere a line
+//! every 5 s) and a summary.
 
 #[path = "args.rs"]
 mod args;
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use duologue_actors::progress::{self, Summary};
 use duologue_testkit::{ChildGuard, FaultProxy, NodeProcess, SecretDir};
 use rand::Rng;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -84,7 +86,7 @@ fn watch_stderr(child: &mut ChildGuard, interrupted: Arc<AtomicU64>, resumed: Ar
             } else if line.contains("session resumed") {
                 resumed.fetch_add(1, Ordering::Relaxed);
             } else if !line.contains("(history)") {
-                eprintln!("writer: {line}");
+                progress::eprintln(format_args!("writer: {line}"));
             }
         }
     });
@@ -158,14 +160,16 @@ async fn main() -> anyhow::Result<()> {
 
     let mut stdout = reader.stdout.take().context("reader stdout")?;
     let mut received = Received::default();
-    let mut progress = Instant::now();
+    let bar = progress::bar("chat_resets", lines);
+    bar.set_message("lines read through the resetting proxy");
+    let mut last_report = Instant::now();
     while received.last < lines {
         // A stall shows as silence: give up after a minute without a line.
         let line = match tokio::time::timeout(Duration::from_secs(60), stdout.next_line()).await {
             Ok(Ok(Some(line))) => line,
             Ok(_) => bail!("the reader ended after {received:?}"),
             Err(_) => {
-                eprintln!("no line for 60 s after {received:?}: stalled");
+                progress::eprintln(format_args!("no line for 60 s after {received:?}: stalled"));
                 break;
             }
         };
@@ -184,8 +188,15 @@ async fn main() -> anyhow::Result<()> {
             }
             received.last = n;
         }
-        if progress.elapsed() >= Duration::from_secs(5) {
-            progress = Instant::now();
+        if received.lines % 1000 == 0 {
+            bar.set_position(received.last);
+            bar.set_message(format!(
+                "lines read, {} interruptions",
+                interrupted.load(Ordering::Relaxed)
+            ));
+        }
+        if bar.is_hidden() && last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
             eprintln!(
                 "{} of {lines} lines after {:.0?}, {} interruptions",
                 received.last,
@@ -194,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
+    bar.finish_and_clear();
     let _ = stop_resets.send(());
     let resets = resetter.await?;
     feed.await??;
@@ -211,8 +223,24 @@ async fn main() -> anyhow::Result<()> {
         interrupted.load(Ordering::Relaxed),
         resumed.load(Ordering::Relaxed),
     );
+    let mut summary = Summary::new("chat_resets");
+    summary
+        .figure(format_args!(
+            "{lines} lines, paced at {rate}/s, through {resets} resets in {:.1} s",
+            elapsed.as_secs_f64()
+        ))
+        .figure(format_args!(
+            "{} received: {lost} lost, {} duplicated, {} reordered; the writer resumed {} times",
+            received.lines,
+            received.duplicated,
+            received.reordered,
+            resumed.load(Ordering::Relaxed)
+        ));
     if lost > 0 || received.duplicated > 0 || received.reordered > 0 || writer_exit != Some(0) {
-        bail!("the transfer did not arrive exactly once, in order, to a finished writer");
+        let why = "the transfer did not arrive exactly once, in order, to a finished writer";
+        progress::eprintln(summary.failed(why));
+        bail!(why);
     }
+    progress::eprintln(summary.ok());
     Ok(())
 }

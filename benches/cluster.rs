@@ -8,7 +8,8 @@
 //! cargo bench --bench cluster -- [--runs 5] [--interval-ms 1000]
 //! ```
 //!
-//! Needs root, `ip` and `iptables`. Figures in `benches/README.md`, "cluster".
+//! Needs root, `ip` and `iptables`. Figures in `benches/README.md`, "cluster". On
+//! stderr: a bar of the runs (at a terminal) and a summary.
 
 mod args;
 #[path = "../tests/cluster_lab.rs"]
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_lab::{ClusterLab, Figures, OBSERVER};
+use duologue_actors::progress::{self, Summary};
 use duologue_testkit::Lab;
 
 fn main() -> anyhow::Result<()> {
@@ -25,6 +27,8 @@ fn main() -> anyhow::Result<()> {
     let runs = args::option(&argv, "--runs", 5)?;
     let interval = Duration::from_millis(args::option(&argv, "--interval-ms", 1000)?);
     let mut all = Vec::new();
+    let bar = progress::bar("cluster", runs);
+    bar.set_message("runs of the lab's scenario");
     for run in 1..=runs {
         let lab = Arc::new(Lab::new(5)?);
         let inside = lab.clone();
@@ -38,9 +42,14 @@ fn main() -> anyhow::Result<()> {
                     cluster.run_scenario(&inside).await
                 })
         })?;
-        println!("run {run}: {}", figures.to_string().replace('\n', " "));
+        progress::println(format_args!(
+            "run {run}: {}",
+            figures.to_string().replace('\n', " ")
+        ));
         all.push(figures);
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let median = |pick: fn(&Figures) -> Duration| {
         let mut values: Vec<Duration> = all.iter().map(pick).collect();
         values.sort();
@@ -61,5 +70,20 @@ fn main() -> anyhow::Result<()> {
         "cluster gossip_interval={interval:?} runs={runs} median: {}",
         medians.to_string().replace('\n', " ")
     );
+    let mut summary = Summary::new("cluster");
+    summary
+        .figure(format_args!(
+            "{runs} runs on five namespaces, gossip every {interval:?}; medians:"
+        ))
+        .figure(format_args!(
+            "converged {:.1?}, lookup and call {:.1?}, partition seen {:.1?}, healed {:.1?}, \
+             death declared {:.1?}",
+            medians.converged,
+            medians.lookup_and_call,
+            medians.partition_detected,
+            medians.heal_detected,
+            medians.death_detected
+        ));
+    progress::eprintln(summary.ok());
     Ok(())
 }

@@ -9,13 +9,15 @@
 //!
 //! One process on two cores: every node's gossip competes for the same CPU, so the
 //! figures are an upper bound of what N machines would see. Figures in
-//! `benches/README.md`, "cluster".
+//! `benches/README.md`, "cluster". On stderr: a bar per phase (at a terminal) and a
+//! summary.
 
 mod args;
 
 use std::time::{Duration, Instant};
 
 use duologue::{ClusterConfig, MemberState, Node, NodeConfig, Secret};
+use duologue_actors::progress::{self, Summary};
 use duologue_testkit::Memory;
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -68,26 +70,39 @@ async fn main() -> anyhow::Result<()> {
     let mut nodes = Vec::with_capacity(n);
     let mut seeds = Vec::new();
     let started = Instant::now();
+    let starting = progress::bar("cluster_scale", n as u64);
+    starting.set_message("nodes started");
     for i in 0..n {
         let node = node(format!("node-{i:04}"), &seeds, interval).await?;
         if seeds.len() < 3 {
             seeds.push(node.gossip_addr().expect("clustered").to_string());
         }
         nodes.push(node);
+        starting.inc(1);
     }
+    starting.finish_and_clear();
     let all_started = started.elapsed();
     let converging = Instant::now();
     let up = |m: &[duologue::Member]| m.iter().filter(|m| m.state == MemberState::Up).count();
-    tokio::time::timeout(
-        WAIT,
-        futures::future::join_all(nodes.iter().map(|node| until(node, |m| up(m) == n))),
-    )
-    .await?;
+    let seeing = progress::bar("cluster_scale", n as u64);
+    seeing.set_message(format!("nodes that see all {n} up"));
+    let converge = nodes.iter().map(|node| async {
+        until(node, |m| up(m) == n).await;
+        seeing.inc(1);
+    });
+    tokio::time::timeout(WAIT, futures::future::join_all(converge)).await?;
+    seeing.finish_and_clear();
     let converged = converging.elapsed();
     // Steady state: what N nodes gossiping cost this process for a few intervals.
     let cpu_before = cpu_seconds();
     let steady = Instant::now();
+    let measuring = progress::spinner("cluster_scale");
+    measuring.set_message(format!(
+        "steady state: the cost of {n} nodes for {:?}",
+        interval * 10
+    ));
     tokio::time::sleep(interval * 10).await;
+    measuring.finish_and_clear();
     let cpu_per_node_per_s =
         (cpu_seconds() - cpu_before) / steady.elapsed().as_secs_f64() / n as f64;
     let rss = Memory::of(None).map_or(0.0, |m| m.now as f64 / (1024.0 * 1024.0));
@@ -100,11 +115,15 @@ async fn main() -> anyhow::Result<()> {
         m.iter()
             .any(|m| m.identity.name == name && m.state == MemberState::Unreachable)
     };
+    let declaring = progress::bar("cluster_scale", nodes.len() as u64);
+    declaring.set_message(format!("nodes that declared {name} dead"));
     let detections = nodes.iter().map(|node| async {
         until(node, dead).await;
+        declaring.inc(1);
         died.elapsed()
     });
     let mut times = tokio::time::timeout(WAIT, futures::future::join_all(detections)).await?;
+    declaring.finish_and_clear();
     times.sort();
     println!(
         "cluster_scale nodes={n} gossip_interval={interval:?} started_in_s={:.1} converged_s={:.2} \
@@ -118,6 +137,24 @@ async fn main() -> anyhow::Result<()> {
         rss * 1024.0 / n as f64,
         cpu_per_node_per_s * 1e3,
     );
+    let mut summary = Summary::new("cluster_scale");
+    summary
+        .figure(format_args!(
+            "{n} nodes gossiping every {interval:?}: started in {:.1} s, all up everywhere \
+             after {:.2} s",
+            all_started.as_secs_f64(),
+            converged.as_secs_f64()
+        ))
+        .figure(format_args!(
+            "a dropped node declared dead by the others after {:.2} s (first) to {:.2} s (last)",
+            times[0].as_secs_f64(),
+            times[times.len() - 1].as_secs_f64()
+        ))
+        .figure(format_args!(
+            "{rss:.0} MiB resident, {:.2} ms CPU a node a second",
+            cpu_per_node_per_s * 1e3
+        ));
+    progress::eprintln(summary.ok());
     // The nodes end with the process (a polite shutdown lingers to say it leaves).
     drop(nodes);
     Ok(())

@@ -15,10 +15,11 @@
 //! Release builds do not check arithmetic overflow; to have the library checked as tests
 //! check it, add `--config 'profile.bench.package.duologue.overflow-checks=true'`.
 //!
-//! Prints progress to stderr, then one line:
+//! Prints progress to stderr (a bar at a terminal, else a line every 100 000 inputs), then
+//! one line:
 //! `fuzz inputs=... seed=... panics=... untyped=... ... refusals_by_reason={...} elapsed=...`
 //! (`untyped`: inputs after which a check failed), and exits non-zero, with the failed
-//! inputs, if any input panicked or broke a check.
+//! inputs, if any input panicked or broke a check. A summary on stderr ends the run.
 
 #[path = "args.rs"]
 mod args;
@@ -26,9 +27,12 @@ use args::option;
 use std::time::Instant;
 
 use duologue::bench_api::{fuzz, fuzz_input};
+use duologue_actors::progress::{self, Summary};
 
-/// Inputs per progress line.
-const CHUNK: u64 = 100_000;
+/// Inputs per step of the bar.
+const CHUNK: u64 = 10_000;
+/// Inputs per progress line, printed instead of the bar when stderr is not a terminal.
+const LINE_EVERY: u64 = 100_000;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -48,14 +52,22 @@ fn main() -> anyhow::Result<()> {
     };
     eprintln!("fuzz: seed {seed}, inputs {}..{}", range.start, range.end);
     let started = Instant::now();
-    let end = range.end;
-    let mut chunks = range
-        .clone()
-        .step_by(CHUNK as usize)
-        .map(|start| start..(start + CHUNK).min(end));
-    let mut summary = fuzz(seed, chunks.next().unwrap_or(range));
-    loop {
-        if replay.is_none() {
+    let bar = progress::bar("fuzz", range.end - range.start);
+    bar.set_message(format!("inputs of seed {seed}"));
+    let mut summary = fuzz(seed, range.start..range.start);
+    for start in range.clone().step_by(CHUNK as usize) {
+        let end = (start + CHUNK).min(range.end);
+        summary.merge(fuzz(seed, start..end));
+        bar.set_position(summary.inputs());
+        if summary.panics() + summary.violations() > 0 {
+            bar.set_message(format!(
+                "inputs of seed {seed}: {} panics, {} untyped",
+                summary.panics(),
+                summary.violations()
+            ));
+        }
+        let line_due = summary.inputs().is_multiple_of(LINE_EVERY) || end == range.end;
+        if bar.is_hidden() && replay.is_none() && line_due {
             eprintln!(
                 "fuzz: {} inputs, {} panics, {} untyped, {:.1} s",
                 summary.inputs(),
@@ -64,11 +76,19 @@ fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
-        let Some(chunk) = chunks.next() else { break };
-        summary.merge(fuzz(seed, chunk));
     }
+    bar.finish_and_clear();
     println!("{summary} elapsed={:.1}s", started.elapsed().as_secs_f64());
+    let mut ending = Summary::new("fuzz");
+    ending.figure(format_args!(
+        "{} inputs of seed {seed} in {:.1} s: {} panics, {} untyped",
+        summary.inputs(),
+        started.elapsed().as_secs_f64(),
+        summary.panics(),
+        summary.violations()
+    ));
     if summary.is_clean() {
+        progress::eprintln(ending.ok());
         return Ok(());
     }
     for failure in summary.failures() {
@@ -80,5 +100,6 @@ fn main() -> anyhow::Result<()> {
              -- --seed {seed} --replay {index}   (with this run's `--config`s, if any)"
         );
     }
+    progress::eprintln(ending.failed("inputs panicked or broke a check"));
     std::process::exit(1);
 }

@@ -10,6 +10,9 @@
 //! `silent-streams` (40 000 silent streams over 400 connections), `silent-connections`
 //! (15 000 silent TCP connections), `failed-handshakes` (20 000 wrong-secret handshakes:
 //! log lines and bytes). `--scale` shrinks every count (100 by default).
+//!
+//! Prints one `hostile attack=...` line per attack; on stderr, a bar of each attack's
+//! streams, connections or handshakes (at a terminal) and a summary.
 
 #[path = "../tests/hostile_client.rs"]
 mod hostile_client;
@@ -23,6 +26,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use duologue::{ConnectError, Node, Secret};
 use duologue_actors::chat::ChatRoom;
+use duologue_actors::progress::{self, ProgressBar, Summary};
 use duologue_testkit::{Memory, NodeProcess, SecretDir, Signal};
 use hostile_client::*;
 
@@ -46,30 +50,52 @@ async fn target(extra: &[&str]) -> anyhow::Result<Target> {
 }
 
 impl Target {
-    /// Prints the figures of one attack: peak RSS, and how the legitimate member fared.
-    async fn report(self, attack: &str, detail: &str) -> anyhow::Result<()> {
+    /// Prints the figures of one attack: peak RSS, and how the legitimate member fared;
+    /// returns them for the summary, with whether the member fared well.
+    async fn report(
+        self,
+        attack: &str,
+        detail: &str,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<(String, bool)> {
         let peak = Memory::of(self.node.child.pid()).context("node gone")?;
+        bar.set_message("a legitimate member joins and talks");
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             WAIT,
             try_legitimate_member(self.node.addr, self.secrets.secret()),
         )
         .await;
-        let legit = match outcome {
-            Ok(Ok(())) => format!(
-                "legit=joined_and_acked_in_ms={}",
-                started.elapsed().as_millis()
+        let fared_well = matches!(outcome, Ok(Ok(())));
+        // For the figure line, and for the summary.
+        let (legit, member) = match outcome {
+            Ok(Ok(())) => {
+                let ms = started.elapsed().as_millis();
+                let member = format!("a legitimate member joined and was acked in {ms} ms");
+                (format!("legit=joined_and_acked_in_ms={ms}"), member)
+            }
+            Ok(Err(why)) => (
+                format!("legit=FAILED({why})"),
+                format!("a legitimate member FAILED: {why}"),
             ),
-            Ok(Err(why)) => format!("legit=FAILED({why})"),
-            Err(_) => "legit=TIMED_OUT".to_owned(),
+            Err(_) => (
+                "legit=TIMED_OUT".to_owned(),
+                format!("a legitimate member TIMED OUT after {WAIT:?}"),
+            ),
         };
+        bar.finish_and_clear();
         println!(
             "hostile attack={attack} baseline_rss_mib={:.1} peak_rss_mib={:.1} rss_after_mib={:.1} {legit} {detail}",
             mib(self.baseline.now),
             mib(peak.peak),
             mib(peak.now),
         );
-        Ok(())
+        let figure = format!(
+            "{attack}: peak {:.1} MiB (baseline {:.1}); {member}",
+            mib(peak.peak),
+            mib(self.baseline.now)
+        );
+        Ok((figure, fared_well))
     }
 }
 
@@ -79,9 +105,11 @@ fn mib(bytes: u64) -> f64 {
 
 /// 400 streams over `connections` connections, each declaring a 4 MiB first message and
 /// sending it.
-async fn first_messages(scale: u64, connections: u64) -> anyhow::Result<()> {
+async fn first_messages(scale: u64, connections: u64) -> anyhow::Result<(String, bool)> {
     let t = target(&[]).await?;
     let per_connection = (400 * scale / 100 / connections).max(1);
+    let bar = progress::bar("first-messages", connections * per_connection);
+    bar.set_message("4 MiB first messages sent");
     let mut streams = Vec::new();
     for _ in 0..connections {
         let mut connection = h2_connection(t.node.addr).await;
@@ -92,8 +120,11 @@ async fn first_messages(scale: u64, connections: u64) -> anyhow::Result<()> {
             message.resize(5 + (4 << 20), 0xAB);
             let _ = body.send_data(Bytes::from(message), false);
             streams.push((response, body));
+            bar.inc(1);
         }
     }
+    bar.set_position(0);
+    bar.set_message("streams answered by the node");
     let mut unavailable = 0;
     let mut ended = 0;
     for (response, _body) in streams {
@@ -101,6 +132,7 @@ async fn first_messages(scale: u64, connections: u64) -> anyhow::Result<()> {
             Some(UNAVAILABLE) => unavailable += 1,
             _ => ended += 1,
         }
+        bar.inc(1);
     }
     t.report(
         "first-messages",
@@ -108,27 +140,34 @@ async fn first_messages(scale: u64, connections: u64) -> anyhow::Result<()> {
             "connections={connections} streams={} refused_unavailable={unavailable} refused_in_handshake={ended}",
             connections * per_connection
         ),
+        &bar,
     )
     .await
 }
 
 /// 40 000 silent streams over 400 connections.
-async fn silent_streams(scale: u64) -> anyhow::Result<()> {
+async fn silent_streams(scale: u64) -> anyhow::Result<(String, bool)> {
     let t = target(&[]).await?;
     let connections = (400 * scale / 100).max(1);
+    let bar = progress::bar("silent-streams", connections * 100);
+    bar.set_message("silent streams opened");
     let mut held = Vec::new();
     for _ in 0..connections {
         let mut connection = h2_connection(t.node.addr).await;
         for _ in 0..100 {
             held.push(open_stream(&mut connection, t.node.addr).await);
+            bar.inc(1);
         }
     }
     let opened = held.len();
+    bar.set_position(0);
+    bar.set_message("streams ended by the node");
     let mut unavailable = 0;
-    let statuses = futures::future::join_all(
-        held.into_iter()
-            .map(|(response, _body)| grpc_status(response)),
-    )
+    let statuses = futures::future::join_all(held.into_iter().map(|(response, _body)| async {
+        let status = grpc_status(response).await;
+        bar.inc(1);
+        status
+    }))
     .await;
     for status in statuses {
         if status == Some(UNAVAILABLE) {
@@ -138,14 +177,17 @@ async fn silent_streams(scale: u64) -> anyhow::Result<()> {
     t.report(
         "silent-streams",
         &format!("streams={opened} refused_unavailable={unavailable}"),
+        &bar,
     )
     .await
 }
 
 /// 15 000 silent TCP connections (this process may hold 20 000 descriptors).
-async fn silent_connections(scale: u64) -> anyhow::Result<()> {
+async fn silent_connections(scale: u64) -> anyhow::Result<(String, bool)> {
     let t = target(&[]).await?;
     let count = (15_000 * scale / 100).max(1);
+    let bar = progress::bar("silent-connections", count);
+    bar.set_message("silent connections opened");
     let mut sockets = Vec::new();
     let mut failed = 0;
     for _ in 0..count {
@@ -153,21 +195,24 @@ async fn silent_connections(scale: u64) -> anyhow::Result<()> {
             Ok(socket) => sockets.push(socket),
             Err(_) => failed += 1,
         }
+        bar.inc(1);
     }
     let fds = std::fs::read_dir(format!("/proc/{}/fd", t.node.child.pid().unwrap_or(0)))
         .map(|d| d.count())
         .unwrap_or(0);
     let detail = format!("connections={count} connect_failed={failed} node_fds_while_held={fds}");
     // The legitimate member comes while they are all still open.
-    let report = t.report("silent-connections", &detail).await;
+    let report = t.report("silent-connections", &detail, &bar).await;
     drop(sockets);
     report
 }
 
 /// 20 000 handshakes with the wrong secret: the node's log lines and bytes.
-async fn failed_handshakes(scale: u64) -> anyhow::Result<()> {
+async fn failed_handshakes(scale: u64) -> anyhow::Result<(String, bool)> {
     let mut t = target(&[]).await?;
     let count = (20_000 * scale / 100).max(1);
+    let bar = progress::bar("failed-handshakes", count / 8 * 8);
+    bar.set_message("handshakes with the wrong secret");
     let hostile = Node::builder()
         .name("hostile")
         .secret(Secret::new("not the cluster's secret, 32 b.")?)
@@ -178,13 +223,14 @@ async fn failed_handshakes(scale: u64) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let per_task = count / 8;
     for _ in 0..8 {
-        let (hostile, addr) = (hostile.clone(), addr.clone());
+        let (hostile, addr, bar) = (hostile.clone(), addr.clone(), bar.clone());
         tasks.spawn(async move {
             for _ in 0..per_task {
                 match hostile.connect_inbox::<ChatRoom>(&addr, "lobby").await {
                     Err(ConnectError::Auth { .. }) => {}
                     other => panic!("expected an auth failure, got {:?}", other.map(drop)),
                 }
+                bar.inc(1);
             }
         });
     }
@@ -193,18 +239,21 @@ async fn failed_handshakes(scale: u64) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let peak = Memory::of(t.node.child.pid()).context("node gone")?;
+    bar.set_message("a legitimate member joins and talks");
     let legit = tokio::time::timeout(
         WAIT,
         legitimate_member_talks(t.node.addr, t.secrets.secret()),
     )
     .await
     .is_ok();
+    bar.set_message("counting the node's log lines");
     t.node.child.signal(Signal::SIGTERM)?;
     let (mut lines, mut bytes) = (0u64, 0u64);
     while let Some(line) = t.node.child.stderr_line(WAIT).await? {
         lines += 1;
         bytes += line.len() as u64 + 1;
     }
+    bar.finish_and_clear();
     println!(
         "hostile attack=failed-handshakes baseline_rss_mib={:.1} peak_rss_mib={:.1} legit_ok={legit} handshakes={} in_s={:.1} log_lines={lines} log_bytes={bytes}",
         mib(t.baseline.now),
@@ -213,7 +262,16 @@ async fn failed_handshakes(scale: u64) -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
     );
     hostile.shutdown().await;
-    Ok(())
+    let figure = format!(
+        "failed-handshakes: {} in {:.1} s, peak {:.1} MiB (baseline {:.1}), {lines} log lines; \
+         a legitimate member {}",
+        per_task * 8,
+        elapsed.as_secs_f64(),
+        mib(peak.peak),
+        mib(t.baseline.now),
+        if legit { "talked" } else { "TIMED OUT" }
+    );
+    Ok((figure, legit))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -231,6 +289,8 @@ async fn main() -> anyhow::Result<()> {
         "silent-connections",
         "failed-handshakes",
     ];
+    let mut summary = Summary::new(format!("hostile (scale {scale} %)"));
+    let mut failed = Vec::new();
     for attack in attacks {
         if only.as_deref().is_some_and(|o| o != attack) {
             continue;
@@ -241,7 +301,20 @@ async fn main() -> anyhow::Result<()> {
             "silent-connections" => silent_connections(scale).await,
             _ => failed_handshakes(scale).await,
         };
-        run.with_context(|| format!("attack {attack}"))?;
+        let (figure, fared_well) = run.with_context(|| format!("attack {attack}"))?;
+        summary.figure(figure);
+        if !fared_well {
+            failed.push(attack);
+        }
     }
+    // Told, not enforced: the exit status stays that of a run that measured.
+    progress::eprintln(if failed.is_empty() {
+        summary.ok()
+    } else {
+        summary.failed(format_args!(
+            "the legitimate member did not get through after {}",
+            failed.join(", ")
+        ))
+    });
     Ok(())
 }

@@ -35,7 +35,8 @@
 //! Prints one line per attack and room in the baseline's `label key=value` shape:
 //! `duologue hostile_room attack=... room=... members=... joined=... rejected=...
 //! room_peak_rss_mib=... room_rss_after_mib=... resumable_after=... members_after=...
-//! alice=... bob=...`; the RSS timeline and the room's own lines go to stderr. Every
+//! alice=... bob=...`; the RSS timeline and the room's own lines go to stderr, with a bar
+//! of each attack's member processes and seconds (at a terminal) and a summary. Every
 //! wait is bounded; every child is killed on every exit path (its guard's drop).
 
 #[path = "args.rs"]
@@ -51,6 +52,7 @@ use anyhow::{Context, anyhow, bail};
 use duologue::{Node, SendError};
 use duologue_actors::chat::proto::Text;
 use duologue_actors::chat::{ChatEvent, JoinError, Joined, join};
+use duologue_actors::progress::{self, ProgressBar, Summary};
 use duologue_testkit::{ChildGuard, Memory, SecretDir, Signal};
 use tokio::sync::{mpsc, watch};
 
@@ -173,7 +175,7 @@ impl RoomNode {
                         warnings.fetch_add(1, Ordering::Relaxed);
                     }
                     if n < 20 {
-                        eprintln!("room: {line}");
+                        progress::eprintln(format_args!("room: {line}"));
                     }
                 }
             }
@@ -508,7 +510,24 @@ impl Figures {
             self.alice,
             self.bob,
         );
-        eprintln!("  room RSS MiB every 5 s: {}", self.timeline);
+        progress::eprintln(format_args!("  room RSS MiB every 5 s: {}", self.timeline));
+    }
+
+    /// The attack's key figures, for the summary; whether both legitimate members fared
+    /// well.
+    fn figure(&self, attack: &str, room: &str) -> (String, bool) {
+        let figure = format!(
+            "{attack} on {room}: {} joined; room peak {:.1} MiB, {:.1} MiB after (from {:.1}); \
+             alice {}, bob {}",
+            self.joined,
+            mib(self.peak),
+            mib(self.rss_after),
+            mib(self.rss_before),
+            self.alice,
+            self.bob
+        );
+        let fared_well = self.alice.starts_with("ok") && self.bob.starts_with("ok");
+        (figure, fared_well)
     }
 }
 
@@ -522,8 +541,17 @@ async fn after_the_attack(
     alice: Legit,
     secret: &Path,
     after: u64,
+    bar: &ProgressBar,
 ) -> anyhow::Result<()> {
-    tokio::time::sleep(Duration::from_secs(after)).await;
+    bar.set_length(after);
+    bar.set_position(0);
+    bar.set_message("seconds after the attack");
+    let over = tokio::time::Instant::now();
+    for second in 1..=after {
+        tokio::time::sleep_until(over + Duration::from_secs(second)).await;
+        bar.set_position(second);
+    }
+    bar.set_message("alice's last acks; a late joiner");
     figures.rss_after = sampler.now();
     figures.bookkeeping_after = room.bookkeeping().await?;
     figures.alice = alice.finish().await?.summary();
@@ -542,6 +570,7 @@ async fn presence(
     room: &mut RoomNode,
     secret: &Path,
     options: &Options,
+    bar: &ProgressBar,
 ) -> anyhow::Result<Figures> {
     let sampler = Sampler::start(room.pid);
     let mut figures = Figures {
@@ -556,6 +585,8 @@ async fn presence(
         ..options.clone()
     };
     let mut stopped = Vec::new();
+    bar.set_length(procs);
+    bar.set_message("member processes joined, then stopped");
     for index in 0..procs {
         let count = options.members / procs + u64::from(index < options.members % procs);
         let child = start_member_process(index, count, &room.addr, secret, &silent).await?;
@@ -565,24 +596,26 @@ async fn presence(
         figures.rejected += process.rejected;
         figures.failed += process.failed;
         stopped.push(process);
-        eprintln!(
+        progress::eprintln(format_args!(
             "  {} joined, {} rejected after {:.1?}: room RSS {:.0} MiB",
             figures.joined,
             figures.rejected,
             started.elapsed(),
             mib(sampler.now())
-        );
+        ));
+        bar.inc(1);
     }
     figures.attack_s = started.elapsed().as_secs_f64();
     figures.rss_at_end_of_attack = sampler.now();
     figures.bookkeeping_during = room.bookkeeping().await?;
-    eprintln!(
+    progress::eprintln(format_args!(
         "  all joined after {:.1?}: room RSS {:.0} MiB; waiting {} s",
         started.elapsed(),
         mib(figures.rss_at_end_of_attack),
         options.after
-    );
-    after_the_attack(&mut figures, &sampler, room, alice, secret, options.after).await?;
+    ));
+    let after = options.after;
+    after_the_attack(&mut figures, &sampler, room, alice, secret, after, bar).await?;
     // Their guards kill the stopped processes.
     drop(stopped);
     Ok(figures)
@@ -626,7 +659,7 @@ async fn start_member_process(
     if let Some(mut lines) = child.stderr.take() {
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("members {index}: {line}");
+                progress::eprintln(format_args!("members {index}: {line}"));
             }
         });
     }
@@ -655,7 +688,12 @@ async fn joined_line(mut child: ChildGuard) -> anyhow::Result<MemberProcess> {
 }
 
 /// Attack C: members join, talk, and their processes are killed with SIGKILL.
-async fn killed(room: &mut RoomNode, secret: &Path, options: &Options) -> anyhow::Result<Figures> {
+async fn killed(
+    room: &mut RoomNode,
+    secret: &Path,
+    options: &Options,
+    bar: &ProgressBar,
+) -> anyhow::Result<Figures> {
     let sampler = Sampler::start(room.pid);
     let mut figures = Figures {
         rss_before: sampler.now(),
@@ -670,39 +708,46 @@ async fn killed(room: &mut RoomNode, secret: &Path, options: &Options) -> anyhow
         children.push(start_member_process(index, count, &room.addr, secret, options).await?);
     }
     let mut processes = Vec::new();
+    bar.set_length(procs);
+    bar.set_message("member processes joined");
     for child in children {
         let process = joined_line(child).await?;
         figures.joined += process.joined;
         figures.rejected += process.rejected;
         figures.failed += process.failed;
         processes.push(process);
+        bar.inc(1);
     }
-    eprintln!(
+    progress::eprintln(format_args!(
         "  {} members joined in {:.1?} ({} rejected, {} failed): room RSS {:.0} MiB",
         figures.joined,
         started.elapsed(),
         figures.rejected,
         figures.failed,
         mib(sampler.now())
-    );
+    ));
     figures.bookkeeping_during = room.bookkeeping().await?;
     // Kill one process after another over `seconds`.
     let kills_started = tokio::time::Instant::now();
     let step = Duration::from_secs(options.seconds) / u32::try_from(procs).unwrap_or(u32::MAX);
+    bar.set_position(0);
+    bar.set_message("member processes killed (SIGKILL)");
     for (i, mut process) in processes.into_iter().enumerate() {
         tokio::time::sleep_until(kills_started + step * u32::try_from(i + 1).unwrap_or(0)).await;
         process.child.signal(Signal::SIGKILL)?;
         process.child.wait(READY_TIMEOUT).await?;
+        bar.inc(1);
     }
     figures.attack_s = started.elapsed().as_secs_f64();
     figures.rss_at_end_of_attack = sampler.now();
-    eprintln!(
+    progress::eprintln(format_args!(
         "  last member process killed after {:.1?}: room RSS {:.0} MiB; waiting {} s",
         started.elapsed(),
         mib(figures.rss_at_end_of_attack),
         options.after
-    );
-    after_the_attack(&mut figures, &sampler, room, alice, secret, options.after).await?;
+    ));
+    let after = options.after;
+    after_the_attack(&mut figures, &sampler, room, alice, secret, after, bar).await?;
     Ok(figures)
 }
 
@@ -804,6 +849,8 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             env: Vec::new(),
         });
     }
+    let mut summary = Summary::new("hostile_room");
+    let mut failed = Vec::new();
     for attack in attacks {
         let options = Options {
             members: option(
@@ -818,22 +865,41 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             after: option(args, "--after", 45)?,
         };
         for spec in &rooms {
-            eprintln!("attack {attack} on room {} ({options:?})", spec.label);
+            progress::eprintln(format_args!(
+                "attack {attack} on room {} ({options:?})",
+                spec.label
+            ));
             let secrets = SecretDir::create()?;
             let mut room = RoomNode::start(spec, &secrets).await?;
+            let bar = progress::bar(format!("{attack} on {}", spec.label), options.procs);
             let mut figures = match attack {
-                "presence" => presence(&mut room, secrets.secret(), &options).await?,
-                _ => killed(&mut room, secrets.secret(), &options).await?,
+                "presence" => presence(&mut room, secrets.secret(), &options, &bar).await?,
+                _ => killed(&mut room, secrets.secret(), &options, &bar).await?,
             };
+            bar.finish_and_clear();
             figures.lines = room.lines.load(Ordering::Relaxed);
             figures.warnings = room.warnings.load(Ordering::Relaxed);
             figures.print(attack, &spec.label, &options);
+            let (figure, fared_well) = figures.figure(attack, &spec.label);
+            summary.figure(figure);
+            if !fared_well {
+                failed.push(format!("{attack} on {}", spec.label));
+            }
             room.child.signal(Signal::SIGTERM)?;
             if let Err(error) = room.child.wait(Duration::from_secs(20)).await {
-                eprintln!("{error}; killing the room");
+                progress::eprintln(format_args!("{error}; killing the room"));
             }
         }
     }
+    // Told, not enforced: the exit status stays that of a run that measured.
+    progress::eprintln(if failed.is_empty() {
+        summary.ok()
+    } else {
+        summary.failed(format_args!(
+            "a legitimate member did not fare well in {}",
+            failed.join(", ")
+        ))
+    });
     Ok(())
 }
 

@@ -28,8 +28,9 @@
 //! duologue sessions stall others_msgs_per_s=... others_with_one_stalled_msgs_per_s=... ratio=... ...
 //! ```
 //!
-//! Details (timings of each step, memory before and after) go to stderr. Every wait is
-//! bounded; node A is killed on every exit path (its guard's drop).
+//! Details (timings of each step, memory before and after) go to stderr, with a bar of the
+//! phases (at a terminal) and a summary. Every wait is bounded; node A is killed on every
+//! exit path (its guard's drop).
 
 use duologue_testkit::IgnoringOwner;
 use std::path::Path;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail, ensure};
 use bytes::Bytes;
 use duologue::{Node, RemoteRef, SendError, SessionMsg};
+use duologue_actors::progress::{self, ProgressBar, Summary};
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{Report, ReportRequest, Tick, check_reply};
 use duologue_testkit::{Memory, NodeProcess, SecretDir};
@@ -71,6 +73,9 @@ const IDLE: &str = "idle";
 const SINGLE: &str = "single";
 /// The checker taking one tick a second.
 const STALLED: &str = "stalled";
+/// The phases the bar counts: sessions opened, idle memory read, one session alone, the
+/// 100 opened and warmed, the 100 at once, the 99 alone, the 99 beside a stalled one.
+const PHASES: u64 = 7;
 
 /// How much to do; smaller with `CI` set.
 #[derive(Clone, Copy, Debug)]
@@ -145,7 +150,7 @@ async fn start_node_a(secret: &Path, actors: &[String]) -> anyhow::Result<NodePr
     if let Some(mut lines) = node.child.stderr.take() {
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("node A: {line}");
+                progress::eprintln(format_args!("node A: {line}"));
             }
         });
     }
@@ -167,11 +172,13 @@ async fn start_node_b(secret: &Path) -> anyhow::Result<(Node, ActorRef<SessionMs
 async fn stop_node_b(node: &Node, owner: &ActorRef<SessionMsg>) {
     let start = Instant::now();
     match tokio::time::timeout(SHUTDOWN_TIMEOUT, node.shutdown()).await {
-        Ok(drained) => eprintln!(
+        Ok(drained) => progress::eprintln(format_args!(
             "node B shut down in {:.0} ms (drained: {drained})",
             millis(start.elapsed())
-        ),
-        Err(_) => eprintln!("node B did not shut down within {SHUTDOWN_TIMEOUT:?}"),
+        )),
+        Err(_) => progress::eprintln(format_args!(
+            "node B did not shut down within {SHUTDOWN_TIMEOUT:?}"
+        )),
     }
     owner.stop(None);
 }
@@ -229,12 +236,18 @@ async fn cast_ticks(
 
 /// Phases 1 and 2: opens `sessions` sessions to one checker, then reads both processes'
 /// memory with all of them open and idle.
-async fn open_and_idle(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> {
+async fn open_and_idle(
+    secrets: &SecretDir,
+    sizes: Sizes,
+    phases: &ProgressBar,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let node_a = start_node_a(secrets.secret(), &[format!("seq-check:{IDLE}")]).await?;
     let pid_a = node_a.child.pid().context("node A has no pid")?;
     let addr = node_a.addr.to_string();
     let (node_b, owner) = start_node_b(secrets.secret()).await?;
     let result = async {
+        phases.set_message(format!("opening {} sessions", sizes.sessions));
         // Settle: let both processes finish starting before the baseline.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before_a = Memory::of(Some(pid_a)).context("no /proc for node A")?;
@@ -242,9 +255,16 @@ async fn open_and_idle(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> 
 
         let n = sizes.sessions;
         let start = Instant::now();
+        let mut opened = 0;
         let opening = futures::stream::iter(0..n)
             .map(|_| connect(&node_b, &addr, IDLE, &owner))
             .buffer_unordered(IN_FLIGHT)
+            .inspect(|_| {
+                opened += 1;
+                if opened % 100 == 0 {
+                    phases.set_message(format!("opening sessions: {opened} of {n}"));
+                }
+            })
             .collect::<Vec<_>>();
         let results = tokio::time::timeout(OPEN_ALL_TIMEOUT, opening)
             .await
@@ -266,11 +286,17 @@ async fn open_and_idle(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> 
                 millis(wall)
             );
         }
-        println!(
+        progress::println(format_args!(
             "duologue sessions sessions_opened_per_s={:.0} n={n} in_flight={IN_FLIGHT} wall_ms={:.0}",
             rate(n as u64, wall),
             millis(wall)
-        );
+        ));
+        summary.figure(format_args!(
+            "{n} sessions opened at {:.0}/s",
+            rate(n as u64, wall)
+        ));
+        phases.inc(1);
+        phases.set_message(format!("{n} sessions idle: reading memory"));
 
         // Every session is live: the first and last answer a call, and none was ticked.
         for check in [sessions.first(), sessions.last()].into_iter().flatten() {
@@ -287,21 +313,21 @@ async fn open_and_idle(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> 
         let per_session_kib = |before: Memory, after: Memory| {
             after.now.saturating_sub(before.now) as f64 / 1024.0 / n as f64
         };
-        eprintln!(
+        progress::eprintln(format_args!(
             "node A resident: before {:.1} MiB (peak {:.1}), with {n} sessions {:.1} MiB (peak {:.1})",
             mib(before_a.now),
             mib(before_a.peak),
             mib(after_a.now),
             mib(after_a.peak)
-        );
-        eprintln!(
+        ));
+        progress::eprintln(format_args!(
             "node B resident: before {:.1} MiB (peak {:.1}), with {n} sessions {:.1} MiB (peak {:.1})",
             mib(before_b.now),
             mib(before_b.peak),
             mib(after_b.now),
             mib(after_b.peak)
-        );
-        println!(
+        ));
+        progress::println(format_args!(
             "duologue sessions idle_memory node_a_rss_mib={:.1} node_b_rss_mib={:.1} \
              per_session_kib_a={:.2} per_session_kib_b={:.2} node_a_peak_rss_mib={:.1} \
              node_b_peak_rss_mib={:.1} node_a_base_rss_mib={:.1} node_b_base_rss_mib={:.1} \
@@ -314,7 +340,16 @@ async fn open_and_idle(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> 
             mib(after_b.peak),
             mib(before_a.now),
             mib(before_b.now)
-        );
+        ));
+        summary.figure(format_args!(
+            "with all {n} idle: node A {:.1} MiB, node B {:.1} MiB resident ({:.1} and {:.1} \
+             KiB a session)",
+            mib(after_a.now),
+            mib(after_b.now),
+            per_session_kib(before_a, after_a),
+            per_session_kib(before_b, after_b)
+        ));
+        phases.inc(1);
         anyhow::Ok(())
     }
     .await;
@@ -341,12 +376,15 @@ impl Round {
 }
 
 /// Every session in `sessions` casts its next `casts` ticks at once (its checker has
-/// counted `counted[i]` so far, updated here), each then waiting for its report.
+/// counted `counted[i]` so far, updated here), each then waiting for its report; `phases`
+/// tells how many are done with `what`.
 async fn round(
     sessions: &[RemoteRef<SeqCheck>],
     counted: &mut [u64],
     casts: u64,
     filler: &Bytes,
+    phases: &ProgressBar,
+    what: &str,
 ) -> anyhow::Result<Round> {
     let mut tasks = JoinSet::new();
     let start = Instant::now();
@@ -359,9 +397,15 @@ async fn round(
     }
     let mut finished = vec![Duration::ZERO; sessions.len()];
     let joined = tokio::time::timeout(ROUND_TIMEOUT, async {
+        let mut done = 0;
         while let Some(joined) = tasks.join_next().await {
             let (i, elapsed) = joined??;
             finished[i] = elapsed;
+            done += 1;
+            phases.set_message(format!(
+                "{what}: {done} of {} sessions done",
+                sessions.len()
+            ));
         }
         anyhow::Ok(())
     })
@@ -409,7 +453,12 @@ async fn stall(check: &RemoteRef<SeqCheck>, filler: &Bytes) -> anyhow::Result<u6
 
 /// Phases 3 and 4: one session's cast rate, 100 sessions' aggregate, and the 99 others
 /// with one of the 100 stalled.
-async fn concurrency(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> {
+async fn concurrency(
+    secrets: &SecretDir,
+    sizes: Sizes,
+    phases: &ProgressBar,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let mut actors = vec![
         format!("seq-check:{SINGLE}"),
         format!("seq-check:{STALLED}@1"),
@@ -422,6 +471,7 @@ async fn concurrency(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> {
         let filler = Bytes::from(vec![0xa5; PAYLOAD]);
 
         // One session alone.
+        phases.set_message(format!("one session casting {}", sizes.single_casts));
         let single = connect(&node_b, &addr, SINGLE, &owner).await?;
         let warm = sizes.warmup_casts * 10;
         cast_ticks(&single, 1, warm, &filler).await?;
@@ -429,9 +479,14 @@ async fn concurrency(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> {
         let start = Instant::now();
         cast_ticks(&single, warm + 1, warm + n, &filler).await?;
         let single_wall = start.elapsed();
-        eprintln!("single session: {n} casts in {:.0} ms", millis(single_wall));
+        progress::eprintln(format_args!(
+            "single session: {n} casts in {:.0} ms",
+            millis(single_wall)
+        ));
+        phases.inc(1);
 
         // 100 sessions, each to its own checker, casting at once.
+        phases.set_message(format!("opening and warming {CONCURRENT} sessions"));
         let names: Vec<String> = (0..CONCURRENT).map(checker).collect();
         let opening = futures::stream::iter(&names)
             .map(|name| connect(&node_b, &addr, name, &owner))
@@ -443,35 +498,49 @@ async fn concurrency(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> {
                 .into_iter()
                 .collect::<anyhow::Result<_>>()?;
         let mut counted = vec![0; CONCURRENT];
-        round(&sessions, &mut counted, sizes.warmup_casts, &filler).await?;
+        let (warmup, what) = (sizes.warmup_casts, "warming up");
+        round(&sessions, &mut counted, warmup, &filler, phases, what).await?;
+        phases.inc(1);
         let m = sizes.per_session_casts;
-        let all = round(&sessions, &mut counted, m, &filler).await?;
+        let what = "all casting at once";
+        let all = round(&sessions, &mut counted, m, &filler, phases, what).await?;
         let all_wall = all.until_all(0..CONCURRENT);
         let others_wall = all.until_all(1..CONCURRENT);
         let single_rate = rate(n, single_wall);
         let aggregate_rate = rate(m * CONCURRENT as u64, all_wall);
-        eprintln!(
+        progress::eprintln(format_args!(
             "{CONCURRENT} sessions: {m} casts each in {:.0} ms (the first done at {:.0} ms)",
             millis(all_wall),
             millis(all.finished.iter().copied().min().unwrap_or_default())
-        );
-        println!(
+        ));
+        progress::println(format_args!(
             "duologue sessions concurrency single_session_msgs_per_s={single_rate:.0} \
              aggregate_{CONCURRENT}_sessions_msgs_per_s={aggregate_rate:.0} ratio={:.2} \
              single_casts={n} casts_per_session={m} payload_bytes={PAYLOAD}",
             aggregate_rate / single_rate
-        );
+        ));
+        summary.figure(format_args!(
+            "one session {single_rate:.0} casts/s; {CONCURRENT} at once {aggregate_rate:.0}/s \
+             together ({:.2}x)",
+            aggregate_rate / single_rate
+        ));
+        phases.inc(1);
 
         // The other 99 alone: the rate the stalled one must not lower. Measured second
         // time round, so that it is as warm as the round with the stalled one after it.
-        round(&sessions[1..], &mut counted[1..], m, &filler).await?;
-        let alone = round(&sessions[1..], &mut counted[1..], m, &filler).await?;
+        let what = "the 99 others alone";
+        round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
+        let alone = round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
+        phases.inc(1);
         let alone_wall = alone.until_all(0..CONCURRENT - 1);
 
         // The same sessions, the first replaced by one to a checker taking a tick a second.
+        phases.set_message("stalling one session");
         let stalled = connect(&node_b, &addr, STALLED, &owner).await?;
         let stalled_sent = stall(&stalled, &filler).await?;
-        eprintln!("stalled session: out of credit after {stalled_sent} ticks");
+        progress::eprintln(format_args!(
+            "stalled session: out of credit after {stalled_sent} ticks"
+        ));
         let mut pushing = JoinSet::new();
         let (check, tick_filler) = (stalled.clone(), filler.clone());
         pushing.spawn(async move {
@@ -484,7 +553,9 @@ async fn concurrency(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> {
                 .await;
         });
         sessions[0] = stalled.clone();
-        let with_stalled = round(&sessions[1..], &mut counted[1..], m, &filler).await?;
+        let what = "the 99 others beside a stalled one";
+        let with_stalled =
+            round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
         let stalled_wall = with_stalled.until_all(0..CONCURRENT - 1);
         let still_blocked =
             pushing.try_join_next().is_none() && stalled.session().flow().send_blocked;
@@ -492,14 +563,20 @@ async fn concurrency(secrets: &SecretDir, sizes: Sizes) -> anyhow::Result<()> {
         let others = CONCURRENT as u64 - 1;
         let others_rate = rate(m * others, alone_wall);
         let stalled_rate = rate(m * others, stalled_wall);
-        println!(
+        progress::println(format_args!(
             "duologue sessions stall others_msgs_per_s={others_rate:.0} \
              others_with_one_stalled_msgs_per_s={stalled_rate:.0} ratio={:.2} \
              others_among_{CONCURRENT}_msgs_per_s={:.0} others={others} casts_per_session={m} \
              stalled_sent={stalled_sent} stalled_still_blocked={still_blocked}",
             stalled_rate / others_rate,
             rate(m * others, others_wall)
-        );
+        ));
+        summary.figure(format_args!(
+            "the 99 others {others_rate:.0} casts/s alone, {stalled_rate:.0}/s beside a stalled \
+             session ({:.2}x)",
+            stalled_rate / others_rate
+        ));
+        phases.inc(1);
         anyhow::Ok(())
     }
     .await;
@@ -513,6 +590,11 @@ async fn main() -> anyhow::Result<()> {
     let sizes = Sizes::get();
     eprintln!("sizes: {sizes:?}");
     let secrets = SecretDir::create()?;
-    open_and_idle(&secrets, sizes).await?;
-    concurrency(&secrets, sizes).await
+    let phases = progress::bar("sessions", PHASES);
+    let mut summary = Summary::new("sessions");
+    open_and_idle(&secrets, sizes, &phases, &mut summary).await?;
+    concurrency(&secrets, sizes, &phases, &mut summary).await?;
+    phases.finish_and_clear();
+    progress::eprintln(summary.ok());
+    Ok(())
 }

@@ -10,6 +10,7 @@
 //! Prints one line in the baseline's `label key=value` shape:
 //! `duologue slow_consumer casts=... rate=... payload_bytes=... wall_s=... sender_peak_rss_mib=...
 //! receiver_peak_rss_mib=... max_receiver_backlog=... max_sender_unacked=... lost=... duplicates=...`
+//! On stderr: a bar of the casts sent (at a terminal) and a summary.
 
 #[path = "args.rs"]
 mod args;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use duologue::{Node, RemoteRef};
+use duologue_actors::progress::{self, Summary};
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{ReportRequest, Tick, check_reply};
 use duologue_testkit::{Memory, NodeProcess, SecretDir};
@@ -61,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("pushing {casts} casts of {payload} bytes at a consumer taking {rate}/s");
 
     let filler = bytes::Bytes::from(vec![0xa5; payload]);
+    // A cast waits for credit, so the casts sent follow the consumer.
+    let sent = progress::bar("slow_consumer", casts);
+    sent.set_message("casts sent");
     let start = Instant::now();
     let mut max_unacked = 0;
     for n in 1..=casts {
@@ -72,12 +77,16 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         if n % 1024 == 0 {
             max_unacked = max_unacked.max(check.session().unacked());
+            sent.set_position(n);
         }
     }
+    sent.set_position(casts);
+    sent.set_message("waiting for the consumer's report");
     let reply = check
         .call(ReportRequest {}, Duration::from_secs(600))
         .await?;
     let wall = start.elapsed();
+    sent.finish_and_clear();
     let Some(check_reply::Kind::Report(report)) = reply.kind else {
         bail!("no report: {reply:?}");
     };
@@ -94,6 +103,25 @@ async fn main() -> anyhow::Result<()> {
         casts - report.received,
         report.duplicates
     );
+    let mut summary = Summary::new("slow_consumer");
+    summary
+        .figure(format_args!(
+            "{casts} casts of {payload} bytes at a consumer taking {rate}/s, in {:.1} s",
+            wall.as_secs_f64()
+        ))
+        .figure(format_args!(
+            "peak resident memory: sender {:.1} MiB, receiver {:.1} MiB",
+            mib(sender.peak),
+            mib(receiver.peak)
+        ));
+    let (lost, duplicates) = (casts - report.received, report.duplicates);
+    summary.figure(format_args!("{lost} lost, {duplicates} duplicated"));
+    // Told, not enforced: the exit status stays that of a run that measured.
+    progress::eprintln(if lost + duplicates == 0 {
+        summary.ok()
+    } else {
+        summary.failed("casts lost or duplicated")
+    });
     near.shutdown().await;
     Ok(())
 }

@@ -21,7 +21,7 @@
 //! Prints one line in the baseline's `label key=value` shape:
 //! `duologue slow_reader seconds=... read_rate=... window=... relays_read=... fell_behind=...
 //! ended=... unannounced_gaps=... peak_inbox=... reader_peak_rss_mib=... room_peak_rss_mib=...
-//! writer_lines=...`
+//! writer_lines=...`; on stderr, a bar of the seconds read (at a terminal) and a summary.
 
 #[path = "args.rs"]
 mod args;
@@ -32,6 +32,7 @@ use anyhow::{Context, bail};
 use duologue::LostReason;
 use duologue::{GoodbyeReason, Node, Secret, SessionConfig};
 use duologue_actors::chat::{ChatEvent, Joined, join};
+use duologue_actors::progress::{self, Summary};
 use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
@@ -103,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(mut lines) = writer.stderr.take() {
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("writer: {line}");
+                progress::eprintln(format_args!("writer: {line}"));
             }
         });
     }
@@ -124,8 +125,11 @@ async fn main() -> anyhow::Result<()> {
     // Read in 10 ms steps of read_rate / 100 events.
     let mut ticks = tokio::time::interval(Duration::from_millis(10));
     let per_tick = read_rate / 100;
+    let bar = progress::bar("slow_reader", seconds);
+    bar.set_message(format!("seconds of reading at {read_rate}/s"));
     while started.elapsed() < Duration::from_secs(seconds) {
         ticks.tick().await;
+        bar.set_position(started.elapsed().as_secs());
         reading.peak_inbox = reading.peak_inbox.max(reader.events.len());
         for _ in 0..per_tick {
             let Some(event) = reader.events.try_recv() else {
@@ -144,6 +148,10 @@ async fn main() -> anyhow::Result<()> {
                         reading.unannounced_gaps += 1;
                     }
                     reading.fell_behind += 1;
+                    bar.set_message(format!(
+                        "seconds of reading at {read_rate}/s; let go {} time(s)",
+                        reading.fell_behind + reading.ended
+                    ));
                     reader = rejoin(&node, &addr).await?;
                     last_seq = reader.welcome.room_seq;
                     break;
@@ -153,6 +161,10 @@ async fn main() -> anyhow::Result<()> {
                     ..
                 } if goodbye.reason == GoodbyeReason::LimitExceeded => {
                     reading.ended += 1;
+                    bar.set_message(format!(
+                        "seconds of reading at {read_rate}/s; let go {} time(s)",
+                        reading.fell_behind + reading.ended
+                    ));
                     reader = rejoin(&node, &addr).await?;
                     last_seq = reader.welcome.room_seq;
                     break;
@@ -162,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    bar.finish_and_clear();
     let reader_memory = Memory::of(None).context("reader memory")?;
     let room_memory = Memory::of(room.child.pid()).context("room memory")?;
     drop(writer);
@@ -178,12 +191,38 @@ async fn main() -> anyhow::Result<()> {
         mib(reader_memory.peak),
         mib(room_memory.peak),
     );
-    if reading.unannounced_gaps > 0 {
-        bail!("the reader missed relays without being told");
+    let mut summary = Summary::new("slow_reader");
+    summary
+        .figure(format_args!(
+            "{seconds} s reading {read_rate}/s behind a writer that sent {writer_lines} lines: \
+             {} relays read",
+            reading.relays
+        ))
+        .figure(format_args!(
+            "let go {} time(s) (fell behind {}, ended {}), inbox at most {} of {window}",
+            reading.fell_behind + reading.ended,
+            reading.fell_behind,
+            reading.ended,
+            reading.peak_inbox
+        ))
+        .figure(format_args!(
+            "peak resident memory: reader {:.1} MiB, room {:.1} MiB; {} unannounced gaps",
+            mib(reader_memory.peak),
+            mib(room_memory.peak),
+            reading.unannounced_gaps
+        ));
+    let failure = if reading.unannounced_gaps > 0 {
+        Some("the reader missed relays without being told")
+    } else if reading.fell_behind + reading.ended == 0 && reading.peak_inbox < window as usize / 2 {
+        Some("the room never felt the slow reader")
+    } else {
+        None
+    };
+    if let Some(why) = failure {
+        progress::eprintln(summary.failed(why));
+        bail!(why);
     }
-    if reading.fell_behind + reading.ended == 0 && reading.peak_inbox < window as usize / 2 {
-        bail!("the room never felt the slow reader");
-    }
+    progress::eprintln(summary.ok());
     Ok(())
 }
 

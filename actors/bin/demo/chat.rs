@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use duologue_actors::progress::Summary;
 use duologue_testkit::Signal;
 use duologue_testkit::{ChildGuard, ClusterError, NodeProcess, SecretDir};
 use tokio::io::AsyncWriteExt;
@@ -25,14 +26,14 @@ const SCRIPT: [(usize, &str); 5] = [
     (1, "see you. half-closing now"),
 ];
 
-pub(crate) async fn run() -> Result<(), ClusterError> {
+pub(crate) async fn run() -> Result<Summary, ClusterError> {
     let started = Instant::now();
     let exe = std::env::current_exe()?;
     let secrets = SecretDir::create()?;
     let secret = secrets.secret().display().to_string();
 
-    println!("duologue demo: chat");
-    println!("  a chat room on one node process, three members in three more, all on 127.0.0.1\n");
+    say!("duologue demo: chat");
+    say!("  a chat room on one node process, three members in three more, all on 127.0.0.1\n");
     let mut hub = NodeProcess::start(
         &exe,
         "hub",
@@ -45,7 +46,7 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
         STEP,
     )
     .await?;
-    println!(
+    say!(
         "  node hub     pid {:<7} listening on {}, hosting room {ROOM:?}",
         hub.child.pid().unwrap_or(0),
         hub.addr
@@ -55,17 +56,17 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
     for user in MEMBERS {
         let mut member = join(&exe, user, &hub.addr.to_string(), &secret)?;
         let joined = member.stderr_until("joined", STEP).await?;
-        println!(
+        say!(
             "  member {user:<6} pid {:<7} {joined}",
             member.pid().unwrap_or(0)
         );
         members.push(member);
     }
-    println!();
+    say!();
 
     for (speaker, text) in SCRIPT {
         let name = MEMBERS[speaker];
-        println!("  {name:>6} > {text}");
+        say!("  {name:>6} > {text}");
         let stdin = members[speaker]
             .stdin
             .as_mut()
@@ -90,10 +91,10 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
             }
             heard.push(MEMBERS[i]);
         }
-        println!("           heard by {}", heard.join(" and "));
+        say!("           heard by {}", heard.join(" and "));
     }
 
-    println!("\n  every member half-closes (end of stdin) and waits for the room's last acks:");
+    say!("\n  every member half-closes (end of stdin) and waits for the room's last acks:");
     for member in &mut members {
         member.close_stdin();
     }
@@ -106,7 +107,7 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
                 member.name()
             )));
         }
-        println!("  {:>6}: {left}, exit 0", member.name());
+        say!("  {:>6}: {left}, exit 0", member.name());
     }
 
     hub.child.signal(Signal::SIGTERM)?;
@@ -116,13 +117,14 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
             "node hub exited with {code:?}"
         )));
     }
-    println!("  node hub stopped on SIGTERM, exit 0\n");
-    println!(
-        "  4 processes, 5 lines, {} deliveries checked in {:.2} s",
+    say!("  node hub stopped on SIGTERM, exit 0\n");
+    let mut summary = Summary::new("demo chat");
+    summary.figure(format_args!(
+        "4 processes, 5 lines, {} deliveries checked in {:.2} s",
         SCRIPT.len() * (MEMBERS.len() - 1),
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ));
+    Ok(summary)
 }
 
 fn join(exe: &Path, user: &str, peer: &str, secret: &str) -> Result<ChildGuard, ClusterError> {

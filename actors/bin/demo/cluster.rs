@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use duologue::{MemberState, Node, Secret};
+use duologue_actors::progress::{self, ProgressBar, Summary};
 use duologue_testkit::{ChildGuard, ClusterError, NodeProcess, SecretDir, Signal};
 use tokio::io::AsyncWriteExt;
 
@@ -17,7 +18,12 @@ const ROOM: &str = "general";
 /// Fast gossip for a demo on one machine (the default is 1s).
 const GOSSIP_INTERVAL: &str = "200ms";
 
-pub(crate) async fn run() -> Result<(), ClusterError> {
+/// The steps the demo's bar counts: four nodes started, the seed's view converged, two
+/// members joined, a line heard, n2 killed and declared dead, the room spawned again, two
+/// members back, a line heard again, two members gone and three nodes stopped.
+const STEPS: u64 = 4 + 1 + 2 + 1 + 1 + 1 + 2 + 1 + 2 + 3;
+
+pub(crate) async fn run() -> Result<Summary, ClusterError> {
     let started = Instant::now();
     let exe = std::env::current_exe()?;
     let secrets = SecretDir::create()?;
@@ -39,18 +45,22 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
         }
         args
     };
+    let steps = progress::bar("demo cluster", STEPS);
 
-    println!("duologue demo: cluster");
-    println!("  four node processes gossiping on 127.0.0.1; the others know only the first\n");
+    say!("duologue demo: cluster");
+    say!("  four node processes gossiping on 127.0.0.1; the others know only the first\n");
+    steps.set_message("starting node n1, the seed");
     let mut seed = NodeProcess::start(&exe, "n1", &node_args(None, None), STEP).await?;
     let gossip = gossip_line(&mut seed.child).await?;
     print_node(&seed, &format!("the seed, gossiping on {gossip}"));
+    steps.inc(1);
     let mut nodes = vec![seed];
     for (name, actor) in [
         ("n2", Some(format!("chat-room:{ROOM}"))),
         ("n3", None),
         ("n4", None),
     ] {
+        steps.set_message(format!("starting node {name}"));
         let node = NodeProcess::start(
             &exe,
             name,
@@ -64,82 +74,104 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
         };
         print_node(&node, &what);
         nodes.push(node);
+        steps.inc(1);
     }
     let seed_addr = nodes[0].addr.to_string();
 
     let operator = operator(&secret).await?;
-    let converged = Instant::now();
-    let members = wait_members(&operator, &seed_addr, |m| {
+    let converging = Instant::now();
+    let members = wait_members(&operator, &seed_addr, &steps, "all four up", |m| {
         m.iter().filter(|m| m.state == MemberState::Up).count() == 4
     })
     .await?;
-    println!(
-        "\n  the seed sees all four members up after {:.1?}:",
-        converged.elapsed()
-    );
+    let converged = converging.elapsed();
+    say!("\n  the seed sees all four members up after {converged:.1?}:");
     print_table(&members);
+    steps.inc(1);
 
-    println!("\n  two members join room {ROOM:?}, knowing only the seed's address:");
+    say!("\n  two members join room {ROOM:?}, knowing only the seed's address:");
     let mut chats = Vec::new();
     for user in ["alice", "bob"] {
+        steps.set_message(format!("{user} looks room {ROOM:?} up and joins"));
         let mut chat = join(&exe, user, &seed_addr, &secret)?;
         let joined = chat.stderr_until("joined", STEP).await?;
-        println!("    {user:<6} {joined}");
+        say!("    {user:<6} {joined}");
         chats.push(chat);
+        steps.inc(1);
     }
+    steps.set_message("bob waits for alice's line");
     say(&mut chats, 0, "hello bob, I found this room by its name").await?;
     let heard = chats[1].stdout_line(STEP).await?.unwrap_or_default();
-    println!("    bob heard  {heard:?}");
+    say!("    bob heard  {heard:?}");
+    steps.inc(1);
 
     let room_node = nodes.remove(1);
     let killed = Instant::now();
     room_node.child.signal(Signal::SIGKILL)?;
-    println!(
+    say!(
         "\n  killed n2 (pid {}), the room's node, without a farewell",
         room_node.child.pid().unwrap_or(0)
     );
-    wait_members(&operator, &seed_addr, |m| {
+    wait_members(&operator, &seed_addr, &steps, "n2 declared dead", |m| {
         m.iter()
             .any(|m| m.identity.name == "n2" && m.state == MemberState::Unreachable)
     })
     .await?;
-    println!(
-        "  the cluster declared n2 dead after {:.1?}",
-        killed.elapsed()
-    );
+    let declared_dead = killed.elapsed();
+    say!("  the cluster declared n2 dead after {declared_dead:.1?}");
     drop(room_node);
+    steps.inc(1);
 
+    steps.set_message(format!("spawning room {ROOM:?} on a surviving node"));
     let spawn = spawn_room(&exe, &seed_addr, &secret).await?;
-    println!("  `duologue spawn --any chat-room:{ROOM}`: {spawn}");
+    say!("  `duologue spawn --any chat-room:{ROOM}`: {spawn}");
+    steps.inc(1);
     for (i, user) in ["alice", "bob"].into_iter().enumerate() {
+        steps.set_message(format!("{user} finds the room again and rejoins"));
         let rejoined = chats[i].stderr_until("rejoined", STEP).await?;
-        println!("    {user:<6} {rejoined}");
+        say!("    {user:<6} {rejoined}");
+        steps.inc(1);
     }
-    println!(
-        "  the room was back and both members in it {:.1?} after n2 was killed",
-        killed.elapsed()
-    );
+    let back = killed.elapsed();
+    say!("  the room was back and both members in it {back:.1?} after n2 was killed");
+    steps.set_message("bob waits for alice's line");
     say(&mut chats, 0, "we are back, on another node").await?;
     let heard = chats[1].stdout_line(STEP).await?.unwrap_or_default();
-    println!("    bob heard  {heard:?}");
+    say!("    bob heard  {heard:?}");
     print_table(&operator.members_at(&seed_addr).await.map_err(unexpected)?);
+    steps.inc(1);
 
     for chat in &mut chats {
         chat.close_stdin();
     }
     for mut chat in chats {
         let name = chat.name().to_owned();
+        steps.set_message(format!("{name} leaves (end of stdin)"));
         match chat.wait(STEP).await? {
             Some(0) => {}
             code => return Err(ClusterError::Unexpected(format!("{name} exited {code:?}"))),
         }
+        steps.inc(1);
     }
     for mut node in nodes {
+        steps.set_message(format!("stopping node {} (SIGTERM)", node.child.name()));
         node.child.signal(Signal::SIGTERM)?;
         node.child.wait(STEP).await?;
+        steps.inc(1);
     }
-    println!("\n  done in {:.1?}", started.elapsed());
-    Ok(())
+    steps.finish_and_clear();
+    say!();
+    let mut summary = Summary::new("demo cluster");
+    summary
+        .figure(format_args!(
+            "4 nodes up in the seed's view {converged:.1?} after the last started"
+        ))
+        .figure(format_args!(
+            "n2 killed: found dead after {declared_dead:.1?}, room {ROOM:?} back with both \
+             members after {back:.1?}"
+        ))
+        .figure(format_args!("{:.1?} in all", started.elapsed()));
+    Ok(summary)
 }
 
 /// The node's second stdout line, `gossip on ADDR`.
@@ -151,7 +183,7 @@ async fn gossip_line(node: &mut ChildGuard) -> Result<String, ClusterError> {
 }
 
 fn print_node(node: &NodeProcess, what: &str) {
-    println!(
+    say!(
         "  node {:<3} pid {:<7} listening on {}, {what}",
         node.child.name(),
         node.child.pid().unwrap_or(0),
@@ -161,7 +193,7 @@ fn print_node(node: &NodeProcess, what: &str) {
 
 fn print_table(members: &[duologue::Member]) {
     for line in crate::members::table(members).lines() {
-        println!("    {line}");
+        say!("    {line}");
     }
 }
 
@@ -177,10 +209,13 @@ async fn operator(secret: &str) -> Result<Node, ClusterError> {
 }
 
 /// Asks `addr` for its members until `wanted` holds of them, for up to [`STEP`]: each
-/// question after the first is answered when that node's view changes.
+/// question after the first is answered when that node's view changes. `steps` shows the
+/// `goal` and each view on the way.
 async fn wait_members(
     operator: &Node,
     addr: &str,
+    steps: &ProgressBar,
+    goal: &str,
     wanted: impl Fn(&[duologue::Member]) -> bool,
 ) -> Result<Vec<duologue::Member>, ClusterError> {
     let deadline = Instant::now() + STEP;
@@ -192,6 +227,15 @@ async fn wait_members(
             .members_changed_at(addr, since, left)
             .await
             .map_err(unexpected)?;
+        let view: Vec<String> = now
+            .members
+            .iter()
+            .map(|m| format!("{} {}", m.identity.name, m.state))
+            .collect();
+        steps.set_message(format!(
+            "waiting for {goal}; the seed sees {}",
+            view.join(", ")
+        ));
         if wanted(&now.members) {
             return Ok(now.members);
         }
@@ -238,7 +282,7 @@ async fn say(chats: &mut [ChildGuard], who: usize, line: &str) -> Result<(), Clu
         .ok_or_else(|| ClusterError::Unexpected("stdin closed".into()))?;
     stdin.write_all(format!("{line}\n").as_bytes()).await?;
     stdin.flush().await?;
-    println!("    {:<6} says  {line:?}", chats[who].name());
+    say!("    {:<6} says  {line:?}", chats[who].name());
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use duologue::Node;
 use duologue_actors::edit::{EditEvent, Editor};
+use duologue_actors::progress::Summary;
 use duologue_testkit::Signal;
 use duologue_testkit::{ClusterError, FaultProxy, NodeProcess, SecretDir};
 
@@ -17,14 +18,14 @@ use super::STEP;
 
 const DOCUMENT: &str = "list";
 
-pub(crate) async fn run() -> Result<(), ClusterError> {
+pub(crate) async fn run() -> Result<Summary, ClusterError> {
     let started = Instant::now();
     let exe = std::env::current_exe()?;
     let secrets = SecretDir::create()?;
 
-    println!("duologue demo: edit");
-    println!("  a shared document on one node process, editors on nodes of this one, 127.0.0.1");
-    println!("  (the text is a yrs CRDT: replicas merge each other's updates in any order)\n");
+    say!("duologue demo: edit");
+    say!("  a shared document on one node process, editors on nodes of this one, 127.0.0.1");
+    say!("  (the text is a yrs CRDT: replicas merge each other's updates in any order)\n");
     let mut docs = NodeProcess::start(
         &exe,
         "docs",
@@ -37,7 +38,7 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
         STEP,
     )
     .await?;
-    println!(
+    say!(
         "  node docs  pid {:<7} listening on {}, hosting document {DOCUMENT:?}",
         docs.child.pid().unwrap_or(0),
         docs.addr
@@ -45,12 +46,12 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
     let proxy = FaultProxy::start(docs.addr).await?;
     let (_ann_node, mut ann) = open(secrets.secret(), &docs.addr.to_string(), "ann").await?;
     let (_bob_node, mut bob) = open(secrets.secret(), &proxy.addr().to_string(), "bob").await?;
-    println!(
+    say!(
         "  ann opens it directly; bob through a proxy at {}\n",
         proxy.addr()
     );
 
-    println!("  1. ann starts the list; then both type at the same time");
+    say!("  1. ann starts the list; then both type at the same time");
     edited(&ann, ann.append("Shopping list:").await)?;
     merged(&mut bob, 1).await?;
     let (a, b) = tokio::join!(ann.append(" bread,"), bob.append(" milk,"));
@@ -60,8 +61,8 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
     merged(&mut bob, 1).await?;
     show(&[&ann, &bob]);
 
-    println!("  2. bob types three items; his connection is cut after the first;");
-    println!("     meanwhile ann deletes \" bread,\"");
+    say!("  2. bob types three items; his connection is cut after the first;");
+    say!("     meanwhile ann deletes \" bread,\"");
     let text = ann.text();
     let at = text
         .find(" bread,")
@@ -95,17 +96,17 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
             "bob's session did not break and resume: {events:?}"
         )));
     };
-    println!(
+    say!(
         "     the proxy cut {cut} connection: bob's session was interrupted, resumed after {:.0?}",
         resumed.interrupted_for
     );
-    println!(
+    say!(
         "     and sent {} update(s) again: nothing lost, nothing doubled",
         resumed.replayed
     );
     show(&[&ann, &bob]);
 
-    println!("  3. cat opens the document late, and adds an item");
+    say!("  3. cat opens the document late, and adds an item");
     let (_cat_node, cat) = open(secrets.secret(), &docs.addr.to_string(), "cat").await?;
     show(&[&cat]);
     let before_period = u32::try_from(cat.text().len().saturating_sub(1)).map_err(unexpected)?;
@@ -121,12 +122,12 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
             "the copies differ: {copies:?}, the document holds {document:?}"
         )));
     }
-    println!("  all 3 copies and the document hold the same text: {document:?}\n");
+    say!("  all 3 copies and the document hold the same text: {document:?}\n");
 
     for editor in [ann, bob, cat] {
         let name = editor.name().to_owned();
         let reason = editor.close(STEP).await;
-        println!("  {name} closes: {reason}");
+        say!("  {name} closes: {reason}");
     }
     docs.child.signal(Signal::SIGTERM)?;
     let code = docs.child.wait(STEP).await?;
@@ -135,12 +136,13 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
             "node docs exited with {code:?}"
         )));
     }
-    println!("  node docs stopped on SIGTERM, exit 0\n");
-    println!(
-        "  1 node process, 3 editors, every copy converged; {:.2} s in all",
+    say!("  node docs stopped on SIGTERM, exit 0\n");
+    let mut summary = Summary::new("demo edit");
+    summary.figure(format_args!(
+        "1 node process, 3 editors, every copy converged; {:.2} s in all",
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ));
+    Ok(summary)
 }
 
 /// A node of this process, and an editor on it that opened the document at `addr`.
@@ -194,9 +196,9 @@ async fn merged_and(
 
 fn show(editors: &[&Editor]) {
     for editor in editors {
-        println!("       {:<4} {:?}", editor.name(), editor.text());
+        say!("       {:<4} {:?}", editor.name(), editor.text());
     }
-    println!();
+    say!();
 }
 
 fn unexpected(error: impl std::fmt::Display) -> ClusterError {

@@ -4,9 +4,12 @@
 //! caught up, with the session's own signals; the producer's rate, drawn every window,
 //! follows. Then every frame is checked to have been processed once, in order.
 
+use std::time::Instant;
+
 use duologue::FlowSignal;
 use duologue::{CloseReason, Node};
 use duologue_actors::pipeline::{Producer, ProducerConfig, ProducerEvent, RateWindow, StageConfig};
+use duologue_actors::progress::Summary;
 use duologue_testkit::Signal;
 use duologue_testkit::{ClusterError, NodeProcess, SecretDir};
 
@@ -18,20 +21,21 @@ const AFTER: usize = 5;
 /// Characters of bar for the producer's target rate.
 const WIDTH: f64 = 40.0;
 
-pub(crate) async fn run() -> Result<(), ClusterError> {
+pub(crate) async fn run() -> Result<Summary, ClusterError> {
+    let started = Instant::now();
     let exe = std::env::current_exe()?;
     let secrets = SecretDir::create()?;
     let stage = StageConfig::default();
     let config = ProducerConfig::default();
     let target = config.rate.unwrap_or(stage.capacity);
 
-    println!("duologue demo: pipeline");
-    println!(
+    say!("duologue demo: pipeline");
+    say!(
         "  a stage on a node process takes {} frames/s; {} ms behind, it throttles its producer",
         stage.capacity,
         stage.high.as_millis()
     );
-    println!(
+    say!(
         "  (x{}); under {} ms, it resumes it. The producer, in this process, aims at {target}/s.",
         stage.factor,
         stage.low.as_millis()
@@ -48,7 +52,7 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
         STEP,
     )
     .await?;
-    println!(
+    say!(
         "  node stage  pid {:<7} listening on {}\n",
         far.child.pid().unwrap_or(0),
         far.addr
@@ -63,7 +67,7 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
         .await
         .map_err(unexpected)?;
 
-    println!(
+    say!(
         "  the producer's rate every 100 ms (█ within the stage's capacity, ▒ beyond, ┆ capacity)"
     );
     tokio::time::timeout(STEP, draw(&mut producer, stage.capacity, target))
@@ -75,11 +79,13 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
 
     let sent = producer.stop().await.map_err(unexpected)?;
     let report = producer.report(STEP).await.map_err(unexpected)?;
-    println!(
+    say!(
         "\n  sent {sent} frames; the stage processed {}, the last numbered {}, {} out of sequence;",
-        report.processed, report.last_seq, report.out_of_sequence
+        report.processed,
+        report.last_seq,
+        report.out_of_sequence
     );
-    println!(
+    say!(
         "  it throttled {} time(s) and resumed {} time(s), running at most {} ms behind",
         report.throttles,
         report.resumes,
@@ -99,8 +105,16 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
             "node stage exited with {code:?}"
         )));
     }
-    println!("  session finished; node stage stopped on SIGTERM, exit 0\n");
-    Ok(())
+    say!("  session finished; node stage stopped on SIGTERM, exit 0\n");
+    let mut summary = Summary::new("demo pipeline");
+    summary.figure(format_args!(
+        "{sent} frames, each processed once and in order; {} throttle(s), {} resume(s); \
+         {:.2} s in all",
+        report.throttles,
+        report.resumes,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(summary)
 }
 
 /// Draws each window as it ends, and each signal as it arrives, until the producer was
@@ -114,7 +128,7 @@ async fn draw(producer: &mut Producer, capacity: u32, target: u32) -> Result<(),
             .ok_or_else(|| ClusterError::Unexpected("the producer stopped".into()))?;
         match event {
             ProducerEvent::Window(window) => {
-                println!("{}", bar(&window, capacity, target));
+                say!("{}", bar(&window, capacity, target));
                 after += usize::from(resumed);
             }
             ProducerEvent::Flow {
@@ -133,13 +147,13 @@ async fn draw(producer: &mut Producer, capacity: u32, target: u32) -> Result<(),
                     }
                     (other, _) => format!("{other:?} from the stage"),
                 };
-                println!("  {:>5.2} s  ◀ {what}", at.as_secs_f64());
+                say!("  {:>5.2} s  ◀ {what}", at.as_secs_f64());
             }
             ProducerEvent::Interrupted { at, cause } => {
-                println!("  {:>5.2} s  ◀ stream broken: {cause}", at.as_secs_f64());
+                say!("  {:>5.2} s  ◀ stream broken: {cause}", at.as_secs_f64());
             }
             ProducerEvent::Resumed { at, .. } => {
-                println!("  {:>5.2} s  ◀ session resumed", at.as_secs_f64());
+                say!("  {:>5.2} s  ◀ session resumed", at.as_secs_f64());
             }
             ProducerEvent::Ended { reason, .. } => {
                 return Err(ClusterError::Unexpected(format!("session ended: {reason}")));

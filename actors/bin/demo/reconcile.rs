@@ -7,6 +7,7 @@ use std::fmt::Display;
 use std::time::Instant;
 
 use duologue::Node;
+use duologue_actors::progress::Summary;
 use duologue_actors::reconcile::proto::{Phase, StatusReport};
 use duologue_actors::reconcile::{self, ReconcileEvent, Trail};
 use duologue_testkit::Signal;
@@ -17,13 +18,13 @@ use super::STEP;
 /// The reconciler's name on its node.
 const NAME: &str = "deploy";
 
-pub(crate) async fn run() -> Result<(), ClusterError> {
+pub(crate) async fn run() -> Result<Summary, ClusterError> {
     let started = Instant::now();
     let exe = std::env::current_exe()?;
     let secrets = SecretDir::create()?;
 
-    println!("duologue demo: reconcile");
-    println!("  a reconciler on one node process, a client declaring desired state in this one\n");
+    say!("duologue demo: reconcile");
+    say!("  a reconciler on one node process, a client declaring desired state in this one\n");
     let mut control = NodeProcess::start(
         &exe,
         "control",
@@ -46,17 +47,17 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
     let mut watch = reconcile::watch(&node, &proxy.addr().to_string(), NAME)
         .await
         .map_err(unexpected)?;
-    println!(
+    say!(
         "  node control pid {:<7} listening on {}, hosting reconciler {NAME:?}",
         control.child.pid().unwrap_or(0),
         control.addr
     );
-    println!(
+    say!(
         "  client connected through a fault proxy at {}\n",
         proxy.addr()
     );
 
-    println!("  declare generation 1: 4 replicas of v1");
+    say!("  declare generation 1: 4 replicas of v1");
     watch.declare(1, 4, "v1").await.map_err(unexpected)?;
     let mut trail = Trail::default();
     let mut cut = false;
@@ -71,12 +72,12 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
         let report = match event {
             ReconcileEvent::Report(report) => report,
             ReconcileEvent::Interrupted(_) => {
-                println!("  !! the stream broke; the session resumes on its own");
+                say!("  !! the stream broke; the session resumes on its own");
                 continue;
             }
             ReconcileEvent::Resumed(resumed) => {
                 let after = resumed.interrupted_for;
-                println!("  .. resumed on a new stream after {after:.0?}; the reports carry on");
+                say!("  .. resumed on a new stream after {after:.0?}; the reports carry on");
                 continue;
             }
             ReconcileEvent::FellBehind(notice) => {
@@ -90,14 +91,14 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
             ReconcileEvent::Closed(reason) => return Err(unexpected(reason)),
         };
         trail.check(&report).map_err(unexpected)?;
-        println!("  {}", line(&report));
+        say!("  {}", line(&report));
         if report.generation == 1 && report.ready_replicas == 3 {
-            println!("  declare generation 2: 6 replicas of v2 (change of course)");
+            say!("  declare generation 2: 6 replicas of v2 (change of course)");
             watch.declare(2, 6, "v2").await.map_err(unexpected)?;
         }
         if report.generation == 2 && report.updated_replicas == 2 && !cut {
             cut = true;
-            println!("  -- cut {} connection(s) at the proxy --", proxy.cut_all());
+            say!("  -- cut {} connection(s) at the proxy --", proxy.cut_all());
         }
         if report.generation == 2 && report.phase() == Phase::Converged {
             break report;
@@ -125,14 +126,15 @@ pub(crate) async fn run() -> Result<(), ClusterError> {
     if code != Some(0) {
         return Err(unexpected(format!("node control exited with {code:?}")));
     }
-    println!("\n  session closed: {closed}; node control stopped on SIGTERM, exit 0");
-    println!(
-        "  {} reports, numbered 1..={} with no gap and no repeat, converged on generation 2 in {:.2} s",
+    say!("\n  session closed: {closed}; node control stopped on SIGTERM, exit 0");
+    let mut summary = Summary::new("demo reconcile");
+    summary.figure(format_args!(
+        "{} reports, numbered 1..={} with no gap and no repeat, converged on generation 2 in {:.2} s",
         trail.last_seq,
         trail.last_seq,
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ));
+    Ok(summary)
 }
 
 /// `#7  gen 2 [#####.....]  50% progressing  6/6 ready  3/6 on v2  image mixed`
