@@ -5,7 +5,8 @@
 # current-thread runtime per node), on the same workload; then the ratios. Then duologue's
 # own figures under load: memory under a slow consumer, and sessions at scale.
 #
-#   bash benches/compare.sh                 # 1 000 000 casts, 10 000 calls, 64-byte payload
+#   bash benches/compare.sh                 # 1 000 000 casts, 10 000 calls, 64-byte payload,
+#                                           # 1 000 000 pings
 #   CASTS=200000 CALLS=2000 bash benches/compare.sh
 #
 # The baseline lives in ../shared/baselines/ractor_cluster_bench (read-only); it is built
@@ -49,6 +50,15 @@ for label in duologue duologue_current_thread; do
   echo "ratio call_p99 $label/ractor_cluster=$(ratio "$p99" "$rc_p99")"
 done
 
+# Proto.Actor's remote benchmark method (pings answered by pongs, both directions
+# counted): ractor in one process, ractor_cluster and duologue across two.
+rl_pp=$(figure ractor_local pingpong_msgs_per_s)
+rc_pp=$(figure ractor_cluster pingpong_msgs_per_s)
+for label in duologue duologue_current_thread; do
+  pp=$(figure "$label" pingpong_msgs_per_s)
+  echo "ratio pingpong $label/ractor_cluster=$(ratio "$pp" "$rc_pp") $label/ractor_local=$(ratio "$pp" "$rl_pp")"
+done
+
 # What metrics cost: both nodes with metrics on (--metrics on: an admin address each) and
 # off, alternated ROUNDS times on this noisy machine; medians of cast throughput, and
 # their ratio (the issue's bound: within 3 %).
@@ -57,7 +67,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 off=(); on=()
 for _ in $(seq "$ROUNDS"); do
   for metrics in off on; do
-    line=$(cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD" \
+    line=$(cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD" --pings 0 \
       --metrics "$metrics" 2>/dev/null | grep -E '^duologue(_metrics)? ')
     echo "$line"
     cast=$(echo "$line" | tr ' ' '\n' | awk -F= '$1 == "cast_throughput_msgs_per_s" { print $2 }')

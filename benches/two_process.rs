@@ -15,8 +15,13 @@
 //! * `client --addr ADDR --secret PATH`: node B alone, against a node A started by hand.
 //!
 //! Options for `run` and `client`: `--casts N` (200000), `--calls N` (10000),
-//! `--payload BYTES` (64). With the `CI` environment variable set the defaults shrink to
-//! 20000 casts and 1000 calls. The `--bench` flag cargo adds is ignored.
+//! `--payload BYTES` (64), `--pings N` (1000000; 0 skips the ping-pong phase). With the
+//! `CI` environment variable set the defaults shrink to 20000 casts, 1000 calls and 20000
+//! pings. The `--bench` flag cargo adds is ignored.
+//!
+//! The ping-pong phase (`two_process/pingpong.rs`) is Proto.Actor's remote benchmark
+//! method, as the baseline's runs it: `pingpong_msgs_per_s` counts both directions, on one
+//! session; `pingpong_8_sessions_msgs_per_s` spreads the pings over eight.
 //!
 //! `--metrics on` gives both nodes an admin address, so they keep metrics as a node
 //! started with `--metrics ADDR` does (figures under `duologue_metrics`): the A/B of
@@ -26,6 +31,9 @@
 //! core, as the baseline runs) or `--runtime current-thread` (one thread per node, for its
 //! actors and its network alike) picks the runtime of both nodes; the figures of the second
 //! are labelled `duologue_current_thread`.
+
+#[path = "two_process/pingpong.rs"]
+mod pingpong;
 
 use duologue::RuntimeFlavor;
 use duologue::SessionMsg;
@@ -223,6 +231,8 @@ struct Config {
     casts: u64,
     /// Number of sequential calls in the latency phase.
     calls: usize,
+    /// Pings of the ping-pong phase (0 skips it).
+    pings: u64,
     /// Payload size in bytes, for both phases.
     payload: usize,
 }
@@ -268,6 +278,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         cfg: Config {
             casts: if ci { 20_000 } else { 200_000 },
             calls: if ci { 1_000 } else { 10_000 },
+            pings: if ci { 20_000 } else { 1_000_000 },
             payload: 64,
         },
         flavor: RuntimeFlavor::MultiThread,
@@ -281,6 +292,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
         match flag.as_str() {
             "--casts" => options.cfg.casts = value.parse().context("--casts")?,
             "--calls" => options.cfg.calls = value.parse().context("--calls")?,
+            "--pings" => options.cfg.pings = value.parse().context("--pings")?,
             "--payload" => options.cfg.payload = value.parse().context("--payload")?,
             "--runtime" => options.flavor = value.parse().map_err(|e: String| anyhow!(e))?,
             "--secret" => options.secret = Some(value.into()),
@@ -311,6 +323,12 @@ async fn server(secret: &Path, metrics: bool) -> anyhow::Result<()> {
     let node = with_metrics(builder, metrics).start().await?;
     let (sink, sink_handle) = Actor::spawn(None, Sink, ()).await?;
     node.register(SINK, &sink)?;
+    let mut echoes = Vec::new();
+    for i in 0..pingpong::ECHOES {
+        let (echo, handle) = Actor::spawn(None, pingpong::Echo, ()).await?;
+        node.register(pingpong::echo_name(i), &echo)?;
+        echoes.push((echo, handle));
+    }
     let addr = node.local_addr().context("node A does not listen")?;
 
     let mut stdout = std::io::stdout();
@@ -330,6 +348,10 @@ async fn server(secret: &Path, metrics: bool) -> anyhow::Result<()> {
     node.shutdown().await;
     sink.stop(None);
     sink_handle.await?;
+    for (echo, handle) in echoes {
+        echo.stop(None);
+        handle.await?;
+    }
     Ok(())
 }
 
@@ -485,6 +507,31 @@ fn memory(pid: Option<u32>) -> Option<String> {
     ))
 }
 
+/// The ping-pong phase (`pingpong`): one session, then one per echo actor at once.
+async fn pingpong_figures(node: &Node, addr: &str, label: &str, cfg: Config) -> anyhow::Result<()> {
+    // Empty pings and pongs, as Proto.Actor's and the baseline's (`--payload` is the cast
+    // and call phases').
+    let payload = Bytes::new();
+    for sessions in [1, pingpong::ECHOES] {
+        let pairs = pingpong::Pairs::open(node, addr, sessions).await?;
+        let started = Instant::now();
+        let rate = pairs.measure(cfg.pings, &payload).await;
+        pairs.close();
+        let rate = rate?;
+        let key = if sessions == 1 {
+            "pingpong_msgs_per_s".to_owned()
+        } else {
+            format!("pingpong_{sessions}_sessions_msgs_per_s")
+        };
+        println!(
+            "{label} {key}={rate:.0} pings={} sessions={sessions} both_directions=true payload_bytes=0 with_warmup_ms={:.1}",
+            cfg.pings,
+            millis(started.elapsed())
+        );
+    }
+    Ok(())
+}
+
 /// Node B: connects to the sink at `addr` and measures.
 async fn client(
     addr: &str,
@@ -503,7 +550,11 @@ async fn client(
             "connected and authenticated to the sink in {:.1} ms",
             millis(connecting.elapsed())
         );
-        measure(label(options.flavor, options.metrics), &sink, options.cfg).await?;
+        let label = label(options.flavor, options.metrics);
+        measure(label, &sink, options.cfg).await?;
+        if options.cfg.pings > 0 {
+            pingpong_figures(&node, addr, label, options.cfg).await?;
+        }
         if let Some(mem) = memory(node_a_pid) {
             eprintln!("node A resident memory: {mem}");
         }
