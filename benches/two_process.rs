@@ -35,6 +35,10 @@
 #[path = "two_process/pingpong.rs"]
 mod pingpong;
 
+/// jemalloc, as the `duologue` binary's nodes run (actors/bin/main.rs).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use duologue::RuntimeFlavor;
 use duologue::SessionMsg;
 use duologue_testkit::IgnoringOwner;
