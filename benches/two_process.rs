@@ -388,15 +388,7 @@ async fn cast_phase(
         .await
         .map_err(|e| anyhow!("reset: {e}"))?;
     let start = Instant::now();
-    for _ in 0..n {
-        sink.cast(BenchRequest {
-            kind: KIND_PAYLOAD,
-            n: 0,
-            payload: payload.clone(),
-        })
-        .await
-        .map_err(|e| anyhow!("cast: {e}"))?;
-    }
+    cast_many(sink, n, KIND_PAYLOAD, payload).await?;
     let enqueue = start.elapsed();
     let reply = sink
         .call(control(KIND_WAIT_FOR, n), CALL_TIMEOUT)
@@ -407,6 +399,26 @@ async fn cast_phase(
         enqueue,
         rx_span: Duration::from_nanos(reply.rx_span_ns),
     })
+}
+
+/// Casts `n` requests of `kind` carrying `payload`, one after another, each waiting for
+/// credit as any sender does.
+async fn cast_many(
+    to: &RemoteRef<BenchProtocol>,
+    n: u64,
+    kind: u32,
+    payload: &Bytes,
+) -> anyhow::Result<()> {
+    for _ in 0..n {
+        to.cast(BenchRequest {
+            kind,
+            n: 0,
+            payload: payload.clone(),
+        })
+        .await
+        .map_err(|e| anyhow!("cast of kind {kind}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Issues `n` sequential echo calls; returns each round trip.

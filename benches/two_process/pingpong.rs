@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use bytes::Bytes;
 use duologue::{Node, RemoteRef, SessionMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
 
-use super::{BenchProtocol, BenchReply, BenchRequest, CALL_TIMEOUT};
+use super::{BenchProtocol, BenchReply, BenchRequest, CALL_TIMEOUT, cast_many};
 
 /// `BenchRequest::kind`: a ping, answered by one pong cast back on its session.
 pub(crate) const KIND_PING: u32 = 4;
@@ -149,18 +149,7 @@ impl Pairs {
         let start = Instant::now();
         let senders = self.echoes.iter().enumerate().map(|(i, echo)| {
             let share = n / k + u64::from((i as u64) < n % k);
-            async move {
-                for _ in 0..share {
-                    echo.cast(BenchRequest {
-                        kind: KIND_PING,
-                        n: 0,
-                        payload: payload.clone(),
-                    })
-                    .await
-                    .map_err(|e| anyhow!("ping: {e}"))?;
-                }
-                anyhow::Ok(())
-            }
+            cast_many(echo, share, KIND_PING, payload)
         });
         let wanted = before + n;
         let all_back = async {
