@@ -246,10 +246,17 @@ async fn status_tables_and_json_logs_name_the_session() {
     alice
         .signal(duologue_testkit::Signal::SIGKILL)
         .expect("kill alice");
-    let line = node
-        .stderr_until("session interrupted", WAIT)
-        .await
-        .expect("the node logs the interruption");
+    // Alice's line, not another session's (none should be interrupted, but the test
+    // names the one it means).
+    let line = loop {
+        let line = node
+            .stderr_until("session interrupted", WAIT)
+            .await
+            .expect("the node logs the interruption");
+        if line.contains(r#""peer":"chat-alice"#) {
+            break line;
+        }
+    };
     let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(entry["level"], "INFO", "{line}");
     let span = &entry["span"];

@@ -61,8 +61,10 @@ mod exit {
 pub(crate) async fn members(args: MembersArgs) -> ExitCode {
     let result = async {
         let node = client(&args.peer).await?;
-        let members = node.members_at(&args.peer.peer).await.map_err(failure)?;
-        print!("{}", table(&members));
+        let members = node.members_at(&args.peer.peer).await;
+        // Politely: the peer sees the control session finish, not a lost connection.
+        node.shutdown().await;
+        print!("{}", table(&members.map_err(failure)?));
         Ok(())
     };
     finish("members", result.await)
@@ -71,15 +73,20 @@ pub(crate) async fn members(args: MembersArgs) -> ExitCode {
 pub(crate) async fn spawn(args: SpawnArgs) -> ExitCode {
     let result = async {
         let node = client(&args.peer).await?;
-        let spawned = if args.any || args.on.is_some() {
-            // The member list comes from the peer; the spawn goes to the member chosen.
-            let members = node.members_at(&args.peer.peer).await.map_err(failure)?;
-            let addr = choose(&members, args.on.as_deref(), &args.actor.kind)?;
-            node.spawn_at(&addr, args.actor.clone()).await
-        } else {
-            node.spawn_at(&args.peer.peer, args.actor.clone()).await
+        let spawned = async {
+            if args.any || args.on.is_some() {
+                // The member list comes from the peer; the spawn goes to the member chosen.
+                let members = node.members_at(&args.peer.peer).await.map_err(failure)?;
+                let addr = choose(&members, args.on.as_deref(), &args.actor.kind)?;
+                node.spawn_at(&addr, args.actor.clone()).await
+            } else {
+                node.spawn_at(&args.peer.peer, args.actor.clone()).await
+            }
+            .map_err(failure)
         }
-        .map_err(failure)?;
+        .await;
+        node.shutdown().await;
+        let spawned = spawned?;
         println!(
             "spawned {} on {} at {}",
             spawned.name, spawned.node, spawned.addr

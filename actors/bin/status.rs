@@ -18,8 +18,10 @@ pub(crate) struct StatusArgs {
 pub(crate) async fn run(args: StatusArgs) -> ExitCode {
     let result = async {
         let node = client(&args.peer).await?;
-        let status = node.status_at(&args.peer.peer).await.map_err(failure)?;
-        print!("{}", report(&status));
+        let status = node.status_at(&args.peer.peer).await;
+        // Politely: the peer sees the control session finish, not a lost connection.
+        node.shutdown().await;
+        print!("{}", report(&status.map_err(failure)?));
         Ok(())
     };
     finish("status", result.await)
