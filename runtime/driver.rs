@@ -45,6 +45,7 @@ use crate::shared::Shared;
 use crate::wire::pb::duologue_client::DuologueClient;
 use crate::wire::{Refusal, SessionId, pb};
 
+pub(crate) use cause::SHUTTING_DOWN;
 pub(crate) use dial::backoff;
 pub(crate) use outbound::{OutboundFrames, PendingStream};
 pub(crate) use task::{Driver, OnAuthenticated};

@@ -178,6 +178,9 @@ pub enum InterruptCause {
     /// Initiator: a dial to the peer found nobody listening, or no route.
     #[error("the peer is unreachable")]
     Unreachable,
+    /// Initiator: the peer's node is shutting down and takes no new streams.
+    #[error("the peer is shutting down")]
+    PeerShuttingDown,
     /// Initiator: the peer's server took the stream but sent no response headers within
     /// `after`.
     #[error("no answer to the greeting within {after:?}")]
@@ -207,6 +210,7 @@ impl InterruptCause {
             Self::Superseded => "superseded",
             Self::ResumeHandshakeTimedOut => "resume_handshake_timed_out",
             Self::Unreachable => "unreachable",
+            Self::PeerShuttingDown => "peer_shutting_down",
             Self::NoAnswer { .. } => "no_answer",
             Self::Status { .. } => "status",
         }

@@ -273,13 +273,15 @@ impl NodeBuilder {
             started: Instant::now(),
             metrics: config.admin.map(|_| NodeMetrics::new()),
             admin_addr: OnceLock::new(),
+            admin_task: Mutex::new(None),
             admin_stop: tokio_util::sync::CancellationToken::new(),
             config,
         });
         if let Some(addr) = inner.config.admin {
-            let bound =
+            let (bound, task) =
                 admin::start(Arc::downgrade(&inner), addr, inner.admin_stop.clone()).await?;
             let _ = inner.admin_addr.set(bound);
+            *lock(&inner.admin_task) = Some(task);
         }
         tokio::spawn(sample_sessions(Arc::downgrade(&inner)));
         let watcher = watcher::Watcher::start(Arc::downgrade(&inner)).await?;
@@ -306,6 +308,7 @@ impl NodeBuilder {
             shutdown: inner.shutdown.clone(),
             events: inner.events.clone(),
             control: std::sync::Mutex::new(None),
+            admin_stop: inner.admin_stop.clone(),
         });
         let node = Node { inner, handles };
         if listening {
@@ -397,6 +400,8 @@ struct Handles {
     events: broadcast::Sender<NodeEvent>,
     /// The `$node` control actor, stopped with the node.
     control: std::sync::Mutex<Option<ActorCell>>,
+    /// Stops the admin server when the last handle goes without a shutdown.
+    admin_stop: tokio_util::sync::CancellationToken,
 }
 
 /// The last `Node` handle dropped without [`Node::shutdown`]: nobody can wait for a
@@ -404,6 +409,7 @@ struct Handles {
 /// frees its port.
 impl Drop for Handles {
     fn drop(&mut self) {
+        self.admin_stop.cancel();
         self.shutdown.token().cancel();
         self.standard.stop_now();
         if let Some(control) = lock(&self.control).take() {
@@ -468,6 +474,8 @@ pub(crate) struct NodeInner {
     metrics: Option<NodeMetrics>,
     /// Where its admin server listens, once bound.
     admin_addr: OnceLock<SocketAddr>,
+    /// The admin server's task, awaited (bounded) at the end of [`Node::shutdown`].
+    admin_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Stops the admin server: at the end of [`Node::shutdown`], or when the node is gone.
     admin_stop: tokio_util::sync::CancellationToken,
 }
@@ -478,9 +486,10 @@ impl Drop for NodeInner {
     }
 }
 
-/// Samples the node's sessions into rates, once a second, until it shuts down.
+/// Samples the node's sessions into rates, once a second, until its shutdown is over
+/// (through the drain, which the admin server shows) or it is gone.
 async fn sample_sessions(node: Weak<NodeInner>) {
-    let Some(cancel) = node.upgrade().map(|n| n.shutdown.token().clone()) else {
+    let Some(cancel) = node.upgrade().map(|n| n.admin_stop.clone()) else {
         return;
     };
     let mut every = tokio::time::interval(status::SAMPLE_EVERY);
@@ -495,7 +504,7 @@ async fn sample_sessions(node: Weak<NodeInner>) {
         };
         node.sessions.sample();
         if let Some(metrics) = &node.metrics {
-            metrics.publish(&node.status());
+            metrics.publish(&node.status(), false);
         }
     }
 }
@@ -728,7 +737,7 @@ impl Node {
     }
 
     /// What the node is doing now: its sessions (state, credit, backlog, rates), its
-    /// cluster's members, what its sessions carried, and a few minutes of its rates.
+    /// cluster's members, what its sessions carried, and five minutes of its rates.
     pub fn status(&self) -> NodeStatus {
         self.inner.status()
     }
@@ -782,6 +791,15 @@ impl Node {
             let _ = server.await;
         }
         self.inner.admin_stop.cancel();
+        // axum's graceful shutdown waits for open connections without a bound.
+        let admin = lock(&self.inner.admin_task).take();
+        if let Some(mut admin) = admin
+            && tokio::time::timeout(self.inner.config.close_linger, &mut admin)
+                .await
+                .is_err()
+        {
+            admin.abort();
+        }
         drained
     }
 }
@@ -1363,12 +1381,12 @@ impl NodeHooks for NodeInner {
         if let Some(metrics) = &self.metrics {
             match reason {
                 CloseReason::Lost(lost) if established => metrics.session_lost(lost),
-                _ if !established => metrics.handshake_failed(reason),
+                _ if !established => metrics.handshake_failed(role, reason),
                 _ => {}
             }
         }
         let event = if established {
-            self.sessions.closed(session);
+            self.sessions.closed(session, role);
             tracing::debug!(id = %session, %reason, "session closed");
             NodeEvent::SessionClosed {
                 session,

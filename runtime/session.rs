@@ -152,7 +152,7 @@ impl Default for SessionConfig {
 }
 
 /// Which end of the session this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Opened the session (sent `Hello`).
     Initiator,

@@ -63,6 +63,21 @@ pub(crate) struct Shared {
     closed: watch::Sender<Option<CloseReason>>,
 }
 
+/// A sender waiting to be let send; its wait joins the session's total when it ends.
+struct CreditWait<'a> {
+    shared: &'a Shared,
+    started: Instant,
+}
+
+impl Drop for CreditWait<'_> {
+    fn drop(&mut self) {
+        let waited = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared
+            .credit_waited
+            .fetch_add(waited, Ordering::Relaxed);
+    }
+}
+
 /// Names one outgoing half of a session's streams, for its waker slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct StreamKey(u64);
@@ -221,11 +236,12 @@ impl Shared {
             Err(SendError::HeldBack { message, .. }) => message,
             other => return other,
         };
-        let started = Instant::now();
-        let sent = self.send_when_let(body).await;
-        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.credit_waited.fetch_add(waited, Ordering::Relaxed);
-        sent
+        // Counted however the wait ends: sent, refused, or the send dropped.
+        let _wait = CreditWait {
+            shared: self,
+            started: Instant::now(),
+        };
+        self.send_when_let(body).await
     }
 
     /// Calls on this session record how long their reply took in `histogram`.

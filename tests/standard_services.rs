@@ -99,7 +99,9 @@ async fn converse_refusal(addr: SocketAddr) -> Option<tonic::Status> {
     let path = http::uri::PathAndQuery::from_static("/duologue.v1.Duologue/Converse");
     let outbound = futures::stream::pending::<Bytes>();
     let call = grpc.streaming(Request::new(outbound), path, RawCodec);
-    match tokio::time::timeout(Duration::from_secs(1), call).await {
+    // A refusal comes at once; an accepted stream waits for a greeting, so the bound
+    // only ends that wait (and is wide, for a loaded machine).
+    match tokio::time::timeout(WAIT, call).await {
         Ok(Err(status)) => Some(status),
         // Accepted (and waiting for a greeting), or answered: not refused.
         Ok(Ok(_)) | Err(_) => None,

@@ -8,6 +8,9 @@ use super::describe;
 use crate::error::InterruptCause;
 use crate::session::Broken;
 
+/// The status message of a node that takes no new streams because it drains.
+pub(crate) const SHUTTING_DOWN: &str = "node is shutting down";
+
 /// How long a status message may be in a cause before it is cut.
 const MESSAGE_CHARS: usize = 80;
 
@@ -38,6 +41,10 @@ fn classify(status: &Status, at: At) -> InterruptCause {
         };
     }
     match (status.code(), at) {
+        // What the peer's service answers while its node drains (runtime/node/service.rs).
+        (Code::Unavailable, _) if status.message() == SHUTTING_DOWN => {
+            InterruptCause::PeerShuttingDown
+        }
         (Code::Unavailable, At::Dial) => InterruptCause::Unreachable,
         (Code::Unavailable, At::Stream) => InterruptCause::ConnectionLost,
         (Code::Cancelled, _) => InterruptCause::StreamReset,
@@ -94,6 +101,11 @@ mod tests {
         assert_eq!(classify(&lost, At::Stream), InterruptCause::ConnectionLost);
         let refused = Status::unavailable("tcp connect error");
         assert_eq!(classify(&refused, At::Dial), InterruptCause::Unreachable);
+        let draining = Status::unavailable(SHUTTING_DOWN);
+        assert_eq!(
+            classify(&draining, At::Dial),
+            InterruptCause::PeerShuttingDown
+        );
     }
 
     #[test]

@@ -28,12 +28,13 @@ use crate::session::SessionCounters;
 /// The status page: one self-contained file, no script or style from elsewhere.
 const PAGE: &str = include_str!("admin/status.html");
 
-/// Binds `addr` and serves the admin routes until `stop` is cancelled; the bound address.
+/// Binds `addr` and serves the admin routes until `stop` is cancelled; the bound address
+/// and the server's task.
 pub(crate) async fn start(
     node: Weak<NodeInner>,
     addr: SocketAddr,
     stop: CancellationToken,
-) -> Result<SocketAddr, NodeError> {
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), NodeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| NodeError::Bind {
@@ -49,7 +50,7 @@ pub(crate) async fn start(
         .route("/metrics", get(metrics))
         .route("/status.json", get(status))
         .with_state(node);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let served = axum::serve(listener, routes)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
@@ -57,7 +58,7 @@ pub(crate) async fn start(
             tracing::warn!(%error, "admin server stopped");
         }
     });
-    Ok(bound)
+    Ok((bound, task))
 }
 
 type Node = State<Weak<NodeInner>>;
@@ -78,7 +79,7 @@ async fn metrics(State(node): Node) -> Response {
         return gone();
     };
     // Fresh at every scrape, not only as of the last sample.
-    metrics.publish(&node.status());
+    metrics.publish(&node.status(), true);
     (
         [(
             header::CONTENT_TYPE,

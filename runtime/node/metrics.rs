@@ -18,6 +18,7 @@ use metrics_util::MetricKindMask;
 use super::status::{NodeStatus, SessionState};
 use crate::error::{CloseReason, LostReason};
 use crate::members::MemberState;
+use crate::session::Role;
 
 /// How long a per-session gauge outlives its session's last update: two samples.
 const STALE_AFTER: Duration = Duration::from_secs(3);
@@ -87,8 +88,11 @@ impl NodeMetrics {
         self.calls.clone()
     }
 
-    /// Publishes a snapshot: what sessions carried, their states and backlogs, members.
-    pub(crate) fn publish(&self, status: &NodeStatus) {
+    /// Publishes a snapshot: what sessions carried, their states, members; with
+    /// `per_session`, each session's backlog and credit too. Those gauges go from the
+    /// exporter only as it renders (its idle timeout), so they are set only for a scrape:
+    /// between scrapes nothing piles up for sessions that came and went.
+    pub(crate) fn publish(&self, status: &NodeStatus, per_session: bool) {
         let totals = status.totals;
         self.counter(SESSIONS_OPENED, vec![])
             .absolute(status.sessions_opened);
@@ -113,7 +117,7 @@ impl NodeMetrics {
             self.gauge(SESSIONS, vec![Label::new("state", state.as_str())])
                 .set(count as f64);
         }
-        for session in &status.sessions {
+        for session in status.sessions.iter().filter(|_| per_session) {
             let labels = || {
                 vec![
                     Label::new("session", session.id.to_string()),
@@ -144,11 +148,19 @@ impl NodeMetrics {
             .increment(1);
     }
 
-    /// A session failed during its handshake.
-    pub(crate) fn handshake_failed(&self, reason: &CloseReason) {
+    /// A session failed during its handshake: one a peer opened to this node
+    /// (`role="acceptor"`), or one this node opened (`role="initiator"`).
+    pub(crate) fn handshake_failed(&self, role: Role, reason: &CloseReason) {
+        let role = match role {
+            Role::Initiator => "initiator",
+            Role::Acceptor => "acceptor",
+        };
         self.counter(
             HANDSHAKE_FAILURES,
-            vec![Label::new("reason", handshake_label(reason))],
+            vec![
+                Label::new("role", role),
+                Label::new("reason", handshake_label(reason)),
+            ],
         )
         .increment(1);
     }
@@ -196,7 +208,7 @@ fn describe(recorder: &PrometheusRecorder) {
         (
             HANDSHAKE_FAILURES,
             None,
-            "Sessions that failed during their handshake, by reason.",
+            "Sessions that failed during their handshake, by role and reason.",
         ),
     ];
     for (name, unit, help) in counters {

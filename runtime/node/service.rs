@@ -38,7 +38,7 @@ impl pb::duologue_server::Duologue for Service {
     ) -> Result<Response<FrameStream>, Status> {
         let node = &self.node;
         if node.shutdown.is_triggered() {
-            return Err(Status::unavailable("node is shutting down"));
+            return Err(Status::unavailable(crate::driver::SHUTTING_DOWN));
         }
         // One handshake deadline for the stream, from its arrival.
         let arrived = Instant::now();

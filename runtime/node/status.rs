@@ -1,5 +1,5 @@
 //! What a node is doing, for whoever looks: its sessions with their state, credit,
-//! backlog and rates, what they carried, and a minute of message rates.
+//! backlog and rates, what they carried, and five minutes of message rates.
 //!
 //! [`SessionTable`] tracks each established session from its opening to its close (the
 //! node's hooks call it), and keeps what closed sessions carried in a running total.
@@ -26,6 +26,7 @@ const HISTORY: usize = 300;
 
 /// A node's state at one moment, from [`crate::Node::status`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NodeStatus {
     /// The node's name and incarnation.
     pub identity: NodeIdentity,
@@ -51,6 +52,7 @@ pub struct NodeStatus {
 
 /// One established session, as [`NodeStatus`] shows it.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionStatus {
     /// Its id.
     pub id: SessionId,
@@ -60,7 +62,8 @@ pub struct SessionStatus {
     pub peer: NodeIdentity,
     /// The actor on the acceptor's side.
     pub actor: String,
-    /// The peer's address on the current connection, when known.
+    /// The peer's address when the session opened, when known (a resume may come over
+    /// another connection).
     pub remote_addr: Option<SocketAddr>,
     /// Where it is in its life.
     pub state: SessionState,
@@ -87,6 +90,7 @@ impl SessionStatus {
 
 /// An established session's state, as observers name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SessionState {
     /// Data flows both ways.
     Active,
@@ -189,7 +193,8 @@ pub(crate) struct SessionTable {
 
 #[derive(Debug, Default)]
 struct Table {
-    live: HashMap<SessionId, Tracked>,
+    /// By id and role: a node talking to itself holds both ends of one session.
+    live: HashMap<(SessionId, Role), Tracked>,
     /// What closed sessions carried.
     closed: SessionCounters,
     /// How long closed sessions' senders waited for credit.
@@ -250,7 +255,7 @@ impl SessionTable {
         let mut table = self.lock();
         table.opened += 1;
         table.live.insert(
-            session.id(),
+            (session.id(), session.role()),
             Tracked {
                 role: session.role(),
                 peer: session.peer().clone(),
@@ -265,9 +270,9 @@ impl SessionTable {
     }
 
     /// The session is over: what it carried joins the closed sessions' total.
-    pub(crate) fn closed(&self, session: SessionId) {
+    pub(crate) fn closed(&self, session: SessionId, role: Role) {
         let mut table = self.lock();
-        if let Some(tracked) = table.live.remove(&session) {
+        if let Some(tracked) = table.live.remove(&(session, role)) {
             let (carried, waited) = tracked
                 .shared
                 .upgrade()
@@ -317,7 +322,7 @@ impl SessionTable {
         let mut sessions: Vec<SessionStatus> = table
             .live
             .iter()
-            .filter_map(|(id, tracked)| {
+            .filter_map(|((id, _), tracked)| {
                 let shared = tracked.shared.upgrade()?;
                 let reading = read(&shared, now);
                 totals = totals.plus(reading.counters);

@@ -3,6 +3,7 @@
 
 /// Totals of one session since it opened (across all its streams).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct SessionCounters {
     /// Messages this side's actor sent (casts, calls and replies), once each: replays
     /// are counted in `replayed`, not here.
