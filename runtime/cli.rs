@@ -294,10 +294,11 @@ fn report_bookkeeping(program: &str, node: &Node) {
         stop_reasons,
         resumable,
         owners,
+        standard_streams,
     } = node.bookkeeping();
     eprintln!(
         "{program} node: bookkeeping links={links} resumable={resumable} owners={owners} \
-         stop_reasons={stop_reasons}"
+         stop_reasons={stop_reasons} standard_streams={standard_streams}"
     );
 }
 

@@ -71,7 +71,7 @@ use self::cluster::Membership;
 use self::control::{ControlActor, WeakNode};
 use self::link::{Idle, Links};
 use self::metrics::NodeMetrics;
-use self::pre_auth::PreAuthLayer;
+use self::pre_auth::{PreAuthLayer, StandardPlaces};
 use self::service::Service;
 use self::standard::Standard;
 use self::status::SessionTable;
@@ -248,12 +248,17 @@ impl NodeBuilder {
                 None => None,
             };
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let bookkeeping_changed = Arc::new(Notify::new());
         let inner = Arc::new(NodeInner {
             resumable: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
             stop_reasons: StopReasons::default(),
             failed_handshakes: log_budget::LogBudget::new(),
-            bookkeeping_changed: Arc::new(Notify::new()),
+            bookkeeping_changed: bookkeeping_changed.clone(),
+            standard_places: StandardPlaces::new(
+                config.admission.max_standard_streams,
+                bookkeeping_changed,
+            ),
             watcher: OnceLock::new(),
             identity: NodeIdentity {
                 name: config.name.clone(),
@@ -363,7 +368,10 @@ async fn serve(
         .http2_adaptive_window(Some(false))
         .max_frame_size(config.max_frame_size)
         .max_concurrent_streams(config.max_sessions_per_peer)
-        .layer(PreAuthLayer::new(config.admission.clone()))
+        .layer(PreAuthLayer::new(
+            config.admission.clone(),
+            node.standard_places.clone(),
+        ))
         .add_service(service);
     let result = standard
         .add_to(router)
@@ -456,6 +464,9 @@ pub(crate) struct NodeInner {
     stop_reasons: StopReasons,
     /// Lines a peer can cause by failing handshakes: a few per window, the rest counted.
     failed_handshakes: log_budget::LogBudget,
+    /// Places of the standard services' streams (health, reflection) before
+    /// authentication; those in use are in [`Node::bookkeeping`].
+    standard_places: StandardPlaces,
     /// Told whenever a count of [`Node::bookkeeping`] may have changed.
     bookkeeping_changed: Arc<Notify>,
     /// Watches registered actors and session owners.
@@ -714,6 +725,7 @@ impl Node {
             stop_reasons: inner.stop_reasons.len(),
             resumable: lock(&inner.resumable).len(),
             owners: lock(&inner.owned).len(),
+            standard_streams: inner.standard_places.in_use(),
         }
     }
 
@@ -816,6 +828,9 @@ pub struct Bookkeeping {
     pub resumable: usize,
     /// Live actors owning sessions (or having owned one).
     pub owners: usize,
+    /// Open streams of the standard services (health, reflection), each holding a place
+    /// of [`crate::AdmissionConfig::max_standard_streams`].
+    pub standard_streams: usize,
 }
 
 /// How hard [`NodeInner::open_session`] tries.

@@ -13,7 +13,6 @@ mod hostile_client;
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use duologue::NodeConfig;
@@ -272,14 +271,24 @@ async fn health_watchers_past_their_cap_are_refused_and_sessions_still_open() {
     assert_eq!(pong.n, 7);
 
     // A watcher that leaves gives its place back.
+    let held = server.node.bookkeeping().standard_streams;
     drop(watchers.pop());
     tokio::time::timeout(WAIT, async {
-        while check(&mut client, "").await != Ok(ServingStatus::Serving) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        loop {
+            let changed = server.node.bookkeeping_changed();
+            if server.node.bookkeeping().standard_streams < held {
+                return;
+            }
+            changed.await;
         }
     })
     .await
     .expect("a place frees when a watcher leaves");
+    assert_eq!(
+        check(&mut client, "").await,
+        Ok(ServingStatus::Serving),
+        "the freed place takes a new health check"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

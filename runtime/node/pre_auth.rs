@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Either, Ready};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::server::TlsConnectInfo;
@@ -54,17 +54,42 @@ struct Limits {
     /// The node's connections with unauthenticated streams.
     connections: Arc<Semaphore>,
     /// The node's streams of the standard services.
-    standard: Arc<Semaphore>,
+    standard: StandardPlaces,
     refusals: LogBudget,
 }
 
+/// The node's places for streams of the standard services, shared with the node, which
+/// counts those in use in its bookkeeping and is told when one is given back.
+#[derive(Clone, Debug)]
+pub(crate) struct StandardPlaces {
+    places: Arc<Semaphore>,
+    max: usize,
+    given_back: Arc<Notify>,
+}
+
+impl StandardPlaces {
+    /// `max` places; `given_back` is told whenever a stream gives its place back.
+    pub(crate) fn new(max: usize, given_back: Arc<Notify>) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(max)),
+            max,
+            given_back,
+        }
+    }
+
+    /// Places held now.
+    pub(crate) fn in_use(&self) -> usize {
+        self.max - self.places.available_permits()
+    }
+}
+
 impl PreAuthLayer {
-    pub(crate) fn new(config: AdmissionConfig) -> Self {
+    pub(crate) fn new(config: AdmissionConfig, standard: StandardPlaces) -> Self {
         Self {
             limits: Arc::new(Limits {
                 node: Arc::new(Semaphore::new(config.max_unauthenticated_streams)),
                 connections: Arc::new(Semaphore::new(config.max_unauthenticated_connections)),
-                standard: Arc::new(Semaphore::new(config.max_standard_streams)),
+                standard,
                 config,
                 refusals: LogBudget::new(),
             }),
@@ -124,6 +149,7 @@ where
             };
             self.watch_body(&mut request, None, None);
             let on_conn = conn.map(|c| c.state.stream_opened());
+            let given_back = self.limits.standard.given_back.clone();
             let response = self.inner.call(request);
             // The place is held until the response ends: a health `Watch` has read its one
             // request long before.
@@ -133,7 +159,9 @@ where
                         Ok(response?.map(|body| {
                             Body::new(Holding {
                                 inner: body,
-                                _place: (place, on_conn),
+                                place: Some(place),
+                                given_back,
+                                _on_conn: on_conn,
                             })
                         }))
                     })
@@ -179,20 +207,24 @@ impl Limits {
     /// A place among the node's streams of the standard services.
     fn standard_place(&self, conn: Option<&ConnInfo>) -> Result<OwnedSemaphorePermit, Status> {
         let limit = self.config.max_standard_streams;
-        self.standard.clone().try_acquire_owned().map_err(|_| {
-            if let Verdict::Log { suppressed } = self.refusals.admit(Instant::now()) {
-                tracing::warn!(
-                    remote = ?conn.map(|c| c.remote),
-                    limit,
-                    suppressed,
-                    "too many health and reflection streams; refusing"
-                );
-            }
-            Status::unavailable(format!(
-                "too many health and reflection streams on this node (at most {limit}); \
+        self.standard
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                if let Verdict::Log { suppressed } = self.refusals.admit(Instant::now()) {
+                    tracing::warn!(
+                        remote = ?conn.map(|c| c.remote),
+                        limit,
+                        suppressed,
+                        "too many health and reflection streams; refusing"
+                    );
+                }
+                Status::unavailable(format!(
+                    "too many health and reflection streams on this node (at most {limit}); \
                  try again"
-            ))
-        })
+                ))
+            })
     }
 
     fn ticket(&self, conn: Option<&ConnInfo>) -> Result<StreamTicket, Status> {
@@ -288,7 +320,16 @@ impl StreamTicket {
 /// (among the standard streams, and on its connection) until it ends.
 struct Holding {
     inner: Body,
-    _place: (OwnedSemaphorePermit, Option<StreamOnConn>),
+    place: Option<OwnedSemaphorePermit>,
+    given_back: Arc<Notify>,
+    _on_conn: Option<StreamOnConn>,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        drop(self.place.take());
+        self.given_back.notify_waiters();
+    }
 }
 
 impl HttpBody for Holding {

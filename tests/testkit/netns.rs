@@ -555,22 +555,57 @@ fn ip_line(line: &str) -> Result<String, ClusterError> {
     ip(&line.split(' ').collect::<Vec<_>>())
 }
 
-/// Waits until interface `dev` in namespace `ns` is operationally up.
+/// Waits until interface `dev` in namespace `ns` is operationally up: watches the
+/// namespace's link events (`ip monitor link`, started before the state is read, so an
+/// event in between is not missed) rather than asking again and again.
 fn wait_up(ns: &str, dev: &str) -> Result<(), ClusterError> {
-    let deadline = Instant::now() + LINK_UP_TIMEOUT;
-    loop {
-        let link = ip(&["-n", ns, "-o", "link", "show", "dev", dev])?;
-        if link.contains(" state UP ") {
+    use std::io::{BufRead, BufReader};
+    let timeout = || ClusterError::Timeout {
+        what: format!("{dev} in {ns} not up"),
+        timeout: LINK_UP_TIMEOUT,
+    };
+    let mut monitor = Command::new("ip")
+        .args(["-n", ns, "-o", "monitor", "link"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| ClusterError::Spawn {
+            program: format!("ip -n {ns} -o monitor link"),
+            reason: e.to_string(),
+        })?;
+    // `3: h0@if4: <...> ... state UP ...`, a line per link, from `show` and `monitor` alike.
+    let up = |line: &str| {
+        (line.contains(&format!(": {dev}@")) || line.contains(&format!(": {dev}:")))
+            && line.contains(" state UP ")
+    };
+    let (events_tx, events) = std::sync::mpsc::channel();
+    let stdout = monitor.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if events_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let result = (|| {
+        if up(&ip(&["-n", ns, "-o", "link", "show", "dev", dev])?) {
             return Ok(());
         }
-        if Instant::now() >= deadline {
-            return Err(ClusterError::Timeout {
-                what: format!("{dev} in {ns} not up: {}", link.trim()),
-                timeout: LINK_UP_TIMEOUT,
-            });
+        let deadline = Instant::now() + LINK_UP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(line) if up(&line) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => return Err(timeout()),
+            }
         }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    })();
+    // Ends the monitor, and with its stdout the reading thread.
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    result
 }
 
 /// Checks that `iptables` is on the path (`ip netns exec` would only say that it cannot
