@@ -35,6 +35,8 @@
 #[path = "two_process/pingpong.rs"]
 mod pingpong;
 
+use pingpong::Delivery;
+
 /// jemalloc, as the `duologue` binary's nodes run (actors/bin/main.rs).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -330,7 +332,10 @@ async fn server(secret: &Path, metrics: bool) -> anyhow::Result<()> {
     let mut echoes = Vec::new();
     for i in 0..pingpong::ECHOES {
         let (echo, handle) = Actor::spawn(None, pingpong::Echo, ()).await?;
-        node.register(pingpong::echo_name(i), &echo)?;
+        node.register(pingpong::echo_name(i, Delivery::OneByOne), &echo)?;
+        echoes.push((echo, handle));
+        let (echo, handle) = Actor::spawn(None, pingpong::Echo, ()).await?;
+        node.register_batched(pingpong::echo_name(i, Delivery::Batches), &echo)?;
         echoes.push((echo, handle));
     }
     let addr = node.local_addr().context("node A does not listen")?;
@@ -528,17 +533,18 @@ async fn pingpong_figures(node: &Node, addr: &str, label: &str, cfg: Config) -> 
     // Empty pings and pongs, as Proto.Actor's and the baseline's (`--payload` is the cast
     // and call phases').
     let payload = Bytes::new();
-    for sessions in [1, pingpong::ECHOES] {
-        let pairs = pingpong::Pairs::open(node, addr, sessions).await?;
+    for (delivery, sessions) in [
+        (Delivery::Batches, 1),
+        (Delivery::Batches, pingpong::ECHOES),
+        (Delivery::OneByOne, 1),
+        (Delivery::OneByOne, pingpong::ECHOES),
+    ] {
+        let pairs = pingpong::Pairs::open(node, addr, sessions, delivery).await?;
         let started = Instant::now();
         let rate = pairs.measure(cfg.pings, &payload).await;
         pairs.close();
         let rate = rate?;
-        let key = if sessions == 1 {
-            "pingpong_msgs_per_s".to_owned()
-        } else {
-            format!("pingpong_{sessions}_sessions_msgs_per_s")
-        };
+        let key = delivery.key(sessions);
         println!(
             "{label} {key}={rate:.0} pings={} sessions={sessions} both_directions=true payload_bytes=0 with_warmup_ms={:.1}",
             cfg.pings,

@@ -136,6 +136,105 @@ impl From<SessionSignal> for SessionMsg {
     }
 }
 
+/// Two or more messages from one session that arrived together, handed to the owner as
+/// one mailbox message: one mailbox operation for the run instead of one per message.
+///
+/// Only an owner that asked for batches gets them ([`crate::Node::register_batched`],
+/// [`crate::Node::connect_batched`]), whose message type has `From<InboundBatch>` beside
+/// `From<Inbound>` and `From<SessionSignal>`; a message that arrives alone still comes as
+/// an [`Inbound`].
+///
+/// ```
+/// use duologue::{Inbound, InboundBatch, SessionSignal};
+///
+/// enum EchoMsg {
+///     Inbound(Inbound),
+///     Batch(InboundBatch),
+///     Signal(SessionSignal),
+/// }
+/// impl From<Inbound> for EchoMsg {
+///     fn from(inbound: Inbound) -> Self {
+///         Self::Inbound(inbound)
+///     }
+/// }
+/// impl From<InboundBatch> for EchoMsg {
+///     fn from(batch: InboundBatch) -> Self {
+///         Self::Batch(batch)
+///     }
+/// }
+/// impl From<SessionSignal> for EchoMsg {
+///     fn from(signal: SessionSignal) -> Self {
+///         Self::Signal(signal)
+///     }
+/// }
+/// ``` The messages are in the session's order, and each is what it would have
+/// been alone: a call in a batch is answered through its own [`Inbound::reply`], and
+/// dropping a message is consuming it, as ever. A batch is delivered whole or not at all:
+/// the session counts it delivered only once the owner's mailbox took it.
+pub struct InboundBatch {
+    /// Never empty; all from one session.
+    messages: Vec<Inbound>,
+}
+
+impl InboundBatch {
+    /// A batch of `messages`, which come from one session; `None` for none.
+    pub(crate) fn new(messages: Vec<Inbound>) -> Option<Self> {
+        (!messages.is_empty()).then_some(Self { messages })
+    }
+
+    /// The session the messages came from.
+    pub fn session(&self) -> &SessionRef {
+        &self.messages[0].session
+    }
+
+    /// How many messages the batch holds (at least one).
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Always `false`: a batch holds at least one message.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The messages, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Inbound> {
+        self.messages.iter()
+    }
+
+    /// The messages, in order, to take apart.
+    pub fn into_vec(self) -> Vec<Inbound> {
+        self.messages
+    }
+}
+
+impl IntoIterator for InboundBatch {
+    type Item = Inbound;
+    type IntoIter = std::vec::IntoIter<Inbound>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.messages.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a InboundBatch {
+    type Item = &'a Inbound;
+    type IntoIter = std::slice::Iter<'a, Inbound>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.messages.iter()
+    }
+}
+
+impl fmt::Debug for InboundBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundBatch")
+            .field("session", &self.session().id())
+            .field("len", &self.messages.len())
+            .finish()
+    }
+}
+
 /// One message from a peer, delivered into the owner's mailbox.
 pub struct Inbound {
     pub(crate) session: SessionRef,
@@ -451,6 +550,17 @@ impl fmt::Debug for Escalation {
 pub(crate) trait Deliver: Send + Sync + 'static {
     /// Delivers a message; `Err` when the actor no longer takes messages.
     fn inbound(&self, inbound: Inbound) -> Result<(), ()>;
+    /// Whether the owner takes a run of messages as one [`InboundBatch`].
+    fn takes_batches(&self) -> bool {
+        false
+    }
+    /// Delivers a run of messages as one mailbox message (only asked of an owner that
+    /// [takes batches](Deliver::takes_batches)); `Err` when the actor no longer takes
+    /// messages, and then none of the batch was delivered.
+    fn batch(&self, batch: InboundBatch) -> Result<(), ()> {
+        let _ = batch;
+        Err(())
+    }
     /// Delivers a signal; `Err` when the actor no longer takes messages.
     fn signal(&self, signal: SessionSignal) -> Result<(), ()>;
     /// Whether the actor (or receiving handle) still takes messages.
@@ -501,6 +611,40 @@ impl<M: FromSession> Deliver for ActorRef<M> {
 pub(crate) struct Serving<M: FromSession> {
     pub(crate) actor: ActorRef<M>,
     pub(crate) protocol: String,
+}
+
+/// An owner that takes runs of messages as one [`InboundBatch`]
+/// ([`crate::Node::register_batched`], [`crate::Node::connect_batched`]).
+pub(crate) struct Batched<M: FromSession + From<InboundBatch>>(pub(crate) ActorRef<M>);
+
+impl<M: FromSession + From<InboundBatch>> Deliver for Batched<M> {
+    fn inbound(&self, inbound: Inbound) -> Result<(), ()> {
+        self.0.inbound(inbound)
+    }
+
+    fn takes_batches(&self) -> bool {
+        true
+    }
+
+    fn batch(&self, batch: InboundBatch) -> Result<(), ()> {
+        self.0.send_message(M::from(batch)).map_err(drop)
+    }
+
+    fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
+        self.0.signal(signal)
+    }
+
+    fn is_alive(&self) -> bool {
+        self.0.is_alive()
+    }
+
+    fn cell(&self) -> Option<ractor::ActorCell> {
+        Deliver::cell(&self.0)
+    }
+
+    fn protocol(&self) -> Option<String> {
+        Deliver::protocol(&self.0)
+    }
 }
 
 impl<M: FromSession> Deliver for Serving<M> {

@@ -50,7 +50,7 @@ use crate::driver::{
 use crate::error::LostReason;
 use crate::error::{CloseReason, ConnectError, NodeError};
 use crate::log_budget;
-use crate::mailbox::{Deliver, FromSession, Lost, Serving, SessionSignal};
+use crate::mailbox::{Batched, Deliver, FromSession, InboundBatch, Lost, Serving, SessionSignal};
 use crate::remote_ref::{Protocol, RemoteRef, SessionSlot};
 use crate::session::{Role, Session, SessionConfig};
 use crate::session_ref::SessionRef;
@@ -584,6 +584,28 @@ impl Node {
         self.register_deliver(name.into(), Arc::new(serving), actor.get_cell())
     }
 
+    /// As [`Node::register`], for an actor that takes a run of messages that arrived
+    /// together as one mailbox message ([`InboundBatch`]): one
+    /// mailbox operation per run instead of one per message, for an actor that handles
+    /// many small messages. A message that arrives alone still comes as an `Inbound`.
+    ///
+    /// # Errors
+    /// [`NodeError::NameTaken`] when a live actor holds the name.
+    pub fn register_batched<M>(
+        &self,
+        name: impl Into<String>,
+        actor: &ActorRef<M>,
+    ) -> Result<(), NodeError>
+    where
+        M: FromSession + From<InboundBatch>,
+    {
+        self.register_deliver(
+            name.into(),
+            Arc::new(Batched(actor.clone())),
+            actor.get_cell(),
+        )
+    }
+
     fn register_deliver(
         &self,
         name: String,
@@ -686,6 +708,26 @@ impl Node {
         M: FromSession,
     {
         self.connect_owner(addr, actor, Arc::new(owner.clone()), policy)
+            .await
+    }
+
+    /// As [`Node::connect_with`], for an owner that takes a run of messages that arrived
+    /// together as one mailbox message ([`InboundBatch`]; see [`Node::register_batched`]).
+    ///
+    /// # Errors
+    /// As [`Node::connect`].
+    pub async fn connect_batched<P, M>(
+        &self,
+        addr: &str,
+        actor: &str,
+        owner: &ActorRef<M>,
+        policy: SessionPolicy,
+    ) -> Result<RemoteRef<P>, ConnectError>
+    where
+        P: Protocol,
+        M: FromSession + From<InboundBatch>,
+    {
+        self.connect_owner(addr, actor, Arc::new(Batched(owner.clone())), policy)
             .await
     }
 

@@ -101,6 +101,42 @@ impl SessionRef {
         }
     }
 
+    /// Sends `messages` one-way, in order, as [`SessionRef::cast`] sends one, but taking
+    /// them into the session a run at a time: one lock and one wake of the writer per run
+    /// instead of per message. For an actor answering an [`crate::InboundBatch`], or any
+    /// sender with many messages at hand.
+    ///
+    /// # Cancel safety
+    /// Dropping this future before it completes drops the messages not yet taken; the
+    /// ones taken are in the session as a completed `cast` leaves them.
+    ///
+    /// # Errors
+    /// As [`SessionRef::cast`]: the first message refused comes back in the error,
+    /// followed by every message after it (none of them was sent); the ones before it
+    /// were.
+    pub async fn cast_all<M: Message + Name + 'static>(
+        &self,
+        messages: Vec<M>,
+    ) -> Result<(), SendError<Vec<M>>> {
+        let type_url = TypeUrl::of::<M>();
+        let mut bodies: std::collections::VecDeque<Body> = messages
+            .iter()
+            .map(|message| Body {
+                kind: BodyKind::Cast,
+                type_url: type_url.clone(),
+                payload: message.encode_to_vec().into(),
+            })
+            .collect();
+        match self.inner.shared.send_all_waiting(&mut bodies).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let mut messages = messages;
+                let unsent = messages.split_off(messages.len() - bodies.len() - 1);
+                Err(error.map(|_| unsent))
+            }
+        }
+    }
+
     /// Sends a one-way message without waiting.
     ///
     /// # Errors

@@ -15,7 +15,7 @@
 //! take the place of the current stream's waker, so it cannot stall the session's
 //! traffic. A stream superseded by a newer one is told so ([`Transmit::Superseded`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -211,13 +211,16 @@ impl Shared {
     pub(crate) fn send(&self, body: Body) -> Result<u64, SendError<Body>> {
         let mut core = self.lock();
         let result = core.session.send(body, Instant::now);
-        let waker = if result.is_ok() {
-            core.take_writer_waker()
-        } else {
-            None
-        };
-        // A refusal can start the held-back watch, whose deadline the driver sleeps on.
-        let events = core.session.has_events() || (result.is_err() && core.needs_alarm());
+        self.after_sending(core, result.is_ok(), result.is_err());
+        result
+    }
+
+    /// Lets go of the core after sends, then wakes the writer if anything was sent and
+    /// the driver if the core has events (a refusal can start the held-back watch, whose
+    /// deadline the driver sleeps on).
+    fn after_sending(&self, mut core: MutexGuard<'_, Core>, sent: bool, refused: bool) {
+        let waker = if sent { core.take_writer_waker() } else { None };
+        let events = core.session.has_events() || (refused && core.needs_alarm());
         drop(core);
         if let Some(waker) = waker {
             waker.wake();
@@ -225,7 +228,44 @@ impl Shared {
         if events {
             self.wake_driver.notify_one();
         }
+    }
+
+    /// Sends the bodies at the front of `bodies` while the session takes them: one lock
+    /// and one wake of the writer for the run. Stops at the first refusal, with that body
+    /// back in the error and the rest left in `bodies`.
+    fn send_run(&self, bodies: &mut VecDeque<Body>) -> Result<(), SendError<Body>> {
+        let mut core = self.lock();
+        let mut result = Ok(());
+        let mut sent = false;
+        while let Some(body) = bodies.pop_front() {
+            match core.session.send(body, Instant::now) {
+                Ok(_) => sent = true,
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        self.after_sending(core, sent, result.is_err());
         result
+    }
+
+    /// Sends every body of `bodies` in order, runs at a time, waiting for credit as
+    /// [`Shared::send_waiting`] does. On a refusal that waiting does not end, the refused
+    /// body comes back in the error and the ones after it stay in `bodies`.
+    pub(crate) async fn send_all_waiting(
+        &self,
+        bodies: &mut VecDeque<Body>,
+    ) -> Result<(), SendError<Body>> {
+        loop {
+            match self.send_run(bodies) {
+                Ok(()) => return Ok(()),
+                Err(SendError::HeldBack { message, .. }) => {
+                    self.send_waiting(message).await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay

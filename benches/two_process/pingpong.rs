@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use duologue::{Node, RemoteRef, SessionMsg};
+use duologue::{Inbound, InboundBatch, Node, RemoteRef, SessionSignal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
 
@@ -27,45 +27,118 @@ pub(crate) const ECHOES: usize = 8;
 /// Pings in the (unreported) warm-up, as the baseline's.
 const WARMUP_PINGS: u64 = 20_000;
 
-/// The name of node A's `i`-th echo actor.
-pub(crate) fn echo_name(i: usize) -> String {
-    format!("echo-{i}")
+/// How the ping-pong actors take their messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// A run of messages that arrived together as one mailbox message
+    /// (`Node::register_batched`, `Node::connect_batched`), answered with one `cast_all`.
+    Batches,
+    /// One mailbox message per message, answered with one `cast` each.
+    OneByOne,
 }
 
-/// Node A's echo: answers each ping with a pong on the ping's session. It waits for
-/// credit when the pongs' reader falls behind, as any sender does.
+impl Delivery {
+    /// The figure's name for `sessions` sessions.
+    pub(crate) fn key(self, sessions: usize) -> String {
+        let delivery = match self {
+            Self::Batches => "",
+            Self::OneByOne => "_one_by_one",
+        };
+        match sessions {
+            1 => format!("pingpong{delivery}_msgs_per_s"),
+            k => format!("pingpong{delivery}_{k}_sessions_msgs_per_s"),
+        }
+    }
+}
+
+/// The name of node A's `i`-th echo actor taking messages by `delivery`.
+pub(crate) fn echo_name(i: usize, delivery: Delivery) -> String {
+    match delivery {
+        Delivery::Batches => format!("echo-batched-{i}"),
+        Delivery::OneByOne => format!("echo-{i}"),
+    }
+}
+
+/// What the ping-pong actors' mailboxes take: messages alone or in batches, and signals.
+pub(crate) enum PingMsg {
+    Inbound(Inbound),
+    Batch(InboundBatch),
+    Signal,
+}
+
+impl From<Inbound> for PingMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<InboundBatch> for PingMsg {
+    fn from(batch: InboundBatch) -> Self {
+        Self::Batch(batch)
+    }
+}
+
+impl From<SessionSignal> for PingMsg {
+    fn from(_: SessionSignal) -> Self {
+        Self::Signal
+    }
+}
+
+/// Node A's echo: answers each ping with a pong on the ping's session, and a batch of
+/// pings with one `cast_all` of their pongs. It waits for credit when the pongs' reader
+/// falls behind, as any sender does.
 pub(crate) struct Echo;
+
+/// The pong answering `inbound`, if it is a ping.
+fn pong(inbound: &Inbound) -> Result<Option<BenchReply>, ActorProcessingErr> {
+    let ping: BenchRequest = inbound.decode()?;
+    Ok((ping.kind == KIND_PING).then_some(BenchReply {
+        rx_span_ns: 0,
+        payload: ping.payload,
+    }))
+}
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Echo {
-    type Msg = SessionMsg;
+    type Msg = PingMsg;
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<SessionMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<PingMsg>, (): ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 
     async fn handle(
         &self,
-        _: ActorRef<SessionMsg>,
-        message: SessionMsg,
+        _: ActorRef<PingMsg>,
+        message: PingMsg,
         (): &mut (),
     ) -> Result<(), ActorProcessingErr> {
-        let SessionMsg::Inbound(inbound) = message else {
-            return Ok(());
-        };
-        let ping: BenchRequest = inbound.decode()?;
-        if ping.kind == KIND_PING {
-            let pong = BenchReply {
-                rx_span_ns: 0,
-                payload: ping.payload,
-            };
-            inbound
-                .session()
-                .cast(pong)
-                .await
-                .map_err(|e| format!("pong: {e}"))?;
+        match message {
+            PingMsg::Inbound(inbound) => {
+                if let Some(pong) = pong(&inbound)? {
+                    inbound
+                        .session()
+                        .cast(pong)
+                        .await
+                        .map_err(|e| format!("pong: {e}"))?;
+                }
+            }
+            PingMsg::Batch(batch) => {
+                let pongs = batch
+                    .iter()
+                    .filter_map(|inbound| pong(inbound).transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let session = batch.session().clone();
+                // The pings are consumed (credit back to the pinger) before the pongs
+                // wait for credit of their own.
+                drop(batch);
+                session
+                    .cast_all(pongs)
+                    .await
+                    .map_err(|e| format!("pongs: {e}"))?;
+            }
+            PingMsg::Signal => {}
         }
         Ok(())
     }
@@ -83,13 +156,13 @@ struct Counter;
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Counter {
-    type Msg = SessionMsg;
+    type Msg = PingMsg;
     type State = Arc<Count>;
     type Arguments = Arc<Count>;
 
     async fn pre_start(
         &self,
-        _: ActorRef<SessionMsg>,
+        _: ActorRef<PingMsg>,
         count: Arc<Count>,
     ) -> Result<Arc<Count>, ActorProcessingErr> {
         Ok(count)
@@ -97,14 +170,17 @@ impl Actor for Counter {
 
     async fn handle(
         &self,
-        _: ActorRef<SessionMsg>,
-        message: SessionMsg,
+        _: ActorRef<PingMsg>,
+        message: PingMsg,
         count: &mut Arc<Count>,
     ) -> Result<(), ActorProcessingErr> {
-        if let SessionMsg::Inbound(_) = message {
-            count.pongs.fetch_add(1, Ordering::Relaxed);
-            count.changed.notify_one();
-        }
+        let pongs = match message {
+            PingMsg::Inbound(_) => 1,
+            PingMsg::Batch(batch) => batch.len() as u64,
+            PingMsg::Signal => return Ok(()),
+        };
+        count.pongs.fetch_add(pongs, Ordering::Relaxed);
+        count.changed.notify_one();
         Ok(())
     }
 }
@@ -112,19 +188,32 @@ impl Actor for Counter {
 /// Ping-pong sessions from node B to node A's echoes, each owned by a counter.
 pub(crate) struct Pairs {
     echoes: Vec<RemoteRef<BenchProtocol>>,
-    counters: Vec<ActorRef<SessionMsg>>,
+    counters: Vec<ActorRef<PingMsg>>,
     count: Arc<Count>,
 }
 
 impl Pairs {
-    /// Opens `k` sessions to `echo-0` ... `echo-(k-1)` at `addr`.
-    pub(crate) async fn open(node: &Node, addr: &str, k: usize) -> anyhow::Result<Self> {
+    /// Opens `k` sessions to the first `k` echoes taking messages by `delivery` at
+    /// `addr`, owned by counters taking them the same way.
+    pub(crate) async fn open(
+        node: &Node,
+        addr: &str,
+        k: usize,
+        delivery: Delivery,
+    ) -> anyhow::Result<Self> {
         let count = Arc::new(Count::default());
         let mut echoes = Vec::with_capacity(k);
         let mut counters = Vec::with_capacity(k);
         for i in 0..k {
             let (counter, _) = Actor::spawn(None, Counter, count.clone()).await?;
-            echoes.push(node.connect(addr, &echo_name(i), &counter).await?);
+            let echo = echo_name(i, delivery);
+            echoes.push(match delivery {
+                Delivery::Batches => {
+                    node.connect_batched(addr, &echo, &counter, node.config().policy)
+                        .await?
+                }
+                Delivery::OneByOne => node.connect(addr, &echo, &counter).await?,
+            });
             counters.push(counter);
         }
         Ok(Self {

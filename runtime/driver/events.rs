@@ -7,7 +7,9 @@ use super::task::Driver;
 use super::{Closed, Link, Restart};
 use crate::config::SessionPolicy;
 use crate::error::{CallError, CloseReason};
-use crate::mailbox::{Escalation, HeldBack, Inbound, Lost, ReplyPort, Resumption, SessionSignal};
+use crate::mailbox::{
+    Escalation, HeldBack, Inbound, InboundBatch, Lost, ReplyPort, Resumption, SessionSignal,
+};
 use crate::session::{Event, Role, Session};
 use crate::session_ref::{SessionInfo, SessionRef};
 use crate::wire::{Body, BodyKind, Envelope, GoodbyeReason, NodeIdentity};
@@ -16,81 +18,143 @@ impl Driver {
     /// Takes every event the core has and acts on it, until there are none.
     pub(super) fn handle_events(&mut self) {
         self.shared.sync_consumed();
+        let batches = self.owner.as_ref().is_some_and(|o| o.takes_batches());
         loop {
             let events = self.shared.take_events();
             if events.is_empty() {
                 return;
             }
-            let mut delivered = None;
-            let mut owner_gone = false;
+            let mut delivery = Delivery::default();
             for event in events {
-                match event {
-                    Event::Authenticated {
-                        peer,
-                        target,
-                        protocol,
-                    } => self.admit(peer, target, &protocol),
-                    Event::Established => self.on_established(),
-                    Event::Message(envelope) if !owner_gone => {
-                        let seq = envelope.seq;
-                        if self.deliver(envelope.body) {
-                            delivered = Some(seq);
-                        } else {
-                            owner_gone = true;
-                            let reason = self.cx.node.stop_reason(self.owner.as_deref());
-                            self.shared
-                                .with(|s| s.end(GoodbyeReason::ActorStopped, reason));
+                let Event::Message(envelope) = event else {
+                    // Messages before a signal reach the owner before it.
+                    self.hand_over(&mut delivery);
+                    self.on_event(event);
+                    continue;
+                };
+                if delivery.owner_gone {
+                    // After the owner stopped, later messages stay unacknowledged.
+                    continue;
+                }
+                let seq = envelope.seq;
+                match self.arrive(envelope.body) {
+                    Arrival::Completed => {
+                        // Confirmed after the run before it, or not if that run failed.
+                        self.hand_over(&mut delivery);
+                        if !delivery.owner_gone {
+                            delivery.confirmed = Some(seq);
                         }
                     }
-                    // After the owner stopped, later messages stay unacknowledged.
-                    Event::Message(_) => {}
-                    Event::PeerFinished(goodbye) => {
-                        self.signal(|s| SessionSignal::PeerFinished(s, goodbye));
+                    Arrival::ForOwner(inbound) if batches => {
+                        delivery.run.push(inbound);
+                        delivery.run_end = seq;
                     }
-                    Event::Interrupted(cause) => {
-                        tracing::info!(%cause, "session interrupted");
-                        self.interrupted_at = Some(Instant::now());
-                        self.signal(|s| SessionSignal::Interrupted(s, cause));
+                    Arrival::ForOwner(inbound) => {
+                        let taken = self
+                            .owner
+                            .as_ref()
+                            .is_some_and(|o| o.inbound(inbound).is_ok());
+                        self.delivered(&mut delivery, seq, taken);
                     }
-                    Event::Resumed { replayed } => {
-                        self.attempt = 0;
-                        let interrupted_for = self
-                            .interrupted_at
-                            .take()
-                            .map_or(Duration::ZERO, |at| at.elapsed());
-                        tracing::info!(replayed, ?interrupted_for, "session resumed");
-                        let resumption = Resumption {
-                            replayed,
-                            interrupted_for,
-                        };
-                        self.signal(|s| SessionSignal::Resumed(s, resumption));
-                    }
-                    Event::Closed(reason, unconfirmed) => self.on_closed(reason, unconfirmed),
-                    Event::Flow(signal) => self.signal(|s| SessionSignal::Flow(s, signal)),
-                    Event::CanSend => self.shared.senders_may_retry(),
-                    Event::HeldBack {
-                        waited,
-                        credit_left,
-                        peer_signal,
-                    } => {
-                        tracing::warn!(
-                            ?waited,
-                            credit_left,
-                            ?peer_signal,
-                            "sender held back by the peer"
-                        );
-                        let held = HeldBack {
-                            waited,
-                            credit_left,
-                            peer_signal,
-                        };
-                        self.signal(|s| SessionSignal::HeldBack(s, held));
-                    }
+                    Arrival::NoOwner => self.delivered(&mut delivery, seq, false),
                 }
             }
-            if let Some(seq) = delivered {
+            self.hand_over(&mut delivery);
+            if let Some(seq) = delivery.confirmed {
                 self.shared
                     .with(|s| s.confirm_delivered(seq, Instant::now()));
+            }
+        }
+    }
+
+    /// Hands the run of messages gathered for a batching owner over, as one batch (or as
+    /// one message when it is alone).
+    fn hand_over(&mut self, delivery: &mut Delivery) {
+        let taken = match delivery.run.len() {
+            0 => return,
+            1 => {
+                let inbound = delivery.run.pop().expect("one message");
+                self.owner
+                    .as_ref()
+                    .is_some_and(|o| o.inbound(inbound).is_ok())
+            }
+            _ => {
+                let batch = InboundBatch::new(std::mem::take(&mut delivery.run));
+                match (&self.owner, batch) {
+                    (Some(owner), Some(batch)) => owner.batch(batch).is_ok(),
+                    _ => false,
+                }
+            }
+        };
+        let end = delivery.run_end;
+        self.delivered(delivery, end, taken);
+    }
+
+    /// Records that the owner took everything up to `seq`, or that it is gone and the
+    /// session ends.
+    fn delivered(&self, delivery: &mut Delivery, seq: u64, taken: bool) {
+        if taken {
+            delivery.confirmed = Some(seq);
+            return;
+        }
+        delivery.owner_gone = true;
+        delivery.run.clear();
+        let reason = self.cx.node.stop_reason(self.owner.as_deref());
+        self.shared
+            .with(|s| s.end(GoodbyeReason::ActorStopped, reason));
+    }
+
+    /// Acts on one event of the core other than a message.
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Authenticated {
+                peer,
+                target,
+                protocol,
+            } => self.admit(peer, target, &protocol),
+            Event::Established => self.on_established(),
+            Event::Message(_) => unreachable!("messages are delivered by handle_events"),
+            Event::PeerFinished(goodbye) => {
+                self.signal(|s| SessionSignal::PeerFinished(s, goodbye));
+            }
+            Event::Interrupted(cause) => {
+                tracing::info!(%cause, "session interrupted");
+                self.interrupted_at = Some(Instant::now());
+                self.signal(|s| SessionSignal::Interrupted(s, cause));
+            }
+            Event::Resumed { replayed } => {
+                self.attempt = 0;
+                let interrupted_for = self
+                    .interrupted_at
+                    .take()
+                    .map_or(Duration::ZERO, |at| at.elapsed());
+                tracing::info!(replayed, ?interrupted_for, "session resumed");
+                let resumption = Resumption {
+                    replayed,
+                    interrupted_for,
+                };
+                self.signal(|s| SessionSignal::Resumed(s, resumption));
+            }
+            Event::Closed(reason, unconfirmed) => self.on_closed(reason, unconfirmed),
+            Event::Flow(signal) => self.signal(|s| SessionSignal::Flow(s, signal)),
+            Event::CanSend => self.shared.senders_may_retry(),
+            Event::HeldBack {
+                waited,
+                credit_left,
+                peer_signal,
+            } => {
+                tracing::warn!(
+                    ?waited,
+                    credit_left,
+                    ?peer_signal,
+                    "sender held back by the peer"
+                );
+                let held = HeldBack {
+                    waited,
+                    credit_left,
+                    peer_signal,
+                };
+                self.signal(|s| SessionSignal::HeldBack(s, held));
             }
         }
     }
@@ -152,11 +216,15 @@ impl Driver {
         }
     }
 
-    /// Delivers one message; `false` when the owner no longer takes messages.
-    fn deliver(&mut self, body: Body) -> bool {
-        let (Some(owner), Some(session)) = (&self.owner, &self.session_ref) else {
-            return false;
+    /// What one message from the peer becomes: a completed call, or a message for the
+    /// owner.
+    fn arrive(&mut self, body: Body) -> Arrival {
+        let Some(session) = &self.session_ref else {
+            return Arrival::NoOwner;
         };
+        if self.owner.is_none() {
+            return Arrival::NoOwner;
+        }
         let reply = match body.kind {
             BodyKind::Reply { to, fault } => {
                 // Consumed on arrival: never charged to the inbound budgets.
@@ -168,7 +236,7 @@ impl Driver {
                 if !self.shared.complete_call(to, outcome) {
                     tracing::debug!(call = to, "reply after the caller gave up");
                 }
-                return true;
+                return Arrival::Completed;
             }
             BodyKind::Call { id, timeout_ms } => Some(ReplyPort {
                 session: session.clone(),
@@ -179,14 +247,13 @@ impl Driver {
             }),
             BodyKind::Cast => None,
         };
-        let inbound = Inbound {
+        Arrival::ForOwner(Inbound {
             session: session.clone(),
             type_url: body.type_url,
             charge: self.shared.charge_inbound(body.payload.len()),
             payload: body.payload,
             reply,
-        };
-        owner.inbound(inbound).is_ok()
+        })
     }
 
     fn on_closed(&mut self, reason: CloseReason, unconfirmed: Vec<Envelope>) {
@@ -251,4 +318,27 @@ impl Driver {
             previous,
         });
     }
+}
+
+/// One message from the peer, as the driver sees it.
+enum Arrival {
+    /// A reply, handed to its caller.
+    Completed,
+    /// A message for the owner's mailbox.
+    ForOwner(Inbound),
+    /// There is no owner to take it.
+    NoOwner,
+}
+
+/// What one round of events delivered.
+#[derive(Default)]
+struct Delivery {
+    /// Messages gathered for a batching owner, not yet handed over.
+    run: Vec<Inbound>,
+    /// The sequence number of the run's last message.
+    run_end: u64,
+    /// Everything up to this sequence number reached its destination.
+    confirmed: Option<u64>,
+    /// The owner stopped taking messages; the session ends.
+    owner_gone: bool,
 }

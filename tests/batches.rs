@@ -1,0 +1,285 @@
+//! Batch delivery, asked for by the owner (`Node::register_batched`,
+//! `Node::connect_batched`): a run of messages that arrived together is one mailbox
+//! message, in order, and calls inside it are answered one by one; `SessionRef::cast_all`
+//! takes many messages at once.
+
+mod support;
+
+use duologue::{
+    CloseReason, GoodbyeReason, Inbound, InboundBatch, LostReason, Node, RemoteRef, SessionSignal,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use support::*;
+use tokio::sync::mpsc;
+
+/// What a batching probe's mailbox took.
+#[derive(Debug)]
+enum Took {
+    /// A message alone: its ping number.
+    One(u64),
+    /// A batch: its pings' numbers, in order.
+    Batch(Vec<u64>),
+    Signal,
+}
+
+enum BatchMsg {
+    Inbound(Inbound),
+    Batch(InboundBatch),
+    Signal,
+}
+
+impl From<Inbound> for BatchMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<InboundBatch> for BatchMsg {
+    fn from(batch: InboundBatch) -> Self {
+        Self::Batch(batch)
+    }
+}
+
+impl From<SessionSignal> for BatchMsg {
+    fn from(_: SessionSignal) -> Self {
+        Self::Signal
+    }
+}
+
+/// Reports what its mailbox takes, and answers each call with a `Pong` of the same `n`.
+struct BatchProbe;
+
+/// Answers `inbound` if it is a call; its ping's number.
+fn answer(inbound: Inbound) -> Result<u64, ActorProcessingErr> {
+    let ping: Ping = inbound.decode()?;
+    if inbound.is_call() {
+        inbound.reply(&Pong {
+            n: ping.n,
+            deadline_left_ms: 0,
+        })?;
+    }
+    Ok(ping.n)
+}
+
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+impl Actor for BatchProbe {
+    type Msg = BatchMsg;
+    type State = mpsc::UnboundedSender<Took>;
+    type Arguments = mpsc::UnboundedSender<Took>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<BatchMsg>,
+        took: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(took)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<BatchMsg>,
+        message: BatchMsg,
+        took: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let report = match message {
+            BatchMsg::Inbound(inbound) => Took::One(answer(inbound)?),
+            BatchMsg::Batch(batch) => {
+                assert!(batch.len() >= 2, "a batch holds two or more messages");
+                let session = batch.session().id();
+                assert!(batch.iter().all(|m| m.session().id() == session));
+                Took::Batch(batch.into_iter().map(answer).collect::<Result<_, _>>()?)
+            }
+            BatchMsg::Signal => Took::Signal,
+        };
+        let _ = took.send(report);
+        Ok(())
+    }
+}
+
+async fn batch_probe() -> (ActorRef<BatchMsg>, mpsc::UnboundedReceiver<Took>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (actor, _) = Actor::spawn(None, BatchProbe, tx)
+        .await
+        .expect("probe starts");
+    (actor, rx)
+}
+
+/// A node serving a batching probe as "probe", and a session to it from another node.
+struct Pair {
+    server: Node,
+    probe: ActorRef<BatchMsg>,
+    took: mpsc::UnboundedReceiver<Took>,
+    remote: RemoteRef<PingPong>,
+    owner_seen: mpsc::UnboundedReceiver<Seen>,
+    _client: Node,
+}
+
+async fn pair() -> Pair {
+    let server = listening_node("server", SECRET).await;
+    let (probe, took) = batch_probe().await;
+    server.register_batched("probe", &probe).unwrap();
+    let Dialled {
+        node,
+        result,
+        owner_seen,
+    } = dial(
+        dialling_node("client", SECRET).await,
+        &addr(&server),
+        "probe",
+    )
+    .await;
+    Pair {
+        server,
+        probe,
+        took,
+        remote: result.unwrap(),
+        owner_seen,
+        _client: node,
+    }
+}
+
+/// The ping numbers the probe took, until it has `n` of them; and how many batches.
+async fn take_pings(took: &mut mpsc::UnboundedReceiver<Took>, n: usize) -> (Vec<u64>, usize) {
+    let mut pings = Vec::new();
+    let mut batches = 0;
+    while pings.len() < n {
+        match tokio::time::timeout(WAIT, took.recv()).await {
+            Ok(Some(Took::One(ping))) => pings.push(ping),
+            Ok(Some(Took::Batch(run))) => {
+                batches += 1;
+                pings.extend(run);
+            }
+            Ok(Some(Took::Signal)) => {}
+            Ok(None) => panic!("the probe stopped"),
+            Err(_) => panic!("only {} of {n} pings arrived", pings.len()),
+        }
+    }
+    (pings, batches)
+}
+
+fn pings(range: std::ops::Range<u64>) -> Vec<Ping> {
+    range.map(|n| Ping { n, body: vec![] }).collect()
+}
+
+#[tokio::test]
+async fn a_run_that_arrived_together_is_one_mailbox_message_in_order() {
+    let Pair {
+        mut took,
+        remote,
+        server: _server,
+        _client,
+        ..
+    } = pair().await;
+    // `cast_all` takes each run into the session under one lock, so each leaves in
+    // one frame and arrives as one run; single casts between them arrive alone or
+    // join a run, in order either way.
+    const RUNS: u64 = 50;
+    const RUN: u64 = 400;
+    for run in 0..RUNS {
+        let start = run * (RUN + 1);
+        remote
+            .session()
+            .cast_all(pings(start..start + RUN))
+            .await
+            .unwrap();
+        remote
+            .cast(Ping {
+                n: start + RUN,
+                body: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let total = (RUNS * (RUN + 1)) as usize;
+    let (got, batches) = take_pings(&mut took, total).await;
+    assert_eq!(got, (0..total as u64).collect::<Vec<_>>());
+    assert!(
+        (1..total).contains(&batches),
+        "{batches} batches for {total} messages"
+    );
+}
+
+#[tokio::test]
+async fn calls_in_a_batch_are_answered_one_by_one() {
+    let Pair {
+        mut took,
+        remote,
+        server: _server,
+        _client,
+        ..
+    } = pair().await;
+    let calls = (0..500).map(|n| remote.call(Ping { n, body: vec![] }, WAIT));
+    let answers = futures::future::join_all(calls).await;
+    for (n, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap().n, n as u64);
+    }
+    let (mut got, _) = take_pings(&mut took, 500).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_batch_for_a_stopped_owner_ends_the_session_unconfirmed() {
+    let Pair {
+        mut took,
+        probe,
+        remote,
+        mut owner_seen,
+        server: _server,
+        _client,
+    } = pair().await;
+    remote.session().cast_all(pings(0..10)).await.unwrap();
+    take_pings(&mut took, 10).await;
+    probe
+        .stop_and_wait(None, Some(WAIT))
+        .await
+        .expect("probe stops");
+    // The next run finds the mailbox gone: none of it is confirmed.
+    let _ = remote.session().cast_all(pings(10..20)).await;
+    let reason = tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
+    assert!(
+        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g)) if g.reason == GoodbyeReason::ActorStopped),
+        "{reason:?}"
+    );
+    // The run the stopped owner never took comes back to the sender's owner, whole
+    // (after the earlier run, if the session ended before that one's ack came).
+    let lost = loop {
+        match tokio::time::timeout(WAIT, owner_seen.recv()).await {
+            Ok(Some(Seen::Signal(SessionSignal::Lost(lost)))) => break lost,
+            Ok(Some(_)) => {}
+            other => panic!("no Lost signal: {other:?}"),
+        }
+    };
+    let unconfirmed: Vec<u64> = lost
+        .unconfirmed
+        .iter()
+        .map(|m| m.decode::<Ping>().unwrap().n)
+        .collect();
+    assert!(
+        unconfirmed.ends_with(&(10..20).collect::<Vec<_>>()),
+        "{unconfirmed:?}"
+    );
+}
+
+#[tokio::test]
+async fn cast_all_gives_back_what_it_could_not_send() {
+    let Pair {
+        remote,
+        server,
+        _client,
+        ..
+    } = pair().await;
+    server.shutdown().await;
+    let reason = tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
+    assert!(!matches!(reason, CloseReason::Finished), "{reason:?}");
+    let unsent = remote
+        .session()
+        .cast_all(pings(0..5))
+        .await
+        .unwrap_err()
+        .into_message();
+    assert_eq!(
+        unsent.iter().map(|p| p.n).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+}
