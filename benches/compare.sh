@@ -40,23 +40,32 @@ rc_cast=$(figure ractor_cluster cast_throughput_msgs_per_s)
 rc_p50=$(figure ractor_cluster call_latency_p50_us)
 rc_p99=$(figure ractor_cluster call_latency_p99_us)
 # The required lines (label duologue: tokio's default runtime, as the baseline), then the
-# same for duologue_current_thread.
+# same for duologue_current_thread. duologue's sink takes a run of casts that arrived
+# together as one mailbox message (opt-in batch delivery): cast_throughput; a sink that
+# takes each alone: cast_one_by_one.
 for label in duologue duologue_current_thread; do
   cast=$(figure "$label" cast_throughput_msgs_per_s)
   p50=$(figure "$label" call_latency_p50_us)
   p99=$(figure "$label" call_latency_p99_us)
   echo "ratio cast_throughput $label/ractor_local=$(ratio "$cast" "$rl_cast") $label/ractor_cluster=$(ratio "$cast" "$rc_cast")"
+  single=$(figure "$label" cast_one_by_one_throughput_msgs_per_s)
+  echo "ratio cast_one_by_one $label/ractor_local=$(ratio "$single" "$rl_cast") $label/ractor_cluster=$(ratio "$single" "$rc_cast")"
   echo "ratio call_p50 $label/ractor_cluster=$(ratio "$p50" "$rc_p50")"
   echo "ratio call_p99 $label/ractor_cluster=$(ratio "$p99" "$rc_p99")"
 done
 
 # Proto.Actor's remote benchmark method (pings answered by pongs, both directions
 # counted): ractor in one process, ractor_cluster and duologue across two.
+# duologue's echo and counter take a run of messages that arrived together as one mailbox
+# message (opt-in batch delivery): pingpong; one mailbox message per message:
+# pingpong_one_by_one.
 rl_pp=$(figure ractor_local pingpong_msgs_per_s)
 rc_pp=$(figure ractor_cluster pingpong_msgs_per_s)
 for label in duologue duologue_current_thread; do
-  pp=$(figure "$label" pingpong_msgs_per_s)
-  echo "ratio pingpong $label/ractor_cluster=$(ratio "$pp" "$rc_pp") $label/ractor_local=$(ratio "$pp" "$rl_pp")"
+  for key in pingpong pingpong_one_by_one; do
+    pp=$(figure "$label" "${key}_msgs_per_s")
+    echo "ratio $key $label/ractor_cluster=$(ratio "$pp" "$rc_pp") $label/ractor_local=$(ratio "$pp" "$rl_pp")"
+  done
 done
 
 # What metrics cost: both nodes with metrics on (--metrics on: an admin address each) and

@@ -23,6 +23,13 @@
 //! method, as the baseline's runs it: `pingpong_msgs_per_s` counts both directions, on one
 //! session; `pingpong_8_sessions_msgs_per_s` spreads the pings over eight.
 //!
+//! Node A's sink and echoes, and node B's ping-pong counters, take a run of messages that
+//! arrived together as one mailbox message (`Node::register_batched`,
+//! `Node::connect_batched`): the figures without a qualifier. The same phases against
+//! actors that take every message alone print `cast_one_by_one_throughput_msgs_per_s`
+//! and `pingpong_one_by_one_*`. Senders cast one message at a time in every phase, as the
+//! baseline's do; only the echo answers a batch of pings with one `cast_all`.
+//!
 //! `--metrics on` gives both nodes an admin address, so they keep metrics as a node
 //! started with `--metrics ADDR` does (figures under `duologue_metrics`): the A/B of
 //! `benches/compare.sh`'s metrics step.
@@ -42,7 +49,6 @@ use pingpong::Delivery;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use duologue::RuntimeFlavor;
-use duologue::SessionMsg;
 use duologue_testkit::IgnoringOwner;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -51,7 +57,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use duologue::{Node, NodeBuilder, Protocol, RemoteRef, ReplyPort, SessionSignal};
+use duologue::{
+    Inbound, InboundBatch, Node, NodeBuilder, Protocol, RemoteRef, ReplyPort, SessionSignal,
+};
 use duologue_testkit::{ChildGuard, Memory, SecretDir};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -65,8 +73,11 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 const WARMUP_CASTS: u64 = 20_000;
 /// Calls in the (unreported) warm-up.
 const WARMUP_CALLS: usize = 1_000;
-/// The name node A registers its sink under.
+/// The name node A registers its sink under: it takes a run of messages that arrived
+/// together as one mailbox message (`Node::register_batched`).
 const SINK: &str = "sink";
+/// The name of node A's second sink, which takes every message alone.
+const SINK_ONE_BY_ONE: &str = "sink-one-by-one";
 
 /// `BenchRequest::kind`: a one-way payload the sink only counts.
 const KIND_PAYLOAD: u32 = 0;
@@ -164,56 +175,54 @@ impl SinkState {
     }
 }
 
-#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
-impl Actor for Sink {
-    type Msg = SessionMsg;
-    type State = SinkState;
-    type Arguments = ();
+/// What node A's sink and echoes, and node B's ping-pong counters, take in their
+/// mailboxes: messages alone or in batches, and signals.
+pub(crate) enum BenchMsg {
+    Inbound(Inbound),
+    Batch(InboundBatch),
+    Signal(SessionSignal),
+}
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<SessionMsg>,
-        (): (),
-    ) -> Result<SinkState, ActorProcessingErr> {
-        Ok(SinkState::default())
+impl From<Inbound> for BenchMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
     }
+}
 
-    async fn handle(
-        &self,
-        _: ActorRef<SessionMsg>,
-        message: SessionMsg,
-        state: &mut SinkState,
-    ) -> Result<(), ActorProcessingErr> {
-        let mut inbound = match message {
-            SessionMsg::Inbound(inbound) => inbound,
-            SessionMsg::Signal(SessionSignal::Closed {
-                session, reason, ..
-            }) => {
-                eprintln!("sink: session {} closed: {reason}", session.id());
-                return Ok(());
-            }
-            SessionMsg::Signal(_) => return Ok(()),
-        };
+impl From<InboundBatch> for BenchMsg {
+    fn from(batch: InboundBatch) -> Self {
+        Self::Batch(batch)
+    }
+}
+
+impl From<SessionSignal> for BenchMsg {
+    fn from(signal: SessionSignal) -> Self {
+        Self::Signal(signal)
+    }
+}
+
+impl SinkState {
+    /// Takes one request that arrived at `now`.
+    fn take(&mut self, mut inbound: Inbound, now: Instant) -> Result<(), ActorProcessingErr> {
         let request: BenchRequest = inbound.decode()?;
         match request.kind {
             KIND_PAYLOAD => {
-                let now = Instant::now();
-                state.first.get_or_insert(now);
-                state.last = Some(now);
-                state.count += 1;
-                state.release_waiter()?;
+                self.first.get_or_insert(now);
+                self.last = Some(now);
+                self.count += 1;
+                self.release_waiter()?;
             }
             KIND_RESET => {
-                state.count = 0;
-                state.first = None;
-                state.last = None;
+                self.count = 0;
+                self.first = None;
+                self.last = None;
                 // A pending waiter's port drops here: its caller gets a `no_reply` fault.
-                state.waiter = None;
+                self.waiter = None;
             }
             KIND_WAIT_FOR => {
                 if let Some(port) = inbound.take_reply() {
-                    state.waiter = Some((request.n, port));
-                    state.release_waiter()?;
+                    self.waiter = Some((request.n, port));
+                    self.release_waiter()?;
                 }
             }
             KIND_ECHO => {
@@ -227,6 +236,46 @@ impl Actor for Sink {
             other => return Err(format!("unknown request kind {other}").into()),
         }
         Ok(())
+    }
+}
+
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+impl Actor for Sink {
+    type Msg = BenchMsg;
+    type State = SinkState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<BenchMsg>,
+        (): (),
+    ) -> Result<SinkState, ActorProcessingErr> {
+        Ok(SinkState::default())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<BenchMsg>,
+        message: BenchMsg,
+        state: &mut SinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            BenchMsg::Inbound(inbound) => state.take(inbound, Instant::now()),
+            // One clock read for a batch: its messages arrived together.
+            BenchMsg::Batch(batch) => {
+                let now = Instant::now();
+                batch
+                    .into_iter()
+                    .try_for_each(|inbound| state.take(inbound, now))
+            }
+            BenchMsg::Signal(SessionSignal::Closed {
+                session, reason, ..
+            }) => {
+                eprintln!("sink: session {} closed: {reason}", session.id());
+                Ok(())
+            }
+            BenchMsg::Signal(_) => Ok(()),
+        }
     }
 }
 
@@ -328,7 +377,9 @@ async fn server(secret: &Path, metrics: bool) -> anyhow::Result<()> {
         .secret_file(secret);
     let node = with_metrics(builder, metrics).start().await?;
     let (sink, sink_handle) = Actor::spawn(None, Sink, ()).await?;
-    node.register(SINK, &sink)?;
+    node.register_batched(SINK, &sink)?;
+    let (sink_one_by_one, sink_one_by_one_handle) = Actor::spawn(None, Sink, ()).await?;
+    node.register(SINK_ONE_BY_ONE, &sink_one_by_one)?;
     let mut echoes = Vec::new();
     for i in 0..pingpong::ECHOES {
         let (echo, handle) = Actor::spawn(None, pingpong::Echo, ()).await?;
@@ -357,6 +408,8 @@ async fn server(secret: &Path, metrics: bool) -> anyhow::Result<()> {
     node.shutdown().await;
     sink.stop(None);
     sink_handle.await?;
+    sink_one_by_one.stop(None);
+    sink_one_by_one_handle.await?;
     for (echo, handle) in echoes {
         echo.stop(None);
         handle.await?;
@@ -470,16 +523,24 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Warms up, then measures cast throughput and call latency against `sink`, printing
+/// Warms up, then measures cast throughput and call latency against `sink` (which takes
+/// batches), and cast throughput again against `one_by_one` (which does not), printing
 /// one `label key=value ...` line per figure.
-async fn measure(label: &str, sink: &RemoteRef<BenchProtocol>, cfg: Config) -> anyhow::Result<()> {
+async fn measure(
+    label: &str,
+    sink: &RemoteRef<BenchProtocol>,
+    one_by_one: &RemoteRef<BenchProtocol>,
+    cfg: Config,
+) -> anyhow::Result<()> {
     let payload = Bytes::from(vec![0xA5u8; cfg.payload]);
 
     // Warm-up: establish steady state on both sides before measuring.
     cast_phase(sink, WARMUP_CASTS, &payload).await?;
+    cast_phase(one_by_one, WARMUP_CASTS, &payload).await?;
     call_phase(sink, WARMUP_CALLS, &payload).await?;
 
     let casts = cast_phase(sink, cfg.casts, &payload).await?;
+    let casts_one_by_one = cast_phase(one_by_one, cfg.casts, &payload).await?;
     let mut rtts = call_phase(sink, cfg.calls, &payload).await?;
     rtts.sort_unstable();
     let mean = rtts.iter().sum::<Duration>() / u32::try_from(rtts.len())?;
@@ -497,6 +558,12 @@ async fn measure(label: &str, sink: &RemoteRef<BenchProtocol>, cfg: Config) -> a
         "{label} cast_receiver_window_msgs_per_s={:.0} rx_span_ms={:.1}",
         cfg.casts as f64 / casts.rx_span.as_secs_f64().max(1e-9),
         millis(casts.rx_span)
+    );
+    println!(
+        "{label} cast_one_by_one_throughput_msgs_per_s={:.0} n={} wall_ms={:.1}",
+        cfg.casts as f64 / casts_one_by_one.wall.as_secs_f64(),
+        cfg.casts,
+        millis(casts_one_by_one.wall)
     );
     println!(
         "{label} call_latency_p50_us={:.1} n={} payload_bytes={}",
@@ -568,12 +635,14 @@ async fn client(
     let connecting = Instant::now();
     let result = async {
         let sink: RemoteRef<BenchProtocol> = node.connect(addr, SINK, &owner).await?;
+        let one_by_one: RemoteRef<BenchProtocol> =
+            node.connect(addr, SINK_ONE_BY_ONE, &owner).await?;
         eprintln!(
             "connected and authenticated to the sink in {:.1} ms",
             millis(connecting.elapsed())
         );
         let label = label(options.flavor, options.metrics);
-        measure(label, &sink, options.cfg).await?;
+        measure(label, &sink, &one_by_one, options.cfg).await?;
         if options.cfg.pings > 0 {
             pingpong_figures(&node, addr, label, options.cfg).await?;
         }

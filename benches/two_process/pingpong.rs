@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use duologue::{Inbound, InboundBatch, Node, RemoteRef, SessionSignal};
+use duologue::{Inbound, Node, RemoteRef};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
 
-use super::{BenchProtocol, BenchReply, BenchRequest, CALL_TIMEOUT, cast_many};
+use super::{BenchMsg, BenchProtocol, BenchReply, BenchRequest, CALL_TIMEOUT, cast_many};
 
 /// `BenchRequest::kind`: a ping, answered by one pong cast back on its session.
 pub(crate) const KIND_PING: u32 = 4;
@@ -59,31 +59,6 @@ pub(crate) fn echo_name(i: usize, delivery: Delivery) -> String {
     }
 }
 
-/// What the ping-pong actors' mailboxes take: messages alone or in batches, and signals.
-pub(crate) enum PingMsg {
-    Inbound(Inbound),
-    Batch(InboundBatch),
-    Signal,
-}
-
-impl From<Inbound> for PingMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<InboundBatch> for PingMsg {
-    fn from(batch: InboundBatch) -> Self {
-        Self::Batch(batch)
-    }
-}
-
-impl From<SessionSignal> for PingMsg {
-    fn from(_: SessionSignal) -> Self {
-        Self::Signal
-    }
-}
-
 /// Node A's echo: answers each ping with a pong on the ping's session, and a batch of
 /// pings with one `cast_all` of their pongs. It waits for credit when the pongs' reader
 /// falls behind, as any sender does.
@@ -100,22 +75,22 @@ fn pong(inbound: &Inbound) -> Result<Option<BenchReply>, ActorProcessingErr> {
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Echo {
-    type Msg = PingMsg;
+    type Msg = BenchMsg;
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<PingMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<BenchMsg>, (): ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 
     async fn handle(
         &self,
-        _: ActorRef<PingMsg>,
-        message: PingMsg,
+        _: ActorRef<BenchMsg>,
+        message: BenchMsg,
         (): &mut (),
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            PingMsg::Inbound(inbound) => {
+            BenchMsg::Inbound(inbound) => {
                 if let Some(pong) = pong(&inbound)? {
                     inbound
                         .session()
@@ -124,7 +99,7 @@ impl Actor for Echo {
                         .map_err(|e| format!("pong: {e}"))?;
                 }
             }
-            PingMsg::Batch(batch) => {
+            BenchMsg::Batch(batch) => {
                 let pongs = batch
                     .iter()
                     .filter_map(|inbound| pong(inbound).transpose())
@@ -138,7 +113,7 @@ impl Actor for Echo {
                     .await
                     .map_err(|e| format!("pongs: {e}"))?;
             }
-            PingMsg::Signal => {}
+            BenchMsg::Signal(_) => {}
         }
         Ok(())
     }
@@ -156,13 +131,13 @@ struct Counter;
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Counter {
-    type Msg = PingMsg;
+    type Msg = BenchMsg;
     type State = Arc<Count>;
     type Arguments = Arc<Count>;
 
     async fn pre_start(
         &self,
-        _: ActorRef<PingMsg>,
+        _: ActorRef<BenchMsg>,
         count: Arc<Count>,
     ) -> Result<Arc<Count>, ActorProcessingErr> {
         Ok(count)
@@ -170,14 +145,14 @@ impl Actor for Counter {
 
     async fn handle(
         &self,
-        _: ActorRef<PingMsg>,
-        message: PingMsg,
+        _: ActorRef<BenchMsg>,
+        message: BenchMsg,
         count: &mut Arc<Count>,
     ) -> Result<(), ActorProcessingErr> {
         let pongs = match message {
-            PingMsg::Inbound(_) => 1,
-            PingMsg::Batch(batch) => batch.len() as u64,
-            PingMsg::Signal => return Ok(()),
+            BenchMsg::Inbound(_) => 1,
+            BenchMsg::Batch(batch) => batch.len() as u64,
+            BenchMsg::Signal(_) => return Ok(()),
         };
         count.pongs.fetch_add(pongs, Ordering::Relaxed);
         count.changed.notify_one();
@@ -188,7 +163,7 @@ impl Actor for Counter {
 /// Ping-pong sessions from node B to node A's echoes, each owned by a counter.
 pub(crate) struct Pairs {
     echoes: Vec<RemoteRef<BenchProtocol>>,
-    counters: Vec<ActorRef<PingMsg>>,
+    counters: Vec<ActorRef<BenchMsg>>,
     count: Arc<Count>,
 }
 
