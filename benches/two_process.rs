@@ -15,7 +15,8 @@
 //! * `client --addr ADDR --secret PATH`: node B alone, against a node A started by hand.
 //!
 //! Options for `run` and `client`: `--casts N` (200000), `--calls N` (10000),
-//! `--payload BYTES` (64), `--pings N` (1000000; 0 skips the ping-pong phase). With the
+//! `--payload BYTES` (64), `--pings N` (1000000; 0 skips the ping-pong phase),
+//! `--delivery batches|one-by-one|both` (both: the ping-pong phases run). With the
 //! `CI` environment variable set the defaults shrink to 20000 casts, 1000 calls and 20000
 //! pings. The `--bench` flag cargo adds is ignored.
 //!
@@ -288,6 +289,8 @@ struct Config {
     calls: usize,
     /// Pings of the ping-pong phase (0 skips it).
     pings: u64,
+    /// `--delivery batches|one-by-one|both`: the ping-pong phases run.
+    delivery: Option<Delivery>,
     /// Payload size in bytes, for both phases.
     payload: usize,
 }
@@ -334,6 +337,7 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             casts: if ci { 20_000 } else { 200_000 },
             calls: if ci { 1_000 } else { 10_000 },
             pings: if ci { 20_000 } else { 1_000_000 },
+            delivery: None,
             payload: 64,
         },
         flavor: RuntimeFlavor::MultiThread,
@@ -348,6 +352,14 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--casts" => options.cfg.casts = value.parse().context("--casts")?,
             "--calls" => options.cfg.calls = value.parse().context("--calls")?,
             "--pings" => options.cfg.pings = value.parse().context("--pings")?,
+            "--delivery" => {
+                options.cfg.delivery = match value.as_str() {
+                    "batches" => Some(Delivery::Batches),
+                    "one-by-one" => Some(Delivery::OneByOne),
+                    "both" => None,
+                    _ => bail!("--delivery takes batches, one-by-one or both"),
+                }
+            }
             "--payload" => options.cfg.payload = value.parse().context("--payload")?,
             "--runtime" => options.flavor = value.parse().map_err(|e: String| anyhow!(e))?,
             "--secret" => options.secret = Some(value.into()),
@@ -600,12 +612,16 @@ async fn pingpong_figures(node: &Node, addr: &str, label: &str, cfg: Config) -> 
     // Empty pings and pongs, as Proto.Actor's and the baseline's (`--payload` is the cast
     // and call phases').
     let payload = Bytes::new();
-    for (delivery, sessions) in [
+    let phases = [
         (Delivery::Batches, 1),
         (Delivery::Batches, pingpong::ECHOES),
         (Delivery::OneByOne, 1),
         (Delivery::OneByOne, pingpong::ECHOES),
-    ] {
+    ];
+    for (delivery, sessions) in phases
+        .into_iter()
+        .filter(|(d, _)| cfg.delivery.is_none_or(|only| only == *d))
+    {
         let pairs = pingpong::Pairs::open(node, addr, sessions, delivery).await?;
         let started = Instant::now();
         let rate = pairs.measure(cfg.pings, &payload).await;

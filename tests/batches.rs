@@ -283,3 +283,98 @@ async fn cast_all_gives_back_what_it_could_not_send() {
         [0, 1, 2, 3, 4]
     );
 }
+
+/// Runs of casts (`cast_all`, 1 to 300 at a time) into a batching owner while a proxy
+/// resets the connection at random moments: every message arrives exactly once, in
+/// order, and every interruption ends in a resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_through_resets_arrive_exactly_once_in_order() {
+    use rand::Rng;
+    use std::time::Duration;
+
+    // A small window: the sender waits for grants all the time, so a reset always finds
+    // some of it in flight.
+    let server = Node::builder()
+        .name("server")
+        .listen("127.0.0.1:0".parse().unwrap())
+        .secret(duologue::Secret::new(SECRET).unwrap())
+        .session_config(duologue::SessionConfig {
+            credit_window: 256,
+            ..duologue::SessionConfig::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let (probe, mut took) = batch_probe().await;
+    server.register_batched("probe", &probe).unwrap();
+    let proxy = duologue_testkit::FaultProxy::start(server.local_addr().unwrap())
+        .await
+        .unwrap();
+    let Dialled {
+        node: _client,
+        result,
+        mut owner_seen,
+    } = dial(
+        dialling_node("client", SECRET).await,
+        &proxy.addr().to_string(),
+        "probe",
+    )
+    .await;
+    let remote = result.unwrap();
+
+    const RESETS: usize = 20;
+    let mut next = 0;
+    let mut resets = 0;
+    let mut next_reset = tokio::time::Instant::now();
+    while resets < RESETS {
+        let run = rand::rng().random_range(1..=300);
+        let sent =
+            tokio::time::timeout(WAIT, remote.session().cast_all(pings(next..next + run))).await;
+        match sent {
+            Ok(Ok(())) => next += run,
+            Ok(Err(error)) => panic!("run from {next} refused: {error}"),
+            Err(_) => panic!("the run from {next} waited over {WAIT:?}: the sender stalled"),
+        }
+        if tokio::time::Instant::now() >= next_reset {
+            resets += proxy.reset_all();
+            next_reset += Duration::from_millis(rand::rng().random_range(50..=150));
+        }
+    }
+    let (got, batches) = take_pings(&mut took, next as usize).await;
+    assert_eq!(got.len(), next as usize);
+    assert!(got.iter().copied().eq(0..next), "not exactly once in order");
+    assert!(batches > 0, "no batch in {next} messages");
+    // Nothing doubled after the last one either: a marker sent now comes next, alone.
+    remote
+        .cast(Ping {
+            n: next,
+            body: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(take_pings(&mut took, 1).await.0, [next]);
+    let (mut interrupted, mut resumed) = (0, 0);
+    while let Ok(Some(seen)) = tokio::time::timeout(
+        if interrupted > 0 && resumed == interrupted {
+            Duration::from_millis(100)
+        } else {
+            WAIT
+        },
+        owner_seen.recv(),
+    )
+    .await
+    {
+        match seen {
+            Seen::Signal(SessionSignal::Interrupted(..)) => interrupted += 1,
+            Seen::Signal(SessionSignal::Resumed(..)) => resumed += 1,
+            _ => {}
+        }
+    }
+    eprintln!(
+        "{next} messages in {batches} batches through {resets} resets: {interrupted} interruptions, {resumed} resumes"
+    );
+    assert!(
+        interrupted >= 1 && resumed == interrupted,
+        "{interrupted} / {resumed}"
+    );
+}
