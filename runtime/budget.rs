@@ -358,9 +358,12 @@ impl Account {
 
     /// `bytes` were delivered into the owner's mailbox.
     pub(crate) fn inbound_delivered(&self, bytes: usize) {
-        self.inbound.fetch_add(bytes, Ordering::SeqCst);
-        self.peer.pools.inbound.take(bytes);
-        self.budgets.node.inbound.take(bytes);
+        // As `inbound_handled`: an empty message touches no shared counter.
+        if bytes > 0 {
+            self.inbound.fetch_add(bytes, Ordering::SeqCst);
+            self.peer.pools.inbound.take(bytes);
+            self.budgets.node.inbound.take(bytes);
+        }
     }
 
     /// The owner handled a delivery of `bytes`. Returns whether the session withholds a

@@ -276,6 +276,13 @@ impl Shared {
             Err(SendError::HeldBack { message, .. }) => message,
             other => return other,
         };
+        // Boxed: the wait's state is large and rarely needed, and a future holds the
+        // state of its largest await, so every send would carry (and move) it.
+        Box::pin(self.wait_then_send(body)).await
+    }
+
+    /// `send_waiting` once the first try was held back, counting the wait.
+    async fn wait_then_send(&self, body: Body) -> Result<u64, SendError<Body>> {
         // Counted however the wait ends: sent, refused, or the send dropped.
         let _wait = CreditWait {
             shared: self,

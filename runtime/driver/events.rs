@@ -24,7 +24,11 @@ impl Driver {
             if events.is_empty() {
                 return;
             }
-            let mut delivery = Delivery::default();
+            let mut delivery = Delivery {
+                // A run rarely breaks: room for every message of the round at once.
+                run: Vec::with_capacity(if batches { events.len() } else { 0 }),
+                ..Delivery::default()
+            };
             for event in events {
                 let Event::Message(envelope) = event else {
                     // Messages before a signal reach the owner before it.
