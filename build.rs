@@ -36,12 +36,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.enable_type_names();
     // Type URLs spelled as `google.protobuf.Any` spells them.
     config.type_name_domain(["."], "type.googleapis.com");
+    // The messages by prost; the service by hand below, so that its stream carries
+    // domain frames through duologue's own codec (runtime/wire/codec.rs), which encodes
+    // and decodes a batch without prost's intermediate structs.
     tonic_prost_build::configure()
-        // Small initial stream buffers (see runtime/wire/codec.rs).
-        .codec_path("crate::wire::codec::FrameCodec")
-        .build_client(true)
-        .build_server(true)
+        .build_client(false)
+        .build_server(false)
         .emit_rerun_if_changed(false)
         .compile_fds_with_config(fds, config)?;
+    let converse = tonic_build::manual::Method::builder()
+        .name("converse")
+        .route_name("Converse")
+        .comment("One session: both sides' frames, in order (proto/duologue/v1/session.proto).")
+        .input_type("crate::wire::codec::WireFrame")
+        .output_type("crate::wire::codec::WireFrame")
+        .codec_path("crate::wire::codec::FrameCodec")
+        .client_streaming()
+        .server_streaming()
+        .build();
+    let service = tonic_build::manual::Service::builder()
+        .name("Duologue")
+        .package("duologue.v1")
+        .comment("The session protocol's one service (proto/duologue/v1/session.proto).")
+        .method(converse)
+        .build();
+    tonic_build::manual::Builder::new()
+        .out_dir(&out)
+        .compile(&[service]);
     Ok(())
 }

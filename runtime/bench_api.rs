@@ -8,13 +8,13 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use prost::Message;
 use uuid::Uuid;
 
 use crate::auth::Secret;
 use crate::session::{Event, GateVerdict, Phase, ResumeGate, Session, SessionConfig};
 use crate::wire::NONCE_LEN;
-use crate::wire::{Batch, Body, BodyKind, Envelope, Frame, NodeIdentity, SessionId, TypeUrl, pb};
+use crate::wire::codec;
+use crate::wire::{Batch, Body, BodyKind, Envelope, Frame, NodeIdentity, SessionId, TypeUrl};
 
 const TYPE_URL: &str = "type.googleapis.com/bench.Payload";
 
@@ -54,24 +54,22 @@ pub fn batch_frame(messages: usize, payload_bytes: usize) -> WireFrame {
     WireFrame(Frame::Batch(Batch { ack: 0, envelopes }))
 }
 
-/// What the driver does to send a frame: domain frame → `pb::Frame` → prost bytes, into
-/// `buf` (cleared first), reused from frame to frame as tonic's encoder reuses its
-/// buffer. Takes the frame by value, as the driver does.
+/// What the driver does to send a frame: the session codec's encoding, into `buf`
+/// (cleared first), reused from frame to frame as tonic's encoder reuses its buffer.
+/// Takes the frame by value, as the driver does.
 pub fn encode_frame(frame: WireFrame, buf: &mut Vec<u8>) {
     buf.clear();
-    pb::Frame::from(frame.0)
-        .encode(buf)
-        .expect("a Vec has room");
+    codec::encode(frame.0, buf).expect("a Vec has room");
 }
 
-/// What the driver does with bytes from the wire: prost decode → `Frame::try_from`.
-/// Takes `Bytes`, as tonic hands prost a shared buffer: payloads are not copied.
+/// What the driver does with bytes from the wire: the session codec's decoding. Takes
+/// `Bytes`, as tonic hands the codec a shared buffer: payloads are not copied.
 ///
 /// # Panics
 /// If the bytes are not a valid frame.
 pub fn decode_frame(bytes: Bytes) -> WireFrame {
-    let frame = pb::Frame::decode(bytes).expect("prost decodes the frame");
-    WireFrame(Frame::try_from(frame).expect("a valid frame"))
+    let frame = codec::decode(bytes).expect("the frame decodes");
+    WireFrame(frame.expect("a valid frame"))
 }
 
 /// Two established sessions back to back (the initiator sends, the acceptor receives),

@@ -42,8 +42,9 @@ use crate::remote_ref::SessionSlot;
 use crate::session::{ProvenResume, Role};
 use crate::session_ref::SessionRef;
 use crate::shared::Shared;
+use crate::wire::codec::WireFrame;
 use crate::wire::pb::duologue_client::DuologueClient;
-use crate::wire::{Refusal, SessionId, pb};
+use crate::wire::{Refusal, SessionId};
 
 pub(crate) use cause::SHUTTING_DOWN;
 pub(crate) use dial::backoff;
@@ -137,7 +138,7 @@ pub(crate) struct Attach {
     /// What the stream proved.
     pub(crate) proven: ProvenResume,
     /// The rest of the stream (its `Hello` and `Proof` were read at the gate).
-    pub(crate) inbound: Streaming<pb::Frame>,
+    pub(crate) inbound: Streaming<WireFrame>,
     /// The stream's outgoing half, waiting to be let write.
     pub(crate) stream: PendingStream,
     /// The peer's address on this connection.
@@ -146,8 +147,8 @@ pub(crate) struct Attach {
 
 /// A stream to pump: its incoming half, and its first item if already read.
 pub(crate) struct StreamStart {
-    pub(crate) inbound: Streaming<pb::Frame>,
-    pub(crate) peeked: Option<Result<pb::Frame, Status>>,
+    pub(crate) inbound: Streaming<WireFrame>,
+    pub(crate) peeked: Option<Result<WireFrame, Status>>,
 }
 
 /// Where a driver gets its next stream.

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use uuid::Uuid;
 
+mod batch;
 pub(crate) mod codec;
 mod type_url;
 
@@ -17,6 +18,7 @@ pub use type_url::{INTERN_LIMIT, TypeUrl};
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub(crate) mod pb {
     include!(concat!(env!("OUT_DIR"), "/duologue.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/duologue.v1.Duologue.rs"));
 }
 
 /// Length of a handshake nonce, in bytes.

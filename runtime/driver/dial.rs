@@ -12,7 +12,7 @@ use super::task::Driver;
 use super::{DriverConfig, StreamStart};
 use crate::error::InterruptCause;
 use crate::session::{Broken, Session};
-use crate::wire::pb;
+use crate::wire::codec::WireFrame;
 use crate::wire::pb::duologue_client::DuologueClient;
 
 impl Driver {
@@ -50,7 +50,7 @@ impl Driver {
     async fn dial(
         &mut self,
         mut client: DuologueClient<Channel>,
-    ) -> Option<Result<Streaming<pb::Frame>, Broken>> {
+    ) -> Option<Result<Streaming<WireFrame>, Broken>> {
         let outbound = OutboundFrames::current(self.shared.clone());
         let timeout = self.cx.config.handshake_timeout;
         // The core's handshake timer only starts mattering once frames flow; until the

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::shared::{Shared, StreamKey, Transmit};
-use crate::wire::pb;
+use crate::wire::codec::WireFrame;
 
 /// The outgoing half of one stream of a session, as the `Stream` tonic writes from.
 #[derive(Debug)]
@@ -65,19 +65,19 @@ impl OutboundFrames {
 
     /// The frames alone, ending where a superseded stream would say so: what a request
     /// stream (the initiator's half) carries.
-    pub(crate) fn requests(self) -> impl Stream<Item = pb::Frame> + Send + 'static {
+    pub(crate) fn requests(self) -> impl Stream<Item = WireFrame> + Send + 'static {
         self.take_while(|item| std::future::ready(item.is_ok()))
             .filter_map(|item| std::future::ready(item.ok()))
     }
 }
 
 impl Stream for OutboundFrames {
-    type Item = Result<pb::Frame, Status>;
+    type Item = Result<WireFrame, Status>;
 
     fn poll_next(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<pb::Frame, Status>>> {
+    ) -> Poll<Option<Result<WireFrame, Status>>> {
         if self.ended {
             return Poll::Ready(None);
         }

@@ -23,7 +23,8 @@ use crate::mailbox::Deliver;
 use crate::session::Session;
 use crate::session_ref::SessionRef;
 use crate::shared::Shared;
-use crate::wire::{Frame, FrameError, GoodbyeReason, pb};
+use crate::wire::codec::WireFrame;
+use crate::wire::{FrameError, GoodbyeReason};
 
 /// The life of one session: its receive loop, across streams.
 pub(crate) struct Driver {
@@ -255,8 +256,8 @@ impl Driver {
     /// Reads one stream until it is gone or the session is over.
     async fn pump(
         &mut self,
-        inbound: Streaming<pb::Frame>,
-        peeked: Option<Result<pb::Frame, Status>>,
+        inbound: Streaming<WireFrame>,
+        peeked: Option<Result<WireFrame, Status>>,
     ) -> StreamEnd {
         let mut attach_rx = self.attach_rx.take();
         let end = self.pump_with(inbound, peeked, &mut attach_rx).await;
@@ -269,8 +270,8 @@ impl Driver {
 
     async fn pump_with(
         &mut self,
-        mut inbound: Streaming<pb::Frame>,
-        mut peeked: Option<Result<pb::Frame, Status>>,
+        mut inbound: Streaming<WireFrame>,
+        mut peeked: Option<Result<WireFrame, Status>>,
         attach_rx: &mut Option<mpsc::Receiver<Attach>>,
     ) -> StreamEnd {
         let (shared, cancel) = (self.shared.clone(), self.cx.cancel.clone());
@@ -334,13 +335,11 @@ impl Driver {
         }
     }
 
-    fn on_item(&mut self, item: Option<Result<pb::Frame, Status>>, inbound_done: &mut bool) {
+    fn on_item(&mut self, item: Option<Result<WireFrame, Status>>, inbound_done: &mut bool) {
         let now = Instant::now();
         match item {
-            Some(Ok(frame)) => match Frame::try_from(frame) {
-                Ok(frame) => self.shared.with(|s| s.handle_frame(frame, now)),
-                Err(error) => self.shared.with(|s| s.handle_malformed(error)),
-            },
+            Some(Ok(WireFrame(Ok(frame)))) => self.shared.with(|s| s.handle_frame(frame, now)),
+            Some(Ok(WireFrame(Err(error)))) => self.shared.with(|s| s.handle_malformed(error)),
             Some(Err(status)) => {
                 *inbound_done = true;
                 self.shared.with(|s| stream_failed(s, &status, now));

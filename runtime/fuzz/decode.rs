@@ -1,14 +1,26 @@
-//! The decoder's inputs: bytes into prost, then [`Frame::try_from`], as the driver reads
-//! a frame. A refusal is a [`FrameError`], counted by its kind; a frame that parses must
-//! come back the same through `pb::Frame::from`, its encoding and the decoder again.
+//! The decoder's inputs: bytes into the session codec ([`codec::decode`]), as the driver
+//! reads a frame, which must agree exactly with prost then [`Frame::try_from`]. A refusal
+//! is a [`FrameError`], counted by its kind; a frame that parses must come back the same
+//! through the codec's encoding, byte for byte prost's, and the decoder again.
 
+use bytes::Bytes;
 use prost::Message;
 
 use super::check::{Tally, Violation, frame_error};
+use crate::wire::codec;
 use crate::wire::{Frame, FrameError, pb};
 
 /// `bytes` as a frame from the wire.
 pub(crate) fn bytes(bytes: &[u8], tally: &mut Tally) -> Result<(), Violation> {
+    let by_codec = codec::decode(Bytes::copy_from_slice(bytes)).map_err(|s| s.message().to_owned());
+    let by_prost = pb::Frame::decode(bytes)
+        .map(Frame::try_from)
+        .map_err(|e| e.to_string());
+    if by_codec != by_prost {
+        return Err(format!(
+            "the session codec and prost disagree on {bytes:?}: {by_codec:?}, {by_prost:?}"
+        ));
+    }
     match pb::Frame::decode(bytes) {
         Ok(frame) => structured(frame, tally),
         Err(error) => {
@@ -32,12 +44,20 @@ pub(crate) fn structured(frame: pb::Frame, tally: &mut Tally) -> Result<(), Viol
     }
 }
 
-/// A parsed frame is written and read back unchanged.
+/// A parsed frame is written (by the session codec, as prost writes it) and read back
+/// unchanged.
 fn round_trip(frame: Frame) -> Result<(), Violation> {
     let encoded = pb::Frame::from(frame.clone()).encode_to_vec();
-    let again = pb::Frame::decode(encoded.as_slice())
-        .map_err(|e| FrameError::Undecodable(e.to_string()))
-        .and_then(Frame::try_from);
+    let mut direct = Vec::new();
+    codec::encode(frame.clone(), &mut direct).map_err(|e| e.to_string())?;
+    if direct != encoded {
+        return Err(format!(
+            "the session codec writes {frame:?} as {direct:?}, prost as {encoded:?}"
+        ));
+    }
+    let again = codec::decode(Bytes::from(encoded))
+        .map_err(|e| FrameError::Undecodable(e.message().to_owned()))
+        .and_then(|parsed| parsed);
     if again.as_ref() == Ok(&frame) {
         Ok(())
     } else {

@@ -291,9 +291,9 @@ fn parse(item: Item) -> Result<Frame, FrameError> {
     match item {
         Item::Frame(frame) => Ok(frame),
         Item::Pb(frame) => Frame::try_from(frame),
-        Item::Bytes(bytes) => pb::Frame::decode(bytes.as_slice())
-            .map_err(|e| FrameError::Undecodable(e.to_string()))
-            .and_then(Frame::try_from),
+        Item::Bytes(bytes) => crate::wire::codec::decode(bytes.into())
+            .map_err(|e| FrameError::Undecodable(e.message().to_owned()))
+            .and_then(|parsed| parsed),
     }
 }
 

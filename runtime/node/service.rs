@@ -18,6 +18,7 @@ use crate::driver::{Attach, Driver, OnAuthenticated, OutboundFrames, StreamStart
 use crate::node::{NodeInner, Resumable};
 use crate::session::{GateRefusal, GateVerdict, ResumeGate, Session};
 use crate::shared::Shared;
+use crate::wire::codec::WireFrame;
 use crate::wire::{Frame, Hello, pb};
 
 /// The `duologue.v1.Duologue` service of one node.
@@ -26,7 +27,7 @@ pub(crate) struct Service {
     pub(crate) node: Arc<NodeInner>,
 }
 
-type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::Frame, Status>> + Send>>;
+type FrameStream = Pin<Box<dyn Stream<Item = Result<WireFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::duologue_server::Duologue for Service {
@@ -34,7 +35,7 @@ impl pb::duologue_server::Duologue for Service {
 
     async fn converse(
         &self,
-        request: Request<Streaming<pb::Frame>>,
+        request: Request<Streaming<WireFrame>>,
     ) -> Result<Response<FrameStream>, Status> {
         let node = &self.node;
         if node.shutdown.is_triggered() {
@@ -95,14 +96,9 @@ impl pb::duologue_server::Duologue for Service {
 
 /// The first frame as a resume greeting, if it is a well-formed one. (A malformed one
 /// goes to a new session, which refuses it as any malformed greeting.)
-fn resume_hello(frame: &pb::Frame) -> Option<Hello> {
-    match &frame.kind {
-        Some(pb::frame::Kind::Hello(hello)) if hello.resume.is_some() => {
-            match Frame::try_from(frame.clone()) {
-                Ok(Frame::Hello(hello)) => Some(hello),
-                _ => None,
-            }
-        }
+fn resume_hello(frame: &WireFrame) -> Option<Hello> {
+    match &frame.0 {
+        Ok(Frame::Hello(hello)) if hello.resume.is_some() => Some(hello.clone()),
         _ => None,
     }
 }
@@ -110,7 +106,7 @@ fn resume_hello(frame: &pb::Frame) -> Option<Hello> {
 /// The outgoing half of a resume stream: what its gate says, then, once the stream
 /// proved the session's key, the session's frames.
 struct GateStream {
-    frames: mpsc::Sender<Result<pb::Frame, Status>>,
+    frames: mpsc::Sender<Result<WireFrame, Status>>,
     then: oneshot::Sender<OutboundFrames>,
 }
 
@@ -129,7 +125,7 @@ impl GateStream {
 /// A resume stream as it reached its gate.
 struct GateInput {
     hello: Hello,
-    inbound: Streaming<pb::Frame>,
+    inbound: Streaming<WireFrame>,
     remote_addr: Option<SocketAddr>,
     arrived: Instant,
     ticket: Option<StreamTicket>,
@@ -192,7 +188,7 @@ async fn gate_resume(node: Arc<NodeInner>, stream: GateInput, mut out: GateStrea
             () = cancel.cancelled() => return,
             () = tokio::time::sleep_until(deadline.into()) => gate.handle_timeout(Instant::now()),
             item = inbound.message() => match item {
-                Ok(Some(frame)) => match Frame::try_from(frame) {
+                Ok(Some(WireFrame(parsed))) => match parsed {
                     Ok(frame) => gate.handle_frame(frame, |id| {
                         found = node.resumable(id);
                         found.as_ref().and_then(|r| r.shared.read(Session::resume_ticket))
