@@ -167,8 +167,9 @@ impl From<SessionSignal> for SessionMsg {
 ///         Self::Signal(signal)
 ///     }
 /// }
-/// ``` The messages are in the session's order, and each is what it would have
-/// been alone: a call in a batch is answered through its own [`Inbound::reply`], and
+/// ```
+///
+/// The messages are in the session's order, and each is what it would have been alone: a call in a batch is answered through its own [`Inbound::reply`], and
 /// dropping a message is consuming it, as ever. A batch is delivered whole or not at all:
 /// the session counts it delivered only once the owner's mailbox took it.
 pub struct InboundBatch {
