@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use duologue::{
-    Inbound, InboundBatch, Node, NodeBuilder, Protocol, RemoteRef, ReplyPort, SessionSignal,
+    BatchedSessionMsg, Inbound, Node, NodeBuilder, Protocol, RemoteRef, ReplyPort, SessionSignal,
 };
 use duologue_testkit::{ChildGuard, Memory, SecretDir};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -176,32 +176,6 @@ impl SinkState {
     }
 }
 
-/// What node A's sink and echoes, and node B's ping-pong counters, take in their
-/// mailboxes: messages alone or in batches, and signals.
-pub(crate) enum BenchMsg {
-    Inbound(Inbound),
-    Batch(InboundBatch),
-    Signal(SessionSignal),
-}
-
-impl From<Inbound> for BenchMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<InboundBatch> for BenchMsg {
-    fn from(batch: InboundBatch) -> Self {
-        Self::Batch(batch)
-    }
-}
-
-impl From<SessionSignal> for BenchMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Signal(signal)
-    }
-}
-
 impl SinkState {
     /// Takes one request that arrived at `now`.
     fn take(&mut self, mut inbound: Inbound, now: Instant) -> Result<(), ActorProcessingErr> {
@@ -242,13 +216,13 @@ impl SinkState {
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Sink {
-    type Msg = BenchMsg;
+    type Msg = BatchedSessionMsg;
     type State = SinkState;
     type Arguments = ();
 
     async fn pre_start(
         &self,
-        _: ActorRef<BenchMsg>,
+        _: ActorRef<BatchedSessionMsg>,
         (): (),
     ) -> Result<SinkState, ActorProcessingErr> {
         Ok(SinkState::default())
@@ -256,26 +230,26 @@ impl Actor for Sink {
 
     async fn handle(
         &self,
-        _: ActorRef<BenchMsg>,
-        message: BenchMsg,
+        _: ActorRef<BatchedSessionMsg>,
+        message: BatchedSessionMsg,
         state: &mut SinkState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            BenchMsg::Inbound(inbound) => state.take(inbound, Instant::now()),
+            BatchedSessionMsg::Inbound(inbound) => state.take(inbound, Instant::now()),
             // One clock read for a batch: its messages arrived together.
-            BenchMsg::Batch(batch) => {
+            BatchedSessionMsg::Batch(batch) => {
                 let now = Instant::now();
                 batch
                     .into_iter()
                     .try_for_each(|inbound| state.take(inbound, now))
             }
-            BenchMsg::Signal(SessionSignal::Closed {
+            BatchedSessionMsg::Signal(SessionSignal::Closed {
                 session, reason, ..
             }) => {
                 eprintln!("sink: session {} closed: {reason}", session.id());
                 Ok(())
             }
-            BenchMsg::Signal(_) => Ok(()),
+            BatchedSessionMsg::Signal(_) => Ok(()),
         }
     }
 }

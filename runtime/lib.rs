@@ -142,8 +142,9 @@ pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
 pub use inbox::{InboxEvent, InboxReceiver, NoMessage};
 pub use log_budget::{LOG_LINES_PER_WINDOW, LOG_WINDOW, LogBudget, LogVerdict};
 pub use mailbox::{
-    Credit, FromCluster, FromSession, HeldBack, Inbound, InboundBatch, Lost, Mailbox, NoLocal,
-    Reply, ReplyPort, Resumption, SessionMsg, SessionSignal, Unconfirmed, Undecodable,
+    BatchedSessionMsg, Credit, FromCluster, FromSession, HeldBack, Inbound, InboundBatch, Lost,
+    Mailbox, NoLocal, Reply, ReplyPort, Resumption, SessionMsg, SessionSignal, Unconfirmed,
+    Undecodable,
 };
 pub use members::{ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates};
 pub use node::{

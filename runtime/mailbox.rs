@@ -136,38 +136,47 @@ impl From<SessionSignal> for SessionMsg {
     }
 }
 
+/// The untyped message type of an actor that takes batches ([`crate::Node::register_batched`],
+/// [`crate::Node::connect_batched`]): [`SessionMsg`] with a variant for them. An actor
+/// with messages of its own writes its enum with the same three `From`s.
+#[derive(Debug)]
+pub enum BatchedSessionMsg {
+    /// A message from a peer that arrived alone.
+    Inbound(Inbound),
+    /// Messages from a peer that arrived together.
+    Batch(InboundBatch),
+    /// A change in the life of one of its sessions.
+    Signal(SessionSignal),
+}
+
+#[cfg(feature = "ractor-cluster")]
+impl ractor::Message for BatchedSessionMsg {}
+
+impl From<Inbound> for BatchedSessionMsg {
+    fn from(inbound: Inbound) -> Self {
+        Self::Inbound(inbound)
+    }
+}
+
+impl From<InboundBatch> for BatchedSessionMsg {
+    fn from(batch: InboundBatch) -> Self {
+        Self::Batch(batch)
+    }
+}
+
+impl From<SessionSignal> for BatchedSessionMsg {
+    fn from(signal: SessionSignal) -> Self {
+        Self::Signal(signal)
+    }
+}
+
 /// Two or more messages from one session that arrived together, handed to the owner as
 /// one mailbox message: one mailbox operation for the run instead of one per message.
 ///
 /// Only an owner that asked for batches gets them ([`crate::Node::register_batched`],
 /// [`crate::Node::connect_batched`]), whose message type has `From<InboundBatch>` beside
-/// `From<Inbound>` and `From<SessionSignal>`; a message that arrives alone still comes as
-/// an [`Inbound`].
-///
-/// ```
-/// use duologue::{Inbound, InboundBatch, SessionSignal};
-///
-/// enum EchoMsg {
-///     Inbound(Inbound),
-///     Batch(InboundBatch),
-///     Signal(SessionSignal),
-/// }
-/// impl From<Inbound> for EchoMsg {
-///     fn from(inbound: Inbound) -> Self {
-///         Self::Inbound(inbound)
-///     }
-/// }
-/// impl From<InboundBatch> for EchoMsg {
-///     fn from(batch: InboundBatch) -> Self {
-///         Self::Batch(batch)
-///     }
-/// }
-/// impl From<SessionSignal> for EchoMsg {
-///     fn from(signal: SessionSignal) -> Self {
-///         Self::Signal(signal)
-///     }
-/// }
-/// ```
+/// `From<Inbound>` and `From<SessionSignal>`, as [`BatchedSessionMsg`] has; a message
+/// that arrives alone still comes as an [`Inbound`].
 ///
 /// The messages are in the session's order, and each is what it would have been alone: a call in a batch is answered through its own [`Inbound::reply`], and
 /// dropping a message is consuming it, as ever. A batch is delivered whole or not at all:

@@ -6,7 +6,8 @@
 mod support;
 
 use duologue::{
-    CloseReason, GoodbyeReason, Inbound, InboundBatch, LostReason, Node, RemoteRef, SessionSignal,
+    BatchedSessionMsg, CloseReason, GoodbyeReason, Inbound, LostReason, Node, RemoteRef,
+    SessionSignal,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use support::*;
@@ -20,30 +21,6 @@ enum Took {
     /// A batch: its pings' numbers, in order.
     Batch(Vec<u64>),
     Signal,
-}
-
-enum BatchMsg {
-    Inbound(Inbound),
-    Batch(InboundBatch),
-    Signal,
-}
-
-impl From<Inbound> for BatchMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<InboundBatch> for BatchMsg {
-    fn from(batch: InboundBatch) -> Self {
-        Self::Batch(batch)
-    }
-}
-
-impl From<SessionSignal> for BatchMsg {
-    fn from(_: SessionSignal) -> Self {
-        Self::Signal
-    }
 }
 
 /// Reports what its mailbox takes, and answers each call with a `Pong` of the same `n`.
@@ -63,13 +40,13 @@ fn answer(inbound: Inbound) -> Result<u64, ActorProcessingErr> {
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for BatchProbe {
-    type Msg = BatchMsg;
+    type Msg = BatchedSessionMsg;
     type State = mpsc::UnboundedSender<Took>;
     type Arguments = mpsc::UnboundedSender<Took>;
 
     async fn pre_start(
         &self,
-        _: ActorRef<BatchMsg>,
+        _: ActorRef<BatchedSessionMsg>,
         took: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(took)
@@ -77,26 +54,26 @@ impl Actor for BatchProbe {
 
     async fn handle(
         &self,
-        _: ActorRef<BatchMsg>,
-        message: BatchMsg,
+        _: ActorRef<BatchedSessionMsg>,
+        message: BatchedSessionMsg,
         took: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let report = match message {
-            BatchMsg::Inbound(inbound) => Took::One(answer(inbound)?),
-            BatchMsg::Batch(batch) => {
+            BatchedSessionMsg::Inbound(inbound) => Took::One(answer(inbound)?),
+            BatchedSessionMsg::Batch(batch) => {
                 assert!(batch.len() >= 2, "a batch holds two or more messages");
                 let session = batch.session().id();
                 assert!(batch.iter().all(|m| m.session().id() == session));
                 Took::Batch(batch.into_iter().map(answer).collect::<Result<_, _>>()?)
             }
-            BatchMsg::Signal => Took::Signal,
+            BatchedSessionMsg::Signal(_) => Took::Signal,
         };
         let _ = took.send(report);
         Ok(())
     }
 }
 
-async fn batch_probe() -> (ActorRef<BatchMsg>, mpsc::UnboundedReceiver<Took>) {
+async fn batch_probe() -> (ActorRef<BatchedSessionMsg>, mpsc::UnboundedReceiver<Took>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (actor, _) = Actor::spawn(None, BatchProbe, tx)
         .await
@@ -107,7 +84,7 @@ async fn batch_probe() -> (ActorRef<BatchMsg>, mpsc::UnboundedReceiver<Took>) {
 /// A node serving a batching probe as "probe", and a session to it from another node.
 struct Pair {
     server: Node,
-    probe: ActorRef<BatchMsg>,
+    probe: ActorRef<BatchedSessionMsg>,
     took: mpsc::UnboundedReceiver<Took>,
     remote: RemoteRef<PingPong>,
     owner_seen: mpsc::UnboundedReceiver<Seen>,

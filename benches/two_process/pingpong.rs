@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use duologue::{Inbound, Node, RemoteRef};
+use duologue::{BatchedSessionMsg, Inbound, Node, RemoteRef};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
 
-use super::{BenchMsg, BenchProtocol, BenchReply, BenchRequest, CALL_TIMEOUT, cast_many};
+use super::{BenchProtocol, BenchReply, BenchRequest, CALL_TIMEOUT, cast_many};
 
 /// `BenchRequest::kind`: a ping, answered by one pong cast back on its session.
 pub(crate) const KIND_PING: u32 = 4;
@@ -75,22 +75,26 @@ fn pong(inbound: &Inbound) -> Result<Option<BenchReply>, ActorProcessingErr> {
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Echo {
-    type Msg = BenchMsg;
+    type Msg = BatchedSessionMsg;
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<BenchMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<BatchedSessionMsg>,
+        (): (),
+    ) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 
     async fn handle(
         &self,
-        _: ActorRef<BenchMsg>,
-        message: BenchMsg,
+        _: ActorRef<BatchedSessionMsg>,
+        message: BatchedSessionMsg,
         (): &mut (),
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            BenchMsg::Inbound(inbound) => {
+            BatchedSessionMsg::Inbound(inbound) => {
                 if let Some(pong) = pong(&inbound)? {
                     inbound
                         .session()
@@ -99,7 +103,7 @@ impl Actor for Echo {
                         .map_err(|e| format!("pong: {e}"))?;
                 }
             }
-            BenchMsg::Batch(batch) => {
+            BatchedSessionMsg::Batch(batch) => {
                 let pongs = batch
                     .iter()
                     .filter_map(|inbound| pong(inbound).transpose())
@@ -113,7 +117,7 @@ impl Actor for Echo {
                     .await
                     .map_err(|e| format!("pongs: {e}"))?;
             }
-            BenchMsg::Signal(_) => {}
+            BatchedSessionMsg::Signal(_) => {}
         }
         Ok(())
     }
@@ -131,13 +135,13 @@ struct Counter;
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Counter {
-    type Msg = BenchMsg;
+    type Msg = BatchedSessionMsg;
     type State = Arc<Count>;
     type Arguments = Arc<Count>;
 
     async fn pre_start(
         &self,
-        _: ActorRef<BenchMsg>,
+        _: ActorRef<BatchedSessionMsg>,
         count: Arc<Count>,
     ) -> Result<Arc<Count>, ActorProcessingErr> {
         Ok(count)
@@ -145,14 +149,14 @@ impl Actor for Counter {
 
     async fn handle(
         &self,
-        _: ActorRef<BenchMsg>,
-        message: BenchMsg,
+        _: ActorRef<BatchedSessionMsg>,
+        message: BatchedSessionMsg,
         count: &mut Arc<Count>,
     ) -> Result<(), ActorProcessingErr> {
         let pongs = match message {
-            BenchMsg::Inbound(_) => 1,
-            BenchMsg::Batch(batch) => batch.len() as u64,
-            BenchMsg::Signal(_) => return Ok(()),
+            BatchedSessionMsg::Inbound(_) => 1,
+            BatchedSessionMsg::Batch(batch) => batch.len() as u64,
+            BatchedSessionMsg::Signal(_) => return Ok(()),
         };
         count.pongs.fetch_add(pongs, Ordering::Relaxed);
         count.changed.notify_one();
@@ -163,7 +167,7 @@ impl Actor for Counter {
 /// Ping-pong sessions from node B to node A's echoes, each owned by a counter.
 pub(crate) struct Pairs {
     echoes: Vec<RemoteRef<BenchProtocol>>,
-    counters: Vec<ActorRef<BenchMsg>>,
+    counters: Vec<ActorRef<BatchedSessionMsg>>,
     count: Arc<Count>,
 }
 
