@@ -191,20 +191,29 @@ pub(crate) fn decode(frame: &Bytes) -> Option<Result<Frame, FrameError>> {
     let mut ack = 0;
     let mut envelopes = Vec::new();
     let mut named = TypeUrl::empty();
+    // The first envelope that breaks the protocol, as `Frame::try_from` finds it. The
+    // rest is still read: prost decodes the whole frame before any check, so bytes
+    // that do not decode further on are prost's error, not this one.
+    let mut refused = None;
     while !batch.is_done() {
         match batch.key()? {
             (BATCH_ACK, WireType::Varint) => ack = batch.varint()?,
             (BATCH_ENVELOPES, WireType::LengthDelimited) => {
                 let envelope = batch.nested()?.envelope()?;
-                match Envelope::from_pb(envelope, &mut named) {
-                    Ok(envelope) => envelopes.push(envelope),
-                    Err(error) => return Some(Err(error)),
+                if refused.is_none() {
+                    match Envelope::from_pb(envelope, &mut named) {
+                        Ok(envelope) => envelopes.push(envelope),
+                        Err(error) => refused = Some(error),
+                    }
                 }
             }
             _ => return None,
         }
     }
-    Some(Ok(Frame::Batch(Batch { ack, envelopes })))
+    Some(match refused {
+        Some(error) => Err(error),
+        None => Ok(Frame::Batch(Batch { ack, envelopes })),
+    })
 }
 
 /// A cursor over part of a frame's bytes; every read fails (`None`) rather than read
@@ -417,6 +426,32 @@ mod tests {
         assert_eq!(decode(&Bytes::from(both.clone())), None);
         assert_eq!(by_codec(&both), by_prost(&both));
         assert_eq!(by_codec(&both), Ok(Ok(Frame::Ack(9))));
+    }
+
+    #[test]
+    fn bytes_that_do_not_decode_after_a_refused_envelope_are_prost_s_error() {
+        let envelope = |seq| Envelope {
+            seq,
+            body: Body {
+                kind: BodyKind::Cast,
+                type_url: TypeUrl::new("t"),
+                payload: Bytes::new(),
+            },
+        };
+        let mut bytes = Vec::new();
+        encode(
+            &Batch {
+                ack: 0,
+                envelopes: vec![envelope(0), envelope(1)],
+            },
+            &mut bytes,
+        );
+        // The last envelope's length now claims more bytes than the frame has.
+        let last_len = bytes.len() - 3;
+        bytes[last_len] = 0x7f;
+        let prost = by_prost(&bytes);
+        assert!(prost.is_err(), "{prost:?}");
+        assert_eq!(by_codec(&bytes), prost);
     }
 
     #[test]
