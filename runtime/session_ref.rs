@@ -90,11 +90,7 @@ impl SessionRef {
     /// replay budget is full ([`SendError::Full`]: only the peer's acks free them, so
     /// waiting for credit would not help).
     pub async fn cast<M: Message + Name + 'static>(&self, message: M) -> Result<(), SendError<M>> {
-        let body = Body {
-            kind: BodyKind::Cast,
-            type_url: TypeUrl::of::<M>(),
-            payload: message.encode_to_vec().into(),
-        };
+        let body = cast_body(TypeUrl::of::<M>(), &message);
         match self.inner.shared.send_waiting(body).await {
             Ok(_) => Ok(()),
             Err(error) => Err(error.map(|_| message)),
@@ -121,11 +117,7 @@ impl SessionRef {
         let type_url = TypeUrl::of::<M>();
         let mut bodies: std::collections::VecDeque<Body> = messages
             .iter()
-            .map(|message| Body {
-                kind: BodyKind::Cast,
-                type_url: type_url.clone(),
-                payload: message.encode_to_vec().into(),
-            })
+            .map(|message| cast_body(type_url.clone(), message))
             .collect();
         match self.inner.shared.send_all_waiting(&mut bodies).await {
             Ok(()) => Ok(()),
@@ -143,11 +135,7 @@ impl SessionRef {
     /// As [`SessionRef::cast`], and [`SendError::HeldBack`] (the message back) when the
     /// peer gives no credit now or holds this side back.
     pub fn try_cast<M: Message + Name + 'static>(&self, message: M) -> Result<(), SendError<M>> {
-        let body = Body {
-            kind: BodyKind::Cast,
-            type_url: TypeUrl::of::<M>(),
-            payload: message.encode_to_vec().into(),
-        };
+        let body = cast_body(TypeUrl::of::<M>(), &message);
         match self.inner.shared.send(body) {
             Ok(_) => Ok(()),
             Err(error) => Err(error.map(|_| message)),
@@ -388,4 +376,13 @@ pub(crate) fn decode_payload<M: Message + Name + Default + 'static>(
         type_url: expected.to_string(),
         source,
     })
+}
+
+/// The body of a cast of `message`, whose type is `type_url`.
+fn cast_body(type_url: TypeUrl, message: &impl Message) -> Body {
+    Body {
+        kind: BodyKind::Cast,
+        type_url,
+        payload: message.encode_to_vec().into(),
+    }
 }
