@@ -162,7 +162,8 @@ impl Pair {
         }
         if let Some(seq) = last {
             self.acceptor.confirm_delivered(seq, Instant::now());
-            self.acceptor.consumed(seq);
+            // Every message carries the bench's payload.
+            self.acceptor.consumed(seq, seq * self.payload.len() as u64);
         }
         messages
     }
@@ -258,7 +259,8 @@ impl Pair {
             }
             if let Some(seq) = last {
                 self.acceptor.confirm_delivered(seq, Instant::now());
-                self.acceptor.consumed(seq);
+                // Every message carries the bench's payload.
+            self.acceptor.consumed(seq, seq * self.payload.len() as u64);
             }
             if !progress {
                 return replayed;

@@ -1,17 +1,16 @@
 //! Memory budgets that sessions share ([`BudgetConfig`]): bytes sent and not yet
-//! acknowledged (replay buffers), and bytes delivered into owners' mailboxes and not yet
-//! handled, summed per peer node and over the whole node, where a session's own bounds
-//! stop at the session.
+//! acknowledged (replay buffers), and bytes granted to peers as credit and not yet
+//! consumed by the owners (inbound: in flight towards a mailbox, or in it), summed per
+//! peer node and over the whole node, where a session's own bounds stop at the session.
 //!
 //! Plain atomics and one short lock, no runtime: a session core charges its [`Account`]
-//! directly. A budget that falls back within its bound wakes the sessions whose grant of
-//! credit waits on it, through the callback their driver installed
-//! ([`Account::on_freed`]).
+//! directly. A budget that has room again wakes the sessions whose grant of credit waits
+//! on it, through the callback their driver installed ([`Account::on_freed`]).
 //!
-//! Replay bytes are reserved before they are taken, so a replay pool never holds more than
-//! its budget. Inbound bytes cannot be refused (they arrived on credit already granted):
-//! an inbound pool may go past its budget, and while it is past, no session charging it
-//! grants the peer more credit.
+//! Both kinds are reserved before they are taken: replay bytes before a message is
+//! queued, inbound bytes before credit for them is granted (`session::flow`). So a pool
+//! never holds more than its budget, except for the small byte credit each session
+//! grants in its handshake, before its peer is known ([`Account::charge_inbound`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,20 +31,20 @@ use crate::wire::NodeIdentity;
 /// - *Replay* bytes: payloads sent and not yet acknowledged by the peer. A send past a
 ///   budget is refused with [`crate::SendError::Full`] naming it; while a session is
 ///   interrupted, the session is lost instead ([`crate::LostReason::ReplayFull`]).
-/// - *Inbound* bytes: payloads delivered into an owner's mailbox (or an inbox) and not
-///   yet handled (their [`crate::Inbound`] or [`crate::Credit`] not yet dropped). While
-///   more than a budget waits, the sessions it covers grant their peers no more credit,
-///   so the peers' sends wait as they do for a slow actor. Credit counts messages, and
-///   what a peer was granted before still arrives: past a budget, each session may still
-///   receive what its outstanding credit allows, at most
-///   [`crate::SessionConfig::credit_window`] messages of up to `max_message_bytes`. Lower
-///   those where a peer that sends the largest messages without pause is a concern.
+/// - *Inbound* bytes: byte credit granted to peers and not yet consumed by the owners
+///   (their [`crate::Inbound`] or [`crate::Credit`] not yet dropped): payloads in flight
+///   towards a mailbox (or an inbox), or waiting in it. Credit in bytes is reserved here
+///   before it is granted, so what peers may send never exceeds a budget: a grant the
+///   budgets cannot cover waits until they can, and the peers' sends wait meanwhile, as
+///   for a slow actor. The one exception is the small byte credit each session grants in
+///   its handshake ([`crate::SessionConfig::initial_credit_bytes`], 8 KiB), taken whatever
+///   the budgets hold, so that every session can carry small messages.
 ///
 /// The defaults keep a node's replay buffers under 512 MiB whatever its peers do, while
 /// one peer alone may use as much as one session could before budgets existed
-/// (`replay_max_bytes`, 256 MiB) and never more than half the node's; and they stop
-/// renewing credit once 256 MiB wait in mailboxes (128 MiB from one peer, 64 MiB from
-/// one session): 768 MiB in all, under the 1 GiB a node should stay within.
+/// (`replay_max_bytes`, 256 MiB) and never more than half the node's; and never let more
+/// than 256 MiB be in flight towards the node's mailboxes (128 MiB from one peer, 64 MiB
+/// towards one session): 768 MiB in all, under the 1 GiB a node should stay within.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetConfig {
     /// Replay bytes of all sessions of the node: 512 MiB by default, two peers' worth.
@@ -54,14 +53,16 @@ pub struct BudgetConfig {
     /// window, so one peer that never acknowledges leaves half the node's budget to the
     /// others.
     pub peer_replay_bytes: usize,
-    /// Inbound bytes waiting in the owners' mailboxes, all sessions of the node: 256 MiB
-    /// by default (64 messages of the largest default size).
+    /// Inbound bytes (granted, not yet consumed), all sessions of the node: 256 MiB by
+    /// default (64 messages of the largest default size).
     pub node_inbound_bytes: usize,
-    /// Inbound bytes waiting from one peer, all its sessions: 128 MiB by default, half
-    /// the node's.
+    /// Inbound bytes from one peer, all its sessions: 128 MiB by default, half the
+    /// node's.
     pub peer_inbound_bytes: usize,
-    /// Inbound bytes waiting from one session: 64 MiB by default (16 messages of the
-    /// largest default size).
+    /// Inbound bytes from one session: 64 MiB by default (16 messages of the largest
+    /// default size). It caps the session's byte window
+    /// ([`crate::SessionConfig::credit_window_bytes`]), never below the largest message
+    /// the session accepts.
     pub session_inbound_bytes: usize,
 }
 
@@ -82,17 +83,6 @@ impl Default for BudgetConfig {
 const PEER: usize = 0;
 /// The `waiting` flag of an account registered with the node's waiters.
 const NODE: usize = 1;
-
-/// Which inbound budget holds back a grant of credit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum InboundLimit {
-    /// The session's own (`session_inbound_bytes`).
-    Session,
-    /// Its peer's (`peer_inbound_bytes`).
-    Peer,
-    /// The node's (`node_inbound_bytes`).
-    Node,
-}
 
 /// A node's budgets: its own pools, and one set per peer with a live session.
 #[derive(Debug)]
@@ -115,8 +105,12 @@ struct Peer {
 struct Pools {
     replay: Pool,
     inbound: Pool,
-    /// Accounts whose grant of credit waits for `inbound` to fall within its budget.
+    /// Accounts whose grant of credit waits for `inbound` to have room.
     waiters: Waiters,
+    /// Accounts holding inbound bytes: while some wait, each holder may hold at most an
+    /// even share of the budget, so the bytes a busy session gives back go to the waiting
+    /// ones instead of straight back to it.
+    holders: AtomicUsize,
     /// Which of an account's `waiting` flags stands for these waiters.
     slot: usize,
 }
@@ -143,10 +137,13 @@ pub(crate) struct Account {
     peer: Arc<Peer>,
     /// Replay bytes charged to the pools.
     replay: AtomicUsize,
-    /// Inbound bytes delivered and not yet handled.
+    /// Inbound bytes charged to the pools: credit granted and not yet consumed.
     inbound: AtomicUsize,
-    /// A grant of credit waits for an inbound budget: handling a message must have the
-    /// session look again.
+    /// Bytes a fan-out holds for this session's peer in its outbox (owed, not yet in the
+    /// session): charged to the replay pools, as the session's replay buffer is.
+    outbox: AtomicUsize,
+    /// A grant of credit waits (for an inbound budget, or for what a waiting peer needs):
+    /// every message handled must have the session look again.
     withheld: AtomicBool,
     /// Registered with the peer's (`[PEER]`) and the node's (`[NODE]`) waiters.
     waiting: [AtomicBool; 2],
@@ -187,6 +184,7 @@ impl Budgets {
             peer: pools,
             replay: AtomicUsize::new(0),
             inbound: AtomicUsize::new(0),
+            outbox: AtomicUsize::new(0),
             withheld: AtomicBool::new(false),
             waiting: [AtomicBool::new(false), AtomicBool::new(false)],
             on_freed: OnceLock::new(),
@@ -218,13 +216,24 @@ impl Pools {
             replay: Pool::new(replay),
             inbound: Pool::new(inbound),
             waiters: Waiters::default(),
+            holders: AtomicUsize::new(0),
             slot,
         }
     }
 
-    /// Gives back `bytes` of inbound; wakes the waiters once within budget.
-    fn inbound_handled(&self, bytes: usize) {
-        if self.inbound.give(bytes) <= self.inbound.limit {
+    /// What one account holding `held` may still take while others wait: its even share,
+    /// less what it holds; no bound while none wait.
+    fn share_left(&self, held: usize) -> usize {
+        if !self.waiters.any.load(Ordering::SeqCst) {
+            return usize::MAX;
+        }
+        let holders = self.holders.load(Ordering::SeqCst).max(1);
+        (self.inbound.limit / holders).saturating_sub(held)
+    }
+
+    /// Wakes the accounts waiting for inbound room, if there is some.
+    fn wake_inbound_waiters(&self) {
+        if !self.inbound.full() {
             self.waiters.wake(self.slot);
         }
     }
@@ -251,6 +260,33 @@ impl Pool {
             .is_ok()
     }
 
+    /// Takes as much of `bytes` as stays within the limit; returns how much.
+    fn take_up_to(&self, bytes: usize) -> usize {
+        let mut taken = 0;
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                taken = bytes.min(self.limit.saturating_sub(used));
+                (taken > 0).then(|| used + taken)
+            });
+        taken
+    }
+
+    /// Whether the limit leaves no room.
+    fn full(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    /// Bytes that may still be taken.
+    fn room(&self) -> usize {
+        self.limit.saturating_sub(self.used())
+    }
+
+    /// Bytes that may be taken before `mark` is reached.
+    fn room_below(&self, mark: usize) -> usize {
+        mark.saturating_sub(self.used())
+    }
+
     /// Takes `bytes` whatever the limit.
     fn take(&self, bytes: usize) {
         self.used.fetch_add(bytes, Ordering::SeqCst);
@@ -261,10 +297,6 @@ impl Pool {
         self.used.fetch_sub(bytes, Ordering::SeqCst) - bytes
     }
 
-    /// Whether more than the limit is used.
-    fn exceeded(&self) -> bool {
-        self.used() > self.limit
-    }
 }
 
 impl Waiters {
@@ -308,13 +340,6 @@ impl Account {
         }
     }
 
-    /// The pools of each level above the session.
-    fn levels(&self) -> [(InboundLimit, &Pools); 2] {
-        [
-            (InboundLimit::Peer, &self.peer.pools),
-            (InboundLimit::Node, &self.budgets.node),
-        ]
-    }
 
     /// Reserves `bytes` of replay buffer from the peer's and the node's budgets.
     ///
@@ -331,6 +356,32 @@ impl Account {
         }
         self.replay.fetch_add(bytes, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Reserves `bytes` that a fan-out holds for this session's peer (its outbox) in the
+    /// peer's and the node's replay budgets: owed to the peer as much as what the session
+    /// holds for replay.
+    ///
+    /// # Errors
+    /// The budget that cannot take them; then nothing is reserved.
+    pub(crate) fn reserve_outbox(&self, bytes: usize) -> Result<(), ReplayLimit> {
+        let (peer, node) = (&self.peer.pools.replay, &self.budgets.node.replay);
+        if !peer.try_take(bytes) {
+            return Err(ReplayLimit::Peer { bytes: peer.limit });
+        }
+        if !node.try_take(bytes) {
+            peer.give(bytes);
+            return Err(ReplayLimit::Node { bytes: node.limit });
+        }
+        self.outbox.fetch_add(bytes, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Gives back `bytes` of [`Account::reserve_outbox`].
+    pub(crate) fn release_outbox(&self, bytes: usize) {
+        self.outbox.fetch_sub(bytes, Ordering::SeqCst);
+        self.peer.pools.replay.give(bytes);
+        self.budgets.node.replay.give(bytes);
     }
 
     /// Charges `bytes` of replay buffer whatever the budgets (what a session held before
@@ -356,53 +407,139 @@ impl Account {
         self.budgets.node.replay.give(bytes);
     }
 
-    /// `bytes` were delivered into the owner's mailbox.
-    pub(crate) fn inbound_delivered(&self, bytes: usize) {
-        // As `inbound_handled`: an empty message touches no shared counter.
+    /// The session's own inbound budget: what its byte window is capped at.
+    pub(crate) fn session_inbound_bytes(&self) -> u64 {
+        self.budgets.config.session_inbound_bytes as u64
+    }
+
+    /// Charges `bytes` of credit already granted whatever the budgets hold (the
+    /// handshake's, granted before the peer was known).
+    pub(crate) fn charge_inbound(&self, bytes: u64) {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         if bytes > 0 {
-            self.inbound.fetch_add(bytes, Ordering::SeqCst);
             self.peer.pools.inbound.take(bytes);
             self.budgets.node.inbound.take(bytes);
+            self.add_inbound(bytes);
         }
     }
 
-    /// The owner handled a delivery of `bytes`. Returns whether the session withholds a
-    /// grant of credit, and so should look again.
-    pub(crate) fn inbound_handled(&self, bytes: usize) -> bool {
-        if bytes > 0 {
-            self.inbound.fetch_sub(bytes, Ordering::SeqCst);
-            self.peer.pools.inbound_handled(bytes);
-            self.budgets.node.inbound_handled(bytes);
+    /// Counts `bytes` more inbound held by this account (a holder from its first).
+    fn add_inbound(&self, bytes: usize) {
+        if bytes > 0 && self.inbound.fetch_add(bytes, Ordering::SeqCst) == 0 {
+            self.peer.pools.holders.fetch_add(1, Ordering::SeqCst);
+            self.budgets.node.holders.fetch_add(1, Ordering::SeqCst);
         }
-        self.withheld.load(Ordering::SeqCst)
     }
 
-    /// Inbound bytes of this session delivered and not yet handled.
-    pub(crate) fn inbound_waiting(&self) -> usize {
-        self.inbound.load(Ordering::SeqCst)
+    /// Counts `bytes` less inbound held by this account (no holder once it holds none).
+    fn sub_inbound(&self, bytes: usize) {
+        if bytes > 0 && self.inbound.fetch_sub(bytes, Ordering::SeqCst) == bytes {
+            self.peer.pools.holders.fetch_sub(1, Ordering::SeqCst);
+            self.budgets.node.holders.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
-    /// Which inbound budget is exceeded, if one is. When it is the peer's or the node's,
-    /// the account is registered to be woken ([`Account::on_freed`]) once it falls within
-    /// its budget.
-    pub(crate) fn inbound_exceeded(self: &Arc<Self>) -> Option<InboundLimit> {
-        if self.inbound_waiting() > self.budgets.config.session_inbound_bytes {
-            return Some(InboundLimit::Session);
+    /// Reserves up to `bytes` of credit to grant ahead of need (a window kept open for a
+    /// peer that streams) from the peer's and the node's inbound budgets; returns how much
+    /// it could. Such grants fill a budget only up to half: credit granted ahead and never
+    /// used stays reserved (it cannot be taken back), and the other half is kept for what
+    /// peers actually wait to send ([`Account::reserve_inbound_exact`]). While other
+    /// sessions wait for room, it takes no more than an even share of each budget. It
+    /// never waits: a peer that needs more asks.
+    pub(crate) fn reserve_inbound(&self, bytes: u64) -> u64 {
+        let want = usize::try_from(bytes).unwrap_or(usize::MAX);
+        let (peer, node) = (&self.peer.pools, &self.budgets.node);
+        let held = self.inbound.load(Ordering::SeqCst);
+        let fair = want
+            .min(peer.share_left(held))
+            .min(node.share_left(held))
+            .min(peer.inbound.room_below(peer.inbound.limit / 2))
+            .min(node.inbound.room_below(node.inbound.limit / 2));
+        self.take_inbound(fair) as u64
+    }
+
+    /// Reserves exactly `bytes` of credit to grant, or nothing: what a peer waiting to
+    /// send a message needs (a part of it would be held for nothing, and sessions each
+    /// holding a part of what they need could wait on one another for ever). Not held to
+    /// an even share: the message is what the share is for. Short of room, the account is
+    /// registered to be woken when a budget has room for it. While others wait, a session
+    /// that holds its even share already (or more) takes nothing: they go first.
+    pub(crate) fn reserve_inbound_exact(self: &Arc<Self>, bytes: u64) -> bool {
+        let Ok(want) = usize::try_from(bytes) else {
+            return false;
+        };
+        let held = self.inbound.load(Ordering::SeqCst);
+        let mut over_share = false;
+        for pools in [&self.peer.pools, &self.budgets.node] {
+            if pools.share_left(held) == 0 {
+                // Holding its share already while others wait: they go first, and it
+                // waits with them (woken by a release, never by itself).
+                over_share = true;
+                if !self.waiting[pools.slot].swap(true, Ordering::SeqCst) {
+                    pools.waiters.register(Arc::downgrade(self));
+                }
+            }
         }
-        for (limit, pools) in self.levels() {
-            if !pools.inbound.exceeded() {
+        if over_share {
+            return false;
+        }
+        let got = self.take_inbound(want);
+        if got == want {
+            return true;
+        }
+        self.release_inbound(got as u64);
+        self.wait_for_inbound(want);
+        false
+    }
+
+    /// Takes up to `bytes` from the peer's and the node's inbound pools; returns how much.
+    fn take_inbound(&self, bytes: usize) -> usize {
+        let (peer, node) = (&self.peer.pools, &self.budgets.node);
+        let from_peer = peer.inbound.take_up_to(bytes);
+        let got = node.inbound.take_up_to(from_peer);
+        if got < from_peer {
+            peer.inbound.give(from_peer - got);
+        }
+        self.add_inbound(got);
+        got
+    }
+
+    /// Registers to be woken by each pool with less than `room` free; wakes the session
+    /// at once if one has that room by now (released in between).
+    fn wait_for_inbound(self: &Arc<Self>, room: usize) {
+        let mut freed = false;
+        for pools in [&self.peer.pools, &self.budgets.node] {
+            if pools.inbound.room() >= room {
                 continue;
             }
             if !self.waiting[pools.slot].swap(true, Ordering::SeqCst) {
                 pools.waiters.register(Arc::downgrade(self));
             }
             // Registered before looking again: a release in between finds the
-            // registration, or this look finds the release.
-            if pools.inbound.exceeded() {
-                return Some(limit);
-            }
+            // registration, or this look finds the room.
+            freed |= pools.inbound.room() >= room;
         }
-        None
+        if freed {
+            self.wake();
+        }
+    }
+
+    /// Gives back `bytes` of inbound credit reserved before (consumed by the owner).
+    /// The sessions waiting for room are woken by [`Account::wake_inbound_waiters`],
+    /// once this session has taken what its share allows.
+    pub(crate) fn release_inbound(&self, bytes: u64) {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        if bytes > 0 {
+            self.sub_inbound(bytes);
+            self.peer.pools.inbound.give(bytes);
+            self.budgets.node.inbound.give(bytes);
+        }
+    }
+
+    /// Wakes the sessions waiting for inbound room, where there is some.
+    pub(crate) fn wake_inbound_waiters(&self) {
+        self.peer.pools.wake_inbound_waiters();
+        self.budgets.node.wake_inbound_waiters();
     }
 
     /// Records whether the session withholds a grant of credit.
@@ -420,10 +557,11 @@ impl Drop for Account {
     fn drop(&mut self) {
         let replay = *self.replay.get_mut();
         self.release_replay(replay);
+        let outbox = *self.outbox.get_mut();
+        self.release_outbox(outbox);
         let inbound = *self.inbound.get_mut();
-        if inbound > 0 {
-            self.inbound_handled(inbound);
-        }
+        self.release_inbound(inbound as u64);
+        self.wake_inbound_waiters();
         // The peer's entry goes with its last account. Accounts get the peer's pools only
         // under this lock, so none can appear once the count is seen at one.
         let mut peers = lock(&self.budgets.peers);
@@ -466,12 +604,13 @@ mod tests {
         let budgets = Budgets::new(BudgetConfig::default());
         let account = budgets.account(&identity("p"));
         account.reserve_replay(1000).unwrap();
-        account.inbound_delivered(300);
+        assert_eq!(account.reserve_inbound(300), 300);
+        account.charge_inbound(8);
         let other = budgets.account(&identity("p"));
         other.reserve_replay(10).unwrap();
         assert_eq!(
             (budgets.replay_bytes(), budgets.inbound_bytes()),
-            (1010, 300)
+            (1010, 308)
         );
         drop(account);
         assert_eq!((budgets.replay_bytes(), budgets.inbound_bytes()), (10, 0));
@@ -499,23 +638,48 @@ mod tests {
     }
 
     #[test]
-    fn waiters_that_end_while_their_budget_stays_past_do_not_pile_up() {
+    fn inbound_reservations_never_pass_the_peer_or_the_node_budget() {
+        let budgets = Budgets::new(BudgetConfig {
+            peer_inbound_bytes: 100,
+            node_inbound_bytes: 150,
+            ..BudgetConfig::default()
+        });
+        let p = budgets.account(&identity("p"));
+        let p2 = budgets.account(&identity("p"));
+        let q = budgets.account(&identity("q"));
+        // Ahead of need: up to half of each budget.
+        assert_eq!(p.reserve_inbound(70), 50, "half the peer's");
+        assert_eq!(p2.reserve_inbound(70), 0, "the peer's half is taken");
+        assert_eq!(q.reserve_inbound(70), 25, "what is left of the node's half");
+        // For a message a peer waits to send: whole, up to the full budgets, or nothing.
+        assert!(p2.reserve_inbound_exact(40));
+        assert!(!p2.reserve_inbound_exact(20), "the peer's budget is 100");
+        assert!(q.reserve_inbound_exact(35));
+        assert!(!q.reserve_inbound_exact(1), "the node's budget is 150");
+        assert_eq!(budgets.inbound_bytes(), 150);
+        p.release_inbound(50);
+        assert!(p2.reserve_inbound_exact(10));
+        assert_eq!(budgets.inbound_bytes(), 110);
+    }
+
+    #[test]
+    fn waiters_that_end_while_their_budget_stays_full_do_not_pile_up() {
         let budgets = Budgets::new(BudgetConfig {
             node_inbound_bytes: 100,
             ..BudgetConfig::default()
         });
         let holder = budgets.account(&identity("p"));
-        holder.inbound_delivered(150);
+        assert!(holder.reserve_inbound_exact(100));
         for _ in 0..1000 {
             let waiter = budgets.account(&identity("q"));
-            assert_eq!(waiter.inbound_exceeded(), Some(InboundLimit::Node));
+            assert!(!waiter.reserve_inbound_exact(10));
         }
         let waiting = lock(&budgets.node.waiters.list).len();
         assert!(waiting <= 128, "{waiting} entries for no live waiter");
     }
 
     #[test]
-    fn waiters_are_woken_once_their_budget_falls_back_within_it() {
+    fn waiters_are_woken_once_their_budget_has_room() {
         let budgets = Budgets::new(BudgetConfig {
             node_inbound_bytes: 100,
             ..BudgetConfig::default()
@@ -527,31 +691,39 @@ mod tests {
         waiter.on_freed(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         });
-        holder.inbound_delivered(150);
-        assert_eq!(waiter.inbound_exceeded(), Some(InboundLimit::Node));
-        assert_eq!(
-            waiter.inbound_exceeded(),
-            Some(InboundLimit::Node),
+        holder.charge_inbound(150);
+        assert!(!waiter.reserve_inbound_exact(10));
+        assert!(
+            !waiter.reserve_inbound_exact(10),
             "looking again registers nothing more"
         );
-        holder.inbound_handled(20);
-        assert_eq!(
-            woken.load(Ordering::SeqCst),
-            0,
-            "130 bytes wait: still past"
-        );
-        holder.inbound_handled(30);
-        assert_eq!(
-            woken.load(Ordering::SeqCst),
-            1,
-            "100 bytes: within the budget"
-        );
-        holder.inbound_handled(100);
-        assert_eq!(
-            woken.load(Ordering::SeqCst),
-            1,
-            "woken once per registration"
-        );
-        assert_eq!(waiter.inbound_exceeded(), None);
+        holder.release_inbound(20);
+        holder.wake_inbound_waiters();
+        assert_eq!(woken.load(Ordering::SeqCst), 0, "130 bytes held: still full");
+        holder.release_inbound(40);
+        holder.wake_inbound_waiters();
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "90 bytes: room again");
+        holder.release_inbound(90);
+        holder.wake_inbound_waiters();
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "woken once per registration");
+        assert!(waiter.reserve_inbound_exact(10));
+    }
+
+    #[test]
+    fn while_others_wait_a_session_holding_its_share_waits_behind_them() {
+        let budgets = Budgets::new(BudgetConfig {
+            node_inbound_bytes: 100,
+            ..BudgetConfig::default()
+        });
+        let hog = budgets.account(&identity("p"));
+        let small = budgets.account(&identity("q"));
+        assert!(hog.reserve_inbound_exact(90));
+        small.charge_inbound(5);
+        assert!(!small.reserve_inbound_exact(10), "5 bytes of room");
+        // The hog gives 20 back and wants them again: two hold, so its share is 50, and
+        // it holds 70: the waiting session goes first.
+        hog.release_inbound(20);
+        assert!(!hog.reserve_inbound_exact(20));
+        assert!(small.reserve_inbound_exact(10));
     }
 }

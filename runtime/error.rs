@@ -88,6 +88,14 @@ pub enum ProtocolError {
         /// The credit granted.
         granted: u64,
     },
+    /// The peer sent past the byte credit this side granted.
+    #[error("message {seq} sent past the byte credit granted, {granted} bytes")]
+    ByteCreditExceeded {
+        /// Its sequence number.
+        seq: u64,
+        /// The byte credit granted (cumulative).
+        granted: u64,
+    },
     /// Data arrived after the peer's goodbye.
     #[error("data after goodbye")]
     DataAfterGoodbye,
@@ -394,6 +402,10 @@ pub enum HeldBy {
     /// The peer granted no more credit: its actor has not consumed enough of what it got.
     #[error("no credit left")]
     NoCredit,
+    /// The peer granted too few bytes for this message: its actor has not consumed
+    /// enough of what it got, or its node's inbound budgets are spent.
+    #[error("no byte credit left for this message")]
+    NoByteCredit,
     /// The peer sent `Pause`.
     #[error("paused")]
     Paused,

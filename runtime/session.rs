@@ -87,7 +87,7 @@ mod timers;
 
 pub use counters::SessionCounters;
 pub use flow::FlowState;
-use flow::{HeldBack, Inflow, Outflow};
+use flow::{HeldBack, InboundBudget, Inflow, Outflow, Unbounded};
 pub(crate) use gate::{GateRefusal, GateVerdict, ProvenResume, ResumeGate};
 use handshake::{Handshake, Step};
 use replay::{Acks, Replay};
@@ -121,9 +121,18 @@ pub struct SessionConfig {
     /// With data unacknowledged, a peer silent for this long interrupts the session.
     pub silence_timeout: Duration,
     /// How many messages the peer may send ahead of this side's actor consuming them:
-    /// the bound on this session's share of the actor's mailbox, in messages. In bytes,
-    /// credit is not renewed past the inbound budgets ([`crate::BudgetConfig`]).
+    /// the bound on this session's share of the actor's mailbox, in messages.
     pub credit_window: u64,
+    /// How many payload bytes the peer may send ahead of this side's actor consuming
+    /// them, at most: the bound in bytes (never below `max_message_bytes`, capped by the
+    /// session's inbound budget, [`crate::BudgetConfig::session_inbound_bytes`]). The
+    /// peer is granted `initial_credit_bytes` at first, and more as it uses what it was
+    /// granted, up to this; every byte granted and not yet consumed is reserved in the
+    /// node's inbound budgets.
+    pub credit_window_bytes: u64,
+    /// The byte credit granted in the handshake, before the peer sent anything: what an
+    /// idle session holds of the inbound budgets.
+    pub initial_credit_bytes: u64,
     /// Pause the peer automatically when this fraction of the credit window waits in the
     /// mailbox, and resume it below `flow_low_watermark`. `None`: never automatically.
     pub flow_high_watermark: Option<f64>,
@@ -145,6 +154,8 @@ impl Default for SessionConfig {
             resume_timeout: Duration::from_secs(30),
             silence_timeout: Duration::from_secs(3),
             credit_window: crate::wire::DEFAULT_CREDIT_WINDOW,
+            credit_window_bytes: 4 * 1024 * 1024,
+            initial_credit_bytes: crate::wire::DEFAULT_CREDIT_WINDOW_BYTES,
             flow_high_watermark: Some(0.75),
             flow_low_watermark: 0.25,
         }
@@ -390,7 +401,11 @@ impl Session {
             local_goodbye: None,
             goodbye_sent: false,
             peer_goodbye: None,
-            outflow: Outflow::new(crate::wire::DEFAULT_CREDIT_WINDOW, now),
+            outflow: Outflow::new(
+                crate::wire::DEFAULT_CREDIT_WINDOW,
+                crate::wire::DEFAULT_CREDIT_WINDOW_BYTES,
+                now,
+            ),
             inflow: Inflow::new(&config),
             held_back: HeldBack::default(),
             account: None,
@@ -533,8 +548,15 @@ impl Session {
 
     /// Charges the session's replay buffer and its peer's deliveries to `account` (the
     /// peer's and the node's budgets) from now on.
+    ///
+    /// The byte credit granted so far (the handshake's) is charged to the inbound budgets
+    /// whatever they hold: it is granted already. The byte window is capped at the
+    /// session's inbound budget.
     pub(crate) fn set_account(&mut self, account: Arc<Account>) {
         account.charge_replay(self.replay.unacked_bytes);
+        account.charge_inbound(self.inflow.outstanding_bytes());
+        self.inflow
+            .cap_window_bytes(account.session_inbound_bytes(), self.config.max_message_bytes);
         self.account = Some(account);
     }
 
@@ -580,9 +602,14 @@ impl Session {
         // caller is waiting for them), and holding them back could deadlock two callers.
         let reply = matches!(body.kind, BodyKind::Reply { .. });
         let next_seq = self.replay.next_seq;
-        if !reply && let Some((by, _)) = self.outflow.hold(next_seq, &now) {
+        if !reply && let Some((by, _)) = self.outflow.hold_sized(next_seq, size as u64, &now) {
             if self.outflow.held_back(next_seq) {
                 self.held_back.refused(now());
+            }
+            if self.is_established()
+                && let Some(query) = self.outflow.byte_query()
+            {
+                self.control.push_back(Frame::FlowQuery(query));
             }
             return Err(SendError::HeldBack { by, message: body });
         }
@@ -608,7 +635,7 @@ impl Session {
             self.lose(LostReason::ReplayFull(limit));
             return Err(SendError::Closed(body));
         }
-        self.outflow.sent(&now);
+        self.outflow.sent(size as u64, &now);
         self.counters.messages_out += 1;
         self.counters.bytes_out += size as u64;
         Ok(self.replay.push(body))
@@ -627,19 +654,17 @@ impl Session {
         self.outflow.blocked(self.replay.next_seq, || now)
     }
 
-    /// Records that the owner consumed (dropped) messages: up to `consumed` in all. This
-    /// is what grants the peer more credit and lifts an automatic pause.
+    /// Records that the owner consumed (dropped) messages: up to `consumed` in all, of
+    /// `consumed_bytes` payload bytes in all. This is what grants the peer more credit and
+    /// lifts an automatic pause.
     ///
-    /// While an inbound budget is exceeded (the session's, its peer's or the node's), a
-    /// grant due is withheld; calling this again, with more consumed or not, looks again.
-    pub(crate) fn consumed(&mut self, consumed: u64) {
-        let account = &self.account;
-        let budget_allows = || {
-            account
-                .as_ref()
-                .is_none_or(|a| a.inbound_exceeded().is_none())
-        };
-        let flow = self.inflow.consumed(consumed, budget_allows);
+    /// A byte grant is reserved in the inbound budgets (its peer's and the node's) first;
+    /// what they cannot cover yet is withheld, and calling this again, with more consumed
+    /// or not, looks again.
+    pub(crate) fn consumed(&mut self, consumed: u64, consumed_bytes: u64) {
+        let flow = self
+            .inflow
+            .consumed(consumed, consumed_bytes, &mut budget_of(&self.account));
         if let Some(account) = &self.account {
             account.set_withheld(self.inflow.withheld());
         }
@@ -648,16 +673,47 @@ impl Session {
         }
     }
 
-    /// Sends a back-pressure signal to the peer (after the resume, if interrupted).
+    /// Consumed bytes worth reporting to the core at once: an eighth of what the byte
+    /// grant keeps open (or every message, while a grant is withheld).
+    pub(crate) fn consumed_bytes_step(&self) -> u64 {
+        self.inflow.target() / 8
+    }
+
+    /// Sends a back-pressure signal to the peer (after the resume, if interrupted). A
+    /// `Resume` while a fan-out holds the peer back lifts the owner's own signal only.
     pub(crate) fn signal_peer(&mut self, signal: FlowSignal) {
         self.inflow.signalled(signal);
+        if signal == FlowSignal::Resume && self.inflow.pausing() {
+            return;
+        }
         if self.is_established() {
             self.push_flow(Flow {
-                credit: 0,
                 signal: Some(signal),
+                ..Flow::default()
             });
         } else {
             self.inflow.unsent(signal);
+        }
+    }
+
+    /// A fan-out holds the peer back (pauses it) until [`Session::release_peer`], apart
+    /// from the owner's own signals.
+    pub(crate) fn hold_peer(&mut self) {
+        if let Some(signal) = self.inflow.hold() {
+            self.push_flow(Flow {
+                signal: Some(signal),
+                ..Flow::default()
+            });
+        }
+    }
+
+    /// A fan-out's hold on the peer ends.
+    pub(crate) fn release_peer(&mut self) {
+        if let Some(signal) = self.inflow.unhold() {
+            self.push_flow(Flow {
+                signal: Some(signal),
+                ..Flow::default()
+            });
         }
     }
 
@@ -673,10 +729,13 @@ impl Session {
         let next_seq = self.replay.next_seq;
         FlowState {
             credit: self.outflow.credit_left(next_seq),
+            credit_bytes: self.outflow.credit_bytes_left(),
             send_blocked: self.outflow.blocked(next_seq, || now).is_some(),
             peer_signal: self.outflow.signal(),
             throttled_to: self.outflow.throttled_to(),
             inbound_waiting: self.inflow.waiting(),
+            inbound_waiting_bytes: self.inflow.waiting_bytes(),
+            inbound_granted_bytes: self.inflow.outstanding_bytes(),
             pausing_peer: self.inflow.pausing(),
             credit_withheld: self.inflow.withheld(),
         }
@@ -792,8 +851,11 @@ impl Session {
             (_, Phase::Active | Phase::Finishing, Frame::Ack(seq)) => self.on_ack(seq),
             (_, Phase::Active | Phase::Finishing, Frame::Goodbye(g)) => self.on_goodbye(g),
             (_, Phase::Active | Phase::Finishing, Frame::Flow(flow)) => self.on_flow(flow, now),
-            (_, Phase::Active | Phase::Finishing, Frame::FlowQuery(_)) => {
-                let flow = self.inflow.restate();
+            (_, Phase::Active | Phase::Finishing, Frame::FlowQuery(query)) => {
+                let flow = self.inflow.asked(query, &mut budget_of(&self.account));
+                if let Some(account) = &self.account {
+                    account.set_withheld(self.inflow.withheld());
+                }
                 self.control.push_back(Frame::Flow(flow));
             }
             (_, phase, frame) => {
@@ -870,7 +932,7 @@ impl Session {
     }
 
     fn on_flow(&mut self, flow: Flow, now: Instant) {
-        let update = self.outflow.update(flow.credit, flow.signal, now);
+        let update = self.outflow.update(&flow, now);
         if self.outflow.held_back(self.replay.next_seq) {
             self.held_back.heard_flow();
         } else {
@@ -968,6 +1030,56 @@ impl Session {
         self.state = State::Closed(reason.clone());
         self.events.push_back(Event::CanSend);
         self.events.push_back(Event::Closed(reason, unconfirmed));
+    }
+}
+
+/// The inbound budgets a session's byte grants are reserved in: its account's, or none.
+fn budget_of(account: &Option<Arc<Account>>) -> AccountBudget<'_> {
+    AccountBudget {
+        account: account.as_ref(),
+        released: false,
+    }
+}
+
+/// [`InboundBudget`] over a session's account (none: unbounded).
+struct AccountBudget<'a> {
+    account: Option<&'a Arc<Account>>,
+    /// Bytes were given back: whoever waits for room may take them.
+    released: bool,
+}
+
+impl InboundBudget for AccountBudget<'_> {
+    fn reserve(&mut self, bytes: u64) -> u64 {
+        match self.account {
+            Some(account) => account.reserve_inbound(bytes),
+            None => Unbounded.reserve(bytes),
+        }
+    }
+
+    fn reserve_exact(&mut self, bytes: u64) -> bool {
+        match self.account {
+            Some(account) => account.reserve_inbound_exact(bytes),
+            None => Unbounded.reserve_exact(bytes),
+        }
+    }
+
+    fn release(&mut self, bytes: u64) {
+        if let Some(account) = self.account
+            && bytes > 0
+        {
+            account.release_inbound(bytes);
+            self.released = true;
+        }
+    }
+
+    fn settle(&mut self) {
+        // Only what this session gave back wakes anyone: a session that woke itself
+        // with every look would never sleep.
+        if let Some(account) = self.account
+            && self.released
+        {
+            account.wake_inbound_waiters();
+        }
     }
 }
 

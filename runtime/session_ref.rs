@@ -275,6 +275,22 @@ impl SessionRef {
             .with(|s| s.signal_peer(FlowSignal::Throttle(factor)));
     }
 
+    /// Holds the peer back (pauses it) for a fan-out this session feeds, until
+    /// [`SessionRef::release_peer`]; the owner's own signals stay as they are.
+    pub(crate) fn hold_peer(&self) {
+        self.inner.shared.with(crate::session::Session::hold_peer);
+    }
+
+    /// The session's charges against its peer's and its node's budgets, once established.
+    pub(crate) fn account(&self) -> Option<&Arc<crate::budget::Account>> {
+        self.inner.shared.account()
+    }
+
+    /// Ends a hold of [`SessionRef::hold_peer`].
+    pub(crate) fn release_peer(&self) {
+        self.inner.shared.with(crate::session::Session::release_peer);
+    }
+
     /// The session's flow state, both ways: credit, signals in effect, backlog.
     pub fn flow(&self) -> FlowState {
         self.inner.shared.flow()

@@ -42,14 +42,17 @@ pub(crate) struct Shared {
     wake_driver: Notify,
     /// Credit arrived, a pause ended, or the session closed: senders may try again.
     flow_changed: Notify,
-    /// Messages the owner consumed (dropped); the driver tells the core. On a cache line of
+    /// What the owner consumed (dropped); the driver tells the core. On a cache line of
     /// its own: the owner's thread bumps it for every message, while the driver's thread
     /// works the lock beside it.
-    consumed: CachePadded<AtomicU64>,
-    /// What the driver last told the core.
-    consumed_synced: AtomicU64,
+    consumed: CachePadded<Consumed>,
+    /// What the driver last told the core: messages, payload bytes.
+    consumed_synced: (AtomicU64, AtomicU64),
     /// Consumption that makes it worth waking the driver (an eighth of the window).
     consumed_step: u64,
+    /// Consumed bytes that make it worth waking the driver: an eighth of what the byte
+    /// grant keeps open, set by the driver as it grows.
+    consumed_bytes_step: AtomicU64,
     /// The session's charges against the memory budgets, once established: what the
     /// owner's handling of a delivery gives back.
     account: OnceLock<Arc<Account>>,
@@ -61,6 +64,13 @@ pub(crate) struct Shared {
     next_call: AtomicU64,
     next_stream: AtomicU64,
     closed: watch::Sender<Option<CloseReason>>,
+}
+
+/// Messages and their payload bytes the owner consumed, in all.
+#[derive(Debug, Default)]
+struct Consumed {
+    messages: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// A sender waiting to be let send; its wait joins the session's total when it ends.
@@ -147,9 +157,10 @@ impl Shared {
     pub(crate) fn new(session: Session, credit_window: u64) -> Arc<Self> {
         Arc::new(Self {
             flow_changed: Notify::new(),
-            consumed: CachePadded::new(AtomicU64::new(0)),
-            consumed_synced: AtomicU64::new(0),
+            consumed: CachePadded::new(Consumed::default()),
+            consumed_synced: (AtomicU64::new(0), AtomicU64::new(0)),
             consumed_step: (credit_window / 8).max(1),
+            consumed_bytes_step: AtomicU64::new(1),
             account: OnceLock::new(),
             core: Mutex::new(Core {
                 session,
@@ -219,7 +230,12 @@ impl Shared {
     /// the driver if the core has events (a refusal can start the held-back watch, whose
     /// deadline the driver sleeps on).
     fn after_sending(&self, mut core: MutexGuard<'_, Core>, sent: bool, refused: bool) {
-        let waker = if sent { core.take_writer_waker() } else { None };
+        // A refusal for byte credit queues a question for the peer.
+        let waker = if sent || (refused && core.session.wants_transmit()) {
+            core.take_writer_waker()
+        } else {
+            None
+        };
         let events = core.session.has_events() || (refused && core.needs_alarm());
         drop(core);
         if let Some(waker) = waker {
@@ -356,40 +372,44 @@ impl Shared {
         self.with(|s| s.set_account(account));
     }
 
-    /// A delivery of `bytes` goes into the owner's mailbox: returns what it is charged
-    /// to the inbound budgets (to give back with [`Shared::consumed_one`]).
-    pub(crate) fn charge_inbound(&self, bytes: usize) -> usize {
-        match self.account.get() {
-            Some(account) => {
-                account.inbound_delivered(bytes);
-                bytes
-            }
-            None => 0,
-        }
+    /// The session's charges against the budgets, once established.
+    pub(crate) fn account(&self) -> Option<&Arc<Account>> {
+        self.account.get()
     }
 
-    /// The owner consumed one message (dropped an `Inbound`, or a reply reached its
-    /// caller) charged `bytes` to the inbound budgets: what lets the peer send more.
+    /// The owner consumed one message of `bytes` payload bytes (dropped an `Inbound`, or
+    /// a reply reached its caller): what lets the peer send more, and gives the bytes back
+    /// to the inbound budgets.
     pub(crate) fn consumed_one(&self, bytes: usize) {
-        let consumed = self.consumed.fetch_add(1, Ordering::Relaxed) + 1;
-        let synced = self.consumed_synced.load(Ordering::Relaxed);
-        // A grant withheld for a budget is looked at again after every message handled.
-        let withheld = self
-            .account
-            .get()
-            .is_some_and(|account| account.inbound_handled(bytes));
-        if withheld || consumed.saturating_sub(synced) >= self.consumed_step {
+        let consumed = self.consumed.messages.fetch_add(1, Ordering::Relaxed) + 1;
+        let synced = self.consumed_synced.0.load(Ordering::Relaxed);
+        let mut due = consumed.saturating_sub(synced) >= self.consumed_step;
+        if bytes > 0 {
+            let bytes = self.consumed.bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+            let synced = self.consumed_synced.1.load(Ordering::Relaxed);
+            due |= bytes.saturating_sub(synced) >= self.consumed_bytes_step.load(Ordering::Relaxed);
+        }
+        // A grant withheld (for a budget, or a peer waiting for bytes) is looked at again
+        // after every message handled.
+        if due || self.account.get().is_some_and(|account| account.is_withheld()) {
             self.wake_driver.notify_one();
         }
     }
 
     /// Tells the core what the owner consumed since the last time, and has it look again
-    /// at a grant a budget withheld.
+    /// at a grant that was withheld.
     pub(crate) fn sync_consumed(&self) {
-        let consumed = self.consumed.load(Ordering::Relaxed);
+        let consumed = self.consumed.messages.load(Ordering::Relaxed);
+        let bytes = self.consumed.bytes.load(Ordering::Relaxed);
         let withheld = self.account.get().is_some_and(|a| a.is_withheld());
-        if consumed > self.consumed_synced.swap(consumed, Ordering::Relaxed) || withheld {
-            self.with(|s| s.consumed(consumed));
+        let more = consumed > self.consumed_synced.0.swap(consumed, Ordering::Relaxed);
+        let more_bytes = bytes > self.consumed_synced.1.swap(bytes, Ordering::Relaxed);
+        if more || more_bytes || withheld {
+            let step = self.with(|s| {
+                s.consumed(consumed, bytes);
+                s.consumed_bytes_step()
+            });
+            self.consumed_bytes_step.store(step, Ordering::Relaxed);
         }
     }
 

@@ -35,8 +35,10 @@ pub(crate) type Nonce = [u8; NONCE_LEN];
 /// restates flow state (`FlowQuery`); version 4 resumes only with a proof of the
 /// session's resume key, derived from its first handshake (`docs/protocol.md`, "Resume"),
 /// and lets an initiator over TLS bind every proof of the session, resumes too, to the
-/// acceptor's certificate (`Hello.bind_tls_certificate`; "Binding to TLS").
-pub const PROTOCOL_VERSION: u32 = 4;
+/// acceptor's certificate (`Hello.bind_tls_certificate`; "Binding to TLS"); version 5
+/// grants credit in bytes as well as in messages (`credit_window_bytes`,
+/// `Flow.credit_bytes`, `FlowQuery.needed_bytes`; "Credit").
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Identifies one session; chosen by the initiator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,7 +96,7 @@ pub(crate) enum Frame {
     Goodbye(Goodbye),
     Flow(Flow),
     /// The peer waits to send this sequence number: restate the grant and signal.
-    FlowQuery(u64),
+    FlowQuery(FlowQuery),
 }
 
 impl Frame {
@@ -126,6 +128,8 @@ pub(crate) struct Hello {
     pub(crate) max_message_bytes: u64,
     pub(crate) resume: Option<ResumeRequest>,
     pub(crate) credit_window: u64,
+    /// The initial byte credit the initiator grants the acceptor.
+    pub(crate) credit_window_bytes: u64,
     /// The protocol the initiator speaks to `target`; empty: unspecified.
     pub(crate) protocol: String,
     /// The initiator binds the proofs to the acceptor's TLS certificate.
@@ -147,17 +151,34 @@ pub(crate) struct Challenge {
     pub(crate) proof: [u8; PROOF_LEN],
     pub(crate) max_message_bytes: u64,
     pub(crate) credit_window: u64,
+    /// The initial byte credit the acceptor grants the initiator.
+    pub(crate) credit_window_bytes: u64,
 }
 
 /// The credit window a peer that sends 0 gets.
 pub(crate) const DEFAULT_CREDIT_WINDOW: u64 = 64 * 1024;
 
+/// The initial byte credit a peer that sends 0 grants.
+pub(crate) const DEFAULT_CREDIT_WINDOW_BYTES: u64 = 8 * 1024;
+
 /// Credit and back-pressure signals for the other direction.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Flow {
-    /// Cumulative credit; 0: no change.
+    /// Cumulative credit in messages (sequence numbers); 0: no change.
     pub(crate) credit: u64,
+    /// Cumulative credit in payload bytes; 0: no change.
+    pub(crate) credit_bytes: u64,
     pub(crate) signal: Option<FlowSignal>,
+}
+
+/// A sender held back asks the peer to restate its flow state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FlowQuery {
+    /// The sequence number it waits to send.
+    pub(crate) next_seq: u64,
+    /// The payload bytes of the envelope it waits to send, when byte credit holds it
+    /// back (0: not known).
+    pub(crate) needed_bytes: u64,
 }
 
 /// A back-pressure signal one side sends the other, which the other's runtime obeys and
@@ -182,7 +203,10 @@ pub enum RefuseReason {
     /// The proof did not match the shared secret.
     AuthFailed,
     /// The protocol versions differ.
-    UnsupportedVersion,
+    UnsupportedVersion {
+        /// The version the refusing node speaks (0: it did not say).
+        speaks: u32,
+    },
     /// The node is shutting down.
     ShuttingDown,
     /// A limit of the node was exceeded.
@@ -398,6 +422,7 @@ impl TryFrom<pb::Frame> for Frame {
                     })
                     .transpose()?,
                 credit_window: window(h.credit_window),
+                credit_window_bytes: byte_window(h.credit_window_bytes),
                 protocol: h.protocol,
                 bind_tls_certificate: h.bind_tls_certificate,
             }),
@@ -407,11 +432,12 @@ impl TryFrom<pb::Frame> for Frame {
                 proof: fixed::<PROOF_LEN>("proof", &c.proof)?,
                 max_message_bytes: message_limit(c.max_message_bytes),
                 credit_window: window(c.credit_window),
+                credit_window_bytes: byte_window(c.credit_window_bytes),
             }),
             Kind::Proof(p) => Self::Proof(fixed::<PROOF_LEN>("proof", &p.proof)?),
             Kind::Welcome(w) => Self::Welcome(w.resumed.map(|r| r.last_received)),
             Kind::Refuse(r) => Self::Refuse(Refusal {
-                reason: refuse_reason(r.reason, r.protocol)?,
+                reason: refuse_reason(r.reason, r.protocol, r.protocol_version)?,
                 detail: r.detail,
             }),
             Kind::Batch(b) => {
@@ -451,10 +477,14 @@ impl TryFrom<pb::Frame> for Frame {
                 };
                 Self::Flow(Flow {
                     credit: f.credit,
+                    credit_bytes: f.credit_bytes,
                     signal,
                 })
             }
-            Kind::FlowQuery(q) => Self::FlowQuery(q.next_seq),
+            Kind::FlowQuery(q) => Self::FlowQuery(FlowQuery {
+                next_seq: q.next_seq,
+                needed_bytes: q.needed_bytes,
+            }),
         })
     }
 }
@@ -473,6 +503,14 @@ fn message_limit(advertised: u64) -> u64 {
 fn window(advertised: u64) -> u64 {
     if advertised == 0 {
         DEFAULT_CREDIT_WINDOW
+    } else {
+        advertised
+    }
+}
+
+fn byte_window(advertised: u64) -> u64 {
+    if advertised == 0 {
+        DEFAULT_CREDIT_WINDOW_BYTES
     } else {
         advertised
     }
@@ -562,12 +600,12 @@ impl Envelope {
     }
 }
 
-fn refuse_reason(value: i32, protocol: String) -> Result<RefuseReason, FrameError> {
+fn refuse_reason(value: i32, protocol: String, speaks: u32) -> Result<RefuseReason, FrameError> {
     use pb::RefuseReason as P;
     Ok(match P::try_from(value) {
         Ok(P::UnknownActor) => RefuseReason::UnknownActor,
         Ok(P::AuthFailed) => RefuseReason::AuthFailed,
-        Ok(P::UnsupportedVersion) => RefuseReason::UnsupportedVersion,
+        Ok(P::UnsupportedVersion) => RefuseReason::UnsupportedVersion { speaks },
         Ok(P::ShuttingDown) => RefuseReason::ShuttingDown,
         Ok(P::LimitExceeded) => RefuseReason::LimitExceeded,
         Ok(P::ProtocolError) => RefuseReason::ProtocolError,
@@ -617,6 +655,7 @@ impl From<Frame> for pb::Frame {
                     acceptor_incarnation: Bytes::copy_from_slice(r.acceptor_incarnation.as_bytes()),
                 }),
                 credit_window: h.credit_window,
+                credit_window_bytes: h.credit_window_bytes,
                 protocol: h.protocol,
                 bind_tls_certificate: h.bind_tls_certificate,
             }),
@@ -626,6 +665,7 @@ impl From<Frame> for pb::Frame {
                 proof: Bytes::copy_from_slice(&c.proof),
                 max_message_bytes: c.max_message_bytes,
                 credit_window: c.credit_window,
+                credit_window_bytes: c.credit_window_bytes,
             }),
             Frame::Proof(p) => Kind::Proof(pb::Proof {
                 proof: Bytes::copy_from_slice(&p),
@@ -635,10 +675,14 @@ impl From<Frame> for pb::Frame {
             }),
             Frame::Refuse(r) => {
                 let mut protocol = String::new();
+                let mut protocol_version = 0;
                 let reason = match r.reason {
                     RefuseReason::UnknownActor => pb::RefuseReason::UnknownActor,
                     RefuseReason::AuthFailed => pb::RefuseReason::AuthFailed,
-                    RefuseReason::UnsupportedVersion => pb::RefuseReason::UnsupportedVersion,
+                    RefuseReason::UnsupportedVersion { speaks } => {
+                        protocol_version = speaks;
+                        pb::RefuseReason::UnsupportedVersion
+                    }
                     RefuseReason::ShuttingDown => pb::RefuseReason::ShuttingDown,
                     RefuseReason::LimitExceeded => pb::RefuseReason::LimitExceeded,
                     RefuseReason::ProtocolError => pb::RefuseReason::ProtocolError,
@@ -653,6 +697,7 @@ impl From<Frame> for pb::Frame {
                     reason: reason as i32,
                     detail: r.detail,
                     protocol,
+                    protocol_version,
                 })
             }
             Frame::Batch(b) => {
@@ -681,6 +726,7 @@ impl From<Frame> for pb::Frame {
             }),
             Frame::Flow(f) => Kind::Flow(pb::Flow {
                 credit: f.credit,
+                credit_bytes: f.credit_bytes,
                 signal: f.signal.map(|signal| match signal {
                     FlowSignal::Pause => pb::flow::Signal::Pause(pb::Pause {}),
                     FlowSignal::Resume => pb::flow::Signal::Resume(pb::Resume {}),
@@ -690,7 +736,10 @@ impl From<Frame> for pb::Frame {
                     FlowSignal::Throttle(rate) => pb::flow::Signal::Throttle(rate),
                 }),
             }),
-            Frame::FlowQuery(next_seq) => Kind::FlowQuery(pb::FlowQuery { next_seq }),
+            Frame::FlowQuery(q) => Kind::FlowQuery(pb::FlowQuery {
+                next_seq: q.next_seq,
+                needed_bytes: q.needed_bytes,
+            }),
         };
         Self { kind: Some(kind) }
     }
@@ -802,8 +851,8 @@ mod tests {
     fn throttle_outside_zero_to_one_is_rejected() {
         let frame = pb::Frame {
             kind: Some(pb::frame::Kind::Flow(pb::Flow {
-                credit: 0,
                 signal: Some(pb::flow::Signal::Throttle(1.5)),
+                ..Default::default()
             })),
         };
         assert_eq!(
@@ -847,6 +896,7 @@ mod tests {
                     acceptor_incarnation: Uuid::from_u128(13),
                 }),
                 credit_window: 99,
+                credit_window_bytes: 97,
                 protocol: "a.Req->a.Resp".into(),
                 bind_tls_certificate: true,
             }),
@@ -856,6 +906,7 @@ mod tests {
                 proof: [5; PROOF_LEN],
                 max_message_bytes: 11,
                 credit_window: 98,
+                credit_window_bytes: 96,
             }),
             Frame::Proof([6; PROOF_LEN]),
             Frame::Welcome(None),
@@ -903,13 +954,23 @@ mod tests {
             Frame::Ack(8),
             Frame::Flow(Flow {
                 credit: 300,
+                credit_bytes: 4096,
                 signal: Some(FlowSignal::Throttle(0.5)),
             }),
             Frame::Flow(Flow {
                 credit: 0,
+                credit_bytes: 0,
                 signal: Some(FlowSignal::ResumeAfter(std::time::Duration::from_millis(
                     250,
                 ))),
+            }),
+            Frame::FlowQuery(FlowQuery {
+                next_seq: 9,
+                needed_bytes: 70_000,
+            }),
+            Frame::Refuse(Refusal {
+                reason: RefuseReason::UnsupportedVersion { speaks: 5 },
+                detail: "z".into(),
             }),
             Frame::Goodbye(Goodbye {
                 reason: GoodbyeReason::ActorStopped,

@@ -16,6 +16,8 @@
 mod raw_peer;
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use duologue::{
@@ -53,6 +55,9 @@ async fn hostile_session(addr: &str, identity: &NodeIdentity) -> RawStream {
             nonce: nonce.clone(),
             max_message_bytes: 4 * MIB as u64,
             credit_window: 1 << 20,
+            // All the credit in bytes it could want: what holds the node back is its
+            // replay budgets.
+            credit_window_bytes: 1 << 40,
             resume: None,
         }),
     )
@@ -277,28 +282,33 @@ impl From<SessionSignal> for HolderMsg {
 }
 
 /// Keeps what mallory sends unhandled until told; handles everything else at once.
-/// Reports each ping as (sender's name, n).
+/// Reports each ping as (sender's name, n), and keeps the most payload bytes it ever
+/// held at once: a count of its own, not the runtime's.
 struct Holder;
 
 struct HolderState {
     seen: mpsc::UnboundedSender<(String, u64)>,
     held: Vec<Inbound>,
+    held_bytes: usize,
+    most: Arc<AtomicUsize>,
 }
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Holder {
     type Msg = HolderMsg;
     type State = HolderState;
-    type Arguments = mpsc::UnboundedSender<(String, u64)>;
+    type Arguments = (mpsc::UnboundedSender<(String, u64)>, Arc<AtomicUsize>);
 
     async fn pre_start(
         &self,
         _: ActorRef<HolderMsg>,
-        seen: Self::Arguments,
+        (seen, most): Self::Arguments,
     ) -> Result<HolderState, ActorProcessingErr> {
         Ok(HolderState {
             seen,
             held: Vec::new(),
+            held_bytes: 0,
+            most,
         })
     }
 
@@ -313,53 +323,80 @@ impl Actor for Holder {
                 let ping: Ping = inbound.decode()?;
                 let from = inbound.session().peer().name.clone();
                 let _ = state.seen.send((from.clone(), ping.n));
-                if from == "mallory" {
+                if from.starts_with("mallory") {
+                    state.held_bytes += inbound.payload().len();
+                    state.most.fetch_max(state.held_bytes, Ordering::SeqCst);
                     state.held.push(inbound);
                 }
             }
             HolderMsg::Signal => {}
-            HolderMsg::Release => state.held.clear(),
+            HolderMsg::Release => {
+                state.held.clear();
+                state.held_bytes = 0;
+            }
         }
         Ok(())
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credit_waits_while_the_node_inbound_budget_is_past_until_the_actor_handles_it() {
-    const WINDOW: u64 = 8;
+/// A hub hosting a [`Holder`] as `holder`, with `budget`; what it saw, and the most it
+/// held.
+async fn holder_hub(
+    budget: BudgetConfig,
+) -> (
+    duologue::Node,
+    ActorRef<HolderMsg>,
+    mpsc::UnboundedReceiver<(String, u64)>,
+    Arc<AtomicUsize>,
+) {
     let hub = node_with(NodeConfig {
         name: "hub".into(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        budget: BudgetConfig {
-            node_inbound_bytes: MIB,
-            ..BudgetConfig::default()
-        },
+        budget,
         session: SessionConfig {
-            credit_window: WINDOW,
             flow_high_watermark: None,
             ..SessionConfig::default()
         },
         ..NodeConfig::default()
     })
     .await;
-    let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let (holder, _) = Actor::spawn(None, Holder, seen_tx).await.unwrap();
+    let (seen_tx, seen) = mpsc::unbounded_channel();
+    let most = Arc::new(AtomicUsize::new(0));
+    let (holder, _) = Actor::spawn(None, Holder, (seen_tx, most.clone()))
+        .await
+        .unwrap();
     hub.register("holder", &holder).unwrap();
+    (hub, holder, seen, most)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holding_the_node_inbound_budget_holds_back_anothers_large_message_until_handled()
+{
+    let budget = MIB;
+    let (hub, holder, mut seen, most) = holder_hub(BudgetConfig {
+        node_inbound_bytes: budget,
+        ..BudgetConfig::default()
+    })
+    .await;
     let addr = addr(&hub);
 
-    // Mallory's whole window (2 MiB) waits in the holder, past the node's 1 MiB.
+    // Mallory sends eight pings of 256 KiB into the holder, which keeps them: only what
+    // the node's budget covers gets through, and the rest of mallory's casts wait.
     let mallory = dial(dialling_node("mallory", SECRET).await, &addr, "holder").await;
     let mallory = mallory.result.clone().expect("mallory connects");
-    for n in 1..=WINDOW {
-        sent(mallory.cast(ping(n)).await, "mallory sends");
-    }
-    for n in 1..=WINDOW {
+    let flood = tokio::spawn(async move {
+        for n in 1..=8 {
+            sent(mallory.cast(ping(n)).await, "mallory sends");
+        }
+    });
+    let per_ping = ping(1).encoded_len();
+    let fits = budget / per_ping;
+    for n in 1..=fits as u64 {
         assert_eq!(next(&mut seen).await, ("mallory".to_owned(), n));
     }
 
-    // Alice's messages are handled at once, but the node grants her no more credit: past
-    // her window, her sender waits and is told it is held back (a silence timeout to
-    // ask, another to be sure).
+    // Alice's small pings still go through (each is handled at once, its bytes granted
+    // again), but her large one waits, told it is held back by byte credit.
     let alice_node = node_with(NodeConfig {
         name: "alice".into(),
         session: SessionConfig {
@@ -371,46 +408,132 @@ async fn credit_waits_while_the_node_inbound_budget_is_past_until_the_actor_hand
     .await;
     let mut alice = dial(alice_node, &addr, "holder").await;
     let remote = alice.result.clone().expect("alice connects");
-    for n in 1..=WINDOW {
-        sent(remote.cast(Ping { n, body: vec![] }).await, "alice sends");
-    }
-    for n in 1..=WINDOW {
+    for n in 1..=100 {
+        let small = Ping {
+            n,
+            body: vec![1; 1000],
+        };
+        sent(remote.cast(small).await, "alice sends");
         assert_eq!(next(&mut seen).await, ("alice".to_owned(), n));
     }
     assert!(matches!(
-        remote.try_cast(Ping { n: 0, body: vec![] }),
+        remote.try_cast(ping(101)),
         Err(SendError::HeldBack {
-            by: HeldBy::NoCredit,
+            by: HeldBy::NoByteCredit,
             ..
         })
     ));
     let waiting = tokio::spawn({
         let remote = remote.clone();
-        async move {
-            remote
-                .cast(Ping {
-                    n: WINDOW + 1,
-                    body: vec![],
-                })
-                .await
-        }
+        async move { remote.cast(ping(101)).await }
     });
     let held = loop {
         if let SessionSignal::HeldBack(_, held) = next_signal(&mut alice.owner_seen).await {
             break held;
         }
     };
-    assert_eq!(held.credit_left, 0, "{held:?}");
+    assert!(held.credit_left > 0, "messages are not what is short: {held:?}");
     assert!(!waiting.is_finished());
     assert!(seen.try_recv().is_err(), "nothing more reached the holder");
+    assert!(
+        most.load(Ordering::SeqCst) <= budget,
+        "the holder held {} bytes at once, past the node's {budget}",
+        most.load(Ordering::SeqCst)
+    );
 
-    // The holder handles mallory's messages: the node's budget frees up, alice's session
-    // grants the credit it withheld, and her waiting message arrives.
+    // The holder handles mallory's messages: the budget has room, alice's waiting grant
+    // goes out, and her large ping arrives, followed by the rest of mallory's.
     holder.cast(HolderMsg::Release).unwrap();
-    assert_eq!(next(&mut seen).await, ("alice".to_owned(), WINDOW + 1));
+    let mut mallorys = fits as u64;
+    loop {
+        match next(&mut seen).await {
+            (who, 101) if who == "alice" => break,
+            (who, n) if who == "mallory" => mallorys = n,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     tokio::time::timeout(WAIT, waiting)
         .await
         .expect("the waiting cast returns")
         .unwrap()
         .expect("and was sent");
+    // The rest of mallory's, as the holder handles what it holds.
+    while mallorys < 8 {
+        holder.cast(HolderMsg::Release).unwrap();
+        let (who, n) = next(&mut seen).await;
+        assert_eq!((who.as_str(), n), ("mallory", mallorys + 1));
+        mallorys = n;
+        assert!(most.load(Ordering::SeqCst) <= budget);
+    }
+    tokio::time::timeout(WAIT, flood)
+        .await
+        .expect("mallory's casts all return")
+        .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_the_largest_messages_never_puts_more_than_the_peer_budget_in_flight() {
+    const SESSIONS: usize = 6;
+    let peer_budget = 10 * MIB;
+    let (hub, holder, mut seen, most) = holder_hub(BudgetConfig {
+        peer_inbound_bytes: peer_budget,
+        ..BudgetConfig::default()
+    })
+    .await;
+    let addr = addr(&hub);
+    // One peer, six sessions, each casting 4 MiB messages as fast as credit lets it at an
+    // actor that handles none of them: each session's window takes one, the peer's
+    // budget two of them in all.
+    let mallory = dialling_node("mallory", SECRET).await;
+    let big = Ping {
+        n: 0,
+        body: vec![9; 4 * MIB - 64],
+    };
+    let (mut floods, mut owners) = (Vec::new(), Vec::new());
+    for s in 0..SESSIONS {
+        let dialled = dial(mallory.clone(), &addr, "holder").await;
+        let remote = dialled.result.clone().expect("mallory connects");
+        owners.push(dialled);
+        let big = big.clone();
+        floods.push(tokio::spawn(async move {
+            for n in 0..4 {
+                let ping = Ping {
+                    n: (s * 10 + n) as u64,
+                    ..big.clone()
+                };
+                if let Err(e) = remote.cast(ping).await {
+                    let why = remote.session().closed().await;
+                    panic!("mallory floods: {e}: {why}");
+                }
+            }
+        }));
+    }
+    let fits = peer_budget / big.encoded_len();
+    for _ in 0..fits {
+        next(&mut seen).await;
+    }
+    // Nothing more arrives while the holder holds them (the senders wait, and ask).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), seen.recv())
+            .await
+            .is_err(),
+        "more arrived than the peer's budget covers"
+    );
+    let initial = SessionConfig::default().initial_credit_bytes as usize;
+    assert!(
+        most.load(Ordering::SeqCst) <= peer_budget + SESSIONS * initial,
+        "{} bytes in the mailbox at once, past the peer's {peer_budget}",
+        most.load(Ordering::SeqCst)
+    );
+    // Handled, the rest flows, in turns.
+    for _ in 0..(SESSIONS * 4 - fits) {
+        holder.cast(HolderMsg::Release).unwrap();
+        next(&mut seen).await;
+    }
+    holder.cast(HolderMsg::Release).unwrap();
+    for flood in floods {
+        tokio::time::timeout(WAIT, flood).await.expect("floods end").unwrap();
+    }
+    drop(owners);
+}
+

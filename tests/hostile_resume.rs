@@ -64,6 +64,7 @@ impl Stranger {
                 acceptor_incarnation: acceptor.incarnation.as_bytes().to_vec(),
             }),
             credit_window: 0,
+            credit_window_bytes: 0,
         })
     }
 

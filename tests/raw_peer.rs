@@ -65,6 +65,8 @@ pub struct Hello {
     pub resume: Option<ResumeRequest>,
     #[prost(uint64, tag = "8")]
     pub credit_window: u64,
+    #[prost(uint64, tag = "12")]
+    pub credit_window_bytes: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

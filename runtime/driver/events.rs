@@ -231,8 +231,8 @@ impl Driver {
         }
         let reply = match body.kind {
             BodyKind::Reply { to, fault } => {
-                // Consumed on arrival: never charged to the inbound budgets.
-                self.shared.consumed_one(0);
+                // Consumed on arrival: its bytes go back to the budgets at once.
+                self.shared.consumed_one(body.payload.len());
                 let outcome = match fault {
                     Some(fault) => Err(CallError::Fault(*fault)),
                     None => Ok((body.type_url, body.payload)),
@@ -254,7 +254,7 @@ impl Driver {
         Arrival::ForOwner(Inbound {
             session: session.clone(),
             type_url: body.type_url,
-            charge: self.shared.charge_inbound(body.payload.len()),
+            charge: body.payload.len(),
             payload: body.payload,
             reply,
         })

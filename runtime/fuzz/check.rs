@@ -121,6 +121,7 @@ pub(crate) fn close_reason(reason: &CloseReason) -> &'static str {
             ProtocolError::MessageTooLarge { .. } => "close.protocol.message_too_large",
             ProtocolError::FrameTooLarge(_) => "close.protocol.frame_too_large",
             ProtocolError::CreditExceeded { .. } => "close.protocol.credit_exceeded",
+            ProtocolError::ByteCreditExceeded { .. } => "close.protocol.byte_credit_exceeded",
             ProtocolError::DataAfterGoodbye => "close.protocol.data_after_goodbye",
             ProtocolError::GoodbyeMismatch { .. } => "close.protocol.goodbye_mismatch",
         },
@@ -182,6 +183,8 @@ pub(crate) struct Watched {
     /// Confirmed delivered, and consumed, up to.
     pub(crate) confirmed: u64,
     pub(crate) consumed: u64,
+    /// Payload bytes of the messages that arrived, summed up to each (index `seq - 1`).
+    pub(crate) arrived_bytes: Vec<u64>,
     /// The highest sequence number it wrote in a batch.
     pub(crate) sent: u64,
     pub(crate) owners: Owners,
@@ -196,6 +199,7 @@ impl Watched {
             arrived: 0,
             confirmed: 0,
             consumed: 0,
+            arrived_bytes: Vec::new(),
             sent: 0,
             owners,
         }
@@ -335,6 +339,9 @@ impl Watched {
                         ));
                     }
                     self.arrived = envelope.seq;
+                    let before = self.arrived_bytes.last().copied().unwrap_or(0);
+                    self.arrived_bytes
+                        .push(before + envelope.body.payload.len() as u64);
                     if self.owners.confirm {
                         self.confirm(now);
                     }
@@ -361,7 +368,11 @@ impl Watched {
     /// The owner consumes up to `n` more of the messages it confirmed.
     pub(crate) fn consume(&mut self, n: u64) {
         self.consumed = (self.consumed + n).min(self.confirmed);
-        self.session.consumed(self.consumed);
+        let bytes = match self.consumed {
+            0 => 0,
+            n => self.arrived_bytes[n as usize - 1],
+        };
+        self.session.consumed(self.consumed, bytes);
     }
 
     /// Whether the session is established (it may then idle without a deadline).
@@ -498,7 +509,9 @@ fn drain(gate: &mut ResumeGate) -> Result<Vec<Frame>, Violation> {
 /// A gate that refused for `why` wrote, last, the refusal that says so.
 fn refusal_sent(why: &GateRefusal, frames: &[Frame]) -> Result<(), Violation> {
     let expected = match why {
-        GateRefusal::UnsupportedVersion(_) => RefuseReason::UnsupportedVersion,
+        GateRefusal::UnsupportedVersion(_) => RefuseReason::UnsupportedVersion {
+            speaks: crate::wire::PROTOCOL_VERSION,
+        },
         GateRefusal::PlaintextBinding => RefuseReason::AuthFailed,
         GateRefusal::NotResumable { .. } => RefuseReason::UnknownSession,
         GateRefusal::Protocol(_) | GateRefusal::TimedOut => RefuseReason::ProtocolError,

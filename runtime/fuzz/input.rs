@@ -693,6 +693,7 @@ impl KindSpec {
                     acceptor_incarnation: cx.acceptor.incarnation.clone(),
                 }),
                 credit_window: 0,
+                credit_window_bytes: 0,
                 protocol: String::new(),
                 bind_tls_certificate: false,
             })),
@@ -702,6 +703,7 @@ impl KindSpec {
                 proof,
                 max_message_bytes: 0,
                 credit_window: 0,
+                credit_window_bytes: 0,
             })),
             Self::Proof => Some(Kind::Proof(pb::Proof { proof })),
             Self::Welcome { resumed } => Some(Kind::Welcome(pb::Welcome {
@@ -713,6 +715,7 @@ impl KindSpec {
                 reason: reason.rem_euclid(11),
                 detail: "made up".into(),
                 protocol: String::new(),
+                protocol_version: 0,
             })),
             Self::Batch { envelopes } => Some(Kind::Batch(pb::Batch {
                 ack: cx.recipient_sent,
@@ -739,10 +742,12 @@ impl KindSpec {
             })),
             Self::Flow => Some(Kind::Flow(pb::Flow {
                 credit: cx.next_seq + 64,
+                credit_bytes: 64 * 1024,
                 signal: None,
             })),
             Self::FlowQuery => Some(Kind::FlowQuery(pb::FlowQuery {
                 next_seq: cx.recipient_sent + 1,
+                needed_bytes: 0,
             })),
             Self::Empty => None,
         };

@@ -259,7 +259,7 @@ fn refusal(n: u8) -> Refusal {
     let reason = match n % 9 {
         0 => RefuseReason::UnknownActor,
         1 => RefuseReason::AuthFailed,
-        2 => RefuseReason::UnsupportedVersion,
+        2 => RefuseReason::UnsupportedVersion { speaks: 5 },
         3 => RefuseReason::ShuttingDown,
         4 => RefuseReason::LimitExceeded,
         5 => RefuseReason::ProtocolError,

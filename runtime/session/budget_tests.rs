@@ -243,11 +243,14 @@ fn replies_are_refused_by_a_full_budget_but_never_held_back_by_credit() {
 }
 
 /// A pair whose acceptor `b` delivers into an owner that consumes only when told, its
-/// deliveries charged to an account with `peer`; `a` sends padded messages on a credit
-/// window of `window`.
+/// grants reserved in an account with `peer`; `a` sends padded messages. `b` grants one
+/// message's worth of bytes at first, and up to `window` messages' worth.
 fn receiver(budgets: &Arc<Budgets>, peer: &NodeIdentity, window: u64) -> Harness {
     let mut h = Harness::new(SessionConfig {
-        credit_window: window,
+        credit_window: 1 << 20,
+        credit_window_bytes: window * SIZE as u64,
+        initial_credit_bytes: SIZE as u64,
+        max_message_bytes: SIZE as u64,
         flow_high_watermark: None,
         ..SessionConfig::default()
     });
@@ -257,132 +260,179 @@ fn receiver(budgets: &Arc<Budgets>, peer: &NodeIdentity, window: u64) -> Harness
     h
 }
 
-/// Sends from `a` all its credit allows, and delivers it to `b`'s owner.
+/// Sends from `a` all its credit allows, and delivers it to `b`'s owner (questions for
+/// byte credit and their answers included); returns how many it sent.
 fn send_all_credit(h: &mut Harness) -> u64 {
     let mut sent = 0;
-    while h.a.send(h.now) {
-        sent += 1;
+    loop {
+        h.settle();
+        let before = sent;
+        while h.a.send(h.now) {
+            sent += 1;
+        }
+        h.settle();
+        if sent == before {
+            return sent;
+        }
     }
-    h.settle();
-    sent
+}
+
+/// Bytes `b`'s owner was delivered and has not consumed.
+fn waiting_bytes(h: &Harness) -> u64 {
+    h.b.session.flow(h.now).inbound_waiting_bytes
 }
 
 #[test]
-fn a_grant_waits_while_the_sessions_inbound_budget_is_exceeded() {
+fn what_is_in_flight_towards_an_owner_never_passes_its_sessions_window() {
+    let budgets = budgets(unlimited());
+    let mut h = receiver(&budgets, &node("a", 1), 8);
+    // The owner consumes nothing: the sender gets exactly the window, asking for it as
+    // its first grant runs out.
+    assert_eq!(send_all_credit(&mut h), 8);
+    assert_eq!(waiting_bytes(&h), 8 * SIZE as u64);
+    assert_eq!(budgets.inbound_bytes(), 8 * SIZE);
+    // Each message consumed lets one more in, never more.
+    for round in 1..=5 {
+        h.b.consume(2);
+        h.settle();
+        assert_eq!(send_all_credit(&mut h), 2, "round {round}");
+        assert_eq!(waiting_bytes(&h), 8 * SIZE as u64);
+    }
+    assert_eq!(h.b.delivered, numbers(18));
+}
+
+#[test]
+fn the_session_budget_caps_the_window() {
     let budgets = budgets(BudgetConfig {
-        session_inbound_bytes: 2 * SIZE + SIZE / 2,
+        session_inbound_bytes: 3 * SIZE,
         ..unlimited()
     });
     let mut h = receiver(&budgets, &node("a", 1), 8);
-    assert_eq!(send_all_credit(&mut h), 8);
-    assert_eq!(budgets.inbound_bytes(), 8 * SIZE);
-
-    // Two consumed: a grant is due, but six messages wait, past the budget.
-    h.b.consume(2);
-    h.settle();
-    assert!(h.b.session.flow(h.now).credit_withheld);
-    assert_eq!(h.a.session.flow(h.now).credit, 0, "the peer waits");
-    h.b.consume(3);
-    h.settle();
-    assert_eq!(h.a.session.flow(h.now).credit, 0, "three wait: still past");
-
-    // Two wait: within the budget, the grant goes out.
-    h.b.consume(1);
-    h.settle();
-    assert!(!h.b.session.flow(h.now).credit_withheld);
-    assert_eq!(h.a.session.flow(h.now).credit, 6);
-    assert_eq!(send_all_credit(&mut h), 6);
-    assert_eq!(h.b.delivered, numbers(14));
+    assert_eq!(send_all_credit(&mut h), 3);
+    assert!(waiting_bytes(&h) <= 3 * SIZE as u64);
 }
 
 #[test]
-fn a_peers_inbound_budget_holds_its_other_sessions_grants_until_it_frees_up() {
+fn a_peers_sessions_together_never_pass_the_peer_budget_and_wait_for_room() {
     let budgets = budgets(BudgetConfig {
-        peer_inbound_bytes: 3 * SIZE + SIZE / 2,
+        peer_inbound_bytes: 6 * SIZE,
         ..unlimited()
     });
     let mallory = node("mallory", 9);
-    // The first session's owner holds four messages, past the peer's budget.
-    let mut holder = receiver(&budgets, &mallory, 4);
-    assert_eq!(send_all_credit(&mut holder), 4);
-    // The second's consumes everything, but its grant charges the same peer.
-    let mut other = receiver(&budgets, &mallory, 4);
+    let mut first = receiver(&budgets, &mallory, 8);
+    let mut second = receiver(&budgets, &mallory, 8);
     let woken = Arc::new(AtomicUsize::new(0));
     let counter = woken.clone();
-    other.b.session.account.as_ref().unwrap().on_freed(move || {
+    second.b.session.account.as_ref().unwrap().on_freed(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     });
-    assert_eq!(send_all_credit(&mut other), 4);
-    other.b.consume(4);
-    other.settle();
-    assert!(other.b.session.flow(other.now).credit_withheld);
-    assert_eq!(
-        send_all_credit(&mut other),
-        0,
-        "no credit while the peer's budget is past"
-    );
+    let taken = send_all_credit(&mut first) + send_all_credit(&mut second);
+    assert_eq!(taken, 6, "the peer's budget, whichever session");
+    assert_eq!(budgets.inbound_bytes(), 6 * SIZE);
+    assert!(waiting_bytes(&first) + waiting_bytes(&second) <= 6 * SIZE as u64);
+    assert!(second.b.session.flow(second.now).credit_withheld);
 
-    // Another peer's session is not held by it.
-    let mut alice = receiver(&budgets, &node("alice", 10), 4);
-    assert_eq!(send_all_credit(&mut alice), 4);
-    alice.b.consume(4);
-    alice.settle();
-    assert_eq!(send_all_credit(&mut alice), 4);
+    // Another peer's sessions have a budget of their own.
+    let mut alice = receiver(&budgets, &node("alice", 10), 8);
+    assert_eq!(send_all_credit(&mut alice), 6);
 
-    // The holder handles one: the peer's budget is met again, the waiting session is
-    // woken, and its driver's next look grants.
-    assert_eq!(woken.load(Ordering::SeqCst), 0);
-    holder.b.consume(1);
+    // The first session's owner consumes two: the waiting session is woken, and its
+    // driver's next look grants what it can now.
+    first.b.consume(2);
     assert_eq!(woken.load(Ordering::SeqCst), 1);
-    other.b.session.consumed(other.b.consumed);
-    other.settle();
-    assert!(!other.b.session.flow(other.now).credit_withheld);
-    assert_eq!(send_all_credit(&mut other), 4);
+    second.b.consume(0);
+    second.settle();
+    assert_eq!(send_all_credit(&mut second), 2);
+    assert_eq!(budgets.inbound_bytes() - 6 * SIZE, 6 * SIZE, "alice's aside");
 }
 
 #[test]
 fn the_node_inbound_budget_holds_every_peer_together() {
     let budgets = budgets(BudgetConfig {
-        node_inbound_bytes: 3 * SIZE + SIZE / 2,
+        node_inbound_bytes: 5 * SIZE,
         ..unlimited()
     });
-    let mut holder = receiver(&budgets, &node("mallory", 9), 4);
-    assert_eq!(send_all_credit(&mut holder), 4);
-    let mut alice = receiver(&budgets, &node("alice", 10), 4);
-    let woken = Arc::new(AtomicUsize::new(0));
-    let counter = woken.clone();
-    alice.b.session.account.as_ref().unwrap().on_freed(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-    });
-    assert_eq!(send_all_credit(&mut alice), 4);
-    alice.b.consume(4);
+    let mut mallory = receiver(&budgets, &node("mallory", 9), 8);
+    let mut alice = receiver(&budgets, &node("alice", 10), 8);
+    let sent = send_all_credit(&mut mallory) + send_all_credit(&mut alice);
+    assert_eq!(sent, 5);
+    assert_eq!(budgets.inbound_bytes(), 5 * SIZE);
+    assert!(alice.b.session.flow(alice.now).credit_withheld);
+    mallory.b.consume(1);
+    alice.b.consume(0);
     alice.settle();
-    assert_eq!(send_all_credit(&mut alice), 0, "the node's budget is past");
-    holder.b.consume(1);
-    assert_eq!(woken.load(Ordering::SeqCst), 1);
-    alice.b.session.consumed(alice.b.consumed);
-    alice.settle();
-    assert_eq!(send_all_credit(&mut alice), 4);
+    assert_eq!(send_all_credit(&mut alice) + send_all_credit(&mut mallory), 1);
+    assert_eq!(budgets.inbound_bytes(), 5 * SIZE);
 }
 
 #[test]
-fn replies_reach_a_caller_while_its_inbound_budget_withholds_credit() {
+fn replies_reach_a_caller_whatever_its_byte_credit() {
     let budgets = budgets(BudgetConfig {
-        session_inbound_bytes: SIZE,
+        node_inbound_bytes: SIZE,
         ..unlimited()
     });
     let mut h = receiver(&budgets, &node("a", 1), 4);
-    assert_eq!(send_all_credit(&mut h), 4);
-    h.b.consume(1);
-    h.settle();
-    assert!(h.b.session.flow(h.now).credit_withheld);
+    assert_eq!(send_all_credit(&mut h), 1);
     // `b` called `a`; `a`'s reply needs no credit, so the caller is never stuck behind
     // its own budget.
     let reply = Body {
         kind: BodyKind::Reply { to: 1, fault: None },
-        ..padded_body(5, PAD)
+        ..padded_body(2, PAD)
     };
     assert!(h.a.session.send(reply, || h.now).is_ok());
     h.settle();
-    assert_eq!(h.b.delivered, numbers(5));
+    assert_eq!(h.b.delivered, numbers(2));
+}
+
+#[test]
+fn a_message_larger_than_the_grant_is_asked_for_and_sent() {
+    let budgets = budgets(unlimited());
+    let mut h = Harness::new(SessionConfig {
+        initial_credit_bytes: 100,
+        credit_window_bytes: 10_000,
+        max_message_bytes: 10_000,
+        ..SessionConfig::default()
+    });
+    h.b.session.set_account(budgets.account(&node("a", 1)));
+    h.a.pad = 5000;
+    assert!(!h.a.send(h.now), "5008 bytes do not fit a grant of 100");
+    h.a.waiting = 1;
+    h.a.flush(h.now);
+    assert!(
+        h.a.wire
+            .iter()
+            .any(|f| matches!(f, Frame::FlowQuery(q) if q.needed_bytes == 5008)),
+        "the peer is told what waits"
+    );
+    h.settle();
+    assert_eq!(h.b.delivered, numbers(1), "granted and sent");
+}
+
+#[test]
+fn a_grant_that_must_wait_never_wakes_its_own_session() {
+    let budgets = budgets(BudgetConfig {
+        node_inbound_bytes: 3 * SIZE,
+        ..unlimited()
+    });
+    let mut holder = receiver(&budgets, &node("mallory", 9), 8);
+    let mut waiter = receiver(&budgets, &node("alice", 10), 8);
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = woken.clone();
+    waiter.b.session.account.as_ref().unwrap().on_freed(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    send_all_credit(&mut holder);
+    send_all_credit(&mut waiter);
+    assert!(waiter.b.session.flow(waiter.now).credit_withheld);
+    // Its driver looks again and again (as it does on every wake-up): nothing it does
+    // wakes it, so it sleeps until another session gives bytes back.
+    for _ in 0..10 {
+        waiter.b.consume(0);
+        waiter.settle();
+    }
+    assert_eq!(woken.load(Ordering::SeqCst), 0);
+    // The holder's owner consumes two: it takes one message's worth again for itself
+    // (its share), and the room left wakes the waiter.
+    holder.b.consume(2);
+    assert_eq!(woken.load(Ordering::SeqCst), 1);
 }

@@ -92,6 +92,7 @@ pub(crate) struct ResumeGate {
     /// What the `Challenge` announces, as a first handshake's does.
     max_message_bytes: u64,
     credit_window: u64,
+    credit_window_bytes: u64,
     /// This side's nonce on this stream.
     nonce: Nonce,
     hello: Hello,
@@ -137,6 +138,9 @@ impl ResumeGate {
             tls: TlsBinding::Plaintext,
             max_message_bytes: config.max_message_bytes,
             credit_window: config.credit_window,
+            credit_window_bytes: config
+                .initial_credit_bytes
+                .clamp(1, config.credit_window_bytes.max(config.max_message_bytes)),
             nonce,
             deadline: now + config.handshake_timeout,
             verdict: GateVerdict::Pending,
@@ -174,7 +178,9 @@ impl ResumeGate {
             self.refuse(
                 GateRefusal::UnsupportedVersion(version),
                 Refusal {
-                    reason: RefuseReason::UnsupportedVersion,
+                    reason: RefuseReason::UnsupportedVersion {
+                        speaks: PROTOCOL_VERSION,
+                    },
                     detail: error.to_string(),
                 },
             );
@@ -192,6 +198,7 @@ impl ResumeGate {
             proof,
             max_message_bytes: self.max_message_bytes,
             credit_window: self.credit_window,
+            credit_window_bytes: self.credit_window_bytes,
         }));
     }
 

@@ -61,6 +61,7 @@ impl Session {
             max_message_bytes: self.config.max_message_bytes,
             resume,
             credit_window: self.config.credit_window,
+            credit_window_bytes: self.inflow.granted_bytes(),
             protocol: self.protocol.clone(),
             bind_tls_certificate: self.binds_tls(),
         })
@@ -119,7 +120,8 @@ impl Session {
         self.target = hello.target;
         self.protocol = hello.protocol;
         self.peer_max_message_bytes = hello.max_message_bytes;
-        self.outflow.set_window(hello.credit_window);
+        self.outflow
+            .set_window(hello.credit_window, hello.credit_window_bytes);
         let handshake = self.handshake_mut().expect("greeting");
         handshake.peer = Some(hello.from);
         handshake.peer_nonce = Some(hello.nonce);
@@ -135,7 +137,9 @@ impl Session {
         if hello.protocol_version != PROTOCOL_VERSION {
             let error = ProtocolError::UnsupportedVersion(hello.protocol_version);
             self.control.push_back(Frame::Refuse(Refusal {
-                reason: RefuseReason::UnsupportedVersion,
+                reason: RefuseReason::UnsupportedVersion {
+                    speaks: PROTOCOL_VERSION,
+                },
                 detail: error.to_string(),
             }));
             self.close(CloseReason::Protocol(error));
@@ -153,6 +157,7 @@ impl Session {
             proof,
             max_message_bytes: self.config.max_message_bytes,
             credit_window: self.config.credit_window,
+            credit_window_bytes: self.inflow.granted_bytes(),
         }));
     }
 
@@ -163,7 +168,8 @@ impl Session {
         handshake.peer_nonce = Some(challenge.nonce);
         self.peer_max_message_bytes = challenge.max_message_bytes;
         if !resuming {
-            self.outflow.set_window(challenge.credit_window);
+            self.outflow
+                .set_window(challenge.credit_window, challenge.credit_window_bytes);
         }
         let verdict = self
             .transcript()

@@ -72,8 +72,7 @@ pub(super) struct End {
     pub(super) wire: VecDeque<Frame>,
     /// Bytes each message sent pads its number with.
     pub(super) pad: usize,
-    /// Payload sizes of what was delivered, charged to the session's inbound budgets (if
-    /// it has an account) until consumed.
+    /// Payload sizes of what was delivered, in order: what consuming reports.
     pub(super) delivered_bytes: Vec<usize>,
     /// Acceptor: the gate a resume stream waits at, as the node's service keeps it.
     pub(super) gate: Option<ResumeGate>,
@@ -173,17 +172,15 @@ impl End {
 
     /// The owner consumes up to `n` more of what it was delivered.
     pub(super) fn consume(&mut self, n: u64) {
-        let before = self.consumed;
         self.consumed = self
             .consumed
             .saturating_add(n)
             .min(self.delivered.len() as u64);
-        if let Some(account) = &self.session.account {
-            for &bytes in &self.delivered_bytes[before as usize..self.consumed as usize] {
-                account.inbound_handled(bytes);
-            }
-        }
-        self.session.consumed(self.consumed);
+        let bytes = self.delivered_bytes[..self.consumed as usize]
+            .iter()
+            .map(|&b| b as u64)
+            .sum();
+        self.session.consumed(self.consumed, bytes);
     }
 
     pub(super) fn flush(&mut self, now: Instant) {
@@ -198,11 +195,7 @@ impl End {
                 Event::Authenticated { .. } => self.session.accept(),
                 Event::Message(envelope) => {
                     self.delivered.push(number(&envelope));
-                    let bytes = envelope.body.payload.len();
-                    if let Some(account) = &self.session.account {
-                        account.inbound_delivered(bytes);
-                    }
-                    self.delivered_bytes.push(bytes);
+                    self.delivered_bytes.push(envelope.body.payload.len());
                     self.session.confirm_delivered(envelope.seq, now);
                     if self.consume_at_once {
                         self.consume(1);

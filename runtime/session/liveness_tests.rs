@@ -144,7 +144,7 @@ fn a_sender_held_back_past_the_silence_timeout_asks_then_tells_its_owner_once() 
     h.advance(silence);
     h.a.flush(h.now);
     assert!(
-        on_wire(&h.a, |f| matches!(f, Frame::FlowQuery(17))),
+        on_wire(&h.a, |f| matches!(f, Frame::FlowQuery(q) if q.next_seq == 17)),
         "asked for seq 17"
     );
     h.settle(); // b answers with its grant and its pause
@@ -243,6 +243,7 @@ fn a_peer_granting_the_largest_credit_leaves_the_flow_state_readable() {
     let mut h = Harness::new(SessionConfig::default());
     let grant = Frame::Flow(Flow {
         credit: u64::MAX,
+        credit_bytes: u64::MAX,
         signal: None,
     });
     h.a.session.handle_frame(grant, h.now);

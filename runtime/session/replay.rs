@@ -219,6 +219,14 @@ impl Session {
                 self.violation(ProtocolError::MessageTooLarge { size, limit });
                 return;
             }
+            if !reply && !self.inflow.byte_credit_allows(size) {
+                self.violation(ProtocolError::ByteCreditExceeded {
+                    seq: envelope.seq,
+                    granted: self.inflow.granted_bytes(),
+                });
+                return;
+            }
+            self.inflow.received(size);
             self.acks.received = envelope.seq;
             self.counters.messages_in += 1;
             self.counters.bytes_in += size;

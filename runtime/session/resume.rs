@@ -141,6 +141,11 @@ impl Session {
         // Our last ack and grant may have been lost with the old stream: send them again.
         let flow = self.inflow.restate();
         self.control.push_back(Frame::Flow(flow));
+        // So may a question for byte credit: a sender still waiting asks again.
+        self.outflow.forget_byte_query();
+        if let Some(query) = self.outflow.byte_query() {
+            self.control.push_back(Frame::FlowQuery(query));
+        }
         self.acks.ack_sent = 0;
         self.acks.ack_now = self.acks.delivered > 0;
         self.state = State::Established {

@@ -361,6 +361,7 @@ fn resume_hello(h: &Harness, from: NodeIdentity, nonce: u8) -> Hello {
             acceptor_incarnation: Uuid::from_u128(2),
         }),
         credit_window: 0,
+        credit_window_bytes: 0,
         protocol: String::new(),
         bind_tls_certificate: false,
     }

@@ -133,7 +133,8 @@ impl Pair {
                     Event::Message(envelope) => {
                         delivered.push(String::from_utf8(envelope.body.payload.to_vec()).unwrap());
                         session.confirm_delivered(envelope.seq, now);
-                        session.consumed(envelope.seq);
+                        let bytes = delivered.iter().map(|d| d.len() as u64).sum();
+                        session.consumed(envelope.seq, bytes);
                     }
                     Event::PeerFinished(_) => *finished = true,
                     Event::Closed(reason, _) => *closed = Some(reason),
@@ -475,7 +476,9 @@ fn unsupported_version_is_refused() {
     assert!(matches!(
         pair.acceptor.poll_transmit(pair.now),
         Some(Frame::Refuse(Refusal {
-            reason: RefuseReason::UnsupportedVersion,
+            reason: RefuseReason::UnsupportedVersion {
+                speaks: crate::wire::PROTOCOL_VERSION
+            },
             ..
         }))
     ));
@@ -502,11 +505,12 @@ fn stream_end_during_the_first_handshake_is_a_transport_error() {
 fn a_peer_that_ignores_credit_breaks_the_protocol() {
     let mut pair = Pair::established();
     let window = SessionConfig::default().credit_window;
-    // Hand-made batch: one envelope past the acceptor's grant.
+    // Hand-made batch: one envelope past the acceptor's grant (empty ones: byte credit
+    // has nothing to say about them).
     let envelopes = (1..=window + 1)
         .map(|seq| Envelope {
             seq,
-            body: cast("x"),
+            body: cast(""),
         })
         .collect();
     pair.acceptor
@@ -516,6 +520,32 @@ fn a_peer_that_ignores_credit_breaks_the_protocol() {
         Phase::Closed(CloseReason::Protocol(ProtocolError::CreditExceeded {
             seq: window + 1,
             granted: window
+        }))
+    );
+}
+
+#[test]
+fn a_peer_that_ignores_byte_credit_breaks_the_protocol() {
+    let mut pair = Pair::established();
+    let granted = SessionConfig::default().initial_credit_bytes;
+    // Two envelopes: the first takes all the byte credit granted, the second one more.
+    let envelopes = vec![
+        Envelope {
+            seq: 1,
+            body: cast(&"x".repeat(granted as usize)),
+        },
+        Envelope {
+            seq: 2,
+            body: cast("y"),
+        },
+    ];
+    pair.acceptor
+        .handle_frame(Frame::Batch(Batch { ack: 0, envelopes }), pair.now);
+    assert_eq!(
+        pair.acceptor.phase(),
+        Phase::Closed(CloseReason::Protocol(ProtocolError::ByteCreditExceeded {
+            seq: 2,
+            granted
         }))
     );
 }

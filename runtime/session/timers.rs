@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::flow::HeldBackStep;
 use super::{Event, Phase, Session, State};
 use crate::error::{CloseReason, InterruptCause, LostReason};
-use crate::wire::{Frame, Refusal, RefuseReason};
+use crate::wire::{Frame, FlowQuery, Refusal, RefuseReason};
 
 /// A timer the session arms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +130,10 @@ impl Session {
         match self.held_back.due(now, silence) {
             None => {}
             Some(HeldBackStep::Ask) => {
-                self.control.push_back(Frame::FlowQuery(next_seq));
+                self.control.push_back(Frame::FlowQuery(FlowQuery {
+                    next_seq,
+                    needed_bytes: 0,
+                }));
             }
             Some(HeldBackStep::Unanswered) => {
                 self.stream_broken(InterruptCause::FlowUnanswered { after: silence }, now)

@@ -9,14 +9,20 @@ hosting a chat room, exactly as docs/protocol.md describes it:
 * data: Batch frames of sequenced envelopes with a piggybacked cumulative ack, lone Ack
   frames, a replay buffer of what the room has not acknowledged yet; an envelope with an
   empty type_url (and no fault) has the type of the one before it in the batch;
-* credit: never sends past the room's credit (its `credit_window` from the Challenge,
-  raised by `Flow.credit` grants), obeys Pause / Resume / ResumeAfter / Throttle, and
-  grants the room credit as this client consumes what it receives;
+* credit, in messages and in bytes (version 5): never sends past either of the room's
+  credits (its `credit_window` and `credit_window_bytes` from the Challenge, raised by
+  `Flow.credit` and `Flow.credit_bytes`), counting the payload bytes of every envelope it
+  sent once; asks at once (`FlowQuery{next_seq, needed_bytes}`) when a text does not fit
+  its byte credit; obeys Pause / Resume / ResumeAfter / Throttle; grants the room both
+  credits as this client consumes what it receives, and holds the room to them;
 * resume: when the stream breaks, a new `Converse` call re-authenticates with
   `Hello.resume`, proving the session's resume key (derived from the first handshake),
   and both sides replay what the other has not received;
 * the close handshake: Goodbye(FINISHED, last_seq), then the room's final acks and its own
-  Goodbye, a last Ack, and the end of the request stream.
+  Goodbye, a last Ack, and the end of the request stream; a room that finishes first
+  (it let this member go: FellBehind) gets this client's Goodbye(FINISHED) at once;
+* after a Refuse: half-close the request stream and let the response stream end (bounded)
+  rather than cancel the call, so neither side's last frame is lost.
 
 The chat on top: JOIN is a call (an envelope with a call_id; the WELCOME comes back as the
 envelope whose reply_to is that id), every stdin line is one TEXT cast, every relayed text
@@ -49,12 +55,18 @@ import threading
 import time
 import uuid
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 NONCE_LEN = 32
 PROOF_LEN = 32
 MIN_SECRET_LEN = 16
 # What a credit window of 0 in a Hello or Challenge means.
 DEFAULT_CREDIT_WINDOW = 65536
+# What a byte credit window of 0 in a Hello or Challenge means (version 5).
+DEFAULT_CREDIT_WINDOW_BYTES = 8192
+# What a max_message_bytes of 0 in a Hello or Challenge means.
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# How long to wait for the response stream to end after a refusal, or after our goodbye.
+STREAM_END_WAIT = 2.0
 TYPE_URL_PREFIX = "type.googleapis.com/"
 
 EXIT_FAILURE, EXIT_AUTH, EXIT_UNKNOWN_ROOM, EXIT_UNREACHABLE = 1, 3, 4, 5
@@ -221,11 +233,18 @@ class Session:
         # Sending.
         self.next_seq = 1
         self.transmitted = 0
-        self.pending = collections.deque()  # (kind, type_url, payload, call_id, timeout_ms)
+        self.pending = collections.deque()  # (type_url, payload, call_id, timeout_ms)
+        self.replies = collections.deque()  # (reply_to, fault code, fault message)
         self.in_flight = collections.deque()  # sent envelopes not acknowledged yet
         self.peer_acked = 0
         self.send_limit = args.max_message_bytes
         self.credit = DEFAULT_CREDIT_WINDOW  # highest seq the room lets us send
+        # Byte credit (version 5): the most payload bytes, summed over the session, the
+        # room lets us send; and what we sent so far, each seq counted once, replies too.
+        self.credit_bytes = DEFAULT_CREDIT_WINDOW_BYTES
+        self.sent_bytes = 0
+        self.asked_bytes_for = None  # the seq a FlowQuery{needed_bytes} went out for
+        self.byte_stalls = 0  # times sending stopped at the room's byte credit
         self.paused = False
         self.resume_at = None
         self.bucket = None  # (rate per second, tokens, burst, last time) under a Throttle
@@ -240,6 +259,12 @@ class Session:
         self.window = max(1, args.credit_window)
         self.granted = self.window
         self.consumed = 0
+        # Byte credit we grant the room: our whole window at once, renewed as we consume
+        # (this client consumes what it receives at once, so consumed == received).
+        self.window_bytes = max(1, args.credit_window_bytes)
+        self.granted_bytes = self.window_bytes
+        self.received_bytes = 0
+        self.consumed_bytes = 0
 
         # Closing.
         self.finishing = False  # stdin ended: the goodbye follows what is queued
@@ -325,6 +350,10 @@ class Session:
             nonce=nonce_i,
             max_message_bytes=self.args.max_message_bytes,
             credit_window=self.window,
+            # Version 5: the byte credit we grant the room to begin with. On a resume
+            # stream the room ignores it (the Flow restated after the Welcome says what
+            # we granted), so it is the same on every Hello.
+            credit_window_bytes=self.window_bytes,
         )
         if resume:
             hello.resume.last_received = self.received
@@ -349,7 +378,7 @@ class Session:
             self.write(pb.Frame(refuse=pb.Refuse(
                 reason=pb.REFUSE_REASON_AUTH_FAILED,
                 detail="the proof does not match this node's secret")))
-            self.stream.end_requests()
+            self.end_stream()  # so that our Refuse reaches the node
             raise Failure(f"authentication with {self.args.peer} failed: "
                           "the shared secrets differ (the node's proof is wrong)", EXIT_AUTH)
         if resume and acceptor.incarnation != self.peer.incarnation:
@@ -363,10 +392,14 @@ class Session:
             mine = proof(self.secret, INITIATOR_LABEL, self.session_id, self.local, acceptor,
                          self.target, nonce_i, challenge.nonce)
         self.write(pb.Frame(proof=pb.Proof(proof=mine)))
-        # The smaller of both limits; a peer that says 0 accepts only empty payloads.
-        self.send_limit = min(self.args.max_message_bytes, challenge.max_message_bytes)
+        # The smaller of both limits; a peer that says 0 means the default, 4 MiB.
+        self.send_limit = min(self.args.max_message_bytes,
+                              challenge.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES)
         if not resume:
+            # The credit windows of the first handshake stay for the session: a resume
+            # stream's Challenge states them again, and they are ignored.
             self.credit = challenge.credit_window or DEFAULT_CREDIT_WINDOW
+            self.credit_bytes = challenge.credit_window_bytes or DEFAULT_CREDIT_WINDOW_BYTES
 
         frame = self.next_frame(deadline, "welcome")
         kind = frame.WhichOneof("kind")
@@ -388,9 +421,17 @@ class Session:
         return 0
 
     def refused(self, refuse, resume):
+        """The Failure a Refuse means. The stream ends after a Refuse: we half-close ours
+        and let the node end its, rather than cancel the call."""
         pb = self.pb
+        self.end_stream()
         name = pb.RefuseReason.Name(refuse.reason) if refuse.reason in pb.RefuseReason.values() \
             else str(refuse.reason)
+        if refuse.reason == pb.REFUSE_REASON_UNSUPPORTED_VERSION:
+            speaks = f"version {refuse.protocol_version}" if refuse.protocol_version \
+                else "another version"
+            return Failure(f"the node speaks protocol {speaks}, this client version "
+                           f"{PROTOCOL_VERSION}: {refuse.detail}")
         if resume:
             return Failure(f"session lost: the resume was refused: {name}: {refuse.detail}")
         if refuse.reason == pb.REFUSE_REASON_AUTH_FAILED:
@@ -413,8 +454,28 @@ class Session:
                 frame = pb.Frame(refuse=pb.Refuse(reason=pb.REFUSE_REASON_PROTOCOL_ERROR,
                                                   detail=detail))
             self.write(frame)
-            self.stream.end_requests()
+            self.end_stream()
         return Failure(f"protocol error: {detail}")
+
+    def end_stream(self, bound=STREAM_END_WAIT):
+        """Half-closes the request stream and waits, at most `bound` seconds, for the
+        response stream to end. Cancelling the call at once could lose what is still on
+        its way: our last frame (a Refuse, a Goodbye) or the node's. Returns the stream's
+        error, if it ended with one."""
+        if self.stream is None:
+            return None
+        self.stream.end_requests()
+        end_by = time.monotonic() + bound
+        while True:
+            left = end_by - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                kind, epoch, item = self.inbox.get(timeout=left)
+            except queue.Empty:
+                return None
+            if epoch == self.epoch and kind in ("end", "error"):
+                return item if kind == "error" else None
 
     def resumed(self, peer_received):
         """After a resume handshake: replay what the room has not received."""
@@ -424,9 +485,13 @@ class Session:
                 f"the room says it received {peer_received}, but only {self.transmitted} were sent")
         replay = [e for e in self.in_flight if e.seq > peer_received]
         # Our last grant and ack may have been lost with the old stream: state them again,
-        # with the signal in effect (this client never holds the room back: Resume).
-        self.write(pb.Frame(flow=pb.Flow(credit=self.granted, resume=pb.Resume())))
+        # both credits whole, with the signal in effect (this client never holds the room
+        # back: Resume).
+        self.write(pb.Frame(flow=self.restated_flow()))
         self.held_since = self.queried_at = None
+        # A FlowQuery{needed_bytes} may have been lost too: flush() asks again if a text
+        # still does not fit.
+        self.asked_bytes_for = None
         if replay:
             self.write(pb.Frame(batch=pb.Batch(ack=self.delivered, envelopes=replay)))
             self.waiting_since = time.monotonic()
@@ -445,9 +510,24 @@ class Session:
     def queue_call(self, type_url, payload, call_id, timeout_ms):
         self.pending.append((type_url, payload, call_id, timeout_ms))
 
+    def queue_reply(self, reply_to, code, message):
+        """A fault reply to a call: replies skip both credits (a caller waits for them), but
+        take a sequence number and count their payload bytes (none for a fault)."""
+        self.replies.append((reply_to, code, message))
+
+    def needs_bytes(self):
+        """The cumulative byte credit the next pending envelope needs, when it does not fit
+        the room's byte credit (None when it fits, or nothing is pending). Payload bytes of
+        every envelope sent (each seq once) plus this one's must stay within the credit."""
+        if not self.pending:
+            return None
+        needed = self.sent_bytes + len(self.pending[0][1])
+        return needed if needed > self.credit_bytes else None
+
     def blocked_until(self, now):
-        """None to send now; a time to wait until; or float('inf') for credit / a Resume."""
-        if self.next_seq > self.credit or self.paused:
+        """None to send now; a time to wait until; or float('inf') for credit (messages or
+        bytes) / a Resume."""
+        if self.next_seq > self.credit or self.paused or self.needs_bytes() is not None:
             return float("inf")
         if self.resume_at is not None and now < self.resume_at:
             return self.resume_at
@@ -472,6 +552,13 @@ class Session:
         pb = self.pb
         now = time.monotonic()
         envelopes = []
+        if self.goodbye is not None:
+            self.replies.clear()  # no data after our goodbye: those calls go unanswered
+        while self.replies and len(envelopes) < 1024:
+            reply_to, code, message = self.replies.popleft()
+            envelopes.append(pb.Envelope(seq=self.next_seq, reply_to=reply_to,
+                                         fault=pb.Fault(code=code, message=message)))
+            self.next_seq += 1
         while self.pending and self.blocked_until(now) is None and len(envelopes) < 1024:
             type_url, payload, call_id, timeout_ms = self.pending.popleft()
             if len(payload) > self.send_limit:
@@ -480,8 +567,19 @@ class Session:
             envelope = pb.Envelope(seq=self.next_seq, type_url=type_url, payload=payload,
                                    call_id=call_id, timeout_ms=timeout_ms)
             self.next_seq += 1
+            self.sent_bytes += len(payload)  # counted once: a replay does not count again
             self.note_sent(now)
             envelopes.append(envelope)
+        # A text that does not fit the byte credit: tell the room at once what we need (a
+        # room that consumed everything it got has no reason of its own to grant more),
+        # once per waiting envelope.
+        needed = self.needs_bytes() if self.next_seq <= self.credit else None
+        query = None
+        if needed is not None and self.asked_bytes_for != self.next_seq:
+            self.asked_bytes_for = self.next_seq
+            self.byte_stalls += 1
+            query = pb.Frame(flow_query=pb.FlowQuery(next_seq=self.next_seq,
+                                                     needed_bytes=needed))
         held = bool(self.pending) and self.blocked_until(now) == float("inf")
         if not held:
             self.held_since = self.queried_at = None
@@ -499,10 +597,12 @@ class Session:
             self.transmitted = envelopes[-1].seq
             self.ack_sent = self.delivered
             self.write(pb.Frame(batch=pb.Batch(ack=self.delivered, envelopes=envelopes)))
+        if query is not None:
+            self.write(query)
         if self.delivered > self.ack_sent:
             self.ack_sent = self.delivered
             self.write(pb.Frame(ack=pb.Ack(seq=self.delivered)))
-        if self.finishing and not self.pending and self.goodbye is None:
+        if self.finishing and not self.pending and not self.replies and self.goodbye is None:
             self.goodbye = pb.Goodbye(reason=pb.GOODBYE_REASON_FINISHED,
                                       last_seq=self.next_seq - 1)
             self.write(pb.Frame(goodbye=self.goodbye))
@@ -537,19 +637,46 @@ class Session:
                     raise self.protocol_error(f"envelope {envelope.seq} is a call and a reply")
                 if envelope.HasField("fault") and not envelope.reply_to:
                     raise self.protocol_error(f"envelope {envelope.seq}: a fault on a non-reply")
+                # Both credits bind every envelope but replies; a reply's bytes still count.
+                reply = envelope.reply_to != 0
+                if not reply and envelope.seq > self.granted:
+                    raise self.protocol_error(
+                        f"message {envelope.seq} sent past the credit granted, {self.granted}")
+                size = len(envelope.payload)
+                if size > self.args.max_message_bytes:
+                    raise self.protocol_error(
+                        f"message {envelope.seq} of {size} bytes, larger than the "
+                        f"{self.args.max_message_bytes} this client accepts")
+                if not reply and self.received_bytes + size > self.granted_bytes:
+                    raise self.protocol_error(
+                        f"message {envelope.seq} sent past the byte credit granted, "
+                        f"{self.granted_bytes} bytes")
                 self.received = envelope.seq
-                self.chat.deliver(envelope)
+                self.received_bytes += size
+                if envelope.call_id:
+                    # The room makes no calls; a callee that will not answer says so.
+                    self.queue_reply(envelope.call_id, "no_reply",
+                                     "this chat client answers no calls")
+                else:
+                    self.chat.deliver(envelope)
                 # Delivered and consumed at once: the client holds no backlog.
                 self.delivered = self.consumed = envelope.seq
+                self.consumed_bytes = self.received_bytes
             self.grant()
         elif kind == "ack":
             self.on_ack(frame.ack.seq)
         elif kind == "flow":
             self.on_flow(frame.flow)
         elif kind == "flow_query":
-            # The room waits for our grant: state it whole (we never pause the room).
-            self.write(self.pb.Frame(flow=self.pb.Flow(credit=self.granted,
-                                                       resume=self.pb.Resume())))
+            # The room waits for our grant: state it whole (we never pause the room). When
+            # it names more byte credit than we granted (a message that does not fit), grant
+            # it, as far as our window goes (never short of our largest message).
+            needed = frame.flow_query.needed_bytes
+            if needed > self.granted_bytes:
+                ceiling = self.consumed_bytes + max(self.window_bytes,
+                                                    self.args.max_message_bytes)
+                self.granted_bytes = max(self.granted_bytes, min(needed, ceiling))
+            self.write(self.pb.Frame(flow=self.restated_flow()))
         elif kind == "goodbye":
             self.on_goodbye(frame.goodbye)
         else:
@@ -564,16 +691,30 @@ class Session:
         self.waiting_since = self.last_heard if self.in_flight else None
 
     def grant(self):
-        """More credit for the room, a quarter window at a time, as we consume."""
-        quarter = max(1, self.window // 4)
-        if self.consumed + self.window >= self.granted + quarter:
+        """More credit for the room, in messages and in bytes, a quarter window at a time,
+        as we consume; one Flow for both (0: no change)."""
+        flow = {}
+        if self.consumed + self.window >= self.granted + max(1, self.window // 4):
             self.granted = self.consumed + self.window
-            self.write(self.pb.Frame(flow=self.pb.Flow(credit=self.granted)))
+            flow["credit"] = self.granted
+        if (self.consumed_bytes + self.window_bytes
+                >= self.granted_bytes + max(1, self.window_bytes // 4)):
+            self.granted_bytes = self.consumed_bytes + self.window_bytes
+            flow["credit_bytes"] = self.granted_bytes
+        if flow:
+            self.write(self.pb.Frame(flow=self.pb.Flow(**flow)))
+
+    def restated_flow(self):
+        """Our flow state, whole: both credits granted so far, and the signal in effect
+        (this client never holds the room back: Resume)."""
+        return self.pb.Flow(credit=self.granted, credit_bytes=self.granted_bytes,
+                            resume=self.pb.Resume())
 
     def on_flow(self, flow):
         now = time.monotonic()
         self.last_flow_at = now
         self.credit = max(self.credit, flow.credit)
+        self.credit_bytes = max(self.credit_bytes, flow.credit_bytes)
         signal = flow.WhichOneof("signal")
         if signal == "pause":
             self.paused, self.resume_at = True, None
@@ -608,13 +749,19 @@ class Session:
             raise self.protocol_error(
                 f"goodbye names {goodbye.last_seq} as last, but {self.received} arrived")
         self.peer_goodbye = goodbye
+        if not self.finishing:
+            # The room finished first (it let this member go): it expects our own
+            # Goodbye(FINISHED), and the acks, within its farewell timeout, or it ends the
+            # session with LIMIT_EXCEEDED. flush() sends it after what is queued.
+            log("the room finished the session")
+            self.finishing = True
 
     # -- the loop -------------------------------------------------------------------------
 
     def closed_politely(self):
         """Both sides finished, all of ours acknowledged, all of theirs delivered."""
         return (self.goodbye is not None and self.peer_goodbye is not None
-                and not self.pending and not self.in_flight
+                and not self.pending and not self.replies and not self.in_flight
                 and self.delivered == self.received and self.ack_sent == self.delivered)
 
     def wake_at(self, now):
@@ -696,6 +843,9 @@ class Session:
                     return
             except StreamBroken as broken:
                 self.resume(str(broken))
+                # What waited may go on the new stream (and a text still short of byte
+                # credit asks for it again).
+                self.flush()
                 if on_event("progress", None):
                     return
 
@@ -758,6 +908,7 @@ class Chat:
         self.join_error = None
         self.sent = 0
         self.acked = 0
+        self.fell_behind = None  # the room's FellBehind notice, if it let us go
 
     def join(self, session):
         message = self.pb.MemberMessage(join=self.pb.Join(user=self.args.user))
@@ -802,8 +953,18 @@ class Chat:
             # came or went, and the count.
             p = message.presence
             log(f"* {p.user} {'joined' if p.joined else 'left'} ({p.member_count} members)")
+        elif kind == "fell_behind":
+            # The room let us go: its Goodbye(FINISHED) follows, and ours must answer it.
+            self.fell_behind = message.fell_behind
+            log(f"fell behind: {self.behind()}")
         elif self.args.verbose:
             log(f"room message {kind!r} ignored")  # a newer room's message: not ours to read
+
+    def behind(self):
+        f = self.fell_behind
+        return (f"the room let this member go with {f.queued} messages queued for it; "
+                f"relays from room seq {f.missed_from} on were not sent to it; its texts "
+                f"after {f.last_client_seq} were not recorded")
 
 
 def read_stdin(inbox):
@@ -842,7 +1003,9 @@ def main(argv=None):
                         help="seconds to wait for the join, and for the last acks (10)")
     parser.add_argument("--credit-window", type=int, default=1024,
                         help="messages the room may send ahead of this client (1024)")
-    parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
+    parser.add_argument("--credit-window-bytes", type=int, default=1024 * 1024,
+                        help="payload bytes the room may send ahead of this client (1 MiB)")
+    parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
     parser.add_argument("--silence-timeout", type=float, default=3.0,
                         help="with texts unacknowledged, a room silent this long "
                              "interrupts the stream (3)")
@@ -857,6 +1020,9 @@ def main(argv=None):
                              "host of --peer")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every frame")
     args = parser.parse_args(argv)
+    for name in ("credit_window", "credit_window_bytes", "max_message_bytes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
     session = None
     try:
@@ -896,7 +1062,9 @@ def main(argv=None):
         ack_deadline = [None]
 
         def talking(kind, item):
-            if kind == "line":
+            if kind == "line" and session.finishing:
+                log(f"not sent, the session is finishing: {item}")
+            elif kind == "line":
                 chat.text(session, item)
             elif kind == "eof":
                 session.finishing = True  # flush() sends the goodbye after what is queued
@@ -905,28 +1073,26 @@ def main(argv=None):
                 raise Failure(f"the room acked {chat.acked} of {chat.sent} messages "
                               f"within {args.timeout:g}s")
             elif kind == "room_gone":
+                if chat.fell_behind is not None:
+                    raise Failure(f"fell behind: {chat.behind()}")
                 raise Failure("the room ended its stream before the session closed")
             return session.closed_politely()
 
         session.run(talking, lambda: ack_deadline[0])
         # Everything is said and acknowledged both ways: end the request stream, and
         # let the room end its response stream.
-        session.stream.end_requests()
-        end_by = time.monotonic() + args.timeout
-        while time.monotonic() < end_by:
-            try:
-                kind, epoch, item = session.inbox.get(timeout=end_by - time.monotonic())
-            except queue.Empty:
-                break
-            if epoch == session.epoch and kind in ("end", "error"):
-                if kind == "error":
-                    log(f"the room's stream ended with {describe(item)}")
-                break
+        error = session.end_stream(args.timeout)
+        if error is not None:
+            log(f"the room's stream ended with {describe(error)}")
+        if chat.fell_behind is not None:
+            raise Failure(f"fell behind: {chat.behind()}")
         if chat.acked != chat.sent:
             raise Failure(f"the room acked {chat.acked} of {chat.sent} messages")
         log(f"left {chat.welcome.room}: {chat.sent} messages sent, {chat.acked} acked")
         log(f"flow: sent seq 1..{session.next_seq - 1} on credit up to {session.credit}, "
             f"stopped at the credit {session.credit_stalls} times")
+        log(f"byte credit: sent {session.sent_bytes} payload bytes on byte credit up to "
+            f"{session.credit_bytes}, asked for more {session.byte_stalls} times")
         session.close()
         return 0
     except Failure as failure:
