@@ -16,13 +16,25 @@
 //! room answers and relays on the sessions the messages came from.
 //!
 //! Everything the room sends a member (acks, relays, presence) goes through that
-//! member's outbox in a [`Fanout`]: in order, as the member's credit allows. A member
-//! whose outbox reaches the room's lag ([`RoomConfig::fanout`]) is let go. It receives
-//! what was queued for it, then [`FellBehind`] (where its gap starts, and which of its
-//! texts were recorded), then the room's farewell. The others see it leave. It may join
-//! again and get the recent history in its Welcome. No member misses a line unawares.
-//! While a member's session is interrupted, everything for it waits in its outbox: a
-//! member that vanished is let go once its lag fills, one that resumes first gets it all.
+//! member's outbox in a [`Fanout`]: in order, as the member's credit allows, under the
+//! fan-out's policy ([`RoomConfig::fanout`]; see [`duologue::Fanout`]). Every member's
+//! session feeds the room, so a member that reads slowly but keeps reading slows the
+//! writers down (their sessions are paused while its outbox is over the soft bound) and
+//! loses nothing. A member that reads nothing at all holds them for at most
+//! `hold_at_most` at a time, and is let go once it took nothing for `stuck_after` (its
+//! session ended with a `LimitExceeded` farewell saying so) or once its outbox reaches the
+//! hard bound (it then receives what was queued for it, then [`FellBehind`]: where its gap
+//! starts, and which of its texts were recorded; then the room's farewell). The others see
+//! it leave. While a member's session is interrupted it holds no one back and is never
+//! let go for it: what the room owes it waits within its session's replay and the replay
+//! budgets, and it gets it all in order when it resumes.
+//!
+//! A member that joins again under its name from the same node (its session's handshake
+//! proved the node's name and incarnation) while the room still holds its earlier
+//! session (interrupted, say, or not yet seen to be gone) takes that place: the earlier
+//! session ends, superseded, and the others see no leave. Its Welcome says which of its
+//! texts the room recorded (`last_client_seq`), as it does for a member that left
+//! recently, so it sends again exactly the ones that were not.
 //!
 //! A member is not an actor: [`join`] opens a session read through [`ChatEvents`], so
 //! the room sends a member more only as fast as the member reads.
@@ -43,8 +55,8 @@ use std::time::Duration;
 
 use duologue::{Behind, Fanout, FanoutConfig, Refused};
 use duologue::{
-    CallError, CloseReason, ConnectError, GoodbyeReason, Inbound, Node, Protocol, RemoteRef,
-    SessionId, SessionMsg, SessionRef, SessionSignal,
+    CallError, CloseReason, ConnectError, GoodbyeReason, Inbound, Node, NodeIdentity, Protocol,
+    RemoteRef, SessionId, SessionMsg, SessionRef, SessionSignal,
 };
 use duologue::{InboxEvent, InboxReceiver};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -110,6 +122,18 @@ struct Member {
     /// The `client_seq` of its last text the room recorded.
     last_client_seq: u64,
 }
+
+/// A member that left, as the room remembers it for a while: a join under its name from
+/// the same node learns which of its texts were recorded.
+#[derive(Debug)]
+struct Departed {
+    user: String,
+    peer: NodeIdentity,
+    last_client_seq: u64,
+}
+
+/// How many members that left a room remembers (the most recent).
+pub const DEPARTED_REMEMBERED: usize = 1024;
 
 /// How many recent texts a room keeps for members who join later.
 pub const HISTORY: usize = 50;
@@ -185,6 +209,8 @@ pub struct RoomState {
     max_text_bytes: usize,
     /// The log lines members can cause, each kind a few per window and the rest counted.
     lines: PeerLines,
+    /// Members that left, the most recent last.
+    departed: std::collections::VecDeque<Departed>,
 }
 
 impl RoomState {
@@ -212,7 +238,43 @@ impl RoomState {
 
     fn remove(&mut self, session: &SessionRef) -> Option<Member> {
         let at = self.members.iter().position(|m| &m.session == session)?;
-        Some(self.members.remove(at))
+        let member = self.members.remove(at);
+        if self.departed.len() >= DEPARTED_REMEMBERED {
+            self.departed.pop_front();
+        }
+        self.departed.push_back(Departed {
+            user: member.user.clone(),
+            peer: member.session.peer().clone(),
+            last_client_seq: member.last_client_seq,
+        });
+        Some(member)
+    }
+
+    /// What the room remembers of `user` joining from `peer`: its last recorded text.
+    fn remembered(&mut self, user: &str, peer: &NodeIdentity) -> Option<u64> {
+        let at = self
+            .departed
+            .iter()
+            .rposition(|d| d.user == user && d.peer == *peer)?;
+        self.departed.remove(at).map(|d| d.last_client_seq)
+    }
+
+    /// The room's welcome to a member now in it.
+    fn welcome(&self, last_client_seq: Option<u64>, took_over: bool) -> RoomMessage {
+        room_message::Kind::Welcome(Welcome {
+            room: self.name.clone(),
+            members: recent_names(
+                self.members.iter().map(|m| m.user.as_str()),
+                WELCOME_MEMBER_BYTES,
+            ),
+            room_seq: self.room_seq,
+            history: self.history.iter().cloned().collect(),
+            member_count: count(self.members.len()),
+            last_client_seq: last_client_seq.unwrap_or(0),
+            known: last_client_seq.is_some(),
+            took_over,
+        })
+        .into()
     }
 
     /// The member left (or its session ended): the others are told.
@@ -272,11 +334,19 @@ impl RoomState {
                 reason: format!("a user name is 1 to {MAX_USER_BYTES} bytes"),
             })
             .into()
-        } else if self.members.iter().any(|m| m.user == join.user) {
-            room_message::Kind::Rejected(Rejected {
-                reason: format!("the name {:?} is taken in {}", join.user, self.name),
-            })
-            .into()
+        } else if let Some(at) = self
+            .members
+            .iter()
+            .position(|m| m.user == join.user && m.session != session)
+        {
+            if self.members[at].session.peer() == session.peer() {
+                self.take_over(at, session)
+            } else {
+                room_message::Kind::Rejected(Rejected {
+                    reason: format!("the name {:?} is taken in {}", join.user, self.name),
+                })
+                .into()
+            }
         } else if self.member(&session).is_some() {
             room_message::Kind::Rejected(Rejected {
                 reason: "this session already joined".into(),
@@ -295,25 +365,16 @@ impl RoomState {
             self.lines.membership.log(|suppressed| {
                 tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), not_logged_since_last_line = suppressed, "joined");
             });
+            let known = self.remembered(&join.user, session.peer());
             self.outboxes.insert(session.id(), session.clone());
             self.members.push(Member {
                 user: join.user.clone(),
                 session,
-                last_client_seq: 0,
+                last_client_seq: known.unwrap_or(0),
             });
             let fallen = self.announce(&join.user, true);
             self.let_go(fallen, self.room_seq + 1);
-            room_message::Kind::Welcome(Welcome {
-                room: self.name.clone(),
-                members: recent_names(
-                    self.members.iter().map(|m| m.user.as_str()),
-                    WELCOME_MEMBER_BYTES,
-                ),
-                room_seq: self.room_seq,
-                history: self.history.iter().cloned().collect(),
-                member_count: count(self.members.len()),
-            })
-            .into()
+            self.welcome(known, false)
         };
         // A reply skips credit: it reaches the member ahead of anything queued for it.
         if let Err(error) = inbound.reply(&reply) {
@@ -321,6 +382,25 @@ impl RoomState {
                 tracing::warn!(room = %self.name, %error, not_logged_since_last_line = suppressed, "join reply not sent");
             });
         }
+    }
+
+    /// Member `at` joins again on `session` from the node its earlier session came from:
+    /// the new session takes its place, the earlier one ends (superseded), and the others
+    /// see nothing.
+    fn take_over(&mut self, at: usize, session: SessionRef) -> RoomMessage {
+        let member = &mut self.members[at];
+        let earlier = std::mem::replace(&mut member.session, session.clone());
+        let (user, last_client_seq) = (member.user.clone(), member.last_client_seq);
+        self.lines.membership.log(|suppressed| {
+            tracing::info!(room = %self.name, %user, earlier = %earlier.id(), not_logged_since_last_line = suppressed, "joined again on a new session; took over its place");
+        });
+        self.outboxes.remove(&earlier.id());
+        earlier.end(
+            GoodbyeReason::Aborted,
+            format!("superseded: {user} joined again on a new session"),
+        );
+        self.outboxes.insert(session.id(), session);
+        self.welcome(Some(last_client_seq), true)
     }
 
     fn text(&mut self, session: &SessionRef, text: Text) {
@@ -426,6 +506,7 @@ impl Actor for ChatRoom {
             max_members: config.max_members,
             max_text_bytes: config.max_text_bytes,
             lines: PeerLines::default(),
+            departed: std::collections::VecDeque::new(),
         })
     }
 

@@ -38,8 +38,9 @@
 //!   its cluster membership on chitchat (lookup by name, cluster events).
 //! - `inbox`: a session read as a typed stream without an actor ([`InboxReceiver`]);
 //!   credit follows the reader.
-//! - `fanout`: sending to many sessions when some cannot keep up ([`Fanout`]): every
-//!   member gets everything in order, or is told it fell behind.
+//! - `fanout`: sending to many sessions when some cannot keep up ([`Fanout`]): a slow
+//!   member holds the senders back, a stuck one is let go; every member gets everything
+//!   in order, or is told it was let go.
 //! - `log_budget`: log lines a peer can cause at will, a few per window and the rest
 //!   counted ([`LogBudget`]); used by the node, the fan-out and the ready-made actors.
 //! - `cli` (feature `cli`): a node binary for your own actor kinds in one call
@@ -138,7 +139,7 @@ pub use error::{
     AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, InterruptCause,
     LookupError, LostReason, NodeError, ProtocolError, ReplayLimit, SendError, SpawnError,
 };
-pub use fanout::{Behind, Fanout, FanoutConfig, Refused};
+pub use fanout::{Behind, Fanout, FanoutConfig, LetGo, Refused};
 pub use inbox::{InboxEvent, InboxReceiver, NoMessage};
 pub use log_budget::{LOG_LINES_PER_WINDOW, LOG_WINDOW, LogBudget, LogVerdict};
 pub use mailbox::{

@@ -2,6 +2,7 @@
 //! each stdin line is one TEXT, each relayed TEXT one stdout line `FROM: TEXT`; at the end
 //! of stdin it half-closes, waits for the room's acks and exits 0.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,9 +40,10 @@ pub(crate) struct ChatArgs {
     /// reset before the session is established (exit 5 after that).
     #[arg(long, default_value = "5s", value_parser = duration)]
     connect_timeout: Duration,
-    /// When the session is lost, or the room lets this member go because it fell behind,
-    /// join the room again (and resend the texts it never confirmed or recorded) instead
-    /// of exiting.
+    /// When the session is lost, or the room lets this member go, join the room again
+    /// (for as long as `--resume-timeout` allows, taking over this member's place if the
+    /// room still holds its earlier session) and send again the texts the room did not
+    /// record, instead of exiting.
     #[arg(long)]
     rejoin: bool,
     /// `--peer` is any node of a cluster: the room is found by name in its member list,
@@ -107,7 +109,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let mut stdin_open = true;
     let (mut sent, mut acked) = (0u64, 0u64);
     // Texts the room has not acked yet, to send again if it lets this member go.
-    let mut unacked = std::collections::VecDeque::<Text>::new();
+    let mut unacked = VecDeque::<Text>::new();
     let mut ack_deadline = None;
     loop {
         // What the room sent first: a member that reads stdin faster than its events
@@ -116,25 +118,21 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
             biased;
             event = joined.events.recv() => match event {
                 Some(ChatEvent::Relay(relay)) => println!("{}: {}", relay.from, relay.text),
-                Some(ChatEvent::Acked(ack)) => {
-                    acked = acked.max(ack.client_seq);
-                    while unacked.front().is_some_and(|t| t.client_seq <= ack.client_seq) {
-                        unacked.pop_front();
-                    }
-                }
+                Some(ChatEvent::Acked(ack)) => recorded(&mut unacked, &mut acked, ack.client_seq),
                 Some(ChatEvent::FellBehind(behind)) => {
                     eprintln!(
-                        "fell behind the room: relays from #{} on were not sent here ({} were queued)",
+                        "let go by the room: relays from #{} on were not sent here ({} were queued)",
                         behind.missed_from, behind.queued
                     );
+                    recorded(&mut unacked, &mut acked, behind.last_client_seq);
                     if !args.rejoin {
                         return Err(fail(format!(
-                            "fell behind the room at #{} (use --rejoin to join again)",
-                            behind.missed_from
+                            "let go by the room at #{} (use --rejoin to join again); {}",
+                            behind.missed_from,
+                            undelivered(&unacked, sent)
                         )));
                     }
-                    unacked.retain(|t| t.client_seq > behind.last_client_seq);
-                    joined = rejoin(&node, &args, unacked.iter().cloned(), stdin_open).await?;
+                    joined = rejoin(&node, &args, &mut unacked, &mut acked, sent, stdin_open).await?;
                     roster = Roster::new(&joined.welcome);
                 }
                 Some(ChatEvent::Undecodable(what)) => eprintln!("undecodable from the room: {what}"),
@@ -153,19 +151,30 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                     "session resumed, {} replayed, after {:.0?}",
                     resumption.replayed, resumption.interrupted_for
                 ),
-                Some(ChatEvent::Lost { reason, unconfirmed }) => {
+                Some(ChatEvent::Lost { reason, .. }) => {
                     eprintln!("session lost: {reason}");
                     if !args.rejoin {
-                        return Err(fail(format!("session lost: {reason}")));
+                        return Err(fail(format!(
+                            "session lost: {reason}; {}",
+                            undelivered(&unacked, sent)
+                        )));
                     }
-                    joined = rejoin(&node, &args, unconfirmed, stdin_open).await?;
+                    joined = rejoin(&node, &args, &mut unacked, &mut acked, sent, stdin_open).await?;
                     roster = Roster::new(&joined.welcome);
                 }
                 Some(ChatEvent::Closed(CloseReason::Finished)) => break,
                 Some(ChatEvent::Closed(reason)) => {
-                    return Err(fail(format!("session closed: {reason}")));
+                    return Err(fail(format!(
+                        "session closed: {reason}; {}",
+                        undelivered(&unacked, sent)
+                    )));
                 }
-                None => return Err(fail("the session to the room is gone".into())),
+                None => {
+                    return Err(fail(format!(
+                        "the session to the room is gone; {}",
+                        undelivered(&unacked, sent)
+                    )));
+                }
             },
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(text)) => {
@@ -204,19 +213,48 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     Ok(())
 }
 
-/// Joins again after a loss (or being let go), retrying until the join timeout; sends
-/// `resend` again, and finishes at once when stdin has already ended.
+/// The room recorded this member's texts up to `client_seq`: they are delivered.
+fn recorded(unacked: &mut VecDeque<Text>, acked: &mut u64, client_seq: u64) {
+    *acked = (*acked).max(client_seq);
+    while unacked.front().is_some_and(|t| t.client_seq <= client_seq) {
+        unacked.pop_front();
+    }
+}
+
+/// How many of the `sent` texts the room never recorded, for a member that stops.
+fn undelivered(unacked: &VecDeque<Text>, sent: u64) -> String {
+    format!(
+        "{} of {sent} texts were not delivered (the room never acknowledged them)",
+        unacked.len()
+    )
+}
+
+/// Joins again after a loss (or being let go), retrying for as long as this member's own
+/// resume deadline allows; sends again the texts the room did not record (its Welcome
+/// says which it did, when it knows this member), and finishes at once when stdin has
+/// already ended.
 async fn rejoin(
     node: &Node,
     args: &ChatArgs,
-    resend: impl IntoIterator<Item = Text>,
+    unacked: &mut VecDeque<Text>,
+    acked: &mut u64,
+    sent: u64,
     stdin_open: bool,
 ) -> Result<duologue_actors::chat::Joined, (u8, String)> {
-    let joined = join_again(node, args).await?;
-    for text in resend {
+    let joined = join_again(node, args)
+        .await
+        .map_err(|(code, why)| (code, format!("{why}; {}", undelivered(unacked, sent))))?;
+    let welcome = &joined.welcome;
+    if welcome.known {
+        recorded(unacked, acked, welcome.last_client_seq);
+    }
+    if !unacked.is_empty() {
+        eprintln!("sending again the {} texts the room did not record", unacked.len());
+    }
+    for text in unacked.iter() {
         joined
             .room
-            .cast(text)
+            .cast(text.clone())
             .await
             .map_err(|e| (exit::FAILURE, format!("cannot resend: {e}")))?;
     }
@@ -226,37 +264,46 @@ async fn rejoin(
     Ok(joined)
 }
 
-/// Joins again, retrying until the join timeout.
+/// Joins again, retrying (with a backoff from 100 ms doubling to 2 s) for as long as this
+/// member's resume deadline allows (and at least the join timeout): a room that still
+/// holds this member's earlier session, or a node that is still coming back, may take a
+/// while to let it in.
 async fn join_again(
     node: &Node,
     args: &ChatArgs,
 ) -> Result<duologue_actors::chat::Joined, (u8, String)> {
-    let deadline = tokio::time::Instant::now() + args.timeout;
+    let patience = args.resume_timeout.max(args.timeout);
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut backoff = Duration::from_millis(100);
     loop {
-        let found = match room_addr(node, args).await {
-            Ok(addr) => addr,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            Err(error) => return Err(error),
+        let attempt = match room_addr(node, args).await {
+            Ok(found) => join(node, &found, &args.room, &args.user, args.timeout)
+                .await
+                .map_err(join_failure),
+            Err(error) => Err(error),
         };
-        match join(node, &found, &args.room, &args.user, args.timeout).await {
+        match attempt {
             Ok(joined) => {
                 eprintln!(
-                    "rejoined {} as {} ({})",
+                    "rejoined {} as {}{} ({})",
                     joined.welcome.room,
                     args.user,
+                    if joined.welcome.took_over {
+                        ", taking over its earlier session"
+                    } else {
+                        ""
+                    },
                     Roster::new(&joined.welcome)
                 );
                 return Ok(joined);
             }
-            Err(error) if tokio::time::Instant::now() >= deadline => {
-                return Err(join_failure(error));
+            Err((code, why)) if tokio::time::Instant::now() + backoff >= deadline => {
+                return Err((code, format!("gave up rejoining after {patience:?}: {why}")));
             }
-            Err(error) => {
-                eprintln!("rejoin failed, retrying: {error}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Err((_, why)) => {
+                eprintln!("rejoin failed, retrying: {why}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }
