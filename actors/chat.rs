@@ -135,13 +135,21 @@ struct Departed {
 /// How many members that left a room remembers (the most recent).
 pub const DEPARTED_REMEMBERED: usize = 1024;
 
-/// How many recent texts a room keeps for members who join later.
+/// How many recent texts a Welcome carries for members who join.
 pub const HISTORY: usize = 50;
 
-/// How many bytes of recent texts a room keeps (and sends in a Welcome), by default: a
-/// Welcome stays far below the session's message limit however large the texts are, so
-/// no member can make the room un-joinable. A text larger than this is relayed, not kept.
+/// How many bytes of recent texts a Welcome carries, by default: a Welcome stays far
+/// below the session's message limit however large the texts are, so no member can make
+/// the room un-joinable.
 pub const HISTORY_BYTES: usize = 256 * 1024;
+
+/// How many recent texts a room keeps to catch up a member that joins again
+/// (`Join.seen_room_seq`).
+pub const CATCH_UP: usize = 10_000;
+
+/// How many bytes of recent texts a room keeps to catch up a member that joins again, by
+/// default. A text larger than this is relayed, not kept.
+pub const CATCH_UP_BYTES: usize = 4 * 1024 * 1024;
 
 /// The longest user name a room takes, in bytes (a Welcome lists the members' names).
 pub const MAX_USER_BYTES: usize = 64;
@@ -167,8 +175,11 @@ pub struct RoomConfig {
     /// How far a member may fall behind before the room lets it go (see
     /// [`duologue::Fanout`]).
     pub fanout: FanoutConfig,
-    /// The bytes of recent texts kept for later members ([`HISTORY_BYTES`] by default).
+    /// The bytes of recent texts a Welcome carries ([`HISTORY_BYTES`] by default).
     pub history_bytes: usize,
+    /// The bytes of recent texts kept to catch up a member that joins again
+    /// ([`CATCH_UP_BYTES`] by default; at most [`CATCH_UP`] texts).
+    pub catch_up_bytes: usize,
     /// Most members at once ([`MAX_MEMBERS`] by default); a join past it is refused
     /// (`Rejected`: the room is full). Members already in are not affected.
     pub max_members: usize,
@@ -183,6 +194,7 @@ impl From<&str> for RoomConfig {
             name: name.to_owned(),
             fanout: FanoutConfig::default(),
             history_bytes: HISTORY_BYTES,
+            catch_up_bytes: CATCH_UP_BYTES,
             max_members: MAX_MEMBERS,
             max_text_bytes: MAX_TEXT_BYTES,
         }
@@ -201,9 +213,13 @@ pub struct RoomState {
     /// Everything the room sends a member goes through its outbox here, in order.
     outboxes: Fanout<SessionId, RoomMessage>,
     room_seq: u64,
-    history: std::collections::VecDeque<Relay>,
-    /// The bytes of text in `history`, at most `history_limit`.
-    history_bytes: usize,
+    /// Recent texts, oldest first: what catches up a member that joins again, and, its
+    /// most recent part, a Welcome's history.
+    log: std::collections::VecDeque<Relay>,
+    /// The bytes of text in `log`, at most `log_limit`.
+    log_bytes: usize,
+    log_limit: usize,
+    /// The bytes of text a Welcome's history carries at most.
     history_limit: usize,
     max_members: usize,
     max_text_bytes: usize,
@@ -214,22 +230,70 @@ pub struct RoomState {
 }
 
 impl RoomState {
-    /// Keeps `line` in the history, dropping the oldest lines past [`HISTORY`] texts or
-    /// the room's byte limit; a line larger than the limit is not kept at all.
+    /// Keeps `line` in the log, dropping the oldest lines past [`CATCH_UP`] texts or the
+    /// room's byte limit; a line larger than the limit is not kept at all.
     fn keep(&mut self, line: &Relay) {
         let size = line.text.len() + line.from.len();
-        if size > self.history_limit {
-            tracing::debug!(room = %self.name, room_seq = line.room_seq, size, "text too large to keep in the history");
+        if size > self.log_limit {
+            tracing::debug!(room = %self.name, room_seq = line.room_seq, size, "text too large to keep");
             return;
         }
-        while self.history.len() >= HISTORY || self.history_bytes + size > self.history_limit {
-            let Some(oldest) = self.history.pop_front() else {
+        while self.log.len() >= CATCH_UP || self.log_bytes + size > self.log_limit {
+            let Some(oldest) = self.log.pop_front() else {
                 break;
             };
-            self.history_bytes -= oldest.text.len() + oldest.from.len();
+            self.log_bytes -= oldest.text.len() + oldest.from.len();
         }
-        self.history_bytes += size;
-        self.history.push_back(line.clone());
+        self.log_bytes += size;
+        self.log.push_back(line.clone());
+    }
+
+    /// A Welcome's history: the most recent texts, at most [`HISTORY`] of them and the
+    /// room's history bytes, oldest first.
+    fn history(&self) -> Vec<Relay> {
+        let mut bytes = 0;
+        let mut recent: Vec<Relay> = self
+            .log
+            .iter()
+            .rev()
+            .take(HISTORY)
+            .take_while(|line| {
+                bytes += line.text.len() + line.from.len();
+                bytes <= self.history_limit
+            })
+            .cloned()
+            .collect();
+        recent.reverse();
+        recent
+    }
+
+    /// The `room_seq` of the first relay after `seen` that the room still holds for
+    /// `user` (others' texts only); 0: none.
+    fn catch_up_from(&self, user: &str, seen: u64) -> u64 {
+        let from = self.log.partition_point(|line| line.room_seq <= seen);
+        self.log
+            .range(from..)
+            .find(|line| line.from != user)
+            .map_or(0, |line| line.room_seq)
+    }
+
+    /// Sends member `session` (`user`) the relays from `first` on, others' texts only,
+    /// through its outbox.
+    fn catch_up(&mut self, session: &SessionRef, user: &str, first: u64) {
+        let from = self.log.partition_point(|line| line.room_seq < first);
+        let missed: Vec<Relay> = self
+            .log
+            .range(from..)
+            .filter(|line| line.from != user)
+            .cloned()
+            .collect();
+        for line in missed {
+            let relay: RoomMessage = room_message::Kind::Relay(line).into();
+            if let Err(Refused::Behind(behind)) = self.outboxes.send(&session.id(), relay) {
+                self.let_go(vec![behind], self.room_seq + 1);
+                return;
+            }
+        }
     }
 
     fn member(&self, session: &SessionRef) -> Option<&Member> {
@@ -268,11 +332,12 @@ impl RoomState {
                 WELCOME_MEMBER_BYTES,
             ),
             room_seq: self.room_seq,
-            history: self.history.iter().cloned().collect(),
+            history: self.history(),
             member_count: count(self.members.len()),
             last_client_seq: last_client_seq.unwrap_or(0),
             known: last_client_seq.is_some(),
             took_over,
+            catch_up_from: 0,
         })
         .into()
     }
@@ -340,7 +405,7 @@ impl RoomState {
             .position(|m| m.user == join.user && m.session != session)
         {
             if self.members[at].session.peer() == session.peer() {
-                self.take_over(at, session)
+                self.take_over(at, session.clone())
             } else {
                 room_message::Kind::Rejected(Rejected {
                     reason: format!("the name {:?} is taken in {}", join.user, self.name),
@@ -369,18 +434,30 @@ impl RoomState {
             self.outboxes.insert(session.id(), session.clone());
             self.members.push(Member {
                 user: join.user.clone(),
-                session,
+                session: session.clone(),
                 last_client_seq: known.unwrap_or(0),
             });
             let fallen = self.announce(&join.user, true);
             self.let_go(fallen, self.room_seq + 1);
             self.welcome(known, false)
         };
+        // Joining again: the relays it missed follow its Welcome, through its outbox.
+        let mut reply = reply;
+        let catch_up = match &mut reply.kind {
+            Some(room_message::Kind::Welcome(welcome)) if join.seen_room_seq > 0 => {
+                welcome.catch_up_from = self.catch_up_from(&join.user, join.seen_room_seq);
+                welcome.catch_up_from
+            }
+            _ => 0,
+        };
         // A reply skips credit: it reaches the member ahead of anything queued for it.
         if let Err(error) = inbound.reply(&reply) {
             self.lines.unsent.log(|suppressed| {
                 tracing::warn!(room = %self.name, %error, not_logged_since_last_line = suppressed, "join reply not sent");
             });
+        }
+        if catch_up > 0 {
+            self.catch_up(&session, &join.user, catch_up);
         }
     }
 
@@ -500,8 +577,9 @@ impl Actor for ChatRoom {
             members: Vec::new(),
             outboxes: Fanout::new(config.fanout),
             room_seq: 0,
-            history: std::collections::VecDeque::new(),
-            history_bytes: 0,
+            log: std::collections::VecDeque::new(),
+            log_bytes: 0,
+            log_limit: config.catch_up_bytes,
             history_limit: config.history_bytes,
             max_members: config.max_members,
             max_text_bytes: config.max_text_bytes,
@@ -745,15 +823,29 @@ pub async fn join(
     user: &str,
     timeout: Duration,
 ) -> Result<Joined, JoinError> {
+    join_after(node, addr, room, user, 0, timeout).await
+}
+
+/// As [`join`], for a member that joins again having seen the room up to `seen_room_seq`
+/// (the `room_seq` of the last relay or ack it got): the relays after it that the room
+/// still holds follow the Welcome ([`Welcome::catch_up_from`] says from where).
+///
+/// # Errors
+/// [`JoinError`] says which step failed.
+pub async fn join_after(
+    node: &Node,
+    addr: &str,
+    room: &str,
+    user: &str,
+    seen_room_seq: u64,
+    timeout: Duration,
+) -> Result<Joined, JoinError> {
     let (remote, inbox) = node.connect_inbox::<ChatRoom>(addr, room).await?;
-    let reply = remote
-        .call(
-            Join {
-                user: user.to_owned(),
-            },
-            timeout,
-        )
-        .await?;
+    let join = Join {
+        user: user.to_owned(),
+        seen_room_seq,
+    };
+    let reply = remote.call(join, timeout).await?;
     match reply.kind {
         Some(room_message::Kind::Welcome(welcome)) => Ok(Joined {
             room: remote,

@@ -3,20 +3,23 @@
 //! this process that reads 1 000 events a second through [`duologue_actors::chat::join`].
 //!
 //! The reader's memory must stay bounded (its inbox holds at most one credit window), and
-//! the room must feel the slow reader: its outbox for the reader fills up to the room's
-//! lag, and the reader is let go with `FellBehind` (it then rejoins). Every relay the
-//! reader reads follows the one before it on its session; a gap not announced by
-//! `FellBehind` counts as `unannounced_gaps` and fails the run.
+//! the room must feel the slow reader without letting it go: a reader that keeps reading
+//! holds the writer back (its outbox past the room's soft bound pauses the writer's
+//! session), so the writer sends about as fast as the reader reads, and the reader loses
+//! nothing. Every relay the reader reads follows the one before it on its session; a gap
+//! not announced by `FellBehind` counts as `unannounced_gaps`. The run fails on such a gap,
+//! on the reader being let go (it then rejoins, and is counted), or on an inbox past the
+//! window.
 //!
 //! ```text
 //! cargo bench --bench slow_reader                       # 20 s, reading 1 000/s, window 4 096
 //! cargo bench --bench slow_reader -- --seconds 60 --read-rate 1000 --window 65536
 //! ```
 //!
-//! `--window` is the reader node's credit window: what its inbox may hold. A reader must
-//! be able to read a window within the room's farewell timeout (30 s) to see its
-//! `FellBehind` notice; past that the room ends its session (`LimitExceeded`), which is
-//! counted as `ended` (told too, by the session's end) and also followed by a rejoin.
+//! `--window` is the reader node's credit window: what its inbox may hold. A reader let
+//! go at the room's hard bound gets `FellBehind` (counted as `fell_behind`); one whose
+//! session the room ends (`LimitExceeded`: stuck, or its farewell not finished in time)
+//! is counted as `ended`; either rejoins.
 //!
 //! Prints one line in the baseline's `label key=value` shape:
 //! `duologue slow_reader seconds=... read_rate=... window=... relays_read=... fell_behind=...
@@ -213,8 +216,10 @@ async fn main() -> anyhow::Result<()> {
         ));
     let failure = if reading.unannounced_gaps > 0 {
         Some("the reader missed relays without being told")
-    } else if reading.fell_behind + reading.ended == 0 && reading.peak_inbox < window as usize / 2 {
-        Some("the room never felt the slow reader")
+    } else if reading.fell_behind + reading.ended > 0 {
+        Some("a reader that kept reading was let go")
+    } else if reading.peak_inbox > window as usize + 16 {
+        Some("the reader's inbox held more than its window")
     } else {
         None
     };

@@ -12,7 +12,7 @@ use clap::Args;
 use duologue::cli::{DialTlsArgs, duration};
 use duologue::{AuthError, CloseReason, ConnectError, Node, Secret};
 use duologue_actors::chat::proto::{Presence, Text, Welcome};
-use duologue_actors::chat::{ChatEvent, JoinError, join};
+use duologue_actors::chat::{ChatEvent, JoinError, join, join_after};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Options of `duologue chat`.
@@ -110,6 +110,8 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let (mut sent, mut acked) = (0u64, 0u64);
     // Texts the room has not acked yet, to send again if it lets this member go.
     let mut unacked = VecDeque::<Text>::new();
+    // The room_seq of the last relay or ack seen: a rejoin catches up from there.
+    let mut seen = joined.welcome.room_seq;
     let mut ack_deadline = None;
     loop {
         // What the room sent first: a member that reads stdin faster than its events
@@ -117,14 +119,21 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
         tokio::select! {
             biased;
             event = joined.events.recv() => match event {
-                Some(ChatEvent::Relay(relay)) => println!("{}: {}", relay.from, relay.text),
-                Some(ChatEvent::Acked(ack)) => recorded(&mut unacked, &mut acked, ack.client_seq),
+                Some(ChatEvent::Relay(relay)) => {
+                    seen = seen.max(relay.room_seq);
+                    println!("{}: {}", relay.from, relay.text);
+                }
+                Some(ChatEvent::Acked(ack)) => {
+                    seen = seen.max(ack.room_seq);
+                    recorded(&mut unacked, &mut acked, ack.client_seq);
+                }
                 Some(ChatEvent::FellBehind(behind)) => {
                     eprintln!(
                         "let go by the room: relays from #{} on were not sent here ({} were queued)",
                         behind.missed_from, behind.queued
                     );
                     recorded(&mut unacked, &mut acked, behind.last_client_seq);
+                    seen = seen.max(behind.missed_from.saturating_sub(1));
                     if !args.rejoin {
                         return Err(fail(format!(
                             "let go by the room at #{} (use --rejoin to join again); {}",
@@ -132,7 +141,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                             undelivered(&unacked, sent)
                         )));
                     }
-                    joined = rejoin(&node, &args, &mut unacked, &mut acked, sent, stdin_open).await?;
+                    joined = rejoin(&node, &args, &mut unacked, &mut acked, sent, seen, stdin_open).await?;
                     roster = Roster::new(&joined.welcome);
                 }
                 Some(ChatEvent::Undecodable(what)) => eprintln!("undecodable from the room: {what}"),
@@ -159,7 +168,7 @@ async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
                             undelivered(&unacked, sent)
                         )));
                     }
-                    joined = rejoin(&node, &args, &mut unacked, &mut acked, sent, stdin_open).await?;
+                    joined = rejoin(&node, &args, &mut unacked, &mut acked, sent, seen, stdin_open).await?;
                     roster = Roster::new(&joined.welcome);
                 }
                 Some(ChatEvent::Closed(CloseReason::Finished)) => break,
@@ -233,20 +242,29 @@ fn undelivered(unacked: &VecDeque<Text>, sent: u64) -> String {
 /// resume deadline allows; sends again the texts the room did not record (its Welcome
 /// says which it did, when it knows this member), and finishes at once when stdin has
 /// already ended.
+#[allow(clippy::too_many_arguments)]
 async fn rejoin(
     node: &Node,
     args: &ChatArgs,
     unacked: &mut VecDeque<Text>,
     acked: &mut u64,
     sent: u64,
+    seen: u64,
     stdin_open: bool,
 ) -> Result<duologue_actors::chat::Joined, (u8, String)> {
-    let joined = join_again(node, args)
+    let joined = join_again(node, args, seen)
         .await
         .map_err(|(code, why)| (code, format!("{why}; {}", undelivered(unacked, sent))))?;
     let welcome = &joined.welcome;
     if welcome.known {
         recorded(unacked, acked, welcome.last_client_seq);
+    }
+    if welcome.catch_up_from > seen + 1 {
+        eprintln!(
+            "missed relays #{} to #{}: the room no longer holds them",
+            seen + 1,
+            welcome.catch_up_from - 1
+        );
     }
     if !unacked.is_empty() {
         eprintln!("sending again the {} texts the room did not record", unacked.len());
@@ -271,13 +289,14 @@ async fn rejoin(
 async fn join_again(
     node: &Node,
     args: &ChatArgs,
+    seen: u64,
 ) -> Result<duologue_actors::chat::Joined, (u8, String)> {
     let patience = args.resume_timeout.max(args.timeout);
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = match room_addr(node, args).await {
-            Ok(found) => join(node, &found, &args.room, &args.user, args.timeout)
+            Ok(found) => join_after(node, &found, &args.room, &args.user, seen, args.timeout)
                 .await
                 .map_err(join_failure),
             Err(error) => Err(error),

@@ -5,9 +5,11 @@
 //! [`Lab`] puts node processes on separate network stacks (Linux network namespaces
 //! around a router), with delayed, lossy or cut links, for the cross-host cluster tests.
 
+mod chat_transfer;
 mod fault_proxy;
 mod netns;
 
+pub use chat_transfer::{ChatTransfer, TransferReport};
 pub use fault_proxy::FaultProxy;
 pub use netns::Lab;
 /// The signals [`ChildGuard::signal`] sends.
