@@ -260,7 +260,7 @@ impl Pair {
             if let Some(seq) = last {
                 self.acceptor.confirm_delivered(seq, Instant::now());
                 // Every message carries the bench's payload.
-            self.acceptor.consumed(seq, seq * self.payload.len() as u64);
+                self.acceptor.consumed(seq, seq * self.payload.len() as u64);
             }
             if !progress {
                 return replayed;

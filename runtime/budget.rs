@@ -147,6 +147,9 @@ pub(crate) struct Account {
     withheld: AtomicBool,
     /// Registered with the peer's (`[PEER]`) and the node's (`[NODE]`) waiters.
     waiting: [AtomicBool; 2],
+    /// The peer has had all the credit it was granted: consumption should be reported
+    /// in small steps.
+    peer_waits: AtomicBool,
     /// Wakes the session's driver when a budget it waits on frees up.
     on_freed: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -187,6 +190,7 @@ impl Budgets {
             outbox: AtomicUsize::new(0),
             withheld: AtomicBool::new(false),
             waiting: [AtomicBool::new(false), AtomicBool::new(false)],
+            peer_waits: AtomicBool::new(false),
             on_freed: OnceLock::new(),
         })
     }
@@ -296,7 +300,6 @@ impl Pool {
     fn give(&self, bytes: usize) -> usize {
         self.used.fetch_sub(bytes, Ordering::SeqCst) - bytes
     }
-
 }
 
 impl Waiters {
@@ -339,7 +342,6 @@ impl Account {
             wake();
         }
     }
-
 
     /// Reserves `bytes` of replay buffer from the peer's and the node's budgets.
     ///
@@ -551,6 +553,18 @@ impl Account {
     pub(crate) fn is_withheld(&self) -> bool {
         self.withheld.load(Ordering::SeqCst)
     }
+
+    /// Records whether the peer has had all the credit it was granted.
+    pub(crate) fn set_peer_waits(&self, waits: bool) {
+        if self.peer_waits.load(Ordering::Relaxed) != waits {
+            self.peer_waits.store(waits, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the peer has had all the credit it was granted.
+    pub(crate) fn peer_waits(&self) -> bool {
+        self.peer_waits.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Account {
@@ -699,13 +713,21 @@ mod tests {
         );
         holder.release_inbound(20);
         holder.wake_inbound_waiters();
-        assert_eq!(woken.load(Ordering::SeqCst), 0, "130 bytes held: still full");
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            0,
+            "130 bytes held: still full"
+        );
         holder.release_inbound(40);
         holder.wake_inbound_waiters();
         assert_eq!(woken.load(Ordering::SeqCst), 1, "90 bytes: room again");
         holder.release_inbound(90);
         holder.wake_inbound_waiters();
-        assert_eq!(woken.load(Ordering::SeqCst), 1, "woken once per registration");
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            1,
+            "woken once per registration"
+        );
         assert!(waiter.reserve_inbound_exact(10));
     }
 

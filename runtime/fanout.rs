@@ -348,7 +348,7 @@ where
         Behind {
             key: key.clone(),
             cause,
-            outbox: Some(outbox),
+            outbox: Some(Box::new(outbox)),
         }
     }
 }
@@ -428,7 +428,7 @@ pub struct Behind<K, M> {
     /// The member.
     pub key: K,
     cause: LetGo,
-    outbox: Option<Outbox<M>>,
+    outbox: Option<Box<Outbox<M>>>,
 }
 
 impl<K, M> Behind<K, M> {
@@ -457,7 +457,7 @@ impl<K, M: Message + Name + 'static> Behind<K, M> {
     /// the member has not taken it all and finished its side within the farewell timeout.
     pub fn farewell(mut self, notice: M) {
         if let Some(outbox) = self.outbox.take() {
-            outbox.finish(Some(notice));
+            (*outbox).finish(Some(notice));
         }
     }
 }
@@ -493,12 +493,31 @@ struct Holds {
 
 #[derive(Debug, Default)]
 struct HoldState {
-    /// Members (by outbox id) holding the feeders back now.
-    holding: HashSet<u64>,
-    /// The sessions that feed the fan-out.
-    feeders: HashMap<SessionId, SessionRef>,
+    /// Members (by outbox id) holding the feeders back now, with their sessions.
+    holding: HashMap<u64, SessionId>,
+    /// The sessions that feed the fan-out, and whether each is held now.
+    feeders: HashMap<SessionId, (SessionRef, bool)>,
     /// The fan-out is gone: nothing holds anyone any more.
     closed: bool,
+}
+
+impl HoldState {
+    /// Holds every feeder that a member other than its own session holds back, and lets
+    /// every other go: a member behind is not kept from sending by its own lag.
+    fn apply(&mut self) {
+        let holding = &self.holding;
+        for (id, (feeder, held)) in &mut self.feeders {
+            let hold = holding.values().any(|member| member != id);
+            if hold != *held {
+                *held = hold;
+                if hold {
+                    feeder.hold_peer();
+                } else {
+                    feeder.release_peer();
+                }
+            }
+        }
+    }
 }
 
 impl Holds {
@@ -518,19 +537,17 @@ impl Holds {
             return;
         }
         // Feeders whose session is over leave as others come.
-        state.feeders.retain(|_, feeder| !feeder.is_closed());
-        if state.feeders.insert(session.id(), session.clone()).is_none()
-            && !state.holding.is_empty()
-        {
-            session.hold_peer();
-        }
+        state.feeders.retain(|_, (feeder, _)| !feeder.is_closed());
+        state
+            .feeders
+            .entry(session.id())
+            .or_insert_with(|| (session.clone(), false));
+        state.apply();
     }
 
     fn remove_feeder(&self, id: SessionId) {
         let mut state = self.lock();
-        if let Some(feeder) = state.feeders.remove(&id)
-            && !state.holding.is_empty()
-        {
+        if let Some((feeder, true)) = state.feeders.remove(&id) {
             feeder.release_peer();
         }
     }
@@ -547,34 +564,31 @@ impl Holds {
             && !outbox.leaving.load(Ordering::SeqCst);
         let over = lag >= config.hold_lag || bytes >= config.hold_lag_bytes;
         let under = lag <= config.hold_lag / 2 && bytes <= config.hold_lag_bytes / 2;
-        let was_holding = !state.holding.is_empty();
-        if eligible && over {
-            state.holding.insert(outbox.id);
+        let changed = if eligible && over {
+            state.holding.insert(outbox.id, outbox.session).is_none()
         } else if !eligible || under {
-            state.holding.remove(&outbox.id);
-        }
-        match (was_holding, state.holding.is_empty()) {
-            (false, false) => state.feeders.values().for_each(SessionRef::hold_peer),
-            (true, true) => state.feeders.values().for_each(SessionRef::release_peer),
-            _ => {}
+            state.holding.remove(&outbox.id).is_some()
+        } else {
+            false
+        };
+        if changed {
+            state.apply();
         }
     }
 
     /// The member of outbox `id` is gone: it holds nothing.
     fn forget(&self, id: u64) {
         let mut state = self.lock();
-        if state.holding.remove(&id) && state.holding.is_empty() {
-            state.feeders.values().for_each(SessionRef::release_peer);
+        if state.holding.remove(&id).is_some() {
+            state.apply();
         }
     }
 
     /// The fan-out is gone: every hold ends.
     fn close(&self) {
         let mut state = self.lock();
-        if !state.holding.is_empty() {
-            state.feeders.values().for_each(SessionRef::release_peer);
-        }
         state.holding.clear();
+        state.apply();
         state.feeders.clear();
         state.closed = true;
     }
@@ -584,6 +598,8 @@ impl Holds {
 #[derive(Debug)]
 struct OutboxState {
     id: u64,
+    /// The member's session.
+    session: SessionId,
     /// Messages pushed and not yet taken by the session (queued, or being cast).
     pending: AtomicUsize,
     /// Their encoded bytes.
@@ -605,9 +621,10 @@ struct OutboxState {
 }
 
 impl OutboxState {
-    fn new(id: u64) -> Self {
+    fn new(id: u64, session: SessionId) -> Self {
         Self {
             id,
+            session,
             pending: AtomicUsize::new(0),
             pending_bytes: AtomicUsize::new(0),
             progress: AtomicU64::new(0),
@@ -698,8 +715,8 @@ impl<M: Message + Name + 'static> Outbox<M> {
         config: FanoutConfig,
     ) -> Self {
         Self {
+            state: Arc::new(OutboxState::new(id, session.id())),
             session,
-            state: Arc::new(OutboxState::new(id)),
             queue: None,
             lines,
             holds,
@@ -829,14 +846,11 @@ async fn pump<M: Message + Name + 'static>(
     while let Some(item) = queue.recv().await {
         match item {
             Item::Message(message, size) => {
-                let sent = match cast_watched(&session, message, &state, &holds, &config).await
-                {
-                    Some(sent) => sent,
-                    None => {
-                        end_stuck(&session, state.lag(), &config, &lines);
-                        took(&session, &state, size);
-                        break;
-                    }
+                let Some(sent) = cast_watched(&session, message, &state, &holds, &config).await
+                else {
+                    end_stuck(&session, state.lag(), &config, &lines);
+                    took(&session, &state, size);
+                    break;
                 };
                 took(&session, &state, size);
                 state.progressed();
@@ -878,7 +892,10 @@ async fn pump<M: Message + Name + 'static>(
 
 /// Casts `message`, watching the member's progress meanwhile: past `hold_at_most` with
 /// nothing taken it stops holding the feeders back; past `stuck_after`, `None` (stuck).
-/// The clock stops while the session is interrupted and for a member that is leaving.
+/// A member whose peer keeps granting credit reads, whether or not it pauses this side
+/// (a reader's inbox pauses its peer while it is three quarters full): that is progress
+/// too. The clock stops while the session is interrupted and for a member that is
+/// leaving.
 async fn cast_watched<M: Message + Name + 'static>(
     session: &SessionRef,
     message: M,
@@ -888,9 +905,10 @@ async fn cast_watched<M: Message + Name + 'static>(
 ) -> Option<Result<(), SendError<M>>> {
     let cast = session.cast(message);
     tokio::pin!(cast);
+    let mut grant = session.peer_grant();
     loop {
-        let watched = !state.interrupted.load(Ordering::SeqCst)
-            && !state.leaving.load(Ordering::SeqCst);
+        let watched =
+            !state.interrupted.load(Ordering::SeqCst) && !state.leaving.load(Ordering::SeqCst);
         let deadline = watched.then(|| {
             let since = state.progressed_at();
             if state.stalled.load(Ordering::SeqCst) {
@@ -904,10 +922,15 @@ async fn cast_watched<M: Message + Name + 'static>(
             sent = &mut cast => return Some(sent),
             () = changed => {}
             () = sleep_until(deadline) => {
-                if state.stalled.load(Ordering::SeqCst) {
+                let granted = session.peer_grant();
+                if granted > grant {
+                    grant = granted;
+                    state.progressed();
+                } else if state.stalled.load(Ordering::SeqCst) {
                     return None;
+                } else {
+                    state.stalled.store(true, Ordering::SeqCst);
                 }
-                state.stalled.store(true, Ordering::SeqCst);
                 holds.review(state, config);
             }
         }

@@ -555,8 +555,10 @@ impl Session {
     pub(crate) fn set_account(&mut self, account: Arc<Account>) {
         account.charge_replay(self.replay.unacked_bytes);
         account.charge_inbound(self.inflow.outstanding_bytes());
-        self.inflow
-            .cap_window_bytes(account.session_inbound_bytes(), self.config.max_message_bytes);
+        self.inflow.cap_window_bytes(
+            account.session_inbound_bytes(),
+            self.config.max_message_bytes,
+        );
         self.account = Some(account);
     }
 
@@ -667,6 +669,7 @@ impl Session {
             .consumed(consumed, consumed_bytes, &mut budget_of(&self.account));
         if let Some(account) = &self.account {
             account.set_withheld(self.inflow.withheld());
+            account.set_peer_waits(self.inflow.peer_waits());
         }
         if let Some(flow) = flow {
             self.push_flow(flow);
@@ -722,6 +725,12 @@ impl Session {
         if self.is_established() {
             self.control.push_back(Frame::Flow(flow));
         }
+    }
+
+    /// The message credit the peer granted so far (cumulative): it grows as the peer's
+    /// owner consumes, even while the peer pauses this side.
+    pub(crate) fn peer_grant(&self) -> u64 {
+        self.outflow.granted()
     }
 
     /// The session's flow state, both ways.

@@ -281,6 +281,12 @@ impl SessionRef {
         self.inner.shared.with(crate::session::Session::hold_peer);
     }
 
+    /// The message credit the peer granted so far (cumulative): it grows as the peer's
+    /// owner consumes, even while the peer pauses this side.
+    pub(crate) fn peer_grant(&self) -> u64 {
+        self.inner.shared.read(crate::session::Session::peer_grant)
+    }
+
     /// The session's charges against its peer's and its node's budgets, once established.
     pub(crate) fn account(&self) -> Option<&Arc<crate::budget::Account>> {
         self.inner.shared.account()
@@ -288,7 +294,9 @@ impl SessionRef {
 
     /// Ends a hold of [`SessionRef::hold_peer`].
     pub(crate) fn release_peer(&self) {
-        self.inner.shared.with(crate::session::Session::release_peer);
+        self.inner
+            .shared
+            .with(crate::session::Session::release_peer);
     }
 
     /// The session's flow state, both ways: credit, signals in effect, backlog.

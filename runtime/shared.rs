@@ -383,15 +383,27 @@ impl Shared {
     pub(crate) fn consumed_one(&self, bytes: usize) {
         let consumed = self.consumed.messages.fetch_add(1, Ordering::Relaxed) + 1;
         let synced = self.consumed_synced.0.load(Ordering::Relaxed);
-        let mut due = consumed.saturating_sub(synced) >= self.consumed_step;
+        let account = self.account.get();
+        // While the peer waits for credit, in smaller steps: a slow reader's progress
+        // reaches its peer a little at a time, not a quarter window at once.
+        let step = if account.is_some_and(|a| a.peer_waits()) {
+            (self.consumed_step / 32).max(1)
+        } else {
+            self.consumed_step
+        };
+        let mut due = consumed.saturating_sub(synced) >= step;
         if bytes > 0 {
-            let bytes = self.consumed.bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+            let bytes = self
+                .consumed
+                .bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed)
+                + bytes as u64;
             let synced = self.consumed_synced.1.load(Ordering::Relaxed);
             due |= bytes.saturating_sub(synced) >= self.consumed_bytes_step.load(Ordering::Relaxed);
         }
         // A grant withheld (for a budget, or a peer waiting for bytes) is looked at again
         // after every message handled.
-        if due || self.account.get().is_some_and(|account| account.is_withheld()) {
+        if due || account.is_some_and(|account| account.is_withheld()) {
             self.wake_driver.notify_one();
         }
     }

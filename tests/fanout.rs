@@ -150,7 +150,11 @@ async fn relays_from_then(member: &mut Joined, first: u64) -> (Vec<u64>, ChatEve
     loop {
         match event(member).await {
             ChatEvent::Relay(relay) => {
-                assert_eq!(relay.room_seq, seqs.len() as u64 + first, "no gap, no repeat");
+                assert_eq!(
+                    relay.room_seq,
+                    seqs.len() as u64 + first,
+                    "no gap, no repeat"
+                );
                 seqs.push(relay.room_seq);
             }
             ChatEvent::Presence(_) => {}
@@ -287,8 +291,7 @@ async fn a_member_that_takes_nothing_for_the_stuck_bound_is_let_go_with_a_typed_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_past_the_hard_bound_is_let_go_in_order_and_may_join_again_knowing_its_texts()
-{
+async fn a_member_past_the_hard_bound_is_let_go_in_order_and_may_join_again_knowing_its_texts() {
     let (_hub, members, addr) = room(config()).await;
     let mut cat = member(&members, &addr, "cat").await;
     // Cat says something first: its notice says it was recorded.
@@ -622,5 +625,83 @@ async fn joining_again_from_the_same_node_takes_over_the_place_of_an_interrupted
     assert!(
         matches!(bob.events.try_recv(), None | Some(ChatEvent::Acked(_))),
         "bob saw no leave and no join"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_whose_inbox_pauses_the_room_still_holds_the_writer_to_its_pace() {
+    // The slow_reader bench's reader: a window of 4 096 in its inbox, 1 000 events a
+    // second. Its inbox pauses the room between three quarters and a quarter full (two
+    // seconds at that pace, longer than `hold_at_most`); the credit it keeps granting
+    // meanwhile tells the room it reads.
+    const READER_WINDOW: u64 = 4096;
+    let fanout = FanoutConfig::default();
+    let (_hub, _members, addr) = room(fanout).await;
+    let reader_node = node_with(NodeConfig {
+        name: "reader".into(),
+        session: SessionConfig {
+            credit_window: READER_WINDOW,
+            ..SessionConfig::default()
+        },
+        ..NodeConfig::default()
+    })
+    .await;
+    let writer_node = dialling_node("writer", SECRET).await;
+    let mut reader = member(&reader_node, &addr, "reader").await;
+    let mut writer = member(&writer_node, &addr, "writer").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writing = tokio::spawn(async move {
+        let (mut next, mut acked) = (1u64, 0u64);
+        while !*stopped.borrow() {
+            if next - 1 - acked < 64 {
+                let text = Text {
+                    client_seq: next,
+                    text: next.to_string(),
+                };
+                let mut stopped = stopped.clone();
+                tokio::select! {
+                    sent = writer.room.cast(text) => sent.expect("the room takes texts"),
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                }
+                next += 1;
+                continue;
+            }
+            let mut stopped = stopped.clone();
+            tokio::select! {
+                event = writer.events.recv() => match event {
+                    Some(ChatEvent::Acked(ack)) => acked = ack.client_seq,
+                    Some(ChatEvent::Presence(_) | ChatEvent::HeldBack(_)) => {}
+                    other => panic!("the writer got {other:?}"),
+                },
+                _ = stopped.wait_for(|stop| *stop) => break,
+            }
+        }
+        acked
+    });
+    let mut read = 0u64;
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..400 {
+        ticks.tick().await;
+        for _ in 0..10 {
+            match reader.events.try_recv() {
+                Some(ChatEvent::Relay(relay)) => {
+                    read += 1;
+                    assert_eq!(relay.room_seq, read, "no gap");
+                }
+                Some(ChatEvent::Presence(_)) => {}
+                Some(other) => panic!("the reader got {other:?}"),
+                None => break,
+            }
+        }
+    }
+    stop.send(true).unwrap();
+    let acked = tokio::time::timeout(WAIT, writing).await.unwrap().unwrap();
+    // The room records what the reader's window, the soft bound and what was in flight
+    // when the pause came can hold beyond what it read: nothing like a free writer's
+    // hundreds of thousands.
+    let bound = read + READER_WINDOW + fanout.hold_lag as u64 + 4096;
+    assert!(
+        acked <= bound,
+        "the writer was not held back: {acked} acked, {read} read"
     );
 }

@@ -95,6 +95,7 @@ async fn a_flood_of_unreadable_messages_costs_a_few_lines_and_every_one_is_count
         .call(
             Join {
                 user: "mallory".into(),
+                seen_room_seq: 0,
             },
             WAIT,
         )

@@ -323,9 +323,15 @@ fn a_peers_sessions_together_never_pass_the_peer_budget_and_wait_for_room() {
     let mut second = receiver(&budgets, &mallory, 8);
     let woken = Arc::new(AtomicUsize::new(0));
     let counter = woken.clone();
-    second.b.session.account.as_ref().unwrap().on_freed(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-    });
+    second
+        .b
+        .session
+        .account
+        .as_ref()
+        .unwrap()
+        .on_freed(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
     let taken = send_all_credit(&mut first) + send_all_credit(&mut second);
     assert_eq!(taken, 6, "the peer's budget, whichever session");
     assert_eq!(budgets.inbound_bytes(), 6 * SIZE);
@@ -343,7 +349,11 @@ fn a_peers_sessions_together_never_pass_the_peer_budget_and_wait_for_room() {
     second.b.consume(0);
     second.settle();
     assert_eq!(send_all_credit(&mut second), 2);
-    assert_eq!(budgets.inbound_bytes() - 6 * SIZE, 6 * SIZE, "alice's aside");
+    assert_eq!(
+        budgets.inbound_bytes() - 6 * SIZE,
+        6 * SIZE,
+        "alice's aside"
+    );
 }
 
 #[test]
@@ -361,7 +371,10 @@ fn the_node_inbound_budget_holds_every_peer_together() {
     mallory.b.consume(1);
     alice.b.consume(0);
     alice.settle();
-    assert_eq!(send_all_credit(&mut alice) + send_all_credit(&mut mallory), 1);
+    assert_eq!(
+        send_all_credit(&mut alice) + send_all_credit(&mut mallory),
+        1
+    );
     assert_eq!(budgets.inbound_bytes(), 5 * SIZE);
 }
 
@@ -418,9 +431,15 @@ fn a_grant_that_must_wait_never_wakes_its_own_session() {
     let mut waiter = receiver(&budgets, &node("alice", 10), 8);
     let woken = Arc::new(AtomicUsize::new(0));
     let counter = woken.clone();
-    waiter.b.session.account.as_ref().unwrap().on_freed(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-    });
+    waiter
+        .b
+        .session
+        .account
+        .as_ref()
+        .unwrap()
+        .on_freed(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
     send_all_credit(&mut holder);
     send_all_credit(&mut waiter);
     assert!(waiter.b.session.flow(waiter.now).credit_withheld);

@@ -278,6 +278,12 @@ impl Outflow {
             })
     }
 
+    /// The highest sequence number the peer allows (cumulative): it grows as the peer's
+    /// owner consumes, paused or not.
+    pub(crate) fn granted(&self) -> u64 {
+        self.credit
+    }
+
     /// Payload bytes that may still be sent on the current byte credit.
     pub(crate) fn credit_bytes_left(&self) -> u64 {
         self.credit_bytes.saturating_sub(self.sent_bytes)
@@ -569,6 +575,13 @@ impl Inflow {
         self.granted_bytes.saturating_sub(self.consumed_bytes)
     }
 
+    /// Whether the peer waits on this side: every message it was granted was delivered,
+    /// or this side pauses it. Then grants go out in small steps, so a sender watching how
+    /// its peer reads (a fan-out) sees it read, a little at a time.
+    pub(crate) fn peer_waits(&self) -> bool {
+        self.delivered >= self.granted || self.pausing()
+    }
+
     /// Messages delivered to the owner and not yet consumed.
     pub(crate) fn waiting(&self) -> u64 {
         self.delivered.saturating_sub(self.consumed)
@@ -594,10 +607,11 @@ impl Inflow {
             return None;
         }
         self.holds -= 1;
-        (!self.pausing()).then(|| match self.manual {
+        let signal = match self.manual {
             Some(throttle @ FlowSignal::Throttle(_)) => throttle,
             _ => FlowSignal::Resume,
-        })
+        };
+        (!self.pausing()).then_some(signal)
     }
 
     /// Messages up to `seq` were delivered; may pause the peer.
@@ -624,8 +638,7 @@ impl Inflow {
         consumed_bytes: u64,
         budget: &mut dyn InboundBudget,
     ) -> Option<Flow> {
-        if consumed <= self.consumed && consumed_bytes <= self.consumed_bytes && !self.withheld()
-        {
+        if consumed <= self.consumed && consumed_bytes <= self.consumed_bytes && !self.withheld() {
             return None;
         }
         self.consumed = self.consumed.max(consumed);
@@ -634,9 +647,15 @@ impl Inflow {
         budget.release(reserved - self.outstanding_bytes());
         let mut flow = Flow::default();
         // Saturating: a window of `u64::MAX` (no flow control to speak of) is granted whole
-        // in the greeting, and never again.
+        // in the greeting, and never again. A quarter window at a time, or a 256th while
+        // the peer waits for it.
         let grant = self.consumed.saturating_add(self.window);
-        if grant > self.granted && grant >= self.granted.saturating_add((self.window / 4).max(1)) {
+        let step = if self.peer_waits() {
+            self.window / 256
+        } else {
+            self.window / 4
+        };
+        if grant > self.granted && grant >= self.granted.saturating_add(step.max(1)) {
             self.granted = grant;
             flow.credit = grant;
         }
@@ -826,11 +845,35 @@ mod tests {
     }
 
     #[test]
+    fn while_the_peer_waits_credit_is_granted_in_small_steps() {
+        let mut inflow = Inflow::new(&SessionConfig {
+            flow_high_watermark: None,
+            ..config(1024)
+        });
+        // The peer sent its whole window: it waits.
+        assert_eq!(inflow.delivered(1024), None);
+        assert!(inflow.peer_waits());
+        // A slow reader consumes four: a 256th of the window, granted at once (not a
+        // quarter window later), so a sender watching its peer read sees it read.
+        assert_eq!(inflow.consumed(3, 0, &mut Unbounded), None);
+        let flow = inflow
+            .consumed(4, 0, &mut Unbounded)
+            .expect("a small grant");
+        assert_eq!(flow.credit, 1028);
+        assert!(!inflow.peer_waits(), "the grant is not used yet");
+        assert_eq!(inflow.consumed(8, 0, &mut Unbounded), None, "back to bulk");
+    }
+
+    #[test]
     fn the_largest_window_is_granted_once_without_overflow() {
         let mut inflow = Inflow::new(&config(u64::MAX));
         assert_eq!(inflow.granted(), u64::MAX);
         assert_eq!(inflow.delivered(10), None);
-        assert_eq!(inflow.consumed(10, 0, &mut Unbounded), None, "nothing more to grant");
+        assert_eq!(
+            inflow.consumed(10, 0, &mut Unbounded),
+            None,
+            "nothing more to grant"
+        );
         assert_eq!(inflow.consumed(u64::MAX, 0, &mut Unbounded), None);
         assert_eq!(inflow.granted(), u64::MAX);
     }
@@ -856,11 +899,22 @@ mod tests {
             if let Some(flow) = inflow.consumed(n, consumed, &mut budget) {
                 grants.push(flow.credit_bytes - consumed);
             }
-            assert!(inflow.outstanding_bytes() <= 16_000, "never more open than the window");
-            assert_eq!(budget.held, inflow.outstanding_bytes(), "all of it reserved");
+            assert!(
+                inflow.outstanding_bytes() <= 16_000,
+                "never more open than the window"
+            );
+            assert_eq!(
+                budget.held,
+                inflow.outstanding_bytes(),
+                "all of it reserved"
+            );
         }
         assert_eq!(inflow.target(), 16_000, "grown to the window");
-        assert_eq!(grants[..5], [2000, 4000, 8000, 16_000, 16_000], "{grants:?}");
+        assert_eq!(
+            grants[..5],
+            [2000, 4000, 8000, 16_000, 16_000],
+            "{grants:?}"
+        );
     }
 
     #[test]
@@ -956,7 +1010,9 @@ mod tests {
         assert_eq!(pause.signal, Some(FlowSignal::Pause));
         assert!(inflow.pausing());
         assert_eq!(
-            inflow.consumed(40, 0, &mut Unbounded).and_then(|f| f.signal),
+            inflow
+                .consumed(40, 0, &mut Unbounded)
+                .and_then(|f| f.signal),
             None,
             "35 still waiting"
         );
@@ -970,7 +1026,9 @@ mod tests {
         inflow.delivered(80);
         inflow.signalled(FlowSignal::Pause);
         assert_eq!(
-            inflow.consumed(80, 0, &mut Unbounded).and_then(|f| f.signal),
+            inflow
+                .consumed(80, 0, &mut Unbounded)
+                .and_then(|f| f.signal),
             None
         );
         assert!(inflow.pausing());

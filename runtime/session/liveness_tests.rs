@@ -144,7 +144,10 @@ fn a_sender_held_back_past_the_silence_timeout_asks_then_tells_its_owner_once() 
     h.advance(silence);
     h.a.flush(h.now);
     assert!(
-        on_wire(&h.a, |f| matches!(f, Frame::FlowQuery(q) if q.next_seq == 17)),
+        on_wire(
+            &h.a,
+            |f| matches!(f, Frame::FlowQuery(q) if q.next_seq == 17)
+        ),
         "asked for seq 17"
     );
     h.settle(); // b answers with its grant and its pause

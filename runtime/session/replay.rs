@@ -128,6 +128,9 @@ impl Session {
         if let Some(flow) = self.inflow.delivered(seq) {
             self.push_flow(flow);
         }
+        if let Some(account) = &self.account {
+            account.set_peer_waits(self.inflow.peer_waits());
+        }
         if self.peer_goodbye.is_some()
             || self.acks.delivered - self.acks.ack_sent >= self.config.ack_every
         {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::flow::HeldBackStep;
 use super::{Event, Phase, Session, State};
 use crate::error::{CloseReason, InterruptCause, LostReason};
-use crate::wire::{Frame, FlowQuery, Refusal, RefuseReason};
+use crate::wire::{FlowQuery, Frame, Refusal, RefuseReason};
 
 /// A timer the session arms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -107,7 +107,11 @@ impl ChatTransfer {
     ///
     /// # Errors
     /// A process that would not start or answer.
-    pub async fn run(&self, exe: &Path, progress: impl Fn(u64)) -> Result<TransferReport, ClusterError> {
+    pub async fn run(
+        &self,
+        exe: &Path,
+        progress: impl Fn(u64),
+    ) -> Result<TransferReport, ClusterError> {
         let secrets = SecretDir::create()?;
         let room = NodeProcess::start(
             exe,
