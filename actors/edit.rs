@@ -31,33 +31,80 @@
 //! the document has no credit to send more: what an editor that does not read holds is
 //! at most its session's credit window, never a growing queue. Local edits
 //! ([`Editor::insert`], [`Editor::append`], [`Editor::delete`]) apply to the replica at
-//! once and go to the document whether or not the application reads.
+//! once and go to the document whether or not the application reads (but see below: they
+//! wait while the document holds the editors back).
 //!
-//! # Falling behind
+//! # Slow editors and stopped ones
 //!
-//! The document relays through a [`Fanout`], under its policy (see
-//! [`duologue::Fanout`]): a relay goes straight to an editor that has credit, else waits
-//! in that editor's outbox, drained in order by one task per editor. An editor whose
-//! outbox already holds [`FanoutConfig::max_lag`] relays (the [`DocumentConfig`]) fell
-//! behind: the document stops relaying to it and sends it a `FellBehind` notice after
-//! the relays it still holds, then finishes the session. Every other editor goes on
-//! unhindered. The editor that fell behind reads every relay sent to it, in order, then
-//! the notice; on it, [`Editor::next_event`] opens the document again on a new session
-//! (an `Open` with its state vector), merges the snapshot of everything it lacks (exact,
-//! since CRDT state needs no history), sends what the document lacks, and reports
-//! [`EditEvent::FellBehind`]. Nothing is lost, only merged later in one piece. An editor
-//! that does not read its notice within [`FanoutConfig::farewell_timeout`] has its
-//! session ended instead (its next events are the relays it was sent, then
-//! [`EditEvent::Lost`] with the peer's `LimitExceeded` farewell); [`Editor::reopen`]
-//! brings it back in step (under the `Restart` session policy the runtime opens the new
-//! session itself, and the editor syncs on it: [`EditEvent::Restarted`]).
+//! The document relays through a [`Fanout`], under its policy, "slow is not stuck" (see
+//! [`duologue::Fanout`]; the bounds are [`DocumentConfig::fanout`]): a relay goes straight
+//! to an editor that has credit, else waits in that editor's outbox, drained in order by
+//! one task per editor. What makes the document relay is editors' updates, so every
+//! editor's session feeds the fan-out (a member's session does by default): those are the
+//! sessions the document holds back when one editor cannot keep up.
+//!
+//! - **An editor that reads slowly slows the others down and loses nothing.** While its
+//!   outbox holds [`FanoutConfig::hold_lag`] relays (or [`FanoutConfig::hold_lag_bytes`])
+//!   and it keeps reading, the document pauses every editor's session (a `Pause` flow
+//!   signal, which their runtimes obey): the others' edits wait in
+//!   [`Editor::insert`], [`Editor::append`] and [`Editor::delete`] until that outbox is down
+//!   to half, then go on. The slow editor reads every relay, in order, each an
+//!   [`EditEvent::Applied`]; it is never let go for being slow. The document runs at the
+//!   pace of its slowest reader that keeps reading.
+//! - **An editor that stops reading holds the others back for at most
+//!   [`FanoutConfig::hold_at_most`]**: then they go on, and relays pile up in its outbox.
+//!   Once it has had relays waiting and taken none for [`FanoutConfig::stuck_after`], it
+//!   is stuck and let go: its session is ended with a `LimitExceeded` farewell saying so.
+//!   When its application reads again, it gets the relays its session had taken (its
+//!   credit window), in order, then [`EditEvent::Lost`] with
+//!   `LostReason::PeerEnded` (reason `LimitExceeded`, the detail saying it was stuck);
+//!   [`Editor::reopen`] then brings it back in step, nothing lost (under the `Restart`
+//!   session policy the runtime opens the new session itself, and the editor syncs on it:
+//!   [`EditEvent::Restarted`]).
+//! - **The hard bound.** An editor whose outbox reaches [`FanoutConfig::max_lag`] relays
+//!   (or [`FanoutConfig::max_lag_bytes`]), or that its peer's or its node's replay budgets
+//!   cannot hold more for, is let go at once: the document stops relaying to it and sends
+//!   it a `FellBehind` notice (carrying `max_lag`) after the relays its outbox still holds,
+//!   then finishes the session. It reads every relay sent to it, in order, then the notice;
+//!   on it, [`Editor::next_event`] opens the document again on a new session (an `Open`
+//!   with its state vector), merges the snapshot of everything it lacks (exact, since CRDT
+//!   state needs no history), sends what the document lacks, and reports
+//!   [`EditEvent::FellBehind`]. Nothing is lost, only merged later in one piece. An editor
+//!   that does not read up to its notice within [`FanoutConfig::farewell_timeout`] has its
+//!   session ended instead: its next events are the relays its session took, then
+//!   [`EditEvent::Lost`] (`LimitExceeded`), and [`Editor::reopen`] brings it back.
+//! - **An interrupted editor is not a slow one.** The document forwards its editors'
+//!   `Interrupted` and `Resumed` signals to the fan-out ([`Fanout::interrupted`],
+//!   [`Fanout::resumed`]): while an editor's stream is broken it holds no one back, its
+//!   stuck clock stops and `max_lag` does not apply; what the document owes it waits within
+//!   the replay budgets, and it reads it all in order once the session resumes
+//!   ([`EditEvent::Interrupted`], then [`EditEvent::Resumed`]), or its session is lost at
+//!   its resume deadline.
+//!
+//! An editor's own session is held back with the others' while it is the slow one. Since
+//! an [`Editor`] edits and reads in turn (edits take `&self`, [`Editor::next_event`] takes
+//! `&mut self`), an application far behind in its reading may see an edit wait up to
+//! [`FanoutConfig::hold_at_most`]; reading what waits first (with
+//! [`Editor::try_next_event`]) avoids that.
 //!
 //! ```text
-//!  editor ann, not reading              document                  editors bob, cat
-//!    | (inbox: a credit window)           | <------ Update ----------- |  editing
+//!  editor ann, reading slowly           document                    editor bob, editing
+//!    | (inbox: a credit window)           | <------------ Update ------- |
 //!    |                                    |  relays to ann wait in her outbox
-//!    |                                    |  outbox at max_lag: ann fell behind
-//!    |                                    |  (bob and cat hear each other throughout)
+//!    |                                    |  at hold_lag: --- Pause ---> |  bob's edits wait
+//!    |  ann reads relays, in order -----> |  her outbox drains to half
+//!    |                                    | ------------ Resume -------> |  bob edits again
+//!    |  ... every relay, in order; no one is let go
+//!
+//!  editor ann, not reading              document                    editors bob, cat
+//!    |                                    |  holds bob and cat back for at most
+//!    |                                    |  hold_at_most, then lets them go on:
+//!    |                                    |  relays to ann pile up in her outbox
+//!    | <------- Goodbye{LimitExceeded} -- |  stuck_after with nothing taken: ended
+//!    |  ann reads: relays, then Lost; she calls reopen (Open{sv} on a new session)
+//!    |
+//!    |                                    |  (or, before that, her outbox reached
+//!    |                                    |  max_lag: she is let go at once)
 //!    |  ann reads: relays, in order, ---> |  the outbox drains
 //!    | <-------------- FellBehind ------- |
 //!    | <---------------------- Goodbye -- |
@@ -299,14 +346,17 @@ impl Protocol for Document {
     type Response = DocumentMessage;
 }
 
-/// How a [`Document`] runs: its name, and how far an editor may fall behind its relays
-/// (see the [module doc](self)).
+/// How a [`Document`] runs: its name, and the fan-out's bounds on its editors' unread
+/// relays (see the [module doc](self)).
 #[derive(Clone, Debug)]
 pub struct DocumentConfig {
     /// Its name (for logs).
     pub name: String,
-    /// The bound on each editor's unread relays, and how long an editor that fell
-    /// behind gets to read its notice.
+    /// The relays' fan-out: how many unread relays of one editor hold the other editors
+    /// back (`hold_lag`), for how long an editor that stopped reading holds them
+    /// (`hold_at_most`) and is waited for (`stuck_after`), the hard bound at which it is
+    /// let go with a `FellBehind` notice (`max_lag`, which the notice carries), and how long
+    /// it then gets to read its notice.
     pub fanout: FanoutConfig,
 }
 
@@ -323,11 +373,14 @@ impl From<&str> for DocumentConfig {
 #[derive(Debug)]
 pub struct DocumentState {
     name: String,
+    /// The fan-out's hard bound, which a `FellBehind` notice names.
     max_lag: usize,
     replica: Replica,
     /// The editors that opened the document and get its relays, by session: their names.
     editors: HashMap<SessionId, String>,
-    /// The relays to them, each editor's in order.
+    /// The relays to them, each editor's in order. Every editor's session feeds it (a
+    /// member's does by default): editors' updates are what it relays, so they are the
+    /// sessions held back while one editor reads slowly.
     relays: Fanout<SessionId, DocumentMessage>,
     /// The log lines editors can cause, each kind a few per window and the rest counted.
     lines: PeerLines,
@@ -411,7 +464,8 @@ impl DocumentState {
     }
 
     /// Merges an editor's change and relays what was new to every other editor; tells
-    /// those that fell behind.
+    /// those let go (at the fan-out's hard bound, or its replay budgets) that they fell
+    /// behind.
     fn update(&mut self, session: &SessionRef, update: &[u8]) {
         let id = session.id();
         let from = self
@@ -437,7 +491,7 @@ impl DocumentState {
         for behind in self.relays.publish(&relay, Some(&id)) {
             let editor = self.editors.remove(&behind.key).unwrap_or_default();
             self.lines.membership.log(|suppressed| {
-                tracing::info!(document = %self.name, %editor, queued = behind.queued(), not_logged_since_last_line = suppressed, "fell behind; told to reopen");
+                tracing::info!(document = %self.name, %editor, queued = behind.queued(), cause = %behind.cause(), not_logged_since_last_line = suppressed, "fell behind; told to reopen");
             });
             behind.farewell(
                 document_message::Kind::FellBehind(FellBehind {
@@ -500,6 +554,14 @@ impl Actor for Document {
                 state.finished(&session);
             }
             SessionMsg::Signal(SessionSignal::Closed { session, .. }) => state.gone(&session),
+            // An editor whose stream broke is not a slow one: it holds no one back, and is
+            // not let go for it, until its session resumes (or is lost).
+            SessionMsg::Signal(SessionSignal::Interrupted(session, _)) => {
+                state.relays.interrupted(&session.id());
+            }
+            SessionMsg::Signal(SessionSignal::Resumed(session, _)) => {
+                state.relays.resumed(&session.id());
+            }
             SessionMsg::Signal(SessionSignal::Lost(lost)) => {
                 state.lines.membership.log(|suppressed| {
                     tracing::info!(document = %state.name, reason = %lost.reason, not_logged_since_last_line = suppressed, "editor session lost");
@@ -554,8 +616,10 @@ pub enum EditEvent {
     /// After a loss, a new session greeted the document (the `Restart` policy); the
     /// editor opened it again.
     Restarted,
-    /// This editor read too slowly: the document removed it from its relays, after
-    /// every relay read before this event. The editor opened the document again on a
+    /// This editor left so many relays unread that it reached the document's hard bound
+    /// ([`FanoutConfig::max_lag`], or the replay budgets): the document removed it from
+    /// its relays, after every relay read before this event. (An editor that reads slowly
+    /// but keeps reading never gets this: it slows the others down instead.) The editor opened the document again on a
     /// new session and merged everything it lacked: it is in step again, and `text` is
     /// its replica's text after the resync.
     FellBehind {
@@ -566,7 +630,9 @@ pub enum EditEvent {
     /// session; local changes stay, and [`Editor::reopen`] tries again.
     ReopenFailed(String),
     /// The session was lost; local changes stay, [`Editor::sync`] cannot reach anyone
-    /// ([`Editor::reopen`] opens a new session).
+    /// ([`Editor::reopen`] opens a new session). An editor that stopped reading for the
+    /// document's [`FanoutConfig::stuck_after`] gets this once it reads again, after the
+    /// relays its session took: `PeerEnded` with a `LimitExceeded` farewell.
     Lost(LostReason),
     /// The document finished its side.
     DocumentFinished,
@@ -578,7 +644,9 @@ pub enum EditEvent {
 /// over one session. Edits apply to the replica at once and go to the document. Other
 /// editors' edits wait in the session's inbox, holding back the document's relays to
 /// this editor, until the application reads them with [`Editor::next_event`], which
-/// merges them ([`EditEvent::Applied`]). Dropping it ends the session.
+/// merges them ([`EditEvent::Applied`]). An editor that reads slowly slows the other
+/// editors down and misses nothing; one that stops reading is let go (see the
+/// [module doc](self)). Dropping it ends the session.
 #[derive(Debug)]
 pub struct Editor {
     name: String,
@@ -711,7 +779,9 @@ impl Editor {
     /// The next event, waiting for one: merges other editors' changes as it reads them,
     /// and keeps the editor in step (syncs again after a restart, reopens after falling
     /// behind). Reading is what lets the document send more: an editor whose events are
-    /// not read holds back its relays, and past the document's bound falls behind.
+    /// read slowly holds the other editors back; one whose events are not read at all is
+    /// let go after the document's `stuck_after` (then [`EditEvent::Lost`]) or at its
+    /// `max_lag` (then [`EditEvent::FellBehind`], after the relays it was sent).
     ///
     /// Returns `None` only once the node has let go of the session, after
     /// [`EditEvent::Closed`] or a final [`EditEvent::Lost`] was read.
@@ -758,7 +828,8 @@ impl Editor {
 
     /// Sends a change to the document. Concurrent edits may send theirs in either
     /// order: yrs updates commute, and one whose dependencies are missing waits in the
-    /// document's replica until they arrive.
+    /// document's replica until they arrive. It waits while the document holds the editors
+    /// back (the session paused: an editor reads slowly).
     async fn send(&self, update: Option<Vec<u8>>) -> Result<(), EditError> {
         let Some(update) = update else {
             return Ok(());

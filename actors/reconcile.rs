@@ -25,24 +25,66 @@
 //! session, so a client checks ([`Trail`]) that it saw every one exactly once, across
 //! broken streams too: duologue's resume replays what the client had not acknowledged.
 //!
-//! # A client that stops reading
+//! # Slow clients and stopped ones
 //!
-//! The reconciler sends its reports through a [`Fanout`], under the fan-out policy
-//! ([`duologue::Fanout`]): a client that does not take them has at most
-//! [`FanoutConfig::max_lag`] of them waiting for it. The report that would exceed that is
-//! not sent, and neither is any after it: the client gets every report up to the last
-//! one sent, in order, then a [`FellBehind`] notice saying which one that was, then the
-//! reconciler finishes the session and forgets its deployment (see the notice in
-//! `reconcile.proto` for what a client does next). Nothing is skipped unannounced, and the
-//! reconciler's memory per client stays bounded.
+//! The reconciler sends each session's reports through a [`Fanout`] of its own (one
+//! member: that session), under the fan-out's policy, "slow is not stuck" (see
+//! [`duologue::Fanout`]; the bounds are [`ReconcilerConfig::fanout`]): a report goes
+//! straight into the session while the client grants credit, else waits in the session's
+//! outbox, drained in order as the client reads.
+//!
+//! Here no session feeds the fan-out: reports are made by the reconciler itself, one per
+//! step of its own timer (and one per declaration), not sent on behalf of anyone whose
+//! session could be paused. Pausing the client's own session would only hold back its
+//! next declaration, which is rare and not what fills its outbox, so the reconciler
+//! takes it out of the feeders ([`Fanout::stop_feeding`]). What it holds back instead is
+//! its own production: **while a deployment's fan-out is holding** ([`Fanout::holding`]:
+//! its client keeps reading but has [`FanoutConfig::hold_lag`] reports waiting), **its
+//! steps wait**, and the deployment goes on once the client has read down to half of
+//! that. Each deployment has its own fan-out, so one slow client slows only its own
+//! deployment, never another's. A simulated deployment exists for its one watcher, and
+//! the protocol promises a report after every change, numbered without gaps: stepping on
+//! regardless would leave a choice between an outbox without bound and reports skipped.
+//! (A reconciler of a real world, which changes whether anyone watches, would rather
+//! keep going and, while holding, send only its latest state once the client has read
+//! the rest: the report numbers stay gapless, the intermediate states are coalesced.)
+//!
+//! What a client sees, through [`Watch::next_event`]:
+//!
+//! - **It reads slowly:** every report, in order ([`Trail`] finds no gap), at its own
+//!   pace: its deployment converges as fast as it reads. It is never let go for it.
+//! - **It stops reading:** its deployment waits for it for at most
+//!   [`FanoutConfig::hold_at_most`], then steps on, and reports pile up in its outbox.
+//!   Once it has had reports waiting and taken none for [`FanoutConfig::stuck_after`], it
+//!   is let go: its session is ended with a `LimitExceeded` farewell saying it was stuck,
+//!   and the reconciler forgets its deployment when the session closes. When it reads
+//!   again it gets the reports its session had taken (its credit window), in order, then
+//!   [`ReconcileEvent::Lost`] with `LostReason::PeerEnded` (reason `LimitExceeded`).
+//! - **It reaches the hard bound first** ([`FanoutConfig::max_lag`] reports waiting, or
+//!   [`FanoutConfig::max_lag_bytes`], or more than its peer's or the node's replay budgets
+//!   can hold): the report that would exceed it is not sent, and neither is any after it.
+//!   The client gets every report up to the last one sent, in order, then a
+//!   [`ReconcileEvent::FellBehind`] notice saying which one that was (and the state the
+//!   deployment had reached), then the reconciler finishes the session
+//!   ([`ReconcileEvent::Closed`]) and forgets its deployment (see the notice in
+//!   `reconcile.proto` for what a client does next). A client that does not read up to
+//!   the notice within [`FanoutConfig::farewell_timeout`] has its session ended instead
+//!   ([`ReconcileEvent::Lost`], `LimitExceeded`).
+//! - **Its stream breaks:** the reconciler forwards the session's `Interrupted` and
+//!   `Resumed` signals to the fan-out ([`Fanout::interrupted`], [`Fanout::resumed`]):
+//!   while interrupted, the deployment steps on (nothing holds it), the client is not
+//!   judged stuck and `max_lag` does not apply; the reports wait within the replay
+//!   budgets, and arrive in order, each once, when the session resumes
+//!   ([`ReconcileEvent::Interrupted`], then [`ReconcileEvent::Resumed`]).
+//!
+//! Nothing is skipped unannounced, and the reconciler's memory per client stays bounded.
 //!
 //! # The client
 //!
 //! [`watch`] opens a session owned by an [`InboxReceiver`]: no forwarding actor, and a
 //! report stays unconsumed (withholding the reconciler's credit) until
-//! [`Watch::next_event`] takes it. A client that reads slowly holds the reconciler back
-//! through the session's credit window, and then falls behind as above; its memory
-//! never grows with the reconciler's output.
+//! [`Watch::next_event`] takes it. A client that reads slowly slows its deployment down
+//! to its pace, as above; its memory never grows with the reconciler's output.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -310,8 +352,11 @@ pub struct ReconcilerConfig {
     pub name: String,
     /// The time between two steps of a deployment.
     pub step: Duration,
-    /// How many reports may wait for a client that does not take them, and how long it
-    /// gets to read them and its [`FellBehind`] notice.
+    /// Each session's fan-out: how many reports waiting for a client that keeps reading
+    /// make its deployment's steps wait (`hold_lag`), for how long a client that stopped
+    /// reading is waited for that way (`hold_at_most`) and at all (`stuck_after`), the
+    /// hard bound at which it is let go with a [`FellBehind`] notice (`max_lag`), and how
+    /// long it then gets to read its reports and the notice (`farewell_timeout`).
     pub fanout: FanoutConfig,
 }
 
@@ -330,8 +375,10 @@ impl From<&str> for ReconcilerConfig {
 pub struct ReconcilerState {
     config: ReconcilerConfig,
     deployments: HashMap<SessionId, Deployment>,
-    /// Every client session with a deployment: where its reports go.
-    fanout: Fanout<SessionId, ReconcilerMessage>,
+    /// Where each client session's reports go: a fan-out of its own (one member, no
+    /// feeder), so that whether it holds says whether this client keeps up. Kept until
+    /// the session is over, also after its client was let go (its farewell under way).
+    outboxes: HashMap<SessionId, Fanout<SessionId, ReconcilerMessage>>,
     /// The log lines clients can cause, each kind a few per window and the rest counted.
     lines: PeerLines,
 }
@@ -341,13 +388,22 @@ impl ReconcilerState {
         let session = inbound.session();
         let id = session.id();
         let generation = declare.generation;
+        let config = self.config.fanout;
+        let outbox = self
+            .outboxes
+            .entry(id)
+            .or_insert_with(|| Fanout::new(config));
         // A declaration still in flight from a client that fell behind starts nothing.
-        if self.fanout.fell_behind_since(&id) {
+        if outbox.fell_behind_since(&id) {
             tracing::debug!(reconciler = %self.config.name, generation, "declaration after falling behind ignored");
             return;
         }
-        if !self.fanout.contains(&id) {
-            self.fanout.insert(id, session.clone());
+        if !outbox.contains(&id) {
+            outbox.insert(id, session.clone());
+            // Reports are the reconciler's own: the client's session feeds nothing (its
+            // declarations are not what fills its outbox), so it is never paused. A slow
+            // client holds back its deployment's steps instead (see `step`).
+            outbox.stop_feeding(id);
         }
         let deployment = self
             .deployments
@@ -383,6 +439,13 @@ impl ReconcilerState {
         if deployment.phase == Phase::Converged {
             return;
         }
+        // Its client keeps reading but is behind: the world waits for it, so it gets a
+        // report after every change without its outbox growing. Look again one step later.
+        if self.outboxes.get(&id).is_some_and(Fanout::holding) {
+            deployment.stepping = true;
+            drop(myself.send_after(self.config.step, move || ReconcilerMsg::Step(id)));
+            return;
+        }
         let more = deployment.step();
         self.report(id);
         if more && let Some(deployment) = self.deployments.get_mut(&id) {
@@ -402,7 +465,10 @@ impl ReconcilerState {
         let Some(report) = deployment.status(deployment.report_seq + 1) else {
             return;
         };
-        match self.fanout.send(&id, report.into()) {
+        let Some(outbox) = self.outboxes.get_mut(&id) else {
+            return;
+        };
+        match outbox.send(&id, report.into()) {
             Ok(()) => deployment.report_seq += 1,
             Err(Refused::Behind(behind)) => {
                 let notice = FellBehind {
@@ -416,6 +482,7 @@ impl ReconcilerState {
                         session = %id,
                         last_report_seq = notice.last_report_seq,
                         queued = notice.queued,
+                        cause = %behind.cause(),
                         not_logged_since_last_line = suppressed,
                         "client fell behind: told, and its deployment forgotten"
                     );
@@ -436,7 +503,11 @@ impl ReconcilerState {
         let id = session.id();
         self.deployments.remove(&id);
         // A client that fell behind is finished by its farewell, after its notice.
-        if !self.fanout.finish(&id) {
+        if !self
+            .outboxes
+            .get_mut(&id)
+            .is_some_and(|outbox| outbox.finish(&id))
+        {
             session.finish();
         }
     }
@@ -444,7 +515,21 @@ impl ReconcilerState {
     /// The session is over: forget all about it.
     fn gone(&mut self, id: SessionId) {
         self.deployments.remove(&id);
-        self.fanout.remove(&id);
+        if let Some(mut outbox) = self.outboxes.remove(&id) {
+            outbox.remove(&id);
+        }
+    }
+
+    /// The client's stream broke (`true`) or its session resumed (`false`): while
+    /// interrupted it holds nothing back and is not judged stuck (see the module doc).
+    fn interrupted(&mut self, id: SessionId, interrupted: bool) {
+        if let Some(outbox) = self.outboxes.get_mut(&id) {
+            if interrupted {
+                outbox.interrupted(&id);
+            } else {
+                outbox.resumed(&id);
+            }
+        }
     }
 }
 
@@ -459,8 +544,11 @@ impl Actor for Reconciler {
         _myself: ActorRef<ReconcilerMsg>,
         config: ReconcilerConfig,
     ) -> Result<ReconcilerState, ActorProcessingErr> {
+        // Each session gets a fan-out of its own later: one now checks the bounds (a bad
+        // one panics), so that the reconciler fails to start rather than at a declaration.
+        drop(Fanout::<SessionId, ReconcilerMessage>::new(config.fanout));
         Ok(ReconcilerState {
-            fanout: Fanout::new(config.fanout),
+            outboxes: HashMap::new(),
             config,
             deployments: HashMap::new(),
             lines: PeerLines::default(),
@@ -509,7 +597,14 @@ impl Actor for Reconciler {
                 });
                 state.gone(lost.session.id());
             }
-            // Interrupted, Resumed: the session replays the reports by itself.
+            // The session replays the reports by itself; the fan-out does not count the
+            // interruption against the client.
+            ReconcilerMsg::Signal(SessionSignal::Interrupted(session, _)) => {
+                state.interrupted(session.id(), true);
+            }
+            ReconcilerMsg::Signal(SessionSignal::Resumed(session, _)) => {
+                state.interrupted(session.id(), false);
+            }
             ReconcilerMsg::Signal(signal) => {
                 tracing::debug!(reconciler = %state.config.name, ?signal, "session signal");
             }
@@ -539,9 +634,13 @@ pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> 
 pub enum ReconcileEvent {
     /// The deployment's current state.
     Report(StatusReport),
-    /// The client did not keep up: no report after `last_report_seq` comes, the
-    /// reconciler forgot the deployment and finishes the session (the watch finishes in
-    /// turn; [`ReconcileEvent::Closed`] follows). Watch again to go on.
+    /// The client left so many reports unread that it reached the reconciler's hard
+    /// bound ([`FanoutConfig::max_lag`], or the replay budgets): no report after
+    /// `last_report_seq` comes, the reconciler forgot the deployment and finishes the
+    /// session (the watch finishes in turn; [`ReconcileEvent::Closed`] follows). Watch
+    /// again to go on. A client that reads slowly but keeps reading never gets this (its
+    /// deployment slows down instead); one that stopped reading is more likely let go as
+    /// stuck ([`ReconcileEvent::Lost`], `LimitExceeded`).
     FellBehind(FellBehind),
     /// The reconciler sent something that is not a reconciler message (another protocol,
     /// bad bytes, an empty message, or a call): consumed and reported, never skipped.
@@ -567,9 +666,10 @@ pub enum WatchError {
 /// A session to a reconciler, and what it reports: read with [`Watch::next_event`].
 ///
 /// What the reconciler sent stays in the session's inbox, unconsumed, until read: a
-/// client that stops reading holds the reconciler back by at most one credit window of
-/// reports (and then [falls behind](ReconcileEvent::FellBehind)); its memory does not
-/// grow. Dropping the watch ends the session.
+/// client that reads slowly slows its deployment down to its pace and misses no report;
+/// one that stops reading holds at most one credit window of reports, and is let go (its
+/// session ended as stuck, or [told it fell behind](ReconcileEvent::FellBehind)); see the
+/// [module doc](self). Its memory does not grow. Dropping the watch ends the session.
 #[derive(Debug)]
 pub struct Watch {
     /// The typed handle to the reconciler.
@@ -600,8 +700,9 @@ impl Watch {
     }
 
     /// The next thing the reconciler sent, or the session's next change, in order;
-    /// waits for it. Reading a report is what lets the reconciler send another. `None`
-    /// after [`ReconcileEvent::Closed`] (or once the node dropped the session).
+    /// waits for it. Reading a report is what lets the reconciler send another (and,
+    /// when this client is behind, take its next step). `None` after
+    /// [`ReconcileEvent::Closed`] (or once the node dropped the session).
     pub async fn next_event(&mut self) -> Option<ReconcileEvent> {
         while !self.closed {
             let event = self.inbox.recv().await?;

@@ -1,18 +1,23 @@
 //! The collaborative editing paradigm across processes: a `duologue node` process hosts
 //! the document `notes`, editors live in this process, each on its own node. Concurrent
 //! edits, a stream cut in the middle of them, and a late joiner: every replica and the
-//! document end with the same text. An editor that stops reading (its document in this
-//! process, with a small bound on unread relays) holds no one back and is told it fell
-//! behind. Every editor reports each merged relay as an event when read, so the tests
-//! wait for exactly the relays they expect, each wait bounded.
+//! document end with the same text. With the document in this process and small fan-out
+//! bounds: an editor that reads slowly slows the others' edits down and misses nothing;
+//! one that stops reading holds them back only briefly, and is let go once stuck (its
+//! session ended) or at the hard bound (told it fell behind). Every editor reports each
+//! merged relay as an event when read, so the tests wait for exactly the relays they
+//! expect, each wait bounded.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use duologue::LostReason;
-use duologue::{CloseReason, FanoutConfig, GoodbyeReason, Node, NodeConfig, SessionConfig};
+use duologue::{
+    CloseReason, FanoutConfig, FlowSignal, GoodbyeReason, Node, NodeConfig, SessionConfig,
+};
 use duologue_actors::edit::{self, DocumentConfig, EditEvent, Editor};
 use duologue_testkit::{FaultProxy, NodeProcess, SecretDir};
 use support::*;
@@ -388,7 +393,7 @@ fn in_order(relays: &[EditEvent], names: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
+async fn an_editor_that_stops_reading_holds_the_others_briefly_then_is_told_at_the_hard_bound() {
     /// Relays the document holds for one editor beyond what its session takes.
     const MAX_LAG: usize = 4;
     /// Relays ann's session takes before she reads any.
@@ -397,6 +402,11 @@ async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
     const EDITS: usize = 20;
 
     let (_server, at) = document_here(FanoutConfig {
+        hold_lag: 2,
+        // ann reads nothing: bob and cat wait this long for her, then go on.
+        hold_at_most: Duration::from_millis(200),
+        // Never stuck within the test: the hard bound is what lets her go.
+        stuck_after: 3 * WAIT,
         max_lag: MAX_LAG,
         // Long enough for ann to read everything once she starts.
         farewell_timeout: 3 * WAIT,
@@ -408,7 +418,8 @@ async fn an_editor_that_stops_reading_holds_no_one_back_and_is_told() {
     let mut cat = member_on(dialling_node("cat", SECRET).await, &at, "cat").await;
 
     // ann reads nothing while bob and cat exchange many edits: 2 * EDITS relays to her,
-    // far beyond what her session takes plus the document's bound.
+    // far beyond what her session takes plus the document's bound. She holds them back
+    // for `hold_at_most`, then no longer.
     tokio::join!(
         async {
             for i in 1..=EDITS {
@@ -476,6 +487,9 @@ async fn an_editor_that_does_not_read_its_notice_in_time_is_cut_off_and_reopens(
     const WINDOW: u64 = 2;
     const EDITS: usize = 10;
     let (_server, at) = document_here(FanoutConfig {
+        hold_lag: 1,
+        hold_at_most: Duration::from_millis(100),
+        stuck_after: 3 * WAIT,
         max_lag: MAX_LAG,
         farewell_timeout: Duration::from_millis(100),
         ..FanoutConfig::default()
@@ -522,4 +536,324 @@ async fn an_editor_that_does_not_read_its_notice_in_time_is_cut_off_and_reopens(
         &format!("{document}ann is back\n"),
     )
     .await;
+}
+
+/// A node of this process hosting the document with `fanout`, whose sessions grant
+/// editors `window` messages of credit and never pause them of their own accord: what
+/// pauses an editor there is the fan-out's hold. With its address.
+async fn document_with_window(fanout: FanoutConfig, window: u64) -> (Node, String) {
+    let server = node_with(NodeConfig {
+        name: "docs".into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        session: SessionConfig {
+            credit_window: window,
+            flow_high_watermark: None,
+            ..SessionConfig::default()
+        },
+        ..NodeConfig::default()
+    })
+    .await;
+    edit::host_with(
+        &server,
+        DocumentConfig {
+            name: DOCUMENT.into(),
+            fanout,
+        },
+    )
+    .await
+    .expect("the document starts");
+    let at = addr(&server);
+    (server, at)
+}
+
+/// Whether the document pauses `editor`'s session now.
+fn paused(editor: &Editor) -> bool {
+    editor.session().flow().peer_signal == Some(FlowSignal::Pause)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_editor_that_reads_slowly_slows_the_writers_and_misses_nothing() {
+    /// Relays waiting for ann that hold the writers back.
+    const HOLD_LAG: usize = 4;
+    /// The hard bound: far below the edits, so ann would be let go if bob were not held.
+    const MAX_LAG: usize = 32;
+    /// Relays ann's session takes before she reads any.
+    const WINDOW: u64 = 2;
+    /// Edits the document takes from an editor before it consumed them.
+    const SERVER_WINDOW: u64 = 4;
+    /// Edits bob makes as fast as he may.
+    const EDITS: usize = 120;
+    /// How many relays can be ahead of ann's reading while the hold works: her window,
+    /// her outbox up to the soft bound, bob's edits in flight when the pause went out;
+    /// twice that, to spare.
+    const AHEAD: usize = 2 * (WINDOW as usize + HOLD_LAG + 1 + 2 * SERVER_WINDOW as usize);
+
+    let (_server, at) = document_with_window(
+        FanoutConfig {
+            hold_lag: HOLD_LAG,
+            max_lag: MAX_LAG,
+            // ann never stops reading for this long: she holds bob back throughout.
+            hold_at_most: WAIT,
+            stuck_after: 2 * WAIT,
+            farewell_timeout: WAIT,
+            ..FanoutConfig::default()
+        },
+        SERVER_WINDOW,
+    )
+    .await;
+    let mut ann = slow_reader(&at, WINDOW).await;
+    let bob = member_on(dialling_node("bob", SECRET).await, &at, "bob").await;
+    let mut cat = member_on(dialling_node("cat", SECRET).await, &at, "cat").await;
+
+    let read_by_ann = AtomicUsize::new(0);
+    let (ann_seen, cat_seen, read_when_bob_done) = tokio::join!(
+        async {
+            // ann reads nothing until her backlog has bob paused...
+            let held = tokio::time::timeout(WAIT, async {
+                while !paused(&bob.editor) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .await;
+            assert!(held.is_ok(), "bob is paused while ann is behind");
+            // ...then reads one event every few milliseconds: slower than bob edits.
+            let name = ann.editor.name().to_owned();
+            let mut seen = Vec::new();
+            let read = tokio::time::timeout(2 * WAIT, async {
+                while applied(&seen).len() < EDITS {
+                    let event = ann.editor.next_event().await.expect("ann's editor runs");
+                    let merged = matches!(event, EditEvent::Applied { .. });
+                    seen.push(event);
+                    if merged {
+                        read_by_ann.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            assert!(
+                read.is_ok(),
+                "{name} is still reading, saw {} events",
+                seen.len()
+            );
+            seen
+        },
+        // cat reads as fast as she can.
+        merged(&mut cat.editor, EDITS),
+        async {
+            for i in 1..=EDITS {
+                bob.editor.append(&format!("bob {i}\n")).await.unwrap();
+            }
+            read_by_ann.load(Ordering::SeqCst)
+        },
+    );
+
+    // Every relay reached ann, in order, and nothing else: she was never let go.
+    assert_eq!(ann_seen.len(), EDITS, "only relays: {ann_seen:#?}");
+    in_order(&ann_seen, &["bob"]);
+    in_order(&cat_seen, &["bob"]);
+    // bob could not run ahead of her reading by more than the hold lets through.
+    assert!(
+        read_when_bob_done + AHEAD >= EDITS,
+        "bob finished when ann had read {read_when_bob_done} of {EDITS} relays"
+    );
+    let text = ann.editor.text();
+    assert!(holds_first(&text, "bob", EDITS), "{text:?}");
+    let released = tokio::time::timeout(WAIT, async {
+        while paused(&bob.editor) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(released.is_ok(), "the hold ends once ann caught up");
+
+    // ann is still an editor of the document: she edits, and everyone hears it.
+    ann.editor.append("ann read it all\n").await.unwrap();
+    let mut bob = bob;
+    for member in [&mut bob, &mut cat] {
+        assert_eq!(applied(&merged(&mut member.editor, 1).await), ["ann"]);
+    }
+    let last = format!("{text}ann read it all\n");
+    all_hold(&mut [&mut ann, &mut bob, &mut cat], &last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_editor_that_stops_reading_is_let_go_once_stuck_while_the_others_go_on() {
+    const WINDOW: u64 = 2;
+    const EDITS: usize = 20;
+    const HOLD_AT_MOST: Duration = Duration::from_millis(200);
+    const STUCK_AFTER: Duration = Duration::from_millis(1500);
+    /// How late after `STUCK_AFTER` the end may come on a loaded machine.
+    const LATE: Duration = Duration::from_secs(5);
+
+    let (_server, at) = document_here(FanoutConfig {
+        hold_lag: 2,
+        hold_at_most: HOLD_AT_MOST,
+        stuck_after: STUCK_AFTER,
+        // Far beyond what piles up within the test: being stuck is what lets her go.
+        max_lag: 10_000,
+        farewell_timeout: WAIT,
+        ..FanoutConfig::default()
+    })
+    .await;
+    let mut ann = slow_reader(&at, WINDOW).await;
+    let mut bob = member_on(dialling_node("bob", SECRET).await, &at, "bob").await;
+    let mut cat = member_on(dialling_node("cat", SECRET).await, &at, "cat").await;
+
+    // ann reads nothing from here on. bob edits; cat hears all of it, held back by ann
+    // for at most `hold_at_most`.
+    let started = Instant::now();
+    let ((), from_bob) = tokio::join!(
+        async {
+            for i in 1..=EDITS {
+                bob.editor.append(&format!("bob {i}\n")).await.unwrap();
+            }
+        },
+        merged(&mut cat.editor, EDITS),
+    );
+    in_order(&from_bob, &["bob"]);
+
+    // ann's session is ended once she took nothing for `stuck_after` with relays waiting
+    // (her first relay waited after `started`), not long after.
+    let reason = tokio::time::timeout(STUCK_AFTER + LATE, ann.editor.session().closed())
+        .await
+        .expect("ann's session ends soon after stuck_after");
+    let elapsed = started.elapsed();
+    // (Timer granularity aside.)
+    assert!(
+        elapsed + Duration::from_millis(20) >= STUCK_AFTER,
+        "ended after {elapsed:?}, before stuck_after"
+    );
+    let CloseReason::Lost(LostReason::PeerEnded(goodbye)) = &reason else {
+        panic!("the document ended ann's session: {reason:?}");
+    };
+    assert_eq!(goodbye.reason, GoodbyeReason::LimitExceeded, "{goodbye:?}");
+    assert!(goodbye.detail.contains("stuck"), "{goodbye:?}");
+
+    // The others went on meanwhile, and still do.
+    bob.editor.append("bob, again\n").await.unwrap();
+    assert_eq!(applied(&merged(&mut cat.editor, 1).await), ["bob"]);
+    let document = bob.editor.sync().await.unwrap();
+    assert!(holds_first(&document, "bob", EDITS) && document.ends_with("bob, again\n"));
+    all_hold(&mut [&mut bob, &mut cat], &document).await;
+
+    // When ann reads: the relays her session had taken, in order, then the loss.
+    let seen = events_until(&mut ann.editor, |seen| {
+        matches!(seen.last(), Some(EditEvent::Lost(_)))
+    })
+    .await;
+    let (lost, relays) = seen.split_last().expect("events");
+    assert!(
+        matches!(lost, EditEvent::Lost(LostReason::PeerEnded(g)) if g.reason == GoodbyeReason::LimitExceeded),
+        "{lost:?}"
+    );
+    assert!(
+        !relays.is_empty() && relays.len() <= WINDOW as usize,
+        "{seen:#?}"
+    );
+    in_order(relays, &["bob"]);
+
+    // Reopening brings her in step.
+    assert_eq!(ann.editor.reopen().await.expect("reopen"), document);
+    ann.editor.append("ann is back\n").await.unwrap();
+    for member in [&mut bob, &mut cat] {
+        assert_eq!(applied(&merged(&mut member.editor, 1).await), ["ann"]);
+    }
+    all_hold(
+        &mut [&mut ann, &mut bob, &mut cat],
+        &format!("{document}ann is back\n"),
+    )
+    .await;
+}
+
+/// Waits, within [`WAIT`], until `node` holds session `id` in `state`.
+async fn until_state(node: &Node, id: duologue::SessionId, state: duologue::SessionState) {
+    let reached = tokio::time::timeout(WAIT, async {
+        while !node
+            .status()
+            .sessions
+            .iter()
+            .any(|s| s.id == id && s.state == state)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "session {id} never {state:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_editor_holds_no_one_back_and_gets_every_relay_once_resumed() {
+    const WINDOW: u64 = 2;
+    const MAX_LAG: usize = 4;
+    /// Far more than ann's window and the hard bound together.
+    const EDITS: usize = 20;
+
+    // bob's edits reach the document one at a time: were ann taken for a slow reader,
+    // the pause would stop bob before her outbox reached the hard bound.
+    let (server, at) = document_with_window(
+        FanoutConfig {
+            hold_lag: 2,
+            max_lag: MAX_LAG,
+            // Were ann held to be slow, bob would wait this long: longer than the test
+            // allows.
+            hold_at_most: 3 * WAIT,
+            stuck_after: 3 * WAIT,
+            farewell_timeout: WAIT,
+            ..FanoutConfig::default()
+        },
+        1,
+    )
+    .await;
+    let proxy = FaultProxy::start(at.parse().unwrap()).await.unwrap();
+    let mut ann = slow_reader(&proxy.addr().to_string(), WINDOW).await;
+    let mut bob = member_on(dialling_node("bob", SECRET).await, &at, "bob").await;
+
+    // ann's stream breaks, and no new one gets through: the document sees her session
+    // interrupted.
+    proxy.set_blackhole(true);
+    assert!(proxy.cut_all() >= 1, "the cut found ann's connection");
+    let session = ann.editor.session().id();
+    until_state(&server, session, duologue::SessionState::Interrupted).await;
+
+    // bob edits far past ann's window and the hard bound: ann holds him back for none of
+    // it, and is not let go (what she is owed waits for her, within the replay budgets).
+    let edited = tokio::time::timeout(WAIT, async {
+        for i in 1..=EDITS {
+            bob.editor.append(&format!("bob {i}\n")).await.unwrap();
+        }
+    })
+    .await;
+    assert!(edited.is_ok(), "bob was held back by an interrupted editor");
+    assert!(!paused(&bob.editor));
+    let document = bob.editor.sync().await.unwrap();
+    assert!(holds_first(&document, "bob", EDITS));
+
+    // ann's stream comes back: her session resumes, and she reads every relay, in order,
+    // between the interruption and the resume or after it, never told she fell behind.
+    proxy.set_blackhole(false);
+    let seen = events_until(&mut ann.editor, |seen| applied(seen).len() >= EDITS).await;
+    let relays: Vec<EditEvent> = seen
+        .iter()
+        .filter(|e| matches!(e, EditEvent::Applied { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(relays.len(), EDITS, "{seen:#?}");
+    in_order(&relays, &["bob"]);
+    let others: Vec<&EditEvent> = seen
+        .iter()
+        .filter(|e| !matches!(e, EditEvent::Applied { .. }))
+        .collect();
+    assert!(
+        others
+            .iter()
+            .all(|e| matches!(e, EditEvent::Interrupted(_) | EditEvent::Resumed(_))),
+        "only the interruption and the resume besides the relays: {seen:#?}"
+    );
+    assert!(
+        others.iter().any(|e| matches!(e, EditEvent::Resumed(_))),
+        "{seen:#?}"
+    );
+    assert_eq!(ann.editor.text(), document);
+    all_hold(&mut [&mut ann, &mut bob], &document).await;
 }

@@ -1,15 +1,20 @@
 //! The control-plane reconcile paradigm across processes: a `duologue node` process hosts
 //! the reconciler `deploy`, the client runs in this process. A declaration is reported
 //! step by step until it converges; a new one mid-way changes course from where the
-//! world stands; a connection cut mid-way loses and repeats no report. A watcher that
-//! stops reading is told it fell behind, after every report it was sent, while another
-//! keeps getting all of its own.
+//! world stands; a connection cut mid-way loses and repeats no report. With the
+//! reconciler in this process and small fan-out bounds: a watcher that reads slowly slows
+//! its own deployment down and misses nothing, while another's goes on at full pace; one
+//! that stops reading is let go once stuck (its session ended), or told it fell behind at
+//! the hard bound, after every report it was sent, while another keeps getting all of its
+//! own.
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use duologue::{CloseReason, FanoutConfig, Node, NodeConfig, SessionConfig};
+use duologue::{
+    CloseReason, FanoutConfig, GoodbyeReason, LostReason, Node, NodeConfig, SessionConfig,
+};
 use duologue_actors::reconcile::proto::{Phase, StatusReport};
 use duologue_actors::reconcile::{
     ReconcileEvent, Reconciler, ReconcilerConfig, Trail, Watch, watch,
@@ -274,22 +279,17 @@ const WINDOW: u64 = 2;
 /// Reports the reconciler then keeps waiting for it before it counts as fallen behind.
 const MAX_LAG: usize = 4;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watcher_that_stops_reading_is_told_it_fell_behind_and_the_others_miss_nothing() {
-    // A reconciler in this process, stepping fast, letting a client lag by few reports.
+/// A reconciler in this process stepping every 2 ms under `fanout`, and a client node
+/// whose sessions let it run only `WINDOW` reports ahead of their reading.
+async fn fast_reconciler(fanout: FanoutConfig) -> (Node, Node) {
     let server = listening_node("control", SECRET).await;
     let config = ReconcilerConfig {
         name: "deploy".into(),
         step: Duration::from_millis(2),
-        fanout: FanoutConfig {
-            max_lag: MAX_LAG,
-            farewell_timeout: WAIT,
-            ..FanoutConfig::default()
-        },
+        fanout,
     };
     let (reconciler, _) = Actor::spawn(None, Reconciler, config).await.unwrap();
     server.register("deploy", &reconciler).unwrap();
-    // Its clients let it run only a couple of reports ahead of their reading.
     let client = node_with(NodeConfig {
         name: "client".into(),
         session: SessionConfig {
@@ -297,6 +297,22 @@ async fn a_watcher_that_stops_reading_is_told_it_fell_behind_and_the_others_miss
             ..SessionConfig::default()
         },
         ..NodeConfig::default()
+    })
+    .await;
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_told_it_fell_behind_and_the_others_miss_nothing() {
+    // Letting a client lag by few reports: its deployment waits for it only briefly, and
+    // it is not judged stuck within the test, so the hard bound is what lets it go.
+    let (server, client) = fast_reconciler(FanoutConfig {
+        hold_lag: 2,
+        hold_at_most: Duration::from_millis(100),
+        stuck_after: 3 * WAIT,
+        max_lag: MAX_LAG,
+        farewell_timeout: WAIT,
+        ..FanoutConfig::default()
     })
     .await;
     let mut slow = watch(&client, &addr(&server), "deploy").await.unwrap();
@@ -350,4 +366,167 @@ async fn a_watcher_that_stops_reading_is_told_it_fell_behind_and_the_others_miss
         "the reconciler finished the session after the notice"
     );
     assert_eq!(slow.next_event().await, None);
+}
+
+/// Reads `watch`'s reports until one converged on generation 1, one every `pace`; checks
+/// each with a [`Trail`] and that nothing else comes. Returns them.
+async fn read_all_at(watch: &mut Watch, pace: Duration) -> Vec<StatusReport> {
+    let mut trail = Trail::default();
+    let mut reports = Vec::new();
+    let read = tokio::time::timeout(2 * WAIT, async {
+        loop {
+            match watch.next_event().await.expect("the session is open") {
+                ReconcileEvent::Report(report) => {
+                    trail.check(&report).unwrap();
+                    let done = report.phase() == Phase::Converged;
+                    reports.push(report);
+                    if done {
+                        return;
+                    }
+                }
+                other => panic!("only reports, got {other:?} after {reports:?}"),
+            }
+            tokio::time::sleep(pace).await;
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "still reading after {} reports",
+        reports.len()
+    );
+    reports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_reads_slowly_slows_its_own_deployment_and_misses_nothing() {
+    const REPLICAS: u32 = 40;
+    /// Reports waiting for a client that hold its deployment's steps.
+    const HOLD_LAG: usize = 4;
+    let (server, client) = fast_reconciler(FanoutConfig {
+        hold_lag: HOLD_LAG,
+        // The hard bound, far below the steps: the slow watcher would reach it if its
+        // deployment did not wait for it.
+        max_lag: 2 * HOLD_LAG,
+        // It never stops reading for this long (the fast watcher's whole run included).
+        hold_at_most: WAIT,
+        stuck_after: 2 * WAIT,
+        farewell_timeout: WAIT,
+        ..FanoutConfig::default()
+    })
+    .await;
+    let mut slow = watch(&client, &addr(&server), "deploy").await.unwrap();
+    let mut fast = watch(&client, &addr(&server), "deploy").await.unwrap();
+
+    // Both deployments take REPLICAS steps at the same timer pace. The slow watcher reads
+    // nothing while the fast one reads its whole run: its deployment waits for it, the
+    // fast one's does not.
+    slow.declare(1, REPLICAS, "v1").await.unwrap();
+    fast.declare(1, REPLICAS, "v1").await.unwrap();
+    let fast_reports = read_all_at(&mut fast, Duration::ZERO).await;
+    let steps: Vec<u32> = (0..=REPLICAS).collect();
+    let ready = |reports: &[StatusReport]| -> Vec<u32> {
+        reports.iter().map(|r| r.ready_replicas).collect()
+    };
+    assert_eq!(ready(&fast_reports), steps, "every step reported, in order");
+    finish(fast).await;
+    let waiting = slow.waiting();
+    assert!(waiting as u64 <= WINDOW, "{waiting} waiting");
+
+    // Now it reads, slower than the deployment steps: every report, one per step, in
+    // order, and never a notice: it was not let go, though REPLICAS steps are far more
+    // than the hard bound.
+    let slow_reports = read_all_at(&mut slow, Duration::from_millis(5)).await;
+    assert_eq!(ready(&slow_reports), steps, "every step reported, in order");
+    let last = slow_reports.last().unwrap();
+    assert_eq!(
+        (
+            last.ready_replicas,
+            last.updated_replicas,
+            last.current_image.as_str()
+        ),
+        (REPLICAS, REPLICAS, "v1"),
+        "{last:?}"
+    );
+    finish(slow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_let_go_once_stuck_while_another_converges() {
+    const STUCK_AFTER: Duration = Duration::from_millis(1500);
+    /// How late after `STUCK_AFTER` the end may come on a loaded machine.
+    const LATE: Duration = Duration::from_secs(5);
+    let (server, client) = fast_reconciler(FanoutConfig {
+        hold_lag: 2,
+        hold_at_most: Duration::from_millis(200),
+        stuck_after: STUCK_AFTER,
+        // Far beyond what piles up within the test: being stuck is what lets it go.
+        max_lag: 100_000,
+        farewell_timeout: WAIT,
+        ..FanoutConfig::default()
+    })
+    .await;
+    let mut slow = watch(&client, &addr(&server), "deploy").await.unwrap();
+    let mut fast = watch(&client, &addr(&server), "deploy").await.unwrap();
+
+    // The slow watcher reads nothing; its deployment never converges within the test.
+    let started = Instant::now();
+    slow.declare(1, 100_000, "v1").await.unwrap();
+    fast.declare(1, 40, "v1").await.unwrap();
+    let heard = until_converged(&mut fast, 1).await;
+    let fast_reports = reports(&heard);
+    assert_eq!(heard.len(), fast_reports.len(), "only reports: {heard:?}");
+    let expected: Vec<u64> = (1..=41).collect();
+    assert_eq!(seqs(&fast_reports), expected, "every report, in order");
+
+    // The slow watcher's session is ended once it took nothing for `stuck_after` with
+    // reports waiting (the first waited after `started`), not long after.
+    let session = slow.reconciler.session();
+    let reason = tokio::time::timeout(STUCK_AFTER + LATE, session.closed())
+        .await
+        .expect("the slow watcher's session ends soon after stuck_after");
+    let elapsed = started.elapsed();
+    // (Timer granularity aside.)
+    assert!(
+        elapsed + Duration::from_millis(20) >= STUCK_AFTER,
+        "ended after {elapsed:?}, before stuck_after"
+    );
+    let CloseReason::Lost(LostReason::PeerEnded(goodbye)) = &reason else {
+        panic!("the reconciler ended the slow watcher's session: {reason:?}");
+    };
+    assert_eq!(goodbye.reason, GoodbyeReason::LimitExceeded, "{goodbye:?}");
+    assert!(goodbye.detail.contains("stuck"), "{goodbye:?}");
+
+    // The fast watcher goes on: a new declaration is reported to convergence.
+    fast.declare(2, 3, "v2").await.unwrap();
+    let heard = until_converged(&mut fast, 2).await;
+    assert_eq!(
+        heard.len(),
+        reports(&heard).len(),
+        "only reports: {heard:?}"
+    );
+    finish(fast).await;
+
+    // When the slow watcher reads: the reports its session had taken, in order, then the
+    // loss.
+    let mut trail = Trail::default();
+    let lost = tokio::time::timeout(WAIT, async {
+        loop {
+            match slow.next_event().await.expect("the session's end is told") {
+                ReconcileEvent::Report(report) => trail.check(&report).unwrap(),
+                ReconcileEvent::Lost(lost) => return lost,
+                other => panic!("expected reports, then Lost; got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the loss within the wait bound");
+    assert!(
+        matches!(&lost, LostReason::PeerEnded(g) if g.reason == GoodbyeReason::LimitExceeded),
+        "{lost:?}"
+    );
+    assert!(
+        (1..=WINDOW).contains(&trail.last_seq),
+        "what its session had taken: {trail:?}"
+    );
 }

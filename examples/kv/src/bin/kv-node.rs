@@ -2,6 +2,8 @@
 
 fn main() -> std::process::ExitCode {
     duologue::cli::NodeMain::new("kv-node")
-        .actor("kv-store", "a key-value store (get, put, watch)", |_| Ok((kv::Store, ())))
+        .actor("kv-store", "a key-value store (get, put, watch)", |_| {
+            Ok((kv::Store::default(), ()))
+        })
         .run()
 }

@@ -1,5 +1,10 @@
 //! A client of a store: `kv ADDR[/STORE] SECRET_FILE get KEY | put KEY VALUE | watch KEY N`
 //! (`watch` prints the value now, then its next N changes; STORE defaults to `store`).
+//!
+//! A `put` waits while a slow watcher of the key holds the writers back. A `watch` gets
+//! every change in order; if the store let it go (it stopped reading, see the `kv` crate
+//! doc), it prints the changes it had, then fails with the session's loss, whose goodbye
+//! (`LimitExceeded`) says why.
 
 use std::time::Duration;
 
