@@ -51,7 +51,10 @@ pub enum ProtocolError {
         state: &'static str,
     },
     /// The peer speaks another protocol version.
-    #[error("unsupported protocol version {0}")]
+    #[error(
+        "unsupported protocol version {0} (this node speaks {speaks})",
+        speaks = crate::wire::PROTOCOL_VERSION
+    )]
     UnsupportedVersion(u32),
     /// An envelope's sequence number is not the next expected one.
     #[error("expected sequence number {expected}, got {got}")]

@@ -370,8 +370,7 @@ async fn holder_hub(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_holding_the_node_inbound_budget_holds_back_anothers_large_message_until_handled()
-{
+async fn a_peer_holding_the_node_inbound_budget_holds_back_anothers_large_message_until_handled() {
     let budget = MIB;
     let (hub, holder, mut seen, most) = holder_hub(BudgetConfig {
         node_inbound_bytes: budget,
@@ -432,7 +431,10 @@ async fn a_peer_holding_the_node_inbound_budget_holds_back_anothers_large_messag
             break held;
         }
     };
-    assert!(held.credit_left > 0, "messages are not what is short: {held:?}");
+    assert!(
+        held.credit_left > 0,
+        "messages are not what is short: {held:?}"
+    );
     assert!(!waiting.is_finished());
     assert!(seen.try_recv().is_err(), "nothing more reached the holder");
     assert!(
@@ -532,8 +534,10 @@ async fn a_flood_of_the_largest_messages_never_puts_more_than_the_peer_budget_in
     }
     holder.cast(HolderMsg::Release).unwrap();
     for flood in floods {
-        tokio::time::timeout(WAIT, flood).await.expect("floods end").unwrap();
+        tokio::time::timeout(WAIT, flood)
+            .await
+            .expect("floods end")
+            .unwrap();
     }
     drop(owners);
 }
-

@@ -18,8 +18,7 @@ fn exe() -> &'static std::path::Path {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_speed_writer_through_resets_reaches_the_reader_exactly_once_and_nobody_is_let_go()
-{
+async fn a_full_speed_writer_through_resets_reaches_the_reader_exactly_once_and_nobody_is_let_go() {
     let transfer = ChatTransfer {
         lines: None,
         rate: 0,
@@ -28,7 +27,10 @@ async fn a_full_speed_writer_through_resets_reaches_the_reader_exactly_once_and_
         rejoin: false,
         stall: Duration::from_secs(30),
     };
-    let report = transfer.run(exe(), |_| {}).await.expect("the transfer runs");
+    let report = transfer
+        .run(exe(), |_| {})
+        .await
+        .expect("the transfer runs");
     eprintln!("{report:?}");
     assert!(report.resets >= 20, "{report:?}");
     assert!(report.sent > 0 && report.interrupted > 0, "{report:?}");
@@ -41,12 +43,7 @@ async fn a_full_speed_writer_through_resets_reaches_the_reader_exactly_once_and_
 
 /// A `duologue chat --rejoin` member of room `general` at `addr`, its session resuming
 /// within `resume`.
-async fn member(
-    secrets: &SecretDir,
-    addr: &str,
-    user: &str,
-    resume: &str,
-) -> ChildGuard {
+async fn member(secrets: &SecretDir, addr: &str, user: &str, resume: &str) -> ChildGuard {
     let args = [
         "chat",
         "--peer",

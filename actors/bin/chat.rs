@@ -267,7 +267,10 @@ async fn rejoin(
         );
     }
     if !unacked.is_empty() {
-        eprintln!("sending again the {} texts the room did not record", unacked.len());
+        eprintln!(
+            "sending again the {} texts the room did not record",
+            unacked.len()
+        );
     }
     for text in unacked.iter() {
         joined
