@@ -170,15 +170,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let bar = progress::bar("inbound_flood", (cap / MIB) as u64);
     bar.set_message("MiB held by the actor");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(2), arrived.recv()).await {
-            Ok(Some(bytes)) => {
-                bar.set_position((bytes / MIB) as u64);
-                if bytes >= cap {
-                    break;
-                }
-            }
-            Ok(None) | Err(_) => break,
+    while let Ok(Some(bytes)) = tokio::time::timeout(Duration::from_secs(2), arrived.recv()).await {
+        bar.set_position((bytes / MIB) as u64);
+        if bytes >= cap {
+            break;
         }
     }
     bar.finish_and_clear();

@@ -64,18 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let exe: &std::path::Path = env!("CARGO_BIN_EXE_duologue").as_ref();
 
     let secrets = SecretDir::create()?;
-    let room = NodeProcess::start(
-        exe,
-        "room",
-        &[
-            "--secret-file".into(),
-            secrets.secret().display().to_string(),
-            "--actor".into(),
-            "chat-room:general".into(),
-        ],
-        Duration::from_secs(10),
-    )
-    .await?;
+    let room = NodeProcess::chat_room(exe, &secrets, "general").await?;
     let addr = room.addr.to_string();
     let node = Node::builder()
         .name("reader")

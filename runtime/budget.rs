@@ -348,14 +348,7 @@ impl Account {
     /// # Errors
     /// The budget that cannot take them; then nothing is reserved.
     pub(crate) fn reserve_replay(&self, bytes: usize) -> Result<(), ReplayLimit> {
-        let (peer, node) = (&self.peer.pools.replay, &self.budgets.node.replay);
-        if !peer.try_take(bytes) {
-            return Err(ReplayLimit::Peer { bytes: peer.limit });
-        }
-        if !node.try_take(bytes) {
-            peer.give(bytes);
-            return Err(ReplayLimit::Node { bytes: node.limit });
-        }
+        self.take_replay_pools(bytes)?;
         self.replay.fetch_add(bytes, Ordering::SeqCst);
         Ok(())
     }
@@ -367,6 +360,13 @@ impl Account {
     /// # Errors
     /// The budget that cannot take them; then nothing is reserved.
     pub(crate) fn reserve_outbox(&self, bytes: usize) -> Result<(), ReplayLimit> {
+        self.take_replay_pools(bytes)?;
+        self.outbox.fetch_add(bytes, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Takes `bytes` from the peer's and the node's replay pools, or nothing.
+    fn take_replay_pools(&self, bytes: usize) -> Result<(), ReplayLimit> {
         let (peer, node) = (&self.peer.pools.replay, &self.budgets.node.replay);
         if !peer.try_take(bytes) {
             return Err(ReplayLimit::Peer { bytes: peer.limit });
@@ -375,7 +375,6 @@ impl Account {
             peer.give(bytes);
             return Err(ReplayLimit::Node { bytes: node.limit });
         }
-        self.outbox.fetch_add(bytes, Ordering::SeqCst);
         Ok(())
     }
 

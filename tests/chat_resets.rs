@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use duologue_testkit::{ChatTransfer, ChildGuard, NodeProcess, SecretDir, Signal};
+use duologue_testkit::{ChatTransfer, ChildGuard, NodeProcess, SecretDir, Signal, chat_member};
 
 fn exe() -> &'static std::path::Path {
     env!("CARGO_BIN_EXE_duologue").as_ref()
@@ -44,48 +44,31 @@ async fn a_full_speed_writer_through_resets_reaches_the_reader_exactly_once_and_
 /// A `duologue chat --rejoin` member of room `general` at `addr`, its session resuming
 /// within `resume`.
 async fn member(secrets: &SecretDir, addr: &str, user: &str, resume: &str) -> ChildGuard {
-    let args = [
-        "chat",
-        "--peer",
-        addr,
-        "--room",
-        "general",
-        "--user",
-        user,
-        "--rejoin",
-        "--resume-timeout",
-        resume,
-        "--timeout",
-        "60s",
-        "--secret-file",
-        &secrets.secret().display().to_string(),
-    ]
-    .map(str::to_owned);
-    let mut child = ChildGuard::spawn(user, exe(), &args).expect("member starts");
-    child
-        .stderr_until("joined", Duration::from_secs(30))
+    let extra = ["--rejoin", "--resume-timeout", resume, "--timeout", "60s"];
+    chat_member(exe(), secrets, addr, "general", user, &extra)
         .await
-        .expect("member joins");
-    child
+        .expect("the member joins")
+}
+
+/// The next `n` lines the listener prints.
+async fn heard(listener: &mut ChildGuard, n: u64, heard: &mut Vec<String>) {
+    for _ in 0..n {
+        let line = listener
+            .stdout_line(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .expect("the listener prints the texts");
+        heard.push(line);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_of_a_room_frozen_past_their_deadline_take_their_places_back_and_nothing_is_lost() {
     const TEXTS: u64 = 200;
     let secrets = SecretDir::create().unwrap();
-    let room = NodeProcess::start(
-        exe(),
-        "room",
-        &[
-            "--secret-file".into(),
-            secrets.secret().display().to_string(),
-            "--actor".into(),
-            "chat-room:general".into(),
-        ],
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let room = NodeProcess::chat_room(exe(), &secrets, "general")
+        .await
+        .unwrap();
     let addr = room.addr.to_string();
     // Their deadline is 3 s; the room keeps its own 30 s.
     let mut listener = member(&secrets, &addr, "ben", "3s").await;
@@ -98,15 +81,8 @@ async fn members_of_a_room_frozen_past_their_deadline_take_their_places_back_and
         stdin.write_all(format!("{n}\n").as_bytes()).await.unwrap();
     }
     stdin.flush().await.unwrap();
-    let mut heard = Vec::new();
-    while heard.len() < (TEXTS / 2) as usize {
-        let line = listener
-            .stdout_line(Duration::from_secs(30))
-            .await
-            .unwrap()
-            .expect("the listener prints the texts");
-        heard.push(line);
-    }
+    let mut lines = Vec::new();
+    heard(&mut listener, TEXTS / 2, &mut lines).await;
 
     // The room's node is frozen: both sessions are lost at their 3 s deadline, and the
     // other half of the texts is written meanwhile (the talker waits, then rejoins).
@@ -138,16 +114,9 @@ async fn members_of_a_room_frozen_past_their_deadline_take_their_places_back_and
         .expect("the listener rejoins");
     assert!(back.contains("taking over"), "{back}");
     drop(stdin);
-    while heard.len() < TEXTS as usize {
-        let line = listener
-            .stdout_line(Duration::from_secs(30))
-            .await
-            .unwrap()
-            .expect("the listener prints the texts");
-        heard.push(line);
-    }
+    heard(&mut listener, TEXTS - TEXTS / 2, &mut lines).await;
     let expected: Vec<String> = (1..=TEXTS).map(|n| format!("ann: {n}")).collect();
-    assert_eq!(heard, expected, "every text once, in order");
+    assert_eq!(lines, expected, "every text once, in order");
     assert_eq!(
         talker.wait(Duration::from_secs(60)).await.unwrap(),
         Some(0),

@@ -12,7 +12,7 @@ use rand::Rng;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 
-use crate::{ChildGuard, ClusterError, FaultProxy, Memory, NodeProcess, SecretDir};
+use crate::{ChildGuard, ClusterError, FaultProxy, Memory, NodeProcess, SecretDir, chat_member};
 
 /// How the transfer runs.
 #[derive(Clone, Debug)]
@@ -113,18 +113,7 @@ impl ChatTransfer {
         progress: impl Fn(u64),
     ) -> Result<TransferReport, ClusterError> {
         let secrets = SecretDir::create()?;
-        let room = NodeProcess::start(
-            exe,
-            "room",
-            &[
-                "--secret-file".into(),
-                secrets.secret().display().to_string(),
-                "--actor".into(),
-                "chat-room:general".into(),
-            ],
-            Duration::from_secs(10),
-        )
-        .await?;
+        let room = NodeProcess::chat_room(exe, &secrets, "general").await?;
         let proxy = Arc::new(FaultProxy::start(room.addr).await?);
         let mut reader = self
             .member(exe, &secrets, room.addr.to_string(), "reader")
@@ -218,29 +207,9 @@ impl ChatTransfer {
         peer: String,
         user: &str,
     ) -> Result<ChildGuard, ClusterError> {
-        let mut args = [
-            "chat",
-            "--peer",
-            &peer,
-            "--room",
-            "general",
-            "--user",
-            user,
-            "--timeout",
-            "300s",
-            "--secret-file",
-            &secrets.secret().display().to_string(),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        if self.rejoin {
-            args.push("--rejoin".into());
-        }
-        let mut child = ChildGuard::spawn(user, exe, &args)?;
-        child
-            .stderr_until("joined", Duration::from_secs(30))
-            .await?;
-        Ok(child)
+        let rejoin: &[&str] = if self.rejoin { &["--rejoin"] } else { &[] };
+        let extra = [&["--timeout", "300s"], rejoin].concat();
+        chat_member(exe, secrets, &peer, "general", user, &extra).await
     }
 }
 

@@ -228,6 +228,25 @@ impl NodeProcess {
         Self::until_listening(exe, &[], name, &node_args(name, args), timeout).await
     }
 
+    /// Runs `duologue node` named `room` hosting a chat room of that name, with the secret
+    /// of `secrets`, and waits up to 10 s for it to listen.
+    ///
+    /// # Errors
+    /// As [`NodeProcess::start`].
+    pub async fn chat_room(
+        exe: &Path,
+        secrets: &SecretDir,
+        room: &str,
+    ) -> Result<Self, ClusterError> {
+        let args = [
+            "--secret-file".into(),
+            secrets.secret().display().to_string(),
+            "--actor".into(),
+            format!("chat-room:{room}"),
+        ];
+        Self::start(exe, room, &args, Duration::from_secs(10)).await
+    }
+
     /// Runs a node binary built with `duologue::cli::NodeMain` (`exe`, whose command line
     /// is `--name NAME` then `args`), and waits up to `timeout` for its
     /// `listening on ADDR` line.
@@ -278,6 +297,41 @@ fn binary_args(name: &str, args: &[String]) -> Vec<String> {
     let mut all = vec!["--name".to_owned(), name.to_owned()];
     all.extend_from_slice(args);
     all
+}
+
+/// Runs a `duologue chat` member (`exe` is the `duologue` binary) of `room` at `peer` as
+/// `user`, with the secret of `secrets` and `extra` options, and waits up to 30 s for it
+/// to say it joined.
+///
+/// # Errors
+/// [`ClusterError`] when it does not start or join.
+pub async fn chat_member(
+    exe: &Path,
+    secrets: &SecretDir,
+    peer: &str,
+    room: &str,
+    user: &str,
+    extra: &[&str],
+) -> Result<ChildGuard, ClusterError> {
+    let secret = secrets.secret().display().to_string();
+    let mut args = vec![
+        "chat",
+        "--peer",
+        peer,
+        "--room",
+        room,
+        "--user",
+        user,
+        "--secret-file",
+        &secret,
+    ];
+    args.extend_from_slice(extra);
+    let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+    let mut child = ChildGuard::spawn(user, exe, &args)?;
+    child
+        .stderr_until("joined", Duration::from_secs(30))
+        .await?;
+    Ok(child)
 }
 
 /// A throwaway directory holding a fresh random secret file; removed on drop.
