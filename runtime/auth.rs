@@ -135,6 +135,14 @@ impl Secret {
 /// Bytes of the tag on each gossip datagram: a truncated HMAC-SHA256 (128 bits).
 pub(crate) const GOSSIP_TAG_LEN: usize = 16;
 
+/// Bytes of a gossip cookie ([`GossipCookies`]).
+pub(crate) const GOSSIP_COOKIE_LEN: usize = 8;
+
+/// What a gossip datagram's tag is computed over first: the tag of a datagram is the
+/// HMAC of this label, then the datagram's header and body, so that no other MAC made
+/// with the gossip key can pass for one.
+const GOSSIP_DATAGRAM_LABEL: &[u8] = b"duologue/v1 gossip datagram";
+
 /// The key that authenticates a cluster's gossip datagrams: derived from the shared
 /// secret and the cluster id, so that neither a node without the secret nor one of
 /// another cluster sharing the secret is heard.
@@ -152,11 +160,10 @@ impl GossipKey {
         Self(Hmac::<Sha256>::new_from_slice(&key).expect("HMAC accepts any key length"))
     }
 
-    /// The tag of `datagram`.
+    /// The tag of `datagram` (its header and body): the first [`GOSSIP_TAG_LEN`] bytes of
+    /// HMAC-SHA256 over [`GOSSIP_DATAGRAM_LABEL`] then `datagram`.
     pub(crate) fn tag(&self, datagram: &[u8]) -> [u8; GOSSIP_TAG_LEN] {
-        let mut mac = self.0.clone();
-        mac.update(datagram);
-        let full = mac.finalize().into_bytes();
+        let full = self.mac(datagram).finalize().into_bytes();
         let mut tag = [0; GOSSIP_TAG_LEN];
         tag.copy_from_slice(&full[..GOSSIP_TAG_LEN]);
         tag
@@ -164,9 +171,68 @@ impl GossipKey {
 
     /// Whether `tag` is `datagram`'s, compared in constant time.
     pub(crate) fn verify(&self, datagram: &[u8], tag: &[u8]) -> bool {
+        tag.len() == GOSSIP_TAG_LEN && self.mac(datagram).verify_truncated_left(tag).is_ok()
+    }
+
+    fn mac(&self, datagram: &[u8]) -> Hmac<Sha256> {
         let mut mac = self.0.clone();
+        mac.update(GOSSIP_DATAGRAM_LABEL);
         mac.update(datagram);
-        tag.len() == GOSSIP_TAG_LEN && mac.verify_truncated_left(tag).is_ok()
+        mac
+    }
+}
+
+/// A node's gossip cookies: what it gives each peer address to echo, so that a datagram
+/// is heard only from an address that has received from this node (the address is the
+/// sender's, not claimed by it: a datagram replayed from elsewhere, or to another node,
+/// echoes a cookie that does not match). Keyed with a random key of this process's own:
+/// a peer's cookie is worth nothing at another node, and nothing after a restart. Not
+/// secret from the peer it is given to; it proves where a datagram comes from, while the
+/// datagram's tag proves who made it.
+pub(crate) struct GossipCookies(Hmac<Sha256>);
+
+impl GossipCookies {
+    /// Cookies under a fresh random key.
+    pub(crate) fn random() -> Self {
+        let key: [u8; 32] = rand::random();
+        Self(Hmac::<Sha256>::new_from_slice(&key).expect("HMAC accepts any key length"))
+    }
+
+    /// The cookie of `peer` (normalized: an IPv4-mapped IPv6 address is its IPv4
+    /// address): the first [`GOSSIP_COOKIE_LEN`] bytes of HMAC-SHA256 over the address.
+    pub(crate) fn of(&self, peer: std::net::SocketAddr) -> [u8; GOSSIP_COOKIE_LEN] {
+        let full = self.mac(peer).finalize().into_bytes();
+        let mut cookie = [0; GOSSIP_COOKIE_LEN];
+        cookie.copy_from_slice(&full[..GOSSIP_COOKIE_LEN]);
+        cookie
+    }
+
+    /// Whether `echo` is the cookie of `peer`, compared in constant time.
+    pub(crate) fn verify(&self, peer: std::net::SocketAddr, echo: &[u8]) -> bool {
+        echo.len() == GOSSIP_COOKIE_LEN && self.mac(peer).verify_truncated_left(echo).is_ok()
+    }
+
+    fn mac(&self, peer: std::net::SocketAddr) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(b"duologue/v1 gossip cookie");
+        match peer.ip().to_canonical() {
+            std::net::IpAddr::V4(ip) => {
+                mac.update(&[4]);
+                mac.update(&ip.octets());
+            }
+            std::net::IpAddr::V6(ip) => {
+                mac.update(&[6]);
+                mac.update(&ip.octets());
+            }
+        }
+        mac.update(&peer.port().to_be_bytes());
+        mac
+    }
+}
+
+impl fmt::Debug for GossipCookies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GossipCookies(..)")
     }
 }
 
