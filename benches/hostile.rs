@@ -9,7 +9,10 @@
 //! `--connections N`),
 //! `silent-streams` (40 000 silent streams over 400 connections), `silent-connections`
 //! (15 000 silent TCP connections), `failed-handshakes` (20 000 wrong-secret handshakes:
-//! log lines and bytes). `--scale` shrinks every count (100 by default).
+//! log lines and bytes); and those of issue 25 on a node that may open 1 024 files
+//! (`prlimit --nofile=1024:1024`): `silent-admin` (1 100 silent connections to its admin
+//! address, `--metrics`), `idle-past-nofile` (1 124 silent connections to its session
+//! port). `--scale` shrinks every count (100 by default).
 //!
 //! Prints one `hostile attack=...` line per attack; on stderr, a bar of each attack's
 //! streams, connections or handshakes (at a terminal) and a summary.
@@ -20,6 +23,8 @@ mod hostile_client;
 #[path = "args.rs"]
 mod args;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -27,8 +32,10 @@ use bytes::Bytes;
 use duologue::{ConnectError, Node, Secret};
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::progress::{self, ProgressBar, Summary};
-use duologue_testkit::{Memory, NodeProcess, SecretDir, Signal};
+use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir, Signal};
 use hostile_client::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -209,6 +216,122 @@ async fn silent_connections(scale: u64) -> anyhow::Result<(String, bool)> {
     report
 }
 
+/// A node hosting `lobby` that may open 1 024 files and cannot raise that (`prlimit
+/// --nofile=1024:1024`), with `extra` flags; and its admin address, with `--metrics`.
+async fn limited_target(extra: &[&str]) -> anyhow::Result<(Target, Option<SocketAddr>)> {
+    let secrets = SecretDir::create()?;
+    let mut args = vec![
+        "--nofile=1024:1024".to_owned(),
+        env!("CARGO_BIN_EXE_duologue").to_owned(),
+        "node".into(),
+        "--name".into(),
+        "target".into(),
+        "--secret-file".into(),
+        secrets.secret().display().to_string(),
+        "--actor".into(),
+        "chat-room:lobby".into(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let mut child = ChildGuard::spawn("target", Path::new("prlimit"), &args)?;
+    let addr = address(&mut child, "listening on ").await?;
+    let admin = if extra.contains(&"--metrics") {
+        Some(address(&mut child, "metrics on http://").await?)
+    } else {
+        None
+    };
+    let baseline = Memory::of(child.pid()).context("no /proc")?;
+    let node = NodeProcess { child, addr };
+    Ok((
+        Target {
+            node,
+            secrets,
+            baseline,
+        },
+        admin,
+    ))
+}
+
+/// The address on the node's next stdout line, after `prefix`.
+async fn address(child: &mut ChildGuard, prefix: &str) -> anyhow::Result<SocketAddr> {
+    let line = child.stdout_line(WAIT).await?.context("the node exited")?;
+    line.strip_prefix(prefix)
+        .and_then(|a| a.trim().parse().ok())
+        .with_context(|| format!("expected {prefix:?}, the node said {line:?}"))
+}
+
+/// Opens `count` silent connections to `addr`, counting those that failed.
+async fn hold_silent(addr: SocketAddr, count: u64, bar: &ProgressBar) -> (Vec<TcpStream>, u64) {
+    let mut sockets = Vec::new();
+    let mut failed = 0;
+    for _ in 0..count {
+        match tokio::time::timeout(WAIT, TcpStream::connect(addr)).await {
+            Ok(Ok(socket)) => sockets.push(socket),
+            _ => failed += 1,
+        }
+        bar.inc(1);
+    }
+    (sockets, failed)
+}
+
+fn open_files(pid: Option<u32>) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", pid.unwrap_or(0)))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The status of an honest `GET /metrics` on the admin address (0: no answer in time).
+async fn admin_answers(admin: SocketAddr) -> u16 {
+    let exchange = async {
+        let mut stream = TcpStream::connect(admin).await?;
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = vec![0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(status)) => status,
+        _ => 0,
+    }
+}
+
+/// 1 100 silent connections to the admin address of a node that may open 1 024 files
+/// (before issue 25 they took every descriptor, and no member got in).
+async fn silent_admin(scale: u64) -> anyhow::Result<(String, bool)> {
+    let (t, admin) = limited_target(&["--metrics", "127.0.0.1:0"]).await?;
+    let admin = admin.context("no admin address")?;
+    let count = (1_100 * scale / 100).max(1);
+    let bar = progress::bar("silent-admin", count);
+    bar.set_message("silent admin connections opened");
+    let (sockets, failed) = hold_silent(admin, count, &bar).await;
+    let fds = open_files(t.node.child.pid());
+    let status = admin_answers(admin).await;
+    let detail = format!(
+        "admin_connections={count} connect_failed={failed} node_fds_while_held={fds} \
+         admin_get_status={status}"
+    );
+    let report = t.report("silent-admin", &detail, &bar).await;
+    drop(sockets);
+    report
+}
+
+/// 1 124 silent connections to the session port of a node that may open 1 024 files
+/// (before issue 25 `accept` failed for lack of descriptors before the connection limit,
+/// 1 024, and its eviction of the idlest could act: no member got in).
+async fn idle_past_nofile(scale: u64) -> anyhow::Result<(String, bool)> {
+    let (t, _) = limited_target(&[]).await?;
+    let count = (1_124 * scale / 100).max(1);
+    let bar = progress::bar("idle-past-nofile", count);
+    bar.set_message("silent connections opened");
+    let (sockets, failed) = hold_silent(t.node.addr, count, &bar).await;
+    let fds = open_files(t.node.child.pid());
+    let detail = format!("connections={count} connect_failed={failed} node_fds_while_held={fds}");
+    let report = t.report("idle-past-nofile", &detail, &bar).await;
+    drop(sockets);
+    report
+}
+
 /// 20 000 handshakes with the wrong secret: the node's log lines and bytes.
 async fn failed_handshakes(scale: u64) -> anyhow::Result<(String, bool)> {
     let mut t = target(&[]).await?;
@@ -290,6 +413,8 @@ async fn main() -> anyhow::Result<()> {
         "silent-streams",
         "silent-connections",
         "failed-handshakes",
+        "silent-admin",
+        "idle-past-nofile",
     ];
     let mut summary = Summary::new(format!("hostile (scale {scale} %)"));
     let mut failed = Vec::new();
@@ -301,6 +426,8 @@ async fn main() -> anyhow::Result<()> {
             "first-messages" => first_messages(scale, connections).await,
             "silent-streams" => silent_streams(scale).await,
             "silent-connections" => silent_connections(scale).await,
+            "silent-admin" => silent_admin(scale).await,
+            "idle-past-nofile" => idle_past_nofile(scale).await,
             _ => failed_handshakes(scale).await,
         };
         let (figure, fared_well) = run.with_context(|| format!("attack {attack}"))?;

@@ -6,7 +6,7 @@
 //! `listening on ADDR` (the contract with whoever started the process), and on SIGTERM or
 //! SIGINT a bounded drain of every session before the actors stop. A node in a cluster
 //! (`--gossip-listen`) prints `gossip on ADDR` as its second line; one with `--metrics`
-//! then prints `metrics on http://ADDR`. SIGUSR1 prints one
+//! then prints `metrics on http://ADDR` (`https` with `--metrics-tls`). SIGUSR1 prints one
 //! line on stderr with the node's bookkeeping (links, resumable sessions, owners).
 //!
 //! ```no_run
@@ -38,7 +38,8 @@ use ractor::{Actor, ActorCell};
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use self::args::{
-    AdmissionArgs, BudgetArgs, ClusterArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing, duration,
+    AdminArgs, AdmissionArgs, BudgetArgs, ClusterArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing,
+    duration,
 };
 use crate::config::{NodeConfig, RuntimeFlavor};
 use crate::mailbox::FromSession;
@@ -190,6 +191,10 @@ impl NodeMain {
         if !args.allow_weak_secret {
             refuse_guessable_secret(&args.secret_file)?;
         }
+        // The process is the node's: it may hold as many descriptors as it is allowed,
+        // and its connection limits follow (Node::start derives them, and warns when
+        // they are low).
+        raise_open_file_limit();
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut report = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
@@ -204,6 +209,7 @@ impl NodeMain {
         args.budget.apply(&mut config);
         args.cluster.apply(&mut config);
         args.tls.apply(&mut config).map_err(|e| e.to_string())?;
+        config.admin_access = args.admin.load(&args.tls).map_err(|e| e.to_string())?;
         config.peer_tls = args.peer_tls.load().map_err(|e| e.to_string())?;
         let node = Node::builder()
             .config(config)
@@ -227,7 +233,12 @@ impl NodeMain {
             println!("gossip on {gossip}");
         }
         if let Some(admin) = node.admin_addr() {
-            println!("metrics on http://{admin}");
+            let scheme = if args.admin.metrics_tls {
+                "https"
+            } else {
+                "http"
+            };
+            println!("metrics on {scheme}://{admin}");
         }
         loop {
             tokio::select! {
@@ -261,6 +272,39 @@ impl fmt::Debug for NodeMain {
             .field("program", &self.program)
             .field("kinds", &self.kinds().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as Go's runtime does at start: the
+/// soft limit is often 1 024 (a default kept for `select`, which duologue does not use)
+/// under a hard limit hundreds of times larger, and every connection takes a
+/// descriptor. Done by the node binary, not by `Node::start`: a library does not change
+/// its host process's limits (children it starts would inherit them). Failure is a
+/// warning; the node then fits its connections in the limit it has.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let (Some(soft), Some(hard)) = (limit.current, limit.maximum) else {
+            return;
+        };
+        if soft >= hard {
+            return;
+        }
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(error) => tracing::warn!(
+                soft,
+                hard,
+                %error,
+                "cannot raise the open-file limit to the hard limit"
+            ),
+        }
     }
 }
 

@@ -5,9 +5,14 @@ mod cluster;
 pub use self::cluster::ClusterConfig;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 use crate::budget::BudgetConfig;
+use crate::error::AuthError;
 use crate::session::SessionConfig;
 use crate::tls::{ClientTls, ServerTls};
 
@@ -142,6 +147,13 @@ pub struct NodeConfig {
     pub max_frame_size: u32,
     /// Most concurrent sessions one peer connection may open to this node.
     pub max_sessions_per_peer: u32,
+    /// Most named actors the node holds at once (its `$node` actor included): each is a
+    /// key that gossip carries to every member. Past it, registering is refused
+    /// ([`crate::NodeError::TooManyNames`]).
+    pub max_names: usize,
+    /// Most actors the node hosts at once on request (peers' spawns, `--actor`): past
+    /// it, a spawn is refused ([`crate::SpawnError::LimitReached`]).
+    pub max_hosted: usize,
     /// How long a closed session waits for the peer to end its stream.
     pub close_linger: Duration,
     /// How long [`crate::Node::shutdown`] lets sessions drain before cancelling them.
@@ -163,10 +175,15 @@ pub struct NodeConfig {
     /// addresses it is given.
     pub cluster: Option<ClusterConfig>,
     /// Where to serve the node's metrics (`/metrics`, Prometheus' text format), its
-    /// status as JSON (`/status.json`) and its status page (`/`), over plain HTTP/1 and
-    /// without authentication: a loopback or otherwise private address. `None`: no
-    /// admin server, and no metrics recorded.
+    /// status as JSON (`/status.json`) and its status page (`/`), over HTTP/1. A
+    /// loopback address serves anyone on the host; any other is refused
+    /// ([`NodeError::Bind`](crate::NodeError::Bind)) unless [`NodeConfig::admin_access`]
+    /// gives it a token (and TLS, or [`NodeConfig::insecure_plaintext`]) or says
+    /// [`AdminAccess::insecure`]. Its connections are admitted as the session port's are
+    /// ([`AdmissionConfig`]). `None`: no admin server, and no metrics recorded.
     pub admin: Option<SocketAddr>,
+    /// Who may read the admin address, and how: token, TLS, the `Host` names it answers.
+    pub admin_access: AdminAccess,
 }
 
 impl Default for NodeConfig {
@@ -188,6 +205,8 @@ impl Default for NodeConfig {
             connection_window: 8 * 1024 * 1024,
             max_frame_size: 64 * 1024,
             max_sessions_per_peer: 16 * 1024,
+            max_names: 10_000,
+            max_hosted: 10_000,
             close_linger: Duration::from_secs(2),
             shutdown_drain: Duration::from_secs(5),
             tls: None,
@@ -196,6 +215,7 @@ impl Default for NodeConfig {
             admission: AdmissionConfig::default(),
             cluster: None,
             admin: None,
+            admin_access: AdminAccess::default(),
         }
     }
 }
@@ -209,10 +229,16 @@ impl Default for NodeConfig {
 /// ([`SessionConfig::handshake_timeout`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdmissionConfig {
-    /// Most TCP connections open at once. At the limit, a new connection takes the
-    /// place of the one that has carried no stream for longest; when every connection
-    /// carries a stream, the new one is closed as soon as it is accepted (and counted in
-    /// a rate-limited warning).
+    /// Most TCP connections open at once, on the session port and the admin port
+    /// together: one descriptor budget. The node never holds more than its open-file
+    /// limit allows either: it keeps a quarter of its soft `RLIMIT_NOFILE` (at least
+    /// 32 descriptors) for its own sockets, files and outgoing connections, and caps
+    /// this at the rest, with a warning at start when that is lower (a node binary
+    /// first raises its soft limit to the hard one). At the limit, a new connection
+    /// takes the place of the one that has carried no stream (no request, on the admin
+    /// port) for longest; when every connection carries one, the new one is closed as
+    /// soon as it is accepted (and counted in a rate-limited warning). An admin
+    /// connection only ever takes the place of another admin connection.
     pub max_connections: usize,
     /// A connection with no stream on it for this long is closed: from its accept (a
     /// silent socket, a missing HTTP/2 preface, a stalled TLS handshake) or since its
@@ -244,6 +270,18 @@ pub struct AdmissionConfig {
     /// starve the health checks. A stream past it is refused at once with `UNAVAILABLE`.
     /// Their messages are bounded as any unauthenticated stream's.
     pub max_standard_streams: usize,
+    /// Most connections open at once on the admin address, within
+    /// [`AdmissionConfig::max_connections`] (and at most a quarter of what the node
+    /// can hold): silent or slow admin clients cannot take the sessions' places. At
+    /// the limit a new admin connection takes the place of the admin connection idle
+    /// for longest, or is closed.
+    pub max_admin_connections: usize,
+    /// How long the admin server waits for a request's head: from the connection's
+    /// accept (its TLS handshake included) or the end of the previous response on a
+    /// kept-alive connection. A client that sends nothing, or one header line every
+    /// few seconds, is closed then. A connection with no request in flight for
+    /// [`AdmissionConfig::connection_idle_timeout`] is closed in any case.
+    pub admin_header_timeout: Duration,
 }
 
 impl Default for AdmissionConfig {
@@ -257,7 +295,141 @@ impl Default for AdmissionConfig {
             max_unauthenticated_message_bytes: 16 * 1024,
             max_unauthenticated_bytes: 32 * 1024,
             max_standard_streams: 32,
+            max_admin_connections: 32,
+            admin_header_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// Who may read a node's admin address ([`NodeConfig::admin`]) and how. The default
+/// suits a loopback address: no token, no TLS, `Host` checked.
+///
+/// Every request's `Host` must name the admin address itself, the address the
+/// connection reached, `localhost`, or one of [`AdminAccess::allowed_hosts`]; any
+/// other is refused with 421 before anything else is looked at, so a page on another
+/// origin cannot read the node through DNS rebinding. With a token, a request without
+/// it gets 401. Refusals are logged a few lines per window (the log budget) and
+/// counted in `duologue_admin_refused_total`.
+#[derive(Clone, Debug, Default)]
+pub struct AdminAccess {
+    /// Every request must carry this token: `Authorization: Bearer TOKEN`, or HTTP
+    /// Basic with any user name and the token as password (what a browser asks for on
+    /// the status page). Needed to serve off the loopback interface.
+    pub token: Option<AdminToken>,
+    /// Serves the admin address over TLS with this certificate (the node's own, as
+    /// `--metrics-tls` does): the token and the status do not cross the network in the
+    /// clear. HTTP/1.1; a client CA it has is not asked for here (the token
+    /// authenticates).
+    pub tls: Option<ServerTls>,
+    /// Names or addresses a request's `Host` may carry besides the admin address, the
+    /// address the connection reached and `localhost`: the DNS names (or a proxy's)
+    /// operators reach the node by. The port in `Host` is not compared (a port forward
+    /// changes it).
+    pub allowed_hosts: Vec<String>,
+    /// Serve an admin address off the loopback interface without a token, or with one
+    /// in plaintext: for a trusted network. Refused at start otherwise.
+    pub insecure: bool,
+}
+
+/// The shortest admin token accepted, in bytes.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// The token an admin address asks every request for ([`AdminAccess::token`]): 16
+/// printable ASCII characters or more (it travels in an HTTP header; make one with
+/// `openssl rand -hex 32`). Only a keyed hash of it is kept, and a presented token is
+/// compared in constant time; `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken {
+    /// A random key of this process: the hashes of two tokens compare in time that
+    /// says nothing of where the tokens differ, nor of the token's length.
+    key: [u8; 32],
+    /// HMAC-SHA256 of the token under `key`.
+    tag: [u8; 32],
+}
+
+impl AdminToken {
+    /// A token given in memory.
+    ///
+    /// # Errors
+    /// [`AuthError::SecretFile`] when it is shorter than 16 bytes or not printable
+    /// ASCII.
+    pub fn new(token: impl AsRef<[u8]>) -> Result<Self, AuthError> {
+        Self::checked(token.as_ref(), "the admin token (in memory)")
+    }
+
+    /// Reads a token from a file, ignoring one trailing newline. A file that users
+    /// other than its owner can read is taken, with a warning to `chmod 600` it.
+    ///
+    /// # Errors
+    /// [`AuthError::SecretFile`] naming the file, when it cannot be read or holds no
+    /// usable token.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, AuthError> {
+        let path = path.as_ref();
+        let source = path.display().to_string();
+        #[cfg(unix)]
+        if let Ok(metadata) = std::fs::metadata(path)
+            && let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions())
+            && mode & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %source,
+                mode = format!("{:o}", mode & 0o777),
+                "the admin token file can be read by other users: chmod 600 it"
+            );
+        }
+        let bytes = std::fs::read(path).map_err(|e| AuthError::SecretFile {
+            path: source.clone(),
+            reason: e.to_string(),
+        })?;
+        let token = bytes
+            .strip_suffix(b"\r\n")
+            .or_else(|| bytes.strip_suffix(b"\n"))
+            .unwrap_or(&bytes);
+        Self::checked(token, &source)
+    }
+
+    fn checked(token: &[u8], source: &str) -> Result<Self, AuthError> {
+        let refuse = |reason: String| AuthError::SecretFile {
+            path: source.to_owned(),
+            reason,
+        };
+        if token.len() < MIN_ADMIN_TOKEN_LEN {
+            return Err(refuse(format!(
+                "an admin token of {} bytes; at least {MIN_ADMIN_TOKEN_LEN} are required \
+                 (make one with `openssl rand -hex 32`)",
+                token.len()
+            )));
+        }
+        if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+            return Err(refuse(
+                "an admin token is printable ASCII without spaces: it travels in an HTTP \
+                 header (make one with `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        }
+        let key: [u8; 32] = rand::random();
+        let tag = Self::mac(&key, token).finalize().into_bytes().into();
+        Ok(Self { key, tag })
+    }
+
+    fn mac(key: &[u8; 32], token: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+        mac.update(token);
+        mac
+    }
+
+    /// Whether `presented` is the token, in time that does not depend on where they
+    /// differ (the MAC's own constant-time comparison).
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
+        Self::mac(&self.key, presented)
+            .verify_slice(&self.tag)
+            .is_ok()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
     }
 }
 

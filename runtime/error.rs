@@ -568,6 +568,22 @@ pub enum NodeError {
     /// An actor of that name is already registered.
     #[error("an actor named {0:?} is already registered")]
     NameTaken(String),
+    /// A name (or the protocol an actor serves) a node does not take
+    /// ([`crate::MAX_NAME_BYTES`]; no control, bidi or invisible characters).
+    #[error("refusing the name {name:?}: {reason}")]
+    InvalidName {
+        /// The name, printable and cut short ([`crate::printable`]).
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The node holds as many named actors as it takes
+    /// ([`crate::NodeConfig::max_names`]).
+    #[error("the node holds {limit} named actors, as many as it takes")]
+    TooManyNames {
+        /// The bound.
+        limit: usize,
+    },
     /// A certificate, key or CA file cannot be read or used.
     #[error("TLS: {path}: {reason}")]
     Tls {
@@ -655,6 +671,25 @@ pub enum SpawnError {
         node: String,
         /// The name.
         name: String,
+    },
+    /// The name (or the protocol) is not one a node takes ([`crate::MAX_NAME_BYTES`]).
+    #[error("node {node} refuses the name {name:?}: {reason}")]
+    InvalidName {
+        /// The node asked.
+        node: String,
+        /// The name, printable and cut short.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node hosts as many actors, or holds as many names, as it takes
+    /// ([`crate::NodeConfig::max_hosted`], [`crate::NodeConfig::max_names`]).
+    #[error("node {node} is full: {detail}")]
+    LimitReached {
+        /// The node asked.
+        node: String,
+        /// Which bound, and its value.
+        detail: String,
     },
     /// The kind's constructor failed.
     #[error("node {node} could not start the actor: {reason}")]

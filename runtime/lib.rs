@@ -122,6 +122,7 @@ mod inbox;
 mod log_budget;
 mod mailbox;
 mod members;
+mod names;
 mod node;
 mod oneof;
 mod remote_ref;
@@ -134,7 +135,10 @@ mod wire;
 
 pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
 pub use budget::BudgetConfig;
-pub use config::{AdmissionConfig, ClusterConfig, NodeConfig, RuntimeFlavor, SessionPolicy};
+pub use config::{
+    AdminAccess, AdminToken, AdmissionConfig, ClusterConfig, NodeConfig, RuntimeFlavor,
+    SessionPolicy,
+};
 pub use error::{
     AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, InterruptCause,
     LookupError, LostReason, NodeError, ProtocolError, ReplayLimit, SendError, SpawnError,
@@ -148,14 +152,16 @@ pub use mailbox::{
     Undecodable,
 };
 pub use members::{ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates};
+pub use names::{MAX_NAME_BYTES, MAX_PROTOCOL_BYTES, printable};
 pub use node::{
-    ActorSpec, Bookkeeping, CONTROL_ACTOR, Hosted, Located, MembersAt, Node, NodeBuilder,
-    NodeEvent, NodeStatus, Rate, RatePoint, SessionState, SessionStatus, SpawnOn, Spawned,
+    ActorSpec, Bookkeeping, CONTROL_ACTOR, ClusterStatus, Hosted, Located, MembersAt, Node,
+    NodeBuilder, NodeEvent, NodeStatus, Rate, RatePoint, SessionState, SessionStatus, SpawnOn,
+    Spawned,
 };
 pub use remote_ref::{Payload, Protocol, RemoteRef};
 pub use session::{FlowState, Role, SessionConfig, SessionCounters};
 pub use session_ref::SessionRef;
-pub use tls::{ClientTls, ServerTls};
+pub use tls::{ClientTls, ServerTls, TlsRefusal, TlsRefused};
 pub use wire::{
     Fault, FlowSignal, FrameError, Goodbye, GoodbyeReason, INTERN_LIMIT, NONCE_LEN, NodeIdentity,
     PROOF_LEN, PROTOCOL_VERSION, Refusal, RefuseReason, SessionId, TypeUrl,

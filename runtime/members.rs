@@ -3,9 +3,10 @@
 //! engine: the node's cluster task (`node/cluster`) turns the gossip state into
 //! [`NodeRecord`]s, and everything here is tested without a network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -90,7 +91,11 @@ impl Member {
 
     /// The protocol of its actor named `name`, if it has one.
     pub fn actor(&self, name: &str) -> Option<&NamedActor> {
-        self.actors.iter().find(|a| a.name == name)
+        // Sorted by name as the gossip state is (a view keeps them so).
+        match self.actors.binary_search_by(|a| a.name.as_str().cmp(name)) {
+            Ok(at) => self.actors.get(at),
+            Err(_) => self.actors.iter().find(|a| a.name == name),
+        }
     }
 
     /// Whether it spawns actors of `kind`.
@@ -141,7 +146,7 @@ pub enum ClusterEvent {
 #[cfg(feature = "ractor-cluster")]
 impl ractor::Message for ClusterEvent {}
 
-/// One node's gossip state, as the gossip engine holds it: the input of [`View::new`].
+/// One node's gossip state, as the gossip engine holds it: the input of [`View::update`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NodeRecord {
     pub(crate) node_id: String,
@@ -149,20 +154,36 @@ pub(crate) struct NodeRecord {
     pub(crate) gossip_addr: SocketAddr,
     /// Live by the failure detector (always true for this node itself).
     pub(crate) live: bool,
+    /// Its gossip state's version: it grows with every change of its keys.
+    pub(crate) version: u64,
     pub(crate) keys: BTreeMap<String, String>,
 }
 
-/// The key of a member in a view: one node incarnation (a restarted node is another).
-type MemberKey = (String, u64, SocketAddr);
+impl NodeRecord {
+    /// The key of its member in a view.
+    pub(crate) fn key(&self) -> MemberKey {
+        (self.node_id.clone(), self.generation, self.gossip_addr)
+    }
+}
 
-/// The cluster at one moment, built from the gossip engine's node records.
+/// The key of a member in a view: one node incarnation (a restarted node is another).
+pub(crate) type MemberKey = (String, u64, SocketAddr);
+
+/// The cluster at one moment, built from the gossip engine's node records, and kept
+/// current by [`View::update`] at the cost of what changed: members whose gossip state
+/// did not change are not read again, and only the names of members that changed are
+/// looked at for conflicts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct View {
-    members: BTreeMap<MemberKey, Member>,
+    members: BTreeMap<MemberKey, Arc<Member>>,
+    /// Each member's gossip-state version and liveness, as last read.
+    stamps: HashMap<MemberKey, (u64, bool)>,
     /// The members ever seen up: a node is known to the gossip state before its
     /// failure detector has heard enough heartbeats to call it live, and that first
     /// silence is a join in progress, not a death.
-    seen_up: std::collections::BTreeSet<MemberKey>,
+    seen_up: BTreeSet<MemberKey>,
+    /// Every name registered on a member, with the members that registered it.
+    names: HashMap<String, Vec<MemberKey>>,
 }
 
 impl View {
@@ -172,83 +193,123 @@ impl View {
         Self::default().next(records)
     }
 
-    /// The view of `records` after this one.
+    /// The view of exactly `records` after this one.
+    #[cfg(test)]
     pub(crate) fn next(&self, records: impl IntoIterator<Item = NodeRecord>) -> Self {
-        let members: BTreeMap<MemberKey, Member> = records
+        let records: Vec<NodeRecord> = records.into_iter().collect();
+        let present: Vec<MemberKey> = records.iter().map(NodeRecord::key).collect();
+        let mut next = self.clone();
+        next.update(&present, records);
+        next
+    }
+
+    /// Whether the member `key` must be read again: its gossip state's `version` or its
+    /// liveness changed since this view read it (or it is new).
+    pub(crate) fn stale(&self, key: &MemberKey, version: u64, live: bool) -> bool {
+        self.stamps.get(key) != Some(&(version, live))
+    }
+
+    /// Brings the view to the gossip state: `present` are every member's keys now,
+    /// `changed` the records of those [`View::stale`] said to read again. Returns what
+    /// changed, in order: membership first, then the contested names whose contenders
+    /// changed.
+    pub(crate) fn update(
+        &mut self,
+        present: &[MemberKey],
+        changed: Vec<NodeRecord>,
+    ) -> Vec<ClusterEvent> {
+        let present: std::collections::HashSet<&MemberKey> = present.iter().collect();
+        let removed: Vec<MemberKey> = self
+            .members
+            .keys()
+            .filter(|key| !present.contains(key))
+            .cloned()
+            .collect();
+        let changed: Vec<(MemberKey, (u64, bool), Member)> = changed
             .into_iter()
             .map(|record| {
-                let key = (
-                    record.node_id.clone(),
-                    record.generation,
-                    record.gossip_addr,
-                );
-                (key, member_of(record))
+                (
+                    record.key(),
+                    (record.version, record.live),
+                    member_of(record),
+                )
             })
             .collect();
-        let seen_up = members
-            .iter()
-            .filter(|(key, m)| m.state != MemberState::Unreachable || self.seen_up.contains(*key))
-            .map(|(key, _)| key.clone())
-            .collect();
-        Self { members, seen_up }
-    }
-
-    /// Every member, ordered by name then generation.
-    pub(crate) fn members(&self) -> Vec<Member> {
-        self.members.values().cloned().collect()
-    }
-
-    /// The members that resolve names and have registered `name`, the rule's winner
-    /// first ([`name_holders`]).
-    pub(crate) fn holders(&self, name: &str) -> Vec<&Member> {
-        name_holders(self.members.values(), name)
-    }
-
-    /// The serving members that spawn `kind`, in the order "any node that offers the
-    /// kind" tries them ([`spawn_candidates`]).
-    pub(crate) fn offering(&self, kind: &str) -> Vec<&Member> {
-        spawn_candidates(self.members.values(), kind)
-    }
-
-    /// The serving member named `node`, the newest incarnation if several.
-    pub(crate) fn serving(&self, node: &str) -> Option<&Member> {
-        self.members
-            .values()
-            .filter(|m| m.identity.name == node && m.serves())
-            .max_by_key(|m| m.generation)
-    }
-
-    /// What changed from `self` to `next`, in order: membership first, then names
-    /// contested in `next` whose contenders changed.
-    pub(crate) fn events_to(&self, next: &Self) -> Vec<ClusterEvent> {
+        // Every name the change may touch, with its contenders before it: all the names
+        // of a member that goes or starts or stops serving, only those registered or
+        // withdrawn of one that keeps serving.
+        let mut before: BTreeMap<String, Vec<NodeIdentity>> = BTreeMap::new();
+        let mut touched = |name: &str, view: &Self| {
+            if !before.contains_key(name) {
+                before.insert(name.to_owned(), view.contenders(name));
+            }
+        };
+        for member in removed.iter().filter_map(|key| self.members.get(key)) {
+            for actor in &member.actors {
+                touched(&actor.name, self);
+            }
+        }
+        for (key, _, after) in &changed {
+            match self.members.get(key) {
+                Some(was) if was.serves() == after.serves() => {
+                    for name in registered_or_withdrawn(&was.actors, &after.actors) {
+                        touched(name, self);
+                    }
+                }
+                was => {
+                    let old = was.map(|m| m.actors.as_slice()).unwrap_or_default();
+                    for actor in old.iter().chain(&after.actors) {
+                        touched(&actor.name, self);
+                    }
+                }
+            }
+        }
         let mut events = Vec::new();
-        for (key, after) in &next.members {
-            let before = self
+        for key in removed {
+            if let Some(member) = self.members.remove(&key) {
+                self.unindex(&key, &member);
+                events.push(ClusterEvent::Removed(Arc::unwrap_or_clone(member)));
+            }
+            self.stamps.remove(&key);
+            self.seen_up.remove(&key);
+        }
+        for (key, stamp, after) in changed {
+            self.stamps.insert(key.clone(), stamp);
+            let was = self
                 .members
-                .get(key)
-                .filter(|_| self.seen_up.contains(key))
+                .get(&key)
+                .filter(|_| self.seen_up.contains(&key))
                 .map(|m| m.state);
-            match before {
+            match was {
                 None if after.state == MemberState::Up => {
                     events.push(ClusterEvent::Joined(after.clone()));
                 }
                 // First seen already leaving or dead: nothing to tell until it is up.
                 None => {}
                 Some(before) => {
-                    if let Some(event) = transition(before, after) {
+                    if let Some(event) = transition(before, &after) {
                         events.push(event);
                     }
                 }
             }
-        }
-        for (key, before) in &self.members {
-            if !next.members.contains_key(key) {
-                events.push(ClusterEvent::Removed(before.clone()));
+            if after.state != MemberState::Unreachable {
+                self.seen_up.insert(key.clone());
             }
+            if let Some(old) = self.members.remove(&key) {
+                self.unindex(&key, &old);
+            }
+            for actor in &after.actors {
+                self.names
+                    .entry(actor.name.clone())
+                    .or_default()
+                    .push(key.clone());
+            }
+            self.members.insert(key, Arc::new(after));
         }
-        for (name, holders) in next.contested() {
-            if self.contested().get(&name) != Some(&holders) {
-                let mut holders = holders.into_iter();
+        for (name, was) in before {
+            let now = self.contenders(&name);
+            if now.len() > 1 && now != was {
+                let mut holders = now.into_iter();
                 if let Some(winner) = holders.next() {
                     events.push(ClusterEvent::NameConflict {
                         name,
@@ -261,27 +322,104 @@ impl View {
         events
     }
 
-    /// Names held by more than one serving member, each with its holders, winner first.
-    fn contested(&self) -> BTreeMap<String, Vec<NodeIdentity>> {
-        let mut names: Vec<&str> = self
-            .members
-            .values()
-            .filter(|m| m.serves())
-            .flat_map(|m| m.actors.iter().map(|a| a.name.as_str()))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-            .into_iter()
-            .filter_map(|name| {
-                let holders = self.holders(name);
-                (holders.len() > 1).then(|| {
-                    let ids = holders.iter().map(|m| m.identity.clone()).collect();
-                    (name.to_owned(), ids)
-                })
-            })
-            .collect()
+    /// Forgets `member`'s names under `key`.
+    fn unindex(&mut self, key: &MemberKey, member: &Member) {
+        for actor in &member.actors {
+            if let Some(holders) = self.names.get_mut(&actor.name) {
+                holders.retain(|k| k != key);
+                if holders.is_empty() {
+                    self.names.remove(&actor.name);
+                }
+            }
+        }
     }
+
+    /// The holders of `name` by the rule, when more than one serves it (else empty).
+    fn contenders(&self, name: &str) -> Vec<NodeIdentity> {
+        let holders = self.holders(name);
+        if holders.len() > 1 {
+            holders.iter().map(|m| m.identity.clone()).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// How many members it has.
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Every member, ordered by name then generation.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        self.members.values().map(|m| (**m).clone()).collect()
+    }
+
+    /// Every member, ordered by name then generation, without copying.
+    pub(crate) fn each(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.members.values().map(|m| &**m)
+    }
+
+    /// Every member's state.
+    pub(crate) fn states(&self) -> impl Iterator<Item = MemberState> + '_ {
+        self.members.values().map(|m| m.state)
+    }
+
+    /// How many names the members registered, in all.
+    pub(crate) fn names(&self) -> usize {
+        self.names.values().map(Vec::len).sum()
+    }
+
+    /// The members that resolve names and have registered `name`, the rule's winner
+    /// first ([`name_holders`]).
+    pub(crate) fn holders(&self, name: &str) -> Vec<&Member> {
+        let Some(keys) = self.names.get(name) else {
+            return Vec::new();
+        };
+        name_holders(
+            keys.iter()
+                .filter_map(|key| self.members.get(key).map(|m| &**m)),
+            name,
+        )
+    }
+
+    /// The serving members that spawn `kind`, in the order "any node that offers the
+    /// kind" tries them ([`spawn_candidates`]).
+    pub(crate) fn offering(&self, kind: &str) -> Vec<&Member> {
+        spawn_candidates(self.members.values().map(|m| &**m), kind)
+    }
+
+    /// The serving member named `node`, the newest incarnation if several.
+    pub(crate) fn serving(&self, node: &str) -> Option<&Member> {
+        self.members
+            .values()
+            .map(|m| &**m)
+            .filter(|m| m.identity.name == node && m.serves())
+            .max_by_key(|m| m.generation)
+    }
+}
+
+/// The names in one of `old` and `new` (both in name order) and not the other.
+fn registered_or_withdrawn<'a>(
+    old: &'a [NamedActor],
+    new: &'a [NamedActor],
+) -> impl Iterator<Item = &'a str> {
+    let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
+    std::iter::from_fn(move || {
+        loop {
+            match (old.peek(), new.peek()) {
+                (Some(a), Some(b)) => match a.name.cmp(&b.name) {
+                    std::cmp::Ordering::Equal => {
+                        old.next();
+                        new.next();
+                    }
+                    std::cmp::Ordering::Less => return old.next().map(|a| a.name.as_str()),
+                    std::cmp::Ordering::Greater => return new.next().map(|b| b.name.as_str()),
+                },
+                (Some(_), None) => return old.next().map(|a| a.name.as_str()),
+                (None, _) => return new.next().map(|b| b.name.as_str()),
+            }
+        }
+    })
 }
 
 /// The members of `members` that resolve names and have registered `name`, in the
@@ -338,6 +476,7 @@ fn member_of(record: NodeRecord) -> Member {
         gossip_addr,
         live,
         keys,
+        ..
     } = record;
     let state = if !live {
         MemberState::Unreachable
@@ -393,6 +532,7 @@ mod tests {
             generation,
             gossip_addr: format!("10.0.0.{}:7001", generation % 250).parse().unwrap(),
             live,
+            version: 0,
             keys: all,
         }
     }
@@ -415,49 +555,58 @@ mod tests {
             .collect()
     }
 
+    /// The view after `records` (every member read again), and the events on the way.
+    fn step(view: &View, records: Vec<NodeRecord>) -> (View, Vec<String>) {
+        let present: Vec<MemberKey> = records.iter().map(NodeRecord::key).collect();
+        let mut next = view.clone();
+        let events = next.update(&present, records);
+        (next, names(&events))
+    }
+
     #[test]
     fn a_member_goes_through_join_unreachable_reachable_leave_and_removal() {
         let empty = View::default();
-        let up = empty.next([record("a", 1, true, &[])]);
-        let dead = up.next([record("a", 1, false, &[])]);
-        let back = dead.next([record("a", 1, true, &[])]);
-        let leaving = back.next([record("a", 1, true, &[(KEY_LEAVING, "1")])]);
-        let silent = leaving.next([record("a", 1, false, &[(KEY_LEAVING, "1")])]);
-        let removed = silent.next([]);
-        assert_eq!(names(&empty.events_to(&up)), ["joined a"]);
-        assert_eq!(names(&up.events_to(&dead)), ["unreachable a"]);
-        assert_eq!(names(&dead.events_to(&back)), ["reachable a"]);
-        assert_eq!(names(&back.events_to(&leaving)), ["left a"]);
+        let (up, joined) = step(&empty, vec![record("a", 1, true, &[])]);
+        let (dead, unreachable) = step(&up, vec![record("a", 1, false, &[])]);
+        let (back, reachable) = step(&dead, vec![record("a", 1, true, &[])]);
+        let (leaving, left) = step(&back, vec![record("a", 1, true, &[(KEY_LEAVING, "1")])]);
+        let (silent, told) = step(&leaving, vec![record("a", 1, false, &[(KEY_LEAVING, "1")])]);
+        let (_, removed) = step(&silent, vec![]);
+        assert_eq!(joined, ["joined a"]);
+        assert_eq!(unreachable, ["unreachable a"]);
+        assert_eq!(reachable, ["reachable a"]);
+        assert_eq!(left, ["left a"]);
         // Silent after leaving: already told.
-        assert!(leaving.events_to(&silent).is_empty());
-        assert_eq!(names(&silent.events_to(&removed)), ["removed a"]);
+        assert!(told.is_empty());
+        assert_eq!(removed, ["removed a"]);
         // First seen dead: nothing to tell.
-        assert!(
-            empty
-                .events_to(&View::new([record("a", 1, false, &[])]))
-                .is_empty()
-        );
-        assert!(up.events_to(&up).is_empty());
+        assert!(step(&empty, vec![record("a", 1, false, &[])]).1.is_empty());
+        assert!(step(&up, vec![record("a", 1, true, &[])]).1.is_empty());
     }
 
     #[test]
     fn a_node_known_before_its_first_heartbeats_joins_when_they_come() {
-        let joining = View::default().next([record("a", 1, false, &[])]);
-        assert!(View::default().events_to(&joining).is_empty());
-        let up = joining.next([record("a", 1, true, &[])]);
-        assert_eq!(names(&joining.events_to(&up)), ["joined a"]);
+        let (joining, events) = step(&View::default(), vec![record("a", 1, false, &[])]);
+        assert!(events.is_empty());
+        let (up, events) = step(&joining, vec![record("a", 1, true, &[])]);
+        assert_eq!(events, ["joined a"]);
         // Once seen up, silence is a death, and hearing it again a return.
-        let dead = up.next([record("a", 1, false, &[])]);
-        assert_eq!(names(&up.events_to(&dead)), ["unreachable a"]);
-        let back = dead.next([record("a", 1, true, &[])]);
-        assert_eq!(names(&dead.events_to(&back)), ["reachable a"]);
+        let (dead, events) = step(&up, vec![record("a", 1, false, &[])]);
+        assert_eq!(events, ["unreachable a"]);
+        assert_eq!(
+            step(&dead, vec![record("a", 1, true, &[])]).1,
+            ["reachable a"]
+        );
     }
 
     #[test]
     fn a_restarted_node_is_a_new_member() {
         let old = View::new([record("a", 1, true, &[])]);
-        let both = View::new([record("a", 1, false, &[]), record("a", 2, true, &[])]);
-        assert_eq!(names(&old.events_to(&both)), ["unreachable a", "joined a"]);
+        let (both, events) = step(
+            &old,
+            vec![record("a", 1, false, &[]), record("a", 2, true, &[])],
+        );
+        assert_eq!(events, ["unreachable a", "joined a"]);
         assert_eq!(both.serving("a").unwrap().generation, 2);
     }
 
@@ -485,38 +634,81 @@ mod tests {
 
     #[test]
     fn a_contested_name_goes_to_the_longest_running_node_then_the_lowest_name() {
-        let view = View::new([
-            record("c", 5, true, &[("name:room", "")]),
-            record("b", 3, true, &[("name:room", "")]),
-            record("a", 3, true, &[("name:room", "")]),
-        ]);
+        let three = || {
+            vec![
+                record("c", 5, true, &[("name:room", "")]),
+                record("b", 3, true, &[("name:room", "")]),
+                record("a", 3, true, &[("name:room", "")]),
+            ]
+        };
+        let (view, events) = step(&View::default(), three());
         let winners: Vec<_> = view
             .holders("room")
             .iter()
             .map(|m| m.identity.name.clone())
             .collect();
         assert_eq!(winners, ["a", "b", "c"]);
-        let events = View::default().events_to(&view);
         assert_eq!(
-            names(&events),
-            ["joined a", "joined b", "joined c", "conflict room -> a"]
+            events,
+            ["joined c", "joined b", "joined a", "conflict room -> a"]
         );
         // Told once: the same contenders again say nothing.
         assert!(
-            !names(&view.events_to(&view))
+            !step(&view, three())
+                .1
                 .iter()
                 .any(|e| e.starts_with("conflict"))
         );
         // The winner dies: the next one takes the name, and the change is told.
-        let after = View::new([
-            record("c", 5, true, &[("name:room", "")]),
-            record("b", 3, true, &[("name:room", "")]),
-            record("a", 3, false, &[("name:room", "")]),
-        ]);
-        assert_eq!(
-            names(&view.events_to(&after)),
-            ["unreachable a", "conflict room -> b"]
+        let (_, events) = step(
+            &view,
+            vec![
+                record("c", 5, true, &[("name:room", "")]),
+                record("b", 3, true, &[("name:room", "")]),
+                record("a", 3, false, &[("name:room", "")]),
+            ],
         );
+        assert_eq!(events, ["unreachable a", "conflict room -> b"]);
+    }
+
+    #[test]
+    fn only_the_members_that_changed_are_read_again_and_their_names_looked_at() {
+        // A thousand names on each of three nodes; then one node registers one more.
+        let keys_of = |node: &str, n: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| (format!("name:{node}-{i}"), String::new()))
+                .collect()
+        };
+        let with = |name: &str, generation, keys: &[(String, String)], version| {
+            let keys: Vec<(&str, &str)> =
+                keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            NodeRecord {
+                version,
+                ..record(name, generation, true, &keys)
+            }
+        };
+        let (a, b, c) = (keys_of("a", 1000), keys_of("b", 1000), keys_of("c", 1000));
+        let (view, _) = step(
+            &View::default(),
+            vec![
+                with("a", 1, &a, 1),
+                with("b", 2, &b, 1),
+                with("c", 3, &c, 1),
+            ],
+        );
+        let key = |r: &NodeRecord| r.key();
+        let (ra, rb) = (with("a", 1, &a, 1), with("b", 2, &b, 1));
+        assert!(!view.stale(&key(&ra), 1, true), "unchanged: not read again");
+        let mut more = b.clone();
+        more.push(("name:a-7".into(), String::new()));
+        let rb2 = with("b", 2, &more, 2);
+        assert!(view.stale(&key(&rb2), 2, true));
+        let present = vec![key(&ra), key(&rb), key(&with("c", 3, &c, 1))];
+        let mut next = view.clone();
+        let events = next.update(&present, vec![rb2]);
+        assert_eq!(names(&events), ["conflict a-7 -> a"]);
+        assert_eq!(next.names(), 3001);
+        assert_eq!(next.holders("b-999").len(), 1);
     }
 
     #[test]

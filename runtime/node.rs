@@ -56,7 +56,7 @@ use crate::session::{Role, Session, SessionConfig};
 use crate::session_ref::SessionRef;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
-use crate::tls::{ClientTls, ServerTls, is_tls_failure, serves_tls};
+use crate::tls::{ClientTls, ServerTls, TlsAccept, TlsRefusedByPort, is_tls_failure, serves_tls};
 use crate::wire::pb::duologue_server::DuologueServer;
 use crate::wire::{GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId};
 
@@ -64,9 +64,9 @@ pub use self::cluster::Located;
 pub use self::control::{CONTROL_ACTOR, MembersAt, SpawnOn, Spawned};
 pub(crate) use self::kinds::Kinds;
 pub use self::kinds::{ActorSpec, Hosted};
-pub use self::status::{NodeStatus, Rate, RatePoint, SessionState, SessionStatus};
+pub use self::status::{ClusterStatus, NodeStatus, Rate, RatePoint, SessionState, SessionStatus};
 
-use self::admission::Admission;
+use self::admission::{Admission, Descriptors, Port};
 use self::cluster::Membership;
 use self::control::{ControlActor, WeakNode};
 use self::link::{Idle, Links};
@@ -189,6 +189,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Who may read the admin address, and how ([`NodeConfig::admin_access`]): a token,
+    /// TLS, the `Host` names it answers.
+    pub fn admin_access(mut self, access: crate::config::AdminAccess) -> Self {
+        self.config.admin_access = access;
+        self
+    }
+
     /// Replaces the whole configuration (name and listen address included).
     pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;
@@ -236,7 +243,12 @@ impl NodeBuilder {
         {
             return Err(NodeError::PlaintextListen { addr });
         }
-        let server = server(&config)?;
+        admin::check_exposure(&config)?;
+        let session_tls = config
+            .tls
+            .as_ref()
+            .map(|tls| tls.session_config())
+            .transpose()?;
         let listener =
             match config.listen {
                 Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -273,6 +285,9 @@ impl NodeBuilder {
             local_addr,
             kinds,
             hosted: Mutex::new(Vec::new()),
+            hosting: std::sync::atomic::AtomicUsize::new(0),
+            spawn_refusals: crate::log_budget::LogBudget::new(),
+            tls_refused: TlsRefusedByPort::default(),
             membership: OnceLock::new(),
             sessions: SessionTable::default(),
             started: Instant::now(),
@@ -282,9 +297,11 @@ impl NodeBuilder {
             admin_stop: tokio_util::sync::CancellationToken::new(),
             config,
         });
+        // One descriptor budget for every port that accepts connections.
+        let descriptors = Descriptors::new(&inner.config);
         if let Some(addr) = inner.config.admin {
             let (bound, task) =
-                admin::start(Arc::downgrade(&inner), addr, inner.admin_stop.clone()).await?;
+                admin::start(&inner, addr, descriptors.clone(), inner.admin_stop.clone()).await?;
             let _ = inner.admin_addr.set(bound);
             *lock(&inner.admin_task) = Some(task);
         }
@@ -305,8 +322,19 @@ impl NodeBuilder {
         }
         let listening = listener.is_some();
         let standard = Standard::new().await;
-        let server = listener
-            .map(|listener| tokio::spawn(serve(inner.clone(), server, listener, standard.clone())));
+        let server = listener.map(|listener| {
+            // The TLS handshake of a stranger is bounded as the session handshake is.
+            let tls = session_tls.map(|config| {
+                TlsAccept::new(
+                    config,
+                    inner.config.session.handshake_timeout,
+                    "session",
+                    inner.tls_refused.session.clone(),
+                )
+            });
+            let serving = serve(inner.clone(), listener, descriptors, tls, standard.clone());
+            tokio::spawn(serving)
+        });
         let handles = Arc::new(Handles {
             server: std::sync::Mutex::new(server),
             standard,
@@ -329,38 +357,28 @@ impl NodeBuilder {
     }
 }
 
-/// The gRPC server as `config` says, over TLS when it has a certificate.
-fn server(config: &NodeConfig) -> Result<Server, NodeError> {
-    let server = Server::builder();
-    let Some(tls) = &config.tls else {
-        return Ok(server);
-    };
-    // The TLS handshake of a stranger is bounded as the session handshake is.
-    let timeout = config.session.handshake_timeout;
-    server
-        .tls_config(tls.tonic_config(timeout))
-        .map_err(|e| NodeError::Tls {
-            path: tls.source().to_owned(),
-            reason: e.to_string(),
-        })
-}
-
 /// Serves sessions and the standard services until `standard` says the drain is over:
 /// through the drain the server still answers (health with `NOT_SERVING`, new sessions
 /// with a refusal), so that peers and probes learn the node is going rather than find
 /// its port closed.
 async fn serve(
     node: Arc<NodeInner>,
-    server: Server,
     listener: tokio::net::TcpListener,
+    descriptors: Arc<Descriptors>,
+    tls: Option<TlsAccept>,
     standard: Standard,
 ) {
     let config = &node.config;
-    let incoming = Admission::new(listener, config.admission.clone());
+    let incoming = Admission::new(
+        listener,
+        Port::Session,
+        config.admission.connection_idle_timeout,
+        descriptors,
+    );
     let service = DuologueServer::new(Service { node: node.clone() })
         .max_decoding_message_size(config.frame_limit())
         .max_encoding_message_size(config.frame_limit());
-    let router = server
+    let router = Server::builder()
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .initial_stream_window_size(config.stream_window)
@@ -373,10 +391,22 @@ async fn serve(
             node.standard_places.clone(),
         ))
         .add_service(service);
-    let result = standard
-        .add_to(router)
-        .serve_with_incoming_shutdown(incoming, standard.stopped())
-        .await;
+    let router = standard.add_to(router);
+    let result = match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming, standard.stopped())
+                .await
+        }
+        // Handshakes done here, not in tonic, so that refusals are counted and said.
+        Some(tls) => {
+            let at_once = config.admission.max_connections;
+            let incoming = tls.incoming(incoming, at_once, |conn| Some(conn.info().remote));
+            router
+                .serve_with_incoming_shutdown(incoming, standard.stopped())
+                .await
+        }
+    };
     if let Err(error) = result {
         tracing::error!(%error, "server stopped");
     }
@@ -475,6 +505,13 @@ pub(crate) struct NodeInner {
     kinds: Kinds,
     /// The actors it started on request, stopped by [`Node::stop_hosted`].
     hosted: Mutex<Vec<ActorCell>>,
+    /// Spawns under way: they hold a place under `max_hosted` while their actor starts.
+    hosting: std::sync::atomic::AtomicUsize,
+    /// Spawns refused (a name it does not take, a bound reached): a peer can ask for
+    /// these at will, so a few log lines per window.
+    spawn_refusals: crate::log_budget::LogBudget,
+    /// The TLS handshakes its ports refused.
+    pub(crate) tls_refused: TlsRefusedByPort,
     /// Its cluster membership, when it has a cluster config.
     membership: OnceLock<Arc<Membership>>,
     /// Its established sessions, for [`Node::status`].
@@ -515,7 +552,8 @@ async fn sample_sessions(node: Weak<NodeInner>) {
         };
         node.sessions.sample();
         if let Some(metrics) = &node.metrics {
-            metrics.publish(&node.status(), false);
+            // The members' names are not needed for figures: not copied every second.
+            metrics.publish(&node.status_with(false), false);
         }
     }
 }
@@ -553,7 +591,10 @@ impl Node {
     /// any (see [`Node::register_serving`]).
     ///
     /// # Errors
-    /// [`NodeError::NameTaken`] when a live actor holds the name.
+    /// [`NodeError::NameTaken`] when a live actor holds the name;
+    /// [`NodeError::InvalidName`] for a name (or protocol) a node does not take
+    /// ([`crate::MAX_NAME_BYTES`]); [`NodeError::TooManyNames`] past
+    /// [`NodeConfig::max_names`].
     pub fn register<M>(&self, name: impl Into<String>, actor: &ActorRef<M>) -> Result<(), NodeError>
     where
         M: FromSession,
@@ -612,6 +653,15 @@ impl Node {
         deliver: Arc<dyn Deliver>,
         cell: ActorCell,
     ) -> Result<(), NodeError> {
+        let protocol = deliver.protocol().unwrap_or_default();
+        if let Err(reason) =
+            crate::names::check_name(&name).and_then(|()| crate::names::check_protocol(&protocol))
+        {
+            return Err(NodeError::InvalidName {
+                name: crate::names::printable(&name, 80),
+                reason,
+            });
+        }
         let mut registry = self
             .inner
             .registry
@@ -620,12 +670,29 @@ impl Node {
         if registry.get(&name).is_some_and(|d| d.is_alive()) {
             return Err(NodeError::NameTaken(name));
         }
-        let protocol = deliver.protocol().unwrap_or_default();
+        let limit = self.inner.config.max_names;
+        if registry.len() >= limit {
+            // Names of actors that stopped leave as new ones come.
+            registry.retain(|_, deliver| deliver.is_alive());
+            if registry.len() >= limit {
+                return Err(NodeError::TooManyNames { limit });
+            }
+        }
         registry.insert(name.clone(), deliver);
         drop(registry);
         self.inner.watch(cell);
         self.inner.publish(&name, &protocol);
         Ok(())
+    }
+
+    /// How many live actors hold a name on this node.
+    pub(crate) fn names_held(&self) -> usize {
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        registry.values().filter(|d| d.is_alive()).count()
     }
 
     /// Whether a live actor holds `name` on this node.
@@ -1005,14 +1072,20 @@ fn tls_hint(reason: &str, addr: &str) -> String {
 }
 
 impl NodeInner {
-    /// What the node's drivers share: this node to report to, settings, shutdown.
     /// See [`Node::status`].
     pub(crate) fn status(&self) -> NodeStatus {
+        self.status_with(true)
+    }
+
+    /// The node's status, its members listed only `with_members`.
+    pub(crate) fn status_with(&self, with_members: bool) -> NodeStatus {
         let snapshot = self.sessions.snapshot();
-        let members = match self.membership.get() {
-            Some(membership) if membership.stopped().is_none() => membership.view().members(),
+        let live = self.membership.get().filter(|m| m.stopped().is_none());
+        let members = match live {
+            Some(membership) if with_members => membership.view().members(),
             _ => Vec::new(),
         };
+        let cluster = live.map(|membership| membership.figures());
         NodeStatus {
             identity: self.identity.clone(),
             addr: self.local_addr,
@@ -1020,6 +1093,8 @@ impl NodeInner {
             draining: self.shutdown.is_triggered(),
             sessions: snapshot.sessions,
             members,
+            cluster,
+            tls_refused: self.tls_refused.all(),
             totals: snapshot.totals,
             credit_waited: snapshot.credit_waited,
             sessions_opened: snapshot.opened,
@@ -1027,6 +1102,7 @@ impl NodeInner {
         }
     }
 
+    /// What the node's drivers share: this node to report to, settings, shutdown.
     pub(crate) fn driver_context(self: &Arc<Self>) -> Context {
         Context {
             node: self.clone(),

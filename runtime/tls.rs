@@ -24,10 +24,15 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{ClientTlsConfig, Endpoint, Identity};
 
 use crate::auth::{CertDigest, TlsBinding, VerifiedCert};
 use crate::error::{ConnectError, NodeError};
+
+mod accept;
+
+pub(crate) use accept::{TlsAccept, TlsRefusedByPort};
+pub use accept::{TlsRefusal, TlsRefused};
 
 /// What a node serves with: accepts only TLS, and with a client CA, only clients whose
 /// certificate chains to it (mutual TLS). Its `Debug` output never shows the key.
@@ -110,25 +115,57 @@ impl ServerTls {
         Ok(self)
     }
 
-    /// tonic's configuration, with the TLS handshake bounded by `timeout`.
-    pub(crate) fn tonic_config(&self, timeout: std::time::Duration) -> ServerTlsConfig {
-        let config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&*self.cert.bytes, &*self.key.bytes))
-            .timeout(timeout);
-        match &self.client_ca {
-            Some(ca) => config.client_ca_root(Certificate::from_pem(&*ca.bytes)),
-            None => config,
-        }
+    /// What the session port serves with: HTTP/2 by ALPN and, with a client CA, client
+    /// certificates required and verified against it.
+    ///
+    /// # Errors
+    /// [`NodeError::Tls`] when the client CA or the key cannot be used.
+    pub(crate) fn session_config(&self) -> Result<Arc<rustls::ServerConfig>, NodeError> {
+        self.rustls_config(b"h2", self.client_ca.as_ref())
+    }
+
+    /// What the admin address serves with: HTTP/1.1, no client certificates (its token
+    /// authenticates).
+    ///
+    /// # Errors
+    /// [`NodeError::Tls`] when the key cannot be used.
+    pub(crate) fn admin_config(&self) -> Result<Arc<rustls::ServerConfig>, NodeError> {
+        self.rustls_config(b"http/1.1", None)
+    }
+
+    fn rustls_config(
+        &self,
+        alpn: &[u8],
+        client_ca: Option<&Pem>,
+    ) -> Result<Arc<rustls::ServerConfig>, NodeError> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.cert.error(e.to_string()))?;
+        let builder = match client_ca {
+            Some(ca) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(ca.roots()?),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| ca.error(format!("unusable as a client CA: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(self.cert.certificates()?, self.key.private_key()?)
+            .map_err(|e| {
+                self.cert
+                    .error(format!("unusable with its key {}: {e}", self.key.source))
+            })?;
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// What the acceptor's proofs are bound to.
     pub(crate) fn binding(&self) -> TlsBinding {
         TlsBinding::Served(self.leaf)
-    }
-
-    /// Where the certificate came from, for messages.
-    pub(crate) fn source(&self) -> &str {
-        &self.cert.source
     }
 }
 

@@ -10,7 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use duologue::{ClientTls, ConnectError, Node, NodeError, RemoteRef, Secret, ServerTls};
+use duologue::{
+    ClientTls, ConnectError, Node, NodeError, RemoteRef, Secret, ServerTls, TlsRefusal,
+};
 use duologue_testkit::{ChildGuard, NodeProcess, SecretDir};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -423,4 +425,96 @@ async fn the_command_refuses_plaintext_off_loopback() {
         .expect("the node says what to do");
     assert!(said.contains("0.0.0.0"), "{said}");
     assert_eq!(node.wait(WAIT).await.unwrap(), Some(1));
+}
+
+/// The session port's count of TLS refusals for `reason`.
+fn refused(node: &Node, reason: TlsRefusal) -> u64 {
+    node.status()
+        .tls_refused
+        .iter()
+        .filter(|r| r.port == "session" && r.reason == reason)
+        .map(|r| r.count)
+        .sum()
+}
+
+/// Waits until `node` has counted `at_least` refusals for `reason`.
+async fn until_refused(node: &Node, reason: TlsRefusal, at_least: u64) {
+    tokio::time::timeout(WAIT, async {
+        while refused(node, reason) < at_least {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{reason} was not counted: {:?}", node.status().tls_refused));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refused_tls_handshake_is_counted_by_reason() {
+    let pki = Pki::new("test CA");
+    let pair = pki.issue("server");
+    let tls = ServerTls::from_pem(pair.cert, pair.key)
+        .unwrap()
+        .client_ca_pem(pki.ca.clone())
+        .unwrap();
+    let mut config = duologue::NodeConfig {
+        name: "server".into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls: Some(tls),
+        ..duologue::NodeConfig::default()
+    };
+    config.session.handshake_timeout = Duration::from_millis(300);
+    let node = Node::builder()
+        .config(config)
+        .secret(Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let server = served_probe(node).await;
+    let node = &server.node;
+    let at = node.local_addr().unwrap();
+
+    // No client certificate; one from another CA; plaintext.
+    let anonymous = ClientTls::from_ca_pem(pki.ca.clone()).unwrap();
+    assert!(
+        connect(client(Some(anonymous)).await, &server)
+            .await
+            .result
+            .is_err()
+    );
+    until_refused(node, TlsRefusal::NoClientCertificate, 1).await;
+    let stranger = Pki::new("another CA").issue("client");
+    let foreign = ClientTls::from_ca_pem(pki.ca.clone())
+        .unwrap()
+        .identity_pem(stranger.cert, stranger.key)
+        .unwrap();
+    assert!(
+        connect(client(Some(foreign)).await, &server)
+            .await
+            .result
+            .is_err()
+    );
+    until_refused(node, TlsRefusal::ClientCertificateRefused, 1).await;
+    assert!(connect(client(None).await, &server).await.result.is_err());
+    until_refused(node, TlsRefusal::NotTls, 1).await;
+    // Opened and dropped before a byte: abandoned, 100 times.
+    for _ in 0..100 {
+        drop(tokio::net::TcpStream::connect(at).await.unwrap());
+    }
+    until_refused(node, TlsRefusal::Abandoned, 100).await;
+    // Opened and left silent: timed out at the handshake bound.
+    let silent = tokio::net::TcpStream::connect(at).await.unwrap();
+    until_refused(node, TlsRefusal::TimedOut, 1).await;
+    drop(silent);
+    // A client with its certificate still gets in.
+    let own = pki.issue("client");
+    let known = ClientTls::from_ca_pem(pki.ca.clone())
+        .unwrap()
+        .identity_pem(own.cert, own.key)
+        .unwrap();
+    assert!(
+        connect(client(Some(known)).await, &server)
+            .await
+            .result
+            .is_ok()
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use duologue::cli::{DialTlsArgs, duration};
-use duologue::{ActorSpec, Member, Node, Secret, SpawnError};
+use duologue::{ActorSpec, Member, Node, Secret, SpawnError, printable};
 
 /// How to reach one node of the cluster.
 #[derive(Debug, Args)]
@@ -31,6 +31,10 @@ pub(crate) struct PeerArgs {
 pub(crate) struct MembersArgs {
     #[command(flatten)]
     peer: PeerArgs,
+    /// List every named actor, one a line (NODE, ACTOR, PROTOCOL), instead of the
+    /// members' table (which shows the first few of each member's).
+    #[arg(long)]
+    actors: bool,
 }
 
 #[derive(Debug, Args)]
@@ -64,7 +68,12 @@ pub(crate) async fn members(args: MembersArgs) -> ExitCode {
         let members = node.members_at(&args.peer.peer).await;
         // Politely: the peer sees the control session finish, not a lost connection.
         node.shutdown().await;
-        print!("{}", table(&members.map_err(failure)?));
+        let members = members.map_err(failure)?;
+        if args.actors {
+            print!("{}", actor_lines(&members));
+        } else {
+            print!("{}", table(&members));
+        }
         Ok(())
     };
     finish("members", result.await)
@@ -148,26 +157,40 @@ pub(crate) fn finish(command: &str, result: Result<(), (u8, String)>) -> ExitCod
     }
 }
 
-/// The members as a table: one line each, ordered by name.
+/// How many of a member's actors its line in the table shows; `--actors` lists all.
+const ACTORS_SHOWN: usize = 5;
+
+/// The longest a name or address is shown in a table, in characters.
+const CELL_CHARS: usize = 80;
+
+/// The members as a table: one line each, ordered by name, with the first of their
+/// actors and how many more there are. Names come from peers: shown escaped, and cut.
 pub(crate) fn table(members: &[Member]) -> String {
     let rows: Vec<[String; 5]> = members
         .iter()
         .map(|m| {
-            let actors: Vec<String> = m
+            let mut actors: Vec<String> = m
                 .actors
                 .iter()
+                .take(ACTORS_SHOWN)
                 .map(|a| {
+                    let name = printable(&a.name, CELL_CHARS);
                     if a.protocol.is_empty() {
-                        a.name.clone()
+                        name
                     } else {
-                        format!("{} ({})", a.name, a.protocol)
+                        format!("{name} ({})", printable(&a.protocol, CELL_CHARS))
                     }
                 })
                 .collect();
+            if let Some(more) = m.actors.len().checked_sub(ACTORS_SHOWN).filter(|n| *n > 0) {
+                actors.push(format!("… and {more} more"));
+            }
             [
-                m.identity.name.clone(),
+                printable(&m.identity.name, CELL_CHARS),
                 m.state.to_string(),
-                m.addr.clone().unwrap_or_else(|| "-".into()),
+                m.addr
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |a| printable(a, CELL_CHARS)),
                 m.gossip_addr.to_string(),
                 if actors.is_empty() {
                     "-".into()
@@ -180,23 +203,95 @@ pub(crate) fn table(members: &[Member]) -> String {
     columns(["NODE", "STATE", "ADDR", "GOSSIP", "ACTORS"], rows)
 }
 
-/// `header` and `rows` in left-aligned columns two spaces apart, a line each.
+/// Every member's actors, one a line, escaped but whole.
+fn actor_lines(members: &[Member]) -> String {
+    let rows = members
+        .iter()
+        .flat_map(|m| {
+            m.actors.iter().map(|a| {
+                [
+                    printable(&m.identity.name, usize::MAX),
+                    printable(&a.name, usize::MAX),
+                    if a.protocol.is_empty() {
+                        "-".into()
+                    } else {
+                        printable(&a.protocol, usize::MAX)
+                    },
+                ]
+            })
+        })
+        .collect();
+    columns(["NODE", "ACTOR", "PROTOCOL"], rows)
+}
+
+/// `header` and `rows` in left-aligned columns two spaces apart, a line each. The last
+/// column is not padded, so a long cell there widens nothing.
 pub(crate) fn columns<const N: usize>(header: [&str; N], rows: Vec<[String; N]>) -> String {
     let mut widths = header.map(str::len);
     for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
+        for (width, cell) in widths.iter_mut().zip(row).take(N.saturating_sub(1)) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
     for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
+        let mut line = String::new();
+        for (at, (cell, width)) in row.iter().zip(widths).enumerate() {
+            line.push_str(cell);
+            if at + 1 < N {
+                // Padded by hand: `format!` refuses widths above 65 535.
+                let pad = width.saturating_sub(cell.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duologue::{MemberState, NamedActor, NodeIdentity};
+
+    fn member(name: &str, actors: usize) -> Member {
+        Member {
+            identity: NodeIdentity {
+                name: name.into(),
+                incarnation: uuid::Uuid::nil(),
+            },
+            generation: 1,
+            gossip_addr: "127.0.0.1:1".parse().unwrap(),
+            addr: Some("127.0.0.1:2".into()),
+            state: MemberState::Up,
+            actors: (0..actors)
+                .map(|i| NamedActor {
+                    name: format!("cart-{i:06}"),
+                    protocol: "shop.v1.Cart".into(),
+                })
+                .collect(),
+            kinds: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_table_of_members_with_a_hundred_thousand_actors_stays_readable() {
+        let members = [member("alpha", 100_000), member("beta\nevil", 3)];
+        let table = table(&members);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[1].ends_with("… and 99995 more"), "{}", lines[1]);
+        assert!(lines[2].starts_with("beta\\u{a}evil"), "{}", lines[2]);
+        assert!(lines.iter().all(|l| l.chars().count() < 1000));
+        let listed = actor_lines(&members);
+        assert_eq!(listed.lines().count(), 1 + 100_003);
+    }
+
+    #[test]
+    fn a_last_column_wider_than_a_format_width_is_printed_whole() {
+        let wide = "x".repeat(70_000);
+        let out = columns(["A", "B"], vec![["a".into(), wide.clone()]]);
+        assert_eq!(out, format!("A  B\na  {wide}\n"));
+    }
 }

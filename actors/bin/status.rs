@@ -41,6 +41,23 @@ fn report(status: &NodeStatus) -> String {
         status.sessions.len(),
         status.sessions_opened,
     );
+    if let Some(cluster) = &status.cluster {
+        let [up, leaving, unreachable] = cluster.members;
+        out.push_str(&format!(
+            "cluster: {up} up, {leaving} leaving, {unreachable} unreachable; {} names; \
+             {} of this node's name changes not yet gossiped{}\n\n",
+            cluster.names,
+            cluster.names_unpublished,
+            if cluster.names_unpublished > 0 {
+                format!(
+                    " (the oldest for {:.1}s)",
+                    cluster.publish_lag.as_secs_f64()
+                )
+            } else {
+                String::new()
+            },
+        ));
+    }
     out.push_str(&sessions(&status.sessions));
     if !status.members.is_empty() {
         out.push('\n');

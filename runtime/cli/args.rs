@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::budget::BudgetConfig;
-use crate::config::{AdmissionConfig, ClusterConfig, NodeConfig, SessionPolicy};
+use crate::config::{
+    AdminAccess, AdminToken, AdmissionConfig, ClusterConfig, NodeConfig, SessionPolicy,
+};
 use crate::error::NodeError;
 use crate::node::ActorSpec;
 use crate::tls::{ClientTls, ServerTls};
@@ -50,11 +52,15 @@ pub struct NodeArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Serve the node's metrics (`/metrics`, Prometheus), status as JSON (`/status.json`)
-    /// and status page (`/`) over plain HTTP on this address (port 0 picks a free one;
-    /// unauthenticated: keep it on loopback or a private network). The node prints
-    /// `metrics on http://ADDR` once it listens.
+    /// and status page (`/`) over HTTP on this address (port 0 picks a free one). Off the
+    /// loopback interface it needs --metrics-token-file (and --metrics-tls or
+    /// --insecure-plaintext), or --insecure-metrics. The node prints
+    /// `metrics on http://ADDR` (https with --metrics-tls) once it listens.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Who may read the --metrics address.
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable.
     #[arg(long = "actor", value_name = "KIND:NAME[@ARG]", value_parser = ActorSpec::parse)]
     pub actors: Vec<ActorSpec>,
@@ -105,6 +111,55 @@ impl ServeTlsArgs {
         config.tls = self.load()?;
         config.insecure_plaintext = self.insecure_plaintext;
         Ok(())
+    }
+}
+
+/// Who may read a node's `--metrics` address: `--metrics-token-file`, `--metrics-tls`,
+/// `--metrics-allow-host`, `--insecure-metrics` (see [`AdminAccess`]).
+#[derive(Clone, Debug, Default, Args)]
+pub struct AdminArgs {
+    /// File holding the token every request to --metrics must carry (`Authorization:
+    /// Bearer TOKEN`, or HTTP Basic with the token as password, as a browser asks):
+    /// 16 printable characters or more (`openssl rand -hex 32`).
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve --metrics over TLS, with the node's certificate (--tls-cert, --tls-key).
+    #[arg(long, requires_all = ["metrics", "tls_cert"])]
+    pub metrics_tls: bool,
+    /// A name (or address) requests to --metrics may carry in `Host`, beside the
+    /// address itself and localhost; others are refused (421), so no web page can read
+    /// the node through DNS rebinding. Repeatable.
+    #[arg(long = "metrics-allow-host", value_name = "NAME", requires = "metrics")]
+    pub metrics_allowed_hosts: Vec<String>,
+    /// Serve --metrics off the loopback interface without a token, or with one in
+    /// plaintext (refused otherwise): for a trusted network.
+    #[arg(long, requires = "metrics")]
+    pub insecure_metrics: bool,
+}
+
+impl AdminArgs {
+    /// The access these flags describe, the token file read and, with --metrics-tls,
+    /// the certificate of `tls` loaded for the admin address.
+    ///
+    /// # Errors
+    /// [`NodeError::Secret`] for a token file that cannot be read or used,
+    /// [`NodeError::Tls`] for the certificate.
+    pub fn load(&self, tls: &ServeTlsArgs) -> Result<AdminAccess, NodeError> {
+        let token = self
+            .metrics_token_file
+            .as_ref()
+            .map(AdminToken::from_file)
+            .transpose()?;
+        let tls = match (&tls.tls_cert, &tls.tls_key) {
+            (Some(cert), Some(key)) if self.metrics_tls => Some(ServerTls::from_files(cert, key)?),
+            _ => None,
+        };
+        Ok(AdminAccess {
+            token,
+            tls,
+            allowed_hosts: self.metrics_allowed_hosts.clone(),
+            insecure: self.insecure_metrics,
+        })
     }
 }
 
@@ -209,9 +264,18 @@ impl Timing {
 /// The node's pre-authentication limits (defaults as in [`AdmissionConfig`]).
 #[derive(Clone, Debug, Args)]
 pub struct AdmissionArgs {
-    /// Most TCP connections open at once; more are closed as they arrive.
+    /// Most TCP connections open at once, the session and --metrics ports together
+    /// (never more than the open-file limit allows); past it a new one takes the place
+    /// of the idlest, or is closed.
     #[arg(long, default_value_t = AdmissionConfig::default().max_connections)]
     pub max_connections: usize,
+    /// Most connections open at once on the --metrics address, within --max-connections.
+    #[arg(long, default_value_t = AdmissionConfig::default().max_admin_connections)]
+    pub max_admin_connections: usize,
+    /// How long the --metrics address waits for a request's head (and a TLS handshake)
+    /// before it closes the connection [default: 5s].
+    #[arg(long, value_parser = duration)]
+    pub admin_header_timeout: Option<Duration>,
     /// A connection with no stream for this long is closed [default: 20s].
     #[arg(long, value_parser = duration)]
     pub connection_idle_timeout: Option<Duration>,
@@ -233,6 +297,14 @@ pub struct AdmissionArgs {
     /// Most bytes a stream may send before it authenticates.
     #[arg(long, default_value_t = AdmissionConfig::default().max_unauthenticated_bytes)]
     pub max_unauthenticated_bytes: u32,
+    /// Most actors the node hosts at once (its --actor ones and peers' spawns); a spawn
+    /// past it is refused (LIMIT_REACHED).
+    #[arg(long, default_value_t = NodeConfig::default().max_hosted)]
+    pub max_hosted: usize,
+    /// Most names registered on the node at once, every one gossiped to every member;
+    /// a registration or spawn past it is refused.
+    #[arg(long, default_value_t = NodeConfig::default().max_names)]
+    pub max_names: usize,
 }
 
 impl AdmissionArgs {
@@ -240,6 +312,10 @@ impl AdmissionArgs {
     pub fn apply(&self, config: &mut NodeConfig) {
         let admission = &mut config.admission;
         admission.max_connections = self.max_connections;
+        admission.max_admin_connections = self.max_admin_connections;
+        if let Some(timeout) = self.admin_header_timeout {
+            admission.admin_header_timeout = timeout;
+        }
         if let Some(idle) = self.connection_idle_timeout {
             admission.connection_idle_timeout = idle;
         }
@@ -249,6 +325,8 @@ impl AdmissionArgs {
         admission.max_unauthenticated_connections = self.max_unauthenticated_connections;
         admission.max_unauthenticated_message_bytes = self.max_unauthenticated_message_bytes;
         admission.max_unauthenticated_bytes = self.max_unauthenticated_bytes;
+        config.max_hosted = self.max_hosted;
+        config.max_names = self.max_names;
     }
 }
 

@@ -36,8 +36,8 @@ use crate::error::{ConnectError, LookupError, NodeError};
 use crate::log_budget::LogBudget;
 use crate::mailbox::{FromCluster, FromSession};
 use crate::members::{
-    ClusterEvent, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, NodeRecord, PREFIX_KIND,
-    PREFIX_NAME, View,
+    ClusterEvent, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, MemberKey, NodeRecord,
+    PREFIX_KIND, PREFIX_NAME, View,
 };
 use crate::node::{Kinds, Node, lock};
 use crate::remote_ref::{Protocol, RemoteRef};
@@ -84,6 +84,9 @@ pub(crate) struct Membership {
     stopped: std::sync::OnceLock<String>,
     /// Grows with every change of the view.
     version: std::sync::atomic::AtomicU64,
+    /// Changes sent to the tracker and not yet in the gossip state, and since when the
+    /// oldest of them waits.
+    unpublished: Mutex<(usize, Option<Instant>)>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -190,6 +193,7 @@ impl Membership {
             leaving: std::sync::atomic::AtomicBool::new(false),
             stopped: std::sync::OnceLock::new(),
             version: std::sync::atomic::AtomicU64::new(0),
+            unpublished: Mutex::new((0, None)),
         });
         membership.refresh().await;
         tokio::spawn(membership.clone().track(live, changed, stop.clone()));
@@ -206,7 +210,7 @@ impl Membership {
 
     /// Publishes that this node serves `name` with `protocol` ("" for any).
     pub(crate) fn publish(&self, name: &str, protocol: &str) {
-        let _ = self.changes.send(Change::Set(
+        self.change(Change::Set(
             format!("{PREFIX_NAME}{name}"),
             protocol.to_owned(),
         ));
@@ -214,9 +218,37 @@ impl Membership {
 
     /// Withdraws `name`.
     pub(crate) fn unpublish(&self, name: &str) {
-        let _ = self
-            .changes
-            .send(Change::Delete(format!("{PREFIX_NAME}{name}")));
+        self.change(Change::Delete(format!("{PREFIX_NAME}{name}")));
+    }
+
+    fn change(&self, change: Change) {
+        let mut unpublished = lock(&self.unpublished);
+        if self.changes.send(change).is_ok() {
+            unpublished.0 += 1;
+            unpublished.1.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The cluster in figures: members by state, names, and what of this node's own
+    /// names is not published yet.
+    pub(crate) fn figures(&self) -> crate::node::ClusterStatus {
+        let view = self.view();
+        let (names_unpublished, since) = *lock(&self.unpublished);
+        let mut status = crate::node::ClusterStatus {
+            names: view.names(),
+            names_unpublished,
+            publish_lag: since.map_or(Duration::ZERO, |since| since.elapsed()),
+            ..Default::default()
+        };
+        for state in view.states() {
+            let at = match state {
+                crate::members::MemberState::Up => 0,
+                crate::members::MemberState::Leaving => 1,
+                crate::members::MemberState::Unreachable => 2,
+            };
+            status.members[at] += 1;
+        }
+        status
     }
 
     /// The cluster now.
@@ -287,12 +319,19 @@ impl Membership {
                     let mut chitchat = self.chitchat.lock().await;
                     let state = chitchat.self_node_state();
                     let mut next = Some(change);
+                    let mut applied = 0;
                     while let Some(change) = next {
                         match change {
                             Change::Set(key, value) => state.set(key, value),
                             Change::Delete(key) => state.delete(&key),
                         }
+                        applied += 1;
                         next = changes.try_recv().ok();
+                    }
+                    let mut unpublished = lock(&self.unpublished);
+                    unpublished.0 = unpublished.0.saturating_sub(applied);
+                    if unpublished.0 == 0 {
+                        unpublished.1 = None;
                     }
                 }
             }
@@ -341,18 +380,32 @@ impl Membership {
         self.stopped.get().map(String::as_str)
     }
 
-    /// Reads the gossip state into a new view, publishes it and tells subscribers what
-    /// changed.
+    /// Brings the view to the gossip state, publishes it and tells subscribers what
+    /// changed. Only the members whose gossip state changed since the last look are read
+    /// again: an idle cluster costs a look at each member's version.
     async fn refresh(&self) {
-        let records = records(&*self.chitchat.lock().await);
+        let (present, changed) = {
+            let chitchat = self.chitchat.lock().await;
+            let view = self.view.borrow();
+            changes(&chitchat, &view)
+        };
+        if changed.is_empty() && present.len() == self.view.borrow().len() {
+            return;
+        }
         let mut subscribers = lock(&self.subscribers);
-        let next = self.view.borrow().next(records);
-        let events = self.view.borrow().events_to(&next);
-        let same = **self.view.borrow() == next;
-        if !same {
+        let mut events = Vec::new();
+        let mut modified = false;
+        self.view.send_if_modified(|view| {
+            // Cloned only if a reader holds the view right now.
+            let view = Arc::make_mut(view);
+            let members = view.len();
+            modified = !changed.is_empty() || members != present.len();
+            events = view.update(&present, changed);
+            modified
+        });
+        if modified {
             self.version
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.view.send_replace(Arc::new(next));
         }
         for event in events {
             subscribers.retain(|s| s.deliver(event.clone()).is_ok());
@@ -411,23 +464,35 @@ fn generation() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Every node in `chitchat`'s state, with its liveness and keys.
-fn records(chitchat: &Chitchat) -> Vec<NodeRecord> {
+/// Every member's key in `chitchat`'s state now, and the records of the nodes whose
+/// state or liveness changed since `view` read them.
+fn changes(chitchat: &Chitchat, view: &View) -> (Vec<MemberKey>, Vec<NodeRecord>) {
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
-    chitchat
-        .node_states()
-        .iter()
-        .map(|(id, state)| NodeRecord {
-            node_id: id.node_id.to_string(),
-            generation: id.generation_id,
-            gossip_addr: id.gossip_advertise_addr,
-            live: live.contains(id),
-            keys: state
-                .key_values()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        })
-        .collect()
+    let mut present = Vec::new();
+    let mut changed = Vec::new();
+    for (id, state) in chitchat.node_states() {
+        let key = (
+            id.node_id.to_string(),
+            id.generation_id,
+            id.gossip_advertise_addr,
+        );
+        let live = live.contains(id);
+        if view.stale(&key, state.max_version(), live) {
+            changed.push(NodeRecord {
+                node_id: key.0.clone(),
+                generation: key.1,
+                gossip_addr: key.2,
+                live,
+                version: state.max_version(),
+                keys: state
+                    .key_values()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            });
+        }
+        present.push(key);
+    }
+    (present, changed)
 }
 
 /// A named actor found in the cluster ([`Node::lookup`]): where it lives, typed by the

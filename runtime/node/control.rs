@@ -12,16 +12,16 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use crate::error::{NodeError, SpawnError};
 use crate::mailbox::Mailbox;
 use crate::members::{Member, MemberState, NamedActor};
-use crate::node::status::{NodeStatus, Rate, SessionState, SessionStatus};
+use crate::node::status::{ClusterStatus, NodeStatus, Rate, SessionState, SessionStatus};
 use crate::node::{ActorSpec, Handles, Node, NodeInner};
 use crate::remote_ref::Protocol;
 use crate::session::{FlowState, Role, SessionCounters};
 use crate::wire::NodeIdentity;
 use crate::wire::SessionId;
 use crate::wire::pb::{
-    ActorInfo, ControlReply, ControlRequest, MemberInfo, MemberList, MembersRequest,
-    NodeStatusInfo, SessionStatusInfo, SpawnRefused, SpawnRequest, Spawned as SpawnedPb,
-    StatusRequest, control_reply, control_request, spawn_refused,
+    ActorInfo, ActorPage, ActorsRequest, ClusterFigures, ControlReply, ControlRequest, MemberInfo,
+    MemberList, MembersRequest, NodeStatusInfo, SessionStatusInfo, SpawnRefused, SpawnRequest,
+    Spawned as SpawnedPb, StatusRequest, control_reply, control_request, spawn_refused,
 };
 
 /// The name the control actor is registered under on every listening node.
@@ -32,6 +32,14 @@ const CONTROL_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest a member list request waits for a change (within the call timeout).
 const MAX_MEMBERS_WAIT: Duration = Duration::from_secs(25);
+
+/// The most bytes of actor names and protocols one member list carries, whatever is
+/// asked: well under a session's message bound (4 MiB by default) at any cluster size.
+const MEMBER_LIST_NAME_BYTES: usize = 1024 * 1024;
+
+/// The most actors one page of [`ActorsRequest`] carries (at 255-byte names and
+/// 1 024-byte protocols, 1.3 MB).
+const ACTOR_PAGE: usize = 1000;
 
 /// The control protocol: requests to `$node`, and its replies.
 #[derive(Debug)]
@@ -142,22 +150,32 @@ impl Actor for ControlActor {
             Some(control_request::Kind::Members(MembersRequest {
                 after_version,
                 wait_ms,
+                actors_per_member,
             })) => {
+                let per_member = match actors_per_member {
+                    0 => usize::MAX,
+                    n => usize::try_from(n).unwrap_or(usize::MAX),
+                };
                 if after_version == 0 {
-                    control_reply::Kind::Members(member_list(&node))
+                    control_reply::Kind::Members(member_list(&node, per_member))
                 } else {
                     let within = Duration::from_millis(wait_ms.into()).min(MAX_MEMBERS_WAIT);
                     tokio::spawn(async move {
-                        let list = member_list_after(&node, after_version, within).await;
+                        let list =
+                            member_list_after(&node, after_version, within, per_member).await;
                         let answer = control_reply::Kind::Members(list);
                         let _ = reply.send(ControlReply { kind: Some(answer) });
                     });
                     return Ok(());
                 }
             }
-            Some(control_request::Kind::Status(_)) => {
-                control_reply::Kind::Status(status_info(&node.status(), member_list(&node)))
+            Some(control_request::Kind::Actors(request)) => {
+                control_reply::Kind::Actors(actor_page(&node, &request))
             }
+            Some(control_request::Kind::Status(_)) => control_reply::Kind::Status(status_info(
+                &node.inner.status_with(false),
+                member_list(&node, usize::MAX),
+            )),
             None => control_reply::Kind::Refused(SpawnRefused {
                 reason: spawn_refused::Reason::Unspecified.into(),
                 detail: "an empty control request".into(),
@@ -166,6 +184,15 @@ impl Actor for ControlActor {
         };
         let _ = reply.send(ControlReply { kind: Some(answer) });
         Ok(())
+    }
+}
+
+/// A spawn under way; its place under `max_hosted` goes back when it ends.
+struct Starting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -183,11 +210,23 @@ async fn spawn_here(node: &Node, request: SpawnRequest) -> control_reply::Kind {
             addr: node.advertised_addr().unwrap_or_default(),
         }),
         Err(error) => {
+            if matches!(
+                error,
+                SpawnError::InvalidName { .. } | SpawnError::LimitReached { .. }
+            ) {
+                node.inner.spawn_refusals.log(|suppressed| {
+                    tracing::warn!(%error, not_logged_since_last_line = suppressed, "refused a spawn");
+                });
+            }
             let (reason, known_kinds) = match &error {
                 SpawnError::UnknownKind { known, .. } => {
                     (spawn_refused::Reason::UnknownKind, known.clone())
                 }
                 SpawnError::NameTaken { .. } => (spawn_refused::Reason::NameTaken, Vec::new()),
+                SpawnError::InvalidName { .. } => (spawn_refused::Reason::InvalidName, Vec::new()),
+                SpawnError::LimitReached { .. } => {
+                    (spawn_refused::Reason::LimitReached, Vec::new())
+                }
                 SpawnError::ShuttingDown { .. } => {
                     (spawn_refused::Reason::ShuttingDown, Vec::new())
                 }
@@ -203,58 +242,112 @@ async fn spawn_here(node: &Node, request: SpawnRequest) -> control_reply::Kind {
 }
 
 /// The member list once the view's version is above `after`, or after `within`.
-async fn member_list_after(node: &Node, after: u64, within: Duration) -> MemberList {
+async fn member_list_after(
+    node: &Node,
+    after: u64,
+    within: Duration,
+    per_member: usize,
+) -> MemberList {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let changed = node.members_changed();
         let current = node.membership().map_or(u64::MAX, |m| m.version());
         if current > after || tokio::time::timeout_at(deadline, changed).await.is_err() {
-            return member_list(node);
+            return member_list(node, per_member);
         }
     }
 }
 
-fn member_list(node: &Node) -> MemberList {
+/// The node's members, each with up to `per_member` of its actors, and with
+/// [`MEMBER_LIST_NAME_BYTES`] of actors in all.
+fn member_list(node: &Node, per_member: usize) -> MemberList {
     let version = node.membership().map_or(0, |m| m.version());
-    match node.members() {
-        Ok(members) => MemberList {
-            clustered: true,
-            members: members.into_iter().map(member_info).collect(),
-            gossip_stopped: String::new(),
-            version,
-        },
-        Err(NodeError::Cluster(reason)) => MemberList {
-            clustered: true,
-            members: Vec::new(),
-            gossip_stopped: reason,
-            version,
-        },
-        Err(_) => MemberList {
+    let Ok(membership) = node.membership() else {
+        return MemberList {
             clustered: false,
-            members: Vec::new(),
-            gossip_stopped: String::new(),
             version,
-        },
+            ..MemberList::default()
+        };
+    };
+    if let Some(reason) = membership.stopped() {
+        return MemberList {
+            clustered: true,
+            gossip_stopped: reason.to_owned(),
+            version,
+            ..MemberList::default()
+        };
+    }
+    let view = membership.view();
+    let mut budget = MEMBER_LIST_NAME_BYTES;
+    MemberList {
+        clustered: true,
+        members: view
+            .each()
+            .map(|member| member_info(member, per_member, &mut budget))
+            .collect(),
+        gossip_stopped: String::new(),
+        version,
     }
 }
 
-fn member_info(member: Member) -> MemberInfo {
+/// `member` with its first actors: up to `most`, and while `budget` (bytes of names and
+/// protocols) lasts.
+fn member_info(member: &Member, most: usize, budget: &mut usize) -> MemberInfo {
     MemberInfo {
-        name: member.identity.name,
+        name: member.identity.name.clone(),
         incarnation: member.identity.incarnation.to_string(),
         generation: member.generation,
         gossip_addr: member.gossip_addr.to_string(),
-        addr: member.addr.unwrap_or_default(),
+        addr: member.addr.clone().unwrap_or_default(),
         state: member.state.as_str().to_owned(),
-        actors: member
-            .actors
-            .into_iter()
-            .map(|a| ActorInfo {
-                name: a.name,
-                protocol: a.protocol,
+        actors: actor_infos(&member.actors, most, budget),
+        kinds: member.kinds.clone(),
+        actor_count: member.actors.len() as u64,
+    }
+}
+
+/// The first of `actors`: up to `most`, and while `budget` lasts.
+fn actor_infos(actors: &[NamedActor], most: usize, budget: &mut usize) -> Vec<ActorInfo> {
+    actors
+        .iter()
+        .take(most)
+        .map_while(|a| {
+            let size = a.name.len() + a.protocol.len();
+            *budget = budget.checked_sub(size)?;
+            Some(ActorInfo {
+                name: a.name.clone(),
+                protocol: a.protocol.clone(),
             })
-            .collect(),
-        kinds: member.kinds,
+        })
+        .collect()
+}
+
+/// One page of a member's actors, in name order after `request.after_name`.
+fn actor_page(node: &Node, request: &ActorsRequest) -> ActorPage {
+    let view = match node.membership() {
+        Ok(membership) if membership.stopped().is_none() => membership.view(),
+        _ => return ActorPage::default(),
+    };
+    let Some(member) = view.each().find(|m| {
+        m.identity.name == request.member
+            && m.identity.incarnation.to_string() == request.incarnation
+    }) else {
+        return ActorPage::default();
+    };
+    let from = member
+        .actors
+        .partition_point(|a| a.name.as_str() <= request.after_name.as_str());
+    let rest = member.actors.get(from..).unwrap_or_default();
+    let limit = match usize::try_from(request.limit).unwrap_or(ACTOR_PAGE) {
+        0 => ACTOR_PAGE,
+        n => n.min(ACTOR_PAGE),
+    };
+    let mut unbounded = usize::MAX;
+    let actors = actor_infos(rest, limit, &mut unbounded);
+    ActorPage {
+        found: true,
+        more: actors.len() < rest.len(),
+        actors,
     }
 }
 
@@ -268,6 +361,14 @@ fn status_info(status: &NodeStatus, members: MemberList) -> NodeStatusInfo {
         sessions_opened: status.sessions_opened,
         sessions: status.sessions.iter().map(session_info).collect(),
         members: Some(members),
+        cluster: status.cluster.as_ref().map(|c| ClusterFigures {
+            members_up: c.members[0] as u64,
+            members_leaving: c.members[1] as u64,
+            members_unreachable: c.members[2] as u64,
+            names: c.names as u64,
+            names_unpublished: c.names_unpublished as u64,
+            publish_lag_secs: c.publish_lag.as_secs_f64(),
+        }),
     }
 }
 
@@ -393,14 +494,54 @@ impl Node {
         let Some(kind) = self.inner.kinds.get(&spec.kind).cloned() else {
             return Err(SpawnError::UnknownKind {
                 node,
-                kind: spec.kind,
+                kind: crate::names::printable(&spec.kind, 80),
                 known: self.inner.kinds.names(),
             });
         };
+        if let Err(reason) = crate::names::check_name(&spec.name) {
+            return Err(SpawnError::InvalidName {
+                node,
+                name: crate::names::printable(&spec.name, 80),
+                reason: reason.to_owned(),
+            });
+        }
         if self.is_registered(&spec.name) {
             return Err(SpawnError::NameTaken {
                 node,
                 name: spec.name,
+            });
+        }
+        let limit = self.inner.config.max_hosted;
+        let hosting = &self.inner.hosting;
+        {
+            let mut hosted = super::lock(&self.inner.hosted);
+            let starting = hosting.load(std::sync::atomic::Ordering::SeqCst);
+            if hosted.len() + starting >= limit {
+                // Actors that stopped leave as new ones come.
+                hosted.retain(|cell| {
+                    !matches!(
+                        cell.get_status(),
+                        ractor::ActorStatus::Stopped | ractor::ActorStatus::Stopping
+                    )
+                });
+            }
+            if hosted.len() + starting >= limit {
+                return Err(SpawnError::LimitReached {
+                    node,
+                    detail: format!("it hosts {limit} actors (max_hosted)"),
+                });
+            }
+            // A place under the bound, held while the actor starts.
+            hosting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let _starting = Starting(hosting);
+        // The kind registers its actor under the name: refused up front, typed, rather
+        // than as the constructor's words.
+        let names = self.inner.config.max_names;
+        if self.names_held() >= names {
+            return Err(SpawnError::LimitReached {
+                node,
+                detail: format!("it holds {names} named actors (max_names)"),
             });
         }
         match kind.host(self.clone(), spec).await {
@@ -540,25 +681,29 @@ impl Node {
             kind: Some(control_request::Kind::Members(MembersRequest {
                 after_version: since,
                 wait_ms: u32::try_from(within.as_millis()).unwrap_or(u32::MAX),
+                actors_per_member: 0,
             })),
         };
-        let (peer, reply) = self.control_call(addr, request).await?;
-        match reply.kind {
-            Some(control_reply::Kind::Members(list)) if !list.gossip_stopped.is_empty() => {
-                Err(SpawnError::GossipStopped {
-                    reason: format!("on node {peer}: {}", list.gossip_stopped),
-                })
+        let control = ControlSession::open(self, addr).await?;
+        let answer = async {
+            let reply = control.call(request).await?;
+            match reply.kind {
+                Some(control_reply::Kind::Members(list)) if !list.gossip_stopped.is_empty() => {
+                    Err(SpawnError::GossipStopped {
+                        reason: format!("on node {}: {}", control.peer, list.gossip_stopped),
+                    })
+                }
+                Some(control_reply::Kind::Members(list)) if list.clustered => Ok(MembersAt {
+                    version: list.version,
+                    members: control.complete(list.members).await?,
+                }),
+                Some(control_reply::Kind::Members(_)) => Err(SpawnError::NotClustered),
+                _ => Err(control.unexpected("a member list request")),
             }
-            Some(control_reply::Kind::Members(list)) if list.clustered => Ok(MembersAt {
-                version: list.version,
-                members: list.members.into_iter().filter_map(member_of).collect(),
-            }),
-            Some(control_reply::Kind::Members(_)) => Err(SpawnError::NotClustered),
-            _ => Err(SpawnError::Failed {
-                node: peer,
-                reason: "the node answered a member list request with something else".into(),
-            }),
         }
+        .await;
+        control.finish();
+        answer
     }
 
     /// What the node at `addr` is doing: its sessions (the one asking included) and its
@@ -573,18 +718,36 @@ impl Node {
         let request = ControlRequest {
             kind: Some(control_request::Kind::Status(StatusRequest {})),
         };
-        let (peer, reply) = self.control_call(addr, request).await?;
-        let Some(control_reply::Kind::Status(info)) = reply.kind else {
-            return Err(SpawnError::Failed {
-                node: peer,
-                reason: "the node answered a status request with something else".into(),
-            });
-        };
-        let members = info
-            .members
-            .filter(|list| list.clustered && list.gossip_stopped.is_empty())
-            .map(|list| list.members.into_iter().filter_map(member_of).collect())
-            .unwrap_or_default();
+        let control = ControlSession::open(self, addr).await?;
+        let answer = async {
+            let reply = control.call(request).await?;
+            let Some(control_reply::Kind::Status(info)) = reply.kind else {
+                return Err(control.unexpected("a status request"));
+            };
+            let members = match info.members.clone() {
+                Some(list) if list.clustered && list.gossip_stopped.is_empty() => {
+                    control.complete(list.members).await?
+                }
+                _ => Vec::new(),
+            };
+            Ok((info, members))
+        }
+        .await;
+        control.finish();
+        let (info, members) = answer?;
+        let cluster = info.cluster.map(|c| {
+            let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+            ClusterStatus {
+                members: [
+                    count(c.members_up),
+                    count(c.members_leaving),
+                    count(c.members_unreachable),
+                ],
+                names: count(c.names),
+                names_unpublished: count(c.names_unpublished),
+                publish_lag: Duration::try_from_secs_f64(c.publish_lag_secs).unwrap_or_default(),
+            }
+        });
         Ok(NodeStatus {
             identity: NodeIdentity {
                 name: info.node,
@@ -595,6 +758,8 @@ impl Node {
             draining: info.draining,
             sessions: info.sessions.into_iter().filter_map(session_of).collect(),
             members,
+            cluster,
+            tls_refused: Vec::new(),
             totals: SessionCounters::default(),
             credit_waited: Duration::ZERO,
             sessions_opened: info.sessions_opened,
@@ -608,11 +773,80 @@ impl Node {
         addr: &str,
         request: ControlRequest,
     ) -> Result<(String, ControlReply), SpawnError> {
-        let (remote, _inbox) = self.connect_inbox::<Control>(addr, CONTROL_ACTOR).await?;
+        let control = ControlSession::open(self, addr).await?;
+        let reply = control.call(request).await;
+        control.finish();
+        Ok((control.peer, reply?))
+    }
+}
+
+/// A session to a node's `$node`, for one or more calls.
+struct ControlSession {
+    remote: crate::RemoteRef<Control>,
+    /// The session's owner (its inbox), held and never read: dropped, it would end
+    /// the session.
+    _owner: Box<dyn Send + Sync>,
+    peer: String,
+}
+
+impl ControlSession {
+    async fn open(node: &Node, addr: &str) -> Result<Self, SpawnError> {
+        let (remote, inbox) = node.connect_inbox::<Control>(addr, CONTROL_ACTOR).await?;
         let peer = remote.session().peer().name.clone();
-        let reply = remote.call(request, CONTROL_CALL_TIMEOUT).await;
-        remote.finish();
-        Ok((peer, reply?))
+        Ok(Self {
+            remote,
+            _owner: Box::new(inbox),
+            peer,
+        })
+    }
+
+    async fn call(&self, request: ControlRequest) -> Result<ControlReply, SpawnError> {
+        Ok(self.remote.call(request, CONTROL_CALL_TIMEOUT).await?)
+    }
+
+    fn finish(&self) {
+        self.remote.finish();
+    }
+
+    fn unexpected(&self, what: &str) -> SpawnError {
+        SpawnError::Failed {
+            node: self.peer.clone(),
+            reason: format!("the node answered {what} with something else"),
+        }
+    }
+
+    /// The members of a bounded list, each with all its actors: those the list left
+    /// out are asked for a page at a time. A member that left meanwhile keeps those
+    /// the list had.
+    async fn complete(&self, infos: Vec<MemberInfo>) -> Result<Vec<Member>, SpawnError> {
+        let mut members = Vec::with_capacity(infos.len());
+        for mut info in infos {
+            let count = usize::try_from(info.actor_count).unwrap_or(usize::MAX);
+            while info.actors.len() < count {
+                let request = ControlRequest {
+                    kind: Some(control_request::Kind::Actors(ActorsRequest {
+                        member: info.name.clone(),
+                        incarnation: info.incarnation.clone(),
+                        after_name: info
+                            .actors
+                            .last()
+                            .map(|a| a.name.clone())
+                            .unwrap_or_default(),
+                        limit: 0,
+                    })),
+                };
+                let Some(control_reply::Kind::Actors(page)) = self.call(request).await?.kind else {
+                    return Err(self.unexpected("an actor page request"));
+                };
+                let more = page.more && !page.actors.is_empty();
+                info.actors.extend(page.actors);
+                if !page.found || !more {
+                    break;
+                }
+            }
+            members.extend(member_of(info));
+        }
+        Ok(members)
     }
 }
 
@@ -628,6 +862,15 @@ fn refusal(node: String, spec: ActorSpec, refused: SpawnRefused) -> SpawnError {
             name: spec.name,
         },
         spawn_refused::Reason::ShuttingDown => SpawnError::ShuttingDown { node },
+        spawn_refused::Reason::InvalidName => SpawnError::InvalidName {
+            node,
+            name: crate::names::printable(&spec.name, 80),
+            reason: refused.detail,
+        },
+        spawn_refused::Reason::LimitReached => SpawnError::LimitReached {
+            node,
+            detail: refused.detail,
+        },
         spawn_refused::Reason::Failed | spawn_refused::Reason::Unspecified => SpawnError::Failed {
             node,
             reason: refused.detail,

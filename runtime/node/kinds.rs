@@ -54,6 +54,10 @@ impl ActorSpec {
         if kind.is_empty() || name.is_empty() {
             return Err(format!("{text:?}: KIND and NAME must not be empty"));
         }
+        if let Err(reason) = crate::names::check_name(name) {
+            let name = crate::names::printable(name, 80);
+            return Err(format!("{name:?}: {reason}"));
+        }
         Ok(Self {
             kind: kind.to_owned(),
             name: name.to_owned(),
@@ -95,7 +99,8 @@ impl Kinds {
     /// Adds `kind`, hosted by `host`.
     ///
     /// # Panics
-    /// When `kind` was added already (a programming error).
+    /// When `kind` was added already, or is not a name a node takes (programming
+    /// errors).
     pub(crate) fn add<F, Fut>(&mut self, kind: &str, about: &str, host: F)
     where
         F: Fn(Node, ActorSpec) -> Fut + Send + Sync + 'static,
@@ -105,6 +110,10 @@ impl Kinds {
             self.get(kind).is_none(),
             "actor kind {kind:?} registered twice"
         );
+        // Published in gossip as a name is.
+        if let Err(reason) = crate::names::check_name(kind) {
+            panic!("actor kind {kind:?}: {reason}");
+        }
         self.0.push(Kind {
             name: kind.to_owned(),
             about: about.to_owned(),

@@ -43,6 +43,10 @@ const BACKLOG: &str = "duologue_session_backlog";
 const CREDIT: &str = "duologue_session_credit";
 const CALLS: &str = "duologue_call_duration_seconds";
 const MEMBERS: &str = "duologue_cluster_members";
+const NAMES: &str = "duologue_cluster_names";
+const UNPUBLISHED: &str = "duologue_cluster_names_unpublished";
+const PUBLISH_LAG: &str = "duologue_cluster_publish_lag_seconds";
+const TLS_REFUSED: &str = "duologue_tls_refused_total";
 
 /// A node's metrics: its recorder and the handles it records through.
 pub(crate) struct NodeMetrics {
@@ -128,16 +132,30 @@ impl NodeMetrics {
             self.gauge(BACKLOG, labels()).set(session.backlog() as f64);
             self.gauge(CREDIT, labels()).set(session.flow.credit as f64);
         }
-        if !status.members.is_empty() {
-            for state in [
+        if let Some(cluster) = &status.cluster {
+            for (state, count) in [
                 MemberState::Up,
                 MemberState::Leaving,
                 MemberState::Unreachable,
-            ] {
-                let count = status.members.iter().filter(|m| m.state == state).count();
+            ]
+            .into_iter()
+            .zip(cluster.members)
+            {
                 self.gauge(MEMBERS, vec![Label::new("state", state.as_str())])
                     .set(count as f64);
             }
+            self.gauge(NAMES, vec![]).set(cluster.names as f64);
+            self.gauge(UNPUBLISHED, vec![])
+                .set(cluster.names_unpublished as f64);
+            self.gauge(PUBLISH_LAG, vec![])
+                .set(cluster.publish_lag.as_secs_f64());
+        }
+        for refused in &status.tls_refused {
+            let labels = vec![
+                Label::new("port", refused.port),
+                Label::new("reason", refused.reason.as_str()),
+            ];
+            self.counter(TLS_REFUSED, labels).absolute(refused.count);
         }
         self.handle.run_upkeep();
     }
@@ -210,6 +228,11 @@ fn describe(recorder: &PrometheusRecorder) {
             None,
             "Sessions that failed during their handshake, by role and reason.",
         ),
+        (
+            TLS_REFUSED,
+            None,
+            "TLS handshakes refused, by port and reason.",
+        ),
     ];
     for (name, unit, help) in counters {
         recorder.describe_counter((*name).into(), *unit, (*help).into());
@@ -235,6 +258,21 @@ fn describe(recorder: &PrometheusRecorder) {
             MEMBERS,
             None,
             "Cluster members as this node sees them, by state.",
+        ),
+        (
+            NAMES,
+            None,
+            "Names registered on every member, as this node sees them.",
+        ),
+        (
+            UNPUBLISHED,
+            None,
+            "Changes to this node's names not yet in its gossip state.",
+        ),
+        (
+            PUBLISH_LAG,
+            Some(Unit::Seconds),
+            "How long the oldest change to this node's names has waited to be published.",
         ),
     ];
     for (name, unit, help) in gauges {

@@ -38,8 +38,14 @@ pub struct NodeStatus {
     pub draining: bool,
     /// Its established sessions, by peer then actor.
     pub sessions: Vec<SessionStatus>,
-    /// The cluster's members as it sees them (empty outside a cluster).
+    /// The cluster's members as it sees them (empty outside a cluster, and in the
+    /// snapshots the metrics sampler takes).
     pub members: Vec<Member>,
+    /// The cluster in figures, in a cluster.
+    pub cluster: Option<ClusterStatus>,
+    /// The TLS handshakes its ports refused since it started, by port and reason (every
+    /// reason of both ports, zeros included; empty in a status asked over the wire).
+    pub tls_refused: Vec<crate::tls::TlsRefused>,
     /// What every session carried since the node started, the closed ones too.
     pub totals: SessionCounters,
     /// How long the senders of every session waited for credit, in all.
@@ -48,6 +54,21 @@ pub struct NodeStatus {
     pub sessions_opened: u64,
     /// The node's message rates, one point a second, oldest first (up to five minutes).
     pub history: Vec<RatePoint>,
+}
+
+/// A node's cluster in figures, as [`NodeStatus`] shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterStatus {
+    /// Members up, leaving and unreachable, as this node sees them.
+    pub members: [usize; 3],
+    /// Names registered on every member, as this node sees them.
+    pub names: usize,
+    /// Changes to this node's own names (registered, withdrawn) not yet in its gossip
+    /// state: what its peers cannot have yet.
+    pub names_unpublished: usize,
+    /// How long the oldest of them has waited (zero when none waits).
+    pub publish_lag: Duration,
 }
 
 /// One established session, as [`NodeStatus`] shows it.

@@ -1,0 +1,333 @@
+//! Names and spawns at any count (issue 25, points 6 to 8): a name that would not fit
+//! a gossip datagram, or would break a line of `duologue members` or of a log, is refused
+//! with a typed error, and the node's later names and its leave still reach its peers;
+//! spawns and names are bounded per node, each refusal typed; what a node has not yet
+//! published is in its status; and `duologue members` reads a member with thousands of
+//! names (more than one answer carries) without panicking.
+
+use std::time::Duration;
+
+#[path = "cluster_lab.rs"]
+mod cluster_lab;
+
+use duologue::{
+    ActorSpec, ClusterConfig, ClusterEvent, MemberState, Node, NodeConfig, NodeError, Secret,
+    SpawnError,
+};
+use duologue_actors::seq_check::{CheckConfig, SeqCheck};
+use duologue_testkit::{ChildGuard, IgnoringOwner, SecretDir};
+use ractor::Actor;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const SECRET: &str = "cluster test secret, 32 bytes!!";
+
+async fn node_with(name: &str, seeds: &[std::net::SocketAddr], bounds: (usize, usize)) -> Node {
+    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
+    cluster.gossip_interval = Duration::from_millis(100);
+    // Long enough for a leave to be gossiped on a loaded machine.
+    cluster.leave_linger = Duration::from_secs(2);
+    cluster.seeds = seeds.iter().map(ToString::to_string).collect();
+    let (max_hosted, max_names) = bounds;
+    let config = NodeConfig {
+        name: name.into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        cluster: Some(cluster),
+        max_hosted,
+        max_names,
+        ..NodeConfig::default()
+    };
+    Node::builder()
+        .config(config)
+        .secret(Secret::new(SECRET).unwrap())
+        .kind("seq-check", "counts ticks", |node, spec| async move {
+            let (check, _) = Actor::spawn(None, SeqCheck, CheckConfig::from(spec.name.as_str()))
+                .await
+                .map_err(|e| e.to_string())?;
+            node.register(spec.name, &check)
+                .map_err(|e| e.to_string())?;
+            Ok(check.get_cell())
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn node(name: &str, seeds: &[std::net::SocketAddr]) -> Node {
+    let defaults = NodeConfig::default();
+    node_with(name, seeds, (defaults.max_hosted, defaults.max_names)).await
+}
+
+/// Waits until `node` sees `name` registered on some member.
+async fn until_seen(node: &Node, name: &str) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let changed = node.members_changed();
+            let members = node.members().unwrap();
+            if members.iter().any(|m| m.actor(name).is_some()) {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name} never reached the view"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_would_freeze_gossip_or_fool_a_reader_are_refused_and_gossip_goes_on() {
+    let a = node("a", &[]).await;
+    let b = node("b", &[a.gossip_addr().unwrap()]).await;
+    cluster_lab::wait_members(&a, 2, WAIT).await;
+    let mut events = cluster_lab::listen(&a).await;
+    let (actor, _) = Actor::spawn(None, IgnoringOwner, ()).await.unwrap();
+
+    // Registered in process: refused, typed, the reason said.
+    let long = "n".repeat(70_000);
+    for bad in [
+        long.as_str(),
+        "two\nlines",
+        "nul\0",
+        "evil\u{202E}txt.exe",
+        " padded",
+        "",
+    ] {
+        match b.register(bad, &actor) {
+            Err(NodeError::InvalidName { reason, .. }) => assert!(!reason.is_empty()),
+            other => panic!(
+                "{:?}: expected InvalidName, got {other:?}",
+                &bad[..bad.len().min(20)]
+            ),
+        }
+    }
+    // Asked of `$node` over the wire, a megabyte of name: refused, typed.
+    let client = Node::builder()
+        .secret(Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let b_addr = b.local_addr().unwrap().to_string();
+    let huge = "m".repeat(1024 * 1024);
+    match client
+        .spawn_at(&b_addr, ActorSpec::new("seq-check", huge.as_str()))
+        .await
+    {
+        Err(SpawnError::InvalidName { node, name, reason }) => {
+            assert_eq!(node, "b");
+            assert!(
+                name.chars().count() <= 81,
+                "the name is cut for the message"
+            );
+            assert!(reason.contains("255"), "{reason}");
+        }
+        other => panic!("expected InvalidName, got {other:?}"),
+    }
+    match client
+        .spawn_at(&b_addr, ActorSpec::new("seq-check", "line\nbreak"))
+        .await
+    {
+        Err(SpawnError::InvalidName { name, .. }) => assert_eq!(name, "line\\u{a}break"),
+        other => panic!("expected InvalidName, got {other:?}"),
+    }
+    // A name of the longest length is taken, and travels.
+    let longest = "x".repeat(duologue::MAX_NAME_BYTES);
+    client
+        .spawn_at(&b_addr, ActorSpec::new("seq-check", longest.as_str()))
+        .await
+        .unwrap();
+    until_seen(&a, &longest).await;
+    // b's gossip is not frozen: a later name reaches a, and so does its leave.
+    b.register("after", &actor).unwrap();
+    until_seen(&a, "after").await;
+    client.shutdown().await;
+    b.shutdown().await;
+    let left = cluster_lab::next_event(&mut events, WAIT, |event| match event {
+        ClusterEvent::Left(member) | ClusterEvent::Removed(member)
+            if member.identity.name == "b" =>
+        {
+            Some(event.clone())
+        }
+        ClusterEvent::Unreachable(member) if member.identity.name == "b" => {
+            panic!("b's leave was not seen: it went unreachable")
+        }
+        _ => None,
+    })
+    .await;
+    assert!(matches!(left, ClusterEvent::Left(_)), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawns_and_names_are_bounded_per_node_with_typed_refusals() {
+    let a = node_with("a", &[], (20, 25)).await;
+    let client = Node::builder()
+        .secret(Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = a.local_addr().unwrap().to_string();
+    // Twenty spawns side by side: all taken, and the next refused, however they race.
+    let spawns =
+        (0..20).map(|i| client.spawn_at(&addr, ActorSpec::new("seq-check", format!("s{i}"))));
+    for spawned in futures::future::join_all(spawns).await {
+        spawned.unwrap();
+    }
+    match client
+        .spawn_at(&addr, ActorSpec::new("seq-check", "one-too-many"))
+        .await
+    {
+        Err(SpawnError::LimitReached { node, detail }) => {
+            assert_eq!(node, "a");
+            assert!(detail.contains("max_hosted"), "{detail}");
+        }
+        other => panic!("expected LimitReached, got {other:?}"),
+    }
+    // Names: 20 hosted, `$node` and 4 more reach max_names (25); the next is refused.
+    let (actor, _) = Actor::spawn(None, IgnoringOwner, ()).await.unwrap();
+    for i in 0..4 {
+        a.register(format!("extra-{i}"), &actor).unwrap();
+    }
+    match a.register("extra-4", &actor) {
+        Err(NodeError::TooManyNames { limit }) => assert_eq!(limit, 25),
+        other => panic!("expected TooManyNames, got {other:?}"),
+    }
+    // Places come back as actors stop.
+    actor.stop(None);
+    let status = tokio::time::timeout(WAIT, async {
+        loop {
+            let (fresh, _) = Actor::spawn(None, IgnoringOwner, ()).await.unwrap();
+            if a.register("extra-4", &fresh).is_ok() {
+                return a.status();
+            }
+            fresh.stop(None);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a stopped actor's names free their places");
+    assert!(status.cluster.is_some(), "in a cluster");
+    // What the node holds is published, and nothing waits: the 20 spawned and extra-4
+    // (`$node` is not published; the stopped actor's names were withdrawn).
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let cluster = a.status().cluster.expect("in a cluster");
+            if cluster.names_unpublished == 0 && cluster.names == 21 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every name is published");
+    client.shutdown().await;
+}
+
+/// `duologue members` against `addr`, with `args`; exit code and stdout lines.
+async fn members_command(addr: &str, args: &[&str]) -> (Option<i32>, Vec<String>) {
+    let secrets = SecretDir::create().unwrap();
+    let file = secrets.write("cluster.secret", SECRET).unwrap();
+    let mut all = vec![
+        "members".to_owned(),
+        "--peer".to_owned(),
+        addr.to_owned(),
+        "--secret-file".to_owned(),
+        file.display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_duologue"));
+    let mut child = ChildGuard::spawn("members", exe, &all).unwrap();
+    let mut out = Vec::new();
+    while let Some(line) = child.stdout_line(WAIT).await.unwrap() {
+        out.push(line);
+    }
+    (child.wait(WAIT).await.unwrap(), out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duologue_members_reads_a_member_with_thousands_of_names() {
+    const NAMES: usize = 6000;
+    let a = node_with("a", &[], (10, NAMES + 10)).await;
+    // 6 000 names of 200 bytes: 1.2 MB of names, more than one member list carries.
+    let (actor, _) = Actor::spawn(None, IgnoringOwner, ()).await.unwrap();
+    let name = |i: usize| format!("{i:06}-{}", "c".repeat(193));
+    for i in 0..NAMES {
+        a.register(name(i), &actor).unwrap();
+    }
+    until_seen(&a, &name(NAMES - 1)).await;
+    let addr = a.local_addr().unwrap().to_string();
+    let (code, out) = members_command(&addr, &[]).await;
+    assert_eq!(code, Some(0), "{out:?}");
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out[1].starts_with("a ") && out[1].ends_with(&format!("… and {} more", NAMES - 5)),
+        "{}",
+        out[1]
+    );
+    // Every name, one a line, though the list came in pages.
+    let (code, out) = members_command(&addr, &["--actors"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out.len(), 1 + NAMES, "the header and the names");
+    assert!(out.iter().any(|l| l.contains(&name(NAMES - 1))));
+    // The library's member list is complete too.
+    let client = Node::builder()
+        .secret(Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let members = client.members_at(&addr).await.unwrap();
+    assert_eq!(members[0].actors.len(), NAMES);
+    assert_eq!(members[0].state, MemberState::Up);
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_binary_refuses_spawns_past_max_hosted_in_a_few_lines() {
+    const REFUSED: usize = 300;
+    let secrets = SecretDir::create().unwrap();
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_duologue"));
+    let args = [
+        "--secret-file".to_owned(),
+        secrets.secret().display().to_string(),
+        "--max-hosted".to_owned(),
+        "3".to_owned(),
+    ];
+    let mut target = duologue_testkit::NodeProcess::start(exe, "target", &args, WAIT)
+        .await
+        .unwrap();
+    let client = Node::builder()
+        .secret(Secret::from_file(secrets.secret()).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = target.addr.to_string();
+    for i in 0..3 {
+        client
+            .spawn_at(&addr, ActorSpec::new("seq-check", format!("s{i}")))
+            .await
+            .unwrap();
+    }
+    for i in 0..REFUSED {
+        let refused = client
+            .spawn_at(&addr, ActorSpec::new("seq-check", format!("more-{i}")))
+            .await;
+        assert!(
+            matches!(refused, Err(SpawnError::LimitReached { .. })),
+            "{refused:?}"
+        );
+    }
+    client.shutdown().await;
+    target
+        .child
+        .signal(duologue_testkit::Signal::SIGTERM)
+        .unwrap();
+    let mut lines = 0;
+    while let Some(line) = target.child.stderr_line(WAIT).await.unwrap() {
+        if line.contains("refused a spawn") {
+            lines += 1;
+        }
+    }
+    assert_eq!(target.child.wait(WAIT).await.unwrap(), Some(0));
+    assert!(
+        (1..=15).contains(&lines),
+        "{lines} lines for {REFUSED} refusals"
+    );
+}
