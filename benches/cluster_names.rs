@@ -20,7 +20,7 @@ mod args;
 use std::time::{Duration, Instant};
 
 use duologue::{ClusterConfig, Node, NodeConfig, Secret};
-use duologue_testkit::{ChildGuard, IgnoringOwner, Memory};
+use duologue_testkit::{ChildGuard, IgnoringOwner, Memory, cpu_time};
 use ractor::Actor;
 
 const SECRET: &str = "cluster names bench secret, 32 b";
@@ -65,17 +65,9 @@ fn mib(memory: Memory) -> f64 {
     memory.now as f64 / (1024.0 * 1024.0)
 }
 
-/// user + system CPU time of `pid`, in seconds (clock ticks are 1/100 s on Linux).
+/// user + system CPU time of `pid`, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    cpu_time(Some(pid)).unwrap_or_default().as_secs_f64()
 }
 
 #[tokio::main]

@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 
 use duologue::{ClusterConfig, MemberState, Node, NodeConfig, Secret};
 use duologue_actors::progress::{self, Summary};
-use duologue_testkit::Memory;
+use duologue_testkit::{Memory, cpu_time};
+
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    cpu_time(pid).unwrap_or_default().as_secs_f64()
+}
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -47,19 +51,6 @@ async fn until(node: &Node, wanted: impl Fn(&[duologue::Member]) -> bool) {
         }
         changed.await;
     }
-}
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 per second on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[tokio::main]
@@ -94,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     seeing.finish_and_clear();
     let converged = converging.elapsed();
     // Steady state: what N nodes gossiping cost this process for a few intervals.
-    let cpu_before = cpu_seconds();
+    let cpu_before = cpu_seconds(None);
     let steady = Instant::now();
     let measuring = progress::spinner("cluster_scale");
     measuring.set_message(format!(
@@ -104,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(interval * 10).await;
     measuring.finish_and_clear();
     let cpu_per_node_per_s =
-        (cpu_seconds() - cpu_before) / steady.elapsed().as_secs_f64() / n as f64;
+        (cpu_seconds(None) - cpu_before) / steady.elapsed().as_secs_f64() / n as f64;
     let rss = Memory::of(None).map_or(0.0, |m| m.now as f64 / (1024.0 * 1024.0));
     // One node dies (every handle dropped: no farewell): every other declares it dead.
     let victim = nodes.pop().expect("nodes");

@@ -24,7 +24,6 @@ mod hostile_client;
 mod args;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -32,7 +31,7 @@ use bytes::Bytes;
 use duologue::{ConnectError, Node, Secret};
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::progress::{self, ProgressBar, Summary};
-use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir, Signal};
+use duologue_testkit::{Memory, NodeProcess, SecretDir, Signal};
 use hostile_client::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -220,25 +219,7 @@ async fn silent_connections(scale: u64) -> anyhow::Result<(String, bool)> {
 /// --nofile=1024:1024`), with `extra` flags; and its admin address, with `--metrics`.
 async fn limited_target(extra: &[&str]) -> anyhow::Result<(Target, Option<SocketAddr>)> {
     let secrets = SecretDir::create()?;
-    let mut args = vec![
-        "--nofile=1024:1024".to_owned(),
-        env!("CARGO_BIN_EXE_duologue").to_owned(),
-        "node".into(),
-        "--name".into(),
-        "target".into(),
-        "--secret-file".into(),
-        secrets.secret().display().to_string(),
-        "--actor".into(),
-        "chat-room:lobby".into(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let mut child = ChildGuard::spawn("target", Path::new("prlimit"), &args)?;
-    let addr = address(&mut child, "listening on ").await?;
-    let admin = if extra.contains(&"--metrics") {
-        Some(address(&mut child, "metrics on http://").await?)
-    } else {
-        None
-    };
+    let (child, addr, admin) = limited_node(&secrets, Some("1024:1024"), extra).await?;
     let baseline = Memory::of(child.pid()).context("no /proc")?;
     let node = NodeProcess { child, addr };
     Ok((
@@ -249,14 +230,6 @@ async fn limited_target(extra: &[&str]) -> anyhow::Result<(Target, Option<Socket
         },
         admin,
     ))
-}
-
-/// The address on the node's next stdout line, after `prefix`.
-async fn address(child: &mut ChildGuard, prefix: &str) -> anyhow::Result<SocketAddr> {
-    let line = child.stdout_line(WAIT).await?.context("the node exited")?;
-    line.strip_prefix(prefix)
-        .and_then(|a| a.trim().parse().ok())
-        .with_context(|| format!("expected {prefix:?}, the node said {line:?}"))
 }
 
 /// Opens `count` silent connections to `addr`, counting those that failed.

@@ -30,30 +30,7 @@ fn secret() -> Secret {
 }
 
 async fn node(name: &str, seeds: &[std::net::SocketAddr]) -> Node {
-    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
-    cluster.gossip_interval = Duration::from_millis(100);
-    cluster.leave_linger = Duration::from_millis(500);
-    cluster.seeds = seeds.iter().map(ToString::to_string).collect();
-    let config = NodeConfig {
-        name: name.into(),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        cluster: Some(cluster),
-        ..NodeConfig::default()
-    };
-    Node::builder()
-        .config(config)
-        .secret(secret())
-        .kind("seq-check", "counts ticks", |node, spec| async move {
-            let (check, _) = Actor::spawn(None, SeqCheck, CheckConfig::from(spec.name.as_str()))
-                .await
-                .map_err(|e| e.to_string())?;
-            node.register(spec.name, &check)
-                .map_err(|e| e.to_string())?;
-            Ok(check.get_cell())
-        })
-        .start()
-        .await
-        .unwrap()
+    cluster_lab::seq_check_node(name, seeds, secret(), |_| {}).await
 }
 
 async fn next_event<T>(

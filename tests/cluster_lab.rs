@@ -38,6 +38,42 @@ pub const SEED_NAME: &str = "seeds.duologue.test";
 pub const STEP: Duration = Duration::from_secs(60);
 
 /// An actor that forwards the cluster events it gets to a channel.
+/// A node of a cluster in this process on 127.0.0.1, gossiping every 100 ms, that
+/// spawns `seq-check` actors on request; `tweak` adjusts its configuration.
+pub async fn seq_check_node(
+    name: &str,
+    seeds: &[SocketAddr],
+    secret: Secret,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Node {
+    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
+    cluster.gossip_interval = Duration::from_millis(100);
+    cluster.leave_linger = Duration::from_millis(500);
+    cluster.seeds = seeds.iter().map(ToString::to_string).collect();
+    let mut config = NodeConfig {
+        name: name.into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        cluster: Some(cluster),
+        ..NodeConfig::default()
+    };
+    tweak(&mut config);
+    Node::builder()
+        .config(config)
+        .secret(secret)
+        .kind("seq-check", "counts ticks", |node, spec| async move {
+            let config = duologue_actors::seq_check::CheckConfig::from(spec.name.as_str());
+            let (check, _) = Actor::spawn(None, SeqCheck, config)
+                .await
+                .map_err(|e| e.to_string())?;
+            node.register(spec.name, &check)
+                .map_err(|e| e.to_string())?;
+            Ok(check.get_cell())
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
 pub struct Listener;
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]

@@ -11,10 +11,8 @@ use std::time::Duration;
 mod cluster_lab;
 
 use duologue::{
-    ActorSpec, ClusterConfig, ClusterEvent, MemberState, Node, NodeConfig, NodeError, Secret,
-    SpawnError,
+    ActorSpec, ClusterEvent, MemberState, Node, NodeConfig, NodeError, Secret, SpawnError,
 };
-use duologue_actors::seq_check::{CheckConfig, SeqCheck};
 use duologue_testkit::{ChildGuard, IgnoringOwner, SecretDir};
 use ractor::Actor;
 
@@ -23,34 +21,15 @@ const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "cluster test secret, 32 bytes!!";
 
 async fn node_with(name: &str, seeds: &[std::net::SocketAddr], bounds: (usize, usize)) -> Node {
-    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
-    cluster.gossip_interval = Duration::from_millis(100);
-    // Long enough for a leave to be gossiped on a loaded machine.
-    cluster.leave_linger = Duration::from_secs(2);
-    cluster.seeds = seeds.iter().map(ToString::to_string).collect();
-    let (max_hosted, max_names) = bounds;
-    let config = NodeConfig {
-        name: name.into(),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        cluster: Some(cluster),
-        max_hosted,
-        max_names,
-        ..NodeConfig::default()
-    };
-    Node::builder()
-        .config(config)
-        .secret(Secret::new(SECRET).unwrap())
-        .kind("seq-check", "counts ticks", |node, spec| async move {
-            let (check, _) = Actor::spawn(None, SeqCheck, CheckConfig::from(spec.name.as_str()))
-                .await
-                .map_err(|e| e.to_string())?;
-            node.register(spec.name, &check)
-                .map_err(|e| e.to_string())?;
-            Ok(check.get_cell())
-        })
-        .start()
-        .await
-        .unwrap()
+    let secret = Secret::new(SECRET).unwrap();
+    cluster_lab::seq_check_node(name, seeds, secret, |config| {
+        (config.max_hosted, config.max_names) = bounds;
+        if let Some(cluster) = &mut config.cluster {
+            // Long enough for a leave to be gossiped on a loaded machine.
+            cluster.leave_linger = Duration::from_secs(2);
+        }
+    })
+    .await
 }
 
 async fn node(name: &str, seeds: &[std::net::SocketAddr]) -> Node {

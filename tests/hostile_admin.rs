@@ -21,7 +21,7 @@ mod hostile_client;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use duologue_testkit::{ChildGuard, SecretDir, Signal};
@@ -37,65 +37,32 @@ const FLOOD: usize = 356;
 /// A token for the admin address.
 const TOKEN: &str = "c0ffee-admin-token-0123456789abcdef";
 
-/// A `duologue node` hosting room `lobby`, started through `prlimit` with `nofile`
-/// (`SOFT:HARD`) and `extra` flags: the process, its session address and its admin
-/// address (when `--metrics` is among `extra`).
-async fn limited_node(
-    secrets: &SecretDir,
-    nofile: &str,
-    extra: &[&str],
-) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
-    let mut args = vec![
-        format!("--nofile={nofile}"),
-        duologue_exe().display().to_string(),
-        "node".into(),
-        "--name".into(),
-        "target".into(),
-        "--secret-file".into(),
-        secrets.secret().display().to_string(),
-        "--actor".into(),
-        "chat-room:lobby".into(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let mut child = ChildGuard::spawn("target", Path::new("prlimit"), &args).unwrap();
-    let (addr, admin) = addresses(&mut child, extra.contains(&"--metrics")).await;
-    (child, addr, admin)
-}
-
 /// A `duologue node` hosting room `lobby`, with `extra` flags, at the inherited limits.
 async fn node(secrets: &SecretDir, extra: &[&str]) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
-    let mut args = vec![
-        "node".to_owned(),
-        "--name".into(),
-        "target".into(),
-        "--secret-file".into(),
-        secrets.secret().display().to_string(),
-        "--actor".into(),
-        "chat-room:lobby".into(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let mut child = ChildGuard::spawn("target", &duologue_exe(), &args).unwrap();
-    let (addr, admin) = addresses(&mut child, extra.contains(&"--metrics")).await;
-    (child, addr, admin)
+    limited_node(secrets, None, extra).await.unwrap()
 }
 
-/// The `listening on ADDR` line and, with an admin address, the `metrics on` one.
-async fn addresses(child: &mut ChildGuard, admin: bool) -> (SocketAddr, Option<SocketAddr>) {
-    let line = child.stdout_line(WAIT).await.unwrap().expect("listening");
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"));
-    if !admin {
-        return (addr, None);
-    }
-    let line = child.stdout_line(WAIT).await.unwrap().expect("metrics on");
-    let admin = line
-        .strip_prefix("metrics on http://")
-        .or_else(|| line.strip_prefix("metrics on https://"))
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("expected `metrics on URL`, got {line:?}"));
-    (addr, Some(admin))
+/// A node serving TLS with a development certificate (`duologue certs`), with an admin
+/// address and `extra` flags: the process, its session and admin addresses, and the
+/// path of a file in the certificates' folder (`ca.pem`).
+async fn tls_node(
+    secrets: &SecretDir,
+    extra: &[&str],
+) -> (ChildGuard, SocketAddr, SocketAddr, impl Fn(&str) -> String) {
+    let certs = secrets.secret().with_file_name("certs");
+    let path = make_certs(&certs, &["target"]).await;
+    let (cert, key) = (path("target.pem"), path("target.key"));
+    let mut args = vec![
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let (child, addr, admin) = node(secrets, &args).await;
+    (child, addr, admin.expect("an admin address"), path)
 }
 
 /// Opens `count` TCP connections to `addr` that never send a byte.
@@ -193,7 +160,9 @@ async fn silent_admin_connections_keep_no_member_out() {
     // every descriptor: the session port could not accept, and the member could not
     // reach the node (`duologue chat` exited 5, "cannot reach").
     let (child, addr, admin) =
-        limited_node(&secrets, "256:256", &["--metrics", "127.0.0.1:0"]).await;
+        limited_node(&secrets, Some("256:256"), &["--metrics", "127.0.0.1:0"])
+            .await
+            .unwrap();
     let admin = admin.unwrap();
     let flood = silent_connections(admin, FLOOD).await;
     try_legitimate_member(addr, secrets.secret())
@@ -236,7 +205,7 @@ async fn idle_connections_past_the_descriptor_limit_keep_no_member_out() {
     // Before, max_connections (1 024) was far above what 256 descriptors hold: `accept`
     // failed with EMFILE long before the limit and its eviction of the idlest
     // connection could act, and the member stayed out.
-    let (child, addr, _) = limited_node(&secrets, "256:256", &[]).await;
+    let (child, addr, _) = limited_node(&secrets, Some("256:256"), &[]).await.unwrap();
     let flood = silent_connections(addr, FLOOD).await;
     try_legitimate_member(addr, secrets.secret())
         .await
@@ -255,7 +224,7 @@ async fn idle_connections_past_the_descriptor_limit_keep_no_member_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_binary_raises_its_open_file_limit_to_the_hard_one() {
     let secrets = SecretDir::create().unwrap();
-    let (child, addr, _) = limited_node(&secrets, "256:4096", &[]).await;
+    let (child, addr, _) = limited_node(&secrets, Some("256:4096"), &[]).await.unwrap();
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.pid().unwrap())).unwrap();
     let open_files = limits
         .lines()
@@ -474,38 +443,13 @@ async fn a_host_that_is_not_the_nodes_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_address_serves_tls_with_the_nodes_certificate() {
     let secrets = SecretDir::create().unwrap();
-    let certs = secrets.secret().with_file_name("certs");
-    let mut made = ChildGuard::spawn(
-        "certs",
-        &duologue_exe(),
-        &[
-            "certs".into(),
-            certs.display().to_string(),
-            "--node".into(),
-            "hub".into(),
-        ],
-    )
-    .unwrap();
-    assert_eq!(made.wait(WAIT).await.unwrap(), Some(0), "duologue certs");
-    let path = |name: &str| certs.join(name).display().to_string();
     let token = secrets.write("admin-token", TOKEN).unwrap();
-    let (cert, key) = (path("hub.pem"), path("hub.key"));
-    let (child, _, admin) = node(
-        &secrets,
-        &[
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--metrics",
-            "127.0.0.1:0",
-            "--metrics-tls",
-            "--metrics-token-file",
-            token.to_str().unwrap(),
-        ],
-    )
-    .await;
-    let admin = admin.unwrap();
+    let extra = [
+        "--metrics-tls",
+        "--metrics-token-file",
+        token.to_str().unwrap(),
+    ];
+    let (child, _, admin, path) = tls_node(&secrets, &extra).await;
     // Plain HTTP gets no answer: the connection closes in the TLS handshake.
     let mut plain = TcpStream::connect(admin).await.unwrap();
     plain
@@ -595,34 +539,7 @@ fn base64(text: &str) -> String {
 async fn abandoned_tls_handshakes_are_counted_and_said_in_a_few_lines() {
     const ABANDONED: usize = 2200;
     let secrets = SecretDir::create().unwrap();
-    let certs = secrets.secret().with_file_name("certs");
-    let mut made = ChildGuard::spawn(
-        "certs",
-        &duologue_exe(),
-        &[
-            "certs".into(),
-            certs.display().to_string(),
-            "--node".into(),
-            "target".into(),
-        ],
-    )
-    .unwrap();
-    assert_eq!(made.wait(WAIT).await.unwrap(), Some(0), "duologue certs");
-    let path = |name: &str| certs.join(name).display().to_string();
-    let (cert, key) = (path("target.pem"), path("target.key"));
-    let (child, addr, admin) = node(
-        &secrets,
-        &[
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-    )
-    .await;
-    let admin = admin.unwrap();
+    let (child, addr, admin, _) = tls_node(&secrets, &[]).await;
     for _ in 0..ABANDONED {
         drop(TcpStream::connect(addr).await.unwrap());
     }

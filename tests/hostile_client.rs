@@ -1,6 +1,6 @@
 //! A hostile client of a duologue node, shared by `tests/hostile_admission.rs` and
 //! `benches/hostile.rs`: raw HTTP/2 streams to the node's `Converse` method (as a client
-//! that ignores `docs/protocol.md`), the process's CPU time, and a legitimate chat member
+//! that ignores `docs/protocol.md`), a node started under a descriptor limit, and a legitimate chat member
 //! that checks the node still serves.
 
 #![allow(dead_code, unreachable_pub)]
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use duologue::{Node, Secret};
 use duologue_actors::chat::proto::Text;
 use duologue_actors::chat::{ChatEvent, join};
-use duologue_testkit::{NodeProcess, SecretDir};
+use duologue_testkit::{ChildGuard, ClusterError, NodeProcess, SecretDir};
 use tokio::net::TcpStream;
 
 /// Upper bound of any single wait.
@@ -138,17 +138,59 @@ pub async fn grpc_status(response: h2::client::ResponseFuture) -> Option<i32> {
     outcome.expect("the stream ends in time")
 }
 
-/// CPU time (user + system) a process has used.
-pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
+/// A `duologue node` hosting room `lobby` with `extra` flags, started through `prlimit`
+/// with `nofile` (`SOFT:HARD`) when given: the process, its session address and its admin
+/// address (when `--metrics` is among `extra`).
+pub async fn limited_node(
+    secrets: &SecretDir,
+    nofile: Option<&str>,
+    extra: &[&str],
+) -> Result<(ChildGuard, SocketAddr, Option<SocketAddr>), ClusterError> {
+    let exe = env!("CARGO_BIN_EXE_duologue");
+    let mut args = vec![
+        "node".to_owned(),
+        "--name".into(),
+        "target".into(),
+        "--secret-file".into(),
+        secrets.secret().display().to_string(),
+        "--actor".into(),
+        "chat-room:lobby".into(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let mut child = match nofile {
+        Some(nofile) => {
+            let mut limited = vec![format!("--nofile={nofile}"), exe.to_owned()];
+            limited.append(&mut args);
+            ChildGuard::spawn("target", Path::new("prlimit"), &limited)?
+        }
+        None => ChildGuard::spawn("target", Path::new(exe), &args)?,
+    };
+    let (addr, admin) = addresses(&mut child, extra.contains(&"--metrics")).await?;
+    Ok((child, addr, admin))
+}
+
+/// The `listening on ADDR` line and, with an admin address, the `metrics on` one.
+pub async fn addresses(
+    child: &mut ChildGuard,
+    admin: bool,
+) -> Result<(SocketAddr, Option<SocketAddr>), ClusterError> {
+    let addr = address(child, &["listening on "]).await?;
+    if !admin {
+        return Ok((addr, None));
+    }
+    let admin = address(child, &["metrics on http://", "metrics on https://"]).await?;
+    Ok((addr, Some(admin)))
+}
+
+/// The address on `child`'s next stdout line, after one of `prefixes`.
+async fn address(child: &mut ChildGuard, prefixes: &[&str]) -> Result<SocketAddr, ClusterError> {
+    let line = child
+        .stdout_line(WAIT)
+        .await?
+        .ok_or_else(|| ClusterError::Unexpected(format!("{} exited", child.name())))?;
+    prefixes
+        .iter()
+        .find_map(|p| line.strip_prefix(p))
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or_else(|| ClusterError::Unexpected(format!("expected {prefixes:?}, got {line:?}")))
 }

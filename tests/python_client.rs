@@ -288,22 +288,7 @@ async fn a_python_member_speaks_the_protocol_over_tls() {
     let env = python_env().await;
     let secrets = SecretDir::create().unwrap();
     let certs = secrets.secret().with_file_name("certs");
-    let path = |name: &str| certs.join(name).display().to_string();
-    let made = ChildGuard::spawn(
-        "certs",
-        &duologue_exe(),
-        &[
-            "certs".into(),
-            certs.display().to_string(),
-            "--node".into(),
-            "hub".into(),
-        ],
-    );
-    assert_eq!(
-        made.unwrap().wait(WAIT).await.unwrap(),
-        Some(0),
-        "duologue certs"
-    );
+    let path = make_certs(&certs, &["hub"]).await;
     let (cert, key) = (path("hub.pem"), path("hub.key"));
     let hub = room_node(&secrets, &["--tls-cert", &cert, "--tls-key", &key]).await;
     let peer = hub.addr.to_string();

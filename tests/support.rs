@@ -230,6 +230,19 @@ pub fn duologue_exe() -> std::path::PathBuf {
     env!("CARGO_BIN_EXE_duologue").into()
 }
 
+/// Development certificates made by `duologue certs DIR --node NAME...` in `dir`: `ca.pem`
+/// and, for each of `nodes`, `NAME.pem` and `NAME.key`. Returns the path of a file there.
+pub async fn make_certs(dir: &std::path::Path, nodes: &[&str]) -> impl Fn(&str) -> String + use<> {
+    let mut args = vec!["certs".to_owned(), dir.display().to_string()];
+    for node in nodes {
+        args.extend(["--node".to_owned(), (*node).to_owned()]);
+    }
+    let mut made = duologue_testkit::ChildGuard::spawn("certs", &duologue_exe(), &args).unwrap();
+    assert_eq!(made.wait(WAIT).await.unwrap(), Some(0), "duologue certs");
+    let dir = dir.to_owned();
+    move |name: &str| dir.join(name).display().to_string()
+}
+
 /// A listening node with a probe registered as `"probe"`.
 pub struct Served {
     pub node: Node,

@@ -297,21 +297,7 @@ async fn unusable_certificate_files_are_typed_errors_naming_the_file() {
 async fn the_command_serves_and_dials_mutual_tls() {
     let secrets = SecretDir::create().unwrap();
     let certs = secrets.secret().with_file_name("certs");
-    let path = |name: &str| certs.join(name).display().to_string();
-    let mut made = ChildGuard::spawn(
-        "certs",
-        &duologue_exe(),
-        &[
-            "certs".into(),
-            certs.display().to_string(),
-            "--node".into(),
-            "hub".into(),
-            "--node".into(),
-            "ann".into(),
-        ],
-    )
-    .unwrap();
-    assert_eq!(made.wait(WAIT).await.unwrap(), Some(0), "duologue certs");
+    let path = make_certs(&certs, &["hub", "ann"]).await;
     for key in ["ca.key", "hub.key", "ann.key"] {
         let mode = std::fs::metadata(certs.join(key))
             .unwrap()

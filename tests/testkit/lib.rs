@@ -382,6 +382,21 @@ impl Drop for SecretDir {
     }
 }
 
+/// CPU time (user + system) process `pid` has used (`None`: this process), from
+/// `/proc/PID/stat`; `None` where there is no `/proc` or the process is gone.
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime, in clock ticks: USER_HZ is 100 on Linux.
+    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
 /// Resident memory of a process, from `/proc/PID/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memory {
