@@ -31,6 +31,7 @@ use bytes::Bytes;
 use duologue::{ConnectError, Node, Secret};
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::progress::{self, ProgressBar, Summary};
+use duologue_testkit::hostile::*;
 use duologue_testkit::{Memory, NodeProcess, SecretDir, Signal};
 use hostile_client::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,7 +47,7 @@ struct Target {
 
 async fn target(extra: &[&str]) -> anyhow::Result<Target> {
     let secrets = SecretDir::create()?;
-    let node = room_node(&secrets, extra).await;
+    let node = room_node(env!("CARGO_BIN_EXE_duologue").as_ref(), &secrets, extra).await;
     let baseline = Memory::of(node.child.pid()).context("no /proc")?;
     Ok(Target {
         node,
@@ -219,7 +220,13 @@ async fn silent_connections(scale: u64) -> anyhow::Result<(String, bool)> {
 /// --nofile=1024:1024`), with `extra` flags; and its admin address, with `--metrics`.
 async fn limited_target(extra: &[&str]) -> anyhow::Result<(Target, Option<SocketAddr>)> {
     let secrets = SecretDir::create()?;
-    let (child, addr, admin) = limited_node(&secrets, Some("1024:1024"), extra).await?;
+    let (child, addr, admin) = limited_node(
+        env!("CARGO_BIN_EXE_duologue").as_ref(),
+        &secrets,
+        Some("1024:1024"),
+        extra,
+    )
+    .await?;
     let baseline = Memory::of(child.pid()).context("no /proc")?;
     let node = NodeProcess { child, addr };
     Ok((

@@ -13,7 +13,6 @@
 //! as a client written against `docs/protocol.md` would, and after its handshake it sends
 //! nothing at all.
 
-mod raw_peer;
 mod support;
 
 use std::sync::Arc;
@@ -24,9 +23,9 @@ use duologue::{
     BudgetConfig, HeldBy, Inbound, NONCE_LEN, NodeConfig, NodeIdentity, PROTOCOL_VERSION,
     ReplayLimit, SendError, SessionConfig, SessionRef, SessionSignal,
 };
+use duologue_testkit::raw_peer::*;
 use prost::Message;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use raw_peer::*;
 use support::*;
 use tokio::sync::mpsc;
 

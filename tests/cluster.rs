@@ -17,7 +17,7 @@ use duologue::{
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::seq_check::proto::{Report, ReportRequest};
 use duologue_actors::seq_check::{CheckConfig, SeqCheck};
-use duologue_testkit::IgnoringOwner;
+use duologue_testkit::{IgnoringOwner, cluster};
 use ractor::Actor;
 use tokio::sync::mpsc;
 
@@ -37,18 +37,18 @@ async fn next_event<T>(
     events: &mut mpsc::UnboundedReceiver<ClusterEvent>,
     pick: impl FnMut(&ClusterEvent) -> Option<T>,
 ) -> T {
-    cluster_lab::next_event(events, WAIT, pick).await
+    cluster::next_event(events, WAIT, pick).await
 }
 
 async fn wait_members(node: &Node, up: usize) {
-    cluster_lab::wait_members(node, up, WAIT).await;
+    cluster::wait_members(node, up, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_converge_find_names_hear_events_and_spawn_by_kind() {
     let a = node("a", &[]).await;
     let seed = a.gossip_addr().unwrap();
-    let mut events = cluster_lab::listen(&a).await;
+    let mut events = cluster::listen(&a).await;
     let current = next_event(&mut events, |e| match e {
         ClusterEvent::Current(members) => Some(members.len()),
         _ => None,

@@ -1,6 +1,7 @@
 //! A duologue cluster on a network lab (`duologue_testkit::Lab`), shared by
 //! `tests/cluster_netns.rs` (once, with assertions) and `benches/cluster.rs` (several times,
-//! for medians), and the cluster-event listener `tests/cluster.rs` uses too.
+//! for medians), and a cluster node of this process that spawns sequence checkers
+//! (`tests/cluster.rs`, `tests/cluster_names.rs`).
 //!
 //! Hosts 0 to 3 run `duologue node` processes `n0` to `n3`, each hosting a sequence
 //! checker `s0` to `s3`; host 4 runs the observer, a node of this process that joins the
@@ -16,13 +17,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use duologue::{
-    ActorSpec, ClusterConfig, ClusterEvent, LookupError, Member, MemberState, Node, NodeConfig,
-    Secret, SpawnOn,
+    ActorSpec, ClusterConfig, ClusterEvent, LookupError, MemberState, Node, NodeConfig, Secret,
+    SpawnOn,
 };
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{Report, ReportRequest};
+use duologue_testkit::cluster::{count_up, listen, next_event};
 use duologue_testkit::{IgnoringOwner, Lab, NodeProcess, SecretDir, Signal};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::Actor;
 use tokio::sync::mpsc;
 
 /// The host the observer runs on.
@@ -37,7 +39,6 @@ pub const SEED_NAME: &str = "seeds.duologue.test";
 /// Bound of every wait.
 pub const STEP: Duration = Duration::from_secs(60);
 
-/// An actor that forwards the cluster events it gets to a channel.
 /// A node of a cluster in this process on 127.0.0.1, gossiping every 100 ms, that
 /// spawns `seq-check` actors on request; `tweak` adjusts its configuration.
 pub async fn seq_check_node(
@@ -72,81 +73,6 @@ pub async fn seq_check_node(
         .start()
         .await
         .unwrap()
-}
-
-pub struct Listener;
-
-#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
-impl Actor for Listener {
-    type Msg = ClusterEvent;
-    type State = mpsc::UnboundedSender<ClusterEvent>;
-    type Arguments = mpsc::UnboundedSender<ClusterEvent>;
-
-    async fn pre_start(
-        &self,
-        _: ActorRef<ClusterEvent>,
-        events: Self::State,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(events)
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<ClusterEvent>,
-        event: ClusterEvent,
-        events: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let _ = events.send(event);
-        Ok(())
-    }
-}
-
-/// Subscribes a new [`Listener`] to `node`'s cluster events.
-pub async fn listen(node: &Node) -> mpsc::UnboundedReceiver<ClusterEvent> {
-    let (tx, events) = mpsc::unbounded_channel();
-    let (listener, _) = Actor::spawn(None, Listener, tx).await.unwrap();
-    node.subscribe_cluster(&listener).unwrap();
-    events
-}
-
-/// Waits up to `within` for the first event `pick` accepts (others are dropped).
-pub async fn next_event<T>(
-    events: &mut mpsc::UnboundedReceiver<ClusterEvent>,
-    within: Duration,
-    mut pick: impl FnMut(&ClusterEvent) -> Option<T>,
-) -> T {
-    tokio::time::timeout(within, async {
-        loop {
-            let event = events.recv().await.expect("listener gone");
-            if let Some(picked) = pick(&event) {
-                return picked;
-            }
-        }
-    })
-    .await
-    .expect("the expected cluster event did not come")
-}
-
-/// Waits up to `within` until `node` sees `up` members up, on its change notification.
-pub async fn wait_members(node: &Node, up: usize, within: Duration) {
-    tokio::time::timeout(within, async {
-        loop {
-            let changed = node.members_changed();
-            if count_up(&node.members().unwrap()) == up {
-                return;
-            }
-            changed.await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{up} members never up: {:?}", node.members()));
-}
-
-fn count_up(members: &[Member]) -> usize {
-    members
-        .iter()
-        .filter(|m| m.state == MemberState::Up)
-        .count()
 }
 
 /// What one run measured.

@@ -13,7 +13,7 @@ mod cluster_lab;
 use duologue::{
     ActorSpec, ClusterEvent, MemberState, Node, NodeConfig, NodeError, Secret, SpawnError,
 };
-use duologue_testkit::{ChildGuard, IgnoringOwner, SecretDir};
+use duologue_testkit::{ChildGuard, IgnoringOwner, SecretDir, cluster};
 use ractor::Actor;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -57,8 +57,8 @@ async fn until_seen(node: &Node, name: &str) {
 async fn names_that_would_freeze_gossip_or_fool_a_reader_are_refused_and_gossip_goes_on() {
     let a = node("a", &[]).await;
     let b = node("b", &[a.gossip_addr().unwrap()]).await;
-    cluster_lab::wait_members(&a, 2, WAIT).await;
-    let mut events = cluster_lab::listen(&a).await;
+    cluster::wait_members(&a, 2, WAIT).await;
+    let mut events = cluster::listen(&a).await;
     let (actor, _) = Actor::spawn(None, IgnoringOwner, ()).await.unwrap();
 
     // Registered in process: refused, typed, the reason said.
@@ -120,7 +120,7 @@ async fn names_that_would_freeze_gossip_or_fool_a_reader_are_refused_and_gossip_
     until_seen(&a, "after").await;
     client.shutdown().await;
     b.shutdown().await;
-    let left = cluster_lab::next_event(&mut events, WAIT, |event| match event {
+    let left = cluster::next_event(&mut events, WAIT, |event| match event {
         ClusterEvent::Left(member) | ClusterEvent::Removed(member)
             if member.identity.name == "b" =>
         {

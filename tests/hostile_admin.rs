@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use duologue_testkit::hostile::*;
 use duologue_testkit::{ChildGuard, SecretDir, Signal};
 use hostile_client::*;
 use support::*;
@@ -39,7 +40,9 @@ const TOKEN: &str = "c0ffee-admin-token-0123456789abcdef";
 
 /// A `duologue node` hosting room `lobby`, with `extra` flags, at the inherited limits.
 async fn node(secrets: &SecretDir, extra: &[&str]) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
-    limited_node(secrets, None, extra).await.unwrap()
+    limited_node(&duologue_exe(), secrets, None, extra)
+        .await
+        .unwrap()
 }
 
 /// A node serving TLS with a development certificate (`duologue certs`), with an admin
@@ -159,10 +162,14 @@ async fn silent_admin_connections_keep_no_member_out() {
     // admin port had a place in the descriptor budget, the silent connections took
     // every descriptor: the session port could not accept, and the member could not
     // reach the node (`duologue chat` exited 5, "cannot reach").
-    let (child, addr, admin) =
-        limited_node(&secrets, Some("256:256"), &["--metrics", "127.0.0.1:0"])
-            .await
-            .unwrap();
+    let (child, addr, admin) = limited_node(
+        &duologue_exe(),
+        &secrets,
+        Some("256:256"),
+        &["--metrics", "127.0.0.1:0"],
+    )
+    .await
+    .unwrap();
     let admin = admin.unwrap();
     let flood = silent_connections(admin, FLOOD).await;
     try_legitimate_member(addr, secrets.secret())
@@ -205,7 +212,9 @@ async fn idle_connections_past_the_descriptor_limit_keep_no_member_out() {
     // Before, max_connections (1 024) was far above what 256 descriptors hold: `accept`
     // failed with EMFILE long before the limit and its eviction of the idlest
     // connection could act, and the member stayed out.
-    let (child, addr, _) = limited_node(&secrets, Some("256:256"), &[]).await.unwrap();
+    let (child, addr, _) = limited_node(&duologue_exe(), &secrets, Some("256:256"), &[])
+        .await
+        .unwrap();
     let flood = silent_connections(addr, FLOOD).await;
     try_legitimate_member(addr, secrets.secret())
         .await
@@ -224,7 +233,9 @@ async fn idle_connections_past_the_descriptor_limit_keep_no_member_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_binary_raises_its_open_file_limit_to_the_hard_one() {
     let secrets = SecretDir::create().unwrap();
-    let (child, addr, _) = limited_node(&secrets, Some("256:4096"), &[]).await.unwrap();
+    let (child, addr, _) = limited_node(&duologue_exe(), &secrets, Some("256:4096"), &[])
+        .await
+        .unwrap();
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.pid().unwrap())).unwrap();
     let open_files = limits
         .lines()

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use duologue_testkit::hostile::*;
 use duologue_testkit::{ChildGuard, Memory, SecretDir, Signal};
 use hostile_client::*;
 use support::*;
@@ -21,7 +22,7 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_first_messages_are_refused_at_their_length_and_memory_stays_bounded() {
     let secrets = SecretDir::create().unwrap();
-    let node = room_node(&secrets, &[]).await;
+    let node = room_node(&duologue_exe(), &secrets, &[]).await;
     let before = Memory::of(node.child.pid()).unwrap();
     // 8 connections x 32 streams, each sending a 4 MiB first message: 1 GiB before
     // anyone proved anything (one buffer, shared by every stream).
@@ -57,6 +58,7 @@ async fn oversized_first_messages_are_refused_at_their_length_and_memory_stays_b
 async fn unauthenticated_streams_are_capped_per_connection() {
     let secrets = SecretDir::create().unwrap();
     let node = room_node(
+        &duologue_exe(),
         &secrets,
         &[
             "--max-unauthenticated-streams",
@@ -98,6 +100,7 @@ async fn unauthenticated_streams_are_capped_per_connection() {
 async fn unauthenticated_streams_are_capped_per_node_and_a_dialling_node_retries() {
     let secrets = SecretDir::create().unwrap();
     let node = room_node(
+        &duologue_exe(),
         &secrets,
         &[
             "--max-unauthenticated-streams",
@@ -140,6 +143,7 @@ async fn unauthenticated_streams_are_capped_per_node_and_a_dialling_node_retries
 async fn connections_with_unauthenticated_streams_are_capped() {
     let secrets = SecretDir::create().unwrap();
     let node = room_node(
+        &duologue_exe(),
         &secrets,
         &[
             "--max-unauthenticated-connections",
@@ -189,6 +193,7 @@ async fn closed_by_node(socket: &mut TcpStream) -> bool {
 async fn silent_connections_make_room_for_a_peer_that_talks() {
     let secrets = SecretDir::create().unwrap();
     let node = room_node(
+        &duologue_exe(),
         &secrets,
         &[
             "--max-connections",
@@ -217,7 +222,12 @@ async fn silent_connections_make_room_for_a_peer_that_talks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_after_the_idle_timeout() {
     let secrets = SecretDir::create().unwrap();
-    let node = room_node(&secrets, &["--connection-idle-timeout", "1s"]).await;
+    let node = room_node(
+        &duologue_exe(),
+        &secrets,
+        &["--connection-idle-timeout", "1s"],
+    )
+    .await;
     let opened = Instant::now();
     let mut sockets = Vec::new();
     for _ in 0..20 {

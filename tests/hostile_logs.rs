@@ -3,14 +3,13 @@
 //! so does a flood of messages a room cannot read, each counted in the lines that are
 //! logged or in the room's summary when it stops.
 
-mod hostile_client;
 mod support;
 
 use duologue::{ConnectError, LOG_LINES_PER_WINDOW, Node, Secret};
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::chat::proto::{Join, MemberMessage, room_message};
+use duologue_testkit::hostile::room_node;
 use duologue_testkit::{SecretDir, Signal};
-use hostile_client::room_node;
 use support::*;
 
 /// Failed handshakes the hostile client makes.
@@ -19,7 +18,7 @@ const ATTEMPTS: usize = 300;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_handshakes_cost_a_few_log_lines() {
     let secrets = SecretDir::create().unwrap();
-    let mut node = room_node(&secrets, &[]).await;
+    let mut node = room_node(&duologue_exe(), &secrets, &[]).await;
     let hostile = Node::builder()
         .name("hostile")
         .secret(Secret::new("not the cluster's secret, 32 b.").unwrap())
@@ -66,7 +65,7 @@ fn field(line: &str, key: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unreadable_messages_costs_a_few_lines_and_every_one_is_counted() {
     let secrets = SecretDir::create().unwrap();
-    let mut node = room_node(&secrets, &[]).await;
+    let mut node = room_node(&duologue_exe(), &secrets, &[]).await;
     let hostile = Node::builder()
         .name("hostile")
         .secret(Secret::from_file(secrets.secret()).unwrap())

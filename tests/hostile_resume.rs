@@ -5,14 +5,13 @@
 //! cut still works exactly once. The stranger speaks raw frames (hand-written prost
 //! messages over a raw gRPC codec), as a client written against `docs/protocol.md` would.
 
-mod raw_peer;
 mod support;
 
 use std::time::{Duration, Instant};
 
 use duologue::{NodeIdentity, PROTOCOL_VERSION, RemoteRef, SessionRef, SessionSignal};
 use duologue_testkit::FaultProxy;
-use raw_peer::*;
+use duologue_testkit::raw_peer::*;
 use support::*;
 
 /// How long the live session may go without its messages moving while a stranger pokes

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use duologue::CloseReason;
 use duologue::FrameError;
 use duologue::ProtocolError;
+use duologue_testkit::raw_peer::RawCodec;
 use futures::StreamExt;
 use prost::Message;
 use support::*;

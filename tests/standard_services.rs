@@ -9,7 +9,6 @@
 //! it and the node), with the node's close linger and keepalive set long, and ended by
 //! cutting that peer off.
 
-mod hostile_client;
 mod support;
 
 use std::net::SocketAddr;
@@ -17,7 +16,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use duologue::NodeConfig;
 use duologue_testkit::FaultProxy;
-use hostile_client::{UNAVAILABLE, grpc_status, h2_connection, open_stream};
+use duologue_testkit::hostile::{UNAVAILABLE, grpc_status, h2_connection, open_stream};
+use duologue_testkit::raw_peer::RawCodec;
 use support::*;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Streaming};

@@ -4,10 +4,20 @@
 //!
 //! [`Lab`] puts node processes on separate network stacks (Linux network namespaces
 //! around a router), with delayed, lossy or cut links, for the cross-host cluster tests.
+//!
+//! The modules hold what the tests and benches share inside one process: a probe actor,
+//! a test protocol and in-process nodes ([`probe`]), a peer that speaks the wire by hand
+//! ([`raw_peer`]), a hostile HTTP/2 client ([`hostile`]), a listener of cluster events
+//! ([`cluster`]) and the Python environment of the Python clients ([`python`]).
 
 mod chat_transfer;
+pub mod cluster;
 mod fault_proxy;
+pub mod hostile;
 mod netns;
+pub mod probe;
+pub mod python;
+pub mod raw_peer;
 
 pub use chat_transfer::{ChatTransfer, TransferReport};
 pub use fault_proxy::FaultProxy;

@@ -1,16 +1,15 @@
-//! A throwaway Python environment for the tests that drive a node from Python
-//! (`tests/python_client.rs`, `tests/python_health.rs`): a virtualenv (`python3 -m venv`,
-//! or `$DUOLOGUE_PYTHON -m venv`) with `grpcio`, `grpcio-tools`,
-//! `grpcio-health-checking` and `grpcio-reflection` from PyPI, and Python stubs generated
-//! from `proto/` with `grpc_tools.protoc`, so a client always speaks the protos of this
-//! tree. All in a directory under the system temp dir, removed when the last test using
-//! it drops it.
+//! A throwaway Python environment for the tests that drive a node from Python: a
+//! virtualenv (`python3 -m venv`, or `$DUOLOGUE_PYTHON -m venv`) with `grpcio`,
+//! `grpcio-tools`, `grpcio-health-checking` and `grpcio-reflection` from PyPI, and Python
+//! stubs generated from the repository's `proto/` with `grpc_tools.protoc`, so a client
+//! always speaks the protos of this tree. All in a directory under the system temp dir,
+//! removed when the last test using it drops it.
 //!
 //! One environment per test binary: the tests of a binary that run at once share it
 //! ([`python_env`]). No Python, no venv or no PyPI is a failure with a message saying
 //! which, never a silent skip. Every step is bounded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -43,14 +42,18 @@ const STUBS_OF: &[&str] = &[
 static SHARED: tokio::sync::Mutex<Weak<PythonEnv>> = tokio::sync::Mutex::const_new(Weak::new());
 
 /// The Python side: an interpreter with the packages, and the generated stubs.
+#[derive(Debug)]
 pub struct PythonEnv {
+    /// The virtualenv's interpreter.
     pub python: PathBuf,
+    /// The directory of the generated stubs (for `PYTHONPATH` or a `--stubs` option).
     pub stubs: PathBuf,
     /// Owns the venv and the stubs; last, so it goes after everything using them.
     _dir: TempDir,
 }
 
 /// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -69,7 +72,10 @@ impl Drop for TempDir {
 }
 
 /// The test binary's Python environment: the one another running test holds, or a new
-/// one. Panics with a clear message when any step is impossible here.
+/// one.
+///
+/// # Panics
+/// With a clear message when any step is impossible here.
 pub async fn python_env() -> Arc<PythonEnv> {
     let mut shared = SHARED.lock().await;
     if let Some(env) = shared.upgrade() {
@@ -78,13 +84,6 @@ pub async fn python_env() -> Arc<PythonEnv> {
     let env = Arc::new(create().await);
     *shared = Arc::downgrade(&env);
     env
-}
-
-/// A file under `tests/python/`.
-pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/python")
-        .join(name)
 }
 
 /// Creates the venv, installs [`PACKAGES`], generates the stubs.
@@ -137,8 +136,8 @@ async fn create() -> PythonEnv {
     run(
         "generating the Python stubs (grpc_tools.protoc)",
         Command::new(&python)
-            // The repository root: the tests belong to the `actors/` package.
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            // The repository root, two levels above this crate.
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .args(["-m", "grpc_tools.protoc", "-I", "proto"])
             .arg(out)
             .arg(grpc_out)
