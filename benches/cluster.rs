@@ -2,7 +2,7 @@
 //! lookup and call latency, remote spawn, partition and heal detection, and time to
 //! declare a killed node dead. Each run builds five network namespaces (one link with
 //! 20 ms latency and 1 % loss each way), four `duologue node` processes and an observer,
-//! and plays `tests/cluster_lab.rs`'s steps.
+//! and plays the steps of `duologue_actors_testkit::cluster_lab`.
 //!
 //! ```text
 //! cargo bench --bench cluster -- [--runs 5] [--interval-ms 1000]
@@ -12,14 +12,12 @@
 //! stderr: a bar of the runs (at a terminal) and a summary.
 
 mod args;
-#[path = "../tests/cluster_lab.rs"]
-mod cluster_lab;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_lab::{ClusterLab, Figures, OBSERVER};
 use duologue_actors::progress::{self, Summary};
+use duologue_actors_testkit::cluster_lab::{ClusterLab, Figures, OBSERVER};
 use duologue_testkit::Lab;
 
 fn main() -> anyhow::Result<()> {
@@ -38,7 +36,12 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .expect("runtime")
                 .block_on(async move {
-                    let cluster = ClusterLab::start(&inside, interval).await;
+                    let cluster = ClusterLab::start(
+                        &inside,
+                        env!("CARGO_BIN_EXE_duologue").as_ref(),
+                        interval,
+                    )
+                    .await;
                     cluster.run_scenario(&inside).await
                 })
         })?;

@@ -17,9 +17,6 @@
 //! Prints one `hostile attack=...` line per attack; on stderr, a bar of each attack's
 //! streams, connections or handshakes (at a terminal) and a summary.
 
-#[path = "../tests/hostile_client.rs"]
-mod hostile_client;
-
 #[path = "args.rs"]
 mod args;
 
@@ -31,9 +28,9 @@ use bytes::Bytes;
 use duologue::{ConnectError, Node, Secret};
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::progress::{self, ProgressBar, Summary};
+use duologue_actors_testkit::member::*;
 use duologue_testkit::hostile::*;
 use duologue_testkit::{Memory, NodeProcess, SecretDir, Signal};
-use hostile_client::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -7,9 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-#[path = "cluster_lab.rs"]
-mod cluster_lab;
-
 use duologue::{
     ActorSpec, ClusterConfig, ClusterEvent, LookupError, Node, NodeConfig, Secret, SpawnError,
     SpawnOn,
@@ -17,6 +14,7 @@ use duologue::{
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::seq_check::proto::{Report, ReportRequest};
 use duologue_actors::seq_check::{CheckConfig, SeqCheck};
+use duologue_actors_testkit::cluster_lab;
 use duologue_testkit::{IgnoringOwner, cluster};
 use ractor::Actor;
 use tokio::sync::mpsc;

@@ -7,12 +7,10 @@
 
 use std::time::Duration;
 
-#[path = "cluster_lab.rs"]
-mod cluster_lab;
-
 use duologue::{
     ActorSpec, ClusterEvent, MemberState, Node, NodeConfig, NodeError, Secret, SpawnError,
 };
+use duologue_actors_testkit::cluster_lab;
 use duologue_testkit::{ChildGuard, IgnoringOwner, SecretDir, cluster};
 use ractor::Actor;
 

@@ -10,13 +10,10 @@
 //! Needs root, `ip` and `iptables` (`.ci/test` installs iptables). The kernel here has no
 //! `sch_netem`, so the lab emulates it with NFQUEUE (see `tests/testkit/netns.rs`).
 
-#[path = "cluster_lab.rs"]
-mod cluster_lab;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_lab::{ClusterLab, OBSERVER};
+use duologue_actors_testkit::cluster_lab::{ClusterLab, OBSERVER};
 use duologue_testkit::Lab;
 
 #[test]
@@ -30,7 +27,12 @@ fn a_cluster_on_five_network_stacks_converges_finds_spawns_heals_and_detects_dea
                 .build()
                 .unwrap()
                 .block_on(async move {
-                    let cluster = ClusterLab::start(&inside, Duration::from_millis(250)).await;
+                    let cluster = ClusterLab::start(
+                        &inside,
+                        env!("CARGO_BIN_EXE_duologue").as_ref(),
+                        Duration::from_millis(250),
+                    )
+                    .await;
                     cluster.run_scenario(&inside).await
                 })
         })

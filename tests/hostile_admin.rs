@@ -17,16 +17,15 @@
 //!
 //! Every wait is bounded; every child is killed on every exit path (`ChildGuard`).
 
-mod hostile_client;
 mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use duologue_actors_testkit::member::*;
 use duologue_testkit::hostile::*;
 use duologue_testkit::{ChildGuard, SecretDir, Signal};
-use hostile_client::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

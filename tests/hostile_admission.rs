@@ -4,7 +4,6 @@
 //! flood of connections past the node's file descriptors. Each time the node stays within
 //! its limits (memory, descriptors, CPU) and a legitimate member joins and talks.
 
-mod hostile_client;
 mod support;
 
 use std::net::SocketAddr;
@@ -12,9 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use duologue_actors_testkit::member::*;
 use duologue_testkit::hostile::*;
 use duologue_testkit::{ChildGuard, Memory, SecretDir, Signal};
-use hostile_client::*;
 use support::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

@@ -1,7 +1,5 @@
-//! A legitimate chat member that checks a node under attack still serves, shared by
-//! `tests/hostile_admission.rs`, `tests/hostile_admin.rs` and `benches/hostile.rs`.
-
-#![allow(dead_code, unreachable_pub)]
+//! A legitimate chat member that checks a node under attack still serves, for the
+//! `hostile_admission` and `hostile_admin` tests and the `hostile` bench.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,11 +13,17 @@ use duologue_actors::chat::{ChatEvent, join};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A member that knows the secret joins `lobby` at `addr` and gets a text acknowledged.
+///
+/// # Panics
+/// When it does not ([`try_legitimate_member`] says why).
 pub async fn legitimate_member_talks(addr: SocketAddr, secret: &Path) {
     try_legitimate_member(addr, secret).await.unwrap();
 }
 
 /// As [`legitimate_member_talks`], saying what failed instead of panicking.
+///
+/// # Errors
+/// What failed: the secret file, the member's node, the join, the text or its ack.
 pub async fn try_legitimate_member(addr: SocketAddr, secret: &Path) -> Result<(), String> {
     let secret = Secret::from_file(secret).map_err(|e| e.to_string())?;
     let node = Node::builder()

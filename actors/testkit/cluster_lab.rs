@@ -1,7 +1,7 @@
-//! A duologue cluster on a network lab (`duologue_testkit::Lab`), shared by
-//! `tests/cluster_netns.rs` (once, with assertions) and `benches/cluster.rs` (several times,
+//! A duologue cluster on a network lab (`duologue_testkit::Lab`), run by the
+//! `cluster_netns` test (once, with assertions) and the `cluster` bench (several times,
 //! for medians), and a cluster node of this process that spawns sequence checkers
-//! (`tests/cluster.rs`, `tests/cluster_names.rs`).
+//! ([`seq_check_node`], for the `cluster` and `cluster_names` tests).
 //!
 //! Hosts 0 to 3 run `duologue node` processes `n0` to `n3`, each hosting a sequence
 //! checker `s0` to `s3`; host 4 runs the observer, a node of this process that joins the
@@ -9,11 +9,9 @@
 //! `n3` starts first and finds its seeds through a DNS name (`seeds.duologue.test`, two A
 //! records in its hosts file) that resolves to nodes not started yet.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
-
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use duologue::{
@@ -41,6 +39,9 @@ pub const STEP: Duration = Duration::from_secs(60);
 
 /// A node of a cluster in this process on 127.0.0.1, gossiping every 100 ms, that
 /// spawns `seq-check` actors on request; `tweak` adjusts its configuration.
+///
+/// # Panics
+/// When the node does not start.
 pub async fn seq_check_node(
     name: &str,
     seeds: &[SocketAddr],
@@ -82,11 +83,13 @@ pub struct Figures {
     pub converged: Duration,
     /// From `n3`'s start (before its seeds) until the observer sees it up.
     pub dns_joined: Duration,
-    /// A lookup of a name the observer already knows, and the call through it.
+    /// A lookup of a name the observer already knows.
     pub lookup: Duration,
+    /// That lookup, the connect and a call through it.
     pub lookup_and_call: Duration,
-    /// From a remote spawn's answer until the observer's lookup resolves the new name.
+    /// A remote spawn on the slow host, until its answer.
     pub spawn_answer: Duration,
+    /// From a remote spawn's answer until the observer's lookup resolves the new name.
     pub name_spread: Duration,
     /// From cutting `n1` off until the observer declares it unreachable.
     pub partition_detected: Duration,
@@ -124,25 +127,25 @@ impl fmt::Display for Figures {
 }
 
 /// Four node processes and the observer, on a lab.
+#[derive(Debug)]
 pub struct ClusterLab {
     nodes: Vec<Option<NodeProcess>>,
     observer: Node,
     events: mpsc::UnboundedReceiver<ClusterEvent>,
-    interval: Duration,
     dns_started: Instant,
     last_started: Instant,
     _secrets: SecretDir,
 }
 
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_duologue"))
-}
-
 impl ClusterLab {
     /// Impairs host [`SLOW`], starts `n3` (seeds by DNS, not yet up), then `n0` to `n2`
-    /// (seed: `n0`), then the observer. Must run on a thread in host [`OBSERVER`]'s
-    /// namespace ([`Lab::run_in`]), so that the observer's sockets are there.
-    pub async fn start(lab: &Lab, interval: Duration) -> Self {
+    /// (seed: `n0`) as `duologue node` processes (`exe` is the `duologue` binary), then
+    /// the observer. Must run on a thread in host [`OBSERVER`]'s namespace
+    /// ([`Lab::run_in`]), so that the observer's sockets are there.
+    ///
+    /// # Panics
+    /// When the lab or a node fails.
+    pub async fn start(lab: &Lab, exe: &Path, interval: Duration) -> Self {
         lab.impair(SLOW, Duration::from_millis(20), 0.01).unwrap();
         let seed = SocketAddr::new(lab.ip(0), GOSSIP_PORT);
         lab.hosts_file(3, &[(SEED_NAME, lab.ip(0)), (SEED_NAME, lab.ip(1))])
@@ -176,7 +179,7 @@ impl ClusterLab {
             "1s".into(),
         ];
         nodes[3] = Some(
-            lab.start_node(3, &exe(), "n3", &args(3, dns), STEP)
+            lab.start_node(3, exe, "n3", &args(3, dns), STEP)
                 .await
                 .unwrap(),
         );
@@ -188,7 +191,7 @@ impl ClusterLab {
             };
             let name = format!("n{i}");
             *slot = Some(
-                lab.start_node(i, &exe(), &name, &args(i, seeds), STEP)
+                lab.start_node(i, exe, &name, &args(i, seeds), STEP)
                     .await
                     .unwrap(),
             );
@@ -214,7 +217,6 @@ impl ClusterLab {
             nodes,
             observer,
             events,
-            interval,
             dns_started,
             last_started,
             _secrets: secrets,
@@ -226,6 +228,9 @@ impl ClusterLab {
     }
 
     /// Runs every step, asserting each outcome, and returns what it measured.
+    ///
+    /// # Panics
+    /// When a step fails or times out.
     pub async fn run_scenario(mut self, lab: &Lab) -> Figures {
         let mut figures = Figures::default();
         let observer = self.observer.clone();
