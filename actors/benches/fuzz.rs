@@ -21,7 +21,6 @@
 //! (`untyped`: inputs after which a check failed), and exits non-zero, with the failed
 //! inputs, if any input panicked or broke a check. A summary on stderr ends the run.
 
-#[path = "args.rs"]
 mod args;
 use args::option;
 use std::time::Instant;

@@ -24,7 +24,6 @@
 //!
 //! [`FaultProxy`]: duologue_testkit::FaultProxy
 
-#[path = "args.rs"]
 mod args;
 use args::option;
 use std::cell::Cell;

@@ -17,7 +17,6 @@
 //! Prints one `hostile attack=...` line per attack; on stderr, a bar of each attack's
 //! streams, connections or handshakes (at a terminal) and a summary.
 
-#[path = "args.rs"]
 mod args;
 
 use std::net::SocketAddr;

@@ -19,7 +19,6 @@
 //! is what the budgets allow in all: the node's budget, or the peers' together if less,
 //! plus each session's 8 KiB handshake grant. Exits non-zero when the peak passed it.
 
-#[path = "args.rs"]
 mod args;
 use args::option;
 use std::sync::Arc;

@@ -39,7 +39,6 @@
 //! of each attack's member processes and seconds (at a terminal) and a summary. Every
 //! wait is bounded; every child is killed on every exit path (its guard's drop).
 
-#[path = "args.rs"]
 mod args;
 use args::option;
 use std::collections::BTreeMap;

@@ -32,10 +32,10 @@ pub mod python {
     #[allow(unused_imports)]
     pub use duologue_testkit::python::{PythonEnv, python_env};
 
-    /// A file under `tests/python/`.
+    /// A file under `actors/tests/python/`.
     pub fn script(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/python")
+            .join("tests/python")
             .join(name)
     }
 }

@@ -40,7 +40,6 @@
 //! actors and its network alike) picks the runtime of both nodes; the figures of the second
 //! are labelled `duologue_current_thread`.
 
-#[path = "two_process/pingpong.rs"]
 mod pingpong;
 
 use pingpong::Delivery;

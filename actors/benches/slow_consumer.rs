@@ -12,7 +12,6 @@
 //! receiver_peak_rss_mib=... max_receiver_backlog=... max_sender_unacked=... lost=... duplicates=...`
 //! On stderr: a bar of the casts sent (at a terminal) and a summary.
 
-#[path = "args.rs"]
 mod args;
 use args::option;
 use duologue_testkit::IgnoringOwner;

@@ -26,7 +26,6 @@
 //! ended=... unannounced_gaps=... peak_inbox=... reader_peak_rss_mib=... room_peak_rss_mib=...
 //! writer_lines=...`; on stderr, a bar of the seconds read (at a terminal) and a summary.
 
-#[path = "args.rs"]
 mod args;
 use args::option;
 use std::time::{Duration, Instant};
