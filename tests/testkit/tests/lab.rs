@@ -312,22 +312,6 @@ fn cut_partitions_a_host_and_heal_restores_it() {
     drop((listener, other));
 }
 
-/// Run by [`hosts_file_gives_a_name_several_addresses`] in a lab namespace (it sets
-/// `LAB_LOOKUP` to `name:port`): prints what `tokio::net::lookup_host` finds.
-#[tokio::test]
-#[ignore = "a helper that a lab test runs in a namespace"]
-async fn lookup_in_namespace() {
-    let Ok(target) = std::env::var("LAB_LOOKUP") else {
-        return;
-    };
-    for addr in tokio::net::lookup_host(target.as_str())
-        .await
-        .expect("lookup")
-    {
-        println!("resolved {addr}");
-    }
-}
-
 #[tokio::test]
 async fn hosts_file_gives_a_name_several_addresses() {
     let lab = Lab::new(3).expect("lab");
@@ -348,17 +332,10 @@ async fn hosts_file_gives_a_name_several_addresses() {
     assert_eq!(getent.wait(WAIT).await.expect("exit"), Some(0));
     assert_eq!(found, want, "getent ahostsv4 cluster");
 
-    let exe = std::env::current_exe().expect("test binary");
-    let args = [
-        "LAB_LOOKUP=cluster:7000".to_owned(),
-        exe.display().to_string(),
-        "lookup_in_namespace".to_owned(),
-        "--exact".to_owned(),
-        "--ignored".to_owned(),
-        "--nocapture".to_owned(),
-    ];
+    // What tokio::net::lookup_host finds in the namespace (bin/lab_lookup.rs).
+    let exe = Path::new(env!("CARGO_BIN_EXE_lab-lookup"));
     let mut lookup = lab
-        .spawn(0, "lookup", Path::new("env"), &args)
+        .spawn(0, "lookup", exe, &["cluster:7000".to_owned()])
         .expect("lookup");
     let mut resolved = BTreeSet::new();
     while let Some(line) = lookup.stdout_line(WAIT).await.expect("line") {
