@@ -8,8 +8,6 @@
 //!   status reports streamed back until it converges; a new declaration changes course.
 //! - [`pipeline`]: an adaptive pipeline: a stage that throttles and resumes its producer
 //!   by its own latency, and a producer whose rate follows.
-//! - [`progress`]: progress bars on stderr (drawn only at a terminal) and the summary a
-//!   run ends with, in one look for `duologue demo` and the benches.
 //! - [`seq_check`]: a sequence checker (TICK n = 1, 2, 3, ... counted for order,
 //!   repeats and gaps across all its sessions; REPORT on call; STOP with a final
 //!   report), for diagnosing delivery.
@@ -18,6 +16,5 @@ pub mod chat;
 pub mod edit;
 mod peer_lines;
 pub mod pipeline;
-pub mod progress;
 pub mod reconcile;
 pub mod seq_check;

@@ -24,13 +24,12 @@
 //!
 //! [`FaultProxy`]: duologue_testkit::FaultProxy
 
-mod args;
-use args::option;
+use duologue_testkit::args::option;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use duologue_actors::progress::{self, Summary};
+use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::ChatTransfer;
 
 fn mib(bytes: u64) -> f64 {

@@ -11,12 +11,12 @@
 //! Needs root, `ip` and `iptables`. Figures in `benches/README.md`, "cluster". On
 //! stderr: a bar of the runs (at a terminal) and a summary.
 
-mod args;
+use duologue_testkit::args;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use duologue_actors::progress::{self, Summary};
+use duologue_testkit::progress::{self, Summary};
 use duologue_actors_testkit::cluster_lab::{ClusterLab, Figures, OBSERVER};
 use duologue_testkit::Lab;
 

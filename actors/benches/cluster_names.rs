@@ -15,7 +15,7 @@
 //! Figures in `benches/README.md` ("names in a cluster"). Every child is killed on every
 //! way out (`ChildGuard`).
 
-mod args;
+use duologue_testkit::args;
 
 use std::time::{Duration, Instant};
 

@@ -12,12 +12,12 @@
 //! `benches/README.md`, "cluster". On stderr: a bar per phase (at a terminal) and a
 //! summary.
 
-mod args;
+use duologue_testkit::args;
 
 use std::time::{Duration, Instant};
 
 use duologue::{ClusterConfig, MemberState, Node, NodeConfig, Secret};
-use duologue_actors::progress::{self, Summary};
+use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::{Memory, cpu_time};
 
 fn cpu_seconds(pid: Option<u32>) -> f64 {

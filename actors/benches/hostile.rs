@@ -17,7 +17,7 @@
 //! Prints one `hostile attack=...` line per attack; on stderr, a bar of each attack's
 //! streams, connections or handshakes (at a terminal) and a summary.
 
-mod args;
+use duologue_testkit::args;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use duologue::{ConnectError, Node, Secret};
 use duologue_actors::chat::ChatRoom;
-use duologue_actors::progress::{self, ProgressBar, Summary};
+use duologue_testkit::progress::{self, ProgressBar, Summary};
 use duologue_actors_testkit::member::*;
 use duologue_testkit::hostile::*;
 use duologue_testkit::{Memory, NodeProcess, SecretDir, Signal};

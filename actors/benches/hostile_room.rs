@@ -39,8 +39,7 @@
 //! of each attack's member processes and seconds (at a terminal) and a summary. Every
 //! wait is bounded; every child is killed on every exit path (its guard's drop).
 
-mod args;
-use args::option;
+use duologue_testkit::args::option;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +50,7 @@ use anyhow::{Context, anyhow, bail};
 use duologue::{Node, SendError};
 use duologue_actors::chat::proto::Text;
 use duologue_actors::chat::{ChatEvent, JoinError, Joined, join};
-use duologue_actors::progress::{self, ProgressBar, Summary};
+use duologue_testkit::progress::{self, ProgressBar, Summary};
 use duologue_testkit::{ChildGuard, Memory, SecretDir, Signal};
 use tokio::sync::{mpsc, watch};
 

@@ -19,15 +19,14 @@
 //! is what the budgets allow in all: the node's budget, or the peers' together if less,
 //! plus each session's 8 KiB handshake grant. Exits non-zero when the peak passed it.
 
-mod args;
-use args::option;
+use duologue_testkit::args::option;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
 use duologue::{BudgetConfig, Inbound, Node, RemoteRef, Secret, SessionConfig, SessionSignal};
-use duologue_actors::progress::{self, Summary};
+use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::IgnoringOwner;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail, ensure};
 use bytes::Bytes;
 use duologue::{Node, RemoteRef, SendError, SessionMsg};
-use duologue_actors::progress::{self, ProgressBar, Summary};
+use duologue_testkit::progress::{self, ProgressBar, Summary};
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{Report, ReportRequest, Tick, check_reply};
 use duologue_testkit::{Memory, NodeProcess, SecretDir};

@@ -12,14 +12,13 @@
 //! receiver_peak_rss_mib=... max_receiver_backlog=... max_sender_unacked=... lost=... duplicates=...`
 //! On stderr: a bar of the casts sent (at a terminal) and a summary.
 
-mod args;
-use args::option;
+use duologue_testkit::args::option;
 use duologue_testkit::IgnoringOwner;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use duologue::{Node, RemoteRef};
-use duologue_actors::progress::{self, Summary};
+use duologue_testkit::progress::{self, Summary};
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{ReportRequest, Tick, check_reply};
 use duologue_testkit::{Memory, NodeProcess, SecretDir};

@@ -26,15 +26,14 @@
 //! ended=... unannounced_gaps=... peak_inbox=... reader_peak_rss_mib=... room_peak_rss_mib=...
 //! writer_lines=...`; on stderr, a bar of the seconds read (at a terminal) and a summary.
 
-mod args;
-use args::option;
+use duologue_testkit::args::option;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use duologue::LostReason;
 use duologue::{GoodbyeReason, Node, Secret, SessionConfig};
 use duologue_actors::chat::{ChatEvent, Joined, join};
-use duologue_actors::progress::{self, Summary};
+use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir};
 use tokio::io::{AsyncWriteExt, BufWriter};
 

@@ -5,14 +5,14 @@
 //! Every child is killed on every exit path (errors, Ctrl-C, panics): each one is held by
 //! a guard that kills it when dropped.
 
-/// `println!`, above the progress bars that show (`duologue_actors::progress::println`):
+/// `println!`, above the progress bars that show (`duologue_testkit::progress::println`):
 /// while `demo all` or a long demo draws one, a line printed past it would break it.
 macro_rules! say {
     () => {
-        duologue_actors::progress::println("")
+        duologue_testkit::progress::println("")
     };
     ($($arg:tt)*) => {
-        duologue_actors::progress::println(format_args!($($arg)*))
+        duologue_testkit::progress::println(format_args!($($arg)*))
     };
 }
 
@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use duologue_actors::progress::{self, Summary};
+use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::ClusterError;
 
 /// Options of `duologue demo`.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use duologue::{MemberState, Node, Secret};
-use duologue_actors::progress::{self, ProgressBar, Summary};
+use duologue_testkit::progress::{self, ProgressBar, Summary};
 use duologue_testkit::{ChildGuard, ClusterError, NodeProcess, SecretDir, Signal};
 use tokio::io::AsyncWriteExt;
 

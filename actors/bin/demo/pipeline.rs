@@ -9,7 +9,7 @@ use std::time::Instant;
 use duologue::FlowSignal;
 use duologue::{CloseReason, Node};
 use duologue_actors::pipeline::{Producer, ProducerConfig, ProducerEvent, RateWindow, StageConfig};
-use duologue_actors::progress::Summary;
+use duologue_testkit::progress::Summary;
 use duologue_testkit::Signal;
 use duologue_testkit::{ClusterError, NodeProcess, SecretDir};
 

@@ -7,7 +7,7 @@ use std::fmt::Display;
 use std::time::Instant;
 
 use duologue::Node;
-use duologue_actors::progress::Summary;
+use duologue_testkit::progress::Summary;
 use duologue_actors::reconcile::proto::{Phase, StatusReport};
 use duologue_actors::reconcile::{self, ReconcileEvent, Trail};
 use duologue_testkit::Signal;

@@ -3,7 +3,10 @@
 use anyhow::Context;
 
 /// The number after `flag` in `args`, or `default` when the flag is absent.
-pub(crate) fn option(args: &[String], flag: &str, default: u64) -> anyhow::Result<u64> {
+///
+/// # Errors
+/// When `flag` has no value after it, or one that is not a number.
+pub fn option(args: &[String], flag: &str, default: u64) -> anyhow::Result<u64> {
     match args.iter().position(|a| a == flag) {
         Some(i) => args
             .get(i + 1)

@@ -4,9 +4,9 @@
 //! 20 000 inputs (`cargo test -p duologue --lib fuzz`).
 //!
 //! ```text
-//! cargo bench -p duologue-actors --features bench-internals --bench fuzz
-//! cargo bench -p duologue-actors --features bench-internals --bench fuzz -- --inputs 200000 --seed 7
-//! cargo bench -p duologue-actors --features bench-internals --bench fuzz -- --seed 7 --replay 1234
+//! cargo bench -p duologue --features bench-internals --bench fuzz
+//! cargo bench -p duologue --features bench-internals --bench fuzz -- --inputs 200000 --seed 7
+//! cargo bench -p duologue --features bench-internals --bench fuzz -- --seed 7 --replay 1234
 //! ```
 //!
 //! `--inputs N` (default 1 000 000) inputs of the run seeded `--seed S` (default: a random
@@ -21,12 +21,11 @@
 //! (`untyped`: inputs after which a check failed), and exits non-zero, with the failed
 //! inputs, if any input panicked or broke a check. A summary on stderr ends the run.
 
-mod args;
-use args::option;
+use duologue_testkit::args::option;
 use std::time::Instant;
 
 use duologue::bench_api::{fuzz, fuzz_input};
-use duologue_actors::progress::{self, Summary};
+use duologue_testkit::progress::{self, Summary};
 
 /// Inputs per step of the bar.
 const CHUNK: u64 = 10_000;
@@ -95,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     }
     for index in summary.failed_inputs() {
         eprintln!(
-            "replay: cargo bench -p duologue-actors --features bench-internals --bench fuzz \
+            "replay: cargo bench -p duologue --features bench-internals --bench fuzz \
              -- --seed {seed} --replay {index}   (with this run's `--config`s, if any)"
         );
     }

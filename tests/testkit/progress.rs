@@ -10,7 +10,7 @@
 //! above the bars instead of through them.
 //!
 //! ```
-//! use duologue_actors::progress::{self, Summary};
+//! use duologue_testkit::progress::{self, Summary};
 //!
 //! let sends = progress::bar("casts", 1_000);
 //! for _ in 0..1_000 {

@@ -5,14 +5,14 @@
 # current-thread runtime per node), on the same workload; then the ratios. Then duologue's
 # own figures under load: memory under a slow consumer, and sessions at scale.
 #
-#   bash actors/benches/compare.sh          # 1 000 000 casts, 10 000 calls, 64-byte payload,
-#                                           # 1 000 000 pings
-#   CASTS=200000 CALLS=2000 bash actors/benches/compare.sh
+#   bash benches/compare.sh          # 1 000 000 casts, 10 000 calls, 64-byte payload,
+#                                  # 1 000 000 pings
+#   CASTS=200000 CALLS=2000 bash benches/compare.sh
 #
 # The baseline lives in ../shared/baselines/ractor_cluster_bench (read-only); it is built
 # into target/baseline so nothing is written under shared/.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 CASTS=${CASTS:-1000000}
 CALLS=${CALLS:-10000}
 PAYLOAD=${PAYLOAD:-64}

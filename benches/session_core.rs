@@ -1,8 +1,8 @@
 //! Session core micro-benchmarks: the sans-IO hot path, with no sockets and no runtime.
 //!
 //! ```bash
-//! cargo bench --features bench-internals --bench session_core
-//! cargo bench --features bench-internals --bench session_core -- encode/   # one group
+//! cargo bench -p duologue --features bench-internals --bench session_core
+//! cargo bench -p duologue --features bench-internals --bench session_core -- encode/   # one group
 //! ```
 //!
 //! Ids name the workload (`<messages>x<payload>`); throughput is in messages.
