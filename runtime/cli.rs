@@ -41,8 +41,8 @@ pub use self::args::{
     AdminArgs, AdmissionArgs, BudgetArgs, ClusterArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing,
     duration,
 };
+use crate::actor::mailbox::FromSession;
 use crate::config::{NodeConfig, RuntimeFlavor};
-use crate::mailbox::FromSession;
 /// Re-exported here, where node binaries meet them first.
 pub use crate::node::{ActorSpec, Hosted};
 use crate::node::{Kinds, Node};

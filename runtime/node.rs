@@ -41,23 +41,25 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tonic::transport::Server;
 
+use crate::actor::mailbox::{
+    Batched, Deliver, FromSession, InboundBatch, Lost, Serving, SessionSignal,
+};
 use crate::auth::{Secret, TlsBinding};
 use crate::budget::{BudgetConfig, Budgets};
 use crate::config::{NodeConfig, SessionPolicy};
+use crate::driver::transport::stubs::duologue_server::DuologueServer;
 use crate::driver::{
     Attach, Closed, Context, Dialer, Driver, DriverConfig, NodeHooks, Restart, backoff,
 };
 use crate::error::LostReason;
 use crate::error::{CloseReason, ConnectError, NodeError};
+use crate::handles::remote_ref::{Protocol, RemoteRef, SessionSlot};
+use crate::handles::session_ref::SessionRef;
+use crate::handles::state::Shared;
 use crate::log_budget;
-use crate::mailbox::{Batched, Deliver, FromSession, InboundBatch, Lost, Serving, SessionSignal};
-use crate::remote_ref::{Protocol, RemoteRef, SessionSlot};
 use crate::session::{Role, Session, SessionConfig};
-use crate::session_ref::SessionRef;
-use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::tls::{ClientTls, ServerTls, TlsAccept, TlsRefusedByPort, is_tls_failure, serves_tls};
-use crate::wire::pb::duologue_server::DuologueServer;
 use crate::wire::{GoodbyeReason, NodeIdentity, Refusal, RefuseReason, SessionId};
 
 pub use self::cluster::Located;
@@ -796,6 +798,38 @@ impl Node {
     {
         self.connect_owner(addr, actor, Arc::new(Batched(owner.clone())), policy)
             .await
+    }
+
+    /// Opens a session to the actor `actor` on the node at `addr`, owned by an
+    /// [`InboxReceiver`] instead of a local actor: send through the [`RemoteRef`], read
+    /// what the peer sends (and the session's signals) from the receiver. Connecting
+    /// retries transient faults as [`Node::connect`] does; the node's default
+    /// [`SessionPolicy`] applies (`Escalate` acts as `Resume`: there is no actor to stop).
+    ///
+    /// # Errors
+    /// As [`Node::connect`].
+    pub async fn connect_inbox<P: Protocol>(
+        &self,
+        addr: &str,
+        actor: &str,
+    ) -> Result<(RemoteRef<P>, crate::actor::inbox::InboxReceiver<P>), ConnectError> {
+        self.connect_inbox_with(addr, actor, self.config().policy)
+            .await
+    }
+
+    /// As [`Node::connect_inbox`], with the session's own [`SessionPolicy`].
+    ///
+    /// # Errors
+    /// As [`Node::connect`].
+    pub async fn connect_inbox_with<P: Protocol>(
+        &self,
+        addr: &str,
+        actor: &str,
+        policy: SessionPolicy,
+    ) -> Result<(RemoteRef<P>, crate::actor::inbox::InboxReceiver<P>), ConnectError> {
+        let (owner, inbox) = crate::actor::inbox::new_inbox();
+        let remote = self.connect_owner(addr, actor, owner, policy).await?;
+        Ok((remote.clone(), inbox.receiver(remote)))
     }
 
     /// Opens a session delivering into `owner`, as [`Node::connect_with`] describes.

@@ -30,17 +30,17 @@ use ractor::ActorRef;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::actor::mailbox::{FromCluster, FromSession};
 use crate::auth::{GossipKey, Secret};
 use crate::config::ClusterConfig;
 use crate::error::{ConnectError, LookupError, NodeError};
+use crate::handles::remote_ref::{Protocol, RemoteRef};
 use crate::log_budget::LogBudget;
-use crate::mailbox::{FromCluster, FromSession};
 use crate::members::{
     ClusterEvent, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, MemberKey, NodeRecord,
     PREFIX_KIND, PREFIX_NAME, View,
 };
 use crate::node::{Kinds, Node, lock};
-use crate::remote_ref::{Protocol, RemoteRef};
 use crate::wire::NodeIdentity;
 
 use self::transport::SealedUdp;

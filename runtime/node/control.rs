@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
+use crate::actor::mailbox::Mailbox;
 use crate::error::{NodeError, SpawnError};
-use crate::mailbox::Mailbox;
+use crate::handles::remote_ref::Protocol;
 use crate::members::{Member, MemberState, NamedActor};
 use crate::node::status::{ClusterStatus, NodeStatus, Rate, SessionState, SessionStatus};
 use crate::node::{ActorSpec, Handles, Node, NodeInner};
-use crate::remote_ref::Protocol;
 use crate::session::{FlowState, Role, SessionCounters};
 use crate::wire::NodeIdentity;
 use crate::wire::SessionId;

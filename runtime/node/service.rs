@@ -14,12 +14,12 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pre_auth::{StreamTicket, conn_info};
+use crate::driver::transport::WireFrame;
 use crate::driver::{Attach, Driver, OnAuthenticated, OutboundFrames, StreamStart};
+use crate::handles::state::Shared;
 use crate::node::{NodeInner, Resumable};
 use crate::session::{GateRefusal, GateVerdict, ResumeGate, Session};
-use crate::shared::Shared;
-use crate::wire::codec::WireFrame;
-use crate::wire::{Frame, Hello, pb};
+use crate::wire::{Frame, Hello};
 
 /// The `duologue.v1.Duologue` service of one node.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub(crate) struct Service {
 type FrameStream = Pin<Box<dyn Stream<Item = Result<WireFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl pb::duologue_server::Duologue for Service {
+impl crate::driver::transport::stubs::duologue_server::Duologue for Service {
     type ConverseStream = FrameStream;
 
     async fn converse(
