@@ -50,7 +50,7 @@ use crate::node::{Kinds, Node};
 /// A node binary: the actor kinds it can host, then [`NodeMain::run`].
 pub struct NodeMain {
     program: String,
-    kinds: Kinds,
+    kinds: Kinds<Node>,
 }
 
 // The command line of a binary that only runs a node: the node's flags and the runtime.

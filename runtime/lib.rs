@@ -126,6 +126,7 @@ mod node;
 mod oneof;
 mod session;
 mod shutdown;
+mod sync;
 mod tls;
 mod wire;
 

@@ -84,11 +84,11 @@ pub enum NoMessage {
     },
 }
 
-/// The receiving half of a session opened with [`Node::connect_inbox`]: the session's
+/// The receiving half of a session opened with [`Node::connect_inbox`](crate::Node::connect_inbox): the session's
 /// owner.
 ///
 /// A client that only wants to hear what a remote actor sends (a chat member, a watcher
-/// of a reconcile loop) does not need a forwarding actor. [`Node::connect_inbox`] opens a
+/// of a reconcile loop) does not need a forwarding actor. [`Node::connect_inbox`](crate::Node::connect_inbox) opens a
 /// session whose deliveries go into an [`InboxReceiver`], and every message stays an
 /// unconsumed [`Inbound`] until the application takes it with [`InboxReceiver::recv`]:
 /// only then does the peer get credit for another. A reader that falls behind thus holds

@@ -678,3 +678,8 @@ impl<M: FromSession> Deliver for Serving<M> {
         Some(self.protocol.clone())
     }
 }
+impl std::fmt::Debug for dyn Deliver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<mailbox>")
+    }
+}
