@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Type URLs spelled as `google.protobuf.Any` spells them.
     config.type_name_domain(["."], "type.googleapis.com");
     // The messages by prost; the service by hand below, so that its stream carries
-    // domain frames through duologue's own codec (runtime/wire/codec.rs), which encodes
+    // domain frames through duologue's own codec (runtime/driver/transport.rs), which encodes
     // and decodes a batch without prost's intermediate structs.
     tonic_prost_build::configure()
         .build_client(false)
@@ -48,9 +48,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("converse")
         .route_name("Converse")
         .comment("One session: both sides' frames, in order (proto/duologue/v1/session.proto).")
-        .input_type("crate::wire::codec::WireFrame")
-        .output_type("crate::wire::codec::WireFrame")
-        .codec_path("crate::wire::codec::FrameCodec")
+        .input_type("crate::driver::transport::WireFrame")
+        .output_type("crate::driver::transport::WireFrame")
+        .codec_path("crate::driver::transport::FrameCodec")
         .client_streaming()
         .server_streaming()
         .build();

@@ -15,9 +15,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::error::ReplayLimit;
+use crate::sync::lock;
 use crate::wire::NodeIdentity;
 
 /// Byte budgets a node's sessions share ([`crate::NodeConfig::budget`]).
@@ -593,12 +594,6 @@ impl fmt::Debug for Account {
             .field("withheld", &self.withheld)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

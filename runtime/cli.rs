@@ -41,8 +41,8 @@ pub use self::args::{
     AdminArgs, AdmissionArgs, BudgetArgs, ClusterArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing,
     duration,
 };
+use crate::actor::mailbox::FromSession;
 use crate::config::{NodeConfig, RuntimeFlavor};
-use crate::mailbox::FromSession;
 /// Re-exported here, where node binaries meet them first.
 pub use crate::node::{ActorSpec, Hosted};
 use crate::node::{Kinds, Node};
@@ -50,7 +50,7 @@ use crate::node::{Kinds, Node};
 /// A node binary: the actor kinds it can host, then [`NodeMain::run`].
 pub struct NodeMain {
     program: String,
-    kinds: Kinds,
+    kinds: Kinds<Node>,
 }
 
 // The command line of a binary that only runs a node: the node's flags and the runtime.

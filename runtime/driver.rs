@@ -12,7 +12,7 @@
 //!   tonic's encoder pulls: each poll takes the next frame the core has ready.
 //! - `alarm`: the task's one timer.
 //!
-//! The core and its wakers live in [`crate::shared`], which handles use too. The driver
+//! The core and its wakers live in [`crate::handles::state`], which handles use too. The driver
 //! never reaches up into the node: it reports through [`NodeHooks`], which the node
 //! implements, and the node decides (quinn's connection reports `EndpointEvent`s to its
 //! endpoint the same way).
@@ -23,6 +23,7 @@ mod dial;
 mod events;
 mod outbound;
 mod task;
+pub(crate) mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,16 +35,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use crate::actor::mailbox::Deliver;
 use crate::budget::Budgets;
 use crate::config::SessionPolicy;
+use crate::driver::transport::WireFrame;
+use crate::driver::transport::stubs::duologue_client::DuologueClient;
 use crate::error::CloseReason;
-use crate::mailbox::Deliver;
-use crate::remote_ref::SessionSlot;
+use crate::handles::remote_ref::SessionSlot;
+use crate::handles::session_ref::SessionRef;
+use crate::handles::state::Shared;
 use crate::session::{ProvenResume, Role};
-use crate::session_ref::SessionRef;
-use crate::shared::Shared;
-use crate::wire::codec::WireFrame;
-use crate::wire::pb::duologue_client::DuologueClient;
 use crate::wire::{Refusal, SessionId};
 
 pub(crate) use cause::SHUTTING_DOWN;

@@ -103,6 +103,7 @@
 
 // One public path per item: the modules are private, and the root re-exports every
 // public item of theirs (quinn's way). `cli` is a namespace of its own.
+mod actor;
 mod auth;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
@@ -113,26 +114,29 @@ pub mod cli;
 mod config;
 mod driver;
 mod error;
-mod fanout;
+mod handles;
 // The fuzz of the decoder and the session core: its test, and `benches/fuzz.rs` through
 // `bench_api`.
 #[cfg(any(test, feature = "bench-internals"))]
 mod fuzz;
-mod inbox;
 mod log_budget;
-mod mailbox;
 mod members;
 mod names;
 mod node;
 mod oneof;
-mod remote_ref;
 mod session;
-mod session_ref;
-mod shared;
 mod shutdown;
+mod sync;
 mod tls;
 mod wire;
 
+pub use actor::fanout::{Behind, Fanout, FanoutConfig, LetGo, Refused};
+pub use actor::inbox::{InboxEvent, InboxReceiver, NoMessage};
+pub use actor::mailbox::{
+    BatchedSessionMsg, Credit, FromCluster, FromSession, HeldBack, Inbound, InboundBatch, Lost,
+    Mailbox, NoLocal, Reply, ReplyPort, Resumption, SessionMsg, SessionSignal, Unconfirmed,
+    Undecodable,
+};
 pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
 pub use budget::BudgetConfig;
 pub use config::{
@@ -143,14 +147,9 @@ pub use error::{
     AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, InterruptCause,
     LookupError, LostReason, NodeError, ProtocolError, ReplayLimit, SendError, SpawnError,
 };
-pub use fanout::{Behind, Fanout, FanoutConfig, LetGo, Refused};
-pub use inbox::{InboxEvent, InboxReceiver, NoMessage};
+pub use handles::remote_ref::{Payload, Protocol, RemoteRef};
+pub use handles::session_ref::SessionRef;
 pub use log_budget::{LOG_LINES_PER_WINDOW, LOG_WINDOW, LogBudget, LogVerdict};
-pub use mailbox::{
-    BatchedSessionMsg, Credit, FromCluster, FromSession, HeldBack, Inbound, InboundBatch, Lost,
-    Mailbox, NoLocal, Reply, ReplyPort, Resumption, SessionMsg, SessionSignal, Unconfirmed,
-    Undecodable,
-};
 pub use members::{ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates};
 pub use names::{MAX_NAME_BYTES, MAX_PROTOCOL_BYTES, printable};
 pub use node::{
@@ -158,9 +157,7 @@ pub use node::{
     NodeBuilder, NodeEvent, NodeStatus, Rate, RatePoint, SessionState, SessionStatus, SpawnOn,
     Spawned,
 };
-pub use remote_ref::{Payload, Protocol, RemoteRef};
 pub use session::{FlowState, Role, SessionConfig, SessionCounters};
-pub use session_ref::SessionRef;
 pub use tls::{ClientTls, ServerTls, TlsRefusal, TlsRefused};
 pub use wire::{
     Fault, FlowSignal, FrameError, Goodbye, GoodbyeReason, INTERN_LIMIT, NONCE_LEN, NodeIdentity,

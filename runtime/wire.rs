@@ -14,11 +14,10 @@ mod type_url;
 
 pub use type_url::{INTERN_LIMIT, TypeUrl};
 
-/// Generated protobuf and gRPC types of `proto/duologue/v1`.
+/// Generated protobuf types of `proto/duologue/v1` (the gRPC stubs are the driver's).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub(crate) mod pb {
     include!(concat!(env!("OUT_DIR"), "/duologue.v1.rs"));
-    include!(concat!(env!("OUT_DIR"), "/duologue.v1.Duologue.rs"));
 }
 
 /// Length of a handshake nonce, in bytes.

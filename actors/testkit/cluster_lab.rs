@@ -305,7 +305,10 @@ impl ClusterLab {
             let located = observer.lookup::<SeqCheck>(&name, STEP).await.unwrap();
             let looked_up = started.elapsed();
             assert_eq!(located.node.name, format!("n{i}"));
-            let remote = located.connect(&observer, &owner).await.unwrap();
+            let remote = observer
+                .connect::<SeqCheck, _>(&located.addr, &located.name, &owner)
+                .await
+                .unwrap();
             let _: Report = remote
                 .call_as(ReportRequest::default(), STEP)
                 .await

@@ -10,10 +10,10 @@ use super::cause::{self, At};
 use super::outbound::OutboundFrames;
 use super::task::Driver;
 use super::{DriverConfig, StreamStart};
+use crate::driver::transport::WireFrame;
+use crate::driver::transport::stubs::duologue_client::DuologueClient;
 use crate::error::InterruptCause;
 use crate::session::{Broken, Session};
-use crate::wire::codec::WireFrame;
-use crate::wire::pb::duologue_client::DuologueClient;
 
 impl Driver {
     /// Initiator: the next stream to the peer, dialled again (after a backoff) until one

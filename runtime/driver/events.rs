@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use super::task::Driver;
 use super::{Closed, Link, Restart};
-use crate::config::SessionPolicy;
-use crate::error::{CallError, CloseReason};
-use crate::mailbox::{
+use crate::actor::mailbox::{
     Escalation, HeldBack, Inbound, InboundBatch, Lost, ReplyPort, Resumption, SessionSignal,
 };
+use crate::config::SessionPolicy;
+use crate::error::{CallError, CloseReason};
+use crate::handles::session_ref::{SessionInfo, SessionRef};
 use crate::session::{Event, Role, Session};
-use crate::session_ref::{SessionInfo, SessionRef};
 use crate::wire::{Body, BodyKind, Envelope, GoodbyeReason, NodeIdentity};
 
 impl Driver {

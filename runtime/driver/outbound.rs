@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::shared::{Shared, StreamKey, Transmit};
-use crate::wire::codec::WireFrame;
+use crate::driver::transport::WireFrame;
+use crate::handles::state::{Shared, StreamKey, Transmit};
 
 /// The outgoing half of one stream of a session, as the `Stream` tonic writes from.
 #[derive(Debug)]

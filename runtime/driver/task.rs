@@ -17,13 +17,13 @@ use tracing::Instrument;
 use super::alarm::Alarm;
 use super::cause::{self, At};
 use super::{Attach, Context, Dialer, Link, StreamStart};
+use crate::actor::mailbox::Deliver;
 use crate::config::SessionPolicy;
+use crate::driver::transport::WireFrame;
 use crate::error::{CloseReason, InterruptCause, ProtocolError};
-use crate::mailbox::Deliver;
+use crate::handles::session_ref::SessionRef;
+use crate::handles::state::Shared;
 use crate::session::Session;
-use crate::session_ref::SessionRef;
-use crate::shared::Shared;
-use crate::wire::codec::WireFrame;
 use crate::wire::{FrameError, GoodbyeReason};
 
 /// The life of one session: its receive loop, across streams.

@@ -12,7 +12,7 @@ use crate::wire::{Frame, FrameError, pb};
 
 /// `bytes` as a frame from the wire.
 pub(crate) fn bytes(bytes: &[u8], tally: &mut Tally) -> Result<(), Violation> {
-    let by_codec = codec::decode(Bytes::copy_from_slice(bytes)).map_err(|s| s.message().to_owned());
+    let by_codec = codec::decode(Bytes::copy_from_slice(bytes)).map_err(|e| e.to_string());
     let by_prost = pb::Frame::decode(bytes)
         .map(Frame::try_from)
         .map_err(|e| e.to_string());
@@ -56,7 +56,7 @@ fn round_trip(frame: Frame) -> Result<(), Violation> {
         ));
     }
     let again = codec::decode(Bytes::from(encoded))
-        .map_err(|e| FrameError::Undecodable(e.message().to_owned()))
+        .map_err(|e| FrameError::Undecodable(e.to_string()))
         .and_then(|parsed| parsed);
     if again.as_ref() == Ok(&frame) {
         Ok(())

@@ -292,7 +292,7 @@ fn parse(item: Item) -> Result<Frame, FrameError> {
         Item::Frame(frame) => Ok(frame),
         Item::Pb(frame) => Frame::try_from(frame),
         Item::Bytes(bytes) => crate::wire::codec::decode(bytes.into())
-            .map_err(|e| FrameError::Undecodable(e.message().to_owned()))
+            .map_err(|e| FrameError::Undecodable(e.to_string()))
             .and_then(|parsed| parsed),
     }
 }

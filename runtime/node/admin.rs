@@ -37,8 +37,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::NodeInner;
-use super::admission::{Admission, ConnInfo, Descriptors, Port};
+use super::ops::Ops;
+use super::server::admission::{Admission, ConnInfo, Descriptors, Port};
 use super::status::{NodeStatus, RatePoint, SessionStatus};
 use crate::config::{AdminAccess, AdminToken, NodeConfig};
 use crate::error::NodeError;
@@ -96,10 +96,12 @@ pub(crate) fn check_exposure(config: &NodeConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Binds `addr` and serves the admin routes until `stop` is cancelled; the bound address
-/// and the server's task. Its connections count in `descriptors`.
+/// Binds `addr` and serves the admin routes of the node `ops` reads, as `config` says,
+/// until `stop` is cancelled; the bound address and the server's task. Its connections
+/// count in `descriptors`.
 pub(crate) async fn start(
-    node: &Arc<NodeInner>,
+    ops: &Arc<Ops>,
+    config: &NodeConfig,
     addr: SocketAddr,
     descriptors: Arc<Descriptors>,
     stop: CancellationToken,
@@ -114,14 +116,13 @@ pub(crate) async fn start(
         addr: addr.to_string(),
         reason: e.to_string(),
     })?;
-    let config = &node.config;
     let gate = Arc::new(Gate::new(&config.admin_access, bound));
     let routes = Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/status.json", get(status))
         .with_state(Arc::new(Admin {
-            node: Arc::downgrade(node),
+            ops: Arc::downgrade(ops),
             descriptors: descriptors.clone(),
             gate: gate.clone(),
         }));
@@ -134,7 +135,7 @@ pub(crate) async fn start(
                 tls.admin_config()?,
                 config.admission.admin_header_timeout,
                 "admin",
-                node.tls_refused.admin.clone(),
+                ops.tls_refused.admin.clone(),
             )),
             None => None,
         },
@@ -152,9 +153,9 @@ pub(crate) async fn start(
     Ok((bound, task))
 }
 
-/// What the routes read: the node, the descriptor budget, the gate's counts.
+/// What the routes read: the node's figures, the descriptor budget, the gate's counts.
 struct Admin {
-    node: Weak<NodeInner>,
+    ops: Weak<Ops>,
     descriptors: Arc<Descriptors>,
     gate: Arc<Gate>,
 }
@@ -195,7 +196,11 @@ impl Server {
         let _ = tokio::time::timeout(DRAIN_AT_MOST, drained).await;
     }
 
-    async fn connection(self: Arc<Self>, conn: super::admission::Conn, stop: CancellationToken) {
+    async fn connection(
+        self: Arc<Self>,
+        conn: super::server::admission::Conn,
+        stop: CancellationToken,
+    ) {
         let info = conn.info().clone();
         let local = conn.local_addr().ok();
         let Some(tls) = &self.tls else {
@@ -539,14 +544,14 @@ async fn page() -> Html<&'static str> {
 }
 
 async fn metrics(State(admin): AdminState) -> Response {
-    let Some(node) = admin.node.upgrade() else {
+    let Some(ops) = admin.ops.upgrade() else {
         return gone();
     };
-    let Some(metrics) = node.metrics.as_ref() else {
+    let Some(metrics) = ops.metrics.as_ref() else {
         return gone();
     };
     // Fresh at every scrape, not only as of the last sample.
-    metrics.publish(&node.status_with(false), true);
+    metrics.publish(&ops.status(false), true);
     let mut text = metrics.render();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
@@ -566,10 +571,10 @@ async fn metrics(State(admin): AdminState) -> Response {
 }
 
 async fn status(State(admin): AdminState) -> Response {
-    let Some(node) = admin.node.upgrade() else {
+    let Some(ops) = admin.ops.upgrade() else {
         return gone();
     };
-    axum::Json(StatusJson::from(&node.status())).into_response()
+    axum::Json(StatusJson::from(&ops.status(true))).into_response()
 }
 
 /// [`NodeStatus`] as the page reads it: plain numbers and strings, seconds as floats.

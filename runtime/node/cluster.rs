@@ -30,17 +30,17 @@ use ractor::ActorRef;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::actor::mailbox::FromCluster;
 use crate::auth::{GossipKey, Secret};
 use crate::config::ClusterConfig;
-use crate::error::{ConnectError, LookupError, NodeError};
+use crate::error::{LookupError, NodeError};
+use crate::handles::remote_ref::Protocol;
 use crate::log_budget::LogBudget;
-use crate::mailbox::{FromCluster, FromSession};
 use crate::members::{
     ClusterEvent, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, MemberKey, NodeRecord,
     PREFIX_KIND, PREFIX_NAME, View,
 };
-use crate::node::{Kinds, Node, lock};
-use crate::remote_ref::{Protocol, RemoteRef};
+use crate::sync::lock;
 use crate::wire::NodeIdentity;
 
 use self::transport::SealedUdp;
@@ -100,12 +100,12 @@ impl std::fmt::Debug for Membership {
 
 impl Membership {
     /// Starts gossiping as `identity`, publishing `addr` (where peers open sessions) and
-    /// `kinds`; stops when `stop` is cancelled (unless leaving politely).
+    /// `kinds` (names and descriptions); stops when `stop` is cancelled (unless leaving politely).
     pub(crate) async fn start(
         identity: &NodeIdentity,
         config: &ClusterConfig,
         listen: Option<SocketAddr>,
-        kinds: &Kinds,
+        kinds: &[(String, String)],
         secret: &Secret,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, NodeError> {
@@ -152,8 +152,8 @@ impl Membership {
         if let Some(addr) = addr {
             initial.push((KEY_GRPC.to_owned(), addr));
         }
-        for kind in kinds.iter() {
-            initial.push((format!("{PREFIX_KIND}{}", kind.name), kind.about.clone()));
+        for (kind, about) in kinds {
+            initial.push((format!("{PREFIX_KIND}{kind}"), about.clone()));
         }
         let chitchat_config = ChitchatConfig {
             chitchat_id: ChitchatId::new(identity.name.clone(), generation(), gossip_addr),
@@ -495,7 +495,7 @@ fn changes(chitchat: &Chitchat, view: &View) -> (Vec<MemberKey>, Vec<NodeRecord>
     (present, changed)
 }
 
-/// A named actor found in the cluster ([`Node::lookup`]): where it lives, typed by the
+/// A named actor found in the cluster ([`crate::Node::lookup`]): where it lives, typed by the
 /// protocol it was looked up with.
 #[derive(Debug)]
 pub struct Located<P> {
@@ -511,81 +511,45 @@ pub struct Located<P> {
     protocol: PhantomData<fn() -> P>,
 }
 
-impl<P: Protocol> Located<P> {
-    /// Opens a session to it from `via`, owned by `owner` (as [`Node::connect`]).
+impl Membership {
+    /// The members as this node sees them now, itself included.
     ///
     /// # Errors
-    /// As [`Node::connect`].
-    pub async fn connect<M: FromSession>(
-        &self,
-        via: &Node,
-        owner: &ActorRef<M>,
-    ) -> Result<RemoteRef<P>, ConnectError> {
-        via.connect(&self.addr, &self.name, owner).await
-    }
-}
-
-impl Node {
-    /// The members of this node's cluster as it sees them now, itself included.
-    ///
-    /// # Errors
-    /// [`NodeError::NotClustered`] for a node started without
-    /// [`crate::NodeConfig::cluster`]; [`NodeError::Cluster`] once its gossip engine
-    /// failed ([`ClusterEvent::GossipStopped`]).
-    pub fn members(&self) -> Result<Vec<Member>, NodeError> {
-        let membership = self.membership()?;
-        if let Some(reason) = membership.stopped() {
+    /// [`NodeError::Cluster`] once its gossip engine failed
+    /// ([`ClusterEvent::GossipStopped`]).
+    pub(crate) fn members(&self) -> Result<Vec<Member>, NodeError> {
+        if let Some(reason) = self.stopped() {
             return Err(NodeError::Cluster(reason.to_owned()));
         }
-        Ok(membership.view().members())
+        Ok(self.view().members())
     }
 
-    /// Resolves at the next change of [`Node::members`] (immediately for a node not in
-    /// a cluster): for waiting until the cluster looks as wanted instead of polling.
-    /// Create it before reading the members, so that a change in between is not missed.
-    pub fn members_changed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let changes = self.inner.membership.get().map(|m| m.view.subscribe());
+    /// Resolves at the next change of the view. Create it before reading the members,
+    /// so that a change in between is not missed.
+    pub(crate) fn changed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut changes = self.view.subscribe();
         async move {
-            if let Some(mut changes) = changes {
-                let _ = changes.changed().await;
-            }
+            let _ = changes.changed().await;
         }
     }
 
-    /// Where this node gossips, in a cluster.
-    pub fn gossip_addr(&self) -> Option<SocketAddr> {
-        self.inner.membership.get().map(|m| m.gossip_addr())
+    /// Sends `actor` the cluster's events: first [`ClusterEvent::Current`], then every
+    /// change, until it stops.
+    pub(crate) fn subscribe_actor<M: FromCluster>(&self, actor: &ActorRef<M>) {
+        self.subscribe(Box::new(actor.clone()));
     }
 
-    /// Sends `actor` the cluster's [`ClusterEvent`]s in its mailbox, beside its session
-    /// signals: first [`ClusterEvent::Current`], then every change, until it stops.
-    ///
-    /// # Errors
-    /// [`NodeError::NotClustered`].
-    pub fn subscribe_cluster<M: FromCluster>(&self, actor: &ActorRef<M>) -> Result<(), NodeError> {
-        self.membership()?.subscribe(Box::new(actor.clone()));
-        Ok(())
-    }
-
-    /// Finds the actor named `name` on whichever member serves it, waiting up to
-    /// `within` for it to appear. A name registered on several members resolves by the
-    /// rule of [`ClusterEvent::NameConflict`]; members leaving or unreachable do not
-    /// count.
-    ///
-    /// # Errors
-    /// [`LookupError::NotFound`] when no member serves it within `within`,
-    /// [`LookupError::ProtocolMismatch`] when the chosen one serves another protocol
-    /// than `P`, [`LookupError::NotClustered`], [`LookupError::GossipStopped`].
-    pub async fn lookup<P: Protocol>(
+    /// The actor named `name` on whichever member serves it, waiting up to `within` for
+    /// it to appear ([`crate::Node::lookup`]).
+    pub(crate) async fn lookup<P: Protocol>(
         &self,
         name: &str,
         within: Duration,
     ) -> Result<Located<P>, LookupError> {
-        let membership = self.membership().map_err(|_| LookupError::NotClustered)?;
         let started = Instant::now();
-        let mut changes = membership.view.subscribe();
+        let mut changes = self.view.subscribe();
         loop {
-            if let Some(reason) = membership.stopped() {
+            if let Some(reason) = self.stopped() {
                 return Err(LookupError::GossipStopped {
                     reason: reason.to_owned(),
                 });
@@ -602,24 +566,6 @@ impl Node {
                 });
             }
         }
-    }
-
-    /// [`Node::lookup`], then [`Node::connect`] to what it found, owned by `owner`.
-    ///
-    /// # Errors
-    /// As [`Node::lookup`], and [`LookupError::Connect`].
-    pub async fn connect_named<P: Protocol, M: FromSession>(
-        &self,
-        name: &str,
-        owner: &ActorRef<M>,
-        within: Duration,
-    ) -> Result<RemoteRef<P>, LookupError> {
-        let located = self.lookup::<P>(name, within).await?;
-        Ok(located.connect(self, owner).await?)
-    }
-
-    pub(crate) fn membership(&self) -> Result<&Arc<Membership>, NodeError> {
-        self.inner.membership.get().ok_or(NodeError::NotClustered)
     }
 }
 
@@ -656,6 +602,7 @@ mod tests {
     use ractor::{Actor, ActorProcessingErr};
 
     use super::*;
+    use crate::Node;
     use crate::config::NodeConfig;
     use crate::node::control::Control;
 

@@ -1,20 +1,25 @@
 //! The control actor every listening node registers as `$node`
 //! (`proto/duologue/v1/control.proto`): it spawns actors of the node's kinds for peers,
-//! and tells the node's view of its cluster. Its clients, [`Node::spawn_at`],
-//! [`Node::spawn`] and [`Node::members_at`], speak to it over an authenticated session
-//! like any other.
+//! and tells the node's view of its cluster and its status. It asks the node through
+//! [`Controlled`], which the node implements. Its clients (`spawn_at`, `spawn`,
+//! `members_changed_at`, `status_at`: [`crate::Node::spawn_at`] and the rest) speak to it
+//! over an authenticated session like any other.
 
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
+use super::cluster::Membership;
+use super::hosting::ActorSpec;
+use super::sessions::Sessions;
+use super::status::{ClusterStatus, NodeStatus, Rate, SessionState, SessionStatus};
+use crate::actor::mailbox::Mailbox;
 use crate::error::{NodeError, SpawnError};
-use crate::mailbox::Mailbox;
+use crate::handles::remote_ref::Protocol;
+use crate::log_budget::LogBudget;
 use crate::members::{Member, MemberState, NamedActor};
-use crate::node::status::{ClusterStatus, NodeStatus, Rate, SessionState, SessionStatus};
-use crate::node::{ActorSpec, Handles, Node, NodeInner};
-use crate::remote_ref::Protocol;
 use crate::session::{FlowState, Role, SessionCounters};
 use crate::wire::NodeIdentity;
 use crate::wire::SessionId;
@@ -50,7 +55,7 @@ impl Protocol for Control {
     type Response = ControlReply;
 }
 
-/// Where [`Node::spawn`] starts an actor.
+/// Where [`Node::spawn`](crate::Node::spawn) starts an actor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpawnOn {
     /// On the member of this name.
@@ -60,7 +65,7 @@ pub enum SpawnOn {
     AnyOffering,
 }
 
-/// An actor started on request ([`Node::spawn`], [`Node::spawn_at`]).
+/// An actor started on request ([`Node::spawn`](crate::Node::spawn), [`Node::spawn_at`](crate::Node::spawn_at)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spawned {
     /// The node that started it.
@@ -71,7 +76,7 @@ pub struct Spawned {
     pub addr: String,
 }
 
-/// A node's members as it saw them, with its view's version ([`Node::members_changed_at`]).
+/// A node's members as it saw them, with its view's version ([`Node::members_changed_at`](crate::Node::members_changed_at)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembersAt {
     /// The version of that node's view: pass it back to wait for the next change.
@@ -80,31 +85,48 @@ pub struct MembersAt {
     pub members: Vec<Member>,
 }
 
-/// A node without its `Node` handles' ownership: the control actor must not keep the
-/// node alive (dropping the last handle ends it).
-#[derive(Debug)]
-pub(crate) struct WeakNode {
-    pub(crate) inner: Weak<NodeInner>,
-    pub(crate) handles: Weak<Handles>,
-}
+/// What the `$node` actor asks of the node that hosts it. The node implements it on a
+/// weak handle: the control actor must not keep the node alive.
+pub(crate) trait Controlled: Send + Sync + 'static {
+    /// The node's name, for answers.
+    fn name(&self) -> String;
 
-impl WeakNode {
-    fn upgrade(&self) -> Option<Node> {
-        Some(Node {
-            inner: self.inner.upgrade()?,
-            handles: self.handles.upgrade()?,
-        })
-    }
+    /// Where the node accepts sessions, as peers reach it.
+    fn advertised_addr(&self) -> Option<String>;
+
+    /// Starts an actor as `spec` says ([`crate::Node::host`]); `None` once the node is gone.
+    fn host(&self, spec: ActorSpec) -> Option<BoxFuture<'static, Result<ActorCell, SpawnError>>>;
+
+    /// The node's cluster, in one.
+    fn cluster(&self) -> Option<Arc<Membership>>;
+
+    /// The node's status without its members (they come as a member list); `None` once
+    /// the node is gone.
+    fn status(&self) -> Option<NodeStatus>;
 }
 
 /// The `$node` actor.
 #[derive(Debug)]
 pub(crate) struct ControlActor;
 
+/// The `$node` actor's state: the node it serves, and its log budget for refused spawns.
+pub(crate) struct ControlState {
+    node: Box<dyn Controlled>,
+    /// Spawns refused (a name it does not take, a bound reached): a peer can ask for
+    /// these at will, so a few log lines per window.
+    refusals: Arc<LogBudget>,
+}
+
 impl ControlActor {
     /// Starts the control actor of `node` (not yet registered).
-    pub(crate) async fn start(node: WeakNode) -> Result<ActorRef<Mailbox<Control>>, NodeError> {
-        let (actor, _) = Actor::spawn(None, Self, node)
+    pub(crate) async fn start(
+        node: Box<dyn Controlled>,
+    ) -> Result<ActorRef<Mailbox<Control>>, NodeError> {
+        let state = ControlState {
+            node,
+            refusals: Arc::new(LogBudget::new()),
+        };
+        let (actor, _) = Actor::spawn(None, Self, state)
             .await
             .map_err(|e| NodeError::Watcher(format!("control actor: {e}")))?;
         Ok(actor)
@@ -114,35 +136,43 @@ impl ControlActor {
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for ControlActor {
     type Msg = Mailbox<Control>;
-    type State = WeakNode;
-    type Arguments = WeakNode;
+    type State = ControlState;
+    type Arguments = ControlState;
 
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
-        node: WeakNode,
-    ) -> Result<WeakNode, ActorProcessingErr> {
-        Ok(node)
+        state: ControlState,
+    ) -> Result<ControlState, ActorProcessingErr> {
+        Ok(state)
     }
 
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        node: &mut WeakNode,
+        state: &mut ControlState,
     ) -> Result<(), ActorProcessingErr> {
         let Mailbox::Call { request, reply, .. } = message else {
             return Ok(());
         };
-        let Some(node) = node.upgrade() else {
-            myself.stop(None);
-            return Ok(());
-        };
+        let node = &state.node;
         let answer = match request.kind {
             Some(control_request::Kind::Spawn(spawn)) => {
+                let spec = ActorSpec {
+                    kind: spawn.kind,
+                    name: spawn.name,
+                    arg: spawn.arg,
+                };
+                let Some(hosting) = node.host(spec.clone()) else {
+                    myself.stop(None);
+                    return Ok(());
+                };
+                let (name, addr) = (node.name(), node.advertised_addr().unwrap_or_default());
+                let refusals = state.refusals.clone();
                 // A constructor may take its time: the actor keeps answering others.
                 tokio::spawn(async move {
-                    let answer = spawn_here(&node, spawn).await;
+                    let answer = spawned(hosting.await, name, addr, spec, &refusals);
                     let _ = reply.send(ControlReply { kind: Some(answer) });
                 });
                 return Ok(());
@@ -156,13 +186,15 @@ impl Actor for ControlActor {
                     0 => usize::MAX,
                     n => usize::try_from(n).unwrap_or(usize::MAX),
                 };
+                let cluster = node.cluster();
                 if after_version == 0 {
-                    control_reply::Kind::Members(member_list(&node, per_member))
+                    control_reply::Kind::Members(member_list(cluster.as_ref(), per_member))
                 } else {
                     let within = Duration::from_millis(wait_ms.into()).min(MAX_MEMBERS_WAIT);
                     tokio::spawn(async move {
                         let list =
-                            member_list_after(&node, after_version, within, per_member).await;
+                            member_list_after(cluster.as_ref(), after_version, within, per_member)
+                                .await;
                         let answer = control_reply::Kind::Members(list);
                         let _ = reply.send(ControlReply { kind: Some(answer) });
                     });
@@ -170,12 +202,16 @@ impl Actor for ControlActor {
                 }
             }
             Some(control_request::Kind::Actors(request)) => {
-                control_reply::Kind::Actors(actor_page(&node, &request))
+                control_reply::Kind::Actors(actor_page(node.cluster().as_ref(), &request))
             }
-            Some(control_request::Kind::Status(_)) => control_reply::Kind::Status(status_info(
-                &node.inner.status_with(false),
-                member_list(&node, usize::MAX),
-            )),
+            Some(control_request::Kind::Status(_)) => {
+                let Some(status) = node.status() else {
+                    myself.stop(None);
+                    return Ok(());
+                };
+                let members = member_list(node.cluster().as_ref(), usize::MAX);
+                control_reply::Kind::Status(status_info(&status, members))
+            }
             None => control_reply::Kind::Refused(SpawnRefused {
                 reason: spawn_refused::Reason::Unspecified.into(),
                 detail: "an empty control request".into(),
@@ -187,34 +223,28 @@ impl Actor for ControlActor {
     }
 }
 
-/// A spawn under way; its place under `max_hosted` goes back when it ends.
-struct Starting<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for Starting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// Spawns on this node what a peer asked for.
-async fn spawn_here(node: &Node, request: SpawnRequest) -> control_reply::Kind {
-    let spec = ActorSpec {
-        kind: request.kind,
-        name: request.name,
-        arg: request.arg,
-    };
-    match node.host(spec.clone()).await {
+/// The answer to a peer's spawn, from what hosting `spec` on the node `node` (which
+/// accepts sessions at `addr`) gave; refusals a peer can cause at will are logged
+/// within `refusals`.
+fn spawned(
+    hosted: Result<ActorCell, SpawnError>,
+    node: String,
+    addr: String,
+    spec: ActorSpec,
+    refusals: &LogBudget,
+) -> control_reply::Kind {
+    match hosted {
         Ok(_) => control_reply::Kind::Spawned(SpawnedPb {
-            node: node.identity().name.clone(),
+            node,
             name: spec.name,
-            addr: node.advertised_addr().unwrap_or_default(),
+            addr,
         }),
         Err(error) => {
             if matches!(
                 error,
                 SpawnError::InvalidName { .. } | SpawnError::LimitReached { .. }
             ) {
-                node.inner.spawn_refusals.log(|suppressed| {
+                refusals.log(|suppressed| {
                     tracing::warn!(%error, not_logged_since_last_line = suppressed, "refused a spawn");
                 });
             }
@@ -243,32 +273,31 @@ async fn spawn_here(node: &Node, request: SpawnRequest) -> control_reply::Kind {
 
 /// The member list once the view's version is above `after`, or after `within`.
 async fn member_list_after(
-    node: &Node,
+    cluster: Option<&Arc<Membership>>,
     after: u64,
     within: Duration,
     per_member: usize,
 ) -> MemberList {
+    let Some(membership) = cluster else {
+        return member_list(None, per_member);
+    };
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let changed = node.members_changed();
-        let current = node.membership().map_or(u64::MAX, |m| m.version());
-        if current > after || tokio::time::timeout_at(deadline, changed).await.is_err() {
-            return member_list(node, per_member);
+        let changed = membership.changed();
+        if membership.version() > after || tokio::time::timeout_at(deadline, changed).await.is_err()
+        {
+            return member_list(cluster, per_member);
         }
     }
 }
 
 /// The node's members, each with up to `per_member` of its actors, and with
 /// [`MEMBER_LIST_NAME_BYTES`] of actors in all.
-fn member_list(node: &Node, per_member: usize) -> MemberList {
-    let version = node.membership().map_or(0, |m| m.version());
-    let Ok(membership) = node.membership() else {
-        return MemberList {
-            clustered: false,
-            version,
-            ..MemberList::default()
-        };
+fn member_list(cluster: Option<&Arc<Membership>>, per_member: usize) -> MemberList {
+    let Some(membership) = cluster else {
+        return MemberList::default();
     };
+    let version = membership.version();
     if let Some(reason) = membership.stopped() {
         return MemberList {
             clustered: true,
@@ -323,9 +352,9 @@ fn actor_infos(actors: &[NamedActor], most: usize, budget: &mut usize) -> Vec<Ac
 }
 
 /// One page of a member's actors, in name order after `request.after_name`.
-fn actor_page(node: &Node, request: &ActorsRequest) -> ActorPage {
-    let view = match node.membership() {
-        Ok(membership) if membership.stopped().is_none() => membership.view(),
+fn actor_page(cluster: Option<&Arc<Membership>>, request: &ActorsRequest) -> ActorPage {
+    let view = match cluster {
+        Some(membership) if membership.stopped().is_none() => membership.view(),
         _ => return ActorPage::default(),
     };
     let Some(member) = view.each().find(|m| {
@@ -478,306 +507,225 @@ fn member_of(info: MemberInfo) -> Option<Member> {
     })
 }
 
-impl Node {
-    /// Starts an actor of a kind this node hosts, as `spec` says, and keeps it until
-    /// [`Node::stop_hosted`]: what `--actor KIND:NAME` and a peer's spawn request do.
-    ///
-    /// # Errors
-    /// [`SpawnError::UnknownKind`], [`SpawnError::NameTaken`] when a live actor holds
-    /// the name, [`SpawnError::ShuttingDown`], [`SpawnError::Failed`] when the kind's
-    /// constructor fails.
-    pub async fn host(&self, spec: ActorSpec) -> Result<ActorCell, SpawnError> {
-        let node = self.identity().name.clone();
-        if self.inner.shutdown.is_triggered() {
-            return Err(SpawnError::ShuttingDown { node });
-        }
-        let Some(kind) = self.inner.kinds.get(&spec.kind).cloned() else {
-            return Err(SpawnError::UnknownKind {
-                node,
-                kind: crate::names::printable(&spec.kind, 80),
-                known: self.inner.kinds.names(),
-            });
-        };
-        if let Err(reason) = crate::names::check_name(&spec.name) {
-            return Err(SpawnError::InvalidName {
-                node,
-                name: crate::names::printable(&spec.name, 80),
-                reason: reason.to_owned(),
-            });
-        }
-        if self.is_registered(&spec.name) {
-            return Err(SpawnError::NameTaken {
-                node,
-                name: spec.name,
-            });
-        }
-        let limit = self.inner.config.max_hosted;
-        let hosting = &self.inner.hosting;
-        {
-            let mut hosted = super::lock(&self.inner.hosted);
-            let starting = hosting.load(std::sync::atomic::Ordering::SeqCst);
-            if hosted.len() + starting >= limit {
-                // Actors that stopped leave as new ones come.
-                hosted.retain(|cell| {
-                    !matches!(
-                        cell.get_status(),
-                        ractor::ActorStatus::Stopped | ractor::ActorStatus::Stopping
-                    )
-                });
-            }
-            if hosted.len() + starting >= limit {
-                return Err(SpawnError::LimitReached {
-                    node,
-                    detail: format!("it hosts {limit} actors (max_hosted)"),
-                });
-            }
-            // A place under the bound, held while the actor starts.
-            hosting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        let _starting = Starting(hosting);
-        // The kind registers its actor under the name: refused up front, typed, rather
-        // than as the constructor's words.
-        let names = self.inner.config.max_names;
-        if self.names_held() >= names {
-            return Err(SpawnError::LimitReached {
-                node,
-                detail: format!("it holds {names} named actors (max_names)"),
-            });
-        }
-        match kind.host(self.clone(), spec).await {
-            Ok(cell) => {
-                super::lock(&self.inner.hosted).push(cell.clone());
-                Ok(cell)
-            }
-            Err(reason) => Err(SpawnError::Failed { node, reason }),
-        }
-    }
-
-    /// Stops every actor this node hosted ([`Node::host`]), each given `within` to run
-    /// its `post_stop`; returns the names of those that did not stop in time.
-    pub async fn stop_hosted(&self, within: Duration) -> Vec<String> {
-        let hosted = std::mem::take(&mut *super::lock(&self.inner.hosted));
-        let mut late = Vec::new();
-        for actor in hosted {
-            let name = actor
-                .get_name()
-                .unwrap_or_else(|| actor.get_id().to_string());
-            if actor
-                .stop_and_wait(Some("node shutdown".into()), Some(within))
-                .await
-                .is_err()
-            {
-                late.push(name);
-            }
-        }
-        late
-    }
-
-    /// Asks the node at `addr` (`host:port`) to start an actor as `spec` says.
-    ///
-    /// # Errors
-    /// [`SpawnError::UnknownKind`] (with the kinds it has), [`SpawnError::NameTaken`],
-    /// [`SpawnError::Failed`], [`SpawnError::ShuttingDown`] from the node;
-    /// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked.
-    pub async fn spawn_at(&self, addr: &str, spec: ActorSpec) -> Result<Spawned, SpawnError> {
-        let request = ControlRequest {
-            kind: Some(control_request::Kind::Spawn(SpawnRequest {
-                kind: spec.kind.clone(),
-                name: spec.name.clone(),
-                arg: spec.arg.clone(),
-            })),
-        };
-        let (peer, reply) = self.control_call(addr, request).await?;
-        match reply.kind {
-            Some(control_reply::Kind::Spawned(spawned)) => Ok(Spawned {
-                addr: if spawned.addr.is_empty() {
-                    addr.to_owned()
-                } else {
-                    spawned.addr
-                },
-                node: spawned.node,
-                name: spawned.name,
-            }),
-            Some(control_reply::Kind::Refused(refused)) => Err(refusal(peer, spec, refused)),
-            _ => Err(SpawnError::Failed {
-                node: peer,
-                reason: "the node answered a spawn with something else".into(),
-            }),
-        }
-    }
-
-    /// Asks a member of the cluster to start an actor as `spec` says: the member named
-    /// in `on`, or any that offers the kind.
-    ///
-    /// # Errors
-    /// [`SpawnError::NoSuchNode`] when no member of that name is up,
-    /// [`SpawnError::NoNodeOffers`] when none offers the kind,
-    /// [`SpawnError::NotClustered`], [`SpawnError::GossipStopped`]; otherwise as
-    /// [`Node::spawn_at`].
-    pub async fn spawn(&self, on: SpawnOn, spec: ActorSpec) -> Result<Spawned, SpawnError> {
-        let membership = self.membership().map_err(|_| SpawnError::NotClustered)?;
-        if let Some(reason) = membership.stopped() {
-            return Err(SpawnError::GossipStopped {
-                reason: reason.to_owned(),
-            });
-        }
-        let view = membership.view();
-        let target = match &on {
-            SpawnOn::Node(name) => view
-                .serving(name)
-                .ok_or_else(|| SpawnError::NoSuchNode { node: name.clone() })?,
-            SpawnOn::AnyOffering => {
-                view.offering(&spec.kind).first().copied().ok_or_else(|| {
-                    SpawnError::NoNodeOffers {
-                        kind: spec.kind.clone(),
-                    }
-                })?
-            }
-        };
-        let addr = target.addr.clone().unwrap_or_default();
-        self.spawn_at(&addr, spec).await
-    }
-
-    /// The members of the cluster of the node at `addr`, as it sees them.
-    ///
-    /// # Errors
-    /// [`SpawnError::NotClustered`] when that node is not in a cluster,
-    /// [`SpawnError::GossipStopped`] when its gossip engine failed;
-    /// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked.
-    pub async fn members_at(&self, addr: &str) -> Result<Vec<Member>, SpawnError> {
-        Ok(self
-            .members_changed_at(addr, 0, Duration::ZERO)
-            .await?
-            .members)
-    }
-
-    /// The members of the cluster of the node at `addr` once its view has changed since
-    /// `since` (the [`MembersAt::version`] of an earlier answer), or after `within` (at
-    /// most 25 s) if it has not; `since` 0 answers at once. For waiting until a remote
-    /// node sees the cluster as wanted, without asking again and again:
-    ///
-    /// ```no_run
-    /// # async fn f(node: duologue::Node, addr: &str) -> Result<(), duologue::SpawnError> {
-    /// let mut since = 0;
-    /// loop {
-    ///     let now = node.members_changed_at(addr, since, std::time::Duration::from_secs(5)).await?;
-    ///     if now.members.len() >= 3 {
-    ///         break;
-    ///     }
-    ///     since = now.version;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// As [`Node::members_at`].
-    pub async fn members_changed_at(
-        &self,
-        addr: &str,
-        since: u64,
-        within: Duration,
-    ) -> Result<MembersAt, SpawnError> {
-        let request = ControlRequest {
-            kind: Some(control_request::Kind::Members(MembersRequest {
-                after_version: since,
-                wait_ms: u32::try_from(within.as_millis()).unwrap_or(u32::MAX),
-                actors_per_member: 0,
-            })),
-        };
-        let control = ControlSession::open(self, addr).await?;
-        let answer = async {
-            let reply = control.call(request).await?;
-            match reply.kind {
-                Some(control_reply::Kind::Members(list)) if !list.gossip_stopped.is_empty() => {
-                    Err(SpawnError::GossipStopped {
-                        reason: format!("on node {}: {}", control.peer, list.gossip_stopped),
-                    })
-                }
-                Some(control_reply::Kind::Members(list)) if list.clustered => Ok(MembersAt {
-                    version: list.version,
-                    members: control.complete(list.members).await?,
-                }),
-                Some(control_reply::Kind::Members(_)) => Err(SpawnError::NotClustered),
-                _ => Err(control.unexpected("a member list request")),
-            }
-        }
-        .await;
-        control.finish();
-        answer
-    }
-
-    /// What the node at `addr` is doing: its sessions (the one asking included) and its
-    /// cluster's members, as [`Node::status`] tells it there. Carried over the wire:
-    /// each session's flow state has its credit, backlog and whether a send would wait;
-    /// its rate, messages only; no remote addresses, totals or history.
-    ///
-    /// # Errors
-    /// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked;
-    /// [`SpawnError::Failed`] when it answers with something else.
-    pub async fn status_at(&self, addr: &str) -> Result<NodeStatus, SpawnError> {
-        let request = ControlRequest {
-            kind: Some(control_request::Kind::Status(StatusRequest {})),
-        };
-        let control = ControlSession::open(self, addr).await?;
-        let answer = async {
-            let reply = control.call(request).await?;
-            let Some(control_reply::Kind::Status(info)) = reply.kind else {
-                return Err(control.unexpected("a status request"));
-            };
-            let members = match info.members.clone() {
-                Some(list) if list.clustered && list.gossip_stopped.is_empty() => {
-                    control.complete(list.members).await?
-                }
-                _ => Vec::new(),
-            };
-            Ok((info, members))
-        }
-        .await;
-        control.finish();
-        let (info, members) = answer?;
-        let cluster = info.cluster.map(|c| {
-            let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-            ClusterStatus {
-                members: [
-                    count(c.members_up),
-                    count(c.members_leaving),
-                    count(c.members_unreachable),
-                ],
-                names: count(c.names),
-                names_unpublished: count(c.names_unpublished),
-                publish_lag: Duration::try_from_secs_f64(c.publish_lag_secs).unwrap_or_default(),
-            }
-        });
-        Ok(NodeStatus {
-            identity: NodeIdentity {
-                name: info.node,
-                incarnation: info.incarnation.parse().unwrap_or_default(),
+/// Asks the node at `addr` (`host:port`) to start an actor as `spec` says.
+///
+/// # Errors
+/// [`SpawnError::UnknownKind`] (with the kinds it has), [`SpawnError::NameTaken`],
+/// [`SpawnError::Failed`], [`SpawnError::ShuttingDown`] from the node;
+/// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked.
+pub(crate) async fn spawn_at(
+    sessions: &Arc<Sessions>,
+    addr: &str,
+    spec: ActorSpec,
+) -> Result<Spawned, SpawnError> {
+    let request = ControlRequest {
+        kind: Some(control_request::Kind::Spawn(SpawnRequest {
+            kind: spec.kind.clone(),
+            name: spec.name.clone(),
+            arg: spec.arg.clone(),
+        })),
+    };
+    let (peer, reply) = control_call(sessions, addr, request).await?;
+    match reply.kind {
+        Some(control_reply::Kind::Spawned(spawned)) => Ok(Spawned {
+            addr: if spawned.addr.is_empty() {
+                addr.to_owned()
+            } else {
+                spawned.addr
             },
-            addr: info.addr.parse().ok(),
-            uptime: Duration::try_from_secs_f64(info.uptime_secs).unwrap_or_default(),
-            draining: info.draining,
-            sessions: info.sessions.into_iter().filter_map(session_of).collect(),
-            members,
-            cluster,
-            tls_refused: Vec::new(),
-            totals: SessionCounters::default(),
-            credit_waited: Duration::ZERO,
-            sessions_opened: info.sessions_opened,
-            history: Vec::new(),
-        })
+            node: spawned.node,
+            name: spawned.name,
+        }),
+        Some(control_reply::Kind::Refused(refused)) => Err(refusal(peer, spec, refused)),
+        _ => Err(SpawnError::Failed {
+            node: peer,
+            reason: "the node answered a spawn with something else".into(),
+        }),
     }
+}
 
-    /// One call to `$node` at `addr` on a session of its own, closed after.
-    async fn control_call(
-        &self,
-        addr: &str,
-        request: ControlRequest,
-    ) -> Result<(String, ControlReply), SpawnError> {
-        let control = ControlSession::open(self, addr).await?;
-        let reply = control.call(request).await;
-        control.finish();
-        Ok((control.peer, reply?))
+/// Asks a member of the cluster to start an actor as `spec` says: the member named
+/// in `on`, or any that offers the kind.
+///
+/// # Errors
+/// [`SpawnError::NoSuchNode`] when no member of that name is up,
+/// [`SpawnError::NoNodeOffers`] when none offers the kind,
+/// [`SpawnError::NotClustered`], [`SpawnError::GossipStopped`]; otherwise as
+/// [`Node::spawn_at`](crate::Node::spawn_at).
+pub(crate) async fn spawn(
+    sessions: &Arc<Sessions>,
+    cluster: Option<&Arc<Membership>>,
+    on: SpawnOn,
+    spec: ActorSpec,
+) -> Result<Spawned, SpawnError> {
+    let membership = cluster.ok_or(SpawnError::NotClustered)?;
+    if let Some(reason) = membership.stopped() {
+        return Err(SpawnError::GossipStopped {
+            reason: reason.to_owned(),
+        });
     }
+    let view = membership.view();
+    let target = match &on {
+        SpawnOn::Node(name) => view
+            .serving(name)
+            .ok_or_else(|| SpawnError::NoSuchNode { node: name.clone() })?,
+        SpawnOn::AnyOffering => {
+            view.offering(&spec.kind)
+                .first()
+                .copied()
+                .ok_or_else(|| SpawnError::NoNodeOffers {
+                    kind: spec.kind.clone(),
+                })?
+        }
+    };
+    let addr = target.addr.clone().unwrap_or_default();
+    spawn_at(sessions, &addr, spec).await
+}
+
+/// The members of the cluster of the node at `addr`, as it sees them.
+///
+/// # Errors
+/// [`SpawnError::NotClustered`] when that node is not in a cluster,
+/// [`SpawnError::GossipStopped`] when its gossip engine failed;
+/// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked.
+pub(crate) async fn members_at(
+    sessions: &Arc<Sessions>,
+    addr: &str,
+) -> Result<Vec<Member>, SpawnError> {
+    Ok(members_changed_at(sessions, addr, 0, Duration::ZERO)
+        .await?
+        .members)
+}
+
+/// The members of the cluster of the node at `addr` once its view has changed since
+/// `since` (the [`MembersAt::version`] of an earlier answer), or after `within` (at
+/// most 25 s) if it has not; `since` 0 answers at once. For waiting until a remote
+/// node sees the cluster as wanted, without asking again and again:
+///
+/// ```no_run
+/// # async fn f(node: duologue::Node, addr: &str) -> Result<(), duologue::SpawnError> {
+/// let mut since = 0;
+/// loop {
+///     let now = node.members_changed_at(addr, since, std::time::Duration::from_secs(5)).await?;
+///     if now.members.len() >= 3 {
+///         break;
+///     }
+///     since = now.version;
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// As [`Node::members_at`].
+pub(crate) async fn members_changed_at(
+    sessions: &Arc<Sessions>,
+    addr: &str,
+    since: u64,
+    within: Duration,
+) -> Result<MembersAt, SpawnError> {
+    let request = ControlRequest {
+        kind: Some(control_request::Kind::Members(MembersRequest {
+            after_version: since,
+            wait_ms: u32::try_from(within.as_millis()).unwrap_or(u32::MAX),
+            actors_per_member: 0,
+        })),
+    };
+    let control = ControlSession::open(sessions, addr).await?;
+    let answer = async {
+        let reply = control.call(request).await?;
+        match reply.kind {
+            Some(control_reply::Kind::Members(list)) if !list.gossip_stopped.is_empty() => {
+                Err(SpawnError::GossipStopped {
+                    reason: format!("on node {}: {}", control.peer, list.gossip_stopped),
+                })
+            }
+            Some(control_reply::Kind::Members(list)) if list.clustered => Ok(MembersAt {
+                version: list.version,
+                members: control.complete(list.members).await?,
+            }),
+            Some(control_reply::Kind::Members(_)) => Err(SpawnError::NotClustered),
+            _ => Err(control.unexpected("a member list request")),
+        }
+    }
+    .await;
+    control.finish();
+    answer
+}
+
+/// What the node at `addr` is doing: its sessions (the one asking included) and its
+/// cluster's members, as [`Node::status`] tells it there. Carried over the wire:
+/// each session's flow state has its credit, backlog and whether a send would wait;
+/// its rate, messages only; no remote addresses, totals or history.
+///
+/// # Errors
+/// [`SpawnError::Connect`] or [`SpawnError::Call`] when it cannot be asked;
+/// [`SpawnError::Failed`] when it answers with something else.
+pub(crate) async fn status_at(
+    sessions: &Arc<Sessions>,
+    addr: &str,
+) -> Result<NodeStatus, SpawnError> {
+    let request = ControlRequest {
+        kind: Some(control_request::Kind::Status(StatusRequest {})),
+    };
+    let control = ControlSession::open(sessions, addr).await?;
+    let answer = async {
+        let reply = control.call(request).await?;
+        let Some(control_reply::Kind::Status(info)) = reply.kind else {
+            return Err(control.unexpected("a status request"));
+        };
+        let members = match info.members.clone() {
+            Some(list) if list.clustered && list.gossip_stopped.is_empty() => {
+                control.complete(list.members).await?
+            }
+            _ => Vec::new(),
+        };
+        Ok((info, members))
+    }
+    .await;
+    control.finish();
+    let (info, members) = answer?;
+    let cluster = info.cluster.map(|c| {
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        ClusterStatus {
+            members: [
+                count(c.members_up),
+                count(c.members_leaving),
+                count(c.members_unreachable),
+            ],
+            names: count(c.names),
+            names_unpublished: count(c.names_unpublished),
+            publish_lag: Duration::try_from_secs_f64(c.publish_lag_secs).unwrap_or_default(),
+        }
+    });
+    Ok(NodeStatus {
+        identity: NodeIdentity {
+            name: info.node,
+            incarnation: info.incarnation.parse().unwrap_or_default(),
+        },
+        addr: info.addr.parse().ok(),
+        uptime: Duration::try_from_secs_f64(info.uptime_secs).unwrap_or_default(),
+        draining: info.draining,
+        sessions: info.sessions.into_iter().filter_map(session_of).collect(),
+        members,
+        cluster,
+        tls_refused: Vec::new(),
+        totals: SessionCounters::default(),
+        credit_waited: Duration::ZERO,
+        sessions_opened: info.sessions_opened,
+        history: Vec::new(),
+    })
+}
+
+/// One call to `$node` at `addr` on a session of its own, closed after.
+async fn control_call(
+    sessions: &Arc<Sessions>,
+    addr: &str,
+    request: ControlRequest,
+) -> Result<(String, ControlReply), SpawnError> {
+    let control = ControlSession::open(sessions, addr).await?;
+    let reply = control.call(request).await;
+    control.finish();
+    Ok((control.peer, reply?))
 }
 
 /// A session to a node's `$node`, for one or more calls.
@@ -790,8 +738,13 @@ struct ControlSession {
 }
 
 impl ControlSession {
-    async fn open(node: &Node, addr: &str) -> Result<Self, SpawnError> {
-        let (remote, inbox) = node.connect_inbox::<Control>(addr, CONTROL_ACTOR).await?;
+    async fn open(sessions: &Arc<Sessions>, addr: &str) -> Result<Self, SpawnError> {
+        let (owner, inbox) = crate::actor::inbox::new_inbox();
+        let policy = sessions.config().policy;
+        let remote = sessions
+            .connect::<Control>(addr, CONTROL_ACTOR, owner, policy)
+            .await?;
+        let inbox = inbox.receiver(remote.clone());
         let peer = remote.session().peer().name.clone();
         Ok(Self {
             remote,

@@ -10,9 +10,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::TlsBinding;
 use crate::config::NodeConfig;
+use crate::driver::transport::stubs::duologue_client::DuologueClient;
 use crate::error::ConnectError;
 use crate::wire::SessionId;
-use crate::wire::pb::duologue_client::DuologueClient;
 
 /// The connections this node dialled, by peer address.
 #[derive(Debug, Default)]

@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::handles::session_ref::SessionRef;
+use crate::handles::state::Shared;
 use crate::members::Member;
 use crate::session::{FlowState, Phase, Role, Session, SessionCounters};
-use crate::session_ref::SessionRef;
-use crate::shared::Shared;
 use crate::wire::{NodeIdentity, SessionId};
 
 /// How often the sampler turns counters into rates.

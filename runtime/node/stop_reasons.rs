@@ -8,7 +8,7 @@ use std::sync::{Mutex, Weak};
 
 use ractor::ActorId;
 
-use crate::shared::Shared;
+use crate::handles::state::Shared;
 use crate::wire::SessionId;
 
 /// Stop reasons by actor, each with the sessions that may still ask for it.

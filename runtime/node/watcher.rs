@@ -1,60 +1,70 @@
-//! The node's watcher: an actor that monitors registered actors and session owners, so
-//! that when one stops, its sessions end with a farewell that carries the stop reason,
-//! after the messages it had already sent.
+//! The node's watcher: an actor that monitors registered actors and session owners and
+//! says when one stops, so that its names go and its sessions end with a farewell that
+//! carries the stop reason, after the messages it had already sent. It knows nothing of
+//! the node: it reports into a channel, read by whoever ends the sessions.
 
-use std::sync::Weak;
-
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::mpsc;
 
 use crate::error::NodeError;
-use crate::node::NodeInner;
+
+/// A watched actor that stopped, and why.
+#[derive(Debug)]
+pub(crate) struct Stopped {
+    pub(crate) actor: ActorId,
+    pub(crate) reason: Option<String>,
+}
 
 /// Monitors actors on behalf of one node.
 #[derive(Debug)]
 pub(crate) struct Watcher;
 
 impl Watcher {
-    /// Starts the watcher of `node`.
-    pub(crate) async fn start(node: Weak<NodeInner>) -> Result<ActorCell, NodeError> {
-        let (watcher, _) = Actor::spawn(None, Self, node)
+    /// Starts a watcher: the cell to monitor actors with ([`ActorCell::monitor`]), and
+    /// where it says which stopped. It stops itself once that receiver is gone.
+    pub(crate) async fn start() -> Result<(ActorCell, mpsc::UnboundedReceiver<Stopped>), NodeError>
+    {
+        let (stopped, reports) = mpsc::unbounded_channel();
+        let (watcher, _) = Actor::spawn(None, Self, stopped)
             .await
             .map_err(|e| NodeError::Watcher(e.to_string()))?;
-        Ok(watcher.get_cell())
+        Ok((watcher.get_cell(), reports))
     }
 }
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Watcher {
     type Msg = ();
-    type State = Weak<NodeInner>;
-    type Arguments = Weak<NodeInner>;
+    type State = mpsc::UnboundedSender<Stopped>;
+    type Arguments = mpsc::UnboundedSender<Stopped>;
 
     async fn pre_start(
         &self,
         _: ActorRef<()>,
-        node: Weak<NodeInner>,
+        stopped: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(node)
+        Ok(stopped)
     }
 
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<()>,
         event: SupervisionEvent,
-        node: &mut Self::State,
+        stopped: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(node) = node.upgrade() else {
-            myself.stop(None);
-            return Ok(());
+        let report = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => Stopped {
+                actor: cell.get_id(),
+                reason,
+            },
+            SupervisionEvent::ActorFailed(cell, error) => Stopped {
+                actor: cell.get_id(),
+                reason: Some(format!("failed: {error}")),
+            },
+            _ => return Ok(()),
         };
-        match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                node.actor_stopped(cell.get_id(), reason);
-            }
-            SupervisionEvent::ActorFailed(cell, error) => {
-                node.actor_stopped(cell.get_id(), Some(format!("failed: {error}")));
-            }
-            _ => {}
+        if stopped.send(report).is_err() {
+            myself.stop(None);
         }
         Ok(())
     }

@@ -380,8 +380,7 @@ mod tests {
 
     /// The codec's path.
     fn by_codec(bytes: &[u8]) -> Result<Result<Frame, FrameError>, String> {
-        crate::wire::codec::decode(Bytes::copy_from_slice(bytes))
-            .map_err(|s| s.message().to_owned())
+        crate::wire::codec::decode(Bytes::copy_from_slice(bytes)).map_err(|e| e.to_string())
     }
 
     proptest! {

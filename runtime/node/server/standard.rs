@@ -26,7 +26,7 @@ use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::server::{HealthReporter, HealthService};
 
-use crate::wire::pb::duologue_server::SERVICE_NAME as DUOLOGUE;
+use crate::driver::transport::stubs::duologue_server::SERVICE_NAME as DUOLOGUE;
 
 /// The encoded descriptor set of `proto/duologue/v1/*.proto`, written by `build.rs`.
 const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/duologue.v1.bin"));

@@ -11,8 +11,8 @@ use prost::{Message, Name};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::{ReplayLimit, SendError};
+use crate::handles::session_ref::SessionRef;
 use crate::log_budget::LogBudget;
-use crate::session_ref::SessionRef;
 use crate::wire::{GoodbyeReason, SessionId};
 
 /// How far a member may fall behind before the fan-out holds its senders back, and when a

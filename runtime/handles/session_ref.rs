@@ -10,9 +10,9 @@ use bytes::Bytes;
 use prost::{Message, Name};
 
 use crate::error::{CallError, CloseReason, DecodeError, SendError};
+use crate::handles::state::Shared;
 use crate::session::FlowState;
 use crate::session::Role;
-use crate::shared::Shared;
 use crate::wire::{
     Body, BodyKind, Fault, FlowSignal, GoodbyeReason, NodeIdentity, SessionId, TypeUrl,
 };

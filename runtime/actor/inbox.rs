@@ -10,11 +10,11 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::config::SessionPolicy;
-use crate::error::{CloseReason, ConnectError, DecodeError};
-use crate::mailbox::{Deliver, Inbound, Lost, ReplyPort, SessionMsg, SessionSignal, Unconfirmed};
-use crate::node::Node;
-use crate::remote_ref::{Protocol, RemoteRef};
+use crate::actor::mailbox::{
+    Deliver, Inbound, Lost, ReplyPort, SessionMsg, SessionSignal, Unconfirmed,
+};
+use crate::error::{CloseReason, DecodeError};
+use crate::handles::remote_ref::{Protocol, RemoteRef};
 use crate::wire::{Fault, Goodbye, GoodbyeReason};
 
 /// What an [`InboxReceiver`] yields: the peer's messages, decoded, and the session's
@@ -84,11 +84,11 @@ pub enum NoMessage {
     },
 }
 
-/// The receiving half of a session opened with [`Node::connect_inbox`]: the session's
+/// The receiving half of a session opened with [`Node::connect_inbox`](crate::Node::connect_inbox): the session's
 /// owner.
 ///
 /// A client that only wants to hear what a remote actor sends (a chat member, a watcher
-/// of a reconcile loop) does not need a forwarding actor. [`Node::connect_inbox`] opens a
+/// of a reconcile loop) does not need a forwarding actor. [`Node::connect_inbox`](crate::Node::connect_inbox) opens a
 /// session whose deliveries go into an [`InboxReceiver`], and every message stays an
 /// unconsumed [`Inbound`] until the application takes it with [`InboxReceiver::recv`]:
 /// only then does the peer get credit for another. A reader that falls behind thus holds
@@ -326,48 +326,31 @@ impl Deliver for InboxSender {
     }
 }
 
-impl Node {
-    /// Opens a session to the actor `actor` on the node at `addr`, owned by an
-    /// [`InboxReceiver`] instead of a local actor: send through the [`RemoteRef`], read
-    /// what the peer sends (and the session's signals) from the receiver. Connecting
-    /// retries transient faults as [`Node::connect`] does; the node's default
-    /// [`SessionPolicy`] applies (`Escalate` acts as `Resume`: there is no actor to stop).
-    ///
-    /// # Errors
-    /// As [`Node::connect`].
-    pub async fn connect_inbox<P: Protocol>(
-        &self,
-        addr: &str,
-        actor: &str,
-    ) -> Result<(RemoteRef<P>, InboxReceiver<P>), ConnectError> {
-        self.connect_inbox_with(addr, actor, self.config().policy)
-            .await
-    }
+/// An inbox before its session exists: [`new_inbox`] gives the owner to open the session
+/// with and this, which becomes the [`InboxReceiver`] once the session's handle is known.
+pub(crate) struct PendingInbox {
+    rx: mpsc::UnboundedReceiver<SessionMsg>,
+    flow_waiting: Arc<AtomicUsize>,
+}
 
-    /// As [`Node::connect_inbox`], with the session's own [`SessionPolicy`].
-    ///
-    /// # Errors
-    /// As [`Node::connect`].
-    pub async fn connect_inbox_with<P: Protocol>(
-        &self,
-        addr: &str,
-        actor: &str,
-        policy: SessionPolicy,
-    ) -> Result<(RemoteRef<P>, InboxReceiver<P>), ConnectError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let flow_waiting = Arc::new(AtomicUsize::new(0));
-        let sender = InboxSender {
-            tx,
-            flow_waiting: flow_waiting.clone(),
-        };
-        let remote = self
-            .connect_owner(addr, actor, Arc::new(sender), policy)
-            .await?;
-        let receiver = InboxReceiver {
-            rx,
-            remote: remote.clone(),
-            flow_waiting,
-        };
-        Ok((remote, receiver))
+impl PendingInbox {
+    /// The receiver of the session `remote`.
+    pub(crate) fn receiver<P: Protocol>(self, remote: RemoteRef<P>) -> InboxReceiver<P> {
+        InboxReceiver {
+            rx: self.rx,
+            remote,
+            flow_waiting: self.flow_waiting,
+        }
     }
+}
+
+/// A new inbox: the session owner that feeds it, and its receiving end.
+pub(crate) fn new_inbox() -> (Arc<dyn Deliver>, PendingInbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let flow_waiting = Arc::new(AtomicUsize::new(0));
+    let sender = InboxSender {
+        tx,
+        flow_waiting: flow_waiting.clone(),
+    };
+    (Arc::new(sender), PendingInbox { rx, flow_waiting })
 }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwapOption;
 use prost::{Message, Name};
 
 use crate::error::{CallError, CloseReason, SendError};
-use crate::session_ref::SessionRef;
+use crate::handles::session_ref::SessionRef;
 
 /// The session a typed handle currently uses, and the protocol it speaks; a `Restart`
 /// moves it to the new session, greeting the peer with the same protocol.

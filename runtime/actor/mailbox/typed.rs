@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use prost::Name;
 
+use crate::actor::mailbox::{FromCluster, FromSession, Inbound, ReplyPort, SessionSignal};
 use crate::error::{DecodeError, SendError};
-use crate::mailbox::{FromCluster, FromSession, Inbound, ReplyPort, SessionSignal};
+use crate::handles::remote_ref::Protocol;
+use crate::handles::session_ref::SessionRef;
 use crate::members::ClusterEvent;
-use crate::remote_ref::Protocol;
-use crate::session_ref::SessionRef;
 use crate::wire::Fault;
 
 /// The message type of an actor that serves the protocol `P` to its peers, and takes

@@ -37,8 +37,8 @@ use prost::{Message, Name};
 use ractor::ActorRef;
 
 use crate::error::{CloseReason, DecodeError, InterruptCause, LostReason, SendError};
+use crate::handles::session_ref::{SessionRef, decode_payload};
 use crate::members::ClusterEvent;
-use crate::session_ref::{SessionRef, decode_payload};
 use crate::wire::{Fault, FlowSignal, Goodbye, TypeUrl};
 
 mod typed;
@@ -576,7 +576,7 @@ pub(crate) trait Deliver: Send + Sync + 'static {
     /// Whether the actor (or receiving handle) still takes messages.
     fn is_alive(&self) -> bool;
     /// The actor's cell, to stop or watch it; `None` for an owner that is not an actor
-    /// (an [`crate::inbox::InboxReceiver`]).
+    /// (an [`crate::actor::inbox::InboxReceiver`]).
     fn cell(&self) -> Option<ractor::ActorCell>;
     /// Why the owner no longer takes messages, when it knows better than the node's
     /// record of actor stop reasons.
@@ -676,5 +676,10 @@ impl<M: FromSession> Deliver for Serving<M> {
 
     fn protocol(&self) -> Option<String> {
         Some(self.protocol.clone())
+    }
+}
+impl std::fmt::Debug for dyn Deliver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<mailbox>")
     }
 }

@@ -14,31 +14,31 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pre_auth::{StreamTicket, conn_info};
+use crate::driver::transport::WireFrame;
 use crate::driver::{Attach, Driver, OnAuthenticated, OutboundFrames, StreamStart};
-use crate::node::{NodeInner, Resumable};
+use crate::handles::state::Shared;
+use crate::node::sessions::{Resumable, Sessions};
 use crate::session::{GateRefusal, GateVerdict, ResumeGate, Session};
-use crate::shared::Shared;
-use crate::wire::codec::WireFrame;
-use crate::wire::{Frame, Hello, pb};
+use crate::wire::{Frame, Hello};
 
-/// The `duologue.v1.Duologue` service of one node.
+/// The `duologue.v1.Duologue` service of one node: its sessions part.
 #[derive(Debug)]
 pub(crate) struct Service {
-    pub(crate) node: Arc<NodeInner>,
+    pub(crate) sessions: Arc<Sessions>,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<WireFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl pb::duologue_server::Duologue for Service {
+impl crate::driver::transport::stubs::duologue_server::Duologue for Service {
     type ConverseStream = FrameStream;
 
     async fn converse(
         &self,
         request: Request<Streaming<WireFrame>>,
     ) -> Result<Response<FrameStream>, Status> {
-        let node = &self.node;
-        if node.shutdown.is_triggered() {
+        let sessions = &self.sessions;
+        if sessions.shutting_down() {
             return Err(Status::unavailable(crate::driver::SHUTTING_DOWN));
         }
         // One handshake deadline for the stream, from its arrival.
@@ -48,13 +48,12 @@ impl pb::duologue_server::Duologue for Service {
         let mut inbound = request.into_inner();
         // The initiator speaks first; a peer that says nothing meets the handshake
         // deadline here or in its session.
-        let timeout = node.config.session.handshake_timeout;
+        let timeout = sessions.config().session.handshake_timeout;
         let first = tokio::time::timeout(timeout, inbound.message()).await.ok();
         if let Some(Ok(Some(frame))) = &first
             && let Some(hello) = resume_hello(frame)
         {
             let (gate, body) = GateStream::new();
-            let node = node.clone();
             let stream = GateInput {
                 hello,
                 inbound,
@@ -62,23 +61,18 @@ impl pb::duologue_server::Duologue for Service {
                 arrived,
                 ticket,
             };
-            node.shutdown.spawn(gate_resume(node.clone(), stream, gate));
+            sessions
+                .shutdown()
+                .spawn(gate_resume(sessions.clone(), stream, gate));
             return Ok(Response::new(body));
         }
-        let session = Session::acceptor(
-            node.config.session.clone(),
-            node.secret.clone(),
-            node.identity.clone(),
-            rand::random(),
-            arrived,
-        )
-        .with_tls_binding(node.tls_binding());
-        let shared = Shared::new(session, node.config.session.credit_window);
+        let session = sessions.acceptor_session(arrived);
+        let shared = Shared::new(session, sessions.config().session.credit_window);
         let outbound = OutboundFrames::current(shared.clone());
         let driver = Driver::acceptor(
             shared,
-            node.driver_context(),
-            node.config.policy,
+            sessions.driver_context(),
+            sessions.config().policy,
             remote_addr,
             ticket.map(|t| -> OnAuthenticated { Box::new(move || t.authenticated()) }),
         );
@@ -88,7 +82,8 @@ impl pb::duologue_server::Duologue for Service {
             // The stream ended at once, or the peer stayed silent.
             Some(Ok(None)) | None => None,
         };
-        node.shutdown
+        sessions
+            .shutdown()
             .spawn(driver.run(Some(StreamStart { inbound, peeked })));
         Ok(Response::new(Box::pin(outbound)))
     }
@@ -135,7 +130,7 @@ struct GateInput {
 /// routes it to the session's driver. Until then nothing reaches any session: a stranger
 /// that parks, sends junk or a wrong proof costs this task, bounded by the handshake
 /// timeout, and gets the same answers whether or not the session it names exists.
-async fn gate_resume(node: Arc<NodeInner>, stream: GateInput, mut out: GateStream) {
+async fn gate_resume(sessions: Arc<Sessions>, stream: GateInput, mut out: GateStream) {
     let GateInput {
         hello,
         mut inbound,
@@ -143,11 +138,8 @@ async fn gate_resume(node: Arc<NodeInner>, stream: GateInput, mut out: GateStrea
         arrived,
         ticket,
     } = stream;
-    let config = &node.config.session;
-    let local = node.identity.clone();
-    let mut gate = ResumeGate::new(config, &node.secret, local, rand::random(), hello, arrived)
-        .with_tls_binding(node.tls_binding());
-    let cancel = node.shutdown.token().clone();
+    let mut gate = sessions.resume_gate(hello, arrived);
+    let cancel = sessions.shutdown().token().clone();
     let mut found: Option<Resumable> = None;
     loop {
         while let Some(frame) = gate.poll_transmit() {
@@ -190,7 +182,7 @@ async fn gate_resume(node: Arc<NodeInner>, stream: GateInput, mut out: GateStrea
             item = inbound.message() => match item {
                 Ok(Some(WireFrame(parsed))) => match parsed {
                     Ok(frame) => gate.handle_frame(frame, |id| {
-                        found = node.resumable(id);
+                        found = sessions.resumable(id);
                         found.as_ref().and_then(|r| r.shared.read(Session::resume_ticket))
                     }),
                     Err(error) => gate.handle_malformed(error),

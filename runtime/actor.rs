@@ -1,0 +1,8 @@
+//! What reaches an actor: the messages and signals of its sessions
+//! ([`mailbox`]: `Inbound`, `SessionSignal`, delivery into a ractor mailbox, the typed
+//! `Mailbox<P>`), a session's messages read as a stream without an actor of one's own
+//! ([`inbox`]), and one actor's messages fanned out to many sessions ([`fanout`]).
+
+pub(crate) mod fanout;
+pub(crate) mod inbox;
+pub(crate) mod mailbox;

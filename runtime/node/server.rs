@@ -1,0 +1,89 @@
+//! The node's gRPC server: the session service and the standard services (health,
+//! reflection), behind the admission of its connections ([`admission`]), the counting of
+//! unauthenticated streams ([`pre_auth`]) and, with a certificate, the node's own TLS
+//! handshakes.
+
+pub(crate) mod admission;
+pub(crate) mod pre_auth;
+pub(crate) mod service;
+pub(crate) mod standard;
+
+use std::sync::Arc;
+
+use tonic::transport::Server;
+
+use self::admission::{Admission, Descriptors, Port};
+use self::pre_auth::{PreAuthLayer, StandardPlaces};
+use self::service::Service;
+use self::standard::Standard;
+use super::sessions::Sessions;
+use crate::config::NodeConfig;
+use crate::driver::transport::stubs::duologue_server::DuologueServer;
+use crate::tls::TlsAccept;
+
+/// What the server of one node serves with.
+pub(crate) struct Serving {
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) config: Arc<NodeConfig>,
+    pub(crate) listener: tokio::net::TcpListener,
+    /// The connection budget it shares with the admin address.
+    pub(crate) descriptors: Arc<Descriptors>,
+    /// Its TLS, with a certificate.
+    pub(crate) tls: Option<TlsAccept>,
+    pub(crate) standard: Standard,
+    pub(crate) standard_places: StandardPlaces,
+}
+
+/// Serves sessions and the standard services until the standard services say the drain
+/// is over: through the drain the server still answers (health with `NOT_SERVING`, new
+/// sessions with a refusal), so that peers and probes learn the node is going rather than
+/// find its port closed.
+pub(crate) async fn serve(serving: Serving) {
+    let Serving {
+        sessions,
+        config,
+        listener,
+        descriptors,
+        tls,
+        standard,
+        standard_places,
+    } = serving;
+    let incoming = Admission::new(
+        listener,
+        Port::Session,
+        config.admission.connection_idle_timeout,
+        descriptors,
+    );
+    let service = DuologueServer::new(Service { sessions })
+        .max_decoding_message_size(config.frame_limit())
+        .max_encoding_message_size(config.frame_limit());
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .initial_stream_window_size(config.stream_window)
+        .initial_connection_window_size(config.connection_window)
+        .http2_adaptive_window(Some(false))
+        .max_frame_size(config.max_frame_size)
+        .max_concurrent_streams(config.max_sessions_per_peer)
+        .layer(PreAuthLayer::new(config.admission.clone(), standard_places))
+        .add_service(service);
+    let router = standard.add_to(router);
+    let result = match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming, standard.stopped())
+                .await
+        }
+        // Handshakes done here, not in tonic, so that refusals are counted and said.
+        Some(tls) => {
+            let at_once = config.admission.max_connections;
+            let incoming = tls.incoming(incoming, at_once, |conn| Some(conn.info().remote));
+            router
+                .serve_with_incoming_shutdown(incoming, standard.stopped())
+                .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::error!(%error, "server stopped");
+    }
+}
