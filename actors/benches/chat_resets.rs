@@ -29,8 +29,8 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::ChatTransfer;
+use duologue_testkit::progress::{self, Summary};
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

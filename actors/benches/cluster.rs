@@ -16,9 +16,9 @@ use duologue_testkit::args;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duologue_testkit::progress::{self, Summary};
 use duologue_actors_testkit::cluster_lab::{ClusterLab, Figures, OBSERVER};
 use duologue_testkit::Lab;
+use duologue_testkit::progress::{self, Summary};
 
 fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use duologue::{BudgetConfig, Inbound, Node, RemoteRef, Secret, SessionConfig, SessionSignal};
-use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::IgnoringOwner;
+use duologue_testkit::progress::{self, Summary};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 

@@ -12,15 +12,15 @@
 //! receiver_peak_rss_mib=... max_receiver_backlog=... max_sender_unacked=... lost=... duplicates=...`
 //! On stderr: a bar of the casts sent (at a terminal) and a summary.
 
-use duologue_testkit::args::option;
 use duologue_testkit::IgnoringOwner;
+use duologue_testkit::args::option;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use duologue::{Node, RemoteRef};
-use duologue_testkit::progress::{self, Summary};
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{ReportRequest, Tick, check_reply};
+use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::{Memory, NodeProcess, SecretDir};
 use ractor::Actor;
 

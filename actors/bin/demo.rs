@@ -26,8 +26,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::ClusterError;
+use duologue_testkit::progress::{self, Summary};
 
 /// Options of `duologue demo`.
 #[derive(Debug, Args)]

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use duologue_testkit::progress::Summary;
 use duologue_testkit::Signal;
+use duologue_testkit::progress::Summary;
 use duologue_testkit::{ChildGuard, ClusterError, NodeProcess, SecretDir};
 use tokio::io::AsyncWriteExt;
 

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use duologue::Node;
 use duologue_actors::edit::{EditEvent, Editor};
-use duologue_testkit::progress::Summary;
 use duologue_testkit::Signal;
+use duologue_testkit::progress::Summary;
 use duologue_testkit::{ClusterError, FaultProxy, NodeProcess, SecretDir};
 
 use super::STEP;

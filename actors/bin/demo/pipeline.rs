@@ -9,8 +9,8 @@ use std::time::Instant;
 use duologue::FlowSignal;
 use duologue::{CloseReason, Node};
 use duologue_actors::pipeline::{Producer, ProducerConfig, ProducerEvent, RateWindow, StageConfig};
-use duologue_testkit::progress::Summary;
 use duologue_testkit::Signal;
+use duologue_testkit::progress::Summary;
 use duologue_testkit::{ClusterError, NodeProcess, SecretDir};
 
 use super::STEP;

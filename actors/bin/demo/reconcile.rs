@@ -7,10 +7,10 @@ use std::fmt::Display;
 use std::time::Instant;
 
 use duologue::Node;
-use duologue_testkit::progress::Summary;
 use duologue_actors::reconcile::proto::{Phase, StatusReport};
 use duologue_actors::reconcile::{self, ReconcileEvent, Trail};
 use duologue_testkit::Signal;
+use duologue_testkit::progress::Summary;
 use duologue_testkit::{ClusterError, FaultProxy, NodeProcess, SecretDir};
 
 use super::STEP;
