@@ -1,7 +1,7 @@
 //! The fuzz of issue 13 at full size: the frame decoder and the session core fed a
 //! million generated inputs, with no panic and every refusal typed. The generator and the
-//! checks are `runtime/fuzz.rs` (through `duologue::bench_api`); CI runs the same code on
-//! 20 000 inputs (`cargo test -p duologue --lib fuzz`).
+//! checks are `runtime/session/testing/fuzz.rs` (`duologue::session_testing::fuzz`, not
+//! API); CI runs the same code on 20 000 inputs (`cargo test -p duologue --lib fuzz`).
 //!
 //! ```text
 //! cargo bench -p duologue --features bench-internals --bench fuzz
@@ -24,7 +24,7 @@
 use duologue_testkit::args::option;
 use std::time::Instant;
 
-use duologue::bench_api::{fuzz, fuzz_input};
+use duologue::session_testing::fuzz::{describe, run};
 use duologue_testkit::progress::{self, Summary};
 
 /// Inputs per step of the bar.
@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?;
     let range = match replay {
         Some(index) => {
-            println!("input {index} of seed {seed}:\n{}", fuzz_input(seed, index));
+            println!("input {index} of seed {seed}:\n{}", describe(seed, index));
             index..index + 1
         }
         None => 0..inputs,
@@ -52,10 +52,10 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let bar = progress::bar("fuzz", range.end - range.start);
     bar.set_message(format!("inputs of seed {seed}"));
-    let mut summary = fuzz(seed, range.start..range.start);
+    let mut summary = run(seed, range.start..range.start);
     for start in range.clone().step_by(CHUNK as usize) {
         let end = (start + CHUNK).min(range.end);
-        summary.merge(fuzz(seed, start..end));
+        summary.merge(run(seed, start..end));
         bar.set_position(summary.inputs());
         if summary.panics() + summary.violations() > 0 {
             bar.set_message(format!(

@@ -19,14 +19,18 @@
 //!   sides, `begin_resume` / `attach_stream`, the resume handshake (HMAC proofs), the
 //!   replay, its delivery and ack. `N = 0` is the handshake alone.
 //!
-//! With the `CI` environment variable set, fewer samples and shorter measurements.
+//! The sessions are the core's test harness (`duologue::session_testing::Harness`, not
+//! API), on its hot path: frames move straight from one session to the other and nothing
+//! is recorded. With the `CI` environment variable set, fewer samples and shorter
+//! measurements.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput};
-use duologue::bench_api::{Pair, batch_frame, decode_frame, encode_frame};
+use duologue::session_testing::Harness;
+use duologue::session_testing::frames::{batch_frame, decode_frame, encode_frame};
 
 /// `(messages, payload bytes, label)` of the frames encoded and decoded.
 const FRAMES: &[(usize, usize, &str)] = &[
@@ -67,11 +71,11 @@ fn codec(c: &mut Criterion) {
 fn session(c: &mut Criterion) {
     const MESSAGES: usize = 1024;
     let mut group = c.benchmark_group("session");
-    let mut pair = Pair::new(64);
+    let mut pair = Harness::established(64);
     let mut round = move || {
-        pair.send(MESSAGES);
+        pair.cast(MESSAGES);
         pair.transmit();
-        let delivered = pair.deliver();
+        let delivered = pair.take_delivered();
         pair.ack();
         (delivered, pair.unacked())
     };
@@ -91,8 +95,8 @@ fn replay(c: &mut Criterion) {
     let mut group = c.benchmark_group("replay");
     for unacked in [0, 4096] {
         let setup = || {
-            let mut pair = Pair::new(64);
-            pair.send_lost(unacked);
+            let mut pair = Harness::established(64);
+            pair.cast_lost(unacked);
             pair
         };
         let mut check = setup();

@@ -105,9 +105,6 @@
 // public item of theirs (quinn's way). `cli` is a namespace of its own.
 mod actor;
 mod auth;
-#[cfg(feature = "bench-internals")]
-#[doc(hidden)]
-pub mod bench_api;
 mod budget;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -115,10 +112,6 @@ mod config;
 mod driver;
 mod error;
 mod handles;
-// The fuzz of the decoder and the session core: its test, and `benches/fuzz.rs` through
-// `bench_api`.
-#[cfg(any(test, feature = "bench-internals"))]
-mod fuzz;
 mod log_budget;
 mod members;
 mod names;
@@ -163,3 +156,10 @@ pub use wire::{
     Fault, FlowSignal, FrameError, Goodbye, GoodbyeReason, INTERN_LIMIT, NONCE_LEN, NodeIdentity,
     PROOF_LEN, PROTOCOL_VERSION, Refusal, RefuseReason, SessionId, TypeUrl,
 };
+
+/// Not API: the session core's test harness and fuzz (`runtime/session/testing/`), for the
+/// crate's tests and, with the feature `bench-internals`, the benches of the session core.
+/// It may change in any release.
+#[cfg(any(test, feature = "bench-internals"))]
+#[doc(hidden)]
+pub use session::testing as session_testing;

@@ -1111,10 +1111,11 @@ impl Phase {
 #[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
-mod harness;
-#[cfg(test)]
 mod liveness_tests;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]
 mod tests;
+// The harness of the core's tests, the session_core bench and the fuzz.
+#[cfg(any(test, feature = "bench-internals"))]
+pub mod testing;

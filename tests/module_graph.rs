@@ -18,9 +18,6 @@ use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 use syn::{Attribute, Item, UseTree};
 
-/// Module paths (under `runtime/`) the check leaves out: they exist only for benches.
-const EXCLUDED_MODULES: &[&str] = &["bench_api"];
-
 /// A module path: `[]` is the crate root, `["node", "link"]` is `node::link`.
 type ModPath = Vec<String>;
 
@@ -83,9 +80,6 @@ impl Tree {
                     let name = m.ident.to_string();
                     let mut child = path.clone();
                     child.push(name.clone());
-                    if EXCLUDED_MODULES.contains(&child.join("::").as_str()) {
-                        continue;
-                    }
                     if let Some((_, content)) = &m.content {
                         self.module(&path).children.insert(name.clone());
                         // Files of modules declared inside it are in a directory of its name.
@@ -429,9 +423,7 @@ fn runtime_files(dir: &Path, root: &Path, out: &mut BTreeSet<PathBuf>) {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let excluded = relative == "bench_api.rs"
-            || relative.ends_with("tests.rs")
-            || relative == "session/harness.rs";
+        let excluded = relative.ends_with("tests.rs");
         if excluded {
             continue;
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::harness::*;
+use super::testing::harness::*;
 use super::*;
 use crate::budget::{BudgetConfig, Budgets};
 use crate::error::HeldBy;

@@ -1097,7 +1097,7 @@ mod tests {
         );
     }
 
-    /// Found by the fuzz (`runtime/fuzz.rs`): a peer that grants the largest credit, in
+    /// Found by the fuzz (`session/testing/fuzz.rs`): a peer that grants the largest credit, in
     /// its greeting or a `Flow`, made reading the flow state overflow (a panic in a debug
     /// build, no credit left in a release one).
     #[test]

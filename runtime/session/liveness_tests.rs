@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::harness::*;
+use super::testing::harness::*;
 use super::*;
 
 /// A small window, so credit binds within a few dozen messages.
@@ -203,7 +203,7 @@ fn a_peer_that_never_answers_the_query_loses_the_stream_and_the_resume_restates(
     assert_eq!(h.b.delivered, numbers(20));
 }
 
-/// Found by the fuzz (`runtime/fuzz.rs`): a session closed by a protocol error mid-batch
+/// Found by the fuzz (`session/testing/fuzz.rs`): a session closed by a protocol error mid-batch
 /// delivered the messages before the bad one; its owner confirmed them after the close,
 /// which armed the ack timer. `handle_timeout` does nothing once closed, so that deadline
 /// stayed due for good: the driver's alarm rang and rang until the close linger ran out.
@@ -238,7 +238,7 @@ fn a_closed_session_has_no_deadline_even_when_its_owner_confirms_late() {
     assert_eq!(h.b.session.poll_timeout(), None);
 }
 
-/// Found by the fuzz (`runtime/fuzz.rs`): a peer's `Flow` granting credit up to
+/// Found by the fuzz (`session/testing/fuzz.rs`): a peer's `Flow` granting credit up to
 /// `u64::MAX` (the protocol sets no bound) made the flow state, which an owner reads at any
 /// time through `SessionRef::flow`, overflow.
 #[test]

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::gate::ResumeTicket;
-use super::harness::*;
+use super::testing::harness::*;
 use super::*;
 use crate::error::AuthError;
 use crate::wire::NONCE_LEN;

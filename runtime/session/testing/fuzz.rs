@@ -1,5 +1,5 @@
 //! The fuzz of the frame decoder and the session core (issue 13), shared by
-//! `benches/fuzz.rs` (a million inputs, through `bench_api`) and this module's test (a
+//! `benches/fuzz.rs` (a million inputs: [`run`], [`describe`]) and this module's test (a
 //! smaller count, in CI). Built only for tests and with the feature `bench-internals`.
 //!
 //! Input `index` of the run seeded `seed` is a byte string drawn from them
@@ -106,7 +106,7 @@ impl fmt::Display for Failure {
 }
 
 /// Input `index` of the run seeded `seed`: its bytes (hex) and what they make.
-pub(crate) fn describe(seed: u64, index: u64) -> String {
+pub fn describe(seed: u64, index: u64) -> String {
     let bytes = input_bytes(seed, index);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("bytes: {hex}\ninput: {:#?}", input(&bytes))
@@ -114,7 +114,7 @@ pub(crate) fn describe(seed: u64, index: u64) -> String {
 
 /// What a run found.
 #[derive(Clone, Debug)]
-pub(crate) struct Summary {
+pub struct Summary {
     pub(crate) seed: u64,
     pub(crate) inputs: u64,
     pub(crate) panics: u64,
@@ -137,13 +137,40 @@ impl Summary {
         }
     }
 
+    /// Inputs run.
+    pub fn inputs(&self) -> u64 {
+        self.inputs
+    }
+
+    /// Inputs that panicked.
+    pub fn panics(&self) -> u64 {
+        self.panics
+    }
+
+    /// Inputs after which a check failed: a refusal not given with its typed reason, a
+    /// session or gate that could wait without end.
+    pub fn violations(&self) -> u64 {
+        self.violations
+    }
+
+    /// The first few failures, each with its seed and index, what went wrong, and the
+    /// input (its bytes and what they make).
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.iter().map(ToString::to_string).collect()
+    }
+
+    /// The indices of the failures kept, to replay them.
+    pub fn failed_inputs(&self) -> Vec<u64> {
+        self.failures.iter().map(|f| f.index).collect()
+    }
+
     /// Whether no input panicked or broke a check.
-    pub(crate) fn is_clean(&self) -> bool {
+    pub fn is_clean(&self) -> bool {
         self.panics == 0 && self.violations == 0
     }
 
-    /// Adds `other`'s inputs, counts and failures.
-    pub(crate) fn merge(&mut self, other: Self) {
+    /// Adds `other`'s inputs, counts and (the first few) failures.
+    pub fn merge(&mut self, other: Self) {
         self.inputs += other.inputs;
         self.panics += other.panics;
         self.violations += other.violations;
@@ -175,8 +202,9 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Runs inputs `range` of the run seeded `seed`.
-pub(crate) fn run(seed: u64, range: Range<u64>) -> Summary {
+/// Runs inputs `range` (by index) of the run seeded `seed`: each through the frame
+/// decoder or a pair of sessions with the fuzzer on the wire, panics caught.
+pub fn run(seed: u64, range: Range<u64>) -> Summary {
     run_with(seed, range, run_input)
 }
 
