@@ -27,6 +27,7 @@
 //! `kv --name a --secret-file s --actor kv-store:store` then runs a node hosting `store`.
 
 mod args;
+mod flags;
 
 use std::fmt;
 use std::future::Future;
@@ -41,9 +42,10 @@ pub use self::args::{
     AdminArgs, AdmissionArgs, BudgetArgs, ClusterArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing,
     duration,
 };
+/// Re-exported here, where node binaries meet them first.
+pub use self::flags::explain;
 use crate::actor::mailbox::FromSession;
 use crate::config::{NodeConfig, RuntimeFlavor};
-/// Re-exported here, where node binaries meet them first.
 pub use crate::node::{ActorSpec, Hosted};
 use crate::node::{Kinds, Node};
 
@@ -217,7 +219,7 @@ impl NodeMain {
             .with_kinds(self.kinds.clone())
             .start()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| explain(&e))?;
         for spec in &args.actors {
             if let Err(error) = node.host(spec.clone()).await {
                 node.shutdown().await;

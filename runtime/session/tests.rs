@@ -497,7 +497,7 @@ fn stream_end_during_the_first_handshake_is_a_transport_error() {
     pair.initiator.handle_stream_end(pair.now);
     assert!(matches!(
         pair.initiator.phase(),
-        Phase::Closed(CloseReason::Transport(_))
+        Phase::Closed(CloseReason::Transport { .. })
     ));
 }
 
