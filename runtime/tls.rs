@@ -314,13 +314,13 @@ impl ClientTls {
 
     /// `endpoint` (an `https://` one to `addr`) dialling over TLS, with the TLS handshake
     /// bounded by `timeout`; the proofs of its sessions are bound to what the returned
-    /// binding records.
+    /// cell records.
     pub(crate) fn endpoint(
         &self,
         endpoint: Endpoint,
         addr: &str,
         timeout: std::time::Duration,
-    ) -> Result<(Endpoint, TlsBinding), ConnectError> {
+    ) -> Result<(Endpoint, Option<VerifiedCert>), ConnectError> {
         let invalid = |reason: String| ConnectError::InvalidAddress {
             addr: addr.to_owned(),
             reason,
@@ -343,7 +343,7 @@ impl ClientTls {
         let endpoint = endpoint
             .tls_config_with_verifier(config, verifier)
             .map_err(|e| invalid(chain(&e)))?;
-        Ok((endpoint, TlsBinding::Verified(seen)))
+        Ok((endpoint, Some(seen)))
     }
 }
 

@@ -10,9 +10,11 @@
 //! counts as its parent's. `#[cfg(test)]` items and modules are left out.
 //!
 //! A child may use what its ancestors declare, except their *state types*: a struct,
-//! enum or alias that holds, in a field or through another type of the crate it holds, a
-//! lock, an atomic, a cell, a channel end, a `Notify` or a task handle. Such state has an
-//! owner; a child that needs it is handed the part that owns it, not its parent's fields.
+//! enum or alias that holds, in a field or through another type declared in the same
+//! ancestor, a lock, an atomic, a cell, a channel end, a `Notify` or a task handle. Such
+//! state has an owner; a child that needs it is handed the part that owns it, not its
+//! parent's fields. A handle to another part's state (a type declared elsewhere) is that
+//! part's business.
 //!
 //! Run `cargo test --test module_graph -- --nocapture` to print the graph.
 
@@ -237,12 +239,15 @@ impl Tree {
         self.resolve_type(&module, target, depth + 1)
     }
 
-    /// Whether the type `name` declared in `module` holds state (see the crate doc), with
-    /// the chain of types that shows it.
+    /// Whether the type `name` declared in `module` holds state of its own (see the crate
+    /// doc), with the chain of types that shows it. Only types declared under `owner`
+    /// are followed: a field that is a handle to another part's state (the budget's
+    /// account a session charges) is that part's, not the owner's.
     fn state_chain(
         &self,
         module: &ModPath,
         name: &str,
+        owner: &ModPath,
         seen: &mut BTreeSet<(ModPath, String)>,
     ) -> Option<Vec<String>> {
         if !seen.insert((module.clone(), name.to_owned())) {
@@ -252,7 +257,10 @@ impl Tree {
         for path in fields {
             let here = format!("{}::{name}", display(module));
             if let Some((inner_module, inner)) = self.resolve_type(module, path, 0) {
-                if let Some(mut chain) = self.state_chain(&inner_module, &inner, seen) {
+                if !inner_module.starts_with(owner) {
+                    continue;
+                }
+                if let Some(mut chain) = self.state_chain(&inner_module, &inner, owner, seen) {
                     chain.insert(0, here);
                     return Some(chain);
                 }
@@ -275,7 +283,9 @@ impl Tree {
                 if declared_in.len() >= from.len() || !from.starts_with(&declared_in) {
                     continue;
                 }
-                if let Some(chain) = self.state_chain(&declared_in, &name, &mut BTreeSet::new()) {
+                let chain =
+                    self.state_chain(&declared_in, &name, &declared_in, &mut BTreeSet::new());
+                if let Some(chain) = chain {
                     found.insert(format!(
                         "{} uses {}   ({})",
                         display(from),
@@ -710,7 +720,9 @@ fn check_allows_a_child_its_parents_plain_types_and_its_own_state() {
              mod owner { struct Own { lock: std::sync::Mutex<u32> } fn f(_: Own) {} }
          }
          mod driver { struct Task { inbox: tokio::sync::mpsc::Receiver<u8> } }
-         mod node { fn f(_: crate::driver::Task) {} }",
+         mod node { fn f(_: crate::driver::Task) {} }
+         mod budget { pub struct Account { used: std::sync::atomic::AtomicUsize } }
+         mod core { pub struct Core { account: crate::budget::Account } mod part { use super::Core; } }",
     );
     assert_eq!(tree.state_reaching_up(), Vec::<String>::new());
 }

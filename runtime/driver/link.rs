@@ -9,6 +9,7 @@ use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use super::outbound::PendingStream;
+use crate::auth::VerifiedCert;
 use crate::driver::transport::WireFrame;
 use crate::driver::transport::stubs::duologue_client::DuologueClient;
 use crate::handles::remote_ref::SessionSlot;
@@ -50,4 +51,7 @@ pub(crate) struct Dialer {
     pub(crate) actor: String,
     /// Typed handles follow this slot across a restart.
     pub(crate) slot: Arc<SessionSlot>,
+    /// Over TLS, the certificate the link's verifier accepted the peer by: the session
+    /// is told it each time a stream opens.
+    pub(crate) verified: Option<VerifiedCert>,
 }

@@ -195,7 +195,8 @@ impl Driver {
             }
             Link::Dial(dialer) => {
                 let client = dialer.client.clone();
-                self.redial(client).await
+                let verified = dialer.verified.clone();
+                self.redial(client, verified).await
             }
         }
     }

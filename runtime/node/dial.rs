@@ -10,7 +10,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::link::Links;
 use crate::actor::mailbox::Deliver;
-use crate::auth::Secret;
+use crate::auth::{Secret, TlsBinding};
 use crate::config::{NodeConfig, SessionPolicy};
 use crate::driver::{Context, Dialer, Driver, backoff};
 use crate::error::{CloseReason, ConnectError, InterruptCause, TlsFailure};
@@ -228,7 +228,7 @@ impl Dial {
             slot,
         } = target;
         let id = SessionId::random();
-        let (client, tls) = self
+        let (client, verified) = self
             .links
             .client(addr, id, &self.config)
             .map_err(permanent)?;
@@ -244,7 +244,10 @@ impl Dial {
             Instant::now(),
         )
         .with_protocol(slot.protocol().to_owned())
-        .with_tls_binding(tls);
+        .with_tls_binding(match verified {
+            Some(_) => TlsBinding::Verified(None),
+            None => TlsBinding::Plaintext,
+        });
         let shared = Shared::new(session, self.config.session.credit_window);
         let (established_tx, established_rx) = oneshot::channel();
         // Handles are handed out only once the slot holds the established session.
@@ -254,6 +257,7 @@ impl Dial {
             addr: addr.to_owned(),
             actor: actor.to_owned(),
             slot: slot.clone(),
+            verified,
         };
         let driver = Driver::initiator(
             shared,
