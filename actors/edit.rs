@@ -123,8 +123,8 @@ use bytes::Bytes;
 use duologue::LostReason;
 use duologue::Resumption;
 use duologue::{
-    CallError, CloseReason, ConnectError, Fanout, FanoutConfig, Fault, Inbound, InboxEvent,
-    InboxReceiver, Node, Protocol, RemoteRef, SessionId, SessionMsg, SessionRef, SessionSignal,
+    CallError, CloseReason, ConnectError, Fanout, FanoutConfig, Fault, InboxEvent, InboxReceiver,
+    Mailbox, Node, Protocol, RemoteRef, Reply, SessionId, SessionRef, SessionSignal,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
@@ -146,27 +146,15 @@ use proto::{document_message, editor_message};
 /// The name of the one shared text in every replica.
 const TEXT: &str = "text";
 
-impl From<Open> for EditorMessage {
-    fn from(open: Open) -> Self {
-        Self {
-            kind: Some(editor_message::Kind::Open(open)),
-        }
-    }
-}
-
-impl From<proto::Update> for EditorMessage {
-    fn from(update: proto::Update) -> Self {
-        Self {
-            kind: Some(editor_message::Kind::Update(update)),
-        }
-    }
-}
-
-impl From<document_message::Kind> for DocumentMessage {
-    fn from(kind: document_message::Kind) -> Self {
-        Self { kind: Some(kind) }
-    }
-}
+duologue::oneof!(EditorMessage, kind: editor_message::Kind {
+    Open(Open),
+    Update(proto::Update),
+});
+duologue::oneof!(DocumentMessage, kind: document_message::Kind {
+    Snapshot(Snapshot),
+    Relay(Relay),
+    FellBehind(FellBehind),
+});
 
 /// Editing failed.
 #[derive(Debug, thiserror::Error)]
@@ -424,14 +412,29 @@ impl DocumentState {
         }
     }
 
-    /// Registers the editor (again, on a second open) and answers with what it lacks.
-    fn open(&mut self, mut inbound: Inbound, open: Open) {
-        let session = inbound.session().clone();
+    /// What an editor sent, cast or called (`reply`: only an open is answered; a call of
+    /// an update is answered `no_reply` as `reply` drops).
+    fn heard(
+        &mut self,
+        session: &SessionRef,
+        kind: editor_message::Kind,
+        reply: Option<Reply<DocumentMessage>>,
+    ) {
+        match kind {
+            editor_message::Kind::Open(open) => self.open(session, open, reply),
+            editor_message::Kind::Update(update) => self.update(session, &update.update),
+        }
+    }
+
+    /// Registers the editor (again, on a second open) and answers with what it lacks,
+    /// through `reply` (`None`: the open was cast, so nobody is answered, though the
+    /// editor is registered all the same).
+    fn open(&mut self, session: &SessionRef, open: Open, reply: Option<Reply<DocumentMessage>>) {
         let missing = match self.replica.missing(&open.state_vector) {
             Ok(missing) => missing,
             Err(error) => {
-                if let Some(port) = inbound.take_reply() {
-                    let _ = port.fail(Fault {
+                if let Some(reply) = reply {
+                    let _ = reply.fail(Fault {
                         code: "bad_state_vector".into(),
                         message: error.to_string(),
                     });
@@ -446,17 +449,20 @@ impl DocumentState {
                 self.lines.membership.log(|suppressed| {
                     tracing::info!(document = %self.name, editor = %open.editor, peer = %session.peer(), not_logged_since_last_line = suppressed, "opened");
                 });
-                self.relays.insert(id, session);
+                self.relays.insert(id, session.clone());
             }
             self.editors.insert(id, open.editor);
         }
-        let reply: DocumentMessage = document_message::Kind::Snapshot(Snapshot {
+        let snapshot = Snapshot {
             update: missing.into(),
             text: self.replica.text(),
             state_vector: self.replica.state_vector().into(),
-        })
-        .into();
-        if let Err(error) = inbound.reply(&reply) {
+        };
+        let sent = match reply {
+            Some(reply) => reply.send(snapshot).map_err(|error| error.to_string()),
+            None => Err("the open was cast, not called: nobody to answer".to_owned()),
+        };
+        if let Err(error) = sent {
             self.lines.unsent.log(|suppressed| {
                 tracing::warn!(document = %self.name, %error, not_logged_since_last_line = suppressed, "snapshot not sent");
             });
@@ -483,20 +489,19 @@ impl DocumentState {
                 return;
             }
         };
-        let relay: DocumentMessage = document_message::Kind::Relay(Relay {
+        let relay = DocumentMessage::from(Relay {
             update: Bytes::from(change),
             from,
-        })
-        .into();
+        });
         for behind in self.relays.publish(&relay, Some(&id)) {
             let editor = self.editors.remove(&behind.key).unwrap_or_default();
             self.lines.membership.log(|suppressed| {
                 tracing::info!(document = %self.name, %editor, queued = behind.queued(), cause = %behind.cause(), not_logged_since_last_line = suppressed, "fell behind; told to reopen");
             });
             behind.farewell(
-                document_message::Kind::FellBehind(FellBehind {
+                FellBehind {
                     max_lag: self.max_lag as u64,
-                })
+                }
                 .into(),
             );
         }
@@ -505,13 +510,13 @@ impl DocumentState {
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Document {
-    type Msg = SessionMsg;
+    type Msg = Mailbox<Self>;
     type State = DocumentState;
     type Arguments = DocumentConfig;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<Self::Msg>,
         config: DocumentConfig,
     ) -> Result<DocumentState, ActorProcessingErr> {
         Ok(DocumentState::new(config))
@@ -519,7 +524,7 @@ impl Actor for Document {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<Self::Msg>,
         state: &mut DocumentState,
     ) -> Result<(), ActorProcessingErr> {
         state.lines.report(&state.name);
@@ -528,47 +533,56 @@ impl Actor for Document {
 
     async fn handle(
         &self,
-        _myself: ActorRef<SessionMsg>,
-        message: SessionMsg,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
         state: &mut DocumentState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Inbound(inbound) => match inbound.decode::<EditorMessage>() {
-                Ok(EditorMessage {
-                    kind: Some(editor_message::Kind::Open(open)),
-                }) => state.open(inbound, open),
-                Ok(EditorMessage {
-                    kind: Some(editor_message::Kind::Update(update)),
-                }) => state.update(inbound.session(), &update.update),
-                // An editor can send these at will: a few lines per window, then a count.
-                Ok(EditorMessage { kind: None }) => state.lines.unreadable.log(|suppressed| {
-                    tracing::warn!(document = %state.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "empty editor message");
-                }),
-                Err(error) => state.lines.unreadable.log(|suppressed| {
-                    tracing::warn!(document = %state.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "undecodable editor message");
-                }),
-            },
+            Mailbox::Call {
+                session,
+                request: EditorMessage { kind: Some(kind) },
+                reply,
+                ..
+            } => state.heard(&session, kind, Some(reply)),
+            Mailbox::Cast {
+                session,
+                message: EditorMessage { kind: Some(kind) },
+                ..
+            } => state.heard(&session, kind, None),
+            // An editor can send these at will: a few lines per window, then a count. (A
+            // call of them is answered: `no_reply` for an empty one, `decode` otherwise.)
+            Mailbox::Call { session, .. } | Mailbox::Cast { session, .. } => {
+                state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(document = %state.name, peer = %session.peer(), not_logged_since_last_line = suppressed, "empty editor message");
+                });
+            }
+            Mailbox::Undecodable(undecodable) => state.lines.unreadable.log(|suppressed| {
+                tracing::warn!(document = %state.name, error = %undecodable.error(), type_url = undecodable.type_url(), peer = %undecodable.session().peer(), not_logged_since_last_line = suppressed, "undecodable editor message");
+            }),
             // Everything the editor sent before its farewell is merged (it precedes this
             // signal in the mailbox); finish in turn.
-            SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
+            Mailbox::Signal(SessionSignal::PeerFinished(session, _)) => {
                 state.finished(&session);
             }
-            SessionMsg::Signal(SessionSignal::Closed { session, .. }) => state.gone(&session),
+            Mailbox::Signal(SessionSignal::Closed { session, .. }) => state.gone(&session),
             // An editor whose stream broke is not a slow one: it holds no one back, and is
             // not let go for it, until its session resumes (or is lost).
-            SessionMsg::Signal(SessionSignal::Interrupted(session, _)) => {
+            Mailbox::Signal(SessionSignal::Interrupted(session, _)) => {
                 state.relays.interrupted(&session.id());
             }
-            SessionMsg::Signal(SessionSignal::Resumed(session, _)) => {
+            Mailbox::Signal(SessionSignal::Resumed(session, _)) => {
                 state.relays.resumed(&session.id());
             }
-            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
+            Mailbox::Signal(SessionSignal::Lost(lost)) => {
                 state.lines.membership.log(|suppressed| {
                     tracing::info!(document = %state.name, reason = %lost.reason, not_logged_since_last_line = suppressed, "editor session lost");
                 });
                 state.gone(&lost.session);
             }
-            SessionMsg::Signal(_) => {}
+            Mailbox::Signal(_) => {}
+            Mailbox::Local(never) => match never {},
+            // Not subscribed to the cluster.
+            Mailbox::Cluster(_) => {}
         }
         Ok(())
     }
@@ -592,7 +606,7 @@ pub async fn host_with(node: &Node, config: DocumentConfig) -> Result<ractor::Ac
     let (document, _) = Actor::spawn(None, Document, config)
         .await
         .map_err(|e| format!("cannot start document {name}: {e}"))?;
-    if let Err(error) = node.register_serving::<Document, _>(&name, &document) {
+    if let Err(error) = node.register(&name, &document) {
         document.stop(None);
         return Err(error.to_string());
     }
@@ -849,10 +863,8 @@ impl Editor {
             editor: self.name.clone(),
             state_vector: self.replica().state_vector().into(),
         };
-        let snapshot = match document.call(open, self.timeout).await?.kind {
-            Some(document_message::Kind::Snapshot(snapshot)) => snapshot,
-            other => return Err(EditError::Unexpected(format!("{other:?} to open"))),
-        };
+        let snapshot = Snapshot::try_from(document.call(open, self.timeout).await?)
+            .map_err(|other| EditError::Unexpected(format!("{:?} to open", other.kind)))?;
         let missing = {
             let mut replica = self.replica();
             replica.merge(&snapshot.update)?;
@@ -928,9 +940,9 @@ impl Editor {
     }
 
     async fn message(&mut self, message: DocumentMessage) -> Option<EditEvent> {
-        match message.kind {
-            Some(document_message::Kind::Relay(relay)) => self.merge(relay),
-            Some(document_message::Kind::FellBehind(notice)) => {
+        match message.kind? {
+            document_message::Kind::Relay(relay) => self.merge(relay),
+            document_message::Kind::FellBehind(notice) => {
                 tracing::info!(editor = %self.name, max_lag = notice.max_lag, "fell behind; reopening");
                 // The document sends nothing more on this session; finish it in turn.
                 self.document.finish();
@@ -939,7 +951,7 @@ impl Editor {
                     Err(error) => Some(EditEvent::ReopenFailed(error.to_string())),
                 }
             }
-            Some(document_message::Kind::Snapshot(_)) | None => None,
+            document_message::Kind::Snapshot(_) => None,
         }
     }
 }
