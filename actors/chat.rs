@@ -55,8 +55,8 @@ use std::time::Duration;
 
 use duologue::{Behind, Fanout, FanoutConfig, Refused};
 use duologue::{
-    CallError, CloseReason, ConnectError, GoodbyeReason, Inbound, Node, NodeIdentity, Protocol,
-    RemoteRef, SessionId, SessionMsg, SessionRef, SessionSignal,
+    CallError, CloseReason, ConnectError, GoodbyeReason, Mailbox, Node, NodeIdentity, Protocol,
+    RemoteRef, Reply, SessionId, SessionRef, SessionSignal,
 };
 use duologue::{InboxEvent, InboxReceiver};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -84,35 +84,19 @@ impl Protocol for ChatRoom {
     type Response = RoomMessage;
 }
 
-impl From<Join> for MemberMessage {
-    fn from(join: Join) -> Self {
-        Self {
-            kind: Some(member_message::Kind::Join(join)),
-        }
-    }
-}
-
-impl From<Text> for MemberMessage {
-    fn from(text: Text) -> Self {
-        Self {
-            kind: Some(member_message::Kind::Text(text)),
-        }
-    }
-}
-
-impl From<Leave> for MemberMessage {
-    fn from(leave: Leave) -> Self {
-        Self {
-            kind: Some(member_message::Kind::Leave(leave)),
-        }
-    }
-}
-
-impl From<room_message::Kind> for RoomMessage {
-    fn from(kind: room_message::Kind) -> Self {
-        Self { kind: Some(kind) }
-    }
-}
+duologue::oneof!(MemberMessage, kind: member_message::Kind {
+    Join(Join),
+    Text(Text),
+    Leave(Leave),
+});
+duologue::oneof!(RoomMessage, kind: room_message::Kind {
+    Welcome(Welcome),
+    Rejected(Rejected),
+    Relay(Relay),
+    Ack(Ack),
+    Presence(Presence),
+    FellBehind(FellBehind),
+});
 
 /// One member present in the room.
 #[derive(Debug)]
@@ -288,8 +272,7 @@ impl RoomState {
             .cloned()
             .collect();
         for line in missed {
-            let relay: RoomMessage = room_message::Kind::Relay(line).into();
-            if let Err(Refused::Behind(behind)) = self.outboxes.send(&session.id(), relay) {
+            if let Err(Refused::Behind(behind)) = self.outboxes.send(&session.id(), line.into()) {
                 self.let_go(vec![behind], self.room_seq + 1);
                 return;
             }
@@ -324,8 +307,8 @@ impl RoomState {
     }
 
     /// The room's welcome to a member now in it.
-    fn welcome(&self, last_client_seq: Option<u64>, took_over: bool) -> RoomMessage {
-        room_message::Kind::Welcome(Welcome {
+    fn welcome(&self, last_client_seq: Option<u64>, took_over: bool) -> Welcome {
+        Welcome {
             room: self.name.clone(),
             members: recent_names(
                 self.members.iter().map(|m| m.user.as_str()),
@@ -338,8 +321,7 @@ impl RoomState {
             known: last_client_seq.is_some(),
             took_over,
             catch_up_from: 0,
-        })
-        .into()
+        }
     }
 
     /// The member left (or its session ended): the others are told.
@@ -358,12 +340,11 @@ impl RoomState {
     /// count, not the list (which each member keeps itself), so a presence costs the same
     /// in a room of three as in a room of a thousand.
     fn announce(&mut self, user: &str, joined: bool) -> Fallen {
-        let presence: RoomMessage = room_message::Kind::Presence(Presence {
+        let presence = RoomMessage::from(Presence {
             user: user.to_owned(),
             joined,
             member_count: count(self.members.len()),
-        })
-        .into();
+        });
         let except = self
             .members
             .iter()
@@ -382,89 +363,107 @@ impl RoomState {
             self.lines.membership.log(|suppressed| {
                 tracing::info!(room = %self.name, user = %member.user, queued = behind.queued(), not_logged_since_last_line = suppressed, "fell behind; let go");
             });
-            let notice = room_message::Kind::FellBehind(FellBehind {
+            let notice = FellBehind {
                 missed_from,
                 queued: behind.queued() as u64,
                 last_client_seq: member.last_client_seq,
-            });
+            };
             behind.farewell(notice.into());
             fallen.extend(self.announce(&member.user, false));
         }
     }
 
-    fn join(&mut self, inbound: Inbound, join: Join) {
-        let session = inbound.session().clone();
-        let reply: RoomMessage = if join.user.is_empty() || join.user.len() > MAX_USER_BYTES {
-            room_message::Kind::Rejected(Rejected {
-                reason: format!("a user name is 1 to {MAX_USER_BYTES} bytes"),
-            })
-            .into()
-        } else if let Some(at) = self
-            .members
-            .iter()
-            .position(|m| m.user == join.user && m.session != session)
-        {
-            if self.members[at].session.peer() == session.peer() {
-                self.take_over(at, session.clone())
-            } else {
-                room_message::Kind::Rejected(Rejected {
-                    reason: format!("the name {:?} is taken in {}", join.user, self.name),
-                })
-                .into()
-            }
-        } else if self.member(&session).is_some() {
-            room_message::Kind::Rejected(Rejected {
-                reason: "this session already joined".into(),
-            })
-            .into()
-        } else if self.members.len() >= self.max_members {
-            tracing::debug!(room = %self.name, user = %join.user, "room full; join refused");
-            room_message::Kind::Rejected(Rejected {
-                reason: format!(
-                    "the room {} is full ({} members)",
-                    self.name, self.max_members
-                ),
-            })
-            .into()
-        } else {
-            self.lines.membership.log(|suppressed| {
-                tracing::info!(room = %self.name, user = %join.user, peer = %session.peer(), not_logged_since_last_line = suppressed, "joined");
-            });
-            let known = self.remembered(&join.user, session.peer());
-            self.outboxes.insert(session.id(), session.clone());
-            self.members.push(Member {
-                user: join.user.clone(),
-                session: session.clone(),
-                last_client_seq: known.unwrap_or(0),
-            });
-            let fallen = self.announce(&join.user, true);
-            self.let_go(fallen, self.room_seq + 1);
-            self.welcome(known, false)
-        };
+    /// What a member sent, cast or called (`reply`: only a join is answered; a call of
+    /// anything else is answered `no_reply` as `reply` drops).
+    fn heard(
+        &mut self,
+        session: &SessionRef,
+        kind: member_message::Kind,
+        reply: Option<Reply<RoomMessage>>,
+    ) {
+        match kind {
+            member_message::Kind::Join(join) => self.join(session, join, reply),
+            member_message::Kind::Text(text) => self.text(session, text),
+            member_message::Kind::Leave(Leave {}) => self.leave(session),
+        }
+    }
+
+    /// A member asks to join, in a call answered through `reply` (`None`: it cast its
+    /// join, so nobody is answered, though it joins all the same).
+    fn join(&mut self, session: &SessionRef, join: Join, reply: Option<Reply<RoomMessage>>) {
+        let mut answer = self.admit(session, &join.user);
         // Joining again: the relays it missed follow its Welcome, through its outbox.
-        let mut reply = reply;
-        let catch_up = match &mut reply.kind {
-            Some(room_message::Kind::Welcome(welcome)) if join.seen_room_seq > 0 => {
+        let catch_up = match &mut answer {
+            Ok(welcome) if join.seen_room_seq > 0 => {
                 welcome.catch_up_from = self.catch_up_from(&join.user, join.seen_room_seq);
                 welcome.catch_up_from
             }
             _ => 0,
         };
+        let answer = match answer {
+            Ok(welcome) => RoomMessage::from(welcome),
+            Err(rejected) => RoomMessage::from(rejected),
+        };
         // A reply skips credit: it reaches the member ahead of anything queued for it.
-        if let Err(error) = inbound.reply(&reply) {
+        let sent = match reply {
+            Some(reply) => reply.send(answer).map_err(|error| error.to_string()),
+            None => Err("the join was cast, not called: nobody to answer".to_owned()),
+        };
+        if let Err(error) = sent {
             self.lines.unsent.log(|suppressed| {
                 tracing::warn!(room = %self.name, %error, not_logged_since_last_line = suppressed, "join reply not sent");
             });
         }
         if catch_up > 0 {
-            self.catch_up(&session, &join.user, catch_up);
+            self.catch_up(session, &join.user, catch_up);
         }
+    }
+
+    /// Lets `user` in on `session`: its Welcome, or why not.
+    fn admit(&mut self, session: &SessionRef, user: &str) -> Result<Welcome, Rejected> {
+        let refused = |reason: String| Err(Rejected { reason });
+        if user.is_empty() || user.len() > MAX_USER_BYTES {
+            return refused(format!("a user name is 1 to {MAX_USER_BYTES} bytes"));
+        }
+        let namesake = self
+            .members
+            .iter()
+            .position(|m| m.user == user && &m.session != session);
+        if let Some(at) = namesake {
+            if self.members[at].session.peer() == session.peer() {
+                return Ok(self.take_over(at, session.clone()));
+            }
+            return refused(format!("the name {user:?} is taken in {}", self.name));
+        }
+        if self.member(session).is_some() {
+            return refused("this session already joined".into());
+        }
+        if self.members.len() >= self.max_members {
+            tracing::debug!(room = %self.name, %user, "room full; join refused");
+            return refused(format!(
+                "the room {} is full ({} members)",
+                self.name, self.max_members
+            ));
+        }
+        self.lines.membership.log(|suppressed| {
+            tracing::info!(room = %self.name, %user, peer = %session.peer(), not_logged_since_last_line = suppressed, "joined");
+        });
+        let known = self.remembered(user, session.peer());
+        self.outboxes.insert(session.id(), session.clone());
+        self.members.push(Member {
+            user: user.to_owned(),
+            session: session.clone(),
+            last_client_seq: known.unwrap_or(0),
+        });
+        let fallen = self.announce(user, true);
+        self.let_go(fallen, self.room_seq + 1);
+        Ok(self.welcome(known, false))
     }
 
     /// Member `at` joins again on `session` from the node its earlier session came from:
     /// the new session takes its place, the earlier one ends (superseded), and the others
     /// see nothing.
-    fn take_over(&mut self, at: usize, session: SessionRef) -> RoomMessage {
+    fn take_over(&mut self, at: usize, session: SessionRef) -> Welcome {
         let member = &mut self.members[at];
         let earlier = std::mem::replace(&mut member.session, session.clone());
         let (user, last_client_seq) = (member.user.clone(), member.last_client_seq);
@@ -492,26 +491,25 @@ impl RoomState {
                 return;
             }
             // Anyone else who never joined is told here, or its session ends.
-            let rejected: RoomMessage = room_message::Kind::Rejected(Rejected {
+            let rejected = Rejected {
                 reason: "join before sending text".into(),
-            })
-            .into();
-            if session.try_cast(rejected).is_err() && !session.is_closed() {
+            };
+            if session.try_cast(RoomMessage::from(rejected)).is_err() && !session.is_closed() {
                 session.end(GoodbyeReason::ProtocolError, "text from a non-member");
             }
             return;
         };
         if text.text.len() > self.max_text_bytes {
-            let refused: RoomMessage = room_message::Kind::Rejected(Rejected {
+            let refused = Rejected {
                 reason: format!(
                     "text {} has {} bytes; the room takes at most {}",
                     text.client_seq,
                     text.text.len(),
                     self.max_text_bytes
                 ),
-            })
-            .into();
-            if let Err(Refused::Behind(behind)) = self.outboxes.send(&session.id(), refused) {
+            };
+            if let Err(Refused::Behind(behind)) = self.outboxes.send(&session.id(), refused.into())
+            {
                 self.let_go(vec![behind], self.room_seq + 1);
             }
             return;
@@ -520,12 +518,11 @@ impl RoomState {
         let member = &mut self.members[at];
         member.last_client_seq = text.client_seq;
         let from = member.user.clone();
-        let ack: RoomMessage = room_message::Kind::Ack(Ack {
+        let ack = Ack {
             client_seq: text.client_seq,
             room_seq: self.room_seq,
-        })
-        .into();
-        let mut fallen = match self.outboxes.send(&session.id(), ack) {
+        };
+        let mut fallen = match self.outboxes.send(&session.id(), ack.into()) {
             Ok(()) | Err(Refused::NotMember(_)) => Vec::new(),
             Err(Refused::Behind(behind)) => vec![behind],
         };
@@ -535,7 +532,7 @@ impl RoomState {
             text: text.text,
         };
         self.keep(&line);
-        let relay: RoomMessage = room_message::Kind::Relay(line).into();
+        let relay = RoomMessage::from(line);
         fallen.extend(self.outboxes.publish(&relay, Some(&session.id())));
         self.let_go(fallen, self.room_seq);
     }
@@ -563,13 +560,13 @@ fn recent_names<'a>(names: impl DoubleEndedIterator<Item = &'a str>, bytes: usiz
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for ChatRoom {
-    type Msg = SessionMsg;
+    type Msg = Mailbox<Self>;
     type State = RoomState;
     type Arguments = RoomConfig;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<Self::Msg>,
         config: RoomConfig,
     ) -> Result<RoomState, ActorProcessingErr> {
         Ok(RoomState {
@@ -590,7 +587,7 @@ impl Actor for ChatRoom {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<Self::Msg>,
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
         state.lines.report(&state.name);
@@ -599,46 +596,43 @@ impl Actor for ChatRoom {
 
     async fn handle(
         &self,
-        _myself: ActorRef<SessionMsg>,
-        message: SessionMsg,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Inbound(inbound) => match inbound.decode::<MemberMessage>() {
-                Ok(MemberMessage {
-                    kind: Some(member_message::Kind::Join(join)),
-                }) => {
-                    state.join(inbound, join);
-                }
-                Ok(MemberMessage {
-                    kind: Some(member_message::Kind::Text(text)),
-                }) => {
-                    state.text(inbound.session(), text);
-                }
-                Ok(MemberMessage {
-                    kind: Some(member_message::Kind::Leave(_)),
-                }) => {
-                    state.leave(inbound.session());
-                }
-                // A member can send these at will: a few lines per window, then a count.
-                Ok(MemberMessage { kind: None }) => state.lines.unreadable.log(|suppressed| {
-                    tracing::warn!(room = %state.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "unreadable member message: empty");
-                }),
-                Err(error) => state.lines.unreadable.log(|suppressed| {
-                    tracing::warn!(room = %state.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "unreadable member message");
-                }),
-            },
+            Mailbox::Call {
+                session,
+                request: MemberMessage { kind: Some(kind) },
+                reply,
+                ..
+            } => state.heard(&session, kind, Some(reply)),
+            Mailbox::Cast {
+                session,
+                message: MemberMessage { kind: Some(kind) },
+                ..
+            } => state.heard(&session, kind, None),
+            // A member can send these at will: a few lines per window, then a count. (A
+            // call of them is answered: `no_reply` for an empty one, `decode` otherwise.)
+            Mailbox::Call { session, .. } | Mailbox::Cast { session, .. } => {
+                state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(room = %state.name, peer = %session.peer(), not_logged_since_last_line = suppressed, "unreadable member message: empty");
+                });
+            }
+            Mailbox::Undecodable(undecodable) => state.lines.unreadable.log(|suppressed| {
+                tracing::warn!(room = %state.name, error = %undecodable.error(), type_url = undecodable.type_url(), peer = %undecodable.session().peer(), not_logged_since_last_line = suppressed, "unreadable member message");
+            }),
             // The member half-closed: its texts before the farewell are all handled (they
             // precede this signal in the mailbox), so finishing after its outbox sends the
             // final acks ahead of the room's own farewell.
-            SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
+            Mailbox::Signal(SessionSignal::PeerFinished(session, _)) => {
                 let outbox = state.outboxes.finish(&session.id());
                 state.leave(&session);
                 if !outbox {
                     session.finish();
                 }
             }
-            SessionMsg::Signal(SessionSignal::Closed {
+            Mailbox::Signal(SessionSignal::Closed {
                 session, reason, ..
             }) => {
                 if state.member(&session).is_some() {
@@ -650,19 +644,22 @@ impl Actor for ChatRoom {
             }
             // What the room sends a member whose stream broke waits in its outbox, under
             // the lag, until it resumes: a member that vanished is let go once that fills.
-            SessionMsg::Signal(SessionSignal::Interrupted(session, _)) => {
+            Mailbox::Signal(SessionSignal::Interrupted(session, _)) => {
                 state.outboxes.interrupted(&session.id());
             }
-            SessionMsg::Signal(SessionSignal::Resumed(session, _)) => {
+            Mailbox::Signal(SessionSignal::Resumed(session, _)) => {
                 state.outboxes.resumed(&session.id());
             }
-            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
+            Mailbox::Signal(SessionSignal::Lost(lost)) => {
                 state.lines.membership.log(|suppressed| {
                     tracing::info!(room = %state.name, reason = %lost.reason, not_logged_since_last_line = suppressed, "member session lost");
                 });
                 state.leave(&lost.session);
             }
-            SessionMsg::Signal(_) => {}
+            Mailbox::Signal(_) => {}
+            Mailbox::Local(never) => match never {},
+            // Not subscribed to the cluster.
+            Mailbox::Cluster(_) => {}
         }
         Ok(())
     }
@@ -774,10 +771,7 @@ fn chat_event(event: InboxEvent<RoomMessage>) -> Option<ChatEvent> {
                     .unconfirmed
                     .iter()
                     .filter_map(|u| u.decode::<MemberMessage>().ok())
-                    .filter_map(|m| match m.kind {
-                        Some(member_message::Kind::Text(text)) => Some(text),
-                        _ => None,
-                    })
+                    .filter_map(|m| Text::try_from(m).ok())
                     .collect(),
                 reason: lost.reason.clone(),
             },

@@ -37,8 +37,8 @@ use bytes::Bytes;
 use duologue::FlowSignal;
 use duologue::Resumption;
 use duologue::{
-    CallError, CloseReason, ConnectError, InboxEvent, InboxReceiver, Node, Protocol, RemoteRef,
-    SendError, SessionId, SessionMsg, SessionRef, SessionSignal,
+    CallError, CloseReason, ConnectError, InboxEvent, InboxReceiver, Mailbox, Node, Protocol,
+    RemoteRef, Reply, SendError, SessionId, SessionRef, SessionSignal,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
@@ -66,29 +66,11 @@ impl Protocol for Stage {
     type Response = StageMessage;
 }
 
-impl From<Frame> for ProducerMessage {
-    fn from(frame: Frame) -> Self {
-        Self {
-            kind: Some(producer_message::Kind::Frame(frame)),
-        }
-    }
-}
-
-impl From<ReportRequest> for ProducerMessage {
-    fn from(report: ReportRequest) -> Self {
-        Self {
-            kind: Some(producer_message::Kind::Report(report)),
-        }
-    }
-}
-
-impl From<StageReport> for StageMessage {
-    fn from(report: StageReport) -> Self {
-        Self {
-            kind: Some(stage_message::Kind::Report(report)),
-        }
-    }
-}
+duologue::oneof!(ProducerMessage, kind: producer_message::Kind {
+    Frame(Frame),
+    Report(ReportRequest),
+});
+duologue::oneof!(StageMessage, kind: stage_message::Kind { Report(StageReport) });
 
 /// How a stage is set up.
 #[derive(Clone, Debug)]
@@ -159,6 +141,33 @@ impl StageState {
         self.next = self.next.max(floor) + self.interval;
         if self.next > now + Duration::from_millis(1) {
             tokio::time::sleep_until(self.next).await;
+        }
+    }
+
+    /// What a producer sent, cast or called (`reply`: only a report request is answered;
+    /// a call of a frame is answered `no_reply` as `reply` drops).
+    async fn heard(
+        &mut self,
+        session: &SessionRef,
+        kind: producer_message::Kind,
+        reply: Option<Reply<StageMessage>>,
+    ) {
+        match kind {
+            producer_message::Kind::Frame(frame) => {
+                self.pace().await;
+                self.frame(session, &frame);
+            }
+            producer_message::Kind::Report(ReportRequest {}) => {
+                let sent = match reply {
+                    Some(reply) => reply.send(self.report()).map_err(|error| error.to_string()),
+                    None => Err("the report request was cast, not called: nobody to answer".into()),
+                };
+                if let Err(error) = sent {
+                    self.lines.unsent.log(|suppressed| {
+                        tracing::warn!(%error, stage = %self.config.name, not_logged_since_last_line = suppressed, "report not sent");
+                    });
+                }
+            }
         }
     }
 
@@ -251,13 +260,13 @@ impl StageState {
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Stage {
-    type Msg = SessionMsg;
+    type Msg = Mailbox<Self>;
     type State = StageState;
     type Arguments = StageConfig;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<Self::Msg>,
         config: StageConfig,
     ) -> Result<StageState, ActorProcessingErr> {
         if config.capacity == 0 || !(config.factor > 0.0 && config.factor <= 1.0) {
@@ -278,7 +287,7 @@ impl Actor for Stage {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<Self::Msg>,
         state: &mut StageState,
     ) -> Result<(), ActorProcessingErr> {
         state.lines.report(&state.config.name);
@@ -287,58 +296,49 @@ impl Actor for Stage {
 
     async fn handle(
         &self,
-        _myself: ActorRef<SessionMsg>,
-        message: SessionMsg,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
         state: &mut StageState,
     ) -> Result<(), ActorProcessingErr> {
-        let inbound = match message {
-            SessionMsg::Inbound(inbound) => inbound,
-            SessionMsg::Signal(SessionSignal::Opened(session)) => {
+        // A frame holds its producer's credit until this returns: it counts as waiting
+        // (the stage's latency) while it is paced and worked through.
+        match message {
+            Mailbox::Call {
+                session,
+                request: ProducerMessage { kind: Some(kind) },
+                reply,
+                ..
+            } => state.heard(&session, kind, Some(reply)).await,
+            Mailbox::Cast {
+                session,
+                message: ProducerMessage { kind: Some(kind) },
+                ..
+            } => state.heard(&session, kind, None).await,
+            // A producer can send these at will: a few lines per window, then a count. (A
+            // call of them is answered: `no_reply` for an empty one, `decode` otherwise.)
+            Mailbox::Call { session, .. } | Mailbox::Cast { session, .. } => {
+                state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(stage = %state.config.name, peer = %session.peer(), not_logged_since_last_line = suppressed, "empty producer message");
+                });
+            }
+            Mailbox::Undecodable(undecodable) => state.lines.unreadable.log(|suppressed| {
+                tracing::warn!(stage = %state.config.name, error = %undecodable.error(), type_url = undecodable.type_url(), peer = %undecodable.session().peer(), not_logged_since_last_line = suppressed, "undecodable producer message");
+            }),
+            Mailbox::Signal(SessionSignal::Opened(session)) => {
                 state.feed(&session);
-                return Ok(());
             }
-            SessionMsg::Signal(SessionSignal::Resumed(session, _)) => {
-                state.resumed(&session);
-                return Ok(());
-            }
-            SessionMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
-                session.finish();
-                return Ok(());
-            }
-            SessionMsg::Signal(SessionSignal::Closed { session, .. }) => {
+            Mailbox::Signal(SessionSignal::Resumed(session, _)) => state.resumed(&session),
+            Mailbox::Signal(SessionSignal::PeerFinished(session, _)) => session.finish(),
+            Mailbox::Signal(SessionSignal::Closed { session, .. }) => {
                 state.feeds.remove(&session.id());
-                return Ok(());
             }
-            SessionMsg::Signal(SessionSignal::Lost(lost)) => {
+            Mailbox::Signal(SessionSignal::Lost(lost)) => {
                 state.feeds.remove(&lost.session.id());
-                return Ok(());
             }
-            SessionMsg::Signal(_) => return Ok(()),
-        };
-        match inbound.decode::<ProducerMessage>() {
-            Ok(ProducerMessage {
-                kind: Some(producer_message::Kind::Frame(frame)),
-            }) => {
-                state.pace().await;
-                state.frame(inbound.session(), &frame);
-            }
-            Ok(ProducerMessage {
-                kind: Some(producer_message::Kind::Report(ReportRequest {})),
-            }) => {
-                let reply: StageMessage = state.report().into();
-                if let Err(error) = inbound.reply(&reply) {
-                    state.lines.unsent.log(|suppressed| {
-                        tracing::warn!(%error, stage = %state.config.name, not_logged_since_last_line = suppressed, "report not sent");
-                    });
-                }
-            }
-            // A producer can send these at will: a few lines per window, then a count.
-            Ok(ProducerMessage { kind: None }) => state.lines.unreadable.log(|suppressed| {
-                tracing::warn!(stage = %state.config.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "empty producer message");
-            }),
-            Err(error) => state.lines.unreadable.log(|suppressed| {
-                tracing::warn!(stage = %state.config.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "undecodable producer message");
-            }),
+            Mailbox::Signal(_) => {}
+            Mailbox::Local(never) => match never {},
+            // Not subscribed to the cluster.
+            Mailbox::Cluster(_) => {}
         }
         Ok(())
     }
@@ -357,7 +357,7 @@ pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> 
     let (stage, _) = Actor::spawn(None, Stage, config)
         .await
         .map_err(|e| format!("cannot start stage {name}: {e}"))?;
-    if let Err(error) = node.register_serving::<Stage, _>(name, &stage) {
+    if let Err(error) = node.register(name, &stage) {
         stage.stop(None);
         return Err(error.to_string());
     }
@@ -670,12 +670,8 @@ impl Producer {
     /// # Errors
     /// [`PipelineError::Report`] or [`PipelineError::NoReport`].
     pub async fn report(&self, timeout: Duration) -> Result<StageReport, PipelineError> {
-        match self.stage.call(ReportRequest {}, timeout).await? {
-            StageMessage {
-                kind: Some(stage_message::Kind::Report(report)),
-            } => Ok(report),
-            other => Err(PipelineError::NoReport(other)),
-        }
+        let reply = self.stage.call(ReportRequest {}, timeout).await?;
+        StageReport::try_from(reply).map_err(PipelineError::NoReport)
     }
 
     /// Stops sending, half-closes the session and waits up to `timeout` for the stage to

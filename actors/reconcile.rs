@@ -93,7 +93,7 @@ use duologue::LostReason;
 use duologue::Refused;
 use duologue::Resumption;
 use duologue::{
-    CloseReason, ConnectError, Fanout, FanoutConfig, Inbound, InboxEvent, InboxReceiver, Node,
+    CloseReason, ConnectError, Fanout, FanoutConfig, InboxEvent, InboxReceiver, Mailbox, Node,
     Protocol, RemoteRef, SendError, SessionId, SessionRef, SessionSignal,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -124,29 +124,11 @@ impl Protocol for Reconciler {
     type Response = ReconcilerMessage;
 }
 
-impl From<StatusReport> for ReconcilerMessage {
-    fn from(report: StatusReport) -> Self {
-        Self {
-            kind: Some(reconciler_message::Kind::Report(report)),
-        }
-    }
-}
-
-impl From<FellBehind> for ReconcilerMessage {
-    fn from(notice: FellBehind) -> Self {
-        Self {
-            kind: Some(reconciler_message::Kind::FellBehind(notice)),
-        }
-    }
-}
-
-impl From<Declare> for ReconcileRequest {
-    fn from(declare: Declare) -> Self {
-        Self {
-            kind: Some(reconcile_request::Kind::Declare(declare)),
-        }
-    }
-}
+duologue::oneof!(ReconcileRequest, kind: reconcile_request::Kind { Declare(Declare) });
+duologue::oneof!(ReconcilerMessage, kind: reconciler_message::Kind {
+    Report(StatusReport),
+    FellBehind(FellBehind),
+});
 
 /// The simulated world of one deployment: the image each running replica runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -318,32 +300,11 @@ impl Deployment {
     }
 }
 
-/// The reconciler's mailbox: its sessions' messages and signals, and its own step timer.
-#[derive(Debug)]
-pub enum ReconcilerMsg {
-    /// A message from a client.
-    Inbound(Inbound),
-    /// A change in the life of a client's session.
-    Signal(SessionSignal),
-    /// Time to take the next step on this session's deployment.
-    Step(SessionId),
-}
-
-// With ractor's `cluster` feature, ractor implements `Message` only for types that say so.
-#[cfg(feature = "ractor-cluster")]
-impl ractor::Message for ReconcilerMsg {}
-
-impl From<Inbound> for ReconcilerMsg {
-    fn from(inbound: Inbound) -> Self {
-        Self::Inbound(inbound)
-    }
-}
-
-impl From<SessionSignal> for ReconcilerMsg {
-    fn from(signal: SessionSignal) -> Self {
-        Self::Signal(signal)
-    }
-}
+/// The reconciler's own message, beside what its clients send (its mailbox is
+/// `Mailbox<Reconciler, Step>`): time to take the next step on one session's deployment,
+/// from its step timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step(SessionId);
 
 /// How a reconciler is set up.
 #[derive(Clone, Debug)]
@@ -384,8 +345,12 @@ pub struct ReconcilerState {
 }
 
 impl ReconcilerState {
-    fn declare(&mut self, myself: &ActorRef<ReconcilerMsg>, inbound: &Inbound, declare: Declare) {
-        let session = inbound.session();
+    fn declare(
+        &mut self,
+        myself: &ActorRef<Mailbox<Reconciler, Step>>,
+        session: &SessionRef,
+        declare: Declare,
+    ) {
         let id = session.id();
         let generation = declare.generation;
         let config = self.config.fanout;
@@ -426,11 +391,11 @@ impl ReconcilerState {
             && !deployment.stepping
         {
             deployment.stepping = true;
-            drop(myself.send_after(self.config.step, move || ReconcilerMsg::Step(id)));
+            drop(myself.send_after(self.config.step, move || Mailbox::local(Step(id))));
         }
     }
 
-    fn step(&mut self, myself: &ActorRef<ReconcilerMsg>, id: SessionId) {
+    fn step(&mut self, myself: &ActorRef<Mailbox<Reconciler, Step>>, id: SessionId) {
         // The session may have ended since the timer was set.
         let Some(deployment) = self.deployments.get_mut(&id) else {
             return;
@@ -443,14 +408,14 @@ impl ReconcilerState {
         // report after every change without its outbox growing. Look again one step later.
         if self.outboxes.get(&id).is_some_and(Fanout::holding) {
             deployment.stepping = true;
-            drop(myself.send_after(self.config.step, move || ReconcilerMsg::Step(id)));
+            drop(myself.send_after(self.config.step, move || Mailbox::local(Step(id))));
             return;
         }
         let more = deployment.step();
         self.report(id);
         if more && let Some(deployment) = self.deployments.get_mut(&id) {
             deployment.stepping = true;
-            drop(myself.send_after(self.config.step, move || ReconcilerMsg::Step(id)));
+            drop(myself.send_after(self.config.step, move || Mailbox::local(Step(id))));
         }
     }
 
@@ -535,13 +500,13 @@ impl ReconcilerState {
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Reconciler {
-    type Msg = ReconcilerMsg;
+    type Msg = Mailbox<Self, Step>;
     type State = ReconcilerState;
     type Arguments = ReconcilerConfig;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<ReconcilerMsg>,
+        _myself: ActorRef<Self::Msg>,
         config: ReconcilerConfig,
     ) -> Result<ReconcilerState, ActorProcessingErr> {
         // Each session gets a fan-out of its own later: one now checks the bounds (a bad
@@ -557,7 +522,7 @@ impl Actor for Reconciler {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<ReconcilerMsg>,
+        _myself: ActorRef<Self::Msg>,
         state: &mut ReconcilerState,
     ) -> Result<(), ActorProcessingErr> {
         state.lines.report(&state.config.name);
@@ -566,32 +531,45 @@ impl Actor for Reconciler {
 
     async fn handle(
         &self,
-        myself: ActorRef<ReconcilerMsg>,
-        message: ReconcilerMsg,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
         state: &mut ReconcilerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ReconcilerMsg::Inbound(inbound) => match inbound.decode::<ReconcileRequest>() {
-                Ok(ReconcileRequest {
-                    kind: Some(reconcile_request::Kind::Declare(declare)),
-                }) => state.declare(&myself, &inbound, declare),
-                // A client can send these at will: a few lines per window, then a count.
-                Ok(ReconcileRequest { kind: None }) => state.lines.unreadable.log(|suppressed| {
-                    tracing::warn!(reconciler = %state.config.name, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "empty reconcile request");
-                }),
-                Err(error) => state.lines.unreadable.log(|suppressed| {
-                    tracing::warn!(reconciler = %state.config.name, %error, peer = %inbound.session().peer(), not_logged_since_last_line = suppressed, "undecodable reconcile request");
-                }),
+            // A call of a declaration is answered `no_reply` once handled.
+            Mailbox::Cast {
+                session,
+                message: ReconcileRequest { kind: Some(kind) },
+                ..
+            }
+            | Mailbox::Call {
+                session,
+                request: ReconcileRequest { kind: Some(kind) },
+                ..
+            } => match kind {
+                reconcile_request::Kind::Declare(declare) => {
+                    state.declare(&myself, &session, declare);
+                }
             },
-            ReconcilerMsg::Step(id) => state.step(&myself, id),
+            // A client can send these at will: a few lines per window, then a count. (A call
+            // of them is answered: `no_reply` for an empty one, `decode` otherwise.)
+            Mailbox::Cast { session, .. } | Mailbox::Call { session, .. } => {
+                state.lines.unreadable.log(|suppressed| {
+                    tracing::warn!(reconciler = %state.config.name, peer = %session.peer(), not_logged_since_last_line = suppressed, "empty reconcile request");
+                });
+            }
+            Mailbox::Undecodable(undecodable) => state.lines.unreadable.log(|suppressed| {
+                tracing::warn!(reconciler = %state.config.name, error = %undecodable.error(), type_url = undecodable.type_url(), peer = %undecodable.session().peer(), not_logged_since_last_line = suppressed, "undecodable reconcile request");
+            }),
+            Mailbox::Local(Step(id)) => state.step(&myself, id),
             // The client is done watching: forget its deployment and finish in turn.
-            ReconcilerMsg::Signal(SessionSignal::PeerFinished(session, _)) => {
+            Mailbox::Signal(SessionSignal::PeerFinished(session, _)) => {
                 state.peer_finished(&session);
             }
-            ReconcilerMsg::Signal(SessionSignal::Closed { session, .. }) => {
+            Mailbox::Signal(SessionSignal::Closed { session, .. }) => {
                 state.gone(session.id());
             }
-            ReconcilerMsg::Signal(SessionSignal::Lost(lost)) => {
+            Mailbox::Signal(SessionSignal::Lost(lost)) => {
                 state.lines.membership.log(|suppressed| {
                     tracing::info!(reconciler = %state.config.name, reason = %lost.reason, not_logged_since_last_line = suppressed, "client session lost");
                 });
@@ -599,15 +577,17 @@ impl Actor for Reconciler {
             }
             // The session replays the reports by itself; the fan-out does not count the
             // interruption against the client.
-            ReconcilerMsg::Signal(SessionSignal::Interrupted(session, _)) => {
+            Mailbox::Signal(SessionSignal::Interrupted(session, _)) => {
                 state.interrupted(session.id(), true);
             }
-            ReconcilerMsg::Signal(SessionSignal::Resumed(session, _)) => {
+            Mailbox::Signal(SessionSignal::Resumed(session, _)) => {
                 state.interrupted(session.id(), false);
             }
-            ReconcilerMsg::Signal(signal) => {
+            Mailbox::Signal(signal) => {
                 tracing::debug!(reconciler = %state.config.name, ?signal, "session signal");
             }
+            // Not subscribed to the cluster.
+            Mailbox::Cluster(_) => {}
         }
         Ok(())
     }
@@ -622,7 +602,7 @@ pub async fn host(node: &Node, name: &str) -> Result<ractor::ActorCell, String> 
     let (actor, _) = Actor::spawn(None, Reconciler, ReconcilerConfig::from(name))
         .await
         .map_err(|e| format!("cannot start reconciler {name}: {e}"))?;
-    if let Err(error) = node.register_serving::<Reconciler, _>(name, &actor) {
+    if let Err(error) = node.register(name, &actor) {
         actor.stop(None);
         return Err(error.to_string());
     }

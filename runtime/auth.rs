@@ -260,8 +260,8 @@ impl CertDigest {
 }
 
 /// The certificate a dialled link verified its peer by: recorded by the link's TLS
-/// verifier on each (re)connection, read when a proof is made. Shared by the link and its
-/// sessions.
+/// verifier on each (re)connection, read by its sessions' drivers each time a stream
+/// opens. Shared by the link and the drivers; the session core gets a copy.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct VerifiedCert(Arc<Mutex<Option<CertDigest>>>);
 
@@ -285,9 +285,10 @@ pub(crate) enum TlsBinding {
     Plaintext,
     /// An acceptor serving TLS: its own certificate, bound when the initiator asks.
     Served(CertDigest),
-    /// An initiator dialling over TLS: the certificate its link verified the acceptor by,
-    /// always bound (and asked for in the `Hello`).
-    Verified(VerifiedCert),
+    /// An initiator dialling over TLS: the certificate its link verified the acceptor by
+    /// on the connection of the current stream (the driver tells the session each time a
+    /// stream opens), always bound (and asked for in the `Hello`).
+    Verified(Option<CertDigest>),
 }
 
 /// Which side of the handshake a proof is for.

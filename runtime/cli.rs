@@ -25,15 +25,57 @@
 //! ```
 //!
 //! `kv --name a --secret-file s --actor kv-store:store` then runs a node hosting `store`.
+//!
+//! # Settings
+//!
+//! Each setting is one flag of [`NodeArgs`] (or `--runtime`, `--log-format`), and is
+//! taken from the first of:
+//!
+//! 1. the flag: `--max-connections 2048`;
+//! 2. its environment variable, the binary's prefix (its name in upper case, each
+//!    character other than a letter or digit as `_`, or [`NodeMain::env_prefix`]), `_`,
+//!    then the long flag in upper case with `-` as `_`: `KV_MAX_CONNECTIONS=2048` for
+//!    `kv`, `DUOLOGUE_MAX_CONNECTIONS` for `duologue node`;
+//! 3. the TOML file `--config FILE` names (or the variable `KV_CONFIG`), whose keys are
+//!    the long flags: `max-connections = 2048`;
+//! 4. its default.
+//!
+//! `--help` shows each flag's variable. A repeatable flag (`--actor`, `--seed`,
+//! `--seed-dns`, `--metrics-allow-host`) takes a comma-separated list in its variable and
+//! on the command line, and a TOML list (or one string) in the file; the first source
+//! that sets it gives the whole list. A switch is `true` or `false` in the variable and
+//! in the file; any other value is written as the flag takes it (`resume-timeout =
+//! "1m 30s"`, `phi-threshold = 8.0`). The file's values are parsed and checked as the
+//! flags' are (with their `requires` and `conflicts_with`); a key that names no flag or
+//! a value its flag refuses is a [`SettingsError`] naming the file, the line and the
+//! key, and a refused variable one naming the variable. Secrets are read from files:
+//! settings hold only their paths.
+//!
+//! ```toml
+//! # kv.toml, for `kv --config kv.toml --name a` or `KV_CONFIG=kv.toml KV_NAME=a kv`
+//! secret-file = "/run/secrets/cluster"
+//! listen = "0.0.0.0:7000"
+//! insecure-plaintext = true
+//! gossip-listen = "0.0.0.0:7001"
+//! seed = ["10.0.0.1:7001", "10.0.0.2:7001"]
+//! actor = ["kv-store:store"]
+//! resume-timeout = "1m"
+//! ```
+//!
+//! A binary with commands beside `node` (as `duologue` has) gives its node subcommand
+//! these settings with [`NodeMain::describe`] and parses with [`get_matches`], then runs
+//! the node with [`NodeMain::serve`].
 
 mod args;
+mod flags;
+mod settings;
 
 use std::fmt;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
 use ractor::{Actor, ActorCell};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -41,15 +83,19 @@ pub use self::args::{
     AdminArgs, AdmissionArgs, BudgetArgs, ClusterArgs, DialTlsArgs, NodeArgs, ServeTlsArgs, Timing,
     duration,
 };
+pub use self::flags::explain;
+pub use self::settings::SettingsError;
 use crate::actor::mailbox::FromSession;
 use crate::config::{NodeConfig, RuntimeFlavor};
-/// Re-exported here, where node binaries meet them first.
 pub use crate::node::{ActorSpec, Hosted};
 use crate::node::{Kinds, Node};
 
-/// A node binary: the actor kinds it can host, then [`NodeMain::run`].
+/// A node binary: the actor kinds it can host, then [`NodeMain::run`]. Its settings come
+/// from flags, environment variables and a config file, in that order (see
+/// [the module](self#settings)).
 pub struct NodeMain {
     program: String,
+    env_prefix: String,
     kinds: Kinds<Node>,
 }
 
@@ -71,11 +117,23 @@ struct NodeCli {
 
 impl NodeMain {
     /// A node binary called `program` (in help and error messages) hosting no kinds yet.
+    /// Its settings' environment variables start with `program` in upper case, each
+    /// character other than a letter or digit as `_` (`kv-node`: `KV_NODE_SEED`, ...);
+    /// [`NodeMain::env_prefix`] chooses another prefix.
     pub fn new(program: impl Into<String>) -> Self {
+        let program = program.into();
         Self {
-            program: program.into(),
+            env_prefix: settings::env_prefix(&program),
+            program,
             kinds: Kinds::default(),
         }
+    }
+
+    /// Names the settings' environment variables `PREFIX_FLAG` (`PREFIX_SEED`,
+    /// `PREFIX_MAX_CONNECTIONS`, ...) instead of after the program.
+    pub fn env_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.env_prefix = prefix.into();
+        self
     }
 
     /// Hosts actors of `kind` with any async constructor: `host` gets the started node
@@ -129,15 +187,33 @@ impl NodeMain {
         self.kinds.iter().map(|k| k.name.as_str())
     }
 
-    /// `command` (a command whose arguments include [`NodeArgs`]) with the `--actor` help
-    /// listing this binary's kinds.
-    pub fn describe(&self, command: clap::Command) -> clap::Command {
-        let mut help =
-            String::from("An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable. Kinds:");
+    /// `command` (a command whose arguments include [`NodeArgs`]) as this binary reads
+    /// it: the `--actor` help listing this binary's kinds, `--config FILE`, and an
+    /// environment variable for each flag ([`NodeMain::with_env`]). Parse it with
+    /// [`get_matches`], which reads the config file; clap's own `get_matches` would take
+    /// `--config` and ignore it.
+    pub fn describe(&self, command: Command) -> Command {
+        let mut help = String::from(
+            "An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable; also a \
+             comma-separated list (so an ARG holds no comma). Kinds:",
+        );
         for kind in self.kinds.iter() {
             help.push_str(&format!("\n  {}: {}", kind.name, kind.about));
         }
-        command.mut_arg("actors", |arg| arg.help(help))
+        self.with_env(
+            command
+                .mut_arg("actors", |arg| arg.help(help))
+                .arg(settings::config_arg()),
+        )
+    }
+
+    /// `command` with an environment variable for each of its own flags (not its
+    /// subcommands'): this binary's prefix, `_`, then the long flag in upper case with
+    /// `-` as `_` (`--seed-dns` reads `DUOLOGUE_SEED_DNS` in `duologue`). A flag that names
+    /// its variable already keeps it. [`NodeMain::describe`] does this to the node's
+    /// command; a binary with subcommands does it to its global flags.
+    pub fn with_env(&self, command: Command) -> Command {
+        settings::with_env(command, &self.env_prefix)
     }
 
     /// Parses the process's command line ([`NodeArgs`] and `--runtime`), logs to stderr
@@ -148,7 +224,7 @@ impl NodeMain {
             self.program
         );
         let command = self.describe(NodeCli::command().name(self.program.clone()).about(about));
-        let cli = match NodeCli::from_arg_matches(&command.get_matches()) {
+        let cli = match NodeCli::from_arg_matches(&get_matches(command)) {
             Ok(cli) => cli,
             Err(error) => error.exit(),
         };
@@ -217,7 +293,7 @@ impl NodeMain {
             .with_kinds(self.kinds.clone())
             .start()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| explain(&e))?;
         for spec in &args.actors {
             if let Err(error) = node.host(spec.clone()).await {
                 node.shutdown().await;
@@ -266,10 +342,36 @@ impl NodeMain {
     }
 }
 
+/// Parses the process's command line for `command` (one [`NodeMain::describe`] made, or
+/// with a subcommand it made) as clap's `Command::get_matches` does, with each setting of
+/// the subcommand that runs taken from its flag, else its environment variable, else the
+/// `--config` file, else its default. On an error, prints it and exits (2).
+pub fn get_matches(command: Command) -> ArgMatches {
+    match try_get_matches_from(command, std::env::args_os()) {
+        Ok(matches) => matches,
+        Err(error) => error.exit(),
+    }
+}
+
+/// [`get_matches`] for the command line `argv` (the program's name first).
+///
+/// # Errors
+/// [`SettingsError`]: the config file cannot be read, is not TOML, has a key that names
+/// no flag or a value its flag refuses; an environment variable's value is refused; or
+/// clap's own error for the command line (`--help` among them).
+pub fn try_get_matches_from<I, T>(command: Command, argv: I) -> Result<ArgMatches, SettingsError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    settings::matches_from(command, argv.into_iter().map(Into::into).collect())
+}
+
 impl fmt::Debug for NodeMain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodeMain")
             .field("program", &self.program)
+            .field("env_prefix", &self.env_prefix)
             .field("kinds", &self.kinds().collect::<Vec<_>>())
             .finish()
     }

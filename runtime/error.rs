@@ -146,8 +146,13 @@ pub enum CloseReason {
     #[error("handshake timed out")]
     HandshakeTimeout,
     /// The stream broke before the session was established (nothing to resume).
-    #[error("transport error: {0}")]
-    Transport(String),
+    #[error("transport error: {detail}")]
+    Transport {
+        /// Why, in a word.
+        cause: InterruptCause,
+        /// The transport's own text (hyper's, h2's, rustls'), for the logs.
+        detail: String,
+    },
 }
 
 /// Why a session's stream went, in a word: what [`crate::SessionSignal::Interrupted`]
@@ -199,6 +204,9 @@ pub enum InterruptCause {
         /// The bound.
         after: std::time::Duration,
     },
+    /// Initiator: the dial's TLS handshake failed.
+    #[error("TLS failed: {0}")]
+    Tls(TlsFailure),
     /// The stream ended with a gRPC status no other cause covers.
     #[error("the stream failed: {code} {message}")]
     Status {
@@ -223,9 +231,64 @@ impl InterruptCause {
             Self::Unreachable => "unreachable",
             Self::PeerShuttingDown => "peer_shutting_down",
             Self::NoAnswer { .. } => "no_answer",
+            Self::Tls(_) => "tls",
             Self::Status { .. } => "status",
         }
     }
+}
+
+/// Why a TLS handshake with a peer failed, from what rustls reported (or, for a plaintext
+/// dial, from a probe of the peer). The texts name the settings that fix the usual causes;
+/// a command line adds its flags (`duologue::cli`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The peer requires a client certificate (mutual TLS) this node did not present.
+    #[error(
+        "the peer requires a client certificate (mutual TLS): give this node one \
+         (ClientTls::identity_files)"
+    )]
+    ClientCertificateRequired,
+    /// The peer's certificate is not from a CA this node trusts.
+    #[error("the peer's certificate is not from a CA this node trusts (ClientTls::new)")]
+    UntrustedPeer,
+    /// The peer does not trust this node's client certificate.
+    #[error("the peer does not trust this node's client certificate")]
+    UntrustedByPeer,
+    /// The peer's certificate does not name the host dialled.
+    #[error("the peer's certificate does not name the host dialled (ClientTls::domain)")]
+    WrongName,
+    /// The peer answered with something that is not TLS.
+    #[error("the peer does not seem to speak TLS")]
+    NotTls,
+    /// The peer serves TLS and this node dialled it in plaintext.
+    #[error(
+        "the peer serves TLS, and this node dials it in plaintext: trust its CA \
+         (NodeBuilder::peer_tls)"
+    )]
+    PlaintextToTls,
+    /// Another refusal, in rustls' words.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What an admin address off the loopback interface lacks ([`NodeError::AdminUnguarded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminGuard {
+    /// A token: without one, anyone reaching it reads every session, member and metric.
+    #[error(
+        "give it a token (AdminAccess::token), or allow that (AdminAccess::insecure) if the \
+         network is trusted"
+    )]
+    Token,
+    /// TLS: the token would cross the network in plaintext.
+    #[error(
+        "the token would cross the network in plaintext: serve it over TLS \
+         (AdminAccess::tls), or allow plaintext (NodeBuilder::insecure_plaintext) if the \
+         network is trusted"
+    )]
+    Tls,
 }
 
 /// Why an established session was lost.
@@ -530,12 +593,14 @@ pub enum ConnectError {
     /// The TLS handshake with the peer failed: its certificate is not trusted (another
     /// CA, another name), it requires a client certificate this node did not present or
     /// it does not trust, or it does not speak TLS. Not retried: it does not heal.
-    #[error("TLS with {addr} failed: {reason}")]
+    #[error("TLS with {addr} failed: {failure} ({detail})")]
     Tls {
         /// The address.
         addr: String,
-        /// What rustls said, with a hint when one applies.
-        reason: String,
+        /// Why, typed.
+        failure: TlsFailure,
+        /// What the transport said.
+        detail: String,
     },
     /// This node is shutting down.
     #[error("the node is shutting down")]
@@ -596,8 +661,8 @@ pub enum NodeError {
     /// could read the sessions and, with the secret, join them.
     #[error(
         "refusing to accept plaintext sessions on {addr}, which is not a loopback address: \
-         give the node a certificate (--tls-cert FILE --tls-key FILE, or NodeBuilder::tls), \
-         or say --insecure-plaintext (NodeBuilder::insecure_plaintext) if the network is trusted"
+         give the node a certificate (NodeBuilder::tls), or allow plaintext \
+         (NodeBuilder::insecure_plaintext) if the network is trusted"
     )]
     PlaintextListen {
         /// The listen address.
@@ -605,8 +670,26 @@ pub enum NodeError {
     },
     /// The node was asked about its cluster, but was started without one
     /// ([`crate::NodeConfig::cluster`]).
-    #[error("the node is not in a cluster (start it with a gossip address: --gossip-listen)")]
+    #[error("the node is not in a cluster (start it with one: NodeConfig::cluster)")]
     NotClustered,
+    /// An admin address off the loopback interface that anyone who reaches it could read.
+    #[error("refusing to serve the admin address {addr} off the loopback interface: {guard}")]
+    AdminUnguarded {
+        /// The admin address.
+        addr: std::net::SocketAddr,
+        /// What it lacks.
+        guard: AdminGuard,
+    },
+    /// The cluster's gossip address is unspecified (`0.0.0.0`, `::`): other nodes could
+    /// not reach it.
+    #[error(
+        "gossip address {addr} is unspecified: say which address other nodes reach this one \
+         at (ClusterConfig::gossip_advertise)"
+    )]
+    GossipUnspecified {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
     /// The node's cluster membership could not start.
     #[error("cluster: {0}")]
     Cluster(String),
@@ -733,4 +816,32 @@ pub enum SpawnError {
     /// The request was not answered.
     #[error(transparent)]
     Call(#[from] CallError),
+}
+
+/// An error with the chain of its sources, each after a `: `. An `io::Error` hides the
+/// error it wraps from `source()`; the chain shows it.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    for (i, error) in sources(error).enumerate() {
+        if i > 0 {
+            text.push_str(": ");
+        }
+        text.push_str(&error.to_string());
+    }
+    text
+}
+
+/// `error` and every error under it, an `io::Error`'s wrapped error included.
+pub(crate) fn sources<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| {
+        match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        }
+    })
 }

@@ -137,8 +137,9 @@ pub use config::{
     SessionPolicy,
 };
 pub use error::{
-    AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy, InterruptCause,
-    LookupError, LostReason, NodeError, ProtocolError, ReplayLimit, SendError, SpawnError,
+    AdminGuard, AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy,
+    InterruptCause, LookupError, LostReason, NodeError, ProtocolError, ReplayLimit, SendError,
+    SpawnError, TlsFailure,
 };
 pub use handles::remote_ref::{Payload, Protocol, RemoteRef};
 pub use handles::session_ref::SessionRef;

@@ -67,7 +67,7 @@ use std::mem;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::{ResumeKey, Secret, TlsBinding};
+use crate::auth::{CertDigest, ResumeKey, Secret, TlsBinding};
 use crate::budget::Account;
 use crate::error::{
     CloseReason, InterruptCause, LostReason, ProtocolError, ReplayLimit, SendError,
@@ -425,6 +425,14 @@ impl Session {
             hello.protocol.clone_from(&self.protocol);
         }
         self
+    }
+
+    /// Initiator over TLS: the certificate the connection of the stream that just opened
+    /// was verified by (its proofs are bound to it).
+    pub(crate) fn tls_verified(&mut self, cert: Option<CertDigest>) {
+        if let TlsBinding::Verified(seen) = &mut self.tls {
+            *seen = cert;
+        }
     }
 
     /// Binds the proofs to TLS as `tls` says (an initiator's `Hello` then asks for it).

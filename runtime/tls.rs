@@ -27,7 +27,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use tonic::transport::{ClientTlsConfig, Endpoint, Identity};
 
 use crate::auth::{CertDigest, TlsBinding, VerifiedCert};
-use crate::error::{ConnectError, NodeError};
+use crate::error::{ConnectError, NodeError, TlsFailure, chain, sources};
 
 mod accept;
 
@@ -269,8 +269,9 @@ impl ClientTls {
         Ok(self)
     }
 
-    /// Why a TLS handshake with `addr` fails, asked within `timeout` with a bare TLS
-    /// handshake that then sends nothing: `None` when it succeeds and the peer waits.
+    /// Why a TLS handshake with `addr` fails, with rustls' text, asked within `timeout`
+    /// with a bare TLS handshake that then sends nothing: `None` when it succeeds and the
+    /// peer waits, or fails for a reason other than TLS.
     ///
     /// After a TLS dial broke with no word from rustls. In TLS 1.3 a server that refuses
     /// the client's certificate (or its absence) says so only after the client finished
@@ -281,7 +282,7 @@ impl ClientTls {
         &self,
         addr: &str,
         timeout: std::time::Duration,
-    ) -> Option<String> {
+    ) -> Option<(TlsFailure, String)> {
         use tokio::io::AsyncReadExt;
         let probe = async {
             let config = rustls::ClientConfig::builder_with_provider(provider())
@@ -301,10 +302,10 @@ impl ClientTls {
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
             let mut stream = match connector.connect(name, tcp).await {
                 Ok(stream) => stream,
-                Err(error) => return Some(describe(&error)),
+                Err(error) => return failure_of(&error),
             };
             match stream.read(&mut [0u8; 64]).await {
-                Err(error) => Some(describe(&error)),
+                Err(error) => failure_of(&error),
                 Ok(_) => None,
             }
         };
@@ -313,13 +314,13 @@ impl ClientTls {
 
     /// `endpoint` (an `https://` one to `addr`) dialling over TLS, with the TLS handshake
     /// bounded by `timeout`; the proofs of its sessions are bound to what the returned
-    /// binding records.
+    /// cell records.
     pub(crate) fn endpoint(
         &self,
         endpoint: Endpoint,
         addr: &str,
         timeout: std::time::Duration,
-    ) -> Result<(Endpoint, TlsBinding), ConnectError> {
+    ) -> Result<(Endpoint, Option<VerifiedCert>), ConnectError> {
         let invalid = |reason: String| ConnectError::InvalidAddress {
             addr: addr.to_owned(),
             reason,
@@ -341,8 +342,8 @@ impl ClientTls {
         }
         let endpoint = endpoint
             .tls_config_with_verifier(config, verifier)
-            .map_err(|e| invalid(describe(&e)))?;
-        Ok((endpoint, TlsBinding::Verified(seen)))
+            .map_err(|e| invalid(chain(&e)))?;
+        Ok((endpoint, Some(seen)))
     }
 }
 
@@ -356,21 +357,34 @@ impl fmt::Debug for ClientTls {
     }
 }
 
-/// Whether a transport failure's text (a tonic status with its sources) is a TLS
-/// handshake failure: a certificate not trusted, refused, or missing; a peer not
-/// speaking TLS. rustls reports these as errors tonic only passes on as text.
-pub(crate) fn is_tls_failure(reason: &str) -> bool {
-    const RUSTLS: &[&str] = &[
-        "invalid peer certificate",
-        "received fatal alert",
-        "peer sent no certificates",
-        "peer is incompatible",
-        "peer misbehaved",
-        "received corrupt message",
-        "tls handshake",
-    ];
-    let reason = reason.to_ascii_lowercase();
-    RUSTLS.iter().any(|marker| reason.contains(marker))
+/// What a TLS stream's I/O error says about the handshake, with its text: `None` when
+/// rustls did not fail.
+fn failure_of(error: &std::io::Error) -> Option<(TlsFailure, String)> {
+    Some((tls_failure(error)?, chain(error)))
+}
+
+/// The TLS failure somewhere in `error`'s chain (a tonic status and its sources, an
+/// I/O error from a TLS stream): a certificate not trusted, refused, or missing; a peer
+/// not speaking TLS. `None` when rustls did not fail.
+pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error};
+    let rustls = sources(error).find_map(|e| e.downcast_ref::<Error>())?;
+    Some(match rustls {
+        Error::AlertReceived(Alert::CertificateRequired) | Error::NoCertificatesPresented => {
+            TlsFailure::ClientCertificateRequired
+        }
+        Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
+            TlsFailure::UntrustedPeer
+        }
+        Error::AlertReceived(Alert::UnknownCA | Alert::BadCertificate) => {
+            TlsFailure::UntrustedByPeer
+        }
+        Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            TlsFailure::WrongName
+        }
+        Error::InvalidMessage(_) => TlsFailure::NotTls,
+        other => TlsFailure::Other(other.to_string()),
+    })
 }
 
 /// Whether the server at `addr` speaks TLS, asked within `timeout`: after a plaintext
@@ -398,17 +412,6 @@ fn host(addr: &str) -> &str {
         return rest.split(']').next().unwrap_or(rest);
     }
     addr.rsplit_once(':').map_or(addr, |(host, _)| host)
-}
-
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(error) = source {
-        text.push_str(": ");
-        text.push_str(&error.to_string());
-        source = error.source();
-    }
-    text
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -558,11 +561,17 @@ mod tests {
     }
 
     #[test]
-    fn rustls_failures_are_recognised() {
-        assert!(is_tls_failure(
-            "Unavailable: error trying to connect: invalid peer certificate: UnknownIssuer"
-        ));
-        assert!(is_tls_failure("received fatal alert: CertificateRequired"));
-        assert!(!is_tls_failure("Unavailable: connection refused"));
+    fn rustls_failures_are_typed_through_an_io_error() {
+        use rustls::{AlertDescription, CertificateError, Error};
+        let wrapped = |e: Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let unknown = wrapped(Error::InvalidCertificate(CertificateError::UnknownIssuer));
+        assert_eq!(tls_failure(&unknown), Some(TlsFailure::UntrustedPeer));
+        let required = wrapped(Error::AlertReceived(AlertDescription::CertificateRequired));
+        assert_eq!(
+            tls_failure(&required),
+            Some(TlsFailure::ClientCertificateRequired)
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(tls_failure(&refused), None);
     }
 }

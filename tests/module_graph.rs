@@ -9,6 +9,13 @@
 //! ancestor (`a -> b`): each level of the tree must be layered, so a child's dependency
 //! counts as its parent's. `#[cfg(test)]` items and modules are left out.
 //!
+//! A child may use what its ancestors declare, except their *state types*: a struct,
+//! enum or alias that holds, in a field or through another type declared in the same
+//! ancestor, a lock, an atomic, a cell, a channel end, a `Notify` or a task handle. Such
+//! state has an owner; a child that needs it is handed the part that owns it, not its
+//! parent's fields. A handle to another part's state (a type declared elsewhere) is that
+//! part's business.
+//!
 //! Run `cargo test --test module_graph -- --nocapture` to print the graph.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,6 +37,9 @@ struct Module {
     imports: HashMap<String, Vec<String>>,
     /// Every path that starts at `crate`, `super`, `self` or a child module, as written.
     uses: Vec<Vec<String>>,
+    /// Types declared here (structs, enums, unions, aliases), with every path written in
+    /// their fields (generic arguments included).
+    types: HashMap<String, Vec<Vec<String>>>,
 }
 
 /// The crate's module tree.
@@ -115,6 +125,11 @@ impl Tree {
                     };
                     self.load_file(&file, child, &child_dir, within);
                 }
+                Item::Struct(_) | Item::Enum(_) | Item::Union(_) | Item::Type(_) => {
+                    let (name, fields) = declared_type(item);
+                    self.module(&path).types.insert(name, fields);
+                    collector.visit_item(item);
+                }
                 Item::Use(u) => {
                     let mut flat = Vec::new();
                     flatten(&u.tree, Vec::new(), &mut flat);
@@ -173,6 +188,108 @@ impl Tree {
             }
         }
         Some(current)
+    }
+
+    /// The type a path written in module `from` names, as the module it is declared in
+    /// and its name, or `None` for a type outside the crate (or not a type).
+    fn resolve_type(
+        &self,
+        from: &[String],
+        segments: &[String],
+        depth: usize,
+    ) -> Option<(ModPath, String)> {
+        if depth > 16 {
+            return None;
+        }
+        let (last, prefix) = segments.split_last()?;
+        let module = if prefix.is_empty() {
+            from.to_vec()
+        } else if let Some(target) = self.modules.get(from)?.imports.get(&prefix[0]) {
+            // `use crate::node; node::Thing`: go through the import.
+            let mut through = target.clone();
+            through.extend(prefix[1..].iter().cloned());
+            through.push(last.clone());
+            return self.resolve_type(from, &through, depth + 1);
+        } else {
+            let module = self.resolve(from, prefix, depth)?;
+            // A prefix that does not reach a module is a path to something else (an
+            // enum's variant, an associated item).
+            let reached = prefix
+                .iter()
+                .filter(|s| !matches!(s.as_str(), "crate" | "self" | "super"))
+                .count();
+            if module.len() < reached.min(module.len() + 1)
+                && !matches!(prefix[0].as_str(), "super")
+            {
+                return None;
+            }
+            module
+        };
+        let declared = self.modules.get(&module)?;
+        if declared.types.contains_key(last) {
+            return Some((module, last.clone()));
+        }
+        let target = declared.imports.get(last)?;
+        self.resolve_type(&module, target, depth + 1)
+    }
+
+    /// Whether the type `name` declared in `module` holds state of its own (see the crate
+    /// doc), with the chain of types that shows it. Only types declared under `owner`
+    /// are followed: a field that is a handle to another part's state (the budget's
+    /// account a session charges) is that part's, not the owner's.
+    fn state_chain(
+        &self,
+        module: &ModPath,
+        name: &str,
+        owner: &ModPath,
+        seen: &mut BTreeSet<(ModPath, String)>,
+    ) -> Option<Vec<String>> {
+        if !seen.insert((module.clone(), name.to_owned())) {
+            return None;
+        }
+        let fields = self.modules.get(module)?.types.get(name)?;
+        for path in fields {
+            let here = format!("{}::{name}", display(module));
+            if let Some((inner_module, inner)) = self.resolve_type(module, path, 0) {
+                if !inner_module.starts_with(owner) {
+                    continue;
+                }
+                if let Some(mut chain) = self.state_chain(&inner_module, &inner, owner, seen) {
+                    chain.insert(0, here);
+                    return Some(chain);
+                }
+            } else if path.last().is_some_and(|last| is_state_marker(last)) {
+                return Some(vec![here, path.join("::")]);
+            }
+        }
+        None
+    }
+
+    /// Every use of an ancestor's state type by a descendant, as `child uses path
+    /// (type -> ... -> marker)`.
+    fn state_reaching_up(&self) -> Vec<String> {
+        let mut found = BTreeSet::new();
+        for (from, module) in &self.modules {
+            for used in &module.uses {
+                let Some((declared_in, name)) = self.resolve_type(from, used, 0) else {
+                    continue;
+                };
+                if declared_in.len() >= from.len() || !from.starts_with(&declared_in) {
+                    continue;
+                }
+                let chain =
+                    self.state_chain(&declared_in, &name, &declared_in, &mut BTreeSet::new());
+                if let Some(chain) = chain {
+                    found.insert(format!(
+                        "{} uses {}   ({})",
+                        display(from),
+                        used.join("::"),
+                        chain.join(" -> ")
+                    ));
+                }
+            }
+        }
+        found.into_iter().collect()
     }
 
     /// The graph between siblings: each edge lifted to the children of the common
@@ -348,6 +465,58 @@ fn flatten(tree: &UseTree, prefix: Vec<String>, out: &mut Vec<(Option<String>, V
     }
 }
 
+/// Names of what holds state: locks, atomics, cells, channel ends, notifications, tasks.
+fn is_state_marker(name: &str) -> bool {
+    name.starts_with("Atomic")
+        || matches!(
+            name,
+            "Mutex"
+                | "RwLock"
+                | "OnceLock"
+                | "OnceCell"
+                | "Cell"
+                | "RefCell"
+                | "Notify"
+                | "Semaphore"
+                | "Sender"
+                | "Receiver"
+                | "UnboundedSender"
+                | "UnboundedReceiver"
+                | "WeakSender"
+                | "WeakUnboundedSender"
+                | "JoinHandle"
+                | "JoinSet"
+                | "AbortHandle"
+        )
+}
+
+/// A declared type's name and every path written in its fields.
+fn declared_type(item: &Item) -> (String, Vec<Vec<String>>) {
+    let mut collector = Collector::default();
+    let name = match item {
+        Item::Struct(s) => {
+            collector.visit_fields(&s.fields);
+            s.ident.to_string()
+        }
+        Item::Enum(e) => {
+            for variant in &e.variants {
+                collector.visit_fields(&variant.fields);
+            }
+            e.ident.to_string()
+        }
+        Item::Union(u) => {
+            collector.visit_fields_named(&u.fields);
+            u.ident.to_string()
+        }
+        Item::Type(t) => {
+            collector.visit_type(&t.ty);
+            t.ident.to_string()
+        }
+        _ => unreachable!("declared_type takes a type"),
+    };
+    (name, collector.paths)
+}
+
 fn item_attrs(item: &Item) -> &[Attribute] {
     match item {
         Item::Const(i) => &i.attrs,
@@ -454,6 +623,18 @@ fn runtime_modules_form_no_cycle() {
 }
 
 #[test]
+fn no_child_uses_its_ancestors_state() {
+    let root = runtime();
+    let tree = Tree::load(&root.join("lib.rs"), &root);
+    let found = tree.state_reaching_up();
+    assert!(
+        found.is_empty(),
+        "children reach back into their ancestors' state (hand them the part they use):\n  {}",
+        found.join("\n  ")
+    );
+}
+
+#[test]
 fn every_runtime_file_is_read() {
     let root = runtime();
     let tree = Tree::load(&root.join("lib.rs"), &root);
@@ -495,4 +676,45 @@ fn check_allows_parent_and_child() {
          mod b { use crate::a::inner::X; }",
     );
     assert_eq!(tree.find_cycle(), None);
+}
+
+#[test]
+fn check_finds_a_child_using_its_parents_state() {
+    let tree = Tree::from_source(
+        "mod node {
+             pub struct Inner { parts: std::sync::Arc<Parts> }
+             struct Parts { count: std::sync::atomic::AtomicU64 }
+             pub struct Plain { name: String }
+             mod admin { use super::Inner; fn f(_: &super::Plain) {} }
+             mod status { fn g(_: &crate::node::Parts) {} }
+         }",
+    );
+    let found = tree.state_reaching_up();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("node::admin uses super::Inner"),
+        "{found:?}"
+    );
+    assert!(found[0].contains("AtomicU64"), "{found:?}");
+    assert!(
+        found[1].starts_with("node::status uses crate::node::Parts"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn check_allows_a_child_its_parents_plain_types_and_its_own_state() {
+    let tree = Tree::from_source(
+        "mod session {
+             pub struct Session { seq: u64, queue: Vec<Frame> }
+             pub struct Frame(u32);
+             mod send { use super::{Frame, Session}; impl Session { fn next(&self) -> Frame { todo!() } } }
+             mod owner { struct Own { lock: std::sync::Mutex<u32> } fn f(_: Own) {} }
+         }
+         mod driver { struct Task { inbox: tokio::sync::mpsc::Receiver<u8> } }
+         mod node { fn f(_: crate::driver::Task) {} }
+         mod budget { pub struct Account { used: std::sync::atomic::AtomicUsize } }
+         mod core { pub struct Core { account: crate::budget::Account } mod part { use super::Core; } }",
+    );
+    assert_eq!(tree.state_reaching_up(), Vec::<String>::new());
 }

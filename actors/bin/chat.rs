@@ -417,6 +417,7 @@ fn join_failure(error: JoinError) -> (u8, String) {
         }) => {
             format!("authentication with {addr} failed: the shared secrets differ")
         }
+        JoinError::Connect(connect) => duologue::cli::explain(connect),
         _ => error.to_string(),
     };
     (code, message)

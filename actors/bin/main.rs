@@ -76,8 +76,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let kinds = node::ready_made();
-    let command = Cli::command().mut_subcommand("node", |node| kinds.describe(node));
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+    // `node`'s flags, and the global --runtime and --log-format, also read DUOLOGUE_FLAG
+    // variables; `node` also reads --config FILE (duologue::cli::get_matches).
+    let command = kinds
+        .with_env(Cli::command())
+        .mut_subcommand("node", |node| kinds.describe(node));
+    let cli = match Cli::from_arg_matches(&duologue::cli::get_matches(command)) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };

@@ -18,8 +18,8 @@ pub(crate) fn ready_made() -> NodeMain {
                 let (room, _) = Actor::spawn(None, ChatRoom, RoomConfig::from(spec.name.as_str()))
                     .await
                     .map_err(|e| format!("cannot start chat room {}: {e}", spec.name))?;
-                // The room's mailbox is untyped: it names its protocol on registration.
-                if let Err(error) = node.register_serving::<ChatRoom, _>(spec.name, &room) {
+                // Its mailbox (`Mailbox<ChatRoom>`) names its protocol to the node.
+                if let Err(error) = node.register(spec.name, &room) {
                     room.stop(None);
                     return Err(error.to_string());
                 }

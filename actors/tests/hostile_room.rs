@@ -23,7 +23,7 @@ use support::*;
 async fn lobby(config: RoomConfig) -> (Node, Node, String) {
     let hub = listening_node("hub", SECRET).await;
     let (room, _) = Actor::spawn(None, ChatRoom, config).await.unwrap();
-    hub.register_serving::<ChatRoom, _>("lobby", &room).unwrap();
+    hub.register("lobby", &room).unwrap();
     let members = dialling_node("members", SECRET).await;
     let at = addr(&hub);
     (hub, members, at)

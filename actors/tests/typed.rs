@@ -379,9 +379,8 @@ async fn bounded<F: std::future::Future>(future: F) -> F::Output {
     tokio::time::timeout(WAIT, future).await.expect("in time")
 }
 
-/// An untyped actor registered with `register_serving::<P>` (as the ready-made chat room,
-/// document, reconciler and pipeline stage are) refuses another protocol in the
-/// handshake, and takes its own.
+/// An untyped actor registered with `register_serving::<P>` refuses another protocol in
+/// the handshake, and takes its own.
 #[tokio::test]
 async fn an_untyped_actor_registered_as_serving_a_protocol_refuses_another() {
     let server = listening_node("serving", SECRET).await;

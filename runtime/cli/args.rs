@@ -1,5 +1,6 @@
 //! The flags of a node process, shared by every node binary built with
-//! [`super::NodeMain`] (`duologue node` among them).
+//! [`super::NodeMain`] (`duologue node` among them): the one definition of each setting,
+//! which its environment variable and config-file key follow (`settings.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,8 +62,14 @@ pub struct NodeArgs {
     /// Who may read the --metrics address.
     #[command(flatten)]
     pub admin: AdminArgs,
-    /// An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable.
-    #[arg(long = "actor", value_name = "KIND:NAME[@ARG]", value_parser = ActorSpec::parse)]
+    /// An actor to host, as KIND:NAME or KIND:NAME@ARG. Repeatable; also a
+    /// comma-separated list (so an ARG holds no comma).
+    #[arg(
+        long = "actor",
+        value_name = "KIND:NAME[@ARG]",
+        value_parser = ActorSpec::parse,
+        value_delimiter = ','
+    )]
     pub actors: Vec<ActorSpec>,
 }
 
@@ -128,8 +135,13 @@ pub struct AdminArgs {
     pub metrics_tls: bool,
     /// A name (or address) requests to --metrics may carry in `Host`, beside the
     /// address itself and localhost; others are refused (421), so no web page can read
-    /// the node through DNS rebinding. Repeatable.
-    #[arg(long = "metrics-allow-host", value_name = "NAME", requires = "metrics")]
+    /// the node through DNS rebinding. Repeatable; also a comma-separated list.
+    #[arg(
+        long = "metrics-allow-host",
+        value_name = "NAME",
+        requires = "metrics",
+        value_delimiter = ','
+    )]
     pub metrics_allowed_hosts: Vec<String>,
     /// Serve --metrics off the loopback interface without a token, or with one in
     /// plaintext (refused otherwise): for a trusted network.
@@ -375,16 +387,22 @@ pub struct ClusterArgs {
     /// Address other nodes open sessions to, as HOST:PORT [default: --listen's address].
     #[arg(long, value_name = "HOST:PORT", requires = "gossip_listen")]
     pub advertise: Option<String>,
-    /// Gossip address of a node to ask first (HOST:PORT). Repeatable. A node that
-    /// starts before its seeds keeps trying them.
-    #[arg(long = "seed", value_name = "HOST:PORT", requires = "gossip_listen")]
+    /// Gossip address of a node to ask first (HOST:PORT). Repeatable; also a
+    /// comma-separated list. A node that starts before its seeds keeps trying them.
+    #[arg(
+        long = "seed",
+        value_name = "HOST:PORT",
+        requires = "gossip_listen",
+        value_delimiter = ','
+    )]
     pub seeds: Vec<String>,
     /// DNS name whose every address is a seed (NAME:PORT), resolved again every
-    /// --seed-dns-every. Repeatable.
+    /// --seed-dns-every. Repeatable; also a comma-separated list.
     #[arg(
         long = "seed-dns",
         value_name = "NAME:PORT",
-        requires = "gossip_listen"
+        requires = "gossip_listen",
+        value_delimiter = ','
     )]
     pub seed_dns: Vec<String>,
     /// How often --seed-dns names are resolved again.

@@ -4,9 +4,9 @@
 
 use tonic::{Code, Status};
 
-use super::describe;
-use crate::error::InterruptCause;
+use crate::error::{InterruptCause, chain, sources};
 use crate::session::Broken;
+use crate::tls::tls_failure;
 
 /// The status message of a node that takes no new streams because it drains.
 pub(crate) const SHUTTING_DOWN: &str = "node is shutting down";
@@ -34,11 +34,16 @@ pub(crate) fn broken(status: &Status, at: At) -> Broken {
 }
 
 fn classify(status: &Status, at: At) -> InterruptCause {
+    if let Some(failure) = tls_failure(status) {
+        return InterruptCause::Tls(failure);
+    }
+    if at == At::Dial && never_connected(status) {
+        return InterruptCause::Unreachable;
+    }
     if let Some(cause) = from_sources(status) {
-        return match (cause, at) {
-            (InterruptCause::ConnectionLost, At::Dial) => InterruptCause::Unreachable,
-            (cause, _) => cause,
-        };
+        // A dial whose connection opened and then broke is `ConnectionLost`: the peer
+        // took the connection (a TLS server dialled in plaintext does).
+        return cause;
     }
     match (status.code(), at) {
         // What the peer's service answers while its node drains (runtime/node/service.rs).
@@ -55,10 +60,30 @@ fn classify(status: &Status, at: At) -> InterruptCause {
     }
 }
 
+/// Whether a dial failed before any connection existed: nobody listening, no route, no
+/// such host, the connect deadline passed. tonic wraps what failed while connecting
+/// (TCP, name resolution, TLS) in its `ConnectError`; TLS is told apart first.
+fn never_connected(status: &Status) -> bool {
+    use std::io::ErrorKind;
+    sources(status).any(|error| {
+        error.is::<tonic::ConnectError>()
+            || error.is::<tonic::TimeoutExpired>()
+            || error.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::TimedOut
+                        | ErrorKind::HostUnreachable
+                        | ErrorKind::NetworkUnreachable
+                        | ErrorKind::AddrNotAvailable
+                )
+            })
+    })
+}
+
 /// What the error chain under the status says: h2's and the socket's own errors.
 fn from_sources(status: &Status) -> Option<InterruptCause> {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
+    for error in sources(status) {
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
             if h2.is_go_away() || h2.is_io() {
                 return Some(InterruptCause::ConnectionLost);
@@ -75,7 +100,6 @@ fn from_sources(status: &Status) -> Option<InterruptCause> {
         {
             return Some(InterruptCause::ConnectionLost);
         }
-        source = error.source();
     }
     None
 }
@@ -85,6 +109,16 @@ fn cut(message: &str) -> String {
         Some((at, _)) => format!("{}…", &message[..at]),
         None => message.to_owned(),
     }
+}
+
+/// A failed gRPC call, with the chain of its causes.
+fn describe(status: &Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(": ");
+        text.push_str(&chain(source));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -105,6 +139,35 @@ mod tests {
         assert_eq!(
             classify(&draining, At::Dial),
             InterruptCause::PeerShuttingDown
+        );
+    }
+
+    #[test]
+    fn a_dial_that_never_connected_is_unreachable_and_one_that_broke_is_lost() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let mut refused = Status::unavailable("error trying to connect");
+        refused.set_source(std::sync::Arc::new(tonic::ConnectError(Box::new(io))));
+        assert_eq!(classify(&refused, At::Dial), InterruptCause::Unreachable);
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let mut broke = Status::unavailable("connection closed");
+        broke.set_source(std::sync::Arc::new(io));
+        assert_eq!(classify(&broke, At::Dial), InterruptCause::ConnectionLost);
+    }
+
+    #[test]
+    fn a_rustls_error_under_the_status_is_a_typed_tls_failure() {
+        let rustls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls);
+        let mut status = Status::unavailable("error trying to connect");
+        status.set_source(std::sync::Arc::new(tonic::ConnectError(Box::new(io))));
+        assert_eq!(
+            classify(&status, At::Dial),
+            InterruptCause::Tls(crate::error::TlsFailure::UntrustedPeer)
+        );
+        assert!(
+            describe(&status).contains("UnknownIssuer"),
+            "{}",
+            describe(&status)
         );
     }
 

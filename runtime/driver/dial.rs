@@ -10,6 +10,7 @@ use super::cause::{self, At};
 use super::outbound::OutboundFrames;
 use super::task::Driver;
 use super::{DriverConfig, StreamStart};
+use crate::auth::VerifiedCert;
 use crate::driver::transport::WireFrame;
 use crate::driver::transport::stubs::duologue_client::DuologueClient;
 use crate::error::InterruptCause;
@@ -18,7 +19,11 @@ use crate::session::{Broken, Session};
 impl Driver {
     /// Initiator: the next stream to the peer, dialled again (after a backoff) until one
     /// opens; `None` when the session is over first, or when the first dial failed.
-    pub(super) async fn redial(&mut self, client: DuologueClient<Channel>) -> Option<StreamStart> {
+    pub(super) async fn redial(
+        &mut self,
+        client: DuologueClient<Channel>,
+        verified: Option<VerifiedCert>,
+    ) -> Option<StreamStart> {
         loop {
             let first = self.session_ref.is_none();
             if !first {
@@ -30,6 +35,11 @@ impl Driver {
             }
             match self.dial(client.clone()).await? {
                 Ok(inbound) => {
+                    // The connection under the stream passed the TLS verifier, which
+                    // recorded what it accepted: the session's proofs are bound to that.
+                    if let Some(verified) = &verified {
+                        self.shared.with(|s| s.tls_verified(verified.get()));
+                    }
                     return Some(StreamStart {
                         inbound,
                         peeked: None,

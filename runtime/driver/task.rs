@@ -195,7 +195,8 @@ impl Driver {
             }
             Link::Dial(dialer) => {
                 let client = dialer.client.clone();
-                self.redial(client).await
+                let verified = dialer.verified.clone();
+                self.redial(client, verified).await
             }
         }
     }
@@ -359,12 +360,18 @@ async fn recv_attach(attach: Option<&mut mpsc::Receiver<Attach>>) -> Option<Atta
     }
 }
 
+/// Whether the stream failed because a frame could not be decoded.
+fn is_undecodable(status: &Status) -> bool {
+    std::error::Error::source(status).is_some_and(|e| e.is::<prost::DecodeError>())
+}
+
 /// Turns a failed gRPC stream into the session's input.
 fn stream_failed(session: &mut Session, status: &Status, now: Instant) {
     match status.code() {
-        // tonic reports an undecodable message as `Internal`, and one over the decode
-        // limit as `OutOfRange`; both are the peer's fault, not the network's.
-        Code::Internal if status.message().contains("decode") => {
+        // The codec (`transport::FrameCodec`) puts the prost error under an undecodable
+        // frame, and tonic reports one over the decode limit as `OutOfRange`; both are the
+        // peer's fault, not the network's.
+        _ if is_undecodable(status) => {
             session.handle_malformed(FrameError::Undecodable(status.message().to_owned()));
         }
         Code::OutOfRange | Code::ResourceExhausted => {

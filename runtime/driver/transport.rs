@@ -81,8 +81,12 @@ impl Decoder for FrameCodec {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<WireFrame>, Status> {
-        let frame = decode(src.copy_to_bytes(src.remaining()))
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let frame = decode(src.copy_to_bytes(src.remaining())).map_err(|e| {
+            let mut status = Status::internal(format!("undecodable frame: {e}"));
+            // The stream's reader tells the peer's fault from the network's by this type.
+            status.set_source(std::sync::Arc::new(e));
+            status
+        })?;
         Ok(Some(WireFrame(frame)))
     }
 

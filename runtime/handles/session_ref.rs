@@ -348,7 +348,10 @@ impl SessionRef {
         self.inner
             .shared
             .close_reason()
-            .unwrap_or_else(|| CloseReason::Transport("session driver gone".into()))
+            .unwrap_or_else(|| CloseReason::Transport {
+                cause: crate::error::InterruptCause::ConnectionLost,
+                detail: "session driver gone".into(),
+            })
     }
 }
 

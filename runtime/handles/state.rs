@@ -502,7 +502,10 @@ impl Shared {
                 return reason;
             }
             if rx.changed().await.is_err() {
-                return CloseReason::Transport("session driver gone".into());
+                return CloseReason::Transport {
+                    cause: crate::error::InterruptCause::ConnectionLost,
+                    detail: "session driver gone".into(),
+                };
             }
         }
     }

@@ -41,7 +41,7 @@ use super::ops::Ops;
 use super::server::admission::{Admission, ConnInfo, Descriptors, Port};
 use super::status::{NodeStatus, RatePoint, SessionStatus};
 use crate::config::{AdminAccess, AdminToken, NodeConfig};
-use crate::error::NodeError;
+use crate::error::{AdminGuard, NodeError};
 use crate::log_budget::LogBudget;
 use crate::session::SessionCounters;
 use crate::tls::TlsAccept;
@@ -72,26 +72,12 @@ pub(crate) fn check_exposure(config: &NodeConfig) -> Result<(), NodeError> {
     if addr.ip().is_loopback() || access.insecure {
         return Ok(());
     }
-    let refuse = |reason: &str| {
-        Err(NodeError::Bind {
-            addr: addr.to_string(),
-            reason: reason.to_owned(),
-        })
-    };
+    let refuse = |guard| Err(NodeError::AdminUnguarded { addr, guard });
     if access.token.is_none() {
-        return refuse(
-            "refusing to serve the admin address (metrics, and the status of every session \
-             and member) off the loopback interface without a token: give it one \
-             (--metrics-token-file FILE, AdminAccess::token), or say --insecure-metrics \
-             (AdminAccess::insecure) if the network is trusted",
-        );
+        return refuse(AdminGuard::Token);
     }
     if access.tls.is_none() && !config.insecure_plaintext {
-        return refuse(
-            "refusing to take the admin token in plaintext off the loopback interface: serve \
-             the admin address over TLS (--metrics-tls, with the node's --tls-cert; \
-             AdminAccess::tls), or say --insecure-plaintext if the network is trusted",
-        );
+        return refuse(AdminGuard::Tls);
     }
     Ok(())
 }
@@ -339,7 +325,7 @@ impl Refusal {
             Self::UnknownHost => text(
                 StatusCode::MISDIRECTED_REQUEST,
                 "this admin address does not answer to that Host: use its address, \
-                 localhost, or a name the node lists (--metrics-allow-host)\n",
+                 localhost, or a name the node lists (AdminAccess::allowed_hosts)\n",
             ),
             Self::NoToken | Self::WrongToken => {
                 let mut response = text(
@@ -858,11 +844,26 @@ mod tests {
         for addr in ["0.0.0.0:0", "10.0.0.5:9100", "[::]:0"] {
             let error = check_exposure(&config(addr, open.clone(), false)).unwrap_err();
             assert!(
-                error.to_string().contains("--metrics-token-file"),
+                matches!(
+                    error,
+                    NodeError::AdminUnguarded {
+                        guard: AdminGuard::Token,
+                        ..
+                    }
+                ),
                 "{error}"
             );
             let error = check_exposure(&config(addr, with_token.clone(), false)).unwrap_err();
-            assert!(error.to_string().contains("--metrics-tls"), "{error}");
+            assert!(
+                matches!(
+                    error,
+                    NodeError::AdminUnguarded {
+                        guard: AdminGuard::Tls,
+                        ..
+                    }
+                ),
+                "{error}"
+            );
             assert!(check_exposure(&config(addr, with_token.clone(), true)).is_ok());
             assert!(check_exposure(&config(addr, told.clone(), false)).is_ok());
         }

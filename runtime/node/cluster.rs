@@ -133,10 +133,7 @@ impl Membership {
             .map_err(|e| NodeError::Cluster(e.to_string()))?;
         let gossip_addr = config.gossip_advertise.unwrap_or(bound);
         if gossip_addr.ip().is_unspecified() {
-            return Err(NodeError::Cluster(format!(
-                "gossip address {gossip_addr} is unspecified: give --gossip-advertise the \
-                 address other nodes reach this one at"
-            )));
+            return Err(NodeError::GossipUnspecified { addr: gossip_addr });
         }
         let addr = match (&config.advertise, listen) {
             (Some(addr), _) => Some(addr.clone()),

@@ -10,16 +10,16 @@ use tokio::sync::{Notify, oneshot};
 
 use super::link::Links;
 use crate::actor::mailbox::Deliver;
-use crate::auth::Secret;
+use crate::auth::{Secret, TlsBinding};
 use crate::config::{NodeConfig, SessionPolicy};
 use crate::driver::{Context, Dialer, Driver, backoff};
-use crate::error::{CloseReason, ConnectError};
+use crate::error::{CloseReason, ConnectError, InterruptCause, TlsFailure};
 use crate::handles::remote_ref::SessionSlot;
 use crate::handles::session_ref::SessionRef;
 use crate::handles::state::Shared;
 use crate::session::Session;
 use crate::shutdown::Shutdown;
-use crate::tls::{is_tls_failure, serves_tls};
+use crate::tls::serves_tls;
 use crate::wire::{NodeIdentity, Refusal, RefuseReason, SessionId};
 
 /// What a node dials with: its identity and secret, settings, links, shutdown.
@@ -121,13 +121,17 @@ fn connect_error(addr: String, actor: &str, protocol: &str, reason: CloseReason)
             ours: protocol.to_owned(),
             theirs: acceptor,
         },
-        CloseReason::Transport(reason) if is_tls_failure(&reason) => ConnectError::Tls {
-            reason: tls_hint(&reason, &addr),
+        CloseReason::Transport {
+            cause: InterruptCause::Tls(failure),
+            detail,
+        } => ConnectError::Tls {
             addr,
+            failure,
+            detail,
         },
-        CloseReason::Transport(reason) => ConnectError::Unreachable {
+        CloseReason::Transport { detail, .. } => ConnectError::Unreachable {
             addr,
-            reason,
+            reason: detail,
             attempts: 1,
         },
         CloseReason::HandshakeTimeout => ConnectError::Unreachable {
@@ -141,25 +145,6 @@ fn connect_error(addr: String, actor: &str, protocol: &str, reason: CloseReason)
 
 /// How long a dial that broke waits to learn whether TLS was the cause.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// rustls' words for a failed TLS handshake, with what to do about the usual causes.
-fn tls_hint(reason: &str, addr: &str) -> String {
-    let hint = if reason.contains("CertificateRequired") || reason.contains("no certificates") {
-        "the peer requires a client certificate (mutual TLS): give this node one \
-         (--tls-client-cert FILE --tls-client-key FILE, or ClientTls::identity_files)"
-    } else if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
-        "the peer's certificate is not from the CA this node trusts (--tls-ca)"
-    } else if reason.contains("UnknownCA") || reason.contains("BadCertificate") {
-        "the peer does not trust this node's client certificate"
-    } else if reason.contains("NotValidForName") {
-        "the peer's certificate does not name the host dialled (ClientTls::domain)"
-    } else if reason.contains("corrupt message") {
-        "the peer does not seem to speak TLS"
-    } else {
-        return reason.to_owned();
-    };
-    format!("{hint} ({addr}: {reason})")
-}
 
 impl Dial {
     /// Opens a session and waits for its handshake, retrying as `retry` allows. The
@@ -243,7 +228,7 @@ impl Dial {
             slot,
         } = target;
         let id = SessionId::random();
-        let (client, tls) = self
+        let (client, verified) = self
             .links
             .client(addr, id, &self.config)
             .map_err(permanent)?;
@@ -259,7 +244,10 @@ impl Dial {
             Instant::now(),
         )
         .with_protocol(slot.protocol().to_owned())
-        .with_tls_binding(tls);
+        .with_tls_binding(match verified {
+            Some(_) => TlsBinding::Verified(None),
+            None => TlsBinding::Plaintext,
+        });
         let shared = Shared::new(session, self.config.session.credit_window);
         let (established_tx, established_rx) = oneshot::channel();
         // Handles are handed out only once the slot holds the established session.
@@ -269,6 +257,7 @@ impl Dial {
             addr: addr.to_owned(),
             actor: actor.to_owned(),
             slot: slot.clone(),
+            verified,
         };
         let driver = Driver::initiator(
             shared,
@@ -286,40 +275,35 @@ impl Dial {
                 Ok((session, slot))
             }
             Ok(Err(reason)) => {
-                let broken = matches!(reason, CloseReason::Transport(_));
+                let broken = matches!(reason, CloseReason::Transport { .. });
+                // Only a connection that opened and then broke may have met TLS without
+                // rustls saying so: a TLS server dialled in plaintext, or a refusal of
+                // this node's certificate that came after the handshake.
+                let connected = matches!(
+                    &reason,
+                    CloseReason::Transport { cause, .. } if *cause != InterruptCause::Unreachable
+                );
                 if broken {
                     self.links.evict_if_unused(addr);
                     self.bookkeeping_changed.notify_waiters();
                 }
                 let mut error = connect_error(addr.to_owned(), actor, slot.protocol(), reason);
-                // Only a connection that opened and then broke may have met TLS.
                 if let ConnectError::Unreachable { reason, .. } = &error
-                    && self.config.peer_tls.is_none()
-                    && !["refused", "timed out", "dns error"]
-                        .iter()
-                        .any(|r| reason.contains(r))
-                    && serves_tls(addr, PROBE_TIMEOUT.min(self.config.connect_timeout)).await
+                    && connected
                 {
-                    error = ConnectError::Tls {
-                        addr: addr.to_owned(),
-                        reason: format!(
-                            "the peer serves TLS, and this node dials it in plaintext: trust its \
-                             CA (--tls-ca FILE, or NodeBuilder::peer_tls) ({reason})"
-                        ),
+                    let found = match &self.config.peer_tls {
+                        None => serves_tls(addr, PROBE_TIMEOUT.min(self.config.connect_timeout))
+                            .await
+                            .then(|| (TlsFailure::PlaintextToTls, reason.clone())),
+                        Some(tls) => tls.diagnose(addr, PROBE_TIMEOUT).await,
                     };
-                }
-                if let ConnectError::Unreachable { reason, .. } = &error
-                    && let Some(tls) = &self.config.peer_tls
-                    && !["refused", "timed out", "dns error"]
-                        .iter()
-                        .any(|r| reason.contains(r))
-                    && let Some(why) = tls.diagnose(addr, PROBE_TIMEOUT).await
-                    && is_tls_failure(&why)
-                {
-                    error = ConnectError::Tls {
-                        reason: tls_hint(&why, addr),
-                        addr: addr.to_owned(),
-                    };
+                    if let Some((failure, detail)) = found {
+                        error = ConnectError::Tls {
+                            addr: addr.to_owned(),
+                            failure,
+                            detail,
+                        };
+                    }
                 }
                 // A failed TLS handshake does not heal by trying again.
                 let transient = broken && !matches!(error, ConnectError::Tls { .. });

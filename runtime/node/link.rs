@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::auth::TlsBinding;
+use crate::auth::VerifiedCert;
 use crate::config::NodeConfig;
 use crate::driver::transport::stubs::duologue_client::DuologueClient;
 use crate::error::ConnectError;
@@ -33,9 +33,9 @@ struct State {
 #[derive(Debug)]
 struct Link {
     channel: Channel,
-    /// What its sessions' proofs are bound to: over TLS, the certificate its verifier
-    /// last accepted the peer by.
-    tls: TlsBinding,
+    /// Over TLS, the certificate its verifier last accepted the peer by, which its
+    /// sessions' proofs are bound to.
+    verified: Option<VerifiedCert>,
     sessions: usize,
     /// The idle period the link is in, while it carries no session.
     idle: Option<u64>,
@@ -58,15 +58,15 @@ impl Links {
         addr: &str,
         session: SessionId,
         config: &NodeConfig,
-    ) -> Result<(DuologueClient<Channel>, TlsBinding), ConnectError> {
+    ) -> Result<(DuologueClient<Channel>, Option<VerifiedCert>), ConnectError> {
         let mut state = self.lock();
         let link = match state.links.get_mut(addr) {
             Some(link) => link,
             None => {
-                let (endpoint, tls) = endpoint(addr, config)?;
+                let (endpoint, verified) = endpoint(addr, config)?;
                 let link = Link {
                     channel: endpoint.connect_lazy(),
-                    tls,
+                    verified,
                     sessions: 0,
                     idle: None,
                 };
@@ -76,12 +76,12 @@ impl Links {
         link.sessions += 1;
         link.idle = None;
         let channel = link.channel.clone();
-        let tls = link.tls.clone();
+        let verified = link.verified.clone();
         state.by_session.insert(session, addr.to_owned());
         let client = DuologueClient::new(channel)
             .max_decoding_message_size(config.frame_limit())
             .max_encoding_message_size(config.frame_limit());
-        Ok((client, tls))
+        Ok((client, verified))
     }
 
     /// `session` closed; returns its link if that left the link without sessions.
@@ -132,7 +132,10 @@ impl Links {
 
 /// The endpoint of `addr`, over TLS when the node dials so, with what its sessions'
 /// proofs are bound to.
-fn endpoint(addr: &str, config: &NodeConfig) -> Result<(Endpoint, TlsBinding), ConnectError> {
+fn endpoint(
+    addr: &str,
+    config: &NodeConfig,
+) -> Result<(Endpoint, Option<VerifiedCert>), ConnectError> {
     let invalid = |reason: String| ConnectError::InvalidAddress {
         addr: addr.to_owned(),
         reason,
@@ -159,6 +162,6 @@ fn endpoint(addr: &str, config: &NodeConfig) -> Result<(Endpoint, TlsBinding), C
         .max_frame_size(config.max_frame_size);
     match &config.peer_tls {
         Some(tls) => tls.endpoint(endpoint, addr, bound),
-        None => Ok((endpoint, TlsBinding::Plaintext)),
+        None => Ok((endpoint, None)),
     }
 }

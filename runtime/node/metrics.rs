@@ -305,7 +305,7 @@ fn handshake_label(reason: &CloseReason) -> &'static str {
         CloseReason::Auth(_) => "auth",
         CloseReason::Protocol(_) => "protocol",
         CloseReason::HandshakeTimeout => "timeout",
-        CloseReason::Transport(_) => "transport",
+        CloseReason::Transport { .. } => "transport",
         CloseReason::Ended { .. } => "ended",
         CloseReason::Lost(_) => "lost",
         CloseReason::Finished => "finished",

@@ -244,7 +244,7 @@ impl Session {
             Role::Acceptor => (peer, &self.local, peer_nonce, &self.local_nonce),
         };
         let tls_certificate = match (&self.tls, self.role) {
-            (TlsBinding::Verified(seen), Role::Initiator) => Some(seen.get()),
+            (TlsBinding::Verified(seen), Role::Initiator) => Some(*seen),
             (TlsBinding::Served(own), Role::Acceptor) if handshake.peer_binds_tls => {
                 Some(Some(*own))
             }

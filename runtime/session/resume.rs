@@ -31,9 +31,10 @@ impl Session {
             State::Greeting(_) => {
                 self.replay.queued.clear();
                 self.local_goodbye = None;
-                self.close(CloseReason::Transport(
-                    detail.unwrap_or_else(|| cause.to_string()),
-                ));
+                self.close(CloseReason::Transport {
+                    detail: detail.unwrap_or_else(|| cause.to_string()),
+                    cause: cause.clone(),
+                });
             }
             State::Established { stage, .. } => {
                 let stage = *stage;

@@ -74,3 +74,43 @@ async fn an_unknown_kind_is_refused_by_name() {
     assert!(error.contains("unknown kind \"cache\" (known: kv-store)"), "{error}");
     assert_eq!(node.wait(WAIT).await.unwrap(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn its_settings_come_from_kv_node_variables_and_its_config_file() {
+    let secrets = SecretDir::create().unwrap();
+    let file = secrets
+        .write(
+            "kv.toml",
+            &format!(
+                "secret-file = \"{}\"\nactor = [\"kv-store:store\"]\nlisten = \"127.0.0.2:0\"\n",
+                secrets.secret().display()
+            ),
+        )
+        .unwrap();
+    let exe = env!("CARGO_BIN_EXE_kv-node").to_owned();
+    let config = format!("KV_NODE_CONFIG={}", file.display());
+    // `env` sets the variables and becomes kv-node: the guard kills the node. Its
+    // variables are named after it; `duologue node`'s are not its own.
+    let args = [
+        config.clone(),
+        "KV_NODE_NAME=kv-env".to_owned(),
+        "KV_NODE_LISTEN=127.0.0.3:0".to_owned(),
+        "DUOLOGUE_LISTEN=127.0.0.4:0".to_owned(),
+        exe.clone(),
+    ];
+    let mut node = ChildGuard::spawn("kv-env", Path::new("env"), &args).unwrap();
+    let listening = node.stdout_line(WAIT).await.unwrap();
+    assert!(
+        listening.as_deref().is_some_and(|l| l.starts_with("listening on 127.0.0.3:")),
+        "not where KV_NODE_LISTEN says, over the file: {listening:?}"
+    );
+    node.signal(Signal::SIGTERM).unwrap();
+    assert_eq!(node.wait(WAIT).await.unwrap(), Some(0));
+
+    // A value its flag refuses, named by the variable.
+    let args = [config, "KV_NODE_MAX_HOSTED=lots".to_owned(), exe];
+    let mut node = ChildGuard::spawn("kv-bad", Path::new("env"), &args).unwrap();
+    let error = node.stderr_line(WAIT).await.unwrap().unwrap_or_default();
+    assert!(error.contains("environment variable KV_NODE_MAX_HOSTED: \"lots\""), "{error}");
+    assert_eq!(node.wait(WAIT).await.unwrap(), Some(2));
+}

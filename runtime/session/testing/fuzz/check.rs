@@ -126,7 +126,7 @@ pub(crate) fn close_reason(reason: &CloseReason) -> &'static str {
             ProtocolError::GoodbyeMismatch { .. } => "close.protocol.goodbye_mismatch",
         },
         CloseReason::HandshakeTimeout => "close.handshake_timeout",
-        CloseReason::Transport(_) => "close.transport",
+        CloseReason::Transport { .. } => "close.transport",
     }
 }
 

@@ -24,7 +24,7 @@ use super::input::{
     BodySpec, ConfigSpec, Context, OwnerAction, Owners, Scenario, Side, SignalSpec, Start, Step,
     TYPE_URL, TlsSpec, Wait, edit_fields, mutate,
 };
-use crate::auth::{CertDigest, Secret, TlsBinding, VerifiedCert};
+use crate::auth::{CertDigest, Secret, TlsBinding};
 use crate::error::ProtocolError;
 use crate::session::{GateVerdict, Phase, ResumeGate, Session, SessionConfig};
 use crate::wire::{
@@ -167,11 +167,7 @@ impl TlsSpec {
     /// The bindings of the initiator and of the acceptor.
     fn bindings(self) -> (TlsBinding, TlsBinding) {
         let cert = |der: &[u8]| CertDigest::of(der);
-        let verified = |der: &[u8]| {
-            let seen = VerifiedCert::default();
-            seen.record(cert(der));
-            TlsBinding::Verified(seen)
-        };
+        let verified = |der: &[u8]| TlsBinding::Verified(Some(cert(der)));
         match self {
             Self::Plaintext => (TlsBinding::Plaintext, TlsBinding::Plaintext),
             Self::Bound => (verified(b"b"), TlsBinding::Served(cert(b"b"))),
