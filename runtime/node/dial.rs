@@ -153,6 +153,7 @@ impl Dial {
     ///
     /// The future is boxed and `Send` by declaration: a restart opens a session from a
     /// task a session's driver asked for, and that recursion defeats `Send` inference.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open_session(
         self: &Arc<Self>,
         context: Context,
