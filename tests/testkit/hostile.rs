@@ -76,7 +76,7 @@ pub async fn open_stream(
     pair
 }
 
-/// The `grpc-status` a stream ended with (from its headers or trailers), within [`WAIT`].
+/// The `grpc-status` a stream ended with (from its headers or trailers), within 10 s.
 pub async fn grpc_status(response: h2::client::ResponseFuture) -> Option<i32> {
     let outcome = tokio::time::timeout(WAIT, async move {
         let response = response.await.ok()?;

@@ -17,8 +17,9 @@ use crate::wire::{Fault, FlowSignal, Goodbye, TypeUrl};
 ///
 /// Only an owner that asked for batches gets them ([`crate::Node::register_batched`],
 /// [`crate::Node::connect_batched`]), whose message type has `From<InboundBatch>` beside
-/// `From<Inbound>` and `From<SessionSignal>`, as [`BatchedSessionMsg`] has; a message
-/// that arrives alone still comes as an [`Inbound`].
+/// `From<Inbound>` and `From<SessionSignal>`, as
+/// [`BatchedSessionMsg`](super::BatchedSessionMsg) has; a message that arrives alone
+/// still comes as an [`Inbound`].
 ///
 /// The messages are in the session's order, and each is what it would have been alone: a call in a batch is answered through its own [`Inbound::reply`], and
 /// dropping a message is consuming it, as ever. A batch is delivered whole or not at all:
