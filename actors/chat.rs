@@ -17,7 +17,7 @@
 //!
 //! Everything the room sends a member (acks, relays, presence) goes through that
 //! member's outbox in a [`Fanout`]: in order, as the member's credit allows, under the
-//! fan-out's policy ([`RoomConfig::fanout`]; see [`duologue::Fanout`]). Every member's
+//! fan-out's policy ([`RoomConfig::fanout`]; see [`duologue::flow::Fanout`]). Every member's
 //! session feeds the room, so a member that reads slowly but keeps reading slows the
 //! writers down (their sessions are paused while its outbox is over the soft bound) and
 //! loses nothing. A member that reads nothing at all holds them for at most
@@ -53,12 +53,13 @@
 
 use std::time::Duration;
 
-use duologue::{Behind, Fanout, FanoutConfig, Refused};
+use duologue::flow::{Behind, Fanout, FanoutConfig, Refused};
 use duologue::{
-    CallError, CloseReason, ConnectError, GoodbyeReason, Mailbox, Node, NodeIdentity, Protocol,
-    RemoteRef, Reply, SessionId, SessionRef, SessionSignal,
+    CallError, CloseReason, ConnectError, Mailbox, Node, Protocol, RemoteRef, Reply, SessionRef,
+    SessionSignal,
+    wire::{GoodbyeReason, NodeIdentity, SessionId},
 };
-use duologue::{InboxEvent, InboxReceiver};
+use duologue::{InboxReceiver, mailbox::InboxEvent};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::peer_lines::PeerLines;
@@ -157,7 +158,7 @@ pub struct RoomConfig {
     /// The room's name.
     pub name: String,
     /// How far a member may fall behind before the room lets it go (see
-    /// [`duologue::Fanout`]).
+    /// [`duologue::flow::Fanout`]).
     pub fanout: FanoutConfig,
     /// The bytes of recent texts a Welcome carries ([`HISTORY_BYTES`] by default).
     pub history_bytes: usize,
@@ -687,10 +688,10 @@ pub enum ChatEvent {
     /// The stream to the room broke; the session is trying to resume.
     Interrupted(duologue::InterruptCause),
     /// The session resumed: nothing lost or doubled.
-    Resumed(duologue::Resumption),
+    Resumed(duologue::flow::Resumption),
     /// The room has not granted this member credit for a while (see
     /// [`SessionSignal::HeldBack`]): its texts wait.
-    HeldBack(duologue::HeldBack),
+    HeldBack(duologue::flow::HeldBack),
     /// After a loss, a new session greeted the room again (the `Restart` policy); the
     /// member must join again.
     Restarted,
@@ -834,7 +835,7 @@ pub async fn join_after(
     seen_room_seq: u64,
     timeout: Duration,
 ) -> Result<Joined, JoinError> {
-    let (remote, inbox) = node.connect_inbox::<ChatRoom>(addr, room).await?;
+    let (remote, inbox) = node.connect::<ChatRoom>((addr, room)).inbox().await?;
     let join = Join {
         user: user.to_owned(),
         seen_room_seq,

@@ -37,7 +37,7 @@
 //! # Slow editors and stopped ones
 //!
 //! The document relays through a [`Fanout`], under its policy, "slow is not stuck" (see
-//! [`duologue::Fanout`]; the bounds are [`DocumentConfig::fanout`]): a relay goes straight
+//! [`duologue::flow::Fanout`]; the bounds are [`DocumentConfig::fanout`]): a relay goes straight
 //! to an editor that has credit, else waits in that editor's outbox, drained in order by
 //! one task per editor. What makes the document relay is editors' updates, so every
 //! editor's session feeds the fan-out (a member's session does by default): those are the
@@ -120,7 +120,10 @@ use std::sync::{Arc, Mutex};
 use duologue::{CallError, ConnectError};
 // What the module doc links to.
 #[cfg(doc)]
-use duologue::{Fanout, FanoutConfig, InboxReceiver};
+use duologue::{
+    InboxReceiver,
+    flow::{Fanout, FanoutConfig},
+};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, TextRef, Transact, Update};

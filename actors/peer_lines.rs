@@ -2,7 +2,7 @@
 //! few lines per window each, the rest counted, the count reported with the next line of
 //! that kind and, for what no line reported, when the actor stops.
 
-use duologue::LogBudget;
+use duologue::status::LogBudget;
 
 /// One actor's budgets, by kind of line.
 #[derive(Debug, Default)]

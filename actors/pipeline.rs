@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use duologue::FlowSignal;
-use duologue::Resumption;
+use duologue::flow::Resumption;
 use duologue::{
-    CallError, CloseReason, ConnectError, InboxEvent, InboxReceiver, Mailbox, Node, Protocol,
-    RemoteRef, Reply, SendError, SessionId, SessionRef, SessionSignal,
+    CallError, CloseReason, ConnectError, InboxReceiver, Mailbox, Node, Protocol, RemoteRef, Reply,
+    SendError, SessionRef, SessionSignal, mailbox::InboxEvent, wire::SessionId,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
@@ -223,7 +223,7 @@ impl StageState {
                 tracing::info!(stage = %self.config.name, ?latency, "recovered: resuming");
                 self.throttled_at = None;
                 for feed in self.feeds.values_mut().filter(|f| f.throttled) {
-                    feed.session.resume();
+                    feed.session.signal(duologue::FlowSignal::Resume);
                     feed.throttled = false;
                     self.counts.resumes += 1;
                 }
@@ -241,7 +241,8 @@ impl StageState {
             if feed.session.is_closed() {
                 continue;
             }
-            feed.session.throttle(self.config.factor);
+            feed.session
+                .signal(duologue::FlowSignal::Throttle(self.config.factor));
             feed.throttled = true;
             feed.signalled = true;
             self.counts.throttles += 1;
@@ -253,7 +254,7 @@ impl StageState {
     fn resumed(&mut self, session: &SessionRef) {
         let feed = self.feed(session);
         if feed.signalled && !feed.throttled {
-            feed.session.resume();
+            feed.session.signal(duologue::FlowSignal::Resume);
         }
     }
 }
@@ -531,7 +532,7 @@ impl Producer {
         stage: &str,
         config: ProducerConfig,
     ) -> Result<Self, PipelineError> {
-        let (stage, inbox) = node.connect_inbox::<Stage>(addr, stage).await?;
+        let (stage, inbox) = node.connect::<Stage>((addr, stage)).inbox().await?;
         let started = Instant::now();
         let windows = Arc::new(Windows::default());
         let stop = CancellationToken::new();

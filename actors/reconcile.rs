@@ -29,7 +29,7 @@
 //!
 //! The reconciler sends each session's reports through a [`Fanout`] of its own (one
 //! member: that session), under the fan-out's policy, "slow is not stuck" (see
-//! [`duologue::Fanout`]; the bounds are [`ReconcilerConfig::fanout`]): a report goes
+//! [`duologue::flow::Fanout`]; the bounds are [`ReconcilerConfig::fanout`]): a report goes
 //! straight into the session while the client grants credit, else waits in the session's
 //! outbox, drained in order as the client reads.
 //!
@@ -90,11 +90,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use duologue::LostReason;
-use duologue::Refused;
-use duologue::Resumption;
+use duologue::flow::Refused;
+use duologue::flow::Resumption;
 use duologue::{
-    CloseReason, ConnectError, Fanout, FanoutConfig, InboxEvent, InboxReceiver, Mailbox, Node,
-    Protocol, RemoteRef, SendError, SessionId, SessionRef, SessionSignal,
+    CloseReason, ConnectError, InboxReceiver, Mailbox, Node, Protocol, RemoteRef, SendError,
+    SessionRef, SessionSignal,
+    flow::{Fanout, FanoutConfig},
+    mailbox::InboxEvent,
+    wire::SessionId,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -750,7 +753,7 @@ impl Watch {
 /// # Errors
 /// [`WatchError`] says why it could not.
 pub async fn watch(node: &Node, addr: &str, name: &str) -> Result<Watch, WatchError> {
-    let (reconciler, inbox) = node.connect_inbox::<Reconciler>(addr, name).await?;
+    let (reconciler, inbox) = node.connect::<Reconciler>((addr, name)).inbox().await?;
     Ok(Watch {
         reconciler,
         inbox,

@@ -31,37 +31,37 @@ use sha2::{Digest, Sha256};
 use crate::error::AuthError;
 use crate::wire::{NodeIdentity, Nonce, PROOF_LEN, SessionId};
 
-/// Shortest secret a node accepts, in bytes.
-pub const MIN_SECRET_LEN: usize = 16;
-
-/// Fewest distinct byte values a secret may hold: sixteen zero bytes or one repeated
-/// letter are refused. (This catches only the most regular secrets: the node binaries
-/// also estimate a text secret's strength, and the secret must be random, because an
-/// acceptor's challenge lets anyone test guesses offline; see `docs/semantics.md`.)
-pub const MIN_DISTINCT_BYTES: usize = 8;
-
 /// The cluster's shared secret. Its `Debug` output never shows the bytes.
 #[derive(Clone)]
 pub struct Secret(Arc<[u8]>);
 
 impl Secret {
+    /// Shortest secret a node accepts, in bytes.
+    pub const MIN_LEN: usize = 16;
+
+    /// Fewest distinct byte values a secret may hold: sixteen zero bytes or one repeated
+    /// letter are refused. (This catches only the most regular secrets: the node binaries
+    /// also estimate a text secret's strength, and the secret must be random, because an
+    /// acceptor's challenge lets anyone test guesses offline; see `docs/semantics.md`.)
+    pub const MIN_DISTINCT_BYTES: usize = 8;
+
     /// Wraps secret bytes.
     ///
     /// # Errors
-    /// [`AuthError::SecretTooShort`] when shorter than [`MIN_SECRET_LEN`] bytes,
-    /// [`AuthError::WeakSecret`] with fewer than [`MIN_DISTINCT_BYTES`] distinct bytes.
+    /// [`AuthError::SecretTooShort`] when shorter than [`Self::MIN_LEN`] bytes,
+    /// [`AuthError::WeakSecret`] with fewer than [`Self::MIN_DISTINCT_BYTES`] distinct bytes.
     pub fn new(bytes: impl AsRef<[u8]>) -> Result<Self, AuthError> {
         let bytes = bytes.as_ref();
-        if bytes.len() < MIN_SECRET_LEN {
+        if bytes.len() < Self::MIN_LEN {
             return Err(AuthError::SecretTooShort {
                 len: bytes.len(),
-                min: MIN_SECRET_LEN,
+                min: Self::MIN_LEN,
             });
         }
         let mut seen = [false; 256];
         bytes.iter().for_each(|&b| seen[usize::from(b)] = true);
         let distinct = seen.iter().filter(|&&s| s).count();
-        if distinct < MIN_DISTINCT_BYTES {
+        if distinct < Self::MIN_DISTINCT_BYTES {
             return Err(AuthError::WeakSecret {
                 reason: format!("only {distinct} distinct byte values"),
             });

@@ -23,7 +23,7 @@ use crate::wire::NodeIdentity;
 
 /// Byte budgets a node's sessions share ([`crate::NodeConfig::budget`]).
 ///
-/// A session's own bounds ([`crate::SessionConfig::replay_max_bytes`], its credit window)
+/// A session's own bounds ([`crate::settings::SessionConfig::replay_max_bytes`], its credit window)
 /// stop at the session; these stop a peer that opens many sessions, and many peers
 /// together, from holding a node's memory. Peers are told apart by the identity they
 /// proved the secret with (name and incarnation): a peer that claims many identities
@@ -33,12 +33,12 @@ use crate::wire::NodeIdentity;
 ///   budget is refused with [`crate::SendError::Full`] naming it; while a session is
 ///   interrupted, the session is lost instead ([`crate::LostReason::ReplayFull`]).
 /// - *Inbound* bytes: byte credit granted to peers and not yet consumed by the owners
-///   (their [`crate::Inbound`] or [`crate::Credit`] not yet dropped): payloads in flight
+///   (their [`crate::Inbound`] or [`crate::flow::Credit`] not yet dropped): payloads in flight
 ///   towards a mailbox (or an inbox), or waiting in it. Credit in bytes is reserved here
 ///   before it is granted, so what peers may send never exceeds a budget: a grant the
 ///   budgets cannot cover waits until they can, and the peers' sends wait meanwhile, as
 ///   for a slow actor. The one exception is the small byte credit each session grants in
-///   its handshake ([`crate::SessionConfig::initial_credit_bytes`], 8 KiB), taken whatever
+///   its handshake ([`crate::settings::SessionConfig::initial_credit_bytes`], 8 KiB), taken whatever
 ///   the budgets hold, so that every session can carry small messages.
 ///
 /// The defaults keep a node's replay buffers under 512 MiB whatever its peers do, while
@@ -62,7 +62,7 @@ pub struct BudgetConfig {
     pub peer_inbound_bytes: usize,
     /// Inbound bytes from one session: 64 MiB by default (16 messages of the largest
     /// default size). It caps the session's byte window
-    /// ([`crate::SessionConfig::credit_window_bytes`]), never below the largest message
+    /// ([`crate::settings::SessionConfig::credit_window_bytes`]), never below the largest message
     /// the session accepts.
     pub session_inbound_bytes: usize,
 }

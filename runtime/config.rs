@@ -152,7 +152,7 @@ pub struct NodeConfig {
     /// ([`crate::NodeError::TooManyNames`]).
     pub max_names: usize,
     /// Most actors the node hosts at once on request (peers' spawns, `--actor`): past
-    /// it, a spawn is refused ([`crate::SpawnError::LimitReached`]).
+    /// it, a spawn is refused ([`crate::cluster::SpawnError::LimitReached`]).
     pub max_hosted: usize,
     /// How long a closed session waits for the peer to end its stream.
     pub close_linger: Duration,

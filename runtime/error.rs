@@ -373,7 +373,7 @@ pub enum SendError<T> {
         /// The message.
         message: T,
     },
-    /// The peer holds this side back now: no credit left, paused, or a resume-after or
+    /// The peer holds this side back now: no credit left, paused, or a timed pause or
     /// throttle delay. `cast(..).await` and `call` wait for this to end; `try_cast`
     /// returns it.
     #[error("the peer holds the session back: {by}")]
@@ -447,14 +447,14 @@ pub enum ReplayLimit {
         bytes: usize,
     },
     /// The replay budget of the peer node, shared by all its sessions
-    /// ([`crate::BudgetConfig::peer_replay_bytes`]).
+    /// ([`crate::settings::BudgetConfig::peer_replay_bytes`]).
     #[error("the peer's replay budget ({bytes} bytes over all its sessions)")]
     Peer {
         /// The budget.
         bytes: usize,
     },
     /// This node's replay budget, shared by all its sessions
-    /// ([`crate::BudgetConfig::node_replay_bytes`]).
+    /// ([`crate::settings::BudgetConfig::node_replay_bytes`]).
     #[error("the node's replay budget ({bytes} bytes over all sessions)")]
     Node {
         /// The budget.
@@ -475,9 +475,9 @@ pub enum HeldBy {
     /// The peer sent `Pause`.
     #[error("paused")]
     Paused,
-    /// The peer sent `ResumeAfter`, and the delay has not run out.
-    #[error("asked to wait (resume-after)")]
-    ResumeAfter,
+    /// The peer sent `PauseFor`, and the delay has not run out.
+    #[error("asked to wait (a timed pause)")]
+    PauseFor,
     /// The peer sent `Throttle`, and the pace allows no message yet.
     #[error("throttled")]
     Throttled,
@@ -608,6 +608,9 @@ pub enum ConnectError {
     /// The actor that was to own the session stopped before it opened.
     #[error("the owner of the session stopped")]
     OwnerStopped,
+    /// The name the session was to go to was not found ([`crate::Target::Named`]).
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
 }
 
 /// Starting a node or registering an actor failed.
@@ -634,10 +637,10 @@ pub enum NodeError {
     #[error("an actor named {0:?} is already registered")]
     NameTaken(String),
     /// A name (or the protocol an actor serves) a node does not take
-    /// ([`crate::MAX_NAME_BYTES`]; no control, bidi or invisible characters).
+    /// ([`crate::cluster::MAX_NAME_BYTES`]; no control, bidi or invisible characters).
     #[error("refusing the name {name:?}: {reason}")]
     InvalidName {
-        /// The name, printable and cut short ([`crate::printable`]).
+        /// The name, printable and cut short ([`crate::cluster::printable`]).
         name: String,
         /// Why.
         reason: &'static str,
@@ -696,7 +699,7 @@ pub enum NodeError {
 }
 
 /// A named actor could not be found, or not reached ([`crate::Node::lookup`]).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
     /// The node is not in a cluster.
     #[error("the node is not in a cluster: nothing to look names up in")]
@@ -722,15 +725,12 @@ pub enum LookupError {
         wanted: String,
     },
     /// This node's gossip engine failed, so its view of the cluster is stale
-    /// ([`crate::ClusterEvent::GossipStopped`]).
+    /// ([`crate::cluster::ClusterEvent::GossipStopped`]).
     #[error("cluster membership stopped ({reason}): restart the node")]
     GossipStopped {
         /// What the engine said.
         reason: String,
     },
-    /// Found, but the session to it could not be opened.
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
 }
 
 /// An actor could not be started on request ([`crate::Node::spawn`],
@@ -755,7 +755,7 @@ pub enum SpawnError {
         /// The name.
         name: String,
     },
-    /// The name (or the protocol) is not one a node takes ([`crate::MAX_NAME_BYTES`]).
+    /// The name (or the protocol) is not one a node takes ([`crate::cluster::MAX_NAME_BYTES`]).
     #[error("node {node} refuses the name {name:?}: {reason}")]
     InvalidName {
         /// The node asked.
@@ -804,7 +804,7 @@ pub enum SpawnError {
     #[error("not in a cluster")]
     NotClustered,
     /// This node's gossip engine failed, so it cannot choose a member
-    /// ([`crate::ClusterEvent::GossipStopped`]).
+    /// ([`crate::cluster::ClusterEvent::GossipStopped`]).
     #[error("cluster membership stopped ({reason}): restart the node")]
     GossipStopped {
         /// What the engine said.

@@ -4,54 +4,54 @@
 //! multiplexed on one connection per pair of nodes, all of an actor's sessions feeding
 //! its one ractor mailbox.
 //!
+//! # The public face
+//!
+//! The crate root holds what a first user needs: a [`Node`] (built with
+//! [`NodeBuilder`], [`NodeConfig`] and a [`Secret`]), actors registered with
+//! [`Node::register`] and sessions opened with [`Node::connect`] (one [`Connect`] for
+//! every owner kind: an actor, an actor taking batches ([`Owner`]), or an
+//! [`InboxReceiver`]; by address or by name, [`Target`]), the typed [`Mailbox`] and the
+//! untyped [`Inbound`] and [`SessionSignal`], the handles [`RemoteRef`] and
+//! [`SessionRef`] (whose [`SessionRef::signal`] sends a [`FlowSignal`]), and the errors
+//! of those calls. The rest is in namespaces: [`flow`] (what holds a sender back,
+//! fan-out), [`mailbox`] (batches, replies, the traits a message type implements),
+//! [`cluster`] (members, names, remote spawn), [`status`] (status, events,
+//! bookkeeping), [`settings`] (settings beside `NodeConfig`), [`tls`], [`wire`] (the
+//! protocol's frames as types) and `cli` (feature `cli`: node binaries).
+//!
 //! # Layout
 //!
-//! Every public item is at the crate root; the modules behind them are private, each
-//! with one job. From the bottom up:
+//! The modules behind the public face are private, grouped by who owns what, in the order
+//! data flows:
 //!
-//! - `wire`: the protocol's frames as domain types ([`SessionId`], [`Goodbye`], ...); the
-//!   one place a malformed frame becomes a typed error. A leaf: it uses no other module.
-//! - `error`: the typed errors of every boundary ([`CloseReason`], [`ConnectError`], ...).
-//! - `auth`: the shared secret ([`Secret`]) and the HMAC challenge-response proofs.
-//! - `tls`: TLS and mutual TLS on both ends ([`ServerTls`], [`ClientTls`]), loaded and
-//!   checked up front; the verifier that binds the handshake to the peer's certificate.
-//! - `budget`: memory budgets the sessions of a node share, per peer and in all
-//!   ([`BudgetConfig`]): replay buffers, and what waits unhandled in mailboxes.
-//! - `session`: one session's state machine, pure (no tokio, no tonic, no clock), split by
-//!   concern: handshake, resume, replay and acks, flow control, timers.
-//! - `config`: the node's settings ([`NodeConfig`], [`SessionConfig`], [`SessionPolicy`]).
-//! - `shared`: a session core behind its lock, shared by its task and its handles.
-//! - `session_ref` / `remote_ref`: handles to a session ([`SessionRef`]) and typed handles
-//!   to a remote actor ([`RemoteRef`]) speaking a [`Protocol`].
-//! - `members`: the cluster as one node sees it, pure: members ([`Member`]), the
-//!   [`ClusterEvent`]s between two views, and which node a contested name resolves to.
-//! - `mailbox`: what sessions deliver into an actor's mailbox: typed by the protocol the
-//!   actor serves ([`Mailbox<P, L>`], decoded before delivery, in `mailbox/typed`), or
-//!   untyped ([`Inbound`], [`SessionSignal`]); see [the merged mailbox](#the-merged-mailbox).
-//! - `oneof`: [`oneof!`], the `From`/`TryFrom` impls between a protobuf `oneof` wrapper
-//!   and its variants.
-//! - `driver`: the thin async layer: one task per session moving frames between its core
-//!   and its gRPC streams, and events into the owner's mailbox. It reports to the node
-//!   through a trait the node implements, and never names the node.
-//! - `node`: the node ([`Node`]): registry of named actors, gRPC server, links to peers,
-//!   shutdown; the kinds of actor it spawns on request and its `$node` control actor;
-//!   its cluster membership on chitchat (lookup by name, cluster events).
-//! - `inbox`: a session read as a typed stream without an actor ([`InboxReceiver`]);
-//!   credit follows the reader.
-//! - `fanout`: sending to many sessions when some cannot keep up ([`Fanout`]): a slow
-//!   member holds the senders back, a stuck one is let go; every member gets everything
-//!   in order, or is told it was let go.
-//! - `log_budget`: log lines a peer can cause at will, a few per window and the rest
-//!   counted ([`LogBudget`]); used by the node, the fan-out and the ready-made actors.
-//! - `cli` (feature `cli`): a node binary for your own actor kinds in one call
-//!   (`cli::NodeMain`). A public module: a namespace for the node-binary runner.
+//! - `node`: the node, a facade over parts it builds in order and hands to each other:
+//!   `registry` (names), `sessions` (live and resumable sessions, what drivers report),
+//!   `dial` and `link` (connections to peers), `server` (admission, the session service,
+//!   the standard services), `ops` and `admin` (status, metrics, the admin address),
+//!   `cluster` (membership on chitchat), `control` (the `$node` actor), `hosting` (kinds
+//!   started on request), `watcher` (actors that stopped).
+//! - `driver`: one task per session moving frames between its core and its gRPC streams,
+//!   and events into the owner's mailbox; it reports to the node through a trait the node
+//!   implements, and never names the node.
+//! - `actor`: what reaches an actor (the `mailbox` with its typed [`Mailbox`], an
+//!   `inbox`, a `fanout`, the session's `owner`).
+//! - `handles`: one session's core behind its lock (`state`), and the handles to it
+//!   ([`SessionRef`], [`RemoteRef`]).
+//! - `session`: one session's state machine, pure (no tokio, no tonic, no clock of its
+//!   own), split by concern: handshake, resume, replay and acks, flow control, timers.
+//! - `wire`: the protocol's frames as domain types; the one place a malformed frame
+//!   becomes a typed error, and the byte encoding. No tonic.
+//!
+//! Beside them: `auth` (secret and proofs), `tls`, `budget` (memory budgets the sessions
+//! of a node share), `config`, `error`, `members` and `names` (the cluster as one node
+//! sees it, pure), `log_budget`, `oneof` ([`oneof!`]), `signal`, `shutdown`, `sync`.
 //!
 //! The ready-made actors (chat, editing, reconcile, pipeline) and the `duologue` command
 //! live in the `duologue-actors` crate, built only on this public API; the process
 //! harness of the tests, demo and benches in `duologue-testkit`.
 //!
-//! No two modules depend on each other unless one is the other's ancestor:
-//! `tests/module_graph.rs` checks it.
+//! No two modules depend on each other unless one is the other's ancestor, and no child
+//! uses its ancestors' state: `tests/module_graph.rs` checks both.
 //!
 //! # The merged mailbox
 //!
@@ -101,8 +101,6 @@
 //! # Ok(()) }
 //! ```
 
-// One public path per item: the modules are private, and the root re-exports every
-// public item of theirs (quinn's way). `cli` is a namespace of its own.
 mod actor;
 mod auth;
 mod budget;
@@ -119,44 +117,80 @@ mod node;
 mod oneof;
 mod session;
 mod shutdown;
+mod signal;
 mod sync;
-mod tls;
-mod wire;
+pub mod tls;
+pub mod wire;
 
-pub use actor::fanout::{Behind, Fanout, FanoutConfig, LetGo, Refused};
-pub use actor::inbox::{InboxEvent, InboxReceiver, NoMessage};
-pub use actor::mailbox::{
-    BatchedSessionMsg, Credit, FromCluster, FromSession, HeldBack, Inbound, InboundBatch, Lost,
-    Mailbox, NoLocal, Reply, ReplyPort, Resumption, SessionMsg, SessionSignal, Unconfirmed,
-    Undecodable,
-};
-pub use auth::{MIN_DISTINCT_BYTES, MIN_SECRET_LEN, Secret};
-pub use budget::BudgetConfig;
-pub use config::{
-    AdminAccess, AdminToken, AdmissionConfig, ClusterConfig, NodeConfig, RuntimeFlavor,
-    SessionPolicy,
-};
+// The core a first user needs is at the root; the rest is in a few namespaces below,
+// each item at one public path (quinn's way): the modules behind them are private.
+pub use actor::inbox::InboxReceiver;
+pub use actor::mailbox::{Inbound, Mailbox, Reply, SessionMsg, SessionSignal};
+pub use actor::owner::Owner;
+pub use auth::Secret;
+pub use config::{NodeConfig, SessionPolicy};
 pub use error::{
-    AdminGuard, AuthError, CallError, CloseReason, ConnectError, DecodeError, HeldBy,
-    InterruptCause, LookupError, LostReason, NodeError, ProtocolError, ReplayLimit, SendError,
-    SpawnError, TlsFailure,
+    AuthError, CallError, CloseReason, ConnectError, DecodeError, InterruptCause, LostReason,
+    NodeError, ProtocolError, SendError,
 };
-pub use handles::remote_ref::{Payload, Protocol, RemoteRef};
+pub use handles::remote_ref::{Protocol, RemoteRef};
 pub use handles::session_ref::SessionRef;
-pub use log_budget::{LOG_LINES_PER_WINDOW, LOG_WINDOW, LogBudget, LogVerdict};
-pub use members::{ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates};
-pub use names::{MAX_NAME_BYTES, MAX_PROTOCOL_BYTES, printable};
-pub use node::{
-    ActorSpec, Bookkeeping, CONTROL_ACTOR, ClusterStatus, Hosted, Located, MembersAt, Node,
-    NodeBuilder, NodeEvent, NodeStatus, Rate, RatePoint, SessionState, SessionStatus, SpawnOn,
-    Spawned,
-};
-pub use session::{FlowState, Role, SessionConfig, SessionCounters};
-pub use tls::{ClientTls, ServerTls, TlsRefusal, TlsRefused};
-pub use wire::{
-    Fault, FlowSignal, FrameError, Goodbye, GoodbyeReason, INTERN_LIMIT, NONCE_LEN, NodeIdentity,
-    PROOF_LEN, PROTOCOL_VERSION, Refusal, RefuseReason, SessionId, TypeUrl,
-};
+pub use node::{Connect, Node, NodeBuilder, Target};
+pub use signal::FlowSignal;
+
+/// Flow control beyond [`FlowSignal`]: what holds a sender back, what a session's flow
+/// state is, and one actor's messages fanned out to many sessions without letting a
+/// slow member stall the rest.
+pub mod flow {
+    pub use crate::actor::fanout::{Behind, Fanout, FanoutConfig, LetGo, Refused};
+    pub use crate::actor::mailbox::{Credit, HeldBack, Resumption};
+    pub use crate::error::{HeldBy, ReplayLimit};
+    pub use crate::session::{FlowState, SessionCounters};
+}
+
+/// What sessions deliver into a mailbox beyond [`Inbound`] and [`SessionSignal`]: the
+/// traits a message type implements to take them, batches, replies to calls, and what a
+/// lost session never confirmed.
+pub mod mailbox {
+    pub use crate::actor::inbox::{InboxEvent, NoMessage};
+    pub use crate::actor::mailbox::{
+        BatchedSessionMsg, FromCluster, FromSession, InboundBatch, Lost, NoLocal, ReplyPort,
+        Unconfirmed, Undecodable,
+    };
+    pub use crate::handles::remote_ref::Payload;
+}
+
+/// A cluster of nodes: members, names, lookups, actors started on request.
+pub mod cluster {
+    pub use crate::error::{LookupError, SpawnError};
+    pub use crate::members::{
+        ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates,
+    };
+    pub use crate::names::{MAX_NAME_BYTES, MAX_PROTOCOL_BYTES, printable};
+    pub use crate::node::{
+        ActorSpec, CONTROL_ACTOR, ClusterStatus, Hosted, Located, MembersAt, SpawnOn, Spawned,
+    };
+}
+
+/// What a node reports about itself: status, bookkeeping, events, and the admin
+/// address's access and log budget.
+pub mod status {
+    pub use crate::error::AdminGuard;
+    pub use crate::log_budget::{LOG_LINES_PER_WINDOW, LOG_WINDOW, LogBudget, LogVerdict};
+    pub use crate::node::{
+        Bookkeeping, NodeEvent, NodeStatus, Rate, RatePoint, SessionState, SessionStatus,
+    };
+    pub use crate::session::Role;
+}
+
+/// The node's settings beside [`NodeConfig`] and [`SessionPolicy`].
+pub mod settings {
+    pub use crate::budget::BudgetConfig;
+    pub use crate::config::{
+        AdminAccess, AdminToken, AdmissionConfig, ClusterConfig, RuntimeFlavor,
+    };
+    pub use crate::session::SessionConfig;
+}
 
 /// Not API: the session core's test harness and fuzz (`runtime/session/testing/`), for the
 /// crate's tests and, with the feature `bench-internals`, the benches of the session core.

@@ -28,7 +28,7 @@ pub enum LogVerdict {
 /// costs a few lines, not one each, and is still seen whole.
 ///
 /// ```
-/// use duologue::LogBudget;
+/// use duologue::status::LogBudget;
 ///
 /// static UNDECODABLE: LogBudget = LogBudget::new();
 ///

@@ -438,7 +438,7 @@ pub fn name_holders<'a>(
 }
 
 /// The members of `members` that serve and spawn `kind`, fewest named actors first (then
-/// lowest name): where [`crate::SpawnOn::AnyOffering`] sends a spawn (the first).
+/// lowest name): where [`crate::cluster::SpawnOn::AnyOffering`] sends a spawn (the first).
 pub fn spawn_candidates<'a>(
     members: impl IntoIterator<Item = &'a Member>,
     kind: &str,

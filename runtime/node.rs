@@ -26,6 +26,7 @@
 
 mod admin;
 mod cluster;
+mod connect;
 mod control;
 mod dial;
 mod hosting;
@@ -50,13 +51,13 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::actor::inbox::InboxReceiver;
-use crate::actor::mailbox::{Batched, Deliver, FromCluster, FromSession, InboundBatch, Serving};
+use crate::actor::mailbox::FromCluster;
+use crate::actor::owner::Owner;
 use crate::auth::Secret;
 use crate::budget::{BudgetConfig, Budgets};
-use crate::config::{NodeConfig, SessionPolicy};
-use crate::error::{ConnectError, LookupError, NodeError, SpawnError};
-use crate::handles::remote_ref::{Protocol, RemoteRef};
+use crate::config::NodeConfig;
+use crate::error::{LookupError, NodeError, SpawnError};
+use crate::handles::remote_ref::Protocol;
 use crate::members::Member;
 use crate::session::SessionConfig;
 use crate::shutdown::Shutdown;
@@ -65,6 +66,7 @@ use crate::tls::{ClientTls, ServerTls, TlsAccept, TlsRefusedByPort};
 use crate::wire::NodeIdentity;
 
 pub use self::cluster::Located;
+pub use self::connect::{Connect, Target};
 pub use self::control::{CONTROL_ACTOR, MembersAt, SpawnOn, Spawned};
 pub(crate) use self::hosting::Kinds;
 pub use self::hosting::{ActorSpec, Hosted};
@@ -79,7 +81,7 @@ use self::link::Links;
 use self::metrics::NodeMetrics;
 use self::ops::Ops;
 use self::registry::Registry;
-use self::server::Serving as ServerParts;
+use self::server::Serving;
 use self::server::admission::Descriptors;
 use self::server::pre_auth::StandardPlaces;
 use self::server::standard::Standard;
@@ -328,7 +330,7 @@ impl NodeBuilder {
                     tls_refused.session.clone(),
                 )
             });
-            tokio::spawn(server::serve(ServerParts {
+            tokio::spawn(server::serve(Serving {
                 sessions: sessions.clone(),
                 config: config.clone(),
                 listener,
@@ -528,70 +530,28 @@ impl Node {
         &self.inner.config
     }
 
-    /// Makes `actor` reachable by peers under `name`. Sessions opened to `name` deliver
-    /// into its mailbox. A typed mailbox ([`crate::Mailbox`]) names its protocol, and a
-    /// session that names another is refused in the handshake; an untyped one accepts
-    /// any (see [`Node::register_serving`]).
+    /// Makes `owner` reachable by peers under `name`: sessions opened to `name` deliver
+    /// into its mailbox. An `&ActorRef<M>` is an owner; [`Owner::batched`] takes runs of
+    /// messages as one, [`Owner::serving`] names the protocol of an untyped mailbox. A
+    /// typed mailbox ([`crate::Mailbox`]) names its protocol, and a session that names
+    /// another is refused in the handshake ([`crate::ConnectError::ProtocolMismatch`] at the
+    /// initiator); an untyped one accepts any.
     ///
     /// # Errors
     /// [`NodeError::NameTaken`] when a live actor holds the name;
     /// [`NodeError::InvalidName`] for a name (or protocol) a node does not take
-    /// ([`crate::MAX_NAME_BYTES`]); [`NodeError::TooManyNames`] past
+    /// ([`crate::cluster::MAX_NAME_BYTES`]); [`NodeError::TooManyNames`] past
     /// [`NodeConfig::max_names`].
-    pub fn register<M>(&self, name: impl Into<String>, actor: &ActorRef<M>) -> Result<(), NodeError>
-    where
-        M: FromSession,
-    {
-        self.inner
-            .registry
-            .register(name.into(), Arc::new(actor.clone()), actor.get_cell())
-    }
-
-    /// As [`Node::register`], for an actor with an untyped mailbox (`SessionMsg`, or an
-    /// enum of its own) that serves the protocol `P`: a session that names another
-    /// protocol is refused in the handshake, before any message, with
-    /// [`ConnectError::ProtocolMismatch`] at the initiator.
-    ///
-    /// # Errors
-    /// [`NodeError::NameTaken`] when a live actor holds the name.
-    pub fn register_serving<P, M>(
+    pub fn register(
         &self,
         name: impl Into<String>,
-        actor: &ActorRef<M>,
-    ) -> Result<(), NodeError>
-    where
-        P: Protocol,
-        M: FromSession,
-    {
-        let serving = Serving {
-            actor: actor.clone(),
-            protocol: P::name(),
+        owner: impl Into<Owner>,
+    ) -> Result<(), NodeError> {
+        let deliver = owner.into().into_deliver();
+        let Some(cell) = deliver.cell() else {
+            unreachable!("an Owner a user can build is an actor");
         };
-        self.inner
-            .registry
-            .register(name.into(), Arc::new(serving), actor.get_cell())
-    }
-
-    /// As [`Node::register`], for an actor that takes a run of messages that arrived
-    /// together as one mailbox message ([`InboundBatch`]): one
-    /// mailbox operation per run instead of one per message, for an actor that handles
-    /// many small messages. A message that arrives alone still comes as an `Inbound`.
-    ///
-    /// # Errors
-    /// [`NodeError::NameTaken`] when a live actor holds the name.
-    pub fn register_batched<M>(
-        &self,
-        name: impl Into<String>,
-        actor: &ActorRef<M>,
-    ) -> Result<(), NodeError>
-    where
-        M: FromSession + From<InboundBatch>,
-    {
-        self.inner.registry.register(
-            name.into(),
-            Arc::new(Batched(actor.clone())),
-            actor.get_cell(),
-        )
+        self.inner.registry.register(name.into(), deliver, cell)
     }
 
     /// Removes a name; sessions already open stay open.
@@ -610,118 +570,28 @@ impl Node {
             .or_else(|| self.local_addr().map(|a| a.to_string()))
     }
 
-    /// Opens a session to the actor `actor` on the node at `addr` (`host:port`), owned by
-    /// the local actor `owner`: the remote actor's messages and the session's signals go
-    /// into `owner`'s mailbox. Returns once the handshake completed. The session follows
-    /// the node's default [`SessionPolicy`].
+    /// Opens a session of the protocol `P` to `target`: an actor on a node
+    /// (`Target::at(addr, actor)`, or `(addr, actor)`) or a name the cluster resolves
+    /// (`Target::named(name, within)`). The [`Connect`] it gives takes the session's policy
+    /// (the node's default otherwise) and opens the session with its owner:
     ///
-    /// A connection refused or reset, or a stream broken before the handshake completed,
-    /// is retried with the reconnect backoff until the connect deadline
-    /// ([`NodeConfig::connect_timeout`]); a refusal by the peer is not.
-    ///
-    /// # Errors
-    /// [`ConnectError::Unreachable`] (with the last attempt's cause) once the connect
-    /// deadline passed or when the peer did not complete a handshake in time,
-    /// [`ConnectError::UnknownActor`], [`ConnectError::Auth`] (the secrets differ),
-    /// [`ConnectError::Closed`] for any other failed handshake,
-    /// [`ConnectError::ShuttingDown`], [`ConnectError::OwnerStopped`].
-    pub async fn connect<P, M>(
-        &self,
-        addr: &str,
-        actor: &str,
-        owner: &ActorRef<M>,
-    ) -> Result<RemoteRef<P>, ConnectError>
-    where
-        P: Protocol,
-        M: FromSession,
-    {
-        self.connect_with(addr, actor, owner, self.inner.config.policy)
-            .await
-    }
-
-    /// As [`Node::connect`], with the session's own [`SessionPolicy`].
-    ///
-    /// # Errors
-    /// As [`Node::connect`].
-    pub async fn connect_with<P, M>(
-        &self,
-        addr: &str,
-        actor: &str,
-        owner: &ActorRef<M>,
-        policy: SessionPolicy,
-    ) -> Result<RemoteRef<P>, ConnectError>
-    where
-        P: Protocol,
-        M: FromSession,
-    {
-        self.connect_owner(addr, actor, Arc::new(owner.clone()), policy)
-            .await
-    }
-
-    /// As [`Node::connect_with`], for an owner that takes a run of messages that arrived
-    /// together as one mailbox message ([`InboundBatch`]; see [`Node::register_batched`]).
-    ///
-    /// # Errors
-    /// As [`Node::connect`].
-    pub async fn connect_batched<P, M>(
-        &self,
-        addr: &str,
-        actor: &str,
-        owner: &ActorRef<M>,
-        policy: SessionPolicy,
-    ) -> Result<RemoteRef<P>, ConnectError>
-    where
-        P: Protocol,
-        M: FromSession + From<InboundBatch>,
-    {
-        self.connect_owner(addr, actor, Arc::new(Batched(owner.clone())), policy)
-            .await
-    }
-
-    /// Opens a session to the actor `actor` on the node at `addr`, owned by an
-    /// [`InboxReceiver`] instead of a local actor: send through the [`RemoteRef`], read
-    /// what the peer sends (and the session's signals) from the receiver. Connecting
-    /// retries transient faults as [`Node::connect`] does; the node's default
-    /// [`SessionPolicy`] applies (`Escalate` acts as `Resume`: there is no actor to stop).
-    ///
-    /// # Errors
-    /// As [`Node::connect`].
-    pub async fn connect_inbox<P: Protocol>(
-        &self,
-        addr: &str,
-        actor: &str,
-    ) -> Result<(RemoteRef<P>, InboxReceiver<P>), ConnectError> {
-        self.connect_inbox_with(addr, actor, self.config().policy)
-            .await
-    }
-
-    /// As [`Node::connect_inbox`], with the session's own [`SessionPolicy`].
-    ///
-    /// # Errors
-    /// As [`Node::connect`].
-    pub async fn connect_inbox_with<P: Protocol>(
-        &self,
-        addr: &str,
-        actor: &str,
-        policy: SessionPolicy,
-    ) -> Result<(RemoteRef<P>, InboxReceiver<P>), ConnectError> {
-        let (owner, inbox) = crate::actor::inbox::new_inbox();
-        let remote = self.connect_owner(addr, actor, owner, policy).await?;
-        Ok((remote.clone(), inbox.receiver(remote)))
-    }
-
-    /// Opens a session delivering into `owner`, as [`Node::connect_with`] describes.
-    async fn connect_owner<P: Protocol>(
-        &self,
-        addr: &str,
-        actor: &str,
-        owner: Arc<dyn Deliver>,
-        policy: SessionPolicy,
-    ) -> Result<RemoteRef<P>, ConnectError> {
-        self.inner
-            .sessions
-            .connect(addr, actor, owner, policy)
-            .await
+    /// ```no_run
+    /// # async fn f(node: duologue::Node, me: ractor::ActorRef<duologue::SessionMsg>) -> Result<(), duologue::ConnectError> {
+    /// # #[derive(Clone, PartialEq, prost::Message)] struct Ping {}
+    /// # impl prost::Name for Ping { const NAME: &'static str = "Ping"; const PACKAGE: &'static str = "demo"; }
+    /// # struct PingPong;
+    /// # impl duologue::Protocol for PingPong { type Request = Ping; type Response = Ping; }
+    /// let remote = node.connect::<PingPong>(("127.0.0.1:7000", "pong")).owner(&me).await?;
+    /// let (remote, inbox) = node.connect::<PingPong>(("127.0.0.1:7000", "pong")).inbox().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect<P: Protocol>(&self, target: impl Into<Target>) -> Connect<P> {
+        Connect::new(
+            self.inner.sessions.clone(),
+            self.inner.cluster.clone(),
+            target.into(),
+            self.inner.config.policy,
+        )
     }
 
     /// How much per-peer and per-actor state the node holds now: for monitoring, and for
@@ -743,7 +613,7 @@ impl Node {
     /// reading the counts, so that a change in between is not missed:
     ///
     /// ```no_run
-    /// # async fn f(node: duologue::Node, wanted: duologue::Bookkeeping) {
+    /// # async fn f(node: duologue::Node, wanted: duologue::status::Bookkeeping) {
     /// loop {
     ///     let changed = node.bookkeeping_changed();
     ///     if node.bookkeeping() == wanted {
@@ -835,7 +705,7 @@ impl Node {
     /// node sees the cluster as wanted, without asking again and again:
     ///
     /// ```no_run
-    /// # async fn f(node: duologue::Node, addr: &str) -> Result<(), duologue::SpawnError> {
+    /// # async fn f(node: duologue::Node, addr: &str) -> Result<(), duologue::cluster::SpawnError> {
     /// let mut since = 0;
     /// loop {
     ///     let now = node.members_changed_at(addr, since, std::time::Duration::from_secs(5)).await?;
@@ -875,7 +745,7 @@ impl Node {
     /// # Errors
     /// [`NodeError::NotClustered`] for a node started without
     /// [`crate::NodeConfig::cluster`]; [`NodeError::Cluster`] once its gossip engine
-    /// failed ([`crate::ClusterEvent::GossipStopped`]).
+    /// failed ([`crate::cluster::ClusterEvent::GossipStopped`]).
     pub fn members(&self) -> Result<Vec<Member>, NodeError> {
         self.membership()?.members()
     }
@@ -897,8 +767,8 @@ impl Node {
         self.inner.cluster.as_ref().map(|m| m.gossip_addr())
     }
 
-    /// Sends `actor` the cluster's [`crate::ClusterEvent`]s in its mailbox, beside its
-    /// session signals: first [`crate::ClusterEvent::Current`], then every change, until
+    /// Sends `actor` the cluster's [`crate::cluster::ClusterEvent`]s in its mailbox, beside its
+    /// session signals: first [`crate::cluster::ClusterEvent::Current`], then every change, until
     /// it stops.
     ///
     /// # Errors
@@ -910,7 +780,7 @@ impl Node {
 
     /// Finds the actor named `name` on whichever member serves it, waiting up to
     /// `within` for it to appear. A name registered on several members resolves by the
-    /// rule of [`crate::ClusterEvent::NameConflict`]; members leaving or unreachable do not
+    /// rule of [`crate::cluster::ClusterEvent::NameConflict`]; members leaving or unreachable do not
     /// count.
     ///
     /// # Errors
@@ -924,20 +794,6 @@ impl Node {
     ) -> Result<Located<P>, LookupError> {
         let membership = self.membership().map_err(|_| LookupError::NotClustered)?;
         membership.lookup(name, within).await
-    }
-
-    /// [`Node::lookup`], then [`Node::connect`] to what it found, owned by `owner`.
-    ///
-    /// # Errors
-    /// As [`Node::lookup`], and [`LookupError::Connect`].
-    pub async fn connect_named<P: Protocol, M: FromSession>(
-        &self,
-        name: &str,
-        owner: &ActorRef<M>,
-        within: Duration,
-    ) -> Result<RemoteRef<P>, LookupError> {
-        let located = self.lookup::<P>(name, within).await?;
-        Ok(self.connect(&located.addr, &located.name, owner).await?)
     }
 
     fn membership(&self) -> Result<&Arc<Membership>, NodeError> {
@@ -1008,6 +864,6 @@ pub struct Bookkeeping {
     /// Live actors owning sessions (or having owned one).
     pub owners: usize,
     /// Open streams of the standard services (health, reflection), each holding a place
-    /// of [`crate::AdmissionConfig::max_standard_streams`].
+    /// of [`crate::settings::AdmissionConfig::max_standard_streams`].
     pub standard_streams: usize,
 }

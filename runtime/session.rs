@@ -72,9 +72,10 @@ use crate::budget::Account;
 use crate::error::{
     CloseReason, InterruptCause, LostReason, ProtocolError, ReplayLimit, SendError,
 };
+use crate::signal::FlowSignal;
 use crate::wire::{
-    Body, BodyKind, Envelope, Flow, FlowSignal, Frame, FrameError, Goodbye, GoodbyeReason,
-    NodeIdentity, Nonce, Refusal, RefuseReason, SessionId,
+    Body, BodyKind, Envelope, Flow, Frame, FrameError, Goodbye, GoodbyeReason, NodeIdentity, Nonce,
+    Refusal, RefuseReason, SessionId,
 };
 
 mod counters;
@@ -114,7 +115,7 @@ pub struct SessionConfig {
     pub replay_max_messages: usize,
     /// Most unacknowledged payload bytes the replay buffer holds. All sessions with one
     /// peer, and all sessions of the node, are bounded together as well
-    /// ([`crate::BudgetConfig`]).
+    /// ([`crate::settings::BudgetConfig`]).
     pub replay_max_bytes: usize,
     /// How long an interrupted session may take to resume before it is lost.
     pub resume_timeout: Duration,
@@ -125,7 +126,7 @@ pub struct SessionConfig {
     pub credit_window: u64,
     /// How many payload bytes the peer may send ahead of this side's actor consuming
     /// them, at most: the bound in bytes (never below `max_message_bytes`, capped by the
-    /// session's inbound budget, [`crate::BudgetConfig::session_inbound_bytes`]). The
+    /// session's inbound budget, [`crate::settings::BudgetConfig::session_inbound_bytes`]). The
     /// peer is granted `initial_credit_bytes` at first, and more as it uses what it was
     /// granted, up to this; every byte granted and not yet consumed is reserved in the
     /// node's inbound budgets.

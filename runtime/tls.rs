@@ -27,10 +27,11 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use tonic::transport::{ClientTlsConfig, Endpoint, Identity};
 
 use crate::auth::{CertDigest, TlsBinding, VerifiedCert};
-use crate::error::{ConnectError, NodeError, TlsFailure, chain, sources};
+use crate::error::{ConnectError, NodeError, chain, sources};
 
 mod accept;
 
+pub use crate::error::TlsFailure;
 pub(crate) use accept::{TlsAccept, TlsRefusedByPort};
 pub use accept::{TlsRefusal, TlsRefused};
 

@@ -1,10 +1,11 @@
 //! The session protocol's frames as domain types, and the one place where a frame
 //! from the wire is parsed into them.
 //!
-//! The generated protobuf types (`pb`) stay private to the crate. [`Frame::try_from`]
-//! turns a `pb::Frame` into a [`Frame`] or a typed [`FrameError`]; nothing past this
+//! The generated protobuf types (`pb`) stay private to the crate. `Frame::try_from`
+//! turns a `pb::Frame` into a `Frame` or a typed [`FrameError`]; nothing past this
 //! module sees an unchecked frame.
 
+use crate::signal::FlowSignal;
 use bytes::Bytes;
 use uuid::Uuid;
 
@@ -178,20 +179,6 @@ pub(crate) struct FlowQuery {
     /// The payload bytes of the envelope it waits to send, when byte credit holds it
     /// back (0: not known).
     pub(crate) needed_bytes: u64,
-}
-
-/// A back-pressure signal one side sends the other, which the other's runtime obeys and
-/// whose owner sees it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum FlowSignal {
-    /// Stop sending until `Resume`.
-    Pause,
-    /// Send as before: lifts a pause, a resume-after and a throttle.
-    Resume,
-    /// Stop sending for this long.
-    ResumeAfter(std::time::Duration),
-    /// Send at this fraction, in (0, 1], of the current rate.
-    Throttle(f64),
 }
 
 /// Why a session was refused during its handshake.
@@ -462,9 +449,9 @@ impl TryFrom<pb::Frame> for Frame {
                     None => None,
                     Some(Signal::Pause(_)) => Some(FlowSignal::Pause),
                     Some(Signal::Resume(_)) => Some(FlowSignal::Resume),
-                    Some(Signal::ResumeAfterMs(ms)) => Some(FlowSignal::ResumeAfter(
-                        std::time::Duration::from_millis(ms),
-                    )),
+                    Some(Signal::ResumeAfterMs(ms)) => {
+                        Some(FlowSignal::PauseFor(std::time::Duration::from_millis(ms)))
+                    }
                     Some(Signal::Throttle(rate)) if rate > 0.0 && rate <= 1.0 => {
                         Some(FlowSignal::Throttle(rate))
                     }
@@ -729,7 +716,7 @@ impl From<Frame> for pb::Frame {
                 signal: f.signal.map(|signal| match signal {
                     FlowSignal::Pause => pb::flow::Signal::Pause(pb::Pause {}),
                     FlowSignal::Resume => pb::flow::Signal::Resume(pb::Resume {}),
-                    FlowSignal::ResumeAfter(d) => pb::flow::Signal::ResumeAfterMs(
+                    FlowSignal::PauseFor(d) => pb::flow::Signal::ResumeAfterMs(
                         u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
                     ),
                     FlowSignal::Throttle(rate) => pb::flow::Signal::Throttle(rate),
@@ -959,9 +946,7 @@ mod tests {
             Frame::Flow(Flow {
                 credit: 0,
                 credit_bytes: 0,
-                signal: Some(FlowSignal::ResumeAfter(std::time::Duration::from_millis(
-                    250,
-                ))),
+                signal: Some(FlowSignal::PauseFor(std::time::Duration::from_millis(250))),
             }),
             Frame::FlowQuery(FlowQuery {
                 next_seq: 9,

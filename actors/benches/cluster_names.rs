@@ -19,7 +19,7 @@ use duologue_testkit::args;
 
 use std::time::{Duration, Instant};
 
-use duologue::{ClusterConfig, Node, NodeConfig, Secret};
+use duologue::{Node, NodeConfig, Secret, settings::ClusterConfig};
 use duologue_testkit::{ChildGuard, IgnoringOwner, Memory, cpu_time};
 use ractor::Actor;
 

@@ -16,7 +16,7 @@ use duologue_testkit::args;
 
 use std::time::{Duration, Instant};
 
-use duologue::{ClusterConfig, MemberState, Node, NodeConfig, Secret};
+use duologue::{Node, NodeConfig, Secret, cluster::MemberState, settings::ClusterConfig};
 use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::{Memory, cpu_time};
 
@@ -43,7 +43,7 @@ async fn node(name: String, seeds: &[String], interval: Duration) -> anyhow::Res
 }
 
 /// Waits until `wanted` holds of `node`'s members, on its change notification.
-async fn until(node: &Node, wanted: impl Fn(&[duologue::Member]) -> bool) {
+async fn until(node: &Node, wanted: impl Fn(&[duologue::cluster::Member]) -> bool) {
     loop {
         let changed = node.members_changed();
         if wanted(&node.members().unwrap_or_default()) {
@@ -74,7 +74,8 @@ async fn main() -> anyhow::Result<()> {
     starting.finish_and_clear();
     let all_started = started.elapsed();
     let converging = Instant::now();
-    let up = |m: &[duologue::Member]| m.iter().filter(|m| m.state == MemberState::Up).count();
+    let up =
+        |m: &[duologue::cluster::Member]| m.iter().filter(|m| m.state == MemberState::Up).count();
     let seeing = progress::bar("cluster_scale", n as u64);
     seeing.set_message(format!("nodes that see all {n} up"));
     let converge = nodes.iter().map(|node| async {
@@ -102,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let name = victim.identity().name.clone();
     let died = Instant::now();
     drop(victim);
-    let dead = |m: &[duologue::Member]| {
+    let dead = |m: &[duologue::cluster::Member]| {
         m.iter()
             .any(|m| m.identity.name == name && m.state == MemberState::Unreachable)
     };

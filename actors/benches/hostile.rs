@@ -327,7 +327,7 @@ async fn failed_handshakes(scale: u64) -> anyhow::Result<(String, bool)> {
         let (hostile, addr, bar) = (hostile.clone(), addr.clone(), bar.clone());
         tasks.spawn(async move {
             for _ in 0..per_task {
-                match hostile.connect_inbox::<ChatRoom>(&addr, "lobby").await {
+                match hostile.connect::<ChatRoom>((&addr, "lobby")).inbox().await {
                     Err(ConnectError::Auth { .. }) => {}
                     other => panic!("expected an auth failure, got {:?}", other.map(drop)),
                 }

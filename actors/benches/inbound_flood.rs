@@ -1,5 +1,5 @@
 //! What a flood of the largest messages can put in flight towards one mailbox, against the
-//! inbound budgets (`duologue::BudgetConfig`, default settings): peers open many sessions
+//! inbound budgets (`duologue::settings::BudgetConfig`, default settings): peers open many sessions
 //! to one actor that keeps every message it gets, and each session casts 4 MiB messages
 //! as fast as its credit lets it. The actor counts the payload bytes it holds (its own
 //! count, not the runtime's); the most it ever held is the figure.
@@ -25,7 +25,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
-use duologue::{BudgetConfig, Inbound, Node, RemoteRef, Secret, SessionConfig, SessionSignal};
+use duologue::{
+    Inbound, Node, RemoteRef, Secret, SessionSignal,
+    settings::{BudgetConfig, SessionConfig},
+};
 use duologue_testkit::IgnoringOwner;
 use duologue_testkit::progress::{self, Summary};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -154,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         let (owner, _) = Actor::spawn(None, IgnoringOwner, ()).await?;
         for _ in 0..sessions {
-            let session: RemoteRef<Flood> = node.connect(&addr, "holder", &owner).await?;
+            let session: RemoteRef<Flood> = node.connect((&addr, "holder")).owner(&owner).await?;
             let block = block.clone();
             floods.push(tokio::spawn(async move {
                 for _ in 0..messages {

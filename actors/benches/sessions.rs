@@ -190,7 +190,7 @@ async fn connect(
     actor: &str,
     owner: &ActorRef<SessionMsg>,
 ) -> anyhow::Result<RemoteRef<SeqCheck>> {
-    tokio::time::timeout(CONNECT_TIMEOUT, node.connect(addr, actor, owner))
+    tokio::time::timeout(CONNECT_TIMEOUT, node.connect((addr, actor)).owner(owner))
         .await
         .map_err(|_| anyhow!("no handshake with {actor} within {CONNECT_TIMEOUT:?}"))?
         .with_context(|| format!("connecting to {actor}"))

@@ -57,7 +57,10 @@ async fn main() -> anyhow::Result<()> {
         .start()
         .await?;
     let (owner, _) = Actor::spawn(None, IgnoringOwner, ()).await?;
-    let check: RemoteRef<SeqCheck> = near.connect(&far.addr.to_string(), "slow", &owner).await?;
+    let check: RemoteRef<SeqCheck> = near
+        .connect((&far.addr.to_string(), "slow"))
+        .owner(&owner)
+        .await?;
     eprintln!("pushing {casts} casts of {payload} bytes at a consumer taking {rate}/s");
 
     let filler = bytes::Bytes::from(vec![0xa5; payload]);

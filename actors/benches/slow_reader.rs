@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use duologue::LostReason;
-use duologue::{GoodbyeReason, Node, Secret, SessionConfig};
+use duologue::{Node, Secret, settings::SessionConfig, wire::GoodbyeReason};
 use duologue_actors::chat::{ChatEvent, Joined, join};
 use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::{ChildGuard, Memory, NodeProcess, SecretDir};

@@ -77,9 +77,9 @@ pub(crate) async fn run(args: ChatArgs) -> ExitCode {
 async fn chat(args: ChatArgs) -> Result<(), (u8, String)> {
     let fail = |m: String| (exit::FAILURE, m);
     let secret = Secret::from_file(&args.secret_file).map_err(|e| fail(e.to_string()))?;
-    let session = duologue::SessionConfig {
+    let session = duologue::settings::SessionConfig {
         resume_timeout: args.resume_timeout,
-        ..duologue::SessionConfig::default()
+        ..duologue::settings::SessionConfig::default()
     };
     let mut builder = Node::builder()
         .name(format!("chat-{}", args.user))
@@ -344,7 +344,7 @@ async fn room_addr(node: &Node, args: &ChatArgs) -> Result<String, (u8, String)>
             format!("cannot list members at {}: {e}", args.peer),
         )
     })?;
-    duologue::name_holders(&members, &args.room)
+    duologue::cluster::name_holders(&members, &args.room)
         .first()
         .and_then(|m| m.addr.clone())
         .ok_or_else(|| {

@@ -33,8 +33,8 @@ mod status;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use duologue::RuntimeFlavor;
 use duologue::cli::{LogFormat, NodeArgs};
+use duologue::settings::RuntimeFlavor;
 
 /// An actor runtime whose nodes talk over gRPC bidirectional streams.
 #[derive(Debug, Parser)]

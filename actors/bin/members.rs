@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::Args;
 use duologue::cli::{DialTlsArgs, duration};
-use duologue::{ActorSpec, Member, Node, Secret, SpawnError, printable};
+use duologue::{
+    Node, Secret,
+    cluster::{ActorSpec, Member, SpawnError, printable},
+};
 
 /// How to reach one node of the cluster.
 #[derive(Debug, Args)]
@@ -106,14 +109,16 @@ pub(crate) async fn spawn(args: SpawnArgs) -> ExitCode {
 }
 
 /// The session address of the member `on` names, or of the first that offers `kind`
-/// ([`duologue::spawn_candidates`], as `SpawnOn::AnyOffering` chooses).
+/// ([`duologue::cluster::spawn_candidates`], as `SpawnOn::AnyOffering` chooses).
 fn choose(members: &[Member], on: Option<&str>, kind: &str) -> Result<String, (u8, String)> {
     let chosen = match on {
         Some(name) => members
             .iter()
             .filter(|m| m.serves() && m.identity.name == name)
             .max_by_key(|m| m.generation),
-        None => duologue::spawn_candidates(members, kind).first().copied(),
+        None => duologue::cluster::spawn_candidates(members, kind)
+            .first()
+            .copied(),
     };
     chosen.and_then(|m| m.addr.clone()).ok_or_else(|| {
         let why = match on {
@@ -253,7 +258,10 @@ pub(crate) fn columns<const N: usize>(header: [&str; N], rows: Vec<[String; N]>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duologue::{MemberState, NamedActor, NodeIdentity};
+    use duologue::{
+        cluster::{MemberState, NamedActor},
+        wire::NodeIdentity,
+    };
 
     fn member(name: &str, actors: usize) -> Member {
         Member {

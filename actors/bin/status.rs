@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use duologue::{NodeStatus, Role, SessionStatus};
+use duologue::status::{NodeStatus, Role, SessionStatus};
 
 use crate::members::{PeerArgs, client, columns, failure, finish, table};
 

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use duologue::{
-    Fanout, FanoutConfig, Fault, Mailbox, Node, Protocol, Reply, SessionId, SessionRef,
-    SessionSignal,
+    Mailbox, Node, Protocol, Reply, SessionRef, SessionSignal,
+    flow::{Fanout, FanoutConfig},
+    wire::{Fault, SessionId},
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 

@@ -5,8 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use duologue::{
-    CloseReason, InboxEvent, InboxReceiver, LostReason, Node, RemoteRef, Resumption, SessionRef,
-    SessionSignal,
+    CloseReason, InboxReceiver, LostReason, Node, RemoteRef, SessionRef, SessionSignal,
+    flow::Resumption, mailbox::InboxEvent,
 };
 use tokio::sync::watch;
 use yrs::Update;
@@ -16,7 +16,7 @@ use super::{Document, EditError, Replica};
 use crate::peer_lines::PeerLines;
 // What the docs link to.
 #[cfg(doc)]
-use duologue::FanoutConfig;
+use duologue::flow::FanoutConfig;
 
 /// What happens to an editor's replica and session, in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,7 +100,7 @@ impl Editor {
         name: &str,
         timeout: Duration,
     ) -> Result<Self, EditError> {
-        let (remote, inbox) = node.connect_inbox::<Document>(addr, document).await?;
+        let (remote, inbox) = node.connect::<Document>((addr, document)).inbox().await?;
         let editor = Self {
             name: name.to_owned(),
             node: node.clone(),
@@ -185,7 +185,8 @@ impl Editor {
     pub async fn reopen(&mut self) -> Result<String, EditError> {
         let (remote, inbox) = self
             .node
-            .connect_inbox::<Document>(&self.addr, &self.document_name)
+            .connect::<Document>((&self.addr, &self.document_name))
+            .inbox()
             .await?;
         let text = self.sync_on(&remote).await?;
         self.document.finish();

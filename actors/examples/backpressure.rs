@@ -10,7 +10,9 @@ use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
 use duologue::FlowSignal;
-use duologue::{Node, NodeConfig, RemoteRef, Secret, SendError, SessionConfig, SessionSignal};
+use duologue::{
+    Node, NodeConfig, RemoteRef, Secret, SendError, SessionSignal, settings::SessionConfig,
+};
 use duologue_actors::seq_check::proto::{ReportRequest, Tick, check_reply};
 use duologue_actors::seq_check::{CheckConfig, SeqCheck};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -92,7 +94,8 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let (owner, _) = Actor::spawn(None, Owner, start).await?;
     let check: RemoteRef<SeqCheck> = near
-        .connect(&far.local_addr().unwrap().to_string(), "slow", &owner)
+        .connect((&far.local_addr().unwrap().to_string(), "slow"))
+        .owner(&owner)
         .await?;
     println!(
         "sending {TICKS} ticks as fast as possible to a consumer taking {CONSUMER_RATE}/s, \

@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\n2. close(timeout) against a peer that never finishes: drain, then abort");
     let (quiet, _) = Actor::spawn(None, IgnoringOwner, ()).await?;
-    let checker: RemoteRef<SeqCheck> = laptop.connect(&addr, "check", &quiet).await?;
+    let checker: RemoteRef<SeqCheck> = laptop.connect((&addr, "check")).owner(&quiet).await?;
     checker
         .cast(Tick {
             n: 1,

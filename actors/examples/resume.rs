@@ -106,7 +106,8 @@ async fn main() -> anyhow::Result<()> {
     let (signals_tx, mut signals) = mpsc::unbounded_channel();
     let (owner, _) = Actor::spawn(None, Owner, signals_tx).await?;
     let check: RemoteRef<SeqCheck> = near
-        .connect(&proxy.addr().to_string(), "check", &owner)
+        .connect((&proxy.addr().to_string(), "check"))
+        .owner(&owner)
         .await?;
     println!(
         "near -> proxy {} -> far {}: sending {TICKS} ticks",

@@ -15,8 +15,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use duologue::{
-    ActorSpec, ClusterConfig, ClusterEvent, LookupError, MemberState, Node, NodeConfig, Secret,
-    SpawnOn,
+    Node, NodeConfig, Secret,
+    cluster::{ActorSpec, ClusterEvent, LookupError, MemberState, SpawnOn},
+    settings::ClusterConfig,
 };
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{Report, ReportRequest};
@@ -306,7 +307,8 @@ impl ClusterLab {
             let looked_up = started.elapsed();
             assert_eq!(located.node.name, format!("n{i}"));
             let remote = observer
-                .connect::<SeqCheck, _>(&located.addr, &located.name, &owner)
+                .connect::<SeqCheck>((&located.addr, &located.name))
+                .owner(&owner)
                 .await
                 .unwrap();
             let _: Report = remote
@@ -334,7 +336,8 @@ impl ClusterLab {
         assert_eq!(spawned.addr, self.addr(SLOW));
         let answered = Instant::now();
         let remote = observer
-            .connect_named::<SeqCheck, _>("spawned", &owner, STEP)
+            .connect::<SeqCheck>(duologue::Target::named("spawned", STEP))
+            .owner(&owner)
             .await
             .unwrap();
         figures.name_spread = answered.elapsed();

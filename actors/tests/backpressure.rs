@@ -7,7 +7,7 @@ mod support;
 
 use duologue::FlowSignal;
 use duologue::SessionSignal;
-use duologue::{RemoteRef, SendError, SessionConfig};
+use duologue::{RemoteRef, SendError, settings::SessionConfig};
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{CheckReply, ReportRequest, Tick, check_reply};
 use duologue_testkit::{NodeProcess, SecretDir};
@@ -38,7 +38,8 @@ async fn a_slow_consumer_bounds_both_sides_and_loses_nothing() {
     let near = dialling_node("near", &secret).await;
     let (owner, mut heard) = recorder().await;
     let check: RemoteRef<SeqCheck> = near
-        .connect(&far.addr.to_string(), "slow", &owner)
+        .connect((&far.addr.to_string(), "slow"))
+        .owner(&owner)
         .await
         .unwrap();
 

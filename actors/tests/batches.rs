@@ -1,13 +1,12 @@
-//! Batch delivery, asked for by the owner (`Node::register_batched`,
-//! `Node::connect_batched`): a run of messages that arrived together is one mailbox
+//! Batch delivery, asked for by the owner (`Owner::batched`): a run of messages that arrived together is one mailbox
 //! message, in order, and calls inside it are answered one by one; `SessionRef::cast_all`
 //! takes many messages at once.
 
 mod support;
 
 use duologue::{
-    BatchedSessionMsg, CloseReason, GoodbyeReason, Inbound, LostReason, Node, RemoteRef,
-    SessionSignal,
+    CloseReason, Inbound, LostReason, Node, RemoteRef, SessionSignal, mailbox::BatchedSessionMsg,
+    wire::GoodbyeReason,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use support::*;
@@ -94,7 +93,9 @@ struct Pair {
 async fn pair() -> Pair {
     let server = listening_node("server", SECRET).await;
     let (probe, took) = batch_probe().await;
-    server.register_batched("probe", &probe).unwrap();
+    server
+        .register("probe", duologue::Owner::batched(&probe))
+        .unwrap();
     let Dialled {
         node,
         result,
@@ -275,15 +276,17 @@ async fn runs_through_resets_arrive_exactly_once_in_order() {
         .name("server")
         .listen("127.0.0.1:0".parse().unwrap())
         .secret(duologue::Secret::new(SECRET).unwrap())
-        .session_config(duologue::SessionConfig {
+        .session_config(duologue::settings::SessionConfig {
             credit_window: 256,
-            ..duologue::SessionConfig::default()
+            ..duologue::settings::SessionConfig::default()
         })
         .start()
         .await
         .unwrap();
     let (probe, mut took) = batch_probe().await;
-    server.register_batched("probe", &probe).unwrap();
+    server
+        .register("probe", duologue::Owner::batched(&probe))
+        .unwrap();
     let proxy = duologue_testkit::FaultProxy::start(server.local_addr().unwrap())
         .await
         .unwrap();

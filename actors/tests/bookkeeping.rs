@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use duologue::Bookkeeping;
+use duologue::status::Bookkeeping;
 use duologue::{Node, NodeConfig, RemoteRef};
 use support::*;
 
@@ -61,7 +61,8 @@ async fn links_to_peers_without_sessions_are_dropped_after_the_idle_grace() {
     for peer in &peers {
         remotes.push(
             client
-                .connect(&addr(&peer.node), "probe", &owner)
+                .connect((&addr(&peer.node), "probe"))
+                .owner(&owner)
                 .await
                 .unwrap(),
         );
@@ -103,7 +104,8 @@ async fn a_link_taken_up_again_within_the_grace_keeps_its_connection() {
     let client = dialling(WAIT * 2).await;
     let (owner, _) = probe().await;
     let first: RemoteRef<PingPong> = client
-        .connect(&addr(&peer.node), "probe", &owner)
+        .connect((&addr(&peer.node), "probe"))
+        .owner(&owner)
         .await
         .unwrap();
     let first_from = opened_from(&mut peer.seen).await;
@@ -111,7 +113,8 @@ async fn a_link_taken_up_again_within_the_grace_keeps_its_connection() {
     tokio::time::timeout(WAIT, first.closed()).await.unwrap();
 
     let second: RemoteRef<PingPong> = client
-        .connect(&addr(&peer.node), "probe", &owner)
+        .connect((&addr(&peer.node), "probe"))
+        .owner(&owner)
         .await
         .unwrap();
 
@@ -135,7 +138,8 @@ async fn a_link_whose_connection_failed_is_dropped_at_once() {
     for _ in 0..PEERS {
         let target = format!("127.0.0.1:{}", closed_port());
         let result = client
-            .connect::<PingPong, _>(&target, "probe", &owner)
+            .connect::<PingPong>((&target, "probe"))
+            .owner(&owner)
             .await;
         assert!(result.is_err(), "nothing listens on {target}");
     }
@@ -156,7 +160,13 @@ async fn stop_reasons_are_dropped_once_the_sessions_closed() {
         seen.push(target_seen);
         let name = format!("probe-{n}");
         server.register(name.clone(), &target).unwrap();
-        remotes.push(client.connect(&addr(&server), &name, &owner).await.unwrap());
+        remotes.push(
+            client
+                .connect((&addr(&server), &name))
+                .owner(&owner)
+                .await
+                .unwrap(),
+        );
         targets.push(target);
     }
 

@@ -20,8 +20,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use duologue::{
-    BudgetConfig, HeldBy, Inbound, NONCE_LEN, NodeConfig, NodeIdentity, PROTOCOL_VERSION,
-    ReplayLimit, SendError, SessionConfig, SessionRef, SessionSignal,
+    Inbound, NodeConfig, SendError, SessionRef, SessionSignal,
+    flow::{HeldBy, ReplayLimit},
+    settings::{BudgetConfig, SessionConfig},
+    wire::{NONCE_LEN, NodeIdentity, PROTOCOL_VERSION},
 };
 use duologue_testkit::raw_peer::*;
 use prost::Message;

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use duologue::LostReason;
-use duologue::{CloseReason, GoodbyeReason, RemoteRef, SessionSignal};
+use duologue::{CloseReason, RemoteRef, SessionSignal, wire::GoodbyeReason};
 use duologue_actors::chat::join;
 use duologue_testkit::Signal;
 use duologue_testkit::{NodeProcess, SecretDir};
@@ -124,7 +124,8 @@ async fn a_node_with_a_thousand_sessions_shuts_down_within_its_drain_bound() {
     let mut sessions = Vec::with_capacity(SESSIONS);
     for _ in 0..SESSIONS {
         let check: RemoteRef<duologue_actors::seq_check::SeqCheck> = near
-            .connect(&far.addr.to_string(), "check", &owner)
+            .connect((&far.addr.to_string(), "check"))
+            .owner(&owner)
             .await
             .unwrap();
         sessions.push(check.session());

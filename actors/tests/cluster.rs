@@ -8,8 +8,9 @@
 use std::time::{Duration, Instant};
 
 use duologue::{
-    ActorSpec, ClusterConfig, ClusterEvent, LookupError, Node, NodeConfig, Secret, SpawnError,
-    SpawnOn,
+    Node, NodeConfig, Secret,
+    cluster::{ActorSpec, ClusterEvent, LookupError, SpawnError, SpawnOn},
+    settings::ClusterConfig,
 };
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::seq_check::proto::{Report, ReportRequest};
@@ -88,7 +89,8 @@ async fn three_nodes_converge_find_names_hear_events_and_spawn_by_kind() {
     assert_eq!(located.node.name, "c");
     let (owner, _) = Actor::spawn(None, IgnoringOwner, ()).await.unwrap();
     let remote = a
-        .connect_named::<SeqCheck, _>("ticks", &owner, WAIT)
+        .connect::<SeqCheck>(duologue::Target::named("ticks", WAIT))
+        .owner(&owner)
         .await
         .unwrap();
     let report: Report = remote

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use duologue::{
-    ActorSpec, ClusterEvent, MemberState, Node, NodeConfig, NodeError, Secret, SpawnError,
+    Node, NodeConfig, NodeError, Secret,
+    cluster::{ActorSpec, ClusterEvent, MemberState, SpawnError},
 };
 use duologue_actors_testkit::cluster_lab;
 use duologue_testkit::{ChildGuard, IgnoringOwner, SecretDir, cluster};
@@ -107,7 +108,7 @@ async fn names_that_would_freeze_gossip_or_fool_a_reader_are_refused_and_gossip_
         other => panic!("expected InvalidName, got {other:?}"),
     }
     // A name of the longest length is taken, and travels.
-    let longest = "x".repeat(duologue::MAX_NAME_BYTES);
+    let longest = "x".repeat(duologue::cluster::MAX_NAME_BYTES);
     client
         .spawn_at(&b_addr, ActorSpec::new("seq-check", longest.as_str()))
         .await

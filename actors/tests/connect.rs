@@ -38,7 +38,7 @@ fn connect_in_background(
     owner: ractor::ActorRef<duologue::SessionMsg>,
 ) -> tokio::task::JoinHandle<Result<RemoteRef<PingPong>, ConnectError>> {
     let client = client.clone();
-    tokio::spawn(async move { client.connect(&target, "probe", &owner).await })
+    tokio::spawn(async move { client.connect((&target, "probe")).owner(&owner).await })
 }
 
 /// The session `connecting` opened, proven by a call through it.
@@ -109,7 +109,7 @@ async fn a_peer_that_never_comes_is_unreachable_soon_after_the_deadline() {
 
     let result = tokio::time::timeout(
         deadline + WAIT,
-        client.connect::<PingPong, _>(&target, "probe", &owner),
+        client.connect::<PingPong>((&target, "probe")).owner(&owner),
     )
     .await
     .expect("connect ends by itself");
@@ -138,7 +138,8 @@ async fn a_wrong_secret_fails_at_once_without_retries() {
     let started = Instant::now();
 
     let result = client
-        .connect::<PingPong, _>(&addr(&server.node), "probe", &owner)
+        .connect::<PingPong>((&addr(&server.node), "probe"))
+        .owner(&owner)
         .await;
 
     assert!(
@@ -162,7 +163,8 @@ async fn an_unknown_actor_fails_at_once_without_retries() {
     let started = Instant::now();
 
     let result = client
-        .connect::<PingPong, _>(&addr(&server.node), "nobody", &owner)
+        .connect::<PingPong>((&addr(&server.node), "nobody"))
+        .owner(&owner)
         .await;
 
     assert!(
@@ -178,7 +180,8 @@ async fn a_call_on_a_just_established_session_survives_a_cut() {
     let client = dialling(WAIT, SECRET).await;
     let (owner, _) = probe().await;
     let remote: RemoteRef<PingPong> = client
-        .connect(&proxy.addr().to_string(), "probe", &owner)
+        .connect((&proxy.addr().to_string(), "probe"))
+        .owner(&owner)
         .await
         .unwrap();
 

@@ -16,7 +16,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use duologue::LostReason;
-use duologue::{CloseReason, FanoutConfig, GoodbyeReason, Node, NodeConfig, SessionConfig};
+use duologue::{
+    CloseReason, Node, NodeConfig, flow::FanoutConfig, settings::SessionConfig, wire::GoodbyeReason,
+};
 use duologue_actors::chat::proto::{Relay, Text};
 use duologue_actors::chat::{ChatEvent, ChatRoom, Joined, RoomConfig, join};
 use duologue_testkit::FaultProxy;

@@ -8,7 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use duologue::FlowSignal;
-use duologue::{HeldBy, Node, NodeConfig, RemoteRef, SendError, SessionConfig, SessionSignal};
+use duologue::{
+    Node, NodeConfig, RemoteRef, SendError, SessionSignal, flow::HeldBy, settings::SessionConfig,
+};
 use duologue_actors::seq_check::proto::{CheckReply, ReportRequest, Tick, check_reply};
 use duologue_actors::seq_check::{CheckConfig, SeqCheck};
 use ractor::Actor;
@@ -47,7 +49,11 @@ async fn slow_checker(
     far.register("check", &check).unwrap();
     let near = dialling_node("sender", SECRET).await;
     let (owner, heard) = recorder().await;
-    let remote = near.connect(&addr(&far), "check", &owner).await.unwrap();
+    let remote = near
+        .connect((&addr(&far), "check"))
+        .owner(&owner)
+        .await
+        .unwrap();
     (far, near, remote, heard)
 }
 
@@ -138,7 +144,8 @@ async fn probed() -> (
     let client = dialling_node("client", SECRET).await;
     let (owner, heard) = recorder().await;
     let remote: RemoteRef<PingPong> = client
-        .connect(&addr(&server.node), "probe", &owner)
+        .connect((&addr(&server.node), "probe"))
+        .owner(&owner)
         .await
         .unwrap();
     let far_end = match next_signal(&mut server.seen).await {
@@ -152,7 +159,7 @@ async fn probed() -> (
 async fn a_pause_holds_the_sender_until_resume() {
     let (mut server, _client, remote, far_end, mut heard) = probed().await;
 
-    far_end.pause();
+    far_end.signal(duologue::FlowSignal::Pause);
     signal_where(&mut heard, WAIT, |s| {
         matches!(s, SessionSignal::Flow(_, FlowSignal::Pause)).then_some(())
     })
@@ -175,7 +182,7 @@ async fn a_pause_holds_the_sender_until_resume() {
         ),
         "{held}"
     );
-    far_end.resume();
+    far_end.signal(duologue::FlowSignal::Resume);
     remote.cast(held.into_message()).await.unwrap();
     assert_eq!(next_ping(&mut server.seen).await.0, 1);
 }
@@ -185,9 +192,9 @@ async fn resume_after_holds_the_sender_for_the_given_time() {
     let (mut server, _client, remote, far_end, mut heard) = probed().await;
     let pause = Duration::from_millis(300);
 
-    far_end.resume_after(pause);
+    far_end.signal(duologue::FlowSignal::PauseFor(pause));
     let (signalled, _) = signal_where(&mut heard, WAIT, |s| {
-        matches!(s, SessionSignal::Flow(_, FlowSignal::ResumeAfter(_))).then_some(())
+        matches!(s, SessionSignal::Flow(_, FlowSignal::PauseFor(_))).then_some(())
     })
     .await;
     remote.cast(Ping { n: 1, body: vec![] }).await.unwrap();
@@ -218,7 +225,7 @@ async fn throttle_halves_the_senders_rate() {
     let (_server, _client, remote, far_end, mut heard) = probed().await;
     let (before, next) = paced_rate(&remote, Duration::from_millis(800), 0).await;
 
-    far_end.throttle(0.5);
+    far_end.signal(duologue::FlowSignal::Throttle(0.5));
     signal_where(&mut heard, WAIT, |s| {
         matches!(s, SessionSignal::Flow(_, FlowSignal::Throttle(_))).then_some(())
     })
@@ -231,5 +238,5 @@ async fn throttle_halves_the_senders_rate() {
         (0.3..=0.7).contains(&ratio),
         "{before:.0}/s then {after:.0}/s"
     );
-    far_end.resume();
+    far_end.signal(duologue::FlowSignal::Resume);
 }

@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use duologue::{
-    AuthError, CloseReason, ConnectError, Node, RefuseReason, Secret, SessionConfig, SessionSignal,
+    AuthError, CloseReason, ConnectError, Node, Secret, SessionSignal, settings::SessionConfig,
+    wire::RefuseReason,
 };
 use support::*;
 

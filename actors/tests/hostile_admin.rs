@@ -398,7 +398,7 @@ async fn a_token_is_required_and_wrong_ones_cost_a_few_lines() {
     let lines = stop(child).await;
     let refused = count(&lines, "admin request refused");
     assert!(
-        (2..=2 * duologue::LOG_LINES_PER_WINDOW as usize).contains(&refused),
+        (2..=2 * duologue::status::LOG_LINES_PER_WINDOW as usize).contains(&refused),
         "{refused} lines for {} refusals: {lines:#?}",
         WRONG + 1
     );

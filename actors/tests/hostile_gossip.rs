@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duologue::{MemberState, Node, Secret};
+use duologue::{Node, Secret, cluster::MemberState};
 use duologue_testkit::{NodeProcess, SecretDir, Signal};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -34,8 +34,8 @@ const INTERVAL: &str = "200ms";
 /// The tag's length: what "cut off" cuts.
 const TAG_LEN: usize = 16;
 
-/// Lines of one kind a node logs per 10 s window (`duologue::LOG_LINES_PER_WINDOW`).
-const LINES_PER_WINDOW: usize = duologue::LOG_LINES_PER_WINDOW as usize;
+/// Lines of one kind a node logs per 10 s window (`duologue::status::LOG_LINES_PER_WINDOW`).
+const LINES_PER_WINDOW: usize = duologue::status::LOG_LINES_PER_WINDOW as usize;
 
 fn exe() -> &'static Path {
     env!("CARGO_BIN_EXE_duologue").as_ref()

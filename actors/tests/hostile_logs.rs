@@ -5,7 +5,7 @@
 
 mod support;
 
-use duologue::{ConnectError, LOG_LINES_PER_WINDOW, Node, Secret};
+use duologue::{ConnectError, Node, Secret, status::LOG_LINES_PER_WINDOW};
 use duologue_actors::chat::ChatRoom;
 use duologue_actors::chat::proto::{Join, MemberMessage, room_message};
 use duologue_testkit::hostile::room_node;
@@ -27,7 +27,8 @@ async fn failed_handshakes_cost_a_few_log_lines() {
         .unwrap();
     for _ in 0..ATTEMPTS {
         match hostile
-            .connect_inbox::<PingPong>(&node.addr.to_string(), "lobby")
+            .connect::<PingPong>((&node.addr.to_string(), "lobby"))
+            .inbox()
             .await
         {
             Err(ConnectError::Auth { .. }) => {}
@@ -73,7 +74,8 @@ async fn a_flood_of_unreadable_messages_costs_a_few_lines_and_every_one_is_count
         .await
         .unwrap();
     let (room, _events) = hostile
-        .connect_inbox::<ChatRoom>(&node.addr.to_string(), "lobby")
+        .connect::<ChatRoom>((&node.addr.to_string(), "lobby"))
+        .inbox()
         .await
         .unwrap();
     let session = room.session();

@@ -9,7 +9,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use duologue::{NodeIdentity, PROTOCOL_VERSION, RemoteRef, SessionRef, SessionSignal};
+use duologue::{
+    RemoteRef, SessionRef, SessionSignal,
+    wire::{NodeIdentity, PROTOCOL_VERSION},
+};
 use duologue_testkit::FaultProxy;
 use duologue_testkit::raw_peer::*;
 use support::*;

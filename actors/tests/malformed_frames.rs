@@ -5,8 +5,8 @@ mod support;
 
 use bytes::Bytes;
 use duologue::CloseReason;
-use duologue::FrameError;
 use duologue::ProtocolError;
+use duologue::wire::FrameError;
 use duologue_testkit::raw_peer::RawCodec;
 use futures::StreamExt;
 use prost::Message;

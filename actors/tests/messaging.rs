@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use duologue::LostReason;
 use duologue::{
-    CallError, CloseReason, GoodbyeReason, Node, RemoteRef, Secret, SendError, SessionConfig,
-    SessionSignal,
+    CallError, CloseReason, Node, RemoteRef, Secret, SendError, SessionSignal,
+    settings::SessionConfig, wire::GoodbyeReason,
 };
 use support::*;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -367,7 +367,7 @@ async fn dropping_a_node_ends_its_sessions_and_frees_its_port() {
         "ended, not finished: {reason:?}"
     );
     node_event(&mut events, |e| {
-        matches!(e, duologue::NodeEvent::ServerStopped).then_some(())
+        matches!(e, duologue::status::NodeEvent::ServerStopped).then_some(())
     })
     .await;
     std::net::TcpListener::bind(addr).expect("the port is free again");

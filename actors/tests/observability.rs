@@ -4,7 +4,7 @@
 
 mod support;
 
-use duologue::{InterruptCause, Node, SessionSignal, SessionState};
+use duologue::{InterruptCause, Node, SessionSignal, status::SessionState};
 use duologue_testkit::{ChildGuard, FaultProxy, SecretDir};
 use support::*;
 

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use duologue::LostReason;
 use duologue::{
-    CloseReason, FanoutConfig, FlowSignal, GoodbyeReason, Node, NodeConfig, SessionConfig,
+    CloseReason, FlowSignal, Node, NodeConfig, flow::FanoutConfig, settings::SessionConfig,
+    wire::GoodbyeReason,
 };
 use duologue_actors::edit::{self, DocumentConfig, EditEvent, Editor};
 use duologue_testkit::{FaultProxy, NodeProcess, SecretDir};
@@ -767,7 +768,11 @@ async fn an_editor_that_stops_reading_is_let_go_once_stuck_while_the_others_go_o
 }
 
 /// Waits, within [`WAIT`], until `node` holds session `id` in `state`.
-async fn until_state(node: &Node, id: duologue::SessionId, state: duologue::SessionState) {
+async fn until_state(
+    node: &Node,
+    id: duologue::wire::SessionId,
+    state: duologue::status::SessionState,
+) {
     let reached = tokio::time::timeout(WAIT, async {
         while !node
             .status()
@@ -814,7 +819,12 @@ async fn an_interrupted_editor_holds_no_one_back_and_gets_every_relay_once_resum
     proxy.set_blackhole(true);
     assert!(proxy.cut_all() >= 1, "the cut found ann's connection");
     let session = ann.editor.session().id();
-    until_state(&server, session, duologue::SessionState::Interrupted).await;
+    until_state(
+        &server,
+        session,
+        duologue::status::SessionState::Interrupted,
+    )
+    .await;
 
     // bob edits far past ann's window and the hard bound: ann holds him back for none of
     // it, and is not let go (what she is owed waits for her, within the replay budgets).

@@ -13,7 +13,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use duologue::{
-    CloseReason, FanoutConfig, GoodbyeReason, LostReason, Node, NodeConfig, SessionConfig,
+    CloseReason, LostReason, Node, NodeConfig, flow::FanoutConfig, settings::SessionConfig,
+    wire::GoodbyeReason,
 };
 use duologue_actors::reconcile::proto::{Phase, StatusReport};
 use duologue_actors::reconcile::{

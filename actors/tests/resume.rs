@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use duologue::LostReason;
 use duologue::SessionPolicy;
-use duologue::{GoodbyeReason, Node, RemoteRef, SessionSignal};
+use duologue::{Node, RemoteRef, SessionSignal, wire::GoodbyeReason};
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{
     CheckReply, CheckRequest, Report, ReportRequest, StopRequest, Tick, check_reply, check_request,
@@ -60,7 +60,11 @@ async fn checked(secrets: &SecretDir, via: impl FnOnce(std::net::SocketAddr) -> 
     let far = checker(secrets, "127.0.0.1:0").await;
     let node = near(secrets).await;
     let (owner, heard) = recorder().await;
-    let check = node.connect(&via(far.addr), "check", &owner).await.unwrap();
+    let check = node
+        .connect((&via(far.addr), "check"))
+        .owner(&owner)
+        .await
+        .unwrap();
     Checked {
         far,
         _node: node,
@@ -75,7 +79,8 @@ async fn through_proxy(secrets: &SecretDir, far: NodeProcess) -> (FaultProxy, Ch
     let node = near(secrets).await;
     let (owner, heard) = recorder().await;
     let check = node
-        .connect(&proxy.addr().to_string(), "check", &owner)
+        .connect((&proxy.addr().to_string(), "check"))
+        .owner(&owner)
         .await
         .unwrap();
     let checked = Checked {
@@ -284,7 +289,9 @@ async fn a_restarted_peer_loses_the_session_then_restart_greets_the_new_one() {
     let node = near(&secrets).await;
     let (owner, mut heard) = recorder().await;
     let check: RemoteRef<SeqCheck> = node
-        .connect_with(&addr, "check", &owner, SessionPolicy::Restart)
+        .connect((&addr, "check"))
+        .policy(SessionPolicy::Restart)
+        .owner(&owner)
         .await
         .unwrap();
     let first = check.session();

@@ -8,10 +8,10 @@ mod support;
 
 use std::time::Duration;
 
-use duologue::Lost;
 use duologue::LostReason;
 use duologue::SessionPolicy;
-use duologue::{ConnectError, Node, NodeConfig, RemoteRef, SessionConfig, SessionSignal};
+use duologue::mailbox::Lost;
+use duologue::{ConnectError, Node, NodeConfig, RemoteRef, SessionSignal, settings::SessionConfig};
 use duologue_testkit::FaultProxy;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use support::*;
@@ -39,12 +39,9 @@ async fn stop_policy_loses_the_session_at_the_first_break() {
     let client = dialling_node("client", SECRET).await;
     let (owner, mut heard) = recorder().await;
     let remote: RemoteRef<PingPong> = client
-        .connect_with(
-            &proxy.addr().to_string(),
-            "probe",
-            &owner,
-            SessionPolicy::Stop,
-        )
+        .connect((&proxy.addr().to_string(), "probe"))
+        .policy(SessionPolicy::Stop)
+        .owner(&owner)
         .await
         .unwrap();
     remote.cast(Ping { n: 1, body: vec![] }).await.unwrap();
@@ -116,12 +113,9 @@ async fn escalate_policy_stops_the_owner_after_it_saw_the_loss() {
         .await
         .unwrap();
     let _remote: RemoteRef<PingPong> = client
-        .connect_with(
-            &proxy.addr().to_string(),
-            "probe",
-            &owner,
-            SessionPolicy::Escalate,
-        )
+        .connect((&proxy.addr().to_string(), "probe"))
+        .policy(SessionPolicy::Escalate)
+        .owner(&owner)
         .await
         .unwrap();
 
@@ -148,12 +142,14 @@ async fn sessions_opened_from_either_end_resume_across_cuts() {
     let (owner_b, _) = probe().await;
     let a_to_b: RemoteRef<PingPong> = a
         .node
-        .connect(&a_to_b_proxy.addr().to_string(), "probe", &owner_a)
+        .connect((&a_to_b_proxy.addr().to_string(), "probe"))
+        .owner(&owner_a)
         .await
         .unwrap();
     let b_to_a: RemoteRef<PingPong> = b
         .node
-        .connect(&b_to_a_proxy.addr().to_string(), "probe", &owner_b)
+        .connect((&b_to_a_proxy.addr().to_string(), "probe"))
+        .owner(&owner_b)
         .await
         .unwrap();
     let (mut at_a, mut at_b) = (a.seen, b.seen);
@@ -219,7 +215,7 @@ async fn probe_on(name: &str, port: u16) -> Served {
 
 /// Waits for `count` failed handshakes of this node's own sessions.
 async fn failed_attempts(
-    events: &mut tokio::sync::broadcast::Receiver<duologue::NodeEvent>,
+    events: &mut tokio::sync::broadcast::Receiver<duologue::status::NodeEvent>,
     count: usize,
 ) {
     for _ in 0..count {
@@ -237,7 +233,8 @@ async fn restart_policy_finds_the_peer_again_after_an_outage_past_the_resume_dea
     let client = restarting_node(WAIT).await;
     let (owner, mut heard) = recorder().await;
     let remote: RemoteRef<PingPong> = client
-        .connect(&proxy.addr().to_string(), "probe", &owner)
+        .connect((&proxy.addr().to_string(), "probe"))
+        .owner(&owner)
         .await
         .unwrap();
     let before = remote.session();
@@ -293,7 +290,8 @@ async fn restart_policy_gives_up_with_a_typed_loss_after_its_deadline() {
     let client = restarting_node(restart_timeout).await;
     let (owner, mut heard) = recorder().await;
     let _remote: RemoteRef<PingPong> = client
-        .connect(&addr(&server.node), "probe", &owner)
+        .connect((&addr(&server.node), "probe"))
+        .owner(&owner)
         .await
         .unwrap();
 
@@ -339,7 +337,8 @@ async fn restart_policy_stops_trying_once_the_owner_stopped() {
     let client = restarting_node(WAIT * 2).await;
     let (owner, mut heard) = recorder().await;
     let _remote: RemoteRef<PingPong> = client
-        .connect(&addr(&first.node), "probe", &owner)
+        .connect((&addr(&first.node), "probe"))
+        .owner(&owner)
         .await
         .unwrap();
     let mut events = client.events();
@@ -358,7 +357,7 @@ async fn restart_policy_stops_trying_once_the_owner_stopped() {
     let mut opened = second.node.events();
     let reached = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
-            if let Ok(duologue::NodeEvent::SessionOpened { .. }) = opened.recv().await {
+            if let Ok(duologue::status::NodeEvent::SessionOpened { .. }) = opened.recv().await {
                 return;
             }
         }
@@ -373,7 +372,8 @@ async fn restart_policy_stops_trying_when_its_node_shuts_down() {
     let client = restarting_node(WAIT * 2).await;
     let (owner, mut heard) = recorder().await;
     let _remote: RemoteRef<PingPong> = client
-        .connect(&addr(&server.node), "probe", &owner)
+        .connect((&addr(&server.node), "probe"))
+        .owner(&owner)
         .await
         .unwrap();
     let mut events = client.events();

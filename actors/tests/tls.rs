@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use duologue::{
-    ClientTls, ConnectError, Node, NodeError, RemoteRef, Secret, ServerTls, TlsFailure, TlsRefusal,
+    ConnectError, Node, NodeError, RemoteRef, Secret,
+    tls::{ClientTls, ServerTls, TlsFailure, TlsRefusal},
 };
 use duologue_testkit::{ChildGuard, NodeProcess, SecretDir};
 use rcgen::{

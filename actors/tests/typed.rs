@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use duologue::{CallError, ConnectError, Mailbox, NoMessage, Protocol, SessionSignal};
+use duologue::{CallError, ConnectError, Mailbox, Protocol, SessionSignal, mailbox::NoMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use support::*;
 use tokio::sync::mpsc;
@@ -150,7 +150,7 @@ impl Actor for KvStore {
             Mailbox::Local(KvLocal::Len(reply)) => {
                 let _ = reply.send(state.entries.len());
             }
-            Mailbox::Cluster(duologue::ClusterEvent::Current(members)) => {
+            Mailbox::Cluster(duologue::cluster::ClusterEvent::Current(members)) => {
                 let names = members.into_iter().map(|m| m.identity.name).collect();
                 let _ = state.observed.send(Observed::Cluster(names));
             }
@@ -178,7 +178,8 @@ async fn a_typed_actor_takes_typed_casts_calls_and_local_messages() {
     let (server, store, mut observed) = served_store().await;
     let client = dialling_node("client", SECRET).await;
     let (kv, _inbox) = client
-        .connect_inbox::<Kv>(&addr(&server), "store")
+        .connect::<Kv>((&addr(&server), "store"))
+        .inbox()
         .await
         .expect("same protocol connects");
     assert_eq!(next(&mut observed).await, Observed::Opened);
@@ -206,7 +207,8 @@ async fn a_payload_of_another_type_is_undecodable_and_a_call_of_it_gets_a_decode
     let (server, _store, mut observed) = served_store().await;
     let client = dialling_node("client", SECRET).await;
     let (kv, _inbox) = client
-        .connect_inbox::<Kv>(&addr(&server), "store")
+        .connect::<Kv>((&addr(&server), "store"))
+        .inbox()
         .await
         .expect("connects");
     assert_eq!(next(&mut observed).await, Observed::Opened);
@@ -256,7 +258,8 @@ async fn connecting_with_another_protocol_is_refused_in_the_handshake() {
     let client = dialling_node("client", SECRET).await;
 
     let refused = client
-        .connect_inbox::<PingPong>(&addr(&server), "store")
+        .connect::<PingPong>((&addr(&server), "store"))
+        .inbox()
         .await
         .map(drop);
 
@@ -283,8 +286,8 @@ async fn connecting_with_another_protocol_is_refused_in_the_handshake() {
     assert!(
         matches!(
             &reason,
-            duologue::CloseReason::RefusedLocally(duologue::Refusal {
-                reason: duologue::RefuseReason::ProtocolMismatch { .. },
+            duologue::CloseReason::RefusedLocally(duologue::wire::Refusal {
+                reason: duologue::wire::RefuseReason::ProtocolMismatch { .. },
                 ..
             })
         ),
@@ -310,7 +313,8 @@ async fn an_unspecified_protocol_is_accepted_by_a_typed_actor() {
     let (server, _store, mut observed) = served_store().await;
     let client = dialling_node("client", SECRET).await;
     let (remote, _inbox) = client
-        .connect_inbox::<Unnamed>(&addr(&server), "store")
+        .connect::<Unnamed>((&addr(&server), "store"))
+        .inbox()
         .await
         .expect("an unspecified protocol connects");
     assert_eq!(next(&mut observed).await, Observed::Opened);
@@ -330,7 +334,8 @@ async fn a_reader_of_messages_gets_each_message_or_a_typed_reason() {
     server.register("pusher", &probe).expect("name free");
     let client = dialling_node("reader", SECRET).await;
     let (_kv, mut inbox) = client
-        .connect_inbox::<Kv>(&addr(&server), "pusher")
+        .connect::<Kv>((&addr(&server), "pusher"))
+        .inbox()
         .await
         .expect("connects");
     let pushing = match next_signal(&mut seen).await {
@@ -369,7 +374,7 @@ async fn a_reader_of_messages_gets_each_message_or_a_typed_reason() {
     pushing.finish();
     match bounded(inbox.next_message()).await {
         Err(NoMessage::PeerFinished(goodbye)) => {
-            assert_eq!(goodbye.reason, duologue::GoodbyeReason::Finished)
+            assert_eq!(goodbye.reason, duologue::wire::GoodbyeReason::Finished)
         }
         other => panic!("expected PeerFinished, got {other:?}"),
     }
@@ -379,19 +384,23 @@ async fn bounded<F: std::future::Future>(future: F) -> F::Output {
     tokio::time::timeout(WAIT, future).await.expect("in time")
 }
 
-/// An untyped actor registered with `register_serving::<P>` refuses another protocol in
+/// An untyped actor registered as `Owner::actor(&a).serving::<P>()` refuses another protocol in
 /// the handshake, and takes its own.
 #[tokio::test]
 async fn an_untyped_actor_registered_as_serving_a_protocol_refuses_another() {
     let server = listening_node("serving", SECRET).await;
     let (probe, mut seen) = probe().await;
     server
-        .register_serving::<PingPong, _>("probe", &probe)
+        .register(
+            "probe",
+            duologue::Owner::actor(&probe).serving::<PingPong>(),
+        )
         .expect("name free");
     let client = dialling_node("client", SECRET).await;
 
     match client
-        .connect_inbox::<Kv>(&addr(&server), "probe")
+        .connect::<Kv>((&addr(&server), "probe"))
+        .inbox()
         .await
         .map(drop)
     {
@@ -404,7 +413,8 @@ async fn an_untyped_actor_registered_as_serving_a_protocol_refuses_another() {
     assert!(seen.try_recv().is_err(), "nothing reached the probe");
 
     let (pinger, _inbox) = client
-        .connect_inbox::<PingPong>(&addr(&server), "probe")
+        .connect::<PingPong>((&addr(&server), "probe"))
+        .inbox()
         .await
         .expect("its own protocol is taken");
     let pong = pinger
@@ -439,7 +449,8 @@ async fn a_reply_or_push_of_another_kind_is_a_typed_error() {
     server.register("probe", &probe).expect("name free");
     let client = dialling_node("client", SECRET).await;
     let (pinger, mut inbox) = client
-        .connect_inbox::<PingPong>(&addr(&server), "probe")
+        .connect::<PingPong>((&addr(&server), "probe"))
+        .inbox()
         .await
         .expect("connects");
     let pushing = match next_signal(&mut seen).await {
@@ -519,7 +530,8 @@ async fn a_reply_too_large_to_send_fails_the_call_with_a_fault() {
     server.register("echo", &echoer).unwrap();
     let client = dialling_node("client", SECRET).await;
     let (echo, _inbox) = client
-        .connect_inbox::<PingPong>(&addr(&server), "echo")
+        .connect::<PingPong>((&addr(&server), "echo"))
+        .inbox()
         .await
         .expect("connects");
 
@@ -562,7 +574,9 @@ async fn a_typed_actor_hears_cluster_events_in_its_one_mailbox_beside_its_sessio
     let config = duologue::NodeConfig {
         name: "clustered".into(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        cluster: Some(duologue::ClusterConfig::new("127.0.0.1:0".parse().unwrap())),
+        cluster: Some(duologue::settings::ClusterConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+        )),
         ..duologue::NodeConfig::default()
     };
     let node = duologue::Node::builder()
@@ -582,7 +596,8 @@ async fn a_typed_actor_hears_cluster_events_in_its_one_mailbox_beside_its_sessio
     // Its sessions still arrive in the same mailbox.
     let client = dialling_node("client", SECRET).await;
     let (_kv, _inbox) = client
-        .connect_inbox::<Kv>(&addr(&node), "store")
+        .connect::<Kv>((&addr(&node), "store"))
+        .inbox()
         .await
         .expect("same protocol connects");
     assert_eq!(next(&mut observed).await, Observed::Opened);

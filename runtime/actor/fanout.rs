@@ -92,7 +92,7 @@ impl Default for FanoutConfig {
 ///   reason; the sender's owner sees the session close.
 /// - **A hard memory bound.** A member whose outbox reaches [`FanoutConfig::max_lag`]
 ///   messages or [`FanoutConfig::max_lag_bytes`] bytes, or whose outbox the replay
-///   budgets of its peer or of the node cannot take ([`crate::BudgetConfig`]: an outbox is
+///   budgets of its peer or of the node cannot take ([`crate::settings::BudgetConfig`]: an outbox is
 ///   what its peer is owed, charged as a session's replay buffer is), **is let go** at
 ///   once: it leaves the fan-out and comes back to the caller as a [`Behind`]. The caller
 ///   names what happens next in a typed notice ([`Behind::farewell`]): the notice follows

@@ -84,11 +84,11 @@ pub enum NoMessage {
     },
 }
 
-/// The receiving half of a session opened with [`Node::connect_inbox`](crate::Node::connect_inbox): the session's
-/// owner.
+/// The receiving half of a session opened with [`Connect::inbox`](crate::Connect::inbox):
+/// the session's owner.
 ///
 /// A client that only wants to hear what a remote actor sends (a chat member, a watcher
-/// of a reconcile loop) does not need a forwarding actor. [`Node::connect_inbox`](crate::Node::connect_inbox) opens a
+/// of a reconcile loop) does not need a forwarding actor. [`Connect::inbox`](crate::Connect::inbox) opens a
 /// session whose deliveries go into an [`InboxReceiver`], and every message stays an
 /// unconsumed [`Inbound`] until the application takes it with [`InboxReceiver::recv`]:
 /// only then does the peer get credit for another. A reader that falls behind thus holds
@@ -97,14 +97,14 @@ pub enum NoMessage {
 /// `SessionConfig::credit_window`) plus the session's signals: a few per interruption,
 /// and at most 64 unread `Flow` signals (the flow state stays readable through
 /// [`crate::SessionRef::flow`]). Unread messages count against the node's inbound
-/// budgets ([`crate::BudgetConfig`]) like those waiting in an actor's mailbox.
+/// budgets ([`crate::settings::BudgetConfig`]) like those waiting in an actor's mailbox.
 ///
 /// ```no_run
 /// # async fn run<ChatRoom: duologue::Protocol>(node: duologue::Node) -> Result<(), Box<dyn std::error::Error>> {
-/// use duologue::InboxEvent;
+/// use duologue::mailbox::InboxEvent;
 ///
 /// // `ChatRoom`: the room's `Protocol` (duologue-actors has one).
-/// let (room, mut inbox) = node.connect_inbox::<ChatRoom>("127.0.0.1:7000", "general").await?;
+/// let (room, mut inbox) = node.connect::<ChatRoom>(("127.0.0.1:7000", "general")).inbox().await?;
 /// while let Some(event) = inbox.recv().await {
 ///     match event {
 ///         InboxEvent::Message(message) => println!("{} bytes", prost::Message::encoded_len(&message)),

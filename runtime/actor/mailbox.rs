@@ -88,7 +88,7 @@ where
 #[diagnostic::on_unimplemented(
     message = "cluster events cannot be delivered into `{Self}`",
     label = "not a cluster event mailbox",
-    note = "make the actor's `type Msg` a `duologue::Mailbox<P>` (events arrive as `Mailbox::Cluster`), or give it `From<duologue::ClusterEvent>`"
+    note = "make the actor's `type Msg` a `duologue::Mailbox<P>` (events arrive as `Mailbox::Cluster`), or give it `From<duologue::cluster::ClusterEvent>`"
 )]
 pub trait FromCluster: ractor::Message {
     /// A cluster event, as the subscriber takes it.
@@ -133,8 +133,8 @@ impl From<SessionSignal> for SessionMsg {
     }
 }
 
-/// The untyped message type of an actor that takes batches ([`crate::Node::register_batched`],
-/// [`crate::Node::connect_batched`]): [`SessionMsg`] with a variant for them. An actor
+/// The untyped message type of an actor that takes batches ([`crate::Owner::batched`]):
+/// [`SessionMsg`] with a variant for them. An actor
 /// with messages of its own writes its enum with the same three `From`s.
 #[derive(Debug)]
 pub enum BatchedSessionMsg {
@@ -226,69 +226,6 @@ impl<M: FromSession> Deliver for ActorRef<M> {
     }
 }
 
-/// An untyped mailbox registered as serving a named protocol
-/// ([`crate::Node::register_serving`]): delivers as the actor's own mailbox does, and
-/// names the protocol the handshake checks.
-pub(crate) struct Serving<M: FromSession> {
-    pub(crate) actor: ActorRef<M>,
-    pub(crate) protocol: String,
-}
-
-/// An owner that takes runs of messages as one [`InboundBatch`]
-/// ([`crate::Node::register_batched`], [`crate::Node::connect_batched`]).
-pub(crate) struct Batched<M: FromSession + From<InboundBatch>>(pub(crate) ActorRef<M>);
-
-impl<M: FromSession + From<InboundBatch>> Deliver for Batched<M> {
-    fn inbound(&self, inbound: Inbound) -> Result<(), ()> {
-        self.0.inbound(inbound)
-    }
-
-    fn takes_batches(&self) -> bool {
-        true
-    }
-
-    fn batch(&self, batch: InboundBatch) -> Result<(), ()> {
-        self.0.send_message(M::from(batch)).map_err(drop)
-    }
-
-    fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
-        self.0.signal(signal)
-    }
-
-    fn is_alive(&self) -> bool {
-        self.0.is_alive()
-    }
-
-    fn cell(&self) -> Option<ractor::ActorCell> {
-        Deliver::cell(&self.0)
-    }
-
-    fn protocol(&self) -> Option<String> {
-        Deliver::protocol(&self.0)
-    }
-}
-
-impl<M: FromSession> Deliver for Serving<M> {
-    fn inbound(&self, inbound: Inbound) -> Result<(), ()> {
-        self.actor.inbound(inbound)
-    }
-
-    fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
-        self.actor.signal(signal)
-    }
-
-    fn is_alive(&self) -> bool {
-        self.actor.is_alive()
-    }
-
-    fn cell(&self) -> Option<ractor::ActorCell> {
-        Deliver::cell(&self.actor)
-    }
-
-    fn protocol(&self) -> Option<String> {
-        Some(self.protocol.clone())
-    }
-}
 impl std::fmt::Debug for dyn Deliver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<mailbox>")

@@ -13,9 +13,8 @@ use crate::error::{CallError, CloseReason, DecodeError, SendError};
 use crate::handles::state::Shared;
 use crate::session::FlowState;
 use crate::session::Role;
-use crate::wire::{
-    Body, BodyKind, Fault, FlowSignal, GoodbyeReason, NodeIdentity, SessionId, TypeUrl,
-};
+use crate::signal::FlowSignal;
+use crate::wire::{Body, BodyKind, Fault, GoodbyeReason, NodeIdentity, SessionId, TypeUrl};
 
 /// What is known of an established session.
 #[derive(Clone, Debug)]
@@ -76,7 +75,7 @@ impl SessionRef {
     }
 
     /// Sends a one-way message, waiting while the peer gives no credit or holds this side
-    /// back (`Pause`, `ResumeAfter`, `Throttle`).
+    /// back (`Pause`, `PauseFor`, `Throttle`).
     ///
     /// # Cancel safety
     /// The session takes a message whole or not at all. Dropping this future before it
@@ -99,7 +98,7 @@ impl SessionRef {
 
     /// Sends `messages` one-way, in order, as [`SessionRef::cast`] sends one, but taking
     /// them into the session a run at a time: one lock and one wake of the writer per run
-    /// instead of per message. For an actor answering an [`crate::InboundBatch`], or any
+    /// instead of per message. For an actor answering an [`crate::mailbox::InboundBatch`], or any
     /// sender with many messages at hand.
     ///
     /// # Cancel safety
@@ -241,38 +240,22 @@ impl SessionRef {
         self.inner.shared.with(|s| s.end(reason, detail));
     }
 
-    /// Asks the peer to stop sending until [`SessionRef::resume`]. Its runtime obeys; its
-    /// owner sees [`crate::SessionSignal::Flow`].
-    pub fn pause(&self) {
-        self.inner.shared.with(|s| s.signal_peer(FlowSignal::Pause));
-    }
-
-    /// Lets the peer send as before (lifts a pause, a resume-after, a throttle).
-    pub fn resume(&self) {
-        self.inner
-            .shared
-            .with(|s| s.signal_peer(FlowSignal::Resume));
-    }
-
-    /// Asks the peer to stop sending for `after`.
-    pub fn resume_after(&self, after: Duration) {
-        self.inner
-            .shared
-            .with(|s| s.signal_peer(FlowSignal::ResumeAfter(after)));
-    }
-
-    /// Asks the peer to send at `factor` (in (0, 1]) of its current rate.
+    /// Sends the peer a flow signal, which its runtime obeys and its owner sees as
+    /// [`crate::SessionSignal::Flow`]: [`FlowSignal::Pause`] until a
+    /// [`FlowSignal::Resume`], [`FlowSignal::PauseFor`] a while,
+    /// [`FlowSignal::Throttle`] to a fraction of its current rate; `Resume` lifts any of
+    /// them.
     ///
     /// # Panics
-    /// If `factor` is not in (0, 1].
-    pub fn throttle(&self, factor: f64) {
-        assert!(
-            factor > 0.0 && factor <= 1.0,
-            "a throttle factor is in (0, 1]"
-        );
-        self.inner
-            .shared
-            .with(|s| s.signal_peer(FlowSignal::Throttle(factor)));
+    /// If a throttle's factor is not in (0, 1].
+    pub fn signal(&self, signal: FlowSignal) {
+        if let FlowSignal::Throttle(factor) = signal {
+            assert!(
+                factor > 0.0 && factor <= 1.0,
+                "a throttle factor is in (0, 1]"
+            );
+        }
+        self.inner.shared.with(|s| s.signal_peer(signal));
     }
 
     /// Holds the peer back (pauses it) for a fan-out this session feeds, until

@@ -284,7 +284,7 @@ impl Shared {
         }
     }
 
-    /// Sends, waiting for credit, a resume or the end of a resume-after or throttle delay
+    /// Sends, waiting for credit, a resume or the end of a timed pause or throttle delay
     /// (never for acks: a full replay window or budget is refused at once).
     pub(crate) async fn send_waiting(&self, body: Body) -> Result<u64, SendError<Body>> {
         // Most sends find credit: try before registering to be told of more.

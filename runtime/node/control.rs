@@ -603,7 +603,7 @@ pub(crate) async fn members_at(
 /// node sees the cluster as wanted, without asking again and again:
 ///
 /// ```no_run
-/// # async fn f(node: duologue::Node, addr: &str) -> Result<(), duologue::SpawnError> {
+/// # async fn f(node: duologue::Node, addr: &str) -> Result<(), duologue::cluster::SpawnError> {
 /// let mut since = 0;
 /// loop {
 ///     let now = node.members_changed_at(addr, since, std::time::Duration::from_secs(5)).await?;

@@ -3,7 +3,7 @@
 //! - [`Outflow`]: what this side may send. Credit is cumulative and counted twice: in
 //!   messages (the highest sequence number the peer allows) and in bytes (the most payload
 //!   bytes, summed over the session, the peer allows); a send waits on whichever runs out
-//!   first. The peer's signals pause it (`Pause` until `Resume`, `ResumeAfter(d)` for
+//!   first. The peer's signals pause it (`Pause` until `Resume`, `PauseFor(d)` for
 //!   `d`) or pace it (`Throttle(f)`: a token bucket at `f` times the rate this side was
 //!   sending at when the signal arrived).
 //! - [`Inflow`]: what this side lets the peer send. Credit is granted as the owner
@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::HeldBy;
 use crate::session::SessionConfig;
-use crate::wire::{Flow, FlowQuery, FlowSignal};
+use crate::signal::FlowSignal;
+use crate::wire::{Flow, FlowQuery};
 
 /// The flow state of one session, both ways, as its owner can read it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -46,7 +47,7 @@ pub struct FlowState {
     /// Whether this side is pausing the peer (automatically or by the owner's signal).
     pub pausing_peer: bool,
     /// Whether this side withholds credit from the peer because an inbound memory budget
-    /// cannot cover it ([`crate::BudgetConfig`]): the grant goes out once it can.
+    /// cannot cover it ([`crate::settings::BudgetConfig`]): the grant goes out once it can.
     pub credit_withheld: bool,
 }
 
@@ -109,7 +110,7 @@ impl Outflow {
     /// Until when sending `next_seq` must wait: `Some(None)` until credit or a resume
     /// arrives, `Some(Some(t))` until `t`; `None` to send now.
     ///
-    /// `now` is read only while a resume-after or a throttle is in effect: the common send
+    /// `now` is read only while a timed pause or a throttle is in effect: the common send
     /// asks no clock.
     pub(crate) fn blocked(
         &self,
@@ -155,7 +156,7 @@ impl Outflow {
         if let Some(at) = self.resume_at
             && now() < at
         {
-            return Some((HeldBy::ResumeAfter, Some(at)));
+            return Some((HeldBy::PauseFor, Some(at)));
         }
         self.throttle
             .as_ref()
@@ -191,7 +192,7 @@ impl Outflow {
         self.sent_total += 1;
         self.sent_bytes = self.sent_bytes.saturating_add(size);
         self.byte_wait = None;
-        // A resume-after that has run out is forgotten, so sending stops reading the clock.
+        // A timed pause that has run out is forgotten, so sending stops reading the clock.
         if self.resume_at.is_some_and(|at| now() >= at) {
             self.resume_at = None;
         }
@@ -250,7 +251,7 @@ impl Outflow {
                 self.throttle = None;
                 self.throttle_factor = None;
             }
-            Some(FlowSignal::ResumeAfter(after)) => {
+            Some(FlowSignal::PauseFor(after)) => {
                 self.paused = false;
                 self.resume_at = Some(now + after);
             }
@@ -269,7 +270,7 @@ impl Outflow {
     }
 
     /// Whether sending `next_seq` waits for the peer (credit in messages or bytes, or a
-    /// pause), as opposed to a delay that ends by itself (a resume-after or a throttle).
+    /// pause), as opposed to a delay that ends by itself (a timed pause or a throttle).
     pub(crate) fn held_back(&self, next_seq: u64) -> bool {
         next_seq > self.credit
             || self.paused
@@ -302,7 +303,7 @@ impl Outflow {
         if self.paused {
             Some(FlowSignal::Pause)
         } else if let Some(at) = self.resume_at {
-            Some(FlowSignal::ResumeAfter(
+            Some(FlowSignal::PauseFor(
                 at.saturating_duration_since(self.epoch_start),
             ))
         } else {
@@ -493,7 +494,7 @@ pub(crate) struct Inflow {
     high: Option<u64>,
     low: u64,
     auto_paused: bool,
-    /// Holds on the peer from this side's fan-outs (`crate::Fanout`): while any is on,
+    /// Holds on the peer from this side's fan-outs (`crate::flow::Fanout`): while any is on,
     /// the peer is paused, whatever the owner's own signals.
     holds: u32,
     /// The owner's own signal in effect, restated after a resume.
@@ -765,7 +766,7 @@ impl Inflow {
                 (Some(throttle @ FlowSignal::Throttle(_)), _) => throttle,
                 // A delay the peer may not have seen; one it saw has run or is running,
                 // and the resume ends it (a restated delay would start again).
-                (Some(after @ FlowSignal::ResumeAfter(_)), Some(_)) => after,
+                (Some(after @ FlowSignal::PauseFor(_)), Some(_)) => after,
                 _ => FlowSignal::Resume,
             }
         };
@@ -1118,7 +1119,7 @@ mod tests {
         let now = Instant::now();
         let mut out = Outflow::new(10, u64::MAX, now);
         out.update(
-            &signal(FlowSignal::ResumeAfter(Duration::from_millis(300))),
+            &signal(FlowSignal::PauseFor(Duration::from_millis(300))),
             now,
         );
         let until = now + Duration::from_millis(300);

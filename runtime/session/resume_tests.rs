@@ -11,8 +11,9 @@ use super::gate::ResumeTicket;
 use super::testing::harness::*;
 use super::*;
 use crate::error::AuthError;
+use crate::signal::FlowSignal;
 use crate::wire::NONCE_LEN;
-use crate::wire::{Challenge, FlowSignal, Hello};
+use crate::wire::{Challenge, Hello};
 
 #[test]
 fn a_cut_mid_transfer_resumes_with_every_message_once() {

@@ -90,7 +90,7 @@ impl fmt::Display for TlsRefusal {
 }
 
 /// TLS handshakes a node refused on one port for one reason, since it started
-/// ([`crate::NodeStatus::tls_refused`]).
+/// ([`crate::status::NodeStatus::tls_refused`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsRefused {

@@ -131,7 +131,7 @@ async fn duologue_and_ractor_cluster_share_a_process() {
     let (doubler, _) = Actor::spawn(None, DoublerActor, ()).await.unwrap();
     a.register("doubler", &doubler).unwrap();
     let addr = a.local_addr().unwrap().to_string();
-    let (remote, _inbox) = tokio::time::timeout(WAIT, b.connect_inbox::<Doubler>(&addr, "doubler"))
+    let (remote, _inbox) = tokio::time::timeout(WAIT, b.connect::<Doubler>((&addr, "doubler")).inbox())
         .await
         .expect("connect in time")
         .expect("connect");

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use duologue::{ClusterEvent, Member, MemberState, Node};
+use duologue::{
+    Node,
+    cluster::{ClusterEvent, Member, MemberState},
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 

@@ -5,7 +5,7 @@
 use duologue::SessionMsg;
 use std::time::{Duration, Instant};
 
-use duologue::{Node, NodeEvent, ReplyPort, Secret, SessionRef, SessionSignal};
+use duologue::{Node, Secret, SessionRef, SessionSignal, mailbox::ReplyPort, status::NodeEvent};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{broadcast, mpsc};
 
@@ -266,7 +266,7 @@ pub struct Dialled {
 /// Has `node` connect to `actor` at `addr` on behalf of a new probe.
 pub async fn dial(node: Node, addr: &str, actor: &str) -> Dialled {
     let (owner, owner_seen) = probe().await;
-    let result = node.connect(addr, actor, &owner).await;
+    let result = node.connect((addr, actor)).owner(&owner).await;
     Dialled {
         node,
         owner_seen,

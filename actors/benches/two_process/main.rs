@@ -25,8 +25,7 @@
 //! session; `pingpong_8_sessions_msgs_per_s` spreads the pings over eight.
 //!
 //! Node A's sink and echoes, and node B's ping-pong counters, take a run of messages that
-//! arrived together as one mailbox message (`Node::register_batched`,
-//! `Node::connect_batched`): the figures without a qualifier. The same phases against
+//! arrived together as one mailbox message (`Owner::batched`): the figures without a qualifier. The same phases against
 //! actors that take every message alone print `cast_one_by_one_throughput_msgs_per_s`
 //! and `pingpong_one_by_one_*`. Senders cast one message at a time in every phase, as the
 //! baseline's do; only the echo answers a batch of pings with one `cast_all`.
@@ -48,7 +47,7 @@ use pingpong::Delivery;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use duologue::RuntimeFlavor;
+use duologue::settings::RuntimeFlavor;
 use duologue_testkit::IgnoringOwner;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -58,7 +57,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use duologue::{
-    BatchedSessionMsg, Inbound, Node, NodeBuilder, Protocol, RemoteRef, ReplyPort, SessionSignal,
+    Inbound, Node, NodeBuilder, Protocol, RemoteRef, SessionSignal,
+    mailbox::{BatchedSessionMsg, ReplyPort},
 };
 use duologue_testkit::{ChildGuard, Memory, SecretDir};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -74,7 +74,7 @@ const WARMUP_CASTS: u64 = 20_000;
 /// Calls in the (unreported) warm-up.
 const WARMUP_CALLS: usize = 1_000;
 /// The name node A registers its sink under: it takes a run of messages that arrived
-/// together as one mailbox message (`Node::register_batched`).
+/// together as one mailbox message (`Owner::batched`).
 const SINK: &str = "sink";
 /// The name of node A's second sink, which takes every message alone.
 const SINK_ONE_BY_ONE: &str = "sink-one-by-one";
@@ -362,7 +362,7 @@ async fn server(secret: &Path, metrics: bool) -> anyhow::Result<()> {
         .secret_file(secret);
     let node = with_metrics(builder, metrics).start().await?;
     let (sink, sink_handle) = Actor::spawn(None, Sink, ()).await?;
-    node.register_batched(SINK, &sink)?;
+    node.register(SINK, duologue::Owner::batched(&sink))?;
     let (sink_one_by_one, sink_one_by_one_handle) = Actor::spawn(None, Sink, ()).await?;
     node.register(SINK_ONE_BY_ONE, &sink_one_by_one)?;
     let mut echoes = Vec::new();
@@ -371,7 +371,10 @@ async fn server(secret: &Path, metrics: bool) -> anyhow::Result<()> {
         node.register(pingpong::echo_name(i, Delivery::OneByOne), &echo)?;
         echoes.push((echo, handle));
         let (echo, handle) = Actor::spawn(None, pingpong::Echo, ()).await?;
-        node.register_batched(pingpong::echo_name(i, Delivery::Batches), &echo)?;
+        node.register(
+            pingpong::echo_name(i, Delivery::Batches),
+            duologue::Owner::batched(&echo),
+        )?;
         echoes.push((echo, handle));
     }
     let addr = node.local_addr().context("node A does not listen")?;
@@ -623,9 +626,9 @@ async fn client(
 
     let connecting = Instant::now();
     let result = async {
-        let sink: RemoteRef<BenchProtocol> = node.connect(addr, SINK, &owner).await?;
+        let sink: RemoteRef<BenchProtocol> = node.connect((addr, SINK)).owner(&owner).await?;
         let one_by_one: RemoteRef<BenchProtocol> =
-            node.connect(addr, SINK_ONE_BY_ONE, &owner).await?;
+            node.connect((addr, SINK_ONE_BY_ONE)).owner(&owner).await?;
         eprintln!(
             "connected and authenticated to the sink in {:.1} ms",
             millis(connecting.elapsed())

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use duologue::{BatchedSessionMsg, Inbound, Node, RemoteRef};
+use duologue::{Inbound, Node, RemoteRef, mailbox::BatchedSessionMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
 
@@ -31,7 +31,7 @@ const WARMUP_PINGS: u64 = 20_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Delivery {
     /// A run of messages that arrived together as one mailbox message
-    /// (`Node::register_batched`, `Node::connect_batched`), answered with one `cast_all`.
+    /// (`Owner::batched`), answered with one `cast_all`.
     Batches,
     /// One mailbox message per message, answered with one `cast` each.
     OneByOne,
@@ -188,10 +188,12 @@ impl Pairs {
             let echo = echo_name(i, delivery);
             echoes.push(match delivery {
                 Delivery::Batches => {
-                    node.connect_batched(addr, &echo, &counter, node.config().policy)
+                    node.connect((addr, &echo))
+                        .policy(node.config().policy)
+                        .owner(duologue::Owner::batched(&counter))
                         .await?
                 }
-                Delivery::OneByOne => node.connect(addr, &echo, &counter).await?,
+                Delivery::OneByOne => node.connect((addr, &echo)).owner(&counter).await?,
             });
             counters.push(counter);
         }

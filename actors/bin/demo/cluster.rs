@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use duologue::{MemberState, Node, Secret};
+use duologue::{Node, Secret, cluster::MemberState};
 use duologue_testkit::progress::{self, ProgressBar, Summary};
 use duologue_testkit::{ChildGuard, ClusterError, NodeProcess, SecretDir, Signal};
 use tokio::io::AsyncWriteExt;
@@ -191,7 +191,7 @@ fn print_node(node: &NodeProcess, what: &str) {
     );
 }
 
-fn print_table(members: &[duologue::Member]) {
+fn print_table(members: &[duologue::cluster::Member]) {
     for line in crate::members::table(members).lines() {
         say!("    {line}");
     }
@@ -216,8 +216,8 @@ async fn wait_members(
     addr: &str,
     steps: &ProgressBar,
     goal: &str,
-    wanted: impl Fn(&[duologue::Member]) -> bool,
-) -> Result<Vec<duologue::Member>, ClusterError> {
+    wanted: impl Fn(&[duologue::cluster::Member]) -> bool,
+) -> Result<Vec<duologue::cluster::Member>, ClusterError> {
     let deadline = Instant::now() + STEP;
     let mut since = 0;
     loop {

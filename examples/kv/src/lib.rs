@@ -4,7 +4,7 @@
 //! # Watchers that do not keep up
 //!
 //! Each key's watchers are a [`Fanout`] (its bounds: [`Store::watchers`]), under the
-//! fan-out's policy, "slow is not stuck" (see [`duologue::Fanout`]). What makes a key's
+//! fan-out's policy, "slow is not stuck" (see [`duologue::flow::Fanout`]). What makes a key's
 //! fan-out publish is `put`s of that key, so the sessions that put it **feed** it
 //! ([`Fanout::feed_from`], until their session closes): those are the sessions held back
 //! (paused) while one of its watchers is behind. A session that only watches feeds
@@ -36,7 +36,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use duologue::{Fanout, FanoutConfig, Mailbox, Protocol, SessionId, SessionRef, SessionSignal};
+use duologue::{
+    Mailbox, Protocol, SessionRef, SessionSignal,
+    flow::{Fanout, FanoutConfig},
+    wire::SessionId,
+};
 use proto::kv_request::{self, Kind};
 use proto::{Changed, Get, KvRequest, KvResponse, Put, Value, Watch};
 use ractor::{Actor, ActorProcessingErr, ActorRef};

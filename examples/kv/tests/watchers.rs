@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use duologue::{
-    CloseReason, FanoutConfig, FlowSignal, GoodbyeReason, InboxReceiver, LostReason, NoMessage,
-    Node, NodeConfig, RemoteRef, Secret, SessionConfig, SessionRef,
+    CloseReason, FlowSignal, InboxReceiver, LostReason, Node, NodeConfig, RemoteRef, Secret,
+    SessionRef, flow::FanoutConfig, mailbox::NoMessage, settings::SessionConfig,
+    wire::GoodbyeReason,
 };
 use kv::proto::{Changed, Get, Put, Value, Watch};
 use kv::{Kv, Store};
@@ -66,7 +67,7 @@ struct Client {
 impl Client {
     async fn new(name: &str, addr: &str, window: Option<u64>) -> Self {
         let node = node_with_window(name, false, window).await;
-        let (store, pushed) = node.connect_inbox::<Kv>(addr, "store").await.unwrap();
+        let (store, pushed) = node.connect::<Kv>((addr, "store")).inbox().await.unwrap();
         Self { store, pushed, _node: node }
     }
 
@@ -319,7 +320,7 @@ async fn an_interrupted_watcher_holds_no_one_back_and_gets_every_change_once_res
             .status()
             .sessions
             .iter()
-            .any(|s| s.id == id && s.state == duologue::SessionState::Interrupted)
+            .any(|s| s.id == id && s.state == duologue::status::SessionState::Interrupted)
         {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

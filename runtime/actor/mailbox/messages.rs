@@ -10,16 +10,16 @@ use prost::{Message, Name};
 
 use crate::error::{CloseReason, DecodeError, InterruptCause, LostReason, SendError};
 use crate::handles::session_ref::{SessionRef, decode_payload};
-use crate::wire::{Fault, FlowSignal, Goodbye, TypeUrl};
+use crate::signal::FlowSignal;
+use crate::wire::{Fault, Goodbye, TypeUrl};
 
 /// Two or more messages from one session that arrived together, handed to the owner as
 /// one mailbox message: one mailbox operation for the run instead of one per message.
 ///
-/// Only an owner that asked for batches gets them ([`crate::Node::register_batched`],
-/// [`crate::Node::connect_batched`]), whose message type has `From<InboundBatch>` beside
-/// `From<Inbound>` and `From<SessionSignal>`, as
-/// [`BatchedSessionMsg`](super::BatchedSessionMsg) has; a message that arrives alone
-/// still comes as an [`Inbound`].
+/// Only an owner that asked for batches gets them ([`crate::Owner::batched`]), whose
+/// message type has `From<InboundBatch>` beside `From<Inbound>` and `From<SessionSignal>`,
+/// as [`BatchedSessionMsg`](crate::mailbox::BatchedSessionMsg) has; a message
+/// that arrives alone still comes as an [`Inbound`].
 ///
 /// The messages are in the session's order, and each is what it would have been alone: a call in a batch is answered through its own [`Inbound::reply`], and
 /// dropping a message is consuming it, as ever. A batch is delivered whole or not at all:

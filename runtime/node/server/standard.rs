@@ -19,7 +19,7 @@
 //! Neither service ever authenticates, so their streams do not take places among the
 //! node's unauthenticated streams: the pre-authentication layer routes them by request
 //! path ([`is_standard_path`]) to a small cap of their own
-//! ([`AdmissionConfig::max_standard_streams`](crate::AdmissionConfig::max_standard_streams)).
+//! ([`AdmissionConfig::max_standard_streams`](crate::settings::AdmissionConfig::max_standard_streams)).
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Router;

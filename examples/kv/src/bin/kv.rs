@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err(format!("cannot {op} with {rest:?}").into()),
     };
     let node = Node::builder().name("kv-client").secret(Secret::from_file(secret)?).start().await?;
-    let (store, mut pushed) = node.connect_inbox::<kv::Kv>(peer, store).await?;
+    let (store, mut pushed) = node.connect::<kv::Kv>((peer, store)).inbox().await?;
     let now: Value = store.call_as(request, Duration::from_secs(10)).await?;
     let value = now.value.as_deref().map_or("(none)".into(), String::from_utf8_lossy);
     println!("{} = {value}", now.key);

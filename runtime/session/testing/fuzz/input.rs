@@ -334,7 +334,7 @@ pub(crate) enum BodySpec {
 pub(crate) enum SignalSpec {
     Pause,
     Resume,
-    ResumeAfterMs(NumSpec),
+    PauseForMs(NumSpec),
     Throttle(RateSpec),
 }
 
@@ -831,7 +831,7 @@ impl SignalSpec {
         match self {
             Self::Pause => Signal::Pause(pb::Pause {}),
             Self::Resume => Signal::Resume(pb::Resume {}),
-            Self::ResumeAfterMs(ms) => Signal::ResumeAfterMs(ms.apply(250)),
+            Self::PauseForMs(ms) => Signal::ResumeAfterMs(ms.apply(250)),
             Self::Throttle(rate) => Signal::Throttle(rate.value()),
         }
     }

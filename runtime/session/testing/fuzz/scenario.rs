@@ -27,9 +27,10 @@ use super::input::{
 use crate::auth::{CertDigest, Secret, TlsBinding};
 use crate::error::ProtocolError;
 use crate::session::{GateVerdict, Phase, ResumeGate, Session, SessionConfig};
+use crate::signal::FlowSignal;
 use crate::wire::{
-    Body, BodyKind, Fault, FlowSignal, Frame, FrameError, GoodbyeReason, NONCE_LEN, NodeIdentity,
-    Refusal, RefuseReason, SessionId, TypeUrl, pb,
+    Body, BodyKind, Fault, Frame, FrameError, GoodbyeReason, NONCE_LEN, NodeIdentity, Refusal,
+    RefuseReason, SessionId, TypeUrl, pb,
 };
 
 /// Steps of a scenario past these are left out; edits and mutations likewise.
@@ -238,9 +239,9 @@ impl SignalSpec {
         match self {
             Self::Pause => Some(FlowSignal::Pause),
             Self::Resume => Some(FlowSignal::Resume),
-            Self::ResumeAfterMs(ms) => Some(FlowSignal::ResumeAfter(Duration::from_millis(
-                ms.apply(250),
-            ))),
+            Self::PauseForMs(ms) => {
+                Some(FlowSignal::PauseFor(Duration::from_millis(ms.apply(250))))
+            }
             Self::Throttle(_) => match self.pb() {
                 pb::flow::Signal::Throttle(rate) if rate > 0.0 && rate <= 1.0 => {
                     Some(FlowSignal::Throttle(rate))
