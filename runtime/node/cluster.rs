@@ -228,10 +228,10 @@ impl Membership {
 
     /// The cluster in figures: members by state, names, and what of this node's own
     /// names is not published yet.
-    pub(crate) fn figures(&self) -> crate::node::ClusterStatus {
+    pub(crate) fn figures(&self) -> super::status::ClusterStatus {
         let view = self.view();
         let (names_unpublished, since) = *lock(&self.unpublished);
-        let mut status = crate::node::ClusterStatus {
+        let mut status = super::status::ClusterStatus {
             names: view.names(),
             names_unpublished,
             publish_lag: since.map_or(Duration::ZERO, |since| since.elapsed()),

@@ -730,7 +730,7 @@ async fn control_call(
 
 /// A session to a node's `$node`, for one or more calls.
 struct ControlSession {
-    remote: crate::RemoteRef<Control>,
+    remote: crate::handles::remote_ref::RemoteRef<Control>,
     /// The session's owner (its inbox), held and never read: dropped, it would end
     /// the session.
     _owner: Box<dyn Send + Sync>,
