@@ -1,6 +1,6 @@
 //! Compiles the session protocol (`proto/duologue/v1/`) with protox (pure Rust, no system
 //! `protoc`) and tonic-prost-build, and writes its descriptor set to `OUT_DIR` for the
-//! node's reflection service (runtime/node/standard.rs).
+//! node's reflection service (runtime/node/server/standard.rs).
 
 use std::path::PathBuf;
 

@@ -119,11 +119,7 @@ fn declares_fn(source: &str, name: &str) -> bool {
 
 /// What is wrong with the links of the document `doc` (its path from the root), reading
 /// files through `read` (`None`: no such file; `Some(None)`: a folder).
-fn check(
-    doc: &str,
-    markdown: &str,
-    read: &dyn Fn(&Path) -> Option<Option<String>>,
-) -> Vec<String> {
+fn check(doc: &str, markdown: &str, read: &dyn Fn(&Path) -> Option<Option<String>>) -> Vec<String> {
     let dir = Path::new(doc).parent().unwrap_or(Path::new(""));
     let mut problems = Vec::new();
     for link in links(markdown) {
@@ -188,7 +184,10 @@ fn every_link_of_the_design_and_the_semantics_to_the_code_holds() {
         problems.join("\n")
     );
     // The semantics names its tests: a parser that stopped finding them would pass above.
-    assert!(tests_named > 50, "only {tests_named} tests named in the docs' links");
+    assert!(
+        tests_named > 50,
+        "only {tests_named} tests named in the docs' links"
+    );
 }
 
 #[test]

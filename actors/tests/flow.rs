@@ -188,7 +188,7 @@ async fn a_pause_holds_the_sender_until_resume() {
 }
 
 #[tokio::test]
-async fn resume_after_holds_the_sender_for_the_given_time() {
+async fn a_timed_pause_holds_the_sender_for_the_given_time() {
     let (mut server, _client, remote, far_end, mut heard) = probed().await;
     let pause = Duration::from_millis(300);
 

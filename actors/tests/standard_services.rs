@@ -1,4 +1,4 @@
-//! The standard gRPC services on a node's own port (runtime/node/standard.rs), from
+//! The standard gRPC services on a node's own port (runtime/node/server/standard.rs), from
 //! tonic-health's and tonic-reflection's generated clients: health says `SERVING` while
 //! the node is up and `NOT_SERVING` through its drain, during which the server still
 //! answers; it stops when the drain is over. Health and reflection streams have a cap of

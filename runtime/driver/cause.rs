@@ -46,7 +46,7 @@ fn classify(status: &Status, at: At) -> InterruptCause {
         return cause;
     }
     match (status.code(), at) {
-        // What the peer's service answers while its node drains (runtime/node/service.rs).
+        // What the peer's service answers while its node drains (runtime/node/server/service.rs).
         (Code::Unavailable, _) if status.message() == SHUTTING_DOWN => {
             InterruptCause::PeerShuttingDown
         }

@@ -1115,7 +1115,7 @@ mod tests {
     }
 
     #[test]
-    fn resume_after_waits_the_given_time() {
+    fn a_timed_pause_waits_the_given_time() {
         let now = Instant::now();
         let mut out = Outflow::new(10, u64::MAX, now);
         out.update(

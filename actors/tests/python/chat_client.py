@@ -13,7 +13,7 @@ hosting a chat room, exactly as docs/protocol.md describes it:
   credits (its `credit_window` and `credit_window_bytes` from the Challenge, raised by
   `Flow.credit` and `Flow.credit_bytes`), counting the payload bytes of every envelope it
   sent once; asks at once (`FlowQuery{next_seq, needed_bytes}`) when a text does not fit
-  its byte credit; obeys Pause / Resume / ResumeAfter / Throttle; grants the room both
+  its byte credit; obeys Pause / Resume / resume_after_ms (a timed pause) / Throttle; grants the room both
   credits as this client consumes what it receives, and holds the room to them;
 * resume: when the stream breaks, a new `Converse` call re-authenticates with
   `Hello.resume`, proving the session's resume key (derived from the first handshake),

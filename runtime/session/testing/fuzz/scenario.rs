@@ -234,7 +234,7 @@ impl BodySpec {
 }
 
 impl SignalSpec {
-    /// The signal as an owner may give it (`SessionRef::throttle` takes (0, 1] only).
+    /// The signal as an owner may give it (`SessionRef::signal` takes a throttle in (0, 1] only).
     fn domain(self) -> Option<FlowSignal> {
         match self {
             Self::Pause => Some(FlowSignal::Pause),
