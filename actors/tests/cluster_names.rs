@@ -119,14 +119,15 @@ async fn names_that_would_freeze_gossip_or_fool_a_reader_are_refused_and_gossip_
     until_seen(&a, "after").await;
     client.shutdown().await;
     b.shutdown().await;
+    // The events a saw since it started listening may hold an `Unreachable` for b that a
+    // loaded machine caused earlier (a late heartbeat, b reachable again since): not a
+    // sign its leave went unseen. An unseen leave leaves b unreachable and never `Left`
+    // (it is `Removed` only after the dead grace, an hour): the wait runs out.
     let left = cluster::next_event(&mut events, WAIT, |event| match event {
         ClusterEvent::Left(member) | ClusterEvent::Removed(member)
             if member.identity.name == "b" =>
         {
             Some(event.clone())
-        }
-        ClusterEvent::Unreachable(member) if member.identity.name == "b" => {
-            panic!("b's leave was not seen: it went unreachable")
         }
         _ => None,
     })
