@@ -179,3 +179,21 @@ async fn stop_reasons_are_dropped_once_the_sessions_closed() {
 
     settles(&server, Bookkeeping::default()).await;
 }
+
+/// An owner leaves the node's bookkeeping once its actor stopped, with its sessions.
+#[tokio::test]
+async fn an_owner_leaves_the_bookkeeping_when_its_actor_stops() {
+    let peers = peers().await;
+    let client = dialling(Duration::from_millis(200)).await;
+    let (owner, _) = probe().await;
+    let remote: RemoteRef<PingPong> = client
+        .connect((&addr(&peers[0].node), "probe"))
+        .owner(&owner)
+        .await
+        .unwrap();
+    assert_eq!(client.bookkeeping().owners, 1);
+    owner.stop_and_wait(None, None).await.unwrap();
+    tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
+    let settled = settles(&client, Bookkeeping::default()).await;
+    assert_eq!(settled.owners, 0);
+}

@@ -372,3 +372,47 @@ async fn dropping_a_node_ends_its_sessions_and_frees_its_port() {
     .await;
     std::net::TcpListener::bind(addr).expect("the port is free again");
 }
+
+/// A call waiting for its reply when its session closes fails at once, with the reason
+/// the session closed, not at its own timeout.
+#[tokio::test]
+async fn a_pending_call_fails_at_once_when_its_session_closes() {
+    let Pair {
+        mut server,
+        remote,
+        _client,
+        ..
+    } = pair().await;
+    let calling = {
+        let remote = remote.clone();
+        tokio::spawn(async move { remote.call(ping(HOLD), Duration::from_secs(3600)).await })
+    };
+    // The probe holds the call: it is pending at the caller.
+    assert_eq!(next_ping(&mut server.seen).await.0, HOLD);
+    remote.session().abort();
+    let result = tokio::time::timeout(WAIT, calling)
+        .await
+        .expect("the pending call ends within the wait bound, not at its hour")
+        .unwrap();
+    assert!(
+        matches!(result, Err(CallError::SessionClosed(_))),
+        "{result:?}"
+    );
+}
+
+/// An owner that stopped before its session opened fails the connect, typed.
+#[tokio::test]
+async fn connecting_for_an_owner_that_stopped_fails_with_owner_stopped() {
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    let client = dialling_node("client", SECRET).await;
+    let (owner, _seen) = probe().await;
+    owner.stop_and_wait(None, None).await.unwrap();
+    let result = client
+        .connect::<PingPong>((addr(&server.node), "probe"))
+        .owner(&owner)
+        .await;
+    assert!(
+        matches!(result, Err(duologue::ConnectError::OwnerStopped)),
+        "{result:?}"
+    );
+}

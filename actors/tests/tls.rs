@@ -504,3 +504,26 @@ async fn every_refused_tls_handshake_is_counted_by_reason() {
             .is_ok()
     );
 }
+
+/// `duologue certs` writes its keys readable by their owner only, and never overwrites:
+/// asked again into the same folder, it refuses and leaves the first files as they were.
+#[tokio::test]
+async fn the_certs_command_keeps_its_keys_private_and_never_overwrites() {
+    let secrets = SecretDir::create().unwrap();
+    let dir = secrets.secret().with_file_name("certs");
+    let path = make_certs(&dir, &["hub"]).await;
+    for key in ["ca.key", "hub.key"] {
+        let mode = std::fs::metadata(path(key)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}: {mode:o}");
+    }
+    let before = std::fs::read(path("ca.key")).unwrap();
+    let args = ["certs".to_owned(), dir.display().to_string()];
+    let mut again = ChildGuard::spawn("certs", &duologue_exe(), &args).unwrap();
+    let said = again
+        .stderr_until("duologue certs:", WAIT)
+        .await
+        .expect("the second run says why it stops");
+    assert!(said.contains("ca.pem"), "{said}");
+    assert_eq!(again.wait(WAIT).await.unwrap(), Some(1));
+    assert_eq!(std::fs::read(path("ca.key")).unwrap(), before);
+}

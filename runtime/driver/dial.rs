@@ -83,3 +83,37 @@ pub(crate) fn backoff(attempt: u32, config: &DriverConfig) -> Duration {
     let half = ceiling / 2;
     half + half.mul_f64(rand::random::<f64>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_from_its_base_to_its_cap_and_jitters_the_upper_half() {
+        let defaults = crate::config::NodeConfig::default();
+        let config = DriverConfig {
+            close_linger: defaults.close_linger,
+            reconnect_base: defaults.reconnect_base,
+            reconnect_max: defaults.reconnect_max,
+            handshake_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(
+            (config.reconnect_base, config.reconnect_max),
+            (Duration::from_millis(25), Duration::from_secs(1))
+        );
+        for attempt in 0..40 {
+            let ceiling =
+                (Duration::from_millis(25) * 2u32.pow(attempt.min(16))).min(Duration::from_secs(1));
+            let delays: Vec<Duration> = (0..200).map(|_| backoff(attempt, &config)).collect();
+            for delay in &delays {
+                assert!(
+                    *delay >= ceiling / 2 && *delay <= ceiling,
+                    "attempt {attempt}: {delay:?} outside [{:?}, {ceiling:?}]",
+                    ceiling / 2
+                );
+            }
+            // Jittered: two redialling sessions do not move in lockstep.
+            assert!(delays.iter().any(|d| *d != delays[0]), "attempt {attempt}");
+        }
+    }
+}

@@ -1128,6 +1128,16 @@ mod tests {
     }
 
     #[test]
+    fn a_timed_pause_already_received_ends_with_a_resume() {
+        let now = Instant::now();
+        let mut out = Outflow::new(10, u64::MAX, now);
+        out.update(&signal(FlowSignal::PauseFor(Duration::from_secs(60))), now);
+        assert!(out.blocked(1, || now).is_some());
+        out.update(&signal(FlowSignal::Resume), now);
+        assert_eq!(out.blocked(1, || now), None);
+    }
+
+    #[test]
     fn throttle_paces_at_a_fraction_of_the_measured_rate() {
         let start = Instant::now();
         let mut out = Outflow::new(u64::MAX, u64::MAX, start);
