@@ -573,3 +573,42 @@ async fn abandoned_tls_handshakes_are_counted_and_said_in_a_few_lines() {
         "{said} lines for {ABANDONED} refusals"
     );
 }
+
+/// What the admin address answers to one request whose head is `header_bytes` of a
+/// single header: its status line, or `None` when it closed without one.
+async fn answer_to_a_head_of(admin: SocketAddr, header_bytes: usize) -> Option<String> {
+    let mut stream = TcpStream::connect(admin).await.unwrap();
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(header_bytes)
+    );
+    // The node may stop reading (and close) before the whole head is written.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the admin address answers or closes within the wait bound");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.lines().next().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_is_read_up_to_64_kib() {
+    let secrets = SecretDir::create().unwrap();
+    let (child, _, admin) = node(&secrets, &["--metrics", "127.0.0.1:0"]).await;
+    let admin = admin.unwrap();
+    let within = answer_to_a_head_of(admin, 60 * 1024).await;
+    assert!(
+        within
+            .as_deref()
+            .is_some_and(|l| l.starts_with("HTTP/1.1 200")),
+        "{within:?}"
+    );
+    let past = answer_to_a_head_of(admin, 70 * 1024).await;
+    assert!(
+        past.as_deref()
+            .is_none_or(|l| l.starts_with("HTTP/1.1 431")),
+        "a head past 64 KiB was answered: {past:?}"
+    );
+    stop(child).await;
+}

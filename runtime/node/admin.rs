@@ -229,6 +229,9 @@ impl Server {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout)
+            // The head's own bound: the buffer's is checked only while a head is
+            // incomplete, so a head that arrives whole in one read could pass it.
+            .max_header_size(MAX_HEAD_BYTES)
             .max_buf_size(MAX_HEAD_BYTES);
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
