@@ -11,7 +11,10 @@ use std::time::Duration;
 use duologue::LostReason;
 use duologue::SessionPolicy;
 use duologue::mailbox::Lost;
-use duologue::{ConnectError, Node, NodeConfig, RemoteRef, SessionSignal, settings::SessionConfig};
+use duologue::{
+    ConnectError, Node, NodeConfig, RemoteRef, SessionSignal, settings::SessionConfig,
+    status::NodeEvent,
+};
 use duologue_testkit::FaultProxy;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use support::*;
@@ -391,4 +394,65 @@ async fn restart_policy_stops_trying_when_its_node_shuts_down() {
     })
     .await;
     assert_eq!(*last_error, ConnectError::ShuttingDown);
+}
+
+/// `Restart` retries what a returning peer may outgrow, but not a wrong secret: a peer
+/// back on the address with another secret ends the restart at its first attempt.
+#[tokio::test]
+async fn restart_policy_gives_up_at_once_on_a_wrong_secret() {
+    let first = probe_on("server", 0).await;
+    let port = first.node.local_addr().unwrap().port();
+    let client = restarting_node(Duration::from_secs(3600)).await;
+    let (owner, mut heard) = recorder().await;
+    let _remote: RemoteRef<PingPong> = client
+        .connect((&addr(&first.node), "probe"))
+        .owner(&owner)
+        .await
+        .unwrap();
+
+    let mut events = client.events();
+    first.node.shutdown().await;
+    let other = Node::builder()
+        .config(NodeConfig {
+            name: "server-other-secret".into(),
+            listen: Some(([127, 0, 0, 1], port).into()),
+            ..NodeConfig::default()
+        })
+        .secret(duologue::Secret::new("another secret of 32 bytes, not it").unwrap())
+        .start()
+        .await
+        .unwrap();
+    let _other = served_probe(other).await;
+
+    let (attempts, last_error) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(Lost {
+            reason:
+                LostReason::RestartGaveUp {
+                    attempts,
+                    last_error,
+                },
+            ..
+        }) => Some((attempts, last_error)),
+        _ => None,
+    })
+    .await
+    .1;
+    assert!(
+        matches!(*last_error, ConnectError::Auth { .. }),
+        "{last_error:?}"
+    );
+    // Attempts before it may have met the old connection going; the first that met the
+    // wrong secret was the last.
+    let mut auth_failures = 0;
+    while let Ok(event) = events.try_recv() {
+        if let NodeEvent::SessionRejected { reason, .. } = event
+            && reason.auth_error().is_some()
+        {
+            auth_failures += 1;
+        }
+    }
+    assert_eq!(
+        auth_failures, 1,
+        "a wrong secret is not retried ({attempts} attempts)"
+    );
 }
