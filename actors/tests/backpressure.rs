@@ -1,7 +1,8 @@
 //! A fast sender against a slow consumer in another process: the receiver's backlog and
 //! the sender's unacknowledged messages both stay under their bounds for the whole run,
 //! nothing is lost, and the sender feels the back-pressure (casts handed back by
-//! `try_cast`, the receiver's `Pause` and `Resume`).
+//! `try_cast`, the receiver's `Pause` and `Resume`); and a slow consumer holds back only
+//! its own session, not the others on the same connection.
 
 mod support;
 
@@ -94,4 +95,78 @@ async fn a_slow_consumer_bounds_both_sides_and_loses_nothing() {
         pauses > 0 && resumes > 0,
         "{pauses} pauses, {resumes} resumes"
     );
+}
+
+/// The report of a sequence checker.
+async fn report_of(check: &RemoteRef<SeqCheck>) -> duologue_actors::seq_check::proto::Report {
+    match check.call(ReportRequest {}, WAIT * 3).await.unwrap() {
+        CheckReply {
+            kind: Some(check_reply::Kind::Report(report)),
+        } => report,
+        other => panic!("no report: {other:?}"),
+    }
+}
+
+fn tick(n: u64) -> Tick {
+    Tick {
+        n,
+        filler: bytes::Bytes::from_static(&[7; 1024]),
+    }
+}
+
+/// Two sessions on one connection: the one whose consumer takes 10 messages a second
+/// holds its own sender back, and the other goes on at full speed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_does_not_slow_another_session_on_the_same_connection() {
+    const FAST_TICKS: u64 = 5_000;
+    let secrets = SecretDir::create().unwrap();
+    let far = NodeProcess::start(
+        &duologue_exe(),
+        "far",
+        &[
+            "--secret-file".into(),
+            secrets.secret().display().to_string(),
+            "--credit-window".into(),
+            "200".into(),
+            "--actor".into(),
+            "seq-check:slow@10".into(),
+            "--actor".into(),
+            "seq-check:fast".into(),
+        ],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let secret = std::fs::read_to_string(secrets.secret()).unwrap();
+    let near = dialling_node("near", &secret).await;
+    let (owner, _heard) = recorder().await;
+    let addr = far.addr.to_string();
+    let slow: RemoteRef<SeqCheck> = near.connect((&addr, "slow")).owner(&owner).await.unwrap();
+    let fast: RemoteRef<SeqCheck> = near.connect((&addr, "fast")).owner(&owner).await.unwrap();
+    assert_eq!(
+        near.bookkeeping().links,
+        1,
+        "both sessions share one connection"
+    );
+
+    // The slow session takes casts until its peer holds it back.
+    let mut n = 0;
+    loop {
+        n += 1;
+        match slow.try_cast(tick(n)) {
+            Ok(()) => {}
+            Err(SendError::HeldBack { .. }) => break,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    // Meanwhile the other session delivers everything, each in its order.
+    for n in 1..=FAST_TICKS {
+        fast.cast(tick(n)).await.unwrap();
+    }
+    let report = report_of(&fast).await;
+    assert_eq!(
+        (report.received, report.duplicates, report.gaps),
+        (FAST_TICKS, 0, 0)
+    );
+    assert!(n > 1, "the slow session took casts before it was held back");
 }
