@@ -602,3 +602,98 @@ async fn a_typed_actor_hears_cluster_events_in_its_one_mailbox_beside_its_sessio
         .expect("same protocol connects");
     assert_eq!(next(&mut observed).await, Observed::Opened);
 }
+
+/// A typed store that keeps every cast's `Credit` until told to let go, and says how
+/// many it holds.
+struct Hoarder;
+
+/// The hoarder's own message: drop the credits it holds.
+struct Release;
+
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+impl Actor for Hoarder {
+    type Msg = Mailbox<Kv, Release>;
+    type State = (Vec<duologue::flow::Credit>, mpsc::UnboundedSender<usize>);
+    type Arguments = mpsc::UnboundedSender<usize>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        holding: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok((Vec::new(), holding))
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        (held, holding): &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            Mailbox::Cast { credit, .. } => {
+                held.push(credit);
+                let _ = holding.send(held.len());
+            }
+            Mailbox::Local(Release) => held.clear(),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A typed actor's messages are decoded before they reach its mailbox, yet the peer's
+/// credit still follows consumption: an actor that handles each cast at once but keeps
+/// its `Credit` holds the sender back within one window, and dropping the credits lets
+/// it send again.
+#[tokio::test]
+async fn a_typed_actors_credit_is_granted_back_when_dropped_not_when_decoded() {
+    const WINDOW: u64 = 50;
+    let server = node_with(duologue::NodeConfig {
+        name: "server".into(),
+        listen: Some(([127, 0, 0, 1], 0).into()),
+        session: duologue::settings::SessionConfig {
+            credit_window: WINDOW,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let (holding_tx, mut holding) = mpsc::unbounded_channel();
+    let (hoarder, _) = Actor::spawn(None, Hoarder, holding_tx).await.unwrap();
+    server.register("hoard", &hoarder).unwrap();
+    let client = dialling_node("client", SECRET).await;
+    let (remote, _inbox) = client
+        .connect::<Kv>((addr(&server), "hoard"))
+        .inbox()
+        .await
+        .unwrap();
+    let put = |n: u64| Put {
+        key: n.to_string(),
+        value: String::new(),
+    };
+    let mut sent = 0;
+    let held_back = loop {
+        match remote.try_cast(put(sent)) {
+            Ok(()) => sent += 1,
+            Err(duologue::SendError::HeldBack { .. }) => break true,
+            Err(other) => panic!("{other}"),
+        }
+        if sent > 10 * WINDOW {
+            break false;
+        }
+    };
+    assert!(
+        held_back,
+        "{sent} casts and never held back: credit ran ahead of consumption"
+    );
+    assert!(
+        (1..=WINDOW).contains(&sent),
+        "{sent} casts within a window of {WINDOW}"
+    );
+
+    // Every cast sent is in the store, its credit held.
+    while bounded(holding.recv()).await.unwrap() < sent as usize {}
+    hoarder.cast(Mailbox::Local(Release)).unwrap();
+    bounded(remote.cast(put(sent))).await.unwrap();
+}
