@@ -612,3 +612,19 @@ async fn a_request_head_is_read_up_to_64_kib() {
     );
     stop(child).await;
 }
+
+/// `Node::start` in a library leaves its host process's open-file limit as it found it:
+/// only node binaries raise it.
+#[tokio::test]
+async fn a_library_node_leaves_its_processs_open_file_limit_alone() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    // Below the hard limit, so that a node raising it would show.
+    let lowered = soft.min(hard - 1);
+    setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();
+    let node = duologue_testkit::probe::listening_node("library", SECRET).await;
+    let after = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    node.shutdown().await;
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    assert_eq!(after, (lowered, hard));
+}
