@@ -240,3 +240,57 @@ async fn throttle_halves_the_senders_rate() {
     );
     far_end.signal(duologue::FlowSignal::Resume);
 }
+
+/// A cast waiting for credit when the stream breaks, and the session does not resume:
+/// at the resume deadline it fails with `SendError::Closed`, the message handed back.
+#[tokio::test]
+async fn a_send_waiting_for_credit_fails_closed_at_the_resume_deadline() {
+    let far = receiver(8).await;
+    let config = CheckConfig {
+        name: "slow".into(),
+        per_second: Some(1),
+    };
+    let (check, _) = Actor::spawn(None, SeqCheck, config).await.unwrap();
+    far.register("check", &check).unwrap();
+    let proxy = duologue_testkit::FaultProxy::start(far.local_addr().unwrap())
+        .await
+        .unwrap();
+    let near = node_with(NodeConfig {
+        name: "sender".into(),
+        session: SessionConfig {
+            resume_timeout: Duration::from_millis(500),
+            ..SessionConfig::default()
+        },
+        ..NodeConfig::default()
+    })
+    .await;
+    let (owner, _heard) = recorder().await;
+    let remote: RemoteRef<SeqCheck> = near
+        .connect((&proxy.addr().to_string(), "check"))
+        .owner(&owner)
+        .await
+        .unwrap();
+    let mut n = 0;
+    loop {
+        n += 1;
+        match remote.try_cast(tick(n)) {
+            Ok(()) => {}
+            Err(SendError::HeldBack { .. }) => break,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let waiting = {
+        let remote = remote.clone();
+        tokio::spawn(async move { remote.cast(tick(n)).await })
+    };
+    proxy.set_blackhole(true);
+    proxy.cut_all();
+    let result = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the waiting cast ends within the wait bound")
+        .unwrap();
+    match result {
+        Err(SendError::Closed(message)) => assert_eq!(message, tick(n).into()),
+        other => panic!("expected SendError::Closed, got {other:?}"),
+    }
+}
