@@ -707,3 +707,57 @@ async fn a_reader_whose_inbox_pauses_the_room_still_holds_the_writer_to_its_pace
         "the writer was not held back: {acked} acked, {read} read"
     );
 }
+
+/// Dropping a `Behind` without its farewell ends the member's session at once, with a
+/// `LimitExceeded` farewell naming the bound: the member is told in any case.
+#[tokio::test]
+async fn a_dropped_behind_ends_the_members_session_at_once_and_says_why() {
+    use duologue::flow::{Fanout, FanoutConfig, LetGo};
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    let client = node_with(duologue::NodeConfig {
+        name: "member".into(),
+        session: duologue::settings::SessionConfig {
+            credit_window: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    // The member never reads: what it is sent waits in its outbox at the fan-out.
+    let (remote, _inbox) = client
+        .connect::<PingPong>((addr(&server.node), "probe"))
+        .inbox()
+        .await
+        .unwrap();
+    let mut seen = server.seen;
+    let session = loop {
+        if let duologue::SessionSignal::Opened(session) = next_signal(&mut seen).await {
+            break session;
+        }
+    };
+    let mut fanout: Fanout<&str, Pong> = Fanout::new(FanoutConfig {
+        hold_lag: 4,
+        max_lag: 8,
+        ..FanoutConfig::default()
+    });
+    fanout.insert("member", session);
+    let pong = Pong {
+        n: 1,
+        deadline_left_ms: 0,
+    };
+    let behind = loop {
+        if let Some(behind) = fanout.publish(&pong, None).pop() {
+            break behind;
+        }
+    };
+    assert!(matches!(behind.cause(), LetGo::Messages(_)), "{behind:?}");
+    drop(behind);
+    let reason = tokio::time::timeout(WAIT, remote.closed())
+        .await
+        .expect("the member's session ends within the wait bound");
+    assert!(
+        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g))
+            if g.reason == GoodbyeReason::LimitExceeded && g.detail.contains("fell behind")),
+        "{reason:?}"
+    );
+}
