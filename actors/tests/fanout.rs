@@ -761,3 +761,58 @@ async fn a_dropped_behind_ends_the_members_session_at_once_and_says_why() {
         "{reason:?}"
     );
 }
+
+/// A member leaving politely (`Fanout::finish`) that does not take what its outbox holds
+/// within the farewell timeout has its session ended, `LimitExceeded`.
+#[tokio::test]
+async fn a_member_that_does_not_take_its_outbox_after_finish_is_ended_at_the_farewell_timeout() {
+    use duologue::flow::{Fanout, FanoutConfig};
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    let client = node_with(duologue::NodeConfig {
+        name: "member".into(),
+        session: duologue::settings::SessionConfig {
+            credit_window: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let (remote, _inbox) = client
+        .connect::<PingPong>((addr(&server.node), "probe"))
+        .inbox()
+        .await
+        .unwrap();
+    let mut seen = server.seen;
+    let session = loop {
+        if let duologue::SessionSignal::Opened(session) = next_signal(&mut seen).await {
+            break session;
+        }
+    };
+    let farewell_timeout = Duration::from_millis(300);
+    let mut fanout: Fanout<&str, Pong> = Fanout::new(FanoutConfig {
+        farewell_timeout,
+        ..FanoutConfig::default()
+    });
+    fanout.insert("member", session);
+    let pong = Pong {
+        n: 1,
+        deadline_left_ms: 0,
+    };
+    for _ in 0..16 {
+        assert!(fanout.publish(&pong, None).is_empty());
+    }
+    let finished = Instant::now();
+    assert!(fanout.finish(&"member"));
+    let reason = tokio::time::timeout(WAIT, remote.closed())
+        .await
+        .expect("the member's session ends within the wait bound");
+    assert!(
+        finished.elapsed() >= farewell_timeout,
+        "ended before its timeout"
+    );
+    assert!(
+        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g))
+            if g.reason == GoodbyeReason::LimitExceeded),
+        "{reason:?}"
+    );
+}
