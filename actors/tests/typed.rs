@@ -697,3 +697,68 @@ async fn a_typed_actors_credit_is_granted_back_when_dropped_not_when_decoded() {
     hoarder.cast(Mailbox::Local(Release)).unwrap();
     bounded(remote.cast(put(sent))).await.unwrap();
 }
+
+/// What waits in an inbox is at most one credit window: a peer pushing as fast as it can
+/// to a reader that does not read is held back once the window is in the inbox, and the
+/// reader then finds every message there.
+#[tokio::test]
+async fn an_inbox_that_is_not_read_holds_at_most_one_window() {
+    const WINDOW: u64 = 16;
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    let client = node_with(duologue::NodeConfig {
+        name: "reader".into(),
+        session: duologue::settings::SessionConfig {
+            credit_window: WINDOW,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let (_remote, mut inbox) = client
+        .connect::<PingPong>((addr(&server.node), "probe"))
+        .inbox()
+        .await
+        .unwrap();
+    let mut seen = server.seen;
+    let pusher = loop {
+        if let SessionSignal::Opened(session) = next_signal(&mut seen).await {
+            break session;
+        }
+    };
+    let mut pushed = 0;
+    let held_back = loop {
+        let pong = Pong {
+            n: pushed,
+            deadline_left_ms: 0,
+        };
+        match pusher.try_cast(pong) {
+            Ok(()) => pushed += 1,
+            Err(duologue::SendError::HeldBack { .. }) => break true,
+            Err(other) => panic!("{other}"),
+        }
+        if pushed > 10 * WINDOW {
+            break false;
+        }
+    };
+    assert!(held_back, "{pushed} pushed to a reader that reads nothing");
+    assert!(
+        (1..=WINDOW).contains(&pushed),
+        "{pushed} past a window of {WINDOW}"
+    );
+    let mut read = 0;
+    while read < pushed {
+        match bounded(inbox.recv()).await {
+            Some(duologue::mailbox::InboxEvent::Message(pong)) => {
+                assert_eq!(pong.n, read);
+                read += 1;
+            }
+            Some(_) => {}
+            None => panic!("the inbox closed after {read}"),
+        }
+    }
+    assert!(
+        inbox.len() < WINDOW as usize,
+        "{} more waiting",
+        inbox.len()
+    );
+}
