@@ -456,3 +456,73 @@ async fn restart_policy_gives_up_at_once_on_a_wrong_secret() {
         "a wrong secret is not retried ({attempts} attempts)"
     );
 }
+
+/// An inbox under `Restart` keeps reading from each new session: after its peer's node
+/// went away and came back, what the new peer pushes reaches the same inbox.
+#[tokio::test]
+async fn an_inbox_under_restart_reads_from_the_new_session() {
+    let first = probe_on("server", 0).await;
+    let port = first.node.local_addr().unwrap().port();
+    let client = restarting_node(WAIT).await;
+    let (_remote, mut inbox) = client
+        .connect::<PingPong>((addr(&first.node), "probe"))
+        .inbox()
+        .await
+        .unwrap();
+    first.node.shutdown().await;
+    let second = probe_on("server-again", port).await;
+    let mut seen = second.seen;
+    let pusher = loop {
+        if let SessionSignal::Opened(session) = next_signal(&mut seen).await {
+            break session;
+        }
+    };
+    pusher
+        .cast(Pong {
+            n: 7,
+            deadline_left_ms: 0,
+        })
+        .await
+        .unwrap();
+    let (mut restarted, mut pong) = (false, None);
+    while pong.is_none() {
+        match tokio::time::timeout(WAIT, inbox.recv())
+            .await
+            .expect("the inbox hears within the wait bound")
+        {
+            Some(duologue::mailbox::InboxEvent::Message(message)) => pong = Some(message.n),
+            Some(duologue::mailbox::InboxEvent::Signal(SessionSignal::Restarted { .. })) => {
+                restarted = true
+            }
+            Some(_) => {}
+            None => panic!("the inbox closed"),
+        }
+    }
+    assert!(restarted, "the inbox was told of the new session first");
+    assert_eq!(pong, Some(7));
+}
+
+/// An inbox under `Escalate` acts as under `Resume`: there is no actor to stop, and its
+/// reader is told the session was lost.
+#[tokio::test]
+async fn an_inbox_under_escalate_is_told_of_the_loss() {
+    let server = probe_on("server", 0).await;
+    let client = node_named("client", false, Duration::from_millis(300)).await;
+    let (_remote, mut inbox) = client
+        .connect::<PingPong>((addr(&server.node), "probe"))
+        .policy(SessionPolicy::Escalate)
+        .inbox()
+        .await
+        .unwrap();
+    server.node.shutdown().await;
+    loop {
+        match tokio::time::timeout(WAIT, inbox.recv())
+            .await
+            .expect("the inbox hears within the wait bound")
+        {
+            Some(duologue::mailbox::InboxEvent::Signal(SessionSignal::Lost(_))) => break,
+            Some(_) => {}
+            None => panic!("the inbox closed before it was told"),
+        }
+    }
+}
