@@ -526,3 +526,44 @@ async fn an_inbox_under_escalate_is_told_of_the_loss() {
         }
     }
 }
+
+/// `Restart` needs to dial, so an acceptor under it behaves as under `Resume`: its owner
+/// loses the session at the resume deadline, and the node dials nobody.
+#[tokio::test]
+async fn an_acceptor_under_restart_loses_the_session_as_under_resume() {
+    let server = support::node_with(NodeConfig {
+        name: "server".into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        policy: SessionPolicy::Restart,
+        session: SessionConfig {
+            resume_timeout: Duration::from_millis(300),
+            ..SessionConfig::default()
+        },
+        ..NodeConfig::default()
+    })
+    .await;
+    let (owner, mut heard) = recorder().await;
+    server.register("owner", &owner).unwrap();
+    let proxy = FaultProxy::start(server.local_addr().unwrap())
+        .await
+        .unwrap();
+    let client = node_named("client", false, WAIT).await;
+    let (client_owner, _client_heard) = recorder().await;
+    let _remote: RemoteRef<PingPong> = client
+        .connect((&proxy.addr().to_string(), "owner"))
+        .owner(&client_owner)
+        .await
+        .unwrap();
+    proxy.set_blackhole(true);
+    proxy.cut_all();
+    let (_, reason) = signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(reason, LostReason::ResumeDeadline { .. }),
+        "{reason:?}"
+    );
+    assert_eq!(server.bookkeeping().links, 0, "the acceptor dialled");
+}
