@@ -310,3 +310,28 @@ async fn a_node_binary_refuses_spawns_past_max_hosted_in_a_few_lines() {
         "{lines} lines for {REFUSED} refusals"
     );
 }
+
+/// A node started before its seed joins the cluster once the seed is up: it keeps
+/// gossiping to the seed's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_its_seed_joins_once_the_seed_is_up() {
+    let seed_addr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let a = node("a", &[seed_addr]).await;
+    let b = node_with_gossip("b", seed_addr).await;
+    cluster::wait_members(&a, 2, WAIT).await;
+    cluster::wait_members(&b, 2, WAIT).await;
+}
+
+/// A node gossiping on `gossip_listen`, with no seeds.
+async fn node_with_gossip(name: &str, gossip_listen: std::net::SocketAddr) -> Node {
+    let secret = Secret::new(SECRET).unwrap();
+    cluster_lab::seq_check_node(name, &[], secret, |config| {
+        if let Some(cluster) = &mut config.cluster {
+            cluster.gossip_listen = gossip_listen;
+        }
+    })
+    .await
+}
