@@ -816,3 +816,70 @@ async fn a_member_that_does_not_take_its_outbox_after_finish_is_ended_at_the_far
         "{reason:?}"
     );
 }
+
+/// A fan-out's outboxes are charged to the replay budgets, as a member's replay buffer
+/// is: a member whose outbox its peer's budget cannot take is let go, naming the budget.
+#[tokio::test]
+async fn a_member_whose_outbox_the_replay_budget_cannot_take_is_let_go() {
+    use duologue::flow::{Fanout, FanoutConfig, LetGo};
+    let server = served_probe(
+        node_with(duologue::NodeConfig {
+            name: "server".into(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            budget: duologue::settings::BudgetConfig {
+                peer_replay_bytes: 64 * 1024,
+                node_replay_bytes: 128 * 1024,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await,
+    )
+    .await;
+    let client = node_with(duologue::NodeConfig {
+        name: "member".into(),
+        session: duologue::settings::SessionConfig {
+            credit_window: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    // The member never reads: what it is sent waits in its outbox at the fan-out.
+    let (remote, _inbox) = client
+        .connect::<PingPong>((addr(&server.node), "probe"))
+        .inbox()
+        .await
+        .unwrap();
+    let mut seen = server.seen;
+    let session = loop {
+        if let duologue::SessionSignal::Opened(session) = next_signal(&mut seen).await {
+            break session;
+        }
+    };
+    // The message bounds are far away: only the budget can let the member go.
+    let mut fanout: Fanout<&str, Ping> = Fanout::new(FanoutConfig::default());
+    fanout.insert("member", session);
+    let ping = Ping {
+        n: 1,
+        body: vec![7; 1024],
+    };
+    let mut published = 0;
+    let behind = loop {
+        if let Some(behind) = fanout.publish(&ping, None).pop() {
+            break behind;
+        }
+        published += 1;
+        assert!(published < 1_000, "1 000 KiB queued past a 64 KiB budget");
+    };
+    assert!(matches!(behind.cause(), LetGo::Budget(_)), "{behind:?}");
+    drop(behind);
+    let reason = tokio::time::timeout(WAIT, remote.closed())
+        .await
+        .expect("the member's session ends within the wait bound");
+    assert!(
+        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g))
+            if g.reason == GoodbyeReason::LimitExceeded && g.detail.contains("budget")),
+        "{reason:?}"
+    );
+}
