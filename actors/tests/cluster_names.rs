@@ -335,3 +335,53 @@ async fn node_with_gossip(name: &str, gossip_listen: std::net::SocketAddr) -> No
     })
     .await
 }
+
+/// Subscribers that subscribe while members join: each one's `Current` and the events
+/// after it add up to the view, with no member joined twice (an overlap) and none
+/// missing (a gap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_and_the_events_after_it_neither_overlap_nor_leave_a_gap() {
+    use std::collections::BTreeSet;
+    let a = node("a", &[]).await;
+    let seed = a.gossip_addr().unwrap();
+    let joining = tokio::spawn(async move {
+        let mut others = Vec::new();
+        for name in ["b", "c", "d"] {
+            others.push(node(name, &[seed]).await);
+        }
+        others
+    });
+    let mut subscribers = Vec::new();
+    while !joining.is_finished() || subscribers.len() < 3 {
+        subscribers.push(cluster::listen(&a).await);
+        tokio::task::yield_now().await;
+    }
+    let _others = joining.await.unwrap();
+    cluster::wait_members(&a, 4, WAIT).await;
+    let wanted: BTreeSet<String> = ["a", "b", "c", "d"].map(String::from).into();
+    for (i, mut events) in subscribers.into_iter().enumerate() {
+        let mut view: BTreeSet<String> = match events.recv().await {
+            Some(ClusterEvent::Current(members)) => {
+                members.into_iter().map(|m| m.identity.name).collect()
+            }
+            other => panic!("subscriber {i} first got {other:?}"),
+        };
+        tokio::time::timeout(WAIT, async {
+            while view != wanted {
+                match events.recv().await.expect("listener gone") {
+                    ClusterEvent::Joined(member) => assert!(
+                        view.insert(member.identity.name.clone()),
+                        "subscriber {i}: {} joined twice",
+                        member.identity.name
+                    ),
+                    ClusterEvent::Removed(member) => {
+                        view.remove(&member.identity.name);
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("subscriber {i} misses members: {view:?}"));
+    }
+}
