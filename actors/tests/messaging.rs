@@ -416,3 +416,22 @@ async fn connecting_for_an_owner_that_stopped_fails_with_owner_stopped() {
         "{result:?}"
     );
 }
+
+/// A call on a session that is already over says why it is over, not only that it is
+/// closed.
+#[tokio::test]
+async fn a_call_on_a_closed_session_names_why_it_closed() {
+    let Pair {
+        remote,
+        server: _server,
+        _client,
+        ..
+    } = pair().await;
+    remote.session().abort();
+    let reason = tokio::time::timeout(WAIT, remote.closed()).await.unwrap();
+    let error = remote.call(ping(1), WAIT).await.unwrap_err();
+    assert!(
+        matches!(&error, CallError::SessionClosed(closed) if *closed == reason),
+        "{error:?}"
+    );
+}

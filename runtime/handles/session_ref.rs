@@ -176,8 +176,13 @@ impl SessionRef {
             type_url: TypeUrl::of::<Q>(),
             payload: request.encode_to_vec().into(),
         };
-        if let Err(error) = self.inner.shared.send_waiting(body).await {
-            return Err(CallError::Send(error.map(drop)));
+        match self.inner.shared.send_waiting(body).await {
+            Ok(_) => {}
+            // A closed session says why, not only that it is closed.
+            Err(SendError::Closed(_)) => {
+                return Err(CallError::SessionClosed(self.close_reason_or_unknown()));
+            }
+            Err(error) => return Err(CallError::Send(error.map(drop))),
         }
         match tokio::time::timeout(timeout, reply).await {
             Err(_) => Err(CallError::Timeout(timeout)),
