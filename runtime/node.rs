@@ -55,7 +55,7 @@ use crate::actor::mailbox::FromCluster;
 use crate::actor::owner::Owner;
 use crate::auth::Secret;
 use crate::budget::{BudgetConfig, Budgets};
-use crate::config::NodeConfig;
+use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::{LookupError, NodeError, SpawnError};
 use crate::handles::remote_ref::Protocol;
 use crate::members::Member;
@@ -175,7 +175,32 @@ impl NodeBuilder {
         self
     }
 
-    /// Replaces the whole configuration (name and listen address included).
+    /// Puts the node in a cluster: it gossips on `cluster.gossip_listen`, joins through
+    /// `cluster.seeds`, publishes its named actors and kinds, and can look names up
+    /// ([`Node::lookup`]). As `--gossip-listen` and `--seed` do for a node binary.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use duologue::{Node, Secret, settings::ClusterConfig};
+    ///
+    /// let mut cluster = ClusterConfig::new("127.0.0.1:7001".parse()?);
+    /// cluster.seeds = vec!["10.0.0.1:7001".into()];
+    /// let node = Node::builder()
+    ///     .name("b")
+    ///     .listen("127.0.0.1:7000".parse()?)
+    ///     .secret(Secret::new("a shared secret of 16+ bytes")?)
+    ///     .cluster(cluster)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster(mut self, cluster: ClusterConfig) -> Self {
+        self.config.cluster = Some(cluster);
+        self
+    }
+
+    /// Replaces the whole configuration (name and listen address included): call it
+    /// first, then the setters above for what differs.
     pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;
         self

@@ -385,3 +385,22 @@ async fn current_and_the_events_after_it_neither_overlap_nor_leave_a_gap() {
         .unwrap_or_else(|_| panic!("subscriber {i} misses members: {view:?}"));
     }
 }
+
+/// A node joins a cluster from code as it does from flags: `NodeBuilder::cluster`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_built_with_a_cluster_setting_joins_it() {
+    let a = node("a", &[]).await;
+    let mut cluster = duologue::settings::ClusterConfig::new("127.0.0.1:0".parse().unwrap());
+    cluster.gossip_interval = Duration::from_millis(100);
+    cluster.seeds = vec![a.gossip_addr().unwrap().to_string()];
+    let b = Node::builder()
+        .name("b")
+        .listen("127.0.0.1:0".parse().unwrap())
+        .secret(Secret::new(SECRET).unwrap())
+        .cluster(cluster)
+        .start()
+        .await
+        .unwrap();
+    cluster::wait_members(&a, 2, WAIT).await;
+    cluster::wait_members(&b, 2, WAIT).await;
+}
