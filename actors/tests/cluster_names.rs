@@ -404,3 +404,48 @@ async fn a_node_built_with_a_cluster_setting_joins_it() {
     cluster::wait_members(&a, 2, WAIT).await;
     cluster::wait_members(&b, 2, WAIT).await;
 }
+
+/// Spawns on any node that offers the kind spread a burst over the nodes although the
+/// view's figures lag a gossip round (the placing node counts its own placements), and a
+/// name already held anywhere is refused `NameTaken`, whichever node would get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawns_on_any_node_spread_and_a_name_held_anywhere_is_refused() {
+    use duologue::cluster::SpawnOn;
+    let a = node("a", &[]).await;
+    let b = node("b", &[a.gossip_addr().unwrap()]).await;
+    cluster::wait_members(&a, 2, WAIT).await;
+    cluster::wait_members(&b, 2, WAIT).await;
+
+    let names: Vec<String> = (0..20).map(|i| format!("cart-{i}")).collect();
+    let spawned = futures::future::join_all(
+        names
+            .iter()
+            .map(|name| a.spawn(SpawnOn::AnyOffering, ActorSpec::new("seq-check", name))),
+    )
+    .await;
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for spawned in spawned {
+        *per_node.entry(spawned.unwrap().node).or_default() += 1;
+    }
+    assert!(
+        per_node.len() == 2 && per_node.values().all(|placed| *placed >= 8),
+        "{per_node:?}"
+    );
+
+    // At once, before the view shows it, and from the other node once it does.
+    match a
+        .spawn(SpawnOn::AnyOffering, ActorSpec::new("seq-check", "cart-0"))
+        .await
+    {
+        Err(SpawnError::NameTaken { name, .. }) => assert_eq!(name, "cart-0"),
+        other => panic!("expected NameTaken, got {other:?}"),
+    }
+    until_seen(&b, "cart-0").await;
+    match b
+        .spawn(SpawnOn::AnyOffering, ActorSpec::new("seq-check", "cart-0"))
+        .await
+    {
+        Err(SpawnError::NameTaken { name, .. }) => assert_eq!(name, "cart-0"),
+        other => panic!("expected NameTaken, got {other:?}"),
+    }
+}

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actor::mailbox::FromCluster;
 use crate::auth::{GossipKey, Secret};
 use crate::config::ClusterConfig;
-use crate::error::{LookupError, NodeError};
+use crate::error::{LookupError, NodeError, SpawnError};
 use crate::handles::remote_ref::Protocol;
 use crate::log_budget::LogBudget;
 use crate::members::{
@@ -87,6 +87,26 @@ pub(crate) struct Membership {
     /// Changes sent to the tracker and not yet in the gossip state, and since when the
     /// oldest of them waits.
     unpublished: Mutex<(usize, Option<Instant>)>,
+    /// Actors this node placed on "any node that offers the kind" that the view may not
+    /// show yet: counted when the next one is placed, so that a burst spreads.
+    placed: Mutex<Vec<Placement>>,
+}
+
+/// An actor placed on a node by this one ([`Membership::place`]).
+#[derive(Debug)]
+struct Placement {
+    node: String,
+    name: String,
+    at: Instant,
+}
+
+/// Where [`Membership::place`] sends a spawn.
+#[derive(Debug)]
+pub(crate) struct Placed {
+    /// The member's name.
+    pub(crate) node: String,
+    /// Where it accepts sessions.
+    pub(crate) addr: String,
 }
 
 impl std::fmt::Debug for Membership {
@@ -191,6 +211,7 @@ impl Membership {
             stopped: std::sync::OnceLock::new(),
             version: std::sync::atomic::AtomicU64::new(0),
             unpublished: Mutex::new((0, None)),
+            placed: Mutex::new(Vec::new()),
         });
         membership.refresh().await;
         tokio::spawn(membership.clone().track(live, changed, stop.clone()));
@@ -370,6 +391,59 @@ impl Membership {
     /// The view's version: it grows with every change of the members.
     pub(crate) fn version(&self) -> u64 {
         self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Chooses the member an actor of `kind` named `name` is spawned on, when any member
+    /// that offers the kind will do: the one with the fewest named actors, counting those
+    /// this node placed there that the view does not show yet (its figures lag a gossip
+    /// round), then the lowest name. The placement counts until the view shows it, the
+    /// spawn fails ([`Membership::unplace`]), or ten gossip rounds pass.
+    ///
+    /// # Errors
+    /// [`SpawnError::NameTaken`] when a member of the view holds `name`, or this node
+    /// placed it a moment ago; [`SpawnError::NoNodeOffers`] when no member serves `kind`.
+    pub(crate) fn place(&self, kind: &str, name: &str) -> Result<Placed, SpawnError> {
+        let view = self.view();
+        let taken = |node: &str| SpawnError::NameTaken {
+            node: node.to_owned(),
+            name: name.to_owned(),
+        };
+        if let Some(holder) = view.holders(name).first() {
+            return Err(taken(&holder.identity.name));
+        }
+        let mut placed = lock(&self.placed);
+        let horizon = self.config.gossip_interval * 10;
+        placed.retain(|p| p.at.elapsed() < horizon && view.holders(&p.name).is_empty());
+        if let Some(earlier) = placed.iter().find(|p| p.name == name) {
+            return Err(taken(&earlier.node));
+        }
+        let pending = |node: &str| placed.iter().filter(|p| p.node == node).count();
+        let chosen = view
+            .offering(kind)
+            .into_iter()
+            .filter(|m| m.addr.is_some())
+            .min_by_key(|m| {
+                let load = m.actors.len() + pending(&m.identity.name);
+                (load, m.identity.name.clone())
+            })
+            .ok_or_else(|| SpawnError::NoNodeOffers {
+                kind: kind.to_owned(),
+            })?;
+        let chosen = Placed {
+            node: chosen.identity.name.clone(),
+            addr: chosen.addr.clone().unwrap_or_default(),
+        };
+        placed.push(Placement {
+            node: chosen.node.clone(),
+            name: name.to_owned(),
+            at: Instant::now(),
+        });
+        Ok(chosen)
+    }
+
+    /// Forgets the placement of `name`: its spawn failed.
+    pub(crate) fn unplace(&self, name: &str) {
+        lock(&self.placed).retain(|p| p.name != name);
     }
 
     /// Why the gossip engine stopped, if it failed.

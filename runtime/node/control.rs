@@ -60,8 +60,9 @@ impl Protocol for Control {
 pub enum SpawnOn {
     /// On the member of this name.
     Node(String),
-    /// On a member that offers the kind: the one with the fewest named actors (then the
-    /// lowest name).
+    /// On a member that offers the kind: the one with the fewest named actors, counting
+    /// those this node placed there that the view does not show yet (then the lowest
+    /// name). Refused `NameTaken` when a member of the view holds the name.
     AnyOffering,
 }
 
@@ -564,22 +565,27 @@ pub(crate) async fn spawn(
             reason: reason.to_owned(),
         });
     }
-    let view = membership.view();
-    let target = match &on {
-        SpawnOn::Node(name) => view
-            .serving(name)
-            .ok_or_else(|| SpawnError::NoSuchNode { node: name.clone() })?,
-        SpawnOn::AnyOffering => {
-            view.offering(&spec.kind)
-                .first()
-                .copied()
-                .ok_or_else(|| SpawnError::NoNodeOffers {
-                    kind: spec.kind.clone(),
-                })?
+    match &on {
+        SpawnOn::Node(name) => {
+            let addr = membership
+                .view()
+                .serving(name)
+                .ok_or_else(|| SpawnError::NoSuchNode { node: name.clone() })?
+                .addr
+                .clone()
+                .unwrap_or_default();
+            spawn_at(sessions, &addr, spec).await
         }
-    };
-    let addr = target.addr.clone().unwrap_or_default();
-    spawn_at(sessions, &addr, spec).await
+        SpawnOn::AnyOffering => {
+            let placed = membership.place(&spec.kind, &spec.name)?;
+            let name = spec.name.clone();
+            let spawned = spawn_at(sessions, &placed.addr, spec).await;
+            if spawned.is_err() {
+                membership.unplace(&name);
+            }
+            spawned
+        }
+    }
 }
 
 /// The members of the cluster of the node at `addr`, as it sees them.
