@@ -358,8 +358,13 @@ impl CloseReason {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError<T> {
     /// The session is closed or finishing and takes no more messages.
-    #[error("the session is closed")]
-    Closed(T),
+    #[error("{}", closed_text(.reason.as_ref()))]
+    Closed {
+        /// Why the session closed; `None` while it finishes (this side said it is done).
+        reason: Option<CloseReason>,
+        /// The message.
+        message: T,
+    },
     /// The session's handshake has not completed.
     #[error("the session is not established yet")]
     NotReady(T),
@@ -395,11 +400,19 @@ pub enum SendError<T> {
     },
 }
 
+/// What [`SendError::Closed`] says.
+fn closed_text(reason: Option<&CloseReason>) -> String {
+    match reason {
+        Some(reason) => format!("the session is closed: {reason}"),
+        None => "the session is finishing and takes no more messages".to_owned(),
+    }
+}
+
 impl<T> SendError<T> {
     /// The message that was not sent.
     pub fn into_message(self) -> T {
         match self {
-            Self::Closed(m)
+            Self::Closed { message: m, .. }
             | Self::NotReady(m)
             | Self::Full { message: m, .. }
             | Self::HeldBack { message: m, .. }
@@ -410,7 +423,10 @@ impl<T> SendError<T> {
     /// The same error around another value.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> SendError<U> {
         match self {
-            Self::Closed(m) => SendError::Closed(f(m)),
+            Self::Closed { reason, message } => SendError::Closed {
+                reason,
+                message: f(message),
+            },
             Self::NotReady(m) => SendError::NotReady(f(m)),
             Self::Full { limit, message } => SendError::Full {
                 limit,

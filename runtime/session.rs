@@ -598,7 +598,7 @@ impl Session {
             State::Closed(_) => false,
         };
         if !sending {
-            return Err(SendError::Closed(body));
+            return Err(self.closed(body));
         }
         let limit = self.send_limit();
         let size = body.payload.len();
@@ -644,7 +644,7 @@ impl Session {
                 });
             }
             self.lose(LostReason::ReplayFull(limit));
-            return Err(SendError::Closed(body));
+            return Err(self.closed(body));
         }
         self.outflow.sent(size as u64, &now);
         self.counters.messages_out += 1;
@@ -1032,6 +1032,16 @@ impl Session {
     fn lose(&mut self, reason: LostReason) {
         self.local_goodbye = None;
         self.close(CloseReason::Lost(reason));
+    }
+
+    /// The refusal of a message sent to a session that takes no more: why it closed, or
+    /// `None` while it finishes.
+    fn closed<T>(&self, message: T) -> SendError<T> {
+        let reason = match &self.state {
+            State::Closed(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        SendError::Closed { reason, message }
     }
 
     fn close(&mut self, reason: CloseReason) {

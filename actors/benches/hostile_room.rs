@@ -801,7 +801,7 @@ async fn member_process(args: &[String]) -> anyhow::Result<()> {
                     _ = ticks.tick(), if said < texts => {
                         said += 1;
                         let text = Text { client_seq: said, text: format!("{said} {filler}") };
-                        if let Err(SendError::Closed(_)) = member.room.try_cast(text) {
+                        if let Err(SendError::Closed { .. }) = member.room.try_cast(text) {
                             return;
                         }
                     }

@@ -290,7 +290,18 @@ async fn a_send_waiting_for_credit_fails_closed_at_the_resume_deadline() {
         .expect("the waiting cast ends within the wait bound")
         .unwrap();
     match result {
-        Err(SendError::Closed(message)) => assert_eq!(message, tick(n).into()),
+        Err(SendError::Closed { message, reason }) => {
+            assert_eq!(message, tick(n).into());
+            assert!(
+                matches!(
+                    reason,
+                    Some(duologue::CloseReason::Lost(
+                        duologue::LostReason::ResumeDeadline { .. }
+                    ))
+                ),
+                "{reason:?}"
+            );
+        }
         other => panic!("expected SendError::Closed, got {other:?}"),
     }
 }

@@ -735,7 +735,7 @@ impl<M: Message + Name + 'static> Outbox<M> {
                     self.state.progressed();
                     message
                 }
-                Err(SendError::Closed(message)) => return Pushed::Closed(message),
+                Err(SendError::Closed { message, .. }) => return Pushed::Closed(message),
                 Err(error @ SendError::TooLarge { .. }) => {
                     end_too_large(&self.session, &error, &self.lines);
                     return Pushed::Closed(error.into_message());
@@ -858,7 +858,7 @@ async fn pump<M: Message + Name + 'static>(
                 match sent {
                     Ok(()) => {}
                     // Its owner hears of the close from the session.
-                    Err(SendError::Closed(_) | SendError::NotReady(_)) => break,
+                    Err(SendError::Closed { .. } | SendError::NotReady(_)) => break,
                     Err(error @ SendError::TooLarge { .. }) => {
                         end_too_large(&session, &error, &lines);
                         break;

@@ -179,7 +179,7 @@ impl SessionRef {
         match self.inner.shared.send_waiting(body).await {
             Ok(_) => {}
             // A closed session says why, not only that it is closed.
-            Err(SendError::Closed(_)) => {
+            Err(SendError::Closed { .. }) => {
                 return Err(CallError::SessionClosed(self.close_reason_or_unknown()));
             }
             Err(error) => return Err(CallError::Send(error.map(drop))),

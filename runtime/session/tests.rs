@@ -179,7 +179,7 @@ fn finish_lets_the_peer_send_final_messages_then_both_close() {
     h.a.session.finish();
     assert!(matches!(
         h.a.session.send(body(2), || h.now),
-        Err(SendError::Closed(_))
+        Err(SendError::Closed { .. })
     ));
     h.settle();
     assert!(h.b.peer_finished, "acceptor saw the half-close");

@@ -200,7 +200,7 @@ impl ReplyPort {
         self.answered = true;
         let sent = self.session.send_reply(self.call_id, Ok(reply));
         if let Err(error) = &sent
-            && !matches!(error, SendError::Closed(()))
+            && !matches!(error, SendError::Closed { .. })
         {
             // The caller must not wait for a reply that cannot come: it gets a fault now.
             let fault = Fault {

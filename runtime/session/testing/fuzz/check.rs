@@ -145,7 +145,7 @@ pub(crate) fn gate_refusal(refusal: &GateRefusal) -> &'static str {
 /// The name a refused send is counted under.
 pub(crate) fn send_error<T>(error: &SendError<T>) -> &'static str {
     match error {
-        SendError::Closed(_) => "send.closed",
+        SendError::Closed { .. } => "send.closed",
         SendError::NotReady(_) => "send.not_ready",
         SendError::Full { .. } => "send.full",
         SendError::HeldBack { .. } => "send.held_back",
