@@ -358,10 +358,11 @@ impl CloseReason {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError<T> {
     /// The session is closed or finishing and takes no more messages.
-    #[error("{}", closed_text(.reason.as_ref()))]
+    #[error("{}", closed_text(.reason.as_deref()))]
     Closed {
         /// Why the session closed; `None` while it finishes (this side said it is done).
-        reason: Option<CloseReason>,
+        /// Boxed: a send's error stays small on the path that succeeds.
+        reason: Option<Box<CloseReason>>,
         /// The message.
         message: T,
     },

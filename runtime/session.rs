@@ -1038,7 +1038,7 @@ impl Session {
     /// `None` while it finishes.
     fn closed<T>(&self, message: T) -> SendError<T> {
         let reason = match &self.state {
-            State::Closed(reason) => Some(reason.clone()),
+            State::Closed(reason) => Some(Box::new(reason.clone())),
             _ => None,
         };
         SendError::Closed { reason, message }

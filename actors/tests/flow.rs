@@ -294,7 +294,7 @@ async fn a_send_waiting_for_credit_fails_closed_at_the_resume_deadline() {
             assert_eq!(message, tick(n).into());
             assert!(
                 matches!(
-                    reason,
+                    reason.as_deref(),
                     Some(duologue::CloseReason::Lost(
                         duologue::LostReason::ResumeDeadline { .. }
                     ))
