@@ -207,6 +207,12 @@ pub enum InterruptCause {
     /// Initiator: the dial's TLS handshake failed.
     #[error("TLS failed: {0}")]
     Tls(TlsFailure),
+    /// The cluster declared the peer's node unreachable (its failure detector): the
+    /// stream was given up at once, and calls waiting for a reply failed
+    /// ([`CallError::PeerUnreachable`]); the session resumes if the node comes back
+    /// before the resume deadline.
+    #[error("the cluster declared the peer unreachable")]
+    PeerUnreachable,
     /// The stream ended with a gRPC status no other cause covers.
     #[error("the stream failed: {code} {message}")]
     Status {
@@ -232,6 +238,7 @@ impl InterruptCause {
             Self::PeerShuttingDown => "peer_shutting_down",
             Self::NoAnswer { .. } => "no_answer",
             Self::Tls(_) => "tls",
+            Self::PeerUnreachable => "peer_unreachable",
             Self::Status { .. } => "status",
         }
     }
@@ -437,6 +444,7 @@ impl<T> SendError<T> {
                 by,
                 message: f(message),
             },
+
             Self::TooLarge {
                 size,
                 limit,
@@ -512,6 +520,10 @@ pub enum CallError {
     /// The session closed before the reply arrived.
     #[error("session closed before the reply: {0}")]
     SessionClosed(CloseReason),
+    /// The cluster declared the peer's node unreachable while the call waited for its
+    /// reply: the reply may never come, so the call ends at once.
+    #[error("the cluster declared the peer unreachable before the reply")]
+    PeerUnreachable,
     /// The callee answered with a fault instead of a reply.
     #[error("the callee failed: {0}")]
     Fault(Fault),

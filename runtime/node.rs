@@ -308,6 +308,12 @@ impl NodeBuilder {
             stopped,
             Arc::downgrade(&sessions),
         ));
+        if let Some(membership) = &cluster {
+            tokio::spawn(sessions::follow_the_cluster(
+                membership.events(),
+                Arc::downgrade(&sessions),
+            ));
+        }
         let tls_refused = Arc::new(TlsRefusedByPort::default());
         let ops = Arc::new(Ops {
             identity: identity.clone(),

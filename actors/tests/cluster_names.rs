@@ -449,3 +449,73 @@ async fn spawns_on_any_node_spread_and_a_name_held_anywhere_is_refused() {
         other => panic!("expected NameTaken, got {other:?}"),
     }
 }
+
+/// A session to a member the cluster declares unreachable says so at once: its stream is
+/// given up with `InterruptCause::PeerUnreachable` (not at its silence deadline), a call
+/// waiting for its reply fails with `CallError::PeerUnreachable` (not at its own timeout),
+/// and the session resumes when the member comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_to_a_member_declared_unreachable_hears_it_at_once() {
+    use duologue::{CallError, InterruptCause, RemoteRef, SessionSignal};
+    use duologue_actors::seq_check::SeqCheck;
+    use duologue_actors::seq_check::proto::ReportRequest;
+    let secrets = SecretDir::create().unwrap();
+    let secret = Secret::from_file(secrets.secret()).unwrap();
+    let a = cluster_lab::seq_check_node("a", &[], secret, |_| {}).await;
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_duologue"));
+    let args: Vec<String> = [
+        "--secret-file",
+        &secrets.secret().display().to_string(),
+        "--gossip-listen",
+        "127.0.0.1:0",
+        "--gossip-interval",
+        "100ms",
+        "--seed",
+        &a.gossip_addr().unwrap().to_string(),
+        "--actor",
+        "seq-check:check",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let b = duologue_testkit::NodeProcess::start(exe, "b", &args, WAIT)
+        .await
+        .unwrap();
+    cluster::wait_members(&a, 2, WAIT).await;
+    let (owner, mut heard) = duologue_testkit::probe::recorder().await;
+    let check: RemoteRef<SeqCheck> = a
+        .connect((b.addr.to_string(), "check"))
+        .owner(&owner)
+        .await
+        .unwrap();
+
+    b.child.signal(duologue_testkit::Signal::SIGSTOP).unwrap();
+    // Far longer than detection takes: only the verdict ends it in time.
+    let call = tokio::spawn(async move {
+        let called = check
+            .call(ReportRequest {}, Duration::from_secs(3600))
+            .await;
+        (check, called)
+    });
+    duologue_testkit::probe::signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Interrupted(_, InterruptCause::PeerUnreachable) => Some(()),
+        _ => None,
+    })
+    .await;
+    let (check, called) = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("the waiting call ends with the verdict")
+        .unwrap();
+    assert!(
+        matches!(called, Err(CallError::PeerUnreachable)),
+        "{called:?}"
+    );
+
+    b.child.signal(duologue_testkit::Signal::SIGCONT).unwrap();
+    duologue_testkit::probe::signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Resumed(..) => Some(()),
+        _ => None,
+    })
+    .await;
+    check.call(ReportRequest {}, WAIT).await.unwrap();
+}

@@ -446,6 +446,18 @@ impl Shared {
         self.next_call.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The cluster declared the peer's node unreachable: the stream is given up (the
+    /// driver, woken, dials or waits for a resume stream) and every call waiting for its
+    /// reply fails now with [`CallError::PeerUnreachable`].
+    pub(crate) fn peer_unreachable(&self) {
+        self.with(|s| s.peer_unreachable(Instant::now()));
+        let waiting: Vec<_> = self.calls_lock().drain().map(|(_, reply)| reply).collect();
+        for reply in waiting {
+            let _ = reply.send(Err(CallError::PeerUnreachable));
+        }
+        self.wake_driver.notify_one();
+    }
+
     pub(crate) fn register_call(&self, id: u64) -> oneshot::Receiver<CallOutcome> {
         let (tx, rx) = oneshot::channel();
         self.calls_lock().insert(id, tx);

@@ -58,6 +58,12 @@ trait ClusterSink: Send + Sync + 'static {
     fn deliver(&self, event: ClusterEvent) -> Result<(), ()>;
 }
 
+impl ClusterSink for mpsc::UnboundedSender<ClusterEvent> {
+    fn deliver(&self, event: ClusterEvent) -> Result<(), ()> {
+        self.send(event).map_err(drop)
+    }
+}
+
 impl<M: FromCluster> ClusterSink for ActorRef<M> {
     fn deliver(&self, event: ClusterEvent) -> Result<(), ()> {
         self.send_message(M::from_cluster(event)).map_err(drop)
@@ -275,6 +281,14 @@ impl Membership {
     }
 
     /// Subscribes `sink`: it gets the members now, then every change.
+    /// The cluster's events for a part of this node (the sessions follow the verdicts):
+    /// the members now, then every change, until the receiver is dropped.
+    pub(crate) fn events(&self) -> mpsc::UnboundedReceiver<ClusterEvent> {
+        let (events, receiver) = mpsc::unbounded_channel();
+        self.subscribe(Box::new(events));
+        receiver
+    }
+
     fn subscribe(&self, sink: Box<dyn ClusterSink>) {
         let mut subscribers = lock(&self.subscribers);
         if sink

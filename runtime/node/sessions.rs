@@ -28,6 +28,7 @@ use crate::handles::remote_ref::{Protocol, RemoteRef, SessionSlot};
 use crate::handles::session_ref::SessionRef;
 use crate::handles::state::Shared;
 use crate::log_budget;
+use crate::members::ClusterEvent;
 use crate::session::{ResumeGate, Role, Session};
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
@@ -519,6 +520,27 @@ impl NodeHooks for Sessions {
         let shutdown = self.shutdown.clone();
         let restart: futures::future::BoxFuture<'static, ()> = Box::pin(self.restart_session(lost));
         shutdown.spawn(restart);
+    }
+}
+
+/// Gives up the streams of the sessions to every member the cluster declares
+/// unreachable (their calls fail at once; they resume if it comes back in time), until
+/// the cluster or `sessions` is gone.
+pub(crate) async fn follow_the_cluster(
+    mut events: mpsc::UnboundedReceiver<ClusterEvent>,
+    sessions: Weak<Sessions>,
+) {
+    while let Some(event) = events.recv().await {
+        let ClusterEvent::Unreachable(member) = event else {
+            continue;
+        };
+        let Some(sessions) = sessions.upgrade() else {
+            return;
+        };
+        for shared in sessions.table.of_peer(&member.identity) {
+            tracing::info!(peer = %member.identity, "the cluster declared the peer unreachable");
+            shared.peer_unreachable();
+        }
     }
 }
 

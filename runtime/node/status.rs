@@ -290,6 +290,20 @@ impl SessionTable {
         );
     }
 
+    /// The cores of the established sessions with `peer`: its name, and its incarnation
+    /// unless that is not known (nil).
+    pub(crate) fn of_peer(&self, peer: &crate::wire::NodeIdentity) -> Vec<Arc<Shared>> {
+        self.lock()
+            .live
+            .values()
+            .filter(|tracked| {
+                tracked.peer.name == peer.name
+                    && (peer.incarnation.is_nil() || tracked.peer.incarnation == peer.incarnation)
+            })
+            .filter_map(|tracked| tracked.shared.upgrade())
+            .collect()
+    }
+
     /// The session is over: what it carried joins the closed sessions' total.
     pub(crate) fn closed(&self, session: SessionId, role: Role) {
         let mut table = self.lock();

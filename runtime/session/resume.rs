@@ -12,6 +12,17 @@ impl Session {
     /// The current stream broke (or ended without a farewell, or was superseded). An
     /// established session becomes `Interrupted` and waits for a new stream; one still in
     /// its first handshake closes.
+    /// The cluster declared the peer's node unreachable: an established session gives its
+    /// stream up at once, as if it broke ([`InterruptCause::PeerUnreachable`]), instead
+    /// of waiting for its silence deadline to notice. Returns whether it did.
+    pub(crate) fn peer_unreachable(&mut self, now: Instant) -> bool {
+        if !matches!(self.state, State::Established { .. }) {
+            return false;
+        }
+        self.stream_broken(InterruptCause::PeerUnreachable, now);
+        true
+    }
+
     pub(crate) fn stream_broken(&mut self, broken: impl Into<Broken>, now: Instant) {
         let Broken { cause, detail } = broken.into();
         self.generation += 1;

@@ -711,3 +711,24 @@ fn a_plaintext_gate_refuses_a_resume_that_binds_tls_before_any_challenge() {
         &GateVerdict::Refused(GateRefusal::PlaintextBinding)
     );
 }
+
+#[test]
+fn the_clusters_unreachable_verdict_gives_the_stream_up_and_the_session_resumes() {
+    let mut h = Harness::new(SessionConfig::default());
+    for _ in 0..10 {
+        assert!(h.a.send(h.now));
+    }
+    h.settle();
+    assert!(h.a.session.peer_unreachable(h.now));
+    assert_eq!(h.a.session.phase(), Phase::Interrupted);
+    assert!(
+        !h.a.session.peer_unreachable(h.now),
+        "only an established session has a stream to give up"
+    );
+    // The transport under it goes too; the peer comes back in time.
+    h.cut();
+    h.reconnect();
+    h.settle();
+    assert_eq!(h.a.resumed, 1);
+    assert_eq!(h.b.delivered, numbers(10));
+}
