@@ -490,6 +490,7 @@ async fn a_session_to_a_member_declared_unreachable_hears_it_at_once() {
         .unwrap();
 
     b.child.signal(duologue_testkit::Signal::SIGSTOP).unwrap();
+    stopped(b.child.pid().unwrap()).await;
     // Far longer than detection takes: only the verdict ends it in time.
     let call = tokio::spawn(async move {
         let called = check
@@ -518,4 +519,22 @@ async fn a_session_to_a_member_declared_unreachable_hears_it_at_once() {
     })
     .await;
     check.call(ReportRequest {}, WAIT).await.unwrap();
+}
+
+/// Waits until the process `pid` is stopped (its state in `/proc` is `T`): a signal is
+/// delivered when the process is next scheduled, not when `kill` returns.
+async fn stopped(pid: u32) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            // `pid (comm) state ...`: the state follows the last ')'.
+            let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
+            if state == Some("T") {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the process stops within the wait bound");
 }
