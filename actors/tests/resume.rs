@@ -251,7 +251,12 @@ async fn a_frozen_peer_interrupts_then_resumes_with_nothing_lost() {
 
     far.child.signal(Signal::SIGSTOP).unwrap();
     let frozen = Instant::now();
-    send_ticks(&check, 1001..=2000).await;
+    // Sent while the peer is frozen: they wait for credit the frozen peer may not have
+    // granted yet, so the sender runs beside the freeze, not before it.
+    let sending = {
+        let check = check.clone();
+        tokio::spawn(async move { send_ticks(&check, 1001..=2000).await })
+    };
     let (at, _) = signal_where(&mut heard, WAIT, |s| {
         matches!(s, SessionSignal::Interrupted(..)).then_some(())
     })
@@ -263,6 +268,10 @@ async fn a_frozen_peer_interrupts_then_resumes_with_nothing_lost() {
         _ => None,
     })
     .await;
+    tokio::time::timeout(3 * WAIT, sending)
+        .await
+        .expect("the ticks sent during the freeze go once it resumed")
+        .unwrap();
 
     eprintln!(
         "detected in {detected:?}; resumed after {:?}",
