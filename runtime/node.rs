@@ -849,7 +849,10 @@ impl Node {
             }
         };
         let (drained, ()) = tokio::join!(self.inner.shutdown.run(drain), leave);
-        self.handles.standard.stop().await;
+        self.handles
+            .standard
+            .stop(self.inner.config.close_linger)
+            .await;
         if let Some(control) = lock(&self.handles.control).take() {
             control.stop(None);
         }

@@ -10,6 +10,7 @@ pub(crate) mod standard;
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use tonic::transport::Server;
 
 use self::admission::{Admission, Descriptors, Port};
@@ -48,12 +49,19 @@ pub(crate) async fn serve(serving: Serving) {
         standard,
         standard_places,
     } = serving;
+    let listening = standard.listening();
     let incoming = Admission::new(
         listener,
         Port::Session,
         config.admission.connection_idle_timeout,
         descriptors,
-    );
+    )
+    // The guard goes with the stream: tonic drops it, listener and all, when it stops
+    // accepting.
+    .map(move |connection| {
+        let _listening = &listening;
+        connection
+    });
     let service = DuologueServer::new(Service { sessions })
         .max_decoding_message_size(config.frame_limit())
         .max_encoding_message_size(config.frame_limit());

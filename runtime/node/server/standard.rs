@@ -41,6 +41,8 @@ pub(crate) struct Standard {
     health: HealthReporter,
     /// Cancelled when the drain is over (or the node dropped): the server stops.
     stop: CancellationToken,
+    /// Cancelled once the server dropped its listener: no new connection is taken.
+    closed: CancellationToken,
 }
 
 impl Standard {
@@ -49,6 +51,7 @@ impl Standard {
         let standard = Self {
             health: HealthReporter::new(),
             stop: CancellationToken::new(),
+            closed: CancellationToken::new(),
         };
         standard.report(ServingStatus::Serving).await;
         standard
@@ -72,6 +75,11 @@ impl Standard {
         self.report(ServingStatus::NotServing).await;
     }
 
+    /// Dropped with the server's stream of connections: says the listener is closed.
+    pub(crate) fn listening(&self) -> tokio_util::sync::DropGuard {
+        self.closed.clone().drop_guard()
+    }
+
     /// Resolves when the server should stop.
     pub(crate) fn stopped(&self) -> WaitForCancellationFutureOwned {
         self.stop.clone().cancelled_owned()
@@ -79,9 +87,12 @@ impl Standard {
 
     /// The drain is over: the server stops accepting, and every health `Watch` stream
     /// ends (with `OK`, after which a client retries and finds the port closed), so that
-    /// the server's graceful shutdown does not wait for them.
-    pub(crate) async fn stop(&self) {
+    /// the server's graceful shutdown does not wait for them. The watchers end only once
+    /// the listener is closed (within `within`): a client that asks again at once must not
+    /// find the server still accepting, with the health already cleared (`NOT_FOUND`).
+    pub(crate) async fn stop(&self, within: std::time::Duration) {
         self.stop_now();
+        let _ = tokio::time::timeout(within, self.closed.cancelled()).await;
         let mut health = self.health.clone();
         for service in REPORTED {
             health.clear_service_status(service).await;
