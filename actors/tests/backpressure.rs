@@ -20,29 +20,9 @@ async fn a_slow_consumer_bounds_both_sides_and_loses_nothing() {
     const TICKS: u64 = 30_000;
     let secrets = SecretDir::create().unwrap();
     // The consumer takes 20 000 ticks a second; the sender could do far more.
-    let far = NodeProcess::start(
-        &duologue_exe(),
-        "far",
-        &[
-            "--secret-file".into(),
-            secrets.secret().display().to_string(),
-            "--credit-window".into(),
-            WINDOW.to_string(),
-            "--actor".into(),
-            "seq-check:slow@20000".into(),
-        ],
-        WAIT,
-    )
-    .await
-    .unwrap();
-    let secret = std::fs::read_to_string(secrets.secret()).unwrap();
-    let near = dialling_node("near", &secret).await;
+    let (_far, addr, near) = far_and_near(&secrets, WINDOW, &["seq-check:slow@20000"]).await;
     let (owner, mut heard) = recorder().await;
-    let check: RemoteRef<SeqCheck> = near
-        .connect((&far.addr.to_string(), "slow"))
-        .owner(&owner)
-        .await
-        .unwrap();
+    let check: RemoteRef<SeqCheck> = near.connect((&addr, "slow")).owner(&owner).await.unwrap();
 
     let (mut handed_back, mut most_unacked) = (0, 0);
     for n in 1..=TICKS {
@@ -56,12 +36,7 @@ async fn a_slow_consumer_bounds_both_sides_and_loses_nothing() {
         }
         most_unacked = most_unacked.max(check.session().unacked());
     }
-    let report = match check.call(ReportRequest {}, WAIT * 3).await.unwrap() {
-        CheckReply {
-            kind: Some(check_reply::Kind::Report(report)),
-        } => report,
-        other => panic!("no report: {other:?}"),
-    };
+    let report = report_of(&check).await;
 
     eprintln!(
         "{TICKS} ticks: {handed_back} handed back by try_cast, sender held at most {most_unacked}, \
@@ -97,6 +72,31 @@ async fn a_slow_consumer_bounds_both_sides_and_loses_nothing() {
     );
 }
 
+/// A `duologue node` process with a credit window of `window` hosting `actors`, its
+/// session address, and a node of this process to talk to it.
+async fn far_and_near(
+    secrets: &SecretDir,
+    window: u64,
+    actors: &[&str],
+) -> (NodeProcess, String, duologue::Node) {
+    let mut args = vec![
+        "--secret-file".to_owned(),
+        secrets.secret().display().to_string(),
+        "--credit-window".to_owned(),
+        window.to_string(),
+    ];
+    for actor in actors {
+        args.extend(["--actor".to_owned(), (*actor).to_owned()]);
+    }
+    let far = NodeProcess::start(&duologue_exe(), "far", &args, WAIT)
+        .await
+        .unwrap();
+    let secret = std::fs::read_to_string(secrets.secret()).unwrap();
+    let near = dialling_node("near", &secret).await;
+    let addr = far.addr.to_string();
+    (far, addr, near)
+}
+
 /// The report of a sequence checker.
 async fn report_of(check: &RemoteRef<SeqCheck>) -> duologue_actors::seq_check::proto::Report {
     match check.call(ReportRequest {}, WAIT * 3).await.unwrap() {
@@ -120,27 +120,9 @@ fn tick(n: u64) -> Tick {
 async fn a_slow_consumer_does_not_slow_another_session_on_the_same_connection() {
     const FAST_TICKS: u64 = 5_000;
     let secrets = SecretDir::create().unwrap();
-    let far = NodeProcess::start(
-        &duologue_exe(),
-        "far",
-        &[
-            "--secret-file".into(),
-            secrets.secret().display().to_string(),
-            "--credit-window".into(),
-            "200".into(),
-            "--actor".into(),
-            "seq-check:slow@10".into(),
-            "--actor".into(),
-            "seq-check:fast".into(),
-        ],
-        WAIT,
-    )
-    .await
-    .unwrap();
-    let secret = std::fs::read_to_string(secrets.secret()).unwrap();
-    let near = dialling_node("near", &secret).await;
+    let (_far, addr, near) =
+        far_and_near(&secrets, 200, &["seq-check:slow@10", "seq-check:fast"]).await;
     let (owner, _heard) = recorder().await;
-    let addr = far.addr.to_string();
     let slow: RemoteRef<SeqCheck> = near.connect((&addr, "slow")).owner(&owner).await.unwrap();
     let fast: RemoteRef<SeqCheck> = near.connect((&addr, "fast")).owner(&owner).await.unwrap();
     assert_eq!(

@@ -713,34 +713,13 @@ async fn a_reader_whose_inbox_pauses_the_room_still_holds_the_writer_to_its_pace
 #[tokio::test]
 async fn a_dropped_behind_ends_the_members_session_at_once_and_says_why() {
     use duologue::flow::{Fanout, FanoutConfig, LetGo};
-    let server = served_probe(listening_node("server", SECRET).await).await;
-    let client = node_with(duologue::NodeConfig {
-        name: "member".into(),
-        session: duologue::settings::SessionConfig {
-            credit_window: 4,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
-    // The member never reads: what it is sent waits in its outbox at the fan-out.
-    let (remote, _inbox) = client
-        .connect::<PingPong>((addr(&server.node), "probe"))
-        .inbox()
-        .await
-        .unwrap();
-    let mut seen = server.seen;
-    let session = loop {
-        if let duologue::SessionSignal::Opened(session) = next_signal(&mut seen).await {
-            break session;
-        }
-    };
+    let member = unread_member(listening_node("server", SECRET).await).await;
     let mut fanout: Fanout<&str, Pong> = Fanout::new(FanoutConfig {
         hold_lag: 4,
         max_lag: 8,
         ..FanoutConfig::default()
     });
-    fanout.insert("member", session);
+    fanout.insert("member", member.session.clone());
     let pong = Pong {
         n: 1,
         deadline_left_ms: 0,
@@ -752,14 +731,7 @@ async fn a_dropped_behind_ends_the_members_session_at_once_and_says_why() {
     };
     assert!(matches!(behind.cause(), LetGo::Messages(_)), "{behind:?}");
     drop(behind);
-    let reason = tokio::time::timeout(WAIT, remote.closed())
-        .await
-        .expect("the member's session ends within the wait bound");
-    assert!(
-        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g))
-            if g.reason == GoodbyeReason::LimitExceeded && g.detail.contains("fell behind")),
-        "{reason:?}"
-    );
+    member.ended_by_the_fanout("fell behind").await;
 }
 
 /// A member leaving politely (`Fanout::finish`) that does not take what its outbox holds
@@ -767,33 +739,13 @@ async fn a_dropped_behind_ends_the_members_session_at_once_and_says_why() {
 #[tokio::test]
 async fn a_member_that_does_not_take_its_outbox_after_finish_is_ended_at_the_farewell_timeout() {
     use duologue::flow::{Fanout, FanoutConfig};
-    let server = served_probe(listening_node("server", SECRET).await).await;
-    let client = node_with(duologue::NodeConfig {
-        name: "member".into(),
-        session: duologue::settings::SessionConfig {
-            credit_window: 4,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
-    let (remote, _inbox) = client
-        .connect::<PingPong>((addr(&server.node), "probe"))
-        .inbox()
-        .await
-        .unwrap();
-    let mut seen = server.seen;
-    let session = loop {
-        if let duologue::SessionSignal::Opened(session) = next_signal(&mut seen).await {
-            break session;
-        }
-    };
+    let member = unread_member(listening_node("server", SECRET).await).await;
     let farewell_timeout = Duration::from_millis(300);
     let mut fanout: Fanout<&str, Pong> = Fanout::new(FanoutConfig {
         farewell_timeout,
         ..FanoutConfig::default()
     });
-    fanout.insert("member", session);
+    fanout.insert("member", member.session.clone());
     let pong = Pong {
         n: 1,
         deadline_left_ms: 0,
@@ -803,17 +755,10 @@ async fn a_member_that_does_not_take_its_outbox_after_finish_is_ended_at_the_far
     }
     let finished = Instant::now();
     assert!(fanout.finish(&"member"));
-    let reason = tokio::time::timeout(WAIT, remote.closed())
-        .await
-        .expect("the member's session ends within the wait bound");
+    member.ended_by_the_fanout("").await;
     assert!(
         finished.elapsed() >= farewell_timeout,
         "ended before its timeout"
-    );
-    assert!(
-        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g))
-            if g.reason == GoodbyeReason::LimitExceeded),
-        "{reason:?}"
     );
 }
 
@@ -822,7 +767,7 @@ async fn a_member_that_does_not_take_its_outbox_after_finish_is_ended_at_the_far
 #[tokio::test]
 async fn a_member_whose_outbox_the_replay_budget_cannot_take_is_let_go() {
     use duologue::flow::{Fanout, FanoutConfig, LetGo};
-    let server = served_probe(
+    let member = unread_member(
         node_with(duologue::NodeConfig {
             name: "server".into(),
             listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -836,30 +781,9 @@ async fn a_member_whose_outbox_the_replay_budget_cannot_take_is_let_go() {
         .await,
     )
     .await;
-    let client = node_with(duologue::NodeConfig {
-        name: "member".into(),
-        session: duologue::settings::SessionConfig {
-            credit_window: 4,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
-    // The member never reads: what it is sent waits in its outbox at the fan-out.
-    let (remote, _inbox) = client
-        .connect::<PingPong>((addr(&server.node), "probe"))
-        .inbox()
-        .await
-        .unwrap();
-    let mut seen = server.seen;
-    let session = loop {
-        if let duologue::SessionSignal::Opened(session) = next_signal(&mut seen).await {
-            break session;
-        }
-    };
     // The message bounds are far away: only the budget can let the member go.
     let mut fanout: Fanout<&str, Ping> = Fanout::new(FanoutConfig::default());
-    fanout.insert("member", session);
+    fanout.insert("member", member.session.clone());
     let ping = Ping {
         n: 1,
         body: vec![7; 1024],
@@ -874,12 +798,69 @@ async fn a_member_whose_outbox_the_replay_budget_cannot_take_is_let_go() {
     };
     assert!(matches!(behind.cause(), LetGo::Budget(_)), "{behind:?}");
     drop(behind);
-    let reason = tokio::time::timeout(WAIT, remote.closed())
+    member.ended_by_the_fanout("budget").await;
+}
+
+/// A member on a node of its own that never reads (its credit window is 4 messages), with
+/// a session to `server`'s probe: what a fan-out sends it waits in its outbox.
+struct Member {
+    /// The session at the server's end, to fan out to.
+    session: duologue::SessionRef,
+    /// The member's handle.
+    remote: duologue::RemoteRef<PingPong>,
+    /// Held: dropping it would end the session.
+    _inbox: duologue::InboxReceiver<PingPong>,
+    _node: duologue::Node,
+    /// The server's node, held for the same reason.
+    _server: duologue::Node,
+}
+
+impl Member {
+    /// Waits for the member's session to end, and checks that the fan-out ended it:
+    /// `LimitExceeded`, with `detail` in its farewell's detail.
+    async fn ended_by_the_fanout(&self, detail: &str) {
+        let reason = tokio::time::timeout(WAIT, self.remote.closed())
+            .await
+            .expect("the member's session ends within the wait bound");
+        assert!(
+            matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g))
+                if g.reason == GoodbyeReason::LimitExceeded && g.detail.contains(detail)),
+            "{reason:?}"
+        );
+    }
+}
+
+async fn unread_member(server: duologue::Node) -> Member {
+    let server = served_probe(server).await;
+    let node = node_with(duologue::NodeConfig {
+        name: "member".into(),
+        session: duologue::settings::SessionConfig {
+            credit_window: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let (remote, inbox) = node
+        .connect::<PingPong>((addr(&server.node), "probe"))
+        .inbox()
         .await
-        .expect("the member's session ends within the wait bound");
-    assert!(
-        matches!(&reason, CloseReason::Lost(LostReason::PeerEnded(g))
-            if g.reason == GoodbyeReason::LimitExceeded && g.detail.contains("budget")),
-        "{reason:?}"
-    );
+        .unwrap();
+    let Served {
+        node: server,
+        mut seen,
+        ..
+    } = server;
+    let session = loop {
+        if let duologue::SessionSignal::Opened(session) = next_signal(&mut seen).await {
+            break session;
+        }
+    };
+    Member {
+        session,
+        remote,
+        _inbox: inbox,
+        _node: node,
+        _server: server,
+    }
 }

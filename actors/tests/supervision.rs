@@ -305,18 +305,7 @@ async fn restart_policy_gives_up_with_a_typed_loss_after_its_deadline() {
     })
     .await;
 
-    let (gave_up_at, (attempts, last_error)) = signal_where(&mut heard, WAIT, |s| match s {
-        SessionSignal::Lost(Lost {
-            reason:
-                LostReason::RestartGaveUp {
-                    attempts,
-                    last_error,
-                },
-            ..
-        }) => Some((attempts, last_error)),
-        _ => None,
-    })
-    .await;
+    let (gave_up_at, (attempts, last_error)) = restart_gave_up(&mut heard).await;
     assert!(attempts >= 2, "retried: {attempts} attempts");
     assert!(
         matches!(*last_error, ConnectError::Unreachable { .. }),
@@ -335,15 +324,14 @@ async fn restart_policy_gives_up_with_a_typed_loss_after_its_deadline() {
 
 #[tokio::test]
 async fn restart_policy_stops_trying_once_the_owner_stopped() {
-    let first = probe_on("server", 0).await;
-    let port = first.node.local_addr().unwrap().port();
-    let client = restarting_node(WAIT * 2).await;
-    let (owner, mut heard) = recorder().await;
-    let _remote: RemoteRef<PingPong> = client
-        .connect((&addr(&first.node), "probe"))
-        .owner(&owner)
-        .await
-        .unwrap();
+    let Restarting {
+        first,
+        port,
+        client,
+        owner,
+        mut heard,
+        _remote,
+    } = restarting_session(WAIT * 2).await;
     let mut events = client.events();
     first.node.shutdown().await;
     signal_where(&mut heard, WAIT, |s| {
@@ -400,16 +388,14 @@ async fn restart_policy_stops_trying_when_its_node_shuts_down() {
 /// back on the address with another secret ends the restart at its first attempt.
 #[tokio::test]
 async fn restart_policy_gives_up_at_once_on_a_wrong_secret() {
-    let first = probe_on("server", 0).await;
-    let port = first.node.local_addr().unwrap().port();
-    let client = restarting_node(Duration::from_secs(3600)).await;
-    let (owner, mut heard) = recorder().await;
-    let _remote: RemoteRef<PingPong> = client
-        .connect((&addr(&first.node), "probe"))
-        .owner(&owner)
-        .await
-        .unwrap();
-
+    let Restarting {
+        first,
+        port,
+        client,
+        owner: _owner,
+        mut heard,
+        _remote,
+    } = restarting_session(Duration::from_secs(3600)).await;
     let mut events = client.events();
     first.node.shutdown().await;
     let other = Node::builder()
@@ -424,19 +410,7 @@ async fn restart_policy_gives_up_at_once_on_a_wrong_secret() {
         .unwrap();
     let _other = served_probe(other).await;
 
-    let (attempts, last_error) = signal_where(&mut heard, WAIT, |s| match s {
-        SessionSignal::Lost(Lost {
-            reason:
-                LostReason::RestartGaveUp {
-                    attempts,
-                    last_error,
-                },
-            ..
-        }) => Some((attempts, last_error)),
-        _ => None,
-    })
-    .await
-    .1;
+    let (_, (attempts, last_error)) = restart_gave_up(&mut heard).await;
     assert!(
         matches!(*last_error, ConnectError::Auth { .. }),
         "{last_error:?}"
@@ -556,14 +530,57 @@ async fn an_acceptor_under_restart_loses_the_session_as_under_resume() {
         .unwrap();
     proxy.set_blackhole(true);
     proxy.cut_all();
-    let (_, reason) = signal_where(&mut heard, WAIT, |s| match s {
-        SessionSignal::Lost(lost) => Some(lost.reason.clone()),
+    resume_deadline_passes(&mut heard).await;
+    assert_eq!(server.bookkeeping().links, 0, "the acceptor dialled");
+}
+
+/// When the owner heard the final loss of a restart that gave up, its attempts and the
+/// last attempt's error.
+async fn restart_gave_up(
+    heard: &mut mpsc::UnboundedReceiver<(std::time::Instant, Heard)>,
+) -> (std::time::Instant, (u32, Box<ConnectError>)) {
+    signal_where(heard, WAIT, |s| match s {
+        SessionSignal::Lost(Lost {
+            reason:
+                LostReason::RestartGaveUp {
+                    attempts,
+                    last_error,
+                },
+            ..
+        }) => Some((attempts, last_error)),
         _ => None,
     })
-    .await;
-    assert!(
-        matches!(reason, LostReason::ResumeDeadline { .. }),
-        "{reason:?}"
-    );
-    assert_eq!(server.bookkeeping().links, 0, "the acceptor dialled");
+    .await
+}
+
+/// A session from a `Restart` node (`restart_timeout` to find its peer again) to a probe
+/// on a node of its own, owned by a recorder.
+struct Restarting {
+    first: Served,
+    /// The port the probe's node listens on, for a node that takes its place.
+    port: u16,
+    client: Node,
+    owner: ActorRef<duologue::SessionMsg>,
+    heard: mpsc::UnboundedReceiver<(std::time::Instant, Heard)>,
+    _remote: RemoteRef<PingPong>,
+}
+
+async fn restarting_session(restart_timeout: Duration) -> Restarting {
+    let first = probe_on("server", 0).await;
+    let port = first.node.local_addr().unwrap().port();
+    let client = restarting_node(restart_timeout).await;
+    let (owner, heard) = recorder().await;
+    let _remote = client
+        .connect((&addr(&first.node), "probe"))
+        .owner(&owner)
+        .await
+        .unwrap();
+    Restarting {
+        first,
+        port,
+        client,
+        owner,
+        heard,
+        _remote,
+    }
 }
