@@ -276,15 +276,17 @@ async fn reset_randomly(
 /// Keeps the peak resident memory of each process in `pids` until told to stop.
 async fn sample_peaks(pids: [Option<u32>; 3], mut stop: watch::Receiver<bool>) -> [u64; 3] {
     let mut peaks = [0; 3];
+    // A sampling period, not a wait for an event: the peaks are read every 200 ms.
+    let mut every = tokio::time::interval(Duration::from_millis(200));
     loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return peaks,
+        }
         for (peak, pid) in peaks.iter_mut().zip(pids) {
             if let Some(memory) = pid.and_then(|pid| Memory::of(Some(pid))) {
                 *peak = (*peak).max(memory.peak);
             }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = stop.wait_for(|stop| *stop) => return peaks,
         }
     }
 }
