@@ -148,6 +148,9 @@ pub(crate) struct Account {
     withheld: AtomicBool,
     /// Registered with the peer's (`[PEER]`) and the node's (`[NODE]`) waiters.
     waiting: [AtomicBool; 2],
+    /// Bytes of the exact reservation the session waits for (a message its peer waits
+    /// to send); 0 while it waits for none.
+    needs: AtomicUsize,
     /// The peer has had all the credit it was granted: consumption should be reported
     /// in small steps.
     peer_waits: AtomicBool,
@@ -191,6 +194,7 @@ impl Budgets {
             outbox: AtomicUsize::new(0),
             withheld: AtomicBool::new(false),
             waiting: [AtomicBool::new(false), AtomicBool::new(false)],
+            needs: AtomicUsize::new(0),
             peer_waits: AtomicBool::new(false),
             on_freed: OnceLock::new(),
         })
@@ -234,6 +238,22 @@ impl Pools {
         }
         let holders = self.holders.load(Ordering::SeqCst).max(1);
         (self.inbound.limit / holders).saturating_sub(held)
+    }
+
+    /// Whether an account other than `me` waits for an exact reservation that the room
+    /// these pools have now would cover: one it should let go first.
+    fn serves_another(&self, me: &Account) -> bool {
+        if !self.waiters.any.load(Ordering::SeqCst) {
+            return false;
+        }
+        let room = self.inbound.room();
+        lock(&self.waiters.list).iter().any(|waiting| {
+            !std::ptr::eq(waiting.as_ptr(), me)
+                && waiting.upgrade().is_some_and(|other| {
+                    let needs = other.needs.load(Ordering::SeqCst);
+                    needs > 0 && needs <= room
+                })
+        })
     }
 
     /// Wakes the accounts waiting for inbound room, if there is some.
@@ -464,29 +484,34 @@ impl Account {
     /// send a message needs (a part of it would be held for nothing, and sessions each
     /// holding a part of what they need could wait on one another for ever). Not held to
     /// an even share: the message is what the share is for. Short of room, the account is
-    /// registered to be woken when a budget has room for it. While others wait, a session
-    /// that holds its even share already (or more) takes nothing: they go first.
+    /// registered to be woken when a budget has room for it. A session that holds its
+    /// even share already (or more) lets another waiting session go first when the room
+    /// there is covers what that one needs; it waits behind it, and is woken once it took
+    /// its reservation. It never waits behind sessions the room cannot serve, nor behind
+    /// itself.
     pub(crate) fn reserve_inbound_exact(self: &Arc<Self>, bytes: u64) -> bool {
         let Ok(want) = usize::try_from(bytes) else {
             return false;
         };
+        self.needs.store(want, Ordering::SeqCst);
         let held = self.inbound.load(Ordering::SeqCst);
-        let mut over_share = false;
+        let mut behind_another = false;
         for pools in [&self.peer.pools, &self.budgets.node] {
-            if pools.share_left(held) == 0 {
-                // Holding its share already while others wait: they go first, and it
-                // waits with them (woken by a release, never by itself).
-                over_share = true;
+            if pools.share_left(held) == 0 && pools.serves_another(self) {
+                behind_another = true;
                 if !self.waiting[pools.slot].swap(true, Ordering::SeqCst) {
                     pools.waiters.register(Arc::downgrade(self));
                 }
             }
         }
-        if over_share {
+        if behind_another {
             return false;
         }
         let got = self.take_inbound(want);
         if got == want {
+            self.needs.store(0, Ordering::SeqCst);
+            // Whoever let this session go first, or waits for what is left, looks again.
+            self.wake_inbound_waiters();
             return true;
         }
         self.release_inbound(got as u64);
@@ -741,5 +766,67 @@ mod tests {
         hog.release_inbound(20);
         assert!(!hog.reserve_inbound_exact(20));
         assert!(small.reserve_inbound_exact(10));
+    }
+
+    #[test]
+    fn a_session_over_its_share_never_waits_behind_itself_or_a_need_that_does_not_fit() {
+        let budgets = Budgets::new(BudgetConfig {
+            node_inbound_bytes: 100,
+            ..BudgetConfig::default()
+        });
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = woken.clone();
+        let hog = budgets.account(&identity("p"));
+        hog.on_freed(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let (idle, other, big) = (
+            budgets.account(&identity("q")),
+            budgets.account(&identity("r")),
+            budgets.account(&identity("s")),
+        );
+        // Credit granted ahead and never used: two more holders, so the share is 33.
+        idle.charge_inbound(10);
+        other.charge_inbound(10);
+        assert!(hog.reserve_inbound_exact(40));
+        let held = budgets.account(&identity("t"));
+        assert!(held.reserve_inbound_exact(40));
+        // The hog waits for 40 more; then the 40 held elsewhere are consumed.
+        assert!(!hog.reserve_inbound_exact(40));
+        held.release_inbound(40);
+        held.wake_inbound_waiters();
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        // It holds 40, past its share, and the only waiter is itself: it takes them.
+        assert!(hog.reserve_inbound_exact(40), "it waited behind itself");
+        hog.release_inbound(40);
+        // Another waits for more than the room: the hog does not wait behind it.
+        assert!(!big.reserve_inbound_exact(70));
+        assert!(
+            hog.reserve_inbound_exact(20),
+            "it waited behind a need that cannot fit"
+        );
+    }
+
+    #[test]
+    fn a_session_that_let_another_go_first_looks_again_once_it_did() {
+        let budgets = Budgets::new(BudgetConfig {
+            node_inbound_bytes: 100,
+            ..BudgetConfig::default()
+        });
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = woken.clone();
+        let hog = budgets.account(&identity("p"));
+        hog.on_freed(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let small = budgets.account(&identity("q"));
+        assert!(hog.reserve_inbound_exact(90));
+        small.charge_inbound(5);
+        assert!(!small.reserve_inbound_exact(10));
+        hog.release_inbound(40);
+        assert!(!hog.reserve_inbound_exact(20), "the small one goes first");
+        assert!(small.reserve_inbound_exact(10));
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "the hog looks again");
+        assert!(hog.reserve_inbound_exact(20));
     }
 }
