@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "proto/duologue/v1/session.proto",
     "proto/duologue/v1/control.proto",
+    "proto/duologue/v1/entity.proto",
 ];
 
 /// The encoded `FileDescriptorSet` of `PROTOS`, under `OUT_DIR`.

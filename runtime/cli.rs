@@ -76,7 +76,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
-use ractor::{Actor, ActorCell};
+use ractor::{Actor, ActorCell, ActorRef};
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use self::args::{
@@ -88,7 +88,7 @@ pub use self::settings::SettingsError;
 use crate::actor::mailbox::FromSession;
 use crate::config::{NodeConfig, RuntimeFlavor};
 pub use crate::node::{ActorSpec, Hosted};
-use crate::node::{Kinds, Node};
+use crate::node::{Entity, EntityKinds, Kinds, Node};
 
 /// A node binary: the actor kinds it can host, then [`NodeMain::run`]. Its settings come
 /// from flags, environment variables and a config file, in that order (see
@@ -97,6 +97,7 @@ pub struct NodeMain {
     program: String,
     env_prefix: String,
     kinds: Kinds<Node>,
+    entity_kinds: EntityKinds<Node>,
 }
 
 // The command line of a binary that only runs a node: the node's flags and the runtime.
@@ -126,6 +127,7 @@ impl NodeMain {
             env_prefix: settings::env_prefix(&program),
             program,
             kinds: Kinds::default(),
+            entity_kinds: EntityKinds::default(),
         }
     }
 
@@ -149,6 +151,21 @@ impl NodeMain {
         Fut: Future<Output = Result<ActorCell, String>> + Send + 'static,
     {
         self.kinds.add(kind, about, host);
+        self
+    }
+
+    /// Hosts entities of `kind`, as [`crate::NodeBuilder::entity`] does.
+    ///
+    /// # Panics
+    /// When `kind` was registered already (a programming error).
+    pub fn entity<P, L, F, Fut>(mut self, kind: &str, start: F) -> Self
+    where
+        P: crate::Protocol,
+        L: Send + 'static,
+        F: Fn(Node, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ActorRef<Entity<P, L>>, String>> + Send + 'static,
+    {
+        crate::node::add_entity_kind(&mut self.entity_kinds, kind, start);
         self
     }
 
@@ -290,7 +307,7 @@ impl NodeMain {
         let node = Node::builder()
             .config(config)
             .secret_file(&args.secret_file)
-            .with_kinds(self.kinds.clone())
+            .with_kinds(self.kinds.clone(), self.entity_kinds.clone())
             .start()
             .await
             .map_err(|e| explain(&e))?;

@@ -184,6 +184,36 @@ pub struct NodeConfig {
     pub admin: Option<SocketAddr>,
     /// Who may read the admin address, and how: token, TLS, the `Host` names it answers.
     pub admin_access: AdminAccess,
+    /// How the node places, keeps and stops the entities of the kinds it hosts
+    /// ([`crate::NodeBuilder::entity`]).
+    pub entities: EntityConfig,
+}
+
+/// How entities are placed, kept and stopped. Every member of a cluster must use the same
+/// `shards`: it is part of the placement rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntityConfig {
+    /// How many shards the ids of each kind map to (1 024 by default). Shards are what
+    /// move between members, so there should be many more of them than members; they
+    /// cost nothing until one of their entities starts.
+    pub shards: u32,
+    /// An entity that received nothing for this long is stopped (passivated): 120 s by
+    /// default, as Akka's. Its next message starts it again.
+    pub idle_after: Duration,
+    /// The most entities of one kind active on the node at once (100 000 by default):
+    /// past it, starting another stops the least recently used.
+    pub max_active: usize,
+}
+
+impl Default for EntityConfig {
+    fn default() -> Self {
+        Self {
+            shards: 1024,
+            idle_after: Duration::from_secs(120),
+            max_active: 100_000,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -216,6 +246,7 @@ impl Default for NodeConfig {
             cluster: None,
             admin: None,
             admin_access: AdminAccess::default(),
+            entities: EntityConfig::default(),
         }
     }
 }

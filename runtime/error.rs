@@ -874,3 +874,53 @@ pub(crate) fn sources<'a>(
         }
     })
 }
+
+/// A message to an entity could not be delivered, or a call to one got no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum EntityError {
+    /// The id is not one a node takes (empty, past 255 bytes, control or invisible
+    /// characters).
+    #[error("entity id {id:?}: {reason}")]
+    InvalidId {
+        /// The id, cut to 80 characters.
+        id: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// No member hosts the kind now (or, without a cluster, this node does not).
+    #[error("no node hosts entities of kind {kind:?}")]
+    NoHost {
+        /// The kind.
+        kind: String,
+    },
+    /// This node hosts the kind with another protocol than the one asked for.
+    #[error("entities of kind {kind:?} speak {registered}, not {asked}")]
+    ProtocolMismatch {
+        /// The kind.
+        kind: String,
+        /// The protocol the kind was registered with.
+        registered: String,
+        /// The protocol asked for.
+        asked: String,
+    },
+    /// The session to the node that owns the entity's shard could not be opened.
+    #[error("cannot reach {node}, the owner of the entity: {source}")]
+    Connect {
+        /// The owner.
+        node: String,
+        /// Why.
+        source: Box<ConnectError>,
+    },
+    /// The message was not sent: the carrier session did not take it (closed, full,
+    /// too large); it was not delivered.
+    #[error("not sent to the entity: {0}")]
+    Send(SendError<()>),
+    /// A call got no reply (timeout, the owner declared unreachable, a fault: `no_reply`
+    /// when the entity dropped the call, `entity_start` when it could not start,
+    /// `unplaced` when the nodes' views disagreed on its owner).
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The node is shutting down: its entities no longer take messages.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}

@@ -130,12 +130,12 @@ pub use actor::owner::Owner;
 pub use auth::Secret;
 pub use config::{NodeConfig, SessionPolicy};
 pub use error::{
-    AuthError, CallError, CloseReason, ConnectError, DecodeError, InterruptCause, LostReason,
-    NodeError, ProtocolError, SendError,
+    AuthError, CallError, CloseReason, ConnectError, DecodeError, EntityError, InterruptCause,
+    LostReason, NodeError, ProtocolError, SendError,
 };
 pub use handles::remote_ref::{Protocol, RemoteRef};
 pub use handles::session_ref::SessionRef;
-pub use node::{Connect, Node, NodeBuilder, Target};
+pub use node::{Connect, Entity, EntityRef, EntityReply, Node, NodeBuilder, Target};
 pub use signal::FlowSignal;
 
 /// Flow control beyond [`FlowSignal`]: what holds a sender back, what a session's flow
@@ -187,7 +187,7 @@ pub mod status {
 pub mod settings {
     pub use crate::budget::BudgetConfig;
     pub use crate::config::{
-        AdminAccess, AdminToken, AdmissionConfig, ClusterConfig, RuntimeFlavor,
+        AdminAccess, AdminToken, AdmissionConfig, ClusterConfig, EntityConfig, RuntimeFlavor,
     };
     pub use crate::session::SessionConfig;
 }

@@ -23,6 +23,9 @@ pub(crate) const PREFIX_NAME: &str = "name:";
 /// Prefix of the gossip keys naming a kind the node spawns on request; the value is
 /// its description.
 pub(crate) const PREFIX_KIND: &str = "kind:";
+/// Prefix of the gossip keys naming an entity kind the node hosts; the value is its
+/// protocol.
+pub(crate) const PREFIX_ENTITY: &str = "entity:";
 
 /// A member's state, as this node sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +84,8 @@ pub struct Member {
     pub actors: Vec<NamedActor>,
     /// The kinds of actor it spawns on request, by name.
     pub kinds: Vec<String>,
+    /// The entity kinds it hosts (`name` is the kind), by kind.
+    pub entity_kinds: Vec<NamedActor>,
 }
 
 impl Member {
@@ -101,6 +106,11 @@ impl Member {
     /// Whether it spawns actors of `kind`.
     pub fn offers(&self, kind: &str) -> bool {
         self.kinds.iter().any(|k| k == kind)
+    }
+
+    /// Whether it hosts entities of `kind`.
+    pub fn hosts(&self, kind: &str) -> bool {
+        self.entity_kinds.iter().any(|k| k.name == kind)
     }
 }
 
@@ -502,6 +512,15 @@ fn member_of(record: NodeRecord) -> Member {
         .keys()
         .filter_map(|key| key.strip_prefix(PREFIX_KIND).map(str::to_owned))
         .collect();
+    let entity_kinds = keys
+        .iter()
+        .filter_map(|(key, protocol)| {
+            key.strip_prefix(PREFIX_ENTITY).map(|kind| NamedActor {
+                name: kind.to_owned(),
+                protocol: protocol.clone(),
+            })
+        })
+        .collect();
     Member {
         identity: NodeIdentity {
             name: node_id,
@@ -513,6 +532,7 @@ fn member_of(record: NodeRecord) -> Member {
         state,
         actors,
         kinds,
+        entity_kinds,
     }
 }
 

@@ -16,6 +16,7 @@
 //! │                             service, health and reflection, TLS handshakes
 //! ├── cluster    (cluster.rs)   gossip membership and names, when in a cluster
 //! ├── hosting    (hosting.rs)   actors started by kind; `$node` (control.rs) on request
+//! ├── entities   (entities.rs)  an actor per id of a kind: placement, hosts, carriers
 //! ├── ops        (ops.rs)       status and metrics; the admin address (admin.rs)
 //! └── Shutdown (cancellation token + task tracker): every driver selects on the token,
 //!     sends its farewell, and ends its own stream; shutdown waits with a bound.
@@ -29,6 +30,7 @@ mod cluster;
 mod connect;
 mod control;
 mod dial;
+mod entities;
 mod hosting;
 mod link;
 mod metrics;
@@ -56,7 +58,7 @@ use crate::actor::owner::Owner;
 use crate::auth::Secret;
 use crate::budget::{BudgetConfig, Budgets};
 use crate::config::{ClusterConfig, NodeConfig};
-use crate::error::{LookupError, NodeError, SpawnError};
+use crate::error::{EntityError, LookupError, NodeError, SpawnError};
 use crate::handles::remote_ref::Protocol;
 use crate::members::Member;
 use crate::session::SessionConfig;
@@ -68,6 +70,8 @@ use crate::wire::NodeIdentity;
 pub use self::cluster::Located;
 pub use self::connect::{Connect, Target};
 pub use self::control::{CONTROL_ACTOR, MembersAt, SpawnOn, Spawned};
+pub(crate) use self::entities::EntityKinds;
+pub use self::entities::{Entity, EntityRef, EntityReply};
 pub(crate) use self::hosting::Kinds;
 pub use self::hosting::{ActorSpec, Hosted};
 pub use self::sessions::NodeEvent;
@@ -76,6 +80,7 @@ pub use self::status::{ClusterStatus, NodeStatus, Rate, RatePoint, SessionState,
 use self::cluster::Membership;
 use self::control::{ControlActor, Controlled};
 use self::dial::Dial;
+use self::entities::{Host, HostArgs, HostCounters, Router, StartFn, carrier_name};
 use self::hosting::Hosting;
 use self::link::Links;
 use self::metrics::NodeMetrics;
@@ -94,6 +99,7 @@ pub struct NodeBuilder {
     config: NodeConfig,
     secret: Option<Result<Secret, NodeError>>,
     kinds: Kinds<Node>,
+    entity_kinds: EntityKinds<Node>,
 }
 
 impl NodeBuilder {
@@ -224,8 +230,37 @@ impl NodeBuilder {
 
     /// Hosts the kinds of a node binary ([`crate::cli::NodeMain`]).
     #[cfg_attr(not(feature = "cli"), allow(dead_code))]
-    pub(crate) fn with_kinds(mut self, kinds: Kinds<Node>) -> Self {
+    pub(crate) fn with_kinds(mut self, kinds: Kinds<Node>, entities: EntityKinds<Node>) -> Self {
         self.kinds = kinds;
+        self.entity_kinds = entities;
+        self
+    }
+
+    /// Hosts entities of `kind`, which speak the protocol `P` (and take local messages
+    /// `L`): an actor per id, started on the member that owns the id's shard when its
+    /// first message arrives ([`Node::entity`]). `start` gets the node and the id, spawns
+    /// the entity's actor (`type Msg = Entity<P, L>`) and returns it; the node links it
+    /// to its host of the kind, which stops it when idle
+    /// ([`crate::settings::EntityConfig`]). A node in a cluster publishes that it hosts
+    /// the kind (one name, `$entities/KIND`), and the kind's shards spread over the
+    /// members that do.
+    ///
+    /// # Panics
+    /// When `kind` was registered already (a programming error).
+    pub fn entity<P, L, F, Fut>(mut self, kind: &str, start: F) -> Self
+    where
+        P: Protocol,
+        L: Send + 'static,
+        F: Fn(Node, String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<ActorRef<Entity<P, L>>, String>> + Send + 'static,
+    {
+        add_entity_kind(&mut self.entity_kinds, kind, start);
+        self
+    }
+
+    /// How the node places, keeps and stops entities.
+    pub fn entities(mut self, entities: crate::config::EntityConfig) -> Self {
+        self.config.entities = entities;
         self
     }
 
@@ -371,10 +406,18 @@ impl NodeBuilder {
                 standard_places: standard_places.clone(),
             }))
         });
+        let entities = Router::new(
+            identity.name.clone(),
+            config.entities.clone(),
+            cluster.clone(),
+            sessions.clone(),
+            config.policy,
+        );
         let inner = Arc::new(NodeInner {
             identity,
             local_addr,
             registry,
+            entities,
             sessions,
             dial,
             ops,
@@ -394,20 +437,35 @@ impl NodeBuilder {
             shutdown,
             events: inner.sessions.events_sender(),
             control: Mutex::new(None),
+            entities: inner.entities.clone(),
             admin_stop,
         });
         let node = Node { inner, handles };
         if listening {
-            let control = ControlActor::start(Box::new(WeakNode {
-                inner: Arc::downgrade(&node.inner),
-                handles: Arc::downgrade(&node.handles),
-            }))
-            .await?;
+            let control = ControlActor::start(Box::new(node.weak())).await?;
             node.register(CONTROL_ACTOR, &control)?;
             *lock(&node.handles.control) = Some(control.get_cell());
         }
+        self.entity_kinds.start(&node).await?;
         Ok(node)
     }
+}
+
+/// Adds the entity `kind` to `kinds` (for [`NodeBuilder::entity`] and
+/// [`crate::cli::NodeMain::entity`]).
+pub(crate) fn add_entity_kind<P, L, F, Fut>(kinds: &mut EntityKinds<Node>, kind: &str, start: F)
+where
+    P: Protocol,
+    L: Send + 'static,
+    F: Fn(Node, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<ActorRef<Entity<P, L>>, String>> + Send + 'static,
+{
+    let start = Arc::new(start);
+    let name = kind.to_owned();
+    kinds.add(kind, move |node: Node| {
+        let (start, kind) = (start.clone(), name.clone());
+        Box::pin(async move { node.host_entities::<P, L, F, Fut>(kind, start).await })
+    });
 }
 
 /// A running node. Cheap to clone; all clones are the same node. Dropping the last clone
@@ -429,6 +487,8 @@ struct Handles {
     events: broadcast::Sender<NodeEvent>,
     /// The `$node` control actor, stopped with the node.
     control: Mutex<Option<ActorCell>>,
+    /// Its entity hosts, stopped (with their entities) with the node.
+    entities: Arc<Router>,
     /// Stops the admin server when the last handle goes without a shutdown.
     admin_stop: CancellationToken,
 }
@@ -443,6 +503,9 @@ impl Drop for Handles {
         self.standard.stop_now();
         if let Some(control) = lock(&self.control).take() {
             control.stop(None);
+        }
+        for host in self.entities.take_hosts() {
+            host.stop(None);
         }
         let server = self
             .server
@@ -477,6 +540,8 @@ struct NodeInner {
     /// Its cluster membership, when it has a cluster config.
     cluster: Option<Arc<Membership>>,
     hosting: Hosting<Node>,
+    /// Where messages to entities go, and the hosts of the kinds this node hosts.
+    entities: Arc<Router>,
     /// Places of the standard services' streams (health, reflection) before
     /// authentication; those in use are in [`Node::bookkeeping`].
     standard_places: StandardPlaces,
@@ -825,6 +890,75 @@ impl Node {
     ) -> Result<Located<P>, LookupError> {
         let membership = self.membership().map_err(|_| LookupError::NotClustered)?;
         membership.lookup(name, within).await
+    }
+
+    /// A typed handle to the entity `id` of `kind`, routed by this node's view of the
+    /// cluster: its messages go to the member that owns the id's shard (this node, or
+    /// another over one carrier session per member and kind), and the first one starts
+    /// the entity there. The handle stays valid while the entity moves. Without a
+    /// cluster, entities live on this node.
+    ///
+    /// # Errors
+    /// [`EntityError::InvalidId`] for an id a node does not take (empty, past 255
+    /// bytes, control or invisible characters).
+    pub fn entity<P: Protocol>(&self, kind: &str, id: &str) -> Result<EntityRef<P>, EntityError> {
+        EntityRef::new(self.inner.entities.clone(), kind, id, None)
+    }
+
+    /// As [`Node::entity`], for a process outside the cluster: every message goes to the
+    /// node at `addr`, which routes it on to the entity's owner.
+    ///
+    /// # Errors
+    /// As [`Node::entity`].
+    pub fn entity_via<P: Protocol>(
+        &self,
+        addr: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<EntityRef<P>, EntityError> {
+        EntityRef::new(self.inner.entities.clone(), kind, id, Some(addr))
+    }
+
+    /// Starts the node's host of the entity `kind` and registers it as `$entities/KIND`.
+    async fn host_entities<P, L, F, Fut>(
+        &self,
+        kind: String,
+        start: Arc<F>,
+    ) -> Result<(), NodeError>
+    where
+        P: Protocol,
+        L: Send + 'static,
+        F: Fn(Self, String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<ActorRef<Entity<P, L>>, String>> + Send + 'static,
+    {
+        let node = self.weak();
+        let start: Arc<StartFn<P, L>> = Arc::new(move |id: String| match node.upgrade() {
+            Some(node) => Box::pin(start(node, id)),
+            None => Box::pin(async { Err("the node stopped".to_owned()) }),
+        });
+        let router = self.inner.entities.clone();
+        let host = Host::<P, L>::start(HostArgs {
+            kind: kind.clone(),
+            start,
+            router: router.clone(),
+            counters: Arc::new(HostCounters::default()),
+        })
+        .await
+        .map_err(|e| NodeError::Watcher(format!("entity host of {kind}: {e}")))?;
+        if let Err(error) = self.register(carrier_name(&kind), &host) {
+            host.stop(None);
+            return Err(error);
+        }
+        router.add_host(&kind, host);
+        Ok(())
+    }
+
+    /// This node without ownership of it, for what must not keep it alive.
+    fn weak(&self) -> WeakNode {
+        WeakNode {
+            inner: Arc::downgrade(&self.inner),
+            handles: Arc::downgrade(&self.handles),
+        }
     }
 
     fn membership(&self) -> Result<&Arc<Membership>, NodeError> {

@@ -280,6 +280,7 @@ mod tests {
                 })
                 .collect(),
             kinds: Vec::new(),
+            entity_kinds: Vec::new(),
         }
     }
 

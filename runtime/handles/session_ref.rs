@@ -10,7 +10,7 @@ use bytes::Bytes;
 use prost::{Message, Name};
 
 use crate::error::{CallError, CloseReason, DecodeError, SendError};
-use crate::handles::state::Shared;
+use crate::handles::state::{CallOutcome, Shared};
 use crate::session::FlowState;
 use crate::session::Role;
 use crate::signal::FlowSignal;
@@ -158,13 +158,31 @@ impl SessionRef {
         Q: Message + Name + 'static,
         R: Message + Name + Default + 'static,
     {
+        let (type_url, payload) = self.start_call(request, timeout).await?.answer().await?;
+        Ok(decode_payload(&type_url, &payload)?)
+    }
+
+    /// The first half of [`SessionRef::call`]: sends `request` (waiting for credit), and
+    /// gives what waits for its answer. Whoever must keep the order of its sends (an
+    /// entity's host forwarding calls beside casts) sends inline and waits elsewhere.
+    pub(crate) async fn start_call<Q>(
+        &self,
+        request: &Q,
+        timeout: Duration,
+    ) -> Result<CallInFlight, CallError>
+    where
+        Q: Message + Name + 'static,
+    {
         let started = std::time::Instant::now();
         let id = self.inner.shared.next_call_id();
         let reply = self.inner.shared.register_call(id);
-        // Forgets the call however this future ends: reply, error, timeout or drop.
-        let _pending = PendingCall {
-            shared: &self.inner.shared,
+        // Forgets the call however it ends: reply, error, timeout or drop.
+        let in_flight = CallInFlight {
+            session: self.clone(),
             id,
+            reply,
+            started,
+            timeout,
         };
         let body = Body {
             kind: BodyKind::Call {
@@ -177,21 +195,12 @@ impl SessionRef {
             payload: request.encode_to_vec().into(),
         };
         match self.inner.shared.send_waiting(body).await {
-            Ok(_) => {}
+            Ok(_) => Ok(in_flight),
             // A closed session says why, not only that it is closed.
             Err(SendError::Closed { .. }) => {
-                return Err(CallError::SessionClosed(self.close_reason_or_unknown()));
+                Err(CallError::SessionClosed(self.close_reason_or_unknown()))
             }
-            Err(error) => return Err(CallError::Send(error.map(drop))),
-        }
-        match tokio::time::timeout(timeout, reply).await {
-            Err(_) => Err(CallError::Timeout(timeout)),
-            Ok(Err(_)) => Err(CallError::SessionClosed(self.close_reason_or_unknown())),
-            Ok(Ok(outcome)) => {
-                self.inner.shared.call_answered(started.elapsed());
-                let (type_url, payload) = outcome?;
-                Ok(decode_payload(&type_url, &payload)?)
-            }
+            Err(error) => Err(CallError::Send(error.map(drop))),
         }
     }
 
@@ -364,14 +373,35 @@ impl Eq for SessionRef {}
 
 /// A call registered with the session, forgotten when dropped: a call whose future is
 /// dropped leaves no entry behind.
-struct PendingCall<'a> {
-    shared: &'a Shared,
+/// A call sent, waiting for its answer ([`SessionRef::start_call`]); dropped, the call
+/// is forgotten (its answer is discarded on arrival).
+pub(crate) struct CallInFlight {
+    session: SessionRef,
     id: u64,
+    reply: tokio::sync::oneshot::Receiver<CallOutcome>,
+    started: std::time::Instant,
+    timeout: Duration,
 }
 
-impl Drop for PendingCall<'_> {
+impl CallInFlight {
+    /// The answer's type URL and bytes, within the call's timeout (counted from when
+    /// the request was sent).
+    pub(crate) async fn answer(mut self) -> Result<(TypeUrl, Bytes), CallError> {
+        let session = self.session.clone();
+        match tokio::time::timeout(self.timeout, &mut self.reply).await {
+            Err(_) => Err(CallError::Timeout(self.timeout)),
+            Ok(Err(_)) => Err(CallError::SessionClosed(session.close_reason_or_unknown())),
+            Ok(Ok(outcome)) => {
+                session.inner.shared.call_answered(self.started.elapsed());
+                Ok(outcome?)
+            }
+        }
+    }
+}
+
+impl Drop for CallInFlight {
     fn drop(&mut self) {
-        self.shared.forget_call(self.id);
+        self.session.inner.shared.forget_call(self.id);
     }
 }
 

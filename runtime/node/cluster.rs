@@ -38,7 +38,7 @@ use crate::handles::remote_ref::Protocol;
 use crate::log_budget::LogBudget;
 use crate::members::{
     ClusterEvent, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, MemberKey, NodeRecord,
-    PREFIX_KIND, PREFIX_NAME, View,
+    PREFIX_ENTITY, PREFIX_KIND, PREFIX_NAME, View,
 };
 use crate::sync::lock;
 use crate::wire::NodeIdentity;
@@ -236,6 +236,14 @@ impl Membership {
     pub(crate) fn publish(&self, name: &str, protocol: &str) {
         self.change(Change::Set(
             format!("{PREFIX_NAME}{name}"),
+            protocol.to_owned(),
+        ));
+    }
+
+    /// Publishes that this node hosts entities of `kind`, speaking `protocol`.
+    pub(crate) fn publish_entity_kind(&self, kind: &str, protocol: &str) {
+        self.change(Change::Set(
+            format!("{PREFIX_ENTITY}{kind}"),
             protocol.to_owned(),
         ));
     }

@@ -333,6 +333,14 @@ fn member_info(member: &Member, most: usize, budget: &mut usize) -> MemberInfo {
         actors: actor_infos(&member.actors, most, budget),
         kinds: member.kinds.clone(),
         actor_count: member.actors.len() as u64,
+        entity_kinds: member
+            .entity_kinds
+            .iter()
+            .map(|k| ActorInfo {
+                name: k.name.clone(),
+                protocol: k.protocol.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -505,6 +513,14 @@ fn member_of(info: MemberInfo) -> Option<Member> {
             })
             .collect(),
         kinds: info.kinds,
+        entity_kinds: info
+            .entity_kinds
+            .into_iter()
+            .map(|k| NamedActor {
+                name: k.name,
+                protocol: k.protocol,
+            })
+            .collect(),
     })
 }
 

@@ -156,13 +156,13 @@ impl<P: Protocol, L: Send + 'static> FromSession for Mailbox<P, L> {
             (Ok(message), None) => Self::Cast {
                 session,
                 message,
-                credit: Credit(inbound),
+                credit: Credit(Some(inbound)),
             },
             (Ok(request), Some(port)) => Self::Call {
                 session,
                 request,
                 reply: Reply::new(port),
-                credit: Credit(inbound),
+                credit: Credit(Some(inbound)),
             },
             (Err(error), port) => {
                 let was_call = port.is_some();
@@ -183,7 +183,7 @@ impl<P: Protocol, L: Send + 'static> FromSession for Mailbox<P, L> {
                     error,
                     was_call,
                     session,
-                    credit: Credit(inbound),
+                    credit: Credit(Some(inbound)),
                 })
             }
         }
@@ -284,13 +284,21 @@ impl<T> fmt::Debug for Reply<T> {
 
 /// One delivered message's share of its peer's credit window. Dropping it tells the
 /// session the message was consumed, which is what lets the peer send another; holding
-/// it holds the peer back (at most one window of messages wait for this actor).
-pub struct Credit(Inbound);
+/// it holds the peer back (at most one window of messages wait for this actor). A
+/// message sent from within the node (to an entity hosted here) holds none.
+pub struct Credit(Option<Inbound>);
+
+impl Credit {
+    /// The credit of a message that came from no peer.
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+}
 
 impl fmt::Debug for Credit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Credit")
-            .field(&self.0.session().id())
+            .field(&self.0.as_ref().map(|inbound| inbound.session().id()))
             .finish()
     }
 }

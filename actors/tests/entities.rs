@@ -1,0 +1,387 @@
+//! Entities in this process: started by their first message, one activation per id,
+//! messages in order, answered calls, passivation when idle and at the bound (drained:
+//! nothing lost, `post_stop` runs, the next message starts it again), a constructor that
+//! fails answering calls with a typed fault, and two clustered nodes sharing the shards
+//! over one carrier session each way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use duologue::settings::{ClusterConfig, EntityConfig};
+use duologue::{CallError, Entity, EntityError, Node, NodeBuilder, Secret};
+use duologue_testkit::probe::{Ping, PingPong, Pong, SECRET, WAIT};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+
+/// What the test entities tell: (node, id, event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Life {
+    Started,
+    Got(u64),
+    Stopped,
+}
+
+type Told = mpsc::UnboundedSender<(String, String, Life)>;
+
+/// An entity that tells every start, message and stop; it answers a call with its `n`.
+struct Tracked;
+
+struct TrackedState {
+    node: String,
+    id: String,
+    told: Told,
+}
+
+impl Actor for Tracked {
+    type Msg = Entity<PingPong>;
+    type State = TrackedState;
+    type Arguments = TrackedState;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: TrackedState,
+    ) -> Result<TrackedState, ActorProcessingErr> {
+        let _ = state
+            .told
+            .send((state.node.clone(), state.id.clone(), Life::Started));
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut TrackedState,
+    ) -> Result<(), ActorProcessingErr> {
+        let n = match message {
+            Entity::Cast { message, .. } => message.n,
+            Entity::Call { request, reply, .. } => {
+                let _ = reply.send(Pong {
+                    n: request.n,
+                    deadline_left_ms: 0,
+                });
+                request.n
+            }
+            Entity::Local(never) => match never {},
+        };
+        let _ = state
+            .told
+            .send((state.node.clone(), state.id.clone(), Life::Got(n)));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut TrackedState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state
+            .told
+            .send((state.node.clone(), state.id.clone(), Life::Stopped));
+        Ok(())
+    }
+}
+
+/// A builder for node `name` hosting `tracked` entities that tell `told`; ids starting
+/// with `broken` fail to start.
+fn hosting(name: &str, told: &Told, entities: EntityConfig) -> NodeBuilder {
+    let told = told.clone();
+    let node_name = name.to_owned();
+    Node::builder()
+        .name(name)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .secret(Secret::new(SECRET).unwrap())
+        .entities(entities)
+        .entity("tracked", move |_node: Node, id: String| {
+            let state = TrackedState {
+                node: node_name.clone(),
+                id: id.clone(),
+                told: told.clone(),
+            };
+            async move {
+                if id.starts_with("broken") {
+                    return Err(format!("{id} cannot start"));
+                }
+                let (actor, _) = Actor::spawn(None, Tracked, state)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(actor)
+            }
+        })
+}
+
+fn quick() -> EntityConfig {
+    let mut config = EntityConfig::default();
+    config.idle_after = Duration::from_secs(3600);
+    config
+}
+
+async fn next(
+    told: &mut mpsc::UnboundedReceiver<(String, String, Life)>,
+) -> (String, String, Life) {
+    tokio::time::timeout(WAIT, told.recv())
+        .await
+        .expect("an entity event within the wait bound")
+        .expect("told")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_message_starts_one_entity_per_id_and_each_gets_its_messages_in_order() {
+    let (tx, mut told) = mpsc::unbounded_channel();
+    let node = hosting("solo", &tx, quick()).start().await.unwrap();
+    const IDS: u64 = 50;
+    const EACH: u64 = 40;
+    for n in 0..EACH {
+        for id in 0..IDS {
+            let cart = node
+                .entity::<PingPong>("tracked", &format!("e{id}"))
+                .unwrap();
+            cart.cast(Ping { n, body: vec![] }).await.unwrap();
+        }
+    }
+    let mut started = HashMap::new();
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    while got.values().map(Vec::len).sum::<usize>() < (IDS * EACH) as usize {
+        match next(&mut told).await {
+            (_, id, Life::Started) => *started.entry(id).or_insert(0) += 1,
+            (_, id, Life::Got(n)) => got.entry(id).or_default().push(n),
+            (_, id, Life::Stopped) => panic!("{id} stopped"),
+        }
+    }
+    assert_eq!(started.len(), IDS as usize);
+    assert!(
+        started.values().all(|&n| n == 1),
+        "one activation each: {started:?}"
+    );
+    for (id, seen) in &got {
+        assert_eq!(seen, &(0..EACH).collect::<Vec<_>>(), "{id} in order");
+    }
+    let entity = node.entity::<PingPong>("tracked", "e7").unwrap();
+    let pong = entity
+        .call(
+            Ping {
+                n: 99,
+                body: vec![],
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pong.n, 99);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_entity_is_drained_and_its_next_message_starts_it_again() {
+    let (tx, mut told) = mpsc::unbounded_channel();
+    let mut config = quick();
+    config.idle_after = Duration::from_millis(200);
+    let node = hosting("idle", &tx, config).start().await.unwrap();
+    let entity = node.entity::<PingPong>("tracked", "sleepy").unwrap();
+    for n in 0..3 {
+        entity.cast(Ping { n, body: vec![] }).await.unwrap();
+    }
+    let mut events = Vec::new();
+    while events.last() != Some(&Life::Stopped) {
+        events.push(next(&mut told).await.2);
+    }
+    assert_eq!(
+        events,
+        [
+            Life::Started,
+            Life::Got(0),
+            Life::Got(1),
+            Life::Got(2),
+            Life::Stopped
+        ],
+        "drained: what it had was handled, then post_stop"
+    );
+    let pong = entity
+        .call(Ping { n: 7, body: vec![] }, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(pong.n, 7);
+    assert_eq!(next(&mut told).await.2, Life::Started);
+    assert_eq!(next(&mut told).await.2, Life::Got(7));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_bound_the_least_recently_used_entity_stops_and_nothing_sent_to_it_is_lost() {
+    let (tx, mut told) = mpsc::unbounded_channel();
+    let mut config = quick();
+    config.max_active = 4;
+    let node = hosting("bounded", &tx, config).start().await.unwrap();
+    // 12 ids, each sent to in turn, three rounds: every start past the fourth stops the
+    // least recently used; every message still arrives.
+    for round in 0..3 {
+        for id in 0..12 {
+            let entity = node
+                .entity::<PingPong>("tracked", &format!("b{id}"))
+                .unwrap();
+            entity
+                .cast(Ping {
+                    n: round,
+                    body: vec![],
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let mut running: HashMap<String, bool> = HashMap::new();
+    let mut got = 0;
+    let mut most = 0;
+    while got < 36 {
+        let (_, id, life) = next(&mut told).await;
+        match life {
+            Life::Started => {
+                assert!(!running.get(&id).copied().unwrap_or(false), "{id} twice");
+                running.insert(id, true);
+            }
+            Life::Stopped => {
+                running.insert(id, false);
+            }
+            Life::Got(_) => got += 1,
+        }
+        most = most.max(running.values().filter(|r| **r).count());
+    }
+    assert!(most <= 4, "{most} active at once past a bound of 4");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_constructor_that_fails_answers_the_call_with_a_typed_fault() {
+    let (tx, _told) = mpsc::unbounded_channel();
+    let node = hosting("failing", &tx, quick()).start().await.unwrap();
+    let broken = node.entity::<PingPong>("tracked", "broken-1").unwrap();
+    match broken.call(Ping { n: 1, body: vec![] }, WAIT).await {
+        Err(EntityError::Call(CallError::Fault(fault))) => {
+            assert_eq!(fault.code, "entity_start");
+            assert!(fault.message.contains("broken-1 cannot start"), "{fault:?}");
+        }
+        other => panic!("expected an entity_start fault, got {other:?}"),
+    }
+    assert!(matches!(
+        node.entity::<PingPong>("tracked", ""),
+        Err(EntityError::InvalidId { .. })
+    ));
+    assert!(matches!(
+        node.entity::<PingPong>("nothing-hosts-this", "x")
+            .unwrap()
+            .cast(Ping::default())
+            .await,
+        Err(EntityError::NoHost { .. })
+    ));
+    node.shutdown().await;
+}
+
+/// A clustered builder gossiping every 100 ms.
+fn clustered(builder: NodeBuilder, seeds: &[SocketAddr]) -> NodeBuilder {
+    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
+    cluster.gossip_interval = Duration::from_millis(100);
+    cluster.leave_linger = Duration::from_millis(500);
+    cluster.seeds = seeds.iter().map(ToString::to_string).collect();
+    builder.cluster(cluster)
+}
+
+/// Waits until `node` sees `hosts` members hosting `kind`.
+async fn hosts_seen(node: &Node, kind: &str, hosts: usize) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let changed = node.members_changed();
+            let members = node.members().unwrap();
+            let seen = members
+                .iter()
+                .filter(|m| m.serves() && m.hosts(kind))
+                .count();
+            if seen >= hosts {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("the hosts are seen within the wait bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_share_the_shards_and_reach_each_others_entities_over_one_session_each_way() {
+    let (tx, mut told) = mpsc::unbounded_channel();
+    let a = clustered(hosting("a", &tx, quick()), &[])
+        .start()
+        .await
+        .unwrap();
+    let b = clustered(hosting("b", &tx, quick()), &[a.gossip_addr().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    hosts_seen(&a, "tracked", 2).await;
+    hosts_seen(&b, "tracked", 2).await;
+    const IDS: u64 = 200;
+    for id in 0..IDS {
+        let from = if id % 2 == 0 { &a } else { &b };
+        let entity = from
+            .entity::<PingPong>("tracked", &format!("c{id}"))
+            .unwrap();
+        let pong = entity
+            .call(
+                Ping {
+                    n: id,
+                    body: vec![],
+                },
+                WAIT,
+            )
+            .await
+            .unwrap();
+        assert_eq!(pong.n, id);
+        // Cast from the other node too: the same activation gets it.
+        let other = if id % 2 == 0 { &b } else { &a };
+        let entity = other
+            .entity::<PingPong>("tracked", &format!("c{id}"))
+            .unwrap();
+        entity
+            .cast(Ping {
+                n: id,
+                body: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let mut lives: HashMap<String, (String, usize, usize)> = HashMap::new();
+    let mut got = 0;
+    while got < 2 * IDS {
+        let (node, id, life) = next(&mut told).await;
+        let entry = lives.entry(id.clone()).or_insert((node.clone(), 0, 0));
+        assert_eq!(entry.0, node, "{id} lives on one node");
+        match life {
+            Life::Started => entry.1 += 1,
+            Life::Got(_) => {
+                entry.2 += 1;
+                got += 1;
+            }
+            Life::Stopped => panic!("{id} stopped"),
+        }
+    }
+    assert!(lives.values().all(|(_, starts, _)| *starts == 1));
+    let on_a = lives.values().filter(|(node, _, _)| node == "a").count();
+    assert!(
+        (40..160).contains(&on_a),
+        "{on_a} of {IDS} on a: the shards spread"
+    );
+    // One carrier each way, whatever the number of entities.
+    let sessions: Vec<String> = a
+        .status()
+        .sessions
+        .iter()
+        .map(|s| format!("{:?} {} {}", s.role, s.peer.name, s.actor))
+        .collect();
+    assert_eq!(
+        sessions.len(),
+        2,
+        "a's sessions for {IDS} entities: {sessions:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
