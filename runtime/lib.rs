@@ -164,7 +164,7 @@ pub mod mailbox {
 pub mod cluster {
     pub use crate::error::{LookupError, SpawnError};
     pub use crate::members::{
-        ClusterEvent, Member, MemberState, NamedActor, name_holders, spawn_candidates,
+        ClusterEvent, HostedKind, Member, MemberState, NamedActor, name_holders, spawn_candidates,
     };
     pub use crate::names::{MAX_NAME_BYTES, MAX_PROTOCOL_BYTES, printable};
     pub use crate::node::{

@@ -26,6 +26,9 @@ pub(crate) const PREFIX_KIND: &str = "kind:";
 /// Prefix of the gossip keys naming an entity kind the node hosts; the value is its
 /// protocol.
 pub(crate) const PREFIX_ENTITY: &str = "entity:";
+/// Prefix of the gossip keys saying which members a node's host of an entity kind has
+/// settled on (its shards handed over); the value is their digest.
+pub(crate) const PREFIX_SETTLED: &str = "settled:";
 
 /// A member's state, as this node sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,8 +87,22 @@ pub struct Member {
     pub actors: Vec<NamedActor>,
     /// The kinds of actor it spawns on request, by name.
     pub kinds: Vec<String>,
-    /// The entity kinds it hosts (`name` is the kind), by kind.
-    pub entity_kinds: Vec<NamedActor>,
+    /// The entity kinds it hosts, by kind.
+    pub entity_kinds: Vec<HostedKind>,
+}
+
+/// An entity kind a member hosts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostedKind {
+    /// The kind.
+    pub kind: String,
+    /// The protocol its entities speak.
+    pub protocol: String,
+    /// The digest of the members hosting the kind that the member's host settled on:
+    /// it stopped every entity of a shard that member set gives to another. A member
+    /// that takes a shard over waits for the shard's previous owner to have settled on
+    /// the same members (`docs/semantics.md`, "Entities"). Empty until it settled.
+    pub settled: String,
 }
 
 impl Member {
@@ -108,9 +125,18 @@ impl Member {
         self.kinds.iter().any(|k| k == kind)
     }
 
+    /// The digest of the members its host of `kind` settled on, if it hosts the kind
+    /// and settled.
+    pub fn settled(&self, kind: &str) -> Option<&str> {
+        self.entity_kinds
+            .iter()
+            .find(|k| k.kind == kind && !k.settled.is_empty())
+            .map(|k| k.settled.as_str())
+    }
+
     /// Whether it hosts entities of `kind`.
     pub fn hosts(&self, kind: &str) -> bool {
-        self.entity_kinds.iter().any(|k| k.name == kind)
+        self.entity_kinds.iter().any(|k| k.kind == kind)
     }
 }
 
@@ -398,6 +424,15 @@ impl View {
         spawn_candidates(self.members.values().map(|m| &**m), kind)
     }
 
+    /// The member named `node` in any state, the newest incarnation if several.
+    pub(crate) fn named(&self, node: &str) -> Option<&Member> {
+        self.members
+            .values()
+            .map(|m| &**m)
+            .filter(|m| m.identity.name == node)
+            .max_by_key(|m| m.generation)
+    }
+
     /// The serving member named `node`, the newest incarnation if several.
     pub(crate) fn serving(&self, node: &str) -> Option<&Member> {
         self.members
@@ -515,9 +550,14 @@ fn member_of(record: NodeRecord) -> Member {
     let entity_kinds = keys
         .iter()
         .filter_map(|(key, protocol)| {
-            key.strip_prefix(PREFIX_ENTITY).map(|kind| NamedActor {
-                name: kind.to_owned(),
+            let kind = key.strip_prefix(PREFIX_ENTITY)?;
+            Some(HostedKind {
+                kind: kind.to_owned(),
                 protocol: protocol.clone(),
+                settled: keys
+                    .get(&format!("{PREFIX_SETTLED}{kind}"))
+                    .cloned()
+                    .unwrap_or_default(),
             })
         })
         .collect();

@@ -977,6 +977,16 @@ impl Node {
         // Before the token: no health check answers `SERVING` once sessions are refused.
         self.handles.standard.draining().await;
         let drain = self.inner.config.shutdown_drain;
+        // Entities first, while sessions still carry what arrives for them on: members
+        // stop routing here once they see the node leaving, and take its shards over once
+        // it says it stopped their entities.
+        if let Some(membership) = &self.inner.cluster {
+            membership.announce_leaving().await;
+        }
+        self.inner.entities.leave(drain).await;
+        for host in self.inner.entities.take_hosts() {
+            host.stop(None);
+        }
         let leave = async {
             if let Some(membership) = &self.inner.cluster {
                 membership.leave(drain).await;

@@ -38,7 +38,7 @@ use crate::handles::remote_ref::Protocol;
 use crate::log_budget::LogBudget;
 use crate::members::{
     ClusterEvent, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, MemberKey, NodeRecord,
-    PREFIX_ENTITY, PREFIX_KIND, PREFIX_NAME, View,
+    PREFIX_ENTITY, PREFIX_KIND, PREFIX_NAME, PREFIX_SETTLED, View,
 };
 use crate::sync::lock;
 use crate::wire::NodeIdentity;
@@ -240,6 +240,26 @@ impl Membership {
         ));
     }
 
+    /// Publishes that this node's host of `kind` settled on the members of `digest`.
+    pub(crate) fn publish_settled(&self, kind: &str, digest: &str) {
+        self.change(Change::Set(
+            format!("{PREFIX_SETTLED}{kind}"),
+            digest.to_owned(),
+        ));
+    }
+
+    /// Says this node leaves (its gossip state says `leaving`), without stopping yet:
+    /// members stop routing to it, and its entity hosts hand their shards over.
+    pub(crate) async fn announce_leaving(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .set(KEY_LEAVING, "1");
+    }
+
     /// Publishes that this node hosts entities of `kind`, speaking `protocol`.
     pub(crate) fn publish_entity_kind(&self, kind: &str, protocol: &str) {
         self.change(Change::Set(
@@ -310,13 +330,7 @@ impl Membership {
     /// Says this node leaves, keeps gossiping it for the linger (bounded by `within`),
     /// then stops the engine.
     pub(crate) async fn leave(&self, within: Duration) {
-        self.leaving
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.chitchat
-            .lock()
-            .await
-            .self_node_state()
-            .set(KEY_LEAVING, "1");
+        self.announce_leaving().await;
         tokio::time::sleep(self.config.leave_linger.min(within)).await;
         let handle = lock(&self.handle).take();
         if let Some(handle) = handle {

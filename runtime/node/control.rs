@@ -19,7 +19,7 @@ use crate::actor::mailbox::Mailbox;
 use crate::error::{NodeError, SpawnError};
 use crate::handles::remote_ref::Protocol;
 use crate::log_budget::LogBudget;
-use crate::members::{Member, MemberState, NamedActor};
+use crate::members::{HostedKind, Member, MemberState, NamedActor};
 use crate::session::{FlowState, Role, SessionCounters};
 use crate::wire::NodeIdentity;
 use crate::wire::SessionId;
@@ -337,7 +337,7 @@ fn member_info(member: &Member, most: usize, budget: &mut usize) -> MemberInfo {
             .entity_kinds
             .iter()
             .map(|k| ActorInfo {
-                name: k.name.clone(),
+                name: k.kind.clone(),
                 protocol: k.protocol.clone(),
             })
             .collect(),
@@ -516,9 +516,10 @@ fn member_of(info: MemberInfo) -> Option<Member> {
         entity_kinds: info
             .entity_kinds
             .into_iter()
-            .map(|k| NamedActor {
-                name: k.name,
+            .map(|k| HostedKind {
+                kind: k.name,
                 protocol: k.protocol,
+                settled: String::new(),
             })
             .collect(),
     })

@@ -12,6 +12,7 @@
 //! Gossip carries one name per kind a node hosts (`$entities/KIND`), never anything per
 //! entity. See `docs/semantics.md`, "Entities", for what holds while members change.
 
+mod handoff;
 mod host;
 mod message;
 mod placement;

@@ -3,15 +3,21 @@
 //! entity with its first message, hands it each message in order, and stops it
 //! (drains it: what it received is handled first) when it is idle past
 //! [`EntityConfig::idle_after`], when the kind has [`EntityConfig::max_active`] active
-//! and another must start, or when the cluster's view gives its shard to another member.
-//! Messages for an entity that is stopping wait here, in order, and start it again once
-//! it stopped. An envelope for a shard this node does not own in its view is forwarded
-//! to the owner, inline, so that one sender's messages keep their order.
+//! and another must start, or when its shard moves to another member.
+//!
+//! Shards move as the view changes ([`Handoff`]): the host stops the entities of the
+//! shards it gave up, and once none is left it publishes that it settled on the new
+//! members (`settled:KIND` in gossip). Messages for a shard it took over wait here, in
+//! order, until the shard's previous owner settled on the same members (or is declared
+//! unreachable, or [`HANDOFF_WAIT`] passed). Messages for an entity that is stopping wait
+//! until it stopped, then go where its shard is. Whatever arrives for a shard another
+//! member owns is forwarded there, inline, so that one sender's messages keep their
+//! order.
 //!
 //! [`EntityConfig::idle_after`]: crate::settings::EntityConfig::idle_after
 //! [`EntityConfig::max_active`]: crate::settings::EntityConfig::max_active
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,10 +25,13 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent};
 
+use tokio::sync::oneshot;
+
+use super::handoff::{Handoff, Previous};
 use super::message::{Entity, EntityReply, Item, ToHost};
-use super::router::{HostMailbox, Place, Router, decode_answer};
+use super::router::{HostMailbox, Router, decode_answer};
 use crate::actor::mailbox::{Credit, Mailbox, Reply};
-use crate::error::{CallError, EntityError};
+use crate::error::CallError;
 use crate::handles::remote_ref::Protocol;
 use crate::handles::session_ref::CallInFlight;
 use crate::wire::Fault;
@@ -39,6 +48,10 @@ const FORWARDED_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long an entity stopped to make room may take to handle what it has.
 const EVICT_WITHIN: Duration = Duration::from_secs(10);
 
+/// The longest a shard taken over waits for its previous owner to say it settled; past
+/// it the shard is served all the same (`docs/semantics.md`, "Entities").
+pub(crate) const HANDOFF_WAIT: Duration = Duration::from_secs(10);
+
 /// Starts the entity with the given id: the kind's constructor.
 pub(crate) type StartFn<P, L> =
     dyn Fn(String) -> BoxFuture<'static, Result<ActorRef<Entity<P, L>>, String>> + Send + Sync;
@@ -54,9 +67,9 @@ pub(crate) struct HostCounters {
     pub(crate) passivated: AtomicU64,
     /// Entities stopped because their shard moved to another member.
     pub(crate) handed_off: AtomicU64,
-    /// Envelopes forwarded to the member that owns their shard.
+    /// Messages forwarded to the member that owns their shard.
     pub(crate) forwarded: AtomicU64,
-    /// Messages waiting for an entity that is stopping.
+    /// Messages waiting: for an entity that is stopping, or for a shard's hand-off.
     pub(crate) waiting: AtomicUsize,
     /// Entities whose constructor failed.
     pub(crate) start_failures: AtomicU64,
@@ -85,6 +98,13 @@ enum Activation<P: Protocol, L> {
     Stopping { waiting: VecDeque<Item<P>> },
 }
 
+/// A message the host holds until its shard may be served here.
+struct Held<P: Protocol> {
+    id: Arc<str>,
+    item: Item<P>,
+    hops: u32,
+}
+
 /// A host's state.
 pub(crate) struct HostState<P: Protocol, L> {
     kind: String,
@@ -97,7 +117,17 @@ pub(crate) struct HostState<P: Protocol, L> {
     /// Running entities from the least recently used.
     recency: BTreeMap<u64, Arc<str>>,
     clock: u64,
-    ticks: Option<tokio::task::JoinHandle<()>>,
+    /// The shards it owns and those it waits to serve.
+    handoff: Handoff,
+    /// Entities stopping because their shard moved: settled once none is left.
+    handing_off: HashSet<Arc<str>>,
+    /// The digest it last said it settled on.
+    settled: Option<String>,
+    /// Messages for shards taken over, in arrival order per shard.
+    held: BTreeMap<u32, VecDeque<Held<P>>>,
+    /// Told once the node left: every entity stopped and the shards handed over.
+    left: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl<P: Protocol, L: Send + 'static> Host<P, L> {
@@ -108,6 +138,23 @@ impl<P: Protocol, L: Send + 'static> Host<P, L> {
         let (host, _) = Actor::spawn(None, Self(std::marker::PhantomData), args).await?;
         Ok(host)
     }
+}
+
+/// Sends `host` a tick every `period` while it runs.
+fn ticks<P: Protocol>(
+    host: ActorRef<HostMailbox<P>>,
+    period: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if host.send_message(Mailbox::Local(ToHost::Tick)).is_err() {
+                break;
+            }
+        }
+    })
 }
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
@@ -122,22 +169,26 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
         args: HostArgs<P, L>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let period = (args.router.config().idle_after / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(10));
-        let ticker = myself.clone();
-        let ticks = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                if ticker.send_message(Mailbox::Local(ToHost::Tick)).is_err() {
-                    break;
-                }
-            }
-        });
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut tasks = vec![ticks(myself.clone(), period)];
         if let Some(cluster) = args.router.cluster() {
-            cluster.subscribe_actor(&myself);
+            // Every change of the view, members' settled digests included.
+            let (cluster, host) = (cluster.clone(), myself.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let changed = cluster.changed();
+                    if host
+                        .send_message(Mailbox::Local(ToHost::ViewChanged))
+                        .is_err()
+                    {
+                        break;
+                    }
+                    changed.await;
+                }
+            }));
         }
         Ok(HostState {
+            handoff: Handoff::new(args.router.me(), &args.kind),
             kind: args.kind,
             start: args.start,
             router: args.router,
@@ -146,7 +197,11 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
             ids: HashMap::new(),
             recency: BTreeMap::new(),
             clock: 0,
-            ticks: Some(ticks),
+            handing_off: HashSet::new(),
+            settled: None,
+            held: BTreeMap::new(),
+            left: Vec::new(),
+            tasks,
         })
     }
 
@@ -155,8 +210,8 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
         _: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(ticks) = state.ticks.take() {
-            ticks.abort();
+        for task in state.tasks.drain(..) {
+            task.abort();
         }
         Ok(())
     }
@@ -177,10 +232,14 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
                 credit,
                 ..
             } => state.envelope(&myself, request, Some(reply), credit).await,
-            Mailbox::Local(ToHost::Deliver { id, item }) => state.local(&myself, id, item).await,
-            Mailbox::Local(ToHost::Tick) => state.passivate_idle(),
-            Mailbox::Cluster(_) => state.hand_off_moved(),
-            Mailbox::Signal(_) | Mailbox::Undecodable(_) => {}
+            Mailbox::Local(ToHost::Deliver { id, item }) => state.route(&myself, id, item, 1).await,
+            Mailbox::Local(ToHost::Tick) => {
+                state.passivate_idle();
+                state.release_held(&myself).await;
+            }
+            Mailbox::Local(ToHost::ViewChanged) => state.view_changed(&myself).await,
+            Mailbox::Local(ToHost::Leave(done)) => state.leave(&myself, done).await,
+            Mailbox::Cluster(_) | Mailbox::Signal(_) | Mailbox::Undecodable(_) => {}
         }
         Ok(())
     }
@@ -207,11 +266,11 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
 }
 
 impl<P: Protocol, L: Send + 'static> HostState<P, L> {
-    /// An envelope from another node's carrier: hosted here, or forwarded to the owner.
+    /// An envelope from another node's carrier.
     async fn envelope(
         &mut self,
         myself: &ActorRef<HostMailbox<P>>,
-        mut envelope: EntityEnvelope,
+        envelope: EntityEnvelope,
         reply: Option<Reply<EntityAnswer>>,
         credit: Credit,
     ) {
@@ -219,24 +278,6 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             refuse(reply, "invalid_id", reason.to_owned());
             return;
         }
-        let shard = self.router.shard_of(&envelope.id);
-        if let Place::There { node, addr } = self.router.place(&self.kind, shard) {
-            if envelope.hops >= MAX_HOPS {
-                let detail = format!(
-                    "{} forwarded {} times; the nodes' views disagree on its owner",
-                    envelope.id, envelope.hops
-                );
-                refuse(reply, "unplaced", detail);
-                return;
-            }
-            envelope.hops += 1;
-            self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-            self.forward(&node, &addr, envelope, reply).await;
-            drop(credit);
-            return;
-        }
-        // Here, or nobody in this node's view yet (it may not see itself): the sender's
-        // view says this node owns it.
         let type_url = crate::wire::TypeUrl::from(envelope.type_url.as_str());
         let decoded: Result<P::Request, _> =
             crate::handles::session_ref::decode_payload(&type_url, &envelope.payload);
@@ -249,62 +290,183 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                 return;
             }
         };
-        self.deliver(myself, envelope.id.into(), item).await;
+        self.route(myself, envelope.id.into(), item, envelope.hops + 1)
+            .await;
     }
 
-    /// Sends `envelope` on to the node that owns its shard: a cast once it is sent, a
-    /// call's answer relayed from a task once it comes.
-    async fn forward(
-        &self,
-        node: &str,
-        addr: &str,
-        envelope: EntityEnvelope,
-        reply: Option<Reply<EntityAnswer>>,
+    /// Where `item` for `id` goes: to the shard's owner if another member owns it (this
+    /// is its `hops`-th forward), held while its shard is handed over to this node, or
+    /// to the entity.
+    async fn route(
+        &mut self,
+        myself: &ActorRef<HostMailbox<P>>,
+        id: Arc<str>,
+        item: Item<P>,
+        hops: u32,
     ) {
-        let id = envelope.id.clone();
-        match reply {
-            None => {
-                if let Err(error) = self.router.cast_to(node, addr, &self.kind, envelope).await {
-                    tracing::warn!(kind = %self.kind, %id, %node, %error, "a message for an entity could not be forwarded to its owner; it is lost");
+        let shard = self.router.shard_of(&id);
+        if !self.handoff.owns(shard) {
+            self.forward(id, item, shard, hops).await;
+            return;
+        }
+        if let Some(held) = self.held.get_mut(&shard) {
+            held.push_back(Held { id, item, hops });
+            self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if !self.ready(shard) {
+            self.held
+                .entry(shard)
+                .or_default()
+                .push_back(Held { id, item, hops });
+            self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.deliver(myself, id, item).await;
+    }
+
+    /// Whether `shard`, owned here, may be served now.
+    fn ready(&mut self, shard: u32) -> bool {
+        let Some(cluster) = self.router.cluster() else {
+            return true;
+        };
+        let view = cluster.view();
+        let kind = self.kind.clone();
+        self.handoff
+            .ready(shard, Instant::now(), HANDOFF_WAIT, |previous| {
+                match view.named(previous) {
+                    Some(member) if member.state != crate::members::MemberState::Unreachable => {
+                        Previous::There {
+                            settled: member.settled(&kind),
+                        }
+                    }
+                    _ => Previous::Gone,
                 }
+            })
+    }
+
+    /// Hands on the held messages of shards that may be served now (or that moved on).
+    async fn release_held(&mut self, myself: &ActorRef<HostMailbox<P>>) {
+        let shards: Vec<u32> = self.held.keys().copied().collect();
+        for shard in shards {
+            if self.handoff.owns(shard) && !self.ready(shard) {
+                continue;
             }
-            Some(reply) => {
-                let deadline = reply.deadline();
-                let timeout = deadline
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-                    .unwrap_or(Duration::from_secs(30));
-                match self
-                    .router
-                    .call_to(node, addr, &self.kind, envelope, timeout)
-                    .await
-                {
-                    Ok(in_flight) => {
-                        tokio::spawn(async move {
-                            match answer_of(in_flight).await {
-                                Ok(answer) => {
-                                    let _ = reply.send(answer);
-                                }
-                                Err(fault) => {
-                                    let _ = reply.fail(fault);
-                                }
-                            }
-                        });
-                    }
-                    Err(EntityError::Call(CallError::Fault(fault))) => {
-                        let _ = reply.fail(fault);
-                    }
-                    Err(error) => refuse(Some(reply), "forward_failed", error.to_string()),
-                }
+            let Some(held) = self.held.remove(&shard) else {
+                continue;
+            };
+            self.counters
+                .waiting
+                .fetch_sub(held.len(), Ordering::Relaxed);
+            for Held { id, item, hops } in held {
+                self.route(myself, id, item, hops).await;
             }
         }
     }
 
-    /// A message from this node, routed by a view that may have changed since: hosted
-    /// here, or forwarded to the owner now.
-    async fn local(&mut self, myself: &ActorRef<HostMailbox<P>>, id: Arc<str>, item: Item<P>) {
-        let shard = self.router.shard_of(&id);
-        let Place::There { node, addr } = self.router.place(&self.kind, shard) else {
-            self.deliver(myself, id, item).await;
+    /// The view changed: shards this node gave up have their entities stopped, shards it
+    /// took over wait for their previous owner, and held messages go on where they can.
+    async fn view_changed(&mut self, myself: &ActorRef<HostMailbox<P>>) {
+        if let Some(cluster) = self.router.cluster() {
+            let table = self.router.table(&self.kind, &cluster.view());
+            if self.handoff.follow(table, Instant::now()) {
+                self.hand_off_moved();
+            }
+        }
+        self.settle();
+        self.release_held(myself).await;
+    }
+
+    /// Stops the running entities whose shard this node no longer owns.
+    fn hand_off_moved(&mut self) {
+        let moved: Vec<Arc<str>> = self
+            .recency
+            .values()
+            .filter(|id| !self.handoff.owns(self.router.shard_of(id)))
+            .cloned()
+            .collect();
+        for id in moved {
+            self.drain(&id);
+            self.handing_off.insert(id);
+            self.counters.handed_off.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The node leaves: every shard is handed over (without a cluster, every entity is
+    /// stopped); `done` is told once no entity is left.
+    async fn leave(&mut self, myself: &ActorRef<HostMailbox<P>>, done: oneshot::Sender<()>) {
+        self.left.push(done);
+        self.handoff.leave();
+        if self.router.cluster().is_none() {
+            let running: Vec<Arc<str>> = self.recency.values().cloned().collect();
+            for id in running {
+                self.drain(&id);
+                self.handing_off.insert(id);
+            }
+        } else {
+            self.hand_off_moved();
+        }
+        self.view_changed(myself).await;
+    }
+
+    /// Once no entity of a shard given up is left, says so in gossip (and tells whoever
+    /// waits for the node to leave).
+    fn settle(&mut self) {
+        if !self.handing_off.is_empty() {
+            return;
+        }
+        if let Some(digest) = self.handoff.digest()
+            && self.settled.as_ref() != Some(&digest)
+        {
+            if let Some(cluster) = self.router.cluster() {
+                cluster.publish_settled(&self.kind, &digest);
+            }
+            self.settled = Some(digest);
+        }
+        if self.handoff.leaving() && self.active.is_empty() {
+            for done in self.left.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Sends `item` on to the member that owns `shard`: a cast once it is sent, a call's
+    /// answer relayed from a task once it comes. Past [`MAX_HOPS`], refused.
+    async fn forward(&mut self, id: Arc<str>, item: Item<P>, shard: u32, hops: u32) {
+        let place = self
+            .handoff
+            .table()
+            .and_then(|t| t.owner(shard))
+            .and_then(|owner| {
+                let view = self.router.cluster()?.view();
+                let addr = view.serving(owner)?.addr.clone()?;
+                Some((owner.to_owned(), addr))
+            });
+        let detail = match &place {
+            None => Some(format!(
+                "no member serves the shard of {id} in this node's view"
+            )),
+            Some(_) if hops > MAX_HOPS => Some(format!(
+                "{id} was forwarded {} times; the nodes' views disagree on its owner",
+                hops - 1
+            )),
+            Some(_) => None,
+        };
+        if let Some(detail) = detail {
+            match item {
+                Item::Call(_, reply, _) => {
+                    let _ = reply.fail(Fault {
+                        code: "unplaced".into(),
+                        message: detail,
+                    });
+                }
+                Item::Cast(..) => {
+                    tracing::warn!(kind = %self.kind, %id, %detail, "a message for an entity was refused; it is lost");
+                }
+            }
+            return;
+        }
+        let Some((node, addr)) = place else {
             return;
         };
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -312,7 +474,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             id: id.to_string(),
             type_url: <P::Request as prost::Name>::type_url(),
             payload: prost::Message::encode_to_vec(message).into(),
-            hops: 1,
+            hops,
         };
         match item {
             Item::Cast(message, _credit) => {
@@ -325,15 +487,12 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                 }
             }
             Item::Call(request, reply, _credit) => {
+                let timeout = reply.deadline().map_or(FORWARDED_CALL_TIMEOUT, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
                 let sent = self
                     .router
-                    .call_to(
-                        &node,
-                        &addr,
-                        &self.kind,
-                        envelope(&request),
-                        FORWARDED_CALL_TIMEOUT,
-                    )
+                    .call_to(&node, &addr, &self.kind, envelope(&request), timeout)
                     .await;
                 match sent {
                     Ok(in_flight) => {
@@ -488,6 +647,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         self.counters
             .active
             .store(self.ids.len(), Ordering::Relaxed);
+        self.handing_off.remove(&id);
         let waiting = match self.active.remove(&id) {
             Some(Activation::Running { used, .. }) => {
                 self.recency.remove(&used);
@@ -499,7 +659,8 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         Some((id, waiting))
     }
 
-    /// An entity's actor stopped: what waited for it starts it again, in order.
+    /// An entity's actor stopped: what waited for it goes where its shard is now (and
+    /// starts it again, if that is here), in order.
     async fn stopped(&mut self, myself: &ActorRef<HostMailbox<P>>, actor: ActorId) {
         let Some((id, waiting)) = self.forget(actor) else {
             return;
@@ -508,8 +669,9 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             .waiting
             .fetch_sub(waiting.len(), Ordering::Relaxed);
         for item in waiting {
-            self.deliver(myself, id.clone(), item).await;
+            self.route(myself, id.clone(), item, 1).await;
         }
+        self.settle();
     }
 
     /// Stops the entities idle past the bound.
@@ -526,25 +688,6 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             }
             self.drain(&id);
             self.counters.passivated.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The view changed: entities whose shard another member owns now are stopped here;
-    /// their next messages reach the new owner.
-    fn hand_off_moved(&mut self) {
-        let moved: Vec<Arc<str>> = self
-            .active
-            .iter()
-            .filter(|(_, activation)| matches!(activation, Activation::Running { .. }))
-            .map(|(id, _)| id.clone())
-            .filter(|id| {
-                let shard = self.router.shard_of(id);
-                matches!(self.router.place(&self.kind, shard), Place::There { .. })
-            })
-            .collect();
-        for id in moved {
-            self.drain(&id);
-            self.counters.handed_off.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -564,7 +707,7 @@ async fn answer_of(in_flight: CallInFlight) -> Result<EntityAnswer, Fault> {
     }
 }
 
-/// Answers a call with a fault; a cast refused is logged by the caller of this.
+/// Answers a call with a fault.
 fn refuse(reply: Option<Reply<EntityAnswer>>, code: &str, message: String) {
     if let Some(reply) = reply {
         let _ = reply.fail(Fault {

@@ -81,6 +81,15 @@ impl<T: prost::Message + prost::Name + 'static> EntityReply<T> {
         Self(Answer::Local(reply))
     }
 
+    /// The caller's deadline on this process's clock, for a caller on another node that
+    /// set one.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        match &self.0 {
+            Answer::Remote(port) => port.deadline(),
+            Answer::Local(_) => None,
+        }
+    }
+
     /// Sends the reply.
     ///
     /// # Errors
@@ -167,6 +176,10 @@ impl<P: Protocol> Item<P> {
 pub(crate) enum ToHost<P: Protocol> {
     /// A message for the entity `id`, from this node.
     Deliver { id: Arc<str>, item: Item<P> },
-    /// Time to stop the entities idle past the bound.
+    /// Time to stop the entities idle past the bound, and to look at held messages.
     Tick,
+    /// The cluster's view changed.
+    ViewChanged,
+    /// The node leaves: hand every shard over, then say so.
+    Leave(tokio::sync::oneshot::Sender<()>),
 }

@@ -87,6 +87,43 @@ impl ShardTable {
         let at = *self.owners.get(shard as usize)?;
         self.hosts.get(usize::from(at)).map(String::as_str)
     }
+
+    /// The table of the same kind and shards over the same hosts but `node`.
+    pub(crate) fn without(&self, kind: &str, node: &str) -> Self {
+        let shards = u32::try_from(self.owners.len()).unwrap_or(u32::MAX);
+        Self::new(
+            kind,
+            shards.max(1),
+            self.hosts.iter().filter(|h| *h != node).cloned(),
+        )
+    }
+
+    /// How many shards it places.
+    pub(crate) fn shards(&self) -> u32 {
+        u32::try_from(self.owners.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `node` hosts the kind in this table.
+    pub(crate) fn has(&self, node: &str) -> bool {
+        self.hosts
+            .binary_search_by(|h| h.as_str().cmp(node))
+            .is_ok()
+    }
+
+    /// The digest of its hosts: the first 8 bytes of SHA-256 over their names, each
+    /// followed by a newline, in hex. Two members whose tables have the same digest give
+    /// every shard the same owner.
+    pub(crate) fn digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        for host in &self.hosts {
+            hasher.update(host.as_bytes());
+            hasher.update(b"\n");
+        }
+        hasher.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +159,21 @@ mod tests {
     fn every_node_computes_the_same_owners_whatever_order_it_saw_the_members_in() {
         assert_eq!(table(&["a", "b", "c"]), table(&["c", "a", "b"]));
         assert_eq!(table(&[]).owner(3), None);
+    }
+
+    #[test]
+    fn the_digest_names_the_hosts_whatever_their_order() {
+        assert_eq!(table(&["a", "b"]).digest(), table(&["b", "a"]).digest());
+        assert_ne!(
+            table(&["a", "b"]).digest(),
+            table(&["a", "b", "c"]).digest()
+        );
+        assert_eq!(
+            table(&["a", "b", "c"]).without("cart", "c"),
+            table(&["a", "b"])
+        );
+        // Python: hashlib.sha256(b"a\nb\n").hexdigest()[:16]
+        assert_eq!(table(&["a", "b"]).digest(), "911169ddaaf146af");
     }
 
     #[test]

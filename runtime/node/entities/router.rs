@@ -71,8 +71,16 @@ pub(crate) enum Place {
     Nobody,
 }
 
-/// A host of a kind: its protocol's name, its `ActorRef<HostMailbox<P>>`, its cell.
-type HostEntry = (String, Arc<dyn Any + Send + Sync>, ActorCell);
+/// The node's host of one kind.
+struct HostEntry {
+    /// The protocol of the kind.
+    protocol: String,
+    /// Its `ActorRef<HostMailbox<P>>`.
+    host: Arc<dyn Any + Send + Sync>,
+    cell: ActorCell,
+    /// Tells it the node leaves; `false` once it stopped.
+    leave: Box<dyn Fn(oneshot::Sender<()>) -> bool + Send + Sync>,
+}
 
 /// A kind's shard table, and the view it was computed for.
 type ViewTable = (Arc<View>, Arc<ShardTable>);
@@ -126,6 +134,29 @@ impl Router {
         })
     }
 
+    /// This node's name.
+    pub(crate) fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Has every host hand its shards over (the node leaves), and waits until each
+    /// stopped its entities and said so, up to `within`.
+    pub(crate) async fn leave(&self, within: Duration) {
+        let mut done = Vec::new();
+        for entry in self
+            .hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            let (tx, rx) = oneshot::channel();
+            if (entry.leave)(tx) {
+                done.push(rx);
+            }
+        }
+        let _ = tokio::time::timeout(within, futures::future::join_all(done)).await;
+    }
+
     /// The entity settings.
     pub(crate) fn config(&self) -> &EntityConfig {
         &self.config
@@ -141,11 +172,22 @@ impl Router {
         if let Some(cluster) = &self.cluster {
             cluster.publish_entity_kind(kind, &P::name());
         }
-        let cell = host.get_cell();
+        let entry = HostEntry {
+            protocol: P::name(),
+            cell: host.get_cell(),
+            leave: Box::new({
+                let host = host.clone();
+                move |done| {
+                    host.send_message(Mailbox::Local(ToHost::Leave(done)))
+                        .is_ok()
+                }
+            }),
+            host: Arc::new(host),
+        };
         self.hosts
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(kind.to_owned(), (P::name(), Arc::new(host), cell));
+            .insert(kind.to_owned(), entry);
     }
 
     /// Forgets every host, for the node to stop them.
@@ -154,21 +196,23 @@ impl Router {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
-            .map(|(_, (_, _, cell))| cell)
+            .map(|(_, entry)| entry.cell)
             .collect()
     }
 
     /// The node's host of `kind`, if it hosts it with the protocol `P`.
     fn host<P: Protocol>(&self, kind: &str) -> Result<ActorRef<HostMailbox<P>>, EntityError> {
         let hosts = self.hosts.read().unwrap_or_else(|p| p.into_inner());
-        let Some((protocol, host, _)) = hosts.get(kind) else {
+        let Some(entry) = hosts.get(kind) else {
             return Err(EntityError::NoHost { kind: kind.into() });
         };
-        host.downcast_ref::<ActorRef<HostMailbox<P>>>()
+        entry
+            .host
+            .downcast_ref::<ActorRef<HostMailbox<P>>>()
             .cloned()
             .ok_or_else(|| EntityError::ProtocolMismatch {
                 kind: kind.into(),
-                registered: protocol.clone(),
+                registered: entry.protocol.clone(),
                 asked: P::name(),
             })
     }
