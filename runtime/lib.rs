@@ -136,6 +136,13 @@ pub use error::{
 pub use handles::remote_ref::{Protocol, RemoteRef};
 pub use handles::session_ref::SessionRef;
 pub use node::{Connect, Entity, EntityRef, EntityReply, Node, NodeBuilder, Target};
+
+/// Entities beyond the handle and the message type: what comes back undelivered, and
+/// the kinds members host.
+pub mod entities {
+    pub use crate::members::HostedKind;
+    pub use crate::node::Undelivered;
+}
 pub use signal::FlowSignal;
 
 /// Flow control beyond [`FlowSignal`]: what holds a sender back, what a session's flow
@@ -178,7 +185,8 @@ pub mod status {
     pub use crate::error::AdminGuard;
     pub use crate::log_budget::{LOG_LINES_PER_WINDOW, LOG_WINDOW, LogBudget, LogVerdict};
     pub use crate::node::{
-        Bookkeeping, NodeEvent, NodeStatus, Rate, RatePoint, SessionState, SessionStatus,
+        Bookkeeping, EntityKindStatus, NodeEvent, NodeStatus, Rate, RatePoint, SessionState,
+        SessionStatus,
     };
     pub use crate::session::Role;
 }

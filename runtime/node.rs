@@ -71,11 +71,13 @@ pub use self::cluster::Located;
 pub use self::connect::{Connect, Target};
 pub use self::control::{CONTROL_ACTOR, MembersAt, SpawnOn, Spawned};
 pub(crate) use self::entities::EntityKinds;
-pub use self::entities::{Entity, EntityRef, EntityReply};
+pub use self::entities::{Entity, EntityRef, EntityReply, Undelivered};
 pub(crate) use self::hosting::Kinds;
 pub use self::hosting::{ActorSpec, Hosted};
 pub use self::sessions::NodeEvent;
-pub use self::status::{ClusterStatus, NodeStatus, Rate, RatePoint, SessionState, SessionStatus};
+pub use self::status::{
+    ClusterStatus, EntityKindStatus, NodeStatus, Rate, RatePoint, SessionState, SessionStatus,
+};
 
 use self::cluster::Membership;
 use self::control::{ControlActor, Controlled};
@@ -349,8 +351,16 @@ impl NodeBuilder {
                 Arc::downgrade(&sessions),
             ));
         }
+        let entities = Router::new(
+            identity.name.clone(),
+            config.entities.clone(),
+            cluster.clone(),
+            sessions.clone(),
+            config.policy,
+        );
         let tls_refused = Arc::new(TlsRefusedByPort::default());
         let ops = Arc::new(Ops {
+            entities: entities.clone(),
             identity: identity.clone(),
             local_addr,
             started: Instant::now(),
@@ -406,13 +416,6 @@ impl NodeBuilder {
                 standard_places: standard_places.clone(),
             }))
         });
-        let entities = Router::new(
-            identity.name.clone(),
-            config.entities.clone(),
-            cluster.clone(),
-            sessions.clone(),
-            config.policy,
-        );
         let inner = Arc::new(NodeInner {
             identity,
             local_addr,
@@ -919,6 +922,15 @@ impl Node {
         EntityRef::new(self.inner.entities.clone(), kind, id, Some(addr))
     }
 
+    /// Casts to entities on other nodes that those nodes never confirmed, from now on: a
+    /// cast's `Ok` means it was handed to the owner's node; if that node dies (or stays
+    /// unreachable past the resume deadline) before confirming it, it comes back here,
+    /// typed, instead of being lost silently. A receiver that lags is told how many it
+    /// missed (`RecvError::Lagged`).
+    pub fn subscribe_undelivered(&self) -> broadcast::Receiver<Undelivered> {
+        self.inner.entities.subscribe_undelivered()
+    }
+
     /// Starts the node's host of the entity `kind` and registers it as `$entities/KIND`.
     async fn host_entities<P, L, F, Fut>(
         &self,
@@ -937,11 +949,12 @@ impl Node {
             None => Box::pin(async { Err("the node stopped".to_owned()) }),
         });
         let router = self.inner.entities.clone();
+        let counters = Arc::new(HostCounters::default());
         let host = Host::<P, L>::start(HostArgs {
             kind: kind.clone(),
             start,
             router: router.clone(),
-            counters: Arc::new(HostCounters::default()),
+            counters: counters.clone(),
         })
         .await
         .map_err(|e| NodeError::Watcher(format!("entity host of {kind}: {e}")))?;
@@ -949,7 +962,7 @@ impl Node {
             host.stop(None);
             return Err(error);
         }
-        router.add_host(&kind, host);
+        router.add_host(&kind, host, counters);
         Ok(())
     }
 
@@ -980,19 +993,30 @@ impl Node {
         // Entities first, while sessions still carry what arrives for them on: members
         // stop routing here once they see the node leaving, and take its shards over once
         // it says it stopped their entities.
-        if let Some(membership) = &self.inner.cluster {
+        // Hosts keep forwarding what still arrives through the leave's linger, while the
+        // members learn the node leaves; then its sessions end (politely: what they
+        // carried is confirmed) and the hosts stop.
+        let hosts_entities = self.inner.entities.hosts_any();
+        if let Some(membership) = &self.inner.cluster
+            && hosts_entities
+        {
             membership.announce_leaving().await;
-        }
-        self.inner.entities.leave(drain).await;
-        for host in self.inner.entities.take_hosts() {
-            host.stop(None);
+            self.inner.entities.leave(drain).await;
+            membership.leave(drain).await;
+        } else if hosts_entities {
+            self.inner.entities.leave(drain).await;
         }
         let leave = async {
-            if let Some(membership) = &self.inner.cluster {
+            if let Some(membership) = &self.inner.cluster
+                && !hosts_entities
+            {
                 membership.leave(drain).await;
             }
         };
         let (drained, ()) = tokio::join!(self.inner.shutdown.run(drain), leave);
+        for host in self.inner.entities.take_hosts() {
+            host.stop(None);
+        }
         self.handles
             .standard
             .stop(self.inner.config.close_linger)

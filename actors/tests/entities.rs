@@ -385,3 +385,119 @@ async fn two_members_share_the_shards_and_reach_each_others_entities_over_one_se
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_and_one_leaving_move_shards_with_one_activation_at_a_time_and_nothing_lost()
+ {
+    const IDS: u64 = 60;
+    const ROUNDS: u64 = 60;
+    let (tx, mut told) = mpsc::unbounded_channel();
+    let a = clustered(hosting("a", &tx, quick()), &[])
+        .start()
+        .await
+        .unwrap();
+    let seed = a.gossip_addr().unwrap();
+    let b = clustered(hosting("b", &tx, quick()), &[seed])
+        .start()
+        .await
+        .unwrap();
+    hosts_seen(&a, "tracked", 2).await;
+    hosts_seen(&b, "tracked", 2).await;
+    let mut undelivered = b.subscribe_undelivered();
+    // b sends every round to every id; after round 15 the test has c join and waits until
+    // b sees it host the kind; after round 35 it has a leave (and the sender goes on).
+    let (round_tx, mut rounds) = mpsc::unbounded_channel();
+    let (go_tx, mut go) = mpsc::unbounded_channel::<()>();
+    let sender = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            for n in 0..ROUNDS {
+                for id in 0..IDS {
+                    let entity = b.entity::<PingPong>("tracked", &format!("m{id}")).unwrap();
+                    entity
+                        .cast(Ping { n, body: vec![] })
+                        .await
+                        .expect("b casts");
+                }
+                let _ = round_tx.send(n);
+                if n == 15 {
+                    go.recv().await.expect("the test lets the sender go on");
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut c = None;
+    let mut left = None;
+    let mut live: HashMap<String, String> = HashMap::new();
+    let mut got: HashMap<(String, u64), usize> = HashMap::new();
+    let mut overlaps = Vec::new();
+    let mut by_node: std::collections::BTreeMap<(String, u64), usize> = Default::default();
+    let mut lost = 0usize;
+    let mut sent = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() + lost < (IDS * ROUNDS) as usize {
+        tokio::select! {
+            Some(n) = rounds.recv() => {
+                sent = n + 1;
+                if n == 15 && c.is_none() {
+                    let joined = clustered(hosting("c", &tx, quick()), &[seed]).start().await.unwrap();
+                    hosts_seen(&b, "tracked", 3).await;
+                    c = Some(joined);
+                    go_tx.send(()).unwrap();
+                }
+                if n == 35 && left.is_none() {
+                    let a = a.clone();
+                    left = Some(tokio::spawn(async move { a.shutdown().await }));
+                }
+            }
+            event = told.recv() => {
+                let (node, id, life) = event.expect("told");
+                match life {
+                    Life::Started => {
+                        if let Some(other) = live.insert(id.clone(), node.clone()) {
+                            overlaps.push(format!("{id} started on {node} while live on {other}"));
+                        }
+                    }
+                    Life::Stopped => {
+                        live.remove(&id);
+                    }
+                    Life::Got(n) => {
+                        *got.entry((id, n)).or_default() += 1;
+                        *by_node.entry((node, n)).or_default() += 1;
+                    }
+                }
+            }
+            Ok(_) = undelivered.recv() => lost += 1,
+            () = tokio::time::sleep_until(deadline) => {
+                let mut missing: Vec<_> = (0..IDS).flat_map(|id| (0..ROUNDS).map(move |n| (format!("m{id}"), n))).filter(|k| !got.contains_key(k)).collect();
+                missing.sort();
+                eprintln!("missing: {:?}", &missing[..missing.len().min(40)]);
+                eprintln!("live: {live:?}");
+                for node in [&a, &b] {
+                    eprintln!("{}: {:?}", node.identity().name, node.status().entities);
+                }
+                if let Some(c) = &c {
+                    eprintln!("c: {:?}", c.status().entities);
+                }
+                eprintln!("overlaps: {overlaps:?}");
+                panic!("{} of {} messages accounted for after 60 s (sent {sent} rounds)", got.len() + lost, IDS * ROUNDS)
+            }
+        }
+    }
+    sender.await.unwrap();
+    left.expect("a left").await.unwrap();
+    assert!(overlaps.is_empty(), "two activations at once: {overlaps:?}");
+    let doubled: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "delivered twice: {doubled:?}");
+    assert_eq!(lost, 0, "a polite leave hands everything over");
+    // Each member had its turn: a until it left, c once it joined.
+    for node in ["a", "b", "c"] {
+        assert!(
+            by_node.keys().any(|(n, _)| n == node),
+            "{node} handled nothing: {by_node:?}"
+        );
+    }
+    b.shutdown().await;
+    c.expect("c joined").shutdown().await;
+}

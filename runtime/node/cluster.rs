@@ -227,6 +227,12 @@ impl Membership {
         Ok(membership)
     }
 
+    /// Whether this node's view can be taken as the cluster's: it has heard of another
+    /// member, or it has no seeds (it founds the cluster).
+    pub(crate) fn knows_the_cluster(&self) -> bool {
+        (self.config.seeds.is_empty() && self.config.seed_dns.is_empty()) || self.view().len() > 1
+    }
+
     /// Where this node gossips.
     pub(crate) fn gossip_addr(&self) -> SocketAddr {
         self.gossip_addr

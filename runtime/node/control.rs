@@ -721,6 +721,7 @@ pub(crate) async fn status_at(
         }
     });
     Ok(NodeStatus {
+        entities: Vec::new(),
         identity: NodeIdentity {
             name: info.node,
             incarnation: info.incarnation.parse().unwrap_or_default(),

@@ -24,10 +24,10 @@ use futures::future::BoxFuture;
 
 use crate::error::NodeError;
 
-pub(crate) use self::host::{Host, HostArgs, HostCounters, StartFn};
+pub(crate) use self::host::{Host, HostArgs, StartFn};
 pub use self::message::{Entity, EntityReply};
-pub use self::router::EntityRef;
-pub(crate) use self::router::{Router, carrier_name};
+pub use self::router::{EntityRef, Undelivered};
+pub(crate) use self::router::{HostCounters, Router, carrier_name};
 
 /// Starts a node's host of one kind, once the node (`N`) is up.
 type StartHost<N> = dyn Fn(N) -> BoxFuture<'static, Result<(), NodeError>> + Send + Sync;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::Membership;
+use super::entities::Router;
 use super::metrics::NodeMetrics;
 use super::sessions::Sessions;
 use super::status::{NodeStatus, SAMPLE_EVERY};
@@ -30,6 +31,8 @@ pub(crate) struct Ops {
     pub(crate) tls_refused: Arc<TlsRefusedByPort>,
     /// Its metrics, when it has an admin address.
     pub(crate) metrics: Option<Arc<NodeMetrics>>,
+    /// Its entity kinds, for their figures.
+    pub(crate) entities: Arc<Router>,
 }
 
 impl Ops {
@@ -56,6 +59,7 @@ impl Ops {
             credit_waited: snapshot.credit_waited,
             sessions_opened: snapshot.opened,
             history: snapshot.history,
+            entities: self.entities.figures(),
         }
     }
 }

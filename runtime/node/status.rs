@@ -54,6 +54,37 @@ pub struct NodeStatus {
     pub sessions_opened: u64,
     /// The node's message rates, one point a second, oldest first (up to five minutes).
     pub history: Vec<RatePoint>,
+    /// The entity kinds it hosts, in figures (empty in a status asked over the wire).
+    pub entities: Vec<EntityKindStatus>,
+}
+
+/// One entity kind a node hosts, in figures, as [`NodeStatus`] shows it. The counts are
+/// since the node started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntityKindStatus {
+    /// The kind.
+    pub kind: String,
+    /// The shards this node owns in its view (all of them outside a cluster).
+    pub shards: u32,
+    /// Its entities active now.
+    pub active: usize,
+    /// Entities started.
+    pub started: u64,
+    /// Entities stopped for being idle, or to stay under the bound.
+    pub passivated: u64,
+    /// Entities stopped because their shard moved to another member.
+    pub handed_off: u64,
+    /// Messages forwarded to the member that owns their shard.
+    pub forwarded: u64,
+    /// Messages waiting now: for an entity that stops, a shard's hand-off, or the
+    /// members' views to agree.
+    pub waiting: usize,
+    /// Messages refused (no member serves their shard, or the views disagreed past the
+    /// bound).
+    pub refused: u64,
+    /// Entities whose constructor failed.
+    pub start_failures: u64,
 }
 
 /// A node's cluster in figures, as [`NodeStatus`] shows it.

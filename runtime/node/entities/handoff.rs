@@ -1,7 +1,10 @@
 //! Which shards a host owns as the view changes, and which of those it must not serve
 //! yet, pure: a shard this node takes over is served once its previous owner has
 //! settled on the same members (stopped that shard's entities and said so in gossip), or
-//! is no longer there to say it (unreachable, gone), or after a bound.
+//! is no longer there to say it (unreachable, gone), or after a bound. A host that just
+//! started takes every shard it owns as taken over from whoever would own it without
+//! this node; until its view shows the cluster (another member, or no seeds to wait
+//! for), it does not know who that is, and waits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,9 +19,12 @@ pub(crate) struct Handoff {
     kind: String,
     /// The table this host routes by: the view's, without this node once it leaves.
     current: Option<Arc<ShardTable>>,
-    /// Shards taken over, not served yet: their previous owner, and since when.
-    awaiting: HashMap<u32, (String, Instant)>,
+    /// Shards taken over, not served yet: their previous owner (`None`: not known yet),
+    /// and since when.
+    awaiting: HashMap<u32, (Option<String>, Instant)>,
     leaving: bool,
+    /// The view's table `current` was last made from.
+    seen: Option<Arc<ShardTable>>,
 }
 
 /// What a previous owner looks like in the view, as far as a hand-off goes.
@@ -38,14 +44,15 @@ impl Handoff {
             current: None,
             awaiting: HashMap::new(),
             leaving: false,
+            seen: None,
         }
     }
 
     /// The node leaves: from now on it owns no shard.
     pub(crate) fn leave(&mut self) {
         self.leaving = true;
-        if let Some(current) = self.current.clone() {
-            self.follow(current, Instant::now());
+        if let Some(seen) = self.seen.take() {
+            self.follow(seen, Instant::now());
         }
     }
 
@@ -57,6 +64,14 @@ impl Handoff {
     /// The view's table is `table` now (at `now`); returns whether the owners changed.
     /// Shards this node takes over wait for their previous owner.
     pub(crate) fn follow(&mut self, table: Arc<ShardTable>, now: Instant) -> bool {
+        if self
+            .seen
+            .as_ref()
+            .is_some_and(|seen| Arc::ptr_eq(seen, &table))
+        {
+            return false;
+        }
+        self.seen = Some(table.clone());
         let table = if self.leaving && table.has(&self.me) {
             Arc::new(table.without(&self.kind, &self.me))
         } else {
@@ -65,24 +80,35 @@ impl Handoff {
         if self.current.as_ref().is_some_and(|c| **c == *table) {
             return false;
         }
-        // A first table: what the others owned before this node came.
-        let before = match &self.current {
-            Some(current) => current.clone(),
-            None => Arc::new(table.without(&self.kind, &self.me)),
-        };
         let shards = table.shards();
+        let without_me = table.without(&self.kind, &self.me);
+        let previous_of = |shard: u32, before: &ShardTable| {
+            before
+                .owner(shard)
+                .filter(|owner| *owner != self.me)
+                .map(str::to_owned)
+        };
         self.awaiting
             .retain(|shard, _| table.owner(*shard) == Some(self.me.as_str()));
+        // Who they are becomes known as the view fills in.
+        for (shard, (previous, _)) in &mut self.awaiting {
+            if previous.is_none() {
+                *previous = previous_of(*shard, &without_me);
+            }
+        }
         for shard in 0..shards {
             if table.owner(shard) != Some(self.me.as_str()) || self.awaiting.contains_key(&shard) {
                 continue;
             }
-            match before.owner(shard) {
-                Some(previous) if previous != self.me => {
-                    self.awaiting.insert(shard, (previous.to_owned(), now));
+            let previous = match &self.current {
+                // Started just now: everything it owns is taken over.
+                None => previous_of(shard, &without_me),
+                Some(before) if before.owner(shard) == Some(self.me.as_str()) => continue,
+                Some(before) => {
+                    previous_of(shard, before).or_else(|| previous_of(shard, &without_me))
                 }
-                _ => {}
-            }
+            };
+            self.awaiting.insert(shard, (previous, now));
         }
         self.current = Some(table);
         true
@@ -106,22 +132,25 @@ impl Handoff {
     }
 
     /// Whether `shard` (owned here) may be served now: not taken over, or its previous
-    /// owner (as `previous` tells) settled on the current members or is gone, or it
-    /// waited `bound` already. Once it may, it always may (until it moves again).
+    /// owner (as `previous` tells) settled on the current members or is gone, or none is
+    /// known and the view `knows_the_cluster`, or it waited `bound` already. Once it may,
+    /// it always may (until it moves again).
     pub(crate) fn ready<'a>(
         &mut self,
         shard: u32,
         now: Instant,
         bound: Duration,
+        knows_the_cluster: bool,
         previous: impl FnOnce(&str) -> Previous<'a>,
     ) -> bool {
         let Some((owner, since)) = self.awaiting.get(&shard) else {
             return true;
         };
         let digest = self.digest();
-        let ready = match previous(owner) {
-            Previous::Gone => true,
-            Previous::There { settled } => settled.is_some() && settled == digest.as_deref(),
+        let ready = match owner.as_deref().map(previous) {
+            None => knows_the_cluster,
+            Some(Previous::Gone) => true,
+            Some(Previous::There { settled }) => settled.is_some() && settled == digest.as_deref(),
         } || now.saturating_duration_since(*since) >= bound;
         if ready {
             self.awaiting.remove(&shard);
@@ -134,7 +163,7 @@ impl Handoff {
     pub(crate) fn awaiting(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
         self.awaiting
             .iter()
-            .map(|(shard, (owner, _))| (*shard, owner.as_str()))
+            .map(|(shard, (owner, _))| (*shard, owner.as_deref().unwrap_or("?")))
     }
 }
 
@@ -153,13 +182,37 @@ mod tests {
     const BOUND: Duration = Duration::from_secs(10);
 
     #[test]
-    fn a_first_member_serves_everything_at_once() {
+    fn a_first_member_serves_everything_once_it_knows_it_is_alone() {
         let mut a = Handoff::new("a", "cart");
         assert!(a.owns(3), "no view: every shard is here");
         let now = Instant::now();
         assert!(a.follow(table(&["a"]), now));
-        assert_eq!(a.awaiting().count(), 0);
         assert!(!a.follow(table(&["a"]), now), "the same owners");
+        assert!(
+            !a.ready(3, now, BOUND, false, |_| Previous::Gone),
+            "it may have seeds to hear"
+        );
+        assert!(a.ready(3, now, BOUND, true, |_| Previous::Gone));
+    }
+
+    #[test]
+    fn a_member_whose_first_view_shows_only_itself_waits_for_the_owners_it_learns_of() {
+        let now = Instant::now();
+        let mut c = Handoff::new("c", "cart");
+        c.follow(table(&["c"]), now);
+        c.follow(table(&["a", "b", "c"]), now);
+        let full = table(&["a", "b", "c"]);
+        for shard in (0..64).filter(|s| full.owner(*s) == Some("c")) {
+            let expected = full.without("cart", "c").owner(shard).map(str::to_owned);
+            let known: Vec<(u32, String)> = c.awaiting().map(|(s, o)| (s, o.to_owned())).collect();
+            assert!(
+                known.contains(&(shard, expected.clone().unwrap())),
+                "{shard}: {known:?}"
+            );
+            assert!(!c.ready(shard, now, BOUND, true, |_| Previous::There {
+                settled: None
+            }));
+        }
     }
 
     #[test]
@@ -173,15 +226,19 @@ mod tests {
         let old = table(&["a", "b"]).digest();
         for (shard, owner) in taken {
             assert_eq!(table(&["a", "b"]).owner(shard), Some(owner.as_str()));
-            assert!(!c.ready(shard, now, BOUND, |_| Previous::There {
+            assert!(!c.ready(shard, now, BOUND, true, |_| Previous::There {
                 settled: Some(&old)
             }));
-            assert!(!c.ready(shard, now, BOUND, |_| Previous::There { settled: None }));
-            assert!(c.ready(shard, now, BOUND, |_| Previous::There {
+            assert!(!c.ready(shard, now, BOUND, true, |_| Previous::There {
+                settled: None
+            }));
+            assert!(c.ready(shard, now, BOUND, true, |_| Previous::There {
                 settled: Some(&digest)
             }));
             assert!(
-                c.ready(shard, now, BOUND, |_| Previous::There { settled: None }),
+                c.ready(shard, now, BOUND, true, |_| Previous::There {
+                    settled: None
+                }),
                 "once ready, ready"
             );
         }
@@ -194,11 +251,15 @@ mod tests {
         a.follow(table(&["a", "b"]), now);
         let mut shards = a.awaiting().map(|(s, _)| s).collect::<Vec<_>>().into_iter();
         let (first, second) = (shards.next().unwrap(), shards.next().unwrap());
-        assert!(a.ready(first, now, BOUND, |_| Previous::Gone));
-        assert!(!a.ready(second, now, BOUND, |_| Previous::There { settled: None }));
-        assert!(a.ready(second, now + BOUND, BOUND, |_| Previous::There {
+        assert!(a.ready(first, now, BOUND, true, |_| Previous::Gone));
+        assert!(!a.ready(second, now, BOUND, true, |_| Previous::There {
             settled: None
         }));
+        assert!(
+            a.ready(second, now + BOUND, BOUND, true, |_| Previous::There {
+                settled: None
+            })
+        );
     }
 
     #[test]
@@ -206,6 +267,9 @@ mod tests {
         let now = Instant::now();
         let mut a = Handoff::new("a", "cart");
         a.follow(table(&["a"]), now);
+        for shard in 0..64 {
+            assert!(a.ready(shard, now, BOUND, true, |_| Previous::Gone));
+        }
         a.follow(table(&["a", "b"]), now);
         assert_eq!(a.awaiting().count(), 0, "b took shards, a took none");
         a.follow(table(&["a"]), now);

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 use super::handoff::{Handoff, Previous};
 use super::message::{Entity, EntityReply, Item, ToHost};
-use super::router::{HostMailbox, Router, decode_answer};
+use super::router::{HostCounters, HostMailbox, Router, decode_answer};
 use crate::actor::mailbox::{Credit, Mailbox, Reply};
 use crate::error::CallError;
 use crate::handles::remote_ref::Protocol;
@@ -56,25 +56,6 @@ pub(crate) const HANDOFF_WAIT: Duration = Duration::from_secs(10);
 pub(crate) type StartFn<P, L> =
     dyn Fn(String) -> BoxFuture<'static, Result<ActorRef<Entity<P, L>>, String>> + Send + Sync;
 
-/// What a host counts, for status and metrics.
-#[derive(Debug, Default)]
-pub(crate) struct HostCounters {
-    /// Entities active now.
-    pub(crate) active: AtomicUsize,
-    /// Entities started, since the node started.
-    pub(crate) started: AtomicU64,
-    /// Entities stopped for being idle or for the bound.
-    pub(crate) passivated: AtomicU64,
-    /// Entities stopped because their shard moved to another member.
-    pub(crate) handed_off: AtomicU64,
-    /// Messages forwarded to the member that owns their shard.
-    pub(crate) forwarded: AtomicU64,
-    /// Messages waiting: for an entity that is stopping, or for a shard's hand-off.
-    pub(crate) waiting: AtomicUsize,
-    /// Entities whose constructor failed.
-    pub(crate) start_failures: AtomicU64,
-}
-
 /// The host actor of a kind speaking `P`, whose entities take local messages `L`.
 pub(crate) struct Host<P, L>(std::marker::PhantomData<fn() -> (P, L)>);
 
@@ -98,11 +79,28 @@ enum Activation<P: Protocol, L> {
     Stopping { waiting: VecDeque<Item<P>> },
 }
 
-/// A message the host holds until its shard may be served here.
+/// A message the host holds: until its shard may be served here, or (disputed) until
+/// this node's view changes.
 struct Held<P: Protocol> {
     id: Arc<str>,
     item: Item<P>,
+    /// How many nodes forwarded it.
     hops: u32,
+    /// The node that forwarded it here.
+    from: Option<Arc<str>>,
+    since: Instant,
+}
+
+impl<P: Protocol> Held<P> {
+    fn new(id: Arc<str>, item: Item<P>, hops: u32, from: Option<Arc<str>>) -> Self {
+        Self {
+            id,
+            item,
+            hops,
+            from,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// A host's state.
@@ -125,6 +123,9 @@ pub(crate) struct HostState<P: Protocol, L> {
     settled: Option<String>,
     /// Messages for shards taken over, in arrival order per shard.
     held: BTreeMap<u32, VecDeque<Held<P>>>,
+    /// Messages forwarded here for a shard this node's view gives to the node that
+    /// forwarded them (or forwarded too often): they wait for the views to agree.
+    disputed: VecDeque<Held<P>>,
     /// Told once the node left: every entity stopped and the shards handed over.
     left: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -200,6 +201,7 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
             handing_off: HashSet::new(),
             settled: None,
             held: BTreeMap::new(),
+            disputed: VecDeque::new(),
             left: Vec::new(),
             tasks,
         })
@@ -213,6 +215,16 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
         for task in state.tasks.drain(..) {
             task.abort();
         }
+        // Nothing held is dropped unannounced.
+        let held: Vec<Held<P>> = std::mem::take(&mut state.held)
+            .into_values()
+            .flatten()
+            .chain(std::mem::take(&mut state.disputed))
+            .collect();
+        for held in held {
+            let detail = format!("the node stopped before {} could be served", held.id);
+            state.refuse_item(&held.id, held.item, detail);
+        }
         Ok(())
     }
 
@@ -224,18 +236,31 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             Mailbox::Cast {
-                message, credit, ..
-            } => state.envelope(&myself, message, None, credit).await,
+                session,
+                message,
+                credit,
+            } => {
+                state
+                    .envelope(&myself, &session, message, None, credit)
+                    .await
+            }
             Mailbox::Call {
+                session,
                 request,
                 reply,
                 credit,
-                ..
-            } => state.envelope(&myself, request, Some(reply), credit).await,
-            Mailbox::Local(ToHost::Deliver { id, item }) => state.route(&myself, id, item, 1).await,
+            } => {
+                state
+                    .envelope(&myself, &session, request, Some(reply), credit)
+                    .await
+            }
+            Mailbox::Local(ToHost::Deliver { id, item }) => {
+                state.route(&myself, Held::new(id, item, 0, None)).await;
+            }
             Mailbox::Local(ToHost::Tick) => {
                 state.passivate_idle();
                 state.release_held(&myself).await;
+                state.refuse_disputed_past_bound();
             }
             Mailbox::Local(ToHost::ViewChanged) => state.view_changed(&myself).await,
             Mailbox::Local(ToHost::Leave(done)) => state.leave(&myself, done).await,
@@ -270,6 +295,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
     async fn envelope(
         &mut self,
         myself: &ActorRef<HostMailbox<P>>,
+        session: &crate::handles::session_ref::SessionRef,
         envelope: EntityEnvelope,
         reply: Option<Reply<EntityAnswer>>,
         credit: Credit,
@@ -290,39 +316,35 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                 return;
             }
         };
-        self.route(myself, envelope.id.into(), item, envelope.hops + 1)
-            .await;
+        let from = (envelope.hops > 0).then(|| Arc::from(session.peer().name.as_str()));
+        self.route(
+            myself,
+            Held::new(envelope.id.into(), item, envelope.hops, from),
+        )
+        .await;
     }
 
-    /// Where `item` for `id` goes: to the shard's owner if another member owns it (this
-    /// is its `hops`-th forward), held while its shard is handed over to this node, or
-    /// to the entity.
-    async fn route(
-        &mut self,
-        myself: &ActorRef<HostMailbox<P>>,
-        id: Arc<str>,
-        item: Item<P>,
-        hops: u32,
-    ) {
-        let shard = self.router.shard_of(&id);
+    /// Where a message goes: to the shard's owner if another member owns it, held while
+    /// its shard is handed over to this node (or while the views disagree on its owner),
+    /// or to the entity.
+    async fn route(&mut self, myself: &ActorRef<HostMailbox<P>>, held: Held<P>) {
+        self.follow_view();
+        let shard = self.router.shard_of(&held.id);
         if !self.handoff.owns(shard) {
-            self.forward(id, item, shard, hops).await;
+            self.forward(held, shard).await;
             return;
         }
-        if let Some(held) = self.held.get_mut(&shard) {
-            held.push_back(Held { id, item, hops });
+        if let Some(queue) = self.held.get_mut(&shard) {
+            queue.push_back(held);
             self.counters.waiting.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if !self.ready(shard) {
-            self.held
-                .entry(shard)
-                .or_default()
-                .push_back(Held { id, item, hops });
+            self.held.entry(shard).or_default().push_back(held);
             self.counters.waiting.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.deliver(myself, id, item).await;
+        self.deliver(myself, held.id, held.item).await;
     }
 
     /// Whether `shard`, owned here, may be served now.
@@ -332,17 +354,21 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         };
         let view = cluster.view();
         let kind = self.kind.clone();
-        self.handoff
-            .ready(shard, Instant::now(), HANDOFF_WAIT, |previous| {
-                match view.named(previous) {
-                    Some(member) if member.state != crate::members::MemberState::Unreachable => {
-                        Previous::There {
-                            settled: member.settled(&kind),
-                        }
+        let knows = cluster.knows_the_cluster();
+        self.handoff.ready(
+            shard,
+            Instant::now(),
+            HANDOFF_WAIT,
+            knows,
+            |previous| match view.named(previous) {
+                Some(member) if member.state != crate::members::MemberState::Unreachable => {
+                    Previous::There {
+                        settled: member.settled(&kind),
                     }
-                    _ => Previous::Gone,
                 }
-            })
+                _ => Previous::Gone,
+            },
+        )
     }
 
     /// Hands on the held messages of shards that may be served now (or that moved on).
@@ -358,8 +384,54 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             self.counters
                 .waiting
                 .fetch_sub(held.len(), Ordering::Relaxed);
-            for Held { id, item, hops } in held {
-                self.route(myself, id, item, hops).await;
+            for held in held {
+                self.route(myself, held).await;
+            }
+        }
+    }
+
+    /// Routes the disputed messages again (the view changed).
+    async fn retry_disputed(&mut self, myself: &ActorRef<HostMailbox<P>>) {
+        let disputed = std::mem::take(&mut self.disputed);
+        self.counters
+            .waiting
+            .fetch_sub(disputed.len(), Ordering::Relaxed);
+        for held in disputed {
+            self.route(myself, held).await;
+        }
+    }
+
+    /// Refuses the disputed messages that waited past [`HANDOFF_WAIT`].
+    fn refuse_disputed_past_bound(&mut self) {
+        while self
+            .disputed
+            .front()
+            .is_some_and(|held| held.since.elapsed() >= HANDOFF_WAIT)
+        {
+            let Some(held) = self.disputed.pop_front() else {
+                break;
+            };
+            self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+            let detail = format!(
+                "the nodes' views disagreed on the owner of {} for {HANDOFF_WAIT:?}",
+                held.id
+            );
+            self.refuse_item(&held.id, held.item, detail);
+        }
+    }
+
+    /// Refuses `item`: a call gets an `unplaced` fault; a cast is logged and counted.
+    fn refuse_item(&self, id: &str, item: Item<P>, detail: String) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        match item {
+            Item::Call(_, reply, _) => {
+                let _ = reply.fail(Fault {
+                    code: "unplaced".into(),
+                    message: detail,
+                });
+            }
+            Item::Cast(..) => {
+                tracing::warn!(kind = %self.kind, %id, %detail, "a message for an entity was refused; it is lost");
             }
         }
     }
@@ -367,14 +439,24 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
     /// The view changed: shards this node gave up have their entities stopped, shards it
     /// took over wait for their previous owner, and held messages go on where they can.
     async fn view_changed(&mut self, myself: &ActorRef<HostMailbox<P>>) {
-        if let Some(cluster) = self.router.cluster() {
-            let table = self.router.table(&self.kind, &cluster.view());
-            if self.handoff.follow(table, Instant::now()) {
-                self.hand_off_moved();
-            }
-        }
+        self.follow_view();
         self.settle();
         self.release_held(myself).await;
+        self.retry_disputed(myself).await;
+    }
+
+    /// Follows the cluster's view as it is now (at once when it has not changed): every
+    /// message is routed by the newest view, whatever the order the host hears of views
+    /// in.
+    fn follow_view(&mut self) {
+        let Some(cluster) = self.router.cluster() else {
+            return;
+        };
+        let table = self.router.table(&self.kind, &cluster.view());
+        if self.handoff.follow(table, Instant::now()) {
+            self.hand_off_moved();
+            self.settle();
+        }
     }
 
     /// Stops the running entities whose shard this node no longer owns.
@@ -430,9 +512,11 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         }
     }
 
-    /// Sends `item` on to the member that owns `shard`: a cast once it is sent, a call's
-    /// answer relayed from a task once it comes. Past [`MAX_HOPS`], refused.
-    async fn forward(&mut self, id: Arc<str>, item: Item<P>, shard: u32, hops: u32) {
+    /// Sends a message on to the member that owns `shard`: a cast once it is sent, a
+    /// call's answer relayed from a task once it comes. It is never sent back to the node
+    /// that forwarded it, nor forwarded past [`MAX_HOPS`]: it waits, disputed, for this
+    /// node's view to change.
+    async fn forward(&mut self, held: Held<P>, shard: u32) {
         let place = self
             .handoff
             .table()
@@ -442,33 +526,24 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                 let addr = view.serving(owner)?.addr.clone()?;
                 Some((owner.to_owned(), addr))
             });
-        let detail = match &place {
-            None => Some(format!(
-                "no member serves the shard of {id} in this node's view"
-            )),
-            Some(_) if hops > MAX_HOPS => Some(format!(
-                "{id} was forwarded {} times; the nodes' views disagree on its owner",
-                hops - 1
-            )),
-            Some(_) => None,
+        let Some((node, addr)) = place else {
+            let detail = format!(
+                "no member serves the shard of {} in this node's view",
+                held.id
+            );
+            self.refuse_item(&held.id, held.item, detail);
+            return;
         };
-        if let Some(detail) = detail {
-            match item {
-                Item::Call(_, reply, _) => {
-                    let _ = reply.fail(Fault {
-                        code: "unplaced".into(),
-                        message: detail,
-                    });
-                }
-                Item::Cast(..) => {
-                    tracing::warn!(kind = %self.kind, %id, %detail, "a message for an entity was refused; it is lost");
-                }
-            }
+        // A node that leaves knows better than the others that it owns nothing: it sends
+        // back what was forwarded to it (the other holds it until its view catches up).
+        let bounces = held.from.as_deref() == Some(node.as_str()) && !self.handoff.leaving();
+        if held.hops >= MAX_HOPS || bounces {
+            self.disputed.push_back(held);
+            self.counters.waiting.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some((node, addr)) = place else {
-            return;
-        };
+        let Held { id, item, hops, .. } = held;
+        let hops = hops + 1;
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         let envelope = |message: &P::Request| EntityEnvelope {
             id: id.to_string(),
@@ -669,7 +744,8 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             .waiting
             .fetch_sub(waiting.len(), Ordering::Relaxed);
         for item in waiting {
-            self.route(myself, id.clone(), item, 1).await;
+            self.route(myself, Held::new(id.clone(), item, 0, None))
+                .await;
         }
         self.settle();
     }

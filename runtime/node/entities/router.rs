@@ -8,15 +8,17 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ractor::{ActorCell, ActorRef};
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::{OnceCell, broadcast, oneshot};
 
 use super::message::{EntityReply, Item, ToHost};
 use super::placement::{ShardTable, shard_of};
-use crate::actor::mailbox::{Credit, Mailbox};
+use crate::actor::inbox::InboxEvent;
+use crate::actor::mailbox::{Credit, Mailbox, SessionSignal, Unconfirmed};
 use crate::config::{EntityConfig, SessionPolicy};
 use crate::error::{CallError, EntityError, SendError};
 use crate::handles::remote_ref::{Protocol, RemoteRef};
@@ -25,6 +27,7 @@ use crate::members::View;
 use crate::node::cluster::Membership;
 use crate::node::connect::{Connect, Target};
 use crate::node::sessions::Sessions;
+use crate::node::status::EntityKindStatus;
 use crate::sync::lock;
 use crate::wire::Fault;
 use crate::wire::pb::{EntityAnswer, EntityEnvelope};
@@ -71,6 +74,28 @@ pub(crate) enum Place {
     Nobody,
 }
 
+/// What a host counts, for status and metrics.
+#[derive(Debug, Default)]
+pub(crate) struct HostCounters {
+    /// Entities active now.
+    pub(crate) active: AtomicUsize,
+    /// Entities started, since the node started.
+    pub(crate) started: AtomicU64,
+    /// Entities stopped for being idle or for the bound.
+    pub(crate) passivated: AtomicU64,
+    /// Entities stopped because their shard moved to another member.
+    pub(crate) handed_off: AtomicU64,
+    /// Messages forwarded to the member that owns their shard.
+    pub(crate) forwarded: AtomicU64,
+    /// Messages waiting: for an entity that is stopping, or for a shard's hand-off.
+    pub(crate) waiting: AtomicUsize,
+    /// Entities whose constructor failed.
+    pub(crate) start_failures: AtomicU64,
+    /// Messages refused: no member serves their shard, or the views disagreed on its
+    /// owner past the bound.
+    pub(crate) refused: AtomicU64,
+}
+
 /// The node's host of one kind.
 struct HostEntry {
     /// The protocol of the kind.
@@ -80,6 +105,7 @@ struct HostEntry {
     cell: ActorCell,
     /// Tells it the node leaves; `false` once it stopped.
     leave: Box<dyn Fn(oneshot::Sender<()>) -> bool + Send + Sync>,
+    counters: Arc<HostCounters>,
 }
 
 /// A kind's shard table, and the view it was computed for.
@@ -101,6 +127,26 @@ pub(crate) struct Router {
     carriers: Mutex<HashMap<(String, String), CarrierSlot>>,
     /// The shard table of each kind for the last view it was computed for.
     tables: Mutex<HashMap<String, ViewTable>>,
+    /// Where casts never confirmed are told.
+    undelivered: broadcast::Sender<Undelivered>,
+}
+
+/// A cast to an entity that the node owning it never confirmed: its session to that
+/// node was lost (the node died, or stayed unreachable past the resume deadline) or
+/// closed first. It may or may not have reached the entity; it will not be delivered
+/// after this. From [`crate::Node::subscribe_undelivered`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Undelivered {
+    /// The entity's kind.
+    pub kind: String,
+    /// The entity's id.
+    pub id: String,
+    /// The message's type URL.
+    pub type_url: String,
+    /// The encoded message.
+    pub payload: bytes::Bytes,
+    /// Why its session ended.
+    pub reason: String,
 }
 
 impl fmt::Debug for Router {
@@ -131,6 +177,7 @@ impl Router {
             hosts: RwLock::new(HashMap::new()),
             carriers: Mutex::new(HashMap::new()),
             tables: Mutex::new(HashMap::new()),
+            undelivered: broadcast::channel(1024).0,
         })
     }
 
@@ -168,7 +215,12 @@ impl Router {
     }
 
     /// Records the node's host of `kind`, speaking `P`.
-    pub(crate) fn add_host<P: Protocol>(&self, kind: &str, host: ActorRef<HostMailbox<P>>) {
+    pub(crate) fn add_host<P: Protocol>(
+        &self,
+        kind: &str,
+        host: ActorRef<HostMailbox<P>>,
+        counters: Arc<HostCounters>,
+    ) {
         if let Some(cluster) = &self.cluster {
             cluster.publish_entity_kind(kind, &P::name());
         }
@@ -183,11 +235,55 @@ impl Router {
                 }
             }),
             host: Arc::new(host),
+            counters,
         };
         self.hosts
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(kind.to_owned(), entry);
+    }
+
+    /// The figures of every kind the node hosts, by kind.
+    pub(crate) fn figures(&self) -> Vec<EntityKindStatus> {
+        let hosts = self.hosts.read().unwrap_or_else(|p| p.into_inner());
+        let mut figures: Vec<EntityKindStatus> = hosts
+            .iter()
+            .map(|(kind, entry)| {
+                let c = &entry.counters;
+                let shards = match &self.cluster {
+                    Some(cluster) => {
+                        let table = self.table(kind, &cluster.view());
+                        (0..table.shards())
+                            .filter(|s| table.owner(*s) == Some(self.me.as_str()))
+                            .count() as u32
+                    }
+                    None => self.config.shards,
+                };
+                EntityKindStatus {
+                    kind: kind.clone(),
+                    shards,
+                    active: c.active.load(Ordering::Relaxed),
+                    started: c.started.load(Ordering::Relaxed),
+                    passivated: c.passivated.load(Ordering::Relaxed),
+                    handed_off: c.handed_off.load(Ordering::Relaxed),
+                    forwarded: c.forwarded.load(Ordering::Relaxed),
+                    waiting: c.waiting.load(Ordering::Relaxed),
+                    refused: c.refused.load(Ordering::Relaxed),
+                    start_failures: c.start_failures.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        figures.sort_by(|a, b| a.kind.cmp(&b.kind));
+        figures
+    }
+
+    /// Whether the node hosts any entity kind.
+    pub(crate) fn hosts_any(&self) -> bool {
+        !self
+            .hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Forgets every host, for the node to stop them.
@@ -304,16 +400,39 @@ impl Router {
                 .inbox()
                 .await?;
                 // The host never sends on a carrier but answers; once the session is
-                // over, the next message opens another.
+                // over, what it never confirmed is told, and the next message opens
+                // another.
                 let router = Arc::downgrade(self);
                 let this = cell.clone();
+                let kind = kind.to_owned();
                 tokio::spawn(async move {
-                    while inbox.recv().await.is_some() {}
-                    if let Some(router) = router.upgrade() {
-                        let mut carriers = lock(&router.carriers);
-                        if carriers.get(&key).is_some_and(|c| Arc::ptr_eq(c, &this)) {
-                            carriers.remove(&key);
+                    while let Some(event) = inbox.recv().await {
+                        let (unconfirmed, reason) = match event {
+                            // The peer leaves: this side finishes too (what it carried is
+                            // confirmed), and the next message opens another session.
+                            InboxEvent::Signal(SessionSignal::PeerFinished(session, _)) => {
+                                session.finish();
+                                if let Some(router) = router.upgrade() {
+                                    router.forget_carrier(&key, &this);
+                                }
+                                continue;
+                            }
+                            InboxEvent::Signal(SessionSignal::Lost(lost)) => {
+                                (lost.unconfirmed.clone(), lost.reason.to_string())
+                            }
+                            InboxEvent::Signal(SessionSignal::Closed {
+                                unconfirmed,
+                                reason,
+                                ..
+                            }) => (unconfirmed, reason.to_string()),
+                            _ => continue,
+                        };
+                        if let Some(router) = router.upgrade() {
+                            router.undelivered(&kind, unconfirmed, &reason);
                         }
+                    }
+                    if let Some(router) = router.upgrade() {
+                        router.forget_carrier(&key, &this);
                     }
                 });
                 Ok(remote)
@@ -323,6 +442,37 @@ impl Router {
             node: node.to_owned(),
             source: Box::new(source),
         })
+    }
+
+    /// Forgets the carrier `slot` of `key`, if it is still the one kept.
+    fn forget_carrier(&self, key: &(String, String), slot: &CarrierSlot) {
+        let mut carriers = lock(&self.carriers);
+        if carriers.get(key).is_some_and(|c| Arc::ptr_eq(c, slot)) {
+            carriers.remove(key);
+        }
+    }
+
+    /// Tells whoever listens of the casts a carrier of `kind` sent that its peer never
+    /// confirmed (calls among them have failed already, typed).
+    fn undelivered(&self, kind: &str, unconfirmed: Vec<Unconfirmed>, reason: &str) {
+        for message in unconfirmed.into_iter().filter(|m| !m.was_call) {
+            let Ok(envelope) = message.decode::<EntityEnvelope>() else {
+                continue;
+            };
+            tracing::warn!(%kind, id = %envelope.id, %reason, "a message for an entity was never confirmed by its owner's node");
+            let _ = self.undelivered.send(Undelivered {
+                kind: kind.to_owned(),
+                id: envelope.id,
+                type_url: envelope.type_url,
+                payload: envelope.payload,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Casts to entities that their owner's node never confirmed, from now on.
+    pub(crate) fn subscribe_undelivered(&self) -> broadcast::Receiver<Undelivered> {
+        self.undelivered.subscribe()
     }
 
     /// Sends `envelope` as a cast on the carrier of `kind` to `node` at `addr`, waiting
