@@ -1,4 +1,4 @@
-//! `duologue demo <chat|edit|reconcile|pipeline|cluster|all>`: a real cluster of separate
+//! `duologue demo <chat|edit|reconcile|pipeline|cluster|entities|all>`: a real cluster of separate
 //! processes on 127.0.0.1 with ports chosen at run time, playing one paradigm (or all of
 //! them in turn) and printing what happens for a person to read, then a summary. At a
 //! terminal, a bar on stderr follows the runs that take seconds (`cluster`, `all`).
@@ -19,6 +19,7 @@ macro_rules! say {
 mod chat;
 mod cluster;
 mod edit;
+mod entities;
 mod pipeline;
 mod reconcile;
 
@@ -50,6 +51,8 @@ enum Paradigm {
     /// Nodes finding each other by gossip; a room found by name, its node killed, the
     /// room spawned again elsewhere and its members back in it.
     Cluster,
+    /// Shopping carts as entities on three nodes, one node killed, every cart back.
+    Entities,
     /// Every paradigm in turn.
     All,
 }
@@ -63,6 +66,7 @@ impl Paradigm {
             Self::Reconcile => "reconcile",
             Self::Pipeline => "pipeline",
             Self::Cluster => "cluster",
+            Self::Entities => "entities",
             Self::All => "all",
         }
     }
@@ -79,6 +83,7 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
             Paradigm::Reconcile,
             Paradigm::Pipeline,
             Paradigm::Cluster,
+            Paradigm::Entities,
         ],
         one => vec![one],
     };
@@ -127,6 +132,7 @@ async fn play(paradigm: Paradigm) -> Result<Summary, ClusterError> {
         Paradigm::Reconcile => reconcile::run().await,
         Paradigm::Pipeline => pipeline::run().await,
         Paradigm::Cluster => cluster::run().await,
+        Paradigm::Entities => entities::run().await,
         Paradigm::All => unreachable!("expanded above"),
     }
 }

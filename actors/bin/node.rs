@@ -67,4 +67,6 @@ pub(crate) fn ready_made() -> NodeMain {
             "a pipeline stage that throttles its producer by latency",
             |node, spec| async move { pipeline::host(&node, &spec.name).await },
         )
+        // Entities: a shopping cart per id (examples/carts), placed by the cluster.
+        .entity(carts::KIND, carts::start)
 }

@@ -74,3 +74,24 @@ async fn demo_cluster_finds_the_room_by_name_and_brings_it_back_after_its_node_d
         "{out:#?}"
     );
 }
+
+#[tokio::test]
+async fn demo_entities_places_carts_and_every_cart_answers_again_after_a_node_dies() {
+    let mut demo =
+        ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "entities".into()]).unwrap();
+    let mut out = Vec::new();
+    while let Some(line) = demo.stdout_line(Duration::from_secs(90)).await.unwrap() {
+        out.push(line);
+    }
+    assert_eq!(
+        demo.wait(Duration::from_secs(10)).await.unwrap(),
+        Some(0),
+        "{out:#?}"
+    );
+    assert_eq!(out.last().map(String::as_str), Some("demo entities: ok"));
+    let has = |needle: &str| out.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(has("    add "), 12, "{out:#?}");
+    assert_eq!(has("    get cart-"), 12, "{out:#?}");
+    // The carts of the dead node came back, empty, on a survivor.
+    assert!(has("started again, empty") >= 1, "{out:#?}");
+}

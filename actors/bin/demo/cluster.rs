@@ -175,14 +175,14 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
 }
 
 /// The node's second stdout line, `gossip on ADDR`.
-async fn gossip_line(node: &mut ChildGuard) -> Result<String, ClusterError> {
+pub(super) async fn gossip_line(node: &mut ChildGuard) -> Result<String, ClusterError> {
     let line = node.stdout_line(STEP).await?.unwrap_or_default();
     line.strip_prefix("gossip on ")
         .map(str::to_owned)
         .ok_or_else(|| ClusterError::Unexpected(format!("expected `gossip on ADDR`, got {line:?}")))
 }
 
-fn print_node(node: &NodeProcess, what: &str) {
+pub(super) fn print_node(node: &NodeProcess, what: &str) {
     say!(
         "  node {:<3} pid {:<7} listening on {}, {what}",
         node.child.name(),
@@ -191,14 +191,14 @@ fn print_node(node: &NodeProcess, what: &str) {
     );
 }
 
-fn print_table(members: &[duologue::cluster::Member]) {
+pub(super) fn print_table(members: &[duologue::cluster::Member]) {
     for line in crate::members::table(members).lines() {
         say!("    {line}");
     }
 }
 
 /// A node of this process that asks the cluster's nodes about their cluster.
-async fn operator(secret: &str) -> Result<Node, ClusterError> {
+pub(super) async fn operator(secret: &str) -> Result<Node, ClusterError> {
     let secret = Secret::from_file(secret).map_err(unexpected)?;
     Node::builder()
         .name("demo")
@@ -211,7 +211,7 @@ async fn operator(secret: &str) -> Result<Node, ClusterError> {
 /// Asks `addr` for its members until `wanted` holds of them, for up to [`STEP`]: each
 /// question after the first is answered when that node's view changes. `steps` shows the
 /// `goal` and each view on the way.
-async fn wait_members(
+pub(super) async fn wait_members(
     operator: &Node,
     addr: &str,
     steps: &ProgressBar,
@@ -312,6 +312,6 @@ async fn spawn_room(exe: &Path, seed: &str, secret: &str) -> Result<String, Clus
     }
 }
 
-fn unexpected(error: impl std::fmt::Display) -> ClusterError {
+pub(super) fn unexpected(error: impl std::fmt::Display) -> ClusterError {
     ClusterError::Unexpected(error.to_string())
 }

@@ -101,6 +101,7 @@ fn refused(reason: &str) -> CartReply {
     Refused { reason: reason.into() }.into()
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for CartActor {
     type Msg = Entity<Carts>;
     type State = Cart;

@@ -45,6 +45,10 @@ const MAX_HOPS: u32 = 2;
 /// caller's own timeout ends its wait first.
 const FORWARDED_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long a host waits for a session to the owner it forwards to before the message
+/// waits for the view to change instead (the owner may be dead, not yet declared so here).
+const FORWARD_CONNECT_WITHIN: Duration = Duration::from_secs(1);
+
 /// How long an entity stopped to make room may take to handle what it has.
 const EVICT_WITHIN: Duration = Duration::from_secs(10);
 
@@ -542,6 +546,24 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             self.counters.waiting.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // An owner that cannot be reached is one this node's view is about to give up
+        // (its death not detected here yet): the message waits for the view to change.
+        let opened = tokio::time::timeout(
+            FORWARD_CONNECT_WITHIN,
+            self.router.carrier(&node, &addr, &self.kind),
+        )
+        .await
+        .map_err(|_| format!("no session within {FORWARD_CONNECT_WITHIN:?}"))
+        .and_then(|opened| opened.map_err(|e| e.to_string()));
+        let carrier = match opened {
+            Ok(carrier) => carrier,
+            Err(error) => {
+                tracing::debug!(kind = %self.kind, id = %held.id, %node, %error, "the owner cannot be reached; the message waits for the view to change");
+                self.disputed.push_back(held);
+                self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
         let Held { id, item, hops, .. } = held;
         let hops = hops + 1;
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -553,11 +575,8 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         };
         match item {
             Item::Cast(message, _credit) => {
-                if let Err(error) = self
-                    .router
-                    .cast_to(&node, &addr, &self.kind, envelope(&message))
-                    .await
-                {
+                // Sent, it is the carrier's: confirmed by the owner, or told undelivered.
+                if let Err(error) = carrier.cast(envelope(&message)).await {
                     tracing::warn!(kind = %self.kind, %id, %node, %error, "a message for an entity could not be forwarded to its owner; it is lost");
                 }
             }
@@ -565,11 +584,11 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                 let timeout = reply.deadline().map_or(FORWARDED_CALL_TIMEOUT, |d| {
                     d.saturating_duration_since(Instant::now())
                 });
-                let sent = self
-                    .router
-                    .call_to(&node, &addr, &self.kind, envelope(&request), timeout)
-                    .await;
-                match sent {
+                match carrier
+                    .session()
+                    .start_call(&envelope(&request), timeout)
+                    .await
+                {
                     Ok(in_flight) => {
                         tokio::spawn(async move {
                             let answer = match answer_of(in_flight).await {
