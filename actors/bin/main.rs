@@ -28,6 +28,7 @@ mod demo;
 mod members;
 mod node;
 mod secret;
+mod shards;
 mod status;
 
 use std::process::ExitCode;
@@ -72,6 +73,8 @@ enum Command {
     /// What a node is doing: its sessions (peer, actor, state, credit, backlog, rates)
     /// and its cluster's members, as tables.
     Status(status::StatusArgs),
+    /// The entity kinds of a cluster, node by node: shards, active entities, hand-offs.
+    Shards(shards::ShardsArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             Command::Members(args) => members::members(args).await,
             Command::Spawn(args) => members::spawn(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Shards(args) => shards::run(args).await,
         }
     });
     // A blocking read of stdin may still be pending; the command is over, so do not

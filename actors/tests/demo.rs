@@ -94,4 +94,15 @@ async fn demo_entities_places_carts_and_every_cart_answers_again_after_a_node_di
     assert_eq!(has("    get cart-"), 12, "{out:#?}");
     // The carts of the dead node came back, empty, on a survivor.
     assert!(has("started again, empty") >= 1, "{out:#?}");
+    // `duologue shards` shows the three nodes sharing the kind's 1 024 shards.
+    let shard_rows: Vec<&String> = out
+        .iter()
+        .filter(|l| l.starts_with("    n") && l.split_whitespace().nth(1) == Some("cart"))
+        .collect();
+    assert_eq!(shard_rows.len(), 3, "{out:#?}");
+    let owned: u32 = shard_rows
+        .iter()
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(owned, 1024, "{out:#?}");
 }

@@ -33,6 +33,7 @@ struct TrackedState {
     told: Told,
 }
 
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for Tracked {
     type Msg = Entity<PingPong>;
     type State = TrackedState;

@@ -14,7 +14,9 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use super::cluster::Membership;
 use super::hosting::ActorSpec;
 use super::sessions::Sessions;
-use super::status::{ClusterStatus, NodeStatus, Rate, SessionState, SessionStatus};
+use super::status::{
+    ClusterStatus, EntityKindStatus, NodeStatus, Rate, SessionState, SessionStatus,
+};
 use crate::actor::mailbox::Mailbox;
 use crate::error::{NodeError, SpawnError};
 use crate::handles::remote_ref::Protocol;
@@ -24,9 +26,10 @@ use crate::session::{FlowState, Role, SessionCounters};
 use crate::wire::NodeIdentity;
 use crate::wire::SessionId;
 use crate::wire::pb::{
-    ActorInfo, ActorPage, ActorsRequest, ClusterFigures, ControlReply, ControlRequest, MemberInfo,
-    MemberList, MembersRequest, NodeStatusInfo, SessionStatusInfo, SpawnRefused, SpawnRequest,
-    Spawned as SpawnedPb, StatusRequest, control_reply, control_request, spawn_refused,
+    ActorInfo, ActorPage, ActorsRequest, ClusterFigures, ControlReply, ControlRequest,
+    EntityKindFigures, MemberInfo, MemberList, MembersRequest, NodeStatusInfo, SessionStatusInfo,
+    SpawnRefused, SpawnRequest, Spawned as SpawnedPb, StatusRequest, control_reply,
+    control_request, spawn_refused,
 };
 
 /// The name the control actor is registered under on every listening node.
@@ -407,6 +410,22 @@ fn status_info(status: &NodeStatus, members: MemberList) -> NodeStatusInfo {
             names_unpublished: c.names_unpublished as u64,
             publish_lag_secs: c.publish_lag.as_secs_f64(),
         }),
+        entities: status
+            .entities
+            .iter()
+            .map(|e| EntityKindFigures {
+                kind: e.kind.clone(),
+                shards: e.shards,
+                active: e.active as u64,
+                started: e.started,
+                passivated: e.passivated,
+                handed_off: e.handed_off,
+                forwarded: e.forwarded,
+                waiting: e.waiting as u64,
+                refused: e.refused,
+                start_failures: e.start_failures,
+            })
+            .collect(),
     }
 }
 
@@ -721,7 +740,22 @@ pub(crate) async fn status_at(
         }
     });
     Ok(NodeStatus {
-        entities: Vec::new(),
+        entities: info
+            .entities
+            .into_iter()
+            .map(|e| EntityKindStatus {
+                kind: e.kind,
+                shards: e.shards,
+                active: usize::try_from(e.active).unwrap_or(usize::MAX),
+                started: e.started,
+                passivated: e.passivated,
+                handed_off: e.handed_off,
+                forwarded: e.forwarded,
+                waiting: usize::try_from(e.waiting).unwrap_or(usize::MAX),
+                refused: e.refused,
+                start_failures: e.start_failures,
+            })
+            .collect(),
         identity: NodeIdentity {
             name: info.node,
             incarnation: info.incarnation.parse().unwrap_or_default(),

@@ -47,6 +47,10 @@ const NAMES: &str = "duologue_cluster_names";
 const UNPUBLISHED: &str = "duologue_cluster_names_unpublished";
 const PUBLISH_LAG: &str = "duologue_cluster_publish_lag_seconds";
 const TLS_REFUSED: &str = "duologue_tls_refused_total";
+const ENTITIES_ACTIVE: &str = "duologue_entities_active";
+const ENTITY_SHARDS: &str = "duologue_entity_shards";
+const ENTITIES_WAITING: &str = "duologue_entity_messages_waiting";
+const ENTITY_EVENTS: &str = "duologue_entity_events_total";
 
 /// A node's metrics: its recorder and the handles it records through.
 pub(crate) struct NodeMetrics {
@@ -150,6 +154,28 @@ impl NodeMetrics {
             self.gauge(PUBLISH_LAG, vec![])
                 .set(cluster.publish_lag.as_secs_f64());
         }
+        for kind in &status.entities {
+            let label = || vec![Label::new("kind", kind.kind.clone())];
+            self.gauge(ENTITIES_ACTIVE, label()).set(kind.active as f64);
+            self.gauge(ENTITY_SHARDS, label())
+                .set(f64::from(kind.shards));
+            self.gauge(ENTITIES_WAITING, label())
+                .set(kind.waiting as f64);
+            for (event, count) in [
+                ("started", kind.started),
+                ("passivated", kind.passivated),
+                ("handed_off", kind.handed_off),
+                ("forwarded", kind.forwarded),
+                ("refused", kind.refused),
+                ("start_failed", kind.start_failures),
+            ] {
+                let labels = vec![
+                    Label::new("kind", kind.kind.clone()),
+                    Label::new("event", event),
+                ];
+                self.counter(ENTITY_EVENTS, labels).absolute(count);
+            }
+        }
         for refused in &status.tls_refused {
             let labels = vec![
                 Label::new("port", refused.port),
@@ -233,6 +259,13 @@ fn describe(recorder: &PrometheusRecorder) {
             None,
             "TLS handshakes refused, by port and reason.",
         ),
+        (
+            ENTITY_EVENTS,
+            None,
+            "Entity events by kind: started, passivated, handed_off (stopped as their shard \
+             moved), forwarded (messages sent on to their shard's owner), refused, \
+             start_failed.",
+        ),
     ];
     for (name, unit, help) in counters {
         recorder.describe_counter((*name).into(), *unit, (*help).into());
@@ -273,6 +306,21 @@ fn describe(recorder: &PrometheusRecorder) {
             PUBLISH_LAG,
             Some(Unit::Seconds),
             "How long the oldest change to this node's names has waited to be published.",
+        ),
+        (
+            ENTITIES_ACTIVE,
+            None,
+            "Entities active on this node, by kind.",
+        ),
+        (
+            ENTITY_SHARDS,
+            None,
+            "Shards this node owns in its view, by kind.",
+        ),
+        (
+            ENTITIES_WAITING,
+            None,
+            "Messages waiting for an entity that stops, a shard's hand-off or the members' views to agree, by kind.",
         ),
     ];
     for (name, unit, help) in gauges {

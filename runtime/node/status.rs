@@ -54,7 +54,7 @@ pub struct NodeStatus {
     pub sessions_opened: u64,
     /// The node's message rates, one point a second, oldest first (up to five minutes).
     pub history: Vec<RatePoint>,
-    /// The entity kinds it hosts, in figures (empty in a status asked over the wire).
+    /// The entity kinds it hosts, in figures.
     pub entities: Vec<EntityKindStatus>,
 }
 

@@ -96,6 +96,10 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
         *per_node.entry(node.as_str()).or_default() += 1;
     }
     say!("  carts per node: {per_node:?} (no coordinator: every node computes the same owner)");
+    say!("\n  `duologue shards --peer {via}`:");
+    for line in shards(&exe, &via, &secret).await? {
+        say!("    {line}");
+    }
 
     // The node holding the most carts, other than the one this process talks through.
     let victim_name = per_node
@@ -160,6 +164,27 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
         ))
         .figure(format_args!("{:.1?} in all", started.elapsed()));
     Ok(summary)
+}
+
+/// What `duologue shards --peer via` prints.
+async fn shards(
+    exe: &std::path::Path,
+    via: &str,
+    secret: &str,
+) -> Result<Vec<String>, ClusterError> {
+    let args: Vec<String> = ["shards", "--peer", via, "--secret-file", secret]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut shards = duologue_testkit::ChildGuard::spawn("shards", exe, &args)?;
+    let mut lines = Vec::new();
+    while let Some(line) = shards.stdout_line(STEP).await? {
+        lines.push(line);
+    }
+    match shards.wait(STEP).await? {
+        Some(0) => Ok(lines),
+        code => Err(unexpected(format!("duologue shards exited {code:?}"))),
+    }
 }
 
 /// Calls the cart `cart` through the node at `via`; its contents.
