@@ -625,6 +625,16 @@ impl fmt::Debug for Account {
 mod tests {
     use super::*;
 
+    /// Counts how often `account` is woken.
+    fn wakes_of(account: &Account) -> Arc<AtomicUsize> {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = woken.clone();
+        account.on_freed(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        woken
+    }
+
     fn identity(name: &str) -> NodeIdentity {
         NodeIdentity {
             name: name.into(),
@@ -774,12 +784,8 @@ mod tests {
             node_inbound_bytes: 100,
             ..BudgetConfig::default()
         });
-        let woken = Arc::new(AtomicUsize::new(0));
-        let counter = woken.clone();
         let hog = budgets.account(&identity("p"));
-        hog.on_freed(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-        });
+        let woken = wakes_of(&hog);
         let (idle, other, big) = (
             budgets.account(&identity("q")),
             budgets.account(&identity("r")),
@@ -813,12 +819,8 @@ mod tests {
             node_inbound_bytes: 100,
             ..BudgetConfig::default()
         });
-        let woken = Arc::new(AtomicUsize::new(0));
-        let counter = woken.clone();
         let hog = budgets.account(&identity("p"));
-        hog.on_freed(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-        });
+        let woken = wakes_of(&hog);
         let small = budgets.account(&identity("q"));
         assert!(hog.reserve_inbound_exact(90));
         small.charge_inbound(5);

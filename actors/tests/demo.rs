@@ -1,5 +1,5 @@
 //! The demos run real clusters and exit 0: `duologue demo chat` (the README's first
-//! command), `all`, and `cluster`.
+//! command), `all`, `cluster` and `entities`.
 
 mod support;
 
@@ -8,12 +8,13 @@ use std::time::Duration;
 use duologue_testkit::ChildGuard;
 use support::duologue_exe;
 
-#[tokio::test]
-async fn demo_chat_plays_the_conversation_and_exits_zero() {
-    let mut demo =
-        ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "chat".into()]).unwrap();
+/// Plays `duologue demo PARADIGM` (every line read within `within`); what it printed,
+/// once it exited 0.
+async fn play(paradigm: &str, within: Duration) -> Vec<String> {
+    let args = ["demo".to_owned(), paradigm.to_owned()];
+    let mut demo = ChildGuard::spawn("demo", &duologue_exe(), &args).unwrap();
     let mut out = Vec::new();
-    while let Some(line) = demo.stdout_line(Duration::from_secs(60)).await.unwrap() {
+    while let Some(line) = demo.stdout_line(within).await.unwrap() {
         out.push(line);
     }
     assert_eq!(
@@ -21,6 +22,12 @@ async fn demo_chat_plays_the_conversation_and_exits_zero() {
         Some(0),
         "{out:#?}"
     );
+    out
+}
+
+#[tokio::test]
+async fn demo_chat_plays_the_conversation_and_exits_zero() {
+    let out = play("chat", Duration::from_secs(60)).await;
     assert_eq!(out.last().map(String::as_str), Some("demo chat: ok"));
     assert_eq!(
         out.iter().filter(|l| l.contains("heard by")).count(),
@@ -31,17 +38,7 @@ async fn demo_chat_plays_the_conversation_and_exits_zero() {
 
 #[tokio::test]
 async fn demo_all_plays_every_paradigm_and_exits_zero() {
-    let mut demo =
-        ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "all".into()]).unwrap();
-    let mut out = Vec::new();
-    while let Some(line) = demo.stdout_line(Duration::from_secs(120)).await.unwrap() {
-        out.push(line);
-    }
-    assert_eq!(
-        demo.wait(Duration::from_secs(10)).await.unwrap(),
-        Some(0),
-        "{out:#?}"
-    );
+    let out = play("all", Duration::from_secs(120)).await;
     for paradigm in ["chat", "edit", "reconcile", "pipeline"] {
         let done = format!("demo {paradigm}: ok");
         assert!(out.contains(&done), "no {done:?} in {out:#?}");
@@ -50,17 +47,7 @@ async fn demo_all_plays_every_paradigm_and_exits_zero() {
 
 #[tokio::test]
 async fn demo_cluster_finds_the_room_by_name_and_brings_it_back_after_its_node_dies() {
-    let mut demo =
-        ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "cluster".into()]).unwrap();
-    let mut out = Vec::new();
-    while let Some(line) = demo.stdout_line(Duration::from_secs(90)).await.unwrap() {
-        out.push(line);
-    }
-    assert_eq!(
-        demo.wait(Duration::from_secs(10)).await.unwrap(),
-        Some(0),
-        "{out:#?}"
-    );
+    let out = play("cluster", Duration::from_secs(90)).await;
     assert_eq!(out.last().map(String::as_str), Some("demo cluster: ok"));
     let has = |needle: &str| out.iter().filter(|l| l.contains(needle)).count();
     assert_eq!(has("the seed sees all four members up"), 1, "{out:#?}");
@@ -77,17 +64,7 @@ async fn demo_cluster_finds_the_room_by_name_and_brings_it_back_after_its_node_d
 
 #[tokio::test]
 async fn demo_entities_places_carts_and_every_cart_answers_again_after_a_node_dies() {
-    let mut demo =
-        ChildGuard::spawn("demo", &duologue_exe(), &["demo".into(), "entities".into()]).unwrap();
-    let mut out = Vec::new();
-    while let Some(line) = demo.stdout_line(Duration::from_secs(90)).await.unwrap() {
-        out.push(line);
-    }
-    assert_eq!(
-        demo.wait(Duration::from_secs(10)).await.unwrap(),
-        Some(0),
-        "{out:#?}"
-    );
+    let out = play("entities", Duration::from_secs(90)).await;
     assert_eq!(out.last().map(String::as_str), Some("demo entities: ok"));
     let has = |needle: &str| out.iter().filter(|l| l.contains(needle)).count();
     assert_eq!(has("    add "), 12, "{out:#?}");

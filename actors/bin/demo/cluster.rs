@@ -287,26 +287,39 @@ async fn say(chats: &mut [ChildGuard], who: usize, line: &str) -> Result<(), Clu
 }
 
 async fn spawn_room(exe: &Path, seed: &str, secret: &str) -> Result<String, ClusterError> {
-    let args: Vec<String> = [
-        "spawn",
-        "--peer",
-        seed,
-        "--secret-file",
-        secret,
-        "--any",
-        &format!("chat-room:{ROOM}"),
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    let mut spawn = ChildGuard::spawn("spawn", exe, &args)?;
-    let line = spawn.stdout_line(STEP).await?.unwrap_or_default();
-    match spawn.wait(STEP).await? {
-        Some(0) => Ok(line),
+    let room = format!("chat-room:{ROOM}");
+    let lines = command(
+        exe,
+        &[
+            "spawn",
+            "--peer",
+            seed,
+            "--secret-file",
+            secret,
+            "--any",
+            &room,
+        ],
+    )
+    .await?;
+    Ok(lines.into_iter().next().unwrap_or_default())
+}
+
+/// Runs `duologue ARGS` to its end (each line within [`STEP`]); what it printed, once it
+/// exited 0.
+pub(super) async fn command(exe: &Path, args: &[&str]) -> Result<Vec<String>, ClusterError> {
+    let argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let name = args.first().copied().unwrap_or("duologue");
+    let mut child = ChildGuard::spawn(name, exe, &argv)?;
+    let mut lines = Vec::new();
+    while let Some(line) = child.stdout_line(STEP).await? {
+        lines.push(line);
+    }
+    match child.wait(STEP).await? {
+        Some(0) => Ok(lines),
         code => {
-            let why = spawn.stderr_line(STEP).await?.unwrap_or_default();
+            let why = child.stderr_line(STEP).await?.unwrap_or_default();
             Err(ClusterError::Unexpected(format!(
-                "duologue spawn exited {code:?}: {why}"
+                "duologue {name} exited {code:?}: {why}"
             )))
         }
     }

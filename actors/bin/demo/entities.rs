@@ -16,7 +16,7 @@ use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::{ClusterError, NodeProcess, SecretDir, Signal};
 
 use super::STEP;
-use super::cluster::{gossip_line, operator, print_node, unexpected, wait_members};
+use super::cluster::{command, gossip_line, operator, print_node, unexpected, wait_members};
 
 const CARTS: usize = 12;
 const ITEMS: [&str; 4] = ["apple", "bread", "cheese", "dates"];
@@ -97,7 +97,7 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
     }
     say!("  carts per node: {per_node:?} (no coordinator: every node computes the same owner)");
     say!("\n  `duologue shards --peer {via}`:");
-    for line in shards(&exe, &via, &secret).await? {
+    for line in command(&exe, &["shards", "--peer", &via, "--secret-file", &secret]).await? {
         say!("    {line}");
     }
 
@@ -164,27 +164,6 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
         ))
         .figure(format_args!("{:.1?} in all", started.elapsed()));
     Ok(summary)
-}
-
-/// What `duologue shards --peer via` prints.
-async fn shards(
-    exe: &std::path::Path,
-    via: &str,
-    secret: &str,
-) -> Result<Vec<String>, ClusterError> {
-    let args: Vec<String> = ["shards", "--peer", via, "--secret-file", secret]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let mut shards = duologue_testkit::ChildGuard::spawn("shards", exe, &args)?;
-    let mut lines = Vec::new();
-    while let Some(line) = shards.stdout_line(STEP).await? {
-        lines.push(line);
-    }
-    match shards.wait(STEP).await? {
-        Some(0) => Ok(lines),
-        code => Err(unexpected(format!("duologue shards exited {code:?}"))),
-    }
 }
 
 /// Calls the cart `cart` through the node at `via`; its contents.
