@@ -237,11 +237,11 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let (later_p50, later_p99) = percentiles(&mut later);
 
-    let named: RemoteRef<PingPong> = client
+    // The inbox kept: dropping it would end the session.
+    let (named, _inbox): (RemoteRef<PingPong>, _) = client
         .connect::<PingPong>((addr.as_str(), KIND))
         .inbox()
-        .await?
-        .0;
+        .await?;
     let (named_rate, mut named_latencies) = calls(total_calls, concurrency, move |i| {
         let named = named.clone();
         async move {
