@@ -23,6 +23,9 @@ pub(crate) const PREFIX_NAME: &str = "name:";
 /// Prefix of the gossip keys naming a kind the node spawns on request; the value is
 /// its description.
 pub(crate) const PREFIX_KIND: &str = "kind:";
+/// Gossip key listing the entity kinds the node hosts (comma-separated), set at its
+/// start: its absence says the part of the node's state that tells is not known yet.
+pub(crate) const KEY_ENTITIES: &str = "entities";
 /// Prefix of the gossip keys naming an entity kind the node hosts; the value is its
 /// protocol.
 pub(crate) const PREFIX_ENTITY: &str = "entity:";
@@ -87,8 +90,11 @@ pub struct Member {
     pub actors: Vec<NamedActor>,
     /// The kinds of actor it spawns on request, by name.
     pub kinds: Vec<String>,
-    /// The entity kinds it hosts, by kind.
+    /// The entity kinds it hosts, by kind (once its host of each has started).
     pub entity_kinds: Vec<HostedKind>,
+    /// The entity kinds it said at its start that it hosts; `None` until that part of its
+    /// gossip state is known here.
+    pub declared_entity_kinds: Option<Vec<String>>,
 }
 
 /// An entity kind a member hosts.
@@ -424,15 +430,6 @@ impl View {
         spawn_candidates(self.members.values().map(|m| &**m), kind)
     }
 
-    /// The member named `node` in any state, the newest incarnation if several.
-    pub(crate) fn named(&self, node: &str) -> Option<&Member> {
-        self.members
-            .values()
-            .map(|m| &**m)
-            .filter(|m| m.identity.name == node)
-            .max_by_key(|m| m.generation)
-    }
-
     /// The serving member named `node`, the newest incarnation if several.
     pub(crate) fn serving(&self, node: &str) -> Option<&Member> {
         self.members
@@ -561,6 +558,12 @@ fn member_of(record: NodeRecord) -> Member {
             })
         })
         .collect();
+    let declared_entity_kinds = keys.get(KEY_ENTITIES).map(|list| {
+        list.split(',')
+            .filter(|kind| !kind.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
     Member {
         identity: NodeIdentity {
             name: node_id,
@@ -573,6 +576,7 @@ fn member_of(record: NodeRecord) -> Member {
         actors,
         kinds,
         entity_kinds,
+        declared_entity_kinds,
     }
 }
 

@@ -314,9 +314,18 @@ impl NodeBuilder {
                     .map(|k| (k.name.clone(), k.about.clone()))
                     .collect();
                 let token = shutdown.token().clone();
-                let membership =
-                    Membership::start(&identity, cluster, local_addr, &kinds, &secret, token)
-                        .await?;
+                let entity_kinds: Vec<String> =
+                    self.entity_kinds.names().map(str::to_owned).collect();
+                let membership = Membership::start(
+                    &identity,
+                    cluster,
+                    local_addr,
+                    &kinds,
+                    &entity_kinds,
+                    &secret,
+                    token,
+                )
+                .await?;
                 Some(membership)
             }
             None => None,

@@ -281,6 +281,7 @@ mod tests {
                 .collect(),
             kinds: Vec::new(),
             entity_kinds: Vec::new(),
+            declared_entity_kinds: None,
         }
     }
 

@@ -37,8 +37,8 @@ use crate::error::{LookupError, NodeError, SpawnError};
 use crate::handles::remote_ref::Protocol;
 use crate::log_budget::LogBudget;
 use crate::members::{
-    ClusterEvent, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, MemberKey, NodeRecord,
-    PREFIX_ENTITY, PREFIX_KIND, PREFIX_NAME, PREFIX_SETTLED, View,
+    ClusterEvent, KEY_ENTITIES, KEY_GRPC, KEY_INCARNATION, KEY_LEAVING, Member, MemberKey,
+    NodeRecord, PREFIX_ENTITY, PREFIX_KIND, PREFIX_NAME, PREFIX_SETTLED, View,
 };
 use crate::sync::lock;
 use crate::wire::NodeIdentity;
@@ -125,13 +125,15 @@ impl std::fmt::Debug for Membership {
 }
 
 impl Membership {
-    /// Starts gossiping as `identity`, publishing `addr` (where peers open sessions) and
-    /// `kinds` (names and descriptions); stops when `stop` is cancelled (unless leaving politely).
+    /// Starts gossiping as `identity`, publishing `addr` (where peers open sessions),
+    /// `kinds` (names and descriptions) and the entity kinds it will host; stops when
+    /// `stop` is cancelled (unless leaving politely).
     pub(crate) async fn start(
         identity: &NodeIdentity,
         config: &ClusterConfig,
         listen: Option<SocketAddr>,
         kinds: &[(String, String)],
+        entity_kinds: &[String],
         secret: &Secret,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, NodeError> {
@@ -178,6 +180,7 @@ impl Membership {
         for (kind, about) in kinds {
             initial.push((format!("{PREFIX_KIND}{kind}"), about.clone()));
         }
+        initial.push((KEY_ENTITIES.to_owned(), entity_kinds.join(",")));
         let chitchat_config = ChitchatConfig {
             chitchat_id: ChitchatId::new(identity.name.clone(), generation(), gossip_addr),
             cluster_id: config.cluster_id.clone(),
@@ -227,10 +230,16 @@ impl Membership {
         Ok(membership)
     }
 
-    /// Whether this node's view can be taken as the cluster's: it has heard of another
-    /// member, or it has no seeds (it founds the cluster).
+    /// Whether this node's view can be taken as the cluster's: it has no seeds (it founds
+    /// the cluster), or it has heard of another member and knows the gossip state of every
+    /// member it heard of (a member is heard of before its state arrives; its session
+    /// address is part of that state).
     pub(crate) fn knows_the_cluster(&self) -> bool {
-        (self.config.seeds.is_empty() && self.config.seed_dns.is_empty()) || self.view().len() > 1
+        if self.config.seeds.is_empty() && self.config.seed_dns.is_empty() {
+            return true;
+        }
+        let view = self.view();
+        view.len() > 1 && view.each().all(|m| m.addr.is_some())
     }
 
     /// Where this node gossips.

@@ -541,6 +541,7 @@ fn member_of(info: MemberInfo) -> Option<Member> {
                 settled: String::new(),
             })
             .collect(),
+        declared_entity_kinds: None,
     })
 }
 

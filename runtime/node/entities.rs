@@ -76,6 +76,11 @@ impl<N> EntityKinds<N> {
         self.0.push((kind.to_owned(), Arc::new(start)));
     }
 
+    /// The kinds, in registration order.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(kind, _)| kind.as_str())
+    }
+
     /// Starts every kind's host on `node`.
     pub(crate) async fn start(&self, node: &N) -> Result<(), NodeError>
     where

@@ -1,10 +1,10 @@
 //! Which shards a host owns as the view changes, and which of those it must not serve
-//! yet, pure: a shard this node takes over is served once its previous owner has
-//! settled on the same members (stopped that shard's entities and said so in gossip), or
-//! is no longer there to say it (unreachable, gone), or after a bound. A host that just
-//! started takes every shard it owns as taken over from whoever would own it without
-//! this node; until its view shows the cluster (another member, or no seeds to wait
-//! for), it does not know who that is, and waits.
+//! yet, pure. A shard this node takes over is served once every other member hosting
+//! the kind (up or leaving) has settled on the same members: each has stopped the
+//! entities of every shard those members give to another, and said so in gossip, so none
+//! still runs an entity of a shard now this node's. Or after a bound. A host that just
+//! started takes every shard it owns as taken over, and serves none until its view shows
+//! the cluster (it may not have heard of the others yet).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,21 +19,11 @@ pub(crate) struct Handoff {
     kind: String,
     /// The table this host routes by: the view's, without this node once it leaves.
     current: Option<Arc<ShardTable>>,
-    /// Shards taken over, not served yet: their previous owner (`None`: not known yet),
-    /// and since when.
-    awaiting: HashMap<u32, (Option<String>, Instant)>,
+    /// Shards taken over, not served yet, and since when.
+    awaiting: HashMap<u32, Instant>,
     leaving: bool,
     /// The view's table `current` was last made from.
     seen: Option<Arc<ShardTable>>,
-}
-
-/// What a previous owner looks like in the view, as far as a hand-off goes.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Previous<'a> {
-    /// Up or leaving, with the digest its host settled on (if it did).
-    There { settled: Option<&'a str> },
-    /// Unreachable, or no longer in the view: it cannot hand anything over.
-    Gone,
 }
 
 impl Handoff {
@@ -62,7 +52,7 @@ impl Handoff {
     }
 
     /// The view's table is `table` now (at `now`); returns whether the owners changed.
-    /// Shards this node takes over wait for their previous owner.
+    /// Shards this node takes over wait until the others settled on it.
     pub(crate) fn follow(&mut self, table: Arc<ShardTable>, now: Instant) -> bool {
         if self
             .seen
@@ -80,35 +70,18 @@ impl Handoff {
         if self.current.as_ref().is_some_and(|c| **c == *table) {
             return false;
         }
-        let shards = table.shards();
-        let without_me = table.without(&self.kind, &self.me);
-        let previous_of = |shard: u32, before: &ShardTable| {
-            before
-                .owner(shard)
-                .filter(|owner| *owner != self.me)
-                .map(str::to_owned)
-        };
-        self.awaiting
-            .retain(|shard, _| table.owner(*shard) == Some(self.me.as_str()));
-        // Who they are becomes known as the view fills in.
-        for (shard, (previous, _)) in &mut self.awaiting {
-            if previous.is_none() {
-                *previous = previous_of(*shard, &without_me);
+        let mine = |t: &ShardTable, shard: u32| t.owner(shard) == Some(self.me.as_str());
+        self.awaiting.retain(|shard, _| mine(&table, *shard));
+        for shard in 0..table.shards() {
+            // Started just now: everything it owns is taken over.
+            let taken = mine(&table, shard)
+                && self
+                    .current
+                    .as_ref()
+                    .is_none_or(|before| !mine(before, shard));
+            if taken {
+                self.awaiting.entry(shard).or_insert(now);
             }
-        }
-        for shard in 0..shards {
-            if table.owner(shard) != Some(self.me.as_str()) || self.awaiting.contains_key(&shard) {
-                continue;
-            }
-            let previous = match &self.current {
-                // Started just now: everything it owns is taken over.
-                None => previous_of(shard, &without_me),
-                Some(before) if before.owner(shard) == Some(self.me.as_str()) => continue,
-                Some(before) => {
-                    previous_of(shard, before).or_else(|| previous_of(shard, &without_me))
-                }
-            };
-            self.awaiting.insert(shard, (previous, now));
         }
         self.current = Some(table);
         true
@@ -131,39 +104,39 @@ impl Handoff {
         self.current.as_ref().map(|t| t.digest())
     }
 
-    /// Whether `shard` (owned here) may be served now: not taken over, or its previous
-    /// owner (as `previous` tells) settled on the current members or is gone, or none is
-    /// known and the view `knows_the_cluster`, or it waited `bound` already. Once it may,
-    /// it always may (until it moves again).
-    pub(crate) fn ready<'a>(
+    /// Whether `shard` (owned here) may be served now: not taken over, or every other
+    /// member hosting the kind settled on the current members (`others_settled`) in a
+    /// view that shows the cluster (`knows_the_cluster`), or it waited `bound` already.
+    /// Once it may, it always may (until it moves again).
+    pub(crate) fn ready(
         &mut self,
         shard: u32,
         now: Instant,
         bound: Duration,
         knows_the_cluster: bool,
-        previous: impl FnOnce(&str) -> Previous<'a>,
+        others_settled: impl FnOnce(&str) -> bool,
     ) -> bool {
-        let Some((owner, since)) = self.awaiting.get(&shard) else {
+        let Some(since) = self.awaiting.get(&shard) else {
             return true;
         };
-        let digest = self.digest();
-        let ready = match owner.as_deref().map(previous) {
-            None => knows_the_cluster,
-            Some(Previous::Gone) => true,
-            Some(Previous::There { settled }) => settled.is_some() && settled == digest.as_deref(),
-        } || now.saturating_duration_since(*since) >= bound;
+        let waited = now.saturating_duration_since(*since) >= bound;
+        let ready = waited
+            || (knows_the_cluster && self.digest().is_some_and(|digest| others_settled(&digest)));
         if ready {
-            self.awaiting.remove(&shard);
+            // What holds for one shard taken over holds for all of this table's.
+            if !waited {
+                self.awaiting.clear();
+            } else {
+                self.awaiting.remove(&shard);
+            }
         }
         ready
     }
 
-    /// The shards waiting for their previous owner, with it.
+    /// How many shards wait.
     #[cfg(test)]
-    pub(crate) fn awaiting(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
-        self.awaiting
-            .iter()
-            .map(|(shard, (owner, _))| (*shard, owner.as_deref().unwrap_or("?")))
+    pub(crate) fn awaiting(&self) -> usize {
+        self.awaiting.len()
     }
 }
 
@@ -189,77 +162,42 @@ mod tests {
         assert!(a.follow(table(&["a"]), now));
         assert!(!a.follow(table(&["a"]), now), "the same owners");
         assert!(
-            !a.ready(3, now, BOUND, false, |_| Previous::Gone),
+            !a.ready(3, now, BOUND, false, |_| true),
             "it may have seeds to hear"
         );
-        assert!(a.ready(3, now, BOUND, true, |_| Previous::Gone));
+        assert!(a.ready(3, now, BOUND, true, |_| true));
     }
 
     #[test]
-    fn a_member_whose_first_view_shows_only_itself_waits_for_the_owners_it_learns_of() {
+    fn a_member_that_joins_waits_until_the_others_settled_on_the_new_members() {
         let now = Instant::now();
         let mut c = Handoff::new("c", "cart");
         c.follow(table(&["c"]), now);
         c.follow(table(&["a", "b", "c"]), now);
-        let full = table(&["a", "b", "c"]);
-        for shard in (0..64).filter(|s| full.owner(*s) == Some("c")) {
-            let expected = full.without("cart", "c").owner(shard).map(str::to_owned);
-            let known: Vec<(u32, String)> = c.awaiting().map(|(s, o)| (s, o.to_owned())).collect();
-            assert!(
-                known.contains(&(shard, expected.clone().unwrap())),
-                "{shard}: {known:?}"
-            );
-            assert!(!c.ready(shard, now, BOUND, true, |_| Previous::There {
-                settled: None
-            }));
-        }
-    }
-
-    #[test]
-    fn a_member_that_joins_waits_for_each_previous_owner_to_settle_on_the_new_members() {
-        let now = Instant::now();
-        let mut c = Handoff::new("c", "cart");
-        c.follow(table(&["a", "b", "c"]), now);
-        let taken: Vec<(u32, String)> = c.awaiting().map(|(s, o)| (s, o.to_owned())).collect();
-        assert!(!taken.is_empty());
-        let digest = table(&["a", "b", "c"]).digest();
+        let full = table(&["a", "b", "c"]).digest();
         let old = table(&["a", "b"]).digest();
-        for (shard, owner) in taken {
-            assert_eq!(table(&["a", "b"]).owner(shard), Some(owner.as_str()));
-            assert!(!c.ready(shard, now, BOUND, true, |_| Previous::There {
-                settled: Some(&old)
-            }));
-            assert!(!c.ready(shard, now, BOUND, true, |_| Previous::There {
-                settled: None
-            }));
-            assert!(c.ready(shard, now, BOUND, true, |_| Previous::There {
-                settled: Some(&digest)
-            }));
-            assert!(
-                c.ready(shard, now, BOUND, true, |_| Previous::There {
-                    settled: None
-                }),
-                "once ready, ready"
-            );
-        }
+        let shard = (0..64)
+            .find(|s| table(&["a", "b", "c"]).owner(*s) == Some("c"))
+            .unwrap();
+        assert!(!c.ready(shard, now, BOUND, true, |digest| digest == old));
+        assert!(c.ready(shard, now, BOUND, true, |digest| digest == full));
+        assert_eq!(c.awaiting(), 0, "all its shards at once");
+        assert!(
+            c.ready(shard, now, BOUND, true, |_| false),
+            "once ready, ready"
+        );
     }
 
     #[test]
-    fn a_dead_previous_owner_or_the_bound_lets_a_shard_be_served() {
+    fn the_bound_lets_a_shard_be_served() {
         let now = Instant::now();
         let mut a = Handoff::new("a", "cart");
         a.follow(table(&["a", "b"]), now);
-        let mut shards = a.awaiting().map(|(s, _)| s).collect::<Vec<_>>().into_iter();
-        let (first, second) = (shards.next().unwrap(), shards.next().unwrap());
-        assert!(a.ready(first, now, BOUND, true, |_| Previous::Gone));
-        assert!(!a.ready(second, now, BOUND, true, |_| Previous::There {
-            settled: None
-        }));
-        assert!(
-            a.ready(second, now + BOUND, BOUND, true, |_| Previous::There {
-                settled: None
-            })
-        );
+        assert!(!a.ready(3, now, BOUND, true, |_| false));
+        let owned = (0..64)
+            .find(|s| table(&["a", "b"]).owner(*s) == Some("a"))
+            .unwrap();
+        assert!(a.ready(owned, now + BOUND, BOUND, true, |_| false));
     }
 
     #[test]
@@ -267,25 +205,14 @@ mod tests {
         let now = Instant::now();
         let mut a = Handoff::new("a", "cart");
         a.follow(table(&["a"]), now);
-        for shard in 0..64 {
-            assert!(a.ready(shard, now, BOUND, true, |_| Previous::Gone));
-        }
+        assert!(a.ready(0, now, BOUND, true, |_| true));
         a.follow(table(&["a", "b"]), now);
-        assert_eq!(a.awaiting().count(), 0, "b took shards, a took none");
+        assert_eq!(a.awaiting(), 0, "b took shards, a took none");
         a.follow(table(&["a"]), now);
-        let from_b: Vec<u32> = a
-            .awaiting()
-            .map(|(s, o)| {
-                assert_eq!(o, "b");
-                s
-            })
-            .collect();
-        assert_eq!(
-            from_b.len(),
-            (0..64)
-                .filter(|s| table(&["a", "b"]).owner(*s) == Some("b"))
-                .count()
-        );
+        let from_b = (0..64)
+            .filter(|s| table(&["a", "b"]).owner(*s) == Some("b"))
+            .count();
+        assert_eq!(a.awaiting(), from_b);
     }
 
     #[test]

@@ -27,13 +27,14 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, Supervi
 
 use tokio::sync::oneshot;
 
-use super::handoff::{Handoff, Previous};
+use super::handoff::Handoff;
 use super::message::{Entity, EntityReply, Item, ToHost};
 use super::router::{HostCounters, HostMailbox, Router, decode_answer};
 use crate::actor::mailbox::{Credit, Mailbox, Reply};
 use crate::error::CallError;
 use crate::handles::remote_ref::Protocol;
 use crate::handles::session_ref::CallInFlight;
+use crate::members::MemberState;
 use crate::wire::Fault;
 use crate::wire::pb::{EntityAnswer, EntityEnvelope};
 
@@ -130,6 +131,8 @@ pub(crate) struct HostState<P: Protocol, L> {
     /// Messages forwarded here for a shard this node's view gives to the node that
     /// forwarded them (or forwarded too often): they wait for the views to agree.
     disputed: VecDeque<Held<P>>,
+    /// Members this host saw up: one declared unreachable since is not waited for.
+    seen_up: HashSet<String>,
     /// Told once the node left: every entity stopped and the shards handed over.
     left: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -206,6 +209,7 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
             settled: None,
             held: BTreeMap::new(),
             disputed: VecDeque::new(),
+            seen_up: HashSet::new(),
             left: Vec::new(),
             tasks,
         })
@@ -351,28 +355,36 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         self.deliver(myself, held.id, held.item).await;
     }
 
-    /// Whether `shard`, owned here, may be served now.
+    /// Whether `shard`, owned here, may be served now: every other member, up or leaving,
+    /// that hosts the kind (or said it would, or has not said yet) settled on the members
+    /// this node's table spreads the shards over. A member declared unreachable after this
+    /// host saw it up cannot say it and is not waited for; one not heard alive yet (a node
+    /// that just joined sees the others so until their heartbeats arrive) is.
     fn ready(&mut self, shard: u32) -> bool {
         let Some(cluster) = self.router.cluster() else {
             return true;
         };
         let view = cluster.view();
-        let kind = self.kind.clone();
         let knows = cluster.knows_the_cluster();
-        self.handoff.ready(
-            shard,
-            Instant::now(),
-            HANDOFF_WAIT,
-            knows,
-            |previous| match view.named(previous) {
-                Some(member) if member.state != crate::members::MemberState::Unreachable => {
-                    Previous::There {
-                        settled: member.settled(&kind),
-                    }
-                }
-                _ => Previous::Gone,
-            },
-        )
+        let (kind, me, seen_up) = (self.kind.as_str(), self.router.me(), &mut self.seen_up);
+        for member in view.each().filter(|m| m.state == MemberState::Up) {
+            if !seen_up.contains(&member.identity.name) {
+                seen_up.insert(member.identity.name.clone());
+            }
+        }
+        self.handoff
+            .ready(shard, Instant::now(), HANDOFF_WAIT, knows, |digest| {
+                view.each()
+                    .filter(|m| m.identity.name != me)
+                    .filter(|m| {
+                        m.state != MemberState::Unreachable || !seen_up.contains(&m.identity.name)
+                    })
+                    .all(|m| match &m.declared_entity_kinds {
+                        None => false,
+                        Some(kinds) if !kinds.iter().any(|k| k == kind) => true,
+                        Some(_) => m.settled(kind) == Some(digest),
+                    })
+            })
     }
 
     /// Hands on the held messages of shards that may be served now (or that moved on).
