@@ -153,12 +153,7 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
         }
         steps.inc(1);
     }
-    for mut node in nodes {
-        steps.set_message(format!("stopping node {} (SIGTERM)", node.child.name()));
-        node.child.signal(Signal::SIGTERM)?;
-        node.child.wait(STEP).await?;
-        steps.inc(1);
-    }
+    stop_nodes(nodes, &steps).await?;
     steps.finish_and_clear();
     say!();
     let mut summary = Summary::new("demo cluster");
@@ -172,6 +167,20 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
         ))
         .figure(format_args!("{:.1?} in all", started.elapsed()));
     Ok(summary)
+}
+
+/// Stops `nodes` politely (SIGTERM), each within [`STEP`], one step of `steps` each.
+pub(super) async fn stop_nodes(
+    nodes: Vec<NodeProcess>,
+    steps: &ProgressBar,
+) -> Result<(), ClusterError> {
+    for mut node in nodes {
+        steps.set_message(format!("stopping node {} (SIGTERM)", node.child.name()));
+        node.child.signal(Signal::SIGTERM)?;
+        node.child.wait(STEP).await?;
+        steps.inc(1);
+    }
+    Ok(())
 }
 
 /// The node's second stdout line, `gossip on ADDR`.

@@ -16,7 +16,9 @@ use duologue_testkit::progress::{self, Summary};
 use duologue_testkit::{ClusterError, NodeProcess, SecretDir, Signal};
 
 use super::STEP;
-use super::cluster::{command, gossip_line, operator, print_node, unexpected, wait_members};
+use super::cluster::{
+    command, gossip_line, operator, print_node, stop_nodes, unexpected, wait_members,
+};
 
 const CARTS: usize = 12;
 const ITEMS: [&str; 4] = ["apple", "bread", "cheese", "dates"];
@@ -148,12 +150,7 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
     let back = killed.elapsed();
     steps.inc(1);
 
-    for mut node in nodes {
-        steps.set_message(format!("stopping node {} (SIGTERM)", node.child.name()));
-        node.child.signal(Signal::SIGTERM)?;
-        node.child.wait(STEP).await?;
-        steps.inc(1);
-    }
+    stop_nodes(nodes, &steps).await?;
     steps.finish_and_clear();
     say!();
     let mut summary = Summary::new("demo entities");
