@@ -28,29 +28,12 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
     let exe = std::env::current_exe()?;
     let secrets = SecretDir::create()?;
     let secret = secrets.secret().display().to_string();
-    let node_args = |actor: Option<&str>, seed: Option<&str>| {
-        let mut args = vec![
-            "--secret-file".to_owned(),
-            secret.clone(),
-            "--gossip-listen".into(),
-            "127.0.0.1:0".into(),
-            "--gossip-interval".into(),
-            GOSSIP_INTERVAL.into(),
-        ];
-        if let Some(seed) = seed {
-            args.extend(["--seed".to_owned(), seed.to_owned()]);
-        }
-        if let Some(actor) = actor {
-            args.extend(["--actor".to_owned(), actor.to_owned()]);
-        }
-        args
-    };
     let steps = progress::bar("demo cluster", STEPS);
 
     say!("duologue demo: cluster");
     say!("  four node processes gossiping on 127.0.0.1; the others know only the first\n");
     steps.set_message("starting node n1, the seed");
-    let mut seed = NodeProcess::start(&exe, "n1", &node_args(None, None), STEP).await?;
+    let mut seed = NodeProcess::start(&exe, "n1", &node_args(&secret, None, None), STEP).await?;
     let gossip = gossip_line(&mut seed.child).await?;
     print_node(&seed, &format!("the seed, gossiping on {gossip}"));
     steps.inc(1);
@@ -64,7 +47,7 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
         let node = NodeProcess::start(
             &exe,
             name,
-            &node_args(actor.as_deref(), Some(&gossip)),
+            &node_args(&secret, Some(&gossip), actor.as_deref()),
             STEP,
         )
         .await?;
@@ -167,6 +150,26 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
         ))
         .figure(format_args!("{:.1?} in all", started.elapsed()));
     Ok(summary)
+}
+
+/// The flags of a demo's `duologue node`: the secret, fast gossip on 127.0.0.1, the seed
+/// to join through, the actor to host.
+pub(super) fn node_args(secret: &str, seed: Option<&str>, actor: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "--secret-file".to_owned(),
+        secret.to_owned(),
+        "--gossip-listen".into(),
+        "127.0.0.1:0".into(),
+        "--gossip-interval".into(),
+        GOSSIP_INTERVAL.into(),
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--seed".to_owned(), seed.to_owned()]);
+    }
+    if let Some(actor) = actor {
+        args.extend(["--actor".to_owned(), actor.to_owned()]);
+    }
+    args
 }
 
 /// Stops `nodes` politely (SIGTERM), each within [`STEP`], one step of `steps` each.

@@ -17,13 +17,11 @@ use duologue_testkit::{ClusterError, NodeProcess, SecretDir, Signal};
 
 use super::STEP;
 use super::cluster::{
-    command, gossip_line, operator, print_node, stop_nodes, unexpected, wait_members,
+    command, gossip_line, node_args, operator, print_node, stop_nodes, unexpected, wait_members,
 };
 
 const CARTS: usize = 12;
 const ITEMS: [&str; 4] = ["apple", "bread", "cheese", "dates"];
-/// Fast gossip for a demo on one machine (the default is 1s).
-const GOSSIP_INTERVAL: &str = "200ms";
 
 /// The steps the bar counts: three nodes, the view converged, the carts filled, a node
 /// killed and declared dead, the carts asked again, two nodes stopped.
@@ -34,30 +32,17 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
     let exe = std::env::current_exe()?;
     let secrets = SecretDir::create()?;
     let secret = secrets.secret().display().to_string();
-    let node_args = |seed: Option<&str>| {
-        let mut args = vec![
-            "--secret-file".to_owned(),
-            secret.clone(),
-            "--gossip-listen".into(),
-            "127.0.0.1:0".into(),
-            "--gossip-interval".into(),
-            GOSSIP_INTERVAL.into(),
-        ];
-        if let Some(seed) = seed {
-            args.extend(["--seed".to_owned(), seed.to_owned()]);
-        }
-        args
-    };
     let steps = progress::bar("demo entities", STEPS);
     say!("duologue demo: entities");
     say!("  three node processes hosting shopping carts (kind {KIND:?}), one cart per id\n");
-    let mut first = NodeProcess::start(&exe, "n1", &node_args(None), STEP).await?;
+    let mut first = NodeProcess::start(&exe, "n1", &node_args(&secret, None, None), STEP).await?;
     let seed = gossip_line(&mut first.child).await?;
     print_node(&first, "the seed");
     steps.inc(1);
     let mut nodes = vec![first];
     for name in ["n2", "n3"] {
-        let node = NodeProcess::start(&exe, name, &node_args(Some(&seed)), STEP).await?;
+        let node =
+            NodeProcess::start(&exe, name, &node_args(&secret, Some(&seed), None), STEP).await?;
         print_node(&node, "hosting carts too");
         nodes.push(node);
         steps.inc(1);
