@@ -307,6 +307,30 @@ async fn hosts_seen(node: &Node, kind: &str, hosts: usize) {
     .expect("the hosts are seen within the wait bound");
 }
 
+/// Waits until `node` sees `hosts` members hosting `kind`, all settled on one digest.
+async fn settled_on(node: &Node, kind: &str, hosts: usize) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let changed = node.members_changed();
+            let members = node.members().unwrap();
+            let digests: Vec<Option<&str>> = members
+                .iter()
+                .filter(|m| m.serves() && m.hosts(kind))
+                .map(|m| m.settled(kind))
+                .collect();
+            if digests.len() == hosts
+                && digests[0].is_some()
+                && digests.iter().all(|d| *d == digests[0])
+            {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("the hosts settle within the wait bound");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_share_the_shards_and_reach_each_others_entities_over_one_session_each_way() {
     let (tx, mut told) = mpsc::unbounded_channel();
@@ -402,8 +426,10 @@ async fn a_member_joining_and_one_leaving_move_shards_with_one_activation_at_a_t
         .start()
         .await
         .unwrap();
-    hosts_seen(&a, "tracked", 2).await;
-    hosts_seen(&b, "tracked", 2).await;
+    // Both settled on the two of them: each serves its own shards from the first message
+    // (otherwise a's could still wait for b when c joins, and a would hold nothing).
+    settled_on(&a, "tracked", 2).await;
+    settled_on(&b, "tracked", 2).await;
     let mut undelivered = b.subscribe_undelivered();
     // b sends every round to every id; after round 15 the test has c join and waits until
     // b sees it host the kind; after round 35 it has a leave (and the sender goes on).

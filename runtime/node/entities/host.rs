@@ -533,23 +533,27 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
     /// that forwarded it, nor forwarded past [`MAX_HOPS`]: it waits, disputed, for this
     /// node's view to change.
     async fn forward(&mut self, held: Held<P>, shard: u32) {
-        let place = self
-            .handoff
-            .table()
-            .and_then(|t| t.owner(shard))
-            .and_then(|owner| {
-                let view = self.router.cluster()?.view();
-                let addr = view.serving(owner)?.addr.clone()?;
-                Some((owner.to_owned(), addr))
-            });
-        let Some((node, addr)) = place else {
+        let Some(owner) = self.handoff.table().and_then(|t| t.owner(shard)) else {
             let detail = format!(
-                "no member serves the shard of {} in this node's view",
+                "no member hosts the shard of {} in this node's view",
                 held.id
             );
             self.refuse_item(&held.id, held.item, detail);
             return;
         };
+        let owner = owner.to_owned();
+        // The view may have moved on since the table was made (another thread publishes
+        // it): an owner that no longer serves is one the next view change routes around.
+        let addr = self
+            .router
+            .cluster()
+            .and_then(|c| c.view().serving(&owner).and_then(|m| m.addr.clone()));
+        let Some(addr) = addr else {
+            self.disputed.push_back(held);
+            self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let node = owner;
         // A node that leaves knows better than the others that it owns nothing: it sends
         // back what was forwarded to it (the other holds it until its view catches up).
         let bounces = held.from.as_deref() == Some(node.as_str()) && !self.handoff.leaving();
