@@ -396,6 +396,16 @@ pub enum SendError<T> {
         /// The message.
         message: T,
     },
+    /// The cluster declared the peer's node unreachable and the session has not heard
+    /// from it since: the message is refused at once rather than queued for a resume
+    /// that may never come. The session still resumes (and sends are taken again) if the
+    /// node is heard from before the resume deadline; it is lost if not, or if the node
+    /// comes back as a new incarnation.
+    #[error("the cluster declared the peer's node unreachable")]
+    PeerUnreachable {
+        /// The message.
+        message: T,
+    },
     /// The payload is larger than the session's limit (the smaller of both nodes').
     #[error("message of {size} bytes exceeds the session's limit of {limit}")]
     TooLarge {
@@ -424,6 +434,7 @@ impl<T> SendError<T> {
             | Self::NotReady(m)
             | Self::Full { message: m, .. }
             | Self::HeldBack { message: m, .. }
+            | Self::PeerUnreachable { message: m }
             | Self::TooLarge { message: m, .. } => m,
         }
     }
@@ -444,7 +455,9 @@ impl<T> SendError<T> {
                 by,
                 message: f(message),
             },
-
+            Self::PeerUnreachable { message } => SendError::PeerUnreachable {
+                message: f(message),
+            },
             Self::TooLarge {
                 size,
                 limit,

@@ -303,6 +303,10 @@ pub(crate) struct Session {
     state: State,
     /// Bumped every time the current stream is given up.
     generation: u64,
+    /// The cluster declared the peer's node unreachable and it has not been heard from
+    /// since: sends fail at once ([`SendError::PeerUnreachable`]) instead of waiting in
+    /// the replay buffer for a resume that may never come.
+    peer_unreachable: bool,
     last_heard: Option<Instant>,
 
     /// What this side sent and the peer has not acknowledged.
@@ -396,6 +400,7 @@ impl Session {
             tls: TlsBinding::Plaintext,
             state: State::Greeting(Handshake::new(Step::Init)),
             generation: 0,
+            peer_unreachable: false,
             last_heard: None,
             replay: Replay::new(),
             acks: Acks::default(),
@@ -599,6 +604,11 @@ impl Session {
         };
         if !sending {
             return Err(self.closed(body));
+        }
+        // A reply still waits for a resume: its caller is on the other side and may be
+        // back, and it is the peer's unreachability, not this side's, that it would learn.
+        if self.peer_unreachable && !matches!(body.kind, BodyKind::Reply { .. }) {
+            return Err(SendError::PeerUnreachable { message: body });
         }
         let limit = self.send_limit();
         let size = body.payload.len();

@@ -453,34 +453,17 @@ async fn spawns_on_any_node_spread_and_a_name_held_anywhere_is_refused() {
 /// A session to a member the cluster declares unreachable says so at once: its stream is
 /// given up with `InterruptCause::PeerUnreachable` (not at its silence deadline), a call
 /// waiting for its reply fails with `CallError::PeerUnreachable` (not at its own timeout),
-/// and the session resumes when the member comes back.
+/// new casts and calls fail at once with the same verdict, and the session resumes (and
+/// takes sends again) when the member comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_to_a_member_declared_unreachable_hears_it_at_once() {
-    use duologue::{CallError, InterruptCause, RemoteRef, SessionSignal};
+    use duologue::{CallError, InterruptCause, RemoteRef, SendError, SessionSignal};
     use duologue_actors::seq_check::SeqCheck;
-    use duologue_actors::seq_check::proto::ReportRequest;
+    use duologue_actors::seq_check::proto::{ReportRequest, Tick};
     let secrets = SecretDir::create().unwrap();
     let secret = Secret::from_file(secrets.secret()).unwrap();
     let a = cluster_lab::seq_check_node("a", &[], secret, |_| {}).await;
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_duologue"));
-    let args: Vec<String> = [
-        "--secret-file",
-        &secrets.secret().display().to_string(),
-        "--gossip-listen",
-        "127.0.0.1:0",
-        "--gossip-interval",
-        "100ms",
-        "--seed",
-        &a.gossip_addr().unwrap().to_string(),
-        "--actor",
-        "seq-check:check",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let b = duologue_testkit::NodeProcess::start(exe, "b", &args, WAIT)
-        .await
-        .unwrap();
+    let b = check_process("b", &secrets, &a).await;
     cluster::wait_members(&a, 2, WAIT).await;
     let (owner, mut heard) = duologue_testkit::probe::recorder().await;
     let check: RemoteRef<SeqCheck> = a
@@ -511,6 +494,25 @@ async fn a_session_to_a_member_declared_unreachable_hears_it_at_once() {
         matches!(called, Err(CallError::PeerUnreachable)),
         "{called:?}"
     );
+    // Under the verdict, nothing new waits for a resume that may never come.
+    let tick = Tick {
+        n: 1,
+        filler: Default::default(),
+    };
+    match check.try_cast(tick.clone()) {
+        Err(SendError::PeerUnreachable { .. }) => {}
+        other => panic!("expected PeerUnreachable, got {other:?}"),
+    }
+    let called = tokio::time::timeout(
+        WAIT,
+        check.call(ReportRequest {}, Duration::from_secs(3600)),
+    )
+    .await
+    .expect("a call under the verdict fails at once");
+    assert!(
+        matches!(called, Err(CallError::PeerUnreachable)),
+        "{called:?}"
+    );
 
     b.child.signal(duologue_testkit::Signal::SIGCONT).unwrap();
     duologue_testkit::probe::signal_where(&mut heard, WAIT, |s| match s {
@@ -518,7 +520,76 @@ async fn a_session_to_a_member_declared_unreachable_hears_it_at_once() {
         _ => None,
     })
     .await;
+    check.cast(tick).await.unwrap();
     check.call(ReportRequest {}, WAIT).await.unwrap();
+}
+
+/// A node SIGKILLed and started again under its name is a new incarnation: the sessions
+/// to the old one are lost (`LostReason::PeerRestarted`) as soon as the cluster knows the
+/// new one, long before their resume deadline, with what the old one never confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_under_its_name_loses_the_sessions_to_its_previous_process() {
+    use duologue::{CloseReason, LostReason, RemoteRef, SessionSignal};
+    use duologue_actors::seq_check::SeqCheck;
+    let secrets = SecretDir::create().unwrap();
+    let secret = Secret::from_file(secrets.secret()).unwrap();
+    let a = cluster_lab::seq_check_node("a", &[], secret, |config| {
+        // Longer than the test's wait: only the cluster's word ends the session in time.
+        config.session.resume_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let b = check_process("b", &secrets, &a).await;
+    cluster::wait_members(&a, 2, WAIT).await;
+    let (owner, mut heard) = duologue_testkit::probe::recorder().await;
+    let check: RemoteRef<SeqCheck> = a
+        .connect((b.addr.to_string(), "check"))
+        .owner(&owner)
+        .await
+        .unwrap();
+    check
+        .call(duologue_actors::seq_check::proto::ReportRequest {}, WAIT)
+        .await
+        .unwrap();
+
+    b.child.signal(duologue_testkit::Signal::SIGKILL).unwrap();
+    let _b_again = check_process("b", &secrets, &a).await;
+    let (_, reason) = duologue_testkit::probe::signal_where(&mut heard, WAIT, |s| match s {
+        SessionSignal::Lost(lost) => Some(CloseReason::Lost(lost.reason.clone())),
+        SessionSignal::Closed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(reason, CloseReason::Lost(LostReason::PeerRestarted { .. })),
+        "{reason:?}"
+    );
+}
+
+/// Starts a node process `name` hosting the `seq-check` actor `check`, in `a`'s cluster.
+async fn check_process(
+    name: &str,
+    secrets: &SecretDir,
+    a: &duologue::Node,
+) -> duologue_testkit::NodeProcess {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_duologue"));
+    let args: Vec<String> = [
+        "--secret-file",
+        &secrets.secret().display().to_string(),
+        "--gossip-listen",
+        "127.0.0.1:0",
+        "--gossip-interval",
+        "100ms",
+        "--seed",
+        &a.gossip_addr().unwrap().to_string(),
+        "--actor",
+        "seq-check:check",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    duologue_testkit::NodeProcess::start(exe, name, &args, WAIT)
+        .await
+        .unwrap()
 }
 
 /// Waits until the process `pid` is stopped (its state in `/proc` is `T`): a signal is

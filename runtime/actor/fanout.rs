@@ -730,7 +730,12 @@ impl<M: Message + Name + 'static> Outbox<M> {
         let message = if lag == 0 {
             match self.session.try_cast(message) {
                 Ok(()) => return Pushed::Sent,
-                Err(SendError::HeldBack { message, .. } | SendError::NotReady(message)) => {
+                // An unreachable member's queue waits, as an interrupted one's does.
+                Err(
+                    SendError::HeldBack { message, .. }
+                    | SendError::NotReady(message)
+                    | SendError::PeerUnreachable { message },
+                ) => {
                     // The first message to wait: the stuck clock starts now.
                     self.state.progressed();
                     message
@@ -845,9 +850,24 @@ async fn pump<M: Message + Name + 'static>(
 ) {
     while let Some(item) = queue.recv().await {
         match item {
-            Item::Message(message, size) => {
-                let Some(sent) = cast_watched(&session, message, &state, &holds, &config).await
-                else {
+            Item::Message(mut message, size) => {
+                let sent = loop {
+                    let Some(sent) = cast_watched(&session, message, &state, &holds, &config).await
+                    else {
+                        break None;
+                    };
+                    // The member's node was declared unreachable: its queue waits until
+                    // it is heard from again (or its session is lost), as it does
+                    // while interrupted.
+                    match sent {
+                        Err(SendError::PeerUnreachable { message: back }) => {
+                            session.until_heard_again().await;
+                            message = back;
+                        }
+                        sent => break Some(sent),
+                    }
+                };
+                let Some(sent) = sent else {
                     end_stuck(&session, state.lag(), &config, &lines);
                     took(&session, &state, size);
                     break;
@@ -863,8 +883,13 @@ async fn pump<M: Message + Name + 'static>(
                         end_too_large(&session, &error, &lines);
                         break;
                     }
-                    // `cast` waits while held back: it returns no `HeldBack`.
-                    Err(error @ (SendError::Full { .. } | SendError::HeldBack { .. })) => {
+                    // `cast` waits while held back: it returns no `HeldBack`; the loop
+                    // above took `PeerUnreachable`.
+                    Err(
+                        error @ (SendError::Full { .. }
+                        | SendError::HeldBack { .. }
+                        | SendError::PeerUnreachable { .. }),
+                    ) => {
                         end_full(&session, &error);
                         break;
                     }

@@ -87,7 +87,8 @@ impl SessionRef {
     /// The message comes back in a [`SendError`] when the session is closed or finishing,
     /// when it exceeds the session's size limit, or at once when the replay window or a
     /// replay budget is full ([`SendError::Full`]: only the peer's acks free them, so
-    /// waiting for credit would not help).
+    /// waiting for credit would not help), and at once while the cluster holds the peer's
+    /// node unreachable ([`SendError::PeerUnreachable`]).
     pub async fn cast<M: Message + Name + 'static>(&self, message: M) -> Result<(), SendError<M>> {
         let body = cast_body(TypeUrl::of::<M>(), &message);
         match self.inner.shared.send_waiting(body).await {
@@ -151,7 +152,8 @@ impl SessionRef {
     ///
     /// # Errors
     /// [`CallError::Timeout`] when no reply came in time, [`CallError::SessionClosed`]
-    /// when the session closed first, [`CallError::Fault`] when the callee failed (or
+    /// when the session closed first, [`CallError::PeerUnreachable`] at once when the
+    /// cluster declared the peer's node unreachable, [`CallError::Fault`] when the callee failed (or
     /// dropped the call), [`CallError::Decode`] when the reply is not an `R`.
     pub async fn call<Q, R>(&self, request: &Q, timeout: Duration) -> Result<R, CallError>
     where
@@ -200,6 +202,7 @@ impl SessionRef {
             Err(SendError::Closed { .. }) => {
                 Err(CallError::SessionClosed(self.close_reason_or_unknown()))
             }
+            Err(SendError::PeerUnreachable { .. }) => Err(CallError::PeerUnreachable),
             Err(error) => Err(CallError::Send(error.map(drop))),
         }
     }
@@ -282,6 +285,13 @@ impl SessionRef {
     /// owner consumes, even while the peer pauses this side.
     pub(crate) fn peer_grant(&self) -> u64 {
         self.inner.shared.read(crate::session::Session::peer_grant)
+    }
+
+    /// Waits until the session takes sends again after the cluster declared its peer
+    /// unreachable ([`SendError::PeerUnreachable`]): the peer was heard from again, or
+    /// the session closed.
+    pub(crate) async fn until_heard_again(&self) {
+        self.inner.shared.until_heard_again().await;
     }
 
     /// The session's charges against its peer's and its node's budgets, once established.

@@ -458,6 +458,35 @@ impl Shared {
         self.wake_driver.notify_one();
     }
 
+    /// The cluster hears from the peer's node again: sends are queued for the resume
+    /// again.
+    pub(crate) fn peer_reachable(&self) {
+        self.with(|s| s.peer_reachable());
+        self.senders_may_retry();
+    }
+
+    /// Waits until the session takes sends again after the cluster declared its peer
+    /// unreachable: the peer was heard from again, or the session closed.
+    pub(crate) async fn until_heard_again(&self) {
+        loop {
+            let changed = self.flow_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !self.with(|s| s.refuses_unreachable()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// The cluster knows the peer's node under a new `incarnation`: the session is lost
+    /// now ([`crate::LostReason::PeerRestarted`]) rather than at its resume deadline.
+    pub(crate) fn peer_restarted(&self, incarnation: uuid::Uuid) {
+        if self.with(|s| s.peer_restarted(incarnation)) {
+            self.wake_driver.notify_one();
+        }
+    }
+
     pub(crate) fn register_call(&self, id: u64) -> oneshot::Receiver<CallOutcome> {
         let (tx, rx) = oneshot::channel();
         self.calls_lock().insert(id, tx);

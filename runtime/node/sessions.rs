@@ -523,24 +523,47 @@ impl NodeHooks for Sessions {
     }
 }
 
-/// Gives up the streams of the sessions to every member the cluster declares
-/// unreachable (their calls fail at once; they resume if it comes back in time), until
-/// the cluster or `sessions` is gone.
+/// Keeps the sessions in step with the cluster's verdicts, until the cluster or
+/// `sessions` is gone: the streams of the sessions to a member declared unreachable are
+/// given up (their calls fail at once, and so do new sends, until it is heard from
+/// again; they resume if it comes back in time), and the sessions to a member that
+/// joins under a new incarnation are lost, its previous process being gone.
 pub(crate) async fn follow_the_cluster(
     mut events: mpsc::UnboundedReceiver<ClusterEvent>,
     sessions: Weak<Sessions>,
 ) {
     while let Some(event) = events.recv().await {
-        let ClusterEvent::Unreachable(member) = event else {
-            continue;
-        };
         let Some(sessions) = sessions.upgrade() else {
             return;
         };
-        for shared in sessions.table.of_peer(&member.identity) {
-            tracing::info!(peer = %member.identity, "the cluster declared the peer unreachable");
-            shared.peer_unreachable();
+        match event {
+            ClusterEvent::Unreachable(member) => {
+                for shared in sessions.table.of_peer(&member.identity) {
+                    tracing::info!(peer = %member.identity, "the cluster declared the peer unreachable");
+                    shared.peer_unreachable();
+                }
+            }
+            ClusterEvent::Reachable(member) => {
+                for shared in sessions.table.of_peer(&member.identity) {
+                    shared.peer_reachable();
+                }
+            }
+            ClusterEvent::Joined(member) => restarted(&sessions, &member),
+            ClusterEvent::Current(members) => {
+                for member in &members {
+                    restarted(&sessions, member);
+                }
+            }
+            _ => {}
         }
+    }
+}
+
+/// Loses the sessions to an earlier incarnation of `member`.
+fn restarted(sessions: &Sessions, member: &crate::members::Member) {
+    for shared in sessions.table.of_earlier_incarnation(&member.identity) {
+        tracing::info!(peer = %member.identity, "the peer restarted: sessions to its previous incarnation are lost");
+        shared.peer_restarted(member.identity.incarnation);
     }
 }
 

@@ -335,6 +335,23 @@ impl SessionTable {
             .collect()
     }
 
+    /// The live sessions to another incarnation of the node named as `peer` is.
+    pub(crate) fn of_earlier_incarnation(
+        &self,
+        peer: &crate::wire::NodeIdentity,
+    ) -> Vec<Arc<Shared>> {
+        self.lock()
+            .live
+            .values()
+            .filter(|tracked| {
+                tracked.peer.name == peer.name
+                    && !tracked.peer.incarnation.is_nil()
+                    && tracked.peer.incarnation != peer.incarnation
+            })
+            .filter_map(|tracked| tracked.shared.upgrade())
+            .collect()
+    }
+
     /// The session is over: what it carried joins the closed sessions' total.
     pub(crate) fn closed(&self, session: SessionId, role: Role) {
         let mut table = self.lock();

@@ -9,20 +9,58 @@ use crate::error::{CloseReason, InterruptCause, LostReason, ProtocolError};
 use crate::wire::{Frame, Goodbye, GoodbyeReason, Nonce, ResumeRequest};
 
 impl Session {
-    /// The current stream broke (or ended without a farewell, or was superseded). An
-    /// established session becomes `Interrupted` and waits for a new stream; one still in
-    /// its first handshake closes.
-    /// The cluster declared the peer's node unreachable: an established session gives its
+    /// The cluster declared the peer's node unreachable. An established session gives its
     /// stream up at once, as if it broke ([`InterruptCause::PeerUnreachable`]), instead
-    /// of waiting for its silence deadline to notice. Returns whether it did.
+    /// of waiting for its silence deadline to notice; one already interrupted is told
+    /// again, naming the verdict. Until the peer is heard from again (a resume, or
+    /// [`Session::peer_reachable`]), sends fail at once with
+    /// [`crate::SendError::PeerUnreachable`]. Returns whether the session took it in.
     pub(crate) fn peer_unreachable(&mut self, now: Instant) -> bool {
-        if !matches!(self.state, State::Established { .. }) {
-            return false;
+        match &mut self.state {
+            State::Established { .. } => self.stream_broken(InterruptCause::PeerUnreachable, now),
+            State::Interrupted { cause, .. } => {
+                if self.peer_unreachable && *cause == InterruptCause::PeerUnreachable {
+                    return false;
+                }
+                *cause = InterruptCause::PeerUnreachable;
+                self.events
+                    .push_back(Event::Interrupted(InterruptCause::PeerUnreachable));
+            }
+            State::Greeting(_) | State::Closed(_) => return false,
         }
-        self.stream_broken(InterruptCause::PeerUnreachable, now);
+        self.peer_unreachable = true;
         true
     }
 
+    /// The cluster hears from the peer's node again: sends go into the replay buffer
+    /// again until the session resumes or its deadline passes.
+    pub(crate) fn peer_reachable(&mut self) {
+        self.peer_unreachable = false;
+    }
+
+    /// Whether sends are refused because the cluster holds the peer unreachable.
+    pub(crate) fn refuses_unreachable(&self) -> bool {
+        self.peer_unreachable && !self.is_closed()
+    }
+
+    /// The cluster knows the peer's node under a new incarnation: the process this
+    /// session was opened with is gone and nothing can resume it, so the session is lost
+    /// ([`LostReason::PeerRestarted`]) at once instead of at its resume deadline. Returns
+    /// whether it was.
+    pub(crate) fn peer_restarted(&mut self, current: uuid::Uuid) -> bool {
+        let Some(previous) = self.peer.as_ref().map(|p| p.incarnation) else {
+            return false;
+        };
+        if previous == current || self.is_closed() || matches!(self.state, State::Greeting(_)) {
+            return false;
+        }
+        self.lose(LostReason::PeerRestarted { previous, current });
+        true
+    }
+
+    /// The current stream broke (or ended without a farewell, or was superseded). An
+    /// established session becomes `Interrupted` and waits for a new stream; one still in
+    /// its first handshake closes.
     pub(crate) fn stream_broken(&mut self, broken: impl Into<Broken>, now: Instant) {
         let Broken { cause, detail } = broken.into();
         self.generation += 1;
@@ -168,6 +206,9 @@ impl Session {
         self.timers.stop(Timer::Handshake);
         self.counters.resumes += 1;
         self.counters.replayed += replayed;
+        if std::mem::take(&mut self.peer_unreachable) {
+            self.events.push_back(Event::CanSend);
+        }
         self.events.push_back(Event::Resumed { replayed });
         self.check_finished();
     }

@@ -721,9 +721,11 @@ fn the_clusters_unreachable_verdict_gives_the_stream_up_and_the_session_resumes(
     h.settle();
     assert!(h.a.session.peer_unreachable(h.now));
     assert_eq!(h.a.session.phase(), Phase::Interrupted);
+    h.a.events(h.now);
+    assert_eq!(h.a.interrupted, 1);
     assert!(
         !h.a.session.peer_unreachable(h.now),
-        "only an established session has a stream to give up"
+        "a verdict already taken in changes nothing"
     );
     // The transport under it goes too; the peer comes back in time.
     h.cut();
@@ -731,4 +733,84 @@ fn the_clusters_unreachable_verdict_gives_the_stream_up_and_the_session_resumes(
     h.settle();
     assert_eq!(h.a.resumed, 1);
     assert_eq!(h.b.delivered, numbers(10));
+}
+
+#[test]
+fn while_the_cluster_holds_the_peer_unreachable_sends_fail_at_once_and_replies_wait() {
+    let mut h = Harness::new(SessionConfig::default());
+    for _ in 0..5 {
+        assert!(h.a.send(h.now));
+    }
+    h.settle();
+    // The transport broke first; the verdict comes later and is told again.
+    h.cut();
+    h.a.events(h.now);
+    assert_eq!(h.a.interrupted, 1);
+    assert!(h.a.session.peer_unreachable(h.now));
+    match h.a.session.poll_event() {
+        Some(Event::Interrupted(InterruptCause::PeerUnreachable)) => {}
+        other => panic!("expected the verdict, got {other:?}"),
+    }
+    match h.a.session.send(body(6), || h.now) {
+        Err(SendError::PeerUnreachable { message }) => assert_eq!(message, body(6)),
+        other => panic!("expected PeerUnreachable, got {other:?}"),
+    }
+    let reply = Body {
+        kind: BodyKind::Reply { to: 1, fault: None },
+        ..body(1000)
+    };
+    assert!(
+        h.a.session.send(reply, || h.now).is_ok(),
+        "a reply waits for the resume"
+    );
+    // The peer is heard from again: sends wait in the replay buffer as before.
+    h.a.session.peer_reachable();
+    assert!(h.a.session.send(body(6), || h.now).is_ok());
+    assert!(h.a.session.peer_unreachable(h.now));
+    assert!(!h.a.session.send(body(7), || h.now).is_ok());
+    // A resume lifts the verdict too.
+    h.reconnect();
+    h.settle();
+    assert_eq!(h.a.resumed, 1);
+    assert!(h.a.session.send(body(7), || h.now).is_ok());
+    h.settle();
+    let (replies, data): (Vec<u64>, Vec<u64>) = h.b.delivered.iter().partition(|n| **n == 1000);
+    assert_eq!((replies, data), (vec![1000], numbers(7)));
+}
+
+#[test]
+fn a_peer_the_cluster_knows_under_a_new_incarnation_loses_the_session_at_once() {
+    let mut h = Harness::new(SessionConfig::default());
+    for _ in 0..3 {
+        assert!(h.a.send(h.now));
+    }
+    h.settle();
+    // The acks go out on their timer.
+    h.advance(Duration::from_millis(10));
+    h.settle();
+    h.cut();
+    for _ in 0..2 {
+        assert!(h.a.send(h.now));
+    }
+    let previous = Uuid::from_u128(2);
+    assert!(
+        !h.a.session.peer_restarted(previous),
+        "the same incarnation is no restart"
+    );
+    assert!(h.a.session.peer_restarted(Uuid::from_u128(77)));
+    h.a.events(h.now);
+    let (reason, unconfirmed) = h.a.closed.clone().expect("lost");
+    assert_eq!(
+        reason,
+        CloseReason::Lost(LostReason::PeerRestarted {
+            previous,
+            current: Uuid::from_u128(77)
+        })
+    );
+    assert_eq!(
+        unconfirmed,
+        vec![4, 5],
+        "what the peer never confirmed comes back"
+    );
+    assert!(!h.a.session.peer_restarted(Uuid::from_u128(78)));
 }

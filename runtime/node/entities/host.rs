@@ -31,7 +31,7 @@ use super::handoff::Handoff;
 use super::message::{Entity, EntityReply, Item, ToHost};
 use super::router::{HostCounters, HostMailbox, Router, decode_answer};
 use crate::actor::mailbox::{Credit, Mailbox, Reply};
-use crate::error::CallError;
+use crate::error::{CallError, SendError};
 use crate::handles::remote_ref::Protocol;
 use crate::handles::session_ref::CallInFlight;
 use crate::members::MemberState;
@@ -528,6 +528,12 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         }
     }
 
+    /// Holds a message, disputed, until this node's view changes.
+    fn dispute(&mut self, held: Held<P>) {
+        self.disputed.push_back(held);
+        self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Sends a message on to the member that owns `shard`: a cast once it is sent, a
     /// call's answer relayed from a task once it comes. It is never sent back to the node
     /// that forwarded it, nor forwarded past [`MAX_HOPS`]: it waits, disputed, for this
@@ -549,8 +555,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             .cluster()
             .and_then(|c| c.view().serving(&owner).and_then(|m| m.addr.clone()));
         let Some(addr) = addr else {
-            self.disputed.push_back(held);
-            self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+            self.dispute(held);
             return;
         };
         let node = owner;
@@ -558,8 +563,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         // back what was forwarded to it (the other holds it until its view catches up).
         let bounces = held.from.as_deref() == Some(node.as_str()) && !self.handoff.leaving();
         if held.hops >= MAX_HOPS || bounces {
-            self.disputed.push_back(held);
-            self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+            self.dispute(held);
             return;
         }
         // An owner that cannot be reached is one this node's view is about to give up
@@ -575,12 +579,17 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             Ok(carrier) => carrier,
             Err(error) => {
                 tracing::debug!(kind = %self.kind, id = %held.id, %node, %error, "the owner cannot be reached; the message waits for the view to change");
-                self.disputed.push_back(held);
-                self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+                self.dispute(held);
                 return;
             }
         };
-        let Held { id, item, hops, .. } = held;
+        let Held {
+            id,
+            item,
+            hops,
+            from,
+            since,
+        } = held;
         let hops = hops + 1;
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         let envelope = |message: &P::Request| EntityEnvelope {
@@ -590,13 +599,25 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             hops,
         };
         match item {
-            Item::Cast(message, _credit) => {
+            Item::Cast(message, credit) => {
                 // Sent, it is the carrier's: confirmed by the owner, or told undelivered.
-                if let Err(error) = carrier.cast(envelope(&message)).await {
-                    tracing::warn!(kind = %self.kind, %id, %node, %error, "a message for an entity could not be forwarded to its owner; it is lost");
+                match carrier.cast(envelope(&message)).await {
+                    Ok(()) => {}
+                    // The cluster gave the owner up since the table was made: the next
+                    // view places the shard elsewhere.
+                    Err(SendError::PeerUnreachable { .. }) => self.dispute(Held {
+                        id,
+                        item: Item::Cast(message, credit),
+                        hops: hops - 1,
+                        from,
+                        since,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(kind = %self.kind, %id, %node, %error, "a message for an entity could not be forwarded to its owner; it is lost");
+                    }
                 }
             }
-            Item::Call(request, reply, _credit) => {
+            Item::Call(request, reply, credit) => {
                 let timeout = reply.deadline().map_or(FORWARDED_CALL_TIMEOUT, |d| {
                     d.saturating_duration_since(Instant::now())
                 });
@@ -617,6 +638,13 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                             };
                         });
                     }
+                    Err(CallError::PeerUnreachable) => self.dispute(Held {
+                        id,
+                        item: Item::Call(request, reply, credit),
+                        hops: hops - 1,
+                        from,
+                        since,
+                    }),
                     Err(error) => {
                         let _ = reply.fail(Fault {
                             code: "forward_failed".into(),

@@ -150,6 +150,7 @@ pub(crate) fn send_error<T>(error: &SendError<T>) -> &'static str {
         SendError::Full { .. } => "send.full",
         SendError::HeldBack { .. } => "send.held_back",
         SendError::TooLarge { .. } => "send.too_large",
+        SendError::PeerUnreachable { .. } => "send.peer_unreachable",
     }
 }
 
