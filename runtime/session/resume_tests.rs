@@ -767,7 +767,7 @@ fn while_the_cluster_holds_the_peer_unreachable_sends_fail_at_once_and_replies_w
     h.a.session.peer_reachable();
     assert!(h.a.session.send(body(6), || h.now).is_ok());
     assert!(h.a.session.peer_unreachable(h.now));
-    assert!(!h.a.session.send(body(7), || h.now).is_ok());
+    assert!(h.a.session.send(body(7), || h.now).is_err());
     // A resume lifts the verdict too.
     h.reconnect();
     h.settle();
