@@ -8,13 +8,16 @@
 //! The modules hold what the tests and benches share inside one process: a probe actor,
 //! a test protocol and in-process nodes ([`probe`]), a peer that speaks the wire by hand
 //! ([`raw_peer`]), a hostile HTTP/2 client ([`hostile`]), a listener of cluster events
-//! ([`cluster`]) and the Python environment of the Python clients ([`python`]). For a
-//! person running the demo or a bench: progress bars and the summary a run ends with
-//! ([`progress`]), and the benches' numeric options ([`args`]).
+//! ([`cluster`]), the Python environment of the Python clients ([`python`]) and the
+//! entities' verification run, joins, leaves and kills checked against an independent
+//! record ([`entity_chaos`]). For a person running the demo or a bench: progress bars and
+//! the summary a run ends with ([`progress`]), and the benches' numeric options
+//! ([`args`]).
 
 pub mod args;
 mod chat_transfer;
 pub mod cluster;
+pub mod entity_chaos;
 mod fault_proxy;
 pub mod hostile;
 mod netns;
