@@ -344,6 +344,11 @@ async fn two_members_share_the_shards_and_reach_each_others_entities_over_one_se
         .unwrap();
     hosts_seen(&a, "tracked", 2).await;
     hosts_seen(&b, "tracked", 2).await;
+    settled_on(&a, "tracked", 2).await;
+    // What a's peers hold of it: per-node facts, whatever the number of entities.
+    let own_state = || a.status().cluster.expect("clustered").own_state_bytes;
+    let state_before = own_state();
+    assert!(state_before > 0);
     const IDS: u64 = 200;
     for id in 0..IDS {
         let from = if id % 2 == 0 { &a } else { &b };
@@ -390,6 +395,11 @@ async fn two_members_share_the_shards_and_reach_each_others_entities_over_one_se
         }
     }
     assert!(lives.values().all(|(_, starts, _)| *starts == 1));
+    assert_eq!(
+        own_state(),
+        state_before,
+        "a's gossip state grew with its entities"
+    );
     let on_a = lives.values().filter(|(node, _, _)| node == "a").count();
     assert!(
         (40..160).contains(&on_a),

@@ -43,7 +43,7 @@ use crate::members::{
 use crate::sync::lock;
 use crate::wire::NodeIdentity;
 
-use self::transport::SealedUdp;
+use self::transport::{GossipTraffic, SealedUdp};
 
 /// A change to this node's gossip state, applied by the tracker task in order.
 #[derive(Debug)]
@@ -96,6 +96,10 @@ pub(crate) struct Membership {
     /// Actors this node placed on "any node that offers the kind" that the view may not
     /// show yet: counted when the next one is placed, so that a burst spreads.
     placed: Mutex<Vec<Placement>>,
+    /// The bytes of its gossip datagrams.
+    traffic: Arc<GossipTraffic>,
+    /// Bytes of its own gossip state (keys and values), as of the last change.
+    own_state_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// An actor placed on a node by this one ([`Membership::place`]).
@@ -201,12 +205,23 @@ impl Membership {
             // Compressed digests: every node of a duologue cluster runs chitchat 0.13.
             protocol_version: ProtocolVersion::V1,
         };
-        let transport = SealedUdp::new(GossipKey::new(secret, &config.cluster_id), socket);
+        let traffic = Arc::new(GossipTraffic::default());
+        let transport = SealedUdp::new(
+            GossipKey::new(secret, &config.cluster_id),
+            socket,
+            traffic.clone(),
+        );
         let handle = spawn_chitchat(chitchat_config, initial, &transport)
             .await
             .map_err(|e| NodeError::Cluster(format!("cannot start gossip on {bound}: {e:#}")))?;
         let chitchat = handle.chitchat();
-        let live = chitchat.lock().await.live_nodes_watcher();
+        let (live, own_state_bytes) = {
+            let mut chitchat = chitchat.lock().await;
+            (
+                chitchat.live_nodes_watcher(),
+                state_bytes(chitchat.self_node_state()),
+            )
+        };
         let (changes, changed) = mpsc::unbounded_channel();
         let membership = Arc::new(Self {
             config: config.clone(),
@@ -221,6 +236,8 @@ impl Membership {
             version: std::sync::atomic::AtomicU64::new(0),
             unpublished: Mutex::new((0, None)),
             placed: Mutex::new(Vec::new()),
+            traffic,
+            own_state_bytes: own_state_bytes.into(),
         });
         membership.refresh().await;
         tokio::spawn(membership.clone().track(live, changed, stop.clone()));
@@ -305,6 +322,14 @@ impl Membership {
             names: view.names(),
             names_unpublished,
             publish_lag: since.map_or(Duration::ZERO, |since| since.elapsed()),
+            own_state_bytes: self
+                .own_state_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            gossip_bytes_sent: self.traffic.sent.load(std::sync::atomic::Ordering::Relaxed),
+            gossip_bytes_received: self
+                .traffic
+                .received
+                .load(std::sync::atomic::Ordering::Relaxed),
             ..Default::default()
         };
         for state in view.states() {
@@ -397,6 +422,8 @@ impl Membership {
                         applied += 1;
                         next = changes.try_recv().ok();
                     }
+                    self.own_state_bytes
+                        .store(state_bytes(state), std::sync::atomic::Ordering::Relaxed);
                     let mut unpublished = lock(&self.unpublished);
                     unpublished.0 = unpublished.0.saturating_sub(applied);
                     if unpublished.0 == 0 {
@@ -717,6 +744,14 @@ fn locate<P: Protocol>(view: &View, name: &str) -> Result<Option<Located<P>>, Lo
         others: holders[1..].iter().map(|m| m.identity.clone()).collect(),
         protocol: PhantomData,
     }))
+}
+
+/// Bytes of a node's gossip state: its keys and values.
+fn state_bytes(state: &chitchat::NodeState) -> u64 {
+    state
+        .key_values()
+        .map(|(key, value)| (key.len() + value.len()) as u64)
+        .sum()
 }
 
 #[cfg(test)]

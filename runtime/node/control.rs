@@ -409,6 +409,9 @@ fn status_info(status: &NodeStatus, members: MemberList) -> NodeStatusInfo {
             names: c.names as u64,
             names_unpublished: c.names_unpublished as u64,
             publish_lag_secs: c.publish_lag.as_secs_f64(),
+            own_state_bytes: c.own_state_bytes,
+            gossip_bytes_sent: c.gossip_bytes_sent,
+            gossip_bytes_received: c.gossip_bytes_received,
         }),
         entities: status
             .entities
@@ -738,6 +741,9 @@ pub(crate) async fn status_at(
             names: count(c.names),
             names_unpublished: count(c.names_unpublished),
             publish_lag: Duration::try_from_secs_f64(c.publish_lag_secs).unwrap_or_default(),
+            own_state_bytes: c.own_state_bytes,
+            gossip_bytes_sent: c.gossip_bytes_sent,
+            gossip_bytes_received: c.gossip_bytes_received,
         }
     });
     Ok(NodeStatus {

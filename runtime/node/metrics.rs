@@ -46,6 +46,8 @@ const MEMBERS: &str = "duologue_cluster_members";
 const NAMES: &str = "duologue_cluster_names";
 const UNPUBLISHED: &str = "duologue_cluster_names_unpublished";
 const PUBLISH_LAG: &str = "duologue_cluster_publish_lag_seconds";
+const GOSSIP_STATE: &str = "duologue_gossip_state_bytes";
+const GOSSIP_BYTES: &str = "duologue_gossip_bytes_total";
 const TLS_REFUSED: &str = "duologue_tls_refused_total";
 const ENTITIES_ACTIVE: &str = "duologue_entities_active";
 const ENTITY_SHARDS: &str = "duologue_entity_shards";
@@ -153,6 +155,15 @@ impl NodeMetrics {
                 .set(cluster.names_unpublished as f64);
             self.gauge(PUBLISH_LAG, vec![])
                 .set(cluster.publish_lag.as_secs_f64());
+            self.gauge(GOSSIP_STATE, vec![])
+                .set(cluster.own_state_bytes as f64);
+            for (direction, bytes) in [
+                ("sent", cluster.gossip_bytes_sent),
+                ("received", cluster.gossip_bytes_received),
+            ] {
+                self.counter(GOSSIP_BYTES, vec![Label::new("direction", direction)])
+                    .absolute(bytes);
+            }
         }
         for kind in &status.entities {
             let label = || vec![Label::new("kind", kind.kind.clone())];
@@ -260,6 +271,11 @@ fn describe(recorder: &PrometheusRecorder) {
             "TLS handshakes refused, by port and reason.",
         ),
         (
+            GOSSIP_BYTES,
+            Some(Unit::Bytes),
+            "Bytes of gossip datagrams, by direction (sent, received).",
+        ),
+        (
             ENTITY_EVENTS,
             None,
             "Entity events by kind: started, passivated, handed_off (stopped as their shard \
@@ -306,6 +322,11 @@ fn describe(recorder: &PrometheusRecorder) {
             PUBLISH_LAG,
             Some(Unit::Seconds),
             "How long the oldest change to this node's names has waited to be published.",
+        ),
+        (
+            GOSSIP_STATE,
+            Some(Unit::Bytes),
+            "Bytes of this node's own gossip state (its keys and values): per-node facts only.",
         ),
         (
             ENTITIES_ACTIVE,

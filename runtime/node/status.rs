@@ -100,6 +100,13 @@ pub struct ClusterStatus {
     pub names_unpublished: usize,
     /// How long the oldest of them has waited (zero when none waits).
     pub publish_lag: Duration,
+    /// Bytes of this node's own gossip state (its keys and values): what every peer holds
+    /// of it. Per-node facts only; it does not grow with the entities the node hosts.
+    pub own_state_bytes: u64,
+    /// Bytes of gossip datagrams sent since the node started.
+    pub gossip_bytes_sent: u64,
+    /// Bytes of gossip datagrams received since the node started.
+    pub gossip_bytes_received: u64,
 }
 
 /// One established session, as [`NodeStatus`] shows it.

@@ -43,7 +43,8 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -98,14 +99,28 @@ const CHITCHAT_MAGIC: [u8; 2] = 45_139u16.to_le_bytes();
 pub(crate) struct SealedUdp {
     key: GossipKey,
     public: Mutex<Option<tokio::net::UdpSocket>>,
+    traffic: Arc<GossipTraffic>,
+}
+
+/// The bytes of gossip datagrams a node sent and received.
+#[derive(Debug, Default)]
+pub(crate) struct GossipTraffic {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
 }
 
 impl SealedUdp {
-    /// A transport that gossips on `public`, authenticated with `key`.
-    pub(crate) fn new(key: GossipKey, public: tokio::net::UdpSocket) -> Self {
+    /// A transport that gossips on `public`, authenticated with `key`, counting its
+    /// datagrams' bytes in `traffic`.
+    pub(crate) fn new(
+        key: GossipKey,
+        public: tokio::net::UdpSocket,
+        traffic: Arc<GossipTraffic>,
+    ) -> Self {
         Self {
             key,
             public: Mutex::new(Some(public)),
+            traffic,
         }
     }
 }
@@ -119,7 +134,11 @@ impl Transport for SealedUdp {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .context("the gossip socket was opened already")?;
-        Ok(Box::new(SealedSocket::new(self.key.clone(), public)))
+        Ok(Box::new(SealedSocket::new(
+            self.key.clone(),
+            public,
+            self.traffic.clone(),
+        )))
     }
 }
 
@@ -143,6 +162,7 @@ struct SealedSocket {
     /// answered with a challenge, and the Syn it answered goes again with the cookie at
     /// once, so that it costs a round trip, not a gossip round.
     recent_syns: VecDeque<(SocketAddr, Instant, Vec<u8>)>,
+    traffic: Arc<GossipTraffic>,
 }
 
 /// Why datagrams were not heard: each reason counted, and logged within a budget.
@@ -162,8 +182,9 @@ struct Drops {
 }
 
 impl SealedSocket {
-    fn new(key: GossipKey, public: tokio::net::UdpSocket) -> Self {
+    fn new(key: GossipKey, public: tokio::net::UdpSocket, traffic: Arc<GossipTraffic>) -> Self {
         Self {
+            traffic,
             key,
             cookies: GossipCookies::random(),
             public,
@@ -307,7 +328,9 @@ impl SealedSocket {
         self.send_buf.resize(HEADER_LEN, 0);
         self.send_buf.extend_from_slice(&body);
         self.seal(to);
-        let _ = self.public.try_send_to(&self.send_buf, to);
+        if let Ok(sent) = self.public.try_send_to(&self.send_buf, to) {
+            self.traffic.sent.fetch_add(sent as u64, Ordering::Relaxed);
+        }
     }
 
     /// Writes the header of the datagram in `send_buf` (an envelope after
@@ -355,7 +378,9 @@ impl SealedSocket {
         .write(&mut datagram[..HEADER_LEN]);
         let tag = self.key.tag(&datagram[..HEADER_LEN]);
         datagram[HEADER_LEN..].copy_from_slice(&tag);
-        let _ = self.public.try_send_to(&datagram, to);
+        if let Ok(sent) = self.public.try_send_to(&datagram, to) {
+            self.traffic.sent.fetch_add(sent as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -391,6 +416,7 @@ impl Socket for SealedSocket {
             .send_to(&self.send_buf, to)
             .await
             .context("cannot send a gossip datagram")?;
+        self.traffic.sent.fetch_add(sent as u64, Ordering::Relaxed);
         Ok(SendOutcome {
             num_bytes_sent: sent,
         })
@@ -404,6 +430,9 @@ impl Socket for SealedSocket {
                 Err(error) if is_transient(&error) => continue,
                 Err(error) => return Err(error).context("gossip socket failed"),
             };
+            self.traffic
+                .received
+                .fetch_add(len as u64, Ordering::Relaxed);
             // No await from here on: chitchat cancelling `recv` at every gossip tick
             // loses nothing.
             if let Some(outcome) = self.open_datagram(len, from) {
@@ -599,7 +628,7 @@ mod tests {
 
     async fn socket(key: GossipKey) -> SealedSocket {
         let public = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        SealedSocket::new(key, public)
+        SealedSocket::new(key, public, Arc::default())
     }
 
     fn addr(socket: &SealedSocket) -> SocketAddr {
