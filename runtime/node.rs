@@ -82,7 +82,9 @@ pub use self::status::{
 use self::cluster::Membership;
 use self::control::{ControlActor, Controlled};
 use self::dial::Dial;
-use self::entities::{Host, HostArgs, HostCounters, Router, StartFn, carrier_name};
+use self::entities::{
+    Directory, Host, HostArgs, HostCounters, Router, ShortWay, StartFn, carrier_name,
+};
 use self::hosting::Hosting;
 use self::link::Links;
 use self::metrics::NodeMetrics;
@@ -959,15 +961,25 @@ impl Node {
         });
         let router = self.inner.entities.clone();
         let counters = Arc::new(HostCounters::default());
+        let directory = Arc::new(Directory::new());
         let host = Host::<P, L>::start(HostArgs {
             kind: kind.clone(),
             start,
             router: router.clone(),
             counters: counters.clone(),
+            directory: directory.clone(),
         })
         .await
         .map_err(|e| NodeError::Watcher(format!("entity host of {kind}: {e}")))?;
-        if let Err(error) = self.register(carrier_name(&kind), &host) {
+        // Carrier messages for an entity running here go straight into its mailbox.
+        let short_way = ShortWay {
+            host: host.clone(),
+            directory,
+        };
+        if let Err(error) = self.register(
+            carrier_name(&kind),
+            Owner::from_deliver(Arc::new(short_way)),
+        ) {
             host.stop(None);
             return Err(error);
         }

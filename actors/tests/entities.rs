@@ -86,7 +86,7 @@ impl Actor for Tracked {
 }
 
 /// A builder for node `name` hosting `tracked` entities that tell `told`; ids starting
-/// with `broken` fail to start.
+/// with `broken` fail to start, ids starting with `slow` take 50 ms to.
 fn hosting(name: &str, told: &Told, entities: EntityConfig) -> NodeBuilder {
     let told = told.clone();
     let node_name = name.to_owned();
@@ -104,6 +104,9 @@ fn hosting(name: &str, told: &Told, entities: EntityConfig) -> NodeBuilder {
             async move {
                 if id.starts_with("broken") {
                     return Err(format!("{id} cannot start"));
+                }
+                if id.starts_with("slow") {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let (actor, _) = Actor::spawn(None, Tracked, state)
                     .await
@@ -537,4 +540,111 @@ async fn a_member_joining_and_one_leaving_move_shards_with_one_activation_at_a_t
     }
     b.shutdown().await;
     c.expect("c joined").shutdown().await;
+}
+
+/// A node outside the cluster, reaching entities through `via`.
+async fn client() -> Node {
+    Node::builder()
+        .name("client")
+        .secret(Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Messages from another node reach a running entity without passing through its host
+/// (the short way), and take the long way while it starts, stops or is evicted: one
+/// sender's messages to each entity still arrive once each and in order, while the bound
+/// keeps evicting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_senders_messages_keep_their_order_between_the_short_way_and_the_host() {
+    let (tx, mut told) = mpsc::unbounded_channel();
+    let mut config = quick();
+    config.max_active = 4;
+    let host = hosting("host", &tx, config).start().await.unwrap();
+    let via = host.local_addr().unwrap().to_string();
+    let client = client().await;
+    // Entities slow to start, and bursts long enough that the later messages of one
+    // arrive while earlier ones still wait in the host's mailbox behind the start.
+    const IDS: u64 = 6;
+    const ROUNDS: u64 = 3;
+    const BURST: u64 = 2_000;
+    for round in 0..ROUNDS {
+        for i in 0..IDS {
+            // Another order each round, so that evictions fall everywhere.
+            let id = (i * 5 + round * 7) % IDS;
+            let entity = client
+                .entity_via::<PingPong>(&via, "tracked", &format!("slow{id}"))
+                .unwrap();
+            for k in 0..BURST {
+                let n = round * BURST + k;
+                entity.cast(Ping { n, body: vec![] }).await.unwrap();
+            }
+        }
+    }
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut running: HashMap<String, bool> = HashMap::new();
+    let mut most = 0;
+    let mut starts = 0;
+    while got.values().map(Vec::len).sum::<usize>() < (IDS * ROUNDS * BURST) as usize {
+        match next(&mut told).await {
+            (_, id, Life::Started) => {
+                assert!(!running.get(&id).copied().unwrap_or(false), "{id} twice");
+                running.insert(id, true);
+                starts += 1;
+            }
+            (_, id, Life::Stopped) => {
+                running.insert(id, false);
+            }
+            (_, id, Life::Got(n)) => got.entry(id).or_default().push(n),
+        }
+        most = most.max(running.values().filter(|r| **r).count());
+    }
+    assert!(most <= 4, "{most} active at once past a bound of 4");
+    assert!(starts > IDS, "the bound evicted ({starts} starts)");
+    for (id, seen) in &got {
+        assert_eq!(
+            seen,
+            &(0..ROUNDS * BURST).collect::<Vec<_>>(),
+            "{id}: once each, in order"
+        );
+    }
+    client.shutdown().await;
+    host.shutdown().await;
+}
+
+/// An entity busy with messages that take the short way is not idle: the host counts
+/// what the short way delivered before passivating it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_reached_the_short_way_is_not_passivated_while_it_is_busy() {
+    let (tx, mut told) = mpsc::unbounded_channel();
+    let mut config = quick();
+    config.idle_after = Duration::from_secs(1);
+    let host = hosting("host", &tx, config).start().await.unwrap();
+    let via = host.local_addr().unwrap().to_string();
+    let client = client().await;
+    let entity = client
+        .entity_via::<PingPong>(&via, "tracked", "busy")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    // Three idle bounds of calls, each answered before the next.
+    while started.elapsed() < Duration::from_secs(3) {
+        let pong = entity.call(Ping { n, body: vec![] }, WAIT).await.unwrap();
+        assert_eq!(pong.n, n);
+        n += 1;
+    }
+    let mut starts = 0;
+    for _ in 0..=n {
+        match next(&mut told).await {
+            (_, _, Life::Started) => starts += 1,
+            (_, id, Life::Stopped) => panic!("{id} was passivated while busy"),
+            (_, _, Life::Got(_)) => {}
+        }
+    }
+    assert_eq!(starts, 1);
+    // Idle now: it is passivated.
+    assert_eq!(next(&mut told).await.2, Life::Stopped);
+    client.shutdown().await;
+    host.shutdown().await;
 }

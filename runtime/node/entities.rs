@@ -12,6 +12,7 @@
 //! Gossip carries one name per kind a node hosts (`$entities/KIND`), never anything per
 //! entity. See `docs/semantics.md`, "Entities", for what holds while members change.
 
+mod directory;
 mod handoff;
 mod host;
 mod message;
@@ -24,6 +25,7 @@ use futures::future::BoxFuture;
 
 use crate::error::NodeError;
 
+pub(crate) use self::directory::{Directory, ShortWay};
 pub(crate) use self::host::{Host, HostArgs, StartFn};
 pub use self::message::{Entity, EntityReply};
 pub use self::router::{EntityRef, Undelivered};

@@ -27,6 +27,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, Supervi
 
 use tokio::sync::oneshot;
 
+use super::directory::Directory;
 use super::handoff::Handoff;
 use super::message::{Entity, EntityReply, Item, ToHost};
 use super::router::{HostCounters, HostMailbox, Router, decode_answer};
@@ -70,6 +71,8 @@ pub(crate) struct HostArgs<P: Protocol, L> {
     pub(crate) start: Arc<StartFn<P, L>>,
     pub(crate) router: Arc<Router>,
     pub(crate) counters: Arc<HostCounters>,
+    /// The entities carrier messages may reach without passing through the host.
+    pub(crate) directory: Arc<Directory<P, L>>,
 }
 
 /// One entity the host started.
@@ -114,6 +117,9 @@ pub(crate) struct HostState<P: Protocol, L> {
     start: Arc<StartFn<P, L>>,
     router: Arc<Router>,
     counters: Arc<HostCounters>,
+    /// Opened to an entity once it runs and no carrier message for it is on its way
+    /// here; closed before it drains or stops.
+    directory: Arc<Directory<P, L>>,
     active: HashMap<Arc<str>, Activation<P, L>>,
     /// Which entity each started actor is.
     ids: HashMap<ActorId, Arc<str>>,
@@ -201,6 +207,7 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
             start: args.start,
             router: args.router,
             counters: args.counters,
+            directory: args.directory,
             active: HashMap::new(),
             ids: HashMap::new(),
             recency: BTreeMap::new(),
@@ -248,9 +255,11 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
                 message,
                 credit,
             } => {
+                let id = message.id.clone();
                 state
                     .envelope(&myself, &session, message, None, credit)
-                    .await
+                    .await;
+                state.handled(&id);
             }
             Mailbox::Call {
                 session,
@@ -258,9 +267,11 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
                 reply,
                 credit,
             } => {
+                let id = request.id.clone();
                 state
                     .envelope(&myself, &session, request, Some(reply), credit)
-                    .await
+                    .await;
+                state.handled(&id);
             }
             Mailbox::Local(ToHost::Deliver { id, item }) => {
                 state.route(&myself, Held::new(id, item, 0, None)).await;
@@ -299,6 +310,18 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
 }
 
 impl<P: Protocol, L: Send + 'static> HostState<P, L> {
+    /// A carrier message for `id` that took the long way was handled: the entity may be
+    /// reached the short way from now on if it runs here in a shard served here.
+    fn handled(&mut self, id: &str) {
+        let shard = self.router.shard_of(id);
+        let open = self.handoff.owns(shard) && !self.held.contains_key(&shard);
+        let running = match self.active.get(id) {
+            Some(Activation::Running { actor, .. }) if open => Some(actor),
+            _ => None,
+        };
+        self.directory.handled(id, running);
+    }
+
     /// An envelope from another node's carrier.
     async fn envelope(
         &mut self,
@@ -594,7 +617,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         let envelope = |message: &P::Request| EntityEnvelope {
             id: id.to_string(),
-            type_url: <P::Request as prost::Name>::type_url(),
+            type_url: crate::wire::TypeUrl::of::<P::Request>().as_str().to_owned(),
             payload: prost::Message::encode_to_vec(message).into(),
             hops,
         };
@@ -712,9 +735,8 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         id: &Arc<str>,
     ) -> Result<(), String> {
         if self.recency.len() >= self.router.config().max_active.max(1)
-            && let Some((_, oldest)) = self.recency.first_key_value()
+            && let Some((oldest, _)) = self.least_recent()
         {
-            let oldest = oldest.clone();
             self.evict(&oldest).await;
         }
         match (self.start)(id.to_string()).await {
@@ -752,6 +774,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         };
         let (actor, used) = (actor.clone(), *used);
         self.recency.remove(&used);
+        self.directory.close(id);
         if actor
             .get_cell()
             .drain_and_wait(Some(EVICT_WITHIN))
@@ -772,6 +795,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         };
         if let Activation::Running { actor, used, .. } = activation {
             self.recency.remove(used);
+            self.directory.close(id);
             let _ = actor.get_cell().drain();
             *activation = Activation::Stopping {
                 waiting: VecDeque::new(),
@@ -782,6 +806,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
     /// Forgets the actor `actor` that stopped; returns what waited for it.
     fn forget(&mut self, actor: ActorId) -> Option<(Arc<str>, VecDeque<Item<P>>)> {
         let id = self.ids.remove(&actor)?;
+        self.directory.close(&id);
         self.counters
             .active
             .store(self.ids.len(), Ordering::Relaxed);
@@ -816,17 +841,36 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
     /// Stops the entities idle past the bound.
     fn passivate_idle(&mut self) {
         let idle_after = self.router.config().idle_after;
-        while let Some((_, id)) = self.recency.first_key_value() {
-            let id = id.clone();
-            let idle = match self.active.get(&id) {
-                Some(Activation::Running { last, .. }) => last.elapsed() >= idle_after,
-                _ => true,
-            };
-            if !idle {
+        while let Some((id, last)) = self.least_recent() {
+            if last.is_some_and(|last| last.elapsed() < idle_after) {
                 break;
             }
             self.drain(&id);
             self.counters.passivated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The least recently used entity in the recency order and when it was last used
+    /// (`None`: it does not run), counting what the short way delivered to it: an entity
+    /// the short way used since the host last did moves to the back, and the next is
+    /// looked at.
+    fn least_recent(&mut self) -> Option<(Arc<str>, Option<Instant>)> {
+        loop {
+            let id = self.recency.first_key_value()?.1.clone();
+            let direct = self.directory.used(&id);
+            let clock = self.next_clock();
+            let Some(Activation::Running { used, last, .. }) = self.active.get_mut(&id) else {
+                return Some((id, None));
+            };
+            match direct.filter(|direct| *direct > *last) {
+                Some(direct) => {
+                    self.recency.remove(used);
+                    *used = clock;
+                    *last = direct;
+                    self.recency.insert(clock, id);
+                }
+                None => return Some((id, Some(*last))),
+            }
         }
     }
 }

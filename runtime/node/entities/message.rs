@@ -81,6 +81,14 @@ impl<T: prost::Message + prost::Name + 'static> EntityReply<T> {
         Self(Answer::Local(reply))
     }
 
+    /// The reply port of a caller on another node.
+    pub(crate) fn into_remote(self) -> Option<Reply<EntityAnswer>> {
+        match self.0 {
+            Answer::Remote(port) => Some(port),
+            Answer::Local(_) => None,
+        }
+    }
+
     /// The caller's deadline on this process's clock, for a caller on another node that
     /// set one.
     pub fn deadline(&self) -> Option<std::time::Instant> {
@@ -100,7 +108,7 @@ impl<T: prost::Message + prost::Name + 'static> EntityReply<T> {
         match self.0 {
             Answer::Remote(port) => {
                 let answer = EntityAnswer {
-                    type_url: T::type_url(),
+                    type_url: crate::wire::TypeUrl::of::<T>().as_str().to_owned(),
                     payload: reply.encode_to_vec().into(),
                 };
                 port.send(answer).map_err(|error| error.map(|_| reply))

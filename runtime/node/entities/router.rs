@@ -124,7 +124,8 @@ pub(crate) struct Router {
     /// The node's host of each kind it hosts: an `ActorRef<HostMailbox<P>>`.
     hosts: RwLock<HashMap<String, HostEntry>>,
     /// Carrier sessions by (address, kind): opened once, dropped when they close.
-    carriers: Mutex<HashMap<(String, String), CarrierSlot>>,
+    /// By address, then kind: found without allocating, once per message.
+    carriers: Mutex<HashMap<String, HashMap<String, CarrierSlot>>>,
     /// The shard table of each kind for the last view it was computed for.
     tables: Mutex<HashMap<String, ViewTable>>,
     /// Where casts never confirmed are told.
@@ -387,8 +388,11 @@ impl Router {
         addr: &str,
         kind: &str,
     ) -> Result<RemoteRef<Carrier>, EntityError> {
+        let cell = self.carrier_slot(addr, kind);
+        if let Some(carrier) = cell.get() {
+            return Ok(carrier.clone());
+        }
         let key = (addr.to_owned(), kind.to_owned());
-        let cell = lock(&self.carriers).entry(key.clone()).or_default().clone();
         let opened = cell
             .get_or_try_init(|| async {
                 let (remote, mut inbox) = Connect::<Carrier>::new(
@@ -444,11 +448,31 @@ impl Router {
         })
     }
 
-    /// Forgets the carrier `slot` of `key`, if it is still the one kept.
+    /// The slot of the carrier of `kind` to `addr`, made empty on first use.
+    fn carrier_slot(&self, addr: &str, kind: &str) -> CarrierSlot {
+        let mut carriers = lock(&self.carriers);
+        if let Some(slot) = carriers.get(addr).and_then(|kinds| kinds.get(kind)) {
+            return slot.clone();
+        }
+        carriers
+            .entry(addr.to_owned())
+            .or_default()
+            .entry(kind.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the carrier `slot` of (address, kind) `key`, if it is still the one kept.
     fn forget_carrier(&self, key: &(String, String), slot: &CarrierSlot) {
         let mut carriers = lock(&self.carriers);
-        if carriers.get(key).is_some_and(|c| Arc::ptr_eq(c, slot)) {
-            carriers.remove(key);
+        let (addr, kind) = key;
+        if let Some(kinds) = carriers.get_mut(addr) {
+            if kinds.get(kind).is_some_and(|c| Arc::ptr_eq(c, slot)) {
+                kinds.remove(kind);
+            }
+            if kinds.is_empty() {
+                carriers.remove(addr);
+            }
         }
     }
 
@@ -581,23 +605,15 @@ impl<P: Protocol> EntityRef<P> {
     }
 
     async fn place(&self) -> Result<Place, EntityError> {
-        match &self.via {
-            Some(via) => Ok(Place::There {
-                node: via.to_string(),
-                addr: via.to_string(),
-            }),
-            None => {
-                self.router
-                    .find(&self.kind, self.shard, FIND_HOST_WITHIN)
-                    .await
-            }
-        }
+        self.router
+            .find(&self.kind, self.shard, FIND_HOST_WITHIN)
+            .await
     }
 
     fn envelope(&self, message: &P::Request) -> EntityEnvelope {
         EntityEnvelope {
             id: self.id.to_string(),
-            type_url: <P::Request as prost::Name>::type_url(),
+            type_url: crate::wire::TypeUrl::of::<P::Request>().as_str().to_owned(),
             payload: prost::Message::encode_to_vec(message).into(),
             hops: 0,
         }
@@ -613,6 +629,12 @@ impl<P: Protocol> EntityRef<P> {
     /// [`EntityError::ShuttingDown`].
     pub async fn cast(&self, message: impl Into<P::Request>) -> Result<(), EntityError> {
         let message = message.into();
+        if let Some(via) = &self.via {
+            return self
+                .router
+                .cast_to(via, via, &self.kind, self.envelope(&message))
+                .await;
+        }
         match self.place().await? {
             Place::Here | Place::Nobody => self.deliver_here(Item::Cast(message, Credit::none())),
             Place::There { node, addr } => {
@@ -634,6 +656,9 @@ impl<P: Protocol> EntityRef<P> {
         timeout: Duration,
     ) -> Result<P::Response, EntityError> {
         let request = request.into();
+        if let Some(via) = &self.via {
+            return self.call_there(via, via, &request, timeout).await;
+        }
         match self.place().await? {
             Place::Here | Place::Nobody => {
                 let (tx, rx) = oneshot::channel();
@@ -646,20 +671,28 @@ impl<P: Protocol> EntityRef<P> {
                     Ok(Ok(Ok(reply))) => Ok(reply),
                 }
             }
-            Place::There { node, addr } => {
-                let envelope = self.envelope(&request);
-                let in_flight = self
-                    .router
-                    .call_to(&node, &addr, &self.kind, envelope, timeout)
-                    .await?;
-                let (type_url, payload) = in_flight.answer().await?;
-                let answer: EntityAnswer =
-                    crate::handles::session_ref::decode_payload(&type_url, &payload)
-                        .map_err(CallError::from)?;
-                decode_answer::<P::Response>(&answer)
-                    .map_err(|fault| EntityError::Call(CallError::Fault(fault)))
-            }
+            Place::There { node, addr } => self.call_there(&node, &addr, &request, timeout).await,
         }
+    }
+
+    /// A call to the entity through `node` at `addr`.
+    async fn call_there(
+        &self,
+        node: &str,
+        addr: &str,
+        request: &P::Request,
+        timeout: Duration,
+    ) -> Result<P::Response, EntityError> {
+        let envelope = self.envelope(request);
+        let in_flight = self
+            .router
+            .call_to(node, addr, &self.kind, envelope, timeout)
+            .await?;
+        let (type_url, payload) = in_flight.answer().await?;
+        let answer: EntityAnswer = crate::handles::session_ref::decode_payload(&type_url, &payload)
+            .map_err(CallError::from)?;
+        decode_answer::<P::Response>(&answer)
+            .map_err(|fault| EntityError::Call(CallError::Fault(fault)))
     }
 
     fn deliver_here(&self, item: Item<P>) -> Result<(), EntityError> {
