@@ -352,6 +352,19 @@ async fn two_members_share_the_shards_and_reach_each_others_entities_over_one_se
     let own_state = || a.status().cluster.expect("clustered").own_state_bytes;
     let state_before = own_state();
     assert!(state_before > 0);
+    // A process outside the cluster sees the same settled digests through a member.
+    let outside = client().await;
+    let seen = outside
+        .members_at(&a.local_addr().unwrap().to_string())
+        .await
+        .unwrap();
+    let digests: Vec<Option<&str>> = seen.iter().map(|m| m.settled("tracked")).collect();
+    assert_eq!(digests.len(), 2);
+    assert!(
+        digests[0].is_some() && digests[0] == digests[1],
+        "{digests:?}"
+    );
+    outside.shutdown().await;
     const IDS: u64 = 200;
     for id in 0..IDS {
         let from = if id % 2 == 0 { &a } else { &b };

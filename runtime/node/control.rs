@@ -344,6 +344,11 @@ fn member_info(member: &Member, most: usize, budget: &mut usize) -> MemberInfo {
                 protocol: k.protocol.clone(),
             })
             .collect(),
+        entity_settled: member
+            .entity_kinds
+            .iter()
+            .map(|k| k.settled.clone())
+            .collect(),
     }
 }
 
@@ -538,10 +543,15 @@ fn member_of(info: MemberInfo) -> Option<Member> {
         entity_kinds: info
             .entity_kinds
             .into_iter()
-            .map(|k| HostedKind {
+            .zip(
+                info.entity_settled
+                    .into_iter()
+                    .chain(std::iter::repeat(String::new())),
+            )
+            .map(|(k, settled)| HostedKind {
                 kind: k.name,
                 protocol: k.protocol,
-                settled: String::new(),
+                settled,
             })
             .collect(),
         declared_entity_kinds: None,
