@@ -457,20 +457,17 @@ async fn spawns_on_any_node_spread_and_a_name_held_anywhere_is_refused() {
 /// takes sends again) when the member comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_to_a_member_declared_unreachable_hears_it_at_once() {
-    use duologue::{CallError, InterruptCause, RemoteRef, SendError, SessionSignal};
-    use duologue_actors::seq_check::SeqCheck;
+    use duologue::{CallError, InterruptCause, SendError, SessionSignal};
     use duologue_actors::seq_check::proto::{ReportRequest, Tick};
-    let secrets = SecretDir::create().unwrap();
-    let secret = Secret::from_file(secrets.secret()).unwrap();
-    let a = cluster_lab::seq_check_node("a", &[], secret, |_| {}).await;
-    let b = check_process("b", &secrets, &a).await;
-    cluster::wait_members(&a, 2, WAIT).await;
-    let (owner, mut heard) = duologue_testkit::probe::recorder().await;
-    let check: RemoteRef<SeqCheck> = a
-        .connect((b.addr.to_string(), "check"))
-        .owner(&owner)
-        .await
-        .unwrap();
+    // Every part bound by name: each lives to the end of the test.
+    let ToB {
+        secrets: _secrets,
+        a: _a,
+        b,
+        check,
+        mut heard,
+        _owner,
+    } = session_to_b(|_| {}).await;
 
     b.child.signal(duologue_testkit::Signal::SIGSTOP).unwrap();
     stopped(b.child.pid().unwrap()).await;
@@ -529,23 +526,19 @@ async fn a_session_to_a_member_declared_unreachable_hears_it_at_once() {
 /// new one, long before their resume deadline, with what the old one never confirmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_restarted_under_its_name_loses_the_sessions_to_its_previous_process() {
-    use duologue::{CloseReason, LostReason, RemoteRef, SessionSignal};
-    use duologue_actors::seq_check::SeqCheck;
-    let secrets = SecretDir::create().unwrap();
-    let secret = Secret::from_file(secrets.secret()).unwrap();
-    let a = cluster_lab::seq_check_node("a", &[], secret, |config| {
+    use duologue::{CloseReason, LostReason, SessionSignal};
+    let ToB {
+        secrets,
+        a,
+        b,
+        check,
+        mut heard,
+        _owner,
+    } = session_to_b(|config| {
         // Longer than the test's wait: only the cluster's word ends the session in time.
         config.session.resume_timeout = Duration::from_secs(600);
     })
     .await;
-    let b = check_process("b", &secrets, &a).await;
-    cluster::wait_members(&a, 2, WAIT).await;
-    let (owner, mut heard) = duologue_testkit::probe::recorder().await;
-    let check: RemoteRef<SeqCheck> = a
-        .connect((b.addr.to_string(), "check"))
-        .owner(&owner)
-        .await
-        .unwrap();
     check
         .call(duologue_actors::seq_check::proto::ReportRequest {}, WAIT)
         .await
@@ -565,6 +558,42 @@ async fn a_member_restarted_under_its_name_loses_the_sessions_to_its_previous_pr
     );
 }
 
+/// Node `a` in this process and node `b` a process in its cluster hosting the actor
+/// `check`, with a session from `a` to it whose signals are heard.
+struct ToB {
+    secrets: SecretDir,
+    a: duologue::Node,
+    b: duologue_testkit::NodeProcess,
+    check: duologue::RemoteRef<duologue_actors::seq_check::SeqCheck>,
+    heard:
+        tokio::sync::mpsc::UnboundedReceiver<(std::time::Instant, duologue_testkit::probe::Heard)>,
+    /// The session's owner, kept alive.
+    _owner: ractor::ActorRef<duologue::SessionMsg>,
+}
+
+/// [`ToB`], with `a`'s settings tweaked.
+async fn session_to_b(tweak: impl FnOnce(&mut NodeConfig)) -> ToB {
+    let secrets = SecretDir::create().unwrap();
+    let secret = Secret::from_file(secrets.secret()).unwrap();
+    let a = cluster_lab::seq_check_node("a", &[], secret, tweak).await;
+    let b = check_process("b", &secrets, &a).await;
+    cluster::wait_members(&a, 2, WAIT).await;
+    let (owner, heard) = duologue_testkit::probe::recorder().await;
+    let check = a
+        .connect((b.addr.to_string(), "check"))
+        .owner(&owner)
+        .await
+        .unwrap();
+    ToB {
+        secrets,
+        a,
+        b,
+        check,
+        heard,
+        _owner: owner,
+    }
+}
+
 /// Starts a node process `name` hosting the `seq-check` actor `check`, in `a`'s cluster.
 async fn check_process(
     name: &str,
@@ -572,21 +601,9 @@ async fn check_process(
     a: &duologue::Node,
 ) -> duologue_testkit::NodeProcess {
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_duologue"));
-    let args: Vec<String> = [
-        "--secret-file",
-        &secrets.secret().display().to_string(),
-        "--gossip-listen",
-        "127.0.0.1:0",
-        "--gossip-interval",
-        "100ms",
-        "--seed",
-        &a.gossip_addr().unwrap().to_string(),
-        "--actor",
-        "seq-check:check",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let seed = a.gossip_addr().unwrap().to_string();
+    let mut args = duologue_testkit::cluster_flags(secrets.secret(), "100ms", Some(&seed));
+    args.extend(["--actor".to_owned(), "seq-check:check".to_owned()]);
     duologue_testkit::NodeProcess::start(exe, name, &args, WAIT)
         .await
         .unwrap()

@@ -86,18 +86,7 @@ async fn entity_stubs(env: &PythonEnv, dir: &Path) -> PathBuf {
 
 /// The flags of a member: the secret, fast gossip on 127.0.0.1, the seed to join.
 fn member_args(secrets: &SecretDir, seed: Option<&str>) -> Vec<String> {
-    let mut args = vec![
-        "--secret-file".to_owned(),
-        secrets.secret().display().to_string(),
-        "--gossip-listen".into(),
-        "127.0.0.1:0".into(),
-        "--gossip-interval".into(),
-        "100ms".into(),
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--seed".to_owned(), seed.to_owned()]);
-    }
-    args
+    duologue_testkit::cluster_flags(secrets.secret(), "100ms", seed)
 }
 
 /// Three `duologue node` processes in one cluster, each hosting carts, once every one of

@@ -221,6 +221,24 @@ where
     }
 }
 
+/// The flags of a node process in a cluster on 127.0.0.1: the secret file, gossip on a
+/// port chosen at run time every `gossip_interval` (as `--gossip-interval` takes it), and
+/// the seed to join (none: it founds the cluster).
+pub fn cluster_flags(secret: &Path, gossip_interval: &str, seed: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "--secret-file".to_owned(),
+        secret.display().to_string(),
+        "--gossip-listen".into(),
+        "127.0.0.1:0".into(),
+        "--gossip-interval".into(),
+        gossip_interval.into(),
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--seed".to_owned(), seed.to_owned()]);
+    }
+    args
+}
+
 /// A `duologue node` process and the address it listens on.
 #[derive(Debug)]
 pub struct NodeProcess {

@@ -155,17 +155,8 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
 /// The flags of a demo's `duologue node`: the secret, fast gossip on 127.0.0.1, the seed
 /// to join through, the actor to host.
 pub(super) fn node_args(secret: &str, seed: Option<&str>, actor: Option<&str>) -> Vec<String> {
-    let mut args = vec![
-        "--secret-file".to_owned(),
-        secret.to_owned(),
-        "--gossip-listen".into(),
-        "127.0.0.1:0".into(),
-        "--gossip-interval".into(),
-        GOSSIP_INTERVAL.into(),
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--seed".to_owned(), seed.to_owned()]);
-    }
+    let mut args =
+        duologue_testkit::cluster_flags(std::path::Path::new(secret), GOSSIP_INTERVAL, seed);
     if let Some(actor) = actor {
         args.extend(["--actor".to_owned(), actor.to_owned()]);
     }

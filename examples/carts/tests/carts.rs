@@ -17,18 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const CARTS: usize = 30;
 
 fn node_args(secrets: &SecretDir, seed: Option<&str>) -> Vec<String> {
-    let mut args = vec![
-        "--secret-file".to_owned(),
-        secrets.secret().display().to_string(),
-        "--gossip-listen".into(),
-        "127.0.0.1:0".into(),
-        "--gossip-interval".into(),
-        "100ms".into(),
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--seed".to_owned(), seed.to_owned()]);
-    }
-    args
+    duologue_testkit::cluster_flags(secrets.secret(), "100ms", seed)
 }
 
 /// Sends `requests` to a `carts` client of the node at `addr`; its answers, in order.
