@@ -8,15 +8,19 @@
 //! (`Node::status_at`, `Node::members_at`) and its memory from `/proc`. Measures:
 //!
 //! - activations: after 1 000 ids started first (for the gossip figure below), one call
-//!   to each of the other `--entities` ids (the call starts the entity): activations per
-//!   second overall and per node (the `started` count of each node over the wall time),
-//!   first-message latency p50 and p99;
+//!   to each of the other `--entities` ids (the call starts the entity), the id `e{i}`
+//!   through node `i % nodes`: activations per second overall and per node (the `started`
+//!   count of each node over the wall time), first-message latency p50 and p99;
+//! - with each kind of call, the CPU time per call of this process and of the nodes in
+//!   all (from `/proc`, in 10 ms ticks);
 //! - each node's resident memory per active entity (its RSS after the activations less
 //!   before, over the entities it holds; an echo entity holds 8 bytes of state), the
 //!   median over nodes;
-//! - later messages: `--calls` calls to started entities, spread over the nodes as the
-//!   activations are, against the same calls to the named actor: calls per second (the
-//!   ratio), latency p50 and p99;
+//! - later messages: `--calls` calls to 10 000 started entities, spread over the nodes as
+//!   the activations are (two in three are forwarded to their owner), then each sent
+//!   through its owner (learned from the activations' answers: an echo entity answers
+//!   with its node's index), against the same calls to the named actor: calls per second
+//!   (the ratio), latency p50 and p99;
 //! - the sessions between each pair of nodes, as each of the two counts them;
 //! - gossip: each node's own gossip state in bytes and the gossip bytes it sends and
 //!   receives per second over an idle window of `--idle-s`, at 1 000 entities and at
@@ -47,7 +51,7 @@ use duologue::settings::{ClusterConfig, EntityConfig};
 use duologue::status::{EntityKindStatus, NodeStatus};
 use duologue::{Entity, Mailbox, Node, NodeConfig, RemoteRef, Secret};
 use duologue_testkit::probe::{Ping, PingPong, Pong};
-use duologue_testkit::{ChildGuard, Memory, Signal, args};
+use duologue_testkit::{ChildGuard, Memory, Signal, args, cpu_time};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 const SECRET: &str = "entities bench secret, 32 bytes!";
@@ -59,30 +63,37 @@ const FEW: u64 = 1_000;
 /// How many of the started entities the later messages go to.
 const LATER_IDS: u64 = 10_000;
 
-/// An entity that answers a call with its request's `n` and counts what it got.
+/// An entity that answers a call with its request's `n` and counts what it got. Its
+/// answer's `deadline_left_ms` carries the index of its node instead: how the bench
+/// learns which node owns an id.
 struct EchoEntity;
 
 #[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
 impl Actor for EchoEntity {
     type Msg = Entity<PingPong>;
-    type State = u64;
-    type Arguments = ();
+    /// Its node's index, and how many messages it got.
+    type State = (u64, u64);
+    type Arguments = u64;
 
-    async fn pre_start(&self, _: ActorRef<Self::Msg>, (): ()) -> Result<u64, ActorProcessingErr> {
-        Ok(0)
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        node: u64,
+    ) -> Result<(u64, u64), ActorProcessingErr> {
+        Ok((node, 0))
     }
 
     async fn handle(
         &self,
         _: ActorRef<Self::Msg>,
         message: Self::Msg,
-        got: &mut u64,
+        (node, got): &mut (u64, u64),
     ) -> Result<(), ActorProcessingErr> {
         *got += 1;
         if let Entity::Call { request, reply, .. } = message {
             let _ = reply.send(Pong {
                 n: request.n,
-                deadline_left_ms: 0,
+                deadline_left_ms: *node,
             });
         }
         Ok(())
@@ -127,13 +138,14 @@ fn value(argv: &[String], flag: &str) -> Option<String> {
         .cloned()
 }
 
-/// Child mode (`--child NAME [--seed GOSSIP] [--named]` and the bench's own flags): a
+/// Child mode (`--child NAME --index I [--seed GOSSIP] [--named]` and the bench's own flags): a
 /// clustered node hosting `echo` entities (and the named `echo` with `--named`). It
 /// prints its session address, then its gossip address, one line each; it leaves on
 /// SIGTERM, or when its standard input closes.
 async fn child(argv: &[String]) -> anyhow::Result<()> {
     let name = value(argv, CHILD_FLAG).ok_or_else(|| anyhow::anyhow!("{CHILD_FLAG} NAME"))?;
     let entities = args::option(argv, "--entities", 100_000)?;
+    let index = args::option(argv, "--index", 0)?;
     let mut cluster = ClusterConfig::new("127.0.0.1:0".parse()?);
     if let Some(ms) = value(argv, "--gossip-ms") {
         cluster.gossip_interval = Duration::from_millis(ms.parse()?);
@@ -157,8 +169,8 @@ async fn child(argv: &[String]) -> anyhow::Result<()> {
         })
         .secret(Secret::new(SECRET)?)
         .entities(config)
-        .entity(KIND, |_node: Node, _id: String| async move {
-            let (echo, _) = Actor::spawn(None, EchoEntity, ())
+        .entity(KIND, move |_node: Node, _id: String| async move {
+            let (echo, _) = Actor::spawn(None, EchoEntity, index)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(echo)
@@ -227,12 +239,13 @@ struct Host {
 /// Starts node `name` (seeded with `seed`), with the bench's flags passed on.
 async fn start_member(
     exe: &std::path::Path,
-    name: &str,
+    (name, index): (&str, usize),
     seed: Option<&str>,
     named: bool,
     pass: &[String],
 ) -> anyhow::Result<(Host, String)> {
     let mut args = vec![CHILD_FLAG.to_owned(), name.to_owned()];
+    args.extend(["--index".to_owned(), index.to_string()]);
     if let Some(seed) = seed {
         args.extend(["--seed".to_owned(), seed.to_owned()]);
     }
@@ -409,18 +422,21 @@ where
     Ok((started.elapsed(), all))
 }
 
-/// One call to each id `e{from}`..`e{to}`, the id `e{i}` through node `i % nodes`.
+/// One call to each id `e{from}`..`e{to}`, the id `e{i}` through node `i % nodes`; the
+/// index of the node that answered for each id below `owners.len()` is kept there.
 async fn activate(
     client: &Node,
     addrs: &Arc<Vec<String>>,
     (from, to): (u64, u64),
     concurrency: u64,
+    owners: &Arc<Vec<AtomicU64>>,
 ) -> anyhow::Result<(Duration, Vec<u32>)> {
-    let (client, addrs) = (client.clone(), addrs.clone());
+    let (client, addrs, owners) = (client.clone(), addrs.clone(), owners.clone());
     calls(to - from, concurrency, move |i| {
         let id = from + i;
         let via = &addrs[(id % addrs.len() as u64) as usize];
         let entity = client.entity_via::<PingPong>(via, KIND, &format!("e{id}"));
+        let owners = owners.clone();
         async move {
             let pong = entity?
                 .call(
@@ -432,10 +448,37 @@ async fn activate(
                 )
                 .await?;
             anyhow::ensure!(pong.n == id, "e{id} answered {}", pong.n);
+            if let Some(owner) = usize::try_from(id).ok().and_then(|id| owners.get(id)) {
+                owner.store(pong.deadline_left_ms, Ordering::Relaxed);
+            }
             Ok(())
         }
     })
     .await
+}
+
+/// CPU time used so far by this process and by each node.
+fn cpu(members: &[Host]) -> (Duration, Vec<Duration>) {
+    (
+        cpu_time(None).unwrap_or_default(),
+        members
+            .iter()
+            .map(|m| cpu_time(m.child.pid()).unwrap_or_default())
+            .collect(),
+    )
+}
+
+/// The CPU time per call from `before` to now, in microseconds: this process's, and the
+/// nodes' in all.
+fn cpu_per_call(members: &[Host], before: &(Duration, Vec<Duration>), calls: u64) -> String {
+    let now = cpu(members);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / calls.max(1) as f64;
+    let nodes: Duration = now.1.iter().zip(&before.1).map(|(a, b)| *a - *b).sum();
+    format!(
+        "CPU per call: client {:.0} us, nodes {:.0} us",
+        per(now.0 - before.0),
+        per(nodes)
+    )
 }
 
 /// Each node's resident memory now.
@@ -612,10 +655,11 @@ async fn main() -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
 
     let setup = Instant::now();
-    let (first, seed) = start_member(&exe, "n0", None, true, &pass).await?;
+    let (first, seed) = start_member(&exe, ("n0", 0), None, true, &pass).await?;
     let mut members = vec![first];
-    for i in 1..nodes {
-        let (member, _) = start_member(&exe, &format!("n{i}"), Some(&seed), false, &pass).await?;
+    for i in 1..usize::try_from(nodes)? {
+        let (member, _) =
+            start_member(&exe, (&format!("n{i}"), i), Some(&seed), false, &pass).await?;
         members.push(member);
     }
     let client = Node::builder()
@@ -632,13 +676,21 @@ async fn main() -> anyhow::Result<()> {
 
     // Gossip at a few entities.
     let rss_before = rss(&members);
-    activate(&client, &addrs, (0, FEW), concurrency).await?;
+    let owners: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..entities.min(LATER_IDS))
+            .map(|_| AtomicU64::new(u64::MAX))
+            .collect(),
+    );
+    activate(&client, &addrs, (0, FEW), concurrency, &owners).await?;
     let gossip_few = gossip(&client, &members, idle).await?;
     print_gossip(&members, FEW, &gossip_few);
 
     // Activations.
     let before = statuses(&client, &members).await?;
-    let (took, mut first) = activate(&client, &addrs, (FEW, entities), concurrency).await?;
+    let cpu_before = cpu(&members);
+    let (took, mut first) =
+        activate(&client, &addrs, (FEW, entities), concurrency, &owners).await?;
+    let activations_cpu = cpu_per_call(&members, &cpu_before, entities - FEW);
     let after = statuses(&client, &members).await?;
     let rss_after = rss(&members);
     let activations = entities - FEW;
@@ -667,7 +719,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "entities: {activations} activations at {:.0}/s (first message p50 {first_p50} us, p99 \
-         {first_p99} us); by node: {}",
+         {first_p99} us; {activations_cpu}); by node: {}",
         activations as f64 / took.as_secs_f64(),
         per_node.join("; ")
     );
@@ -676,25 +728,47 @@ async fn main() -> anyhow::Result<()> {
         median(&per_entity)
     );
 
-    // Later messages: started entities against the named actor.
-    let (client_b, addrs_b) = (client.clone(), addrs.clone());
+    // Later messages: started entities (through each node in turn, then through each
+    // one's owner) against the named actor.
     let started_ids = entities.min(LATER_IDS);
-    let (took, mut later) = calls(total_calls, concurrency, move |i| {
-        let via = &addrs_b[(i % addrs_b.len() as u64) as usize];
-        let entity = client_b.entity_via::<PingPong>(via, KIND, &format!("e{}", i % started_ids));
-        async move {
-            entity?.call(Ping { n: i, body: vec![] }, WAIT / 2).await?;
-            Ok(())
-        }
-    })
-    .await?;
-    let entity_rate = total_calls as f64 / took.as_secs_f64();
-    let (later_p50, later_p99) = percentiles(&mut later);
+    anyhow::ensure!(
+        owners
+            .iter()
+            .all(|o| (o.load(Ordering::Relaxed) as usize) < addrs.len()),
+        "an entity's owner not learned"
+    );
+    let mut later = Vec::new();
+    for by_owner in [false, true] {
+        let (client, addrs, owners) = (client.clone(), addrs.clone(), owners.clone());
+        let cpu_before = cpu(&members);
+        let (took, mut latencies) = calls(total_calls, concurrency, move |i| {
+            let id = i % started_ids;
+            let node = if by_owner {
+                owners[id as usize].load(Ordering::Relaxed)
+            } else {
+                i % addrs.len() as u64
+            };
+            let entity =
+                client.entity_via::<PingPong>(&addrs[node as usize], KIND, &format!("e{id}"));
+            async move {
+                entity?.call(Ping { n: i, body: vec![] }, WAIT / 2).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let spent = cpu_per_call(&members, &cpu_before, total_calls);
+        later.push((
+            total_calls as f64 / took.as_secs_f64(),
+            percentiles(&mut latencies),
+            spent,
+        ));
+    }
     // The inbox kept: dropping it would end the session.
     let (named, _inbox): (RemoteRef<PingPong>, _) = client
         .connect::<PingPong>((addrs[0].as_str(), KIND))
         .inbox()
         .await?;
+    let cpu_before = cpu(&members);
     let (took, mut named_latencies) = calls(total_calls, concurrency, move |i| {
         let named = named.clone();
         async move {
@@ -703,13 +777,22 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
+    let named_cpu = cpu_per_call(&members, &cpu_before, total_calls);
     let named_rate = total_calls as f64 / took.as_secs_f64();
     let (named_p50, named_p99) = percentiles(&mut named_latencies);
+    for ((rate, (p50, p99), spent), how) in later.iter().zip([
+        format!("through the {nodes} nodes in turn"),
+        "through each one's owner".to_owned(),
+    ]) {
+        println!(
+            "entities: {total_calls} calls to {started_ids} started entities {how} at {rate:.0}/s \
+             (p50 {p50} us, p99 {p99} us; {spent}): ratio to the named actor {:.2}",
+            rate / named_rate
+        );
+    }
     println!(
-        "entities: {total_calls} calls to {started_ids} started entities through the {nodes} \
-         nodes at {entity_rate:.0}/s (p50 {later_p50} us, p99 {later_p99} us); to one named \
-         actor {named_rate:.0}/s (p50 {named_p50} us, p99 {named_p99} us): ratio {:.2}",
-        entity_rate / named_rate
+        "entities: {total_calls} calls to one named actor at {named_rate:.0}/s (p50 {named_p50} \
+         us, p99 {named_p99} us; {named_cpu})"
     );
 
     // Sessions between each pair of nodes, as each end counts them.
