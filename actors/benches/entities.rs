@@ -5,11 +5,14 @@
 //! entities through each node in turn (`Node::entity_via`: the node routes a message on
 //! to the owner of its id's shard) and the named actor directly (`Node::connect`), with
 //! `--concurrency` calls in flight; it reads each node's figures over the wire
-//! (`Node::status_at`, `Node::members_at`) and its memory from `/proc`. Measures:
+//! (`Node::status_at`), its view of the members on its stdin (a member list asked over
+//! the wire does not carry their `settled` digests) and its memory and CPU time from
+//! `/proc`. Before anything it waits until every node's view shows all of them serving
+//! the kind, settled on one digest. Measures:
 //!
-//! - activations: after 1 000 ids started first (for the gossip figure below), one call
-//!   to each of the other `--entities` ids (the call starts the entity), the id `e{i}`
-//!   through node `i % nodes`: activations per second overall and per node (the `started`
+//! - activations: after the ids `e0`..`e999` started first (for the gossip figure
+//!   below), one call to each of the other ids up to `--entities` (the call starts the
+//!   entity), the id `e{i}` through node `i % nodes`: activations per second overall and per node (the `started`
 //!   count of each node over the wall time), first-message latency p50 and p99;
 //! - with each kind of call, the CPU time per call of this process and of the nodes in
 //!   all (from `/proc`, in 10 ms ticks);
@@ -26,7 +29,8 @@
 //!   receives per second over an idle window of `--idle-s`, at 1 000 entities and at
 //!   `--entities`: the state must be the same size;
 //! - a polite leave: SIGTERM to the last node (never the seed) with every entity active,
-//!   and the time from the signal until (a) the others' views no longer show it serving,
+//!   and the time from the signal until (a) the others' views no longer show it serving
+//!   (leaving, or unreachable),
 //!   (b) its shards are handed over: every member hosting the kind that is not declared
 //!   unreachable, in the views of both others, settled on one new set of members (the
 //!   rule a member follows before it serves a shard it took over) and the others own
