@@ -224,6 +224,10 @@ pub(crate) struct View {
     /// failure detector has heard enough heartbeats to call it live, and that first
     /// silence is a join in progress, not a death.
     seen_up: BTreeSet<MemberKey>,
+    /// The members told `Left`: a member that said it leaves is told so once, whether its
+    /// leave was read while it was up or only once it fell silent (a member wrongly
+    /// suspected just before it left politely).
+    told_left: BTreeSet<MemberKey>,
     /// Every name registered on a member, with the members that registered it.
     names: HashMap<String, Vec<MemberKey>>,
 }
@@ -267,13 +271,15 @@ impl View {
             .filter(|key| !present.contains(key))
             .cloned()
             .collect();
-        let changed: Vec<(MemberKey, (u64, bool), Member)> = changed
+        let changed: Vec<(MemberKey, (u64, bool), Member, bool)> = changed
             .into_iter()
             .map(|record| {
+                let leaving = record.keys.contains_key(KEY_LEAVING);
                 (
                     record.key(),
                     (record.version, record.live),
                     member_of(record),
+                    leaving,
                 )
             })
             .collect();
@@ -291,7 +297,7 @@ impl View {
                 touched(&actor.name, self);
             }
         }
-        for (key, _, after) in &changed {
+        for (key, _, after, _) in &changed {
             match self.members.get(key) {
                 Some(was) if was.serves() == after.serves() => {
                     for name in registered_or_withdrawn(&was.actors, &after.actors) {
@@ -314,8 +320,9 @@ impl View {
             }
             self.stamps.remove(&key);
             self.seen_up.remove(&key);
+            self.told_left.remove(&key);
         }
-        for (key, stamp, after) in changed {
+        for (key, stamp, after, leaving) in changed {
             self.stamps.insert(key.clone(), stamp);
             let was = self
                 .members
@@ -328,11 +335,19 @@ impl View {
                 }
                 // First seen already leaving or dead: nothing to tell until it is up.
                 None => {}
+                Some(_) if leaving && self.told_left.contains(&key) => {}
+                // Its leave read only now that it is silent: it left, as it said.
+                Some(_) if leaving && after.state == MemberState::Unreachable => {
+                    events.push(ClusterEvent::Left(after.clone()));
+                }
                 Some(before) => {
                     if let Some(event) = transition(before, &after) {
                         events.push(event);
                     }
                 }
+            }
+            if leaving && self.seen_up.contains(&key) {
+                self.told_left.insert(key.clone());
             }
             if after.state != MemberState::Unreachable {
                 self.seen_up.insert(key.clone());
@@ -625,6 +640,26 @@ mod tests {
         let mut next = view.clone();
         let events = next.update(&present, records);
         (next, names(&events))
+    }
+
+    #[test]
+    fn a_member_suspected_before_its_leave_arrived_is_told_left_once() {
+        let leave = [(KEY_LEAVING, "1")];
+        let (up, _) = step(&View::default(), vec![record("a", 1, true, &[])]);
+        // A late heartbeat: suspected, then its leave arrives while it is silent.
+        let (suspected, unreachable) = step(&up, vec![record("a", 1, false, &[])]);
+        let (gone, left) = step(&suspected, vec![record("a", 1, false, &leave)]);
+        let (_, again) = step(&gone, vec![record("a", 1, false, &leave)]);
+        assert_eq!(unreachable, ["unreachable a"]);
+        assert_eq!(left, ["left a"]);
+        assert!(again.is_empty(), "told once: {again:?}");
+        // Its leave and its silence read at once.
+        let (_, left) = step(&up, vec![record("a", 1, false, &leave)]);
+        assert_eq!(left, ["left a"]);
+        // Heard from again while leaving, after being told: nothing more.
+        let (back, _) = step(&gone, vec![record("a", 1, true, &leave)]);
+        let (_, silent) = step(&back, vec![record("a", 1, false, &leave)]);
+        assert!(silent.is_empty(), "{silent:?}");
     }
 
     #[test]

@@ -1018,10 +1018,15 @@ impl Node {
         // members learn the node leaves; then its sessions end (politely: what they
         // carried is confirmed) and the hosts stop.
         let hosts_entities = self.inner.entities.hosts_any();
+        // Said before anything stops: the membership's tracker ends with the shutdown
+        // below, and a tracker that ends while its node does not leave stops the gossip
+        // engine at once (the peers would see a death, not a leave).
+        if let Some(membership) = &self.inner.cluster {
+            membership.announce_leaving().await;
+        }
         if let Some(membership) = &self.inner.cluster
             && hosts_entities
         {
-            membership.announce_leaving().await;
             self.inner.entities.leave(drain).await;
             membership.leave(drain).await;
         } else if hosts_entities {

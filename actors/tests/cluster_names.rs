@@ -23,10 +23,6 @@ async fn node_with(name: &str, seeds: &[std::net::SocketAddr], bounds: (usize, u
     let secret = Secret::new(SECRET).unwrap();
     cluster_lab::seq_check_node(name, seeds, secret, |config| {
         (config.max_hosted, config.max_names) = bounds;
-        if let Some(cluster) = &mut config.cluster {
-            // Long enough for a leave to be gossiped on a loaded machine.
-            cluster.leave_linger = Duration::from_secs(2);
-        }
     })
     .await
 }
@@ -120,9 +116,9 @@ async fn names_that_would_freeze_gossip_or_fool_a_reader_are_refused_and_gossip_
     client.shutdown().await;
     b.shutdown().await;
     // The events a saw since it started listening may hold an `Unreachable` for b that a
-    // loaded machine caused earlier (a late heartbeat, b reachable again since): not a
-    // sign its leave went unseen. An unseen leave leaves b unreachable and never `Left`
-    // (it is `Removed` only after the dead grace, an hour): the wait runs out.
+    // loaded machine caused earlier (a late heartbeat): its leave is told `Left` all the
+    // same. An unseen leave leaves b unreachable and never `Left` (it is `Removed` only
+    // after the dead grace, an hour): the wait runs out.
     let left = cluster::next_event(&mut events, WAIT, |event| match event {
         ClusterEvent::Left(member) | ClusterEvent::Removed(member)
             if member.identity.name == "b" =>
@@ -448,6 +444,39 @@ async fn spawns_on_any_node_spread_and_a_name_held_anywhere_is_refused() {
         Err(SpawnError::NameTaken { name, .. }) => assert_eq!(name, "cart-0"),
         other => panic!("expected NameTaken, got {other:?}"),
     }
+}
+
+/// A polite leave lasts until every peer has it, not a fixed time: with a linger of an
+/// hour, the leaving node's shutdown still ends within the test's wait, and its peers
+/// tell `Left`, not a death.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polite_leave_ends_once_every_peer_has_it() {
+    let secret = || Secret::new(SECRET).unwrap();
+    let a = cluster_lab::seq_check_node("a", &[], secret(), |_| {}).await;
+    let seeds = [a.gossip_addr().unwrap()];
+    let c = cluster_lab::seq_check_node("c", &seeds, secret(), |_| {}).await;
+    let b = cluster_lab::seq_check_node("b", &seeds, secret(), |config| {
+        if let Some(cluster) = &mut config.cluster {
+            cluster.leave_linger = Duration::from_secs(3600);
+        }
+    })
+    .await;
+    for node in [&a, &b, &c] {
+        cluster::wait_members(node, 3, WAIT).await;
+    }
+    let mut events = [cluster::listen(&a).await, cluster::listen(&c).await];
+    tokio::time::timeout(WAIT, b.shutdown())
+        .await
+        .expect("the leave ends once a and c have it, long before its linger");
+    for events in &mut events {
+        cluster::next_event(events, WAIT, |event| match event {
+            ClusterEvent::Left(member) if member.identity.name == "b" => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+    a.shutdown().await;
+    c.shutdown().await;
 }
 
 /// A session to a member the cluster declares unreachable says so at once: its stream is

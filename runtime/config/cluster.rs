@@ -39,8 +39,9 @@ pub struct ClusterConfig {
     /// How long a dead node's state is kept (its events told, its gossip answered)
     /// before it is forgotten.
     pub dead_grace: Duration,
-    /// At a polite shutdown, how long the node keeps gossiping that it leaves, so that
-    /// peers hear it before its heartbeats stop (at most the shutdown drain).
+    /// At a polite shutdown, the longest the node keeps gossiping that it leaves before
+    /// its heartbeats stop (within the shutdown drain): it stops sooner once every peer in
+    /// its view has said, in its gossip digest, that it has the leave.
     pub leave_linger: Duration,
 }
 

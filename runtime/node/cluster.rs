@@ -205,7 +205,7 @@ impl Membership {
             // Compressed digests: every node of a duologue cluster runs chitchat 0.13.
             protocol_version: ProtocolVersion::V1,
         };
-        let traffic = Arc::new(GossipTraffic::default());
+        let traffic = Arc::new(GossipTraffic::of(chitchat_config.chitchat_id.clone()));
         let transport = SealedUdp::new(
             GossipKey::new(secret, &config.cluster_id),
             socket,
@@ -371,7 +371,27 @@ impl Membership {
     /// then stops the engine.
     pub(crate) async fn leave(&self, within: Duration) {
         self.announce_leaving().await;
-        tokio::time::sleep(self.config.leave_linger.min(within)).await;
+        let version = self.chitchat.lock().await.self_node_state().max_version();
+        // Until every peer the view shows has the leave (it said so in a digest), within
+        // the linger: then it hears a leave, not a death.
+        let _ = tokio::time::timeout(self.config.leave_linger.min(within), async {
+            loop {
+                let heard_more = self.traffic.heard_more();
+                tokio::pin!(heard_more);
+                // Registered before looking, so that a digest in between is not missed.
+                heard_more.as_mut().enable();
+                let view = self.view();
+                let mut peers = view.each().filter(|m| {
+                    m.gossip_addr != self.gossip_addr
+                        && m.state != crate::members::MemberState::Unreachable
+                });
+                if peers.all(|peer| self.traffic.has(peer.gossip_addr, version)) {
+                    return;
+                }
+                heard_more.await;
+            }
+        })
+        .await;
         let handle = lock(&self.handle).take();
         if let Some(handle) = handle {
             let _ = handle.shutdown().await;

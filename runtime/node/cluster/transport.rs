@@ -53,6 +53,7 @@ use chitchat::{ChitchatEnvelope, ChitchatMessage};
 
 use crate::auth::{GOSSIP_COOKIE_LEN, GOSSIP_TAG_LEN, GossipCookies, GossipKey};
 use crate::log_budget::LogBudget;
+use crate::sync::lock;
 
 /// The datagram format's version, its first byte.
 const VERSION: u8 = 1;
@@ -102,11 +103,61 @@ pub(crate) struct SealedUdp {
     traffic: Arc<GossipTraffic>,
 }
 
-/// The bytes of gossip datagrams a node sent and received.
+/// The bytes of gossip datagrams a node sent and received, and what its peers say they
+/// have of its own state.
 #[derive(Debug, Default)]
 pub(crate) struct GossipTraffic {
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
+    /// The node's own id, once known: the digests peers send are read for it.
+    me: std::sync::OnceLock<chitchat::ChitchatId>,
+    /// By peer gossip address: the newest version of this node's state the peer said
+    /// (in a Syn's or SynAck's digest) it has.
+    heard: Mutex<HashMap<SocketAddr, chitchat::Version>>,
+    /// Told whenever a peer says it has a newer version.
+    heard_more: tokio::sync::Notify,
+}
+
+impl GossipTraffic {
+    /// Traffic of the node `me`.
+    pub(crate) fn of(me: chitchat::ChitchatId) -> Self {
+        let traffic = Self::default();
+        let _ = traffic.me.set(me);
+        traffic
+    }
+
+    /// Whether the peer at `addr` said it has version `version` of this node's state.
+    pub(crate) fn has(&self, addr: SocketAddr, version: chitchat::Version) -> bool {
+        lock(&self.heard)
+            .get(&normalized(addr))
+            .is_some_and(|heard| *heard >= version)
+    }
+
+    /// Resolves when a peer next says it has a newer version of this node's state.
+    pub(crate) fn heard_more(&self) -> tokio::sync::futures::Notified<'_> {
+        self.heard_more.notified()
+    }
+
+    /// Reads what `message`, from `from`, says the sender has of this node's state.
+    fn read(&self, from: SocketAddr, message: &ChitchatMessage) {
+        let (
+            Some(me),
+            ChitchatMessage::Syn { digest, .. } | ChitchatMessage::SynAck { digest, .. },
+        ) = (self.me.get(), message)
+        else {
+            return;
+        };
+        let Some(version) = digest.max_version_of(me) else {
+            return;
+        };
+        let mut heard = lock(&self.heard);
+        let known = heard.entry(normalized(from)).or_default();
+        if version > *known {
+            *known = version;
+            drop(heard);
+            self.heard_more.notify_waiters();
+        }
+    }
 }
 
 impl SealedUdp {
@@ -292,11 +343,14 @@ impl SealedSocket {
         }
         let mut rest = body;
         match ChitchatEnvelope::deserialize(&mut rest) {
-            Ok(envelope) if rest.is_empty() => Some(RecvOutcome {
-                from_addr: from,
-                envelope,
-                num_bytes_received: len,
-            }),
+            Ok(envelope) if rest.is_empty() => {
+                self.traffic.read(from, &envelope.message);
+                Some(RecvOutcome {
+                    from_addr: from,
+                    envelope,
+                    num_bytes_received: len,
+                })
+            }
             Ok(_) => {
                 self.drops
                     .drop_undecodable(from, len, "bytes left after the envelope");

@@ -60,6 +60,16 @@ pub struct Digest {
     pub(crate) node_digests: BTreeMap<ChitchatId, NodeDigest>,
 }
 
+impl Digest {
+    /// The newest version of `node`'s state the digest's sender has (duologue: a
+    /// leaving node waits until its peers have its leave).
+    pub fn max_version_of(&self, node: &ChitchatId) -> Option<Version> {
+        self.node_digests
+            .get(node)
+            .map(|node_digest| node_digest.max_version)
+    }
+}
+
 #[cfg(test)]
 impl Digest {
     pub fn add_node(
