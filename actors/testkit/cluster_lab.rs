@@ -51,8 +51,7 @@ pub async fn seq_check_node(
 ) -> Node {
     let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
     cluster.gossip_interval = Duration::from_millis(100);
-    // A bound: a leave ends as soon as every peer has it.
-    cluster.leave_linger = Duration::from_secs(10);
+    cluster.leave_linger = Duration::from_millis(500);
     cluster.seeds = seeds.iter().map(ToString::to_string).collect();
     let mut config = NodeConfig {
         name: name.into(),

@@ -285,8 +285,7 @@ async fn a_constructor_that_fails_answers_the_call_with_a_typed_fault() {
 fn clustered(builder: NodeBuilder, seeds: &[SocketAddr]) -> NodeBuilder {
     let mut cluster = ClusterConfig::new("127.0.0.1:0".parse().unwrap());
     cluster.gossip_interval = Duration::from_millis(100);
-    // A bound: a leave ends as soon as every peer has it.
-    cluster.leave_linger = Duration::from_secs(10);
+    cluster.leave_linger = Duration::from_millis(500);
     cluster.seeds = seeds.iter().map(ToString::to_string).collect();
     builder.cluster(cluster)
 }

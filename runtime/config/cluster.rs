@@ -39,9 +39,10 @@ pub struct ClusterConfig {
     /// How long a dead node's state is kept (its events told, its gossip answered)
     /// before it is forgotten.
     pub dead_grace: Duration,
-    /// At a polite shutdown, the longest the node keeps gossiping that it leaves before
-    /// its heartbeats stop (within the shutdown drain): it stops sooner once every peer in
-    /// its view has said, in its gossip digest, that it has the leave.
+    /// At a polite shutdown, how long the node keeps gossiping that it leaves (and its
+    /// entity hosts forward what still arrives) at least, while peers' views move off it;
+    /// it goes on past that until every peer in its view has said, in its gossip digest,
+    /// that it has the leave, within the shutdown drain.
     pub leave_linger: Duration,
 }
 

@@ -372,26 +372,28 @@ impl Membership {
     pub(crate) async fn leave(&self, within: Duration) {
         self.announce_leaving().await;
         let version = self.chitchat.lock().await.self_node_state().max_version();
-        // Until every peer the view shows has the leave (it said so in a digest), within
-        // the linger: then it hears a leave, not a death.
-        let _ = tokio::time::timeout(self.config.leave_linger.min(within), async {
+        // The linger (peers' views and routers move off this node meanwhile, while what
+        // still arrives is forwarded), and until every member up in its view has the leave
+        // (it said so in a digest), within the drain: then it hears a leave, not a death.
+        let linger = tokio::time::sleep(self.config.leave_linger.min(within));
+        let heard = tokio::time::timeout(within, async {
             loop {
                 let heard_more = self.traffic.heard_more();
                 tokio::pin!(heard_more);
                 // Registered before looking, so that a digest in between is not missed.
                 heard_more.as_mut().enable();
                 let view = self.view();
+                // Members leaving too are not waited for: they may be gone already.
                 let mut peers = view.each().filter(|m| {
-                    m.gossip_addr != self.gossip_addr
-                        && m.state != crate::members::MemberState::Unreachable
+                    m.gossip_addr != self.gossip_addr && m.state == crate::members::MemberState::Up
                 });
                 if peers.all(|peer| self.traffic.has(peer.gossip_addr, version)) {
                     return;
                 }
                 heard_more.await;
             }
-        })
-        .await;
+        });
+        let (_, _) = tokio::join!(linger, heard);
         let handle = lock(&self.handle).take();
         if let Some(handle) = handle {
             let _ = handle.shutdown().await;

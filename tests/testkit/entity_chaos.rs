@@ -125,8 +125,7 @@ pub async fn child(argv: &[String]) -> anyhow::Result<()> {
     let record: Record = Arc::new(Mutex::new(file));
     let mut cluster = ClusterConfig::new("127.0.0.1:0".parse()?);
     cluster.gossip_interval = Duration::from_millis(100);
-    // A bound: a leave ends as soon as every peer has it.
-    cluster.leave_linger = Duration::from_secs(10);
+    cluster.leave_linger = Duration::from_millis(500);
     cluster.seeds = value("--seed").into_iter().collect();
     let node = Node::builder()
         .config(NodeConfig {
