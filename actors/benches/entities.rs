@@ -257,17 +257,7 @@ async fn start_member(
         args.push("--named".into());
     }
     args.extend(pass.iter().cloned());
-    let mut child = ChildGuard::spawn(name, exe, &args)?;
-    let listening = child.stdout_line(WAIT).await?.unwrap_or_default();
-    let gossip = child.stdout_line(WAIT).await?.unwrap_or_default();
-    let addr = listening
-        .strip_prefix("listening on ")
-        .ok_or_else(|| anyhow::anyhow!("{name} said {listening:?}"))?
-        .to_owned();
-    let gossip = gossip
-        .strip_prefix("gossip on ")
-        .ok_or_else(|| anyhow::anyhow!("{name} said {gossip:?}"))?
-        .to_owned();
+    let (child, addr, gossip) = duologue_testkit::start_announcing(name, exe, &args, WAIT).await?;
     Ok((
         Host {
             name: name.to_owned(),

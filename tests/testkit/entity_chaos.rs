@@ -176,17 +176,7 @@ async fn start_member(
     if let Some(seed) = seed {
         args.extend(["--seed".to_owned(), seed.to_owned()]);
     }
-    let mut child = ChildGuard::spawn(name, exe, &args)?;
-    let listening = child.stdout_line(WAIT).await?.unwrap_or_default();
-    let gossip = child.stdout_line(WAIT).await?.unwrap_or_default();
-    let addr = listening
-        .strip_prefix("listening on ")
-        .ok_or_else(|| anyhow::anyhow!("{name} said {listening:?}"))?
-        .to_owned();
-    let gossip = gossip
-        .strip_prefix("gossip on ")
-        .unwrap_or_default()
-        .to_owned();
+    let (child, addr, gossip) = crate::start_announcing(name, exe, &args, WAIT).await?;
     Ok((
         Member {
             name: name.to_owned(),

@@ -221,6 +221,30 @@ where
     }
 }
 
+/// Starts `exe` as the child `name` with `args`: a node whose first two lines on stdout
+/// are `listening on ADDR` and `gossip on ADDR` (the benches' and tests' own node
+/// binaries say so). Returns it with its session address and its gossip address.
+///
+/// # Errors
+/// It cannot start, or its first lines are not those within `wait`.
+pub async fn start_announcing(
+    name: &str,
+    exe: &Path,
+    args: &[String],
+    wait: Duration,
+) -> anyhow::Result<(ChildGuard, String, String)> {
+    let mut child = ChildGuard::spawn(name, exe, args)?;
+    let mut line = async |prefix: &str| -> anyhow::Result<String> {
+        let line = child.stdout_line(wait).await?.unwrap_or_default();
+        line.strip_prefix(prefix)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("{name} said {line:?}"))
+    };
+    let addr = line("listening on ").await?;
+    let gossip = line("gossip on ").await?;
+    Ok((child, addr, gossip))
+}
+
 /// The flags of a node process in a cluster on 127.0.0.1: the secret file, gossip on a
 /// port chosen at run time every `gossip_interval` (as `--gossip-interval` takes it), and
 /// the seed to join (none: it founds the cluster).
