@@ -4,7 +4,8 @@
 //! in CI, shorter.
 //!
 //! ```text
-//! cargo bench --bench entity_chaos -- [--seconds 60] [--ids 10000] [--callers 32] [--seed N]
+//! cargo bench --bench entity_chaos -- [--seconds 60] [--ids 10000] [--callers 32]
+//!     [--calls-between 20000] [--seed N]
 //! ```
 //!
 //! Figures in `benches/README.md` ("entity_chaos").
@@ -22,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
         seconds: args::option(&argv, "--seconds", 60)?,
         ids: args::option(&argv, "--ids", 10_000)?,
         callers: args::option(&argv, "--callers", 32)?,
+        calls_between: args::option(&argv, "--calls-between", 20_000)?,
         seed: args::option(&argv, "--seed", u64::from(std::process::id()))?,
     };
     let report = entity_chaos::run(&std::env::current_exe()?, &chaos).await?;

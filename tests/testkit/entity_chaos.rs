@@ -3,7 +3,7 @@
 //! an entity kind `ledger` whose every activation writes its start, each call it handles
 //! and its stop to a record file of its own process: written by the entity, read by
 //! nothing in the runtime. [`run`] calls random ids through random live nodes from a
-//! process outside the cluster while every few seconds a node joins, leaves politely
+//! process outside the cluster while, every so many calls, a node joins, leaves politely
 //! (SIGTERM) or is killed (SIGKILL), keeping 2 to 5 alive; then it reads every record and
 //! reports ([`Report`]):
 //!
@@ -35,6 +35,10 @@ use rand::{Rng, SeedableRng};
 const SECRET: &str = "entity chaos bench secret, 32 b!";
 const WAIT: Duration = Duration::from_secs(30);
 const KIND: &str = "ledger";
+
+/// The longest wait between two actions when the calls stall (every id in flight waits
+/// for a shard held by a dead owner, say): the next action comes all the same.
+pub const MOST_BETWEEN_ACTIONS: Duration = Duration::from_secs(5);
 
 /// The first argument of the calling binary's child mode: `--child NAME --dir DIR
 /// [--seed ADDR]`. A binary that runs [`run`] hands these to [`child`].
@@ -228,6 +232,10 @@ pub struct Chaos {
     pub ids: u64,
     /// How many tasks call at once.
     pub callers: u64,
+    /// About how many calls end (answered or failed) between two joins, leaves or kills:
+    /// each gap is drawn between half and one and a half times this, and is cut short
+    /// after [`MOST_BETWEEN_ACTIONS`] if the calls stall.
+    pub calls_between: u64,
     /// What the random choices grow from.
     pub seed: u64,
 }
@@ -328,6 +336,7 @@ async fn run_in(exe: &Path, chaos: &Chaos, dir: &Path) -> anyhow::Result<Report>
         seconds,
         ids,
         callers,
+        calls_between,
         seed,
     } = chaos.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -353,15 +362,19 @@ async fn run_in(exe: &Path, chaos: &Chaos, dir: &Path) -> anyhow::Result<Report>
     let failed = Arc::new(AtomicU64::new(0));
     let counter = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // Calls ended, answered or failed: the actions are paced by the calls, not a clock.
+    let (ended, mut ended_seen) = tokio::sync::watch::channel(0u64);
+    let ended = Arc::new(ended);
     let mut senders = Vec::new();
     for task in 0..callers {
-        let (client, addrs, acked, failed, counter, stop) = (
+        let (client, addrs, acked, failed, counter, stop, ended) = (
             client.clone(),
             addrs.clone(),
             acked.clone(),
             failed.clone(),
             counter.clone(),
             stop.clone(),
+            ended.clone(),
         );
         senders.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ task);
@@ -387,6 +400,7 @@ async fn run_in(exe: &Path, chaos: &Chaos, dir: &Path) -> anyhow::Result<Report>
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                ended.send_modify(|n| *n += 1);
             }
         }));
     }
@@ -395,8 +409,11 @@ async fn run_in(exe: &Path, chaos: &Chaos, dir: &Path) -> anyhow::Result<Report>
     let mut actions = Vec::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
-        // The chaos schedule: an action every 2 to 5 s.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..5_000))).await;
+        // The chaos schedule: an action once the callers ended some more calls.
+        let gap = rng.random_range(calls_between / 2..=calls_between * 3 / 2);
+        let target = *ended_seen.borrow_and_update() + gap;
+        let _ =
+            tokio::time::timeout(MOST_BETWEEN_ACTIONS, ended_seen.wait_for(|n| *n >= target)).await;
         let roll = rng.random_range(0..3);
         if (roll == 0 || live.len() <= 2) && live.len() < 5 {
             let name = format!("m{next_name}");
