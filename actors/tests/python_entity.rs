@@ -18,9 +18,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use duologue::cluster::{Member, MemberState};
+use duologue::cluster::MemberState;
 use duologue::{Node, Secret};
 use duologue_testkit::{ChildGuard, NodeProcess, SecretDir};
 use sha2::{Digest, Sha256};
@@ -139,34 +139,16 @@ async fn cluster(secrets: &SecretDir) -> Vec<NodeProcess> {
 /// hosting carts: once all three do, every node gives each cart the same owner, and the
 /// cart starts there (its first messages may wait while the members settle on one
 /// another, never on another member). Each question after the first is answered when
-/// that node's view changes. (Whether they settled cannot be asked from outside: the
-/// members a node tells over the wire carry no `settled` digest.)
+/// that node's view changes.
 async fn full_view(operator: &Node, addr: &str) {
-    let full = |members: &[Member]| {
+    duologue_testkit::cluster::wait_members_at(operator, addr, CLIENT_WAIT, |members| {
         members
             .iter()
             .filter(|m| m.state == MemberState::Up && m.hosts(KIND))
             .count()
             == NODES.len()
-    };
-    let deadline = Instant::now() + CLIENT_WAIT;
-    let mut since = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let now = operator
-            .members_changed_at(addr, since, left)
-            .await
-            .expect("the node answers for its members");
-        if full(&now.members) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} never saw the three members up: {:#?}",
-            now.members
-        );
-        since = now.version;
-    }
+    })
+    .await;
 }
 
 /// What one run of the client said and how it ended.

@@ -86,6 +86,37 @@ pub async fn wait_members(node: &Node, up: usize, within: Duration) {
     .unwrap_or_else(|_| panic!("{up} members never up: {:?}", node.members()));
 }
 
+/// Waits up to `within` until the members the node at `addr` shows (asked over the wire
+/// by `operator`, again at each change of its view) satisfy `wanted`.
+///
+/// # Panics
+/// When they do not in time, with the last view; when the node does not answer.
+pub async fn wait_members_at(
+    operator: &Node,
+    addr: &str,
+    within: Duration,
+    wanted: impl Fn(&[Member]) -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    let mut since = 0;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let now = operator
+            .members_changed_at(addr, since, left)
+            .await
+            .unwrap_or_else(|error| panic!("{addr} does not answer for its members: {error}"));
+        if wanted(&now.members) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr}'s members never looked as expected: {:#?}",
+            now.members
+        );
+        since = now.version;
+    }
+}
+
 /// How many of `members` are up.
 pub fn count_up(members: &[Member]) -> usize {
     members

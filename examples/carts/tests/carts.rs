@@ -70,7 +70,7 @@ async fn carts_spread_over_three_nodes_and_answer_again_after_one_is_killed() {
         .start()
         .await
         .unwrap();
-    wait_members(&operator, &via, |m| {
+    duologue_testkit::cluster::wait_members_at(&operator, &via, WAIT, |m| {
         m.iter().filter(|m| m.state == MemberState::Up && m.hosts("cart")).count() == 3
     })
     .await;
@@ -92,7 +92,7 @@ async fn carts_spread_over_three_nodes_and_answer_again_after_one_is_killed() {
     let victim = nodes.remove(1);
     victim.child.signal(Signal::SIGKILL).unwrap();
     let killed = Instant::now();
-    wait_members(&operator, &via, |m| {
+    duologue_testkit::cluster::wait_members_at(&operator, &via, WAIT, |m| {
         m.iter().any(|m| m.identity.name == "b" && m.state == MemberState::Unreachable)
     })
     .await;
@@ -118,28 +118,5 @@ async fn carts_spread_over_three_nodes_and_answer_again_after_one_is_killed() {
     for mut node in nodes {
         node.child.signal(Signal::SIGTERM).unwrap();
         assert_eq!(node.child.wait(WAIT).await.unwrap(), Some(0));
-    }
-}
-
-/// Asks the node at `addr` for its members until `wanted` holds of them, within [`WAIT`].
-async fn wait_members(
-    operator: &Node,
-    addr: &str,
-    wanted: impl Fn(&[duologue::cluster::Member]) -> bool,
-) {
-    let deadline = Instant::now() + WAIT;
-    let mut since = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let now = operator.members_changed_at(addr, since, left).await.expect("members");
-        if wanted(&now.members) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the members never looked as expected: {:?}",
-            now.members
-        );
-        since = now.version;
     }
 }
