@@ -169,6 +169,23 @@ impl NodeMain {
         self
     }
 
+    /// Hosts entities of `kind` that keep state `S` in the node's store (`--state`), as
+    /// [`crate::NodeBuilder::durable_entity`] does.
+    ///
+    /// # Panics
+    /// When `kind` was registered already (a programming error).
+    pub fn durable_entity<P, L, S, F, Fut>(mut self, kind: &str, start: F) -> Self
+    where
+        P: crate::Protocol,
+        L: Send + 'static,
+        S: prost::Message + Default + Clone + 'static,
+        F: Fn(Node, String, crate::state::Durable<S>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ActorRef<Entity<P, L>>, String>> + Send + 'static,
+    {
+        crate::node::add_durable_entity_kind(&mut self.entity_kinds, kind, start);
+        self
+    }
+
     /// Hosts actors of `kind`: for each `--actor KIND:NAME`, `make(spec)` gives the actor
     /// and its arguments; the node spawns it and registers it as `NAME`
     /// ([`Node::register`]: a typed mailbox names its protocol). Such a kind takes no

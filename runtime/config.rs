@@ -187,6 +187,9 @@ pub struct NodeConfig {
     /// How the node places, keeps and stops the entities of the kinds it hosts
     /// ([`crate::NodeBuilder::entity`]).
     pub entities: EntityConfig,
+    /// Where entities that keep state keep it ([`crate::NodeBuilder::durable_entity`]);
+    /// `None`: no store, and no such kind may be hosted.
+    pub state: Option<crate::store::StateConfig>,
 }
 
 /// How entities are placed, kept and stopped. Every member of a cluster must use the same
@@ -247,6 +250,7 @@ impl Default for NodeConfig {
             admin: None,
             admin_access: AdminAccess::default(),
             entities: EntityConfig::default(),
+            state: None,
         }
     }
 }

@@ -738,6 +738,18 @@ pub enum NodeError {
     /// The node's cluster membership could not start.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// An entity kind keeps state, and the node has no store
+    /// ([`crate::NodeBuilder::state`], `--state`).
+    #[error(
+        "entity kind {kind:?} keeps state: give the node a store (--state sqlite:PATH or --state postgres://...)"
+    )]
+    NoStateStore {
+        /// The kind.
+        kind: String,
+    },
+    /// The node's state store could not be opened.
+    #[error("state store: {0}")]
+    State(#[from] crate::store::StateError),
 }
 
 /// A named actor could not be found, or not reached ([`crate::Node::lookup`]).

@@ -118,6 +118,7 @@ mod oneof;
 mod session;
 mod shutdown;
 mod signal;
+mod store;
 mod sync;
 pub mod tls;
 pub mod wire;
@@ -144,6 +145,15 @@ pub mod entities {
     pub use crate::node::Undelivered;
 }
 pub use signal::FlowSignal;
+
+/// Entity state in a database: the store (SQLite or PostgreSQL), the setting that names
+/// it, and what an entity that keeps state holds ([`state::Durable`]).
+pub mod state {
+    pub use crate::node::Durable;
+    pub use crate::store::{
+        Claim, LeaseRecord, STORE_TIMEOUT, StateConfig, StateError, StateStore, Stored,
+    };
+}
 
 /// Flow control beyond [`FlowSignal`]: what holds a sender back, what a session's flow
 /// state is, and one actor's messages fanned out to many sessions without letting a

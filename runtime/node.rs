@@ -63,6 +63,7 @@ use crate::handles::remote_ref::Protocol;
 use crate::members::Member;
 use crate::session::SessionConfig;
 use crate::shutdown::Shutdown;
+use crate::store::{StateConfig, StateStore};
 use crate::sync::lock;
 use crate::tls::{ClientTls, ServerTls, TlsAccept, TlsRefusedByPort};
 use crate::wire::NodeIdentity;
@@ -71,7 +72,7 @@ pub use self::cluster::Located;
 pub use self::connect::{Connect, Target};
 pub use self::control::{CONTROL_ACTOR, MembersAt, SpawnOn, Spawned};
 pub(crate) use self::entities::EntityKinds;
-pub use self::entities::{Entity, EntityRef, EntityReply, Undelivered};
+pub use self::entities::{Durable, Entity, EntityRef, EntityReply, Undelivered};
 pub(crate) use self::hosting::Kinds;
 pub use self::hosting::{ActorSpec, Hosted};
 pub use self::sessions::NodeEvent;
@@ -83,7 +84,7 @@ use self::cluster::Membership;
 use self::control::{ControlActor, Controlled};
 use self::dial::Dial;
 use self::entities::{
-    Directory, Host, HostArgs, HostCounters, Router, ShortWay, StartFn, carrier_name,
+    ClaimsArgs, Directory, Host, HostArgs, HostCounters, Router, ShortWay, StartFn, carrier_name,
 };
 use self::hosting::Hosting;
 use self::link::Links;
@@ -262,6 +263,34 @@ impl NodeBuilder {
         self
     }
 
+    /// Hosts entities of `kind` that keep state `S` in the node's store
+    /// ([`NodeBuilder::state`]), as [`NodeBuilder::entity`] does otherwise: before `start`
+    /// runs, the node claims the id's shard in the store and loads the entity's state,
+    /// and `start` gets it as a [`crate::state::Durable`] to keep in the actor's state
+    /// and write through. Starting the node fails ([`NodeError::NoStateStore`]) without a
+    /// store.
+    ///
+    /// # Panics
+    /// When `kind` was registered already (a programming error).
+    pub fn durable_entity<P, L, S, F, Fut>(mut self, kind: &str, start: F) -> Self
+    where
+        P: Protocol,
+        L: Send + 'static,
+        S: prost::Message + Default + Clone + 'static,
+        F: Fn(Node, String, Durable<S>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<ActorRef<Entity<P, L>>, String>> + Send + 'static,
+    {
+        add_durable_entity_kind(&mut self.entity_kinds, kind, start);
+        self
+    }
+
+    /// Where the node keeps the state of its entities ([`NodeBuilder::durable_entity`]),
+    /// and whether it leases their shards.
+    pub fn state(mut self, state: StateConfig) -> Self {
+        self.config.state = Some(state);
+        self
+    }
+
     /// How the node places, keeps and stops entities.
     pub fn entities(mut self, entities: crate::config::EntityConfig) -> Self {
         self.config.entities = entities;
@@ -286,6 +315,13 @@ impl NodeBuilder {
             return Err(NodeError::PlaintextListen { addr });
         }
         admin::check_exposure(&config)?;
+        if config.state.is_none()
+            && let Some(kind) = self.entity_kinds.durable().next()
+        {
+            return Err(NodeError::NoStateStore {
+                kind: kind.to_owned(),
+            });
+        }
         let session_tls = config
             .tls
             .as_ref()
@@ -302,6 +338,10 @@ impl NodeBuilder {
                 None => None,
             };
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let store = match &config.state {
+            Some(state) => Some(Arc::new(StateStore::open(&state.url).await?)),
+            None => None,
+        };
         let config = Arc::new(config);
         let identity = NodeIdentity {
             name: config.name.clone(),
@@ -428,6 +468,7 @@ impl NodeBuilder {
             }))
         });
         let inner = Arc::new(NodeInner {
+            store,
             identity,
             local_addr,
             registry,
@@ -476,9 +517,51 @@ where
 {
     let start = Arc::new(start);
     let name = kind.to_owned();
-    kinds.add(kind, move |node: Node| {
+    kinds.add(kind, false, move |node: Node| {
         let (start, kind) = (start.clone(), name.clone());
-        Box::pin(async move { node.host_entities::<P, L, F, Fut>(kind, start).await })
+        Box::pin(async move {
+            let weak = node.weak();
+            let start: Arc<StartFn<P, L>> = Arc::new(move |id: String, _| match weak.upgrade() {
+                Some(node) => Box::pin(start(node, id)),
+                None => Box::pin(async { Err("the node stopped".to_owned()) }),
+            });
+            node.host_entities::<P, L>(kind, start, false).await
+        })
+    });
+}
+
+/// Adds the entity `kind`, which keeps state `S`, to `kinds` (for
+/// [`NodeBuilder::durable_entity`] and [`crate::cli::NodeMain::durable_entity`]).
+pub(crate) fn add_durable_entity_kind<P, L, S, F, Fut>(
+    kinds: &mut EntityKinds<Node>,
+    kind: &str,
+    start: F,
+) where
+    P: Protocol,
+    L: Send + 'static,
+    S: prost::Message + Default + Clone + 'static,
+    F: Fn(Node, String, Durable<S>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<ActorRef<Entity<P, L>>, String>> + Send + 'static,
+{
+    let start = Arc::new(start);
+    let name = kind.to_owned();
+    kinds.add(kind, true, move |node: Node| {
+        let (start, kind) = (start.clone(), name.clone());
+        Box::pin(async move {
+            let weak = node.weak();
+            let start: Arc<StartFn<P, L>> = Arc::new(move |id: String, fence| {
+                let (start, node) = (start.clone(), weak.upgrade());
+                Box::pin(async move {
+                    let node = node.ok_or_else(|| "the node stopped".to_owned())?;
+                    let fence = fence.ok_or_else(|| "no claim of the shard".to_owned())?;
+                    let durable = Durable::<S>::load(Arc::from(id.as_str()), fence)
+                        .await
+                        .map_err(|error| format!("state of {id}: {error}"))?;
+                    start(node, id, durable).await
+                })
+            });
+            node.host_entities::<P, L>(kind, start, true).await
+        })
     });
 }
 
@@ -556,6 +639,8 @@ struct NodeInner {
     hosting: Hosting<Node>,
     /// Where messages to entities go, and the hosts of the kinds this node hosts.
     entities: Arc<Router>,
+    /// Where its entities keep their state, when it has a store.
+    store: Option<Arc<StateStore>>,
     /// Places of the standard services' streams (health, reflection) before
     /// authentication; those in use are in [`Node::bookkeeping`].
     standard_places: StandardPlaces,
@@ -943,22 +1028,28 @@ impl Node {
     }
 
     /// Starts the node's host of the entity `kind` and registers it as `$entities/KIND`.
-    async fn host_entities<P, L, F, Fut>(
+    async fn host_entities<P, L>(
         &self,
         kind: String,
-        start: Arc<F>,
+        start: Arc<StartFn<P, L>>,
+        durable: bool,
     ) -> Result<(), NodeError>
     where
         P: Protocol,
         L: Send + 'static,
-        F: Fn(Self, String) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Result<ActorRef<Entity<P, L>>, String>> + Send + 'static,
     {
-        let node = self.weak();
-        let start: Arc<StartFn<P, L>> = Arc::new(move |id: String| match node.upgrade() {
-            Some(node) => Box::pin(start(node, id)),
-            None => Box::pin(async { Err("the node stopped".to_owned()) }),
-        });
+        let claims = match (durable, &self.inner.store) {
+            (false, _) => None,
+            (true, None) => return Err(NodeError::NoStateStore { kind }),
+            (true, Some(store)) => Some(ClaimsArgs {
+                store: store.clone(),
+                lease: self.inner.config.state.as_ref().and_then(|s| s.lease),
+                owner: format!(
+                    "{}/{}",
+                    self.inner.identity.name, self.inner.identity.incarnation
+                ),
+            }),
+        };
         let router = self.inner.entities.clone();
         let counters = Arc::new(HostCounters::default());
         let directory = Arc::new(Directory::new());
@@ -968,6 +1059,7 @@ impl Node {
             router: router.clone(),
             counters: counters.clone(),
             directory: directory.clone(),
+            claims,
         })
         .await
         .map_err(|e| NodeError::Watcher(format!("entity host of {kind}: {e}")))?;

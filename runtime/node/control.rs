@@ -432,6 +432,8 @@ fn status_info(status: &NodeStatus, members: MemberList) -> NodeStatusInfo {
                 waiting: e.waiting as u64,
                 refused: e.refused,
                 start_failures: e.start_failures,
+                claims: e.claims as u64,
+                fenced: e.fenced,
             })
             .collect(),
     }
@@ -771,6 +773,8 @@ pub(crate) async fn status_at(
                 waiting: usize::try_from(e.waiting).unwrap_or(usize::MAX),
                 refused: e.refused,
                 start_failures: e.start_failures,
+                claims: usize::try_from(e.claims).unwrap_or(usize::MAX),
+                fenced: e.fenced,
             })
             .collect(),
         identity: NodeIdentity {

@@ -12,7 +12,9 @@
 //! Gossip carries one name per kind a node hosts (`$entities/KIND`), never anything per
 //! entity. See `docs/semantics.md`, "Entities", for what holds while members change.
 
+mod claims;
 mod directory;
+mod durable;
 mod handoff;
 mod host;
 mod message;
@@ -25,7 +27,9 @@ use futures::future::BoxFuture;
 
 use crate::error::NodeError;
 
+pub(crate) use self::claims::ClaimsArgs;
 pub(crate) use self::directory::{Directory, ShortWay};
+pub use self::durable::Durable;
 pub(crate) use self::host::{Host, HostArgs, StartFn};
 pub use self::message::{Entity, EntityReply};
 pub use self::router::{EntityRef, Undelivered};
@@ -34,8 +38,9 @@ pub(crate) use self::router::{HostCounters, Router, carrier_name};
 /// Starts a node's host of one kind, once the node (`N`) is up.
 type StartHost<N> = dyn Fn(N) -> BoxFuture<'static, Result<(), NodeError>> + Send + Sync;
 
-/// The entity kinds a node hosts, in registration order.
-pub(crate) struct EntityKinds<N>(Vec<(String, Arc<StartHost<N>>)>);
+/// The entity kinds a node hosts, in registration order, each with whether it keeps
+/// state.
+pub(crate) struct EntityKinds<N>(Vec<(String, bool, Arc<StartHost<N>>)>);
 
 impl<N> Default for EntityKinds<N> {
     fn default() -> Self {
@@ -52,13 +57,14 @@ impl<N> Clone for EntityKinds<N> {
 impl<N> std::fmt::Debug for EntityKinds<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|(kind, _)| kind))
+            .entries(self.0.iter().map(|(kind, _, _)| kind))
             .finish()
     }
 }
 
 impl<N> EntityKinds<N> {
-    /// Adds `kind`, whose host `start` starts.
+    /// Adds `kind` (`durable`: it keeps state in the node's store), whose host `start`
+    /// starts.
     ///
     /// # Panics
     /// When `kind` was added already, or is not a name a node takes (programming
@@ -66,21 +72,30 @@ impl<N> EntityKinds<N> {
     pub(crate) fn add(
         &mut self,
         kind: &str,
+        durable: bool,
         start: impl Fn(N) -> BoxFuture<'static, Result<(), NodeError>> + Send + Sync + 'static,
     ) {
         assert!(
-            self.0.iter().all(|(k, _)| k != kind),
+            self.0.iter().all(|(k, _, _)| k != kind),
             "entity kind {kind:?} registered twice"
         );
         if let Err(reason) = crate::names::check_name(&carrier_name(kind)) {
             panic!("entity kind {kind:?}: {reason}");
         }
-        self.0.push((kind.to_owned(), Arc::new(start)));
+        self.0.push((kind.to_owned(), durable, Arc::new(start)));
     }
 
     /// The kinds, in registration order.
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(kind, _)| kind.as_str())
+        self.0.iter().map(|(kind, _, _)| kind.as_str())
+    }
+
+    /// The kinds that keep state.
+    pub(crate) fn durable(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(|(_, durable, _)| *durable)
+            .map(|(kind, _, _)| kind.as_str())
     }
 
     /// Starts every kind's host on `node`.
@@ -88,7 +103,7 @@ impl<N> EntityKinds<N> {
     where
         N: Clone,
     {
-        for (_, start) in &self.0 {
+        for (_, _, start) in &self.0 {
             start(node.clone()).await?;
         }
         Ok(())

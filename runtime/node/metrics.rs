@@ -179,6 +179,7 @@ impl NodeMetrics {
                 ("forwarded", kind.forwarded),
                 ("refused", kind.refused),
                 ("start_failed", kind.start_failures),
+                ("fenced", kind.fenced),
             ] {
                 let labels = vec![
                     Label::new("kind", kind.kind.clone()),

@@ -85,6 +85,11 @@ pub struct EntityKindStatus {
     pub refused: u64,
     /// Entities whose constructor failed.
     pub start_failures: u64,
+    /// Shards claimed in the state store now (a kind that keeps state).
+    pub claims: usize,
+    /// Entities stopped because their shard's claim was lost (fenced by a newer claim,
+    /// or a lease lapsed or taken over).
+    pub fenced: u64,
 }
 
 /// A node's cluster in figures, as [`NodeStatus`] shows it.

@@ -27,7 +27,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, Supervi
 
 use tokio::sync::oneshot;
 
+use super::claims::{Claims, ClaimsArgs};
 use super::directory::Directory;
+use super::durable::Fence;
 use super::handoff::Handoff;
 use super::message::{Entity, EntityReply, Item, ToHost};
 use super::router::{HostCounters, HostMailbox, Router, decode_answer};
@@ -58,9 +60,15 @@ const EVICT_WITHIN: Duration = Duration::from_secs(10);
 /// it the shard is served all the same (`docs/semantics.md`, "Entities").
 pub(crate) const HANDOFF_WAIT: Duration = Duration::from_secs(10);
 
-/// Starts the entity with the given id: the kind's constructor.
-pub(crate) type StartFn<P, L> =
-    dyn Fn(String) -> BoxFuture<'static, Result<ActorRef<Entity<P, L>>, String>> + Send + Sync;
+/// How long messages for a shard wait for its claim (the store unreachable, or another
+/// node's lease not expired) before they are refused (`state_unavailable`).
+const CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// Starts the entity with the given id (under the claim of its shard, for a kind that
+/// keeps state): the kind's constructor.
+pub(crate) type StartFn<P, L> = dyn Fn(String, Option<Fence>) -> BoxFuture<'static, Result<ActorRef<Entity<P, L>>, String>>
+    + Send
+    + Sync;
 
 /// The host actor of a kind speaking `P`, whose entities take local messages `L`.
 pub(crate) struct Host<P, L>(std::marker::PhantomData<fn() -> (P, L)>);
@@ -73,6 +81,8 @@ pub(crate) struct HostArgs<P: Protocol, L> {
     pub(crate) counters: Arc<HostCounters>,
     /// The entities carrier messages may reach without passing through the host.
     pub(crate) directory: Arc<Directory<P, L>>,
+    /// For a kind that keeps state: the store its shards are claimed in.
+    pub(crate) claims: Option<ClaimsArgs>,
 }
 
 /// One entity the host started.
@@ -141,6 +151,13 @@ pub(crate) struct HostState<P: Protocol, L> {
     seen_up: HashSet<String>,
     /// Told once the node left: every entity stopped and the shards handed over.
     left: Vec<oneshot::Sender<()>>,
+    /// For a kind that keeps state: the shards claimed in the store. A shard is served
+    /// only under a claim.
+    claims: Option<Claims>,
+    /// When the leases were last renewed.
+    renewed: Instant,
+    /// The host itself, for the store's answers.
+    myself: ActorRef<HostMailbox<P>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -182,8 +199,13 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
         myself: ActorRef<Self::Msg>,
         args: HostArgs<P, L>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let period = (args.router.config().idle_after / 4)
+        let mut period = (args.router.config().idle_after / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        if let Some(lease) = args.claims.as_ref().and_then(|c| c.lease) {
+            // Leases are renewed every quarter of their length, and served until three
+            // quarters: ticks come at least twice as often.
+            period = period.min(lease / 8).max(Duration::from_millis(10));
+        }
         let mut tasks = vec![ticks(myself.clone(), period)];
         if let Some(cluster) = args.router.cluster() {
             // Every change of the view, members' settled digests included.
@@ -218,6 +240,9 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
             disputed: VecDeque::new(),
             seen_up: HashSet::new(),
             left: Vec::new(),
+            claims: args.claims.map(Claims::new),
+            renewed: Instant::now(),
+            myself,
             tasks,
         })
     }
@@ -278,8 +303,25 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
             }
             Mailbox::Local(ToHost::Tick) => {
                 state.passivate_idle();
+                state.keep_claims();
                 state.release_held(&myself).await;
                 state.refuse_disputed_past_bound();
+                state.refuse_unclaimed_past_bound();
+            }
+            Mailbox::Local(ToHost::Claimed {
+                shard,
+                sent,
+                result,
+            }) => {
+                state.claimed(shard, sent, result);
+                state.release_held(&myself).await;
+            }
+            Mailbox::Local(ToHost::Renewed { sent, result }) => state.renewed(sent, result),
+            Mailbox::Local(ToHost::Fenced { shard, epoch }) => {
+                if state.claims.as_mut().is_some_and(|c| c.fenced(shard, epoch)) {
+                    tracing::warn!(kind = %state.kind, shard, epoch, "another node claimed the shard: its entities here stop");
+                    state.stop_shards(&[shard]);
+                }
             }
             Mailbox::Local(ToHost::ViewChanged) => state.view_changed(&myself).await,
             Mailbox::Local(ToHost::Leave(done)) => state.leave(&myself, done).await,
@@ -380,10 +422,45 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
 
     /// Whether `shard`, owned here, may be served now: every other member, up or leaving,
     /// that hosts the kind (or said it would, or has not said yet) settled on the members
-    /// this node's table spreads the shards over. A member declared unreachable after this
+    /// this node's table spreads the shards over, and for a kind that keeps state, this
+    /// node holds a claim of it in the store. A member declared unreachable after this
     /// host saw it up cannot say it and is not waited for; one not heard alive yet (a node
     /// that just joined sees the others so until their heartbeats arrive) is.
     fn ready(&mut self, shard: u32) -> bool {
+        self.handed_over(shard) && self.claimed_here(shard)
+    }
+
+    /// Whether `shard` is claimed here for a kind that keeps state (or the kind keeps
+    /// none); asks the store for it when not.
+    fn claimed_here(&mut self, shard: u32) -> bool {
+        let Some(claims) = &mut self.claims else {
+            return true;
+        };
+        let now = Instant::now();
+        if claims.serving(shard, now).is_some() {
+            return true;
+        }
+        if claims.ask(shard, now) {
+            let (store, owner, lease) = (
+                claims.store().clone(),
+                claims.owner().to_owned(),
+                claims.lease(),
+            );
+            let (kind, host) = (self.kind.clone(), self.myself.clone());
+            tokio::spawn(async move {
+                let result = store.claim(&kind, shard, &owner, lease).await;
+                let _ = host.send_message(Mailbox::Local(ToHost::Claimed {
+                    shard,
+                    sent: now,
+                    result,
+                }));
+            });
+        }
+        false
+    }
+
+    /// Whether `shard` was handed over to this node (see [`HostState::ready`]).
+    fn handed_over(&mut self, shard: u32) -> bool {
         let Some(cluster) = self.router.cluster() else {
             return true;
         };
@@ -459,13 +536,149 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         }
     }
 
+    /// Refuses the messages held for a shard that was handed over but could not be
+    /// claimed in the store within [`CLAIM_WAIT`] (`state_unavailable`).
+    fn refuse_unclaimed_past_bound(&mut self) {
+        if self.claims.is_none() {
+            return;
+        }
+        let stale: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, queue)| {
+                queue
+                    .front()
+                    .is_some_and(|held| held.since.elapsed() >= CLAIM_WAIT)
+            })
+            .map(|(shard, _)| *shard)
+            .collect();
+        for shard in stale {
+            if !self.handed_over(shard) {
+                continue;
+            }
+            let Some(queue) = self.held.remove(&shard) else {
+                continue;
+            };
+            self.counters
+                .waiting
+                .fetch_sub(queue.len(), Ordering::Relaxed);
+            for held in queue {
+                let detail = format!(
+                    "the shard of {} could not be claimed in the state store within {CLAIM_WAIT:?}",
+                    held.id
+                );
+                self.refuse_with(&held.id, held.item, "state_unavailable", detail);
+            }
+        }
+    }
+
+    /// Renews the leases when due, and stops the entities of shards whose lease lapsed.
+    fn keep_claims(&mut self) {
+        let Some(claims) = &mut self.claims else {
+            return;
+        };
+        let lapsed = claims.lapse(Instant::now());
+        if let Some(every) = claims.renew_every()
+            && self.renewed.elapsed() >= every
+            && claims.ask_renewal()
+        {
+            self.renewed = Instant::now();
+            let (store, owner, lease) = (
+                claims.store().clone(),
+                claims.owner().to_owned(),
+                claims.lease().unwrap_or(every),
+            );
+            let (kind, host, sent) = (self.kind.clone(), self.myself.clone(), self.renewed);
+            tokio::spawn(async move {
+                let result = store.renew(&kind, &owner, lease).await;
+                let _ = host.send_message(Mailbox::Local(ToHost::Renewed { sent, result }));
+            });
+        }
+        if !lapsed.is_empty() {
+            tracing::warn!(kind = %self.kind, shards = lapsed.len(), "leases lapsed unrenewed: their entities here stop");
+            self.stop_shards(&lapsed);
+        }
+    }
+
+    /// The store answered a claim.
+    fn claimed(
+        &mut self,
+        shard: u32,
+        sent: Instant,
+        result: Result<Option<crate::store::Claim>, crate::store::StateError>,
+    ) {
+        let Some(claims) = &mut self.claims else {
+            return;
+        };
+        match result {
+            Ok(claim) => {
+                if claim.is_none() {
+                    tracing::debug!(kind = %self.kind, shard, "another node holds the shard's lease; its messages wait");
+                }
+                claims.claimed(shard, sent, claim);
+            }
+            Err(error) => {
+                tracing::warn!(kind = %self.kind, shard, %error, "the shard could not be claimed; its messages wait");
+                claims.not_claimed(shard);
+            }
+        }
+        self.counters
+            .claims
+            .store(claims.len(), Ordering::Relaxed);
+    }
+
+    /// The store answered a renewal of the leases.
+    fn renewed(
+        &mut self,
+        sent: Instant,
+        result: Result<Vec<(u32, crate::store::Claim)>, crate::store::StateError>,
+    ) {
+        let Some(claims) = &mut self.claims else {
+            return;
+        };
+        let lost = match &result {
+            Ok(renewed) => claims.renewed(sent, Some(renewed)),
+            Err(error) => {
+                tracing::warn!(kind = %self.kind, %error, "the leases could not be renewed");
+                claims.renewed(sent, None)
+            }
+        };
+        self.counters
+            .claims
+            .store(claims.len(), Ordering::Relaxed);
+        if !lost.is_empty() {
+            tracing::warn!(kind = %self.kind, shards = lost.len(), "leases lost to other nodes: their entities here stop");
+            self.stop_shards(&lost);
+        }
+    }
+
+    /// Drains the running entities of `shards`: their claims are gone.
+    fn stop_shards(&mut self, shards: &[u32]) {
+        let shards: HashSet<u32> = shards.iter().copied().collect();
+        let ids: Vec<Arc<str>> = self
+            .recency
+            .values()
+            .filter(|id| shards.contains(&self.router.shard_of(id)))
+            .cloned()
+            .collect();
+        for id in ids {
+            self.drain(&id);
+            self.counters.fenced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Refuses `item`: a call gets an `unplaced` fault; a cast is logged and counted.
     fn refuse_item(&self, id: &str, item: Item<P>, detail: String) {
+        self.refuse_with(id, item, "unplaced", detail);
+    }
+
+    /// Refuses `item` with `code`: a call gets the fault; a cast is logged and counted.
+    fn refuse_with(&self, id: &str, item: Item<P>, code: &str, detail: String) {
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
         match item {
             Item::Call(_, reply, _) => {
                 let _ = reply.fail(Fault {
-                    code: "unplaced".into(),
+                    code: code.into(),
                     message: detail,
                 });
             }
@@ -536,13 +749,48 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         if !self.handing_off.is_empty() {
             return;
         }
+        // The claims of the shards given up go back to the store first, so that their
+        // new owners need not wait for the leases to expire.
+        let released = match &mut self.claims {
+            Some(claims) => {
+                let handoff = &self.handoff;
+                let given = claims.give_up(|shard| !handoff.owns(shard));
+                self.counters
+                    .claims
+                    .store(claims.len(), Ordering::Relaxed);
+                (!given.is_empty() && claims.lease().is_some()).then(|| {
+                    let (store, owner, kind) = (
+                        claims.store().clone(),
+                        claims.owner().to_owned(),
+                        self.kind.clone(),
+                    );
+                    async move {
+                        if let Err(error) = store.release(&kind, &owner, &given).await {
+                            tracing::warn!(%kind, %error, "leases given up could not be released; they expire");
+                        }
+                    }
+                })
+            }
+            None => None,
+        };
         if let Some(digest) = self.handoff.digest()
             && self.settled.as_ref() != Some(&digest)
         {
             if let Some(cluster) = self.router.cluster() {
-                cluster.publish_settled(&self.kind, &digest);
+                let (cluster, kind, digest) = (cluster.clone(), self.kind.clone(), digest.clone());
+                match released {
+                    Some(release) => {
+                        tokio::spawn(async move {
+                            release.await;
+                            cluster.publish_settled(&kind, &digest);
+                        });
+                    }
+                    None => cluster.publish_settled(&kind, &digest),
+                }
             }
             self.settled = Some(digest);
+        } else if let Some(release) = released {
+            tokio::spawn(release);
         }
         if self.handoff.leaving() && self.active.is_empty() {
             for done in self.left.drain(..) {
@@ -739,7 +987,26 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         {
             self.evict(&oldest).await;
         }
-        match (self.start)(id.to_string()).await {
+        let fence = match &self.claims {
+            Some(claims) => {
+                let shard = self.router.shard_of(id);
+                let Some(held) = claims.serving(shard, Instant::now()) else {
+                    return Err(format!("shard {shard} is not claimed here"));
+                };
+                let host = self.myself.clone();
+                Some(Fence {
+                    store: claims.store().clone(),
+                    kind: Arc::from(self.kind.as_str()),
+                    shard,
+                    epoch: held.epoch,
+                    fenced: Arc::new(move |shard, epoch| {
+                        let _ = host.send_message(Mailbox::Local(ToHost::Fenced { shard, epoch }));
+                    }),
+                })
+            }
+            None => None,
+        };
+        match (self.start)(id.to_string(), fence).await {
             Ok(actor) => {
                 actor.get_cell().link(myself.get_cell());
                 self.ids.insert(actor.get_id(), id.clone());

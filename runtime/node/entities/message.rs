@@ -190,4 +190,18 @@ pub(crate) enum ToHost<P: Protocol> {
     ViewChanged,
     /// The node leaves: hand every shard over, then say so.
     Leave(tokio::sync::oneshot::Sender<()>),
+    /// The store answered the claim of `shard` asked at `sent` (`None`: another node
+    /// holds its lease).
+    Claimed {
+        shard: u32,
+        sent: std::time::Instant,
+        result: Result<Option<crate::store::Claim>, crate::store::StateError>,
+    },
+    /// The store answered the renewal of the leases asked at `sent`.
+    Renewed {
+        sent: std::time::Instant,
+        result: Result<Vec<(u32, crate::store::Claim)>, crate::store::StateError>,
+    },
+    /// An entity's write under `epoch` of `shard` was fenced: another node claimed it.
+    Fenced { shard: u32, epoch: u64 },
 }

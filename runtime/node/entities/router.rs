@@ -94,6 +94,11 @@ pub(crate) struct HostCounters {
     /// Messages refused: no member serves their shard, or the views disagreed on its
     /// owner past the bound.
     pub(crate) refused: AtomicU64,
+    /// Shards claimed in the state store now (a kind that keeps state).
+    pub(crate) claims: AtomicUsize,
+    /// Entities stopped because their shard's claim was lost: fenced by a newer one, or
+    /// its lease lapsed or went to another node.
+    pub(crate) fenced: AtomicU64,
 }
 
 /// The node's host of one kind.
@@ -271,6 +276,8 @@ impl Router {
                     waiting: c.waiting.load(Ordering::Relaxed),
                     refused: c.refused.load(Ordering::Relaxed),
                     start_failures: c.start_failures.load(Ordering::Relaxed),
+                    claims: c.claims.load(Ordering::Relaxed),
+                    fenced: c.fenced.load(Ordering::Relaxed),
                 }
             })
             .collect();

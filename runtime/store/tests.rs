@@ -1,0 +1,225 @@
+//! The store's contract, on SQLite files here; `actors/tests/state_postgres.rs` holds
+//! the same contract against a real PostgreSQL server.
+
+use std::time::Duration;
+
+use super::*;
+
+/// A store in a SQLite file of its own folder (kept while the folder lives).
+async fn sqlite() -> (tempfile::TempDir, StateStore) {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let url = format!("sqlite:{}", folder.path().join("state.db").display());
+    let store = StateStore::open(&url).await.expect("the store opens");
+    (folder, store)
+}
+
+#[tokio::test]
+async fn a_write_under_the_shards_epoch_is_read_back_with_its_revision() {
+    let (_folder, store) = sqlite().await;
+    assert_eq!(store.load("cart", "c1").await.unwrap(), Stored::default());
+    let claim = store.claim("cart", 3, "a/1", None).await.unwrap().unwrap();
+    assert_eq!(claim.epoch, 1);
+    assert_eq!(claim.expires_at, None);
+    let revision = store
+        .save("cart", "c1", 3, claim.epoch, 0, b"one")
+        .await
+        .unwrap();
+    assert_eq!(revision, 1);
+    let revision = store
+        .save("cart", "c1", 3, claim.epoch, 1, b"two")
+        .await
+        .unwrap();
+    assert_eq!(revision, 2);
+    assert_eq!(
+        store.load("cart", "c1").await.unwrap(),
+        Stored {
+            revision: 2,
+            bytes: b"two".to_vec()
+        }
+    );
+    // Another kind's entity of the same id is another row.
+    assert_eq!(store.load("room", "c1").await.unwrap().revision, 0);
+}
+
+#[tokio::test]
+async fn a_write_from_a_stale_revision_is_a_conflict_and_changes_nothing() {
+    let (_folder, store) = sqlite().await;
+    let claim = store.claim("cart", 0, "a/1", None).await.unwrap().unwrap();
+    store.save("cart", "c", 0, claim.epoch, 0, b"x").await.unwrap();
+    let stale = store.save("cart", "c", 0, claim.epoch, 0, b"y").await;
+    assert_eq!(
+        stale,
+        Err(StateError::Conflict {
+            expected: 0,
+            found: 1
+        })
+    );
+    assert_eq!(store.load("cart", "c").await.unwrap().bytes, b"x");
+}
+
+#[tokio::test]
+async fn once_another_node_claims_the_shard_the_old_epoch_is_fenced() {
+    let (_folder, store) = sqlite().await;
+    let old = store.claim("cart", 9, "a/1", None).await.unwrap().unwrap();
+    store.save("cart", "c", 9, old.epoch, 0, b"a").await.unwrap();
+    // Without leases a claim is taken whoever held it.
+    let new = store.claim("cart", 9, "b/1", None).await.unwrap().unwrap();
+    assert_eq!(new.epoch, old.epoch + 1);
+    let stale = store.save("cart", "c", 9, old.epoch, 1, b"stale").await;
+    assert_eq!(
+        stale,
+        Err(StateError::Fenced {
+            shard: 9,
+            epoch: old.epoch,
+            newest: new.epoch,
+            owner: "b/1".into()
+        })
+    );
+    // The new owner reads what the old one committed before, and writes on.
+    let read = store.load("cart", "c").await.unwrap();
+    assert_eq!(read.bytes, b"a");
+    store
+        .save("cart", "c", 9, new.epoch, read.revision, b"b")
+        .await
+        .unwrap();
+    // Other shards are not touched.
+    let other = store.claim("cart", 10, "a/1", None).await.unwrap().unwrap();
+    assert_eq!(other.epoch, 1);
+}
+
+#[tokio::test]
+async fn a_lease_is_not_taken_while_held_and_is_once_released() {
+    let (_folder, store) = sqlite().await;
+    let lease = Some(Duration::from_secs(600));
+    let a = store.claim("acct", 1, "a/1", lease).await.unwrap().unwrap();
+    assert!(a.expires_at.is_some());
+    assert_eq!(store.claim("acct", 1, "b/1", lease).await.unwrap(), None);
+    // A claim without a lease (fencing only) does not wait either way: it is a
+    // configuration of the whole cluster, and takes what it is asked.
+    store.release("acct", "a/1", &[(1, a.epoch)]).await.unwrap();
+    let b = store.claim("acct", 1, "b/1", lease).await.unwrap().unwrap();
+    assert_eq!(b.epoch, a.epoch + 1);
+    // Releasing someone else's lease, or an old epoch, does nothing.
+    store.release("acct", "a/1", &[(1, b.epoch)]).await.unwrap();
+    store.release("acct", "b/1", &[(1, a.epoch)]).await.unwrap();
+    assert_eq!(store.claim("acct", 1, "c/1", lease).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_lease_not_renewed_expires_and_its_holder_is_fenced() {
+    let (_folder, store) = sqlite().await;
+    let short = Some(Duration::from_millis(1));
+    let a = store.claim("acct", 2, "a/1", short).await.unwrap().unwrap();
+    // The store's clock passes the expiry; wait for it without guessing how long.
+    let b = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(b) = store
+                .claim("acct", 2, "b/1", Some(Duration::from_secs(600)))
+                .await
+                .unwrap()
+            {
+                break b;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the lease expires");
+    assert_eq!(b.epoch, a.epoch + 1);
+    assert!(matches!(
+        store.save("acct", "x", 2, a.epoch, 0, b"late").await,
+        Err(StateError::Fenced { newest, .. }) if newest == b.epoch
+    ));
+    // The old holder cannot renew what it lost.
+    assert!(
+        store
+            .renew("acct", "a/1", Duration::from_secs(600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_renewal_extends_every_unexpired_lease_of_its_owner_in_one_go() {
+    let (_folder, store) = sqlite().await;
+    let lease = Some(Duration::from_secs(600));
+    for shard in 0..1024 {
+        let owner = if shard % 2 == 0 { "a/1" } else { "b/1" };
+        store.claim("acct", shard, owner, lease).await.unwrap();
+    }
+    let renewed = store
+        .renew("acct", "a/1", Duration::from_secs(900))
+        .await
+        .unwrap();
+    assert_eq!(renewed.len(), 512);
+    assert!(renewed.iter().all(|(shard, _)| shard % 2 == 0));
+    let history = store.lease_history("acct").await.unwrap();
+    assert_eq!(history.len(), 1024);
+    for (record, (shard, claim)) in history
+        .iter()
+        .filter(|r| r.shard % 2 == 0)
+        .zip(renewed.iter().copied().collect::<std::collections::BTreeMap<_, _>>())
+    {
+        assert_eq!(record.shard, shard);
+        assert_eq!(record.ends_at, claim.expires_at, "the history follows renewals");
+    }
+}
+
+#[tokio::test]
+async fn the_history_of_a_shard_has_no_two_epochs_overlapping() {
+    let (_folder, store) = sqlite().await;
+    let lease = Some(Duration::from_secs(600));
+    let mut epochs = Vec::new();
+    for owner in ["a/1", "b/1", "c/1", "a/2"] {
+        let claim = store.claim("acct", 5, owner, lease).await.unwrap().unwrap();
+        store.release("acct", owner, &[(5, claim.epoch)]).await.unwrap();
+        epochs.push(claim.epoch);
+    }
+    assert_eq!(epochs, vec![1, 2, 3, 4]);
+    let history = store.lease_history("acct").await.unwrap();
+    assert_eq!(history.len(), 4);
+    for pair in history.windows(2) {
+        let ended = pair[0].ends_at.expect("a lease ends");
+        assert!(ended <= pair[1].started_at, "{pair:?}");
+    }
+}
+
+#[tokio::test]
+async fn two_stores_on_one_file_see_each_others_claims() {
+    let (folder, a) = sqlite().await;
+    let url = format!("sqlite:{}", folder.path().join("state.db").display());
+    let b = StateStore::open(&url).await.unwrap();
+    let lease = Some(Duration::from_secs(600));
+    a.claim("acct", 7, "a/1", lease).await.unwrap().unwrap();
+    assert_eq!(b.claim("acct", 7, "b/1", lease).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_url_of_no_store_is_refused_typed_and_its_password_not_shown() {
+    for url in ["mysql://u:secret@h/db", "sqlite:", "nonsense"] {
+        match StateStore::open(url).await {
+            Err(StateError::Url { url: shown, .. }) => assert!(!shown.contains("secret")),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        hide_password("postgres://u:secret@h:5432/db"),
+        "postgres://u:***@h:5432/db"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_within_the_bound() {
+    // A port nothing listens on: the connection is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://u:p@127.0.0.1:{port}/db");
+    let opened = tokio::time::timeout(STORE_TIMEOUT * 2, StateStore::open(&url))
+        .await
+        .expect("bounded");
+    assert!(matches!(opened, Err(StateError::Unavailable { .. })), "{opened:?}");
+}
