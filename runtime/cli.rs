@@ -318,6 +318,7 @@ impl NodeMain {
         args.admission.apply(&mut config);
         args.budget.apply(&mut config);
         args.cluster.apply(&mut config);
+        args.state.apply(&mut config);
         args.tls.apply(&mut config).map_err(|e| e.to_string())?;
         config.admin_access = args.admin.load(&args.tls).map_err(|e| e.to_string())?;
         config.peer_tls = args.peer_tls.load().map_err(|e| e.to_string())?;

@@ -511,8 +511,10 @@ impl StateStore {
         rows.iter()
             .map(|row| {
                 Ok(LeaseRecord {
-                    shard: u32::try_from(row.try_get::<i64, _>(0).map_err(StateError::unavailable)?)
-                        .unwrap_or(u32::MAX),
+                    shard: u32::try_from(
+                        row.try_get::<i64, _>(0).map_err(StateError::unavailable)?,
+                    )
+                    .unwrap_or(u32::MAX),
                     epoch: get_u64(row, 1)?,
                     owner: row.try_get(2).map_err(StateError::unavailable)?,
                     started_at: row.try_get(3).map_err(StateError::unavailable)?,

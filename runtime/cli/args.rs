@@ -52,6 +52,9 @@ pub struct NodeArgs {
     /// Cluster membership by gossip.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Where entities that keep state keep it.
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Serve the node's metrics (`/metrics`, Prometheus), status as JSON (`/status.json`)
     /// and status page (`/`) over HTTP on this address (port 0 picks a free one). Off the
     /// loopback interface it needs --metrics-token-file (and --metrics-tls or
@@ -440,6 +443,31 @@ impl ClusterArgs {
             phi_threshold: self.phi_threshold,
             dead_grace: self.dead_grace,
             ..ClusterConfig::new(gossip_listen)
+        });
+    }
+}
+
+/// Entity state: `--state` names the store, `--state-lease` turns shard leases on.
+#[derive(Clone, Debug, Args)]
+pub struct StateArgs {
+    /// Where entities that keep state keep it: `sqlite:PATH` (one file, created if
+    /// missing; several nodes on one host may share it) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`. The node creates its tables.
+    #[arg(long = "state", value_name = "URL")]
+    pub url: Option<String>,
+    /// Serve a shard of such a kind only while holding its lease in the store, renewed
+    /// every quarter of this: at most one activation of an id at any moment, partitions
+    /// and pauses included; none starts while the store is unreachable.
+    #[arg(long = "state-lease", value_name = "DURATION", value_parser = duration, requires = "url")]
+    pub lease: Option<Duration>,
+}
+
+impl StateArgs {
+    /// Writes these settings into `config`.
+    pub fn apply(&self, config: &mut NodeConfig) {
+        config.state = self.url.as_ref().map(|url| crate::store::StateConfig {
+            url: url.clone(),
+            lease: self.lease,
         });
     }
 }

@@ -45,7 +45,10 @@ async fn a_write_under_the_shards_epoch_is_read_back_with_its_revision() {
 async fn a_write_from_a_stale_revision_is_a_conflict_and_changes_nothing() {
     let (_folder, store) = sqlite().await;
     let claim = store.claim("cart", 0, "a/1", None).await.unwrap().unwrap();
-    store.save("cart", "c", 0, claim.epoch, 0, b"x").await.unwrap();
+    store
+        .save("cart", "c", 0, claim.epoch, 0, b"x")
+        .await
+        .unwrap();
     let stale = store.save("cart", "c", 0, claim.epoch, 0, b"y").await;
     assert_eq!(
         stale,
@@ -61,7 +64,10 @@ async fn a_write_from_a_stale_revision_is_a_conflict_and_changes_nothing() {
 async fn once_another_node_claims_the_shard_the_old_epoch_is_fenced() {
     let (_folder, store) = sqlite().await;
     let old = store.claim("cart", 9, "a/1", None).await.unwrap().unwrap();
-    store.save("cart", "c", 9, old.epoch, 0, b"a").await.unwrap();
+    store
+        .save("cart", "c", 9, old.epoch, 0, b"a")
+        .await
+        .unwrap();
     // Without leases a claim is taken whoever held it.
     let new = store.claim("cart", 9, "b/1", None).await.unwrap().unwrap();
     assert_eq!(new.epoch, old.epoch + 1);
@@ -156,13 +162,17 @@ async fn a_renewal_extends_every_unexpired_lease_of_its_owner_in_one_go() {
     assert!(renewed.iter().all(|(shard, _)| shard % 2 == 0));
     let history = store.lease_history("acct").await.unwrap();
     assert_eq!(history.len(), 1024);
-    for (record, (shard, claim)) in history
-        .iter()
-        .filter(|r| r.shard % 2 == 0)
-        .zip(renewed.iter().copied().collect::<std::collections::BTreeMap<_, _>>())
-    {
+    for (record, (shard, claim)) in history.iter().filter(|r| r.shard % 2 == 0).zip(
+        renewed
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    ) {
         assert_eq!(record.shard, shard);
-        assert_eq!(record.ends_at, claim.expires_at, "the history follows renewals");
+        assert_eq!(
+            record.ends_at, claim.expires_at,
+            "the history follows renewals"
+        );
     }
 }
 
@@ -173,7 +183,10 @@ async fn the_history_of_a_shard_has_no_two_epochs_overlapping() {
     let mut epochs = Vec::new();
     for owner in ["a/1", "b/1", "c/1", "a/2"] {
         let claim = store.claim("acct", 5, owner, lease).await.unwrap().unwrap();
-        store.release("acct", owner, &[(5, claim.epoch)]).await.unwrap();
+        store
+            .release("acct", owner, &[(5, claim.epoch)])
+            .await
+            .unwrap();
         epochs.push(claim.epoch);
     }
     assert_eq!(epochs, vec![1, 2, 3, 4]);
@@ -221,5 +234,8 @@ async fn an_unreachable_server_is_unavailable_within_the_bound() {
     let opened = tokio::time::timeout(STORE_TIMEOUT * 2, StateStore::open(&url))
         .await
         .expect("bounded");
-    assert!(matches!(opened, Err(StateError::Unavailable { .. })), "{opened:?}");
+    assert!(
+        matches!(opened, Err(StateError::Unavailable { .. })),
+        "{opened:?}"
+    );
 }

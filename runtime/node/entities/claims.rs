@@ -160,7 +160,11 @@ impl Claims {
 
     /// A write under `epoch` of `shard` was fenced: drops the claim if it is that one.
     pub(crate) fn fenced(&mut self, shard: u32, epoch: u64) -> bool {
-        if self.held.get(&shard).is_some_and(|held| held.epoch == epoch) {
+        if self
+            .held
+            .get(&shard)
+            .is_some_and(|held| held.epoch == epoch)
+        {
             self.held.remove(&shard);
             return true;
         }
@@ -224,7 +228,12 @@ mod tests {
         assert!(claims.ask(3, t0));
         assert!(!claims.ask(3, t0), "asked once until answered");
         claims.claimed(3, t0, claim(7));
-        assert_eq!(claims.serving(3, t0 + Duration::from_secs(5)).map(|h| h.epoch), Some(7));
+        assert_eq!(
+            claims
+                .serving(3, t0 + Duration::from_secs(5))
+                .map(|h| h.epoch),
+            Some(7)
+        );
         assert!(claims.serving(3, t0 + Duration::from_secs(6)).is_none());
         assert_eq!(claims.lapse(t0 + Duration::from_secs(6)), vec![3]);
         assert_eq!(claims.len(), 0);
@@ -245,7 +254,11 @@ mod tests {
         assert!(claims.ask_renewal());
         let renewed = [(1, claim(1).unwrap()), (2, claim(2).unwrap())];
         let lost = claims.renewed(t1, Some(&renewed));
-        assert_eq!(lost, vec![2], "shard 2 was renewed at another epoch: not ours");
+        assert_eq!(
+            lost,
+            vec![2],
+            "shard 2 was renewed at another epoch: not ours"
+        );
         assert!(claims.serving(1, t1 + Duration::from_secs(5)).is_some());
         assert!(claims.serving(3, t1 + Duration::from_secs(5)).is_some());
         // A failed renewal extends nothing and loses nothing at once.
@@ -264,7 +277,10 @@ mod tests {
         claims.claimed(6, t0, claim(1));
         assert!(claims.serving(5, t0 + Duration::from_secs(3600)).is_some());
         assert!(!claims.ask_renewal(), "nothing to renew without leases");
-        assert!(!claims.fenced(5, 1), "an older epoch's fencing is not this claim's");
+        assert!(
+            !claims.fenced(5, 1),
+            "an older epoch's fencing is not this claim's"
+        );
         assert!(claims.fenced(5, 2));
         assert_eq!(claims.give_up(|shard| shard == 6), vec![(6, 1)]);
         assert_eq!(claims.len(), 0);

@@ -318,7 +318,11 @@ impl<P: Protocol, L: Send + 'static> Actor for Host<P, L> {
             }
             Mailbox::Local(ToHost::Renewed { sent, result }) => state.renewed(sent, result),
             Mailbox::Local(ToHost::Fenced { shard, epoch }) => {
-                if state.claims.as_mut().is_some_and(|c| c.fenced(shard, epoch)) {
+                if state
+                    .claims
+                    .as_mut()
+                    .is_some_and(|c| c.fenced(shard, epoch))
+                {
                     tracing::warn!(kind = %state.kind, shard, epoch, "another node claimed the shard: its entities here stop");
                     state.stop_shards(&[shard]);
                 }
@@ -622,9 +626,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                 claims.not_claimed(shard);
             }
         }
-        self.counters
-            .claims
-            .store(claims.len(), Ordering::Relaxed);
+        self.counters.claims.store(claims.len(), Ordering::Relaxed);
     }
 
     /// The store answered a renewal of the leases.
@@ -643,9 +645,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                 claims.renewed(sent, None)
             }
         };
-        self.counters
-            .claims
-            .store(claims.len(), Ordering::Relaxed);
+        self.counters.claims.store(claims.len(), Ordering::Relaxed);
         if !lost.is_empty() {
             tracing::warn!(kind = %self.kind, shards = lost.len(), "leases lost to other nodes: their entities here stop");
             self.stop_shards(&lost);
@@ -750,53 +750,60 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
             return;
         }
         // The claims of the shards given up go back to the store first, so that their
-        // new owners need not wait for the leases to expire.
-        let released = match &mut self.claims {
-            Some(claims) => {
-                let handoff = &self.handoff;
-                let given = claims.give_up(|shard| !handoff.owns(shard));
-                self.counters
-                    .claims
-                    .store(claims.len(), Ordering::Relaxed);
-                (!given.is_empty() && claims.lease().is_some()).then(|| {
-                    let (store, owner, kind) = (
-                        claims.store().clone(),
-                        claims.owner().to_owned(),
-                        self.kind.clone(),
-                    );
-                    async move {
-                        if let Err(error) = store.release(&kind, &owner, &given).await {
-                            tracing::warn!(%kind, %error, "leases given up could not be released; they expire");
-                        }
-                    }
-                })
+        // new owners need not wait for the leases to expire: the node says it settled,
+        // and that it left, only once they are back.
+        let release = self.give_up_claims();
+        let publish = match (self.handoff.digest(), self.router.cluster()) {
+            (Some(digest), cluster) if self.settled.as_ref() != Some(&digest) => {
+                self.settled = Some(digest.clone());
+                cluster.map(|cluster| (cluster.clone(), self.kind.clone(), digest))
             }
-            None => None,
+            _ => None,
         };
-        if let Some(digest) = self.handoff.digest()
-            && self.settled.as_ref() != Some(&digest)
-        {
-            if let Some(cluster) = self.router.cluster() {
-                let (cluster, kind, digest) = (cluster.clone(), self.kind.clone(), digest.clone());
-                match released {
-                    Some(release) => {
-                        tokio::spawn(async move {
-                            release.await;
-                            cluster.publish_settled(&kind, &digest);
-                        });
-                    }
-                    None => cluster.publish_settled(&kind, &digest),
-                }
+        let left: Vec<oneshot::Sender<()>> = if self.handoff.leaving() && self.active.is_empty() {
+            self.left.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        let announce = move || {
+            if let Some((cluster, kind, digest)) = publish {
+                cluster.publish_settled(&kind, &digest);
             }
-            self.settled = Some(digest);
-        } else if let Some(release) = released {
-            tokio::spawn(release);
-        }
-        if self.handoff.leaving() && self.active.is_empty() {
-            for done in self.left.drain(..) {
+            for done in left {
                 let _ = done.send(());
             }
+        };
+        match release {
+            Some(release) => {
+                tokio::spawn(async move {
+                    release.await;
+                    announce();
+                });
+            }
+            None => announce(),
         }
+    }
+
+    /// Drops the claims of the shards this node gave up (all of them once it leaves), and
+    /// with leases, what gives their leases back to the store.
+    fn give_up_claims(&mut self) -> Option<impl Future<Output = ()> + use<P, L>> {
+        let claims = self.claims.as_mut()?;
+        let handoff = &self.handoff;
+        let given = claims.give_up(|shard| handoff.leaving() || !handoff.owns(shard));
+        self.counters.claims.store(claims.len(), Ordering::Relaxed);
+        if given.is_empty() || claims.lease().is_none() {
+            return None;
+        }
+        let (store, owner, kind) = (
+            claims.store().clone(),
+            claims.owner().to_owned(),
+            self.kind.clone(),
+        );
+        Some(async move {
+            if let Err(error) = store.release(&kind, &owner, &given).await {
+                tracing::warn!(%kind, %error, "leases given up could not be released; they expire");
+            }
+        })
     }
 
     /// Holds a message, disputed, until this node's view changes.
