@@ -4,6 +4,8 @@
 //!
 //! [`Lab`] puts node processes on separate network stacks (Linux network namespaces
 //! around a router), with delayed, lossy or cut links, for the cross-host cluster tests.
+//! [`postgres::Postgres`] is a real PostgreSQL server of a test's own, on 127.0.0.1 or in a
+//! lab host, stopped and removed when it drops.
 //!
 //! The modules hold what the tests and benches share inside one process: a probe actor,
 //! a test protocol and in-process nodes ([`probe`]), a peer that speaks the wire by hand
@@ -21,6 +23,7 @@ pub mod entity_chaos;
 mod fault_proxy;
 pub mod hostile;
 mod netns;
+pub mod postgres;
 pub mod probe;
 pub mod progress;
 pub mod python;
