@@ -1,7 +1,9 @@
-//! The store's contract, on SQLite files here; `actors/tests/state_postgres.rs` holds
-//! the same contract against a real PostgreSQL server.
+//! The store's contract, each clause on a SQLite file of its own and on a database of
+//! its own in one real PostgreSQL server (started by the test, `duologue_testkit::postgres`).
 
 use std::time::Duration;
+
+use duologue_testkit::postgres::Postgres;
 
 use super::*;
 
@@ -13,9 +15,62 @@ async fn sqlite() -> (tempfile::TempDir, StateStore) {
     (folder, store)
 }
 
-#[tokio::test]
-async fn a_write_under_the_shards_epoch_is_read_back_with_its_revision() {
-    let (_folder, store) = sqlite().await;
+/// Runs each clause on SQLite (a test each), and all of them on PostgreSQL (one test,
+/// one server, a database per clause).
+macro_rules! contract {
+    ($($clause:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $clause() {
+                let (_folder, store) = sqlite().await;
+                super::$clause(&store).await;
+            }
+        )*
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_clause_holds_on_postgresql() {
+            let server = tokio::task::spawn_blocking(Postgres::start)
+                .await
+                .unwrap()
+                .expect("PostgreSQL starts");
+            let admin = StateStore::open(&server.url()).await.expect("the store opens");
+            for clause in [$(stringify!($clause)),*] {
+                sqlx::query(&format!("CREATE DATABASE {clause}"))
+                    .execute(&admin.pool)
+                    .await
+                    .expect("a database per clause");
+            }
+            let base = server.url();
+            let base = base.rsplit_once('/').unwrap().0;
+            $(
+                let store = StateStore::open(&format!("{base}/{}", stringify!($clause)))
+                    .await
+                    .expect("the store opens");
+                super::$clause(&store).await;
+                store.close().await;
+            )*
+            admin.close().await;
+            drop(server);
+        }
+    };
+}
+
+mod on {
+    use super::*;
+
+    contract!(
+        a_write_under_the_shards_epoch_is_read_back_with_its_revision,
+        a_write_from_a_stale_revision_is_a_conflict_and_changes_nothing,
+        once_another_node_claims_the_shard_the_old_epoch_is_fenced,
+        a_lease_is_not_taken_while_held_and_is_once_released,
+        a_lease_not_renewed_expires_and_its_holder_is_fenced,
+        a_renewal_extends_every_unexpired_lease_of_its_owner_in_one_go,
+        the_history_of_a_shard_has_no_two_epochs_overlapping,
+        racing_claims_and_writes_never_let_a_stale_epoch_write_after_a_newer_claim,
+    );
+}
+
+async fn a_write_under_the_shards_epoch_is_read_back_with_its_revision(store: &StateStore) {
     assert_eq!(store.load("cart", "c1").await.unwrap(), Stored::default());
     let claim = store.claim("cart", 3, "a/1", None).await.unwrap().unwrap();
     assert_eq!(claim.epoch, 1);
@@ -41,9 +96,7 @@ async fn a_write_under_the_shards_epoch_is_read_back_with_its_revision() {
     assert_eq!(store.load("room", "c1").await.unwrap().revision, 0);
 }
 
-#[tokio::test]
-async fn a_write_from_a_stale_revision_is_a_conflict_and_changes_nothing() {
-    let (_folder, store) = sqlite().await;
+async fn a_write_from_a_stale_revision_is_a_conflict_and_changes_nothing(store: &StateStore) {
     let claim = store.claim("cart", 0, "a/1", None).await.unwrap().unwrap();
     store
         .save("cart", "c", 0, claim.epoch, 0, b"x")
@@ -60,9 +113,7 @@ async fn a_write_from_a_stale_revision_is_a_conflict_and_changes_nothing() {
     assert_eq!(store.load("cart", "c").await.unwrap().bytes, b"x");
 }
 
-#[tokio::test]
-async fn once_another_node_claims_the_shard_the_old_epoch_is_fenced() {
-    let (_folder, store) = sqlite().await;
+async fn once_another_node_claims_the_shard_the_old_epoch_is_fenced(store: &StateStore) {
     let old = store.claim("cart", 9, "a/1", None).await.unwrap().unwrap();
     store
         .save("cart", "c", 9, old.epoch, 0, b"a")
@@ -93,9 +144,7 @@ async fn once_another_node_claims_the_shard_the_old_epoch_is_fenced() {
     assert_eq!(other.epoch, 1);
 }
 
-#[tokio::test]
-async fn a_lease_is_not_taken_while_held_and_is_once_released() {
-    let (_folder, store) = sqlite().await;
+async fn a_lease_is_not_taken_while_held_and_is_once_released(store: &StateStore) {
     let lease = Some(Duration::from_secs(600));
     let a = store.claim("acct", 1, "a/1", lease).await.unwrap().unwrap();
     assert!(a.expires_at.is_some());
@@ -111,9 +160,7 @@ async fn a_lease_is_not_taken_while_held_and_is_once_released() {
     assert_eq!(store.claim("acct", 1, "c/1", lease).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_lease_not_renewed_expires_and_its_holder_is_fenced() {
-    let (_folder, store) = sqlite().await;
+async fn a_lease_not_renewed_expires_and_its_holder_is_fenced(store: &StateStore) {
     let short = Some(Duration::from_millis(1));
     let a = store.claim("acct", 2, "a/1", short).await.unwrap().unwrap();
     // The store's clock passes the expiry; wait for it without guessing how long.
@@ -146,9 +193,7 @@ async fn a_lease_not_renewed_expires_and_its_holder_is_fenced() {
     );
 }
 
-#[tokio::test]
-async fn a_renewal_extends_every_unexpired_lease_of_its_owner_in_one_go() {
-    let (_folder, store) = sqlite().await;
+async fn a_renewal_extends_every_unexpired_lease_of_its_owner_in_one_go(store: &StateStore) {
     let lease = Some(Duration::from_secs(600));
     for shard in 0..1024 {
         let owner = if shard % 2 == 0 { "a/1" } else { "b/1" };
@@ -176,9 +221,7 @@ async fn a_renewal_extends_every_unexpired_lease_of_its_owner_in_one_go() {
     }
 }
 
-#[tokio::test]
-async fn the_history_of_a_shard_has_no_two_epochs_overlapping() {
-    let (_folder, store) = sqlite().await;
+async fn the_history_of_a_shard_has_no_two_epochs_overlapping(store: &StateStore) {
     let lease = Some(Duration::from_secs(600));
     let mut epochs = Vec::new();
     for owner in ["a/1", "b/1", "c/1", "a/2"] {
@@ -196,6 +239,65 @@ async fn the_history_of_a_shard_has_no_two_epochs_overlapping() {
         let ended = pair[0].ends_at.expect("a lease ends");
         assert!(ended <= pair[1].started_at, "{pair:?}");
     }
+}
+
+/// Claims and writes of two nodes racing on one shard. Once a node's claim has
+/// committed and it has read the state, no write under an older epoch commits: its own
+/// write from what it read succeeds, or is fenced by a newer claim, and is never a
+/// conflict (on PostgreSQL this takes the write's row lock on the lease).
+async fn racing_claims_and_writes_never_let_a_stale_epoch_write_after_a_newer_claim(
+    store: &StateStore,
+) {
+    let store = std::sync::Arc::new(StateStore {
+        pool: store.pool.clone(),
+        dialect: store.dialect,
+    });
+    let first = store.claim("race", 0, "a/1", None).await.unwrap().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // a writes as fast as it can, claiming the shard back each time it is fenced.
+    let a = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut epoch, mut read, mut written) = (first.epoch, 0, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match store.save("race", "x", 0, epoch, read, b"a").await {
+                    Ok(revision) => {
+                        read = revision;
+                        written += 1;
+                    }
+                    Err(StateError::Fenced { newest, .. }) => {
+                        epoch = store
+                            .claim("race", 0, "a/1", None)
+                            .await
+                            .unwrap()
+                            .unwrap()
+                            .epoch;
+                        assert!(epoch > newest);
+                        read = store.load("race", "x").await.unwrap().revision;
+                    }
+                    Err(StateError::Conflict { found, .. }) => read = found,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            written
+        })
+    };
+    let (mut ok, mut fenced) = (0, 0);
+    for _ in 0..100 {
+        let claim = store.claim("race", 0, "b/1", None).await.unwrap().unwrap();
+        let read = store.load("race", "x").await.unwrap();
+        match store
+            .save("race", "x", 0, claim.epoch, read.revision, b"b")
+            .await
+        {
+            Ok(_) => ok += 1,
+            Err(StateError::Fenced { .. }) => fenced += 1,
+            Err(other) => panic!("a write under an older epoch landed after b's claim: {other}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = a.await.unwrap();
+    assert!(ok + fenced == 100 && written > 0, "{ok} {fenced} {written}");
 }
 
 #[tokio::test]
