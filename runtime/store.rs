@@ -396,6 +396,12 @@ impl StateStore {
             };
             let epoch: i64 = row.try_get(0)?;
             let expires_at: Option<i64> = row.try_get(1)?;
+            sqlx::query(&self.dialect.end_earlier())
+                .bind(kind)
+                .bind(i64::from(shard))
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(&self.dialect.record_claim())
                 .bind(kind)
                 .bind(i64::from(shard))

@@ -133,6 +133,16 @@ impl Dialect {
         )
     }
 
+    /// `$1` kind, `$2` shard, `$3` the epoch just claimed: the epochs before it end now
+    /// if they had not (fenced by it; a lease its owner claims again before it expired).
+    pub(crate) fn end_earlier(self) -> String {
+        format!(
+            "UPDATE duologue_lease_history SET ends_at = {now}
+            WHERE kind = $1 AND shard = $2 AND epoch < $3 AND (ends_at IS NULL OR ends_at > {now})",
+            now = self.now_ms()
+        )
+    }
+
     /// `$1` kind, `$2` shard, `$3` epoch, `$4` owner, `$5` expiry (NULL: none): the
     /// history row of an epoch just claimed.
     pub(crate) fn record_claim(self) -> String {

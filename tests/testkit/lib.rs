@@ -12,11 +12,13 @@
 //! ([`raw_peer`]), a hostile HTTP/2 client ([`hostile`]), a listener of cluster events
 //! ([`cluster`]), the Python environment of the Python clients ([`python`]) and the
 //! entities' verification run, joins, leaves and kills checked against an independent
-//! record ([`entity_chaos`]). For a person running the demo or a bench: progress bars and
+//! record ([`entity_chaos`]), and a bank on PostgreSQL that must balance through
+//! partitions, kills and pauses ([`bank`]). For a person running the demo or a bench: progress bars and
 //! the summary a run ends with ([`progress`]), and the benches' numeric options
 //! ([`args`]).
 
 pub mod args;
+pub mod bank;
 mod chat_transfer;
 pub mod cluster;
 pub mod entity_chaos;

@@ -682,8 +682,24 @@ impl<P: Protocol> EntityRef<P> {
         }
     }
 
-    /// A call to the entity through `node` at `addr`.
+    /// A call to the entity through `node` at `addr`, within `timeout` in all: opening
+    /// the session to a node that does not answer counts against it too.
     async fn call_there(
+        &self,
+        node: &str,
+        addr: &str,
+        request: &P::Request,
+        timeout: Duration,
+    ) -> Result<P::Response, EntityError> {
+        tokio::time::timeout(
+            timeout,
+            self.call_there_unbounded(node, addr, request, timeout),
+        )
+        .await
+        .unwrap_or(Err(CallError::Timeout(timeout).into()))
+    }
+
+    async fn call_there_unbounded(
         &self,
         node: &str,
         addr: &str,
