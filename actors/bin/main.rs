@@ -78,7 +78,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let kinds = node::ready_made();
+    // The kinds `node` describes in its help; the node itself is built once its flags
+    // say whether it has a store (`--state`), where the carts then keep their lines.
+    let kinds = node::ready_made(false);
     // `node`'s flags, and the global --runtime and --log-format, also read DUOLOGUE_FLAG
     // variables; `node` also reads --config FILE (duologue::cli::get_matches).
     let command = kinds
@@ -98,7 +100,10 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Node(args) => kinds.serve(*args).await,
+            Command::Node(args) => {
+                let with_store = args.state.url.is_some();
+                node::ready_made(with_store).serve(*args).await
+            }
             Command::Chat(args) => chat::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Certs(args) => certs::run(&args),

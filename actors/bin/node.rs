@@ -8,9 +8,11 @@ use duologue_actors::chat::{ChatRoom, RoomConfig};
 use duologue_actors::seq_check::{CheckConfig, SeqCheck};
 use duologue_actors::{edit, pipeline, reconcile};
 
-/// The ready-made kinds `duologue node --actor KIND:NAME` hosts.
-pub(crate) fn ready_made() -> NodeMain {
-    NodeMain::new("duologue")
+/// The ready-made kinds `duologue node --actor KIND:NAME` hosts, and the shopping carts
+/// (examples/carts) as entities: their lines kept in the node's store when it has one
+/// (`with_store`: `--state` was given), in memory otherwise.
+pub(crate) fn ready_made(with_store: bool) -> NodeMain {
+    let main = NodeMain::new("duologue")
         .kind(
             "chat-room",
             "a chat room (JOIN, WELCOME, TEXT, ACK)",
@@ -66,7 +68,13 @@ pub(crate) fn ready_made() -> NodeMain {
             "pipeline",
             "a pipeline stage that throttles its producer by latency",
             |node, spec| async move { pipeline::host(&node, &spec.name).await },
-        )
-        // Entities: a shopping cart per id (examples/carts), placed by the cluster.
-        .entity(carts::KIND, carts::start)
+        );
+    // Entities: a shopping cart per id (examples/carts), placed by the cluster. A node
+    // without a store still hosts them (a durable kind would make `--state` a must for
+    // every `duologue node`), their lines gone with the node.
+    if with_store {
+        main.durable_entity(carts::KIND, carts::start)
+    } else {
+        main.entity(carts::KIND, carts::start_in_memory)
+    }
 }

@@ -1,18 +1,23 @@
 //! A sharded shopping cart: one entity per cart id, of kind `cart`, wherever the
-//! cluster places it. A node hosts the kind with [`duologue::NodeBuilder::entity`] (or
-//! `NodeMain::entity`, as `carts-node` does) and [`start`]; any node, or a process that
-//! knows one node, reaches a cart with `node.entity::<Carts>("cart", id)`.
+//! cluster places it. A node hosts the kind with [`duologue::NodeBuilder::durable_entity`]
+//! (or `NodeMain::durable_entity`, as `carts-node` does) and [`start`]; any node, or a
+//! process that knows one node, reaches a cart with `node.entity::<Carts>("cart", id)`.
 //!
-//! A cart holds its lines in memory: when its node dies, the cart starts again elsewhere,
-//! empty (entity state that outlives its node is the next step).
+//! A cart keeps its lines in the node's store (`--state sqlite:PATH` or
+//! `--state postgres://...`) as a [`CartState`]: a change is answered only once the store
+//! committed it, so when the cart's node dies the cart starts again on another node with
+//! its lines. [`start_in_memory`] hosts carts on a node without a store instead (as
+//! `duologue node` does without `--state`): their lines are gone with their node.
 
-use std::collections::BTreeMap;
-
+use duologue::state::{Durable, StateError};
+use duologue::wire::Fault;
 use duologue::{Entity, Node, Protocol};
 use proto::cart_reply;
 use proto::cart_request::{self, Kind};
 use proto::{Add, CartReply, CartRequest, Checkout, Contents, Get, Line, Refused, Remove};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+pub use proto::CartState;
 
 /// The messages of `proto/carts/v1/carts.proto`.
 pub mod proto {
@@ -35,43 +40,112 @@ impl Protocol for Carts {
 /// The entity kind's name.
 pub const KIND: &str = "cart";
 
-/// Starts the cart `id` on `node`: the kind's constructor.
+/// Starts the cart `id` on `node` with its lines as the store has them: the kind's
+/// constructor for [`duologue::NodeBuilder::durable_entity`].
 ///
 /// # Errors
 /// Why the actor could not spawn.
-pub async fn start(node: Node, id: String) -> Result<ActorRef<Entity<Carts>>, String> {
-    let state = Cart { id, node: node.identity().name.clone(), lines: BTreeMap::new() };
-    let (cart, _) = Actor::spawn(None, CartActor, state).await.map_err(|e| e.to_string())?;
+pub async fn start(
+    node: Node,
+    id: String,
+    lines: Durable<CartState>,
+) -> Result<ActorRef<Entity<Carts>>, String> {
+    spawn(Cart { id, node: node.identity().name.clone(), lines: Lines::Stored(lines) }).await
+}
+
+/// Starts the cart `id` on `node`, empty, its lines kept in memory only: the kind's
+/// constructor for [`duologue::NodeBuilder::entity`] on a node without a store.
+///
+/// # Errors
+/// Why the actor could not spawn.
+pub async fn start_in_memory(node: Node, id: String) -> Result<ActorRef<Entity<Carts>>, String> {
+    let lines = Lines::Memory(CartState::default());
+    spawn(Cart { id, node: node.identity().name.clone(), lines }).await
+}
+
+async fn spawn(cart: Cart) -> Result<ActorRef<Entity<Carts>>, String> {
+    let (cart, _) = Actor::spawn(None, CartActor, cart).await.map_err(|e| e.to_string())?;
     Ok(cart)
 }
 
 /// The cart entity.
 pub struct CartActor;
 
-/// One cart.
+/// One cart: its id, the node it runs on, and its lines.
 pub struct Cart {
     id: String,
     node: String,
-    lines: BTreeMap<String, u32>,
+    lines: Lines,
+}
+
+/// Where a cart keeps its lines.
+enum Lines {
+    /// In the node's store: a change outlives the node once written.
+    Stored(Durable<CartState>),
+    /// In the actor: gone with the node.
+    Memory(CartState),
+}
+
+impl Lines {
+    fn get(&self) -> &CartState {
+        match self {
+            Self::Stored(durable) => durable.get(),
+            Self::Memory(lines) => lines,
+        }
+    }
+
+    /// Keeps `lines`, committed to the store first when the cart has one.
+    async fn set(&mut self, lines: CartState) -> Result<(), StateError> {
+        match self {
+            Self::Stored(durable) => durable.set(lines).await,
+            Self::Memory(kept) => {
+                *kept = lines;
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Cart {
-    /// Applies `request`; the answer.
-    fn apply(&mut self, request: CartRequest) -> CartReply {
+    /// Applies `request`; the answer, once what it changed is written. A request that
+    /// changes nothing (a get, a refusal) writes nothing.
+    ///
+    /// # Errors
+    /// Why the store did not take the change: the cart is as it was.
+    async fn answer(&mut self, request: CartRequest) -> Result<CartReply, StateError> {
+        let mut lines = self.lines.get().clone();
+        let reply = lines.apply(request, &self.id, &self.node);
+        if lines != *self.lines.get() {
+            self.lines.set(lines).await?;
+        }
+        Ok(reply)
+    }
+}
+
+impl CartState {
+    /// Applies `request` to the lines (kept in item order); the answer of cart `cart` on
+    /// `node`.
+    pub fn apply(&mut self, request: CartRequest, cart: &str, node: &str) -> CartReply {
         let checked_out = match request.kind {
             Some(Kind::Add(Add { item, quantity })) => {
                 if item.is_empty() || quantity == 0 {
                     return refused("add an item with a name, at least one");
                 }
-                let held = self.lines.entry(item).or_default();
-                *held = held.saturating_add(quantity);
+                match self.find(&item) {
+                    Ok(at) => {
+                        let held = &mut self.lines[at].quantity;
+                        *held = held.saturating_add(quantity);
+                    }
+                    Err(at) => self.lines.insert(at, Line { item, quantity }),
+                }
                 false
             }
             Some(Kind::Remove(Remove { item, quantity })) => {
-                if let Some(held) = self.lines.get_mut(&item) {
+                if let Ok(at) = self.find(&item) {
+                    let held = &mut self.lines[at].quantity;
                     *held = held.saturating_sub(quantity);
                     if *held == 0 {
-                        self.lines.remove(&item);
+                        self.lines.remove(at);
                     }
                 }
                 false
@@ -81,19 +155,20 @@ impl Cart {
             None => return refused("an empty request"),
         };
         let contents = Contents {
-            cart: self.id.clone(),
-            lines: self
-                .lines
-                .iter()
-                .map(|(item, &quantity)| Line { item: item.clone(), quantity })
-                .collect(),
-            node: self.node.clone(),
+            cart: cart.to_owned(),
+            lines: self.lines.clone(),
+            node: node.to_owned(),
             checked_out,
         };
         if checked_out {
             self.lines.clear();
         }
         contents.into()
+    }
+
+    /// Where `item`'s line is, or would go.
+    fn find(&self, item: &str) -> Result<usize, usize> {
+        self.lines.binary_search_by(|line| line.item.as_str().cmp(item))
     }
 }
 
@@ -123,12 +198,20 @@ impl Actor for CartActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             Entity::Cast { message, .. } => {
-                cart.apply(message);
+                if let Err(error) = cart.answer(message).await {
+                    tracing::warn!(cart = %cart.id, %error, "a cast's change was not written");
+                }
             }
-            Entity::Call { request, reply, .. } => {
-                // The caller may have given up waiting; the cart changed all the same.
-                let _ = reply.send(cart.apply(request));
-            }
+            // The caller may have given up waiting: what was written stays written.
+            Entity::Call { request, reply, .. } => match cart.answer(request).await {
+                Ok(answer) => {
+                    let _ = reply.send(answer);
+                }
+                Err(error) => {
+                    let message = format!("cart {}: the change was not written: {error}", cart.id);
+                    let _ = reply.fail(Fault { code: "state".into(), message });
+                }
+            },
             Entity::Local(never) => match never {},
         }
         Ok(())
@@ -150,21 +233,40 @@ mod tests {
 
     #[test]
     fn a_cart_adds_removes_and_checks_out() {
-        let mut cart = Cart { id: "c".into(), node: "n".into(), lines: BTreeMap::new() };
-        cart.apply(Add { item: "pear".into(), quantity: 2 }.into());
-        cart.apply(Add { item: "apple".into(), quantity: 1 }.into());
-        cart.apply(Remove { item: "pear".into(), quantity: 1 }.into());
-        let Some(cart_reply::Kind::Contents(held)) = cart.apply(Checkout {}.into()).kind else {
+        let mut cart = CartState::default();
+        let mut apply = |request: CartRequest| cart.apply(request, "c", "n");
+        apply(Add { item: "pear".into(), quantity: 2 }.into());
+        apply(Add { item: "apple".into(), quantity: 1 }.into());
+        apply(Remove { item: "pear".into(), quantity: 1 }.into());
+        let Some(cart_reply::Kind::Contents(held)) = apply(Checkout {}.into()).kind else {
             panic!("contents expected");
         };
         assert_eq!(describe(&held), "c@n checked out apple x1, pear x1");
-        let Some(cart_reply::Kind::Contents(after)) = cart.apply(Get {}.into()).kind else {
+        let Some(cart_reply::Kind::Contents(after)) = apply(Get {}.into()).kind else {
             panic!("contents expected");
         };
         assert_eq!(describe(&after), "c@n (empty)");
         assert!(matches!(
-            cart.apply(Add { item: String::new(), quantity: 1 }.into()).kind,
+            apply(Add { item: String::new(), quantity: 1 }.into()).kind,
             Some(cart_reply::Kind::Refused(_))
         ));
+    }
+
+    #[test]
+    fn only_a_change_changes_the_state() {
+        let mut cart = CartState::default();
+        cart.apply(Add { item: "fig".into(), quantity: 3 }.into(), "c", "n");
+        let before = cart.clone();
+        for request in [
+            Get {}.into(),
+            Add { item: "fig".into(), quantity: 0 }.into(),
+            Remove { item: "kiwi".into(), quantity: 1 }.into(),
+            CartRequest { kind: None },
+        ] {
+            cart.apply(request, "c", "n");
+            assert_eq!(cart, before, "nothing to write");
+        }
+        cart.apply(Remove { item: "fig".into(), quantity: 5 }.into(), "c", "n");
+        assert_eq!(cart, CartState::default(), "a line at 0 is gone");
     }
 }
