@@ -1,9 +1,10 @@
 //! `duologue demo entities`: three node processes on 127.0.0.1 host shopping carts as
-//! entities (`examples/carts`); this process, outside the cluster, fills twelve carts
-//! through the first node, shows where each lives, kills the node holding the most, and
-//! shows every cart answering again once the cluster declared it dead (those of the dead
-//! node empty: cart state does not outlive its node yet). Every child is killed on every
-//! exit path.
+//! entities (`examples/carts`), keeping their lines in one SQLite file in the demo's
+//! temporary folder (`--state sqlite:PATH`, removed at the end); this process, outside the
+//! cluster, fills twelve carts through the first node, shows where each lives, kills the
+//! node holding the most, and shows every cart answering again with its items once the
+//! cluster declared it dead (those of the dead node from a survivor, read from the
+//! store). Every child is killed on every exit path.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -32,17 +33,27 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
     let exe = std::env::current_exe()?;
     let secrets = SecretDir::create()?;
     let secret = secrets.secret().display().to_string();
+    // Beside the secret, in the folder removed when `secrets` drops: no set-up, nothing left.
+    let store = format!(
+        "sqlite:{}",
+        secrets.secret().with_file_name("carts.db").display()
+    );
+    let node_args = |seed: Option<&str>| {
+        let mut args = node_args(&secret, seed, None);
+        args.extend(["--state".to_owned(), store.clone()]);
+        args
+    };
     let steps = progress::bar("demo entities", STEPS);
     say!("duologue demo: entities");
-    say!("  three node processes hosting shopping carts (kind {KIND:?}), one cart per id\n");
-    let mut first = NodeProcess::start(&exe, "n1", &node_args(&secret, None, None), STEP).await?;
+    say!("  three node processes hosting shopping carts (kind {KIND:?}), one cart per id,");
+    say!("  keeping the carts' items in one SQLite file (--state {store})\n");
+    let mut first = NodeProcess::start(&exe, "n1", &node_args(None), STEP).await?;
     let seed = gossip_line(&mut first.child).await?;
     print_node(&first, "the seed");
     steps.inc(1);
     let mut nodes = vec![first];
     for name in ["n2", "n3"] {
-        let node =
-            NodeProcess::start(&exe, name, &node_args(&secret, Some(&seed), None), STEP).await?;
+        let node = NodeProcess::start(&exe, name, &node_args(Some(&seed)), STEP).await?;
         print_node(&node, "hosting carts too");
         nodes.push(node);
         steps.inc(1);
@@ -75,11 +86,11 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
         )
         .await?;
         say!("    add {item} x{:<2} -> {}", n + 1, describe(&contents));
-        home.insert(cart, contents.node);
+        home.insert(cart, (contents.node, contents.lines));
     }
     steps.inc(1);
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
-    for node in home.values() {
+    for (node, _) in home.values() {
         *per_node.entry(node.as_str()).or_default() += 1;
     }
     say!("  carts per node: {per_node:?} (no coordinator: every node computes the same owner)");
@@ -122,11 +133,19 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
     say!("  the cluster declared {victim_name} dead after {declared:.1?}; its shards moved");
     steps.inc(1);
 
-    say!("\n  every cart answers again:");
-    for cart in home.keys() {
+    say!("\n  every cart answers again, with its items:");
+    let mut moved = 0;
+    for (cart, (node, lines)) in &home {
         let contents = ask(&client, &via, cart, Get {}.into()).await?;
-        let note = if home[cart] == victim_name {
-            "  (was on the dead node: started again, empty)"
+        if contents.lines != *lines {
+            return Err(unexpected(format!(
+                "{cart} lost its items: it held {lines:?}, it answered {}",
+                describe(&contents)
+            )));
+        }
+        let note = if *node == victim_name {
+            moved += 1;
+            "  (was on the dead node: its items read back from the store)"
         } else {
             ""
         };
@@ -142,7 +161,8 @@ pub(crate) async fn run() -> Result<Summary, ClusterError> {
     summary
         .figure(format_args!("{CARTS} carts over 3 nodes: {per_node:?}"))
         .figure(format_args!(
-            "{victim_name} killed: declared dead after {declared:.1?}, every cart answering after {back:.1?}"
+            "{victim_name} killed: declared dead after {declared:.1?}, every cart answering after \
+             {back:.1?}, its {moved} carts with their items"
         ))
         .figure(format_args!("{:.1?} in all", started.elapsed()));
     Ok(summary)
