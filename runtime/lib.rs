@@ -16,7 +16,8 @@
 //! of those calls. The rest is in namespaces: [`flow`] (what holds a sender back,
 //! fan-out), [`mailbox`] (batches, replies, the traits a message type implements),
 //! [`cluster`] (members, names, remote spawn), [`status`] (status, events,
-//! bookkeeping), [`settings`] (settings beside `NodeConfig`), [`tls`], [`wire`] (the
+//! bookkeeping), [`settings`] (settings beside `NodeConfig`), [`state`] (entity state in
+//! a store: SQLite or PostgreSQL, fencing, leases), [`tls`], [`wire`] (the
 //! protocol's frames as types) and `cli` (feature `cli`: node binaries).
 //!
 //! # Layout
@@ -44,7 +45,8 @@
 //!
 //! Beside them: `auth` (secret and proofs), `tls`, `budget` (memory budgets the sessions
 //! of a node share), `config`, `error`, `members` and `names` (the cluster as one node
-//! sees it, pure), `log_budget`, `oneof` ([`oneof!`]), `signal`, `shutdown`, `sync`.
+//! sees it, pure), `log_budget`, `oneof` ([`oneof!`]), `signal`, `shutdown`, `store`
+//! (the entity state store's connection pool: SQLite or PostgreSQL), `sync`.
 //!
 //! The ready-made actors (chat, editing, reconcile, pipeline) and the `duologue` command
 //! live in the `duologue-actors` crate, built only on this public API; the process

@@ -47,7 +47,7 @@ pub struct StateConfig {
     /// `sqlite:PATH` (the file is created if missing) or `postgres://USER:PASSWORD@HOST:PORT/DB`.
     pub url: String,
     /// `Some(length)`: a node serves a shard only while it holds the shard's lease in the
-    /// store, renewed every third of `length`; at most one activation of an id runs at
+    /// store, renewed every quarter of `length`; at most one activation of an id runs at
     /// any moment, and none starts while the store cannot be reached. `None` (the
     /// default): claims fence stale writes, but a shard is taken at once when the view
     /// says so.

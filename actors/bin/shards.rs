@@ -1,6 +1,7 @@
 //! `duologue shards --peer ADDR`: the entity kinds of a cluster, node by node (shards
 //! owned, entities active, started, passivated, handed off; messages forwarded, waiting,
-//! refused), as a table. It asks the node at ADDR for its members, then each member up
+//! refused; for kinds that keep state, shards claimed in the store and entities stopped
+//! because a claim was lost), as a table. It asks the node at ADDR for its members, then each member up
 //! for its status, over authenticated sessions to their `$node` control actors.
 
 use std::process::ExitCode;
@@ -44,7 +45,7 @@ pub(crate) async fn run(args: ShardsArgs) -> ExitCode {
     finish("shards", result.await)
 }
 
-fn row(node: &str, kind: &EntityKindStatus) -> [String; 10] {
+fn row(node: &str, kind: &EntityKindStatus) -> [String; 12] {
     [
         node.to_owned(),
         kind.kind.clone(),
@@ -56,11 +57,13 @@ fn row(node: &str, kind: &EntityKindStatus) -> [String; 10] {
         kind.forwarded.to_string(),
         kind.waiting.to_string(),
         kind.refused.to_string(),
+        kind.claims.to_string(),
+        kind.fenced.to_string(),
     ]
 }
 
 /// The table, by kind then node; or a line saying no member hosts entities.
-fn report(mut rows: Vec<[String; 10]>) -> String {
+fn report(mut rows: Vec<[String; 12]>) -> String {
     if rows.is_empty() {
         return "no member up hosts entities\n".to_owned();
     }
@@ -77,6 +80,8 @@ fn report(mut rows: Vec<[String; 10]>) -> String {
             "FORWARDED",
             "WAITING",
             "REFUSED",
+            "CLAIMED",
+            "FENCED",
         ],
         rows,
     )

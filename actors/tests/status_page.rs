@@ -58,7 +58,7 @@ const CHROMIUM_FLAGS: &[&str] = &[
 ];
 
 #[tokio::test]
-async fn the_status_page_shows_members_sessions_and_rates_in_a_browser() {
+async fn the_status_page_shows_members_sessions_rates_and_entities_in_a_browser() {
     let browser = chromium();
     let secrets = SecretDir::create().unwrap();
     let secret = secrets.secret().display().to_string();
@@ -375,6 +375,16 @@ fn check_page(dom: &str, hub: &NodeProcess, edge: &NodeProcess) {
     );
     assert_eq!(member("edge")[0], "edge", "edge is not marked");
     assert_eq!(member("hub")[3], "general", "hub hosts the room");
+
+    // `duologue node` hosts the carts (in memory, without --state): the kind's figures.
+    let entities = rows(dom, "entities");
+    let cart = entities
+        .iter()
+        .find(|row| row.first().is_some_and(|c| c == "cart"))
+        .unwrap_or_else(|| panic!("no kind cart in {entities:?}"));
+    assert_eq!(cart.len(), 11, "{cart:?}");
+    assert!(number(&cart[1]) > 0, "hub owns shards of cart: {cart:?}");
+    assert_eq!(cart[9..], ["0", "0"], "no claims without a store: {cart:?}");
 
     let sessions = rows(dom, "sessions");
     for peer in ["chat-alice", "chat-bob"] {

@@ -579,7 +579,24 @@ struct StatusJson {
     credit_waited_secs: f64,
     sessions: Vec<SessionJson>,
     members: Vec<MemberJson>,
+    entities: Vec<EntityKindJson>,
     history: Vec<PointJson>,
+}
+
+/// [`crate::status::EntityKindStatus`] as the page reads it.
+#[derive(Serialize)]
+struct EntityKindJson {
+    kind: String,
+    shards: u32,
+    active: usize,
+    started: u64,
+    passivated: u64,
+    handed_off: u64,
+    forwarded: u64,
+    waiting: usize,
+    refused: u64,
+    claims: usize,
+    fenced: u64,
 }
 
 #[derive(Serialize)]
@@ -641,6 +658,23 @@ impl From<&NodeStatus> for StatusJson {
                     state: m.state.as_str(),
                     actors: m.actors.iter().map(|a| a.name.clone()).collect(),
                     kinds: m.kinds.clone(),
+                })
+                .collect(),
+            entities: status
+                .entities
+                .iter()
+                .map(|k| EntityKindJson {
+                    kind: k.kind.clone(),
+                    shards: k.shards,
+                    active: k.active,
+                    started: k.started,
+                    passivated: k.passivated,
+                    handed_off: k.handed_off,
+                    forwarded: k.forwarded,
+                    waiting: k.waiting,
+                    refused: k.refused,
+                    claims: k.claims,
+                    fenced: k.fenced,
                 })
                 .collect(),
             history: status.history.iter().map(PointJson::from).collect(),
