@@ -37,6 +37,11 @@ const MAX_CONNECTIONS: u32 = 16;
 /// How long SQLite waits for another process's write lock before it says busy.
 const SQLITE_BUSY_WAIT_MS: u64 = 5_000;
 
+/// How long PostgreSQL lets a session of this store sit inside a transaction between
+/// statements before it ends the session: far longer than the store's transactions take,
+/// far shorter than a lease.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_millis(1_000);
+
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 1;
 
@@ -83,8 +88,9 @@ pub enum StateError {
         /// Why.
         reason: String,
     },
-    /// The store could not be reached, or failed, or took longer than [`STORE_TIMEOUT`].
-    /// Nothing is known to have been written.
+    /// The store could not be reached, or failed, or took longer than [`STORE_TIMEOUT`]
+    /// (a write: its transaction did; it may also have waited for the one before). A
+    /// write may or may not have been committed: the revision loaded next tells.
     #[error("the state store is unavailable: {reason}")]
     Unavailable {
         /// Why.
@@ -166,11 +172,76 @@ pub struct LeaseRecord {
     pub ends_at: Option<i64>,
 }
 
-/// A connection pool to the state store. Cheap to share behind an `Arc`.
-#[derive(Debug)]
+/// Writes committed in one transaction at most: past it, the next waits for the next.
+const MOST_WRITES_PER_COMMIT: usize = 256;
+
+/// Writes waiting for the writer at most: past it, a write waits for room.
+const WRITES_WAITING: usize = 4_096;
+
+/// A connection pool to the state store, and its writer, which commits the writes that
+/// wait together in one transaction (group commit: one disk flush for many writes).
+/// Cheap to clone; the writer ends with the last clone.
+#[derive(Clone, Debug)]
 pub struct StateStore {
     pool: AnyPool,
     dialect: Dialect,
+    writes: tokio::sync::mpsc::Sender<Write>,
+}
+
+/// One entity's write, waiting for the writer.
+#[derive(Debug)]
+struct Write {
+    kind: String,
+    id: String,
+    shard: u32,
+    epoch: u64,
+    read: u64,
+    bytes: Vec<u8>,
+    /// The new revision, or none when the store refused it.
+    done: tokio::sync::oneshot::Sender<Result<Option<u64>, StateError>>,
+}
+
+/// Commits the writes that wait, as many at once as wait (up to
+/// [`MOST_WRITES_PER_COMMIT`]), ordered by entity so that two nodes' batches lock rows in
+/// one order. A batch that fails fails each of its writes alike.
+async fn writer(pool: AnyPool, dialect: Dialect, mut writes: tokio::sync::mpsc::Receiver<Write>) {
+    let save = dialect.save();
+    let mut batch = Vec::with_capacity(MOST_WRITES_PER_COMMIT);
+    while writes.recv_many(&mut batch, MOST_WRITES_PER_COMMIT).await > 0 {
+        batch.sort_by(|a: &Write, b: &Write| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
+        let committed = bounded(async {
+            let mut tx = pool.begin().await?;
+            let mut revisions = Vec::with_capacity(batch.len());
+            for write in &batch {
+                let row = sqlx::query(&save)
+                    .bind(write.kind.as_str())
+                    .bind(write.id.as_str())
+                    .bind(i64::from(write.shard))
+                    .bind(to_i64(write.epoch))
+                    .bind(to_i64(write.read))
+                    .bind(write.bytes.as_slice())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                revisions.push(row.map(|row| row.try_get::<i64, _>(0)).transpose()?);
+            }
+            tx.commit().await?;
+            Ok(revisions)
+        })
+        .await;
+        match committed {
+            Ok(revisions) => {
+                for (write, revision) in batch.drain(..).zip(revisions) {
+                    let revision = revision.map(|r| u64::try_from(r).unwrap_or_default());
+                    let _ = write.done.send(Ok(revision));
+                }
+            }
+            Err(error) => {
+                for write in batch.drain(..) {
+                    let _ = write.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
 }
 
 impl StateStore {
@@ -217,6 +288,17 @@ impl StateStore {
                         ] {
                             sqlx::query(&pragma).execute(&mut *conn).await?;
                         }
+                    } else {
+                        // A node paused (SIGSTOP) or cut off in the middle of a
+                        // transaction would hold its row locks, and block the node that
+                        // takes its shards over, for as long as it stays so: the server
+                        // ends such a session instead (its transaction rolls back).
+                        sqlx::query(&format!(
+                            "SET idle_in_transaction_session_timeout = {}",
+                            IDLE_IN_TRANSACTION.as_millis()
+                        ))
+                        .execute(&mut *conn)
+                        .await?;
                     }
                     Ok(())
                 })
@@ -226,8 +308,14 @@ impl StateStore {
                 url: shown.clone(),
                 reason: e.to_string(),
             })?;
-        let store = Self { pool, dialect };
+        let (writes, waiting) = tokio::sync::mpsc::channel(WRITES_WAITING);
+        let store = Self {
+            pool: pool.clone(),
+            dialect,
+            writes,
+        };
         store.migrate().await?;
+        tokio::spawn(writer(pool, dialect, waiting));
         Ok(store)
     }
 
@@ -298,7 +386,8 @@ impl StateStore {
     }
 
     /// Writes `bytes` as the state of `kind`'s entity `id`, from the revision `read`,
-    /// under `epoch` of `shard`. Returns the new revision once committed.
+    /// under `epoch` of `shard`. Returns the new revision once committed (with the other
+    /// writes waiting then, in one transaction).
     ///
     /// # Errors
     /// [`StateError::Fenced`] when the shard has a newer epoch or its lease expired,
@@ -312,19 +401,33 @@ impl StateStore {
         read: u64,
         bytes: &[u8],
     ) -> Result<u64, StateError> {
-        let written = bounded(
-            sqlx::query(&self.dialect.save())
-                .bind(kind)
-                .bind(id)
-                .bind(i64::from(shard))
-                .bind(to_i64(epoch))
-                .bind(to_i64(read))
-                .bind(bytes.to_vec())
-                .fetch_optional(&self.pool),
-        )
-        .await?;
-        if let Some(row) = written {
-            return get_u64(&row, 0);
+        let (done, written) = tokio::sync::oneshot::channel();
+        let write = Write {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
+            shard,
+            epoch,
+            read,
+            bytes: bytes.to_vec(),
+            done,
+        };
+        let gone = || StateError::Unavailable {
+            reason: "the store's writer stopped".into(),
+        };
+        let queued = tokio::time::timeout(STORE_TIMEOUT, self.writes.send(write)).await;
+        match queued {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(gone()),
+            Err(_) => {
+                return Err(StateError::Unavailable {
+                    reason: format!(
+                        "{WRITES_WAITING} writes waited for the store for {STORE_TIMEOUT:?}"
+                    ),
+                });
+            }
+        }
+        if let Some(revision) = written.await.map_err(|_| gone())?? {
+            return Ok(revision);
         }
         // Refused: say why.
         let lease = bounded(

@@ -67,6 +67,7 @@ mod on {
         a_renewal_extends_every_unexpired_lease_of_its_owner_in_one_go,
         the_history_of_a_shard_has_no_two_epochs_overlapping,
         racing_claims_and_writes_never_let_a_stale_epoch_write_after_a_newer_claim,
+        writes_that_wait_together_commit_together_and_a_refused_one_fails_alone,
     );
 }
 
@@ -248,10 +249,7 @@ async fn the_history_of_a_shard_has_no_two_epochs_overlapping(store: &StateStore
 async fn racing_claims_and_writes_never_let_a_stale_epoch_write_after_a_newer_claim(
     store: &StateStore,
 ) {
-    let store = std::sync::Arc::new(StateStore {
-        pool: store.pool.clone(),
-        dialect: store.dialect,
-    });
+    let store = store.clone();
     let first = store.claim("race", 0, "a/1", None).await.unwrap().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // a writes as fast as it can, claiming the shard back each time it is fenced.
@@ -298,6 +296,39 @@ async fn racing_claims_and_writes_never_let_a_stale_epoch_write_after_a_newer_cl
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = a.await.unwrap();
     assert!(ok + fenced == 100 && written > 0, "{ok} {fenced} {written}");
+}
+
+/// Many writes at once (the writer commits those waiting in one transaction): each
+/// gets its own answer, and one refused among them does not fail the others.
+async fn writes_that_wait_together_commit_together_and_a_refused_one_fails_alone(
+    store: &StateStore,
+) {
+    let old = store.claim("many", 1, "a/1", None).await.unwrap().unwrap();
+    let new = store.claim("many", 1, "b/1", None).await.unwrap().unwrap();
+    let writes = (0..300).map(|i| {
+        let store = store.clone();
+        async move {
+            // Every tenth write carries the old epoch: fenced; the others commit.
+            let epoch = if i % 10 == 0 { old.epoch } else { new.epoch };
+            let id = format!("e{i}");
+            (i, store.save("many", &id, 1, epoch, 0, id.as_bytes()).await)
+        }
+    });
+    for (i, written) in futures::future::join_all(writes).await {
+        if i % 10 == 0 {
+            assert!(
+                matches!(written, Err(StateError::Fenced { .. })),
+                "{i}: {written:?}"
+            );
+        } else {
+            assert_eq!(written, Ok(1), "{i}");
+        }
+    }
+    for i in [1, 155, 299] {
+        let stored = store.load("many", &format!("e{i}")).await.unwrap();
+        assert_eq!(stored.bytes, format!("e{i}").as_bytes());
+    }
+    assert_eq!(store.load("many", "e10").await.unwrap().revision, 0);
 }
 
 #[tokio::test]

@@ -560,13 +560,16 @@ async fn bank(lab: &Lab, exe: &Path, url: &str, run: &Run) -> anyhow::Result<Rep
         if began.elapsed() + Duration::from_secs(15) > seconds && round > 0 {
             break;
         }
+        // Said as each fault begins (a run that fails shows where it was).
         let at = |faults: &[String]| {
-            format!(
+            let when = format!(
                 "{}. {:.1?} ({} acknowledged)",
                 faults.len() + 1,
                 began.elapsed(),
                 acknowledged.load(Ordering::Relaxed)
-            )
+            );
+            eprintln!("bank: fault {when}");
+            when
         };
         // Cut off from everything: the other nodes, the store, the clients.
         let (name, when) = (format!("n{cut}"), at(&faults));

@@ -13,6 +13,9 @@ pub(crate) struct Fence {
     pub(crate) kind: Arc<str>,
     pub(crate) shard: u32,
     pub(crate) epoch: u64,
+    /// With a lease: when the host stops serving the shard. A load still waiting then
+    /// fails, so that the host is never held past it.
+    pub(crate) until: Option<std::time::Instant>,
     /// Told when a write is fenced: the host stops the shard's entities.
     pub(crate) fenced: Arc<dyn Fn(u32, u64) + Send + Sync>,
 }
@@ -61,7 +64,15 @@ impl<S: prost::Message + Default + Clone> Durable<S> {
     /// Loads the state of entity `id` under `fence` (the default state when it was never
     /// written).
     pub(crate) async fn load(id: Arc<str>, fence: Fence) -> Result<Self, StateError> {
-        let stored = fence.store.load(&fence.kind, &id).await?;
+        let load = fence.store.load(&fence.kind, &id);
+        let stored = match fence.until {
+            Some(until) => tokio::time::timeout_at(until.into(), load)
+                .await
+                .map_err(|_| StateError::Unavailable {
+                    reason: "the shard's lease lapsed before the state was read".into(),
+                })??,
+            None => load.await?,
+        };
         let value = if stored.revision == 0 {
             S::default()
         } else {

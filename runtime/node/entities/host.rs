@@ -1006,6 +1006,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                     kind: Arc::from(self.kind.as_str()),
                     shard,
                     epoch: held.epoch,
+                    until: held.until,
                     fenced: Arc::new(move |shard, epoch| {
                         let _ = host.send_message(Mailbox::Local(ToHost::Fenced { shard, epoch }));
                     }),
