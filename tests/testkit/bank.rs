@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use duologue::settings::ClusterConfig;
 use duologue::state::{Durable, StateConfig, StateStore};
 use duologue::wire::Fault;
 use duologue::{Entity, Node, NodeConfig, Secret};
@@ -179,20 +178,12 @@ impl Actor for AccountActor {
 /// # Errors
 /// Missing arguments, or the node failing to start.
 pub async fn child(argv: &[String]) -> anyhow::Result<()> {
-    let value = |flag: &str| {
-        argv.iter()
-            .position(|a| a == flag)
-            .and_then(|i| argv.get(i + 1))
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("{flag} missing"))
-    };
+    let value =
+        |flag: &str| crate::flag_value(argv, flag).ok_or_else(|| anyhow::anyhow!("{flag} missing"));
     let name = value(CHILD_FLAG)?;
     let ip: std::net::IpAddr = value("--ip")?.parse()?;
     let lease = Duration::from_millis(value("--lease-ms")?.parse()?);
-    let mut cluster = ClusterConfig::new((ip, 0).into());
-    cluster.gossip_interval = Duration::from_millis(100);
-    cluster.leave_linger = Duration::from_millis(500);
-    cluster.seeds = value("--seed").into_iter().collect();
+    let cluster = crate::quick_cluster((ip, 0).into(), value("--seed").ok());
     let node = Node::builder()
         .config(NodeConfig {
             name,
@@ -211,12 +202,7 @@ pub async fn child(argv: &[String]) -> anyhow::Result<()> {
         })
         .start()
         .await?;
-    println!("listening on {}", node.local_addr().expect("listens"));
-    println!("gossip on {}", node.gossip_addr().expect("clustered"));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    term.recv().await;
-    node.shutdown().await;
-    Ok(())
+    crate::announce_until_sigterm(node).await
 }
 
 /// How long and how hard a run is.
@@ -361,14 +347,7 @@ async fn start_member(
         args.extend(["--seed".to_owned(), seed.to_owned()]);
     }
     let mut child = lab.spawn(host, &name, exe, &args)?;
-    let mut line = async |prefix: &str| -> anyhow::Result<String> {
-        let line = child.stdout_line(WAIT).await?.unwrap_or_default();
-        line.strip_prefix(prefix)
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("{name} said {line:?}"))
-    };
-    let addr = line("listening on ").await?;
-    let gossip = line("gossip on ").await?;
+    let (addr, gossip) = crate::announced(&mut child, WAIT).await?;
     Ok(Member {
         child,
         addr,

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::probe::{Ping, PingPong, Pong};
 use crate::{ChildGuard, Signal};
-use duologue::settings::ClusterConfig;
 use duologue::{Entity, Node, NodeConfig, Secret};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::{Rng, SeedableRng};
@@ -114,12 +113,7 @@ impl Actor for Ledger {
 /// # Errors
 /// Missing arguments, or the node failing to start.
 pub async fn child(argv: &[String]) -> anyhow::Result<()> {
-    let value = |flag: &str| {
-        argv.iter()
-            .position(|a| a == flag)
-            .and_then(|i| argv.get(i + 1))
-            .cloned()
-    };
+    let value = |flag: &str| crate::flag_value(argv, flag);
     let name = value(CHILD_FLAG).ok_or_else(|| anyhow::anyhow!("{CHILD_FLAG} NAME"))?;
     let dir = PathBuf::from(value("--dir").ok_or_else(|| anyhow::anyhow!("--dir DIR"))?);
     let file = std::fs::OpenOptions::new()
@@ -127,10 +121,7 @@ pub async fn child(argv: &[String]) -> anyhow::Result<()> {
         .append(true)
         .open(dir.join(format!("{name}-{}.log", std::process::id())))?;
     let record: Record = Arc::new(Mutex::new(file));
-    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse()?);
-    cluster.gossip_interval = Duration::from_millis(100);
-    cluster.leave_linger = Duration::from_millis(500);
-    cluster.seeds = value("--seed").into_iter().collect();
+    let cluster = crate::quick_cluster("127.0.0.1:0".parse()?, value("--seed"));
     let node = Node::builder()
         .config(NodeConfig {
             name,
@@ -150,12 +141,7 @@ pub async fn child(argv: &[String]) -> anyhow::Result<()> {
         })
         .start()
         .await?;
-    println!("listening on {}", node.local_addr().expect("listens"));
-    println!("gossip on {}", node.gossip_addr().expect("clustered"));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    term.recv().await;
-    node.shutdown().await;
-    Ok(())
+    crate::announce_until_sigterm(node).await
 }
 
 /// A node process of the run.

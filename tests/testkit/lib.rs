@@ -239,15 +239,61 @@ pub async fn start_announcing(
     wait: Duration,
 ) -> anyhow::Result<(ChildGuard, String, String)> {
     let mut child = ChildGuard::spawn(name, exe, args)?;
+    let (addr, gossip) = announced(&mut child, wait).await?;
+    Ok((child, addr, gossip))
+}
+
+/// The session and gossip addresses a node child says first (`listening on ADDR`, then
+/// `gossip on ADDR`: what [`announce_until_sigterm`] prints).
+///
+/// # Errors
+/// Its first lines are not those within `wait`.
+pub async fn announced(child: &mut ChildGuard, wait: Duration) -> anyhow::Result<(String, String)> {
     let mut line = async |prefix: &str| -> anyhow::Result<String> {
         let line = child.stdout_line(wait).await?.unwrap_or_default();
         line.strip_prefix(prefix)
             .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("{name} said {line:?}"))
+            .ok_or_else(|| anyhow::anyhow!("{} said {line:?}", child.name))
     };
     let addr = line("listening on ").await?;
     let gossip = line("gossip on ").await?;
-    Ok((child, addr, gossip))
+    Ok((addr, gossip))
+}
+
+/// What a child mode of the tests' own node binaries does once its node started: says
+/// where it listens and gossips (one line each, read by [`announced`]), serves until
+/// SIGTERM, then shuts the node down politely.
+///
+/// # Errors
+/// SIGTERM cannot be watched.
+pub async fn announce_until_sigterm(node: duologue::Node) -> anyhow::Result<()> {
+    println!("listening on {}", node.local_addr().expect("listens"));
+    println!("gossip on {}", node.gossip_addr().expect("clustered"));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    term.recv().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// The value after `flag` in a child mode's arguments.
+pub fn flag_value(argv: &[String], flag: &str) -> Option<String> {
+    argv.iter()
+        .position(|a| a == flag)
+        .and_then(|i| argv.get(i + 1))
+        .cloned()
+}
+
+/// The gossip settings of the tests' own cluster children: gossip every 100 ms, a polite
+/// leave lingering 500 ms, on `listen`, joining `seed` (none: found the cluster).
+pub fn quick_cluster(
+    listen: std::net::SocketAddr,
+    seed: Option<String>,
+) -> duologue::settings::ClusterConfig {
+    let mut cluster = duologue::settings::ClusterConfig::new(listen);
+    cluster.gossip_interval = Duration::from_millis(100);
+    cluster.leave_linger = Duration::from_millis(500);
+    cluster.seeds = seed.into_iter().collect();
+    cluster
 }
 
 /// The flags of a node process in a cluster on 127.0.0.1: the secret file, gossip on a
