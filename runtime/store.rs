@@ -523,7 +523,8 @@ impl StateStore {
     }
 
     /// Extends every unexpired lease of `kind` that `owner` holds by `lease`, in one
-    /// transaction. Returns the shards renewed with their epochs: a lease not among them
+    /// transaction of two statements (the leases, then their history), whatever their
+    /// number. Returns the shards renewed with their epochs: a lease not among them
     /// is lost.
     ///
     /// # Errors
@@ -542,18 +543,16 @@ impl StateStore {
                 .bind(millis(lease))
                 .fetch_all(&mut *tx)
                 .await?;
+            sqlx::query(&self.dialect.record_renewals())
+                .bind(kind)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
             let mut renewed = Vec::with_capacity(rows.len());
             for row in rows {
                 let shard: i64 = row.try_get(0)?;
                 let epoch: i64 = row.try_get(1)?;
                 let expires_at: Option<i64> = row.try_get(2)?;
-                sqlx::query(self.dialect.record_end())
-                    .bind(kind)
-                    .bind(shard)
-                    .bind(epoch)
-                    .bind(expires_at)
-                    .execute(&mut *tx)
-                    .await?;
                 renewed.push((
                     u32::try_from(shard).unwrap_or(u32::MAX),
                     Claim {

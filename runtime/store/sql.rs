@@ -164,8 +164,22 @@ impl Dialect {
         )
     }
 
+    /// `$1` kind, `$2` owner: the history rows of the leases just renewed (the
+    /// unexpired ones the owner holds) end when their leases do now.
+    pub(crate) fn record_renewals(self) -> String {
+        format!(
+            "UPDATE duologue_lease_history SET ends_at = (
+                SELECT l.expires_at FROM duologue_shard_leases l
+                WHERE l.kind = duologue_lease_history.kind AND l.shard = duologue_lease_history.shard)
+            WHERE (kind, shard, epoch) IN (
+                SELECT kind, shard, epoch FROM duologue_shard_leases
+                WHERE kind = $1 AND owner = $2 AND expires_at IS NOT NULL AND expires_at > {now})",
+            now = self.now_ms()
+        )
+    }
+
     /// `$1` kind, `$2` shard, `$3` epoch, `$4` the end: the history row of an epoch
-    /// renewed or released.
+    /// released.
     pub(crate) fn record_end(self) -> &'static str {
         "UPDATE duologue_lease_history SET ends_at = $4
          WHERE kind = $1 AND shard = $2 AND epoch = $3"

@@ -470,12 +470,8 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         };
         let view = cluster.view();
         let knows = cluster.knows_the_cluster();
-        let (kind, me, seen_up) = (self.kind.as_str(), self.router.me(), &mut self.seen_up);
-        for member in view.each().filter(|m| m.state == MemberState::Up) {
-            if !seen_up.contains(&member.identity.name) {
-                seen_up.insert(member.identity.name.clone());
-            }
-        }
+        note_seen_up(&mut self.seen_up, &view);
+        let (kind, me, seen_up) = (self.kind.as_str(), self.router.me(), &self.seen_up);
         self.handoff
             .ready(shard, Instant::now(), HANDOFF_WAIT, knows, |digest| {
                 view.each()
@@ -704,7 +700,11 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         let Some(cluster) = self.router.cluster() else {
             return;
         };
-        let table = self.router.table(&self.kind, &cluster.view());
+        let view = cluster.view();
+        // Whatever this host does, not only when it serves a shard of its own: a node that
+        // only forwarded must not wait for a member it saw up and that died since.
+        note_seen_up(&mut self.seen_up, &view);
+        let table = self.router.table(&self.kind, &view);
         if self.handoff.follow(table, Instant::now()) {
             self.hand_off_moved();
             self.settle();
@@ -1146,6 +1146,15 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
                 }
                 None => return Some((id, Some(*last))),
             }
+        }
+    }
+}
+
+/// Adds the members up in `view` to those a host saw up.
+fn note_seen_up(seen_up: &mut HashSet<String>, view: &crate::members::View) {
+    for member in view.each().filter(|m| m.state == MemberState::Up) {
+        if !seen_up.contains(&member.identity.name) {
+            seen_up.insert(member.identity.name.clone());
         }
     }
 }
