@@ -343,7 +343,7 @@ async fn add(node: &Node, id: &str, n: u64) -> anyhow::Result<u64> {
 /// their figures added to `table`.
 async fn store_run(url: &str, run: u64, load: Load, table: &mut Table) -> anyhow::Result<()> {
     let node = Node::builder()
-        .name(&format!("bench-r{run}"))
+        .name(format!("bench-r{run}"))
         .secret(Secret::new(SECRET)?)
         .state(state_config(url, load.lease_ms))
         .durable_entity(COUNTER, |_node: Node, _id: String, total| {
