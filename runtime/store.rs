@@ -202,13 +202,17 @@ struct Write {
 }
 
 /// Commits the writes that wait, as many at once as wait (up to
-/// [`MOST_WRITES_PER_COMMIT`]), ordered by entity so that two nodes' batches lock rows in
-/// one order. A batch that fails fails each of its writes alike.
+/// [`MOST_WRITES_PER_COMMIT`]), ordered by kind, shard and id: every transaction of the
+/// store that locks several rows locks them in that order (a renewal's leases, two
+/// nodes' batches), so none waits for another in a cycle. A batch that fails fails each
+/// of its writes alike.
 async fn writer(pool: AnyPool, dialect: Dialect, mut writes: tokio::sync::mpsc::Receiver<Write>) {
     let save = dialect.save();
     let mut batch = Vec::with_capacity(MOST_WRITES_PER_COMMIT);
     while writes.recv_many(&mut batch, MOST_WRITES_PER_COMMIT).await > 0 {
-        batch.sort_by(|a: &Write, b: &Write| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
+        batch.sort_by(|a: &Write, b: &Write| {
+            (&a.kind, a.shard, &a.id).cmp(&(&b.kind, b.shard, &b.id))
+        });
         let committed = bounded(async {
             let mut tx = pool.begin().await?;
             let mut revisions = Vec::with_capacity(batch.len());
@@ -537,6 +541,13 @@ impl StateStore {
     ) -> Result<Vec<(u32, Claim)>, StateError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
+            if let Some(lock) = self.dialect.lock_for_renewal() {
+                sqlx::query(&lock)
+                    .bind(kind)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let rows = sqlx::query(&self.dialect.renew())
                 .bind(kind)
                 .bind(owner)
@@ -578,9 +589,11 @@ impl StateStore {
         owner: &str,
         shards: &[(u32, u64)],
     ) -> Result<(), StateError> {
+        let mut shards = shards.to_vec();
+        shards.sort_unstable();
         bounded(async {
             let mut tx = self.pool.begin().await?;
-            for &(shard, epoch) in shards {
+            for &(shard, epoch) in &shards {
                 let ended = sqlx::query(&self.dialect.release())
                     .bind(kind)
                     .bind(i64::from(shard))

@@ -153,6 +153,22 @@ impl Dialect {
         )
     }
 
+    /// `$1` kind, `$2` owner: on PostgreSQL, locks the leases a renewal extends in the
+    /// order of their shards, the order in which the writer's batches take their share
+    /// locks, so that the two never wait for each other in a cycle. (An UPDATE locks rows
+    /// in the order it finds them.) SQLite has one writer at a time already.
+    pub(crate) fn lock_for_renewal(self) -> Option<String> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some(format!(
+                "SELECT shard FROM duologue_shard_leases
+                WHERE kind = $1 AND owner = $2 AND expires_at IS NOT NULL AND expires_at > {now}
+                ORDER BY shard FOR UPDATE",
+                now = self.now_ms()
+            )),
+        }
+    }
+
     /// `$1` kind, `$2` owner, `$3` the lease's length in ms: extends every unexpired
     /// lease the owner holds. Returns each shard renewed, its epoch and new expiry.
     pub(crate) fn renew(self) -> String {

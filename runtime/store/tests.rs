@@ -68,6 +68,7 @@ mod on {
         the_history_of_a_shard_has_no_two_epochs_overlapping,
         racing_claims_and_writes_never_let_a_stale_epoch_write_after_a_newer_claim,
         writes_that_wait_together_commit_together_and_a_refused_one_fails_alone,
+        batches_of_writes_and_renewals_of_the_same_leases_never_deadlock,
     );
 }
 
@@ -329,6 +330,50 @@ async fn writes_that_wait_together_commit_together_and_a_refused_one_fails_alone
         assert_eq!(stored.bytes, format!("e{i}").as_bytes());
     }
     assert_eq!(store.load("many", "e10").await.unwrap().revision, 0);
+}
+
+/// Batches of writes over many shards while the same leases are renewed again and
+/// again: both lock the lease rows (in one order), and every write commits.
+async fn batches_of_writes_and_renewals_of_the_same_leases_never_deadlock(store: &StateStore) {
+    let lease = Some(Duration::from_secs(600));
+    let mut epochs = Vec::new();
+    for shard in 0..64 {
+        epochs.push(
+            store
+                .claim("busy", shard, "a/1", lease)
+                .await
+                .unwrap()
+                .unwrap()
+                .epoch,
+        );
+    }
+    let renewals = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                let renewed = store
+                    .renew("busy", "a/1", Duration::from_secs(600))
+                    .await
+                    .expect("a renewal");
+                assert_eq!(renewed.len(), 64);
+            }
+        })
+    };
+    let writes = (0..3_000u32).map(|i| {
+        let store = store.clone();
+        // Shards in the reverse order of their ids, so that id order is not shard order.
+        let shard = 63 - (i % 64);
+        let epoch = epochs[shard as usize];
+        async move {
+            store
+                .save("busy", &format!("e{i:05}"), shard, epoch, 0, b"x")
+                .await
+        }
+    });
+    for written in futures::future::join_all(writes).await {
+        assert_eq!(written, Ok(1));
+    }
+    renewals.await.unwrap();
 }
 
 #[tokio::test]
