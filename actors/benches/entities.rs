@@ -55,7 +55,7 @@ use duologue::settings::{ClusterConfig, EntityConfig};
 use duologue::status::{EntityKindStatus, NodeStatus};
 use duologue::{Entity, Mailbox, Node, NodeConfig, RemoteRef, Secret};
 use duologue_testkit::probe::{Ping, PingPong, Pong};
-use duologue_testkit::{ChildGuard, Memory, Signal, args, cpu_time};
+use duologue_testkit::{ChildGuard, Memory, Signal, args, cpu_time, load};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 const SECRET: &str = "entities bench secret, 32 bytes!";
@@ -134,32 +134,27 @@ impl Actor for EchoNamed {
     }
 }
 
-/// The value after `flag` in `argv`.
-fn value(argv: &[String], flag: &str) -> Option<String> {
-    argv.iter()
-        .position(|a| a == flag)
-        .and_then(|i| argv.get(i + 1))
-        .cloned()
-}
-
 /// Child mode (`--child NAME --index I [--seed GOSSIP] [--named]` and the bench's own flags): a
 /// clustered node hosting `echo` entities (and the named `echo` with `--named`). It
 /// prints its session address, then its gossip address, one line each; it leaves on
 /// SIGTERM, or when its standard input closes.
 async fn child(argv: &[String]) -> anyhow::Result<()> {
-    let name = value(argv, CHILD_FLAG).ok_or_else(|| anyhow::anyhow!("{CHILD_FLAG} NAME"))?;
+    let name = duologue_testkit::flag_value(argv, CHILD_FLAG)
+        .ok_or_else(|| anyhow::anyhow!("{CHILD_FLAG} NAME"))?;
     let entities = args::option(argv, "--entities", 100_000)?;
     let index = args::option(argv, "--index", 0)?;
     let mut cluster = ClusterConfig::new("127.0.0.1:0".parse()?);
-    if let Some(ms) = value(argv, "--gossip-ms") {
+    if let Some(ms) = duologue_testkit::flag_value(argv, "--gossip-ms") {
         cluster.gossip_interval = Duration::from_millis(ms.parse()?);
     }
-    cluster.seeds = value(argv, "--seed").into_iter().collect();
+    cluster.seeds = duologue_testkit::flag_value(argv, "--seed")
+        .into_iter()
+        .collect();
     let mut config = EntityConfig::default();
     // Every entity stays active: none is stopped to stay under the bound.
     config.max_active = usize::try_from(entities)? + 1;
     let defaults = NodeConfig::default();
-    let shutdown_drain = match value(argv, "--drain-s") {
+    let shutdown_drain = match duologue_testkit::flag_value(argv, "--drain-s") {
         Some(s) => Duration::from_secs(s.parse()?),
         None => defaults.shutdown_drain,
     };
@@ -379,43 +374,6 @@ fn percentiles(latencies: &mut [u32]) -> (u32, u32) {
     (at(0.50), at(0.99))
 }
 
-/// Runs `total` calls from `concurrency` tasks, call `i` made by `call(i)`; how long
-/// they took and every call's latency in microseconds.
-async fn calls<F, Fut>(
-    total: u64,
-    concurrency: u64,
-    call: F,
-) -> anyhow::Result<(Duration, Vec<u32>)>
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let call = Arc::new(call);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (call, next) = (call.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(latencies);
-                }
-                let sent = Instant::now();
-                call(i).await?;
-                latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-            }
-        }));
-    }
-    let mut all = Vec::with_capacity(usize::try_from(total)?);
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok((started.elapsed(), all))
-}
-
 /// One call to each id `e{from}`..`e{to}`, the id `e{i}` through node `i % nodes`; the
 /// index of the node that answered for each id below `owners.len()` is kept there.
 async fn activate(
@@ -426,7 +384,7 @@ async fn activate(
     owners: &Arc<Vec<AtomicU64>>,
 ) -> anyhow::Result<(Duration, Vec<u32>)> {
     let (client, addrs, owners) = (client.clone(), addrs.clone(), owners.clone());
-    calls(to - from, concurrency, move |i| {
+    load::calls(to - from, concurrency, move |i| {
         let id = from + i;
         let via = &addrs[(id % addrs.len() as u64) as usize];
         let entity = client.entity_via::<PingPong>(via, KIND, &format!("e{id}"));
@@ -642,7 +600,7 @@ async fn main() -> anyhow::Result<()> {
     let leave_wait = Duration::from_secs(args::option(&argv, "--leave-wait-s", 60)?);
     let mut pass = vec!["--entities".to_owned(), entities.to_string()];
     for flag in ["--gossip-ms", "--drain-s"] {
-        if let Some(v) = value(&argv, flag) {
+        if let Some(v) = duologue_testkit::flag_value(&argv, flag) {
             pass.extend([flag.to_owned(), v]);
         }
     }
@@ -735,7 +693,7 @@ async fn main() -> anyhow::Result<()> {
     for by_owner in [false, true] {
         let (client, addrs, owners) = (client.clone(), addrs.clone(), owners.clone());
         let cpu_before = cpu(&members);
-        let (took, mut latencies) = calls(total_calls, concurrency, move |i| {
+        let (took, mut latencies) = load::calls(total_calls, concurrency, move |i| {
             let id = i % started_ids;
             let node = if by_owner {
                 owners[id as usize].load(Ordering::Relaxed)
@@ -763,7 +721,7 @@ async fn main() -> anyhow::Result<()> {
         .inbox()
         .await?;
     let cpu_before = cpu(&members);
-    let (took, mut named_latencies) = calls(total_calls, concurrency, move |i| {
+    let (took, mut named_latencies) = load::calls(total_calls, concurrency, move |i| {
         let named = named.clone();
         async move {
             named.call(Ping { n: i, body: vec![] }, WAIT / 2).await?;

@@ -46,7 +46,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use duologue::cluster::MemberState;
@@ -56,7 +55,7 @@ use duologue::wire::Fault;
 use duologue::{Entity, Node, NodeConfig, Secret};
 use duologue_testkit::postgres::Postgres;
 use duologue_testkit::probe::{Ping, PingPong, Pong};
-use duologue_testkit::{ChildGuard, Signal, args};
+use duologue_testkit::{ChildGuard, Signal, args, load};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 const SECRET: &str = "entity state bench secret, 32 b!";
@@ -142,14 +141,6 @@ async fn start_counter(
     Ok(counter)
 }
 
-/// The value after `flag` in `argv`.
-fn value(argv: &[String], flag: &str) -> Option<String> {
-    argv.iter()
-        .position(|a| a == flag)
-        .and_then(|i| argv.get(i + 1))
-        .cloned()
-}
-
 /// The store's settings: `url`, with leases of `lease_ms` unless 0.
 fn state_config(url: &str, lease_ms: u64) -> StateConfig {
     let config = StateConfig::new(url);
@@ -165,14 +156,18 @@ fn state_config(url: &str, lease_ms: u64) -> StateConfig {
 /// session address, then its gossip address, one line each; it leaves on SIGTERM, or when
 /// its standard input closes (the bench is gone).
 async fn child(argv: &[String]) -> anyhow::Result<()> {
-    let name = value(argv, CHILD_FLAG).ok_or_else(|| anyhow::anyhow!("{CHILD_FLAG} NAME"))?;
+    let name = duologue_testkit::flag_value(argv, CHILD_FLAG)
+        .ok_or_else(|| anyhow::anyhow!("{CHILD_FLAG} NAME"))?;
     let index = args::option(argv, "--index", 0)?;
-    let url = value(argv, "--state").ok_or_else(|| anyhow::anyhow!("--state URL"))?;
+    let url = duologue_testkit::flag_value(argv, "--state")
+        .ok_or_else(|| anyhow::anyhow!("--state URL"))?;
     let lease_ms = args::option(argv, "--lease-ms", 2_000)?;
     let mut cluster = ClusterConfig::new("127.0.0.1:0".parse()?);
     cluster.gossip_interval = Duration::from_millis(args::option(argv, "--gossip-ms", 100)?);
     cluster.leave_linger = Duration::from_millis(500);
-    cluster.seeds = value(argv, "--seed").into_iter().collect();
+    cluster.seeds = duologue_testkit::flag_value(argv, "--seed")
+        .into_iter()
+        .collect();
     let node = Node::builder()
         .config(NodeConfig {
             name,
@@ -228,43 +223,6 @@ fn median(values: &[f64]) -> f64 {
 
 fn micros(elapsed: Duration) -> u32 {
     u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)
-}
-
-/// Runs `total` calls from `concurrency` tasks, call `i` made by `call(i)`; how long
-/// they took and every call's latency in microseconds.
-async fn calls<F, Fut>(
-    total: u64,
-    concurrency: u64,
-    call: F,
-) -> anyhow::Result<(Duration, Vec<u32>)>
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    let call = Arc::new(call);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (call, next) = (call.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(latencies);
-                }
-                let sent = Instant::now();
-                call(i).await?;
-                latencies.push(micros(sent.elapsed()));
-            }
-        }));
-    }
-    let mut all = Vec::with_capacity(usize::try_from(total)?);
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok((started.elapsed(), all))
 }
 
 /// Rows of figures, one value per run, in the order first added.
@@ -359,7 +317,7 @@ async fn store_run(url: &str, run: u64, load: Load, table: &mut Table) -> anyhow
     };
     let phase = |n: u64, total: u64| {
         let (node, id) = (node.clone(), id.clone());
-        calls(total, load.concurrency, move |i| {
+        load::calls(total, load.concurrency, move |i| {
             let (node, id) = (node.clone(), id(i));
             async move {
                 add(&node, &id, n).await?;

@@ -14,8 +14,8 @@
 //! entities' verification run, joins, leaves and kills checked against an independent
 //! record ([`entity_chaos`]), and a bank on PostgreSQL that must balance through
 //! partitions, kills and pauses ([`bank`]). For a person running the demo or a bench: progress bars and
-//! the summary a run ends with ([`progress`]), and the benches' numeric options
-//! ([`args`]).
+//! the summary a run ends with ([`progress`]), the benches' numeric options ([`args`])
+//! and their calls in flight ([`load`]).
 
 pub mod args;
 pub mod bank;
@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod entity_chaos;
 mod fault_proxy;
 pub mod hostile;
+pub mod load;
 mod netns;
 pub mod postgres;
 pub mod probe;
