@@ -49,7 +49,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duologue::cluster::MemberState;
-use duologue::settings::ClusterConfig;
 use duologue::state::{Durable, StateConfig, StateStore};
 use duologue::wire::Fault;
 use duologue::{Entity, Node, NodeConfig, Secret};
@@ -162,12 +161,11 @@ async fn child(argv: &[String]) -> anyhow::Result<()> {
     let url = duologue_testkit::flag_value(argv, "--state")
         .ok_or_else(|| anyhow::anyhow!("--state URL"))?;
     let lease_ms = args::option(argv, "--lease-ms", 2_000)?;
-    let mut cluster = ClusterConfig::new("127.0.0.1:0".parse()?);
+    let mut cluster = duologue_testkit::quick_cluster(
+        "127.0.0.1:0".parse()?,
+        duologue_testkit::flag_value(argv, "--seed"),
+    );
     cluster.gossip_interval = Duration::from_millis(args::option(argv, "--gossip-ms", 100)?);
-    cluster.leave_linger = Duration::from_millis(500);
-    cluster.seeds = duologue_testkit::flag_value(argv, "--seed")
-        .into_iter()
-        .collect();
     let node = Node::builder()
         .config(NodeConfig {
             name,

@@ -687,6 +687,12 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
     /// The view changed: shards this node gave up have their entities stopped, shards it
     /// took over wait for their previous owner, and held messages go on where they can.
     async fn view_changed(&mut self, myself: &ActorRef<HostMailbox<P>>) {
+        // On every view, not only when it serves a shard of its own: a node that only
+        // forwarded must not wait for a member it saw up and that died since. (Once per
+        // view, not per message routed.)
+        if let Some(cluster) = self.router.cluster() {
+            note_seen_up(&mut self.seen_up, &cluster.view());
+        }
         self.follow_view();
         self.settle();
         self.release_held(myself).await;
@@ -700,11 +706,7 @@ impl<P: Protocol, L: Send + 'static> HostState<P, L> {
         let Some(cluster) = self.router.cluster() else {
             return;
         };
-        let view = cluster.view();
-        // Whatever this host does, not only when it serves a shard of its own: a node that
-        // only forwarded must not wait for a member it saw up and that died since.
-        note_seen_up(&mut self.seen_up, &view);
-        let table = self.router.table(&self.kind, &view);
+        let table = self.router.table(&self.kind, &cluster.view());
         if self.handoff.follow(table, Instant::now()) {
             self.hand_off_moved();
             self.settle();
