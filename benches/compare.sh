@@ -32,6 +32,9 @@ run cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --pa
 # The same with both nodes on a current-thread runtime (the baseline cannot be asked to).
 run cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD" \
   --runtime current-thread
+# And with one current-thread runtime per core, each connection on one of them.
+run cargo bench -q --bench two_process -- --casts "$CASTS" --calls "$CALLS" --payload "$PAYLOAD" \
+  --runtime thread-per-core
 
 figure() { awk -v label="$1" -v key="$2" '$1 == label { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == key) print kv[2] } }' "$out"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -43,7 +46,7 @@ rc_p99=$(figure ractor_cluster call_latency_p99_us)
 # same for duologue_current_thread. duologue's sink takes a run of casts that arrived
 # together as one mailbox message (opt-in batch delivery): cast_throughput; a sink that
 # takes each alone: cast_one_by_one.
-for label in duologue duologue_current_thread; do
+for label in duologue duologue_current_thread duologue_thread_per_core; do
   cast=$(figure "$label" cast_throughput_msgs_per_s)
   p50=$(figure "$label" call_latency_p50_us)
   p99=$(figure "$label" call_latency_p99_us)
@@ -61,7 +64,7 @@ done
 # pingpong_one_by_one.
 rl_pp=$(figure ractor_local pingpong_msgs_per_s)
 rc_pp=$(figure ractor_cluster pingpong_msgs_per_s)
-for label in duologue duologue_current_thread; do
+for label in duologue duologue_current_thread duologue_thread_per_core; do
   for key in pingpong pingpong_one_by_one; do
     pp=$(figure "$label" "${key}_msgs_per_s")
     echo "ratio $key $label/ractor_cluster=$(ratio "$pp" "$rc_pp") $label/ractor_local=$(ratio "$pp" "$rl_pp")"

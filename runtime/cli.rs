@@ -105,7 +105,8 @@ pub struct NodeMain {
 #[derive(Debug, Parser)]
 struct NodeCli {
     /// The tokio runtime: `multi-thread` spreads actors over all cores; `current-thread`
-    /// runs actors and network on one thread.
+    /// runs actors and network on one thread; `thread-per-core` runs one current-thread
+    /// runtime per core, each connection on one of them.
     #[arg(long, default_value = "multi-thread")]
     runtime: RuntimeFlavor,
     /// How log lines look on stderr: `text` for people, `json` (one object a line, with

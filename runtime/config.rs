@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::budget::BudgetConfig;
+use crate::cores::NodeRuntime;
 use crate::error::AuthError;
 use crate::session::SessionConfig;
 use crate::tls::{ClientTls, ServerTls};
@@ -62,14 +63,19 @@ pub enum RuntimeFlavor {
     /// One thread for actors and network alike: about half the call latency on a small
     /// machine, some bulk throughput lost (benches/README.md).
     CurrentThread,
+    /// One current-thread runtime per core, none stealing another's work: each connection
+    /// lives on one core with its sessions' drivers, in turn over the cores; actors run
+    /// where they were spawned.
+    ThreadPerCore,
 }
 
 impl RuntimeFlavor {
-    /// Its name on a command line: `multi-thread` or `current-thread`.
+    /// Its name on a command line: `multi-thread`, `current-thread` or `thread-per-core`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MultiThread => "multi-thread",
             Self::CurrentThread => "current-thread",
+            Self::ThreadPerCore => "thread-per-core",
         }
     }
 
@@ -77,13 +83,17 @@ impl RuntimeFlavor {
     ///
     /// # Errors
     /// When the operating system refuses tokio its threads or its I/O driver.
-    pub fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
-        match self {
+    pub fn build(self) -> std::io::Result<NodeRuntime> {
+        let mut builder = match self {
             Self::MultiThread => tokio::runtime::Builder::new_multi_thread(),
             Self::CurrentThread => tokio::runtime::Builder::new_current_thread(),
-        }
-        .enable_all()
-        .build()
+            Self::ThreadPerCore => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                return NodeRuntime::per_core(cores);
+            }
+        };
+        let runtime = builder.enable_all().build()?;
+        Ok(NodeRuntime::single(runtime))
     }
 }
 
@@ -94,8 +104,9 @@ impl std::str::FromStr for RuntimeFlavor {
         match text {
             "multi-thread" => Ok(Self::MultiThread),
             "current-thread" => Ok(Self::CurrentThread),
+            "thread-per-core" => Ok(Self::ThreadPerCore),
             other => Err(format!(
-                "unknown runtime {other}; use multi-thread or current-thread"
+                "unknown runtime {other}; use multi-thread, current-thread or thread-per-core"
             )),
         }
     }

@@ -109,6 +109,7 @@ mod budget;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
+mod cores;
 mod driver;
 mod error;
 mod handles;
@@ -209,6 +210,7 @@ pub mod settings {
     pub use crate::config::{
         AdminAccess, AdminToken, AdmissionConfig, ClusterConfig, EntityConfig, RuntimeFlavor,
     };
+    pub use crate::cores::NodeRuntime;
     pub use crate::session::SessionConfig;
 }
 

@@ -58,6 +58,7 @@ use crate::actor::owner::Owner;
 use crate::auth::Secret;
 use crate::budget::{BudgetConfig, Budgets};
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::cores::Cores;
 use crate::error::{EntityError, LookupError, NodeError, SpawnError};
 use crate::handles::remote_ref::Protocol;
 use crate::members::Member;
@@ -379,7 +380,7 @@ impl NodeBuilder {
             identity: identity.clone(),
             config: config.clone(),
             secret,
-            links: Arc::new(Links::default()),
+            links: Arc::new(Links::new(Cores::current())),
             shutdown: shutdown.clone(),
             bookkeeping_changed: bookkeeping_changed.clone(),
         });
@@ -465,6 +466,7 @@ impl NodeBuilder {
                 tls,
                 standard: standard.clone(),
                 standard_places: standard_places.clone(),
+                cores: Cores::current(),
             }))
         });
         let inner = Arc::new(NodeInner {

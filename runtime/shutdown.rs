@@ -24,6 +24,19 @@ impl Shutdown {
         self.tracker.spawn(task)
     }
 
+    /// Spawns a task the node waits for on shutdown, on the runtime of `handle`.
+    pub(crate) fn spawn_on<F>(
+        &self,
+        task: F,
+        handle: &tokio::runtime::Handle,
+    ) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn_on(task, handle)
+    }
+
     /// The token tasks select on.
     pub(crate) fn token(&self) -> &CancellationToken {
         &self.token

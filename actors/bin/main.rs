@@ -43,7 +43,8 @@ use duologue::settings::RuntimeFlavor;
 struct Cli {
     /// The tokio runtime to run on: `multi-thread` spreads actors over all cores;
     /// `current-thread` runs actors and network on one thread, which answers calls about
-    /// twice as fast on a small machine (see benches/README.md).
+    /// twice as fast on a small machine; `thread-per-core` runs one current-thread runtime
+    /// per core, each connection with its sessions on one of them (see benches/README.md).
     #[arg(long, global = true, default_value = "multi-thread", value_parser = str::parse::<RuntimeFlavor>)]
     runtime: RuntimeFlavor,
     /// How log lines look on stderr: `text` for people, `json` (one object a line, with

@@ -92,6 +92,11 @@ async fn a_room_node_on_a_current_thread_runtime_converses_alike() {
     converse_on("current-thread").await;
 }
 
+#[tokio::test]
+async fn a_room_node_on_a_thread_per_core_runtime_converses_alike() {
+    converse_on("thread-per-core").await;
+}
+
 async fn converse_on(runtime: &str) {
     let secrets = SecretDir::create().unwrap();
     let hub = room_node_with(&secrets, "127.0.0.1:0", runtime).await;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, oneshot};
 
-use super::link::Links;
+use super::link::{Client, Links};
 use crate::actor::mailbox::Deliver;
 use crate::auth::{Secret, TlsBinding};
 use crate::config::{NodeConfig, SessionPolicy};
@@ -229,7 +229,11 @@ impl Dial {
             slot,
         } = target;
         let id = SessionId::random();
-        let (client, verified) = self
+        let Client {
+            client,
+            verified,
+            core,
+        } = self
             .links
             .client(addr, id, &self.config)
             .map_err(permanent)?;
@@ -269,7 +273,11 @@ impl Dial {
             established_tx,
         );
         let run: futures::future::BoxFuture<'static, ()> = Box::pin(driver.run(None));
-        self.shutdown.spawn(run);
+        // On a thread-per-core runtime the driver lives on its connection's core.
+        match &core {
+            Some(core) => self.shutdown.spawn_on(run, core.handle()),
+            None => self.shutdown.spawn(run),
+        };
         match established_rx.await {
             Ok(Ok(session)) => {
                 slot.store(session.clone());

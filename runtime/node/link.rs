@@ -10,6 +10,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::VerifiedCert;
 use crate::config::NodeConfig;
+use crate::cores::{Core, Cores};
 use crate::driver::transport::stubs::duologue_client::DuologueClient;
 use crate::error::ConnectError;
 use crate::wire::SessionId;
@@ -18,6 +19,8 @@ use crate::wire::SessionId;
 #[derive(Debug, Default)]
 pub(crate) struct Links {
     state: Mutex<State>,
+    /// On a thread-per-core runtime, the cores connections are spread over.
+    cores: Option<Cores>,
 }
 
 #[derive(Debug, Default)]
@@ -33,12 +36,23 @@ struct State {
 #[derive(Debug)]
 struct Link {
     channel: Channel,
+    /// The core its connection lives on, on a thread-per-core runtime.
+    core: Option<Core>,
     /// Over TLS, the certificate its verifier last accepted the peer by, which its
     /// sessions' proofs are bound to.
     verified: Option<VerifiedCert>,
     sessions: usize,
     /// The idle period the link is in, while it carries no session.
     idle: Option<u64>,
+}
+
+/// A session's way onto its link.
+pub(crate) struct Client {
+    pub(crate) client: DuologueClient<Channel>,
+    /// What the session's proofs are bound to, over TLS.
+    pub(crate) verified: Option<VerifiedCert>,
+    /// The core the connection lives on, where the session's driver belongs.
+    pub(crate) core: Option<Core>,
 }
 
 /// A link that just lost its last session: evict it with [`Links::evict_if_idle`] after
@@ -50,6 +64,14 @@ pub(crate) struct Idle {
 }
 
 impl Links {
+    /// No links yet; connections go to `cores` in turn, when there are.
+    pub(crate) fn new(cores: Option<Cores>) -> Self {
+        Self {
+            state: Mutex::default(),
+            cores,
+        }
+    }
+
     /// A client on the one connection to `addr`, dialled on first use, for `session`
     /// (which counts as using it until [`Links::release`]), and what the session's proofs
     /// are bound to.
@@ -58,14 +80,20 @@ impl Links {
         addr: &str,
         session: SessionId,
         config: &NodeConfig,
-    ) -> Result<(DuologueClient<Channel>, Option<VerifiedCert>), ConnectError> {
+    ) -> Result<Client, ConnectError> {
         let mut state = self.lock();
         let link = match state.links.get_mut(addr) {
             Some(link) => link,
             None => {
                 let (endpoint, verified) = endpoint(addr, config)?;
+                let core = self.cores.as_ref().map(Cores::next);
+                let endpoint = match &core {
+                    Some(core) => endpoint.executor(core.clone()),
+                    None => endpoint,
+                };
                 let link = Link {
                     channel: endpoint.connect_lazy(),
+                    core,
                     verified,
                     sessions: 0,
                     idle: None,
@@ -77,11 +105,16 @@ impl Links {
         link.idle = None;
         let channel = link.channel.clone();
         let verified = link.verified.clone();
+        let core = link.core.clone();
         state.by_session.insert(session, addr.to_owned());
         let client = DuologueClient::new(channel)
             .max_decoding_message_size(config.frame_limit())
             .max_encoding_message_size(config.frame_limit());
-        Ok((client, verified))
+        Ok(Client {
+            client,
+            verified,
+            core,
+        })
     }
 
     /// `session` closed; returns its link if that left the link without sessions.

@@ -10,7 +10,9 @@ pub(crate) mod standard;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::Server;
 
 use self::admission::{Admission, Descriptors, Port};
@@ -19,6 +21,7 @@ use self::service::Service;
 use self::standard::Standard;
 use super::sessions::Sessions;
 use crate::config::NodeConfig;
+use crate::cores::{Core, Cores};
 use crate::driver::transport::stubs::duologue_server::DuologueServer;
 use crate::tls::TlsAccept;
 
@@ -33,6 +36,9 @@ pub(crate) struct Serving {
     pub(crate) tls: Option<TlsAccept>,
     pub(crate) standard: Standard,
     pub(crate) standard_places: StandardPlaces,
+    /// On a thread-per-core runtime, its cores: one server each, taking connections in
+    /// turn.
+    pub(crate) cores: Option<Cores>,
 }
 
 /// Serves sessions and the standard services until the standard services say the drain
@@ -48,6 +54,7 @@ pub(crate) async fn serve(serving: Serving) {
         tls,
         standard,
         standard_places,
+        cores,
     } = serving;
     let listening = standard.listening();
     let incoming = Admission::new(
@@ -76,22 +83,81 @@ pub(crate) async fn serve(serving: Serving) {
         .layer(PreAuthLayer::new(config.admission.clone(), standard_places))
         .add_service(service);
     let router = standard.add_to(router);
+    // One server per core, each serving the connections dealt to it; without cores, one.
+    macro_rules! serve {
+        ($incoming:expr) => {
+            match &cores {
+                None => {
+                    router
+                        .serve_with_incoming_shutdown($incoming, standard.stopped())
+                        .await
+                }
+                Some(cores) => {
+                    let servers: Vec<_> = deal($incoming, cores, &standard)
+                        .into_iter()
+                        .map(|(core, connections)| {
+                            let server = router
+                                .clone()
+                                .serve_with_incoming_shutdown(connections, standard.stopped());
+                            AbortOnDropHandle::new(core.handle().spawn(server))
+                        })
+                        .collect();
+                    let mut result = Ok(());
+                    for server in servers {
+                        if let Ok(Err(error)) = server.await {
+                            result = Err(error);
+                        }
+                    }
+                    result
+                }
+            }
+        };
+    }
     let result = match tls {
-        None => {
-            router
-                .serve_with_incoming_shutdown(incoming, standard.stopped())
-                .await
-        }
+        None => serve!(incoming),
         // Handshakes done here, not in tonic, so that refusals are counted and said.
         Some(tls) => {
             let at_once = config.admission.max_connections;
-            let incoming = tls.incoming(incoming, at_once, |conn| Some(conn.info().remote));
-            router
-                .serve_with_incoming_shutdown(incoming, standard.stopped())
-                .await
+            serve!(tls.incoming(incoming, at_once, |conn| Some(conn.info().remote)))
         }
     };
     if let Err(error) = result {
         tracing::error!(%error, "server stopped");
     }
+}
+
+/// Deals the connections of `incoming` to the cores in turn, until the server stops or
+/// the listener ends: one stream of connections per core, each served there. The
+/// listener (and what goes with it) stays with the dealer, on this core.
+fn deal<T: Send + 'static>(
+    incoming: impl Stream<Item = T> + Send + 'static,
+    cores: &Cores,
+    standard: &Standard,
+) -> Vec<(Core, ReceiverStream<T>)> {
+    let (feeds, streams): (Vec<_>, Vec<_>) = cores
+        .all()
+        .map(|core| {
+            let (feed, connections) = tokio::sync::mpsc::channel(16);
+            (feed, (core, ReceiverStream::new(connections)))
+        })
+        .unzip();
+    let cores = cores.clone();
+    let stopped = standard.stopped();
+    tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        let mut stopped = std::pin::pin!(stopped);
+        loop {
+            let connection = tokio::select! {
+                _ = &mut stopped => break,
+                next = incoming.next() => match next {
+                    Some(connection) => connection,
+                    None => break,
+                },
+            };
+            if feeds[cores.turn()].send(connection).await.is_err() {
+                break;
+            }
+        }
+    });
+    streams
 }

@@ -275,6 +275,8 @@ fn label(flavor: RuntimeFlavor, metrics: bool) -> &'static str {
         (RuntimeFlavor::CurrentThread, false) => "duologue_current_thread",
         (RuntimeFlavor::MultiThread, true) => "duologue_metrics",
         (RuntimeFlavor::CurrentThread, true) => "duologue_current_thread_metrics",
+        (RuntimeFlavor::ThreadPerCore, false) => "duologue_thread_per_core",
+        (RuntimeFlavor::ThreadPerCore, true) => "duologue_thread_per_core_metrics",
     }
 }
 
