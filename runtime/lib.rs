@@ -174,8 +174,8 @@ pub mod flow {
 pub mod mailbox {
     pub use crate::actor::inbox::{InboxEvent, NoMessage};
     pub use crate::actor::mailbox::{
-        BatchedSessionMsg, FromCluster, FromSession, InboundBatch, Lost, NoLocal, ReplyPort,
-        Unconfirmed, Undecodable,
+        BatchedMailbox, BatchedSessionMsg, FromCluster, FromSession, InboundBatch, Lost, NoLocal,
+        ReplyPort, Unconfirmed, Undecodable,
     };
     pub use crate::handles::remote_ref::Payload;
 }

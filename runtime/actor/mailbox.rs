@@ -40,7 +40,7 @@ pub(crate) use self::messages::Escalation;
 pub use self::messages::{
     HeldBack, Inbound, InboundBatch, Lost, ReplyPort, Resumption, SessionSignal, Unconfirmed,
 };
-pub use self::typed::{Credit, Mailbox, NoLocal, Reply, Undecodable};
+pub use self::typed::{BatchedMailbox, Credit, Mailbox, NoLocal, Reply, Undecodable};
 
 /// A message type sessions can deliver into: what [`crate::Node::register`] and
 /// [`crate::Node::connect`] ask of an actor's `Msg`.

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use prost::Name;
 
-use crate::actor::mailbox::{FromCluster, FromSession, Inbound, ReplyPort, SessionSignal};
+use crate::actor::mailbox::{
+    FromCluster, FromSession, Inbound, InboundBatch, ReplyPort, SessionSignal,
+};
 use crate::error::{DecodeError, SendError};
 use crate::handles::remote_ref::Protocol;
 use crate::handles::session_ref::SessionRef;
@@ -138,6 +140,81 @@ impl<P: Protocol, L: Send + 'static> ractor::Message for Mailbox<P, L> {}
 impl<P: Protocol, L: Send + 'static> FromCluster for Mailbox<P, L> {
     fn from_cluster(event: ClusterEvent) -> Self {
         Self::Cluster(event)
+    }
+}
+
+/// The message type of a typed actor that takes a run of messages that arrived together
+/// as one mailbox message: `type Msg = BatchedMailbox<P, L>`, registered with
+/// [`crate::Owner::batched`]. Each message of a run is decoded as a [`Mailbox<P, L>`]
+/// would get it, in order; the actor pays one mailbox operation per run instead of one
+/// per message.
+pub enum BatchedMailbox<P: Protocol, L = NoLocal> {
+    /// What a [`Mailbox<P, L>`] actor gets, one at a time: a message that arrived alone,
+    /// a signal, a local message or a cluster event.
+    One(Mailbox<P, L>),
+    /// Messages from one session that arrived together, in order (each a `Cast`, a
+    /// `Call` or an `Undecodable`); never empty.
+    Batch(Vec<Mailbox<P, L>>),
+}
+
+impl<P: Protocol, L> BatchedMailbox<P, L> {
+    /// Wraps one of the actor's own messages.
+    pub fn local(message: L) -> Self {
+        Self::One(Mailbox::Local(message))
+    }
+}
+
+impl<P: Protocol, L> IntoIterator for BatchedMailbox<P, L> {
+    type Item = Mailbox<P, L>;
+    type IntoIter = std::vec::IntoIter<Mailbox<P, L>>;
+
+    /// Each message in order, whether it arrived alone or in a run.
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Self::One(message) => vec![message].into_iter(),
+            Self::Batch(messages) => messages.into_iter(),
+        }
+    }
+}
+
+#[cfg(feature = "ractor-cluster")]
+impl<P: Protocol, L: Send + 'static> ractor::Message for BatchedMailbox<P, L> {}
+
+impl<P: Protocol, L: Send + 'static> FromCluster for BatchedMailbox<P, L> {
+    fn from_cluster(event: ClusterEvent) -> Self {
+        Self::One(Mailbox::Cluster(event))
+    }
+}
+
+impl<P: Protocol, L: Send + 'static> FromSession for BatchedMailbox<P, L> {
+    fn protocol() -> Option<String> {
+        Some(P::name())
+    }
+
+    fn from_inbound(inbound: Inbound) -> Self {
+        Self::One(Mailbox::from_inbound(inbound))
+    }
+
+    fn from_signal(signal: SessionSignal) -> Self {
+        Self::One(Mailbox::Signal(signal))
+    }
+}
+
+impl<P: Protocol, L: Send + 'static> From<InboundBatch> for BatchedMailbox<P, L> {
+    fn from(batch: InboundBatch) -> Self {
+        Self::Batch(batch.into_iter().map(Mailbox::from_inbound).collect())
+    }
+}
+
+impl<P: Protocol, L: fmt::Debug> fmt::Debug for BatchedMailbox<P, L>
+where
+    P::Request: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::One(message) => message.fmt(f),
+            Self::Batch(messages) => f.debug_tuple("Batch").field(messages).finish(),
+        }
     }
 }
 
