@@ -11,7 +11,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::actor::mailbox::{
-    Deliver, Inbound, Lost, ReplyPort, SessionMsg, SessionSignal, Unconfirmed,
+    Deliver, Inbound, InboundBatch, Lost, ReplyPort, SessionMsg, SessionSignal, Unconfirmed,
 };
 use crate::error::{CloseReason, DecodeError};
 use crate::handles::remote_ref::{Protocol, RemoteRef};
@@ -118,9 +118,20 @@ pub enum NoMessage {
 /// Dropping it ends the session with a farewell (`ActorStopped`, "the inbox receiver was
 /// dropped"), as an owner actor that stops would: nobody is left to read.
 pub struct InboxReceiver<P: Protocol> {
-    rx: mpsc::UnboundedReceiver<SessionMsg>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    /// The rest of the run of messages taken last, in order.
+    run: std::collections::VecDeque<Inbound>,
+    /// Messages and signals in the channel (a run counts each of its messages).
+    queued: Arc<AtomicUsize>,
     remote: RemoteRef<P>,
     flow_waiting: Arc<AtomicUsize>,
+}
+
+/// What a session puts in an inbox's channel: one message or signal, or a run of
+/// messages that arrived together (one channel operation for all of them).
+enum Delivery {
+    One(SessionMsg),
+    Run(InboundBatch),
 }
 
 impl<P: Protocol> InboxReceiver<P> {
@@ -201,6 +212,9 @@ impl<P: Protocol> InboxReceiver<P> {
 
     /// The next event if one is waiting now.
     pub fn try_recv(&mut self) -> Option<InboxEvent<P::Response>> {
+        if let Some(inbound) = self.run.pop_front() {
+            return Some(decode(SessionMsg::Inbound(inbound)));
+        }
         let delivery = self.rx.try_recv().ok()?;
         Some(decode(self.taken(delivery)))
     }
@@ -208,25 +222,41 @@ impl<P: Protocol> InboxReceiver<P> {
     /// The next delivery as the session made it, undecoded: the [`Inbound`] keeps the
     /// peer's credit until it is dropped, for readers that hold messages for a while.
     pub async fn recv_raw(&mut self) -> Option<SessionMsg> {
+        if let Some(inbound) = self.run.pop_front() {
+            return Some(SessionMsg::Inbound(inbound));
+        }
         let delivery = self.rx.recv().await?;
         Some(self.taken(delivery))
     }
 
-    fn taken(&self, delivery: SessionMsg) -> SessionMsg {
-        if let SessionMsg::Signal(SessionSignal::Flow(..)) = delivery {
-            self.flow_waiting.fetch_sub(1, Ordering::AcqRel);
+    /// The first of what the channel gave; the rest of a run waits in `run`.
+    fn taken(&mut self, delivery: Delivery) -> SessionMsg {
+        match delivery {
+            Delivery::One(message) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                if let SessionMsg::Signal(SessionSignal::Flow(..)) = message {
+                    self.flow_waiting.fetch_sub(1, Ordering::AcqRel);
+                }
+                message
+            }
+            Delivery::Run(batch) => {
+                self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                let mut run = batch.into_iter();
+                let first = run.next().expect("a run is never empty");
+                self.run.extend(run);
+                SessionMsg::Inbound(first)
+            }
         }
-        delivery
     }
 
     /// Deliveries waiting to be read: messages (each holding one credit) and signals.
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.run.len() + self.queued.load(Ordering::Acquire)
     }
 
     /// Whether nothing waits to be read.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.len() == 0
     }
 
     /// The typed handle to the peer actor this inbox hears from.
@@ -249,6 +279,9 @@ impl<P: Protocol> Stream for InboxReceiver<P> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(inbound) = this.run.pop_front() {
+            return Poll::Ready(Some(decode(SessionMsg::Inbound(inbound))));
+        }
         this.rx
             .poll_recv(cx)
             .map(|next| next.map(|delivery| decode(this.taken(delivery))))
@@ -259,7 +292,7 @@ impl<P: Protocol> fmt::Debug for InboxReceiver<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InboxReceiver")
             .field("session", &self.remote.session().id())
-            .field("waiting", &self.rx.len())
+            .field("waiting", &self.len())
             .finish()
     }
 }
@@ -294,13 +327,32 @@ const FLOW_SIGNALS_KEPT: usize = 64;
 
 /// Where a session delivers for an inbox: the channel's sending half.
 struct InboxSender {
-    tx: mpsc::UnboundedSender<SessionMsg>,
+    tx: mpsc::UnboundedSender<Delivery>,
+    queued: Arc<AtomicUsize>,
     flow_waiting: Arc<AtomicUsize>,
+}
+
+impl InboxSender {
+    fn send(&self, delivery: Delivery, count: usize) -> Result<(), ()> {
+        self.queued.fetch_add(count, Ordering::AcqRel);
+        self.tx.send(delivery).map_err(|_| {
+            self.queued.fetch_sub(count, Ordering::AcqRel);
+        })
+    }
 }
 
 impl Deliver for InboxSender {
     fn inbound(&self, inbound: Inbound) -> Result<(), ()> {
-        self.tx.send(SessionMsg::Inbound(inbound)).map_err(drop)
+        self.send(Delivery::One(SessionMsg::Inbound(inbound)), 1)
+    }
+
+    fn takes_batches(&self) -> bool {
+        true
+    }
+
+    fn batch(&self, batch: InboundBatch) -> Result<(), ()> {
+        let count = batch.len();
+        self.send(Delivery::Run(batch), count)
     }
 
     fn signal(&self, signal: SessionSignal) -> Result<(), ()> {
@@ -310,7 +362,7 @@ impl Deliver for InboxSender {
             }
             self.flow_waiting.fetch_add(1, Ordering::AcqRel);
         }
-        self.tx.send(SessionMsg::Signal(signal)).map_err(drop)
+        self.send(Delivery::One(SessionMsg::Signal(signal)), 1)
     }
 
     fn is_alive(&self) -> bool {
@@ -329,7 +381,8 @@ impl Deliver for InboxSender {
 /// An inbox before its session exists: [`new_inbox`] gives the owner to open the session
 /// with and this, which becomes the [`InboxReceiver`] once the session's handle is known.
 pub(crate) struct PendingInbox {
-    rx: mpsc::UnboundedReceiver<SessionMsg>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    queued: Arc<AtomicUsize>,
     flow_waiting: Arc<AtomicUsize>,
 }
 
@@ -338,6 +391,8 @@ impl PendingInbox {
     pub(crate) fn receiver<P: Protocol>(self, remote: RemoteRef<P>) -> InboxReceiver<P> {
         InboxReceiver {
             rx: self.rx,
+            run: std::collections::VecDeque::new(),
+            queued: self.queued,
             remote,
             flow_waiting: self.flow_waiting,
         }
@@ -348,9 +403,16 @@ impl PendingInbox {
 pub(crate) fn new_inbox() -> (Arc<dyn Deliver>, PendingInbox) {
     let (tx, rx) = mpsc::unbounded_channel();
     let flow_waiting = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(AtomicUsize::new(0));
     let sender = InboxSender {
         tx,
+        queued: queued.clone(),
         flow_waiting: flow_waiting.clone(),
     };
-    (Arc::new(sender), PendingInbox { rx, flow_waiting })
+    let pending = PendingInbox {
+        rx,
+        queued,
+        flow_waiting,
+    };
+    (Arc::new(sender), pending)
 }
