@@ -1,11 +1,12 @@
 //! Batch delivery, asked for by the owner (`Owner::batched`): a run of messages that arrived together is one mailbox
 //! message, in order, and calls inside it are answered one by one; `SessionRef::cast_all`
-//! takes many messages at once.
+//! takes many messages at once. A typed actor takes runs too (`BatchedMailbox<P, L>`).
 
 mod support;
 
 use duologue::{
-    CloseReason, Inbound, LostReason, Node, RemoteRef, SessionSignal, mailbox::BatchedSessionMsg,
+    CloseReason, Inbound, LostReason, Mailbox, Node, RemoteRef, SessionSignal,
+    mailbox::{BatchedMailbox, BatchedSessionMsg, InboxEvent},
     wire::GoodbyeReason,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -357,4 +358,187 @@ async fn runs_through_resets_arrive_exactly_once_in_order() {
         interrupted >= 1 && resumed == interrupted,
         "{interrupted} / {resumed}"
     );
+}
+
+/// The typed probe: the same reports, for an actor whose mailbox is typed.
+struct TypedBatchProbe;
+
+/// Answers a typed message if it is a call; its ping's number.
+fn answer_typed(message: Mailbox<PingPong>) -> Result<Option<u64>, ActorProcessingErr> {
+    Ok(match message {
+        Mailbox::Cast { message, .. } => Some(message.n),
+        Mailbox::Call { request, reply, .. } => {
+            reply.send(Pong {
+                n: request.n,
+                deadline_left_ms: 0,
+            })?;
+            Some(request.n)
+        }
+        Mailbox::Undecodable(undecodable) => panic!("{undecodable:?}"),
+        Mailbox::Signal(_) | Mailbox::Cluster(_) => None,
+        Mailbox::Local(never) => match never {},
+    })
+}
+
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+impl Actor for TypedBatchProbe {
+    type Msg = BatchedMailbox<PingPong>;
+    type State = mpsc::UnboundedSender<Took>;
+    type Arguments = mpsc::UnboundedSender<Took>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        took: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(took)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        took: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let report = match message {
+            BatchedMailbox::One(message) => match answer_typed(message)? {
+                Some(n) => Took::One(n),
+                None => Took::Signal,
+            },
+            BatchedMailbox::Batch(messages) => {
+                assert!(messages.len() >= 2, "a batch holds two or more messages");
+                let mut pings = Vec::new();
+                for message in messages {
+                    pings.push(answer_typed(message)?.expect("a run holds messages only"));
+                }
+                Took::Batch(pings)
+            }
+        };
+        let _ = took.send(report);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_typed_actor_takes_runs_as_one_mailbox_message_decoded_in_order() {
+    let server = listening_node("server", SECRET).await;
+    let (tx, mut took) = mpsc::unbounded_channel();
+    let (probe, _) = Actor::spawn(None, TypedBatchProbe, tx)
+        .await
+        .expect("probe starts");
+    server
+        .register("probe", duologue::Owner::batched(&probe))
+        .unwrap();
+    let Dialled { node, result, .. } = dial(
+        dialling_node("client", SECRET).await,
+        &addr(&server),
+        "probe",
+    )
+    .await;
+    let remote = result.unwrap();
+    const RUNS: u64 = 50;
+    const RUN: u64 = 400;
+    for run in 0..RUNS {
+        let start = run * RUN;
+        remote
+            .session()
+            .cast_all(pings(start..start + RUN))
+            .await
+            .unwrap();
+    }
+    let total = (RUNS * RUN) as usize;
+    let (got, batches) = take_pings(&mut took, total).await;
+    assert_eq!(got, (0..total as u64).collect::<Vec<_>>());
+    assert!(
+        (1..total).contains(&batches),
+        "{batches} batches for {total} messages"
+    );
+    // Calls in a run are answered one by one, each with its own reply.
+    let calls = (0..500).map(|n| remote.call(Ping { n, body: vec![] }, WAIT));
+    for (n, answer) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(answer.unwrap().n, n as u64);
+    }
+    let (mut got, _) = take_pings(&mut took, 500).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
+    probe.stop(None);
+    drop((node, server));
+}
+
+/// Answers a cast `Ping { n }` with `n` pongs cast back at once (`cast_all`).
+struct Pourer;
+
+#[cfg_attr(feature = "ractor-async-trait", ractor::async_trait)]
+impl Actor for Pourer {
+    type Msg = Mailbox<PingPong>;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let Mailbox::Cast {
+            session, message, ..
+        } = message
+        {
+            let pongs = (0..message.n).map(|n| Pong {
+                n,
+                deadline_left_ms: 0,
+            });
+            session.cast_all(pongs.collect::<Vec<_>>()).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_inbox_takes_runs_whole_and_hands_them_out_one_by_one_in_order() {
+    let server = listening_node("server", SECRET).await;
+    let (pourer, _) = Actor::spawn(None, Pourer, ()).await.expect("starts");
+    server.register("pourer", &pourer).unwrap();
+    let client = dialling_node("client", SECRET).await;
+    let (remote, mut inbox) = client
+        .connect::<PingPong>((&addr(&server), "pourer"))
+        .inbox()
+        .await
+        .expect("connects");
+    const RUN: u64 = 300;
+    remote
+        .cast(Ping {
+            n: RUN,
+            body: vec![],
+        })
+        .await
+        .unwrap();
+    let mut read = 0;
+    while read < RUN {
+        match tokio::time::timeout(WAIT, inbox.recv()).await {
+            Ok(Some(InboxEvent::Message(pong))) => {
+                assert_eq!(pong.n, read, "in order");
+                read += 1;
+                // What is left of the run still counts as waiting, message by message.
+                if read == 1 {
+                    assert!(!inbox.is_empty());
+                }
+            }
+            Ok(Some(InboxEvent::Signal(_))) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => panic!("only {read} of {RUN} pongs arrived"),
+        }
+    }
+    assert_eq!(inbox.len(), 0);
+    assert!(inbox.try_recv().is_none());
+    pourer.stop(None);
+    drop((client, server));
 }
