@@ -130,6 +130,28 @@ async fn casts_and_calls_work_over_tls() {
     cast_and_call(&remote, &mut server).await;
 }
 
+/// On a thread-per-core runtime the server deals each TLS connection, handshake done, to
+/// a core of its own: sessions over TLS work there as anywhere.
+#[test]
+fn casts_and_calls_work_over_tls_between_thread_per_core_nodes() {
+    let runtime = duologue::settings::RuntimeFlavor::ThreadPerCore
+        .build()
+        .expect("the runtime starts");
+    runtime.block_on(async {
+        let pki = Pki::new("test CA");
+        let mut server = tls_server(&pki, None).await;
+        for _ in 0..3 {
+            let tls = ClientTls::from_ca_pem(pki.ca.clone()).unwrap();
+            let dialled = connect(client(Some(tls)).await, &server).await;
+            let remote = dialled.result.expect("a session over TLS opens");
+            cast_and_call(&remote, &mut server).await;
+            // The call's ping, seen too.
+            assert_eq!(next_ping(&mut server.seen).await.0, 2);
+        }
+    });
+    runtime.shutdown_background();
+}
+
 /// A session over TLS resumes after its connection is cut: the resume stream, on a new
 /// TLS connection, asks for the certificate binding again and proves the session's
 /// resume key over it (the gate of a node serving TLS binds its own certificate).
