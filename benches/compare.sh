@@ -22,7 +22,7 @@ trap 'rm -f "$out"' EXIT
 
 echo "building (release)..." >&2
 CARGO_TARGET_DIR=target/baseline cargo build -q --release --manifest-path "$BASELINE/Cargo.toml"
-cargo bench -q --no-run --bench two_process --bench slow_consumer --bench sessions 2>/dev/null
+cargo bench -q --no-run --bench two_process --bench slow_consumer --bench sessions --bench entities 2>/dev/null
 
 run() { "$@" 2>/dev/null | tee -a "$out"; }
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -68,6 +68,8 @@ for label in duologue duologue_current_thread duologue_thread_per_core; do
   for key in pingpong pingpong_one_by_one; do
     pp=$(figure "$label" "${key}_msgs_per_s")
     echo "ratio $key $label/ractor_cluster=$(ratio "$pp" "$rc_pp") $label/ractor_local=$(ratio "$pp" "$rl_pp")"
+    # The same counts one way (pings only): half of both directions.
+    echo "$key $label two_way_msgs_per_s=$pp one_way_msgs_per_s=$(awk -v v="$pp" 'BEGIN { printf "%.0f", v / 2 }')"
   done
 done
 
@@ -94,3 +96,33 @@ echo "metrics_ab rounds=$ROUNDS cast_median_off=$off_median cast_median_on=$on_m
 # sessions at scale (10 000 idle, opening rate, 100 concurrent, one stalled).
 run cargo bench -q --bench slow_consumer -- --casts "$CASTS" --rate 50000 --payload "$PAYLOAD"
 run cargo bench -q --bench sessions
+# Calls to started entities (three node processes) against the same calls to one named
+# actor: its ratio lines end with the ratio.
+cargo bench -q --bench entities -- --entities 11000 --calls 100000 --idle-s 1 2>/dev/null |
+  grep -E '^entities: [0-9]+ calls' | tee -a "$out"
+entity_ratio() { awk -v how="$1" 'index($0, how) && /ratio to the named actor/ { print $NF }' "$out"; }
+echo "ratio entity_calls through_owner/named=$(entity_ratio "through each one's owner") through_the_nodes_in_turn/named=$(entity_ratio "nodes in turn")"
+
+# Issue 29's targets, each from this run's figures (its targets are medians of three runs).
+target() {
+  # target NAME VALUE OP BOUND
+  awk -v name="$1" -v v="$2" -v op="$3" -v bound="$4" 'BEGIN {
+    met = (v == "" || v == "n/a") ? "n/a" : ((op == ">=" && v + 0 >= bound + 0) || (op == "<=" && v + 0 <= bound + 0)) ? "met" : "missed"
+    printf "target %-44s %12s %s %-9s %s\n", name, v, op, bound, met
+  }'
+}
+d_pp=$(figure duologue pingpong_msgs_per_s)
+d_pp1=$(figure duologue pingpong_one_by_one_msgs_per_s)
+target "pingpong/ractor_local (default runtime)" "$(ratio "$d_pp" "$rl_pp")" ">=" 1.5
+target "pingpong msgs/s, both ways" "$d_pp" ">=" 2730000
+target "pingpong_one_by_one/ractor_local" "$(ratio "$d_pp1" "$rl_pp")" ">=" 1.0
+target "call_p50/ractor_cluster (default runtime)" "$(ratio "$(figure duologue call_latency_p50_us)" "$rc_p50")" "<=" 0.6
+target "call_p99/ractor_cluster (default runtime)" "$(ratio "$(figure duologue call_latency_p99_us)" "$rc_p99")" "<=" 0.8
+target "cast_one_by_one/ractor_local" "$(ratio "$(figure duologue cast_one_by_one_throughput_msgs_per_s)" "$rl_cast")" ">=" 1.0
+target "10 000 idle sessions, node A MiB" "$(figure duologue node_a_rss_mib)" "<=" 160
+target "10 000 idle sessions, node B MiB" "$(figure duologue node_b_rss_mib)" "<=" 160
+target "sessions opened per second" "$(figure duologue sessions_opened_per_s)" ">=" 8000
+stall=$(awk '$1 == "duologue" && $3 == "stall" { for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "ratio") print kv[2] } }' "$out")
+target "others' rate with one stalled (>= 0.9)" "$stall" ">=" 0.9
+target "others' rate with one stalled (<= 1.1)" "$stall" "<=" 1.1
+target "entity calls through the owner/named actor" "$(entity_ratio "through each one's owner")" ">=" 0.8
