@@ -16,9 +16,11 @@
 //!
 //! Options for `run` and `client`: `--casts N` (200000), `--calls N` (10000),
 //! `--payload BYTES` (64), `--pings N` (1000000; 0 skips the ping-pong phase),
-//! `--delivery batches|one-by-one|both` (both: the ping-pong phases run). With the
-//! `CI` environment variable set the defaults shrink to 20000 casts, 1000 calls and 20000
-//! pings. The `--bench` flag cargo adds is ignored.
+//! `--delivery batches|one-by-one|both` (both: the ping-pong phases run),
+//! `--cast-delivery batches|one-by-one|both` (both: the cast phases run; the warm-ups
+//! run whatever it says), `--sessions 1|8|both` (both: the ping-pong phases run, by
+//! sessions). With the `CI` environment variable set the defaults shrink to 20000 casts,
+//! 1000 calls and 20000 pings. The `--bench` flag cargo adds is ignored.
 //!
 //! The ping-pong phase (`two_process/pingpong.rs`) is Proto.Actor's remote benchmark
 //! method, as the baseline's runs it: `pingpong_msgs_per_s` counts both directions, on one
@@ -264,6 +266,10 @@ struct Config {
     pings: u64,
     /// `--delivery batches|one-by-one|both`: the ping-pong phases run.
     delivery: Option<Delivery>,
+    /// `--cast-delivery batches|one-by-one|both`: the cast phases run.
+    cast_delivery: Option<Delivery>,
+    /// `--sessions 1|8|both`: the ping-pong phases run, by their sessions.
+    sessions: Option<usize>,
     /// Payload size in bytes, for both phases.
     payload: usize,
 }
@@ -304,6 +310,16 @@ struct Options {
     metrics: bool,
 }
 
+/// The value of `--delivery` or `--cast-delivery`: one of the two, or both (`None`).
+fn delivery(flag: &str, value: &str) -> anyhow::Result<Option<Delivery>> {
+    Ok(match value {
+        "batches" => Some(Delivery::Batches),
+        "one-by-one" => Some(Delivery::OneByOne),
+        "both" => None,
+        _ => bail!("{flag} takes batches, one-by-one or both"),
+    })
+}
+
 /// Parses `--flag value` pairs.
 fn parse_options(args: &[String]) -> anyhow::Result<Options> {
     let ci = std::env::var_os("CI").is_some();
@@ -313,6 +329,8 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             calls: if ci { 1_000 } else { 10_000 },
             pings: if ci { 20_000 } else { 1_000_000 },
             delivery: None,
+            cast_delivery: None,
+            sessions: None,
             payload: 64,
         },
         flavor: RuntimeFlavor::MultiThread,
@@ -327,12 +345,15 @@ fn parse_options(args: &[String]) -> anyhow::Result<Options> {
             "--casts" => options.cfg.casts = value.parse().context("--casts")?,
             "--calls" => options.cfg.calls = value.parse().context("--calls")?,
             "--pings" => options.cfg.pings = value.parse().context("--pings")?,
-            "--delivery" => {
-                options.cfg.delivery = match value.as_str() {
-                    "batches" => Some(Delivery::Batches),
-                    "one-by-one" => Some(Delivery::OneByOne),
+            "--delivery" => options.cfg.delivery = delivery(flag, value)?,
+            "--cast-delivery" => options.cfg.cast_delivery = delivery(flag, value)?,
+            "--sessions" => {
+                options.cfg.sessions = match value.as_str() {
                     "both" => None,
-                    _ => bail!("--delivery takes batches, one-by-one or both"),
+                    _ => match value.parse() {
+                        Ok(k) if k == 1 || k == pingpong::ECHOES => Some(k),
+                        _ => bail!("--sessions takes 1, {} or both", pingpong::ECHOES),
+                    },
                 }
             }
             "--payload" => options.cfg.payload = value.parse().context("--payload")?,
@@ -529,32 +550,45 @@ async fn measure(
     cast_phase(one_by_one, WARMUP_CASTS, &payload).await?;
     call_phase(sink, WARMUP_CALLS, &payload).await?;
 
-    let casts = cast_phase(sink, cfg.casts, &payload).await?;
-    let casts_one_by_one = cast_phase(one_by_one, cfg.casts, &payload).await?;
+    let runs = |delivery| cfg.cast_delivery.is_none_or(|only| only == delivery);
+    let casts = if runs(Delivery::Batches) {
+        Some(cast_phase(sink, cfg.casts, &payload).await?)
+    } else {
+        None
+    };
+    let casts_one_by_one = if runs(Delivery::OneByOne) {
+        Some(cast_phase(one_by_one, cfg.casts, &payload).await?)
+    } else {
+        None
+    };
     let mut rtts = call_phase(sink, cfg.calls, &payload).await?;
     rtts.sort_unstable();
     let mean = rtts.iter().sum::<Duration>() / u32::try_from(rtts.len())?;
     let max = *rtts.last().context("at least one call")?;
 
-    println!(
-        "{label} cast_throughput_msgs_per_s={:.0} n={} payload_bytes={} wall_ms={:.1} enqueue_ms={:.1}",
-        cfg.casts as f64 / casts.wall.as_secs_f64(),
-        cfg.casts,
-        cfg.payload,
-        millis(casts.wall),
-        millis(casts.enqueue)
-    );
-    println!(
-        "{label} cast_receiver_window_msgs_per_s={:.0} rx_span_ms={:.1}",
-        cfg.casts as f64 / casts.rx_span.as_secs_f64().max(1e-9),
-        millis(casts.rx_span)
-    );
-    println!(
-        "{label} cast_one_by_one_throughput_msgs_per_s={:.0} n={} wall_ms={:.1}",
-        cfg.casts as f64 / casts_one_by_one.wall.as_secs_f64(),
-        cfg.casts,
-        millis(casts_one_by_one.wall)
-    );
+    if let Some(casts) = casts {
+        println!(
+            "{label} cast_throughput_msgs_per_s={:.0} n={} payload_bytes={} wall_ms={:.1} enqueue_ms={:.1}",
+            cfg.casts as f64 / casts.wall.as_secs_f64(),
+            cfg.casts,
+            cfg.payload,
+            millis(casts.wall),
+            millis(casts.enqueue)
+        );
+        println!(
+            "{label} cast_receiver_window_msgs_per_s={:.0} rx_span_ms={:.1}",
+            cfg.casts as f64 / casts.rx_span.as_secs_f64().max(1e-9),
+            millis(casts.rx_span)
+        );
+    }
+    if let Some(casts_one_by_one) = casts_one_by_one {
+        println!(
+            "{label} cast_one_by_one_throughput_msgs_per_s={:.0} n={} wall_ms={:.1}",
+            cfg.casts as f64 / casts_one_by_one.wall.as_secs_f64(),
+            cfg.casts,
+            millis(casts_one_by_one.wall)
+        );
+    }
     println!(
         "{label} call_latency_p50_us={:.1} n={} payload_bytes={}",
         micros(percentile(&rtts, 50.0)),
@@ -599,6 +633,7 @@ async fn pingpong_figures(node: &Node, addr: &str, label: &str, cfg: Config) -> 
     for (delivery, sessions) in phases
         .into_iter()
         .filter(|(d, _)| cfg.delivery.is_none_or(|only| only == *d))
+        .filter(|(_, k)| cfg.sessions.is_none_or(|only| only == *k))
     {
         let pairs = pingpong::Pairs::open(node, addr, sessions, delivery).await?;
         let started = Instant::now();
