@@ -8,6 +8,7 @@
 #   bash benches/compare.sh          # 1 000 000 casts, 10 000 calls, 64-byte payload,
 #                                  # 1 000 000 pings
 #   CASTS=200000 CALLS=2000 bash benches/compare.sh
+#   INSTRUCTIONS=0 bash benches/compare.sh   # without the instruction counts at the end
 #
 # The baseline lives in ../shared/baselines/ractor_cluster_bench (read-only); it is built
 # into target/baseline so nothing is written under shared/.
@@ -126,3 +127,10 @@ stall=$(awk '$1 == "duologue" && $3 == "stall" { for (i = 4; i <= NF; i++) { spl
 target "others' rate with one stalled (>= 0.9)" "$stall" ">=" 0.9
 target "others' rate with one stalled (<= 1.1)" "$stall" "<=" 1.1
 target "entity calls through the owner/named actor" "$(entity_ratio "through each one's owner")" ">=" 0.8
+
+# Instructions per message under callgrind (benches/instructions.sh): figures that do not
+# move with the machine's load. Its own message counts (CASTS, CALLS and PINGS above are
+# the timed runs'); INSTRUCTIONS=0 skips it.
+if [ "${INSTRUCTIONS:-1}" != 0 ]; then
+  env -u CASTS -u CALLS -u PINGS bash benches/instructions.sh
+fi
