@@ -23,14 +23,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNTIMES=${RUNTIMES:-multi-thread current-thread}
 CASTS=${CASTS:-100000}
-CALLS=${CALLS:-20000}
+CALLS=${CALLS:-10000}
 PINGS=${PINGS:-100000}
 PAYLOAD=${PAYLOAD:-64}
 # ractor_cluster spends about 15 times duologue's instructions per message (its fixed
 # warm-ups alone, 20 000 casts and 20 000 pings, take 4 billion), and its node B waits at
 # most 120 s for the last pong (callgrind runs 50-100 times slower), so it counts fewer.
 CLUSTER_CASTS=${CLUSTER_CASTS:-10000}
-CLUSTER_CALLS=${CLUSTER_CALLS:-2000}
+CLUSTER_CALLS=${CLUSTER_CALLS:-1000}
 CLUSTER_PINGS=${CLUSTER_PINGS:-10000}
 # Which systems to count: the baseline's two do not change with duologue's commits.
 SYSTEMS=${SYSTEMS:-ractor_local ractor_cluster duologue}
@@ -42,7 +42,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "building (release)..." >&2
-CARGO_TARGET_DIR=$BASELINE_TARGET_DIR cargo build -q --release --manifest-path "$BASELINE/Cargo.toml"
+if [[ " $SYSTEMS " == *" ractor_"* ]]; then
+  CARGO_TARGET_DIR=$BASELINE_TARGET_DIR cargo build -q --release --manifest-path "$BASELINE/Cargo.toml"
+fi
 baseline=$BASELINE_TARGET_DIR/release/ractor_cluster_bench
 two_process=$(cargo bench -q --no-run --bench two_process --message-format=json 2>/dev/null |
   jq -r 'select(.target.name == "two_process" and .executable != null) | .executable')
@@ -67,7 +69,7 @@ count() {
   # One file per process; its `totals:` line (or `summary:`, in older files) is the sum.
   for file in "$dir"/callgrind.out.*; do
     awk '/^totals:/ { t = $2 } /^summary:/ { s = $2 } END { print (t != "" ? t : s) }' "$file"
-  done | awk '{ sum += $1 } END { printf "%d\n", sum }'
+  done | awk '{ sum += $1 } END { printf "%.0f\n", sum }'
   rm -rf "$dir"
 }
 
