@@ -99,7 +99,7 @@ measure() {
   done
   local spread
   spread=$(printf '%s\n' "${figures[@]}" | awk 'NR == 1 { lo = hi = $1 } { if ($1 < lo) lo = $1; if ($1 > hi) hi = $1; sum += $1 }
-    END { m = sum / NR; printf "%.2f", m > 0 ? 100 * (hi - lo) / m : 0 }')
+    END { m = sum / NR; printf "%.2f", (m > 0 ? 100 * (hi - lo) / m : 0) }')
   spreads+=("$system/$key=$spread%")
   result=$(printf '%s\n' "${figures[@]}" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
 }
