@@ -753,6 +753,10 @@ fn main() -> anyhow::Result<()> {
         _ => ("run", &args[..]),
     };
     let options = parse_options(rest)?;
+    // As every duologue binary does first (`duologue::cli`). Without a subscriber, every
+    // span h2 opens would also go through `log` (sqlx turns on tracing's `log` feature),
+    // about 11 500 instructions a call (benches/README.md, instructions.sh).
+    duologue::cli::log_to_stderr(duologue::cli::LogFormat::Text);
     options.flavor.build()?.block_on(async {
         match command {
             "run" => run(&options).await,
