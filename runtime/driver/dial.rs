@@ -65,7 +65,13 @@ impl Driver {
         let timeout = self.cx.config.handshake_timeout;
         // The core's handshake timer only starts mattering once frames flow; until the
         // peer's response headers arrive, this bound stands in for it.
-        let opened = tokio::time::timeout(timeout, client.converse(outbound.requests()));
+        // Boxed: the call's future is several KiB (tonic's channel and encoder), and the
+        // driver's task is as large as its largest await, so unboxed every session would
+        // carry it for its whole life, idle or not; boxed, it lives only while dialling.
+        let opened = Box::pin(tokio::time::timeout(
+            timeout,
+            client.converse(outbound.requests()),
+        ));
         match self.drive_until(opened).await? {
             Ok(Ok(response)) => Some(Ok(response.into_inner())),
             Ok(Err(status)) => Some(Err(cause::broken(&status, At::Dial))),
