@@ -758,7 +758,8 @@ impl Session {
         FlowState {
             credit: self.outflow.credit_left(next_seq),
             credit_bytes: self.outflow.credit_bytes_left(),
-            send_blocked: self.outflow.blocked(next_seq, || now).is_some(),
+            send_blocked: self.outflow.blocked(next_seq, || now).is_some()
+                || self.outflow.waits_for_bytes(next_seq),
             peer_signal: self.outflow.signal(),
             throttled_to: self.outflow.throttled_to(),
             inbound_waiting: self.inflow.waiting(),

@@ -409,6 +409,10 @@ fn a_message_larger_than_the_grant_is_asked_for_and_sent() {
     h.b.session.set_account(budgets.account(&node("a", 1)));
     h.a.pad = 5000;
     assert!(!h.a.send(h.now), "5008 bytes do not fit a grant of 100");
+    assert!(
+        h.a.session.flow(h.now).send_blocked,
+        "held back for bytes is blocked, as for messages"
+    );
     h.a.waiting = 1;
     h.a.flush(h.now);
     assert!(
@@ -419,6 +423,7 @@ fn a_message_larger_than_the_grant_is_asked_for_and_sent() {
     );
     h.settle();
     assert_eq!(h.b.delivered, numbers(1), "granted and sent");
+    assert!(!h.a.session.flow(h.now).send_blocked);
 }
 
 #[test]

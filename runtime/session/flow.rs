@@ -30,7 +30,8 @@ pub struct FlowState {
     pub credit: u64,
     /// Payload bytes this side may still send before it needs more byte credit.
     pub credit_bytes: u64,
-    /// Whether a send would wait now (no credit, paused, or throttled).
+    /// Whether a send would wait now (no credit, paused, or throttled), or the last one
+    /// refused still waits for byte credit.
     pub send_blocked: bool,
     /// The peer's back-pressure signal in effect, if any.
     pub peer_signal: Option<FlowSignal>,
@@ -269,14 +270,17 @@ impl Outflow {
         }
     }
 
+    /// Whether the last send refused, `next_seq`, still waits for byte credit.
+    pub(crate) fn waits_for_bytes(&self, next_seq: u64) -> bool {
+        self.byte_wait.is_some_and(|(seq, size)| {
+            seq == next_seq && self.sent_bytes.saturating_add(size) > self.credit_bytes
+        })
+    }
+
     /// Whether sending `next_seq` waits for the peer (credit in messages or bytes, or a
     /// pause), as opposed to a delay that ends by itself (a timed pause or a throttle).
     pub(crate) fn held_back(&self, next_seq: u64) -> bool {
-        next_seq > self.credit
-            || self.paused
-            || self.byte_wait.is_some_and(|(seq, size)| {
-                seq == next_seq && self.sent_bytes.saturating_add(size) > self.credit_bytes
-            })
+        next_seq > self.credit || self.paused || self.waits_for_bytes(next_seq)
     }
 
     /// The highest sequence number the peer allows (cumulative): it grows as the peer's
