@@ -123,7 +123,10 @@ impl TypeUrl {
 struct Local {
     /// The last type looked up: a sending loop names one type over and over.
     last: Option<(TypeId, TypeUrl)>,
-    by_type: HashMap<TypeId, TypeUrl>,
+    /// With foldhash, not SipHash: a lookup by type on every message cost about 230
+    /// instructions of each call on an echo's node, where a request and a reply alternate
+    /// types (benches/README.md, instructions.sh). Keys are the process's own types.
+    by_type: HashMap<TypeId, TypeUrl, foldhash::fast::FixedState>,
     /// The last name interned by text: a receiving loop reads one name over and over.
     last_named: Option<TypeUrl>,
 }
