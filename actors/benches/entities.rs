@@ -588,6 +588,9 @@ async fn leave(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As every duologue binary does first: without a subscriber h2's spans also go through
+    // `log` (benches/README.md, instructions.sh).
+    duologue::cli::log_to_stderr(duologue::cli::LogFormat::Text);
     let argv: Vec<String> = std::env::args().collect();
     if argv.iter().any(|a| a == CHILD_FLAG) {
         return child(&argv).await;

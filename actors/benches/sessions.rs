@@ -587,6 +587,9 @@ async fn concurrency(
 /// Runs the four measurements, each pair against a fresh node A.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As every duologue binary does first: without a subscriber h2's spans also go through
+    // `log` (benches/README.md, instructions.sh).
+    duologue::cli::log_to_stderr(duologue::cli::LogFormat::Text);
     let sizes = Sizes::get();
     eprintln!("sizes: {sizes:?}");
     let secrets = SecretDir::create()?;

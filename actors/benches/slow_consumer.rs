@@ -30,6 +30,9 @@ fn mib(bytes: u64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As every duologue binary does first: without a subscriber h2's spans also go through
+    // `log` (benches/README.md, instructions.sh).
+    duologue::cli::log_to_stderr(duologue::cli::LogFormat::Text);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ci = std::env::var_os("CI").is_some();
     let casts = option(&args, "--casts", if ci { 100_000 } else { 1_000_000 })?;
