@@ -14,7 +14,8 @@
 //!    the receiver: a `Report` call after the casts answers once they all arrived)
 //!    against the aggregate of 100 sessions casting at once, each to its own checker.
 //! 4. **Stall**: the same 100 sessions, but one of them to a checker taking one tick a
-//!    second, its credit used up before the clock starts; the rate of the other 99 with
+//!    second, its credit used up before the clock starts and its sender casting on through
+//!    the round, held back at its reader's pace; the rate of the other 99 with
 //!    it (`others_with_one_stalled`) and without it (the 99 alone: `others`, measured on
 //!    their second round alone, as warm as the stalled round after it; and, for
 //!    reference, the 99 within the 100 of phase 3: `others_among_100`).
@@ -34,6 +35,8 @@
 
 use duologue_testkit::IgnoringOwner;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -417,26 +420,45 @@ async fn round(
     Ok(Round { finished })
 }
 
-/// Fills the stalled checker's session until it would wait (credit used up, or paused by
-/// node A), then waits for what was sent to reach node A's mailbox; returns how many
-/// ticks it took.
+/// Fills the stalled checker's session until its sender is held back by node A's slow
+/// reader: node A grants byte credit up to its byte window of what its actor has not
+/// consumed, opening it in growing steps as this side asks, so the first refusal is not
+/// the end. Fills, and fills again, until a cast waits `HELD` for credit (the grant
+/// answers an ask within a round trip; past the window, only the reader's one tick a
+/// second frees any). Returns how many ticks it took.
 async fn stall(check: &RemoteRef<SeqCheck>, filler: &Bytes) -> anyhow::Result<u64> {
+    /// A cast held back this long waits for the reader, not for the grant to grow.
+    const HELD: Duration = Duration::from_millis(500);
+    let deadline = Instant::now() + FILL_TIMEOUT;
+    let tick = |n| Tick {
+        n,
+        filler: filler.clone(),
+    };
     let mut sent = 0;
     loop {
-        match check.try_cast(Tick {
-            n: sent + 1,
-            filler: filler.clone(),
-        }) {
-            Ok(()) => sent += 1,
-            Err(SendError::HeldBack { .. }) => break,
-            Err(error) => bail!("filling the stalled session: {error}"),
+        loop {
+            match check.try_cast(tick(sent + 1)) {
+                Ok(()) => sent += 1,
+                Err(SendError::HeldBack { .. }) => break,
+                Err(error) => bail!("filling the stalled session: {error}"),
+            }
+            if sent % 1024 == 0 {
+                // Let the driver move what is queued.
+                tokio::task::yield_now().await;
+            }
         }
-        if sent % 1024 == 0 {
-            // Let the driver move what is queued.
-            tokio::task::yield_now().await;
+        ensure!(
+            Instant::now() < deadline,
+            "the stalled session still took ticks after {sent} and {FILL_TIMEOUT:?}: {:?}",
+            check.session().flow()
+        );
+        // Cancel safe: a cast dropped before it completes was never sent.
+        match tokio::time::timeout(HELD, check.cast(tick(sent + 1))).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(error)) => bail!("filling the stalled session: {error}"),
+            Err(_) => break,
         }
     }
-    let deadline = Instant::now() + FILL_TIMEOUT;
     while check.session().unacked() > 0 {
         ensure!(
             Instant::now() < deadline,
@@ -444,10 +466,6 @@ async fn stall(check: &RemoteRef<SeqCheck>, filler: &Bytes) -> anyhow::Result<u6
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    ensure!(
-        check.session().flow().send_blocked,
-        "the stalled session can still send"
-    );
     Ok(sent)
 }
 
@@ -541,25 +559,31 @@ async fn concurrency(
         progress::eprintln(format_args!(
             "stalled session: out of credit after {stalled_sent} ticks"
         ));
-        let mut pushing = JoinSet::new();
-        let (check, tick_filler) = (stalled.clone(), filler.clone());
-        pushing.spawn(async move {
-            // Waits for credit that, at one tick a second, does not come during the round.
-            let _ = check
-                .cast(Tick {
-                    n: stalled_sent + 1,
-                    filler: tick_filler,
-                })
-                .await;
-        });
+        // Its sender goes on casting through the round, held back at its reader's pace.
+        let trickled = Arc::new(AtomicU64::new(0));
+        let pushing = {
+            let (check, tick_filler, trickled) =
+                (stalled.clone(), filler.clone(), trickled.clone());
+            tokio::spawn(async move {
+                for n in stalled_sent + 1.. {
+                    let tick = Tick {
+                        n,
+                        filler: tick_filler.clone(),
+                    };
+                    if check.cast(tick).await.is_err() {
+                        break;
+                    }
+                    trickled.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
         sessions[0] = stalled.clone();
         let what = "the 99 others beside a stalled one";
         let with_stalled =
             round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
         let stalled_wall = with_stalled.until_all(0..CONCURRENT - 1);
-        let still_blocked =
-            pushing.try_join_next().is_none() && stalled.session().flow().send_blocked;
-        pushing.abort_all();
+        let trickled = trickled.load(Ordering::Relaxed);
+        pushing.abort();
         let others = CONCURRENT as u64 - 1;
         let others_rate = rate(m * others, alone_wall);
         let stalled_rate = rate(m * others, stalled_wall);
@@ -567,7 +591,7 @@ async fn concurrency(
             "duologue sessions stall others_msgs_per_s={others_rate:.0} \
              others_with_one_stalled_msgs_per_s={stalled_rate:.0} ratio={:.2} \
              others_among_{CONCURRENT}_msgs_per_s={:.0} others={others} casts_per_session={m} \
-             stalled_sent={stalled_sent} stalled_still_blocked={still_blocked}",
+             stalled_sent={stalled_sent} stalled_sent_during_round={trickled}",
             stalled_rate / others_rate,
             rate(m * others, others_wall)
         ));
