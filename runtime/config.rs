@@ -294,7 +294,10 @@ pub struct AdmissionConfig {
     /// Most unauthenticated streams on the whole node. A stream past it is refused at
     /// once with `UNAVAILABLE`, which a dialling duologue node retries with backoff.
     pub max_unauthenticated_streams: usize,
-    /// Most unauthenticated streams on one connection (refused as above).
+    /// Most unauthenticated streams on one connection (refused as above). A dialling
+    /// node takes its own value for its peers': it keeps at most this many first
+    /// handshakes in flight on a connection it dialled, and further sessions wait for a
+    /// place (up to a handshake timeout) instead of being refused and retried.
     pub max_unauthenticated_streams_per_connection: usize,
     /// Most connections carrying unauthenticated streams at once (a stream that would
     /// make one more is refused as above). Each may have up to

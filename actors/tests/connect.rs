@@ -203,3 +203,41 @@ async fn a_call_on_a_just_established_session_survives_a_cut() {
     assert_eq!(reply.unwrap().n, 11);
     assert_eq!(proxy.cuts(), 1);
 }
+
+/// A node admitting `per_connection` handshakes at a time on one connection, and dialling
+/// so; a refused attempt would be retried only after a backoff past `deadline`.
+async fn admitting(name: &str, per_connection: usize, deadline: Duration, listen: bool) -> Node {
+    let mut config = NodeConfig::default();
+    config.admission.max_unauthenticated_streams_per_connection = per_connection;
+    config.reconnect_base = deadline * 4;
+    config.reconnect_max = deadline * 4;
+    let builder = Node::builder()
+        .name(name)
+        .config(config)
+        .connect_timeout(deadline)
+        .secret(duologue::Secret::new(SECRET).unwrap());
+    let builder = if listen {
+        builder.listen("127.0.0.1:0".parse().unwrap())
+    } else {
+        builder
+    };
+    builder.start().await.expect("node starts")
+}
+
+#[tokio::test]
+async fn a_crowd_of_sessions_opened_at_once_waits_for_the_peers_handshake_places() {
+    // The server refuses a fifth handshake in flight on a connection; the client, opening
+    // 64 sessions at once over its one connection, keeps to four. A refusal would fail its
+    // connect: the retry's backoff (4x the deadline) passes the connect deadline.
+    let deadline = Duration::from_secs(5);
+    let server = served_probe(admitting("server", 4, deadline, true).await).await;
+    let client = admitting("client", 4, deadline, false).await;
+    let (owner, _) = probe().await;
+    let target = addr(&server.node);
+    let connecting: Vec<_> = (0..64)
+        .map(|_| connect_in_background(&client, target.clone(), owner.clone()))
+        .collect();
+    for connecting in connecting {
+        answers_calls(connecting).await;
+    }
+}

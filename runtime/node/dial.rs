@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::link::{Client, Links};
 use crate::actor::mailbox::Deliver;
@@ -208,6 +208,40 @@ impl Dial {
         }
     }
 
+    /// A place among the handshakes in flight on the connection to `addr`, waited for at
+    /// most a handshake timeout (others' handshakes end within it); session `id` gives
+    /// its place on the link back when none comes.
+    async fn handshake_place(
+        &self,
+        handshakes: Arc<Semaphore>,
+        addr: &str,
+        id: SessionId,
+    ) -> Result<OwnedSemaphorePermit, Failure> {
+        let timeout = self.config.session.handshake_timeout;
+        let waited = tokio::select! {
+            place = tokio::time::timeout(timeout, handshakes.acquire_owned()) => Some(place),
+            () = self.shutdown.token().cancelled() => None,
+        };
+        let error = match waited {
+            // The semaphore is never closed.
+            Some(Ok(Ok(place))) => return Ok(place),
+            None | Some(Ok(Err(_))) => ConnectError::ShuttingDown,
+            Some(Err(_)) => ConnectError::Unreachable {
+                addr: addr.to_owned(),
+                reason: format!(
+                    "no place among the connection's handshakes in flight within {timeout:?}"
+                ),
+                attempts: 1,
+            },
+        };
+        if let Some(idle) = self.links.release(id) {
+            self.links.evict_if_idle(&idle);
+        }
+        self.bookkeeping_changed.notify_waiters();
+        let transient = !matches!(error, ConnectError::ShuttingDown);
+        Err(Failure { error, transient })
+    }
+
     /// One attempt to open a session, over within the handshake timeout.
     async fn open(
         self: &Arc<Self>,
@@ -233,11 +267,13 @@ impl Dial {
             client,
             verified,
             core,
+            handshakes,
         } = self
             .links
             .client(addr, id, &self.config)
             .map_err(permanent)?;
         self.bookkeeping_changed.notify_waiters();
+        let _handshaking = self.handshake_place(handshakes, addr, id).await?;
         // The handshake timeout is left whole: it also bounds the session's resumes.
         let session = Session::initiator(
             self.config.session.clone(),

@@ -4,7 +4,9 @@
 //! dropped; a link whose connection failed with no session on it is dropped at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
 
 use tonic::transport::{Channel, Endpoint};
 
@@ -44,6 +46,8 @@ struct Link {
     sessions: usize,
     /// The idle period the link is in, while it carries no session.
     idle: Option<u64>,
+    /// Places for handshakes in flight on the connection (see [`Client::handshakes`]).
+    handshakes: Arc<Semaphore>,
 }
 
 /// A session's way onto its link.
@@ -53,6 +57,15 @@ pub(crate) struct Client {
     pub(crate) verified: Option<VerifiedCert>,
     /// The core the connection lives on, where the session's driver belongs.
     pub(crate) core: Option<Core>,
+    /// A place to hold while the session's first handshake is in flight. The peer admits
+    /// at most [`AdmissionConfig::max_unauthenticated_streams_per_connection`] streams
+    /// before they authenticate, and refuses the rest to be retried after a backoff; a
+    /// node opening more sessions at once waits here instead, taking the same limit for
+    /// the peer's as its own.
+    ///
+    /// [`AdmissionConfig::max_unauthenticated_streams_per_connection`]:
+    /// crate::config::AdmissionConfig::max_unauthenticated_streams_per_connection
+    pub(crate) handshakes: Arc<Semaphore>,
 }
 
 /// A link that just lost its last session: evict it with [`Links::evict_if_idle`] after
@@ -97,6 +110,12 @@ impl Links {
                     verified,
                     sessions: 0,
                     idle: None,
+                    handshakes: Arc::new(Semaphore::new(
+                        config
+                            .admission
+                            .max_unauthenticated_streams_per_connection
+                            .max(1),
+                    )),
                 };
                 state.links.entry(addr.to_owned()).or_insert(link)
             }
@@ -106,6 +125,7 @@ impl Links {
         let channel = link.channel.clone();
         let verified = link.verified.clone();
         let core = link.core.clone();
+        let handshakes = link.handshakes.clone();
         state.by_session.insert(session, addr.to_owned());
         let client = DuologueClient::new(channel)
             .max_decoding_message_size(config.frame_limit())
@@ -114,6 +134,7 @@ impl Links {
             client,
             verified,
             core,
+            handshakes,
         })
     }
 
