@@ -42,7 +42,7 @@ pub(crate) trait NodeHooks: Send + Sync + 'static {
         &self,
         session: &SessionRef,
         shared: &Arc<Shared>,
-    ) -> mpsc::Receiver<Attach>;
+    ) -> mpsc::Receiver<Box<Attach>>;
 
     /// The session is over.
     fn session_closed(&self, closed: Closed<'_>);

@@ -33,7 +33,7 @@ pub(crate) struct Driver {
     pub(super) policy: SessionPolicy,
     pub(super) link: Link,
     /// Acceptor: where the node routes the peer's resume streams.
-    pub(super) attach_rx: Option<mpsc::Receiver<Attach>>,
+    pub(super) attach_rx: Option<mpsc::Receiver<Box<Attach>>>,
     pub(super) owner: Option<Arc<dyn Deliver>>,
     pub(super) remote_addr: Option<SocketAddr>,
     /// Initiator: told once the first handshake ends, either way.
@@ -191,7 +191,7 @@ impl Driver {
                 let mut attach_rx = self.attach_rx.take()?;
                 let received = self.drive_until(attach_rx.recv()).await;
                 self.attach_rx = Some(attach_rx);
-                received.flatten().map(|attach| self.attach(attach))
+                received.flatten().map(|attach| self.attach(*attach))
             }
             Link::Dial(dialer) => {
                 let client = dialer.client.clone();
@@ -273,7 +273,7 @@ impl Driver {
         &mut self,
         mut inbound: Streaming<WireFrame>,
         mut peeked: Option<Result<WireFrame, Status>>,
-        attach_rx: &mut Option<mpsc::Receiver<Attach>>,
+        attach_rx: &mut Option<mpsc::Receiver<Box<Attach>>>,
     ) -> StreamEnd {
         let (shared, cancel) = (self.shared.clone(), self.cx.cancel.clone());
         let generation = self.shared.read(Session::generation);
@@ -330,7 +330,7 @@ impl Driver {
                 }
                 () = shared.driver_woken() => {}
                 Some(next) = recv_attach(attach_rx.as_mut()), if !closed => {
-                    return StreamEnd::Superseded(Box::new(next));
+                    return StreamEnd::Superseded(next);
                 }
             }
         }
@@ -353,7 +353,7 @@ impl Driver {
     }
 }
 
-async fn recv_attach(attach: Option<&mut mpsc::Receiver<Attach>>) -> Option<Attach> {
+async fn recv_attach(attach: Option<&mut mpsc::Receiver<Box<Attach>>>) -> Option<Box<Attach>> {
     match attach {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -71,7 +71,7 @@ pub enum NodeEvent {
 #[derive(Clone, Debug)]
 pub(crate) struct Resumable {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) attach: mpsc::Sender<Attach>,
+    pub(crate) attach: mpsc::Sender<Box<Attach>>,
 }
 
 /// The sessions of one node and what their drivers report.
@@ -446,7 +446,9 @@ impl NodeHooks for Sessions {
         &self,
         session: &SessionRef,
         shared: &Arc<Shared>,
-    ) -> mpsc::Receiver<Attach> {
+    ) -> mpsc::Receiver<Box<Attach>> {
+        // Boxed: tokio allocates a channel's first block of 32 slots with the channel, and
+        // an `Attach` is about 300 bytes: unboxed, every idle session held 9.5 KiB here.
         let (tx, rx) = mpsc::channel(4);
         let entry = Resumable {
             shared: shared.clone(),

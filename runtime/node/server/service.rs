@@ -171,7 +171,7 @@ async fn gate_resume(sessions: Arc<Sessions>, stream: GateInput, mut out: GateSt
                     remote_addr,
                 };
                 // A driver gone meanwhile abandons its core: the stream ends by itself.
-                let _ = attach.send(attach_stream).await;
+                let _ = attach.send(Box::new(attach_stream)).await;
                 return;
             }
         }
