@@ -911,6 +911,11 @@ impl Session {
     /// The next frame to write on the current stream, if any.
     pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         if let Some(frame) = self.control.pop_front() {
+            // Control frames come a few at a time (a handshake's, a grant): an idle
+            // session keeps no room for them.
+            if self.control.is_empty() {
+                self.control = VecDeque::new();
+            }
             return Some(frame);
         }
         if !(self.is_established() || self.is_closed()) {
@@ -955,9 +960,17 @@ impl Session {
         !self.events.is_empty()
     }
 
-    /// The next event for the owner, if any.
+    /// The next event for the owner, if any (the driver takes them all at once:
+    /// [`Session::take_events`]).
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Every event for the owner, in order. The queue's room goes with them, so an idle
+    /// session keeps none.
+    pub(crate) fn take_events(&mut self) -> Vec<Event> {
+        Vec::from(mem::take(&mut self.events))
     }
 
     fn on_flow(&mut self, flow: Flow, now: Instant) {

@@ -427,8 +427,7 @@ impl Shared {
 
     /// The events the core has for the owner, in order.
     pub(crate) fn take_events(&self) -> Vec<Event> {
-        let mut core = self.lock();
-        std::iter::from_fn(|| core.session.poll_event()).collect()
+        self.lock().session.take_events()
     }
 
     /// Resolves when the driver has something to do: events, a sooner deadline, enough
