@@ -1137,10 +1137,14 @@ impl Node {
         for host in self.inner.entities.take_hosts() {
             host.stop(None);
         }
-        self.handles
-            .standard
-            .stop(self.inner.config.close_linger)
-            .await;
+        // A node that does not listen has no listener to wait for.
+        let listens = lock(&self.handles.server).is_some();
+        let linger = if listens {
+            self.inner.config.close_linger
+        } else {
+            Duration::ZERO
+        };
+        self.handles.standard.stop(linger).await;
         if let Some(control) = lock(&self.handles.control).take() {
             control.stop(None);
         }

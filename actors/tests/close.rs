@@ -1,6 +1,7 @@
 //! Closing politely, and less politely: `close(timeout)` finishes and drains, then aborts
 //! what is left; `abort()` ends at once and the peer learns `Aborted`; a node with a
-//! thousand open sessions shuts down within its drain bound and its peers learn why.
+//! thousand open sessions shuts down within its drain bound and its peers learn why; a
+//! node that does not listen does not wait for a listener.
 
 mod support;
 
@@ -149,4 +150,35 @@ async fn a_node_with_a_thousand_sessions_shuts_down_within_its_drain_bound() {
         );
     }
     eprintln!("{SESSIONS} sessions: shutdown took {took:?}");
+}
+
+#[tokio::test]
+async fn a_node_that_does_not_listen_shuts_down_without_waiting_for_a_listener() {
+    // The linger bounds how long a listening node waits for its listener to close; a node
+    // that only dials has none, and must not wait it out.
+    let mut config = duologue::NodeConfig::default();
+    config.close_linger = Duration::from_secs(3600);
+    let server = served_probe(listening_node("server", SECRET).await).await;
+    let near = duologue::Node::builder()
+        .name("near")
+        .config(config)
+        .secret(duologue::Secret::new(SECRET).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let (owner, _) = probe().await;
+    let remote: RemoteRef<PingPong> = near
+        .connect((&addr(&server.node), "probe"))
+        .owner(&owner)
+        .await
+        .unwrap();
+    remote
+        .call(Ping { n: 1, body: vec![] }, WAIT)
+        .await
+        .unwrap();
+
+    let drained = tokio::time::timeout(WAIT, near.shutdown())
+        .await
+        .expect("the shutdown ends within the wait bound, far inside the linger");
+    assert!(drained);
 }
