@@ -13,12 +13,13 @@
 //! 3. **Concurrency**: the cast rate of one session alone (64-byte payload, counted at
 //!    the receiver: a `Report` call after the casts answers once they all arrived)
 //!    against the aggregate of 100 sessions casting at once, each to its own checker.
-//! 4. **Stall**: the same 100 sessions, but one of them to a checker taking one tick a
-//!    second, its credit used up before the clock starts and its sender casting on through
-//!    the round, held back at its reader's pace; the rate of the other 99 with
-//!    it (`others_with_one_stalled`) and without it (the 99 alone: `others`, measured on
-//!    their second round alone, as warm as the stalled round after it; and, for
-//!    reference, the 99 within the 100 of phase 3: `others_among_100`).
+//! 4. **Stall**: the same 100 sessions but the first, alone (`others`), and beside a
+//!    session to a checker taking one tick a second (`others_with_one_stalled`), its
+//!    credit used up before the clock starts and its sender casting on through the round,
+//!    held back at its reader's pace. The two rounds alternate three times, each with a new
+//!    stalled session, after one round alone that warms up; the figures are the medians,
+//!    and each round's rate is printed too. For reference, the 99 within the 100 of
+//!    phase 3: `others_among_100`.
 //!
 //! Prints one line per figure in the baseline's `label key=value` shape:
 //!
@@ -74,10 +75,11 @@ const PAYLOAD: usize = 64;
 const IDLE: &str = "idle";
 /// The checker of the single-session rate.
 const SINGLE: &str = "single";
-/// The checker taking one tick a second.
-const STALLED: &str = "stalled";
+/// Rounds of the 99 others alone and beside a stalled session, alternated.
+const STALL_PAIRS: usize = 3;
 /// The phases the bar counts: sessions opened, idle memory read, one session alone, the
-/// 100 opened and warmed, the 100 at once, the 99 alone, the 99 beside a stalled one.
+/// 100 opened and warmed, the 100 at once, the 99 alone to warm up, the 99 alone and
+/// beside a stalled one in turn.
 const PHASES: u64 = 7;
 
 /// How much to do; smaller with `CI` set.
@@ -132,6 +134,23 @@ fn rate(n: u64, d: Duration) -> f64 {
 /// The name of concurrent checker `i`.
 fn checker(i: usize) -> String {
     format!("c{i}")
+}
+
+/// The name of the checker taking one tick a second in stall pair `pair`.
+fn stalled_checker(pair: usize) -> String {
+    format!("stalled{pair}")
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 0 {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
 }
 
 /// Starts node A hosting `actors` (`KIND:NAME` specs), relaying its stderr.
@@ -477,10 +496,8 @@ async fn concurrency(
     phases: &ProgressBar,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
-    let mut actors = vec![
-        format!("seq-check:{SINGLE}"),
-        format!("seq-check:{STALLED}@1"),
-    ];
+    let mut actors = vec![format!("seq-check:{SINGLE}")];
+    actors.extend((0..STALL_PAIRS).map(|pair| format!("seq-check:{}@1", stalled_checker(pair))));
     actors.extend((0..CONCURRENT).map(|i| format!("seq-check:{}", checker(i))));
     let node_a = start_node_a(secrets.secret(), &actors).await?;
     let addr = node_a.addr.to_string();
@@ -509,7 +526,7 @@ async fn concurrency(
         let opening = futures::stream::iter(&names)
             .map(|name| connect(&node_b, &addr, name, &owner))
             .buffered(IN_FLIGHT);
-        let mut sessions: Vec<RemoteRef<SeqCheck>> =
+        let sessions: Vec<RemoteRef<SeqCheck>> =
             tokio::time::timeout(OPEN_ALL_TIMEOUT, opening.collect::<Vec<_>>())
                 .await
                 .map_err(|_| anyhow!("{CONCURRENT} sessions not open in {OPEN_ALL_TIMEOUT:?}"))?
@@ -544,60 +561,78 @@ async fn concurrency(
         ));
         phases.inc(1);
 
-        // The other 99 alone: the rate the stalled one must not lower. Measured second
-        // time round, so that it is as warm as the round with the stalled one after it.
+        // The other 99 alone, then beside a stalled session, alternated STALL_PAIRS times
+        // so that the machine's drift falls on both; each stalled session is a new one to a
+        // checker of its own, aborted after its round. The first round alone warms up.
         let what = "the 99 others alone";
         round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
-        let alone = round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
         phases.inc(1);
-        let alone_wall = alone.until_all(0..CONCURRENT - 1);
+        let (mut alone_walls, mut stalled_walls) = (Vec::new(), Vec::new());
+        let (mut stalled_sent, mut trickled) = (Vec::new(), 0);
+        for pair in 0..STALL_PAIRS {
+            let what = "the 99 others alone";
+            let alone = round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
+            alone_walls.push(alone.until_all(0..CONCURRENT - 1));
 
-        // The same sessions, the first replaced by one to a checker taking a tick a second.
-        phases.set_message("stalling one session");
-        let stalled = connect(&node_b, &addr, STALLED, &owner).await?;
-        let stalled_sent = stall(&stalled, &filler).await?;
-        progress::eprintln(format_args!(
-            "stalled session: out of credit after {stalled_sent} ticks"
-        ));
-        // Its sender goes on casting through the round, held back at its reader's pace.
-        let trickled = Arc::new(AtomicU64::new(0));
-        let pushing = {
-            let (check, tick_filler, trickled) =
-                (stalled.clone(), filler.clone(), trickled.clone());
-            tokio::spawn(async move {
-                for n in stalled_sent + 1.. {
-                    let tick = Tick {
-                        n,
-                        filler: tick_filler.clone(),
-                    };
-                    if check.cast(tick).await.is_err() {
-                        break;
+            phases.set_message("stalling one session");
+            let stalled = connect(&node_b, &addr, &stalled_checker(pair), &owner).await?;
+            let sent = stall(&stalled, &filler).await?;
+            progress::eprintln(format_args!(
+                "stalled session {pair}: out of credit after {sent} ticks"
+            ));
+            stalled_sent.push(sent.to_string());
+            // Its sender goes on casting through the round, held back at its reader's pace.
+            let pushed = Arc::new(AtomicU64::new(0));
+            let pushing = {
+                let (check, tick_filler, pushed) =
+                    (stalled.clone(), filler.clone(), pushed.clone());
+                tokio::spawn(async move {
+                    for n in sent + 1.. {
+                        let tick = Tick {
+                            n,
+                            filler: tick_filler.clone(),
+                        };
+                        if check.cast(tick).await.is_err() {
+                            break;
+                        }
+                        pushed.fetch_add(1, Ordering::Relaxed);
                     }
-                    trickled.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        };
-        sessions[0] = stalled.clone();
-        let what = "the 99 others beside a stalled one";
-        let with_stalled =
-            round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
-        let stalled_wall = with_stalled.until_all(0..CONCURRENT - 1);
-        let trickled = trickled.load(Ordering::Relaxed);
-        pushing.abort();
+                })
+            };
+            let what = "the 99 others beside a stalled one";
+            let with_stalled =
+                round(&sessions[1..], &mut counted[1..], m, &filler, phases, what).await?;
+            stalled_walls.push(with_stalled.until_all(0..CONCURRENT - 1));
+            trickled += pushed.load(Ordering::Relaxed);
+            pushing.abort();
+            stalled.session().abort();
+        }
+        phases.inc(1);
         let others = CONCURRENT as u64 - 1;
-        let others_rate = rate(m * others, alone_wall);
-        let stalled_rate = rate(m * others, stalled_wall);
+        let rates = |walls: &[Duration]| -> Vec<f64> {
+            walls.iter().map(|wall| rate(m * others, *wall)).collect()
+        };
+        let (alone_rates, stalled_rates) = (rates(&alone_walls), rates(&stalled_walls));
+        let (others_rate, stalled_rate) = (median(&alone_rates), median(&stalled_rates));
+        let each = |rates: &[f64]| {
+            let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+            each.join(",")
+        };
         progress::println(format_args!(
             "duologue sessions stall others_msgs_per_s={others_rate:.0} \
              others_with_one_stalled_msgs_per_s={stalled_rate:.0} ratio={:.2} \
              others_among_{CONCURRENT}_msgs_per_s={:.0} others={others} casts_per_session={m} \
-             stalled_sent={stalled_sent} stalled_sent_during_round={trickled}",
+             pairs={STALL_PAIRS} alone_each={} stalled_each={} stalled_sent={} \
+             stalled_sent_during_rounds={trickled}",
             stalled_rate / others_rate,
-            rate(m * others, others_wall)
+            rate(m * others, others_wall),
+            each(&alone_rates),
+            each(&stalled_rates),
+            stalled_sent.join(","),
         ));
         summary.figure(format_args!(
             "the 99 others {others_rate:.0} casts/s alone, {stalled_rate:.0}/s beside a stalled \
-             session ({:.2}x)",
+             session ({:.2}x, medians of {STALL_PAIRS} alternated pairs)",
             stalled_rate / others_rate
         ));
         phases.inc(1);
