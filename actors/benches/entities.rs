@@ -55,7 +55,7 @@ use duologue::settings::{ClusterConfig, EntityConfig};
 use duologue::status::{EntityKindStatus, NodeStatus};
 use duologue::{Entity, Mailbox, Node, NodeConfig, RemoteRef, Secret};
 use duologue_testkit::probe::{Ping, PingPong, Pong};
-use duologue_testkit::{ChildGuard, Memory, Signal, args, cpu_time, load};
+use duologue_testkit::{ChildGuard, Memory, Signal, args, cpu_time, load, median};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 const SECRET: &str = "entities bench secret, 32 bytes!";
@@ -439,16 +439,6 @@ fn rss(members: &[Host]) -> Vec<u64> {
         .iter()
         .map(|m| Memory::of(m.child.pid()).map_or(0, |m| m.now))
         .collect()
-}
-
-/// The median of `values` (the lower middle of an even count).
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted
-        .get((sorted.len().max(1) - 1) / 2)
-        .copied()
-        .unwrap_or(0.0)
 }
 
 /// Each node's gossip over an idle window: (own state bytes, sent/s, received/s).

@@ -54,7 +54,7 @@ use duologue::wire::Fault;
 use duologue::{Entity, Node, NodeConfig, Secret};
 use duologue_testkit::postgres::Postgres;
 use duologue_testkit::probe::{Ping, PingPong, Pong};
-use duologue_testkit::{ChildGuard, Signal, args, load};
+use duologue_testkit::{ChildGuard, Signal, args, load, median};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 const SECRET: &str = "entity state bench secret, 32 b!";
@@ -207,16 +207,6 @@ fn percentiles(latencies: &mut [u32]) -> (f64, f64) {
     latencies.sort_unstable();
     let at = |q: f64| f64::from(latencies[((latencies.len() as f64 - 1.0) * q) as usize]);
     (at(0.50), at(0.99))
-}
-
-/// The median of `values` (the lower middle of an even count).
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted
-        .get((sorted.len().max(1) - 1) / 2)
-        .copied()
-        .unwrap_or(0.0)
 }
 
 fn micros(elapsed: Duration) -> u32 {

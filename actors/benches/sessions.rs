@@ -46,7 +46,7 @@ use duologue::{Node, RemoteRef, SendError, SessionMsg};
 use duologue_actors::seq_check::SeqCheck;
 use duologue_actors::seq_check::proto::{Report, ReportRequest, Tick, check_reply};
 use duologue_testkit::progress::{self, ProgressBar, Summary};
-use duologue_testkit::{Memory, NodeProcess, SecretDir};
+use duologue_testkit::{Memory, NodeProcess, SecretDir, median};
 use futures::StreamExt;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinSet;
@@ -139,18 +139,6 @@ fn checker(i: usize) -> String {
 /// The name of the checker taking one tick a second in stall pair `pair`.
 fn stalled_checker(pair: usize) -> String {
     format!("stalled{pair}")
-}
-
-/// The median of `values` (the mean of the middle two for an even count).
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    } else {
-        sorted[mid]
-    }
 }
 
 /// Starts node A hosting `actors` (`KIND:NAME` specs), relaying its stderr.

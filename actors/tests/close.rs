@@ -156,8 +156,10 @@ async fn a_node_with_a_thousand_sessions_shuts_down_within_its_drain_bound() {
 async fn a_node_that_does_not_listen_shuts_down_without_waiting_for_a_listener() {
     // The linger bounds how long a listening node waits for its listener to close; a node
     // that only dials has none, and must not wait it out.
-    let mut config = duologue::NodeConfig::default();
-    config.close_linger = Duration::from_secs(3600);
+    let config = duologue::NodeConfig {
+        close_linger: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let server = served_probe(listening_node("server", SECRET).await).await;
     let near = duologue::Node::builder()
         .name("near")

@@ -493,6 +493,17 @@ impl Drop for SecretDir {
     }
 }
 
+/// The median of `values` (the lower middle of an even count; 0 for none): the benches
+/// report medians of repeated rounds.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get((sorted.len().max(1) - 1) / 2)
+        .copied()
+        .unwrap_or(0.0)
+}
+
 /// CPU time (user + system) process `pid` has used (`None`: this process), from
 /// `/proc/PID/stat`; `None` where there is no `/proc` or the process is gone.
 pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
