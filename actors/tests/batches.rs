@@ -542,3 +542,20 @@ async fn an_inbox_takes_runs_whole_and_hands_them_out_one_by_one_in_order() {
     pourer.stop(None);
     drop((client, server));
 }
+
+#[test]
+fn a_batched_mailbox_gives_each_message_in_order_whether_alone_or_in_a_run() {
+    use duologue::Mailbox;
+    let locals = |batched: BatchedMailbox<PingPong, u32>| -> Vec<u32> {
+        batched
+            .into_iter()
+            .map(|message| match message {
+                Mailbox::Local(n) => n,
+                _ => panic!("only local messages were put in"),
+            })
+            .collect()
+    };
+    assert_eq!(locals(BatchedMailbox::local(7)), [7]);
+    let run = BatchedMailbox::Batch(vec![Mailbox::Local(1), Mailbox::Local(2)]);
+    assert_eq!(locals(run), [1, 2]);
+}

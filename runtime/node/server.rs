@@ -84,6 +84,8 @@ pub(crate) async fn serve(serving: Serving) {
         .add_service(service);
     let router = standard.add_to(router);
     // One server per core, each serving the connections dealt to it; without cores, one.
+    // A macro, not a function: the plain and the TLS streams of connections differ in
+    // type, and a function would have to name the layered router's type and bounds.
     macro_rules! serve {
         ($incoming:expr) => {
             match &cores {

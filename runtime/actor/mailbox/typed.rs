@@ -166,14 +166,17 @@ impl<P: Protocol, L> BatchedMailbox<P, L> {
 
 impl<P: Protocol, L> IntoIterator for BatchedMailbox<P, L> {
     type Item = Mailbox<P, L>;
-    type IntoIter = std::vec::IntoIter<Mailbox<P, L>>;
+    type IntoIter =
+        std::iter::Chain<std::option::IntoIter<Mailbox<P, L>>, std::vec::IntoIter<Mailbox<P, L>>>;
 
-    /// Each message in order, whether it arrived alone or in a run.
+    /// Each message in order, whether it arrived alone or in a run (one alone allocates
+    /// nothing).
     fn into_iter(self) -> Self::IntoIter {
-        match self {
-            Self::One(message) => vec![message].into_iter(),
-            Self::Batch(messages) => messages.into_iter(),
-        }
+        let (one, run) = match self {
+            Self::One(message) => (Some(message), Vec::new()),
+            Self::Batch(messages) => (None, messages),
+        };
+        one.into_iter().chain(run)
     }
 }
 
