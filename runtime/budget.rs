@@ -256,6 +256,13 @@ impl Pools {
         })
     }
 
+    /// Gives back `bytes` of inbound taken a moment ago, and wakes whoever waits: one
+    /// that looked at the room meanwhile saw it short and may have gone to sleep.
+    fn give_back(&self, bytes: usize) {
+        self.inbound.give(bytes);
+        self.wake_inbound_waiters();
+    }
+
     /// Wakes the accounts waiting for inbound room, if there is some.
     fn wake_inbound_waiters(&self) {
         if !self.inbound.full() {
@@ -507,14 +514,12 @@ impl Account {
         if behind_another {
             return false;
         }
-        let got = self.take_inbound(want);
-        if got == want {
+        if self.take_inbound_exact(want) {
             self.needs.store(0, Ordering::SeqCst);
             // Whoever let this session go first, or waits for what is left, looks again.
             self.wake_inbound_waiters();
             return true;
         }
-        self.release_inbound(got as u64);
         self.wait_for_inbound(want);
         false
     }
@@ -525,16 +530,36 @@ impl Account {
         let from_peer = peer.inbound.take_up_to(bytes);
         let got = node.inbound.take_up_to(from_peer);
         if got < from_peer {
-            peer.inbound.give(from_peer - got);
+            peer.give_back(from_peer - got);
         }
         self.add_inbound(got);
         got
     }
 
+    /// Takes exactly `bytes` from the peer's and the node's inbound pools, or nothing.
+    /// Pools that look short are not touched: a take given back is room another
+    /// session may have looked at in between and gone to sleep without.
+    fn take_inbound_exact(&self, bytes: usize) -> bool {
+        let (peer, node) = (&self.peer.pools, &self.budgets.node);
+        if peer.inbound.room() < bytes || node.inbound.room() < bytes {
+            return false;
+        }
+        if !peer.inbound.try_take(bytes) {
+            return false;
+        }
+        if !node.inbound.try_take(bytes) {
+            peer.give_back(bytes);
+            return false;
+        }
+        self.add_inbound(bytes);
+        true
+    }
+
     /// Registers to be woken by each pool with less than `room` free; wakes the session
-    /// at once if one has that room by now (released in between).
+    /// at once if none is short by now (released in between, by a session that found
+    /// nobody to wake).
     fn wait_for_inbound(self: &Arc<Self>, room: usize) {
-        let mut freed = false;
+        let mut short = false;
         for pools in [&self.peer.pools, &self.budgets.node] {
             if pools.inbound.room() >= room {
                 continue;
@@ -544,9 +569,9 @@ impl Account {
             }
             // Registered before looking again: a release in between finds the
             // registration, or this look finds the room.
-            freed |= pools.inbound.room() >= room;
+            short |= pools.inbound.room() < room;
         }
-        if freed {
+        if !short {
             self.wake();
         }
     }
@@ -830,5 +855,89 @@ mod tests {
         assert!(small.reserve_inbound_exact(10));
         assert_eq!(woken.load(Ordering::SeqCst), 1, "the hog looks again");
         assert!(hog.reserve_inbound_exact(20));
+    }
+
+    /// Six sessions on threads, each waiting for exact grants of one message at a time
+    /// while a reader consumes them, over a peer budget that covers two: however their
+    /// looks, takes and releases interleave, every waiter is woken once there is room.
+    /// (A session whose take failed just before another released, and found nobody
+    /// registered to wake, used to see the room and sleep without registering.)
+    #[test]
+    fn sessions_racing_for_exact_grants_never_all_wait_with_room_free() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        const SESSIONS: usize = 6;
+        const MESSAGE: u64 = 4 * 1024;
+        const ROUNDS: usize = 3_000;
+        let budgets = Budgets::new(BudgetConfig {
+            peer_inbound_bytes: 10 * 1024,
+            ..BudgetConfig::default()
+        });
+        let (held_tx, held_rx) = mpsc::channel::<usize>();
+        let mut consumed_txs = Vec::new();
+        let mut sessions = Vec::new();
+        for s in 0..SESSIONS {
+            let account = budgets.account(&identity("p"));
+            account.charge_inbound(8);
+            let (woken_tx, woken_rx) = mpsc::channel::<()>();
+            account.on_freed(move || {
+                let _ = woken_tx.send(());
+            });
+            let (consumed_tx, consumed_rx) = mpsc::channel::<()>();
+            consumed_txs.push(consumed_tx);
+            let held_tx = held_tx.clone();
+            sessions.push(std::thread::spawn(move || -> Result<(), String> {
+                for round in 0..ROUNDS {
+                    // The previous message consumed: its bytes go back, the next is asked
+                    // for, and whoever waits is told.
+                    if round > 0 {
+                        consumed_rx
+                            .recv_timeout(Duration::from_secs(10))
+                            .map_err(|_| format!("session {s}: never consumed"))?;
+                        account.release_inbound(MESSAGE);
+                    }
+                    let mut granted = account.reserve_inbound_exact(MESSAGE);
+                    if round > 0 {
+                        account.wake_inbound_waiters();
+                    }
+                    while !granted {
+                        woken_rx
+                            .recv_timeout(Duration::from_secs(10))
+                            .map_err(|_| {
+                                format!(
+                                    "session {s} round {round}: never woken, {} of {} bytes free",
+                                    account.peer.pools.inbound.room(),
+                                    account.peer.pools.inbound.limit
+                                )
+                            })?;
+                        granted = account.reserve_inbound_exact(MESSAGE);
+                    }
+                    held_tx.send(s).unwrap();
+                }
+                consumed_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .map_err(|_| format!("session {s}: last never consumed"))?;
+                account.release_inbound(MESSAGE);
+                account.wake_inbound_waiters();
+                Ok(())
+            }));
+        }
+        drop(held_tx);
+        // The reader: consumes each message as it arrives.
+        let reader = std::thread::spawn(move || {
+            while let Ok(s) = held_rx.recv() {
+                let _ = consumed_txs[s].send(());
+            }
+        });
+        let results: Vec<_> = sessions.into_iter().map(|t| t.join().unwrap()).collect();
+        reader.join().unwrap();
+        for result in results {
+            result.unwrap();
+        }
+        assert_eq!(
+            budgets.inbound_bytes(),
+            0,
+            "the ended sessions gave all back"
+        );
     }
 }
