@@ -864,69 +864,111 @@ mod tests {
     /// registered to wake, used to see the room and sleep without registering.)
     #[test]
     fn sessions_racing_for_exact_grants_never_all_wait_with_room_free() {
+        race(
+            BudgetConfig {
+                peer_inbound_bytes: 10 * 1024,
+                ..BudgetConfig::default()
+            },
+            &["p"; 6],
+            Race {
+                in_flight: 1,
+                ahead: 0,
+            },
+        );
+    }
+
+    /// As above, with two peers whose sessions together pass the node's budget, each
+    /// session holding two messages unconsumed and asking for the next (so the even
+    /// share holds them back), and taking credit ahead of need as it consumes: nobody
+    /// waits for ever behind a share, a give-back or the other pool.
+    #[test]
+    fn sessions_of_two_peers_racing_over_both_budgets_never_all_wait() {
+        race(
+            BudgetConfig {
+                peer_inbound_bytes: 10 * 1024,
+                node_inbound_bytes: 14 * 1024,
+                ..BudgetConfig::default()
+            },
+            &["p", "p", "p", "q", "q", "q"],
+            Race {
+                in_flight: 2,
+                ahead: 512,
+            },
+        );
+    }
+
+    /// How the sessions of [`race`] behave.
+    struct Race {
+        /// Messages a session may have granted and not yet consumed.
+        in_flight: usize,
+        /// Credit a session takes ahead of need each time a message is consumed (given
+        /// back at the next).
+        ahead: u64,
+    }
+
+    /// Sessions of `peers` (one thread each) ask for exact grants of 4 KiB messages, up
+    /// to `race.in_flight` at once, while one reader consumes every message as it comes;
+    /// fails when a session hears nothing (no wake, no consumption) for ten seconds while
+    /// it still has messages to send.
+    fn race(config: BudgetConfig, peers: &[&str], race: Race) {
         use std::sync::mpsc;
         use std::time::Duration;
-        const SESSIONS: usize = 6;
         const MESSAGE: u64 = 4 * 1024;
         const ROUNDS: usize = 3_000;
-        let budgets = Budgets::new(BudgetConfig {
-            peer_inbound_bytes: 10 * 1024,
-            ..BudgetConfig::default()
-        });
+        enum Heard {
+            Woken,
+            Consumed,
+        }
+        let budgets = Budgets::new(config);
         let (held_tx, held_rx) = mpsc::channel::<usize>();
         let mut consumed_txs = Vec::new();
         let mut sessions = Vec::new();
-        for s in 0..SESSIONS {
-            let account = budgets.account(&identity("p"));
+        for (s, peer) in peers.iter().enumerate() {
+            let account = budgets.account(&identity(peer));
             account.charge_inbound(8);
-            let (woken_tx, woken_rx) = mpsc::channel::<()>();
+            let (heard_tx, heard_rx) = mpsc::channel();
+            let woken_tx = heard_tx.clone();
             account.on_freed(move || {
-                let _ = woken_tx.send(());
+                let _ = woken_tx.send(Heard::Woken);
             });
-            let (consumed_tx, consumed_rx) = mpsc::channel::<()>();
-            consumed_txs.push(consumed_tx);
+            consumed_txs.push(heard_tx);
             let held_tx = held_tx.clone();
+            let Race { in_flight, ahead } = race;
             sessions.push(std::thread::spawn(move || -> Result<(), String> {
-                for round in 0..ROUNDS {
-                    // The previous message consumed: its bytes go back, the next is asked
-                    // for, and whoever waits is told.
-                    if round > 0 {
-                        consumed_rx
-                            .recv_timeout(Duration::from_secs(10))
-                            .map_err(|_| format!("session {s}: never consumed"))?;
-                        account.release_inbound(MESSAGE);
+                let (mut granted, mut consumed, mut ahead_held) = (0, 0, 0);
+                while consumed < ROUNDS {
+                    if granted < ROUNDS
+                        && granted - consumed < in_flight
+                        && account.reserve_inbound_exact(MESSAGE)
+                    {
+                        granted += 1;
+                        held_tx.send(s).unwrap();
+                        continue;
                     }
-                    let mut granted = account.reserve_inbound_exact(MESSAGE);
-                    if round > 0 {
+                    let heard = heard_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+                        format!(
+                            "session {s}: {granted} granted, {consumed} consumed, nothing heard; \
+                             room: peer {}, node {}",
+                            account.peer.pools.inbound.room(),
+                            account.budgets.node.inbound.room(),
+                        )
+                    })?;
+                    if let Heard::Consumed = heard {
+                        // As a session core does: give back what the owner consumed (and
+                        // the credit it granted ahead), grant ahead again, tell the waiters.
+                        consumed += 1;
+                        account.release_inbound(MESSAGE + ahead_held);
+                        ahead_held = account.reserve_inbound(ahead);
                         account.wake_inbound_waiters();
                     }
-                    while !granted {
-                        woken_rx
-                            .recv_timeout(Duration::from_secs(10))
-                            .map_err(|_| {
-                                format!(
-                                    "session {s} round {round}: never woken, {} of {} bytes free",
-                                    account.peer.pools.inbound.room(),
-                                    account.peer.pools.inbound.limit
-                                )
-                            })?;
-                        granted = account.reserve_inbound_exact(MESSAGE);
-                    }
-                    held_tx.send(s).unwrap();
                 }
-                consumed_rx
-                    .recv_timeout(Duration::from_secs(10))
-                    .map_err(|_| format!("session {s}: last never consumed"))?;
-                account.release_inbound(MESSAGE);
-                account.wake_inbound_waiters();
                 Ok(())
             }));
         }
         drop(held_tx);
-        // The reader: consumes each message as it arrives.
         let reader = std::thread::spawn(move || {
             while let Ok(s) = held_rx.recv() {
-                let _ = consumed_txs[s].send(());
+                let _ = consumed_txs[s].send(Heard::Consumed);
             }
         });
         let results: Vec<_> = sessions.into_iter().map(|t| t.join().unwrap()).collect();
