@@ -474,6 +474,27 @@ async fn a_peer_holding_the_node_inbound_budget_holds_back_anothers_large_messag
         .unwrap();
 }
 
+/// The next ping the holder saw, within the wait bound; past it, a panic that shows where
+/// the hub's sessions stand (what each holds, and whether it withholds a grant).
+async fn next_or_show(
+    seen: &mut mpsc::UnboundedReceiver<(String, u64)>,
+    hub: &duologue::Node,
+) -> (String, u64) {
+    if let Ok(Some(item)) = tokio::time::timeout(WAIT, seen.recv()).await {
+        return item;
+    }
+    let sessions: Vec<String> = hub
+        .status()
+        .sessions
+        .iter()
+        .map(|s| format!("{} {}: {:?} {:?}", s.peer.name, s.id, s.state, s.flow))
+        .collect();
+    panic!(
+        "nothing reached the holder within {WAIT:?}; the hub's sessions:\n{}",
+        sessions.join("\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_the_largest_messages_never_puts_more_than_the_peer_budget_in_flight() {
     const SESSIONS: usize = 6;
@@ -513,7 +534,7 @@ async fn a_flood_of_the_largest_messages_never_puts_more_than_the_peer_budget_in
     }
     let fits = peer_budget / big.encoded_len();
     for _ in 0..fits {
-        next(&mut seen).await;
+        next_or_show(&mut seen, &hub).await;
     }
     // Nothing more arrives while the holder holds them (the senders wait, and ask).
     assert!(
@@ -531,7 +552,7 @@ async fn a_flood_of_the_largest_messages_never_puts_more_than_the_peer_budget_in
     // Handled, the rest flows, in turns.
     for _ in 0..(SESSIONS * 4 - fits) {
         holder.cast(HolderMsg::Release).unwrap();
-        next(&mut seen).await;
+        next_or_show(&mut seen, &hub).await;
     }
     holder.cast(HolderMsg::Release).unwrap();
     for flood in floods {
