@@ -537,14 +537,11 @@ impl Account {
     }
 
     /// Takes exactly `bytes` from the peer's and the node's inbound pools, or nothing.
-    /// Pools that look short are not touched: a take given back is room another
-    /// session may have looked at in between and gone to sleep without.
+    /// The peer's is not touched while the node's looks short: a take given back is room
+    /// another session may have looked at in between and gone to sleep without.
     fn take_inbound_exact(&self, bytes: usize) -> bool {
         let (peer, node) = (&self.peer.pools, &self.budgets.node);
-        if peer.inbound.room() < bytes || node.inbound.room() < bytes {
-            return false;
-        }
-        if !peer.inbound.try_take(bytes) {
+        if node.inbound.room() < bytes || !peer.inbound.try_take(bytes) {
             return false;
         }
         if !node.inbound.try_take(bytes) {
